@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels.
+
+Each app's ``routing.py`` lists its sockets. Agent sockets authenticate with a bearer credential
+and are not browsers, so they sit outside the Origin check; browser sockets wrap their consumer
+in ``config.sockets.browser_socket`` (session auth + allowed-hosts Origin check).
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from hosts.routing import websocket_urlpatterns as host_sockets  # noqa: E402
+from jobs.routing import websocket_urlpatterns as job_sockets  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter([*host_sockets, *job_sockets]),
+    }
+)

@@ -1,0 +1,132 @@
+"""Shared fixtures and the service gates.
+
+Tests that need a real service carry a marker (``postgres``, ``redis``, ``docker``,
+``browser``). Where the service is missing they skip with the reason, except under
+``CI=true``, where a missing service is a failure: CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from functools import cache
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from accounts.models import User
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@cache
+def _redis_problem() -> str | None:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return "REDIS_URL is not set"
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        return f"Redis at {url} does not answer: {exc}"
+    return None
+
+
+@cache
+def _docker_problem() -> str | None:
+    try:
+        import docker
+    except ImportError:
+        return "the docker package is not installed"
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception as exc:
+        return f"no Docker engine: {exc}"
+    image = os.environ.get("COMMUNIPUTE_RUNNER_IMAGE", "communipute/runner:latest")
+    try:
+        client.images.get(image)
+    except Exception:
+        return f"runner image {image} is missing (make runner-image)"
+    return None
+
+
+@cache
+def _browser_problem() -> str | None:
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    if not shutil.which(chromium):
+        return f"Chromium is not installed at {chromium}"
+    return None
+
+
+def _postgres_problem() -> str | None:
+    if not settings.IS_POSTGRES:
+        return "DATABASE_URL is not PostgreSQL"
+    return None
+
+
+GATES: dict[str, Callable[[], str | None]] = {
+    "postgres": _postgres_problem,
+    "redis": _redis_problem,
+    "docker": _docker_problem,
+    "browser": _browser_problem,
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, problem_of in GATES.items():
+        if item.get_closest_marker(marker) is None:
+            continue
+        problem = problem_of()
+        if problem is None:
+            continue
+        if IN_CI:
+            pytest.fail(f"CI=true and this test needs {marker}: {problem}", pytrace=False)
+        pytest.skip(f"needs {marker}: {problem}")
+
+
+def _user(username: str, **extra: object) -> User:
+    return User.objects.create_user(
+        username=username, email=f"{username}@example.com", password="correct horse 1", **extra
+    )
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    """A renter."""
+    return _user("alice")
+
+
+@pytest.fixture
+def hana(db: None) -> User:
+    """A host owner."""
+    return _user("hana")
+
+
+@pytest.fixture
+def mallory(db: None) -> User:
+    """An attacker with an ordinary account."""
+    return _user("mallory")
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return _user("sam", is_staff=True)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_for() -> Callable[[User], APIClient]:
+    def make(user: User) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(user)
+        return client
+
+    return make
