@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class HostStatus(models.TextChoices):
+    ONLINE = "online", "Online"
+    BUSY = "busy", "Busy"
+    DRAINING = "draining", "Draining"
+    OFFLINE = "offline", "Offline"
+
+
+class HostVisibility(models.TextChoices):
+    PUBLIC = "public", "Public"
+    PRIVATE = "private", "Private to an organisation"
+
+
+class Host(models.Model):
+    """A machine whose owner rents it out through the agent.
+
+    Specs are what the agent reported last; rates are micro-credits per unit-hour and are
+    copied onto a job when it is placed, so changing them never touches a running job.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hosts"
+    )
+    name = models.CharField(max_length=100)
+    # Specs reported by the agent.
+    cpu_model = models.CharField(max_length=200, blank=True)
+    arch = models.CharField(max_length=32, blank=True, db_index=True)
+    cpus = models.PositiveIntegerField(default=0)
+    memory_mb = models.PositiveBigIntegerField(default=0)
+    disk_free_mb = models.PositiveBigIntegerField(default=0)
+    os = models.CharField(max_length=32, blank=True)
+    os_version = models.CharField(max_length=100, blank=True)
+    gpus = models.JSONField(default=list, blank=True)  # [{"model": str, "memory_mb": int}]
+    gpu_count = models.PositiveIntegerField(default=0)
+    docker_available = models.BooleanField(default=False)
+    agent_version = models.CharField(max_length=32, blank=True)
+    # Rates, micro-credits per hour of each unit.
+    cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
+    memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
+    gpu_hour_micros = models.PositiveBigIntegerField(default=0)
+    # The largest job this host accepts (0 = whatever the specs allow).
+    max_job_cpus = models.PositiveIntegerField(default=0)
+    max_job_memory_mb = models.PositiveBigIntegerField(default=0)
+    max_job_gpus = models.PositiveIntegerField(default=0)
+    max_job_timeout_seconds = models.PositiveIntegerField(default=24 * 3600)
+    allow_network = models.BooleanField(default=False)
+    # Status and presence.
+    status = models.CharField(
+        max_length=16, choices=HostStatus.choices, default=HostStatus.OFFLINE, db_index=True
+    )
+    is_available = models.BooleanField(default=True)  # the agent's idle/time-window verdict
+    is_draining = models.BooleanField(default=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Visibility.
+    visibility = models.CharField(
+        max_length=16, choices=HostVisibility.choices, default=HostVisibility.PUBLIC
+    )
+    organisation = models.ForeignKey(
+        "accounts.Organisation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="hosts",
+    )
+    # Availability policy: {"timezone": "Europe/Berlin", "windows": [{"days": [0..6],
+    # "start": "HH:MM", "end": "HH:MM"}], "idle_minutes": int|None, "max_load": float|None}
+    availability_policy = models.JSONField(default=dict, blank=True)
+    # Reliability figures, updated from job outcomes and presence.
+    jobs_finished = models.PositiveIntegerField(default=0)
+    jobs_lost = models.PositiveIntegerField(default=0)
+    online_seconds = models.PositiveBigIntegerField(default=0)
+    tracked_seconds = models.PositiveBigIntegerField(default=0)
+    # Reports that were physically impossible (metering) raise this flag for review.
+    flagged_reports = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "cpu_core_hour_micros"], name="host_status_price"),
+            models.Index(fields=["visibility", "status"], name="host_visibility_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(visibility="public") | models.Q(organisation__isnull=False),
+                name="host_private_needs_organisation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+
+class EnrollmentToken(models.Model):
+    """A one-time, short-lived token an owner hands to `communipute-agent enroll`."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="enrollment_tokens"
+    )
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    host = models.OneToOneField(
+        Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="enrollment"
+    )
+
+    def __str__(self) -> str:
+        return f"enrollment {self.prefix}…"
+
+
+class HostCredential(models.Model):
+    """The agent's bearer secret (accounts.tokens scheme); revocable by the owner."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="credentials")
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"credential {self.prefix}… for host {self.host_id}"
