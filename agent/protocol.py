@@ -1,0 +1,341 @@
+"""The agent wire protocol: one typed module shared by the agent and the server.
+
+Every message is a JSON envelope ``{"type": str, "id": str, "data": {...}}``. This module
+imports nothing outside the standard library: the agent is installed alone on hosts, and the
+server imports these definitions so both sides agree on every field. ``docs/protocol.md``
+describes the flow (acknowledgements, resume rules); this file is the field-level truth.
+
+``decode`` validates untrusted input from either side: it checks the envelope, that the type
+is known, and that each declared field is present with the declared JSON type. It raises
+``ProtocolError`` with a stable code on anything else.
+"""
+
+import json
+import uuid
+from typing import Any, Literal, NotRequired, TypedDict, get_args, get_origin, get_type_hints
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 256 * 1024
+# A job.log chunk carries at most this many bytes of output (before JSON escaping).
+MAX_LOG_CHUNK_BYTES = 64 * 1024
+
+# Websocket close codes (4000-4999 are free for applications).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_PROTOCOL_ERROR = 4400
+CLOSE_REPLACED = 4409  # another connection of the same host took over
+
+
+class ProtocolError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- payloads: agent -> server ----------------------------------------------------------------
+
+
+class GpuSpec(TypedDict):
+    model: str
+    memory_mb: int
+
+
+class HostSpecs(TypedDict):
+    cpu_model: str
+    arch: str
+    cpus: int
+    memory_mb: int
+    disk_free_mb: int
+    os: str
+    os_version: str
+    gpus: list[GpuSpec]
+    docker_available: bool
+
+
+class RunningJobRef(TypedDict):
+    job_id: int
+    attempt: int
+
+
+class Hello(TypedDict):
+    agent_version: str
+    protocol_version: int
+    specs: HostSpecs
+    running_jobs: list[RunningJobRef]
+    is_available: bool
+    is_draining: bool
+
+
+class Usage(TypedDict):
+    """Cumulative counters for one attempt since it started (never deltas)."""
+
+    job_id: int
+    attempt: int
+    seq: int
+    cpu_seconds: float
+    wall_seconds: float
+    memory_peak_mb: int
+    memory_current_mb: int
+    gpu_seconds: float
+    is_final: NotRequired[bool]
+
+
+class Heartbeat(TypedDict):
+    load: float
+    is_available: bool
+    unavailable_reason: str
+    running_jobs: list[RunningJobRef]
+
+
+class JobAccept(TypedDict):
+    job_id: int
+    attempt: int
+
+
+class JobReject(TypedDict):
+    job_id: int
+    attempt: int
+    reason: str
+
+
+class JobStarted(TypedDict):
+    job_id: int
+    attempt: int
+    phase: Literal["preparing", "running"]
+
+
+class JobLog(TypedDict):
+    """Output bytes ``[offset, offset + len(data))`` of the attempt's combined log."""
+
+    job_id: int
+    attempt: int
+    offset: int
+    data: str  # UTF-8 text; undecodable bytes replaced by the agent
+
+
+class OutputFile(TypedDict):
+    name: str
+    size: int
+    sha256: str
+
+
+class JobFinished(TypedDict):
+    job_id: int
+    attempt: int
+    status: Literal["succeeded", "failed", "cancelled", "timed_out", "budget_exhausted"]
+    reason: str
+    exit_code: int | None
+    outputs: list[OutputFile]
+    usage: Usage
+
+
+class Ack(TypedDict):
+    """Either side acknowledging a message by its envelope id."""
+
+    ack_id: str
+
+
+# --- payloads: server -> agent ----------------------------------------------------------------
+
+
+class Welcome(TypedDict):
+    host_id: int
+    heartbeat_seconds: int
+    usage_report_seconds: int
+    keep_jobs: list[RunningJobRef]
+    kill_jobs: list[RunningJobRef]
+
+
+class JobFile(TypedDict):
+    path: str
+    content_b64: str
+
+
+class JobLimits(TypedDict):
+    cpus: float
+    memory_mb: int
+    gpus: int
+    timeout_seconds: int
+    allow_network: bool
+
+
+class JobRates(TypedDict):
+    cpu_core_hour_micros: int
+    memory_gb_hour_micros: int
+    gpu_hour_micros: int
+
+
+class JobOffer(TypedDict):
+    job_id: int
+    attempt: int
+    offer_expires_at: str  # ISO 8601 UTC
+    entrypoint: str
+    files: list[JobFile]
+    requirements: list[str]
+    limits: JobLimits
+    rates: JobRates
+    max_cost_micros: int
+    charged_micros: int  # already charged to earlier attempts' escrow; the local cap uses it
+
+
+class JobCancel(TypedDict):
+    job_id: int
+    attempt: int
+    reason: str
+
+
+class LogAck(TypedDict):
+    job_id: int
+    attempt: int
+    offset: int  # the server holds every byte before this offset
+
+
+class UsageAck(TypedDict):
+    job_id: int
+    attempt: int
+    seq: int
+    stop: bool  # the cap is reached: stop the job with budget_exhausted
+
+
+class Drain(TypedDict):
+    is_draining: bool
+
+
+class Error(TypedDict):
+    code: str
+    message: str
+    ref_id: NotRequired[str]
+
+
+AGENT_MESSAGES: dict[str, type] = {
+    "hello": Hello,
+    "heartbeat": Heartbeat,
+    "job.accept": JobAccept,
+    "job.reject": JobReject,
+    "job.started": JobStarted,
+    "job.log": JobLog,
+    "job.usage": Usage,
+    "job.finished": JobFinished,
+    "ack": Ack,
+}
+
+SERVER_MESSAGES: dict[str, type] = {
+    "welcome": Welcome,
+    "job.offer": JobOffer,
+    "job.cancel": JobCancel,
+    "log.ack": LogAck,
+    "usage.ack": UsageAck,
+    "drain": Drain,
+    "error": Error,
+    "ack": Ack,
+}
+
+
+class Envelope(TypedDict):
+    type: str
+    id: str
+    data: dict[str, Any]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def encode(message_type: str, data: Any, message_id: str | None = None) -> str:
+    envelope = {"type": message_type, "id": message_id or new_id(), "data": data}
+    return json.dumps(envelope, separators=(",", ":"))
+
+
+def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope:
+    """Parse and validate one envelope whose type is in ``allowed``."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("bad_json", "message is not valid JSON") from None
+    if not isinstance(envelope, dict):
+        raise ProtocolError("bad_envelope", "message must be a JSON object")
+    message_type, message_id, data = envelope.get("type"), envelope.get("id"), envelope.get("data")
+    if not isinstance(message_type, str) or message_type not in allowed:
+        raise ProtocolError("unknown_type", f"unknown message type {message_type!r}")
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
+        raise ProtocolError("bad_envelope", "id must be a non-empty string of at most 64 chars")
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_envelope", "data must be a JSON object")
+    _check(allowed[message_type], data, "data")
+    return Envelope(type=message_type, id=message_id, data=data)
+
+
+def _check(expected: Any, value: Any, where: str) -> None:
+    origin = get_origin(expected)
+    if origin is NotRequired:
+        _check(get_args(expected)[0], value, where)
+    elif origin is Literal:
+        if value not in get_args(expected):
+            raise ProtocolError("bad_field", f"{where} must be one of {get_args(expected)}")
+    elif origin is list:
+        if not isinstance(value, list):
+            raise ProtocolError("bad_field", f"{where} must be a list")
+        for index, item in enumerate(value):
+            _check(get_args(expected)[0], item, f"{where}[{index}]")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ProtocolError("bad_field", f"{where} must be an object")
+    elif _is_union(expected):
+        if not any(_matches(option, value) for option in get_args(expected)):
+            raise ProtocolError("bad_field", f"{where} has the wrong type")
+    elif (
+        isinstance(expected, type)
+        and hasattr(expected, "__annotations__")
+        and _is_typeddict(expected)
+    ):
+        _check_typeddict(expected, value, where)
+    elif not _matches(expected, value):
+        raise ProtocolError(
+            "bad_field", f"{where} must be {getattr(expected, '__name__', expected)}"
+        )
+
+
+def _check_typeddict(expected: Any, value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_field", f"{where} must be an object")
+    hints = get_type_hints(expected, include_extras=True)
+    for name in expected.__required_keys__:
+        if name not in value:
+            raise ProtocolError("missing_field", f"{where}.{name} is required")
+    for name, item in value.items():
+        if name in hints:
+            _check(hints[name], item, f"{where}.{name}")
+
+
+def _is_typeddict(candidate: Any) -> bool:
+    return hasattr(candidate, "__required_keys__")
+
+
+def _is_union(expected: Any) -> bool:
+    return (
+        type(expected).__name__ in {"UnionType", "_UnionGenericAlias"}
+        or str(get_origin(expected)) == "typing.Union"
+    )
+
+
+def _matches(expected: Any, value: Any) -> bool:
+    if expected is type(None):
+        return value is None
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if expected is Any:
+        return True
+    try:
+        _check(expected, value, "value")
+    except ProtocolError:
+        return False
+    return True
