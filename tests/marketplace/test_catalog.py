@@ -5,6 +5,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Membership, Organisation
+from hosts.selectors import hosts_owned
+from hosts.serializers import HostListingSerializer, OwnedHostSerializer
 from tests.hosts.factories import host_create, online
 
 pytestmark = pytest.mark.django_db
@@ -194,3 +196,39 @@ def test_the_catalog_page_takes_two_queries_however_many_hosts(
     assert len(response.json()["results"]) == 20
     with django_assert_num_queries(1):
         client.get(f"/api/v1/hosts/{response.json()['results'][0]['id']}/")
+
+
+@pytest.mark.parametrize("serializer_class", [HostListingSerializer, OwnedHostSerializer])
+def test_the_fast_representation_matches_the_declared_fields(hana, serializer_class):
+    # given
+    lab = Organisation.objects.create(name="lab")
+    Membership.objects.create(organisation=lab, user=hana)
+    host_create(
+        hana,
+        visibility="private",
+        organisation=lab,
+        gpus=[{"model": "A", "memory_mb": 1}],
+        gpu_count=1,
+        online_seconds=5,
+        tracked_seconds=7,
+        availability_policy={
+            "timezone": "Europe/Berlin",
+            "windows": [],
+            "idle_minutes": 5,
+            "max_load": None,
+        },
+        **online(),
+    )
+    host_create(hana, name="never seen")
+    hosts = hosts_owned(owner=hana)
+
+    # when
+    fast = serializer_class(hosts, many=True).data
+    # DRF's own, field by field (skipping the fast to_representation overrides)
+    declared = [
+        super(HostListingSerializer, serializer_class()).to_representation(h) for h in hosts
+    ]
+
+    # then
+    assert [dict(item) for item in fast] == [dict(item) for item in declared]
+    assert list(fast[0]) == list(serializer_class.Meta.fields)
