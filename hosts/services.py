@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Membership, User
@@ -260,6 +261,20 @@ def hosts_mark_stale_offline(*, now: datetime | None = None) -> int:
         .filter(last_seen_at__lt=cutoff)
         .update(status=HostStatus.OFFLINE)
     )
+
+
+def host_job_outcome_record(*, host_id: int, is_finished: bool) -> None:
+    """Count an attempt that ended on this host: finished (any end the agent reported) or lost.
+
+    Feeds ``reliability_bps`` (a generated column); an F() update, so concurrent calls add up.
+    """
+    field = "jobs_finished" if is_finished else "jobs_lost"
+    Host.objects.filter(pk=host_id).update(**{field: F(field) + 1})
+
+
+def host_report_flag(*, host_id: int) -> None:
+    """Count a physically impossible report from this host's agent, for staff to review."""
+    Host.objects.filter(pk=host_id).update(flagged_reports=F("flagged_reports") + 1)
 
 
 def _presence_lost(host_id: int) -> Presence:

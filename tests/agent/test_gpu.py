@@ -1,4 +1,8 @@
+import shutil
+import subprocess
 from types import SimpleNamespace
+
+import pytest
 
 from agent.gpu import gpus_detect
 
@@ -67,5 +71,31 @@ def test_an_nvml_failure_while_listing_reports_no_gpus_and_shuts_nvml_down():
 
 
 def test_the_real_nvml_on_a_machine_without_gpus_reports_none():
-    # nvidia-ml-py is installed here but there is no driver: the import works, init fails.
+    if _nvidia_smi_gpus():
+        pytest.skip("this machine has an NVIDIA GPU")
+    # nvidia-ml-py is installed but there is no driver: the import works, init fails.
     assert gpus_detect() == []
+
+
+def _nvidia_smi_gpus():
+    if shutil.which("nvidia-smi") is None:
+        return None
+    result = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None
+    rows = [line.rsplit(",", 1) for line in result.stdout.strip().splitlines()]
+    return [{"model": name.strip(), "memory_mb": int(memory)} for name, memory in rows]
+
+
+@pytest.mark.gpu
+def test_a_real_nvidia_gpu_is_reported_as_nvidia_smi_sees_it():
+    expected = _nvidia_smi_gpus()
+    if not expected:
+        pytest.skip("no NVIDIA GPU (nvidia-smi) on this machine")
+
+    assert gpus_detect() == expected

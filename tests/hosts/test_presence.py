@@ -227,3 +227,19 @@ def test_reliability_is_uptime_times_completion(hana, online, tracked, finished,
     host.refresh_from_db()
 
     assert host.reliability_bps == expected
+
+
+def test_job_outcomes_and_flags_are_counted_and_move_reliability(hana):
+    # given
+    host = host_create(hana, online_seconds=100, tracked_seconds=100)
+
+    # when
+    services.host_job_outcome_record(host_id=host.pk, is_finished=True)
+    services.host_job_outcome_record(host_id=host.pk, is_finished=True)
+    services.host_job_outcome_record(host_id=host.pk, is_finished=False)
+    services.host_report_flag(host_id=host.pk)
+
+    # then
+    host.refresh_from_db()
+    assert (host.jobs_finished, host.jobs_lost, host.flagged_reports) == (2, 1, 1)
+    assert host.reliability_bps == 10_000 * 3 // 4

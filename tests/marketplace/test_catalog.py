@@ -7,6 +7,7 @@ from django.utils import timezone
 from accounts.models import Membership, Organisation
 from hosts.selectors import hosts_owned
 from hosts.serializers import HostListingSerializer, OwnedHostSerializer
+from marketplace.selectors import hosts_accepting_jobs
 from tests.hosts.factories import host_create, online
 
 pytestmark = pytest.mark.django_db
@@ -232,3 +233,23 @@ def test_the_fast_representation_matches_the_declared_fields(hana, serializer_cl
     # then
     assert [dict(item) for item in fast] == [dict(item) for item in declared]
     assert list(fast[0]) == list(serializer_class.Meta.fields)
+
+
+def test_hosts_accepting_jobs_are_fresh_connected_available_and_not_drained(hana, mallory):
+    # given
+    lab = Organisation.objects.create(name="lab")
+    Membership.objects.create(organisation=lab, user=mallory)
+    accepting = host_create(hana, **online())
+    busy_private = host_create(
+        mallory, visibility="private", organisation=lab, status="busy", last_seen_at=timezone.now()
+    )
+    host_create(hana, is_available=False, **online())
+    host_create(hana, is_draining=True, **online())
+    host_create(hana, status="online", last_seen_at=timezone.now() - timedelta(hours=1))
+    host_create(hana)
+
+    # when
+    ids = sorted(hosts_accepting_jobs().values_list("id", flat=True))
+
+    # then
+    assert ids == sorted([accepting.pk, busy_private.pk])
