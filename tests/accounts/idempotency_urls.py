@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.urls import path
 from drf_spectacular.utils import extend_schema
@@ -33,7 +34,7 @@ class Gate:
 GATE = Gate()
 
 
-class ThingSerializer(serializers.Serializer):
+class ThingSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
 
 

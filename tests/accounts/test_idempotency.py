@@ -26,8 +26,8 @@ def _fresh_gate():
 
 
 def _post(client: APIClient, body: dict[str, object], key: str | None, url: str = THINGS):
-    headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
-    return client.post(url, body, format="json", **headers)
+    headers = {} if key is None else {"Idempotency-Key": key}
+    return client.post(url, body, format="json", headers=headers)
 
 
 def _error(code: str, message: str, fields: dict[str, object] | None = None) -> dict[str, object]:
