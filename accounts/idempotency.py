@@ -261,7 +261,8 @@ def _canonical(data: Any) -> bytes:
         return str(value)
 
     if hasattr(data, "lists"):  # a QueryDict: keep every value of repeated fields
-        data = dict(data.lists())
+        # A form's CSRF token is masked afresh per page: it is not part of "the same request".
+        data = {k: v for k, v in data.lists() if k != "csrfmiddlewaretoken"}
     return json.dumps(data, sort_keys=True, default=encode).encode()
 
 

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.apis import CsrfApi
 from accounts.idempotency import idempotent
 from accounts.models import Organisation
 from config.errors import InsufficientCredits
@@ -91,6 +92,7 @@ class SlowThingsApi(APIView):
 
 
 urlpatterns = [
+    path("api/v1/auth/csrf/", CsrfApi.as_view()),
     path("api/things/", ThingsApi.as_view()),
     path("api/other-things/", OtherThingsApi.as_view()),
     path("api/strict-things/", StrictThingsApi.as_view()),

@@ -4,10 +4,12 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.utils import timezone
 from drf_spectacular.drainage import GENERATOR_STATS, reset_generator_stats
 from drf_spectacular.generators import SchemaGenerator
+from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from accounts.idempotency import idempotency_records_prune
@@ -327,4 +329,32 @@ def test_ten_concurrent_duplicates_run_the_view_once(alice):
     client.force_authenticate(alice)
     replay = _post(client, {"name": "once"}, "race", url="/api/slow-things/")
     assert (replay.status_code, replay.json()) == (201, first)
+    assert Organisation.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_multipart_body_read_by_the_csrf_check_is_fingerprinted_by_content(alice):
+    # given: a browser session; Django's CSRF check parses the multipart body first
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    browser.get("/api/v1/auth/csrf/")
+    csrf = browser.cookies["csrftoken"].value
+
+    def upload(content: bytes, key: str = "k") -> Response:
+        file = SimpleUploadedFile("main.py", content)
+        return browser.post(
+            THINGS,
+            {"name": "one", "file": file, "csrfmiddlewaretoken": csrf},
+            format="multipart",
+            headers={"Idempotency-Key": key},
+        )
+
+    # when
+    first = upload(b"print(1)")
+    repeat = upload(b"print(1)")
+    other = upload(b"print(2)")
+
+    # then
+    assert (first.status_code, repeat.status_code, other.status_code) == (201, 201, 422)
+    assert repeat.json() == first.json()
     assert Organisation.objects.count() == 1
