@@ -213,6 +213,18 @@ def test_using_a_token_records_last_used_at(alice):
 
 
 @pytest.mark.django_db
+def test_token_authentication_costs_one_query(alice, django_assert_num_queries):
+    # given: a token used a moment ago (last_used_at is written at most once a minute)
+    _, plaintext = api_token_create(user=alice, name="laptop")
+    client = _by_token(plaintext)
+    client.get(ME)
+
+    # when / then: one SELECT of the token joined with its user
+    with django_assert_num_queries(1):
+        assert client.get(ME).status_code == 200
+
+
+@pytest.mark.django_db
 def test_tokens_need_authentication(api, alice):
     # when
     response = api.post(TOKENS, {"name": "x"}, format="json")

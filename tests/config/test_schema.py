@@ -34,7 +34,11 @@ def test_the_schema_is_served(api):
     schema = response.json()
     assert schema["info"]["title"] == "CommuniPute API"
     assert "tokenAuth" in schema["components"]["securitySchemes"]
-    assert "/api/v1/auth/login/" in schema["paths"]
+    login = schema["paths"]["/api/v1/auth/login/"]["post"]
+    assert login["responses"]["4XX"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+    assert schema["components"]["schemas"]["Error"]["required"] == ["error"]
 
 
 @pytest.mark.django_db
