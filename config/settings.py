@@ -148,11 +148,10 @@ REST_FRAMEWORK = {
         "user": env_str("THROTTLE_USER", "1200/min"),
         "auth": env_str("THROTTLE_AUTH", "20/min"),
     },
-    # Proxies in front of daphne; throttles key anonymous clients by X-Forwarded-For through
-    # them. Unset = trust REMOTE_ADDR (no proxy).
-    "NUM_PROXIES": (
-        env_int("NUM_PROXIES", 0, minimum=0) if env_optional("NUM_PROXIES") is not None else None
-    ),
+    # Reverse proxies in front of daphne: throttles take the client address that many hops
+    # back in X-Forwarded-For. 0 = REMOTE_ADDR only. (DRF's default, None, would trust a
+    # client-supplied X-Forwarded-For and let it dodge the throttles.)
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 
 # --- Accounts and API tokens -----------------------------------------------------------------

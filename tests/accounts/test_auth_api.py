@@ -297,3 +297,21 @@ def test_auth_endpoints_are_throttled_with_the_auth_rate(alice):
     assert (
         other.post(LOGIN, {"username": "alice", "password": "correct horse 1"}).status_code == 200
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("auth_rate_two_per_minute")
+def test_a_forged_x_forwarded_for_does_not_dodge_the_auth_rate(alice):
+    # given: no proxy configured (NUM_PROXIES=0), one client rotating X-Forwarded-For
+    address = _fresh_address()
+    wrong = {"username": "alice", "password": "wrong"}
+
+    def attempt(n: int) -> int:
+        client = APIClient(REMOTE_ADDR=address, HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+        return client.post(LOGIN, wrong).status_code
+
+    # when
+    statuses = [attempt(n) for n in range(3)]
+
+    # then
+    assert statuses == [400, 400, 429]

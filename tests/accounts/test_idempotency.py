@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from accounts.idempotency import idempotency_records_prune
 from accounts.models import IdempotencyRecord, IdempotencyState, Organisation
+from accounts.tasks import idempotency_records_prune_task
 from tests.accounts.idempotency_urls import GATE, Gate
 
 pytestmark = pytest.mark.urls("tests.accounts.idempotency_urls")
@@ -251,6 +252,26 @@ def test_prune_deletes_records_past_their_ttl(client_for, alice, settings):
     # then
     assert deleted == 1
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+
+
+def test_beat_runs_the_prune_task(settings):
+    # then
+    entry = settings.CELERY_BEAT_SCHEDULE["idempotency-records-prune"]
+    assert entry["task"] == idempotency_records_prune_task.name
+
+
+@pytest.mark.django_db
+def test_the_prune_task_prunes(client_for, alice, settings):
+    # given
+    _post(client_for(alice), {"name": "old"}, "old")
+    IdempotencyRecord.objects.update(started_at=timezone.now() - timedelta(days=30))
+
+    # when
+    deleted = idempotency_records_prune_task.delay().get()
+
+    # then
+    assert deleted == 1
+    assert IdempotencyRecord.objects.count() == 0
 
 
 def test_the_schema_documents_the_header():
