@@ -9,7 +9,6 @@ from django.db import connection
 from django.utils import timezone
 from drf_spectacular.drainage import GENERATOR_STATS, reset_generator_stats
 from drf_spectacular.generators import SchemaGenerator
-from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from accounts.idempotency import idempotency_records_prune
@@ -361,7 +360,7 @@ def test_a_multipart_body_read_by_the_csrf_check_is_fingerprinted_by_content(ali
     browser.get("/api/v1/auth/csrf/")
     csrf = browser.cookies["csrftoken"].value
 
-    def upload(content: bytes, key: str = "k") -> Response:
+    def upload(content: bytes, key: str = "k"):
         file = SimpleUploadedFile("main.py", content)
         return browser.post(
             THINGS,
