@@ -23,31 +23,37 @@ def user_signup(*, username: str, email: str, password: str) -> User:
     """Create an active user after the password validators and uniqueness checks pass.
 
     Usernames and e-mail addresses are unique case-insensitively (``Alice`` blocks ``alice``);
-    the database's unique constraints back this up against a concurrent sign-up.
+    the database's unique constraints back this up against a concurrent sign-up. All problems
+    are reported at once, keyed by field.
     """
     email = User.objects.normalize_email(email)
-    _user_refuse_duplicates(username=username, email=email)
-    candidate = User(username=username, email=email)
+    fields = _user_duplicates(username=username, email=email)
     try:
-        validate_password(password, user=candidate)
+        validate_password(password, user=User(username=username, email=email))
     except DjangoValidationError as exc:
-        raise ValidationFailed(exc.messages[0], fields={"password": exc.messages}) from None
+        fields["password"] = list(exc.messages)
+    if fields:
+        code = "invalid" if "password" in fields else "duplicate"
+        raise ValidationFailed(next(iter(fields.values()))[0], code=code, fields=fields)
     try:
         with transaction.atomic():
             return User.objects.create_user(username=username, email=email, password=password)
     except IntegrityError:
-        _user_refuse_duplicates(username=username, email=email)
+        fields = _user_duplicates(username=username, email=email)
+        if fields:
+            raise ValidationFailed(
+                next(iter(fields.values()))[0], code="duplicate", fields=fields
+            ) from None
         raise
 
 
-def _user_refuse_duplicates(*, username: str, email: str) -> None:
+def _user_duplicates(*, username: str, email: str) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     if User.objects.filter(username__iexact=username).exists():
         fields["username"] = ["A user with that username already exists."]
     if User.objects.filter(email__iexact=email).exists():
         fields["email"] = ["A user with that email address already exists."]
-    if fields:
-        raise ValidationFailed(next(iter(fields.values()))[0], code="duplicate", fields=fields)
+    return fields
 
 
 def api_token_create(

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 import uuid
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
@@ -94,6 +96,26 @@ def test_signup_refuses_a_taken_username_and_email_case_insensitively(api, alice
     )
     assert list(User.objects.values_list("username", flat=True)) == ["alice"]
     assert ApiToken.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_signup_reports_every_problem_at_once(api, alice):
+    # when
+    response = api.post(
+        SIGNUP, {"username": "alice", "email": "new@example.com", "password": "12345678"}
+    )
+
+    # then
+    assert response.status_code == 400
+    assert response.json() == _error(
+        "invalid",
+        "A user with that username already exists.",
+        {
+            "username": ["A user with that username already exists."],
+            "password": ["This password is too common.", "This password is entirely numeric."],
+        },
+    )
+    assert User.objects.count() == 1
 
 
 @pytest.mark.django_db
@@ -315,3 +337,42 @@ def test_a_forged_x_forwarded_for_does_not_dodge_the_auth_rate(alice):
 
     # then
     assert statuses == [400, 400, 429]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_signups_for_one_username_create_one_user():
+    # given
+    threads_count = 5
+    start = threading.Barrier(threads_count)
+    results: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+
+    def signup(n: int) -> None:
+        try:
+            start.wait(timeout=10)
+            response = APIClient().post(
+                SIGNUP,
+                {
+                    "username": "bob",
+                    "email": f"bob{n}@example.com",
+                    "password": "a fine passphrase",
+                },
+            )
+            code = response.json().get("error", {}).get("code")
+            with lock:
+                results.append((response.status_code, code))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=signup, args=(n,)) for n in range(threads_count)]
+
+    # when
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    # then
+    assert sorted(results, key=lambda r: r[0]) == [(201, None)] + [(400, "duplicate")] * 4
+    assert User.objects.filter(username="bob").count() == 1
