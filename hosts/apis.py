@@ -10,37 +10,30 @@ from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.authentication import request_user
+from config.api import validated
 from hosts import selectors, services
 from hosts.models import Host
 from hosts.serializers import (
-    AgentRegisteredSerializer,
-    AgentRegisterSerializer,
-    CredentialsRevokedSerializer,
-    EnrollmentCreateSerializer,
-    EnrollmentSerializer,
-    HostUpdateSerializer,
-    OwnedHostSerializer,
+    AgentRegisterInput,
+    AgentRegisterOutput,
+    CredentialsRevokedOutput,
+    EnrollmentInput,
+    EnrollmentOutput,
+    HostUpdateInput,
+    OwnedHostOutput,
 )
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 class EnrollmentCreateApi(APIView):
-    @extend_schema(request=EnrollmentCreateSerializer, responses={201: EnrollmentSerializer})
+    @extend_schema(request=EnrollmentInput, responses={201: EnrollmentOutput})
     def post(self, request: Request) -> Response:
-        payload = EnrollmentCreateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        issued = services.enrollment_create(
-            owner=_user(request), name=payload.validated_data["name"]
-        )
-        body = EnrollmentSerializer(issued).data
+        data = validated(EnrollmentInput, request)
+        issued = services.enrollment_create(owner=request_user(request), name=data["name"])
+        body = EnrollmentOutput(issued).data
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -49,47 +42,43 @@ class AgentRegisterApi(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [AnonRateThrottle, ScopedRateThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=AgentRegisterSerializer, responses={201: AgentRegisteredSerializer})
+    @extend_schema(request=AgentRegisterInput, responses={201: AgentRegisterOutput})
     def post(self, request: Request) -> Response:
-        payload = AgentRegisterSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
+        data = validated(AgentRegisterInput, request)
         registered = services.host_register(
-            enrollment_token=payload.validated_data["enrollment_token"],
-            specs=payload.validated_data["specs"],
-            name=payload.validated_data["name"],
+            enrollment_token=data["enrollment_token"], specs=data["specs"], name=data["name"]
         )
         body = {"host_id": registered.host.pk, "credential": registered.credential}
-        return Response(AgentRegisteredSerializer(body).data, status=status.HTTP_201_CREATED)
+        return Response(AgentRegisterOutput(body).data, status=status.HTTP_201_CREATED)
 
 
 class MyHostListApi(ListAPIView[Host]):
-    serializer_class = OwnedHostSerializer
+    serializer_class = OwnedHostOutput
 
     def get_queryset(self) -> Any:
-        return selectors.hosts_owned(owner=_user(self.request))
+        return selectors.hosts_owned(owner=request_user(self.request))
 
 
 class MyHostDetailApi(APIView):
-    @extend_schema(responses=OwnedHostSerializer)
+    @extend_schema(responses=OwnedHostOutput)
     def get(self, request: Request, host_id: int) -> Response:
-        host = selectors.host_owned_get(owner=_user(request), host_id=host_id)
-        return Response(OwnedHostSerializer(host).data)
+        host = selectors.host_owned_get(owner=request_user(request), host_id=host_id)
+        return Response(OwnedHostOutput(host).data)
 
-    @extend_schema(request=HostUpdateSerializer, responses=OwnedHostSerializer)
+    @extend_schema(request=HostUpdateInput, responses=OwnedHostOutput)
     def patch(self, request: Request, host_id: int) -> Response:
-        payload = HostUpdateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        owner = _user(request)
-        services.host_update(owner=owner, host_id=host_id, changes=payload.validated_data)
+        changes = validated(HostUpdateInput, request)
+        owner = request_user(request)
+        services.host_update(owner=owner, host_id=host_id, changes=changes)
         host = selectors.host_owned_get(owner=owner, host_id=host_id)
-        return Response(OwnedHostSerializer(host).data)
+        return Response(OwnedHostOutput(host).data)
 
 
 class MyHostCredentialsRevokeApi(APIView):
-    @extend_schema(request=None, responses=CredentialsRevokedSerializer)
+    @extend_schema(request=None, responses=CredentialsRevokedOutput)
     def post(self, request: Request, host_id: int) -> Response:
-        revoked = services.credential_revoke(owner=_user(request), host_id=host_id)
-        return Response(CredentialsRevokedSerializer({"revoked": revoked}).data)
+        revoked = services.credential_revoke(owner=request_user(request), host_id=host_id)
+        return Response(CredentialsRevokedOutput({"revoked": revoked}).data)

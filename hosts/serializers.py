@@ -50,7 +50,7 @@ LISTING_FIELDS = [
 _DATETIME = serializers.DateTimeField()
 
 
-class HostListingSerializer(serializers.ModelSerializer[Host]):
+class HostListingOutput(serializers.ModelSerializer[Host]):
     """A catalog entry. Expects ``current_status`` annotated (hosts.selectors.status_fresh).
 
     The declared fields describe the schema; ``to_representation`` builds the same dict
@@ -108,7 +108,7 @@ OWNER_FIELDS = [
 ]
 
 
-class OwnedHostSerializer(HostListingSerializer):
+class OwnedHostOutput(HostListingOutput):
     """The owner's view; expects ``has_live_credential`` annotated too (hosts_owned)."""
 
     availability_policy = serializers.SerializerMethodField()
@@ -129,7 +129,7 @@ class OwnedHostSerializer(HostListingSerializer):
         return dict(policy_normalise(host.availability_policy))
 
 
-class HostUpdateSerializer(serializers.Serializer[Any]):
+class HostUpdateInput(serializers.Serializer[Any]):
     """PATCH /my/hosts/{id}/: every field optional; the service checks the values."""
 
     name = serializers.CharField(required=False, max_length=100)
@@ -157,26 +157,26 @@ class HostUpdateSerializer(serializers.Serializer[Any]):
         return attrs
 
 
-class EnrollmentCreateSerializer(serializers.Serializer[Any]):
+class EnrollmentInput(serializers.Serializer[Any]):
     name = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
 
 
-class EnrollmentSerializer(serializers.Serializer[Any]):
+class EnrollmentOutput(serializers.Serializer[Any]):
     token = serializers.CharField()
     expires_at = serializers.DateTimeField()
     command = serializers.CharField()
 
 
-class AgentRegisterSerializer(serializers.Serializer[Any]):
+class AgentRegisterInput(serializers.Serializer[Any]):
     enrollment_token = serializers.CharField(max_length=200)
     specs = serializers.JSONField()
     name = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
 
 
-class AgentRegisteredSerializer(serializers.Serializer[Any]):
+class AgentRegisterOutput(serializers.Serializer[Any]):
     host_id = serializers.IntegerField()
     credential = serializers.CharField()
 
 
-class CredentialsRevokedSerializer(serializers.Serializer[Any]):
+class CredentialsRevokedOutput(serializers.Serializer[Any]):
     revoked = serializers.IntegerField()

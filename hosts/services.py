@@ -291,7 +291,9 @@ def _presence_account(host: Host, now: datetime) -> None:
     as tracked.
     """
     if host.last_seen_at is not None:
-        gap = max(0, int((now - host.last_seen_at).total_seconds()))
+        # Whole seconds between the floors of the two stamps: summed over many reports this
+        # telescopes to the true span (truncating each gap would lose up to 1 s per report).
+        gap = max(0, int(now.timestamp()) - int(host.last_seen_at.timestamp()))
         host.tracked_seconds += gap
         if host.status != HostStatus.OFFLINE:
             host.online_seconds += min(gap, settings.HOST_OFFLINE_AFTER_SECONDS)

@@ -11,21 +11,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.authentication import request_user
 from hosts.models import Host
-from hosts.serializers import HostListingSerializer
+from hosts.serializers import HostListingOutput
 from hosts.specs import arch_normalise
 from marketplace import selectors
 
 MAX_ORDERING_KEYS = 3
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
-class CatalogQuerySerializer(serializers.Serializer[Any]):
+class CatalogQueryInput(serializers.Serializer[Any]):
     arch = serializers.CharField(required=False, max_length=32)
     os = serializers.CharField(required=False, max_length=32)
     min_cpus = serializers.IntegerField(required=False, min_value=0)
@@ -63,18 +58,18 @@ class CatalogQuerySerializer(serializers.Serializer[Any]):
         return selectors.CatalogFilters(**data)
 
 
-@extend_schema(parameters=[CatalogQuerySerializer])
+@extend_schema(parameters=[CatalogQueryInput])
 class HostCatalogApi(ListAPIView[Host]):
-    serializer_class = HostListingSerializer
+    serializer_class = HostListingOutput
 
     def get_queryset(self) -> Any:
-        query = CatalogQuerySerializer(data=self.request.query_params)
+        query = CatalogQueryInput(data=self.request.query_params)
         query.is_valid(raise_exception=True)
-        return selectors.hosts_catalog(user=_user(self.request), filters=query.filters())
+        return selectors.hosts_catalog(user=request_user(self.request), filters=query.filters())
 
 
 class HostListingApi(APIView):
-    @extend_schema(responses=HostListingSerializer)
+    @extend_schema(responses=HostListingOutput)
     def get(self, request: Request, host_id: int) -> Response:
-        host = selectors.host_listing_get(user=_user(request), host_id=host_id)
-        return Response(HostListingSerializer(host).data)
+        host = selectors.host_listing_get(user=request_user(request), host_id=host_id)
+        return Response(HostListingOutput(host).data)

@@ -243,3 +243,22 @@ def test_job_outcomes_and_flags_are_counted_and_move_reliability(hana):
     host.refresh_from_db()
     assert (host.jobs_finished, host.jobs_lost, host.flagged_reports) == (2, 1, 1)
     assert host.reliability_bps == 10_000 * 3 // 4
+
+
+def test_sub_second_heartbeats_add_up_to_the_real_online_time(host):
+    # given: heartbeats every 0.9 s for 9 s
+    start = T0 + timedelta(milliseconds=500)
+    services.host_hello(host_id=host.pk, connection_id="conn-1", hello=_hello(), now=start)
+
+    # when
+    for beat in range(1, 11):
+        services.host_heartbeat(
+            host_id=host.pk,
+            connection_id="conn-1",
+            heartbeat=_heartbeat(),
+            now=start + timedelta(milliseconds=900 * beat),
+        )
+
+    # then: 9 s online (0.5 -> 9.5), not 0 from truncating each 0.9 s gap
+    host.refresh_from_db()
+    assert (host.online_seconds, host.tracked_seconds) == (9, 9)

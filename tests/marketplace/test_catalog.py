@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organisation
 from hosts.selectors import hosts_owned
-from hosts.serializers import HostListingSerializer, OwnedHostSerializer
+from hosts.serializers import HostListingOutput, OwnedHostOutput
 from marketplace.selectors import hosts_accepting_jobs
 from tests.hosts.factories import host_create, online
 
@@ -199,7 +199,7 @@ def test_the_catalog_page_takes_two_queries_however_many_hosts(
         client.get(f"/api/v1/hosts/{response.json()['results'][0]['id']}/")
 
 
-@pytest.mark.parametrize("serializer_class", [HostListingSerializer, OwnedHostSerializer])
+@pytest.mark.parametrize("serializer_class", [HostListingOutput, OwnedHostOutput])
 def test_the_fast_representation_matches_the_declared_fields(hana, serializer_class):
     # given
     lab = Organisation.objects.create(name="lab")
@@ -226,9 +226,7 @@ def test_the_fast_representation_matches_the_declared_fields(hana, serializer_cl
     # when
     fast = serializer_class(hosts, many=True).data
     # DRF's own, field by field (skipping the fast to_representation overrides)
-    declared = [
-        super(HostListingSerializer, serializer_class()).to_representation(h) for h in hosts
-    ]
+    declared = [super(HostListingOutput, serializer_class()).to_representation(h) for h in hosts]
 
     # then
     assert [dict(item) for item in fast] == [dict(item) for item in declared]
