@@ -1,9 +1,10 @@
 """The seam between the agent's connection and whatever runs jobs.
 
 The client (agent/client.py) owns the socket, the outbox and the availability policy; a
-``JobManager`` owns jobs. The jobs integration provides one backed by ``agent.runtime`` and
-names its factory in the ``job_manager`` setting ("package.module:factory", called with the
-``AgentConfig``). Without one, the agent runs no jobs and says so to every offer.
+``JobManager`` owns jobs. ``agent.jobrunner`` provides the one backed by ``agent.runtime``;
+the ``job_manager`` setting names its factory ("auto", "docker", "process" or any
+"package.module:factory", called with the ``AgentConfig``). Without a usable runtime the agent
+runs no jobs and says so to every offer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ class AgentLink(Protocol):
     def send(self, message_type: str, data: Any) -> str:
         """Queue an agent message; job.* messages stay in the outbox until acknowledged and
         are resent after a reconnect. Returns the envelope id."""
+        ...
+
+    @property
+    def is_connected(self) -> bool:
+        """Welcomed on an open socket: what is sent now goes out now."""
+        ...
+
+    @property
+    def usage_report_seconds(self) -> float:
+        """How often to send job.usage (the server's welcome says)."""
         ...
 
 
@@ -89,11 +100,20 @@ class RejectingJobManager:
         return None
 
 
+# Short names of the ``job_manager`` setting.
+JOB_MANAGERS = {
+    "auto": "agent.jobrunner:auto_job_manager",
+    "docker": "agent.jobrunner:docker_job_manager",
+    "process": "agent.jobrunner:process_job_manager",
+}
+
+
 def job_manager_build(config: AgentConfig) -> JobManager:
-    """The job manager the config names, or the rejecting one."""
-    if not config.job_manager:
+    """The job manager the config names ("none" or empty: the rejecting one)."""
+    if config.job_manager in ("", "none"):
         return RejectingJobManager()
-    module_name, _, attribute = config.job_manager.partition(":")
+    target = JOB_MANAGERS.get(config.job_manager, config.job_manager)
+    module_name, _, attribute = target.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as exc:
