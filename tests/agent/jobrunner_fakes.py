@@ -207,6 +207,17 @@ class FakeLink:
         )
 
 
+def log_as_stored(chunks: list[Any]) -> str:
+    """The log as the server keeps it: each chunk adds only its bytes past the contiguous end
+    (resent and overlapping chunks add nothing twice)."""
+    stored = b""
+    for chunk in chunks:
+        data = chunk["data"].encode()
+        if chunk["offset"] <= len(stored) < chunk["offset"] + len(data):
+            stored += data[len(stored) - chunk["offset"] :]
+    return stored.decode()
+
+
 class FakeUploader:
     def __init__(self) -> None:
         self.uploaded: list[tuple[int, int, str]] = []

@@ -149,9 +149,7 @@ async def test_hello_carries_the_credential_and_heartbeats_follow(server, make_c
     }
 
 
-async def test_the_link_tells_job_managers_the_usage_period_and_the_connection(
-    server, make_client
-):
+async def test_the_link_tells_job_managers_the_usage_period_and_the_connection(server, make_client):
     # given
     client = make_client(server.port)
     assert client.is_connected is False
