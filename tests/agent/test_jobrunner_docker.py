@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ class RecordingUploader:
         self.files[output.name] = output.path.read_bytes()
 
 
-def script_offer(source: str, job_id: int = 1, **overrides) -> dict:
+def script_offer(source: str, job_id: int = 1, **overrides) -> Any:
     files = [{"path": "main.py", "content_b64": base64.b64encode(source.encode()).decode()}]
     given = offer(job_id=job_id, files=files, **overrides)
     given["limits"].update(memory_mb=128, timeout_seconds=60)
