@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Max, Sum
 
 from accounts.models import User
 from config.errors import Conflict, NotFound, ValidationFailed
@@ -14,6 +15,7 @@ from ledger.money import amount_validate, capture_validate
 from ledger.services.posting import (
     AccountRef,
     Leg,
+    LegsPlan,
     Replay,
     _post,
     earnings_available_ref,
@@ -151,28 +153,45 @@ def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
         )
 
 
-def _attempt_nets(job_id: int, attempt: int) -> dict[int, tuple[Account, int]]:
-    """Per account: what the attempt's captures net of earlier reversals put there."""
+@dataclass(frozen=True)
+class _Unreversed:
+    """The captures of one attempt that no reversal covered yet, summed per account."""
+
+    through_capture_id: int
+    by_account: dict[int, tuple[Account, int]]
+
+
+def _unreversed_captures(job_id: int, attempt: int) -> _Unreversed:
+    """Each reversal records the last capture it covered (``through_capture_id``); a capture
+    claims its id while it holds the escrow's lock, as does a reversal's read, so every capture
+    a reversal did not see has a higher id than the ones it covered."""
+    attempt_txns = LedgerTransaction.objects.filter(job_id=job_id, attempt=attempt)
+    last_reversal = (
+        attempt_txns.filter(kind=TransactionKind.REVERSAL)
+        .order_by("-pk")
+        .values_list("metadata", flat=True)
+        .first()
+    )
+    watermark = int(last_reversal["through_capture_id"]) if last_reversal else 0
+    captures = attempt_txns.filter(kind=TransactionKind.CAPTURE, pk__gt=watermark)
     rows = (
-        Posting.objects.filter(
-            transaction__job_id=job_id,
-            transaction__attempt=attempt,
-            transaction__kind__in=[TransactionKind.CAPTURE, TransactionKind.REVERSAL],
-        )
+        Posting.objects.filter(transaction__in=captures)
         .values("account_id")
-        .annotate(net=Sum("amount_micros"))
+        .annotate(total=Sum("amount_micros"), through=Max("transaction_id"))
         .order_by()
     )
-    nets = {row["account_id"]: int(row["net"]) for row in rows}
-    accounts = Account.objects.in_bulk(list(nets))
-    return {pk: (accounts[pk], net) for pk, net in nets.items() if net}
+    totals = {row["account_id"]: int(row["total"]) for row in rows}
+    through = max((int(row["through"]) for row in rows), default=watermark)
+    accounts = Account.objects.in_bulk(list(totals))
+    by_account = {pk: (accounts[pk], total) for pk, total in totals.items() if total}
+    return _Unreversed(through_capture_id=through, by_account=by_account)
 
 
-def _reverse_refs(job_id: int, nets: Mapping[int, tuple[Account, int]]) -> set[AccountRef]:
+def _reverse_refs(job_id: int, unreversed: _Unreversed) -> set[AccountRef]:
     refs = {escrow_ref(job_id)}
-    if nets:
+    if unreversed.by_account:
         refs |= {revenue_ref(job_id), platform_ref(AccountKind.PLATFORM_LOSS)}
-    for account, _net in nets.values():
+    for account, _total in unreversed.by_account.values():
         refs.add(AccountRef.of(account))
         if account.kind == AccountKind.EARNINGS_PENDING:
             assert account.user_id is not None
@@ -197,16 +216,21 @@ def _host_share_legs(
     ]
 
 
-def _reverse_legs(job_id: int, attempt: int, locked: Mapping[AccountRef, Account]) -> Sequence[Leg]:
-    legs: list[Leg] = []
-    for account, net in _attempt_nets(job_id, attempt).values():
-        ref = AccountRef.of(account)
-        if ref not in locked:
-            raise Conflict("the ledger changed while reversing; retry", code="retry")
-        if account.kind == AccountKind.EARNINGS_PENDING:
-            legs.extend(_host_share_legs(locked[ref], net, locked))
-        else:
-            legs.append(Leg(ref, -net))
+def _reverse_plan(job_id: int, attempt: int, metadata: dict[str, int]) -> LegsPlan:
+    def legs(locked: Mapping[AccountRef, Account]) -> list[Leg]:
+        unreversed = _unreversed_captures(job_id, attempt)
+        metadata["through_capture_id"] = unreversed.through_capture_id
+        planned: list[Leg] = []
+        for account, total in unreversed.by_account.values():
+            ref = AccountRef.of(account)
+            if ref not in locked:
+                raise Conflict("the ledger changed while reversing; retry", code="retry")
+            if account.kind == AccountKind.EARNINGS_PENDING:
+                planned.extend(_host_share_legs(locked[ref], total, locked))
+            else:
+                planned.append(Leg(ref, -total))
+        return planned
+
     return legs
 
 
@@ -223,16 +247,17 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
     """
     job = _id_validate(job_id, "job_id")
     attempt_number = _id_validate(attempt, "attempt")
-    refs = _reverse_refs(job, _attempt_nets(job, attempt_number))
+    refs = _reverse_refs(job, _unreversed_captures(job, attempt_number))
+    metadata = {"job_id": job, "attempt": attempt_number}
     with transaction.atomic(durable=True):
         return _post(
             kind=TransactionKind.REVERSAL,
             key=key,
             accounts=refs,
-            legs=lambda locked: _reverse_legs(job, attempt_number, locked),
+            legs=_reverse_plan(job, attempt_number, metadata),
             replay=Replay.SAME_CAUSE,
             memo=f"charges of job {job} attempt {attempt_number} reversed",
             job_id=job,
             attempt=attempt_number,
-            metadata={"job_id": job, "attempt": attempt_number},
+            metadata=metadata,
         )

@@ -330,15 +330,21 @@ def _post(
     """Post one balanced transaction; the only code that writes postings or balances.
 
     Must run inside the caller's ``transaction.atomic(durable=True)``. Locks ``accounts`` in pk
-    order, then computes ``legs`` (a list, or a function of the locked accounts for amounts that
-    derive from balances). Returns the new transaction; the first one when ``key`` was posted
-    before and matches (``replay``); None when there is nothing to post and the key is unused.
+    order, then computes ``legs``: a list, or a function of the locked accounts for amounts that
+    derive from balances (``metadata`` is read after it ran, so a plan may add to it).
+
+    Returns the new transaction; the first one when ``key`` was posted before and matches
+    (``replay``); None when there is nothing to post and the key is unused.
     Raises ``Conflict`` (key reused for something else), ``InsufficientCredits`` (an account that
     must not go negative would) and ``NotFound`` (a hold that doesn't exist).
     """
     assert connection.in_atomic_block, "_post runs inside the caller's durable transaction"
+    key = _key_validate(key)
+    locked = _accounts_lock(accounts)
+    planned = legs(locked) if callable(legs) else legs
+    planned = [leg for leg in planned if leg.amount_micros != 0]
     txn = LedgerTransaction(
-        key=_key_validate(key),
+        key=key,
         kind=kind,
         memo=memo[:500],
         created_at=timezone.now(),
@@ -347,9 +353,6 @@ def _post(
         attempt=attempt,
         metadata=dict(metadata or {}),
     )
-    locked = _accounts_lock(accounts)
-    planned = legs(locked) if callable(legs) else legs
-    planned = [leg for leg in planned if leg.amount_micros != 0]
     by_id = [(locked[ref].pk, amount) for ref, amount in planned]
     if not planned:
         first = LedgerTransaction.objects.filter(key=txn.key).first()

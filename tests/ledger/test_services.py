@@ -644,6 +644,27 @@ def test_charges_reverse_takes_matured_earnings_then_books_a_platform_loss(
     assert_invariants()
 
 
+def test_charges_reverse_after_maturity_reverses_each_charge_once(
+    held: int, hana: User, settings: Any
+) -> None:
+    # given: a charge that matured and was reversed out of the available earnings
+    settings.EARNINGS_DISPUTE_WINDOW_SECONDS = 0
+    _capture(held, 1, hana, 1_000, 100, "u:1:1")
+    earnings_mature()
+    first = charges_reverse(job_id=held, attempt=1, key="reverse:41:1")
+    before = ledger_state()
+    # when
+    second = charges_reverse(job_id=held, attempt=1, key="reverse:41:1:b")
+    # then
+    assert first is not None
+    capture_id = LedgerTransaction.objects.get(key="u:1:1").pk
+    assert first.metadata == {"job_id": held, "attempt": 1, "through_capture_id": capture_id}
+    assert second is None
+    assert ledger_state() == before
+    assert balance(AccountKind.EARNINGS_AVAILABLE, user=hana) == 0
+    assert_invariants()
+
+
 def test_charges_reverse_of_an_attempt_without_charges_is_none(held: int) -> None:
     before = ledger_state()
     assert charges_reverse(job_id=held, attempt=3, key="reverse:41:3") is None
