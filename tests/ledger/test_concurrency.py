@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -40,7 +40,7 @@ def _race(threads: int, work: Callable[[int], T]) -> list[T | Exception]:
         return list(pool.map(run, range(threads)))
 
 
-def _outcomes(results: list[object]) -> Counter[str]:
+def _outcomes(results: Sequence[object]) -> Counter[str]:
     return Counter(
         error.code
         if isinstance(error, ServiceError)

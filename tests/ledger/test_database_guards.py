@@ -54,12 +54,11 @@ def test_a_posting_of_zero_is_refused(purchase: LedgerTransaction) -> None:
 @pytest.mark.parametrize("operation", ["update", "delete"])
 def test_postgres_refuses_to_change_a_posting(purchase: LedgerTransaction, operation: str) -> None:
     postings = Posting.objects.filter(transaction=purchase)
-    change = (
-        (lambda: postings.update(amount_micros=5))
-        if operation == "update"
-        else (lambda: postings.delete())
-    )
-    _refused_by_database(change, f"append-only: {operation.upper()} on ledger_posting")
+    changes: dict[str, Callable[[], object]] = {
+        "update": lambda: postings.update(amount_micros=5),
+        "delete": postings.delete,
+    }
+    _refused_by_database(changes[operation], f"append-only: {operation.upper()} on ledger_posting")
 
 
 @pytest.mark.postgres
@@ -68,18 +67,20 @@ def test_postgres_refuses_to_change_a_transaction(
     purchase: LedgerTransaction, operation: str
 ) -> None:
     txns = LedgerTransaction.objects.filter(pk=purchase.pk)
+
     # Deleting the transaction would first need its postings gone; the raw DELETE shows that
     # the transaction row itself is guarded too.
-    change = (
-        (lambda: txns.update(memo="rewritten"))
-        if operation == "update"
-        else (
-            lambda: connection.cursor().execute(
-                "DELETE FROM ledger_ledgertransaction WHERE id = %s", [purchase.pk]
-            )
-        )
+    def delete() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM ledger_ledgertransaction WHERE id = %s", [purchase.pk])
+
+    changes: dict[str, Callable[[], object]] = {
+        "update": lambda: txns.update(memo="rewritten"),
+        "delete": delete,
+    }
+    _refused_by_database(
+        changes[operation], f"append-only: {operation.upper()} on ledger_ledgertransaction"
     )
-    _refused_by_database(change, f"append-only: {operation.upper()} on ledger_ledgertransaction")
 
 
 @pytest.mark.postgres
