@@ -6,14 +6,15 @@ Every service in ``ledger.services`` opens ``transaction.atomic(durable=True)`` 
 1. locks every account the transaction may touch, in pk order, through ``_accounts_lock``
    (creating missing accounts where that is allowed);
 2. works out the legs (for derived amounts such as "the escrow's remainder", from the balances it
-   just locked);
-3. claims the idempotency key with ``INSERT … ON CONFLICT (key) DO NOTHING``; when the key is
-   taken it returns the first transaction if it matches, else raises ``Conflict``;
-4. refuses to overdraw an account that must not go negative (``InsufficientCredits``);
-5. inserts the postings in one statement and moves every cached balance in one ``UPDATE``.
+   just locked) and checks that they balance;
+3. refuses to overdraw an account that must not go negative (``InsufficientCredits``), unless
+   the key was posted before: then that first transaction is the answer;
+4. writes the transaction, claiming its idempotency key with ``INSERT … ON CONFLICT (key) DO
+   NOTHING``, with its postings and the new balances; when the key was taken it returns the first
+   transaction if it matches, else raises ``Conflict``.
 
-The hot path (a usage charge whose accounts exist) is four statements: the locking SELECT, the
-key claim, the postings insert and the balance update.
+The hot path (a usage charge whose accounts exist) is two statements on PostgreSQL: the locking
+SELECT and one write (see ``ledger.services.sql``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ import enum
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, reduce
-from operator import or_
 from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BigIntegerField, Case, F, Field, Q, Value, When
 from django.utils import timezone
 
 from accounts.models import User
@@ -40,9 +38,9 @@ from ledger.models import (
     Account,
     AccountKind,
     LedgerTransaction,
-    Posting,
     TransactionKind,
 )
+from ledger.services import sql
 
 KEY_MAX_LENGTH = 200
 
@@ -69,13 +67,6 @@ class AccountRef:
             assert account.job_id is not None
             return cls(account.kind, account.job_id)
         return cls(account.kind, account.shard)
-
-    def q(self) -> Q:
-        if self.kind in USER_KINDS:
-            return Q(kind=self.kind, user_id=self.owner)
-        if self.kind == AccountKind.ESCROW:
-            return Q(kind=self.kind, job_id=self.owner)
-        return Q(kind=self.kind, shard=self.owner)
 
     def new_account(self) -> Account:
         kind = AccountKind(self.kind)
@@ -128,12 +119,9 @@ def revenue_ref(job_id: int) -> AccountRef:
 
 
 def _accounts_select_locked(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
-    rows = (
-        Account.objects.select_for_update(no_key=True)
-        .filter(reduce(or_, (ref.q() for ref in refs)))
-        .order_by("pk")
-    )
-    return {AccountRef.of(account): account for account in rows}
+    ordered = sorted(set(refs), key=lambda ref: (ref.kind, ref.owner))
+    accounts = sql.accounts_select_locked([(ref.kind, ref.owner) for ref in ordered])
+    return {AccountRef.of(account): account for account in accounts}
 
 
 def _accounts_lock(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
@@ -177,52 +165,6 @@ def _key_validate(key: object) -> str:
             fields={"key": "invalid"},
         )
     return key
-
-
-_CLAIM_FIELD_NAMES = ("key", "kind", "memo", "created_at", "created_by", "job_id", "attempt")
-_CLAIM_SQL: dict[str, str] = {}
-
-
-@cache
-def _claim_fields() -> list[Field[Any, Any]]:
-    fields: list[Field[Any, Any]] = []
-    for name in (*_CLAIM_FIELD_NAMES, "metadata"):
-        column = LedgerTransaction._meta.get_field(name)
-        assert isinstance(column, Field)
-        fields.append(column)
-    return fields
-
-
-def _claim_sql() -> str:
-    vendor = connection.vendor
-    if vendor not in _CLAIM_SQL:
-        quote = connection.ops.quote_name
-        table = quote(LedgerTransaction._meta.db_table)
-        columns = ", ".join(quote(column.column) for column in _claim_fields())
-        placeholders = ", ".join(["%s"] * len(_claim_fields()))
-        # Only names from the model's own metadata are formatted in; values are parameters.
-        _CLAIM_SQL[vendor] = (
-            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-            f"ON CONFLICT ({quote('key')}) DO NOTHING RETURNING {quote('id')}"
-        )
-    return _CLAIM_SQL[vendor]
-
-
-def _transaction_claim(txn: LedgerTransaction) -> int | None:
-    """Insert ``txn`` unless its key exists; return its new id, or None when the key was taken.
-
-    Django's bulk_create can't do this: with ``ignore_conflicts`` it returns no id, and
-    ``update_conflicts`` would UPDATE the existing row, which the append-only trigger refuses.
-    A racing insert of the same key waits here until the first one commits or rolls back.
-    """
-    values = [
-        column.get_db_prep_save(getattr(txn, column.attname), connection)
-        for column in _claim_fields()
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(), values)
-        row = cursor.fetchone()
-    return None if row is None else int(row[0])
 
 
 def _replayed(
@@ -289,29 +231,24 @@ def _legs_check_balanced(legs: Sequence[Leg]) -> None:
         )
 
 
-def _deltas_check(locked: Mapping[AccountRef, Account], legs: Sequence[Leg]) -> dict[int, int]:
-    """Net change per account id; refuse to overdraw an account that must not go negative."""
+def _deltas(locked: Mapping[AccountRef, Account], legs: Sequence[Leg]) -> dict[int, int]:
+    """Net change per account id."""
     deltas: dict[int, int] = {}
     for ref, amount in legs:
         account = locked[ref]
         deltas[account.pk] = deltas.get(account.pk, 0) + amount
-    for account in locked.values():
-        delta = deltas.get(account.pk, 0)
-        if delta < 0 and account.must_not_be_negative and account.balance_micros + delta < 0:
-            raise _shortfall(account, -delta)
     return deltas
 
 
-def _balances_move(deltas: Mapping[int, int]) -> None:
-    moving = {pk: delta for pk, delta in deltas.items() if delta}
-    if not moving:
-        return
-    change = Case(
-        *(When(pk=pk, then=Value(delta)) for pk, delta in moving.items()),
-        default=Value(0),
-        output_field=BigIntegerField(),
-    )
-    Account.objects.filter(pk__in=list(moving)).update(balance_micros=F("balance_micros") + change)
+def _overdraft(
+    locked: Mapping[AccountRef, Account], deltas: Mapping[int, int]
+) -> InsufficientCredits | None:
+    """The refusal when an account that must not go negative would."""
+    for account in locked.values():
+        delta = deltas.get(account.pk, 0)
+        if delta < 0 and account.must_not_be_negative and account.balance_micros + delta < 0:
+            return _shortfall(account, -delta)
+    return None
 
 
 def _post(
@@ -358,17 +295,17 @@ def _post(
         first = LedgerTransaction.objects.filter(key=txn.key).first()
         return None if first is None else _replayed(txn, by_id, replay)
     _legs_check_balanced(planned)
-    txn_id = _transaction_claim(txn)
+    deltas = _deltas(locked, planned)
+    overdraft = _overdraft(locked, deltas)
+    if overdraft is not None:
+        # A repeat of a transaction that went through finds the money gone: it is answered
+        # with the first transaction, not refused.
+        if LedgerTransaction.objects.filter(key=txn.key).exists():
+            return _replayed(txn, by_id, replay)
+        raise overdraft
+    txn_id = sql.transaction_write(txn, by_id, deltas)
     if txn_id is None:
         return _replayed(txn, by_id, replay)
-    deltas = _deltas_check(locked, planned)
-    Posting.objects.bulk_create(
-        [
-            Posting(transaction_id=txn_id, account_id=pk, amount_micros=amount)
-            for pk, amount in by_id
-        ]
-    )
-    _balances_move(deltas)
     txn.pk = txn_id
     txn._state.adding = False
     txn._state.db = connection.alias
