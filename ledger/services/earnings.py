@@ -6,17 +6,17 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from ledger.models import Account, AccountKind, Posting, TransactionKind
+from ledger.models import Account, AccountKind, LedgerTransaction, Posting, TransactionKind
 from ledger.services.posting import (
     AccountRef,
     Leg,
     LegsPlan,
     Replay,
+    _durably,
     _post,
     earnings_available_ref,
     earnings_pending_ref,
@@ -48,6 +48,20 @@ def _maturity_plan(pending: AccountRef, available: AccountRef, cutoff: datetime)
     return legs
 
 
+def _owner_mature(owner_id: int, cutoff: datetime) -> LedgerTransaction | None:
+    pending, available = earnings_pending_ref(owner_id), earnings_available_ref(owner_id)
+    return _durably(
+        lambda: _post(
+            kind=TransactionKind.MATURITY,
+            key=f"earnings-mature:{owner_id}:{cutoff.isoformat()}",
+            accounts=[pending, available],
+            legs=_maturity_plan(pending, available, cutoff),
+            replay=Replay.SAME_CAUSE,
+            memo=f"earnings up to {cutoff:%Y-%m-%d %H:%M:%S} UTC available",
+        )
+    )
+
+
 def earnings_mature(*, now: datetime | None = None) -> int:
     """Move every host owner's pending earnings older than the dispute window to available.
 
@@ -65,16 +79,7 @@ def earnings_mature(*, now: datetime | None = None) -> int:
     written = 0
     for owner_id in list(owner_ids):
         assert owner_id is not None
-        pending, available = earnings_pending_ref(owner_id), earnings_available_ref(owner_id)
-        with transaction.atomic(durable=True):
-            posted = _post(
-                kind=TransactionKind.MATURITY,
-                key=f"earnings-mature:{owner_id}:{cutoff.isoformat()}",
-                accounts=[pending, available],
-                legs=_maturity_plan(pending, available, cutoff),
-                replay=Replay.SAME_CAUSE,
-                memo=f"earnings up to {cutoff:%Y-%m-%d %H:%M:%S} UTC available",
-            )
+        posted = _owner_mature(owner_id, cutoff)
         if posted is not None and not posted.is_replay:
             written += 1
     return written

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.db.models import Max, Sum
 
 from accounts.models import User
@@ -17,6 +16,7 @@ from ledger.services.posting import (
     Leg,
     LegsPlan,
     Replay,
+    _durably,
     _post,
     earnings_available_ref,
     earnings_pending_ref,
@@ -54,8 +54,8 @@ def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> Ledg
             raise Conflict(f"job {job} is held by another user", code="hold_owner_mismatch")
         return [Leg(wallet, -amount), Leg(escrow, amount)]
 
-    with transaction.atomic(durable=True):
-        posted = _post(
+    posted = _durably(
+        lambda: _post(
             kind=TransactionKind.HOLD,
             key=key,
             accounts=[wallet, escrow],
@@ -64,6 +64,7 @@ def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> Ledg
             job_id=job,
             metadata={"job_id": job},
         )
+    )
     assert posted is not None
     return posted
 
@@ -90,8 +91,8 @@ def hold_capture(
     owner_id = host_owner if isinstance(host_owner, int) else host_owner.pk
     split = capture_validate(gross_micros, fee_micros)
     escrow, pending, revenue = escrow_ref(job), earnings_pending_ref(owner_id), revenue_ref(job)
-    with transaction.atomic(durable=True):
-        posted = _post(
+    posted = _durably(
+        lambda: _post(
             kind=TransactionKind.CAPTURE,
             key=key,
             accounts=[escrow, pending, revenue],
@@ -110,6 +111,7 @@ def hold_capture(
                 "fee_micros": split.fee_micros,
             },
         )
+    )
     assert posted is not None
     return posted
 
@@ -140,8 +142,8 @@ def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
         remainder = locked[escrow].balance_micros
         return [Leg(escrow, -remainder), Leg(wallet, remainder)]
 
-    with transaction.atomic(durable=True):
-        return _post(
+    return _durably(
+        lambda: _post(
             kind=TransactionKind.RELEASE,
             key=key,
             accounts=[escrow, wallet],
@@ -151,6 +153,7 @@ def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
             job_id=job,
             metadata={"job_id": job},
         )
+    )
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,8 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
     attempt_number = _id_validate(attempt, "attempt")
     refs = _reverse_refs(job, _unreversed_captures(job, attempt_number))
     metadata = {"job_id": job, "attempt": attempt_number}
-    with transaction.atomic(durable=True):
-        return _post(
+    return _durably(
+        lambda: _post(
             kind=TransactionKind.REVERSAL,
             key=key,
             accounts=refs,
@@ -261,3 +264,4 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
             attempt=attempt_number,
             metadata=metadata,
         )
+    )

@@ -1,7 +1,7 @@
 """The one writer of the ledger: ``_post`` and the account locking it relies on.
 
-Every service in ``ledger.services`` opens ``transaction.atomic(durable=True)`` and calls
-``_post`` exactly once. ``_post``:
+Every service in ``ledger.services`` calls ``_post`` exactly once, in its own
+``transaction.atomic(durable=True)`` (through ``_durably``). ``_post``:
 
 1. locks every account the transaction may touch, in pk order, through ``_accounts_lock``
    (creating missing accounts where that is allowed);
@@ -23,10 +23,10 @@ import enum
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -130,9 +130,9 @@ def _accounts_lock(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
     This is the only place that locks ledger accounts, so every money transaction takes its row
     locks in the same (pk) order and two of them can't deadlock. Missing accounts are created
     (``INSERT … ON CONFLICT DO NOTHING``, so racing creators agree on one row) and locked by a
-    second SELECT. That second lock may come after rows with a higher pk, which is safe: a row
-    created here is new, and creation happens after the transaction's other locks and before
-    its writes, so no transaction can hold it while waiting for one of ours.
+    second SELECT, which may come after rows with a higher pk. That happens once per user, job
+    or shard; if two transactions create accounts at the same moment they can, rarely, deadlock,
+    and PostgreSQL aborts one of them, which ``_durably`` retries.
     """
     assert connection.in_atomic_block, "ledger accounts are locked inside a transaction"
     found = _accounts_select_locked(refs)
@@ -191,6 +191,29 @@ def _replayed(
 
 
 # --- Posting ----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+DEADLOCK_ATTEMPTS = 3
+
+
+def _is_deadlock(error: OperationalError) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) == "40P01"
+
+
+def _durably(post: Callable[[], T]) -> T:
+    """Run ``post`` (a service's call of ``_post``) in its own durable transaction.
+
+    A transaction PostgreSQL aborts as a deadlock victim (see ``_accounts_lock``) is run again:
+    nothing of it remains, and the key makes the post idempotent anyway.
+    """
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with transaction.atomic(durable=True):
+                return post()
+        except OperationalError as error:
+            if attempt == DEADLOCK_ATTEMPTS or not _is_deadlock(error):
+                raise
+    raise AssertionError("unreachable")
 
 
 class Leg(NamedTuple):

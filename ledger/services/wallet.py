@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from django.db import transaction
-
 from accounts.models import User
 from config.errors import PermissionDenied, ValidationFailed
 from ledger.models import AccountKind, LedgerTransaction, TransactionKind
 from ledger.money import amount_validate, credits_format
-from ledger.services.posting import Leg, _post, platform_ref, wallet_ref
+from ledger.services.posting import Leg, _durably, _post, platform_ref, wallet_ref
 
 CreditSource = Literal["purchase", "grant"]
 
@@ -56,8 +54,8 @@ def wallet_credit(
     else:
         raise ValidationFailed(f"unknown credit source {source!r}", code="invalid_source")
     wallet, funder = wallet_ref(user.pk), platform_ref(funding)
-    with transaction.atomic(durable=True):
-        posted = _post(
+    posted = _durably(
+        lambda: _post(
             kind=kind,
             key=key,
             accounts=[wallet, funder],
@@ -65,6 +63,7 @@ def wallet_credit(
             memo=memo,
             created_by=created_by,
         )
+    )
     assert posted is not None
     return posted
 
@@ -91,8 +90,8 @@ def credits_adjust(
     memo = _reason_validate(reason)
     staff = _staff_validate(staff_user)
     wallet, grants = wallet_ref(user.pk), platform_ref(AccountKind.GRANTS)
-    with transaction.atomic(durable=True):
-        posted = _post(
+    posted = _durably(
+        lambda: _post(
             kind=TransactionKind.ADJUSTMENT,
             key=key,
             accounts=[wallet, grants],
@@ -101,5 +100,6 @@ def credits_adjust(
             created_by=staff,
             metadata={"staff_user_id": staff.pk, "summary": credits_format(amount)},
         )
+    )
     assert posted is not None
     return posted
