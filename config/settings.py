@@ -104,7 +104,9 @@ if REDIS_URL:
     CHANNEL_LAYERS: dict[str, Any] = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout by default, which cuts the layer's
+            # blocking BZPOPMIN and kills every idle socket with 1011 (channels_redis#422).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }
     }
     CACHES: dict[str, Any] = {
@@ -130,6 +132,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "ledger.tasks.earnings_mature_task",
         "schedule": timedelta(minutes=5),
     },
+    "idempotency-records-prune": {
+        "task": "accounts.tasks.idempotency_records_prune_task",
+        "schedule": timedelta(hours=1),
+    },
 }
 
 # --- REST API --------------------------------------------------------------------------------
@@ -152,7 +158,21 @@ REST_FRAMEWORK = {
         "user": env_str("THROTTLE_USER", "1200/min"),
         "auth": env_str("THROTTLE_AUTH", "20/min"),
     },
+    # Reverse proxies in front of daphne: throttles take the client address that many hops
+    # back in X-Forwarded-For. 0 = REMOTE_ADDR only. (DRF's default, None, would trust a
+    # client-supplied X-Forwarded-For and let it dodge the throttles.)
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
+
+# --- Accounts and API tokens -----------------------------------------------------------------
+# Tokens issued by sign-up and log-in expire; personal tokens from /api/v1/tokens/ choose.
+LOGIN_TOKEN_TTL_SECONDS = env_int("LOGIN_TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=60)
+# Idempotency-Key records are kept at least this long, then pruned hourly.
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600, minimum=60)
+# A key still "processing" after this long belongs to a crashed request and may be reclaimed.
+IDEMPOTENCY_PROCESSING_TIMEOUT_SECONDS = env_int(
+    "IDEMPOTENCY_PROCESSING_TIMEOUT_SECONDS", 300, minimum=1
+)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "CommuniPute API",
@@ -160,6 +180,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the path after /api/v1/: "auth", "tokens", "jobs", ...
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.schema_error_responses",
+    ],
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -197,6 +223,13 @@ PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
 ENROLLMENT_TOKEN_TTL_SECONDS = env_int("ENROLLMENT_TOKEN_TTL_SECONDS", 3600, minimum=60)
 HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 10, minimum=1)
 HOST_OFFLINE_AFTER_SECONDS = env_int("HOST_OFFLINE_AFTER_SECONDS", 45, minimum=2)
+# How often agents report cumulative usage of running jobs (sent to them in `welcome`).
+HOST_USAGE_REPORT_SECONDS = env_int("HOST_USAGE_REPORT_SECONDS", 5, minimum=1)
+# The reaper: hosts silent for HOST_OFFLINE_AFTER_SECONDS are marked offline.
+CELERY_BEAT_SCHEDULE["hosts-mark-offline"] = {
+    "task": "hosts.tasks.hosts_mark_offline_task",
+    "schedule": timedelta(seconds=max(1, HOST_OFFLINE_AFTER_SECONDS // 3)),
+}
 JOB_OFFER_TTL_SECONDS = env_int("JOB_OFFER_TTL_SECONDS", 10, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
