@@ -1,4 +1,4 @@
-"""Output shapes of the ledger API (see API.md); inputs go through the services."""
+"""Response shapes of the ledger API (see docs/api.md); the ledger API takes no input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ledger.models import AccountKind, Posting, TransactionKind
 from ledger.selectors import WalletBalances
 
 
-class WalletSerializer(serializers.Serializer[WalletBalances]):
+class WalletOutput(serializers.Serializer[WalletBalances]):
     balance_micros = serializers.IntegerField(
         help_text="Everything the user owns: available + held."
     )
@@ -20,7 +20,7 @@ class WalletSerializer(serializers.Serializer[WalletBalances]):
     available_micros = serializers.IntegerField(help_text="In the wallet: what a new job can hold.")
 
 
-class WalletLineSerializer(serializers.ModelSerializer[Posting]):
+class WalletLineOutput(serializers.ModelSerializer[Posting]):
     """One ledger line of the user: a posting on their wallet or one of their job escrows."""
 
     created_at = serializers.DateTimeField(source="transaction.created_at")
@@ -54,7 +54,7 @@ class WalletLineSerializer(serializers.ModelSerializer[Posting]):
         read_only_fields = fields
 
 
-class ProblemSerializer(serializers.Serializer[Mapping[str, object]]):
+class ProblemOutput(serializers.Serializer[Mapping[str, object]]):
     invariant = serializers.CharField()
     message = serializers.CharField()
     account_id = serializers.IntegerField(allow_null=True)
@@ -64,7 +64,7 @@ class ProblemSerializer(serializers.Serializer[Mapping[str, object]]):
     actual_micros = serializers.IntegerField(allow_null=True)
 
 
-class ReconciliationRunSerializer(serializers.Serializer[Mapping[str, object]]):
+class ReconciliationRunOutput(serializers.Serializer[Mapping[str, object]]):
     id = serializers.IntegerField()
     started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()
@@ -73,16 +73,16 @@ class ReconciliationRunSerializer(serializers.Serializer[Mapping[str, object]]):
     accounts_checked = serializers.IntegerField()
     transactions_checked = serializers.IntegerField()
     problem_count = serializers.IntegerField()
-    problems = ProblemSerializer(many=True)
+    problems = ProblemOutput(many=True)
 
 
-class InvariantSerializer(serializers.Serializer[Mapping[str, str]]):
+class InvariantOutput(serializers.Serializer[Mapping[str, str]]):
     name = serializers.CharField()
     description = serializers.CharField()
 
 
-class ReconciliationReportSerializer(serializers.Serializer[Mapping[str, object]]):
-    last_run = ReconciliationRunSerializer(
+class ReconciliationReportOutput(serializers.Serializer[Mapping[str, object]]):
+    last_run = ReconciliationRunOutput(
         allow_null=True, help_text="The most recent reconciliation; null before the first."
     )
-    invariants = InvariantSerializer(many=True, help_text="What every run checks.")
+    invariants = InvariantOutput(many=True, help_text="What every run checks.")

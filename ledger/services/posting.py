@@ -183,7 +183,7 @@ def _replayed(
     if not matches:
         raise Conflict(
             f"the key {txn.key!r} was already used for another transaction",
-            code="idempotency_key_reused",
+            code="transaction_key_reused",
             fields={"key": "already used with other amounts"},
         )
     first.is_replay = True

@@ -186,8 +186,8 @@ def test_the_schema_describes_the_wallet_endpoints(api: APIClient) -> None:
     # then
     wallet = schema["paths"]["/api/v1/wallet/"]["get"]
     ref = wallet["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
-    assert ref == "#/components/schemas/Wallet"
-    assert set(schema["components"]["schemas"]["Wallet"]["properties"]) == {
+    assert ref == "#/components/schemas/WalletOutput"
+    assert set(schema["components"]["schemas"]["WalletOutput"]["properties"]) == {
         "balance_micros",
         "held_micros",
         "available_micros",
@@ -195,8 +195,8 @@ def test_the_schema_describes_the_wallet_endpoints(api: APIClient) -> None:
     lines = schema["paths"]["/api/v1/wallet/transactions/"]["get"]
     assert {p["name"] for p in lines["parameters"]} == {"page", "page_size"}
     paginated = lines["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
-    assert paginated == "#/components/schemas/PaginatedWalletLineList"
+    assert paginated == "#/components/schemas/PaginatedWalletLineOutputList"
     report = schema["paths"]["/api/v1/admin/reports/reconciliation/"]["get"]
     assert report["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] == (
-        "#/components/schemas/ReconciliationReport"
+        "#/components/schemas/ReconciliationReportOutput"
     )

@@ -220,7 +220,7 @@ class LedgerMachine(RuleBasedStateMachine):
         amount_field = next((f for f in ("amount_micros", "gross_micros") if f in kwargs), None)
         if amount_field is not None and kwargs[amount_field] > 0:
             other = {**kwargs, amount_field: kwargs[amount_field] + extra}
-            self._refused(Conflict, "idempotency_key_reused", name, **other)
+            self._refused(Conflict, "transaction_key_reused", name, **other)
 
     @invariant()
     def balances_match_the_model(self) -> None:

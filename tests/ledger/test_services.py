@@ -159,7 +159,7 @@ def test_wallet_credit_same_key_other_amount_is_a_conflict(alice: User) -> None:
     error = _refused(
         lambda: _funded(alice, 3_000_001, key="stripe-event:evt_3"),
         Conflict,
-        "idempotency_key_reused",
+        "transaction_key_reused",
     )
     assert error.status_code == 409
 
@@ -171,7 +171,7 @@ def test_wallet_credit_same_key_other_user_is_a_conflict(alice: User, mallory: U
     _refused(
         lambda: _funded(mallory, 3_000_000, key="stripe-event:evt_4"),
         Conflict,
-        "idempotency_key_reused",
+        "transaction_key_reused",
     )
 
 
@@ -325,7 +325,7 @@ def test_hold_place_same_key_other_amount_is_a_conflict(alice: User) -> None:
     _refused(
         lambda: hold_place(user=alice, job_id=JOB, amount_micros=101, key="hold:41"),
         Conflict,
-        "idempotency_key_reused",
+        "transaction_key_reused",
     )
 
 
@@ -489,7 +489,7 @@ def test_hold_capture_replays_and_refuses_a_reused_key(held: int, hana: User) ->
             key="usage:41:1:7",
         ),
         Conflict,
-        "idempotency_key_reused",
+        "transaction_key_reused",
     )
 
 
@@ -558,7 +558,7 @@ def test_a_release_key_reused_for_another_job_is_a_conflict(held: int, alice: Us
     hold_release(job_id=held, key="release")
     hold_place(user=alice, job_id=42, amount_micros=10, key="hold:42")
     # when / then
-    _refused(lambda: hold_release(job_id=42, key="release"), Conflict, "idempotency_key_reused")
+    _refused(lambda: hold_release(job_id=42, key="release"), Conflict, "transaction_key_reused")
 
 
 # --- charges_reverse --------------------------------------------------------------------------
