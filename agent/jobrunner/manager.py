@@ -17,15 +17,12 @@ from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun, RunnerOpti
 from agent.jobrunner.offer import cap_from_offer, spec_from_offer
 from agent.jobrunner.threads import in_daemon_thread
 from agent.jobrunner.uploads import OutputUploader
-from agent.protocol import JobCancel, JobOffer, RunningJobRef
+from agent.protocol import STALE_ATTEMPT_REASON_PREFIX, JobCancel, JobOffer, RunningJobRef
 from agent.runtime.types import JobSpecError, Runtime
 
 logger = logging.getLogger("agent.jobs")
 
 AT_CAPACITY_REASON = "at capacity"
-# The server's job.cancel for an attempt it no longer runs here (agent/protocol.py names the
-# convention): there is nothing to report, only a container to remove.
-STALE_PREFIX = "stale attempt"
 
 Key = tuple[int, int]
 
@@ -102,7 +99,8 @@ class RuntimeJobManager:
     async def on_cancel(self, cancel: JobCancel) -> None:
         key = _key(cancel)
         run = self.attempts.get(key)
-        if cancel["reason"].startswith(STALE_PREFIX):
+        if cancel["reason"].startswith(STALE_ATTEMPT_REASON_PREFIX):
+            # The server no longer runs it here: nothing to report, only a container to remove.
             if run is not None or key in self.orphans:
                 logger.info("job %s attempt %s: %s", *key, cancel["reason"])
                 self._spawn(self._kill(key))
