@@ -140,6 +140,9 @@ class AttemptRun:
         return True
 
     async def _prepare_and_run(self, spec: JobSpec) -> None:
+        if self.stop_requested is not None:  # cancelled before anything began
+            await self._finish(Outcome(*self.stop_requested))
+            return
         self.phase = "preparing"
         self._send("job.started", {**self.ref, "phase": "preparing"})
         try:
@@ -189,7 +192,8 @@ class AttemptRun:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
-            await self._sample(handle)
+            with contextlib.suppress(Exception):
+                await self._sample(handle)
             await self._log_drain(pump)
         finally:
             sampler.cancel()
@@ -268,7 +272,10 @@ class AttemptRun:
                 except BaseException:  # the loop is gone or the attempt was cancelled
                     return
 
-        await in_daemon_thread(read, name=f"logs-{self.job_id}-{self.attempt}")
+        try:
+            await in_daemon_thread(read, name=f"logs-{self.job_id}-{self.attempt}")
+        except Exception as exc:  # the engine failed; the exit status still comes from wait
+            logger.warning("job %s: reading the log failed: %s", self.job_id, exc)
         await self._log_feed(b"", end=True)
 
     async def _log_feed(self, raw: bytes, *, end: bool = False) -> None:
@@ -321,6 +328,7 @@ class AttemptRun:
         that waits for acknowledgements is not."""
         while not pump.done():
             await asyncio.wait({pump}, timeout=min(0.5, self.options.log_drain_seconds))
+            self._log_resend_if_stalled(time.monotonic())
             silent = time.monotonic() - self._log_last_raw
             if not self._log_waiting and silent > self.options.log_drain_seconds:
                 logger.warning("job %s: the log stream did not end; not waiting", self.job_id)
@@ -333,19 +341,24 @@ class AttemptRun:
     async def _usage_loop(self, handle: Handle) -> None:
         next_report = time.monotonic() + self.link.usage_report_seconds
         while True:
-            await self._sample(handle)
-            now = time.monotonic()
-            if self.cap is not None and self.cap.is_reached(
-                self.meter.cpu_seconds, self.meter.wall_seconds
-            ):
-                self.request_stop(
-                    "budget_exhausted", BUDGET_REASON, self.options.budget_grace_seconds
-                )
-            if now >= next_report:
-                await self._usage_send()
-                next_report = now + self.link.usage_report_seconds
-            self._log_resend_if_stalled(now)
+            try:
+                next_report = await self._usage_tick(handle, next_report)
+            except Exception:  # one bad sample must not end metering or the local cap
+                logger.exception("job %s: sampling usage failed", self.job_id)
             await asyncio.sleep(self.options.sample_seconds)
+
+    async def _usage_tick(self, handle: Handle, next_report: float) -> float:
+        await self._sample(handle)
+        now = time.monotonic()
+        if self.cap is not None and self.cap.is_reached(
+            self.meter.cpu_seconds, self.meter.wall_seconds
+        ):
+            self.request_stop("budget_exhausted", BUDGET_REASON, self.options.budget_grace_seconds)
+        if now >= next_report:
+            await self._usage_send()
+            next_report = now + self.link.usage_report_seconds
+        self._log_resend_if_stalled(now)
+        return next_report
 
     async def _sample(self, handle: Handle) -> None:
         sample = await asyncio.to_thread(self.runtime.usage, handle)

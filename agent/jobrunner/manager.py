@@ -63,13 +63,17 @@ class RuntimeJobManager:
 
     async def start(self, link: AgentLink) -> None:
         self._link = link
-        owned = await asyncio.to_thread(self.runtime.list_own)
+        try:
+            owned = await asyncio.to_thread(self.runtime.list_own)
+        except Exception as exc:
+            logger.error("cannot list the containers of an earlier run: %s", exc)
+            owned = []
         runs = {(o.job_id, o.attempt) for o in owned if o.role == "run"}
         installs = {(o.job_id, o.attempt) for o in owned if o.role == "install"} - runs
         for key in sorted(installs):
             # An install cut short can't be resumed (the offer is gone): let the server requeue.
             logger.info("removing the unfinished install of job %s attempt %s", *key)
-            await in_daemon_thread(self.runtime.kill, *key)
+            await self._runtime_kill(key)
         self.orphans = runs
         if runs:
             logger.info("found %d job container(s) of an earlier run: asking the server", len(runs))
@@ -187,8 +191,13 @@ class RuntimeJobManager:
         if run is not None:
             await run.kill()
             return
-        with contextlib.suppress(Exception):
+        await self._runtime_kill(key)
+
+    async def _runtime_kill(self, key: Key) -> None:
+        try:
             await in_daemon_thread(self.runtime.kill, *key)
+        except Exception as exc:
+            logger.warning("cannot remove job %s attempt %s: %s", *key, exc)
 
     def _reject(self, offer: JobOffer, reason: str) -> None:
         self.link.send(

@@ -51,6 +51,8 @@ class FakeRuntime:
         self.install_log = b""
         self.prepare_gate: threading.Event | None = None
         self.sample = UsageSample(cpu_seconds=0.0, memory_current_mb=0, memory_peak_mb=0)
+        self.usage_failures: list[Exception] = []
+        self.list_own_failure: Exception | None = None
         self.outputs: list[OutputFile] = []
         self.owned: list[OwnedContainer] = []
         self.attachable: dict[tuple[int, int], float] = {}  # -> seconds the container has run
@@ -135,6 +137,8 @@ class FakeRuntime:
         self._stop(handle.job_id, handle.attempt)
 
     def usage(self, handle: Handle) -> UsageSample:
+        if self.usage_failures:
+            raise self.usage_failures.pop(0)
         return self.sample
 
     def collect_outputs(self, handle: Handle) -> list[OutputFile]:
@@ -145,6 +149,8 @@ class FakeRuntime:
         self.calls.append(("cleanup", handle.job_id, handle.attempt))
 
     def list_own(self) -> list[OwnedContainer]:
+        if self.list_own_failure is not None:
+            raise self.list_own_failure
         return list(self.owned)
 
     def kill(self, job_id: int, attempt: int) -> None:

@@ -420,6 +420,23 @@ async def test_the_seq_survives_an_agent_restart_through_the_state_file(runtime,
     await manager.stop()
 
 
+async def test_a_failing_sample_does_not_end_metering(manager, runtime, link):
+    # given a runtime whose first two samples fail
+    link.usage_report_seconds = 0.05
+    runtime.usage_failures = [RuntimeError("engine hiccup"), OSError("cgroup gone")]
+    runtime.sample = UsageSample(cpu_seconds=0.5, memory_current_mb=64, memory_peak_mb=64)
+
+    # when
+    await manager.on_offer(offer())
+    reports = await link.until(
+        lambda: [u for u in link.of("job.usage") if u["cpu_seconds"] == 0.5], "usage"
+    )
+
+    # then
+    assert reports[0]["memory_peak_mb"] == 64
+    assert runtime.usage_failures == []
+
+
 # --- the cost cap -------------------------------------------------------------------------
 
 
@@ -554,6 +571,17 @@ async def test_start_reports_own_run_containers_and_removes_unfinished_installs(
     assert manager.running_jobs() == [{"job_id": 5, "attempt": 1}, {"job_id": 6, "attempt": 2}]
     assert runtime.calls == [("kill", 8, 1)]
     assert link.sent == []
+
+
+async def test_an_engine_that_cannot_list_containers_does_not_stop_the_agent(
+    runtime, link, uploader
+):
+    runtime.list_own_failure = RuntimeError("Cannot connect to the Docker daemon")
+    manager = RuntimeJobManager(runtime, uploader=uploader, options=FAST)
+
+    await manager.start(link)
+
+    assert manager.running_jobs() == []
 
 
 async def test_resume_kills_what_the_server_drops_and_reattaches_what_it_keeps(
