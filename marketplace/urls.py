@@ -1,3 +1,7 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from marketplace.quote_apis import QuoteApi
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("quotes/", QuoteApi.as_view(), name="quote"),
+]
