@@ -137,7 +137,10 @@ def misfit_reason(
         (not c.is_online, "the host is offline"),
         (c.is_draining, "the host is draining"),
         (not c.is_available, "the host is not available now"),
-        (spec.cpus > cpu_limit, f"the job needs {spec.cpus} CPUs, the host offers {cpu_limit}"),
+        (
+            spec.cpus > cpu_limit,
+            f"the job needs {Decimal(spec.cpus).normalize():f} CPUs, the host offers {cpu_limit}",
+        ),
         (
             spec.memory_mb > memory_limit,
             f"the job needs {spec.memory_mb} MB of memory, the host offers {memory_limit}",

@@ -8,6 +8,7 @@ so a reaper racing a late ``job.accept`` (or another reaper) sees zero rows and 
 from __future__ import annotations
 
 import base64
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -92,8 +93,14 @@ def _placement_target(job: Job, now: datetime) -> _Target:
     )
     if ranked:
         return _Target(ranked[0].candidate)
-    idle_fit = hosts_rank(spec, candidates, max_cost_micros=budget, exclude=refused)
-    if not idle_fit and refused:
+    # Hosts that are offline, unavailable or busy for now may take it later; only when no
+    # host could ever take it (all refused it or lost it) is the failure permanent.
+    someday = [
+        dataclasses.replace(c, is_online=True, is_available=True, is_draining=False)
+        for c in candidates
+    ]
+    could_ever = hosts_rank(spec, someday, max_cost_micros=budget, exclude=refused)
+    if not could_ever and refused:
         return _Target(None, "every host that fits refused or lost the job", is_permanent=True)
     return _Target(None, "no host that fits is free now")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -29,7 +31,7 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
     files, entrypoint = submission_files(submission)
     requirements = requirements_check(submission.requirements)
     spec = JobSpec(
-        cpus=submission.cpus,
+        cpus=Decimal(submission.cpus),
         memory_mb=submission.memory_mb,
         gpus=submission.gpus,
         timeout_seconds=submission.timeout_seconds,
