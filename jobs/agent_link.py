@@ -13,23 +13,24 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from agent.protocol import encode
+
 logger = logging.getLogger(__name__)
 
 
 def _host_send_fallback(host_id: int, message_type: str, data: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(
-            f"host.{host_id}", {"type": "agent.send", "message_type": message_type, "data": data}
-        )
+        text = encode(message_type, data)
+        async_to_sync(layer.group_send)(f"host.{host_id}", {"type": "agent.push", "text": text})
 
 
 def agent_send(host_id: int, message_type: str, data: Any) -> None:
     """Push one message to the host's agent; failures are logged (call it after commit)."""
-    # INTEGRATION POINT: the hosts branch provides host_send(host_id, type, data); until it is
-    # on main this falls back to a channel-layer group of the same shape.
+    # INTEGRATION POINT: the hosts branch provides hosts.messaging.host_send(host_id, type,
+    # data); until it is on main this falls back to a channel-layer group of the same name.
     try:
-        module = importlib.import_module("hosts.services")
+        module = importlib.import_module("hosts.messaging")
         send = getattr(module, "host_send", _host_send_fallback)
     except ImportError:
         send = _host_send_fallback

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from agent.protocol import (
     Envelope,
+    Heartbeat,
     JobAccept,
     JobCancel,
     JobFinished,
@@ -29,6 +30,7 @@ from agent.protocol import (
     JobReject,
     JobStarted,
     LogAck,
+    RunningJobRef,
     Usage,
     UsageAck,
 )
@@ -40,6 +42,8 @@ from jobs.services.attempts import (
     attempt_start,
     attempt_usage_record,
 )
+from jobs.services.dispatch import offers_open
+from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.services.logs import log_append
 from jobs.states import ATTEMPT_ACTIVE, IllegalTransition
 
@@ -207,6 +211,28 @@ def handle_job_finished(host_id: int, envelope: Envelope) -> list[Reply]:
     return [ack]
 
 
+def handle_heartbeat(host_id: int, envelope: Envelope) -> list[Reply]:
+    """Renew the leases of what the agent runs; repeat pending and stale-attempt cancels."""
+    data = cast(Heartbeat, envelope["data"])
+    cancels = [*cancels_pending(host_id), *leases_renew(host_id, data["running_jobs"])]
+    seen: set[tuple[int, int]] = set()
+    replies: list[Reply] = []
+    for cancel in cancels:
+        ref = (cancel["job_id"], cancel["attempt"])
+        if ref not in seen:
+            seen.add(ref)
+            replies.append(("job.cancel", dict(cancel)))
+    return replies
+
+
+def resume_decide(
+    host_id: int, running_jobs: list[RunningJobRef]
+) -> tuple[list[RunningJobRef], list[RunningJobRef], list[Reply]]:
+    """For ``hello``: what to keep, what to kill, and the open offers to send again."""
+    keep, kill = welcome_decide(host_id, running_jobs)
+    return keep, kill, [("job.offer", dict(offer)) for offer in offers_open(host_id)]
+
+
 # What the hosts consumer dispatches to (jobs/apps.py registers these).
 HANDLERS: dict[str, Handler] = {
     "job.accept": handle_job_accept,
@@ -215,4 +241,5 @@ HANDLERS: dict[str, Handler] = {
     "job.log": handle_job_log,
     "job.usage": handle_job_usage,
     "job.finished": handle_job_finished,
+    "heartbeat": handle_heartbeat,
 }

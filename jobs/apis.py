@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
 from typing import Any
 
 from django.http import FileResponse
@@ -14,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.idempotency import idempotent
 from accounts.models import User
 from config.errors import NotFound
 from jobs.authentication import HostAgent, HostCredentialAuthentication, IsHostAgent
@@ -32,18 +32,6 @@ from jobs.services.logs import log_read
 from jobs.services.outputs import output_store
 from jobs.services.submit import job_submit
 
-ViewMethod = Callable[..., Response]
-
-
-def idempotency_key_integration_point(method: ViewMethod) -> ViewMethod:
-    """INTEGRATION POINT: replace with the decorator from accounts/idempotency.py.
-
-    POST /api/v1/jobs/ must honour ``Idempotency-Key`` (API.md: a repeat with the same key
-    and body returns the first response; another body, 422). Until the accounts branch lands
-    this passes requests through unchanged.
-    """
-    return method
-
 
 def _user(request: Request) -> User:
     assert isinstance(request.user, User)
@@ -58,7 +46,7 @@ class JobListCreateApi(generics.ListAPIView[Job]):
         return jobs_of(_user(self.request))
 
     @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
-    @idempotency_key_integration_point
+    @idempotent()
     def post(self, request: Request) -> Response:
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)

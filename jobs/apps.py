@@ -1,3 +1,6 @@
+import importlib
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -6,6 +9,22 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # INTEGRATION POINT: register jobs.agent_messages.HANDLERS with the hosts agent
-        # consumer's registry (hosts must not import jobs) once the hosts branch is on main.
-        pass
+        from jobs import schema  # noqa: F401  registers the OpenAPI auth extension
+
+        _agent_handlers_register()
+
+
+def _agent_handlers_register() -> None:
+    """Plug the job message handlers into the agent socket (hosts must not import jobs)."""
+    # INTEGRATION POINT: import hosts.agent_handlers directly once the hosts branch is on main.
+    try:
+        registry: Any = importlib.import_module("hosts.agent_handlers")
+    except ModuleNotFoundError:
+        return
+    from jobs.agent_messages import HANDLERS, resume_decide
+
+    for message_type, handler in HANDLERS.items():
+        registry.register(message_type, handler)
+    registry.register_resume(
+        lambda host_id, running_jobs: registry.ResumeDecision(*resume_decide(host_id, running_jobs))
+    )

@@ -6,6 +6,7 @@ import base64
 import binascii
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from jobs.models import Job, JobOutput
@@ -33,6 +34,14 @@ class FileInputSerializer(serializers.Serializer[SubmittedFile]):
         return attrs
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "string", "description": "requirements.txt lines"},
+        ]
+    }
+)
 class RequirementsField(serializers.Field[list[str], list[str] | str, list[str], Any]):
     """A list of lines, or one requirements.txt-style string (handy in multipart forms)."""
 

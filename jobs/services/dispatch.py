@@ -173,6 +173,19 @@ def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
     )
 
 
+def offers_open(host_id: int, *, now: datetime | None = None) -> list[JobOffer]:
+    """The offers this host has not answered yet and may still accept (sent again on hello)."""
+    now = now or timezone.now()
+    attempts = JobAttempt.objects.filter(
+        host_id=host_id, status=AttemptStatus.OFFERED, offer_expires_at__gt=now
+    ).select_related("job")
+    return [
+        offer_build(a.job, a)
+        for a in attempts.order_by("pk")
+        if a.job.status == JobStatus.OFFERED and a.job.attempt == a.number
+    ]
+
+
 def host_refusal_record(job: Job, host_id: int, reason: str) -> None:
     """Remember that this host refused, ignored or lost the job, so auto placement moves on."""
     if job.placement == PlacementMode.AUTO:

@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from hosts.models import Host
+from jobs.agent_messages import resume_decide
 from jobs.models import AttemptStatus, Job, JobHostRejection, JobStatus
 from jobs.services.dispatch import jobs_reap
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
@@ -352,3 +353,51 @@ def test_a_queued_job_nobody_takes_fails_after_the_queue_timeout(
         f"no host took the job within {settings.JOB_QUEUE_TIMEOUT_SECONDS} s: "
         "no host that fits is free now"
     )
+
+
+def test_a_heartbeat_renews_leases_and_repeats_cancels(alice, client_for, cheap, funded, committed):
+    # given: a running job whose owner asked to cancel it
+    with committed():
+        job = submit(alice)
+    _run(job, cheap, 1, committed)
+    with committed():
+        client_for(alice).post(f"/api/v1/jobs/{job.pk}/cancel/")
+
+    # when: the agent heartbeats with it and a stranger's attempt
+    replies = say(
+        cheap,
+        "heartbeat",
+        load=0.5,
+        is_available=True,
+        unavailable_reason="",
+        running_jobs=[{"job_id": job.pk, "attempt": 1}, {"job_id": 999_999, "attempt": 2}],
+    )
+
+    # then
+    assert replies == [
+        ("job.cancel", {"job_id": job.pk, "attempt": 1, "reason": "cancelled by the owner"}),
+        (
+            "job.cancel",
+            {
+                "job_id": 999_999,
+                "attempt": 2,
+                "reason": "stale attempt: the server no longer runs it on this host",
+            },
+        ),
+    ]
+
+
+def test_a_reconnecting_agent_gets_its_open_offers_again(alice, cheap, funded, committed):
+    # given
+    with committed():
+        job = submit(alice)
+
+    # when
+    with committed():
+        keep, kill, replies = resume_decide(cheap.pk, [])
+
+    # then
+    assert (keep, kill) == ([], [])
+    assert [(kind, data["job_id"], data["attempt"]) for kind, data in replies] == [
+        ("job.offer", job.pk, 1)
+    ]

@@ -346,3 +346,23 @@ def test_quote_for_a_chosen_host_that_does_not_fit_says_why(client_for, alice, m
     assert response.data["hosts"] == []
     assert response.data["estimate_micros"] is None
     assert response.data["host_misfit"] == "the job needs 4 CPUs, the host offers 2"
+
+
+def test_an_idempotency_key_replays_the_first_job(client_for, alice, box, funded, committed):
+    # given
+    client = client_for(alice)
+    headers = {"Idempotency-Key": "job-1"}
+
+    # when
+    with committed():
+        first = client.post(JOBS, body(), format="json", headers=headers)
+        again = client.post(JOBS, body(), format="json", headers=headers)
+        other = client.post(JOBS, body(cpus=2), format="json", headers=headers)
+
+    # then
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.data == first.data
+    assert again["Idempotent-Replayed"] == "true"
+    assert (other.status_code, other.data["error"]["code"]) == (422, "idempotency_key_reused")
+    assert Job.objects.count() == 1
+    assert funded.wallets[alice.pk] == FUNDS - 1_000_000
