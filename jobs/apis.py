@@ -13,8 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import request_user
 from accounts.idempotency import idempotent
-from accounts.models import User
 from config.errors import NotFound
 from jobs.authentication import HostAgent, HostCredentialAuthentication, IsHostAgent
 from jobs.models import Job, JobOutput
@@ -33,37 +33,32 @@ from jobs.services.outputs import output_store
 from jobs.services.submit import job_submit
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 class JobListCreateApi(generics.ListAPIView[Job]):
     serializer_class = JobSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     def get_queryset(self) -> Any:
-        return jobs_of(_user(self.request))
+        return jobs_of(request_user(self.request))
 
     @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
     @idempotent()
     def post(self, request: Request) -> Response:
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        job = job_submit(owner=_user(request), submission=given.submission())
+        job = job_submit(owner=request_user(request), submission=given.submission())
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
 class JobDetailApi(APIView):
     @extend_schema(responses=JobSerializer)
     def get(self, request: Request, job_id: int) -> Response:
-        return Response(JobSerializer(job_of(_user(request), job_id)).data)
+        return Response(JobSerializer(job_of(request_user(request), job_id)).data)
 
 
 class JobCancelApi(APIView):
     @extend_schema(request=None, responses=JobSerializer)
     def post(self, request: Request, job_id: int) -> Response:
-        job = job_cancel(user=_user(request), job_id=job_id)
+        job = job_cancel(user=request_user(request), job_id=job_id)
         return Response(JobSerializer(job).data)
 
 
@@ -78,7 +73,7 @@ class JobLogsApi(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         query = LogQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        job = job_of(_user(request), job_id)
+        job = job_of(request_user(request), job_id)
         page = log_read(
             job,
             offset=query.validated_data["offset"],
@@ -91,14 +86,14 @@ class JobOutputsApi(generics.ListAPIView[JobOutput]):
     serializer_class = JobOutputSerializer
 
     def get_queryset(self) -> Any:
-        job = job_of(_user(self.request), self.kwargs["job_id"])
+        job = job_of(request_user(self.request), self.kwargs["job_id"])
         return job_outputs(job).select_related("attempt")
 
 
 class JobOutputDownloadApi(APIView):
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     def get(self, request: Request, job_id: int, name: str) -> FileResponse:
-        job = job_of(_user(request), job_id)
+        job = job_of(request_user(request), job_id)
         output = job_outputs(job).filter(name=name).first()
         if output is None:
             raise NotFound("no such output")

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.authentication import request_user
 from marketplace.placement import JobSpec
 from marketplace.quotes import quote_build
 
@@ -71,9 +71,8 @@ class QuoteApi(APIView):
         given = QuoteRequestSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
-        assert isinstance(request.user, User)
         quote = quote_build(
-            request.user,
+            request_user(request),
             JobSpec(data["cpus"], data["memory_mb"], data["gpus"], data["timeout_seconds"]),
             host_id=data.get("host"),
             max_cost_micros=data.get("max_cost_micros"),
