@@ -109,8 +109,11 @@ def test_a_reaper_racing_a_late_accept_never_gives_both_a_requeue_and_a_run(
 def test_a_lease_reaper_racing_a_late_finish_never_gives_both(alice, hosts, funded, wire):
     host_a, _ = hosts
     for _ in range(ROUNDS):
-        # given: attempt 1 runs on host A and its lease has just expired
+        # given: attempt 1 runs on host A and its lease has just expired (losses of earlier
+        # rounds forgotten, so that placement still prefers host A)
+        Host.objects.update(jobs_lost=0, jobs_finished=0)
         job = submit(alice)
+        assert job.host_id == host_a.pk
         say(host_a, "job.accept", job_id=job.pk, attempt=1)
         attempt = job.attempts.get()
         later = lease_of(job) + timedelta(seconds=1)
