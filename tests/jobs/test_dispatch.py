@@ -401,3 +401,26 @@ def test_a_reconnecting_agent_gets_its_open_offers_again(alice, cheap, funded, c
     assert [(kind, data["job_id"], data["attempt"]) for kind, data in replies] == [
         ("job.offer", job.pk, 1)
     ]
+
+
+def test_a_heartbeat_costs_a_fixed_number_of_queries(
+    alice, cheap, funded, committed, django_assert_num_queries
+):
+    # given: three running jobs
+    refs = []
+    for _ in range(3):
+        with committed():
+            job = submit(alice)
+        _run(job, cheap, 1, committed)
+        refs.append({"job_id": job.pk, "attempt": 1})
+
+    # when / then: pending cancels, lease renewal, known attempts
+    with django_assert_num_queries(3):
+        say(
+            cheap,
+            "heartbeat",
+            load=0.1,
+            is_available=True,
+            unavailable_reason="",
+            running_jobs=refs,
+        )

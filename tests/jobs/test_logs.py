@@ -150,3 +150,12 @@ def test_a_bad_offset_query_is_a_400(running, client_for, alice):
     job, _ = running
     response = client_for(alice).get(f"/api/v1/jobs/{job.pk}/logs/?offset=-1")
     assert (response.status_code, response.data["error"]["code"]) == (400, "invalid")
+
+
+def test_a_log_chunk_costs_a_fixed_number_of_queries(running, committed, django_assert_num_queries):
+    job, host = running
+    with committed():
+        log(host, job, 0, "warm\n")
+    # attempt + job read, savepoint, lock, insert, update, release
+    with django_assert_num_queries(6), committed():
+        log(host, job, 5, "x" * 1000)
