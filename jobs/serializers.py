@@ -6,9 +6,11 @@ import base64
 import binascii
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.errors import TooLarge
 from jobs.models import Job, JobOutput
 from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.quote_apis import JobLimitsSerializer
@@ -77,6 +79,12 @@ class JobCreateSerializer(JobLimitsSerializer):
     def submission(self) -> JobSubmission:
         data = self.validated_data
         archive = data.get("archive")
+        if archive is not None and (archive.size or 0) > settings.JOB_ARCHIVE_MAX_BYTES:
+            # Checked before reading it into memory; files_from_archive checks again.
+            raise TooLarge(
+                f"the archive is larger than {settings.JOB_ARCHIVE_MAX_BYTES} bytes",
+                code="archive_too_large",
+            )
         return JobSubmission(
             entrypoint=data.get("entrypoint"),
             requirements=data["requirements"],

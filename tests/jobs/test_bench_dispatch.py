@@ -25,13 +25,12 @@ def test_submit_to_offer_latency(client_for, alice, make_host, hana, ledger, mon
     client = client_for(alice)
     sent_at: list[float] = []
     wire = Wire()
-    monkeypatch.setattr(
-        "jobs.agent_link.agent_send",
-        lambda host_id, kind, data: (
-            sent_at.append(time.perf_counter()),
-            wire.sent.append((host_id, kind, data)),
-        ),
-    )
+
+    def record(host_id, kind, data):
+        sent_at.append(time.perf_counter())
+        wire.sent.append((host_id, kind, data))
+
+    monkeypatch.setattr("jobs.agent_link.agent_send", record)
     body = {"code": "print(1)", "placement": "auto", "max_cost_micros": 1_000_000}
 
     # when

@@ -366,3 +366,24 @@ def test_an_idempotency_key_replays_the_first_job(client_for, alice, box, funded
     assert (other.status_code, other.data["error"]["code"]) == (422, "idempotency_key_reused")
     assert Job.objects.count() == 1
     assert funded.wallets[alice.pk] == FUNDS - 1_000_000
+
+
+def test_an_oversized_archive_is_refused_before_it_is_read(
+    client_for, alice, box, funded, settings
+):
+    # given
+    settings.JOB_ARCHIVE_MAX_BYTES = 100
+    upload = io.BytesIO(b"PK" + b"\0" * 200)
+    upload.name = "big.zip"
+
+    # when
+    response = client_for(alice).post(
+        JOBS,
+        {"archive": upload, "placement": "auto", "max_cost_micros": 1_000_000},
+        format="multipart",
+    )
+
+    # then
+    assert (response.status_code, response.data["error"]["code"]) == (413, "archive_too_large")
+    assert Job.objects.count() == 0
+    assert funded.wallets[alice.pk] == FUNDS
