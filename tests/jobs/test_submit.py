@@ -191,7 +191,7 @@ def test_refusals_create_nothing_and_hold_nothing(
     assert response.data["error"]["code"] == code
     assert (Job.objects.count(), JobFile.objects.count()) == (0, 0)
     assert funded.wallets[alice.pk] == FUNDS
-    assert funded.keys == {}
+    assert funded.keys == []
     assert wire.sent == []
 
 
