@@ -57,7 +57,8 @@ def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | 
     attempt = None
     with transaction.atomic():
         job = (
-            Job.objects.select_for_update()
+            # of=self: lock the job row only, not the owner's user row joined in.
+            Job.objects.select_for_update(of=("self",))
             .select_related("owner")
             .filter(pk=job_id, status=JobStatus.QUEUED, hold_placed_at__isnull=False)
             .first()
