@@ -1,6 +1,3 @@
-import importlib
-from typing import Any
-
 from django.apps import AppConfig
 
 
@@ -16,15 +13,15 @@ class JobsConfig(AppConfig):
 
 def _agent_handlers_register() -> None:
     """Plug the job message handlers into the agent socket (hosts must not import jobs)."""
-    # INTEGRATION POINT: import hosts.agent_handlers directly once the hosts branch is on main.
-    try:
-        registry: Any = importlib.import_module("hosts.agent_handlers")
-    except ModuleNotFoundError:
-        return
+    from agent.protocol import RunningJobRef
+    from hosts import agent_handlers
     from jobs.agent_messages import HANDLERS, resume_decide
 
     for message_type, handler in HANDLERS.items():
-        registry.register(message_type, handler)
-    registry.register_resume(
-        lambda host_id, running_jobs: registry.ResumeDecision(*resume_decide(host_id, running_jobs))
-    )
+        agent_handlers.register(message_type, handler)
+
+    def resume(host_id: int, running_jobs: list[RunningJobRef]) -> agent_handlers.ResumeDecision:
+        keep, kill, replies = resume_decide(host_id, running_jobs)
+        return agent_handlers.ResumeDecision(keep_jobs=keep, kill_jobs=kill, replies=replies)
+
+    agent_handlers.register_resume(resume)

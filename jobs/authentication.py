@@ -1,7 +1,7 @@
 """``Authorization: Bearer <host credential>`` for the agent's HTTP calls (output uploads).
 
-INTEGRATION POINT: the hosts branch builds ``host_authenticate`` for the same credential;
-once it is on main this class should call it instead of reading HostCredential itself.
+The credential check itself is ``hosts.services.host_authenticate``, the one the agent socket
+uses; this adapts it to DRF.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from typing import Any
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
-from accounts.tokens import PREFIX_LENGTH, secret_matches
-from hosts.models import HostCredential
+from hosts.services import HostAuthenticationFailed, host_authenticate
 
 
 class HostAgent:
@@ -30,7 +29,7 @@ class HostAgent:
 class HostCredentialAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
-    def authenticate(self, request: Request) -> tuple[HostAgent, HostCredential] | None:
+    def authenticate(self, request: Request) -> tuple[HostAgent, None] | None:
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
@@ -40,12 +39,11 @@ class HostCredentialAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeError:
             raise exceptions.AuthenticationFailed("Invalid credential header.") from None
-        credential = HostCredential.objects.filter(
-            prefix=key[:PREFIX_LENGTH], revoked_at__isnull=True
-        ).first()
-        if credential is None or not secret_matches(key, credential.digest):
-            raise exceptions.AuthenticationFailed("Invalid or revoked host credential.")
-        return HostAgent(credential.host_id), credential
+        try:
+            host = host_authenticate(key)
+        except HostAuthenticationFailed:
+            raise exceptions.AuthenticationFailed("Invalid or revoked host credential.") from None
+        return HostAgent(host.pk), None
 
     def authenticate_header(self, request: Any) -> str:
         return self.keyword

@@ -5,28 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from hosts.models import Host, HostStatus, HostVisibility
+from hosts.models import Host, HostStatus
 from marketplace.placement import Candidate, Rates
-
-
-def hosts_visible_to(user: User) -> QuerySet[Host]:
-    """Public hosts, hosts private to an organisation the user belongs to, and their own."""
-    return Host.objects.filter(
-        Q(visibility=HostVisibility.PUBLIC)
-        | Q(organisation__memberships__user=user)
-        | Q(owner=user)
-    ).distinct()
+from marketplace.selectors import hosts_visible
 
 
 def _is_online(host: Host, now: datetime) -> bool:
-    if host.status not in (HostStatus.ONLINE, HostStatus.BUSY):
+    """Connected and reported within HOST_OFFLINE_AFTER_SECONDS (as the catalog defines it)."""
+    if host.status not in (HostStatus.ONLINE, HostStatus.BUSY) or host.last_seen_at is None:
         return False
-    if host.last_seen_at is None:
-        return True
     return now - host.last_seen_at <= timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
 
 
@@ -61,7 +51,7 @@ def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candi
 def placement_candidates(user: User, *, now: datetime | None = None) -> list[Candidate]:
     """Every host the user may use that is connected and not draining (fit is decided later)."""
     now = now or timezone.now()
-    hosts = hosts_visible_to(user).filter(
+    hosts = hosts_visible(user=user).filter(
         status__in=[HostStatus.ONLINE, HostStatus.BUSY], is_draining=False
     )
     return [candidate_from_host(h, is_visible=True, now=now) for h in hosts.order_by("pk")]
@@ -73,5 +63,5 @@ def placement_candidate(user: User, host_id: int, *, now: datetime | None = None
     Raises Host.DoesNotExist when there is no such host or the user may not see it: a private
     host stays invisible rather than "not visible to you".
     """
-    host = hosts_visible_to(user).get(pk=host_id)
+    host = hosts_visible(user=user).get(pk=host_id)
     return candidate_from_host(host, is_visible=True, now=now or timezone.now())

@@ -13,12 +13,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from agent.protocol import JobFinished, OutputFile, Usage
 from config.errors import ValidationFailed
-from hosts.models import Host
+from hosts.services import host_job_outcome_record
 from jobs import events
 from jobs.models import AttemptStatus, Job, JobAttempt, JobOutput, JobStatus, PlacementMode
 from jobs.services.dispatch import host_refusal_record, job_offer_next
@@ -159,7 +158,7 @@ def attempt_finish(
             usage_seq=max(attempt.usage_seq, finished["usage"]["seq"]),
         )
         outputs_declare(attempt, finished["outputs"])
-        Host.objects.filter(pk=attempt.host_id).update(jobs_finished=F("jobs_finished") + 1)
+        host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
     job_settle(job.pk)
 
 

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from agent.protocol import JobFile as WireFile
 from agent.protocol import JobLimits, JobOffer, JobRates
 from hosts.models import Host
+from hosts.services import host_job_outcome_record
 from jobs import agent_link
 from jobs.models import (
     AttemptStatus,
@@ -259,7 +259,7 @@ def attempt_lose(
             or losing.update(status=AttemptStatus.LOST, reason=reason[:500], finished_at=now) != 1
         ):
             return False
-        Host.objects.filter(pk=attempt.host_id).update(jobs_lost=F("jobs_lost") + 1)
+        host_job_outcome_record(host_id=attempt.host_id, is_finished=False)
         _after_loss(job, attempt, reason)
     if job.status == JobStatus.QUEUED:
         job_offer_next(job.pk, now=now)
