@@ -10,16 +10,8 @@ Until metering lands a job is never charged: its whole hold goes back to the wal
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from jobs.models import Job
-
-
-def _ledger() -> Any:
-    # INTEGRATION POINT: ledger.services is being built on another branch. Import it directly
-    # (and drop this indirection) once it is on main.
-    return importlib.import_module("ledger.services")
+from ledger.services import hold_place, hold_release
 
 
 def hold_key(job_id: int) -> str:
@@ -32,7 +24,7 @@ def release_key(job_id: int) -> str:
 
 def job_hold_place(job: Job) -> None:
     """Move the job's cap from the owner's wallet to its escrow; raises InsufficientCredits."""
-    _ledger().hold_place(
+    hold_place(
         user=job.owner,
         job_id=job.pk,
         amount_micros=job.max_cost_micros,
@@ -42,4 +34,4 @@ def job_hold_place(job: Job) -> None:
 
 def job_hold_release(job: Job) -> None:
     """Give the rest of the job's escrow back to the owner's wallet."""
-    _ledger().hold_release(job_id=job.pk, key=release_key(job.pk))
+    hold_release(job_id=job.pk, key=release_key(job.pk))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
 from accounts.models import User
 from config.errors import NotFound
 from jobs.models import Job, JobAttempt, JobOutput
-from jobs.states import ATTEMPT_OPEN
+from jobs.states import ATTEMPT_OPEN, FINAL
+from ledger.services import JobFact
 from marketplace.placement import Candidate, JobSpec
 
 
@@ -46,6 +49,27 @@ def candidates_loaded(candidates: Iterable[Candidate]) -> list[Candidate]:
         else c
         for c in candidates
     ]
+
+
+# A finished job's escrow is released right after it ends, or by the reaper within seconds;
+# only past this grace does a non-empty escrow count as a reconciliation problem.
+SETTLE_GRACE = timedelta(minutes=5)
+
+
+def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
+    """Reconciliation facts for the ledger (LEDGER_JOB_FACTS_PROVIDER): finished? the cap."""
+    settled_before = timezone.now() - SETTLE_GRACE
+    rows = Job.objects.filter(pk__in=job_ids).values_list(
+        "pk", "status", "hold_released_at", "finished_at", "max_cost_micros"
+    )
+    return {
+        pk: JobFact(
+            is_finished=status in FINAL
+            and (released is not None or (finished is not None and finished < settled_before)),
+            cap_micros=cap,
+        )
+        for pk, status, released, finished, cap in rows
+    }
 
 
 def jobs_of(user: User) -> QuerySet[Job]:

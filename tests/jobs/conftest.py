@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.models import User
 from agent.protocol import encode, new_id
 from hosts.models import Host, HostStatus
-from tests.jobs.ledger_double import LedgerDouble
+from tests.jobs.real_ledger import RealLedger
 
 
 @pytest.fixture
@@ -35,11 +35,9 @@ def make_host(db: None) -> Callable[..., Host]:
 
 
 @pytest.fixture
-def ledger(monkeypatch: pytest.MonkeyPatch) -> LedgerDouble:
-    """The ledger contract, in memory, until ledger.services is on main."""
-    double = LedgerDouble()
-    monkeypatch.setattr("jobs.billing._ledger", lambda: double)
-    return double
+def ledger(db: None) -> RealLedger:
+    """The real ledger, read through the few figures the jobs tests look at."""
+    return RealLedger()
 
 
 class Wire:

@@ -18,7 +18,7 @@ application = URLRouter(websocket_urlpatterns)
 TIMEOUT = 5
 
 
-async def connected_agent(credential: str, running_jobs=()) -> tuple[WebsocketCommunicator, dict]:
+async def connected_agent(credential, running_jobs=()):
     socket = WebsocketCommunicator(
         application, "/ws/agent/", headers=[(b"authorization", f"Bearer {credential}".encode())]
     )
@@ -38,7 +38,7 @@ async def connected_agent(credential: str, running_jobs=()) -> tuple[WebsocketCo
     return socket, welcome
 
 
-async def receive_type(socket: WebsocketCommunicator, wanted: str) -> dict:
+async def receive_type(socket, wanted):
     while True:
         message = await socket.receive_json_from(TIMEOUT)
         if message["type"] == wanted:

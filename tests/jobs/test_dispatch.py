@@ -6,12 +6,16 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
+import config.settings as base_settings
 from hosts.models import Host
 from jobs.agent_messages import resume_decide
 from jobs.models import AttemptStatus, Job, JobHostRejection, JobStatus
+from jobs.selectors import job_facts
 from jobs.services.dispatch import jobs_reap
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
+from ledger.services import ledger_reconcile
 from tests.jobs.conftest import Wire
 from tests.jobs.helpers import finished, lease_of, reply_types, say, submit
 
@@ -424,3 +428,115 @@ def test_a_heartbeat_costs_a_fixed_number_of_queries(
             unavailable_reason="",
             running_jobs=refs,
         )
+
+
+def test_the_ledger_stays_consistent_through_loss_retry_and_finish(
+    alice, cheap, dear, funded, committed
+):
+    # given: a job lost on one host and finished on the other
+    with committed():
+        job = submit(alice)
+    _run(job, cheap, 1, committed)
+    lease = lease_of(job)
+    Host.objects.filter(pk=dear.pk).update(last_seen_at=lease)
+    with committed():
+        jobs_reap(now=lease + timedelta(seconds=1))
+    _run(job, dear, 2, committed)
+    with committed():
+        say(dear, "job.finished", **finished(job, 2))
+
+    # when
+    report = ledger_reconcile(job_facts=job_facts)
+
+    # then: every invariant holds, the job ones included
+    funded.check()
+    assert "finished_job_escrow_empty" in report.checks
+    assert report.problems == []
+    assert funded.escrow[job.pk] == 0
+    assert funded.keys == [f"job-hold:{job.pk}", f"job-release:{job.pk}"]
+
+
+def test_reconciliation_asks_the_jobs_app_by_default():
+    assert import_string(base_settings.LEDGER_JOB_FACTS_PROVIDER) is job_facts
+
+
+def test_job_facts_call_a_job_finished_once_settled_or_past_the_grace(alice, db):
+    # given
+    now = timezone.now()
+    common = {
+        "owner": alice,
+        "placement": "auto",
+        "max_attempts": 3,
+        "entrypoint": "main.py",
+        "cpus": 1,
+        "memory_mb": 256,
+        "timeout_seconds": 60,
+        "max_cost_micros": 700,
+    }
+    running = Job.objects.create(status="running", **common)
+    settled = Job.objects.create(status="succeeded", hold_released_at=now, **common)
+    settling = Job.objects.create(status="failed", finished_at=now, **common)
+    stuck = Job.objects.create(status="failed", finished_at=now - timedelta(hours=1), **common)
+
+    # when
+    facts = job_facts(frozenset({running.pk, settled.pk, settling.pk, stuck.pk, 999_999}))
+
+    # then
+    assert {pk: (f.is_finished, f.cap_micros) for pk, f in facts.items()} == {
+        running.pk: (False, 700),
+        settled.pk: (True, 700),
+        settling.pk: (False, 700),
+        stuck.pk: (True, 700),
+    }
+
+
+def test_a_hold_placed_before_a_crash_is_found_not_doubled(alice, cheap, funded, committed):
+    # given: the hold committed but the job never recorded it (the process died in between)
+    with committed():
+        job = submit(alice)
+    Job.objects.filter(pk=job.pk).update(
+        hold_placed_at=None,
+        status=JobStatus.QUEUED,
+        attempt=0,
+        created_at=timezone.now() - timedelta(minutes=2),
+    )
+    job.attempts.all().delete()
+
+    # when
+    with committed():
+        report = jobs_reap()
+
+    # then: funded by the same ledger key, and offered
+    assert report.jobs_funded == 1
+    job.refresh_from_db()
+    assert job.hold_placed_at is not None
+    assert funded.wallets[alice.pk] == FUNDS - 1_000_000
+    assert funded.keys == [f"job-hold:{job.pk}"]
+
+
+def test_an_unfunded_job_the_wallet_cannot_cover_fails(alice, cheap, funded, committed):
+    # given: a job row whose hold never happened (the process died before it), bigger than
+    # the wallet
+    job = Job.objects.create(
+        owner=alice,
+        placement="auto",
+        max_attempts=3,
+        entrypoint="main.py",
+        cpus=1,
+        memory_mb=256,
+        timeout_seconds=60,
+        max_cost_micros=FUNDS + 1,
+    )
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+
+    # when
+    with committed():
+        report = jobs_reap()
+
+    # then
+    assert report.jobs_funded == 0
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.status_reason.startswith("credits could not be held")
+    assert funded.wallets[alice.pk] == FUNDS
+    assert funded.keys == []

@@ -7,6 +7,8 @@ import io
 import zipfile
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Organisation
 from jobs.models import Job, JobFile
@@ -387,3 +389,29 @@ def test_an_oversized_archive_is_refused_before_it_is_read(
     assert (response.status_code, response.data["error"]["code"]) == (413, "archive_too_large")
     assert Job.objects.count() == 0
     assert funded.wallets[alice.pk] == FUNDS
+
+
+def test_a_submit_costs_the_same_queries_however_many_hosts_there_are(
+    client_for, alice, make_host, hana, funded, wire
+):
+    # given
+    client = client_for(alice)
+    payload = body()
+
+    def queries_per_submit() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.post(JOBS, payload, format="json").status_code == 201
+        return len(captured.captured_queries)
+
+    make_host(hana, "first")
+    queries_per_submit()  # warm-up: the first hold creates the ledger's accounts
+
+    # when
+    few = queries_per_submit()
+    for index in range(10):
+        make_host(hana, f"more-{index}")
+    many = queries_per_submit()
+
+    # then: 22 on PostgreSQL (the hold is the ledger's), 24 on SQLite
+    assert few == many
+    assert many <= 24
