@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "ledger",
+    "ledger.payments",
     "hosts",
     "marketplace",
     "jobs",
@@ -174,6 +175,10 @@ STRIPE_SECRET_KEY = env_optional("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = env_optional("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = env_optional("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_optional("STRIPE_API_BASE")
+# Events of connected accounts (account.updated) come from a Connect endpoint with its own secret.
+STRIPE_CONNECT_WEBHOOK_SECRET = env_optional("STRIPE_CONNECT_WEBHOOK_SECRET")
+# The stripe library's own retries of failed requests (same idempotency key each time).
+STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
 PURCHASE_MIN_MICROS = env_int("PURCHASE_MIN_MICROS", 1_000_000, minimum=1)
 PURCHASE_MAX_MICROS = env_int("PURCHASE_MAX_MICROS", 1_000_000_000, minimum=1)
 PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
