@@ -16,3 +16,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
+
+# Errors outside DRF views (no URL matched, a crash in middleware) in the API's error format.
+handler404 = "config.api.not_found"
+handler500 = "config.api.server_error"
