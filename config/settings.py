@@ -83,6 +83,10 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; wait for the lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Take the write lock when a transaction begins: a transaction that reads and then writes
+    # (every ledger service) would otherwise fail at once with "database is locked" instead of
+    # waiting when another writer got in between.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -101,7 +105,9 @@ if REDIS_URL:
     CHANNEL_LAYERS: dict[str, Any] = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout by default, which cuts the layer's
+            # blocking BZPOPMIN and kills every idle socket with 1011 (channels_redis#422).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }
     }
     CACHES: dict[str, Any] = {
@@ -122,6 +128,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "ledger-reconcile": {
         "task": "ledger.tasks.ledger_reconcile_task",
         "schedule": timedelta(minutes=env_int("RECONCILE_INTERVAL_MINUTES", 15, minimum=1)),
+    },
+    "earnings-mature": {
+        "task": "ledger.tasks.earnings_mature_task",
+        "schedule": timedelta(minutes=5),
     },
     "idempotency-records-prune": {
         "task": "accounts.tasks.idempotency_records_prune_task",
@@ -193,6 +203,13 @@ EARNINGS_DISPUTE_WINDOW_SECONDS = env_int(
     "EARNINGS_DISPUTE_WINDOW_SECONDS", 7 * 24 * 3600, minimum=0
 )
 
+# Platform revenue is split over this many account rows (by job) so that concurrent charges
+# don't all queue on one row lock; see docs/ledger.md.
+LEDGER_REVENUE_SHARDS = env_int("LEDGER_REVENUE_SHARDS", 16, minimum=1)
+# Dotted path to a callable giving the reconciliation job facts (finished? cap?); set by the jobs
+# app. Empty: the two job checks are skipped.
+LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "")
+
 PAYMENT_PROVIDER = env_str("PAYMENT_PROVIDER", "demo")
 DEMO_PAYMENTS_ENABLED = env_bool("DEMO_PAYMENTS_ENABLED", False)
 STRIPE_SECRET_KEY = env_optional("STRIPE_SECRET_KEY")
@@ -211,6 +228,13 @@ PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
 ENROLLMENT_TOKEN_TTL_SECONDS = env_int("ENROLLMENT_TOKEN_TTL_SECONDS", 3600, minimum=60)
 HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 10, minimum=1)
 HOST_OFFLINE_AFTER_SECONDS = env_int("HOST_OFFLINE_AFTER_SECONDS", 45, minimum=2)
+# How often agents report cumulative usage of running jobs (sent to them in `welcome`).
+HOST_USAGE_REPORT_SECONDS = env_int("HOST_USAGE_REPORT_SECONDS", 5, minimum=1)
+# The reaper: hosts silent for HOST_OFFLINE_AFTER_SECONDS are marked offline.
+CELERY_BEAT_SCHEDULE["hosts-mark-offline"] = {
+    "task": "hosts.tasks.hosts_mark_offline_task",
+    "schedule": timedelta(seconds=max(1, HOST_OFFLINE_AFTER_SECONDS // 3)),
+}
 JOB_OFFER_TTL_SECONDS = env_int("JOB_OFFER_TTL_SECONDS", 10, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
