@@ -117,9 +117,13 @@ def demo_payments_allowed() -> bool:
     return bool(settings.DEBUG or settings.DEMO_PAYMENTS_ENABLED)
 
 
-def payment_provider() -> PaymentProvider:
-    """The provider named by ``PAYMENT_PROVIDER``; raises ImproperlyConfigured on a bad name."""
-    name = settings.PAYMENT_PROVIDER
+def payment_provider(name: str | None = None) -> PaymentProvider:
+    """The provider called ``name`` (default: ``PAYMENT_PROVIDER``).
+
+    A payout names the provider its connected account was made with. Raises
+    ImproperlyConfigured on an unknown name or a provider that may not load here.
+    """
+    name = name or settings.PAYMENT_PROVIDER
     if name == "stripe":
         from ledger.payments.stripe_provider import StripeProvider
 
