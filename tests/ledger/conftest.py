@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+import requests
 from pytest_django.fixtures import Settings
 
+from accounts.models import ApiToken, User
+from accounts.tokens import secret_issue
 from tests.ledger.stripe_fakes import FakeConnect, FakeConnectState, Localstripe
 
 WEBHOOK_SECRET = "whsec_test_communipute"
@@ -58,3 +63,42 @@ def stripe_connect(settings: Settings, fake_connect: FakeConnect) -> FakeConnect
     """PAYMENT_PROVIDER=stripe, pointed at the fake Connect server."""
     _stripe_settings(settings, fake_connect.url)
     return fake_connect
+
+
+@pytest.fixture
+def http_as(live_server: Any) -> Iterator[Callable[[User], requests.Session]]:
+    """A real HTTP client of the live server, authenticated with a fresh API token of a user."""
+    sessions: list[requests.Session] = []
+
+    def make(user: User) -> requests.Session:
+        issued = secret_issue("cpt")
+        ApiToken.objects.create(user=user, name="test", prefix=issued.prefix, digest=issued.digest)
+        session = LiveSession(live_server.url)
+        session.headers["Authorization"] = f"Token {issued.plaintext}"
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+class LiveSession(requests.Session):
+    """``requests`` with the live server's address in front of every path."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self.base_url = base_url
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", 15)
+        return super().request(method, f"{self.base_url}{url!s}", *args, **kwargs)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float = 15.0) -> None:
+    """Poll ``condition`` (a database read) until it holds: webhooks arrive on their own time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
