@@ -26,7 +26,7 @@ from ledger.payments.models import (
     PayoutStatus,
     StripeEventOutcome,
 )
-from ledger.payments.providers import ProviderError, payment_provider
+from ledger.payments.providers import ConnectedAccountState, ProviderError, payment_provider
 from ledger.payments.services import ProviderUnavailable
 from ledger.services import payout_complete, payout_fail, payout_request
 
@@ -60,20 +60,18 @@ def _account_create(user: User) -> ConnectedAccount:
     return account
 
 
-def connected_account_status_sync(account: ConnectedAccount) -> ConnectedAccount:
-    """Ask the provider whether onboarding is complete (a read; the owner just came back)."""
-    if account.onboarding_status == OnboardingStatus.COMPLETE:
-        return account
-    try:
-        state = payment_provider().connected_account_fetch(account.stripe_account_id)
-    except ProviderError as exc:
-        raise ProviderUnavailable(f"the payment provider failed: {exc.message}") from exc
-    if state.onboarding_status == "complete":
-        ConnectedAccount.objects.filter(pk=account.pk).update(
-            onboarding_status=OnboardingStatus.COMPLETE
-        )
-        account.refresh_from_db()
+def _status_store(account: ConnectedAccount, state: ConnectedAccountState) -> ConnectedAccount:
+    status = OnboardingStatus(state.onboarding_status)
+    if account.onboarding_status != status:
+        ConnectedAccount.objects.filter(pk=account.pk).update(onboarding_status=status)
+        account.onboarding_status = status
     return account
+
+
+def connected_account_status_sync(account: ConnectedAccount) -> ConnectedAccount:
+    """Read the account's onboarding status from the provider (the owner may just be back)."""
+    state = payment_provider(account.provider).connected_account_fetch(account.stripe_account_id)
+    return _status_store(account, state)
 
 
 def connected_account_onboard(*, user: User) -> Onboarding:
@@ -81,12 +79,13 @@ def connected_account_onboard(*, user: User) -> Onboarding:
     return a fresh onboarding link, or no link when onboarding is already complete."""
     try:
         account = ConnectedAccount.objects.filter(user=user).first() or _account_create(user)
-        account = connected_account_status_sync(account)
+        if account.onboarding_status != OnboardingStatus.COMPLETE:
+            account = connected_account_status_sync(account)
         if account.onboarding_status == OnboardingStatus.COMPLETE:
             return Onboarding(account, None)
         # A link is single-use and expires within minutes, so every request needs a new one;
         # the random key still makes the library's own network retries create only one.
-        url = payment_provider().onboarding_link_create(
+        url = payment_provider(account.provider).onboarding_link_create(
             account_id=account.stripe_account_id,
             idempotency_key=f"account-link:{account.pk}:{uuid.uuid4().hex}",
         )
@@ -95,19 +94,21 @@ def connected_account_onboard(*, user: User) -> Onboarding:
     return Onboarding(account, url)
 
 
-def stripe_account_updated(account: Mapping[str, Any]) -> StripeEventOutcome:
-    """``account.updated`` (Connect): mark onboarding complete once transfers are active."""
-    account_id = account.get("id")
-    if not isinstance(account_id, str) or not account_id:
+def stripe_account_updated(data: Mapping[str, Any]) -> StripeEventOutcome:
+    """``account.updated`` (Connect): store the account's onboarding status.
+
+    The status is read back from Stripe rather than taken from the event: events can arrive out
+    of order, and an old "pending" must not undo a newer "complete" (nor the reverse).
+    """
+    account = ConnectedAccount.objects.filter(stripe_account_id=data.get("id") or "").first()
+    if account is None:
         return StripeEventOutcome.IGNORED
-    capabilities = account.get("capabilities")
-    transfers = capabilities.get("transfers") if isinstance(capabilities, dict) else None
-    is_complete = account.get("details_submitted") is True and transfers == "active"
-    status = OnboardingStatus.COMPLETE if is_complete else OnboardingStatus.PENDING
-    updated = ConnectedAccount.objects.filter(stripe_account_id=account_id).update(
-        onboarding_status=status
-    )
-    return StripeEventOutcome.PROCESSED if updated else StripeEventOutcome.IGNORED
+    try:
+        connected_account_status_sync(account)
+    except ProviderError as exc:
+        # Unanswered, Stripe delivers the event again later.
+        raise ProviderUnavailable(f"the payment provider failed: {exc.message}") from exc
+    return StripeEventOutcome.PROCESSED
 
 
 def payouts_stalled(*, older_than: timedelta) -> list[int]:

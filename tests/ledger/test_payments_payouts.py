@@ -89,12 +89,14 @@ def test_onboarding_gives_a_link_until_stripe_reports_the_account_ready(
     first = api.post("/api/v1/payouts/onboarding/")
     second = api.post("/api/v1/payouts/onboarding/")
     account_id = first.json()["account_id"]
+    stale = stripe_event("account.updated", dict(stripe_connect.state.accounts[account_id]))
     update = stripe_event("account.updated", stripe_connect.account_complete(account_id))
     delivered = webhook_post(live_server.url, update, CONNECT_WEBHOOK_SECRET)
+    late = webhook_post(live_server.url, stale, CONNECT_WEBHOOK_SECRET)
     done = api.post("/api/v1/payouts/onboarding/")
 
     # then
-    assert (first.status_code, second.status_code, delivered.status_code) == (200, 200, 200)
+    assert [r.status_code for r in (first, second, delivered, late)] == [200] * 4
     assert first.json()["onboarding_status"] == "pending"
     assert first.json()["url"].startswith(f"https://connect.stripe.test/setup/e/{account_id}/")
     assert second.json()["url"] != first.json()["url"]
@@ -339,3 +341,32 @@ def test_stalled_payouts_are_transferred_again(
     assert queued == 1
     payout.refresh_from_db()
     assert payout.status == PayoutStatus.PAID
+
+
+def test_demo_payouts_are_onboarded_and_paid_at_once(
+    hana: User,
+    alice: User,
+    settings: Settings,
+    transactional_db: None,
+    client_for: Callable[[User], APIClient],
+) -> None:
+    # given
+    settings.PAYMENT_PROVIDER = "demo"
+    _earn(hana, alice, 12_000_000)
+    api = client_for(hana)
+
+    # when
+    onboarding = api.post("/api/v1/payouts/onboarding/")
+    payout = api.post("/api/v1/payouts/", {"amount_micros": 12_000_000}, format="json")
+
+    # then
+    assert onboarding.json() == {
+        "account_id": f"demo_acct_{hana.pk}",
+        "onboarding_status": "complete",
+        "url": None,
+    }
+    body = payout.json()
+    assert (payout.status_code, body["status"]) == (201, "paid")
+    assert body["stripe_transfer_id"] == f"demo_tr_{body['id']}"
+    assert balance(AccountKind.EARNINGS_AVAILABLE, hana) == 0
+    assert ledger_reconcile().is_clean
