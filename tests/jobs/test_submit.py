@@ -412,6 +412,23 @@ def test_a_submit_costs_the_same_queries_however_many_hosts_there_are(
         make_host(hana, f"more-{index}")
     many = queries_per_submit()
 
-    # then: 22 on PostgreSQL (the hold is the ledger's), 24 on SQLite
+    # then: about two dozen, most of them the ledger's hold, whatever the number of hosts
     assert few == many
-    assert many <= 24
+    assert many <= 30
+
+
+def test_a_restricted_account_gets_403_and_nothing_is_created(
+    client_for, alice, box, funded, wire: Wire, monkeypatch
+):
+    # given: alice owes credits from a refund (the ledger refuses her holds)
+    monkeypatch.setattr("ledger.services.holds.user_is_restricted", lambda user_id: True)
+
+    # when
+    response = client_for(alice).post(JOBS, body(), format="json")
+
+    # then
+    assert (response.status_code, response.data["error"]["code"]) == (403, "account_restricted")
+    assert (Job.objects.count(), JobFile.objects.count()) == (0, 0)
+    assert funded.wallets[alice.pk] == FUNDS
+    assert funded.keys == []
+    assert wire.sent == []
