@@ -389,7 +389,7 @@ class AgentClient:
             return "draining"
         if not self.availability.is_available:
             return f"unavailable: {self.availability.reason}"
-        if len(self.jobs.running_jobs()) >= self.config.max_concurrent_jobs:
+        if self.jobs.slots_used() >= self.config.max_concurrent_jobs:
             return "at capacity"
         return ""
 

@@ -43,7 +43,13 @@ class JobManager(Protocol):
         ...
 
     def running_jobs(self) -> list[RunningJobRef]:
-        """The attempts running now: reported in hello and every heartbeat."""
+        """The attempts held now (from accept until the server acknowledged their finish):
+        reported in hello and every heartbeat, which renews their leases."""
+        ...
+
+    def slots_used(self) -> int:
+        """The attempts that count against ``max_concurrent_jobs``: a finished one that waits
+        for the server's acknowledgement no longer does."""
         ...
 
     async def on_offer(self, offer: JobOffer) -> None:
@@ -79,6 +85,9 @@ class RejectingJobManager:
 
     def running_jobs(self) -> list[RunningJobRef]:
         return []
+
+    def slots_used(self) -> int:
+        return 0
 
     async def on_offer(self, offer: JobOffer) -> None:
         assert self._link is not None

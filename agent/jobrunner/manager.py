@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.job_manager import AgentLink
@@ -82,11 +84,15 @@ class RuntimeJobManager:
         held = set(self.attempts) | self.orphans
         return [_ref(key) for key in sorted(held)]
 
+    def slots_used(self) -> int:
+        busy = [run for run in self.attempts.values() if run.phase not in ("finishing", "done")]
+        return len(busy) + len(self.orphans)
+
     async def on_offer(self, offer: JobOffer) -> None:
         key = _key(offer)
         if key in self.attempts:
             return  # an offer sent again after a reconnect; the accept is in the outbox
-        if len(self.running_jobs()) >= self.max_concurrent_jobs:
+        if self.slots_used() >= self.max_concurrent_jobs:
             self._reject(offer, AT_CAPACITY_REASON)
             return
         try:
@@ -98,7 +104,7 @@ class RuntimeJobManager:
         run = self._run_new(key, spec=spec, cap=cap_from_offer(offer))
         self.link.send("job.accept", _ref(key))
         logger.info("accepted job %s attempt %s", *key)
-        run.task = self._spawn(self._lifetime(run, run.run_fresh()))
+        run.task = self._spawn(self._lifetime(run, run.run_fresh))
 
     async def on_cancel(self, cancel: JobCancel) -> None:
         key = _key(cancel)
@@ -124,7 +130,7 @@ class RuntimeJobManager:
             if key in self.orphans and key not in self.attempts:
                 self.orphans.discard(key)
                 run = self._run_new(key)
-                run.task = self._spawn(self._lifetime(run, self._attached(run)))
+                run.task = self._spawn(self._lifetime(run, functools.partial(self._attached, run)))
 
     async def on_ack(self, message_type: str, data: Any) -> None:
         if message_type == "ack":
@@ -166,9 +172,9 @@ class RuntimeJobManager:
         self.attempts[key] = run
         return run
 
-    async def _lifetime(self, run: AttemptRun, work: Any) -> None:
+    async def _lifetime(self, run: AttemptRun, work: Callable[[], Awaitable[Any]]) -> None:
         try:
-            await work
+            await work()
         finally:
             if self.attempts.get(_key(run.ref)) is run and not run.is_closed:
                 del self.attempts[_key(run.ref)]

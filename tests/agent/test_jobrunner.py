@@ -254,6 +254,26 @@ async def test_offers_past_max_concurrent_jobs_are_rejected(manager, runtime, li
     assert manager.running_jobs() == [{"job_id": 1, "attempt": 1}, {"job_id": 2, "attempt": 1}]
 
 
+async def test_a_finished_attempt_waiting_for_its_ack_frees_its_slot(runtime, link, uploader):
+    # given one slot, and a job whose finish the server has not acknowledged yet
+    manager = RuntimeJobManager(runtime, uploader=uploader, max_concurrent_jobs=1, options=FAST)
+    await manager.start(link)
+    await manager.on_offer(offer(job_id=1))
+    await link.until(lambda: ("start", 1, 1) in runtime.calls)
+    runtime.exit(1, 1, SUCCESS)
+    await link.next_of("job.finished")
+
+    # when the server (which already counts the host free) offers the next job
+    await manager.on_offer(offer(job_id=2))
+
+    # then it is taken, and both are still reported for their leases
+    assert link.of("job.reject") == []
+    assert link.of("job.accept") == [{"job_id": 1, "attempt": 1}, {"job_id": 2, "attempt": 1}]
+    assert manager.running_jobs() == [{"job_id": 1, "attempt": 1}, {"job_id": 2, "attempt": 1}]
+    assert manager.slots_used() == 1
+    await manager.stop()
+
+
 async def test_an_offer_sent_again_after_a_reconnect_is_not_run_twice(manager, runtime, link):
     await manager.on_offer(offer())
     await manager.on_offer(offer())
