@@ -13,43 +13,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.job_manager import AgentLink
-from agent.jobrunner.logs import DEFAULT_WINDOW_BYTES, LogOutbound
+from agent.jobrunner.logs import LogOutbound
 from agent.jobrunner.offer import CostCap
+from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.state import AttemptState, state_read, state_write
 from agent.jobrunner.threads import in_daemon_thread
-from agent.jobrunner.uploads import OutputUploader, UploadFailed
+from agent.jobrunner.uploads import OutputUploader, output_upload
 from agent.jobrunner.usage import UsageMeter
-from agent.protocol import MAX_LOG_CHUNK_BYTES, JobFinished, JobLog, RunningJobRef
+from agent.protocol import JobFinished, JobLog, RunningJobRef
 from agent.protocol import OutputFile as WireOutput
-from agent.runtime.types import Handle, JobSpec, Outcome, OutputFile, Runtime, StopStatus
+from agent.runtime.types import Handle, JobSpec, Outcome, Runtime, StopStatus
 
 logger = logging.getLogger("agent.jobs")
 
 Phase = Literal["accepted", "preparing", "running", "finishing", "done"]
 BUDGET_REASON = "budget exhausted: the job's cost cap is reached"
 SERVER_BUDGET_REASON = "budget exhausted: the server stopped the job at its cost cap"
-
-
-@dataclass(frozen=True)
-class RunnerOptions:
-    """Timings of the job runner; tests shorten them."""
-
-    sample_seconds: float = 1.0  # how often usage is sampled (and the local cap checked)
-    log_flush_seconds: float = 0.2  # how long a partial log chunk may wait for more output
-    log_chunk_bytes: int = MAX_LOG_CHUNK_BYTES
-    log_window_bytes: int = DEFAULT_WINDOW_BYTES  # unacknowledged log bytes before reading waits
-    log_resend_seconds: float = 5.0  # no log.ack progress for this long: send again from it
-    log_drain_seconds: float = 10.0  # after the exit, how long to wait for a silent log stream
-    cancel_grace_seconds: float = 10.0  # SIGTERM, then SIGKILL this much later
-    budget_grace_seconds: float = 1.0  # the cap allows one more second, not more
-    final_resend_seconds: float = 15.0  # job.finished not acknowledged: send it again
-    finish_give_up_seconds: float = 600.0  # ... and give up after this long connected
-    upload_give_up_seconds: float = 300.0  # keep retrying an output upload for this long
-    upload_backoff_seconds: float = 1.0  # first retry delay (doubles, at most 30 s)
 
 
 class AttemptRun:
@@ -428,30 +410,11 @@ class AttemptRun:
             return []
         uploaded = []
         for output in files:
-            if await self._output_upload(output):
+            if await output_upload(self.uploader, self.ref, output, self.options):
                 uploaded.append(
                     WireOutput(name=output.name, size=output.size, sha256=output.sha256)
                 )
         return uploaded
-
-    async def _output_upload(self, output: OutputFile) -> bool:
-        delay = self.options.upload_backoff_seconds
-        give_up_at = time.monotonic() + self.options.upload_give_up_seconds
-        while True:
-            try:
-                await in_daemon_thread(self.uploader, self.job_id, self.attempt, output)
-                return True
-            except UploadFailed as exc:
-                if exc.is_permanent or time.monotonic() + delay > give_up_at:
-                    logger.warning(
-                        "job %s: output %s not uploaded: %s", self.job_id, output.name, exc
-                    )
-                    return False
-                logger.info(
-                    "job %s: uploading %s failed (%s); retrying", self.job_id, output.name, exc
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
     async def _discard(self) -> None:
         """Remove what prepare left (the attempt directory; no container ran)."""

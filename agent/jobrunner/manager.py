@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.job_manager import AgentLink
-from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun, RunnerOptions
+from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun
 from agent.jobrunner.offer import cap_from_offer, spec_from_offer
+from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.threads import in_daemon_thread
 from agent.jobrunner.uploads import OutputUploader
 from agent.protocol import STALE_ATTEMPT_REASON_PREFIX, JobCancel, JobOffer, RunningJobRef

@@ -7,8 +7,11 @@ into memory whole. Repeating an upload is a no-op on the server, so retrying is 
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import ssl
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -16,7 +19,12 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from agent import __version__
+from agent.jobrunner.options import RunnerOptions
+from agent.jobrunner.threads import in_daemon_thread
+from agent.protocol import RunningJobRef
 from agent.runtime.types import OutputFile
+
+logger = logging.getLogger("agent.jobs")
 
 UPLOAD_TIMEOUT_SECONDS = 120
 
@@ -123,3 +131,24 @@ class HttpOutputUploader:
             raise UploadFailed(f"cannot reach the server: {reason}", is_permanent=False) from None
         finally:
             body.close()
+
+
+async def output_upload(
+    uploader: OutputUploader, ref: RunningJobRef, output: OutputFile, options: RunnerOptions
+) -> bool:
+    """Upload one file, retrying with backoff (doubling, at most 30 s) for up to
+    ``upload_give_up_seconds``; False when it did not go through (a refusal is final)."""
+    job_id, attempt = ref["job_id"], ref["attempt"]
+    delay = options.upload_backoff_seconds
+    give_up_at = time.monotonic() + options.upload_give_up_seconds
+    while True:
+        try:
+            await in_daemon_thread(uploader, job_id, attempt, output)
+            return True
+        except UploadFailed as exc:
+            if exc.is_permanent or time.monotonic() + delay > give_up_at:
+                logger.warning("job %s: output %s not uploaded: %s", job_id, output.name, exc)
+                return False
+            logger.info("job %s: uploading %s failed (%s); retrying", job_id, output.name, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.jobrunner.attempt import RunnerOptions
+from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.uploads import UploadFailed
 from agent.runtime.types import (
     Handle,
