@@ -389,18 +389,7 @@ class DockerRuntime:
         directories; a throwaway container with only CAP_DAC_OVERRIDE does it instead."""
         if tree_remove(directory) or not directory.exists():
             return
-        self.client.containers.run(
-            self.settings.image,
-            ["rm", "-rf", "--", "/attempt/work", "/attempt/outputs"],
-            volumes={str(directory): {"bind": "/attempt", "mode": "rw"}},
-            user="0:0",
-            cap_drop=["ALL"],
-            cap_add=["DAC_OVERRIDE"],
-            security_opt=["no-new-privileges:true"],
-            network_mode="none",
-            read_only=True,
-            remove=True,
-        )
+        self.client.containers.run(**hardening.cleanup_kwargs(self.settings, directory))
         tree_remove(directory)
 
 
