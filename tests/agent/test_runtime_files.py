@@ -28,6 +28,20 @@ def test_the_attempt_directory_holds_the_files_and_an_empty_outputs_dir(tmp_path
     assert (tmp_path / "jobs").stat().st_mode & 0o777 == 0o700
 
 
+def test_an_existing_work_root_open_to_others_is_closed_to_them(tmp_path):
+    # given: a work directory someone created by hand, readable and enterable by all
+    work_root = tmp_path / "jobs"
+    work_root.mkdir(mode=0o755)
+    work_root.chmod(0o755)
+
+    # when
+    attempt_dir_create(work_root, 5, 1, {"main.py": b"print(1)\n"}, "65534:65534")
+
+    # then: an unprivileged agent opens work/ and outputs/ to everyone; only this keeps other
+    # users of the host out of them
+    assert work_root.stat().st_mode & 0o777 == 0o700
+
+
 def test_a_leftover_attempt_directory_is_replaced(tmp_path):
     # given
     owner = f"{os.geteuid()}:{os.getegid()}"
