@@ -7,12 +7,14 @@ import io
 import zipfile
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Organisation
 from jobs.models import Job, JobFile
+from ledger.services import hold_place
 from tests.jobs.conftest import Wire
+from tests.jobs.helpers import submit
 
 JOBS = "/api/v1/jobs/"
 FUNDS = 5_000_000
@@ -243,6 +245,28 @@ def test_a_wallet_that_cannot_cover_the_cap_gets_402_and_nothing_is_created(
     assert (Job.objects.count(), JobFile.objects.count()) == (0, 0)
     assert ledger.wallets[alice.pk] == 999_999
     assert wire.sent == []
+
+
+def test_a_hold_whose_outcome_is_unknown_is_given_back_with_the_job_gone(
+    alice, box, funded, monkeypatch
+):
+    # given: the hold commits, then the connection drops before the caller hears of it
+    def committed_then_lost(**kwargs):
+        hold_place(**kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("jobs.billing.hold_place", committed_then_lost)
+
+    # when
+    with pytest.raises(OperationalError):
+        submit(alice)
+
+    # then: the credits are back in the wallet, and there is no job to run or to strand them
+    assert (Job.objects.count(), JobFile.objects.count()) == (0, 0)
+    assert funded.wallets[alice.pk] == FUNDS
+    hold, release = funded.keys
+    assert (hold.split(":")[0], release) == ("job-hold", hold.replace("hold", "release"))
+    funded.check()
 
 
 def test_a_chosen_host_must_fit_and_the_cap_must_cover_a_minute_there(
