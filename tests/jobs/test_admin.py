@@ -1,21 +1,9 @@
 """The jobs admin: staff look, but can't make or delete a job behind the ledger's back."""
 
 import pytest
-from django.test import Client
 
-from accounts.models import User
 from jobs.models import Job
 from tests.jobs.helpers import submit
-
-
-@pytest.fixture
-def admin_client(db: None) -> Client:
-    root = User.objects.create_superuser(
-        username="root", email="root@example.com", password="correct horse 1"
-    )
-    client = Client()
-    client.force_login(root)
-    return client
 
 
 @pytest.fixture
