@@ -2,10 +2,12 @@
 
 import hashlib
 import os
+from pathlib import Path
 
 from agent.runtime.docker_runtime import rechunk
 from agent.runtime.files import attempt_dir_create, output_name, outputs_collect
-from agent.runtime.reasons import exit_reason, log_tail
+from agent.runtime.reasons import attempt_outcome, exit_reason, log_tail
+from agent.runtime.types import Handle, Outcome
 
 
 def _sha(data):
@@ -125,3 +127,22 @@ def test_reasons_name_the_signal_and_keep_the_last_lines():
     assert exit_reason(-15) == "exit code -15 (killed by SIGTERM)"
     assert log_tail(b"one\n\ntwo\r\nthree\nfour\n") == "two\nthree\nfour"
     assert log_tail(b"") == "no output"
+
+
+def test_an_attempts_outcome_puts_the_agents_own_stop_first_then_timeout_memory_exit():
+    def handle(**stop):
+        return Handle(1, 1, "ref", Path("/x"), 60, 64, 0.0, **stop)
+
+    cancelled = handle(stop_status="cancelled", stop_reason="cancelled by the owner")
+
+    assert attempt_outcome(cancelled, 137, timed_out=True, oom=True) == Outcome(
+        "cancelled", "cancelled by the owner", 137
+    )
+    assert attempt_outcome(handle(), 137, timed_out=True, oom=True) == Outcome(
+        "timed_out", "timed out after 60 seconds", 137
+    )
+    assert attempt_outcome(handle(), 137, oom=True) == Outcome(
+        "failed", "out of memory (limit 64 MB)", 137
+    )
+    assert attempt_outcome(handle(), 0) == Outcome("succeeded", "exit code 0", 0)
+    assert attempt_outcome(handle(), 3) == Outcome("failed", "exit code 3", 3)
