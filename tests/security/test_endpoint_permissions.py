@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,7 +26,9 @@ from django.utils import timezone
 from accounts.services import api_token_create, organisation_create
 from hosts.models import HostStatus, HostVisibility
 from jobs.services.outputs import output_store
+from ledger.payments.payouts import connected_account_onboard, payout_start
 from ledger.payments.services import payment_create
+from ledger.services import earnings_mature, hold_capture, hold_place, wallet_credit
 from tests.hosts.factories import credential_create, host_create
 from tests.jobs.helpers import finished, say, submit
 from tests.jobs.real_ledger import RealLedger
@@ -125,8 +128,9 @@ def media(settings, tmp_path):
 
 
 @pytest.fixture
-def alices(alice, django_capture_on_commit_callbacks) -> dict[str, Any]:
+def alices(alice, hana, settings, django_capture_on_commit_callbacks) -> dict[str, Any]:
     """One of each of alice's things, by the URL parameter that names it."""
+    alice_earns_and_pays_out(alice, renter=hana, settings=settings)
     token, _ = api_token_create(user=alice, name="alice-private-token")
     organisation = organisation_create(user=alice, name="alice-private-org").organisation
     host = host_create(
@@ -164,6 +168,20 @@ def alices(alice, django_capture_on_commit_callbacks) -> dict[str, Any]:
         "username": alice.username,
         "host_id": host.pk,
     }
+
+
+def alice_earns_and_pays_out(alice: Any, *, renter: Any, settings: Any) -> None:
+    """A payout of alice's (her earnings come from a hold of someone else's, outside jobs)."""
+    settings.PAYOUT_MIN_MICROS = 10_000
+    job_id, amount = 900_000_001, 500_000
+    wallet_credit(user=renter, amount_micros=amount, key="earn:buy", reason="test")
+    hold_place(user=renter, job_id=job_id, amount_micros=amount, key="earn:hold")
+    hold_capture(
+        job_id=job_id, attempt=1, host_owner=alice, gross_micros=amount, fee_micros=0, key="earn"
+    )
+    earnings_mature(now=timezone.now() + timedelta(days=30))
+    connected_account_onboard(user=alice)
+    payout_start(owner=alice, amount_micros=amount)
 
 
 def test_the_walk_finds_the_endpoints_of_every_app():
@@ -234,18 +252,26 @@ def test_mallory_gets_404_for_alices_objects_and_changes_nothing(
     [c for c in CALLS if c[1] == "get" and not c[0].parameters and c[0].name not in STAFF_ONLY],
     ids=call_id,
 )
-def test_nothing_of_alices_shows_in_what_mallory_reads(call, client_for, mallory, alices):
+def test_nothing_of_alices_shows_in_what_mallory_reads(call, client_for, alice, mallory, alices):
     # given
     route, method = call
 
     # when
     response = request(client_for(mallory), method, route.path({}))
+    alices_own = request(client_for(alice), method, route.path({}))
 
-    # then
+    # then: mallory owns nothing, and nothing of alice's is public
     body = response.content.decode(errors="replace").lower()
     assert response.status_code == 200
     assert "alice" not in body
     assert str(ALICES_AMOUNT_MICROS) not in body
+    if is_a_list(response):
+        assert (response.json()["count"], response.json()["results"]) == (0, [])
+        assert alices_own.json()["count"] > 0, "give alice one of these in `alices`"
+
+
+def is_a_list(response: Any) -> bool:
+    return response["Content-Type"] == "application/json" and "results" in response.json()
 
 
 def upload(client: Any, path: str, **extra: Any) -> Any:
