@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from decimal import Decimal
 
 from django.conf import settings
@@ -18,6 +19,8 @@ from jobs.services.dispatch import job_offer_next
 from jobs.validation import JobSubmission, SubmittedFile, requirements_check, submission_files
 from marketplace.placement import JobSpec, hosts_rank, minimum_cap_micros, misfit_reason
 from marketplace.placement_selectors import placement_candidate, placement_candidates
+
+logger = logging.getLogger(__name__)
 
 
 def job_submit(*, owner: User, submission: JobSubmission) -> Job:
@@ -50,7 +53,12 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
         _job_discard(job)
         raise
     Job.objects.filter(pk=job.pk).update(hold_placed_at=timezone.now())
-    job_offer_next(job.pk)
+    try:
+        job_offer_next(job.pk)
+    except Exception:
+        # The job is committed and funded: failing the submit now would make the client's
+        # retry a second job (and a second hold). The reaper offers queued jobs within seconds.
+        logger.exception("job %s: the first offer failed; the reaper will offer it", job.pk)
     job.refresh_from_db()
     return job
 

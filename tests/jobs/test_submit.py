@@ -269,6 +269,28 @@ def test_a_hold_whose_outcome_is_unknown_is_given_back_with_the_job_gone(
     funded.check()
 
 
+def test_a_failed_first_offer_still_answers_201_so_a_retry_makes_no_second_job(
+    client_for, alice, box, funded, monkeypatch
+):
+    # given: offering fails after the job was created and funded
+    def broken(job_id, **kwargs):
+        raise OperationalError("the database went away for a moment")
+
+    monkeypatch.setattr("jobs.services.submit.job_offer_next", broken)
+    api = client_for(alice)
+
+    # when: the client sends, and then retries with the same key
+    first = api.post(JOBS, body(), format="json", headers={"Idempotency-Key": "k1"})
+    again = api.post(JOBS, body(), format="json", headers={"Idempotency-Key": "k1"})
+
+    # then: one job, queued for the reaper to offer, and one hold
+    job = Job.objects.get()
+    assert (first.status_code, first.data["id"], first.data["status"]) == (201, job.pk, "queued")
+    assert (again.status_code, again.data["id"]) == (201, job.pk)
+    assert funded.keys == [f"job-hold:{job.pk}"]
+    assert funded.wallets[alice.pk] == FUNDS - job.max_cost_micros
+
+
 def test_a_chosen_host_must_fit_and_the_cap_must_cover_a_minute_there(
     client_for, alice, make_host, hana, funded
 ):
