@@ -25,6 +25,10 @@ if not DEBUG and SECRET_KEY in {_INSECURE_DEV_KEY, "change-me"}:
     raise ImproperlyConfigured("SECRET_KEY is a published placeholder; set a random one")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# The browser sockets' Origin check (config.sockets) accepts the origins of ALLOWED_HOSTS: a
+# wildcard would let any web page open a visitor's job sockets.
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must name the hosts when DEBUG is off (no '*')")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Public URL of this server, used in the enrollment command shown to host owners.
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000")

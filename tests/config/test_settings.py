@@ -47,6 +47,15 @@ def test_debug_off_refuses_to_start_without_a_real_secret_key(key):
     assert "ImproperlyConfigured: SECRET_KEY" in result.stderr
 
 
+def test_debug_off_refuses_a_wildcard_host_which_would_open_the_socket_origin_check():
+    # when
+    result = manage("check", DEBUG="0", SECRET_KEY=A_REAL_KEY, ALLOWED_HOSTS="*", **STRIPE)
+
+    # then
+    assert result.returncode == 1
+    assert "ImproperlyConfigured: ALLOWED_HOSTS must name the hosts" in result.stderr
+
+
 def test_a_production_environment_passes_the_deployment_checks():
     # when
     result = manage(
