@@ -127,10 +127,11 @@ def host_register(
 
 
 def host_authenticate(bearer: str) -> Host:
-    """The host whose live (unrevoked) credential is ``bearer``; HostAuthenticationFailed else."""
+    """The host whose live (unrevoked) credential is ``bearer``; HostAuthenticationFailed else,
+    also when staff deactivated the host's owner (as their API tokens stop working)."""
     credential = (
         HostCredential.objects.select_related("host")
-        .filter(prefix=bearer[:PREFIX_LENGTH], revoked_at__isnull=True)
+        .filter(prefix=bearer[:PREFIX_LENGTH], revoked_at__isnull=True, host__owner__is_active=True)
         .first()
     )
     if credential is None or not secret_matches(bearer, credential.digest):
