@@ -22,7 +22,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
-from hosts.selectors import HostLabel, host_labels
 from ledger.models import Posting
 from ledger.reports import (
     FIGURES,
@@ -31,8 +30,10 @@ from ledger.reports import (
     BillingGroup,
     BillingReport,
     BillingRow,
+    HostLabel,
     billing_period_resolve,
     billing_report,
+    host_labels_of,
 )
 from ledger.selectors import reconciliation_last, wallet_balances, wallet_transactions
 from ledger.serializers import (
@@ -121,7 +122,7 @@ def _row_out(
 
 def _report_out(report: BillingReport) -> dict[str, Any]:
     host_rows = [*report.top_hosts, *(report.rows if report.group_by is BillingGroup.HOST else [])]
-    hosts = host_labels({row.key for row in host_rows if isinstance(row.key, int)})
+    hosts = host_labels_of({row.key for row in host_rows if isinstance(row.key, int)})
     return {
         "from": report.period.first,
         "to": report.period.last,

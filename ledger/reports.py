@@ -26,20 +26,26 @@ metering passes to ``hold_capture``; a reversal carries the host of the captures
 Grouped by user, each transaction belongs to one user: the renter (the escrow's owner) for
 charges, fees, host earnings and reversals; the wallet's owner for purchases, grants and refunds;
 the host owner for payouts. docs/reports.md has the full description.
+
+The ledger knows hosts only by id. Their names come from a ``HostLabelsProvider`` named by the
+``LEDGER_HOST_LABELS_PROVIDER`` setting (a dotted path; the hosts app's ``host_labels``), the
+way reconciliation asks the jobs app for job facts.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import reduce
-from typing import Any
+from typing import Any, Protocol
 
+from django.conf import settings
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
+from django.utils.module_loading import import_string
 
 from accounts.models import User
 from config.errors import ValidationFailed
@@ -111,6 +117,30 @@ _SUMMED: dict[str, tuple[int, Q]] = {
 }
 _ANY_FIGURE = reduce(operator.or_, (condition for _sign, condition in _SUMMED.values()))
 _ANY_CHARGE = Q(transaction__kind__in=_CHARGE_KINDS)
+
+
+class HostLabel(Protocol):
+    """What a report shows of a host besides its id."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def owner_id(self) -> int: ...
+    @property
+    def owner_username(self) -> str: ...
+
+
+HostLabelsProvider = Callable[[Collection[int]], Mapping[int, HostLabel]]
+
+
+def host_labels_of(host_ids: Collection[int]) -> Mapping[int, HostLabel]:
+    """Names and owners of ``host_ids`` from ``settings.LEDGER_HOST_LABELS_PROVIDER`` (one
+    query there); no names when the setting is empty or there are no ids."""
+    path: str = settings.LEDGER_HOST_LABELS_PROVIDER
+    if not path or not host_ids:
+        return {}
+    provider: HostLabelsProvider = import_string(path)
+    return provider(host_ids)
 
 
 @dataclass(frozen=True)

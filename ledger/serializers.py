@@ -161,6 +161,15 @@ class BillingRowOutput(BillingFiguresOutput):
     )
     username = serializers.CharField(allow_null=True)
 
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        figures = BillingFiguresOutput._declared_fields
+        # The key fields first, then the figures.
+        return {
+            **{name: field for name, field in fields.items() if name not in figures},
+            **{name: field for name, field in fields.items() if name in figures},
+        }
+
 
 class BillingReportOutput(serializers.Serializer[Mapping[str, object]]):
     to = serializers.DateField(help_text="Last day of the period, included.")

@@ -436,7 +436,7 @@ def test_api_csv_defuses_names_that_a_spreadsheet_would_run(
     alice: User, hana: User, staff: User, client_for: ClientFor
 ) -> None:
     # given: a host owner names a host like a formula
-    host = host_create(hana, name="=HYPERLINK(\"http://evil\")")
+    host = host_create(hana, name='=HYPERLINK("http://evil")')
     hold_place_after_credit(alice, job_id=5)
     capture(5, 1, hana, 1_000_000, host, "usage:5:1:1")
 
@@ -445,7 +445,7 @@ def test_api_csv_defuses_names_that_a_spreadsheet_would_run(
 
     # then
     rows = list(csv.reader(io.StringIO(response.content.decode())))
-    assert rows[1][:4] == [str(host.pk), "'=HYPERLINK(\"http://evil\")", str(hana.pk), "hana"]
+    assert rows[1][:4] == [str(host.pk), '\'=HYPERLINK("http://evil")', str(hana.pk), "hana"]
 
 
 def hold_place_after_credit(user: User, *, job_id: int) -> None:
@@ -591,3 +591,20 @@ def test_capture_refuses_a_bad_host_id(alice: User, hana: User, host_id: Any) ->
         )
     assert getattr(error.value, "fields", None) == {"host_id": "invalid"}
     assert ledger_state() == before
+
+
+def test_without_a_host_labels_provider_hosts_are_ids_only(
+    month: tuple[Host, Host], staff: User, client_for: ClientFor, settings: Any
+) -> None:
+    # given
+    settings.LEDGER_HOST_LABELS_PROVIDER = ""
+    box, gpu = month
+
+    # when
+    body = client_for(staff).get(URL, {"from": "2026-03-01", "to": "2026-03-03"}).json()
+
+    # then
+    assert [(row["host"], row["host_name"], row["owner"]) for row in body["top_hosts"]] == [
+        (box.pk, None, None),
+        (gpu.pk, None, None),
+    ]
