@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "ledger",
+    "ledger.payments",
     "hosts",
     "marketplace",
     "jobs",
@@ -131,6 +132,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "ledger.tasks.ledger_reconcile_task",
         "schedule": timedelta(minutes=env_int("RECONCILE_INTERVAL_MINUTES", 15, minimum=1)),
     },
+    "jobs-reap": {
+        "task": "jobs.tasks.jobs_reap",
+        "schedule": timedelta(seconds=env_int("JOB_REAP_INTERVAL_SECONDS", 3, minimum=1)),
+    },
     "earnings-mature": {
         "task": "ledger.tasks.earnings_mature_task",
         "schedule": timedelta(minutes=5),
@@ -189,6 +194,11 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.schema_error_responses",
     ],
+    # Several models have a "status"; each choice set gets its own component name.
+    "ENUM_NAME_OVERRIDES": {
+        "PaymentStatusEnum": "ledger.payments.models.PaymentStatus",
+        "PayoutStatusEnum": "ledger.payments.models.PayoutStatus",
+    },
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -208,9 +218,9 @@ EARNINGS_DISPUTE_WINDOW_SECONDS = env_int(
 # Platform revenue is split over this many account rows (by job) so that concurrent charges
 # don't all queue on one row lock; see docs/ledger.md.
 LEDGER_REVENUE_SHARDS = env_int("LEDGER_REVENUE_SHARDS", 16, minimum=1)
-# Dotted path to a callable giving the reconciliation job facts (finished? cap?); set by the jobs
-# app. Empty: the two job checks are skipped.
-LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "")
+# Dotted path to a callable giving the reconciliation job facts (finished? cap?), provided by
+# the jobs app. Empty: the two job checks are skipped.
+LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "jobs.selectors.job_facts")
 # Dotted path to a callable naming hosts (and their owners) by id for billing reports; the
 # ledger knows hosts only by id. Empty: reports show ids only.
 LEDGER_HOST_LABELS_PROVIDER = env_str("LEDGER_HOST_LABELS_PROVIDER", "hosts.selectors.host_labels")
@@ -221,9 +231,19 @@ STRIPE_SECRET_KEY = env_optional("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = env_optional("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = env_optional("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_optional("STRIPE_API_BASE")
+# Events of connected accounts (account.updated) come from a Connect endpoint with its own secret.
+STRIPE_CONNECT_WEBHOOK_SECRET = env_optional("STRIPE_CONNECT_WEBHOOK_SECRET")
+# The stripe library's own retries of failed requests (same idempotency key each time).
+STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
 PURCHASE_MIN_MICROS = env_int("PURCHASE_MIN_MICROS", 1_000_000, minimum=1)
 PURCHASE_MAX_MICROS = env_int("PURCHASE_MAX_MICROS", 1_000_000_000, minimum=1)
 PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
+# A payout still pending after this long has its transfer queued again (same idempotency key).
+PAYOUT_STALLED_AFTER_SECONDS = env_int("PAYOUT_STALLED_AFTER_SECONDS", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["payouts-stalled-retry"] = {
+    "task": "ledger.payments.tasks.payouts_stalled_retry_task",
+    "schedule": timedelta(seconds=PAYOUT_STALLED_AFTER_SECONDS),
+}
 
 # --- Hosts and jobs --------------------------------------------------------------------------
 ENROLLMENT_TOKEN_TTL_SECONDS = env_int("ENROLLMENT_TOKEN_TTL_SECONDS", 3600, minimum=60)
@@ -239,6 +259,22 @@ CELERY_BEAT_SCHEDULE["hosts-mark-offline"] = {
 JOB_OFFER_TTL_SECONDS = env_int("JOB_OFFER_TTL_SECONDS", 10, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+# A queued job that no host takes within this long fails ("no host took the job").
+JOB_QUEUE_TIMEOUT_SECONDS = env_int("JOB_QUEUE_TIMEOUT_SECONDS", 600, minimum=1)
+# Job files travel inside the job.offer message (agent/protocol.py caps it at 256 KiB, and
+# base64 adds a third), so their total stays well under that.
+JOB_FILE_MAX_BYTES = env_int("JOB_FILE_MAX_BYTES", 160 * 1024, minimum=1)
+JOB_FILES_MAX_BYTES = env_int("JOB_FILES_MAX_BYTES", 160 * 1024, minimum=1)
+JOB_CODE_MAX_BYTES = env_int("JOB_CODE_MAX_BYTES", 128 * 1024, minimum=1)
+JOB_FILES_MAX_COUNT = env_int("JOB_FILES_MAX_COUNT", 100, minimum=1)
+JOB_ARCHIVE_MAX_BYTES = env_int("JOB_ARCHIVE_MAX_BYTES", 256 * 1024, minimum=1)
+JOB_REQUIREMENTS_MAX_COUNT = env_int("JOB_REQUIREMENTS_MAX_COUNT", 50, minimum=0)
+JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=60)
+# The stored log of one attempt keeps its last JOB_LOG_MAX_BYTES bytes.
+JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
+JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
+JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
+JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
 
 # --- Static files and the web app ------------------------------------------------------------
 STATIC_URL = "/static/"

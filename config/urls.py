@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("ledger.urls")),
+    path("", include("ledger.payments.urls")),
     path("", include("hosts.urls")),
     path("", include("marketplace.urls")),
     path("", include("jobs.urls")),

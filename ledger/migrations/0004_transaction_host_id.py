@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ledger', '0002_append_only_triggers'),
+        ('ledger', '0003_payment_transaction_kinds'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
