@@ -7,7 +7,7 @@ counts, by the transaction kind and the account the posting is on:
 ==========================  ==============================================  ====================
 figure                      postings                                        sign
 ==========================  ==============================================  ====================
-``credits_bought_micros``   purchase: stripe_clearing -> wallet             what the wallet got
+``credits_bought_micros``   purchase: stripe_clearing -> wallet             the amount bought
 ``grants_micros``           grant, adjustment: grants -> wallet             net (adjustments
                                                                             can take back)
 ``gross_charges_micros``    capture: escrow -> earnings_pending + revenue   the escrow's debit
@@ -24,8 +24,9 @@ A figure belongs to the day its transaction was posted (UTC). Grouped by host, o
 (captures and their reversals) have a host: the one the capture names (``host_id``, which
 metering passes to ``hold_capture``; a reversal carries the host of the captures it undoes).
 Grouped by user, each transaction belongs to one user: the renter (the escrow's owner) for
-charges, fees, host earnings and reversals; the wallet's owner for purchases, grants and refunds;
-the host owner for payouts. docs/reports.md has the full description.
+charges, fees, host earnings and reversals; the buyer for purchases, grants and refunds (the
+wallet's owner, else the payment's user); the host owner for payouts. docs/reports.md has the
+full description.
 
 The ledger knows hosts only by id. Their names come from a ``HostLabelsProvider`` named by the
 ``LEDGER_HOST_LABELS_PROVIDER`` setting (a dotted path; the hosts app's ``host_labels``), the
@@ -43,23 +44,20 @@ from functools import reduce
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import BigIntegerField, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.utils.module_loading import import_string
 
 from accounts.models import User
 from config.errors import ValidationFailed
 from ledger.models import AccountKind, Posting, TransactionKind
+from ledger.payments.models import Payment, Payout
 
 # The longest period one report may cover (a year, leap day included), and the default one.
 REPORT_MAX_DAYS = 366
 REPORT_DEFAULT_DAYS = 30
 TOP_COUNT = 10
-
-# Kinds the payments app posts (ledger.payments): a purchase taken back by a refund or a lost
-# dispute, and a payout whose transfer went through.
-REFUND_KIND = "refund"
-PAYOUT_PAID_KIND = "payout_paid"
 
 
 class BillingGroup(StrEnum):
@@ -108,11 +106,14 @@ _SUMMED: dict[str, tuple[int, Q]] = {
     ),
     "refunds_micros": (
         1,
-        Q(transaction__kind=REFUND_KIND, account__kind=AccountKind.STRIPE_CLEARING),
+        Q(transaction__kind=TransactionKind.REFUND, account__kind=AccountKind.STRIPE_CLEARING),
     ),
     "payouts_micros": (
         1,
-        Q(transaction__kind=PAYOUT_PAID_KIND, account__kind=AccountKind.STRIPE_CLEARING),
+        Q(
+            transaction__kind=TransactionKind.PAYOUT_PAID,
+            account__kind=AccountKind.STRIPE_CLEARING,
+        ),
     ),
 }
 _ANY_FIGURE = reduce(operator.or_, (condition for _sign, condition in _SUMMED.values()))
@@ -213,10 +214,12 @@ class BillingReport:
     top_renters: list[BillingRow]
 
 
-def _party_user_id() -> Subquery:
+def _party_user_id() -> Coalesce:
     """The user a transaction belongs to when grouped by user (see the module docstring): the
-    owner of its escrow (the renter of a charge) or wallet (a purchase, grant or refund)."""
-    return Subquery(
+    owner of its escrow (the renter of a charge) or wallet (a purchase, grant or refund); else
+    the buyer of the payment it names (a purchase that went wholly to repay a debt, a refund of
+    credits already spent) or the owner of the payout it names (a completed payout)."""
+    owner_posting = Subquery(
         Posting.objects.filter(
             transaction_id=OuterRef("transaction_id"),
             account__kind__in=[AccountKind.ESCROW, AccountKind.WALLET],
@@ -224,6 +227,13 @@ def _party_user_id() -> Subquery:
         .order_by("pk")
         .values("account__user_id")[:1]
     )
+
+    def named(key: str) -> Cast:
+        return Cast(KeyTextTransform(key, OuterRef("transaction__metadata")), BigIntegerField())
+
+    buyer = Subquery(Payment.objects.filter(pk=named("payment_id")).values("user_id")[:1])
+    payee = Subquery(Payout.objects.filter(pk=named("payout_id")).values("owner_id")[:1])
+    return Coalesce(owner_posting, buyer, payee)
 
 
 def _postings_in(period: BillingPeriod) -> QuerySet[Posting]:

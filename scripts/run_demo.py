@@ -48,6 +48,8 @@ STARTUP_SECONDS = 120
 STOP_GRACE_SECONDS = 15
 PR_SET_PDEATHSIG = 1
 BANNER_WIDTH = 78
+# The demo host's prices: 0.05 credits per CPU core-hour used, 0.01 per GB-hour of memory.
+DEMO_RATES = {"cpu_core_hour_micros": 50_000, "memory_gb_hour_micros": 10_000}
 
 
 class DemoFailed(Exception):
@@ -317,6 +319,8 @@ def agent_enroll(demo: Demo, env: Mapping[str, str]) -> int:
     enrolled = _enrolled_host_id(demo)
     if enrolled is None:
         raise DemoFailed("the agent enrolled but its config names no host")
+    # A new host lists no prices; the owner sets some, as they would on the host dashboard.
+    _request(demo, "PATCH", f"/api/v1/my/hosts/{enrolled}/", DEMO_RATES, token=token)
     return enrolled
 
 

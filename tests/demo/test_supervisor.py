@@ -104,7 +104,10 @@ def test_make_demo_runs_the_marketplace_and_stops_cleanly(
     )
     assert wallet.json()["available_micros"] == 100_000_000
     hosts = _eventually(lambda: _demo_hosts_online(url, token), 60, "the demo host is online")
-    assert [host["status"] for host in hosts] == ["online"]
+    assert [
+        (host["status"], host["cpu_core_hour_micros"], host["memory_gb_hour_micros"])
+        for host in hosts
+    ] == [("online", 50_000, 10_000)]
     children = psutil.Process(process.pid).children(recursive=True)
     names = sorted(" ".join(child.cmdline()[1:4]) for child in children)
     assert any("demo_web" in name for name in names), names

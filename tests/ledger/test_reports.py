@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from accounts.models import User
 from hosts.models import Host
 from ledger.models import LedgerTransaction
+from ledger.payments.models import ConnectedAccount, OnboardingStatus, Payment
 from ledger.reports import (
     FIGURES,
     BillingGroup,
@@ -26,9 +27,16 @@ from ledger.reports import (
 from ledger.services import (
     charges_reverse,
     credits_adjust,
+    earnings_mature,
     hold_capture,
     hold_place,
     hold_release,
+    payment_credit,
+    payment_dispute_lose,
+    payment_refund_sync,
+    payout_complete,
+    payout_fail,
+    payout_request,
     wallet_credit,
 )
 from tests.hosts.factories import host_create
@@ -80,24 +88,48 @@ def boxes(hana: User) -> tuple[Host, Host]:
     return host_create(hana, name="hana-box"), host_create(hana, name="hana-gpu")
 
 
+def paid(user: User, amount_micros: int) -> Payment:
+    """A purchase through the payments app (the demo provider), credited."""
+    payment = Payment.objects.create(user=user, amount_micros=amount_micros, provider="demo")
+    payment_credit(payment_id=payment.pk)
+    return payment
+
+
+@pytest.fixture
+def carol(db: None) -> User:
+    """A renter whose card payment is disputed after she spent the credits."""
+    return User.objects.create_user(username="carol", email="carol@example.com", password="x" * 12)
+
+
 @pytest.fixture
 def month(
-    alice: User, bob: User, hana: User, staff: User, boxes: tuple[Host, Host]
+    alice: User,
+    bob: User,
+    hana: User,
+    staff: User,
+    carol: User,
+    boxes: tuple[Host, Host],
+    settings: Any,
 ) -> tuple[Host, Host]:
     """Three days of marketplace, plus a purchase on the day before and the day after.
 
-    1 March: alice buys 10 cr; staff grant bob 5 cr; alice holds 4 cr for job 1, which is
-      charged 1 cr on hana-box.
+    1 March: alice buys 10 cr and carol 2 cr (a card payment); staff grant bob 5 cr; alice holds
+      4 cr for job 1, which is charged 1 cr on hana-box; carol holds her 2 cr for job 4.
     2 March: job 1 charged 0.5 cr more on hana-box; bob holds 3 cr for job 2, charged 2 cr on
-      hana-gpu, and that attempt is lost (reversed); staff take 1 cr back from bob.
+      hana-gpu, and that attempt is lost (reversed); staff take 1 cr back from bob; alice pays
+      3 cr by card and 1 cr of it is refunded; carol loses a 2 cr dispute (her wallet is empty:
+      the ledger names her only through the payment).
     3 March: job 2's second attempt is charged 0.7 cr on hana-box; alice holds 1 cr for job 3,
-      charged 0.3 cr with no host recorded; job 1's hold is released.
+      charged 0.3 cr with no host recorded; job 1's hold is released; hana's earnings mature
+      and she is paid out 1 cr; a second payout of 1 cr fails.
     """
     box, gpu = boxes
+    settings.PAYOUT_MIN_MICROS = 1_000_000
     with posted_on(date(2026, 2, 28)):
         wallet_credit(user=alice, amount_micros=1_000_000, key="buy:0", reason="card")
     with posted_on(MARCH_1):
         wallet_credit(user=alice, amount_micros=10_000_000, key="buy:1", reason="card")
+        disputed = paid(carol, 2_000_000)
         wallet_credit(
             user=bob,
             amount_micros=5_000_000,
@@ -108,6 +140,7 @@ def month(
         )
         hold_place(user=alice, job_id=1, amount_micros=4_000_000, key="hold:1")
         capture(1, 1, hana, 1_000_000, box, "usage:1:1:1")
+        hold_place(user=carol, job_id=4, amount_micros=2_000_000, key="hold:4")
     with posted_on(MARCH_2):
         capture(1, 1, hana, 500_000, box, "usage:1:1:2")
         hold_place(user=bob, job_id=2, amount_micros=3_000_000, key="hold:2")
@@ -116,11 +149,25 @@ def month(
         credits_adjust(
             user=bob, amount_micros=-1_000_000, reason="goodwill undone", staff_user=staff, key="a"
         )
+        refunded = paid(alice, 3_000_000)
+        payment_refund_sync(payment_id=refunded.pk, refunded_micros=1_000_000)
+        payment_dispute_lose(payment_id=disputed.pk, dispute_id="dp_1", amount_micros=2_000_000)
     with posted_on(MARCH_3):
         capture(2, 2, hana, 700_000, box, "usage:2:2:1")
         hold_place(user=alice, job_id=3, amount_micros=1_000_000, key="hold:3")
         capture(3, 1, hana, 300_000, None, "usage:3:1:1")
         hold_release(job_id=1, key="release:1")
+        earnings_mature(now=datetime(2026, 4, 30, tzinfo=UTC))
+        ConnectedAccount.objects.create(
+            user=hana,
+            provider="demo",
+            stripe_account_id="acct_hana",
+            onboarding_status=OnboardingStatus.COMPLETE,
+        )
+        payout = payout_request(owner=hana, amount_micros=1_000_000)
+        payout_complete(payout_id=payout.pk, transfer_id="tr_1")
+        failed = payout_request(owner=hana, amount_micros=1_000_000)
+        payout_fail(payout_id=failed.pk, reason="account closed")
     with posted_on(date(2026, 3, 4)):
         wallet_credit(user=bob, amount_micros=2_000_000, key="buy:4", reason="card")
     return boxes
@@ -128,12 +175,14 @@ def month(
 
 MARCH = BillingPeriod(first=MARCH_1, last=MARCH_3)
 TOTALS = zeros(
-    credits_bought_micros=10_000_000,
+    credits_bought_micros=15_000_000,
     grants_micros=4_000_000,
     gross_charges_micros=4_500_000,
     platform_fees_micros=250_000,
     host_earnings_micros=2_250_000,
     reversals_micros=2_000_000,
+    refunds_micros=3_000_000,
+    payouts_micros=1_000_000,
 )
 
 
@@ -149,7 +198,7 @@ def test_report_by_day_has_exact_figures_for_every_day(month: tuple[Host, Host])
         (
             MARCH_1,
             zeros(
-                credits_bought_micros=10_000_000,
+                credits_bought_micros=12_000_000,
                 grants_micros=5_000_000,
                 gross_charges_micros=1_000_000,
                 platform_fees_micros=100_000,
@@ -159,11 +208,13 @@ def test_report_by_day_has_exact_figures_for_every_day(month: tuple[Host, Host])
         (
             MARCH_2,
             zeros(
+                credits_bought_micros=3_000_000,
                 grants_micros=-1_000_000,
                 gross_charges_micros=2_500_000,
                 platform_fees_micros=50_000,
                 host_earnings_micros=450_000,
                 reversals_micros=2_000_000,
+                refunds_micros=3_000_000,
             ),
         ),
         (
@@ -172,6 +223,7 @@ def test_report_by_day_has_exact_figures_for_every_day(month: tuple[Host, Host])
                 gross_charges_micros=1_000_000,
                 platform_fees_micros=100_000,
                 host_earnings_micros=900_000,
+                payouts_micros=1_000_000,
             ),
         ),
     ]
@@ -202,35 +254,32 @@ def test_report_by_host_groups_charges_and_their_reversals(month: tuple[Host, Ho
 
 
 def test_report_by_user_puts_charges_on_the_renter_and_purchases_on_the_buyer(
-    month: tuple[Host, Host], alice: User, bob: User
+    month: tuple[Host, Host], alice: User, bob: User, hana: User, carol: User
 ) -> None:
     # when
     report = billing_report(period=MARCH, group_by=BillingGroup.USER)
 
-    # then: hana, the host owner, is no renter and bought nothing
-    assert [(row.key, row.username, row.figures) for row in report.rows] == [
-        (
-            alice.pk,
-            "alice",
-            zeros(
-                credits_bought_micros=10_000_000,
-                gross_charges_micros=1_800_000,
-                platform_fees_micros=180_000,
-                host_earnings_micros=1_620_000,
-            ),
+    # then: hana, the host owner, rented nothing: her row is her payout; carol's dispute is hers
+    # though her wallet had nothing left to take
+    assert [row.key for row in report.rows] == sorted([alice.pk, bob.pk, hana.pk, carol.pk])
+    assert {row.username: row.figures for row in report.rows} == {
+        "alice": zeros(
+            credits_bought_micros=13_000_000,
+            gross_charges_micros=1_800_000,
+            platform_fees_micros=180_000,
+            host_earnings_micros=1_620_000,
+            refunds_micros=1_000_000,
         ),
-        (
-            bob.pk,
-            "bob",
-            zeros(
-                grants_micros=4_000_000,
-                gross_charges_micros=2_700_000,
-                platform_fees_micros=70_000,
-                host_earnings_micros=630_000,
-                reversals_micros=2_000_000,
-            ),
+        "bob": zeros(
+            grants_micros=4_000_000,
+            gross_charges_micros=2_700_000,
+            platform_fees_micros=70_000,
+            host_earnings_micros=630_000,
+            reversals_micros=2_000_000,
         ),
-    ]
+        "hana": zeros(payouts_micros=1_000_000),
+        "carol": zeros(credits_bought_micros=2_000_000, refunds_micros=2_000_000),
+    }
 
 
 def test_top_hosts_and_renters_are_ordered_by_gross_charges(
@@ -331,11 +380,13 @@ def test_api_returns_rows_totals_and_top_lists(
         "user": None,
         "username": None,
         **zeros(
+            credits_bought_micros=3_000_000,
             grants_micros=-1_000_000,
             gross_charges_micros=2_500_000,
             platform_fees_micros=50_000,
             host_earnings_micros=450_000,
             reversals_micros=2_000_000,
+            refunds_micros=3_000_000,
         ),
     }
     assert body["totals"] == TOTALS
@@ -412,7 +463,7 @@ def test_api_csv_has_a_header_and_the_same_numbers(
         for row in json_rows.json()["rows"]
     ]
     assert list(csv.reader(io.StringIO(text)))[1:] == expected
-    assert len(expected) == 2
+    assert len(expected) == 4
 
 
 def test_api_csv_by_day_lists_every_day(
@@ -428,7 +479,7 @@ def test_api_csv_by_day_lists_every_day(
     assert rows == [
         ["day", *FIGURES],
         ["2026-02-28", "1000000", *["0"] * 7],
-        ["2026-03-01", "10000000", "5000000", "1000000", "100000", "900000", "0", "0", "0"],
+        ["2026-03-01", "12000000", "5000000", "1000000", "100000", "900000", "0", "0", "0"],
     ]
 
 
