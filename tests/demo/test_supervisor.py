@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -108,6 +109,13 @@ def test_make_demo_runs_the_marketplace_and_stops_cleanly(
         (host["status"], host["cpu_core_hour_micros"], host["memory_gb_hour_micros"])
         for host in hosts
     ] == [("online", 50_000, 10_000)]
+    # and beat (its own process) publishes periodic tasks that the worker in the web process runs
+    web_log = var_dir / "logs" / "web.log"
+    _eventually(
+        lambda: re.search(r"Task [\w.]+\[[-\w]+\] succeeded", web_log.read_text()) or None,
+        60,
+        "a periodic task ran in the web process",
+    )
     children = psutil.Process(process.pid).children(recursive=True)
     names = sorted(" ".join(child.cmdline()[1:4]) for child in children)
     assert any("demo_web" in name for name in names), names
