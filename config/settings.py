@@ -269,6 +269,16 @@ JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
 JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
+# Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges
+# are posted for all running jobs together every METERING_POST_INTERVAL_SECONDS.
+METERING_POST_INTERVAL_SECONDS = env_int("METERING_POST_INTERVAL_SECONDS", 1, minimum=1)
+METERING_POST_BATCH = env_int("METERING_POST_BATCH", 1000, minimum=1)
+CELERY_BEAT_SCHEDULE["metering-charges-post"] = {
+    "task": "jobs.tasks.usage_charges_post",
+    "schedule": timedelta(seconds=METERING_POST_INTERVAL_SECONDS),
+    # A tick that waited longer than the next one is worth nothing: the next covers it.
+    "options": {"expires": METERING_POST_INTERVAL_SECONDS},
+}
 
 # --- Static files and the web app ------------------------------------------------------------
 STATIC_URL = "/static/"
