@@ -79,7 +79,15 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 # Money services use transaction.atomic(durable=True), so ATOMIC_REQUESTS stays off.
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Keep connections open between requests and agent messages: with 0, Channels closes the
+# connection after every message and the next one pays a new PostgreSQL connection (most of a
+# usage report's time; docs/benchmarks.md). No health checks: they cost a round trip per
+# message; a connection that died fails one request or message and is then replaced.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600, minimum=0)
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; wait for the lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20

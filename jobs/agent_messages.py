@@ -46,7 +46,7 @@ from jobs.services.attempts import (
 from jobs.services.dispatch import offers_open
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.services.logs import log_append
-from jobs.services.usage import UsageRefused, usage_ingest
+from jobs.services.usage import UsageRefused, usage_ingest, usage_ingest_fast
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_FINISHED, IllegalTransition
 
 Reply = tuple[str, dict[str, Any]]
@@ -184,9 +184,17 @@ def _usage_ack(attempt: JobAttempt, seq: int, *, stop: bool) -> Reply:
 
 def handle_job_usage(host_id: int, envelope: Envelope) -> list[Reply]:
     """Check and store the report, and acknowledge it at once (charging is batched: see
-    jobs.billing). An impossible report is refused with ``error usage_refused``; when the
-    reported usage costs the whole cap the server ends the job and says ``job.cancel``."""
+    jobs.billing). The next report of a running attempt is one statement (usage_ingest_fast);
+    everything else is fenced and classified here. An impossible report is refused with
+    ``error usage_refused``; when the reported usage costs the whole cap the server ends the
+    job and says ``job.cancel``."""
     data = cast(Usage, envelope["data"])
+    fast = usage_ingest_fast(host_id, data)
+    if fast is not None and not fast.is_cap_reached:
+        ack = UsageAck(
+            job_id=data["job_id"], attempt=data["attempt"], seq=data["seq"], stop=fast.stop
+        )
+        return [("usage.ack", dict(ack))]
     attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE | ATTEMPT_FINISHED)
     if attempt is None:
         return refusal

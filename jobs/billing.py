@@ -34,7 +34,7 @@ from django.utils import timezone
 from jobs import events
 from jobs.metering import charge_decide
 from jobs.models import AttemptStatus, Job, JobAttempt
-from jobs.services.usage import attempt_allowance, attempt_counters, attempt_rates, job_reservation
+from jobs.services.usage import attempt_counters, billing_facts
 from jobs.states import FINAL
 from ledger.models import LedgerTransaction
 from ledger.money import fee_increment
@@ -103,8 +103,8 @@ _DUE_FIELDS = (
     "usage",
     "usage_cpu_ms",
     "usage_wall_ms",
-    "usage_cost_micros",
     "charged_micros",
+    "charged_seq",
     "reversed_micros",
     "cpu_core_hour_micros",
     "memory_gb_hour_micros",
@@ -119,10 +119,10 @@ _DUE_FIELDS = (
 
 
 def _due() -> Any:
-    """Attempts whose reported usage costs more than they were charged, on unsettled jobs."""
+    """Attempts with reports newer than their charges, on unsettled jobs."""
     return (
         JobAttempt.objects.filter(
-            usage_cost_micros__gt=F("charged_micros"),
+            usage_seq__gt=F("charged_seq"),
             job__hold_placed_at__isnull=False,
             job__hold_released_at__isnull=True,
         )
@@ -135,13 +135,13 @@ def _due() -> Any:
 def _capture_for(attempt: JobAttempt) -> Capture | None:
     """The charge that brings the attempt from what it was charged to the capped cost of its
     latest counters; None when there is nothing to charge."""
-    job = attempt.job
+    facts = billing_facts(attempt, attempt.job)
     decision = charge_decide(
         counters=attempt_counters(attempt),
-        rates=attempt_rates(attempt),
-        reservation=job_reservation(job),
+        rates=facts.rates,
+        reservation=facts.reservation,
         charged_micros=attempt.charged_micros,
-        cap_remaining_micros=attempt_allowance(attempt, job) - attempt.charged_micros,
+        cap_remaining_micros=facts.allowance_micros - attempt.charged_micros,
     )
     if decision.charge_micros <= 0:
         return None
@@ -155,7 +155,11 @@ def _capture_for(attempt: JobAttempt) -> Capture | None:
         fee_micros=split.fee_micros,
         key=usage_key(attempt.job_id, attempt.number, before),
         host_id=attempt.host_id,
-        details={"charged_before_micros": before, "charged_after_micros": after},
+        details={
+            "charged_before_micros": before,
+            "charged_after_micros": after,
+            "usage_seq": attempt.usage_seq,
+        },
     )
 
 
@@ -182,12 +186,17 @@ _JOB_COST_ADD = (
     f"UPDATE {_JOB} SET cost_micros = {_JOB}.cost_micros + v.column2 "  # noqa: S608
     f"FROM (VALUES {{values}}) AS v WHERE {_JOB}.id = v.column1"
 )
-# v: (job id, attempt number, charged before, charged after)
+# v: (job id, attempt number, charged before, charged after, seq charged up to)
 _ATTEMPT_CHARGED_SET = (
-    f"UPDATE {_ATTEMPT} SET charged_micros = v.column4 "  # noqa: S608
+    f"UPDATE {_ATTEMPT} SET charged_micros = v.column4, charged_seq = v.column5 "  # noqa: S608
     f"FROM (VALUES {{values}}) AS v WHERE {_ATTEMPT}.job_id = v.column1 "
     f"AND {_ATTEMPT}.number = v.column2 AND {_ATTEMPT}.charged_micros = v.column3 "
     f"AND {_ATTEMPT}.status <> '{AttemptStatus.LOST.value}'"
+)
+# v: (attempt id, seq): reports that brought nothing to charge (no cost, or the cap)
+_ATTEMPT_SEQ_CHARGED = (
+    f"UPDATE {_ATTEMPT} SET charged_seq = v.column2 FROM (VALUES {{values}}) AS v "  # noqa: S608
+    f"WHERE {_ATTEMPT}.id = v.column1 AND {_ATTEMPT}.charged_seq < v.column2"
 )
 
 
@@ -212,6 +221,7 @@ def _charges_record(results: Sequence[CaptureResult]) -> None:
                 capture.attempt,
                 capture.details["charged_before_micros"],
                 capture.details["charged_after_micros"],
+                capture.details["usage_seq"],
             )
             for capture in posted
         ],
@@ -237,11 +247,17 @@ def attempts_charge(attempts: Iterable[JobAttempt]) -> ChargesPosted:
     attempts = list(attempts)
     by_key: dict[str, JobAttempt] = {}
     captures: list[Capture] = []
+    nothing_due: list[tuple[int, int]] = []
     for attempt in attempts:
         capture = _capture_for(attempt)
-        if capture is not None:
+        if capture is None:
+            nothing_due.append((attempt.pk, attempt.usage_seq))
+        else:
             captures.append(capture)
             by_key[capture.key] = attempt
+    if nothing_due:
+        # Newer reports that cost nothing more (idle, free, or the cap): charged up to them.
+        _rows_update(_ATTEMPT_SEQ_CHARGED, nothing_due)
     if not captures:
         return ChargesPosted(len(attempts), 0, 0, 0)
     try:
@@ -253,10 +269,12 @@ def attempts_charge(attempts: Iterable[JobAttempt]) -> ChargesPosted:
     for result in results:
         if result.outcome is not CaptureOutcome.POSTED:
             logger.warning("usage charge %s not posted: %s", result.capture.key, result.code)
+    pushes = []
     for result in posted:
         attempt = by_key[result.capture.key]
         cost = attempt.job.cost_micros + result.capture.gross_micros
-        events.job_event_push(attempt.job_id, _usage_event(attempt, cost))
+        pushes.append((attempt.job_id, _usage_event(attempt, cost)))
+    events.job_events_push(pushes)
     return ChargesPosted(
         attempts=len(attempts),
         posted=len(posted),

@@ -151,15 +151,14 @@ class JobAttempt(models.Model):
     memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
     gpu_hour_micros = models.PositiveBigIntegerField(default=0)
     # Metering (docs/metering.md): the latest accepted cumulative report (by seq) and its
-    # counters; what those counters cost (before the cap); what the ledger charged the attempt
-    # (gross captured, advanced in the same transaction as the captures) and what of it was
-    # reversed (a lost attempt).
+    # counters; what the ledger charged the attempt (gross captured) and up to which report
+    # (both advanced in the same transaction as the captures); what was reversed (lost).
     usage_seq = models.BigIntegerField(default=-1)
     usage = models.JSONField(default=dict, blank=True)
     usage_cpu_ms = models.BigIntegerField(default=0)
     usage_wall_ms = models.BigIntegerField(default=0)
-    usage_cost_micros = models.PositiveBigIntegerField(default=0)
     charged_micros = models.PositiveBigIntegerField(default=0)
+    charged_seq = models.BigIntegerField(default=-1)
     reversed_micros = models.PositiveBigIntegerField(default=0)
 
     class Meta:
@@ -174,11 +173,11 @@ class JobAttempt(models.Model):
             models.Index(fields=["status", "offer_expires_at"], name="attempt_offer_expiry"),
             models.Index(fields=["status", "lease_expires_at"], name="attempt_lease_expiry"),
             models.Index(fields=["host", "status"], name="attempt_host_status"),
-            # The batch poster's work list: attempts whose usage is ahead of their charges.
+            # The batch poster's work list: attempts with reports newer than their charges.
             models.Index(
                 fields=["id"],
                 name="attempt_billing_due",
-                condition=models.Q(usage_cost_micros__gt=models.F("charged_micros")),
+                condition=models.Q(usage_seq__gt=models.F("charged_seq")),
             ),
         ]
 

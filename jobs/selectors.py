@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from config.errors import NotFound
+from jobs.metering import cost_total
 from jobs.models import Job, JobAttempt, JobOutput
+from jobs.services.usage import attempt_counters, attempt_rates, job_reservation
 from jobs.states import ATTEMPT_OPEN, FINAL
 from ledger.selectors import AttemptCharges, job_money
 from ledger.services import JobFact
@@ -194,7 +196,9 @@ def _attempt_receipt(attempt: JobAttempt, job: Job, money: AttemptCharges) -> At
         wall_seconds=_exact(attempt.usage_wall_ms, 1000),
         memory_peak_mb=int(attempt.usage.get("memory_peak_mb", 0)),
         usage=_usage_lines(attempt, job),
-        usage_cost_micros=attempt.usage_cost_micros,
+        usage_cost_micros=cost_total(
+            attempt_counters(attempt), attempt_rates(attempt), job_reservation(job)
+        ),
         gross_micros=money.gross_micros,
         fee_micros=money.fee_micros,
         host_net_micros=money.host_net_micros,

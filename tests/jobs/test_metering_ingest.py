@@ -3,12 +3,23 @@ and flagged, changing nothing."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
-from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hosts.models import Host
 from jobs.billing import usage_charges_post
-from jobs.models import JobAttempt, UsageReport
+from jobs.metering import (
+    CPU_TOLERANCE_MS,
+    CPU_TOLERANCE_RATIO,
+    Counters,
+    ImpossibleReport,
+    check_physical,
+)
+from jobs.models import Job, JobAttempt, UsageReport
+from jobs.services.usage import job_reservation, usage_ingest_fast
 from tests.jobs.helpers import reply_types, say
 from tests.jobs.metering_steps import (
     FUNDS,
@@ -36,14 +47,13 @@ def host(make_host, hana):
 
 
 def _attempt_state(attempt: JobAttempt) -> tuple[object, ...]:
+    """The attempt's latest report and counters, and the reports stored."""
     attempt.refresh_from_db()
     return (
         attempt.usage_seq,
         attempt.usage,
         attempt.usage_cpu_ms,
         attempt.usage_wall_ms,
-        attempt.usage_cost_micros,
-        attempt.charged_micros,
         UsageReport.objects.filter(attempt=attempt).count(),
     )
 
@@ -80,8 +90,7 @@ def test_an_impossible_report_is_refused_and_flagged_and_changes_nothing(
     assert refused[0][1]["code"] == "usage_refused"
     assert refused[0][1]["message"].startswith(f"{reason}: ")
     assert Host.objects.get(pk=host.pk).flagged_reports == 1
-    assert _attempt_state(attempt)[:5] == before[0][:5]
-    assert _attempt_state(attempt)[6] == before[0][6]
+    assert _attempt_state(attempt) == before[0]
     expected = 0 if earlier is None else expected_cost(5_000, 5_000)
     assert charged(job) == expected
 
@@ -120,7 +129,8 @@ def test_reports_before_the_run_count_from_the_accept(alice, host, funded, commi
     assert JobAttempt.objects.get(job=job).usage_wall_ms == 1_000
 
 
-def test_a_new_report_is_two_statements_and_a_repeat_one(
+@pytest.mark.postgres
+def test_a_new_report_is_one_statement_and_a_repeat_two(
     alice, host, funded, committed, django_assert_num_queries
 ):
     # given
@@ -128,18 +138,20 @@ def test_a_new_report_is_two_statements_and_a_repeat_one(
         job = metered_job(alice, host)
         run(job, host)
         report(host, job, 1, "1.0", "1.0")
-    # when / then: the fenced read of the attempt (with its job), then one statement that
-    # stores the report and moves the counters (two on SQLite); a repeat only reads
-    stores = 1 if connection.vendor == "postgresql" else 2
-    with django_assert_num_queries(1 + stores):
+    # when / then: the next report is one statement that fences, checks and stores it; a
+    # repeat finds nothing to store there and is classified by the fenced read
+    with django_assert_num_queries(1) as fresh_queries:
         fresh = report(host, job, 2, "2.0", "2.0")
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):
         repeat = report(host, job, 2, "2.0", "2.0")
     assert (
         fresh
         == repeat
         == [("usage.ack", {"job_id": job.pk, "attempt": 1, "seq": 2, "stop": False})]
     )
+    assert fresh_queries.captured_queries[0]["sql"].lstrip().startswith("WITH moved AS")
+    assert JobAttempt.objects.get(job=job).usage_seq == 2
+    assert UsageReport.objects.filter(attempt__job=job).count() == 2
 
 
 def test_a_report_after_the_end_is_acknowledged_with_stop(alice, host, funded, committed):
@@ -156,3 +168,55 @@ def test_a_report_after_the_end_is_acknowledged_with_stop(alice, host, funded, c
     # then
     assert [r[0][1]["stop"] for r in (again, later)] == [True, True]
     assert (_attempt_state(job.attempts.get()), ledger_state()) == before
+
+
+@pytest.fixture
+def running(alice, host, funded):
+    job = metered_job(alice, host)
+    return job, run(job, host, started_ago_s=3_601)
+
+
+@pytest.mark.postgres
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cpus=st.sampled_from(["0.25", "1", "1.5", "2", "3.75", "8"]),
+    wall_ms=st.integers(0, 3_600_000),
+    cpu_slack=st.integers(-3, 3),
+    cpu_percent=st.integers(0, 100),
+)
+def test_the_one_statement_path_accepts_exactly_what_check_physical_accepts(
+    running, host, cpus, wall_ms, cpu_slack, cpu_percent
+):
+    # given: an attempt with no report yet that started an hour ago, on `cpus` cores; CPU time
+    # near the limit (at it, just under, just over) or anywhere below it
+    job, attempt = running
+    Job.objects.filter(pk=job.pk).update(cpus=Decimal(cpus))
+    JobAttempt.objects.filter(pk=attempt.pk).update(usage_seq=-1, usage_cpu_ms=0, usage_wall_ms=0)
+    UsageReport.objects.filter(attempt=attempt).delete()
+    limit = Decimal(wall_ms) * Decimal(cpus) * (1 + CPU_TOLERANCE_RATIO) + CPU_TOLERANCE_MS
+    near = int(limit) + cpu_slack
+    cpu_ms = max(0, near if cpu_percent == 100 else int(limit * cpu_percent / 100))
+    job.refresh_from_db()
+    try:
+        check_physical(Counters(cpu_ms=cpu_ms, wall_ms=wall_ms), job_reservation(job), 3_601_000)
+        is_possible = True
+    except ImpossibleReport:
+        is_possible = False
+    data = {
+        "job_id": job.pk,
+        "attempt": 1,
+        "seq": 1,
+        "cpu_seconds": cpu_ms / 1000,
+        "wall_seconds": wall_ms / 1000,
+        "memory_peak_mb": 1,
+        "memory_current_mb": 1,
+        "gpu_seconds": 0.0,
+    }
+    # when
+    verdict = usage_ingest_fast(host.pk, data)
+    # then
+    assert (verdict is not None) == is_possible
+    attempt.refresh_from_db()
+    assert attempt.usage_seq == (1 if is_possible else -1)
