@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hosts.models import Host
 from jobs.billing import usage_charges_post
+from agent.protocol import Usage
 from jobs.metering import (
     CPU_TOLERANCE_MS,
     CPU_TOLERANCE_RATIO,
@@ -204,7 +205,7 @@ def test_the_one_statement_path_accepts_exactly_what_check_physical_accepts(
         is_possible = True
     except ImpossibleReport:
         is_possible = False
-    data = {
+    data: Usage = {
         "job_id": job.pk,
         "attempt": 1,
         "seq": 1,
