@@ -129,29 +129,51 @@ def _transaction(planned: _Planned, now: datetime) -> LedgerTransaction:
         created_at=now,
         job_id=capture.job_id,
         attempt=capture.attempt,
+        host_id=capture.host_id,
         metadata=metadata,
     )
 
 
-def _posted_before(keys: Sequence[str]) -> dict[str, tuple[int, str, Counter[tuple[int, int]]]]:
-    """The transactions already written under these keys: id, kind and postings."""
-    found: dict[str, tuple[int, str, Counter[tuple[int, int]]]] = {}
+@dataclass(frozen=True)
+class _Earlier:
+    """A transaction already written under a capture's key."""
+
+    txn_id: int
+    kind: str
+    host_id: int | None
+    postings: Counter[tuple[int, int]]
+
+
+def _posted_before(keys: Sequence[str]) -> dict[str, _Earlier]:
+    """The transactions already written under these keys: id, kind, host and postings."""
+    found: dict[str, _Earlier] = {}
     rows = Posting.objects.filter(transaction__key__in=keys).values_list(
-        "transaction__key", "transaction_id", "transaction__kind", "account_id", "amount_micros"
+        "transaction__key",
+        "transaction_id",
+        "transaction__kind",
+        "transaction__host_id",
+        "account_id",
+        "amount_micros",
     )
-    for key, txn_id, kind, account_id, amount in rows:
-        found.setdefault(key, (txn_id, kind, Counter()))[2][(account_id, amount)] += 1
+    for key, txn_id, kind, host_id, account_id, amount in rows:
+        found.setdefault(key, _Earlier(txn_id, kind, host_id, Counter())).postings[
+            (account_id, amount)
+        ] += 1
     return found
 
 
 def _repeat_result(
-    planned: _Planned,
-    first: tuple[int, str, Counter[tuple[int, int]]],
-    locked: Mapping[AccountRef, Account],
+    planned: _Planned, first: _Earlier, locked: Mapping[AccountRef, Account]
 ) -> CaptureResult:
-    txn_id, kind, postings = first
+    """A repeat is a replay when it is the same capture (kind, host, postings) as the first."""
+    txn_id = first.txn_id
     legs = Counter((locked[ref].pk, amount) for ref, amount in planned.legs if ref in locked)
-    if kind == TransactionKind.CAPTURE and legs == postings:
+    is_same = (first.kind, first.host_id, first.postings) == (
+        TransactionKind.CAPTURE,
+        planned.capture.host_id,
+        legs,
+    )
+    if is_same:
         return CaptureResult(planned.capture, CaptureOutcome.REPLAYED, txn_id)
     return CaptureResult(
         planned.capture, CaptureOutcome.CONFLICT, txn_id, code="transaction_key_reused"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.protocol import Usage
 from hosts.models import Host
 from jobs.billing import usage_charges_post
-from agent.protocol import Usage
 from jobs.metering import (
     CPU_TOLERANCE_MS,
     CPU_TOLERANCE_RATIO,

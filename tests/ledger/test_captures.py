@@ -67,11 +67,12 @@ def test_a_batch_posts_each_capture_as_hold_capture_would(
     # then
     assert [r.outcome for r in results] == [CaptureOutcome.POSTED] * 3
     first = LedgerTransaction.objects.get(key="usage:51:1:0")
-    assert (first.pk, first.kind, first.job_id, first.attempt) == (
+    assert (first.pk, first.kind, first.job_id, first.attempt, first.host_id) == (
         results[0].transaction_id,
         TransactionKind.CAPTURE,
         51,
         1,
+        7,
     )
     assert first.metadata == {
         "job_id": 51,
@@ -136,10 +137,13 @@ def test_a_key_used_with_other_amounts_is_a_conflict_and_changes_nothing(
     # given
     holds_capture_many([_capture(51, hana, 1_000, 100, "usage:51:1:0")])
     before = ledger_state()
-    # when: two posters read the same charge and charge on from it differently
+    # when: two posters read the same charge and charge on from it differently; or the same
+    # amounts are said to come from another host
     results = holds_capture_many([_capture(51, hana, 1_500, 150, "usage:51:1:0")])
+    other_host = holds_capture_many([_capture(51, hana, 1_000, 100, "usage:51:1:0", host_id=9)])
     # then
     assert _outcomes(results) == [("usage:51:1:0", "conflict", "transaction_key_reused")]
+    assert _outcomes(other_host) == [("usage:51:1:0", "conflict", "transaction_key_reused")]
     assert ledger_state() == before
 
 
