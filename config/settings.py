@@ -88,7 +88,15 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 # Money services use transaction.atomic(durable=True), so ATOMIC_REQUESTS stays off.
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Keep connections open between requests and agent messages: with 0, Channels closes the
+# connection after every message and the next one pays a new PostgreSQL connection (most of a
+# usage report's time; docs/benchmarks.md). No health checks: they cost a round trip per
+# message; a connection that died fails one request or message and is then replaced.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600, minimum=0)
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; wait for the lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -283,6 +291,16 @@ JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
 JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
+# Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges
+# are posted for all running jobs together every METERING_POST_INTERVAL_SECONDS.
+METERING_POST_INTERVAL_SECONDS = env_int("METERING_POST_INTERVAL_SECONDS", 1, minimum=1)
+METERING_POST_BATCH = env_int("METERING_POST_BATCH", 1000, minimum=1)
+CELERY_BEAT_SCHEDULE["metering-charges-post"] = {
+    "task": "jobs.tasks.usage_charges_post",
+    "schedule": timedelta(seconds=METERING_POST_INTERVAL_SECONDS),
+    # A tick that waited longer than the next one is worth nothing: the next covers it.
+    "options": {"expires": METERING_POST_INTERVAL_SECONDS},
+}
 
 # --- Static files and the web app ------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -9,7 +9,8 @@ Fencing, the same for every message about an attempt ``(job_id, attempt)``:
   and nothing changes (one host's credential can't speak for another host's job);
 - a message that repeats what the server already has (an accept of an accepted attempt, a
   phase already reached, a log chunk or usage seq already stored, a finish already recorded)
-  is a no-op, answered as the first one was;
+  is a no-op, answered as the first one was (a usage report after the attempt finished is
+  acknowledged with ``stop``);
 - a message for a stale attempt (not the job's current attempt, or ended: lost, expired,
   rejected, cancelled) is refused with ``error stale_attempt`` *and* a ``job.cancel`` for that
   attempt, so the agent kills the container.
@@ -38,30 +39,22 @@ from agent.protocol import (
 from jobs.models import AttemptStatus, JobAttempt
 from jobs.services.attempts import (
     attempt_accept,
+    attempt_budget_exhaust,
     attempt_finish,
     attempt_reject,
     attempt_start,
-    attempt_usage_record,
 )
 from jobs.services.dispatch import offers_open
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.services.logs import log_append
-from jobs.states import ATTEMPT_ACTIVE, IllegalTransition
+from jobs.services.usage import UsageRefused, usage_ingest, usage_ingest_fast
+from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_FINISHED, IllegalTransition
 
 Reply = tuple[str, dict[str, Any]]
 Handler = Callable[[int, Envelope], list[Reply]]
 
-_FINISHED = frozenset(
-    {
-        AttemptStatus.SUCCEEDED,
-        AttemptStatus.FAILED,
-        AttemptStatus.CANCELLED,
-        AttemptStatus.TIMED_OUT,
-        AttemptStatus.BUDGET_EXHAUSTED,
-    }
-)
 # The agent may still send the tail of the log after it reported the job finished.
-_LOGGABLE = ATTEMPT_ACTIVE | _FINISHED
+_LOGGABLE = ATTEMPT_ACTIVE | ATTEMPT_FINISHED
 
 
 def _error(envelope: Envelope, code: str, message: str) -> Reply:
@@ -185,14 +178,43 @@ def handle_job_log(host_id: int, envelope: Envelope) -> list[Reply]:
     return [("log.ack", dict(ack))]
 
 
+def _usage_ack(attempt: JobAttempt, seq: int, *, stop: bool) -> Reply:
+    return (
+        "usage.ack",
+        dict(UsageAck(job_id=attempt.job_id, attempt=attempt.number, seq=seq, stop=stop)),
+    )
+
+
 def handle_job_usage(host_id: int, envelope: Envelope) -> list[Reply]:
+    """Check and store the report, and acknowledge it at once (charging is batched: see
+    jobs.billing). The next report of a running attempt is one statement (usage_ingest_fast);
+    everything else is fenced and classified here. An impossible report is refused with
+    ``error usage_refused``; when the reported usage costs the whole cap the server ends the
+    job and says ``job.cancel``."""
     data = cast(Usage, envelope["data"])
-    attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE)
+    fast = usage_ingest_fast(host_id, data)
+    if fast is not None and not fast.is_cap_reached:
+        ack = UsageAck(
+            job_id=data["job_id"], attempt=data["attempt"], seq=data["seq"], stop=fast.stop
+        )
+        return [("usage.ack", dict(ack))]
+    attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE | ATTEMPT_FINISHED)
     if attempt is None:
         return refusal
-    attempt_usage_record(attempt, data)
-    ack = UsageAck(job_id=attempt.job_id, attempt=attempt.number, seq=data["seq"], stop=False)
-    return [("usage.ack", dict(ack))]
+    if attempt.status in ATTEMPT_FINISHED:
+        # Reports after the end (the final one resent until job.finished is acknowledged, or
+        # reports racing the server's budget stop) change nothing; the run is over.
+        return [_usage_ack(attempt, data["seq"], stop=True)]
+    try:
+        verdict = usage_ingest(attempt, data)
+    except UsageRefused as exc:
+        return [_error(envelope, exc.code, exc.message)]
+    replies = [_usage_ack(attempt, data["seq"], stop=verdict.stop)]
+    if verdict.is_cap_reached and not data.get("is_final", False):
+        cancel = attempt_budget_exhaust(attempt)
+        if cancel is not None:
+            replies.append(("job.cancel", dict(cancel)))
+    return replies
 
 
 def handle_job_finished(host_id: int, envelope: Envelope) -> list[Reply]:
@@ -201,16 +223,18 @@ def handle_job_finished(host_id: int, envelope: Envelope) -> list[Reply]:
     attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
     if attempt is None:
         return _not_yours(envelope, data["job_id"], data["attempt"])
-    if attempt.status in _FINISHED:
+    if attempt.status in ATTEMPT_FINISHED:
         return [ack]
     attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE)
     if attempt is None:
         return refusal
     try:
-        attempt_finish(attempt, data)
+        refused = attempt_finish(attempt, data)
     except IllegalTransition:
         attempt.refresh_from_db()
         return _stale(envelope, attempt, "no longer running here")
+    if refused is not None:
+        return [_error(envelope, UsageRefused.default_code, refused), ack]
     return [ack]
 
 

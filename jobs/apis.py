@@ -18,7 +18,7 @@ from accounts.idempotency import idempotent
 from config.errors import NotFound
 from jobs.authentication import HostAgent, HostCredentialAuthentication, IsHostAgent
 from jobs.models import Job, JobOutput
-from jobs.selectors import job_of, job_outputs, jobs_of
+from jobs.selectors import job_of, job_outputs, job_receipt, jobs_of
 from jobs.serializers import (
     JobCreateSerializer,
     JobOutputSerializer,
@@ -26,6 +26,7 @@ from jobs.serializers import (
     LogPageSerializer,
     LogQuerySerializer,
     OutputUploadSerializer,
+    ReceiptOutput,
 )
 from jobs.services.cancel import job_cancel
 from jobs.services.logs import log_read
@@ -53,6 +54,17 @@ class JobDetailApi(APIView):
     @extend_schema(responses=JobSerializer)
     def get(self, request: Request, job_id: int) -> Response:
         return Response(JobSerializer(job_of(request_user(request), job_id)).data)
+
+
+class JobReceiptApi(APIView):
+    @extend_schema(
+        summary="What the job cost",
+        description="Per attempt that ran: usage, rates, gross, platform fee, host net and "
+        "reversals; the totals; the hold and the refund (docs/metering.md). The owner's only.",
+        responses=ReceiptOutput,
+    )
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(ReceiptOutput(job_receipt(request_user(request), job_id)).data)
 
 
 class JobCancelApi(APIView):

@@ -1,17 +1,54 @@
-"""The jobs side of the ledger contract: hold a job's cap on submit, release what is left.
+"""A job's money, all of it: the hold, usage charges, reversals and settlement (docs/metering.md).
 
-Every call goes to ``ledger.services`` (nothing here writes ledger tables) with a key naming
-the job, so a retry after a crash returns the first transaction instead of moving money twice.
-Ledger services run in ``transaction.atomic(durable=True)``: call these outside any open
-transaction.
+Every movement goes through ``ledger.services`` (nothing here writes ledger tables) under a key
+that names its cause, so a retry after a crash finds the first transaction instead of moving
+money twice. Ledger services are durable transactions of their own: call these outside any
+open transaction.
 
-Until metering lands a job is never charged: its whole hold goes back to the wallet.
+- **Hold**: on submit, the cap moves from the wallet into the job's escrow (``job_hold_place``).
+- **Charges**: ``usage_charges_post`` (Celery beat, every ``METERING_POST_INTERVAL_SECONDS``)
+  takes the attempts whose reported usage is ahead of their charges and posts, for all of them
+  in one ledger transaction (``holds_capture_many``), the difference between the capped cost of
+  the latest counters and what was charged. A capture's key names the attempt's cumulative
+  charge *before* it (``usage:<job>:<attempt>:<before>``): two posters that read the same
+  charge can't both charge from it (the second is a conflict), a repeat of the same step is a
+  replay, and the charges of an attempt always add up to the last total, to the micro-credit.
+  The attempt's ``charged_micros`` and the job's ``cost_micros`` move in the same transaction.
+- **Reversal**: a lost attempt's charges go back to the escrow (``attempt_charges_reverse``).
+- **Settlement**: when a job ends, ``job_settle`` reverses what lost attempts were charged,
+  posts the final charges from the final counters, and returns the rest of the hold.
 """
 
 from __future__ import annotations
 
-from jobs.models import Job
-from ledger.services import hold_place, hold_release
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
+
+from jobs import events
+from jobs.metering import charge_decide
+from jobs.models import AttemptStatus, Job, JobAttempt
+from jobs.services.usage import attempt_counters, billing_facts
+from jobs.states import FINAL
+from ledger.models import LedgerTransaction
+from ledger.money import fee_increment
+from ledger.services import (
+    Capture,
+    CaptureOutcome,
+    CaptureResult,
+    charges_reverse,
+    hold_place,
+    hold_release,
+    holds_capture_many,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def hold_key(job_id: int) -> str:
@@ -20,6 +57,15 @@ def hold_key(job_id: int) -> str:
 
 def release_key(job_id: int) -> str:
     return f"job-release:{job_id}"
+
+
+def usage_key(job_id: int, attempt: int, charged_before_micros: int) -> str:
+    """The key of the attempt's charge that starts from ``charged_before_micros``."""
+    return f"usage:{job_id}:{attempt}:{charged_before_micros}"
+
+
+def reverse_key(job_id: int, attempt: int, charged_micros: int) -> str:
+    return f"usage-reverse:{job_id}:{attempt}:{charged_micros}"
 
 
 def job_hold_place(job: Job) -> None:
@@ -32,6 +78,299 @@ def job_hold_place(job: Job) -> None:
     )
 
 
-def job_hold_release(job: Job) -> None:
-    """Give the rest of the job's escrow back to the owner's wallet."""
-    hold_release(job_id=job.pk, key=release_key(job.pk))
+# --- charges ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChargesPosted:
+    attempts: int  # attempts looked at
+    posted: int  # captures written
+    posted_micros: int  # their gross
+    refused: int  # captures the ledger refused or found posted by someone else
+
+
+class ChargesMoved(Exception):
+    """An attempt changed under the batch (lost, or charged by a concurrent poster)."""
+
+
+_DUE_FIELDS = (
+    "id",
+    "job_id",
+    "number",
+    "host_id",
+    "status",
+    "usage_seq",
+    "usage",
+    "usage_cpu_ms",
+    "usage_wall_ms",
+    "charged_micros",
+    "charged_seq",
+    "reversed_micros",
+    "cpu_core_hour_micros",
+    "memory_gb_hour_micros",
+    "gpu_hour_micros",
+    "job__max_cost_micros",
+    "job__cost_micros",
+    "job__cpus",
+    "job__memory_mb",
+    "job__gpus",
+    "host__owner_id",
+)
+
+
+def _due() -> Any:
+    """Attempts with reports newer than their charges, on unsettled jobs."""
+    return (
+        JobAttempt.objects.filter(
+            usage_seq__gt=F("charged_seq"),
+            job__hold_placed_at__isnull=False,
+            job__hold_released_at__isnull=True,
+        )
+        .exclude(status=AttemptStatus.LOST)
+        .select_related("job", "host")
+        .only(*_DUE_FIELDS)
+    )
+
+
+def _capture_for(attempt: JobAttempt) -> Capture | None:
+    """The charge that brings the attempt from what it was charged to the capped cost of its
+    latest counters; None when there is nothing to charge."""
+    facts = billing_facts(attempt, attempt.job)
+    decision = charge_decide(
+        counters=attempt_counters(attempt),
+        rates=facts.rates,
+        reservation=facts.reservation,
+        charged_micros=attempt.charged_micros,
+        cap_remaining_micros=facts.allowance_micros - attempt.charged_micros,
+    )
+    if decision.charge_micros <= 0:
+        return None
+    before, after = attempt.charged_micros, decision.total_micros
+    split = fee_increment(before, after)
+    return Capture(
+        job_id=attempt.job_id,
+        attempt=attempt.number,
+        host_owner_id=attempt.host.owner_id,
+        gross_micros=split.gross_micros,
+        fee_micros=split.fee_micros,
+        key=usage_key(attempt.job_id, attempt.number, before),
+        host_id=attempt.host_id,
+        details={
+            "charged_before_micros": before,
+            "charged_after_micros": after,
+            "usage_seq": attempt.usage_seq,
+        },
+    )
+
+
+def _rows_update(sql: str, rows: Sequence[tuple[int, ...]]) -> int:
+    """Run one ``UPDATE … FROM (VALUES …) AS v`` over ``rows``; the number of rows updated.
+
+    The VALUES columns are ``v.column1``, ``v.column2``… (their name on PostgreSQL and SQLite
+    alike); the statement starts with UPDATE so that every driver reports the row count.
+    """
+    width = len(rows[0])
+    values = ", ".join("(" + ", ".join(["CAST(%s AS BIGINT)"] * width) + ")" for _ in rows)
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(values=values), [value for row in rows for value in row])
+        return int(cursor.rowcount)
+
+
+# Both statements run inside the ledger's transaction (``on_posted``), after the ledger rows:
+# the job rows first, then the attempts, the lock order of the jobs app everywhere. Only our
+# own table names and constants are formatted in; every value is a parameter.
+_JOB = Job._meta.db_table
+_ATTEMPT = JobAttempt._meta.db_table
+# v: (job id, gross added)
+_JOB_COST_ADD = (
+    f"UPDATE {_JOB} SET cost_micros = {_JOB}.cost_micros + v.column2 "  # noqa: S608
+    f"FROM (VALUES {{values}}) AS v WHERE {_JOB}.id = v.column1"
+)
+# v: (job id, attempt number, charged before, charged after, seq charged up to)
+_ATTEMPT_CHARGED_SET = (
+    f"UPDATE {_ATTEMPT} SET charged_micros = v.column4, charged_seq = v.column5 "  # noqa: S608
+    f"FROM (VALUES {{values}}) AS v WHERE {_ATTEMPT}.job_id = v.column1 "
+    f"AND {_ATTEMPT}.number = v.column2 AND {_ATTEMPT}.charged_micros = v.column3 "
+    f"AND {_ATTEMPT}.status <> '{AttemptStatus.LOST.value}'"
+)
+# v: (attempt id, seq): reports that brought nothing to charge (no cost, or the cap)
+_ATTEMPT_SEQ_CHARGED = (
+    f"UPDATE {_ATTEMPT} SET charged_seq = v.column2 FROM (VALUES {{values}}) AS v "  # noqa: S608
+    f"WHERE {_ATTEMPT}.id = v.column1 AND {_ATTEMPT}.charged_seq < v.column2"
+)
+
+
+def _charges_record(results: Sequence[CaptureResult]) -> None:
+    """Move the jobs' costs and the attempts' charges with the captures just written.
+
+    An attempt that was lost (or charged by someone else) meanwhile rolls the batch back: its
+    charge would escape the reversal. The next run tries again without it.
+    """
+    posted = [result.capture for result in results if result.outcome is CaptureOutcome.POSTED]
+    if not posted:
+        return
+    per_job: dict[int, int] = defaultdict(int)
+    for capture in posted:
+        per_job[capture.job_id] += capture.gross_micros
+    _rows_update(_JOB_COST_ADD, sorted(per_job.items()))
+    moved = _rows_update(
+        _ATTEMPT_CHARGED_SET,
+        [
+            (
+                capture.job_id,
+                capture.attempt,
+                capture.details["charged_before_micros"],
+                capture.details["charged_after_micros"],
+                capture.details["usage_seq"],
+            )
+            for capture in posted
+        ],
+    )
+    if moved != len(posted):
+        raise ChargesMoved(f"{len(posted) - moved} attempt(s) changed while being charged")
+
+
+def _usage_event(attempt: JobAttempt, cost_micros: int) -> dict[str, Any]:
+    usage = {k: v for k, v in attempt.usage.items() if k not in ("job_id", "attempt")}
+    return {
+        "type": "job.usage",
+        "job_id": attempt.job_id,
+        "attempt": attempt.number,
+        **usage,
+        "cost_micros": cost_micros,
+    }
+
+
+def attempts_charge(attempts: Iterable[JobAttempt]) -> ChargesPosted:
+    """Charge these attempts (loaded as ``_due`` loads them) up to their latest counters, all
+    in one ledger transaction; then tell the owners' sockets the cost so far."""
+    attempts = list(attempts)
+    by_key: dict[str, JobAttempt] = {}
+    captures: list[Capture] = []
+    nothing_due: list[tuple[int, int]] = []
+    for attempt in attempts:
+        capture = _capture_for(attempt)
+        if capture is None:
+            nothing_due.append((attempt.pk, attempt.usage_seq))
+        else:
+            captures.append(capture)
+            by_key[capture.key] = attempt
+    if nothing_due:
+        # Newer reports that cost nothing more (idle, free, or the cap): charged up to them.
+        _rows_update(_ATTEMPT_SEQ_CHARGED, nothing_due)
+    if not captures:
+        return ChargesPosted(len(attempts), 0, 0, 0)
+    try:
+        results = holds_capture_many(captures, on_posted=_charges_record)
+    except ChargesMoved as exc:
+        logger.info("usage charges rolled back, to be retried: %s", exc)
+        return ChargesPosted(len(attempts), 0, 0, len(captures))
+    posted = [r for r in results if r.outcome is CaptureOutcome.POSTED]
+    for result in results:
+        if result.outcome is not CaptureOutcome.POSTED:
+            logger.warning("usage charge %s not posted: %s", result.capture.key, result.code)
+    pushes = []
+    for result in posted:
+        attempt = by_key[result.capture.key]
+        cost = attempt.job.cost_micros + result.capture.gross_micros
+        pushes.append((attempt.job_id, _usage_event(attempt, cost)))
+    events.job_events_push(pushes)
+    return ChargesPosted(
+        attempts=len(attempts),
+        posted=len(posted),
+        posted_micros=sum(result.capture.gross_micros for result in posted),
+        refused=len(results) - len(posted),
+    )
+
+
+def usage_charges_post(limit: int = 1000) -> ChargesPosted:
+    """Charge up to ``limit`` attempts whose reported usage is ahead of their charges.
+
+    Run by Celery beat every ``METERING_POST_INTERVAL_SECONDS``; safe to run concurrently and to
+    repeat (a charge's key names where it starts, so a racing poster's capture is refused, not
+    doubled). Moves money: one ledger transaction for the whole batch.
+    """
+    return attempts_charge(_due().order_by("pk")[:limit])
+
+
+# --- reversals --------------------------------------------------------------------------------
+
+
+def _reversal_record(attempt_id: int, job_id: int) -> Any:
+    def record(posted: LedgerTransaction | None) -> None:
+        if posted is None or posted.is_replay:
+            return
+        gross = int(posted.metadata["gross_micros"])
+        # Job row first, then the attempt (the jobs app's lock order).
+        Job.objects.filter(pk=job_id).update(cost_micros=F("cost_micros") - gross)
+        JobAttempt.objects.filter(pk=attempt_id).update(
+            reversed_micros=F("reversed_micros") + gross
+        )
+
+    return record
+
+
+def attempt_charges_reverse(attempt_id: int) -> int:
+    """Give back everything a lost attempt was charged: the renter pays nothing for work a host
+    lost; the host's earnings and the platform fee are taken back (ledger.charges_reverse).
+
+    Returns the gross reversed. Idempotent (the key names what was charged); the reaper calls
+    it again for any lost attempt still ahead of its reversals.
+    """
+    attempt = (
+        JobAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.LOST)
+        .filter(charged_micros__gt=F("reversed_micros"))
+        .first()
+    )
+    if attempt is None:
+        return 0
+    posted = charges_reverse(
+        job_id=attempt.job_id,
+        attempt=attempt.number,
+        key=reverse_key(attempt.job_id, attempt.number, attempt.charged_micros),
+        on_posted=_reversal_record(attempt.pk, attempt.job_id),
+    )
+    if posted is None or posted.is_replay:
+        return 0
+    return int(posted.metadata["gross_micros"])
+
+
+def lost_attempts_reverse(*, job_id: int | None = None, limit: int = 100) -> int:
+    """Reverse the charges of lost attempts not reversed yet (all jobs, or one)."""
+    lost = JobAttempt.objects.filter(
+        status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
+    )
+    if job_id is not None:
+        lost = lost.filter(job_id=job_id)
+    return sum(
+        1 for pk in list(lost.values_list("pk", flat=True)[:limit]) if attempt_charges_reverse(pk)
+    )
+
+
+# --- settlement -------------------------------------------------------------------------------
+
+
+def job_settle(job_id: int) -> bool:
+    """Settle a finished job, once: reverse what its lost attempts were charged, post the final
+    charges from the final counters, then return the rest of the hold to the owner's wallet.
+
+    Moves money (ledger: charges_reverse, holds_capture_many, hold_release), each step
+    idempotent by its key, so the reaper can finish what a crash interrupted. Returns True when
+    this call released the hold.
+    """
+    job = Job.objects.filter(
+        pk=job_id, status__in=FINAL, hold_placed_at__isnull=False, hold_released_at__isnull=True
+    ).first()
+    if job is None:
+        return False
+    lost_attempts_reverse(job_id=job_id)
+    final = attempts_charge(_due().filter(job_id=job_id).order_by("pk"))
+    if final.refused:
+        logger.warning("job %s: %d final charge(s) not posted", job_id, final.refused)
+    hold_release(job_id=job_id, key=release_key(job_id))
+    return (
+        Job.objects.filter(pk=job_id, hold_released_at__isnull=True).update(
+            hold_released_at=timezone.now()
+        )
+        == 1
+    )

@@ -7,13 +7,16 @@ service that already committed its change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
+PUSHES_AT_ONCE = 20
 
 
 def job_group(job_id: int) -> str:
@@ -29,3 +32,35 @@ def job_event_push(job_id: int, event: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(job_group(job_id), {"type": "job.event", "event": event})
     except Exception:
         logger.warning("could not push %s for job %s", event.get("type"), job_id, exc_info=True)
+
+
+def job_events_push(pushes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Send many events (``(job_id, event)``) in one trip through the channel layer: one event
+    loop for all of them, sent concurrently, where ``job_event_push`` would start one per
+    event (the batch poster pushes the cost of every job it charged). Call it after commit."""
+    layer = get_channel_layer()
+    if layer is None or not pushes:
+        return
+
+    async def send_all() -> list[BaseException | None]:
+        # Not all at once: the Redis layer's connection pool is bounded.
+        room = asyncio.Semaphore(PUSHES_AT_ONCE)
+
+        async def send(job_id: int, event: dict[str, Any]) -> None:
+            async with room:
+                await layer.group_send(job_group(job_id), {"type": "job.event", "event": event})
+
+        results: list[BaseException | None] = await asyncio.gather(
+            *(send(job_id, event) for job_id, event in pushes), return_exceptions=True
+        )
+        return results
+
+    try:
+        failures = [result for result in async_to_sync(send_all)() if result is not None]
+    except Exception:
+        logger.warning("could not push %d job events", len(pushes), exc_info=True)
+        return
+    if failures:
+        logger.warning(
+            "could not push %d of %d job events: %r", len(failures), len(pushes), failures[0]
+        )

@@ -146,20 +146,68 @@ class JobAttempt(models.Model):
     # keep the tail within JOB_LOG_MAX_BYTES).
     log_offset = models.PositiveBigIntegerField(default=0)
     log_start = models.PositiveBigIntegerField(default=0)
-    # The latest cumulative usage report (metering charges from it; here it is only recorded).
+    # Rates copied from the host with the offer: each attempt is billed at its own host's rates.
+    cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
+    memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
+    gpu_hour_micros = models.PositiveBigIntegerField(default=0)
+    # Metering (docs/metering.md): the latest accepted cumulative report (by seq) and its
+    # counters; what the ledger charged the attempt (gross captured) and up to which report
+    # (both advanced in the same transaction as the captures); what was reversed (lost).
     usage_seq = models.BigIntegerField(default=-1)
     usage = models.JSONField(default=dict, blank=True)
+    usage_cpu_ms = models.BigIntegerField(default=0)
+    usage_wall_ms = models.BigIntegerField(default=0)
+    charged_micros = models.PositiveBigIntegerField(default=0)
+    charged_seq = models.BigIntegerField(default=-1)
+    reversed_micros = models.PositiveBigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["job", "number"], name="uniq_job_attempt")]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="uniq_job_attempt"),
+            models.CheckConstraint(
+                condition=models.Q(reversed_micros__lte=models.F("charged_micros")),
+                name="attempt_reversed_within_charged",
+            ),
+        ]
         indexes = [
             models.Index(fields=["status", "offer_expires_at"], name="attempt_offer_expiry"),
             models.Index(fields=["status", "lease_expires_at"], name="attempt_lease_expiry"),
             models.Index(fields=["host", "status"], name="attempt_host_status"),
+            # The batch poster's work list: attempts with reports newer than their charges.
+            models.Index(
+                fields=["id"],
+                name="attempt_billing_due",
+                condition=models.Q(usage_seq__gt=models.F("charged_seq")),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"job {self.job_id} attempt {self.number} on host {self.host_id} ({self.status})"
+
+
+class UsageReport(models.Model):
+    """One accepted cumulative usage report of an attempt: the record its charges derive from.
+
+    Unique per (attempt, seq): a repeated report is stored once. Only reports that passed the
+    checks (monotonic, physically possible) are kept; counters are integer milliseconds.
+    """
+
+    attempt = models.ForeignKey(
+        JobAttempt, on_delete=models.CASCADE, related_name="usage_reports", db_index=False
+    )
+    seq = models.BigIntegerField()
+    cpu_ms = models.BigIntegerField()
+    wall_ms = models.BigIntegerField()
+    gpu_ms = models.BigIntegerField(default=0)
+    memory_peak_mb = models.PositiveIntegerField(default=0)
+    is_final = models.BooleanField(default=False)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["attempt", "seq"], name="uniq_usage_report")]
+
+    def __str__(self) -> str:
+        return f"usage {self.seq} of attempt {self.attempt_id}"
 
 
 class JobLogChunk(models.Model):

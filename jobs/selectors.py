@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from datetime import timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
+from decimal import Decimal, localcontext
+from typing import TypedDict
 
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import User
 from config.errors import NotFound
+from jobs.metering import cost_total
 from jobs.models import Job, JobAttempt, JobOutput
+from jobs.services.usage import attempt_counters, attempt_rates, job_reservation
 from jobs.states import ATTEMPT_OPEN, FINAL
+from ledger.selectors import AttemptCharges, job_money
 from ledger.services import JobFact
 from marketplace.placement import Candidate, JobSpec
 
@@ -57,21 +61,23 @@ SETTLE_GRACE = timedelta(minutes=5)
 
 
 def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
-    """Reconciliation facts for the ledger (LEDGER_JOB_FACTS_PROVIDER): finished? the cap.
+    """Reconciliation facts for the ledger (LEDGER_JOB_FACTS_PROVIDER): finished? the cap, and
+    for a settled job (whose charges can't change any more) the cost the jobs app recorded.
 
     A job that doesn't exist runs nothing, so it counts as finished: a hold left in its escrow
     is stranded (job rows are committed before their hold and never deleted after it).
     """
     settled_before = timezone.now() - SETTLE_GRACE
     rows = Job.objects.filter(pk__in=job_ids).values_list(
-        "pk", "status", "hold_released_at", "finished_at", "max_cost_micros"
+        "pk", "status", "hold_released_at", "finished_at", "max_cost_micros", "cost_micros"
     )
     facts = {pk: JobFact(is_finished=True) for pk in job_ids}
-    for pk, status, released, finished, cap in rows:
+    for pk, status, released, finished, cap, cost in rows:
         facts[pk] = JobFact(
             is_finished=status in FINAL
             and (released is not None or (finished is not None and finished < settled_before)),
             cap_micros=cap,
+            charged_micros=cost if status in FINAL and released is not None else None,
         )
     return facts
 
@@ -101,3 +107,136 @@ def job_outputs(job: Job) -> QuerySet[JobOutput]:
         .first()
     )
     return JobOutput.objects.filter(attempt_id=latest, uploaded_at__isnull=False).order_by("name")
+
+
+# --- receipts ---------------------------------------------------------------------------------
+
+
+class UsageLine(TypedDict):
+    resource: str  # cpu (used), memory (reserved), gpu (reserved)
+    quantity: str  # exact decimal
+    unit: str  # core-second, GB-second, GPU-second
+    rate_micros_per_hour: int  # per core-hour, GB-hour, GPU-hour
+
+
+class AttemptReceipt(TypedDict):
+    attempt: int
+    host_id: int
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    wall_seconds: str
+    memory_peak_mb: int
+    usage: list[UsageLine]
+    usage_cost_micros: int  # what the reported usage costs at the rates, before the cap
+    gross_micros: int  # charged to the escrow
+    fee_micros: int  # of which the platform fee
+    host_net_micros: int  # of which the host's earnings
+    reversed_micros: int  # gross given back (a lost attempt)
+    reversed_fee_micros: int
+    charged_micros: int  # gross - reversed: what the renter pays for this attempt
+
+
+class ReceiptTotals(TypedDict):
+    gross_micros: int
+    fee_micros: int
+    host_net_micros: int
+    reversed_micros: int
+    charged_micros: int
+
+
+class Receipt(TypedDict):
+    job_id: int
+    status: str
+    is_settled: bool
+    max_cost_micros: int
+    attempts: list[AttemptReceipt]
+    totals: ReceiptTotals
+    hold_micros: int  # taken from the wallet into the job's escrow at submit
+    refund_micros: int  # returned to the wallet at settlement
+    held_micros: int  # still in the escrow (a job not settled yet)
+
+
+def _exact(numerator: int, denominator: int) -> str:
+    """numerator / denominator as an exact decimal string (the denominators here divide a power
+    of ten, so the expansion ends)."""
+    with localcontext() as context:
+        context.prec = 60
+        quotient = Decimal(numerator) / Decimal(denominator)
+    return format(quotient.normalize(), "f") if quotient else "0"
+
+
+def _usage_lines(attempt: JobAttempt, job: Job) -> list[UsageLine]:
+    wall_ms = attempt.usage_wall_ms
+    return [
+        UsageLine(
+            resource="cpu",
+            quantity=_exact(attempt.usage_cpu_ms, 1000),
+            unit="core-second",
+            rate_micros_per_hour=attempt.cpu_core_hour_micros,
+        ),
+        UsageLine(
+            resource="memory",
+            quantity=_exact(job.memory_mb * wall_ms, 1024 * 1000),
+            unit="GB-second",
+            rate_micros_per_hour=attempt.memory_gb_hour_micros,
+        ),
+        UsageLine(
+            resource="gpu",
+            quantity=_exact(job.gpus * wall_ms, 1000),
+            unit="GPU-second",
+            rate_micros_per_hour=attempt.gpu_hour_micros,
+        ),
+    ]
+
+
+def _attempt_receipt(attempt: JobAttempt, job: Job, money: AttemptCharges) -> AttemptReceipt:
+    return AttemptReceipt(
+        attempt=attempt.number,
+        host_id=attempt.host_id,
+        status=str(attempt.status),
+        started_at=attempt.started_at,
+        finished_at=attempt.finished_at,
+        wall_seconds=_exact(attempt.usage_wall_ms, 1000),
+        memory_peak_mb=int(attempt.usage.get("memory_peak_mb", 0)),
+        usage=_usage_lines(attempt, job),
+        usage_cost_micros=cost_total(
+            attempt_counters(attempt), attempt_rates(attempt), job_reservation(job)
+        ),
+        gross_micros=money.gross_micros,
+        fee_micros=money.fee_micros,
+        host_net_micros=money.host_net_micros,
+        reversed_micros=money.reversed_gross_micros,
+        reversed_fee_micros=money.reversed_fee_micros,
+        charged_micros=money.charged_micros,
+    )
+
+
+def job_receipt(user: User, job_id: int) -> Receipt:
+    """The owner's receipt of a job: per attempt that ran, the usage, rates and what was
+    charged, fee and host share, reversals; the totals; the hold and the refund. Amounts come
+    from the ledger (``ledger.selectors.job_money``), usage from the attempts' counters."""
+    job = job_of(user, job_id)
+    money = job_money(job.pk)
+    attempts = [
+        _attempt_receipt(attempt, job, money.attempts.get(attempt.number, AttemptCharges()))
+        for attempt in job.attempts.filter(accepted_at__isnull=False).order_by("number")
+    ]
+    totals = ReceiptTotals(
+        gross_micros=sum(a["gross_micros"] for a in attempts),
+        fee_micros=sum(a["fee_micros"] for a in attempts),
+        host_net_micros=sum(a["host_net_micros"] for a in attempts),
+        reversed_micros=sum(a["reversed_micros"] for a in attempts),
+        charged_micros=sum(a["charged_micros"] for a in attempts),
+    )
+    return Receipt(
+        job_id=job.pk,
+        status=str(job.status),
+        is_settled=job.hold_released_at is not None,
+        max_cost_micros=job.max_cost_micros,
+        attempts=attempts,
+        totals=totals,
+        hold_micros=money.held_micros,
+        refund_micros=money.released_micros,
+        held_micros=money.escrow_micros,
+    )

@@ -171,3 +171,52 @@ class JobOutputSerializer(serializers.ModelSerializer[JobOutput]):
 class OutputUploadSerializer(serializers.Serializer[object]):
     name = serializers.CharField(max_length=255, trim_whitespace=False)
     file = serializers.FileField()
+
+
+class UsageLineOutput(serializers.Serializer[object]):
+    resource = serializers.ChoiceField(choices=["cpu", "memory", "gpu"])
+    quantity = serializers.CharField(
+        help_text="Exact decimal: CPU time used; memory and GPUs reserved for the wall time."
+    )
+    unit = serializers.ChoiceField(choices=["core-second", "GB-second", "GPU-second"])
+    rate_micros_per_hour = serializers.IntegerField(help_text="Per core-hour, GB-hour, GPU-hour.")
+
+
+class AttemptReceiptOutput(serializers.Serializer[object]):
+    attempt = serializers.IntegerField()
+    host_id = serializers.IntegerField()
+    status = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    wall_seconds = serializers.CharField()
+    memory_peak_mb = serializers.IntegerField()
+    usage = UsageLineOutput(many=True)
+    usage_cost_micros = serializers.IntegerField(
+        help_text="What the reported usage costs at the rates, before the cap."
+    )
+    gross_micros = serializers.IntegerField(help_text="Charged from the hold.")
+    fee_micros = serializers.IntegerField(help_text="Of the gross: the platform fee.")
+    host_net_micros = serializers.IntegerField(help_text="Of the gross: the host's earnings.")
+    reversed_micros = serializers.IntegerField(help_text="Gross given back (a lost attempt).")
+    reversed_fee_micros = serializers.IntegerField()
+    charged_micros = serializers.IntegerField(help_text="gross - reversed: what you pay.")
+
+
+class ReceiptTotalsOutput(serializers.Serializer[object]):
+    gross_micros = serializers.IntegerField()
+    fee_micros = serializers.IntegerField()
+    host_net_micros = serializers.IntegerField()
+    reversed_micros = serializers.IntegerField()
+    charged_micros = serializers.IntegerField()
+
+
+class ReceiptOutput(serializers.Serializer[object]):
+    job_id = serializers.IntegerField()
+    status = serializers.CharField()
+    is_settled = serializers.BooleanField(help_text="The rest of the hold went back to the wallet.")
+    max_cost_micros = serializers.IntegerField()
+    attempts = AttemptReceiptOutput(many=True)
+    totals = ReceiptTotalsOutput()
+    hold_micros = serializers.IntegerField(help_text="Taken from the wallet at submit.")
+    refund_micros = serializers.IntegerField(help_text="Returned to the wallet at the end.")
+    held_micros = serializers.IntegerField(help_text="Still held (a job not settled yet).")

@@ -47,6 +47,16 @@ ACTIVE: frozenset[JobStatus] = frozenset(
 ATTEMPT_ACTIVE: frozenset[AttemptStatus] = frozenset(
     {AttemptStatus.ACCEPTED, AttemptStatus.PREPARING, AttemptStatus.RUNNING}
 )
+# An attempt whose end the agent reported (or the server decided: budget_exhausted).
+ATTEMPT_FINISHED: frozenset[AttemptStatus] = frozenset(
+    {
+        AttemptStatus.SUCCEEDED,
+        AttemptStatus.FAILED,
+        AttemptStatus.CANCELLED,
+        AttemptStatus.TIMED_OUT,
+        AttemptStatus.BUDGET_EXHAUSTED,
+    }
+)
 # An attempt that may still become (or is) a run: offered or active.
 ATTEMPT_OPEN: frozenset[AttemptStatus] = ATTEMPT_ACTIVE | {AttemptStatus.OFFERED}
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
+from jobs.billing import usage_charges_post as charges_post
 from jobs.services.dispatch import job_offer_next
 from jobs.services.dispatch import jobs_reap as reap
 
@@ -17,3 +19,9 @@ def jobs_reap() -> None:
 @shared_task(name="jobs.tasks.job_dispatch", ignore_result=True)
 def job_dispatch(job_id: int) -> None:
     job_offer_next(job_id)
+
+
+@shared_task(name="jobs.tasks.usage_charges_post", ignore_result=True)
+def usage_charges_post() -> int:
+    """Post the usage charges of every attempt whose reports are ahead of its charges."""
+    return charges_post(limit=settings.METERING_POST_BATCH).posted

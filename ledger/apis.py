@@ -35,10 +35,18 @@ from ledger.reports import (
     billing_report,
     host_labels_of,
 )
-from ledger.selectors import reconciliation_last, wallet_balances, wallet_transactions
+from ledger.selectors import (
+    earnings_by_job,
+    earnings_summary,
+    reconciliation_last,
+    wallet_balances,
+    wallet_transactions,
+)
 from ledger.serializers import (
     BillingReportOutput,
     BillingReportQuery,
+    EarningsJobLineOutput,
+    EarningsOutput,
     ReconciliationReportOutput,
     WalletLineOutput,
     WalletOutput,
@@ -65,6 +73,29 @@ class WalletTransactionsApi(ListAPIView[Posting]):
 
     def get_queryset(self) -> QuerySet[Posting]:
         return wallet_transactions(request_user(self.request))
+
+
+class EarningsApi(ListAPIView[Any]):
+    """A host owner's earnings: the totals, and per job (paginated, latest first)."""
+
+    serializer_class = EarningsJobLineOutput
+
+    @extend_schema(
+        summary="Your earnings as a host owner",
+        description="`pending_micros`, `available_micros`, `in_payout_micros`, `paid_micros`, "
+        "and the paginated per-job lines in `results` (docs/metering.md).",
+    )
+    def get(self, request: Request) -> Response:
+        return super().get(request)
+
+    def get_queryset(self) -> Any:
+        return earnings_by_job(request_user(self.request))
+
+    def get_paginated_response(self, data: Any) -> Response:
+        response = super().get_paginated_response(data)
+        summary = EarningsOutput(earnings_summary(request_user(self.request))).data
+        response.data = {**summary, **response.data}
+        return response
 
 
 class ReconciliationReportApi(APIView):

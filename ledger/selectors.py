@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Exists,
+    F,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
-from ledger.models import Account, AccountKind, Posting, ReconciliationRun
+from ledger.models import (
+    Account,
+    AccountKind,
+    LedgerTransaction,
+    Posting,
+    ReconciliationRun,
+    TransactionKind,
+)
 
 WALLET_LINE_KINDS = (AccountKind.WALLET, AccountKind.ESCROW)
 
@@ -47,3 +67,154 @@ def wallet_transactions(user: User) -> QuerySet[Posting]:
 
 def reconciliation_last() -> ReconciliationRun | None:
     return ReconciliationRun.objects.order_by("-started_at", "-pk").first()
+
+
+# --- job money (receipts) and host earnings -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptCharges:
+    """What the ledger holds for one attempt of a job: its captures and their reversals."""
+
+    gross_micros: int = 0
+    fee_micros: int = 0
+    reversed_gross_micros: int = 0
+    reversed_fee_micros: int = 0
+
+    @property
+    def host_net_micros(self) -> int:
+        return self.gross_micros - self.fee_micros
+
+    @property
+    def reversed_host_net_micros(self) -> int:
+        return self.reversed_gross_micros - self.reversed_fee_micros
+
+    @property
+    def charged_micros(self) -> int:
+        """What the renter pays for the attempt: captures net of reversals."""
+        return self.gross_micros - self.reversed_gross_micros
+
+
+@dataclass(frozen=True)
+class JobMoney:
+    held_micros: int  # moved from the wallet into the job's escrow
+    released_micros: int  # returned from the escrow to the wallet
+    escrow_micros: int  # still in the escrow
+    attempts: dict[int, AttemptCharges] = field(default_factory=dict)
+
+
+# (transaction kind, account kind) of a posting -> the AttemptCharges field it adds to, signed.
+_ATTEMPT_FIELDS: dict[tuple[str, str], tuple[str, int]] = {
+    (TransactionKind.CAPTURE.value, AccountKind.ESCROW.value): ("gross_micros", -1),
+    (TransactionKind.CAPTURE.value, AccountKind.REVENUE.value): ("fee_micros", 1),
+    (TransactionKind.REVERSAL.value, AccountKind.ESCROW.value): ("reversed_gross_micros", 1),
+    (TransactionKind.REVERSAL.value, AccountKind.REVENUE.value): ("reversed_fee_micros", -1),
+}
+
+
+def job_money(job_id: int) -> JobMoney:
+    """The money of one job, from its ledger transactions (one query): the hold, the release,
+    and per attempt the gross and fee captured and reversed."""
+    rows = (
+        Posting.objects.filter(
+            transaction__job_id=job_id, account__kind__in=[AccountKind.ESCROW, AccountKind.REVENUE]
+        )
+        .values_list("transaction__kind", "transaction__attempt", "account__kind")
+        .annotate(total=Sum("amount_micros"))
+        .order_by()
+    )
+    held = released = escrow = 0
+    attempts: dict[int, dict[str, int]] = {}
+    for kind, attempt, account, total in rows:
+        if account == AccountKind.ESCROW:
+            escrow += total
+        if kind == TransactionKind.HOLD:
+            held += total
+        elif kind == TransactionKind.RELEASE:
+            released -= total
+        elif (kind, account) in _ATTEMPT_FIELDS and attempt is not None:
+            name, sign = _ATTEMPT_FIELDS[(kind, account)]
+            line = attempts.setdefault(attempt, {})
+            line[name] = line.get(name, 0) + sign * total
+    return JobMoney(
+        held_micros=held,
+        released_micros=released,
+        escrow_micros=escrow,
+        attempts={number: AttemptCharges(**line) for number, line in sorted(attempts.items())},
+    )
+
+
+class EarningsSummary(TypedDict):
+    # Inside the dispute window (EARNINGS_DISPUTE_WINDOW_SECONDS): not payable yet.
+    pending_micros: int
+    # Payable: what a payout may take.
+    available_micros: int
+    # Requested payouts not transferred yet.
+    in_payout_micros: int
+    # Transferred to the owner's connected account.
+    paid_micros: int
+
+
+def earnings_summary(user: User) -> EarningsSummary:
+    """A host owner's earnings: pending, available, on their way out, and paid."""
+    from ledger.payments.models import Payout, PayoutStatus
+
+    balances = dict(
+        Account.objects.filter(
+            user=user, kind__in=[AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE]
+        ).values_list("kind", "balance_micros")
+    )
+    payouts = Payout.objects.filter(owner=user).aggregate(
+        paid=Coalesce(Sum("amount_micros", filter=Q(status=PayoutStatus.PAID)), 0),
+        in_payout=Coalesce(Sum("amount_micros", filter=Q(status=PayoutStatus.PENDING)), 0),
+    )
+    return {
+        "pending_micros": int(balances.get(AccountKind.EARNINGS_PENDING, 0)),
+        "available_micros": int(balances.get(AccountKind.EARNINGS_AVAILABLE, 0)),
+        "in_payout_micros": int(payouts["in_payout"]),
+        "paid_micros": int(payouts["paid"]),
+    }
+
+
+def _signed(kind: str, account: str, sign: int) -> Sum:
+    return Sum(
+        Case(
+            When(
+                transaction__kind=kind,
+                account__kind=account,
+                then=F("amount_micros") * Value(sign),
+            ),
+            default=Value(0),
+            output_field=BigIntegerField(),
+        )
+    )
+
+
+def earnings_by_job(user: User) -> QuerySet[Posting, dict[str, Any]]:
+    """A host owner's earnings per job, latest first: the gross of the charges of the attempts
+    that ran on their hosts, the platform fee, what reversals took back, and the net earned.
+
+    Rows: ``job_id, gross_micros, fee_micros, reversed_gross_micros, reversed_fee_micros,
+    last_charged_at`` (the net figures follow from these)."""
+    own_attempts = LedgerTransaction.objects.filter(
+        kind=TransactionKind.CAPTURE,
+        metadata__host_owner_id=user.pk,
+        job_id=OuterRef("transaction__job_id"),
+        attempt=OuterRef("transaction__attempt"),
+    )
+    return (
+        Posting.objects.filter(
+            transaction__kind__in=[TransactionKind.CAPTURE, TransactionKind.REVERSAL],
+            account__kind__in=[AccountKind.ESCROW, AccountKind.REVENUE],
+        )
+        .filter(Exists(own_attempts))
+        .values(job_id=F("transaction__job_id"))
+        .annotate(
+            gross_micros=_signed(TransactionKind.CAPTURE, AccountKind.ESCROW, -1),
+            fee_micros=_signed(TransactionKind.CAPTURE, AccountKind.REVENUE, 1),
+            reversed_gross_micros=_signed(TransactionKind.REVERSAL, AccountKind.ESCROW, 1),
+            reversed_fee_micros=_signed(TransactionKind.REVERSAL, AccountKind.REVENUE, -1),
+            last_charged_at=Max("transaction__created_at"),
+        )
+        .order_by("-last_charged_at", "-job_id")
+    )

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from ledger.models import AccountKind, Posting, TransactionKind
 from ledger.reports import REPORT_DEFAULT_DAYS, REPORT_MAX_DAYS, BillingGroup
-from ledger.selectors import WalletBalances
+from ledger.selectors import EarningsSummary, WalletBalances
 
 
 class WalletOutput(serializers.Serializer[WalletBalances]):
@@ -88,6 +88,38 @@ class ReconciliationReportOutput(serializers.Serializer[Mapping[str, object]]):
         allow_null=True, help_text="The most recent reconciliation; null before the first."
     )
     invariants = InvariantOutput(many=True, help_text="What every run checks.")
+
+
+class EarningsJobLineOutput(serializers.Serializer[Mapping[str, Any]]):
+    """A host owner's earnings from one job (the attempts that ran on their hosts)."""
+
+    job_id = serializers.IntegerField()
+    gross_micros = serializers.IntegerField(help_text="What the job was charged for them.")
+    fee_micros = serializers.IntegerField(help_text="Of the gross: the platform fee.")
+    net_micros = serializers.SerializerMethodField(help_text="gross - fee: what they earned.")
+    reversed_micros = serializers.SerializerMethodField(
+        help_text="Earnings taken back (a lost attempt's charges reversed)."
+    )
+    earned_micros = serializers.SerializerMethodField(help_text="net - reversed.")
+    last_charged_at = serializers.DateTimeField()
+
+    def get_net_micros(self, line: Mapping[str, Any]) -> int:
+        return int(line["gross_micros"]) - int(line["fee_micros"])
+
+    def get_reversed_micros(self, line: Mapping[str, Any]) -> int:
+        return int(line["reversed_gross_micros"]) - int(line["reversed_fee_micros"])
+
+    def get_earned_micros(self, line: Mapping[str, Any]) -> int:
+        return self.get_net_micros(line) - self.get_reversed_micros(line)
+
+
+class EarningsOutput(serializers.Serializer[EarningsSummary]):
+    pending_micros = serializers.IntegerField(
+        help_text="Inside the dispute window (EARNINGS_DISPUTE_WINDOW_SECONDS): not payable yet."
+    )
+    available_micros = serializers.IntegerField(help_text="Payable now.")
+    in_payout_micros = serializers.IntegerField(help_text="Requested payouts not transferred yet.")
+    paid_micros = serializers.IntegerField(help_text="Transferred to your connected account.")
 
 
 class BillingReportQuery(serializers.Serializer[Mapping[str, object]]):

@@ -9,6 +9,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         apis.WalletTransactionsApi.as_view(),
         name="wallet-transactions",
     ),
+    path("earnings/", apis.EarningsApi.as_view(), name="earnings"),
     path(
         "admin/reports/reconciliation/",
         apis.ReconciliationReportApi.as_view(),

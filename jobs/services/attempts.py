@@ -1,4 +1,5 @@
-"""What the host's agent reports about an attempt: accept, reject, started, usage, finished.
+"""What the host's agent reports about an attempt: accept, reject, started, finished (usage
+reports are ``jobs.services.usage``), and the server's own end of it at the cost cap.
 
 The caller (``jobs.agent_messages``) has already checked that the attempt belongs to the
 speaking host and classified duplicates and stale attempts. These services still move the job
@@ -15,13 +16,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agent.protocol import JobFinished, OutputFile, Usage
+from agent.protocol import JobCancel, JobFinished, OutputFile
 from config.errors import ValidationFailed
 from hosts.services import host_job_outcome_record
-from jobs import events
+from jobs.billing import job_settle
 from jobs.models import AttemptStatus, Job, JobAttempt, JobOutput, JobStatus, PlacementMode
 from jobs.services.dispatch import host_refusal_record, job_offer_next
-from jobs.services.holds import job_settle
+from jobs.services.usage import attempt_final_usage_record
 from jobs.states import ACTIVE, ALLOWED_FROM, ATTEMPT_ACTIVE, IllegalTransition, job_transition
 from jobs.validation import path_clean
 
@@ -112,28 +113,50 @@ def attempt_start(attempt: JobAttempt, phase: str, *, now: datetime | None = Non
         )
 
 
-def attempt_usage_record(attempt: JobAttempt, usage: Usage) -> bool:
-    """Keep the newest cumulative usage report (by seq); older or repeated ones change nothing.
+BUDGET_REASON = "budget_exhausted: the job's usage reached its cost cap"
 
-    Recorded only: charging from usage is the metering issue's work.
+
+def attempt_budget_exhaust(attempt: JobAttempt, *, now: datetime | None = None) -> JobCancel | None:
+    """The reported usage costs the whole cap: the server ends the job ``budget_exhausted``.
+
+    The job and the attempt end now (the cap allows nothing more, so nothing the agent reports
+    later could be charged); the job settles; the returned ``job.cancel`` tells the agent to stop.
+    None when the job had already moved on (finished, lost, cancelled meanwhile).
     """
-    rows = JobAttempt.objects.filter(
-        pk=attempt.pk, status__in=ATTEMPT_ACTIVE, usage_seq__lt=usage["seq"]
-    ).update(usage_seq=usage["seq"], usage=dict(usage))
-    if rows:
-        cost = Job.objects.filter(pk=attempt.job_id).values_list("cost_micros", flat=True).first()
-        event = {"type": "job.usage", "job_id": attempt.job_id, "attempt": attempt.number}
-        event.update({**usage, "cost_micros": cost or 0})
-        transaction.on_commit(lambda: events.job_event_push(attempt.job_id, event))
-    return rows == 1
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            job = Job.objects.get(pk=attempt.job_id)
+            job_transition(
+                job,
+                JobStatus.BUDGET_EXHAUSTED,
+                BUDGET_REASON,
+                expected_from=ACTIVE,
+                at_attempt=attempt.number,
+            )
+            _attempt_update(
+                attempt,
+                ATTEMPT_ACTIVE,
+                status=AttemptStatus.BUDGET_EXHAUSTED,
+                reason=BUDGET_REASON,
+                finished_at=now,
+            )
+            host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
+    except IllegalTransition:
+        return None
+    job_settle(job.pk)
+    return JobCancel(job_id=attempt.job_id, attempt=attempt.number, reason=BUDGET_REASON)
 
 
 def attempt_finish(
     attempt: JobAttempt, finished: JobFinished, *, now: datetime | None = None
-) -> None:
+) -> str | None:
     """The attempt ended on the host: the job takes its final status; outputs are declared.
 
-    Counts a finished job for the host. Settles the job's hold afterwards (ledger).
+    The final usage that comes with it is checked and recorded like any report (an impossible
+    one is refused and the host flagged: the job still ends, billed from the last good
+    counters). Counts a finished job for the host. Settles the job afterwards: the final
+    charges, then the rest of the hold back (ledger). Returns why the final usage was refused.
     """
     now = now or timezone.now()
     target = JobStatus(finished["status"])
@@ -147,6 +170,7 @@ def attempt_finish(
             at_attempt=attempt.number,
             exit_code=finished["exit_code"],
         )
+        refused = attempt_final_usage_record(attempt, finished["usage"], now)
         _attempt_update(
             attempt,
             ATTEMPT_ACTIVE,
@@ -154,12 +178,11 @@ def attempt_finish(
             reason=finished["reason"][:500],
             exit_code=finished["exit_code"],
             finished_at=now,
-            usage=dict(finished["usage"]),
-            usage_seq=max(attempt.usage_seq, finished["usage"]["seq"]),
         )
         outputs_declare(attempt, finished["outputs"])
         host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
     job_settle(job.pk)
+    return refused
 
 
 def outputs_declare(attempt: JobAttempt, outputs: list[OutputFile]) -> int:

@@ -9,9 +9,9 @@ from accounts.models import User
 from agent.protocol import JobCancel
 from config.errors import Conflict
 from jobs import agent_link, events
+from jobs.billing import job_settle
 from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
 from jobs.selectors import job_of
-from jobs.services.holds import job_settle
 from jobs.states import ACTIVE, FINAL, IllegalTransition, job_status_event, job_transition
 
 CANCEL_REASON = "cancelled by the owner"

@@ -21,6 +21,7 @@ from agent.protocol import JobLimits, JobOffer, JobRates
 from hosts.models import Host
 from hosts.services import host_job_outcome_record
 from jobs import agent_link
+from jobs.billing import attempt_charges_reverse, job_settle, lost_attempts_reverse
 from jobs.models import (
     AttemptStatus,
     Job,
@@ -30,7 +31,7 @@ from jobs.models import (
     PlacementMode,
 )
 from jobs.selectors import candidates_loaded, job_spec
-from jobs.services.holds import job_fund, job_settle
+from jobs.services.holds import job_fund
 from jobs.states import ACTIVE, ATTEMPT_ACTIVE, FINAL, job_transition
 from marketplace.placement import Candidate, hosts_rank, misfit_reason
 from marketplace.placement_selectors import placement_candidate, placement_candidates
@@ -125,6 +126,9 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
         number=number,
         host_id=target.host_id,
         offer_expires_at=now + timedelta(seconds=settings.JOB_OFFER_TTL_SECONDS),
+        cpu_core_hour_micros=target.rates.cpu_core_hour_micros,
+        memory_gb_hour_micros=target.rates.memory_gb_hour_micros,
+        gpu_hour_micros=target.rates.gpu_hour_micros,
     )
     job_transition(
         job,
@@ -239,7 +243,8 @@ def attempt_lose(
 
     Locks the job, then marks the attempt lost with a conditional UPDATE (on the lease still
     being expired, unless ``lease_expired`` is False: the agent said it no longer runs it).
-    Counts the loss against the host. A job whose cancel was pending ends cancelled.
+    Counts the loss against the host. A job whose cancel was pending ends cancelled. Moves
+    money: the attempt's charges are reversed (jobs.billing).
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -261,6 +266,9 @@ def attempt_lose(
             return False
         host_job_outcome_record(host_id=attempt.host_id, is_finished=False)
         _after_loss(job, attempt, reason)
+    # The renter pays nothing for work a host lost: give the charges back before the job
+    # runs again (its next attempt may use the whole cap) or settles.
+    attempt_charges_reverse(attempt_id)
     if job.status == JobStatus.QUEUED:
         job_offer_next(job.pk, now=now)
     else:
@@ -288,6 +296,7 @@ class ReapReport:
     jobs_offered: int
     jobs_funded: int
     jobs_settled: int
+    attempts_reversed: int = 0
 
 
 def jobs_reap(*, now: datetime | None = None) -> ReapReport:
@@ -319,4 +328,6 @@ def jobs_reap(*, now: datetime | None = None) -> ReapReport:
         status__in=FINAL, hold_placed_at__isnull=False, hold_released_at__isnull=True
     ).values_list("pk", flat=True)[:_REAP_BATCH]
     settled = sum(job_settle(pk) for pk in list(unsettled))
-    return ReapReport(expired, lost, offered, funded, settled)
+    # Lost attempts whose reversal a crash interrupted.
+    reversed_ = lost_attempts_reverse(limit=_REAP_BATCH)
+    return ReapReport(expired, lost, offered, funded, settled, reversed_)

@@ -6,6 +6,12 @@ transaction, the same key with other amounts raises ``Conflict``. All amounts ar
 micro-credits. Other apps import from here, never from the submodules.
 """
 
+from ledger.services.captures import (
+    Capture,
+    CaptureOutcome,
+    CaptureResult,
+    holds_capture_many,
+)
 from ledger.services.earnings import earnings_mature
 from ledger.services.holds import charges_reverse, hold_capture, hold_place, hold_release
 from ledger.services.payments import (
@@ -28,6 +34,9 @@ from ledger.services.wallet import credits_adjust, wallet_credit
 
 __all__ = [
     "INVARIANTS",
+    "Capture",
+    "CaptureOutcome",
+    "CaptureResult",
     "JobFact",
     "JobFactsProvider",
     "Problem",
@@ -38,6 +47,7 @@ __all__ = [
     "hold_capture",
     "hold_place",
     "hold_release",
+    "holds_capture_many",
     "ledger_reconcile",
     "payment_credit",
     "payment_dispute_lose",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from django.db.models import Max, Sum
@@ -260,12 +260,25 @@ def _reverse_plan(job_id: int, attempt: int, metadata: dict[str, int]) -> LegsPl
                 planned.extend(_host_share_legs(locked[ref], total, locked))
             else:
                 planned.append(Leg(ref, -total))
+        # What the reversal gives back, for receipts: the gross into the escrow, the fee
+        # taken out of revenue.
+        metadata["gross_micros"] = sum(
+            amount for ref, amount in planned if ref.kind == AccountKind.ESCROW
+        )
+        metadata["fee_micros"] = -sum(
+            amount for ref, amount in planned if ref.kind == AccountKind.REVENUE
+        )
         return planned
 
     return legs
 
 
-def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction | None:
+ReversedHook = Callable[[LedgerTransaction | None], None]
+
+
+def charges_reverse(
+    *, job_id: int, attempt: int, key: str, on_posted: ReversedHook | None = None
+) -> LedgerTransaction | None:
     """Undo every charge of one attempt (a lost attempt: the renter pays nothing for it).
 
     The captured gross goes back into the job's escrow (``hold_release`` returns it to the
@@ -273,16 +286,19 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
     where those already matured, their available earnings; what the host no longer has at all
     (paid out) is booked to platform_loss, so the renter is always made whole. Reverses only
     what is not reversed yet, so a later call reverses charges that arrived since. Returns None
-    when there is nothing to reverse. Moves money under row locks taken in pk order; idempotent
-    by ``key``.
+    when there is nothing to reverse. ``on_posted`` (optional) runs inside the same transaction
+    with the result (``is_replay`` set on a repeat), so the caller can record the reversal
+    atomically with it; its metadata has ``gross_micros`` and ``fee_micros``. Moves money under
+    row locks taken in pk order; idempotent by ``key``.
     """
     job = _id_validate(job_id, "job_id")
     attempt_number = _id_validate(attempt, "attempt")
     refs = _reverse_refs(job, _unreversed_captures(job, attempt_number))
     host = _attempt_host_id(job, attempt_number)
     metadata = {"job_id": job, "attempt": attempt_number}
-    return _durably(
-        lambda: _post(
+
+    def post() -> LedgerTransaction | None:
+        posted = _post(
             kind=TransactionKind.REVERSAL,
             key=key,
             accounts=refs,
@@ -294,4 +310,8 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
             host_id=host,
             metadata=metadata,
         )
-    )
+        if on_posted is not None:
+            on_posted(posted)
+        return posted
+
+    return _durably(post)

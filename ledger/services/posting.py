@@ -124,7 +124,9 @@ def _accounts_select_locked(refs: Collection[AccountRef]) -> dict[AccountRef, Ac
     return {AccountRef.of(account): account for account in accounts}
 
 
-def _accounts_lock(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
+def _accounts_lock(
+    refs: Collection[AccountRef], *, missing_holds_ok: bool = False
+) -> dict[AccountRef, Account]:
     """Lock the accounts named by ``refs`` in pk order and return them by ref.
 
     This is the only place that locks ledger accounts, so every money transaction takes its row
@@ -133,11 +135,23 @@ def _accounts_lock(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
     second SELECT, which may come after rows with a higher pk. That happens once per user, job
     or shard; if two transactions create accounts at the same moment they can, rarely, deadlock,
     and PostgreSQL aborts one of them, which ``_durably`` retries.
+
+    An escrow ref without a renter names a hold that must exist: it raises ``NotFound`` when
+    missing, or with ``missing_holds_ok`` (a batch, where one job's missing hold must not refuse
+    the others) is left out of the result.
     """
     assert connection.in_atomic_block, "ledger accounts are locked inside a transaction"
     found = _accounts_select_locked(refs)
     missing = sorted(
-        (ref for ref in set(refs) if ref not in found), key=lambda ref: (ref.kind, ref.owner)
+        (
+            ref
+            for ref in set(refs)
+            if ref not in found
+            and not (
+                missing_holds_ok and ref.kind == AccountKind.ESCROW and ref.escrow_user_id is None
+            )
+        ),
+        key=lambda ref: (ref.kind, ref.owner),
     )
     if missing:
         Account.objects.bulk_create([ref.new_account() for ref in missing], ignore_conflicts=True)

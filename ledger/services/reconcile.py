@@ -38,8 +38,9 @@ INVARIANTS: dict[str, str] = {
     "no_forbidden_negative": "no account that must not go negative is negative",
     "finished_job_escrow_empty": "the escrow of a finished job is zero",
     "charges_within_cap": "the charges of a job never exceed its cost cap",
+    "job_cost_matches_charges": "a settled job's recorded cost equals its charges in the ledger",
 }
-JOB_CHECKS = ("finished_job_escrow_empty", "charges_within_cap")
+JOB_CHECKS = ("finished_job_escrow_empty", "charges_within_cap", "job_cost_matches_charges")
 # At most this many problems are listed per check (and stored on a run).
 PROBLEMS_KEPT = 1000
 
@@ -50,6 +51,9 @@ class JobFact:
 
     is_finished: bool
     cap_micros: int | None = None
+    # What the jobs app recorded as the job's cost (captures net of reversals), for jobs whose
+    # charges can no longer change (settled); None skips the comparison.
+    charged_micros: int | None = None
 
 
 # Given job ids, return the facts of those it knows (missing ids are simply not checked).
@@ -173,6 +177,17 @@ def _job_problems(provider: JobFactsProvider) -> list[Problem]:
                 )
             )
         spent = charged.get(job_id, 0)
+        if fact.charged_micros is not None and fact.charged_micros != spent:
+            problems.append(
+                Problem(
+                    invariant="job_cost_matches_charges",
+                    message=f"job {job_id} records a cost of {fact.charged_micros}, "
+                    f"the ledger charged {spent}",
+                    job_id=job_id,
+                    expected_micros=spent,
+                    actual_micros=fact.charged_micros,
+                )
+            )
         if fact.cap_micros is not None and spent > fact.cap_micros:
             problems.append(
                 Problem(

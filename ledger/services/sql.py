@@ -16,6 +16,7 @@ insert the postings, move the balances); elsewhere (SQLite) in three.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -36,16 +37,19 @@ ACCOUNT_COLUMNS = (
 )
 
 
-def _owner_condition(kind: str) -> str:
+def _owner_column(kind: str) -> str:
+    if kind in USER_KINDS:
+        return "user_id"
+    if kind == AccountKind.ESCROW:
+        return "job_id"
+    return "shard"
+
+
+def _owner_condition(kind: str, *, is_array: bool = False) -> str:
     # The kind is written into the SQL (it is one of our constants) so that the planner can use
     # the partial unique indexes, whose predicates name the kinds; the owner is a parameter.
-    if kind in USER_KINDS:
-        column = "user_id"
-    elif kind == AccountKind.ESCROW:
-        column = "job_id"
-    else:
-        column = "shard"
-    return f"(kind = '{AccountKind(kind).value}' AND {column} = %s)"
+    owner = "= ANY(%s)" if is_array else "= %s"
+    return f"(kind = '{AccountKind(kind).value}' AND {_owner_column(kind)} {owner})"
 
 
 @cache
@@ -58,13 +62,34 @@ def _lock_sql(kinds: tuple[str, ...], vendor: str) -> str:
     return f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM {table} WHERE {where} ORDER BY id{lock}"
 
 
+@cache
+def _lock_grouped_sql(kinds: tuple[str, ...]) -> str:
+    # One "owner = ANY(array)" per kind: the same text however many accounts a batch locks.
+    where = " OR ".join(_owner_condition(kind, is_array=True) for kind in kinds)
+    table = Account._meta.db_table
+    columns = ", ".join(ACCOUNT_COLUMNS)
+    return f"SELECT {columns} FROM {table} WHERE {where} ORDER BY id FOR NO KEY UPDATE"
+
+
+# A batch (holds_capture_many) names hundreds of accounts; past this many, PostgreSQL gets one
+# array per kind instead of one condition per account.
+GROUPED_LOCK_FROM = 8
+
+
 def accounts_select_locked(owners: Sequence[tuple[str, int]]) -> list[Account]:
     """Lock (kind, owner number) accounts, in pk order; those that exist, as Account rows."""
+    params: list[int] | list[list[int]]
+    if connection.vendor == "postgresql" and len(owners) > GROUPED_LOCK_FROM:
+        by_kind: dict[str, list[int]] = {}
+        for kind, owner in owners:
+            by_kind.setdefault(kind, []).append(owner)
+        kinds = tuple(sorted(by_kind))
+        query, params = _lock_grouped_sql(kinds), [by_kind[kind] for kind in kinds]
+    else:
+        query = _lock_sql(tuple(kind for kind, _owner in owners), connection.vendor)
+        params = [owner for _kind, owner in owners]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _lock_sql(tuple(kind for kind, _owner in owners), connection.vendor),
-            [owner for _kind, owner in owners],
-        )
+        cursor.execute(query, params)
         rows = cursor.fetchall()
     accounts = [Account.from_db(connection.alias, ACCOUNT_COLUMNS, row) for row in rows]
     for account in accounts:
@@ -178,3 +203,75 @@ def transaction_write(
                 [*(v for m in moving for v in m), *(pk for pk, _delta in moving)],
             )
         return txn_id
+
+
+def _is_json(column: Field[Any, Any]) -> bool:
+    return column.get_internal_type() == "JSONField"
+
+
+@cache
+def _write_many_sql_postgres() -> str:
+    # Arrays rather than VALUES lists: one statement text, however many transactions a batch
+    # has. JSON travels as text and is cast per row (there is no array of Jsonb adapters).
+    fields = _transaction_fields()
+    columns = ", ".join(f'"{column.column}"' for column in fields)
+    arrays = ", ".join(
+        "%s::text[]" if _is_json(column) else f"%s::{column.db_type(connection)}[]"
+        for column in fields
+    )
+    names = ", ".join(f"c{n}" for n in range(len(fields)))
+    selected = ", ".join(
+        f"t.c{n}::jsonb" if _is_json(column) else f"t.c{n}" for n, column in enumerate(fields)
+    )
+    transactions, postings = LedgerTransaction._meta.db_table, Posting._meta.db_table
+    accounts = Account._meta.db_table
+    claimed = "FROM txn JOIN line ON line.key = txn.key"
+    return (
+        f"WITH txn AS (INSERT INTO {transactions} ({columns}) "
+        f"SELECT {selected} FROM unnest({arrays}) WITH ORDINALITY AS t({names}, n) "
+        'ORDER BY t.n ON CONFLICT ("key") DO NOTHING RETURNING id, "key"), '
+        "line AS (SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+        "WITH ORDINALITY AS line(key, account_id, amount, n)), "
+        f"lines AS (INSERT INTO {postings} (transaction_id, account_id, amount_micros) "
+        f"SELECT txn.id, line.account_id, line.amount {claimed} ORDER BY line.n), "
+        f"moved AS (UPDATE {accounts} SET balance_micros = balance_micros + delta.amount "
+        f"FROM (SELECT line.account_id, SUM(line.amount)::bigint AS amount {claimed} "
+        f"GROUP BY line.account_id) AS delta WHERE {accounts}.id = delta.account_id) "
+        "SELECT id, key FROM txn"
+    )
+
+
+def _column_values(txn: LedgerTransaction, column: Field[Any, Any]) -> Any:
+    value = getattr(txn, column.attname)
+    if _is_json(column):
+        return json.dumps(value)
+    return column.get_db_prep_save(value, connection)
+
+
+def transactions_write_many(
+    written: Sequence[tuple[LedgerTransaction, Sequence[tuple[int, int]]]],
+) -> dict[str, int]:
+    """Write many transactions with their postings and move the balances; returns the id of
+    each one written, by key. A transaction whose key exists is left out (nothing of it is
+    written). Keys must be distinct. The caller holds the locks of every account moved."""
+    if not written:
+        return {}
+    if connection.vendor != "postgresql":
+        ids: dict[str, int] = {}
+        for txn, legs in written:
+            deltas: dict[int, int] = {}
+            for pk, amount in legs:
+                deltas[pk] = deltas.get(pk, 0) + amount
+            txn_id = transaction_write(txn, legs, deltas)
+            if txn_id is not None:
+                ids[txn.key] = txn_id
+        return ids
+    fields = _transaction_fields()
+    columns = [[_column_values(txn, column) for txn, _legs in written] for column in fields]
+    lines = [(txn.key, pk, amount) for txn, legs in written for pk, amount in legs]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _write_many_sql_postgres(),
+            [*columns, *([line[i] for line in lines] for i in range(3))],
+        )
+        return {key: int(txn_id) for txn_id, key in cursor.fetchall()}

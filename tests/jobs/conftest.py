@@ -73,6 +73,10 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
         "jobs.events.job_event_push",
         lambda job_id, event: recorded.events.append((job_id, dict(event))),
     )
+    monkeypatch.setattr(
+        "jobs.events.job_events_push",
+        lambda pushes: recorded.events.extend((job_id, dict(e)) for job_id, e in pushes),
+    )
     return recorded
 
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,15 @@ import pytest
 
 from accounts.models import User
 from hosts.models import Host, HostStatus
-from jobs.models import Job, JobAttempt
+from jobs.models import Job, JobAttempt, UsageReport
+from jobs.selectors import job_facts
 from jobs.services.dispatch import jobs_reap
+from ledger.models import AccountKind
+from ledger.money import fee_for
 from ledger.selectors import wallet_balances
-from ledger.services import wallet_credit
+from ledger.services import ledger_reconcile, wallet_credit
 from tests.hosts.test_agent_end_to_end import ROOT, Daphne, agent_cli, free_port, wait_for
+from tests.ledger.helpers import balance
 
 pytestmark = [
     pytest.mark.postgres,
@@ -221,9 +226,11 @@ def test_hello_world_runs_to_success_with_its_log_and_outputs(make_agent, renter
     assert attempt.usage["is_final"] is True
     assert attempt.usage["wall_seconds"] > 0
     wait_for(lambda: not agent.containers(), "the container removed")
-    # settled: the hold is back in the wallet (nothing is charged until metering lands)
+    # settled: the wallet paid what the receipt says, the rest of the hold came back
     wait_for(lambda: wallet_balances(alice)["held_micros"] == 0, "the hold released")
-    assert wallet_balances(alice)["balance_micros"] == FUNDS
+    receipt = renter.get(f"/api/v1/jobs/{job_id}/receipt/").json()
+    charged = receipt["totals"]["charged_micros"]
+    assert wallet_balances(alice)["balance_micros"] == FUNDS - charged
 
 
 def test_a_requirement_is_installed_and_imported(make_agent, renter):
@@ -303,3 +310,48 @@ def test_an_agent_stopped_past_its_lease_loses_the_attempt_to_another_host(make_
     cheap.signal(signal.SIGCONT)
     wait_for(lambda: not cheap.containers(), "the lost attempt's container removed")
     assert Job.objects.get(pk=job_id).status == "succeeded"
+
+
+BURN = "import time\nend = time.time() + 3\nwhile time.time() < end:\n    pass\nprint('burnt')\n"
+
+
+def test_a_metered_job_costs_exactly_what_its_receipt_says(
+    make_agent: Any, renter: Any, alice: User, hana: User
+) -> None:
+    """Metering end to end: the receipt, the wallet and the host's earnings agree to the
+    micro-credit. No Celery: the charges are posted when the job settles, as the batch poster
+    would have done them every second."""
+    # given: a host at 1 µcr per CPU-millisecond and 0.1 µcr per GB-millisecond
+    agent = make_agent(cpu=3_600_000, memory=360_000)
+
+    # when: a job keeps one core busy for about three seconds
+    job_id = submit(renter, BURN)
+    job = finished(renter, job_id)
+    wait_for(lambda: wallet_balances(alice)["held_micros"] == 0, "the job settled")
+    receipt = renter.get(f"/api/v1/jobs/{job_id}/receipt/").json()
+
+    # then: it was charged for what the agent measured, and every figure agrees
+    assert job["status"] == "succeeded", job["status_reason"]
+    [attempt] = receipt["attempts"]
+    totals = receipt["totals"]
+    assert (attempt["attempt"], attempt["host_id"], receipt["is_settled"]) == (
+        1,
+        agent.host_id,
+        True,
+    )
+    cpu = Decimal(attempt["usage"][0]["quantity"])
+    # about three seconds of wall time; of CPU, what the (shared) machine gave the container
+    wall = Decimal(attempt["wall_seconds"])
+    assert Decimal("2.9") < wall < 10, attempt
+    assert Decimal("0.3") < cpu <= wall, attempt
+    row = JobAttempt.objects.get(job_id=job_id)
+    assert (row.usage["is_final"], row.charged_micros) == (True, totals["charged_micros"])
+    assert UsageReport.objects.filter(attempt=row).count() >= 2  # reports while it ran + final
+    charged = totals["charged_micros"]
+    assert charged == attempt["usage_cost_micros"] > 300
+    assert FUNDS - wallet_balances(alice)["balance_micros"] == charged
+    assert receipt["hold_micros"] - receipt["refund_micros"] == charged
+    assert totals["fee_micros"] == fee_for(charged)
+    assert balance(AccountKind.EARNINGS_PENDING, user=hana) == charged - fee_for(charged)
+    assert totals["host_net_micros"] == charged - fee_for(charged)
+    assert ledger_reconcile(job_facts=job_facts).problems == []

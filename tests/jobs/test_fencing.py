@@ -152,19 +152,19 @@ def test_a_repeated_usage_report_changes_nothing(alice, host_a, funded, committe
     with committed():
         job = submit(alice)
         say(host_a, "job.accept", job_id=job.pk, attempt=1)
-        say(host_a, "job.usage", **usage(job, 1, seq=2, cpu_seconds=5.0))
+        say(host_a, "job.usage", **usage(job, 1, seq=2, cpu_seconds=1.5))
     before = snapshot(job)
 
     # when: the same seq again, then an older one
     with committed():
-        same = say(host_a, "job.usage", **usage(job, 1, seq=2, cpu_seconds=9.0))
+        same = say(host_a, "job.usage", **usage(job, 1, seq=2, cpu_seconds=1.9))
         older = say(host_a, "job.usage", **usage(job, 1, seq=1))
 
     # then: acknowledged, not recorded
     assert same == [("usage.ack", {"job_id": job.pk, "attempt": 1, "seq": 2, "stop": False})]
     assert older == [("usage.ack", {"job_id": job.pk, "attempt": 1, "seq": 1, "stop": False})]
     assert snapshot(job) == before
-    assert job.attempts.get().usage["cpu_seconds"] == 5.0
+    assert job.attempts.get().usage["cpu_seconds"] == 1.5
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,11 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test import Client
 
+from jobs.billing import usage_charges_post
+from jobs.models import Job
 from jobs.routing import websocket_urlpatterns
 from tests.conftest import sync_thread_connections_close
-from tests.jobs.helpers import say, submit
+from tests.jobs.helpers import say, submit, usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,6 +62,38 @@ async def test_the_owner_sees_the_status_then_live_changes_and_logs(job_and_host
         "offset": 0,
         "next_offset": 6,
         "data": "hello\n",
+    }
+    await socket.disconnect()
+
+
+async def test_the_owner_sees_the_cost_so_far_once_charged(job_and_host, alice):
+    # given: the job runs and its agent reported usage
+    job, host = job_and_host
+    await sync_to_async(say)(host, "job.accept", job_id=job.pk, attempt=1)
+    await sync_to_async(say)(host, "job.started", job_id=job.pk, attempt=1, phase="running")
+    await sync_to_async(say)(host, "job.usage", **usage(job, 1, seq=1, wall_seconds=2.0))
+    socket = communicator(job.pk, await sync_to_async(session_cookie)(alice))
+    await socket.connect()
+    await socket.receive_json_from(timeout=5)
+
+    # when: the batch poster charges it
+    posted = await sync_to_async(usage_charges_post)()
+    pushed = await socket.receive_json_from(timeout=5)
+
+    # then: the cost so far, beside the counters it is the cost of
+    cost = await sync_to_async(lambda: Job.objects.get(pk=job.pk).cost_micros)()
+    assert (posted.posted, cost > 0) == (1, True)
+    assert pushed == {
+        "type": "job.usage",
+        "job_id": job.pk,
+        "attempt": 1,
+        "seq": 1,
+        "cpu_seconds": 1.0,
+        "wall_seconds": 2.0,
+        "memory_peak_mb": 10,
+        "memory_current_mb": 8,
+        "gpu_seconds": 0.0,
+        "cost_micros": cost,
     }
     await socket.disconnect()
 

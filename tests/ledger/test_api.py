@@ -157,6 +157,7 @@ def test_reconciliation_report_before_any_run(staff: User, client_for: ClientFor
         "no_forbidden_negative",
         "finished_job_escrow_empty",
         "charges_within_cap",
+        "job_cost_matches_charges",
     ]
 
 

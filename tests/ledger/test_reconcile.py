@@ -108,7 +108,11 @@ def test_job_facts_check_finished_escrows_and_caps(busy: None) -> None:
         ("charges_within_cap", 500, 600),
     ]
     assert report.problems[0].job_id == 5
-    assert report.checks[-2:] == ["finished_job_escrow_empty", "charges_within_cap"]
+    assert report.checks[-3:] == [
+        "finished_job_escrow_empty",
+        "charges_within_cap",
+        "job_cost_matches_charges",
+    ]
 
 
 def test_a_running_job_within_its_cap_is_fine(busy: None) -> None:

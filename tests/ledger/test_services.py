@@ -663,7 +663,13 @@ def test_charges_reverse_after_maturity_reverses_each_charge_once(
     # then
     assert first is not None
     capture_id = LedgerTransaction.objects.get(key="u:1:1").pk
-    assert first.metadata == {"job_id": held, "attempt": 1, "through_capture_id": capture_id}
+    assert first.metadata == {
+        "job_id": held,
+        "attempt": 1,
+        "through_capture_id": capture_id,
+        "gross_micros": 1_000,
+        "fee_micros": 100,
+    }
     assert second is None
     assert ledger_state() == before
     assert balance(AccountKind.EARNINGS_AVAILABLE, user=hana) == 0
