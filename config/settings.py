@@ -174,6 +174,8 @@ STRIPE_SECRET_KEY = env_optional("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = env_optional("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = env_optional("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_optional("STRIPE_API_BASE")
+# Where the web app loads Stripe.js from, lazily, only when a card payment starts.
+STRIPE_JS_URL = env_str("STRIPE_JS_URL", "https://js.stripe.com/v3/")
 PURCHASE_MIN_MICROS = env_int("PURCHASE_MIN_MICROS", 1_000_000, minimum=1)
 PURCHASE_MAX_MICROS = env_int("PURCHASE_MAX_MICROS", 1_000_000_000, minimum=1)
 PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
@@ -189,7 +191,12 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # --- Static files and the web app ------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [d for d in [BASE_DIR / "frontend" / "dist"] if d.is_dir()]
+# The built web app (`make frontend`): its assets are static files under /static/assets/, and
+# config/spa.py serves its index.html for app routes.
+FRONTEND_DIST_DIR = Path(env_str("FRONTEND_DIST_DIR", str(BASE_DIR / "frontend" / "dist")))
+STATICFILES_DIRS = [d for d in [FRONTEND_DIST_DIR] if d.is_dir()]
+# Vite names assets with a content hash: browsers may cache them forever.
+WHITENOISE_IMMUTABLE_FILE_TEST = r"^.+/assets/.+-[0-9A-Za-z_-]{8,}\.[0-9a-z]+$"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 
 LANGUAGE_CODE = "en-us"
