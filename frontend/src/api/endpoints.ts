@@ -1,0 +1,128 @@
+// Every call the pages make, in one place. Paths and field names follow API.md.
+import { rawRequest, request } from "./client";
+import type {
+  BillingReport,
+  Earnings,
+  Enrollment,
+  Host,
+  HostFilters,
+  HostPatch,
+  Job,
+  JobSpec,
+  LedgerLine,
+  LogChunk,
+  Page,
+  PaymentResult,
+  Payout,
+  Quote,
+  Receipt,
+  Reconciliation,
+  SignupResult,
+  User,
+  Wallet,
+} from "./types";
+
+type Query = Record<string, string | number | boolean | null | undefined>;
+
+export const api = {
+  // --- accounts ---------------------------------------------------------------------------
+  csrf: () => request<unknown>("GET", "/api/v1/auth/csrf/"),
+  me: () => request<User>("GET", "/api/v1/auth/me/"),
+  signup: (body: { username: string; email: string; password: string }) =>
+    request<SignupResult>("POST", "/api/v1/auth/signup/", { body }),
+  login: (body: { username: string; password: string }) =>
+    request<{ token?: string; user?: User }>("POST", "/api/v1/auth/login/", { body }),
+  logout: () => request<unknown>("POST", "/api/v1/auth/logout/"),
+
+  // --- wallet and payments ----------------------------------------------------------------
+  wallet: () => request<Wallet>("GET", "/api/v1/wallet/"),
+  transactions: (page = 1) =>
+    request<Page<LedgerLine>>("GET", "/api/v1/wallet/transactions/", { query: { page } }),
+  paymentCreate: (amount_micros: number, idempotencyKey: string) =>
+    request<PaymentResult>("POST", "/api/v1/payments/", {
+      body: { amount_micros },
+      headers: { "Idempotency-Key": idempotencyKey },
+    }),
+
+  // --- catalog and hosts -----------------------------------------------------------------
+  hosts: (filters: HostFilters) => request<Page<Host>>("GET", "/api/v1/hosts/", { query: filters as Query }),
+  host: (id: number) => request<Host>("GET", `/api/v1/hosts/${id}/`),
+  enrollmentCreate: (name: string) =>
+    request<Enrollment>("POST", "/api/v1/hosts/enrollments/", { body: name ? { name } : {} }),
+  myHosts: () => request<Page<Host>>("GET", "/api/v1/my/hosts/"),
+  myHost: (id: number) => request<Host>("GET", `/api/v1/my/hosts/${id}/`),
+  myHostUpdate: (id: number, patch: HostPatch) =>
+    request<Host>("PATCH", `/api/v1/my/hosts/${id}/`, { body: patch }),
+
+  // --- jobs -------------------------------------------------------------------------------
+  quote: (spec: JobSpec, signal?: AbortSignal) =>
+    request<Quote>("POST", "/api/v1/quotes/", { body: spec, signal }),
+  jobSubmit: (spec: JobSpec, idempotencyKey: string) =>
+    request<Job>("POST", "/api/v1/jobs/", {
+      body: spec,
+      headers: { "Idempotency-Key": idempotencyKey },
+    }),
+  jobs: (page = 1, status?: string) =>
+    request<Page<Job>>("GET", "/api/v1/jobs/", { query: { page, status } }),
+  job: (id: number) => request<Job>("GET", `/api/v1/jobs/${id}/`),
+  jobCancel: (id: number) => request<Job>("POST", `/api/v1/jobs/${id}/cancel/`),
+  jobLogs: (id: number, offset: number) => logsFetch(id, offset),
+  jobOutputs: (id: number) => request<unknown>("GET", `/api/v1/jobs/${id}/outputs/`),
+  jobReceipt: (id: number) => request<Receipt>("GET", `/api/v1/jobs/${id}/receipt/`),
+
+  // --- host owners: earnings and payouts ---------------------------------------------------
+  earnings: () => request<Earnings>("GET", "/api/v1/earnings/"),
+  payouts: () => request<Page<Payout>>("GET", "/api/v1/payouts/"),
+  payoutCreate: (amount_micros: number, idempotencyKey: string) =>
+    request<Payout>("POST", "/api/v1/payouts/", {
+      body: { amount_micros },
+      headers: { "Idempotency-Key": idempotencyKey },
+    }),
+
+  // --- staff reports ----------------------------------------------------------------------
+  billingReport: (from: string, to: string, group_by: string) =>
+    request<BillingReport>("GET", "/api/v1/admin/reports/billing/", { query: { from, to, group_by } }),
+  reconciliation: () => request<Reconciliation>("GET", "/api/v1/admin/reports/reconciliation/"),
+};
+
+export function billingCsvUrl(from: string, to: string, group_by: string): string {
+  const params = new URLSearchParams({ from, to, group_by, format: "csv" });
+  return `/api/v1/admin/reports/billing/?${params.toString()}`;
+}
+
+export function outputUrl(jobId: number, name: string): string {
+  return `/api/v1/jobs/${jobId}/outputs/${name.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+const encoder = new TextEncoder();
+
+/** Byte length of UTF-8 text: log offsets count bytes, not UTF-16 code units. */
+export function utf8Length(text: string): number {
+  return encoder.encode(text).length;
+}
+
+/**
+ * GET /api/v1/jobs/{id}/logs/?offset=N. The contract says "log bytes from offset"; accept both
+ * a JSON body ({offset, data|text, next_offset}) and raw text (next offset = offset + bytes).
+ */
+export async function logsFetch(id: number, offset: number): Promise<LogChunk> {
+  const response = await rawRequest("GET", `/api/v1/jobs/${id}/logs/`, { query: { offset } });
+  const type = response.headers.get("Content-Type") ?? "";
+  if (type.includes("json")) {
+    const body = (await response.json()) as Record<string, unknown>;
+    const data = String(body.data ?? body.text ?? body.content ?? body.log ?? "");
+    const start = typeof body.offset === "number" ? body.offset : offset;
+    const next =
+      typeof body.next_offset === "number"
+        ? body.next_offset
+        : typeof body.end_offset === "number"
+          ? body.end_offset
+          : start + utf8Length(data);
+    const complete = typeof body.complete === "boolean" ? body.complete : undefined;
+    return { offset: start, data, next_offset: next, complete };
+  }
+  const data = await response.text();
+  const header = response.headers.get("X-Log-Offset");
+  const start = header !== null && header !== "" ? Number(header) : offset;
+  return { offset: start, data, next_offset: start + utf8Length(data) };
+}

@@ -1,0 +1,374 @@
+// Shapes the pages rely on, from API.md and the issue texts. Fields marked optional are ones
+// the contract does not name exactly; pages render them when present and cope when absent.
+// When an endpoint lands in the generated schema, its type here becomes an alias of
+// components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
+
+export interface Page<T> {
+  count: number;
+  next: string | null;
+  previous: string | null;
+  results: T[];
+}
+
+export interface User {
+  id: number;
+  username: string;
+  email: string;
+  is_staff?: boolean;
+}
+
+export interface SignupResult {
+  user: User;
+  token?: string;
+}
+
+export interface Wallet {
+  balance_micros: number;
+  held_micros: number;
+  available_micros: number;
+}
+
+export interface LedgerLine {
+  id: number | string;
+  created_at: string;
+  amount_micros: number;
+  reason?: string;
+  description?: string;
+  kind?: string;
+  key?: string;
+  job?: number | null;
+  balance_after_micros?: number;
+}
+
+export type PaymentProvider = "demo" | "stripe";
+
+export interface PaymentResult {
+  id?: number | string;
+  provider: PaymentProvider | string;
+  status?: string;
+  amount_micros?: number;
+  client_secret?: string | null;
+  publishable_key?: string | null;
+  stripe_js_url?: string | null;
+}
+
+export interface Gpu {
+  model: string;
+  memory_mb: number;
+}
+
+export type HostStatus = "online" | "busy" | "draining" | "offline";
+
+export interface AvailabilityWindow {
+  days: number[];
+  start: string;
+  end: string;
+}
+
+export interface AvailabilityPolicy {
+  timezone?: string;
+  windows?: AvailabilityWindow[];
+  idle_minutes?: number | null;
+  max_load?: number | null;
+}
+
+export interface Reliability {
+  uptime_ratio?: number | null;
+  jobs_finished?: number;
+  jobs_lost?: number;
+}
+
+export interface Host {
+  id: number;
+  name: string;
+  owner?: string | number;
+  cpu_model?: string;
+  arch: string;
+  cpus: number;
+  memory_mb: number;
+  disk_free_mb?: number;
+  os: string;
+  os_version?: string;
+  gpus?: Gpu[];
+  gpu_count?: number;
+  docker_available?: boolean;
+  agent_version?: string;
+  cpu_core_hour_micros: number;
+  memory_gb_hour_micros: number;
+  gpu_hour_micros: number;
+  max_job_cpus?: number;
+  max_job_memory_mb?: number;
+  max_job_gpus?: number;
+  max_job_timeout_seconds?: number;
+  allow_network?: boolean;
+  status: HostStatus | string;
+  is_available?: boolean;
+  is_draining?: boolean;
+  last_seen_at?: string | null;
+  visibility?: "public" | "private" | string;
+  organisation?: number | null;
+  availability_policy?: AvailabilityPolicy;
+  reliability?: Reliability | number | null;
+  uptime_ratio?: number | null;
+  jobs_finished?: number;
+  jobs_lost?: number;
+  created_at?: string;
+}
+
+export interface HostFilters {
+  arch?: string;
+  os?: string;
+  min_cpus?: number | string;
+  min_memory_mb?: number | string;
+  gpu?: boolean | string;
+  max_price_micros?: number | string;
+  online?: boolean | string;
+  ordering?: string;
+  page?: number;
+}
+
+export interface Enrollment {
+  token: string;
+  expires_at: string;
+  command: string;
+}
+
+export type HostPatch = Partial<
+  Pick<
+    Host,
+    | "name"
+    | "cpu_core_hour_micros"
+    | "memory_gb_hour_micros"
+    | "gpu_hour_micros"
+    | "availability_policy"
+    | "visibility"
+    | "is_draining"
+    | "max_job_cpus"
+    | "max_job_memory_mb"
+    | "max_job_gpus"
+    | "max_job_timeout_seconds"
+    | "allow_network"
+  >
+>;
+
+export interface JobSpec {
+  code?: string;
+  files?: { path: string; content_b64: string }[];
+  entrypoint: string;
+  requirements: string[];
+  cpus: number;
+  memory_mb: number;
+  gpus: number;
+  timeout_seconds: number;
+  max_cost_micros: number;
+  host?: number;
+  placement?: "auto";
+}
+
+export interface QuoteHost {
+  host?: number;
+  id?: number;
+  host_id?: number;
+  name?: string;
+  estimate_micros?: number;
+  estimated_cost_micros?: number;
+  max_cost_micros?: number;
+  cost_micros?: number;
+  hourly_micros?: number;
+  cpu_core_hour_micros?: number;
+  memory_gb_hour_micros?: number;
+  gpu_hour_micros?: number;
+  status?: string;
+}
+
+export interface Quote {
+  estimate_micros?: number;
+  estimated_cost_micros?: number;
+  hourly_micros?: number;
+  hold_micros?: number;
+  max_cost_micros?: number;
+  minimum_cap_micros?: number;
+  hosts?: QuoteHost[];
+  host?: QuoteHost | number | null;
+  [key: string]: unknown;
+}
+
+export type JobStatus =
+  | "queued"
+  | "offered"
+  | "accepted"
+  | "preparing"
+  | "running"
+  | "succeeded"
+  | "failed"
+  | "cancelled"
+  | "timed_out"
+  | "budget_exhausted"
+  | "lost";
+
+export interface JobEvent {
+  status: JobStatus | string;
+  reason?: string;
+  status_reason?: string;
+  attempt?: number;
+  at?: string;
+  created_at?: string;
+}
+
+export interface OutputFile {
+  name: string;
+  size?: number;
+  sha256?: string;
+  url?: string;
+}
+
+export interface Job {
+  id: number;
+  status: JobStatus | string;
+  status_reason?: string;
+  attempt?: number;
+  host?: number | null | { id: number; name?: string };
+  host_name?: string;
+  exit_code?: number | null;
+  cost_micros?: number;
+  max_cost_micros?: number;
+  entrypoint?: string;
+  requirements?: string | string[];
+  cpus?: number;
+  memory_mb?: number;
+  gpus?: number;
+  timeout_seconds?: number;
+  placement?: string;
+  created_at?: string;
+  updated_at?: string;
+  started_at?: string | null;
+  finished_at?: string | null;
+  events?: JobEvent[];
+  transitions?: JobEvent[];
+  outputs?: OutputFile[];
+}
+
+export interface LogChunk {
+  offset: number;
+  data: string;
+  next_offset: number;
+  complete?: boolean;
+}
+
+export interface ReceiptAttempt {
+  attempt: number;
+  host?: number | null;
+  cpu_seconds?: number;
+  cpu_core_seconds?: number;
+  memory_gb_seconds?: number;
+  gpu_seconds?: number;
+  wall_seconds?: number;
+  cpu_core_hour_micros?: number;
+  memory_gb_hour_micros?: number;
+  gpu_hour_micros?: number;
+  gross_micros?: number;
+  fee_micros?: number;
+  host_net_micros?: number;
+  reversed_micros?: number;
+  status?: string;
+  [key: string]: unknown;
+}
+
+export interface Receipt {
+  job?: number;
+  attempts?: ReceiptAttempt[];
+  lines?: Record<string, unknown>[];
+  gross_micros?: number;
+  fee_micros?: number;
+  host_net_micros?: number;
+  reversed_micros?: number;
+  refunds_micros?: number;
+  refunded_micros?: number;
+  total_micros?: number;
+  charged_micros?: number;
+  held_micros?: number;
+  released_micros?: number;
+  [key: string]: unknown;
+}
+
+export interface EarningsLine {
+  job?: number;
+  job_id?: number;
+  host?: number;
+  amount_micros?: number;
+  net_micros?: number;
+  gross_micros?: number;
+  fee_micros?: number;
+  status?: string;
+  created_at?: string;
+  matures_at?: string | null;
+}
+
+export interface Earnings {
+  pending_micros: number;
+  available_micros: number;
+  paid_micros: number;
+  jobs?: EarningsLine[];
+  lines?: EarningsLine[];
+  results?: EarningsLine[];
+}
+
+export interface Payout {
+  id: number;
+  amount_micros: number;
+  status: string;
+  created_at: string;
+  failure_reason?: string;
+  completed_at?: string | null;
+}
+
+export interface BillingRow {
+  day?: string;
+  date?: string;
+  period?: string;
+  host?: number | string;
+  host_name?: string;
+  user?: number | string;
+  username?: string;
+  revenue_micros?: number;
+  fee_micros?: number;
+  gross_micros?: number;
+  payouts_micros?: number;
+  credits_bought_micros?: number;
+  purchases_micros?: number;
+  jobs?: number;
+  [key: string]: unknown;
+}
+
+export interface BillingReport {
+  from?: string;
+  to?: string;
+  group_by?: string;
+  rows?: BillingRow[];
+  results?: BillingRow[];
+  totals?: BillingRow;
+  top_hosts?: BillingRow[];
+  top_renters?: BillingRow[];
+  [key: string]: unknown;
+}
+
+export interface Reconciliation {
+  ok?: boolean;
+  is_clean?: boolean;
+  checked_at?: string | null;
+  problems?: unknown[];
+  errors?: unknown[];
+  [key: string]: unknown;
+}
+
+/** The page config the Django view embeds in index.html (config/spa.py). */
+export interface PageConfig {
+  payment_provider: PaymentProvider | string;
+  stripe_publishable_key: string | null;
+  stripe_js_url: string | null;
+  public_url: string;
+  purchase_min_micros?: number;
+  purchase_max_micros?: number;
+  payout_min_micros?: number;
+  platform_fee_bps?: number;
+}

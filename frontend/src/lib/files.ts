@@ -1,0 +1,42 @@
+export interface UploadedFile {
+  path: string;
+  size: number;
+  content_b64: string;
+  isZip: boolean;
+}
+
+/** Base64 of a file's bytes, chunked so large files do not blow the call stack. */
+export async function fileToBase64(file: Blob): Promise<string> {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  const step = 0x8000;
+  for (let i = 0; i < bytes.length; i += step) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + step));
+  }
+  return btoa(binary);
+}
+
+export function textToBase64(text: string): string {
+  const bytes = new TextEncoder().encode(text);
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+export async function filesRead(list: FileList | File[]): Promise<UploadedFile[]> {
+  const files = Array.from(list);
+  return Promise.all(
+    files.map(async (file) => ({
+      path: (file as File & { webkitRelativePath?: string }).webkitRelativePath || file.name,
+      size: file.size,
+      content_b64: await fileToBase64(file),
+      isZip: /\.zip$/i.test(file.name) || file.type === "application/zip",
+    })),
+  );
+}
+
+export function formatBytes(size: number): string {
+  if (size < 1024) return `${size} B`;
+  if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KB`;
+  return `${(size / 1024 / 1024).toFixed(1)} MB`;
+}

@@ -1,0 +1,165 @@
+import { useState } from "react";
+import { api, billingCsvUrl } from "../api/endpoints";
+import type { BillingReport, BillingRow, Reconciliation } from "../api/types";
+import { Chart } from "../components/Chart";
+import { ErrorBanner } from "../components/ErrorBanner";
+import { Field } from "../components/Field";
+import { Loading } from "../components/Progress";
+import { useLoad } from "../lib/hooks";
+import { formatCredits, formatDateTime, microsToCredits } from "../lib/money";
+
+const PREFERRED = ["gross_micros", "revenue_micros", "fee_micros", "fees_micros", "payouts_micros", "credits_bought_micros", "purchases_micros", "refunds_micros"];
+
+export function rowsOf(report: BillingReport | undefined): BillingRow[] {
+  if (!report) return [];
+  return (report.rows ?? report.results ?? []) as BillingRow[];
+}
+
+/** The money columns a report carries, in a stable, sensible order. */
+export function moneyColumns(rows: BillingRow[]): string[] {
+  const keys = new Set<string>();
+  rows.forEach((row) => Object.keys(row).forEach((k) => k.endsWith("_micros") && keys.add(k)));
+  return [...keys].sort((a, b) => {
+    const ia = PREFERRED.indexOf(a);
+    const ib = PREFERRED.indexOf(b);
+    return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
+  });
+}
+
+export function columnLabel(key: string): string {
+  const base = key.replace(/_micros$/, "").replace(/_/g, " ");
+  return base.charAt(0).toUpperCase() + base.slice(1);
+}
+
+function rowLabel(row: BillingRow): string {
+  return String(row.day ?? row.date ?? row.period ?? row.host_name ?? row.username ?? row.host ?? row.user ?? "");
+}
+
+function isoDay(date: Date): string {
+  return date.toISOString().slice(0, 10);
+}
+
+function ReportTable({ rows, caption, head }: { rows: BillingRow[]; caption: string; head: string }) {
+  const columns = moneyColumns(rows);
+  return (
+    <div className="table-wrap">
+      <table>
+        <caption>{caption}</caption>
+        <thead>
+          <tr>
+            <th scope="col">{head}</th>
+            {columns.map((c) => (
+              <th scope="col" className="num" key={c}>{columnLabel(c)}</th>
+            ))}
+            {rows.some((r) => typeof r.jobs === "number") && <th scope="col" className="num">Jobs</th>}
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((row, i) => (
+            <tr key={`${rowLabel(row)}-${i}`}>
+              <th scope="row">{rowLabel(row)}</th>
+              {columns.map((c) => (
+                <td className="num" key={c}>{formatCredits(row[c] as number | undefined)}</td>
+              ))}
+              {rows.some((r) => typeof r.jobs === "number") && <td className="num">{row.jobs ?? "—"}</td>}
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function ReconciliationCard({ data }: { data: Reconciliation }) {
+  const problems = (data.problems ?? data.errors ?? []) as unknown[];
+  const clean = data.ok ?? data.is_clean ?? problems.length === 0;
+  return (
+    <section aria-labelledby="recon-h" className={`card ${clean ? "card-ok" : "card-bad"}`}>
+      <h2 id="recon-h">Ledger reconciliation</h2>
+      <p role="status" data-testid="reconciliation">
+        <strong>{clean ? "Clean: every invariant holds." : `${problems.length} problem${problems.length === 1 ? "" : "s"} found.`}</strong>{" "}
+        <span className="muted">Last check {formatDateTime((data.checked_at ?? data.finished_at ?? data.created_at) as string | undefined)}</span>
+      </p>
+      {problems.length > 0 && (
+        <ul>
+          {problems.map((p, i) => (
+            <li key={i}>{typeof p === "string" ? p : JSON.stringify(p)}</li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
+
+export function ReportsPage() {
+  const today = new Date();
+  const monthAgo = new Date(today.getTime() - 29 * 86400_000);
+  const [from, setFrom] = useState(isoDay(monthAgo));
+  const [to, setTo] = useState(isoDay(today));
+  const byDay = useLoad(() => api.billingReport(from, to, "day"), [from, to]);
+  const byHost = useLoad(() => api.billingReport(from, to, "host"), [from, to]);
+  const byUser = useLoad(() => api.billingReport(from, to, "user"), [from, to]);
+  const recon = useLoad(() => api.reconciliation(), []);
+  const dayRows = rowsOf(byDay.data);
+  const columns = moneyColumns(dayRows);
+  const fieldErrors = (byDay.error as { fields?: Record<string, string> } | null)?.fields ?? {};
+
+  const top = (report: BillingReport | undefined, explicit: BillingRow[] | undefined) => {
+    if (explicit?.length) return explicit.slice(0, 10);
+    const rows = rowsOf(report);
+    const key = moneyColumns(rows)[0];
+    return key ? [...rows].sort((a, b) => Number(b[key] ?? 0) - Number(a[key] ?? 0)).slice(0, 10) : rows.slice(0, 10);
+  };
+
+  return (
+    <section>
+      <h1>Billing reports</h1>
+      <form className="inline-form" aria-label="Report period" onSubmit={(e) => e.preventDefault()}>
+        <Field label="From" error={fieldErrors.from}>
+          <input type="date" value={from} max={to} onChange={(e) => setFrom(e.target.value)} />
+        </Field>
+        <Field label="To" error={fieldErrors.to}>
+          <input type="date" value={to} min={from} onChange={(e) => setTo(e.target.value)} />
+        </Field>
+        <a className="button" href={billingCsvUrl(from, to, "day")} download>
+          Download CSV (per day)
+        </a>
+        <a className="button" href={billingCsvUrl(from, to, "host")} download>
+          CSV per host
+        </a>
+        <a className="button" href={billingCsvUrl(from, to, "user")} download>
+          CSV per renter
+        </a>
+      </form>
+      {recon.data ? <ReconciliationCard data={recon.data} /> : recon.error ? <ErrorBanner error={recon.error} /> : <Loading />}
+      {byDay.error !== null && !fieldErrors.from && !fieldErrors.to && <ErrorBanner error={byDay.error} />}
+      {!byDay.data && byDay.loading && <Loading />}
+      {byDay.data && (
+        <>
+          <Chart
+            kind="bar"
+            title="Per day"
+            series={columns.map((c) => ({
+              name: columnLabel(c),
+              points: dayRows.map((row, i) => ({ x: i, y: Number(row[c] ?? 0), label: rowLabel(row).slice(5) || String(i) })),
+            }))}
+            yFormat={(y) => microsToCredits(y, 0)}
+            emptyText="No activity in this period."
+          />
+          {byDay.data.totals && <ReportTable rows={[{ ...byDay.data.totals, period: "Total" }]} caption="Totals" head="Period" />}
+          <ReportTable rows={dayRows} caption="Per day" head="Day" />
+        </>
+      )}
+      <div className="grid-2">
+        <section aria-labelledby="tophosts-h">
+          <h2 id="tophosts-h">Top hosts</h2>
+          {byHost.error !== null ? <ErrorBanner error={byHost.error} /> : <ReportTable rows={top(byHost.data, byDay.data?.top_hosts)} caption="Hosts by earnings" head="Host" />}
+        </section>
+        <section aria-labelledby="toprenters-h">
+          <h2 id="toprenters-h">Top renters</h2>
+          {byUser.error !== null ? <ErrorBanner error={byUser.error} /> : <ReportTable rows={top(byUser.data, byDay.data?.top_renters)} caption="Renters by spend" head="Renter" />}
+        </section>
+      </div>
+    </section>
+  );
+}
