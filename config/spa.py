@@ -33,9 +33,24 @@ Build it once with:</p>
 """
 
 
-def page_config() -> dict[str, Any]:
-    """What the app needs before its first API call. Nothing secret: the page is public."""
+def page_user(request: HttpRequest) -> dict[str, Any] | None:
+    """Who is logged in (the same fields as GET /api/v1/auth/me/), so that the app needs no
+    request that fails for an anonymous visitor (a failed request is a console error)."""
+    user = request.user
+    if not user.is_authenticated:
+        return None
     return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "email": getattr(user, "email", ""),
+        "is_staff": user.is_staff,
+    }
+
+
+def page_config(request: HttpRequest) -> dict[str, Any]:
+    """What the app needs before its first API call: only what the visitor may know."""
+    return {
+        "user": page_user(request),
         "payment_provider": settings.PAYMENT_PROVIDER,
         "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
         "stripe_js_url": settings.STRIPE_JS_URL if settings.PAYMENT_PROVIDER == "stripe" else None,
@@ -62,7 +77,7 @@ def spa_index(request: HttpRequest, path: str = "") -> HttpResponse:
     html = index_html()
     if html is None:
         return HttpResponse(MISSING_BUILD, status=503, content_type="text/html; charset=utf-8")
-    config = json_script(page_config(), element_id="cp-config")
+    config = json_script(page_config(request), element_id="cp-config")
     html = html.replace("</head>", f"{config}\n</head>", 1)
     response = HttpResponse(html, content_type="text/html; charset=utf-8")
     # The page names hashed asset files; it must never be cached past a deploy.

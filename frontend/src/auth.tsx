@@ -1,6 +1,7 @@
 import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from "react";
 import { Navigate, useLocation } from "react-router";
 import { api } from "./api/endpoints";
+import { pageConfig } from "./config";
 import { isUnauthenticated } from "./api/errors";
 import type { User } from "./api/types";
 import { Loading } from "./components/Progress";
@@ -18,8 +19,10 @@ interface AuthState {
 const AuthContext = createContext<AuthState | null>(null);
 
 export function AuthProvider({ children }: { children: ReactNode }) {
-  const [user, setUser] = useState<User | null>(null);
-  const [loading, setLoading] = useState(true);
+  // The page served by Django says who is logged in; only without it (vite dev) ask the API.
+  const embedded = pageConfig().user;
+  const [user, setUser] = useState<User | null>(embedded ?? null);
+  const [loading, setLoading] = useState(embedded === undefined);
   const [error, setError] = useState<unknown>(null);
 
   const refresh = useCallback(async () => {
@@ -46,9 +49,8 @@ export function AuthProvider({ children }: { children: ReactNode }) {
   }, []);
 
   useEffect(() => {
-    void api.csrf().catch(() => undefined);
-    void refresh();
-  }, [refresh]);
+    if (embedded === undefined) void refresh();
+  }, [refresh, embedded]);
 
   return (
     <AuthContext.Provider value={{ user, loading, error, refresh, setUser, logout }}>

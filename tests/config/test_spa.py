@@ -10,6 +10,8 @@ import pytest
 from django.core.management import call_command
 from django.test import Client, override_settings
 
+from accounts.models import User
+
 INDEX = (
     "<!doctype html><html><head><title>CommuniPute</title>"
     '<script type="module" src="/static/assets/index-AbCd1234.js"></script></head>'
@@ -49,6 +51,7 @@ def test_app_routes_get_the_index_with_config_and_csrf_cookie(
     config = _config(html)
     assert config["payment_provider"] == "demo"
     assert config["stripe_js_url"] is None
+    assert config["user"] is None
     assert "csrftoken" in response.cookies
     assert response["Cache-Control"] == "no-cache"
 
@@ -69,6 +72,21 @@ def test_config_names_stripe_js_only_for_stripe_and_is_escaped(client: Client, d
     assert config["stripe_js_url"] == "http://127.0.0.1:8420/js.stripe.com/v3/"
     assert config["stripe_publishable_key"] == "pk_</script><script>alert(1)</script>"
     assert "<script>alert(1)" not in html
+
+
+def test_config_names_the_logged_in_user(client: Client, dist: Path, staff: User) -> None:
+    # given a logged-in staff member
+    client.force_login(staff)
+    with override_settings(FRONTEND_DIST_DIR=dist):
+        # when the app is opened
+        html = client.get("/reports").content.decode()
+    # then the app knows who it is without asking the API
+    assert _config(html)["user"] == {
+        "id": staff.pk,
+        "username": "sam",
+        "email": "sam@example.com",
+        "is_staff": True,
+    }
 
 
 def test_missing_build_says_how_to_build_it(client: Client, tmp_path: Path) -> None:

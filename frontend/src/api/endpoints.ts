@@ -17,7 +17,7 @@ import type {
   Quote,
   Receipt,
   Reconciliation,
-  SignupResult,
+  SessionResult,
   User,
   Wallet,
 } from "./types";
@@ -29,9 +29,9 @@ export const api = {
   csrf: () => request<unknown>("GET", "/api/v1/auth/csrf/"),
   me: () => request<User>("GET", "/api/v1/auth/me/"),
   signup: (body: { username: string; email: string; password: string }) =>
-    request<SignupResult>("POST", "/api/v1/auth/signup/", { body }),
+    request<SessionResult>("POST", "/api/v1/auth/signup/", { body }),
   login: (body: { username: string; password: string }) =>
-    request<{ token?: string; user?: User }>("POST", "/api/v1/auth/login/", { body }),
+    request<SessionResult>("POST", "/api/v1/auth/login/", { body }),
   logout: () => request<unknown>("POST", "/api/v1/auth/logout/"),
 
   // --- wallet and payments ----------------------------------------------------------------

@@ -17,9 +17,11 @@ export interface User {
   is_staff?: boolean;
 }
 
-export interface SignupResult {
+/** What sign-up and log-in return (they also start the browser session). */
+export interface SessionResult {
   user: User;
   token?: string;
+  expires_at?: string;
 }
 
 export interface Wallet {
@@ -363,6 +365,8 @@ export interface Reconciliation {
 
 /** The page config the Django view embeds in index.html (config/spa.py). */
 export interface PageConfig {
+  /** Who is logged in; absent when the page was not served by Django (vite dev). */
+  user?: User | null;
   payment_provider: PaymentProvider | string;
   stripe_publishable_key: string | null;
   stripe_js_url: string | null;

@@ -1,7 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { api } from "../api/endpoints";
-import { isUnauthenticated } from "../api/errors";
 import { useAuth } from "../auth";
 import { ErrorBanner } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
@@ -15,7 +14,7 @@ function safeNext(next: string | null): string {
 export function LoginPage() {
   const [params] = useSearchParams();
   const navigate = useNavigate();
-  const { refresh } = useAuth();
+  const { setUser } = useAuth();
   const errors = useFormErrors(["username", "password"]);
   const [busy, setBusy] = useState(false);
   const [username, setUsername] = useState("");
@@ -26,8 +25,8 @@ export function LoginPage() {
     errors.clear();
     setBusy(true);
     try {
-      await api.login({ username, password });
-      await refresh();
+      const session = await api.login({ username, password });
+      setUser(session.user);
       navigate(safeNext(params.get("next")), { replace: true });
     } catch (err) {
       errors.set(err);
@@ -60,7 +59,7 @@ export function LoginPage() {
 
 export function SignupPage() {
   const navigate = useNavigate();
-  const { refresh } = useAuth();
+  const { setUser } = useAuth();
   const errors = useFormErrors(["username", "email", "password"]);
   const [busy, setBusy] = useState(false);
   const [form, setForm] = useState({ username: "", email: "", password: "" });
@@ -70,17 +69,12 @@ export function SignupPage() {
     errors.clear();
     setBusy(true);
     try {
-      await api.signup(form);
-      // Signup may or may not start a browser session; log in when it did not.
-      let me = await refresh();
-      if (!me) {
-        await api.login({ username: form.username, password: form.password });
-        me = await refresh();
-      }
-      navigate(me ? "/wallet" : "/login", { replace: true });
+      // Sign-up starts the browser session and returns the user.
+      const session = await api.signup(form);
+      setUser(session.user);
+      navigate("/wallet", { replace: true });
     } catch (err) {
-      if (isUnauthenticated(err)) navigate("/login");
-      else errors.set(err);
+      errors.set(err);
     } finally {
       setBusy(false);
     }
