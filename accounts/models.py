@@ -66,3 +66,41 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class IdempotencyState(models.TextChoices):
+    PROCESSING = "processing", "Processing"
+    COMPLETED = "completed", "Completed"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a POST that carried an ``Idempotency-Key`` (accounts.idempotency).
+
+    One row per (user, endpoint, key). The unique constraint is the lock: whoever inserts the
+    row runs the view; everyone else reads the row.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_records"
+    )
+    endpoint = models.CharField(max_length=255)  # "POST /api/v1/jobs/"
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)  # sha256 hex of the request body
+    state = models.CharField(
+        max_length=16, choices=IdempotencyState.choices, default=IdempotencyState.PROCESSING
+    )
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "endpoint", "key"], name="uniq_idempotency_user_endpoint_key"
+            )
+        ]
+        indexes = [models.Index(fields=["started_at"], name="idempotency_started_at")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.key} ({self.state})"

@@ -122,6 +122,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "ledger.tasks.ledger_reconcile_task",
         "schedule": timedelta(minutes=env_int("RECONCILE_INTERVAL_MINUTES", 15, minimum=1)),
     },
+    "idempotency-records-prune": {
+        "task": "accounts.tasks.idempotency_records_prune_task",
+        "schedule": timedelta(hours=1),
+    },
 }
 
 # --- REST API --------------------------------------------------------------------------------
@@ -144,7 +148,21 @@ REST_FRAMEWORK = {
         "user": env_str("THROTTLE_USER", "1200/min"),
         "auth": env_str("THROTTLE_AUTH", "20/min"),
     },
+    # Reverse proxies in front of daphne: throttles take the client address that many hops
+    # back in X-Forwarded-For. 0 = REMOTE_ADDR only. (DRF's default, None, would trust a
+    # client-supplied X-Forwarded-For and let it dodge the throttles.)
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
+
+# --- Accounts and API tokens -----------------------------------------------------------------
+# Tokens issued by sign-up and log-in expire; personal tokens from /api/v1/tokens/ choose.
+LOGIN_TOKEN_TTL_SECONDS = env_int("LOGIN_TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=60)
+# Idempotency-Key records are kept at least this long, then pruned hourly.
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600, minimum=60)
+# A key still "processing" after this long belongs to a crashed request and may be reclaimed.
+IDEMPOTENCY_PROCESSING_TIMEOUT_SECONDS = env_int(
+    "IDEMPOTENCY_PROCESSING_TIMEOUT_SECONDS", 300, minimum=1
+)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "CommuniPute API",
@@ -152,6 +170,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the path after /api/v1/: "auth", "tokens", "jobs", ...
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.schema_error_responses",
+    ],
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -20,3 +20,7 @@ urlpatterns = [
     # The web app: last, so it never shadows the API, the admin or static files.
     re_path(rf"^(?!(?:{'|'.join(RESERVED_PREFIXES)})(?:/|$)).*$", spa_index, name="spa"),
 ]
+
+# Errors outside DRF views (no URL matched, a crash in middleware) in the API's error format.
+handler404 = "config.api.not_found"
+handler500 = "config.api.server_error"
