@@ -41,14 +41,27 @@ const csrfMiddleware: Middleware = {
   },
 };
 
-export const typed = createClient<paths>({ baseUrl: "", credentials: "same-origin" });
+export const typed = createClient<paths>({
+  // Request objects need an absolute URL; the API is always same-origin.
+  baseUrl: typeof window !== "undefined" ? window.location.origin : "",
+  credentials: "same-origin",
+  // Looked up per call, so tests (and polyfills) can replace fetch after this module loads.
+  fetch: (request: Request) => globalThis.fetch(request),
+});
 typed.use(csrfMiddleware);
 
 /** Unwrap an openapi-fetch result: the data, or an ApiError in our format. */
 export async function unwrap<T>(
   pending: Promise<{ data?: T; error?: unknown; response: Response }>,
 ): Promise<T> {
-  const { data, error, response } = await pending;
+  let result: { data?: T; error?: unknown; response: Response };
+  try {
+    result = await pending;
+  } catch (err) {
+    if (err instanceof DOMException && err.name === "AbortError") throw err;
+    throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
+  }
+  const { data, error, response } = result;
   if (!response.ok) throw apiErrorFrom(response.status, error);
   return data as T;
 }

@@ -1,5 +1,5 @@
 // Every call the pages make, in one place. Paths and field names follow API.md.
-import { rawRequest, request } from "./client";
+import { rawRequest, request, typed, unwrap } from "./client";
 import type {
   BillingReport,
   Earnings,
@@ -25,14 +25,14 @@ import type {
 type Query = Record<string, string | number | boolean | null | undefined>;
 
 export const api = {
-  // --- accounts ---------------------------------------------------------------------------
-  csrf: () => request<unknown>("GET", "/api/v1/auth/csrf/"),
-  me: () => request<User>("GET", "/api/v1/auth/me/"),
-  signup: (body: { username: string; email: string; password: string }) =>
-    request<SessionResult>("POST", "/api/v1/auth/signup/", { body }),
-  login: (body: { username: string; password: string }) =>
-    request<SessionResult>("POST", "/api/v1/auth/login/", { body }),
-  logout: () => request<unknown>("POST", "/api/v1/auth/logout/"),
+  // --- accounts (typed: in the generated schema) -------------------------------------------
+  csrf: () => unwrap(typed.GET("/api/v1/auth/csrf/")),
+  me: (): Promise<User> => unwrap(typed.GET("/api/v1/auth/me/")),
+  signup: (body: { username: string; email: string; password: string }): Promise<SessionResult> =>
+    unwrap(typed.POST("/api/v1/auth/signup/", { body })),
+  login: (body: { username: string; password: string }): Promise<SessionResult> =>
+    unwrap(typed.POST("/api/v1/auth/login/", { body })),
+  logout: () => unwrap(typed.POST("/api/v1/auth/logout/")),
 
   // --- wallet and payments ----------------------------------------------------------------
   wallet: () => request<Wallet>("GET", "/api/v1/wallet/"),

@@ -3,6 +3,10 @@
 // When an endpoint lands in the generated schema, its type here becomes an alias of
 // components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
 
+import type { components } from "./schema";
+
+type Schemas = components["schemas"];
+
 export interface Page<T> {
   count: number;
   next: string | null;
@@ -10,19 +14,11 @@ export interface Page<T> {
   results: T[];
 }
 
-export interface User {
-  id: number;
-  username: string;
-  email: string;
-  is_staff?: boolean;
-}
+/** GET /api/v1/auth/me/ (the page config's `user` has the same fields). */
+export type User = Pick<Schemas["UserOutput"], "id" | "username" | "email" | "is_staff">;
 
 /** What sign-up and log-in return (they also start the browser session). */
-export interface SessionResult {
-  user: User;
-  token?: string;
-  expires_at?: string;
-}
+export type SessionResult = Schemas["SessionOutput"];
 
 export interface Wallet {
   balance_micros: number;

@@ -24,7 +24,7 @@ export function mockFetch(routes: Record<string, Handler>) {
     const url = new URL(typeof input === "string" ? input : input instanceof URL ? input.href : input.url, "http://testserver");
     const method = (init?.method ?? request?.method ?? "GET").toUpperCase();
     const headers = new Headers(init?.headers ?? request?.headers);
-    let body: unknown = init?.body ?? null;
+    let body: unknown = init?.body ?? (request && request.body ? await request.clone().text() : null);
     if (typeof body === "string") {
       try {
         body = JSON.parse(body);
