@@ -217,7 +217,7 @@ STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # The built web app (`make frontend`): its assets are static files under /static/assets/, and
 # config/spa.py serves its index.html for app routes.
-FRONTEND_DIST_DIR = Path(env_str("FRONTEND_DIST_DIR", str(BASE_DIR / "frontend" / "dist")))
+FRONTEND_DIST_DIR = Path(env_optional("FRONTEND_DIST_DIR") or BASE_DIR / "frontend" / "dist")
 STATICFILES_DIRS = [d for d in [FRONTEND_DIST_DIR] if d.is_dir()]
 # Vite names assets with a content hash: browsers may cache them forever.
 WHITENOISE_IMMUTABLE_FILE_TEST = r"^.+/assets/.+-[0-9A-Za-z_-]{8,}\.[0-9a-z]+$"
