@@ -93,8 +93,8 @@ export async function rawRequest(
   const headers = new Headers(options.headers);
   headers.set("Accept", "application/json");
   let body: BodyInit | undefined;
-  if (options.body instanceof FormData) {
-    body = options.body;
+  if (options.body instanceof FormData || options.body instanceof Blob) {
+    body = options.body; // multipart: the caller's Content-Type (with its boundary) stands
   } else if (options.body !== undefined) {
     headers.set("Content-Type", "application/json");
     body = JSON.stringify(options.body);

@@ -1,5 +1,6 @@
 // Every call the pages make, in one place. Paths and field names follow API.md.
 import { rawRequest, request, typed, unwrap } from "./client";
+import type { Multipart } from "../lib/files";
 import type {
   BillingReport,
   Earnings,
@@ -15,6 +16,7 @@ import type {
   PaymentResult,
   Payout,
   Quote,
+  QuoteSpec,
   Receipt,
   Reconciliation,
   SessionResult,
@@ -55,18 +57,21 @@ export const api = {
     request<Host>("PATCH", `/api/v1/my/hosts/${id}/`, { body: patch }),
 
   // --- jobs -------------------------------------------------------------------------------
-  quote: (spec: JobSpec, signal?: AbortSignal) =>
+  quote: (spec: QuoteSpec, signal?: AbortSignal) =>
     request<Quote>("POST", "/api/v1/quotes/", { body: spec, signal }),
-  jobSubmit: (spec: JobSpec, idempotencyKey: string) =>
+  jobSubmit: (body: JobSpec | Multipart, idempotencyKey: string) =>
     request<Job>("POST", "/api/v1/jobs/", {
-      body: spec,
-      headers: { "Idempotency-Key": idempotencyKey },
+      body: "contentType" in body ? body.body : body,
+      headers: {
+        "Idempotency-Key": idempotencyKey,
+        ...("contentType" in body ? { "Content-Type": body.contentType } : {}),
+      },
     }),
   jobs: (page = 1, status?: string) =>
     request<Page<Job>>("GET", "/api/v1/jobs/", { query: { page, status } }),
   job: (id: number) => request<Job>("GET", `/api/v1/jobs/${id}/`),
   jobCancel: (id: number) => request<Job>("POST", `/api/v1/jobs/${id}/cancel/`),
-  jobLogs: (id: number, offset: number) => logsFetch(id, offset),
+  jobLogs: (id: number, offset: number, attempt?: number) => logsFetch(id, offset, attempt),
   jobOutputs: (id: number) => request<unknown>("GET", `/api/v1/jobs/${id}/outputs/`),
   jobReceipt: (id: number) => request<Receipt>("GET", `/api/v1/jobs/${id}/receipt/`),
 
@@ -105,8 +110,8 @@ export function utf8Length(text: string): number {
  * GET /api/v1/jobs/{id}/logs/?offset=N. The contract says "log bytes from offset"; accept both
  * a JSON body ({offset, data|text, next_offset}) and raw text (next offset = offset + bytes).
  */
-export async function logsFetch(id: number, offset: number): Promise<LogChunk> {
-  const response = await rawRequest("GET", `/api/v1/jobs/${id}/logs/`, { query: { offset } });
+export async function logsFetch(id: number, offset: number, attempt?: number): Promise<LogChunk> {
+  const response = await rawRequest("GET", `/api/v1/jobs/${id}/logs/`, { query: { offset, attempt } });
   const type = response.headers.get("Content-Type") ?? "";
   if (type.includes("json")) {
     const body = (await response.json()) as Record<string, unknown>;
@@ -118,8 +123,10 @@ export async function logsFetch(id: number, offset: number): Promise<LogChunk> {
         : typeof body.end_offset === "number"
           ? body.end_offset
           : start + utf8Length(data);
-    const complete = typeof body.complete === "boolean" ? body.complete : undefined;
-    return { offset: start, data, next_offset: next, complete };
+    const complete =
+      typeof body.is_complete === "boolean" ? body.is_complete : typeof body.complete === "boolean" ? body.complete : undefined;
+    const attemptOf = typeof body.attempt === "number" ? body.attempt : undefined;
+    return { attempt: attemptOf, offset: start, data, next_offset: next, complete, truncated: body.truncated === true };
   }
   const data = await response.text();
   const header = response.headers.get("X-Log-Offset");

@@ -163,6 +163,15 @@ export interface JobSpec {
   placement?: "auto";
 }
 
+export interface QuoteSpec {
+  cpus: number;
+  memory_mb: number;
+  gpus: number;
+  timeout_seconds: number;
+  max_cost_micros?: number;
+  host?: number;
+}
+
 export interface QuoteHost {
   host?: number;
   id?: number;
@@ -173,6 +182,10 @@ export interface QuoteHost {
   max_cost_micros?: number;
   cost_micros?: number;
   hourly_micros?: number;
+  per_hour_micros?: number;
+  minimum_cap_micros?: number;
+  reliability?: number;
+  rates?: { cpu_core_hour_micros: number; memory_gb_hour_micros: number; gpu_hour_micros: number };
   cpu_core_hour_micros?: number;
   memory_gb_hour_micros?: number;
   gpu_hour_micros?: number;
@@ -180,6 +193,8 @@ export interface QuoteHost {
 }
 
 export interface Quote {
+  per_hour_micros?: number | null;
+  host_misfit?: string | null;
   estimate_micros?: number;
   estimated_cost_micros?: number;
   hourly_micros?: number;
@@ -247,10 +262,12 @@ export interface Job {
 }
 
 export interface LogChunk {
+  attempt?: number | null;
   offset: number;
   data: string;
   next_offset: number;
   complete?: boolean;
+  truncated?: boolean;
 }
 
 export interface ReceiptAttempt {

@@ -10,7 +10,7 @@ const MAX_NODES = 400;
 export function LogView({ buffer, label = "Job log" }: { buffer: LogBuffer; label?: string }) {
   const version = useSyncExternalStore(
     (cb) => buffer.subscribe(cb),
-    () => buffer.end,
+    () => buffer.version,
   );
   const [follow, setFollow] = useState(true);
   const pre = useRef<HTMLPreElement>(null);
@@ -30,7 +30,10 @@ export function LogView({ buffer, label = "Job log" }: { buffer: LogBuffer; labe
           <input type="checkbox" checked={follow} onChange={(e) => setFollow(e.target.checked)} /> Follow
           output
         </label>
-        <span className="muted small">{version.toLocaleString()} bytes</span>
+        <span className="muted small">
+          {buffer.attempt && buffer.attempt > 1 ? `attempt ${buffer.attempt}, ` : ""}
+          {buffer.end.toLocaleString()} bytes
+        </span>
       </div>
       <pre
         ref={pre}

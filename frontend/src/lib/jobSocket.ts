@@ -17,6 +17,8 @@ export interface LogMessage {
   kind: "log";
   offset: number;
   data: string;
+  attempt?: number;
+  next_offset?: number;
 }
 export interface UsageMessage {
   kind: "usage";
@@ -49,7 +51,13 @@ export function parseJobMessage(raw: string): JobMessage[] {
   const type = String(outer.type ?? "").replace(/^job\./, "");
   const out: JobMessage[] = [];
   if (type === "log" && typeof body.offset === "number") {
-    out.push({ kind: "log", offset: body.offset, data: String(body.data ?? body.text ?? "") });
+    out.push({
+      kind: "log",
+      offset: body.offset,
+      data: String(body.data ?? body.text ?? ""),
+      attempt: num(body.attempt),
+      next_offset: num(body.next_offset),
+    });
   }
   if (type === "status" || type === "state" || type === "finished" || type === "started") {
     const status = String(body.status ?? (type === "started" ? "running" : ""));
@@ -90,6 +98,8 @@ export interface JobSocketOptions {
   onOpen: () => void;
   onState: (state: SocketState, retryInMs?: number) => void;
   makeSocket?: (url: string) => WebSocket;
+  /** Asked when the socket closes; false (e.g. the job has ended) stops reconnecting. */
+  shouldReconnect?: () => boolean;
   baseDelayMs?: number;
   maxDelayMs?: number;
 }
@@ -119,7 +129,8 @@ export function jobSocketOpen(jobId: number, options: JobSocketOptions): { close
     socket.onclose = (event: CloseEvent) => {
       socket = null;
       // 4403/4404: not this user's job or no such job — retrying cannot help.
-      if (stopped || event.code === 4403 || event.code === 4404 || event.code === 4401) {
+      const wanted = options.shouldReconnect?.() ?? true;
+      if (stopped || !wanted || event.code === 4403 || event.code === 4404 || event.code === 4401) {
         options.onState("closed");
         return;
       }

@@ -1,6 +1,6 @@
-import type { JobSpec } from "../api/types";
+import type { JobSpec, QuoteSpec } from "../api/types";
 import { creditsToMicros } from "./money";
-import { textToBase64, type UploadedFile } from "./files";
+import { multipartBuild, textToBase64, type Multipart, type UploadedFile } from "./files";
 
 export interface RunForm {
   code: string;
@@ -55,11 +55,45 @@ export function localProblems(form: RunForm): Record<string, string> {
   if (creditsToMicros(form.capCredits) === null || creditsToMicros(form.capCredits) === 0)
     problems.max_cost_micros = "A cost cap in credits, e.g. 2.50.";
   if (form.placement === "host" && !form.host) problems.host = "Choose a machine, or use automatic placement.";
+  const zips = form.files.filter((f) => f.isZip).length;
+  if (zips > 1 || (zips === 1 && form.files.length > 1)) problems.files = "Upload one zip, or plain files — not both.";
   return problems;
 }
 
+/** The POST body for /quotes/: only what prices a job (the code does not). */
+export function quoteSpecFrom(form: RunForm): QuoteSpec {
+  const spec: QuoteSpec = {
+    cpus: Number(form.cpus),
+    memory_mb: Math.round(Number(form.memoryGb) * 1024),
+    gpus: Number(form.gpus),
+    timeout_seconds: Math.round(Number(form.timeoutMinutes) * 60),
+    max_cost_micros: creditsToMicros(form.capCredits) ?? 0,
+  };
+  if (form.placement === "host" && form.host) spec.host = Number(form.host);
+  return spec;
+}
+
+/** The POST body for /jobs/: JSON, or multipart when a zip is uploaded (`archive`). */
+export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart {
+  const zip = form.files.find((f) => f.isZip);
+  if (!zip) return specFrom(form);
+  const spec = specFrom({ ...form, files: [] });
+  const fields: [string, string][] = [
+    ["entrypoint", spec.entrypoint],
+    ["requirements", spec.requirements.join("\n")],
+    ["cpus", String(spec.cpus)],
+    ["memory_mb", String(spec.memory_mb)],
+    ["gpus", String(spec.gpus)],
+    ["timeout_seconds", String(spec.timeout_seconds)],
+    ["max_cost_micros", String(spec.max_cost_micros)],
+  ];
+  if (spec.host !== undefined) fields.push(["host", String(spec.host)]);
+  else fields.push(["placement", "auto"]);
+  return multipartBuild(fields, { name: "archive", filename: zip.path, blob: zip.blob }, seed);
+}
+
 /**
- * The POST body for /quotes/ and /jobs/: the editor's code alone is sent as `code`; with
+ * The JSON body for /jobs/: the editor's code alone is sent as `code`; with
  * uploaded files, the editor's text becomes the entrypoint file unless a file of that name
  * was uploaded.
  */
@@ -76,9 +110,8 @@ export function specFrom(form: RunForm): JobSpec {
   if (form.files.length) {
     const files = form.files.map((f) => ({ path: f.path, content_b64: f.content_b64 }));
     const hasEntrypoint = form.files.some((f) => f.path === spec.entrypoint);
-    const hasZip = form.files.some((f) => f.isZip);
-    // With a zip, the entrypoint is expected inside it; plain files travel with the editor's code.
-    if (!hasEntrypoint && !hasZip && form.code.trim()) {
+    // Plain files travel with the editor's code as the entrypoint, unless one has its name.
+    if (!hasEntrypoint && form.code.trim()) {
       files.unshift({ path: spec.entrypoint, content_b64: textToBase64(form.code) });
     }
     spec.files = files;

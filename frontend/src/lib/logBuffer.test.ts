@@ -34,7 +34,7 @@ describe("LogBuffer", () => {
     // when
     await buffer.push(12, "third\n");
     // then the missing bytes were fetched from offset 6 and nothing is doubled
-    expect(fetch).toHaveBeenCalledWith(6);
+    expect(fetch).toHaveBeenCalledWith(6, undefined);
     expect(buffer.text).toBe("hello\nworld\nthird\n");
     expect(buffer.end).toBe(18);
   });
@@ -66,7 +66,7 @@ describe("LogBuffer", () => {
     const buffer = new LogBuffer(fetch);
     await buffer.push(0, "one\n");
     await buffer.catchUp();
-    expect(fetch).toHaveBeenCalledWith(4);
+    expect(fetch).toHaveBeenCalledWith(4, undefined);
     expect(buffer.text).toBe("one\ntwo\nthree\n");
   });
 
@@ -77,5 +77,46 @@ describe("LogBuffer", () => {
     await buffer.push(0, "a");
     await buffer.push(0, "a");
     expect(listener).toHaveBeenCalledTimes(1);
+  });
+
+  it("starts over at offset 0 for a newer attempt and ignores a stale attempt's chunks", async () => {
+    // given attempt 1 logged something, then was lost
+    const fetch = vi.fn(async (offset: number, attempt?: number) => ({ attempt, offset, data: "", next_offset: offset }));
+    const buffer = new LogBuffer(fetch);
+    await buffer.push(0, "first try\n", 1);
+    // when attempt 2 logs from 0, and a late chunk of attempt 1 arrives
+    await buffer.push(0, "second try\n", 2);
+    await buffer.push(10, "late\n", 1);
+    // then
+    expect(buffer.text).toBe("first try\n\n--- attempt 2 ---\nsecond try\n");
+    expect(buffer.attempt).toBe(2);
+    expect(buffer.end).toBe(11);
+    expect(fetch).not.toHaveBeenCalled();
+  });
+
+  it("fills a gap within the chunk's attempt", async () => {
+    const fetch = vi.fn(async (offset: number, attempt?: number) => ({ attempt, offset, data: "bb\n", next_offset: offset + 3 }));
+    const buffer = new LogBuffer(fetch);
+    await buffer.push(0, "aa\n", 3);
+    await buffer.push(6, "cc\n", 3);
+    expect(fetch).toHaveBeenCalledWith(3, 3);
+    expect(buffer.text).toBe("aa\nbb\ncc\n");
+  });
+
+  it("jumps over a head the server dropped from a long log", async () => {
+    // given the server kept only the tail, from byte 1000
+    const fetch = vi.fn(async () => ({ attempt: 1, offset: 1000, data: "[earlier output dropped]\ntail\n", next_offset: 1005, complete: true }));
+    const buffer = new LogBuffer(fetch);
+    // when
+    await buffer.catchUp();
+    // then
+    expect(buffer.text).toBe("[earlier output dropped]\ntail\n");
+    expect(buffer.end).toBe(1005);
+  });
+
+  it("trusts the server's next_offset over the decoded text's length", async () => {
+    const buffer = new LogBuffer(serverLog(""));
+    await buffer.push(0, "bad \ufffd byte\n", 1, 11);
+    expect(buffer.end).toBe(11);
   });
 });

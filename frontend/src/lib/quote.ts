@@ -1,6 +1,8 @@
 import type { Quote, QuoteHost } from "../api/types";
 
 export interface QuoteView {
+  /** Why the chosen host does not fit, if it does not. */
+  misfit: string | null;
   estimateMicros: number | null;
   hourlyMicros: number | null;
   minimumCapMicros: number | null;
@@ -16,7 +18,7 @@ function hostView(h: QuoteHost | number) {
     id,
     name: h.name || (id !== null ? `Host #${id}` : "a host"),
     estimateMicros: num(h.estimate_micros) ?? num(h.estimated_cost_micros) ?? num(h.cost_micros) ?? num(h.max_cost_micros),
-    hourlyMicros: num(h.hourly_micros),
+    hourlyMicros: num(h.per_hour_micros) ?? num(h.hourly_micros),
   };
 }
 
@@ -25,9 +27,10 @@ export function quoteView(q: Quote): QuoteView {
   const hosts = (q.hosts ?? []).map(hostView);
   const first = hosts[0];
   return {
+    misfit: typeof q.host_misfit === "string" && q.host_misfit ? q.host_misfit : null,
     estimateMicros:
       num(q.estimate_micros) ?? num(q.estimated_cost_micros) ?? num(q.cost_micros) ?? first?.estimateMicros ?? null,
-    hourlyMicros: num(q.hourly_micros) ?? first?.hourlyMicros ?? null,
+    hourlyMicros: num(q.per_hour_micros) ?? num(q.hourly_micros) ?? first?.hourlyMicros ?? null,
     minimumCapMicros: num(q.minimum_cap_micros) ?? num(q.min_cap_micros),
     hosts,
   };

@@ -45,7 +45,7 @@ export function JobPage() {
   const [receiptError, setReceiptError] = useState<unknown>(null);
   const [cancelError, setCancelError] = useState<unknown>(null);
   const [cancelling, setCancelling] = useState(false);
-  const buffer = useMemo(() => new LogBuffer((offset) => api.jobLogs(id, offset)), [id]);
+  const buffer = useMemo(() => new LogBuffer((offset, attempt) => api.jobLogs(id, offset, attempt)), [id]);
   const terminal = isTerminal(job?.status);
   const terminalRef = useRef(false);
   terminalRef.current = terminal;
@@ -68,6 +68,7 @@ export function JobPage() {
   // The live socket; it is only a doorbell: every (re)connect refetches the job and the log.
   useEffect(() => {
     const socket = jobSocketOpen(id, {
+      shouldReconnect: () => !terminalRef.current,
       onOpen: () => {
         void reload();
         void buffer.catchUp();
@@ -77,7 +78,7 @@ export function JobPage() {
         setRetryIn(delay);
       },
       onMessage: (message) => {
-        if (message.kind === "log") void buffer.push(message.offset, message.data);
+        if (message.kind === "log") void buffer.push(message.offset, message.data, message.attempt, message.next_offset);
         else if (message.kind === "usage") setUsage((u) => [...u, message]);
         else {
           setLiveEvents((events) => [...events, { status: message.status, reason: message.reason, attempt: message.attempt, at: message.at ?? new Date().toISOString() }]);
@@ -120,11 +121,12 @@ export function JobPage() {
   if (!job) return loadError ? <ErrorBanner error={loadError} /> : <Loading />;
 
   const events = mergeEvents(job.events ?? job.transitions ?? [], liveEvents);
-  const start = usage[0]?.at ?? 0;
+  // x is seconds since the job started running (the agent's wall time when a report has it).
+  const origin = job.started_at ? Date.parse(job.started_at) : (usage[0]?.at ?? 0);
   const costPoints: Point[] = usage
     .filter((u) => u.cost_micros !== undefined)
     .map((u) => {
-      const x = u.wall_seconds ?? (u.at - start) / 1000;
+      const x = Math.max(0, Math.round(u.wall_seconds ?? (u.at - origin) / 1000));
       return { x, y: u.cost_micros!, label: formatDuration(x) };
     });
   const cpuPoints: Point[] = [];

@@ -47,15 +47,11 @@ describe("the Run form's live quote", () => {
     expect(await screen.findByTestId("quote-estimate")).toHaveTextContent("1.2345 cr");
     expect(quotes(calls)).toHaveLength(1);
     expect(quotes(calls)[0]!.body).toEqual({
-      code: expect.stringContaining("print("),
-      entrypoint: "main.py",
-      requirements: [],
       cpus: 1,
       memory_mb: 1024,
       gpus: 0,
       timeout_seconds: 600,
       max_cost_micros: 1_000_000,
-      placement: "auto",
     });
     expect(screen.getByTestId("quote")).toHaveTextContent("1 machine fits; cheapest: lab-1.");
   });
@@ -68,10 +64,16 @@ describe("the Run form's live quote", () => {
     const memory = screen.getByLabelText("Memory (GB)");
     await user.clear(memory);
     await user.type(memory, "2.5");
-    await user.type(screen.getByLabelText(/Requirements/), "numpy==2.1.0");
+    const timeout = screen.getByLabelText("Timeout (minutes)");
+    await user.clear(timeout);
+    await user.type(timeout, "30");
     // then one more quote, with the final values
     await waitFor(() => expect(quotes(calls)).toHaveLength(2), { timeout: 2000 });
-    expect(quotes(calls)[1]!.body).toMatchObject({ memory_mb: 2560, requirements: ["numpy==2.1.0"] });
+    expect(quotes(calls)[1]!.body).toMatchObject({ memory_mb: 2560, timeout_seconds: 1800 });
+    // and editing the code asks for no quote: it does not change the price
+    await user.type(screen.getByLabelText("Python code"), "# more");
+    await new Promise((r) => setTimeout(r, 700));
+    expect(quotes(calls)).toHaveLength(2);
   });
 
   it("shows the quote's field errors next to the field", async () => {
@@ -103,7 +105,19 @@ describe("the Run form's live quote", () => {
     await user.click(run);
     // then
     await screen.findByText("job page");
-    const keys = calls.filter((c) => c.url === "/api/v1/jobs/").map((c) => c.headers.get("Idempotency-Key"));
+    const posts = calls.filter((c) => c.url === "/api/v1/jobs/");
+    expect(posts[2]!.body).toEqual({
+      code: expect.stringContaining("print("),
+      entrypoint: "main.py",
+      requirements: [],
+      cpus: 1,
+      memory_mb: 1024,
+      gpus: 0,
+      timeout_seconds: 600,
+      max_cost_micros: 1_000_000,
+      placement: "auto",
+    });
+    const keys = posts.map((c) => c.headers.get("Idempotency-Key"));
     expect(keys).toHaveLength(3);
     expect(keys[0]).toMatch(/^[0-9a-f-]{36}$/);
     expect(keys[1]).toBe(keys[0]);

@@ -2,7 +2,7 @@ import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { api } from "../api/endpoints";
 import { ApiError } from "../api/errors";
-import type { Host, JobSpec, Quote } from "../api/types";
+import type { Host, Quote, QuoteSpec } from "../api/types";
 import { CodeEditor } from "../components/CodeEditor";
 import { ErrorBanner } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
@@ -10,7 +10,7 @@ import { Busy } from "../components/Progress";
 import { filesRead, formatBytes } from "../lib/files";
 import { useFormErrors } from "../lib/forms";
 import { useDebounced, useLoad } from "../lib/hooks";
-import { DEFAULT_FORM, localProblems, specFrom, type RunForm } from "../lib/jobSpec";
+import { DEFAULT_FORM, localProblems, quoteSpecFrom, specFrom, submitBodyFrom, type RunForm } from "../lib/jobSpec";
 import { formatCredits } from "../lib/money";
 import { quoteView } from "../lib/quote";
 import { uuid4 } from "../lib/uuid";
@@ -33,7 +33,7 @@ export const QUOTE_DEBOUNCE_MS = 500;
 
 /** The live quote: POST /quotes/ after the spec stops changing; stale answers are dropped. */
 function useQuote(form: RunForm, enabled: boolean) {
-  const spec = useMemo(() => (enabled ? JSON.stringify(specFrom(form)) : null), [form, enabled]);
+  const spec = useMemo(() => (enabled ? JSON.stringify(quoteSpecFrom(form)) : null), [form, enabled]);
   // Debounce the spec together with whether it is complete, so an edit that passes through an
   // incomplete state (a cleared field) never sends the old spec again.
   const debounced = useDebounced(spec, QUOTE_DEBOUNCE_MS);
@@ -45,7 +45,7 @@ function useQuote(form: RunForm, enabled: boolean) {
     if (debounced === null) return;
     const controller = new AbortController();
     setLoading(true);
-    api.quote(JSON.parse(debounced) as JobSpec, controller.signal).then(
+    api.quote(JSON.parse(debounced) as QuoteSpec, controller.signal).then(
       (q) => {
         setQuote(q);
         setError(null);
@@ -105,7 +105,7 @@ export function RunPage() {
     if (!pendingKey.current || pendingKey.current.spec !== specText) pendingKey.current = { key: uuid4(), spec: specText };
     setSubmitting(true);
     try {
-      const job = await api.jobSubmit(spec, pendingKey.current.key);
+      const job = await api.jobSubmit(submitBodyFrom(form, pendingKey.current.key), pendingKey.current.key);
       pendingKey.current = null;
       navigate(`/jobs/${job.id}`);
     } catch (err) {
@@ -234,11 +234,13 @@ export function RunPage() {
               )}
               {canQuote && !live.loading && view && (
                 <>
+                  {view.misfit && <p className="field-error">{view.misfit}</p>}
                   <p>
-                    Estimated cost: <strong data-testid="quote-estimate">{view.estimateMicros !== null ? formatCredits(view.estimateMicros) : "—"}</strong>
-                    {view.hourlyMicros !== null && <> ({formatCredits(view.hourlyMicros)} per hour)</>}
+                    At most <strong data-testid="quote-estimate">{view.estimateMicros !== null ? formatCredits(view.estimateMicros) : "—"}</strong> if
+                    it runs the whole timeout
+                    {view.hourlyMicros !== null && <> ({formatCredits(view.hourlyMicros)} per hour)</>}. You pay for what it uses.
                   </p>
-                  {view.minimumCapMicros !== null && <p className="small">Minimum cap for this machine: {formatCredits(view.minimumCapMicros)}</p>}
+                  {view.minimumCapMicros !== null && <p className="small">The cap must cover at least one minute: {formatCredits(view.minimumCapMicros)}.</p>}
                   <p className="small">
                     {view.hosts.length} machine{view.hosts.length === 1 ? "" : "s"} fit{view.hosts.length === 1 ? "s" : ""}
                     {view.hosts.length > 0 && `; cheapest: ${view.hosts[0]!.name}`}.
