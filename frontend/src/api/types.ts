@@ -107,7 +107,14 @@ export interface Host {
   organisation?: number | null;
   availability_policy?: AvailabilityPolicy;
   reliability?: Reliability | number | null;
+  /** Reliability and uptime in basis points (10000 = 100 %). */
+  reliability_bps?: number;
+  uptime_bps?: number;
   uptime_ratio?: number | null;
+  price_micros?: number;
+  is_accepting_jobs?: boolean;
+  unavailable_reason?: string;
+  has_live_credential?: boolean;
   jobs_finished?: number;
   jobs_lost?: number;
   created_at?: string;

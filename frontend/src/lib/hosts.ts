@@ -1,10 +1,20 @@
 import type { Host } from "../api/types";
 import { formatCredits, formatPercent } from "./money";
 
-export function reliabilityOf(host: Host): { uptime: number | null; finished: number | null; lost: number | null } {
+export function reliabilityOf(host: Host): {
+  score: number | null;
+  uptime: number | null;
+  finished: number | null;
+  lost: number | null;
+} {
   const r = host.reliability;
-  if (typeof r === "number") return { uptime: r, finished: host.jobs_finished ?? null, lost: host.jobs_lost ?? null };
+  const score = typeof host.reliability_bps === "number" ? host.reliability_bps / 10_000 : null;
+  if (typeof host.uptime_bps === "number") {
+    return { score, uptime: host.uptime_bps / 10_000, finished: host.jobs_finished ?? null, lost: host.jobs_lost ?? null };
+  }
+  if (typeof r === "number") return { score, uptime: r, finished: host.jobs_finished ?? null, lost: host.jobs_lost ?? null };
   return {
+    score,
     uptime: r?.uptime_ratio ?? host.uptime_ratio ?? null,
     finished: r?.jobs_finished ?? host.jobs_finished ?? null,
     lost: r?.jobs_lost ?? host.jobs_lost ?? null,
@@ -12,8 +22,8 @@ export function reliabilityOf(host: Host): { uptime: number | null; finished: nu
 }
 
 export function reliabilityText(host: Host): string {
-  const { uptime, finished, lost } = reliabilityOf(host);
-  const parts = [uptime !== null ? `${formatPercent(uptime)} uptime` : null];
+  const { score, uptime, finished, lost } = reliabilityOf(host);
+  const parts = [score !== null ? `${formatPercent(score)} reliable` : null, uptime !== null ? `${formatPercent(uptime)} uptime` : null];
   if (finished !== null || lost !== null) parts.push(`${finished ?? 0} finished / ${lost ?? 0} lost`);
   return parts.filter(Boolean).join(", ") || "—";
 }
@@ -47,6 +57,6 @@ export function availabilityText(host: Host): string {
     parts.push("any time");
   }
   if (policy.idle_minutes) parts.push(`after ${policy.idle_minutes} min without keyboard/mouse input`);
-  if (policy.max_load !== null && policy.max_load !== undefined) parts.push(`while other load stays under ${policy.max_load}`);
+  if (policy.max_load !== null && policy.max_load !== undefined) parts.push(`while other processes use under ${policy.max_load} % CPU`);
   return parts.join(", ");
 }

@@ -15,7 +15,9 @@ const ORDERINGS: [string, string][] = [
   ["-price", "Price, highest first"],
   ["-reliability", "Most reliable first"],
   ["-cpus", "Most cores first"],
-  ["-memory_mb", "Most memory first"],
+  ["-memory", "Most memory first"],
+  ["gpu_price", "GPU price, lowest first"],
+  ["-last_seen", "Seen most recently first"],
 ];
 
 /** The URL holds the filters (shareable, back button works); the API gets them translated. */

@@ -19,7 +19,7 @@ export function HostPage() {
     <section>
       <h1>{h.name || `Host #${h.id}`}</h1>
       <p>
-        <HostStatusBadge status={h.status} /> {h.is_available === false && <span className="badge badge-idle">owner busy: not taking work</span>}{" "}
+        <HostStatusBadge status={h.status} /> {h.is_accepting_jobs === false && h.status !== "offline" && <span className="badge badge-idle">not taking work now</span>}{" "}
         <span className="muted small">last seen {formatDateTime(h.last_seen_at)}</span>
       </p>
       <p>
@@ -58,6 +58,7 @@ export function HostPage() {
         <section aria-labelledby="rel-h">
           <h2 id="rel-h">Reliability</h2>
           <dl className="facts">
+            <dt>Reliability score</dt><dd>{formatPercent(rel.score)}</dd>
             <dt>Uptime</dt><dd>{formatPercent(rel.uptime)}</dd>
             <dt>Jobs finished</dt><dd>{rel.finished ?? "—"}</dd>
             <dt>Jobs lost</dt><dd>{rel.lost ?? "—"}</dd>

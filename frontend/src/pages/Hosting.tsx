@@ -102,6 +102,11 @@ function WindowsEditor({ windows, onChange }: { windows: AvailabilityWindow[]; o
 }
 
 const HOST_FIELDS = [
+  // The policy's own fields come back top-level (hosts/policy.py names them so).
+  "timezone",
+  "windows",
+  "idle_minutes",
+  "max_load",
   "name",
   "cpu_core_hour_micros",
   "memory_gb_hour_micros",
@@ -191,17 +196,21 @@ function HostEditor({ host, onSaved }: { host: Host; onSaved: (h: Host) => void 
       </fieldset>
       <fieldset>
         <legend>Availability policy</legend>
-        <Field label="Time zone" error={err("availability_policy.timezone")}>
+        <Field label="Time zone" error={err("timezone") ?? err("availability_policy.timezone")}>
           <input value={form.timezone} onChange={(e) => set("timezone", e.target.value)} />
         </Field>
         <WindowsEditor windows={form.windows} onChange={(w) => set("windows", w)} />
-        {err("availability_policy") && <p className="field-error" role="alert">{err("availability_policy")}</p>}
+        {(err("windows") ?? err("availability_policy")) && (
+          <p className="field-error" role="alert">
+            {err("windows") ?? err("availability_policy")}
+          </p>
+        )}
         <div className="row">
-          <Field label="Only after this many idle minutes (keyboard/mouse)" error={err("availability_policy.idle_minutes")}>
+          <Field label="Only after this many idle minutes (keyboard/mouse)" error={err("idle_minutes") ?? err("availability_policy.idle_minutes")}>
             <input type="number" min={0} value={form.idle} onChange={(e) => set("idle", e.target.value)} />
           </Field>
-          <Field label="Only while other CPU load is below" error={err("availability_policy.max_load")} hint="Load average, e.g. 0.5; empty = no limit.">
-            <input type="number" min={0} step={0.1} value={form.maxLoad} onChange={(e) => set("maxLoad", e.target.value)} />
+          <Field label="Only while other processes use less CPU than (%)" error={err("max_load") ?? err("availability_policy.max_load")} hint="0–100; empty = no limit.">
+            <input type="number" min={0} max={100} step={1} value={form.maxLoad} onChange={(e) => set("maxLoad", e.target.value)} />
           </Field>
         </div>
       </fieldset>
@@ -234,7 +243,7 @@ function MyHosts({ reloadKey }: { reloadKey: number }) {
             <li key={h.id} data-testid={`my-host-${h.id}`}>
               <div className="host-line">
                 <strong>{h.name || `Host #${h.id}`}</strong> <HostStatusBadge status={h.status} />
-                {h.is_available === false && <span className="badge badge-idle">unavailable (owner policy)</span>}
+                {h.is_available === false && <span className="badge badge-idle">unavailable{h.unavailable_reason ? `: ${h.unavailable_reason}` : " (your policy)"}</span>}
                 <span className="muted small">
                   {h.cpus} cores · {formatMemory(h.memory_mb)} · {formatCredits(h.cpu_core_hour_micros)}/core-h · {reliabilityText(h)} · last seen{" "}
                   {formatDateTime(h.last_seen_at)}
