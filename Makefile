@@ -39,6 +39,10 @@ demo: venv
 bench: venv
 	$(PY) -m bench
 
+# The job runner image from Debian packages (no registry needed); FORCE=1 rebuilds it.
+runner-image:
+	scripts/build-runner-image.sh $(if $(filter 1 yes true,$(FORCE)),--force)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 

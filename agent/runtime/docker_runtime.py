@@ -1,0 +1,411 @@
+"""The Docker runtime: an install container (pip, with network) and a hardened run container.
+
+Blocking calls (``logs``, ``wait``, ``cancel``) talk to the engine over its socket; the agent
+runs them in threads. The engine is the record of what runs: containers carry labels, so a new
+``DockerRuntime`` finds the containers of an earlier one (``list_own``, ``attach``, ``kill``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import docker
+import requests
+from docker.errors import APIError, ImageNotFound, NotFound
+
+from agent.runtime import cgroup, hardening
+from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
+from agent.runtime.reasons import exit_reason, log_tail
+from agent.runtime.types import (
+    Handle,
+    JobSpec,
+    Outcome,
+    OutputFile,
+    OwnedContainer,
+    Prepared,
+    RuntimeSettings,
+    StopStatus,
+    UsageSample,
+)
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "communipute-env-"
+_TIMEOUTS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
+
+
+def rechunk(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """Split a byte stream's chunks so none is longer than ``size``; order is kept."""
+    for chunk in chunks:
+        for start in range(0, len(chunk), size):
+            yield chunk[start : start + size]
+
+
+class DockerRuntime:
+    """Runs attempts in Docker containers with the hardening of hardening.run_kwargs."""
+
+    def __init__(self, settings: RuntimeSettings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.client: Any = client if client is not None else docker.from_env(timeout=60)
+        self._env_locks: dict[str, threading.Lock] = {}
+        self._env_locks_guard = threading.Lock()
+        self._cgroups: dict[str, cgroup.CgroupDirs | None] = {}
+        self._marker_hash = hashlib.sha256(settings.agent_marker.encode()).hexdigest()[:8]
+
+    # --- install step ----------------------------------------------------------------------
+
+    def image_id(self) -> str:
+        """The id of the configured image, pulled first where it is missing."""
+        try:
+            image = self.client.images.get(self.settings.image)
+        except ImageNotFound:
+            log.info("pulling the runner image %s", self.settings.image)
+            image = self.client.images.pull(self.settings.image)
+        return str(image.id)
+
+    def prepare(self, spec: JobSpec) -> Prepared:
+        """Install the requirements (or reuse a cached environment) and write the job's files.
+
+        An install that fails is not an error: the Prepared carries a failed Outcome. Engine
+        trouble (no daemon, an image that can't be pulled) raises docker.errors.DockerException.
+        """
+        image_id = self.image_id()  # pull a missing image now, not at start
+        env_volume, install_log, failure, cached = self._env_ensure(spec, image_id)
+        if failure is not None:
+            directory = attempt_dir_path(self.settings.work_root, spec.job_id, spec.attempt)
+            return Prepared(spec, directory, None, install_log, failure)
+        directory = attempt_dir_create(
+            self.settings.work_root, spec.job_id, spec.attempt, spec.files, self.settings.run_user
+        )
+        return Prepared(spec, directory, env_volume, install_log, None, env_cached=cached)
+
+    def _env_lock(self, key: str) -> threading.Lock:
+        with self._env_locks_guard:
+            return self._env_locks.setdefault(key, threading.Lock())
+
+    def _env_ensure(
+        self, spec: JobSpec, image_id: str
+    ) -> tuple[str | None, bytes, Outcome | None, bool]:
+        if not spec.requirements:
+            return None, b"", None, False
+        cert = self.settings.pip_cert_path
+        if cert is not None and not cert.is_file():
+            reason = f"install failed: the CA bundle {cert} is not a file on this host"
+            return None, b"", Outcome("failed", reason), False
+        key = hardening.env_key(image_id, spec.requirements, self.settings)
+        with self._env_lock(key):
+            found = self._env_lookup(key)
+            if found is not None:
+                return found, b"", None, True
+            return self._env_install(spec, key)
+
+    def _env_lookup(self, key: str) -> str | None:
+        """The data volume of a complete environment. The pointer volume ``communipute-env-
+        <key>`` is created only after pip succeeded, so a half-done install is never used."""
+        try:
+            pointer = self.client.volumes.get(ENV_PREFIX + key)
+        except NotFound:
+            return None
+        data = str((pointer.attrs.get("Labels") or {}).get(hardening.LABEL_ENV_DATA, ""))
+        try:
+            self.client.volumes.get(data)
+        except NotFound:
+            self._volume_remove(ENV_PREFIX + key)
+            return None
+        return data
+
+    def _env_install(
+        self, spec: JobSpec, key: str
+    ) -> tuple[str | None, bytes, Outcome | None, bool]:
+        data = f"{ENV_PREFIX}{key}-{secrets.token_hex(4)}"
+        self.client.volumes.create(name=data, labels={"communipute.env": key})
+        try:
+            exit_code, timed_out, output = self._install_run(spec, data)
+        except BaseException:
+            self._volume_remove(data)
+            raise
+        if timed_out or exit_code != 0:
+            self._volume_remove(data)
+            seconds = self.settings.install_timeout_seconds
+            detail = f"timed out after {seconds} seconds" if timed_out else log_tail(output)
+            if self.settings.install_only_wheels and not timed_out:
+                detail += "\n(this host installs binary wheels only)"
+            return None, output, Outcome("failed", f"install failed: {detail}"), False
+        return self._env_publish(key, data), output, None, False
+
+    def _install_run(self, spec: JobSpec, data: str) -> tuple[int, bool, bytes]:
+        """Run pip into the volume ``data``: (exit code, timed out, output)."""
+        labels = hardening.labels_for(spec, self.settings, "install")
+        kwargs = hardening.install_kwargs(spec, self.settings, data, labels)
+        name = self._name(spec, "install")
+        self._container_remove(name)  # left by an agent that died mid-install
+        container = self.client.containers.create(name=name, **kwargs)
+        timed_out = False
+        try:
+            container.start()
+            try:
+                timeout = self.settings.install_timeout_seconds
+                result = self.client.api.wait(container.id, timeout=timeout)
+                exit_code = int(result.get("StatusCode", -1))
+            except _TIMEOUTS:
+                timed_out, exit_code = True, -1
+                self._kill_quietly(container.id)
+            output = bytes(self.client.api.logs(container.id, stdout=True, stderr=True))
+        finally:
+            self._container_remove(container.id)
+        return exit_code, timed_out, output
+
+    def _env_publish(self, key: str, data: str) -> str:
+        """Point the cache at ``data``. Creating an existing volume returns it unchanged, so when
+        another agent on this engine won the race its environment is used and ours dropped."""
+        labels = {hardening.LABEL_ENV_DATA: data, "communipute.env": key}
+        pointer = self.client.volumes.create(name=ENV_PREFIX + key, labels=labels)
+        winner = str((pointer.attrs.get("Labels") or {}).get(hardening.LABEL_ENV_DATA, data))
+        if winner != data:
+            self._volume_remove(data)
+        return winner
+
+    # --- run step --------------------------------------------------------------------------
+
+    def start(self, prepared: Prepared) -> Handle:
+        if prepared.failure is not None:
+            raise ValueError("this attempt failed to prepare; it cannot start")
+        spec = prepared.spec
+        kwargs = hardening.run_kwargs(spec, self.settings, prepared.attempt_dir, prepared.env_ref)
+        # One name per attempt: the engine refuses a second container for the same attempt.
+        container = self.client.containers.create(name=self._name(spec, "run"), **kwargs)
+        try:
+            container.start()
+        except BaseException:
+            self._container_remove(container.id)
+            raise
+        deadline = time.monotonic() + spec.timeout_seconds
+        container.reload()
+        return Handle(
+            job_id=spec.job_id,
+            attempt=spec.attempt,
+            ref=str(container.id),
+            attempt_dir=prepared.attempt_dir,
+            timeout_seconds=spec.timeout_seconds,
+            memory_mb=spec.memory_mb,
+            deadline=deadline,
+            pid=int(container.attrs["State"].get("Pid") or 0),
+        )
+
+    def attach(self, job_id: int, attempt: int) -> Handle:
+        """A handle on a run container that an earlier agent process started (after restart).
+        The timeout still counts from the container's start. Raises LookupError if none."""
+        found = [c for c in self._own(job_id, attempt) if c.role == "run"]
+        if not found:
+            raise LookupError(f"no run container for job {job_id} attempt {attempt}")
+        attrs = self.client.api.inspect_container(found[0].container_id)
+        labels = attrs["Config"]["Labels"]
+        timeout = int(labels[hardening.LABEL_TIMEOUT])
+        started = _parse_time(attrs["State"]["StartedAt"])
+        remaining = started + timeout - time.time()
+        return Handle(
+            job_id=job_id,
+            attempt=attempt,
+            ref=str(attrs["Id"]),
+            attempt_dir=attempt_dir_path(self.settings.work_root, job_id, attempt),
+            timeout_seconds=timeout,
+            memory_mb=int(labels[hardening.LABEL_MEMORY]),
+            deadline=time.monotonic() + remaining,
+            pid=int(attrs["State"].get("Pid") or 0),
+        )
+
+    def logs(self, handle: Handle) -> Iterator[bytes]:
+        """stdout and stderr as the engine recorded them, from the start, until the exit."""
+        stream = self.client.api.logs(
+            handle.ref, stdout=True, stderr=True, stream=True, follow=True
+        )
+        yield from rechunk(cast(Iterator[bytes], stream), self.settings.log_chunk_bytes)
+
+    def wait(self, handle: Handle) -> Outcome:
+        """Block until the attempt ends; kill it at its wall-clock deadline."""
+        timed_out = False
+        remaining = handle.deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise requests.exceptions.ReadTimeout("deadline already passed")
+            result = self.client.api.wait(handle.ref, timeout=remaining)
+        except _TIMEOUTS:
+            if time.monotonic() < handle.deadline - 1:
+                raise  # the engine went away; that is not the job's timeout
+            timed_out = True
+            self._kill_quietly(handle.ref)
+            result = self.client.api.wait(handle.ref, timeout=60)
+        state = self.client.api.inspect_container(handle.ref)["State"]
+        exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
+        return self._outcome(handle, exit_code, bool(state.get("OOMKilled")), timed_out)
+
+    def _outcome(self, handle: Handle, exit_code: int, oom: bool, timed_out: bool) -> Outcome:
+        if handle.stop_status is not None:
+            return Outcome(handle.stop_status, handle.stop_reason, exit_code)
+        if timed_out:
+            reason = f"timed out after {handle.timeout_seconds} seconds"
+            return Outcome("timed_out", reason, exit_code)
+        if oom:
+            return Outcome("failed", f"out of memory (limit {handle.memory_mb} MB)", exit_code)
+        if exit_code == 0:
+            return Outcome("succeeded", "exit code 0", 0)
+        return Outcome("failed", exit_reason(exit_code), exit_code)
+
+    def cancel(
+        self,
+        handle: Handle,
+        grace_seconds: float,
+        *,
+        status: StopStatus = "cancelled",
+        reason: str = "cancelled",
+    ) -> None:
+        """SIGTERM (tini passes it on to the script), then SIGKILL after the grace period."""
+        handle.stop_status, handle.stop_reason = status, reason
+        with contextlib.suppress(NotFound):
+            self.client.api.stop(handle.ref, timeout=max(math.ceil(grace_seconds), 0))
+
+    def usage(self, handle: Handle) -> UsageSample:
+        """Counters from the container's cgroup; the last sample once the container is gone."""
+        dirs = self._cgroup_dirs(handle)
+        try:
+            if dirs is not None:
+                counters = cgroup.counters_read(dirs)
+            else:
+                counters = self._counters_from_stats(handle)
+        except (OSError, ValueError, APIError):
+            return handle.last_usage
+        peak = max(handle.peak_memory_bytes, counters.memory_current_bytes)
+        peak = max(peak, counters.memory_peak_bytes or 0)
+        handle.peak_memory_bytes = peak
+        handle.last_usage = UsageSample(
+            cpu_seconds=max(counters.cpu_usec / 1_000_000, handle.last_usage.cpu_seconds),
+            memory_current_mb=counters.memory_current_bytes // cgroup.MB,
+            memory_peak_mb=peak // cgroup.MB,
+        )
+        return handle.last_usage
+
+    def _cgroup_dirs(self, handle: Handle) -> cgroup.CgroupDirs | None:
+        """Found once per container from its first process. A pid is reused once the
+        container is gone, so only a cgroup whose path names the container is trusted."""
+        if handle.ref not in self._cgroups:
+            dirs = cgroup.dirs_of_pid(handle.pid) if handle.pid else None
+            if dirs is not None and handle.ref not in str(dirs.memory):
+                dirs = None
+            self._cgroups[handle.ref] = dirs
+        return self._cgroups[handle.ref]
+
+    def _counters_from_stats(self, handle: Handle) -> cgroup.CgroupCounters:
+        """Where the agent can't see the cgroup files (e.g. a remote engine): the stats API."""
+        stats = self.client.api.stats(handle.ref, stream=False, one_shot=True)
+        memory = stats.get("memory_stats") or {}
+        cpu_ns = int(((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0))
+        if "usage" not in memory:
+            raise ValueError("the container is not running")
+        peak = memory.get("max_usage")
+        return cgroup.CgroupCounters(
+            cpu_usec=cpu_ns // 1000,
+            memory_current_bytes=int(memory["usage"]),
+            memory_peak_bytes=int(peak) if peak is not None else None,
+        )
+
+    def collect_outputs(self, handle: Handle) -> list[OutputFile]:
+        return outputs_collect(
+            handle.attempt_dir / "outputs",
+            self.settings.outputs_max_bytes,
+            self.settings.outputs_max_files,
+        )
+
+    def cleanup(self, handle: Handle) -> None:
+        """Remove the container and the attempt directory (outputs included)."""
+        self._container_remove(handle.ref)
+        self._cgroups.pop(handle.ref, None)
+        self._attempt_dir_remove(handle.attempt_dir)
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    def list_own(self) -> list[OwnedContainer]:
+        """This agent's containers (by the communipute.agent label), running or not."""
+        return self._own(None, None)
+
+    def kill(self, job_id: int, attempt: int) -> None:
+        """Stop and remove every container of the attempt at once, and its directory."""
+        for owned in self._own(job_id, attempt):
+            self._container_remove(owned.container_id)
+        self._attempt_dir_remove(attempt_dir_path(self.settings.work_root, job_id, attempt))
+
+    def _own(self, job_id: int | None, attempt: int | None) -> list[OwnedContainer]:
+        labels = [f"{hardening.LABEL_AGENT}={self.settings.agent_marker}"]
+        if job_id is not None and attempt is not None:
+            labels += [f"{hardening.LABEL_JOB}={job_id}", f"{hardening.LABEL_ATTEMPT}={attempt}"]
+        found = []
+        for summary in self.client.api.containers(all=True, filters={"label": labels}):
+            container_labels = summary.get("Labels") or {}
+            try:
+                owned = OwnedContainer(
+                    job_id=int(container_labels[hardening.LABEL_JOB]),
+                    attempt=int(container_labels[hardening.LABEL_ATTEMPT]),
+                    container_id=str(summary["Id"]),
+                    state=str(summary.get("State", "")),
+                    role="install"
+                    if container_labels.get(hardening.LABEL_ROLE) == "install"
+                    else "run",
+                )
+            except (KeyError, ValueError):
+                continue
+            found.append(owned)
+        return sorted(found)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _name(self, spec: JobSpec, role: str) -> str:
+        return f"communipute-{spec.job_id}-{spec.attempt}-{role}-{self._marker_hash}"
+
+    def _kill_quietly(self, container_id: str) -> None:
+        with contextlib.suppress(APIError):  # already stopped or gone
+            self.client.api.kill(container_id)
+
+    def _container_remove(self, container_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.client.api.remove_container(container_id, force=True)
+
+    def _volume_remove(self, name: str) -> None:
+        try:
+            self.client.api.remove_volume(name)
+        except APIError as exc:
+            log.warning("could not remove volume %s: %s", name, exc)
+
+    def _attempt_dir_remove(self, directory: Path) -> None:
+        """An unprivileged agent can't delete what the sandbox user wrote in its own
+        directories; a throwaway container with only CAP_DAC_OVERRIDE does it instead."""
+        if tree_remove(directory) or not directory.exists():
+            return
+        self.client.containers.run(
+            self.settings.image,
+            ["rm", "-rf", "--", "/attempt/work", "/attempt/outputs"],
+            volumes={str(directory): {"bind": "/attempt", "mode": "rw"}},
+            user="0:0",
+            cap_drop=["ALL"],
+            cap_add=["DAC_OVERRIDE"],
+            security_opt=["no-new-privileges:true"],
+            network_mode="none",
+            read_only=True,
+            remove=True,
+        )
+        tree_remove(directory)
+
+
+def _parse_time(value: str) -> float:
+    """Docker's RFC 3339 timestamps carry nanoseconds; Python parses microseconds."""
+    head, _, fraction = value.rstrip("Z").partition(".")
+    parsed = datetime.fromisoformat(head + "+00:00").timestamp()
+    return parsed + (float(f"0.{fraction[:6]}") if fraction else 0.0)

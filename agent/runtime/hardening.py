@@ -1,0 +1,198 @@
+"""The Docker arguments of the two containers of an attempt, as pure functions.
+
+Every flag here is a security or fairness decision; docs/sandbox.md says why each is there.
+Keeping them out of the code that talks to Docker lets the unit tests pin them exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from agent.runtime.types import JobSpec, RuntimeSettings
+
+ENV_MOUNT = "/opt/env"
+WORK_MOUNT = "/work"
+OUTPUTS_MOUNT = "/outputs"
+# Paths inside the sandbox, never on the host: a private tmpfs per container.
+SANDBOX_TMP = "/tmp"  # noqa: S108
+CA_MOUNT = "/etc/communipute/pip-ca.pem"
+LABEL_JOB = "communipute.job"
+LABEL_ATTEMPT = "communipute.attempt"
+LABEL_AGENT = "communipute.agent"
+LABEL_ROLE = "communipute.role"
+LABEL_TIMEOUT = "communipute.timeout"
+LABEL_MEMORY = "communipute.memory_mb"
+LABEL_ENV_DATA = "communipute.env.data"
+# Bumped when the install recipe changes in a way that makes old environments unusable.
+ENV_RECIPE = "1"
+
+# Installs as the sandbox user: root in the install container only long enough to hand the
+# fresh volume to that user (no other capability), then pip runs unprivileged.
+_INSTALL_BOOTSTRAP = """\
+import os, sys
+uid, gid = (int(part) for part in sys.argv[1].split(":"))
+os.chown(sys.argv[2], uid, gid)
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+os.execvp(sys.executable, [sys.executable, "-m", "pip", *sys.argv[3:]])
+"""
+
+
+def labels_for(spec: JobSpec, settings: RuntimeSettings, role: str) -> dict[str, str]:
+    return {
+        LABEL_JOB: str(spec.job_id),
+        LABEL_ATTEMPT: str(spec.attempt),
+        LABEL_AGENT: settings.agent_marker,
+        LABEL_ROLE: role,
+        LABEL_TIMEOUT: str(spec.timeout_seconds),
+        LABEL_MEMORY: str(spec.memory_mb),
+    }
+
+
+def env_key(image_id: str, requirements: tuple[str, ...], settings: RuntimeSettings) -> str:
+    """The cache key of an installed environment: what decides which files pip writes."""
+    lines = [
+        ENV_RECIPE,
+        image_id,
+        "wheels-only" if settings.install_only_wheels else "sdists-allowed",
+        settings.pip_index_url or "",
+        settings.pip_extra_index_url or "",
+        *sorted("".join(line.split()).lower() for line in requirements),
+    ]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:24]
+
+
+def _log_config(settings: RuntimeSettings) -> dict[str, Any]:
+    half = max(settings.log_max_bytes // 2, 1024 * 1024)
+    return {"type": "json-file", "config": {"max-size": str(half), "max-file": "2"}}
+
+
+def _ulimits(settings: RuntimeSettings) -> list[dict[str, Any]]:
+    return [
+        {"Name": "nofile", "Soft": settings.nofile_limit, "Hard": settings.nofile_limit},
+        {"Name": "nproc", "Soft": settings.nproc_limit, "Hard": settings.nproc_limit},
+        {"Name": "core", "Soft": 0, "Hard": 0},
+    ]
+
+
+def _device_requests(gpus: int) -> list[dict[str, Any]]:
+    return [{"Driver": "nvidia", "Count": gpus, "Capabilities": [["gpu"]]}]
+
+
+def run_kwargs(
+    spec: JobSpec, settings: RuntimeSettings, attempt_dir: Path, env_volume: str | None
+) -> dict[str, Any]:
+    """Arguments for ``client.containers.create`` of the run step (the renter's script)."""
+    has_network = spec.network_allowed and settings.network_allowed
+    memory = f"{spec.memory_mb}m"
+    volumes: dict[str, dict[str, str]] = {
+        str(attempt_dir / "work"): {"bind": WORK_MOUNT, "mode": "rw"},
+        str(attempt_dir / "outputs"): {"bind": OUTPUTS_MOUNT, "mode": "rw"},
+    }
+    environment = {
+        "HOME": SANDBOX_TMP,
+        "TMPDIR": SANDBOX_TMP,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "COMMUNIPUTE_JOB_ID": str(spec.job_id),
+        "COMMUNIPUTE_ATTEMPT": str(spec.attempt),
+        "COMMUNIPUTE_OUTPUTS": OUTPUTS_MOUNT,
+    }
+    if env_volume is not None:
+        volumes[env_volume] = {"bind": ENV_MOUNT, "mode": "ro"}
+        environment["PYTHONPATH"] = ENV_MOUNT
+        environment["PATH"] = f"{ENV_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin"
+    kwargs: dict[str, Any] = {
+        "image": settings.image,
+        "command": ["python3", spec.entrypoint],
+        "working_dir": WORK_MOUNT,
+        "user": settings.run_user,
+        "environment": environment,
+        "labels": labels_for(spec, settings, "run"),
+        "hostname": "sandbox",
+        "network_mode": settings.run_network if has_network else "none",
+        "read_only": True,
+        "tmpfs": {SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={settings.tmpfs_mb}m"},
+        "volumes": volumes,
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(spec.cpus * 1_000_000_000),
+        "pids_limit": settings.pids_limit,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "init": True,
+        "ipc_mode": "private",
+        "ulimits": _ulimits(settings),
+        # Under host-wide memory pressure the kernel should kill a job before the host's own
+        # processes (the agent included); the job's own limit is enforced by its cgroup.
+        "oom_score_adj": 500,
+        "log_config": _log_config(settings),
+    }
+    if spec.gpus > 0:
+        kwargs["device_requests"] = _device_requests(spec.gpus)
+    return kwargs
+
+
+def install_kwargs(
+    spec: JobSpec, settings: RuntimeSettings, env_volume: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    """Arguments for ``client.containers.create`` of the install step: pip, with network."""
+    pip_args = [
+        "install",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "--no-warn-script-location",
+        *(["--only-binary=:all:"] if settings.install_only_wheels else []),
+        "--target",
+        ENV_MOUNT,
+        # Requirements are validated specifiers; '--' still keeps them from being options.
+        "--",
+        *spec.requirements,
+    ]
+    environment = {"HOME": SANDBOX_TMP, "TMPDIR": SANDBOX_TMP, "PYTHONDONTWRITEBYTECODE": "1"}
+    volumes: dict[str, dict[str, str]] = {env_volume: {"bind": ENV_MOUNT, "mode": "rw"}}
+    if settings.pip_index_url:
+        environment["PIP_INDEX_URL"] = settings.pip_index_url
+    if settings.pip_extra_index_url:
+        environment["PIP_EXTRA_INDEX_URL"] = settings.pip_extra_index_url
+    if settings.pip_cert_path is not None:
+        volumes[str(settings.pip_cert_path)] = {"bind": CA_MOUNT, "mode": "ro"}
+        environment["PIP_CERT"] = CA_MOUNT
+    memory = f"{settings.install_memory_mb}m"
+    return {
+        "image": settings.image,
+        "command": [
+            "python3",
+            "-c",
+            _INSTALL_BOOTSTRAP,
+            settings.run_user,
+            ENV_MOUNT,
+            *pip_args,
+        ],
+        "user": "0:0",
+        "environment": environment,
+        "labels": labels,
+        "network_mode": settings.install_network,
+        "read_only": True,
+        # Builds of source packages may run what they compile under /tmp: exec is allowed here.
+        "tmpfs": {SANDBOX_TMP: "rw,nosuid,nodev,size=2048m"},
+        "volumes": volumes,
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(settings.install_cpus * 1_000_000_000),
+        "pids_limit": settings.pids_limit,
+        "cap_drop": ["ALL"],
+        "cap_add": ["CHOWN", "SETUID", "SETGID"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "init": True,
+        "ulimits": _ulimits(settings),
+        "log_config": _log_config(settings),
+    }

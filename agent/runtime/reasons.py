@@ -1,0 +1,23 @@
+"""The wording of status reasons, shared by the runtimes: renters read these."""
+
+from __future__ import annotations
+
+import signal
+
+
+def log_tail(output: bytes, lines: int = 3, chars: int = 600) -> str:
+    """The last non-empty lines of some output, for a status reason."""
+    text = output.decode("utf-8", errors="replace").replace("\r", "\n")
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(kept)[-chars:] or "no output"
+
+
+def exit_reason(exit_code: int) -> str:
+    """``exit code N``, naming the signal where the code says one killed the script
+    (128 + N from the init process; negative N from a Python subprocess)."""
+    number = exit_code - 128 if exit_code > 128 else -exit_code
+    reason = f"exit code {exit_code}"
+    try:
+        return f"{reason} (killed by {signal.Signals(number).name})" if number > 0 else reason
+    except ValueError:
+        return reason

@@ -1,0 +1,265 @@
+"""The runtime's vocabulary: what a job asks for, what the runtime hands back, and the
+``Runtime`` interface that the Docker and the process runtimes both implement.
+
+Nothing here talks to Docker or the operating system; ``JobSpec`` validates itself on
+construction so that a bad offer is refused before anything touches the disk.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal, NamedTuple, Protocol
+
+from agent.protocol import MAX_LOG_CHUNK_BYTES
+
+# Production default (DESIGN.md); `make runner-image` builds communipute/runner:latest where no
+# registry is reachable, and the agent's configuration picks which one a host uses.
+DEFAULT_IMAGE = "python:3.12-slim"
+
+Status = Literal["succeeded", "failed", "cancelled", "timed_out", "budget_exhausted"]
+StopStatus = Literal["cancelled", "budget_exhausted"]
+
+MAX_FILES = 1000
+MAX_PATH_CHARS = 255
+MAX_REQUIREMENTS = 100
+MAX_REQUIREMENT_CHARS = 200
+
+# A package specifier and nothing else: a name, optional extras and optional version clauses.
+# No URLs, paths, `name @ url`, environment markers or options (`-e`, `--index-url`): a
+# requirement line must never be able to point pip somewhere the host did not choose.
+_VERSION_CLAUSE = r"(?:===|==|!=|<=|>=|~=|<|>)\s*[A-Za-z0-9.*+!_-]+"
+_REQUIREMENT = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+    r"(?:\[[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*\])?"
+    rf"(?:\s*{_VERSION_CLAUSE}(?:\s*,\s*{_VERSION_CLAUSE})*)?"
+)
+
+
+class JobSpecError(ValueError):
+    """The offer asks for something the runtime refuses to run; the message says what."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How this host runs jobs. The agent's configuration builds one of these."""
+
+    work_root: Path
+    image: str = DEFAULT_IMAGE
+    # Marks the containers of this agent (label communipute.agent) so a restarted agent finds
+    # its own and leaves other agents' containers on the same engine alone.
+    agent_marker: str = field(default_factory=socket.gethostname)
+    pip_index_url: str | None = None
+    pip_extra_index_url: str | None = None
+    # The host's CA bundle (a file on the host), mounted read-only into the install container
+    # with PIP_CERT pointing at it: hosts behind a TLS-intercepting proxy need it.
+    pip_cert_path: Path | None = None
+    # The host owner's policy: a job gets network in its run step only if this is true AND the
+    # job asked for it. The install step always has network; nothing else does.
+    network_allowed: bool = False
+    run_network: str = "bridge"
+    install_network: str = "bridge"
+    outputs_max_bytes: int = 100 * 1024 * 1024
+    outputs_max_files: int = 1000
+    log_chunk_bytes: int = MAX_LOG_CHUNK_BYTES
+    # Docker keeps at most this much log per container (json-file rotation); the server keeps
+    # its own capped copy, so this only bounds the host's disk.
+    log_max_bytes: int = 64 * 1024 * 1024
+    tmpfs_mb: int = 256
+    pids_limit: int = 256
+    nofile_limit: int = 4096
+    # RLIMIT_NPROC counts every process of the uid on the whole host, so it is only a backstop;
+    # the pids cgroup (pids_limit) is the per-job limit.
+    nproc_limit: int = 4096
+    run_user: str = "65534:65534"
+    # Wheels only: installing a wheel runs none of the package's code, so no renter-chosen code
+    # ever runs while the sandbox has network (an sdist's setup.py would, in the install step).
+    install_only_wheels: bool = True
+    install_timeout_seconds: int = 900
+    install_memory_mb: int = 2048
+    install_cpus: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.log_chunk_bytes < 1 or self.log_chunk_bytes > MAX_LOG_CHUNK_BYTES:
+            raise ValueError(f"log_chunk_bytes must be within 1..{MAX_LOG_CHUNK_BYTES}")
+        if self.outputs_max_bytes < 0 or self.outputs_max_files < 0:
+            raise ValueError("output limits must not be negative")
+        if not re.fullmatch(r"\d+:\d+", self.run_user) or self.run_user.startswith("0:"):
+            raise ValueError("run_user must be a numeric non-root uid:gid")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One attempt of a job, as the runtime needs it. Validates itself; raises JobSpecError."""
+
+    job_id: int
+    attempt: int
+    files: Mapping[str, bytes]
+    entrypoint: str
+    requirements: tuple[str, ...] = ()
+    cpus: float = 1.0
+    memory_mb: int = 512
+    gpus: int = 0
+    timeout_seconds: int = 3600
+    network_allowed: bool = False
+
+    def __post_init__(self) -> None:
+        # Accept any sequence of requirements but keep an immutable tuple.
+        object.__setattr__(self, "requirements", tuple(self.requirements))
+        if self.job_id < 1 or self.attempt < 1:
+            raise JobSpecError("job_id and attempt must be positive")
+        if not 0 < self.cpus <= 1024:
+            raise JobSpecError(f"cpus must be within (0, 1024], not {self.cpus}")
+        if not 16 <= self.memory_mb <= 16 * 1024 * 1024:
+            raise JobSpecError(f"memory_mb must be at least 16, not {self.memory_mb}")
+        if not 0 <= self.gpus <= 64:
+            raise JobSpecError(f"gpus must be within 0..64, not {self.gpus}")
+        if self.timeout_seconds < 1:
+            raise JobSpecError(f"timeout_seconds must be positive, not {self.timeout_seconds}")
+        files_validate(self.files)
+        if self.entrypoint not in self.files:
+            raise JobSpecError(f"the entrypoint {self.entrypoint!r} is not one of the files")
+        requirements_validate(self.requirements)
+
+
+def path_validate(path: str) -> None:
+    """Refuse a job file name that could land outside the job's work dir or confuse tools."""
+    if not path or len(path) > MAX_PATH_CHARS:
+        raise JobSpecError(f"file name {path!r} must have 1 to {MAX_PATH_CHARS} characters")
+    if "\x00" in path or "\\" in path:
+        raise JobSpecError(f"file name {path!r} contains a NUL or a backslash")
+    if path.startswith("/"):
+        raise JobSpecError(f"file name {path!r} is absolute")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise JobSpecError(f"file name {path!r} has an empty, '.' or '..' component")
+
+
+def files_validate(files: Mapping[str, bytes]) -> None:
+    if not files:
+        raise JobSpecError("a job needs at least one file")
+    if len(files) > MAX_FILES:
+        raise JobSpecError(f"a job has at most {MAX_FILES} files, not {len(files)}")
+    for path, content in files.items():
+        path_validate(path)
+        if not isinstance(content, bytes):
+            raise JobSpecError(f"the content of {path!r} is not bytes")
+    # "a" and "a/b" cannot both exist: one would have to be a file and a directory.
+    names = set(files)
+    for path in files:
+        for parent in PurePosixPath(path).parents:
+            if str(parent) in names:
+                raise JobSpecError(f"{str(parent)!r} is both a file and a directory")
+
+
+def requirement_validate(line: str) -> None:
+    if len(line) > MAX_REQUIREMENT_CHARS or not _REQUIREMENT.fullmatch(line.strip()):
+        raise JobSpecError(f"requirement {line!r} is not a plain package specifier")
+
+
+def requirements_validate(requirements: tuple[str, ...]) -> None:
+    if len(requirements) > MAX_REQUIREMENTS:
+        raise JobSpecError(f"a job has at most {MAX_REQUIREMENTS} requirements")
+    for line in requirements:
+        requirement_validate(line)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended. ``status`` is the job status the agent reports."""
+
+    status: Status
+    reason: str
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The result of the install step. When ``failure`` is set the job must not start."""
+
+    spec: JobSpec
+    attempt_dir: Path
+    env_ref: str | None  # a volume name (Docker), a venv path (process) or None: no packages
+    install_log: bytes = b""
+    failure: Outcome | None = None
+    env_cached: bool = False
+
+
+@dataclass(frozen=True)
+class UsageSample:
+    """Counters of one attempt since it started (cumulative, never deltas)."""
+
+    cpu_seconds: float
+    memory_current_mb: int
+    memory_peak_mb: int
+
+
+@dataclass
+class Handle:
+    """A started attempt. The runtime that made it keeps it up to date; callers read it."""
+
+    job_id: int
+    attempt: int
+    ref: str  # the container id (Docker) or the process id (process runtime)
+    attempt_dir: Path
+    timeout_seconds: int
+    memory_mb: int
+    deadline: float  # time.monotonic() at which the wall-clock timeout fires
+    stop_status: StopStatus | None = None
+    stop_reason: str = ""
+    pid: int = 0  # the sandbox's first process as the host sees it; 0 when unknown
+    peak_memory_bytes: int = 0
+    last_usage: UsageSample = field(default_factory=lambda: UsageSample(0.0, 0, 0))
+
+
+class OutputFile(NamedTuple):
+    name: str  # sanitised, relative, '/'-separated
+    size: int
+    sha256: str
+    path: Path  # where the agent reads it; valid until cleanup()
+
+
+class OwnedContainer(NamedTuple):
+    job_id: int
+    attempt: int
+    container_id: str
+    state: str  # Docker's state: created, running, exited ...
+    role: Literal["install", "run"]
+
+
+class Runtime(Protocol):
+    """What the agent needs from a sandbox. Calls for one attempt go in this order:
+    prepare -> start -> (logs, usage, cancel from other threads) -> wait -> collect_outputs ->
+    cleanup. ``logs`` and ``wait`` block; run them in threads."""
+
+    def prepare(self, spec: JobSpec) -> Prepared: ...
+
+    def start(self, prepared: Prepared) -> Handle: ...
+
+    def attach(self, job_id: int, attempt: int) -> Handle: ...
+
+    def logs(self, handle: Handle) -> Iterator[bytes]: ...
+
+    def wait(self, handle: Handle) -> Outcome: ...
+
+    def cancel(
+        self,
+        handle: Handle,
+        grace_seconds: float,
+        *,
+        status: StopStatus = "cancelled",
+        reason: str = "cancelled",
+    ) -> None: ...
+
+    def usage(self, handle: Handle) -> UsageSample: ...
+
+    def collect_outputs(self, handle: Handle) -> list[OutputFile]: ...
+
+    def cleanup(self, handle: Handle) -> None: ...
+
+    def list_own(self) -> list[OwnedContainer]: ...
+
+    def kill(self, job_id: int, attempt: int) -> None: ...

@@ -1,0 +1,283 @@
+"""The Docker runtime against a real engine and the runner image (`make runner-image`).
+
+The hostile suite is in test_runtime_hostile.py; it shares the helpers of this module.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.runtime import DockerRuntime, Handle, JobSpec, Outcome, OwnedContainer, RuntimeSettings
+from agent.runtime.hardening import env_key
+
+pytestmark = pytest.mark.docker
+
+IMAGE = os.environ.get("COMMUNIPUTE_RUNNER_IMAGE", "communipute/runner:latest")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def settings_for(work_root: Path, **overrides) -> RuntimeSettings:
+    fields: dict[str, Any] = {
+        "work_root": work_root,
+        "image": IMAGE,
+        # A marker per runtime: tests never touch containers of other tests or agents.
+        "agent_marker": f"test-{uuid.uuid4().hex[:12]}",
+        "pip_cert_path": CA_BUNDLE if CA_BUNDLE.is_file() else None,
+    }
+    fields.update(overrides)
+    return RuntimeSettings(**fields)
+
+
+@contextmanager
+def runtime_for(tmp_path: Path, **overrides) -> Iterator[DockerRuntime]:
+    runtime = DockerRuntime(settings_for(tmp_path / "jobs", **overrides))
+    try:
+        yield runtime
+    finally:
+        for owned in runtime.list_own():
+            runtime.kill(owned.job_id, owned.attempt)
+
+
+def spec_for(source: str, **overrides) -> JobSpec:
+    fields: dict[str, Any] = {
+        "job_id": 1,
+        "attempt": 1,
+        "files": {"main.py": source.encode()},
+        "entrypoint": "main.py",
+        "memory_mb": 128,
+        "timeout_seconds": 30,
+    }
+    fields.update(overrides)
+    return JobSpec(**fields)
+
+
+@dataclass
+class Finished:
+    outcome: Outcome
+    logs: bytes
+    handle: Handle
+    seconds: float
+
+
+def run_to_end(runtime: DockerRuntime, spec: JobSpec) -> Finished:
+    """prepare, start, then read the logs while another thread waits (wait enforces the
+    timeout; the log stream only ends when the container does)."""
+    prepared = runtime.prepare(spec)
+    assert prepared.failure is None, prepared.failure
+    started = time.monotonic()
+    handle = runtime.start(prepared)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(runtime.wait, handle)
+        logs = b"".join(runtime.logs(handle))
+        outcome = waiting.result(timeout=spec.timeout_seconds + 60)
+    return Finished(outcome, logs, handle, time.monotonic() - started)
+
+
+def env_forget(runtime: DockerRuntime, requirements: tuple[str, ...]) -> None:
+    """Drop the cached environment of these requirements so the next prepare installs."""
+    key = env_key(runtime.image_id(), requirements, runtime.settings)
+    for volume in runtime.client.volumes.list(filters={"label": f"communipute.env={key}"}):
+        with suppress(Exception):
+            volume.remove()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    with runtime_for(tmp_path) as runtime:
+        yield runtime
+
+
+def test_hello_world_end_to_end(runtime):
+    # given
+    spec = spec_for("import sys\nprint('hello from the sandbox')\nprint('oops', file=sys.stderr)\n")
+
+    # when
+    finished = run_to_end(runtime, spec)
+
+    # then
+    assert finished.outcome == Outcome("succeeded", "exit code 0", 0)
+    assert sorted(finished.logs.splitlines()) == [b"hello from the sandbox", b"oops"]
+    runtime.cleanup(finished.handle)
+    assert runtime.list_own() == []
+    assert not finished.handle.attempt_dir.exists()
+
+
+def test_a_failing_script_reports_its_exit_code(runtime):
+    finished = run_to_end(runtime, spec_for("raise SystemExit(3)\n"))
+
+    assert finished.outcome == Outcome("failed", "exit code 3", 3)
+
+
+def test_a_requirement_is_installed_imported_and_cached(runtime):
+    # given
+    requirements = ("six==1.17.0",)
+    env_forget(runtime, requirements)
+    spec = spec_for("import six\nprint(six.__version__)\n", requirements=requirements)
+
+    # when
+    first = runtime.prepare(spec)
+    started = time.monotonic()
+    second = runtime.prepare(spec_for("print(1)\n", attempt=2, requirements=requirements))
+    cached_seconds = time.monotonic() - started
+    finished = run_to_end(
+        runtime, spec_for(spec.files["main.py"].decode(), attempt=3, requirements=requirements)
+    )
+
+    # then
+    assert (first.failure, first.env_cached) == (None, False)
+    assert b"Successfully installed six-1.17.0" in first.install_log
+    assert (second.failure, second.env_cached, second.install_log) == (None, True, b"")
+    assert second.env_ref == first.env_ref
+    assert cached_seconds < 1
+    assert finished.outcome == Outcome("succeeded", "exit code 0", 0)
+    assert finished.logs == b"1.17.0\n"
+
+
+def test_an_install_failure_fails_the_job_with_the_last_lines_of_pip(runtime):
+    # given
+    requirements = ("communipute-no-such-package-x1",)
+    spec = spec_for("print(1)\n", requirements=requirements)
+
+    # when
+    prepared = runtime.prepare(spec)
+
+    # then
+    assert prepared.failure is not None
+    assert prepared.failure.status == "failed"
+    assert prepared.failure.reason.startswith("install failed: ")
+    assert "No matching distribution found for communipute-no-such-package-x1" in (
+        prepared.failure.reason
+    )
+    assert prepared.failure.reason.endswith("\n(this host installs binary wheels only)")
+    key = env_key(runtime.image_id(), requirements, runtime.settings)
+    assert runtime.client.volumes.list(filters={"label": f"communipute.env={key}"}) == []
+    assert not prepared.attempt_dir.exists()
+    assert runtime.list_own() == []
+
+
+def test_outputs_come_back_without_following_links(runtime):
+    # given
+    source = (
+        "import os\n"
+        "os.makedirs('/outputs/plots')\n"
+        "open('/outputs/result.txt', 'w').write('42\\n')\n"
+        "open('/outputs/plots/a.csv', 'w').write('x,y\\n')\n"
+        "os.symlink('/etc/shadow', '/outputs/shadow')\n"
+        "os.mkfifo('/outputs/fifo')\n"
+    )
+
+    # when
+    finished = run_to_end(runtime, spec_for(source))
+    outputs = runtime.collect_outputs(finished.handle)
+
+    # then
+    assert finished.outcome == Outcome("succeeded", "exit code 0", 0)
+    assert [(output.name, output.size, output.path.read_bytes()) for output in outputs] == [
+        ("plots/a.csv", 4, b"x,y\n"),
+        ("result.txt", 3, b"42\n"),
+    ]
+
+
+def test_usage_comes_from_the_cgroup_and_the_peak_is_kept(runtime):
+    # given: 64 MB touched, then about 1.5 s of CPU
+    source = (
+        "import time\n"
+        "block = b'x' * (64 * 1024 * 1024)\n"
+        "end = time.process_time() + 1.5\n"
+        "while time.process_time() < end:\n"
+        "    pass\n"
+        "del block\n"
+        "print('done', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    prepared = runtime.prepare(spec_for(source, memory_mb=256))
+    handle = runtime.start(prepared)
+
+    # when
+    for chunk in runtime.logs(handle):
+        runtime.usage(handle)
+        if b"done" in chunk:
+            break
+    sample = runtime.usage(handle)
+    runtime.cancel(handle, 0)
+    runtime.wait(handle)
+
+    # then
+    assert sample.cpu_seconds >= 1.5
+    assert sample.memory_peak_mb >= 64
+    assert sample.memory_current_mb < sample.memory_peak_mb
+    assert runtime.usage(handle) == sample  # the container is gone: the last sample stays
+
+
+def test_a_new_runtime_object_finds_and_kills_the_containers_of_the_old_one(tmp_path):
+    # given: an agent started a job, then died
+    settings = settings_for(tmp_path / "jobs")
+    first = DockerRuntime(settings)
+    handle = first.start(first.prepare(spec_for("import time\ntime.sleep(60)\n", job_id=9)))
+    stranger = DockerRuntime(settings_for(tmp_path / "other"))
+
+    try:
+        # when: the restarted agent looks for its own containers
+        restarted = DockerRuntime(settings)
+        owned = restarted.list_own()
+        attached = restarted.attach(9, 1)
+
+        # then
+        assert owned == [OwnedContainer(9, 1, handle.ref, "running", "run")]
+        assert stranger.list_own() == []
+        assert (attached.ref, attached.timeout_seconds, attached.memory_mb) == (handle.ref, 30, 128)
+        assert 25 < attached.deadline - time.monotonic() <= 30
+        restarted.kill(9, 1)
+        assert restarted.list_own() == []
+        assert not handle.attempt_dir.exists()
+    finally:
+        first.kill(9, 1)
+
+
+def _median_seconds(action, runs: int = 5) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.monotonic()
+        action()
+        timings.append(time.monotonic() - started)
+    return statistics.median(timings)
+
+
+def test_start_up_time_beside_a_bare_docker_run(runtime, capsys):
+    # given: a cached environment
+    requirements = ("six==1.17.0",)
+    assert runtime.prepare(spec_for("print(1)\n", requirements=requirements)).failure is None
+    attempts = iter(range(2, 100))
+
+    def bare() -> None:
+        subprocess.run(["docker", "run", "--rm", IMAGE, "python3", "-c", "pass"], check=True)
+
+    def through_the_runtime() -> None:
+        spec = spec_for("print('hi')\n", attempt=next(attempts), requirements=requirements)
+        finished = run_to_end(runtime, spec)
+        assert finished.outcome.status == "succeeded"
+        runtime.cleanup(finished.handle)
+
+    # when
+    bare_median = _median_seconds(bare)
+    runtime_median = _median_seconds(through_the_runtime)
+
+    # then
+    with capsys.disabled():
+        print(
+            f"\nsandbox start-up (median of 5): bare docker run {bare_median * 1000:.0f} ms, "
+            f"prepare+start+wait with a cached env {runtime_median * 1000:.0f} ms"
+        )
+    assert runtime_median < bare_median + 5

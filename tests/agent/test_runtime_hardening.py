@@ -1,0 +1,227 @@
+"""The exact Docker arguments of the install and run containers (no Docker needed)."""
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from agent.runtime import DockerRuntime, JobSpec, Prepared, RuntimeSettings
+from agent.runtime.hardening import env_key, install_kwargs, run_kwargs
+
+WORK_ROOT = Path("/srv/communipute")
+
+
+def _settings(**overrides):
+    fields: dict[str, Any] = {
+        "work_root": WORK_ROOT,
+        "image": "communipute/runner:latest",
+        "agent_marker": "h1",
+    }
+    fields.update(overrides)
+    return RuntimeSettings(**fields)
+
+
+def _spec(**overrides):
+    fields: dict[str, Any] = {
+        "job_id": 42,
+        "attempt": 2,
+        "files": {"main.py": b"print(1)\n"},
+        "entrypoint": "main.py",
+        "cpus": 1.5,
+        "memory_mb": 256,
+        "timeout_seconds": 60,
+    }
+    fields.update(overrides)
+    return JobSpec(**fields)
+
+
+def test_the_run_container_is_locked_down():
+    # given
+    attempt_dir = WORK_ROOT / "job-42-2"
+
+    # when
+    kwargs = run_kwargs(_spec(), _settings(), attempt_dir, "communipute-env-abc-1234")
+
+    # then
+    assert kwargs == {
+        "image": "communipute/runner:latest",
+        "command": ["python3", "main.py"],
+        "working_dir": "/work",
+        "user": "65534:65534",
+        "environment": {
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "COMMUNIPUTE_JOB_ID": "42",
+            "COMMUNIPUTE_ATTEMPT": "2",
+            "COMMUNIPUTE_OUTPUTS": "/outputs",
+            "PYTHONPATH": "/opt/env",
+            "PATH": "/opt/env/bin:/usr/local/bin:/usr/bin:/bin",
+        },
+        "labels": {
+            "communipute.job": "42",
+            "communipute.attempt": "2",
+            "communipute.agent": "h1",
+            "communipute.role": "run",
+            "communipute.timeout": "60",
+            "communipute.memory_mb": "256",
+        },
+        "hostname": "sandbox",
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=256m"},
+        "volumes": {
+            "/srv/communipute/job-42-2/work": {"bind": "/work", "mode": "rw"},
+            "/srv/communipute/job-42-2/outputs": {"bind": "/outputs", "mode": "rw"},
+            "communipute-env-abc-1234": {"bind": "/opt/env", "mode": "ro"},
+        },
+        "mem_limit": "256m",
+        "memswap_limit": "256m",
+        "nano_cpus": 1_500_000_000,
+        "pids_limit": 256,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "init": True,
+        "ipc_mode": "private",
+        "ulimits": [
+            {"Name": "nofile", "Soft": 4096, "Hard": 4096},
+            {"Name": "nproc", "Soft": 4096, "Hard": 4096},
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        "oom_score_adj": 500,
+        "log_config": {"type": "json-file", "config": {"max-size": "33554432", "max-file": "2"}},
+    }
+
+
+def test_without_requirements_no_environment_is_mounted():
+    kwargs = run_kwargs(_spec(), _settings(), WORK_ROOT / "job-42-2", None)
+
+    assert "/opt/env" not in [mount["bind"] for mount in kwargs["volumes"].values()]
+    assert "PYTHONPATH" not in kwargs["environment"]
+
+
+def test_network_needs_both_the_job_and_the_host_policy():
+    # given
+    asks, host_allows = _spec(network_allowed=True), _settings(network_allowed=True)
+    directory = WORK_ROOT / "job-42-2"
+
+    # when
+    modes = [
+        run_kwargs(_spec(), host_allows, directory, None)["network_mode"],
+        run_kwargs(asks, _settings(), directory, None)["network_mode"],
+        run_kwargs(asks, host_allows, directory, None)["network_mode"],
+    ]
+
+    # then
+    assert modes == ["none", "none", "bridge"]
+
+
+def test_gpus_become_an_nvidia_device_request():
+    kwargs = run_kwargs(_spec(gpus=2), _settings(), WORK_ROOT / "job-42-2", None)
+
+    assert kwargs["device_requests"] == [
+        {"Driver": "nvidia", "Count": 2, "Capabilities": [["gpu"]]}
+    ]
+    assert "device_requests" not in run_kwargs(_spec(), _settings(), WORK_ROOT, None)
+
+
+def test_the_install_container_honours_the_index_and_the_ca_bundle():
+    # given
+    settings = _settings(
+        pip_index_url="https://pypi.corp.example/simple",
+        pip_extra_index_url="https://extra.corp.example/simple",
+        pip_cert_path=Path("/etc/ssl/certs/corp.pem"),
+    )
+    spec = _spec(requirements=["six==1.17.0"])
+
+    # when
+    kwargs = install_kwargs(spec, settings, "communipute-env-k-1", {"communipute.job": "42"})
+
+    # then
+    assert kwargs["environment"] == {
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PIP_INDEX_URL": "https://pypi.corp.example/simple",
+        "PIP_EXTRA_INDEX_URL": "https://extra.corp.example/simple",
+        "PIP_CERT": "/etc/communipute/pip-ca.pem",
+    }
+    assert kwargs["volumes"] == {
+        "communipute-env-k-1": {"bind": "/opt/env", "mode": "rw"},
+        "/etc/ssl/certs/corp.pem": {"bind": "/etc/communipute/pip-ca.pem", "mode": "ro"},
+    }
+    assert kwargs["command"][-5:] == [
+        "--only-binary=:all:",
+        "--target",
+        "/opt/env",
+        "--",
+        "six==1.17.0",
+    ]
+    assert kwargs["command"][3:5] == ["65534:65534", "/opt/env"]
+    assert kwargs["network_mode"] == "bridge"
+    assert (kwargs["cap_drop"], kwargs["cap_add"]) == (["ALL"], ["CHOWN", "SETUID", "SETGID"])
+    assert (kwargs["read_only"], kwargs["privileged"], kwargs["init"]) == (True, False, True)
+    assert kwargs["security_opt"] == ["no-new-privileges:true"]
+
+
+def test_sdists_are_allowed_only_where_the_host_says_so():
+    spec = _spec(requirements=["six"])
+
+    allowed = install_kwargs(spec, _settings(install_only_wheels=False), "v", {})
+
+    assert "--only-binary=:all:" not in allowed["command"]
+
+
+def test_the_environment_key_ignores_order_and_spacing_but_not_the_image_or_index():
+    settings = _settings()
+    key = env_key("sha256:img", ("six", "tomli>=2"), settings)
+
+    assert env_key("sha256:img", ("tomli >=2", "six"), settings) == key
+    assert env_key("sha256:other", ("six", "tomli>=2"), settings) != key
+    other_index = _settings(pip_index_url="https://mirror.example/simple")
+    assert env_key("sha256:img", ("six", "tomli>=2"), other_index) != key
+    sdists = _settings(install_only_wheels=False)
+    assert env_key("sha256:img", ("six", "tomli>=2"), sdists) != key
+    assert len(key) == 24
+
+
+class _FakeContainer:
+    id = "c0ffee"
+    attrs = {"State": {"Pid": 4242}}
+
+    def start(self):
+        pass
+
+    def reload(self):
+        pass
+
+
+class _FakeContainers:
+    def __init__(self):
+        self.created = []
+
+    def create(self, **kwargs):
+        self.created.append(kwargs)
+        return _FakeContainer()
+
+
+def test_start_hands_docker_the_hardened_arguments_and_a_per_attempt_name():
+    # given
+    containers = _FakeContainers()
+    runtime = DockerRuntime(_settings(), client=SimpleNamespace(containers=containers))
+    spec = _spec(gpus=1)
+    prepared = Prepared(spec, WORK_ROOT / "job-42-2", None)
+
+    # when
+    handle = runtime.start(prepared)
+
+    # then
+    created = containers.created[0]
+    name = created.pop("name")
+    assert name.startswith("communipute-42-2-run-")
+    assert created == run_kwargs(spec, _settings(), WORK_ROOT / "job-42-2", None)
+    assert created["device_requests"] == [
+        {"Driver": "nvidia", "Count": 1, "Capabilities": [["gpu"]]}
+    ]
+    assert (handle.ref, handle.pid, handle.timeout_seconds) == ("c0ffee", 4242, 60)
