@@ -78,6 +78,8 @@ export const api = {
   // --- host owners: earnings and payouts ---------------------------------------------------
   earnings: () => request<Earnings>("GET", "/api/v1/earnings/"),
   payouts: () => request<Page<Payout>>("GET", "/api/v1/payouts/"),
+  payoutOnboarding: () =>
+    request<{ account_id: string; onboarding_status: string; url: string | null }>("POST", "/api/v1/payouts/onboarding/"),
   payoutCreate: (amount_micros: number, idempotencyKey: string) =>
     request<Payout>("POST", "/api/v1/payouts/", {
       body: { amount_micros },

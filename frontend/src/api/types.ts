@@ -30,6 +30,11 @@ export interface LedgerLine {
   id: number | string;
   created_at: string;
   amount_micros: number;
+  /** Which of the user's accounts: "wallet" or "escrow" (a job's hold). */
+  account?: string;
+  memo?: string;
+  job_id?: number | null;
+  transaction_id?: number;
   reason?: string;
   description?: string;
   kind?: string;
@@ -45,6 +50,9 @@ export interface PaymentResult {
   provider: PaymentProvider | string;
   status?: string;
   amount_micros?: number;
+  provider_payment_id?: string;
+  created_at?: string;
+  credited_at?: string | null;
   client_secret?: string | null;
   publishable_key?: string | null;
   stripe_js_url?: string | null;
@@ -340,6 +348,7 @@ export interface Payout {
   amount_micros: number;
   status: string;
   created_at: string;
+  stripe_transfer_id?: string | null;
   failure_reason?: string;
   completed_at?: string | null;
 }
@@ -374,7 +383,31 @@ export interface BillingReport {
   [key: string]: unknown;
 }
 
+export interface ReconciliationProblem {
+  invariant?: string;
+  message?: string;
+  account_id?: number | null;
+  transaction_id?: number | null;
+  job_id?: number | null;
+  expected_micros?: number | null;
+  actual_micros?: number | null;
+}
+
+export interface ReconciliationRun {
+  id?: number;
+  started_at?: string;
+  finished_at?: string;
+  is_clean: boolean;
+  checks?: string[];
+  accounts_checked?: number;
+  transactions_checked?: number;
+  problem_count?: number;
+  problems?: ReconciliationProblem[];
+}
+
 export interface Reconciliation {
+  last_run?: ReconciliationRun | null;
+  invariants?: { name: string; description: string }[];
   ok?: boolean;
   is_clean?: boolean;
   checked_at?: string | null;

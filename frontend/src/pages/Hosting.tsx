@@ -284,6 +284,35 @@ export function earningsSeries(lines: EarningsLine[]): Point[] {
     });
 }
 
+/** Payouts go to a Stripe Express account; onboarding happens on Stripe's own pages. */
+function PayoutAccount() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const [status, setStatus] = useState<string | null>(null);
+  const connect = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      const onboarding = await api.payoutOnboarding();
+      setStatus(onboarding.onboarding_status);
+      if (onboarding.url) window.location.assign(onboarding.url);
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="inline-form">
+      <button type="button" onClick={() => void connect()} disabled={busy}>
+        {busy ? "Opening…" : "Connect or update your payout account (Stripe)"}
+      </button>
+      {status && <span role="status">Payout account: {status}</span>}
+      <ErrorBanner error={error} />
+    </div>
+  );
+}
+
 function EarningsAndPayouts({ reloadKey }: { reloadKey: number }) {
   const config = pageConfig();
   const [tick, setTick] = useState(0);
@@ -345,6 +374,7 @@ function EarningsAndPayouts({ reloadKey }: { reloadKey: number }) {
         </>
       )}
       <h3>Payouts</h3>
+      <PayoutAccount />
       <ErrorBanner message={errors.banner} details={errors.otherFields} />
       <form onSubmit={(e) => void requestPayout(e)} className="inline-form" noValidate>
         <Field

@@ -71,21 +71,53 @@ function ReportTable({ rows, caption, head }: { rows: BillingRow[]; caption: str
 }
 
 function ReconciliationCard({ data }: { data: Reconciliation }) {
-  const problems = (data.problems ?? data.errors ?? []) as unknown[];
-  const clean = data.ok ?? data.is_clean ?? problems.length === 0;
+  const run = data.last_run;
+  if (run === null || (run === undefined && data.ok === undefined && data.is_clean === undefined)) {
+    return (
+      <section aria-labelledby="recon-h" className="card">
+        <h2 id="recon-h">Ledger reconciliation</h2>
+        <p role="status" data-testid="reconciliation">No reconciliation has run yet.</p>
+      </section>
+    );
+  }
+  const problems = run?.problems ?? ((data.problems ?? data.errors ?? []) as unknown[]);
+  const clean = run?.is_clean ?? data.ok ?? data.is_clean ?? problems.length === 0;
+  const count = run?.problem_count ?? problems.length;
+  const when = run?.finished_at ?? (data.checked_at as string | undefined);
   return (
     <section aria-labelledby="recon-h" className={`card ${clean ? "card-ok" : "card-bad"}`}>
       <h2 id="recon-h">Ledger reconciliation</h2>
       <p role="status" data-testid="reconciliation">
-        <strong>{clean ? "Clean: every invariant holds." : `${problems.length} problem${problems.length === 1 ? "" : "s"} found.`}</strong>{" "}
-        <span className="muted">Last check {formatDateTime((data.checked_at ?? data.finished_at ?? data.created_at) as string | undefined)}</span>
+        <strong>{clean ? "Clean: every invariant holds." : `${count} problem${count === 1 ? "" : "s"} found.`}</strong>{" "}
+        <span className="muted">
+          Last check {formatDateTime(when)}
+          {run?.accounts_checked !== undefined && ` · ${run.accounts_checked} accounts, ${run.transactions_checked ?? 0} transactions`}
+        </span>
       </p>
       {problems.length > 0 && (
         <ul>
           {problems.map((p, i) => (
-            <li key={i}>{typeof p === "string" ? p : JSON.stringify(p)}</li>
+            <li key={i}>
+              {typeof p === "string"
+                ? p
+                : typeof p === "object" && p !== null && "message" in p
+                  ? `${(p as { invariant?: string }).invariant ?? ""}: ${(p as { message: string }).message}`
+                  : JSON.stringify(p)}
+            </li>
           ))}
         </ul>
+      )}
+      {data.invariants && data.invariants.length > 0 && (
+        <details>
+          <summary>What is checked</summary>
+          <ul>
+            {data.invariants.map((inv) => (
+              <li key={inv.name}>
+                <code>{inv.name}</code>: {inv.description}
+              </li>
+            ))}
+          </ul>
+        </details>
       )}
     </section>
   );

@@ -1,4 +1,5 @@
 import { useEffect, useRef, useState, type FormEvent } from "react";
+import { Link } from "react-router";
 import { api } from "../api/endpoints";
 import { ApiError } from "../api/errors";
 import type { PaymentResult } from "../api/types";
@@ -162,6 +163,26 @@ function BuyCredits({ onCredited }: { onCredited: () => void }) {
   );
 }
 
+const KINDS: Record<string, string> = {
+  purchase: "Credits bought",
+  grant: "Credits granted",
+  hold: "Hold for a job",
+  hold_place: "Hold for a job",
+  capture: "Usage charge",
+  hold_capture: "Usage charge",
+  release: "Unused hold returned",
+  hold_release: "Unused hold returned",
+  reversal: "Charge reversed",
+  charges_reverse: "Charge reversed",
+  refund: "Refund",
+  dispute: "Dispute",
+};
+
+function lineKind(kind: string | undefined): string {
+  if (!kind) return "";
+  return KINDS[kind] ?? kind.replace(/_/g, " ");
+}
+
 function Transactions({ reloadKey }: { reloadKey: number }) {
   const [page, setPage] = useState(1);
   const lines = useLoad(() => api.transactions(page), [page, reloadKey]);
@@ -180,6 +201,7 @@ function Transactions({ reloadKey }: { reloadKey: number }) {
                 <tr>
                   <th scope="col">When</th>
                   <th scope="col">What</th>
+                  <th scope="col">Account</th>
                   <th scope="col" className="num">Amount</th>
                   {lines.data.results.some((l) => l.balance_after_micros !== undefined) && <th scope="col" className="num">Balance after</th>}
                 </tr>
@@ -188,7 +210,17 @@ function Transactions({ reloadKey }: { reloadKey: number }) {
                 {lines.data.results.map((line) => (
                   <tr key={line.id}>
                     <td>{formatDateTime(line.created_at)}</td>
-                    <td>{line.description ?? line.reason ?? line.kind ?? line.key ?? ""}</td>
+                    <td>
+                      {lineKind(line.kind)}
+                      {line.memo && <span className="muted"> — {line.memo}</span>}
+                      {line.job_id ? (
+                        <>
+                          {" "}
+                          <Link to={`/jobs/${line.job_id}`}>job #{line.job_id}</Link>
+                        </>
+                      ) : null}
+                    </td>
+                    <td>{line.account === "escrow" ? "held for a job" : (line.account ?? "wallet")}</td>
                     <td className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>{formatCredits(line.amount_micros, 6)}</td>
                     {line.balance_after_micros !== undefined && <td className="num">{formatCredits(line.balance_after_micros, 6)}</td>}
                   </tr>
