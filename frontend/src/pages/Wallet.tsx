@@ -8,7 +8,7 @@ import { ErrorBanner, Notice } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
 import { Busy, Loading } from "../components/Progress";
 import { useFormErrors } from "../lib/forms";
-import { useLoad } from "../lib/hooks";
+import { useInterval, useLoad } from "../lib/hooks";
 import { creditsToMicros, formatCredits, formatDateTime } from "../lib/money";
 import { stripeLoad, type StripeClient, type StripeElement, type StripeElements } from "../lib/stripe";
 import { uuid4 } from "../lib/uuid";
@@ -91,7 +91,7 @@ function StripePayment({ payment, onDone }: { payment: PaymentResult; onDone: ()
   );
 }
 
-function BuyCredits({ onCredited }: { onCredited: () => void }) {
+function BuyCredits({ onCredited, onPaid }: { onCredited: () => void; onPaid: () => void }) {
   const config = pageConfig();
   const errors = useFormErrors(["amount_micros"]);
   const [amount, setAmount] = useState("10");
@@ -146,7 +146,7 @@ function BuyCredits({ onCredited }: { onCredited: () => void }) {
           onDone={() => {
             setPayment(null);
             setNotice("Payment received. Credits appear as soon as the payment provider confirms it.");
-            onCredited();
+            onPaid();
           }}
         />
       ) : (
@@ -241,12 +241,15 @@ function Transactions({ reloadKey }: { reloadKey: number }) {
 
 export function WalletPage() {
   const [reloadKey, setReloadKey] = useState(0);
+  const [pollUntil, setPollUntil] = useState(0);
   const bump = () => setReloadKey((k) => k + 1);
+  // A card payment is credited by the provider's webhook, a moment later: watch for it.
+  useInterval(() => (Date.now() < pollUntil ? bump() : setPollUntil(0)), pollUntil ? 2000 : null);
   return (
     <section>
       <h1>Wallet</h1>
       <Balances reloadKey={reloadKey} />
-      <BuyCredits onCredited={bump} />
+      <BuyCredits onCredited={bump} onPaid={() => setPollUntil(Date.now() + 60_000)} />
       <Transactions reloadKey={reloadKey} />
     </section>
   );
