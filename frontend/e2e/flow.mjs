@@ -53,11 +53,46 @@ export function receiptAmounts(receipt) {
   return { charged, fee, hostNet };
 }
 
+/** Split a POSIX shell command line as Python's shlex.join writes it (quotes, no expansion). */
+export function shellSplit(line) {
+  const words = [];
+  let word = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new Error(`unbalanced quote in: ${line}`);
+      word = (word ?? "") + line.slice(i + 1, end);
+      i = end;
+    } else if (c === '"') {
+      let j = i + 1;
+      let text = "";
+      for (; j < line.length && line[j] !== '"'; j++) text += line[j] === "\\" && j + 1 < line.length ? line[++j] : line[j];
+      word = (word ?? "") + text;
+      i = j;
+    } else if (c === "\\" && i + 1 < line.length) {
+      word = (word ?? "") + line[++i];
+    } else if (/\s/.test(c)) {
+      if (word !== null) words.push(word);
+      word = null;
+    } else {
+      word = (word ?? "") + c;
+    }
+  }
+  if (word !== null) words.push(word);
+  return words;
+}
+
 /** Runs the enrollment command shown on the page, then the agent; returns the process. */
 async function agentStart(command, options) {
-  const configDir = await mkdtemp(path.join(os.tmpdir(), "cp-agent-"));
-  const env = { ...process.env, COMMUNIPUTE_AGENT_CONFIG: path.join(configDir, "agent.toml"), ...options.agentEnv };
-  const args = command.trim().split(/\s+/);
+  const dir = await mkdtemp(path.join(os.tmpdir(), "cp-agent-"));
+  const env = {
+    ...process.env,
+    COMMUNIPUTE_AGENT_CONFIG: path.join(dir, "agent.json"),
+    COMMUNIPUTE_WORK_DIR: path.join(dir, "work"),
+    ...options.agentEnv,
+  };
+  const args = shellSplit(command.trim());
   if (!/communipute-agent$/.test(args[0] ?? "")) throw new Error(`unexpected enrollment command: ${command}`);
   const run = (argv) =>
     new Promise((resolve, reject) => {
@@ -170,6 +205,9 @@ export async function marketplaceFlow(h, options) {
     await renter.goto("/catalog");
     await renter.locator("table").waitFor();
     await h.screenshot(renter, "catalog");
+    await renter.setViewportSize({ width: 390, height: 844 });
+    await h.screenshot(renter, "catalog-phone");
+    await renter.setViewportSize({ width: 1280, height: 900 });
     h.assertClean("catalog");
   });
 
@@ -204,6 +242,9 @@ export async function marketplaceFlow(h, options) {
     await renter.getByTestId("receipt").waitFor();
     await renter.getByRole("link", { name: "result.txt" }).waitFor();
     await h.screenshot(renter, "job-finished");
+    await renter.setViewportSize({ width: 390, height: 844 });
+    await h.screenshot(renter, "job-finished-phone");
+    await renter.setViewportSize({ width: 1280, height: 900 });
     h.assertClean("job");
   });
 
