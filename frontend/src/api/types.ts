@@ -269,6 +269,9 @@ export interface Job {
   placement?: string;
   created_at?: string;
   updated_at?: string;
+  queued_at?: string;
+  cancel_requested?: boolean;
+  requested_host?: number | null;
   started_at?: string | null;
   finished_at?: string | null;
   events?: JobEvent[];

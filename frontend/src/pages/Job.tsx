@@ -22,6 +22,14 @@ function mergeEvents(base: JobEvent[], live: JobEvent[]): JobEvent[] {
   return [...base, ...live.filter((e) => !seen.has(key(e)))];
 }
 
+/** When the current status began: its live event, else the job's own timestamps. */
+function waitingSince(events: JobEvent[], job: Job): number | null {
+  const last = [...events].reverse().find((e) => e.status === job.status);
+  const at = last?.at ?? last?.created_at ?? (job.status === "running" ? job.started_at : job.status === "queued" ? (job.queued_at ?? job.created_at) : null);
+  const time = at ? Date.parse(at) : NaN;
+  return Number.isNaN(time) ? null : time;
+}
+
 function outputsOf(raw: unknown): OutputFile[] {
   if (Array.isArray(raw)) return raw as OutputFile[];
   if (raw && typeof raw === "object") {
@@ -45,6 +53,7 @@ export function JobPage() {
   const [receiptError, setReceiptError] = useState<unknown>(null);
   const [cancelError, setCancelError] = useState<unknown>(null);
   const [cancelling, setCancelling] = useState(false);
+  const [now, setNow] = useState(() => Date.now());
   const buffer = useMemo(() => new LogBuffer((offset, attempt) => api.jobLogs(id, offset, attempt)), [id]);
   const terminal = isTerminal(job?.status);
   const terminalRef = useRef(false);
@@ -89,6 +98,9 @@ export function JobPage() {
     });
     return () => socket.close();
   }, [id, buffer, reload]);
+
+  // A ticking clock for "waiting for N s" while the job is not finished.
+  useInterval(() => setNow(Date.now()), terminal ? null : 1000);
 
   // Without a socket, poll; when the job ends, fetch the rest of the log, outputs and receipt.
   useInterval(() => {
@@ -153,7 +165,17 @@ export function JobPage() {
           {job.status_reason && <span className="reason"> {job.status_reason}</span>}
           {job.exit_code !== undefined && job.exit_code !== null && <span className="muted"> · exit code {job.exit_code}</span>}
         </p>
-        {!terminal && <Busy label={WAITING_TEXT[job.status] ?? statusLabel(job.status)} detail={job.attempt && job.attempt > 1 ? `attempt ${job.attempt}` : undefined} />}
+        {!terminal && (
+          <Busy
+            label={WAITING_TEXT[job.status] ?? statusLabel(job.status)}
+            detail={[
+              waitingSince(events, job) !== null ? `${formatDuration((now - waitingSince(events, job)!) / 1000)} so far` : null,
+              job.attempt && job.attempt > 1 ? `attempt ${job.attempt}` : null,
+            ]
+              .filter(Boolean)
+              .join(", ") || undefined}
+          />
+        )}
         <dl className="facts inline">
           <dt>Cost so far</dt>
           <dd data-testid="cost-so-far">{formatCredits(costSoFar, 6)}</dd>
@@ -168,11 +190,12 @@ export function JobPage() {
           <dt>Submitted</dt>
           <dd>{formatDateTime(job.created_at)}</dd>
         </dl>
-        {!terminal && (
+        {!terminal && !job.cancel_requested && (
           <button type="button" className="danger" onClick={() => void cancel()} disabled={cancelling}>
             {cancelling ? "Cancelling…" : "Cancel job"}
           </button>
         )}
+        {!terminal && job.cancel_requested && <Busy label="Cancel requested: stopping the job on its host…" />}
         <ErrorBanner error={cancelError} />
       </div>
 
