@@ -86,6 +86,8 @@ class Heartbeat(TypedDict):
     is_available: bool
     unavailable_reason: str
     running_jobs: list[RunningJobRef]
+    # Drained locally (``communipute-agent drain`` or SIGTERM); the owner's drain is server-side.
+    is_draining: NotRequired[bool]
 
 
 class JobAccept(TypedDict):
@@ -202,6 +204,24 @@ class Drain(TypedDict):
     is_draining: bool
 
 
+class TimeWindow(TypedDict):
+    """Weekly window: ``days`` are ISO weekdays 0 (Monday) .. 6; ``end`` <= ``start`` crosses
+    midnight into the next day; ``end`` may be "24:00"."""
+
+    days: list[int]
+    start: str  # "HH:MM"
+    end: str  # "HH:MM"
+
+
+class AvailabilityPolicy(TypedDict):
+    """The owner's availability policy, evaluated by the agent in the host's time zone."""
+
+    timezone: str  # IANA name, e.g. "Europe/Berlin"
+    windows: list[TimeWindow]  # empty = any time
+    idle_minutes: int | None  # minutes without keyboard/mouse input before taking work
+    max_load: float | None  # percent of all cores other processes may use (BOINC's rule)
+
+
 class Error(TypedDict):
     code: str
     message: str
@@ -227,6 +247,7 @@ SERVER_MESSAGES: dict[str, type] = {
     "log.ack": LogAck,
     "usage.ack": UsageAck,
     "drain": Drain,
+    "policy": AvailabilityPolicy,
     "error": Error,
     "ack": Ack,
 }
@@ -249,7 +270,7 @@ def encode(message_type: str, data: Any, message_id: str | None = None) -> str:
 
 def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope:
     """Parse and validate one envelope whose type is in ``allowed``."""
-    if len(raw) > MAX_MESSAGE_BYTES:
+    if _size_in_bytes(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
     try:
         envelope = json.loads(raw)
@@ -266,6 +287,18 @@ def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope:
         raise ProtocolError("bad_envelope", "data must be a JSON object")
     _check(allowed[message_type], data, "data")
     return Envelope(type=message_type, id=message_id, data=data)
+
+
+def payload_check(expected: type, value: Any, where: str = "data") -> None:
+    """Validate one payload (e.g. ``HostSpecs`` posted at enrollment) like ``decode`` does."""
+    _check(expected, value, where)
+
+
+def _size_in_bytes(raw: str | bytes) -> int:
+    # A str of more characters than the limit is too large without encoding it.
+    if isinstance(raw, bytes) or len(raw) > MAX_MESSAGE_BYTES:
+        return len(raw)
+    return len(raw.encode("utf-8", "surrogatepass"))
 
 
 def _check(expected: Any, value: Any, where: str) -> None:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, NullIf
 
 
 class HostStatus(models.TextChoices):
@@ -43,6 +45,13 @@ class Host(models.Model):
     cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
     memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
     gpu_hour_micros = models.PositiveBigIntegerField(default=0)
+    # The catalog's "price": one hour of one fully used core with 1 GB of memory reserved.
+    # A stored column so the catalog can filter and order by it through an index.
+    price_micros = models.GeneratedField(
+        expression=F("cpu_core_hour_micros") + F("memory_gb_hour_micros"),
+        output_field=models.BigIntegerField(),
+        db_persist=True,
+    )
     # The largest job this host accepts (0 = whatever the specs allow).
     max_job_cpus = models.PositiveIntegerField(default=0)
     max_job_memory_mb = models.PositiveBigIntegerField(default=0)
@@ -54,8 +63,12 @@ class Host(models.Model):
         max_length=16, choices=HostStatus.choices, default=HostStatus.OFFLINE, db_index=True
     )
     is_available = models.BooleanField(default=True)  # the agent's idle/time-window verdict
+    unavailable_reason = models.CharField(max_length=200, blank=True)
     is_draining = models.BooleanField(default=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The channel name of the one live agent connection; presence updates from any other
+    # connection of this host are refused, so a replaced socket can never touch the row.
+    connection_id = models.CharField(max_length=100, blank=True, default="")
     # Visibility.
     visibility = models.CharField(
         max_length=16, choices=HostVisibility.choices, default=HostVisibility.PUBLIC
@@ -75,14 +88,33 @@ class Host(models.Model):
     jobs_lost = models.PositiveIntegerField(default=0)
     online_seconds = models.PositiveBigIntegerField(default=0)
     tracked_seconds = models.PositiveBigIntegerField(default=0)
+    # reliability_bps = 10000 * online_seconds / tracked_seconds          (uptime)
+    #                   * (jobs_finished + 1) / (jobs_finished + jobs_lost + 1)  (completion)
+    # in integer arithmetic, left to right; 0 for a host never tracked. The +1 is a prior of
+    # one finished job, so a host's first lost job halves its completion instead of zeroing it.
+    reliability_bps = models.GeneratedField(
+        expression=Coalesce(
+            Value(10_000)
+            * F("online_seconds")
+            / NullIf(F("tracked_seconds"), Value(0))
+            * (F("jobs_finished") + Value(1))
+            / (F("jobs_finished") + F("jobs_lost") + Value(1)),
+            Value(0),
+        ),
+        output_field=models.BigIntegerField(),
+        db_persist=True,
+    )
     # Reports that were physically impossible (metering) raise this flag for review.
     flagged_reports = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [
-            models.Index(fields=["status", "cpu_core_hour_micros"], name="host_status_price"),
             models.Index(fields=["visibility", "status"], name="host_visibility_status"),
+            # The catalog's orderings, with the pk tie-breaker so a page needs no sort.
+            models.Index(fields=["price_micros", "id"], name="host_price"),
+            models.Index(F("reliability_bps").desc(), F("id").asc(), name="host_reliability"),
+            models.Index(fields=["gpu_count", "gpu_hour_micros"], name="host_gpu"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -1,3 +1,8 @@
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from hosts.consumers import AgentConsumer
+
+# Agents are not browsers: no session auth and no Origin check (see config/asgi.py).
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/agent/", AgentConsumer.as_asgi()),
+]

@@ -1,3 +1,8 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from marketplace import apis
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("hosts/", apis.HostCatalogApi.as_view(), name="host-catalog"),
+    path("hosts/<int:host_id>/", apis.HostListingApi.as_view(), name="host-listing"),
+]

@@ -1,0 +1,493 @@
+"""The agent's connection to the server: hello, heartbeats, reconnects, the outbox, drain.
+
+One ``AgentClient`` runs for the agent's lifetime. It connects to ``/ws/agent/`` with the host
+credential, says ``hello`` (specs, running jobs, availability), waits for ``welcome``, then
+sends a heartbeat every ``heartbeat_seconds`` and whenever its state changes. When the
+connection drops it reconnects with jittered exponential backoff and resends every message the
+server has not acknowledged. SIGTERM (or ``communipute-agent drain --exit``) drains: no new
+work, exit once no job runs. Jobs themselves belong to a ``JobManager`` (agent/job_manager.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.control import DrainMode, drain_request, drain_requested, state_write
+from agent.idle import AVAILABLE, Availability, AvailabilityMonitor, Monitor
+from agent.job_manager import JobManager, RejectingJobManager
+from agent.outbox import RELIABLE_TYPES, Outbox
+from agent.protocol import (
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_REPLACED,
+    CLOSE_UNAUTHORIZED,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    SERVER_MESSAGES,
+    AvailabilityPolicy,
+    Envelope,
+    Heartbeat,
+    Hello,
+    HostSpecs,
+    ProtocolError,
+    decode,
+    encode,
+    new_id,
+)
+from agent.specs import specs_collect
+
+logger = logging.getLogger("agent")
+
+WELCOME_TIMEOUT_SECONDS = 30
+TICK_SECONDS = 1.0
+AVAILABILITY_CHECK_SECONDS = 5.0
+# Once the last job ended, how long an exiting agent waits for unacknowledged reports.
+EXIT_OUTBOX_GRACE_SECONDS = 30.0
+PING_INTERVAL_SECONDS = 20.0
+
+EXIT_OK = 0
+EXIT_UNAUTHORIZED = 3
+EXIT_REPLACED = 4
+
+
+class FatalClose(Exception):
+    """The server closed the socket for a reason reconnecting cannot fix."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, rng: Callable[[], float] = random.random
+) -> float:
+    """Exponential backoff with "equal jitter": uniform in [ceiling/2, ceiling]."""
+    ceiling: float = min(maximum, initial * 2.0 ** min(attempt, 32))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def policy_default() -> AvailabilityPolicy:
+    return AvailabilityPolicy(timezone="UTC", windows=[], idle_minutes=None, max_load=None)
+
+
+class AgentClient:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        job_manager: JobManager | None = None,
+        monitor: Monitor | None = None,
+        specs_provider: Callable[[], HostSpecs] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.jobs: JobManager = job_manager or RejectingJobManager()
+        self.monitor: Monitor = monitor or AvailabilityMonitor()
+        self._specs_provider = specs_provider or (lambda: specs_collect(config.work_dir))
+        self.outbox = Outbox()
+        self.policy = policy_default()
+        self.availability: Availability = AVAILABLE
+        self.is_server_draining = False
+        self.drain_mode: DrainMode | None = None
+        self.heartbeat_seconds = 10.0
+        self.exit_code = EXIT_OK
+        self.connected_since: str | None = None
+        self.last_error = ""
+        self._ws: ClientConnection | None = None
+        self._queue: asyncio.Queue[str] | None = None
+        self._welcomed = asyncio.Event()
+        self._heartbeat_now = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._jobs_ended_at: float | None = None
+        self._last_state: dict[str, Any] | None = None
+        self._handle_signals = handle_signals
+
+    # --- AgentLink ----------------------------------------------------------------------------
+
+    def send(self, message_type: str, data: Any) -> str:
+        """Queue a message; job.* messages are kept until acknowledged and resent on reconnect."""
+        if message_type in RELIABLE_TYPES:
+            entry = self.outbox.add(message_type, data)
+            self._enqueue(encode(message_type, data, entry.id))
+            return entry.id
+        message_id = new_id()
+        self._enqueue(encode(message_type, data, message_id))
+        return message_id
+
+    @property
+    def is_draining(self) -> bool:
+        return self.drain_mode is not None
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Connect and stay connected until told to stop; returns the process exit code."""
+        await self.jobs.start(self)
+        if self._handle_signals:
+            self._signals_install()
+        ticker = asyncio.create_task(self._ticker())
+        attempt = 0
+        try:
+            while not self._stop.is_set():
+                was_welcomed = await self._connection()
+                if self._stop.is_set():
+                    break
+                attempt = 0 if was_welcomed else attempt + 1
+                delay = backoff_delay(
+                    attempt, self.config.backoff_initial_seconds, self.config.backoff_max_seconds
+                )
+                logger.info("reconnecting in %.1f s", delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        except FatalClose as exc:
+            logger.error("%s", exc)
+            self.exit_code = exc.exit_code
+        finally:
+            ticker.cancel()
+            await self.jobs.stop()
+            self._state_publish(running=False)
+            if drain_requested(self.config.control_path) == "exit":
+                drain_request(self.config.control_path, None)  # done; a plain drain persists
+        return self.exit_code
+
+    def stop(self) -> None:
+        """Exit now (running jobs keep running; a restarted agent finds them)."""
+        self._stop.set()
+        if self._ws is not None:
+            asyncio.get_running_loop().create_task(self._ws.close(1001, "agent stopping"))
+
+    def drain(self, mode: DrainMode | None) -> None:
+        """Stop taking new work (``drain``), and exit once no job runs (``exit``); None resumes."""
+        if mode == self.drain_mode:
+            return
+        if mode is None:
+            logger.info("drain withdrawn: taking new work again")
+        elif mode == "exit":
+            logger.info("draining: exiting once no job runs")
+        else:
+            logger.info("draining: no new work until `communipute-agent drain --cancel`")
+        self.drain_mode = mode
+        self._heartbeat_now.set()
+
+    # --- one connection -----------------------------------------------------------------------
+
+    async def _connection(self) -> bool:
+        """Connect once and serve until the socket closes; True if it got as far as welcome."""
+        ws: ClientConnection | None = None
+        try:
+            async with connect(
+                self.config.websocket_url,
+                additional_headers={"Authorization": f"Bearer {self.config.credential}"},
+                user_agent_header=f"communipute-agent/{__version__}",
+                ssl=self._ssl_context(),
+                open_timeout=15,
+                close_timeout=5,
+                max_size=MAX_MESSAGE_BYTES,
+                ping_interval=PING_INTERVAL_SECONDS,
+                ping_timeout=PING_INTERVAL_SECONDS,
+            ) as ws:
+                await self._session(ws)
+        except InvalidStatus as exc:
+            self._error(f"the server refused the connection: HTTP {exc.response.status_code}")
+        except ConnectionClosed:
+            pass  # the close code says why, below
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            self._error(f"cannot reach {self.config.server}: {exc or type(exc).__name__}")
+        if ws is not None:
+            self._close_check(ws)
+        return ws is not None and self._welcomed.is_set()
+
+    async def _session(self, ws: ClientConnection) -> None:
+        self._ws, self._queue = ws, asyncio.Queue()
+        self._welcomed.clear()
+        self.connected_since = None
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            hello = await self._hello()
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(encode("hello", hello))
+                tasks = [
+                    asyncio.create_task(self._writer(ws, self._queue)),
+                    asyncio.create_task(self._heartbeats(ws)),
+                ]
+                async for raw in ws:
+                    await self._receive(raw)
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._ws, self._queue = None, None
+            self._state_publish()
+
+    def _close_check(self, ws: ClientConnection) -> None:
+        code, reason = ws.close_code, ws.close_reason or ""
+        if code == CLOSE_UNAUTHORIZED:
+            raise FatalClose(
+                EXIT_UNAUTHORIZED,
+                "the server refused this host's credential (revoked?): enroll the host again",
+            )
+        if code == CLOSE_REPLACED:
+            raise FatalClose(
+                EXIT_REPLACED,
+                "another agent connected with this host's credential; this one stops",
+            )
+        if code == CLOSE_PROTOCOL_ERROR:
+            self._error(f"the server closed the connection: protocol error {reason}".strip())
+        elif not self._stop.is_set():
+            self._error(f"connection closed ({code} {reason})".strip())
+
+    async def _writer(self, ws: ClientConnection, queue: asyncio.Queue[str]) -> None:
+        while True:
+            text = await queue.get()
+            await ws.send(text)
+
+    async def _heartbeats(self, ws: ClientConnection) -> None:
+        try:
+            await asyncio.wait_for(self._welcomed.wait(), WELCOME_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self._error("no welcome from the server")
+            await ws.close(1002, "no welcome")
+            return
+        while True:
+            self._enqueue(encode("heartbeat", self._heartbeat()))
+            self._heartbeat_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_now.wait(), self.heartbeat_seconds)
+
+    # --- what the server says -----------------------------------------------------------------
+
+    async def _receive(self, raw: str | bytes) -> None:
+        try:
+            envelope = decode(raw, SERVER_MESSAGES)
+        except ProtocolError as exc:
+            logger.warning("ignoring a malformed server message: %s", exc.message)
+            return
+        handler = self._handlers.get(envelope["type"])
+        if handler is not None:
+            await handler(self, envelope)
+
+    async def _on_welcome(self, envelope: Envelope) -> None:
+        data = envelope["data"]
+        self.heartbeat_seconds = float(max(1, data["heartbeat_seconds"]))
+        self.connected_since = datetime.now(UTC).isoformat()
+        self.last_error = ""
+        logger.info(
+            "connected to %s as host %s (heartbeat every %ss)",
+            self.config.server,
+            data["host_id"],
+            data["heartbeat_seconds"],
+        )
+        await self.jobs.on_resume(data["keep_jobs"], data["kill_jobs"])
+        for entry in self.outbox.pending():
+            self._enqueue(encode(entry.type, entry.data, entry.id), force=True)
+        self._welcomed.set()
+        self._state_publish()
+
+    async def _on_drain(self, envelope: Envelope) -> None:
+        is_draining = bool(envelope["data"]["is_draining"])
+        if is_draining != self.is_server_draining:
+            logger.info("the owner %s this host", "drained" if is_draining else "resumed")
+        self.is_server_draining = is_draining
+        self._state_publish()
+
+    async def _on_policy(self, envelope: Envelope) -> None:
+        self.policy = envelope["data"]  # type: ignore[assignment]
+        await self._availability_refresh()
+
+    async def _on_offer(self, envelope: Envelope) -> None:
+        offer = envelope["data"]
+        reason = self._offer_refusal()
+        if reason:
+            logger.info("rejecting job %s: %s", offer["job_id"], reason)
+            self.send(
+                "job.reject",
+                {"job_id": offer["job_id"], "attempt": offer["attempt"], "reason": reason},
+            )
+            return
+        await self.jobs.on_offer(offer)  # type: ignore[arg-type]
+
+    async def _on_cancel(self, envelope: Envelope) -> None:
+        await self.jobs.on_cancel(envelope["data"])  # type: ignore[arg-type]
+
+    async def _on_ack(self, envelope: Envelope) -> None:
+        data = envelope["data"]
+        if envelope["type"] == "ack":
+            self.outbox.ack(data["ack_id"])
+        elif envelope["type"] == "log.ack":
+            self.outbox.log_ack(data["job_id"], data["attempt"], data["offset"])
+        else:
+            self.outbox.usage_ack(data["job_id"], data["attempt"], data["seq"])
+        await self.jobs.on_ack(envelope["type"], data)
+
+    async def _on_error(self, envelope: Envelope) -> None:
+        data = envelope["data"]
+        logger.warning(
+            "the server refused %s: %s (%s)",
+            data.get("ref_id", "a message"),
+            data["message"],
+            data["code"],
+        )
+        if "ref_id" in data:
+            self.outbox.refuse(data["ref_id"], data["code"])
+
+    _handlers: dict[str, Callable[[AgentClient, Envelope], Any]] = {
+        "welcome": _on_welcome,
+        "drain": _on_drain,
+        "policy": _on_policy,
+        "job.offer": _on_offer,
+        "job.cancel": _on_cancel,
+        "ack": _on_ack,
+        "log.ack": _on_ack,
+        "usage.ack": _on_ack,
+        "error": _on_error,
+    }
+
+    # --- what the agent says ------------------------------------------------------------------
+
+    async def _hello(self) -> Hello:
+        specs = await asyncio.to_thread(self._specs_provider)
+        return Hello(
+            agent_version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+            specs=specs,
+            running_jobs=self.jobs.running_jobs(),
+            is_available=self.availability.is_available,
+            is_draining=self.is_draining,
+        )
+
+    def _heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            load=round(self.monitor.total_load_percent / 100, 3),
+            is_available=self.availability.is_available,
+            unavailable_reason=self.availability.reason,
+            running_jobs=self.jobs.running_jobs(),
+            is_draining=self.is_draining,
+        )
+
+    def _offer_refusal(self) -> str:
+        if self.is_draining or self.is_server_draining:
+            return "draining"
+        if not self.availability.is_available:
+            return f"unavailable: {self.availability.reason}"
+        if len(self.jobs.running_jobs()) >= self.config.max_concurrent_jobs:
+            return "at capacity"
+        return ""
+
+    def _enqueue(self, text: str, *, force: bool = False) -> None:
+        # Before the welcome only the session's own messages go out; the outbox is resent then.
+        if self._queue is not None and (force or self._welcomed.is_set()):
+            self._queue.put_nowait(text)
+
+    # --- housekeeping every second ------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        next_check = 0.0
+        while True:
+            requested = {drain_requested(self.config.control_path), self._signal_drain()}
+            self.drain("exit" if "exit" in requested else "drain" if "drain" in requested else None)
+            if time.monotonic() >= next_check:
+                await self._availability_refresh()
+                next_check = time.monotonic() + AVAILABILITY_CHECK_SECONDS
+            self._exit_if_drained()
+            self._state_publish()
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def _availability_refresh(self) -> None:
+        jobs_running = bool(self.jobs.running_jobs())
+        verdict = await asyncio.to_thread(
+            self.monitor.check, self.policy, jobs_running=jobs_running
+        )
+        if verdict != self.availability:
+            logger.info(
+                "now %s", "available" if verdict.is_available else f"unavailable ({verdict.reason})"
+            )
+            self.availability = verdict
+            self._heartbeat_now.set()
+
+    def _exit_if_drained(self) -> None:
+        if self._stop.is_set():
+            return
+        if self.drain_mode != "exit" or self.jobs.running_jobs():
+            self._jobs_ended_at = None
+            return
+        now = time.monotonic()
+        self._jobs_ended_at = self._jobs_ended_at or now
+        if len(self.outbox) == 0 or now - self._jobs_ended_at > EXIT_OUTBOX_GRACE_SECONDS:
+            if len(self.outbox):
+                logger.warning("exiting with %d unacknowledged messages", len(self.outbox))
+            logger.info("drained: no job runs, exiting")
+            self.stop()
+
+    # --- signals, state, TLS ------------------------------------------------------------------
+
+    def _signals_install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, self._on_signal)
+            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+                with contextlib.suppress(ValueError):
+                    signal.signal(signum, lambda *_: loop.call_soon_threadsafe(self._on_signal))
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info("stop requested: draining (signal again to exit at once)")
+            self.drain("exit")
+        else:
+            logger.info("stopping now")
+            self.stop()
+
+    def _signal_drain(self) -> DrainMode | None:
+        return "exit" if self._signals else None
+
+    def _state_publish(self, *, running: bool = True) -> None:
+        state = {
+            "pid": os.getpid(),
+            "running": running,
+            "agent_version": __version__,
+            "server": self.config.server,
+            "host_id": self.config.host_id,
+            "connected": self._welcomed.is_set() and self._ws is not None,
+            "connected_since": self.connected_since,
+            "last_error": self.last_error,
+            "is_available": self.availability.is_available,
+            "unavailable_reason": self.availability.reason,
+            "drain": self.drain_mode,
+            "is_server_draining": self.is_server_draining,
+            "running_jobs": self.jobs.running_jobs(),
+            "unacknowledged": len(self.outbox),
+        }
+        if state == self._last_state:
+            return
+        self._last_state = state
+        try:
+            state_write(
+                self.config.state_path, {**state, "updated_at": datetime.now(UTC).isoformat()}
+            )
+        except OSError as exc:
+            logger.warning("cannot write %s: %s", self.config.state_path, exc)
+
+    def _error(self, message: str) -> None:
+        if message != self.last_error:
+            logger.warning("%s", message)
+        self.last_error = message
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.server.startswith("https://"):
+            return None
+        return ssl.create_default_context(cafile=self.config.ca_bundle or None)

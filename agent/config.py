@@ -1,0 +1,212 @@
+"""The agent's configuration: a JSON file, then the environment, then command-line flags.
+
+The file (default ``~/.config/communipute/agent.json``, or ``$COMMUNIPUTE_AGENT_CONFIG``, or
+``--config``) holds what ``enroll`` received — the server, the host id and the credential —
+and may hold any other setting below. It is written with 0600 permissions because the
+credential is a bearer secret. Each setting can be overridden by its environment variable
+(``ENV_NAMES``) and by a flag of ``communipute-agent run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_RUNNER_IMAGE = "python:3.12-slim"
+CONFIG_ENV = "COMMUNIPUTE_AGENT_CONFIG"
+
+# setting -> environment variable
+ENV_NAMES: dict[str, str] = {
+    "server": "COMMUNIPUTE_SERVER",
+    "work_dir": "COMMUNIPUTE_WORK_DIR",
+    "runner_image": "COMMUNIPUTE_RUNNER_IMAGE",
+    "pip_index_url": "COMMUNIPUTE_PIP_INDEX_URL",
+    "pip_extra_index_url": "COMMUNIPUTE_PIP_EXTRA_INDEX_URL",
+    "pip_cert": "COMMUNIPUTE_PIP_CERT",
+    "max_concurrent_jobs": "COMMUNIPUTE_MAX_JOBS",
+    "allow_network": "COMMUNIPUTE_ALLOW_NETWORK",
+    "ca_bundle": "COMMUNIPUTE_CA_BUNDLE",
+    "job_manager": "COMMUNIPUTE_JOB_MANAGER",
+    "log_level": "COMMUNIPUTE_LOG_LEVEL",
+    "backoff_initial_seconds": "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS",
+    "backoff_max_seconds": "COMMUNIPUTE_BACKOFF_MAX_SECONDS",
+}
+# Kept in the file by `enroll`; never taken from the environment.
+ENROLLMENT_KEYS = ("server", "host_id", "credential")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the agent cannot use; the message names it."""
+
+
+def config_path_default(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser()
+    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "communipute" / "agent.json"
+
+
+def _work_dir_default() -> Path:
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "communipute" / "work"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: Path
+    server: str = ""  # http(s)://host[:port] of the CommuniPute server
+    host_id: int | None = None
+    credential: str = ""
+    # Job runtime settings (agent/runtime/ builds its RuntimeSettings from these).
+    work_dir: Path = field(default_factory=_work_dir_default)
+    runner_image: str = DEFAULT_RUNNER_IMAGE
+    pip_index_url: str = ""
+    pip_extra_index_url: str = ""
+    pip_cert: str = ""  # CA bundle on this host for pip inside the install step (PIP_CERT)
+    max_concurrent_jobs: int = 1
+    allow_network: bool = False  # the owner's local veto on network for the run step
+    # Connection to the server.
+    ca_bundle: str = ""  # CA bundle to verify the server's TLS certificate
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    # "package.module:factory" building the JobManager from this config; empty = none, and
+    # offers are rejected with "no runtime configured".
+    job_manager: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def is_enrolled(self) -> bool:
+        return bool(self.server and self.host_id and self.credential)
+
+    @property
+    def state_path(self) -> Path:
+        """Written by a running agent for ``communipute-agent status``."""
+        return self.path.with_name(self.path.stem + ".state.json")
+
+    @property
+    def control_path(self) -> Path:
+        """Written by ``communipute-agent drain`` for the running agent to pick up."""
+        return self.path.with_name(self.path.stem + ".drain")
+
+    @property
+    def websocket_url(self) -> str:
+        parts = urlsplit(self.server)
+        scheme = {"http": "ws", "https": "wss"}[parts.scheme]
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws/agent/", "", ""))
+
+
+_SETTING_NAMES = {f.name for f in fields(AgentConfig)} - {"path"}
+
+
+def config_load(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """Defaults, then the file, then the environment, then ``overrides`` (flags; None = unset)."""
+    env = os.environ if env is None else env
+    path = path or config_path_default(env)
+    values: dict[str, Any] = {}
+    values.update(_file_read(path))
+    values.update({k: env[v] for k, v in ENV_NAMES.items() if env.get(v, "") != ""})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = set(values) - _SETTING_NAMES
+    if unknown:
+        raise ConfigError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+    return _validated(AgentConfig(path=path, **{k: _coerce(k, v) for k, v in values.items()}))
+
+
+def config_save_enrollment(
+    config: AgentConfig, *, server: str, host_id: int, credential: str
+) -> AgentConfig:
+    """Store the enrollment in the config file (0600), keeping the file's other settings."""
+    stored = _file_read(config.path)
+    stored.update({"server": server, "host_id": host_id, "credential": credential})
+    file_write_private(config.path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    return replace(config, server=server, host_id=host_id, credential=credential)
+
+
+def file_write_private(path: Path, text: str) -> None:
+    """Write ``text`` atomically to ``path``, readable by this user only (0600, dir 0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _file_read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data
+
+
+_INTS = {"host_id", "max_concurrent_jobs"}
+_FLOATS = {"backoff_initial_seconds", "backoff_max_seconds"}
+_BOOLS = {"allow_network"}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    try:
+        if name in _INTS:
+            return None if value is None else int(value)
+        if name in _FLOATS:
+            return float(value)
+        if name in _BOOLS:
+            return _bool(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} has an invalid value {value!r}") from None
+    if name == "work_dir":
+        return Path(str(value)).expanduser()
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, not {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in _TRUE | _FALSE:
+        return lowered in _TRUE
+    raise ValueError(value)
+
+
+def _validated(config: AgentConfig) -> AgentConfig:
+    if config.server and urlsplit(config.server).scheme not in ("http", "https"):
+        raise ConfigError(f"server must be an http:// or https:// URL, not {config.server!r}")
+    if config.max_concurrent_jobs < 1:
+        raise ConfigError("max_concurrent_jobs must be at least 1")
+    if not 0 < config.backoff_initial_seconds <= config.backoff_max_seconds:
+        raise ConfigError("backoff seconds must satisfy 0 < initial <= max")
+    for name in ("pip_cert", "ca_bundle"):
+        value = getattr(config, name)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{name} {value!r} is not a file")
+    return replace(config, server=config.server.rstrip("/"))

@@ -1,0 +1,194 @@
+"""Catalog latency with 10,000 hosts: the API beside the same SQL run raw.
+
+    python -m bench.catalog [--hosts 10000] [--iterations 100] [--explain]
+
+Uses DATABASE_URL (migrating it if needed), inserts the hosts inside a transaction and rolls
+everything back at the end, so it leaves the database as it found it. For each typical query
+it prints p50/p99 of the whole API request (authentication aside: DRF, selector, serializer,
+paginator) and, as the baseline, of the SQL statements that request ran, replayed raw through
+the same connection — the difference is what Django and DRF add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from datetime import timedelta
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+# Throttling stays on (its cache lookup is part of a request) but must never trip here.
+os.environ.setdefault("THROTTLE_USER", "1000000/min")
+
+import django
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from rest_framework.test import APIClient  # noqa: E402
+
+from accounts.models import Membership, Organisation, User  # noqa: E402
+from hosts.models import Host, HostStatus, HostVisibility  # noqa: E402
+
+QUERIES = {
+    "default (ordering=price)": "",
+    "online, -reliability": "online=true&ordering=-reliability",
+    "x86_64, >=8 cpus, >=16 GB, price": "arch=x86_64&min_cpus=8&min_memory_mb=16384&ordering=price",
+    "gpu, max price, gpu_price": "gpu=true&max_price_micros=60000&ordering=gpu_price",
+    "accepting, linux, price,-reliability": "accepting=true&os=linux&ordering=price,-reliability",
+    "page 20 of online by price": "online=true&ordering=price&page=20",
+}
+
+
+class Rollback(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=10_000)
+    parser.add_argument(
+        "--iterations", type=int, default=int(os.environ.get("BENCH_ITERATIONS", 100))
+    )
+    parser.add_argument("--explain", action="store_true", help="print each page query's plan")
+    args = parser.parse_args(argv)
+    call_command("migrate", verbosity=0)
+    try:
+        with transaction.atomic():
+            renter = _populate(args.hosts)
+            _run(renter, args)
+            raise Rollback
+    except Rollback:
+        pass
+
+
+def _populate(count: int) -> User:
+    rng = random.Random(7)
+    now = timezone.now()
+    owners = [
+        User.objects.create(username=f"bench-owner-{i}", email=f"bench-owner-{i}@example.com")
+        for i in range(100)
+    ]
+    organisations = [Organisation.objects.create(name=f"bench-org-{i}") for i in range(20)]
+    renter = User.objects.create(username="bench-renter", email="bench-renter@example.com")
+    Membership.objects.bulk_create(
+        [Membership(organisation=org, user=renter) for org in organisations[:3]]
+    )
+    Host.objects.bulk_create(
+        [_host(rng, now, owners, organisations) for _ in range(count)], batch_size=1000
+    )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE hosts_host")
+            cursor.execute("ANALYZE accounts_membership")
+    return renter
+
+
+def _host(
+    rng: random.Random, now: Any, owners: list[User], organisations: list[Organisation]
+) -> Host:
+    status = rng.choices(
+        [HostStatus.ONLINE, HostStatus.BUSY, HostStatus.DRAINING, HostStatus.OFFLINE],
+        weights=[60, 10, 5, 25],
+    )[0]
+    fresh = status != HostStatus.OFFLINE and rng.random() > 0.05  # a few stale "online" rows
+    seen = now - timedelta(seconds=rng.randint(0, 20) if fresh else rng.randint(60, 86_400))
+    gpu_count = rng.choice([1, 1, 2, 4, 8]) if rng.random() < 0.1 else 0
+    is_private = rng.random() < 0.1
+    tracked = rng.randint(3600, 90 * 86_400)
+    return Host(
+        owner=rng.choice(owners),
+        name=f"bench-{rng.getrandbits(32):08x}",
+        arch=rng.choices(["x86_64", "arm64"], weights=[80, 20])[0],
+        os=rng.choices(["linux", "darwin", "windows"], weights=[85, 10, 5])[0],
+        cpu_model="Bench CPU",
+        cpus=rng.choice([2, 4, 8, 12, 16, 24, 32, 64, 128]),
+        memory_mb=rng.choice([4096, 8192, 16384, 32768, 65536, 131072, 262144]),
+        disk_free_mb=rng.randint(10_000, 2_000_000),
+        gpus=[{"model": "NVIDIA RTX 4090", "memory_mb": 24564}] * gpu_count,
+        gpu_count=gpu_count,
+        docker_available=True,
+        cpu_core_hour_micros=rng.randint(1_000, 80_000),
+        memory_gb_hour_micros=rng.randint(100, 8_000),
+        gpu_hour_micros=rng.randint(100_000, 2_000_000) if gpu_count else 0,
+        status=status,
+        is_available=rng.random() > 0.2,
+        is_draining=status == HostStatus.DRAINING,
+        last_seen_at=seen,
+        visibility=HostVisibility.PRIVATE if is_private else HostVisibility.PUBLIC,
+        organisation=rng.choice(organisations) if is_private else None,
+        online_seconds=rng.randint(0, tracked),
+        tracked_seconds=tracked,
+        jobs_finished=rng.randint(0, 500),
+        jobs_lost=rng.randint(0, 20),
+    )
+
+
+def _run(renter: User, args: argparse.Namespace) -> None:
+    client = APIClient()
+    client.force_authenticate(renter)
+    print(
+        f"catalog: {Host.objects.count()} hosts on {connection.vendor}, "
+        f"{args.iterations} iterations per query (times in ms)"
+    )
+    print(
+        f"{'query':40} {'api p50':>8} {'api p99':>8} {'sql p50':>8} {'sql p99':>8} {'queries':>8}"
+    )
+    for label, query in QUERIES.items():
+        url = f"/api/v1/hosts/?{query}"
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(url)
+        assert response.status_code == 200, response.content
+        statements = [q["sql"] for q in captured.captured_queries]
+        api = _timed(lambda url=url: _get(client, url), args.iterations)
+        raw = _timed(lambda statements=statements: _replay(statements), args.iterations)
+        print(
+            f"{label:40} {_p(api, 50):8.2f} {_p(api, 99):8.2f} "
+            f"{_p(raw, 50):8.2f} {_p(raw, 99):8.2f} {len(statements):8d}"
+        )
+        if args.explain and connection.vendor == "postgresql":
+            _explain(statements[-1])
+
+
+def _get(client: APIClient, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 200, response.status_code
+
+
+def _replay(statements: list[str]) -> None:
+    with connection.cursor() as cursor:
+        for sql in statements:
+            cursor.execute(sql)
+            cursor.fetchall()
+
+
+def _timed(call: Any, iterations: int) -> list[float]:
+    call()  # warm up
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _p(samples: list[float], percentile: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[percentile - 1]
+
+
+def _explain(sql: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
+        for (line,) in cursor.fetchall():
+            print(f"    {line}")
+
+
+if __name__ == "__main__":
+    main()

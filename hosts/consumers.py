@@ -1,0 +1,249 @@
+"""The agent socket ``/ws/agent/``: authentication, presence, and routing of job messages.
+
+A connection authenticates with ``Authorization: Bearer <host credential>`` in the handshake
+(no cookies, no Origin check: agents are not browsers). It then speaks agent.protocol: the
+agent's ``hello`` gets a ``welcome``; heartbeats update presence; ``job.*`` messages go to the
+handlers other apps registered in ``hosts.agent_handlers``. Every message is validated with
+``protocol.decode`` before anything is touched, and every write names the authenticated host,
+never one taken from the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from agent.protocol import (
+    AGENT_MESSAGES,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_REPLACED,
+    CLOSE_UNAUTHORIZED,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Envelope,
+    Heartbeat,
+    Hello,
+    ProtocolError,
+    Welcome,
+    decode,
+    encode,
+)
+from config.errors import ServiceError
+from hosts import agent_handlers, services
+from hosts.messaging import host_close_async, host_group
+
+logger = logging.getLogger(__name__)
+
+# Framing errors mean the peer does not speak the protocol at all: close. Field errors in a
+# well-formed envelope are answered with an ``error`` naming the message.
+_FATAL_PROTOCOL_ERRORS = {"too_large", "bad_json", "bad_envelope"}
+MAX_PROTOCOL_ERRORS = 20
+# Agent messages the server acknowledges with ``ack {ack_id}`` once their handler returned;
+# job.log and job.usage are acknowledged by their handler (log.ack / usage.ack).
+ACKED_BY_ID = {"job.accept", "job.reject", "job.started", "job.finished"}
+
+
+def bearer_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                return credential.strip()
+    return None
+
+
+class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
+    host_id: int | None = None
+    is_welcomed = False
+    protocol_errors = 0
+
+    async def connect(self) -> None:
+        bearer = bearer_from_headers(self.scope.get("headers", []))
+        try:
+            if bearer is None:
+                raise services.HostAuthenticationFailed("no bearer credential")
+            host = await database_sync_to_async(services.host_authenticate)(bearer)
+        except services.HostAuthenticationFailed:
+            # Accept first: a close code can only be sent on an open socket.
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.host_id = host.pk
+        await database_sync_to_async(services.host_connect)(
+            host_id=host.pk, connection_id=self.channel_name
+        )
+        await self.channel_layer.group_add(host_group(host.pk), self.channel_name)
+        await self.accept()
+        await host_close_async(host.pk, CLOSE_REPLACED, except_channel=self.channel_name)
+        logger.info("agent of host %s connected", host.pk)
+
+    async def disconnect(self, code: int) -> None:
+        if self.host_id is None:
+            return
+        await self.channel_layer.group_discard(host_group(self.host_id), self.channel_name)
+        await database_sync_to_async(services.host_disconnect)(
+            host_id=self.host_id, connection_id=self.channel_name
+        )
+        logger.info("agent of host %s disconnected (%s)", self.host_id, code)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.host_id is None:
+            return
+        raw: str | bytes = text_data if text_data is not None else (bytes_data or b"")
+        try:
+            envelope = decode(raw, AGENT_MESSAGES)
+        except ProtocolError as exc:
+            await self._protocol_error(exc, raw)
+            return
+        if envelope["type"] == "hello":
+            await self._hello(envelope)
+        elif not self.is_welcomed:
+            await self._error("hello_required", "send hello first", envelope["id"])
+        elif envelope["type"] == "heartbeat":
+            await self._heartbeat(envelope)
+        else:
+            await self._dispatch(envelope)
+
+    # --- channel-layer events ----------------------------------------------------------------
+
+    async def agent_push(self, event: dict[str, Any]) -> None:
+        # Before the welcome the agent is resyncing anyway; the resume covers what it missed.
+        if self.is_welcomed:
+            await self.send(text_data=event["text"])
+
+    async def agent_close(self, event: dict[str, Any]) -> None:
+        if event.get("except_channel") != self.channel_name:
+            await self.close(code=event["code"])
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def _hello(self, envelope: Envelope) -> None:
+        assert self.host_id is not None
+        hello: Hello = envelope["data"]  # type: ignore[assignment]
+        if hello["protocol_version"] != PROTOCOL_VERSION:
+            await self._error(
+                "unsupported_protocol_version",
+                f"this server speaks protocol version {PROTOCOL_VERSION}",
+                envelope["id"],
+            )
+            await self.close(code=CLOSE_PROTOCOL_ERROR)
+            return
+        try:
+            accepted = await database_sync_to_async(services.host_hello)(
+                host_id=self.host_id, connection_id=self.channel_name, hello=hello
+            )
+        except ServiceError as exc:
+            await self._error(exc.code, exc.message, envelope["id"], exc.fields)
+            await self.close(code=CLOSE_PROTOCOL_ERROR)
+            return
+        if isinstance(accepted, services.Presence):
+            await self._presence_lost(accepted)
+            return
+        decision = await database_sync_to_async(agent_handlers.resume_decide)(
+            self.host_id, hello["running_jobs"]
+        )
+        welcome = Welcome(
+            host_id=self.host_id,
+            heartbeat_seconds=settings.HOST_HEARTBEAT_SECONDS,
+            usage_report_seconds=settings.HOST_USAGE_REPORT_SECONDS,
+            keep_jobs=decision.keep_jobs,
+            kill_jobs=decision.kill_jobs,
+        )
+        self.is_welcomed = True
+        await self._send("welcome", welcome)
+        await self._send("drain", {"is_draining": accepted.is_draining})
+        await self._send("policy", accepted.policy)
+        await self._send_replies(decision.replies)
+
+    async def _heartbeat(self, envelope: Envelope) -> None:
+        assert self.host_id is not None
+        heartbeat: Heartbeat = envelope["data"]  # type: ignore[assignment]
+        presence = await database_sync_to_async(services.host_heartbeat)(
+            host_id=self.host_id, connection_id=self.channel_name, heartbeat=heartbeat
+        )
+        if presence is not services.Presence.CURRENT:
+            await self._presence_lost(presence)
+            return
+        if agent_handlers.handler_for("heartbeat") is not None:
+            await self._dispatch(envelope)
+
+    async def _dispatch(self, envelope: Envelope) -> None:
+        assert self.host_id is not None
+        handler = agent_handlers.handler_for(envelope["type"])
+        if handler is None:
+            if envelope["type"] != "ack":  # nothing on this server waits for acks
+                await self._error(
+                    "unsupported_type",
+                    f"this server does not handle {envelope['type']} messages",
+                    envelope["id"],
+                )
+            return
+        try:
+            replies = await database_sync_to_async(handler)(self.host_id, envelope)
+        except ServiceError as exc:
+            await self._error(exc.code, exc.message, envelope["id"], exc.fields)
+            return
+        except Exception:
+            logger.exception("handler for %s of host %s failed", envelope["type"], self.host_id)
+            await self._error("internal_error", "the server failed; resend later", envelope["id"])
+            return
+        await self._send_replies(replies)
+        if envelope["type"] in ACKED_BY_ID:
+            acked = any(
+                kind == "ack" and data.get("ack_id") == envelope["id"] for kind, data in replies
+            )
+            if not acked:
+                await self._send("ack", {"ack_id": envelope["id"]})
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _presence_lost(self, presence: services.Presence) -> None:
+        code = CLOSE_REPLACED if presence is services.Presence.REPLACED else CLOSE_UNAUTHORIZED
+        await self.close(code=code)
+
+    async def _protocol_error(self, exc: ProtocolError, raw: str | bytes) -> None:
+        self.protocol_errors += 1
+        if exc.code in _FATAL_PROTOCOL_ERRORS or self.protocol_errors > MAX_PROTOCOL_ERRORS:
+            logger.warning("closing agent of host %s: %s", self.host_id, exc.message)
+            await self.close(code=CLOSE_PROTOCOL_ERROR)
+            return
+        await self._error(exc.code, exc.message, _envelope_id(raw))
+
+    async def _error(
+        self,
+        code: str,
+        message: str,
+        ref_id: str | None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        data: dict[str, Any] = {"code": code, "message": message}
+        if fields:
+            data["message"] = f"{message}: " + "; ".join(f"{k}: {v}" for k, v in fields.items())
+        if ref_id:
+            data["ref_id"] = ref_id
+        await self._send("error", data)
+
+    async def _send_replies(self, replies: list[agent_handlers.Reply]) -> None:
+        for reply in replies:
+            agent_handlers.reply_check(reply)
+            await self._send(*reply)
+
+    async def _send(self, message_type: str, data: Any) -> None:
+        await self.send(text_data=encode(message_type, data))
+
+
+def _envelope_id(raw: str | bytes) -> str | None:
+    """The id of a well-formed envelope whose content was refused, to name it in the error."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        return None
+    message_id = envelope.get("id") if isinstance(envelope, dict) else None
+    return message_id if isinstance(message_id, str) and 0 < len(message_id) <= 64 else None

@@ -1,0 +1,472 @@
+"""Writes for hosts: enrollment, credentials, presence from the agent socket, owner settings.
+
+Presence updates come from the agent consumer and are keyed by the connection that sent them:
+``Host.connection_id`` names the one live socket, and an update from any other connection of
+the same host changes nothing (it was replaced, or its credential was revoked).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, TypedDict
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Membership, User
+from accounts.tokens import PREFIX_LENGTH, secret_issue, secret_matches
+from agent.protocol import (
+    CLOSE_UNAUTHORIZED,
+    AvailabilityPolicy,
+    Heartbeat,
+    Hello,
+    HostSpecs,
+)
+from config.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
+from hosts.messaging import host_close, host_send
+from hosts.models import EnrollmentToken, Host, HostCredential, HostStatus, HostVisibility
+from hosts.policy import policy_clean, policy_normalise
+from hosts.specs import specs_clean
+
+ENROLLMENT_TOKEN_KIND = "cpe"  # noqa: S105 (a prefix, not a secret)
+CREDENTIAL_KIND = "cph"
+MAX_RATE_MICROS = 10_000_000_000  # 10,000 credits per unit-hour: far above any real price
+MIN_JOB_TIMEOUT_SECONDS = 60
+MAX_JOB_TIMEOUT_SECONDS = 30 * 24 * 3600
+
+
+class EnrollmentRefused(PermissionDenied):
+    """Codes: enrollment_token_invalid, enrollment_token_expired, enrollment_token_used."""
+
+
+class HostAuthenticationFailed(ServiceError):
+    status_code = 401
+    default_code = "host_credential_invalid"
+
+
+# --- enrollment and credentials ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnrollmentIssued:
+    token: str  # shown once
+    expires_at: datetime
+    command: str
+
+
+@dataclass(frozen=True)
+class HostRegistered:
+    host: Host
+    credential: str  # shown once, to the agent
+
+
+def enrollment_create(
+    *, owner: User, name: str = "", now: datetime | None = None
+) -> EnrollmentIssued:
+    """Mint a one-time enrollment token and the exact command the owner runs on the machine."""
+    name = name.strip()
+    if len(name) > 100:
+        raise ValidationFailed("name is too long", fields={"name": "at most 100 characters"})
+    now = now or timezone.now()
+    issued = secret_issue(ENROLLMENT_TOKEN_KIND)
+    expires_at = now + timedelta(seconds=settings.ENROLLMENT_TOKEN_TTL_SECONDS)
+    EnrollmentToken.objects.create(
+        owner=owner, prefix=issued.prefix, digest=issued.digest, name=name, expires_at=expires_at
+    )
+    command = shlex.join(
+        [
+            "communipute-agent",
+            "enroll",
+            "--server",
+            settings.PUBLIC_URL,
+            "--token",
+            issued.plaintext,
+        ]
+    )
+    return EnrollmentIssued(token=issued.plaintext, expires_at=expires_at, command=command)
+
+
+def host_register(
+    *, enrollment_token: str, specs: Any, name: str = "", now: datetime | None = None
+) -> HostRegistered:
+    """Exchange an enrollment token for a new host and its credential.
+
+    The token is claimed with a conditional UPDATE (``used_at IS NULL`` and not expired), so
+    of two concurrent registrations with one token exactly one creates a host.
+    """
+    now = now or timezone.now()
+    token = EnrollmentToken.objects.filter(prefix=enrollment_token[:PREFIX_LENGTH]).first()
+    if token is None or not secret_matches(enrollment_token, token.digest):
+        raise EnrollmentRefused("unknown enrollment token", code="enrollment_token_invalid")
+    cleaned = specs_clean(specs)
+    with transaction.atomic():
+        claimed = EnrollmentToken.objects.filter(
+            pk=token.pk, used_at__isnull=True, expires_at__gt=now
+        ).update(used_at=now)
+        if claimed:
+            host = Host(owner_id=token.owner_id, name=(token.name or name.strip() or "host")[:100])
+            _specs_apply(host, cleaned)
+            host.save()
+            credential = secret_issue(CREDENTIAL_KIND)
+            HostCredential.objects.create(
+                host=host, prefix=credential.prefix, digest=credential.digest
+            )
+            EnrollmentToken.objects.filter(pk=token.pk).update(host=host)
+            return HostRegistered(host=host, credential=credential.plaintext)
+    token.refresh_from_db(fields=["used_at"])
+    if token.used_at is not None:
+        raise EnrollmentRefused(
+            "this enrollment token was already used", code="enrollment_token_used"
+        )
+    raise EnrollmentRefused("this enrollment token has expired", code="enrollment_token_expired")
+
+
+def host_authenticate(bearer: str) -> Host:
+    """The host whose live (unrevoked) credential is ``bearer``; HostAuthenticationFailed else."""
+    credential = (
+        HostCredential.objects.select_related("host")
+        .filter(prefix=bearer[:PREFIX_LENGTH], revoked_at__isnull=True)
+        .first()
+    )
+    if credential is None or not secret_matches(bearer, credential.digest):
+        raise HostAuthenticationFailed("invalid or revoked host credential")
+    return credential.host
+
+
+def credential_revoke(*, owner: User, host_id: int, now: datetime | None = None) -> int:
+    """Revoke every live credential of the owner's host and disconnect its agent.
+
+    Locks the host row. Returns how many credentials were revoked. The agent must enroll again.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        host = _owned_host_locked(owner, host_id)
+        revoked = HostCredential.objects.filter(host=host, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        _presence_close(host, now)
+        host.save(update_fields=_PRESENCE_FIELDS)
+        host_close(host.pk, CLOSE_UNAUTHORIZED)
+    return revoked
+
+
+# --- presence (called by the agent consumer) ---------------------------------------------------
+
+
+class Presence(Enum):
+    CURRENT = "current"
+    REPLACED = "replaced"  # another connection of this host took over
+    REVOKED = "revoked"  # the host has no live credential any more
+
+
+@dataclass(frozen=True)
+class HelloAccepted:
+    host_id: int
+    is_draining: bool
+    policy: AvailabilityPolicy
+
+
+_PRESENCE_FIELDS = [
+    "status",
+    "last_seen_at",
+    "online_seconds",
+    "tracked_seconds",
+    "connection_id",
+    "is_available",
+    "unavailable_reason",
+]
+
+
+def host_connect(*, host_id: int, connection_id: str) -> None:
+    """Make ``connection_id`` the host's one live connection (a newer socket replaces older)."""
+    Host.objects.filter(pk=host_id).update(connection_id=connection_id)
+
+
+def host_hello(
+    *, host_id: int, connection_id: str, hello: Hello, now: datetime | None = None
+) -> HelloAccepted | Presence:
+    """Record the specs and state an agent reports on connecting; locks the host row."""
+    specs = specs_clean(hello["specs"])
+    now = now or timezone.now()
+    with transaction.atomic():
+        host = (
+            Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
+        )
+        if host is None:
+            return _presence_lost(host_id)
+        _presence_account(host, now)
+        _specs_apply(host, specs)
+        host.agent_version = hello["agent_version"][:32]
+        host.is_available = hello["is_available"]
+        host.unavailable_reason = ""
+        host.status = _status_for(host, hello["is_draining"], len(hello["running_jobs"]))
+        host.save(update_fields=[*_PRESENCE_FIELDS, *_SPEC_FIELDS, "agent_version"])
+    return HelloAccepted(
+        host_id=host.pk,
+        is_draining=host.is_draining,
+        policy=policy_normalise(host.availability_policy),
+    )
+
+
+def host_heartbeat(
+    *, host_id: int, connection_id: str, heartbeat: Heartbeat, now: datetime | None = None
+) -> Presence:
+    """Record a heartbeat (presence, availability, busy/draining); locks the host row."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        host = (
+            Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
+        )
+        if host is None:
+            return _presence_lost(host_id)
+        _presence_account(host, now)
+        host.is_available = heartbeat["is_available"]
+        host.unavailable_reason = (
+            "" if heartbeat["is_available"] else heartbeat["unavailable_reason"][:200]
+        )
+        is_agent_draining = heartbeat.get("is_draining", False)
+        host.status = _status_for(host, is_agent_draining, len(heartbeat["running_jobs"]))
+        host.save(update_fields=_PRESENCE_FIELDS)
+    return Presence.CURRENT
+
+
+def host_disconnect(*, host_id: int, connection_id: str, now: datetime | None = None) -> bool:
+    """Mark the host offline if ``connection_id`` was its live connection; locks the host row."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        host = (
+            Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
+        )
+        if host is None:
+            return False
+        _presence_close(host, now)
+        host.save(update_fields=_PRESENCE_FIELDS)
+    return True
+
+
+def hosts_mark_stale_offline(*, now: datetime | None = None) -> int:
+    """Mark offline every host not heard from for HOST_OFFLINE_AFTER_SECONDS (the reaper).
+
+    The time since the last heartbeat is not counted as online time: nobody knows it was.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
+    return (
+        Host.objects.exclude(status=HostStatus.OFFLINE)
+        .filter(last_seen_at__lt=cutoff)
+        .update(status=HostStatus.OFFLINE)
+    )
+
+
+def host_job_outcome_record(*, host_id: int, is_finished: bool) -> None:
+    """Count an attempt that ended on this host: finished (any end the agent reported) or lost.
+
+    Feeds ``reliability_bps`` (a generated column); an F() update, so concurrent calls add up.
+    """
+    field = "jobs_finished" if is_finished else "jobs_lost"
+    Host.objects.filter(pk=host_id).update(**{field: F(field) + 1})
+
+
+def host_report_flag(*, host_id: int) -> None:
+    """Count a physically impossible report from this host's agent, for staff to review."""
+    Host.objects.filter(pk=host_id).update(flagged_reports=F("flagged_reports") + 1)
+
+
+def _presence_lost(host_id: int) -> Presence:
+    if HostCredential.objects.filter(host_id=host_id, revoked_at__isnull=True).exists():
+        return Presence.REPLACED
+    return Presence.REVOKED
+
+
+def _presence_account(host: Host, now: datetime) -> None:
+    """Add the time since the last report to the uptime counters and stamp ``last_seen_at``.
+
+    Time while connected counts as online, up to HOST_OFFLINE_AFTER_SECONDS per report (a
+    longer silence means the host was gone); every second since the host was first seen counts
+    as tracked.
+    """
+    if host.last_seen_at is not None:
+        # Whole seconds between the floors of the two stamps: summed over many reports this
+        # telescopes to the true span (truncating each gap would lose up to 1 s per report).
+        gap = max(0, int(now.timestamp()) - int(host.last_seen_at.timestamp()))
+        host.tracked_seconds += gap
+        if host.status != HostStatus.OFFLINE:
+            host.online_seconds += min(gap, settings.HOST_OFFLINE_AFTER_SECONDS)
+    host.last_seen_at = now
+
+
+def _presence_close(host: Host, now: datetime) -> None:
+    if host.status != HostStatus.OFFLINE:
+        _presence_account(host, now)
+    host.status = HostStatus.OFFLINE
+    host.connection_id = ""
+
+
+def _status_for(host: Host, is_agent_draining: bool, running_jobs: int) -> str:
+    if host.is_draining or is_agent_draining:
+        return HostStatus.DRAINING
+    return HostStatus.BUSY if running_jobs else HostStatus.ONLINE
+
+
+_SPEC_FIELDS = [
+    "cpu_model",
+    "arch",
+    "cpus",
+    "memory_mb",
+    "disk_free_mb",
+    "os",
+    "os_version",
+    "gpus",
+    "gpu_count",
+    "docker_available",
+]
+
+
+def _specs_apply(host: Host, specs: HostSpecs) -> None:
+    host.cpu_model = specs["cpu_model"]
+    host.arch = specs["arch"]
+    host.cpus = specs["cpus"]
+    host.memory_mb = specs["memory_mb"]
+    host.disk_free_mb = specs["disk_free_mb"]
+    host.os = specs["os"]
+    host.os_version = specs["os_version"]
+    host.gpus = [dict(gpu) for gpu in specs["gpus"]]
+    host.gpu_count = len(specs["gpus"])
+    host.docker_available = specs["docker_available"]
+
+
+# --- the owner's settings ----------------------------------------------------------------------
+
+
+class HostChanges(TypedDict, total=False):
+    name: str
+    cpu_core_hour_micros: int
+    memory_gb_hour_micros: int
+    gpu_hour_micros: int
+    max_job_cpus: int
+    max_job_memory_mb: int
+    max_job_gpus: int
+    max_job_timeout_seconds: int
+    allow_network: bool
+    visibility: str
+    organisation_id: int | None
+    availability_policy: Any
+    is_draining: bool
+
+
+def host_update(*, owner: User, host_id: int, changes: HostChanges) -> Host:
+    """Apply the owner's changes (rates, limits, visibility, policy, drain) after validating all.
+
+    Locks the host row. Rates apply to jobs placed from now on; running jobs keep the rates
+    copied onto them. A drain or policy change is pushed to the agent after commit.
+    """
+    with transaction.atomic():
+        host = _owned_host_locked(owner, host_id)
+        was_draining, old_policy = host.is_draining, host.availability_policy
+        _changes_apply(host, owner, changes)
+        host.save()
+        if host.is_draining != was_draining:
+            host_send(host.pk, "drain", {"is_draining": host.is_draining})
+        if host.availability_policy != old_policy:
+            host_send(host.pk, "policy", policy_normalise(host.availability_policy))
+    host.refresh_from_db()
+    return host
+
+
+def host_drain(*, owner: User, host_id: int, is_draining: bool = True) -> Host:
+    """Stop (or resume) offering the host new work; its running jobs finish."""
+    return host_update(owner=owner, host_id=host_id, changes={"is_draining": is_draining})
+
+
+def _owned_host_locked(owner: User, host_id: int) -> Host:
+    host = Host.objects.select_for_update().filter(pk=host_id, owner=owner).first()
+    if host is None:
+        raise NotFound("no such host")
+    return host
+
+
+_RATE_FIELDS = ("cpu_core_hour_micros", "memory_gb_hour_micros", "gpu_hour_micros")
+
+
+def _changes_apply(host: Host, owner: User, typed_changes: HostChanges) -> None:
+    changes: dict[str, Any] = dict(typed_changes)
+    problems: dict[str, str] = {}
+    if "name" in changes:
+        host.name = changes["name"].strip()
+        if not 1 <= len(host.name) <= 100:
+            problems["name"] = "1 to 100 characters"
+    for rate in _RATE_FIELDS:
+        if rate in changes:
+            value = changes[rate]
+            if not 0 <= value <= MAX_RATE_MICROS:
+                problems[rate] = f"between 0 and {MAX_RATE_MICROS}"
+            setattr(host, rate, value)
+    problems.update(_limits_apply(host, changes))
+    if "allow_network" in changes:
+        host.allow_network = changes["allow_network"]
+    problems.update(_visibility_apply(host, owner, changes))
+    if "availability_policy" in changes:
+        try:
+            host.availability_policy = dict(policy_clean(changes["availability_policy"]))
+        except ValidationFailed as exc:
+            problems["availability_policy"] = exc.message
+            problems.update({f"availability_policy.{k}": v for k, v in exc.fields.items()})
+    if "is_draining" in changes:
+        _drain_apply(host, changes["is_draining"])
+    if problems:
+        raise ValidationFailed("invalid host settings", fields=problems)
+
+
+def _limits_apply(host: Host, changes: dict[str, Any]) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    for name, ceiling in (
+        ("max_job_cpus", host.cpus),
+        ("max_job_memory_mb", host.memory_mb),
+        ("max_job_gpus", host.gpu_count),
+    ):
+        if name in changes:
+            value = changes[name]
+            if not 0 <= value <= ceiling:
+                problems[name] = f"between 0 (no limit beyond the specs) and {ceiling}"
+            setattr(host, name, value)
+    if "max_job_timeout_seconds" in changes:
+        host.max_job_timeout_seconds = changes["max_job_timeout_seconds"]
+        if not MIN_JOB_TIMEOUT_SECONDS <= host.max_job_timeout_seconds <= MAX_JOB_TIMEOUT_SECONDS:
+            problems["max_job_timeout_seconds"] = (
+                f"between {MIN_JOB_TIMEOUT_SECONDS} and {MAX_JOB_TIMEOUT_SECONDS}"
+            )
+    return problems
+
+
+def _visibility_apply(host: Host, owner: User, changes: dict[str, Any]) -> dict[str, str]:
+    if "visibility" not in changes and "organisation_id" not in changes:
+        return {}
+    visibility = changes.get("visibility", host.visibility)
+    organisation_id = changes.get("organisation_id", host.organisation_id)
+    if visibility == HostVisibility.PUBLIC:
+        host.visibility, host.organisation = HostVisibility.PUBLIC, None
+        return {}
+    if visibility != HostVisibility.PRIVATE:
+        return {"visibility": "public or private"}
+    if organisation_id is None:
+        return {"organisation": "a private host needs an organisation"}
+    is_member = Membership.objects.filter(user=owner, organisation_id=organisation_id).exists()
+    if not is_member:
+        return {"organisation": "you are not a member of this organisation"}
+    host.visibility = HostVisibility.PRIVATE
+    host.organisation_id = organisation_id
+    return {}
+
+
+def _drain_apply(host: Host, is_draining: bool) -> None:
+    host.is_draining = is_draining
+    if is_draining and host.status in (HostStatus.ONLINE, HostStatus.BUSY):
+        host.status = HostStatus.DRAINING
+    elif not is_draining and host.status == HostStatus.DRAINING:
+        # The next heartbeat says whether the agent is busy or drained locally.
+        host.status = HostStatus.ONLINE

@@ -1,0 +1,141 @@
+"""Catalog reads: which hosts a user may see, filtered and ordered, with a fresh status.
+
+Definitions the API documents:
+
+- **price** (``price_micros``): ``cpu_core_hour_micros + memory_gb_hour_micros`` — what one hour
+  of one fully used core with 1 GB of memory reserved costs on the host. GPU hours are priced
+  separately (``gpu_price`` orders by ``gpu_hour_micros``).
+- **reliability** (``reliability_bps``, 0..10000): uptime x completion, see ``hosts.models``.
+- **online**: the host's agent is connected (online, busy or draining) and reported within
+  ``HOST_OFFLINE_AFTER_SECONDS``.
+- **accepting**: reported within the cutoff with status online or busy, available by the
+  owner's policy (``is_available``) and not drained by the owner: hosts a job can go to now.
+
+Every query here is one SQL statement (plus the count of the paginator); the orderings match
+indexes on ``(price_micros, id)`` and ``(reliability_bps DESC, id)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from accounts.models import Membership, User
+from config.errors import NotFound
+from hosts.models import Host, HostStatus, HostVisibility
+from hosts.selectors import status_fresh
+
+# ordering keys of the API -> model fields
+ORDERINGS: dict[str, str] = {
+    "price": "price_micros",
+    "reliability": "reliability_bps",
+    "gpu_price": "gpu_hour_micros",
+    "cpus": "cpus",
+    "memory": "memory_mb",
+    "last_seen": "last_seen_at",
+}
+CONNECTED = (HostStatus.ONLINE, HostStatus.BUSY, HostStatus.DRAINING)
+
+
+@dataclass(frozen=True)
+class CatalogFilters:
+    arch: str | None = None
+    os: str | None = None
+    min_cpus: int | None = None
+    min_memory_mb: int | None = None
+    gpu: bool | None = None
+    min_gpus: int | None = None
+    max_price_micros: int | None = None
+    online: bool | None = None
+    accepting: bool | None = None
+    ordering: tuple[str, ...] = field(default=("price",))
+
+
+def hosts_visible(*, user: User) -> QuerySet[Host]:
+    """Public hosts, hosts private to an organisation the user belongs to, and the user's own."""
+    organisations = Membership.objects.filter(user=user).values("organisation_id")
+    return Host.objects.filter(
+        Q(visibility=HostVisibility.PUBLIC)
+        | Q(visibility=HostVisibility.PRIVATE, organisation_id__in=organisations)
+        | Q(owner=user)
+    )
+
+
+def hosts_catalog(
+    *, user: User, filters: CatalogFilters, now: datetime | None = None
+) -> QuerySet[Host]:
+    """The catalog page query: visible hosts matching ``filters``, ``current_status`` annotated."""
+    now = now or timezone.now()
+    hosts = hosts_visible(user=user).annotate(current_status=status_fresh(now))
+    hosts = hosts.filter(_filters_q(filters, now))
+    return hosts.order_by(*_order_by(filters.ordering))
+
+
+def host_listing_get(*, user: User, host_id: int, now: datetime | None = None) -> Host:
+    host = (
+        hosts_visible(user=user)
+        .annotate(current_status=status_fresh(now or timezone.now()))
+        .filter(pk=host_id)
+        .first()
+    )
+    if host is None:
+        raise NotFound("no such host")
+    return host
+
+
+def hosts_accepting_jobs(*, now: datetime | None = None) -> QuerySet[Host]:
+    """Hosts a job may be placed on now, regardless of who asks (placement narrows further)."""
+    return Host.objects.filter(_accepting_q(now or timezone.now()))
+
+
+def _fresh_q(now: datetime) -> Q:
+    cutoff = now - timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
+    return Q(last_seen_at__gte=cutoff)
+
+
+def _accepting_q(now: datetime) -> Q:
+    return (
+        _fresh_q(now)
+        & Q(status__in=(HostStatus.ONLINE, HostStatus.BUSY))
+        & Q(is_available=True, is_draining=False)
+    )
+
+
+def _filters_q(filters: CatalogFilters, now: datetime) -> Q:
+    q = Q()
+    if filters.arch:
+        q &= Q(arch=filters.arch)
+    if filters.os:
+        q &= Q(os=filters.os)
+    if filters.min_cpus is not None:
+        q &= Q(cpus__gte=filters.min_cpus)
+    if filters.min_memory_mb is not None:
+        q &= Q(memory_mb__gte=filters.min_memory_mb)
+    if filters.gpu is not None:
+        q &= Q(gpu_count__gte=1) if filters.gpu else Q(gpu_count=0)
+    if filters.min_gpus is not None:
+        q &= Q(gpu_count__gte=filters.min_gpus)
+    if filters.max_price_micros is not None:
+        q &= Q(price_micros__lte=filters.max_price_micros)
+    if filters.online is not None:
+        online = _fresh_q(now) & Q(status__in=CONNECTED)
+        q &= online if filters.online else ~online
+    if filters.accepting is not None:
+        accepting = _accepting_q(now)
+        q &= accepting if filters.accepting else ~accepting
+    return q
+
+
+def _order_by(ordering: tuple[str, ...]) -> list[str]:
+    """API ordering keys (``price``, ``-reliability``) to fields, ending with the pk."""
+    fields: list[str] = []
+    for key in ordering:
+        descending = key.startswith("-")
+        name = ORDERINGS[key.lstrip("-")]
+        fields.append(f"-{name}" if descending else name)
+    fields.append("id")
+    return fields

@@ -1,0 +1,306 @@
+"""The agent's client against a fake server speaking the protocol (no Django involved)."""
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import serve
+
+from agent.client import EXIT_REPLACED, EXIT_UNAUTHORIZED, AgentClient, backoff_delay
+from agent.config import config_load
+from agent.control import drain_request, state_read
+from agent.idle import AVAILABLE, Availability
+from agent.protocol import AGENT_MESSAGES, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, decode, encode
+from tests.hosts.factories import specs
+
+TIMEOUT = 5
+
+
+class FakeServer:
+    """Welcomes every hello and records what agents send, per connection."""
+
+    def __init__(self):
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.connections = []
+        self.headers = []
+        self.on_hello = None
+        self.server: Any = None
+
+    async def handler(self, ws):
+        self.connections.append(ws)
+        self.headers.append(ws.request.headers)
+        async for raw in ws:
+            envelope = decode(raw, AGENT_MESSAGES)
+            await self.messages.put(envelope)
+            if envelope["type"] == "hello":
+                if self.on_hello:
+                    await self.on_hello(ws)
+                    continue
+                await ws.send(
+                    encode(
+                        "welcome",
+                        {
+                            "host_id": 1,
+                            "heartbeat_seconds": 1,
+                            "usage_report_seconds": 5,
+                            "keep_jobs": [],
+                            "kill_jobs": [],
+                        },
+                    )
+                )
+
+    async def next(self, message_type):
+        while True:
+            envelope = await asyncio.wait_for(self.messages.get(), TIMEOUT)
+            if envelope["type"] == message_type:
+                return envelope
+
+    @property
+    def port(self):
+        return self.server.sockets[0].getsockname()[1]
+
+
+class FakeMonitor:
+    def __init__(self):
+        self.verdict = AVAILABLE
+        self.total_load_percent = 12.5
+
+    def check(self, policy, *, jobs_running):
+        return self.verdict
+
+
+@pytest.fixture
+async def server():
+    fake = FakeServer()
+    async with serve(fake.handler, "127.0.0.1", 0) as running:
+        fake.server = running
+        yield fake
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    def make(port):
+        config = config_load(
+            tmp_path / "agent.json",
+            env={},
+            overrides={
+                "server": f"http://127.0.0.1:{port}",
+                "host_id": 1,
+                "credential": "cph_test-credential",
+                "backoff_initial_seconds": 0.05,
+                "backoff_max_seconds": 0.2,
+            },
+        )
+        return AgentClient(
+            config,
+            monitor=FakeMonitor(),
+            specs_provider=lambda: specs(),  # type: ignore[arg-type,return-value]
+            handle_signals=False,
+        )
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running(client):
+    task = asyncio.create_task(client.run())
+    try:
+        yield task
+    finally:
+        client.stop()
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_ceiling():
+    assert [backoff_delay(n, 1, 60, rng=lambda: 0.0) for n in range(8)] == [
+        0.5,
+        1,
+        2,
+        4,
+        8,
+        16,
+        30,
+        30,
+    ]
+    assert backoff_delay(3, 1, 60, rng=lambda: 1.0) == 8
+    assert backoff_delay(100, 1, 60, rng=lambda: 1.0) == 60
+
+
+async def test_hello_carries_the_credential_and_heartbeats_follow(server, make_client):
+    client = make_client(server.port)
+
+    async with running(client):
+        hello = await server.next("hello")
+        heartbeat = await server.next("heartbeat")
+        await server.next("heartbeat")  # every heartbeat_seconds (1 s here)
+
+    assert server.headers[0]["Authorization"] == "Bearer cph_test-credential"
+    assert server.headers[0]["User-Agent"].startswith("communipute-agent/")
+    assert hello["data"]["specs"] == specs()
+    assert hello["data"]["running_jobs"] == []
+    assert heartbeat["data"] == {
+        "load": 0.125,
+        "is_available": True,
+        "unavailable_reason": "",
+        "running_jobs": [],
+        "is_draining": False,
+    }
+
+
+async def test_offers_are_rejected_without_a_runtime_and_resent_until_acknowledged(
+    server, make_client
+):
+    # given
+    client = make_client(server.port)
+    offer = {"job_id": 5, "attempt": 2}
+
+    async with running(client):
+        await server.next("heartbeat")
+        # when: an offer; the agent rejects it, but the server drops the connection before acking
+        await server.connections[0].send(encode("job.offer", {**_offer(), **offer}))
+        reject = await server.next("job.reject")
+        await server.connections[0].close()
+
+        # then: after reconnecting the reject is sent again, with the same id
+        await server.next("hello")
+        again = await server.next("job.reject")
+        await server.connections[1].send(encode("ack", {"ack_id": again["id"]}))
+        await server.next("heartbeat")
+        await server.next("heartbeat")
+
+    assert reject["data"] == {"job_id": 5, "attempt": 2, "reason": "no runtime configured"}
+    assert again["id"] == reject["id"]
+    assert len(client.outbox) == 0
+
+
+async def test_an_unavailable_host_rejects_offers_and_tells_the_server(server, make_client):
+    client = make_client(server.port)
+    client.monitor.verdict = Availability(False, "user_active")
+
+    async with running(client):
+        heartbeat = await server.next("heartbeat")
+        while heartbeat["data"]["is_available"]:
+            heartbeat = await server.next("heartbeat")
+        await server.connections[0].send(encode("job.offer", _offer()))
+        reject = await server.next("job.reject")
+
+    assert heartbeat["data"]["unavailable_reason"] == "user_active"
+    assert reject["data"]["reason"] == "unavailable: user_active"
+
+
+async def test_the_server_drains_the_host(server, make_client):
+    client = make_client(server.port)
+
+    async with running(client):
+        await server.next("heartbeat")
+        await server.connections[0].send(encode("drain", {"is_draining": True}))
+        await server.connections[0].send(encode("job.offer", _offer()))
+        reject = await server.next("job.reject")
+        state = state_read(client.config.state_path) or {}
+
+    assert reject["data"]["reason"] == "draining"
+    assert client.is_server_draining is True
+    assert state["is_server_draining"] is True
+
+
+async def test_a_drain_request_reaches_the_server_and_exit_drain_ends_the_agent(
+    server, make_client
+):
+    # given
+    client = make_client(server.port)
+    task = asyncio.create_task(client.run())
+    await server.next("heartbeat")
+
+    # when: `communipute-agent drain`
+    drain_request(client.config.control_path, "drain")
+    heartbeat = await server.next("heartbeat")
+    while not heartbeat["data"]["is_draining"]:
+        heartbeat = await server.next("heartbeat")
+
+    # and then `communipute-agent drain --exit`
+    drain_request(client.config.control_path, "exit")
+    exit_code = await asyncio.wait_for(task, TIMEOUT)
+
+    # then
+    assert exit_code == 0
+    assert server.connections[0].close_code == 1001
+    assert (state_read(client.config.state_path) or {})["running"] is False
+    assert not client.config.control_path.exists()
+
+
+async def test_the_agent_reconnects_after_the_server_goes_away(make_client):
+    # given: a server that accepts, then vanishes, then comes back on the same port
+    first = FakeServer()
+    async with serve(first.handler, "127.0.0.1", 0) as running_server:
+        first.server = running_server
+        port = first.port
+        client = make_client(port)
+        task = asyncio.create_task(client.run())
+        await first.next("heartbeat")
+    await asyncio.sleep(0.3)  # a few failed reconnects while nothing listens
+
+    # when
+    second = FakeServer()
+    async with serve(second.handler, "127.0.0.1", port) as running_server:
+        second.server = running_server
+        hello = await second.next("hello")
+        await second.next("heartbeat")
+        client.stop()
+        assert await asyncio.wait_for(task, TIMEOUT) == 0
+
+    # then
+    assert hello["data"]["specs"] == specs()
+
+
+@pytest.mark.parametrize(
+    ("code", "exit_code"),
+    [(CLOSE_UNAUTHORIZED, EXIT_UNAUTHORIZED), (CLOSE_REPLACED, EXIT_REPLACED)],
+)
+async def test_a_refused_credential_or_a_replacement_ends_the_agent(
+    server, make_client, code, exit_code
+):
+    async def refuse(ws):
+        await ws.close(code)
+
+    server.on_hello = refuse
+    client = make_client(server.port)
+
+    result = await asyncio.wait_for(client.run(), TIMEOUT)
+
+    assert result == exit_code
+    assert len(server.connections) == 1
+
+
+async def test_malformed_server_messages_are_ignored(server, make_client):
+    client = make_client(server.port)
+
+    async with running(client):
+        await server.next("heartbeat")
+        await server.connections[0].send("{nonsense")
+        await server.connections[0].send(json.dumps({"type": "drain", "id": "x", "data": {}}))
+        await server.next("heartbeat")
+
+    assert client.is_server_draining is False
+
+
+def _offer():
+    return {
+        "job_id": 1,
+        "attempt": 1,
+        "offer_expires_at": "2026-01-01T00:00:00Z",
+        "entrypoint": "main.py",
+        "files": [],
+        "requirements": [],
+        "limits": {
+            "cpus": 1.0,
+            "memory_mb": 512,
+            "gpus": 0,
+            "timeout_seconds": 60,
+            "allow_network": False,
+        },
+        "rates": {"cpu_core_hour_micros": 1, "memory_gb_hour_micros": 1, "gpu_hour_micros": 0},
+        "max_cost_micros": 1000,
+        "charged_micros": 0,
+    }
