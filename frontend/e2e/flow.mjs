@@ -133,28 +133,6 @@ export async function marketplaceFlow(h, options) {
     h.assertClean("anonymous pages");
   });
 
-  const renter = await h.newPage("renter");
-  await flow.step("renter signs up", async () => {
-    await signUp(renter, renterName);
-    h.assertClean("sign up");
-  });
-
-  await flow.step("renter buys 20 credits (demo provider)", async () => {
-    const before = await apiGet(renter, "/api/v1/wallet/");
-    await renter.getByLabel("Amount (credits)").fill("20");
-    await renter.getByRole("button", { name: "Buy credits" }).click();
-    await renter.getByText("added (demo payment)").waitFor();
-    const after = await waitFor(async () => {
-      const w = await apiGet(renter, "/api/v1/wallet/");
-      return w.balance_micros === before.balance_micros + 20_000_000 ? w : null;
-    }, { what: "the wallet to show the 20 credits" });
-    await renter.getByTestId("balance").filter({ hasText: "20.000000 cr" }).waitFor();
-    await renter.getByTestId("transactions").waitFor();
-    await h.screenshot(renter, "wallet-after-purchase");
-    state.walletAfterPurchase = after;
-    h.assertClean("buy credits");
-  });
-
   const owner = await h.newPage("owner");
   await flow.step("host owner signs up and creates an enrollment", async () => {
     await signUp(owner, ownerName);
@@ -191,9 +169,30 @@ export async function marketplaceFlow(h, options) {
     await row.getByText("Saved.").waitFor();
     const host = await apiGet(owner, `/api/v1/my/hosts/${state.host.id}/`);
     if (host.cpu_core_hour_micros !== 36_000_000) throw new Error(`rate not saved: ${host.cpu_core_hour_micros}`);
-    state.earningsBefore = await apiGet(owner, "/api/v1/earnings/");
     await h.screenshot(owner, "hosting-dashboard");
     h.assertClean("rates");
+  });
+
+  const renter = await h.newPage("renter");
+  await flow.step("renter signs up", async () => {
+    await signUp(renter, renterName);
+    h.assertClean("sign up");
+  });
+
+  await flow.step("renter buys 20 credits (demo provider)", async () => {
+    const before = await apiGet(renter, "/api/v1/wallet/");
+    await renter.getByLabel("Amount (credits)").fill("20");
+    await renter.getByRole("button", { name: "Buy credits" }).click();
+    await renter.getByText("added (demo payment)").waitFor();
+    const after = await waitFor(async () => {
+      const w = await apiGet(renter, "/api/v1/wallet/");
+      return w.balance_micros === before.balance_micros + 20_000_000 ? w : null;
+    }, { what: "the wallet to show the 20 credits" });
+    await renter.getByTestId("balance").filter({ hasText: "20.000000 cr" }).waitFor();
+    await renter.getByTestId("transactions").waitFor();
+    await h.screenshot(renter, "wallet-after-purchase");
+    state.walletAfterPurchase = after;
+    h.assertClean("buy credits");
   });
 
   await flow.step("renter finds the host in the catalog", async () => {
@@ -212,6 +211,7 @@ export async function marketplaceFlow(h, options) {
   });
 
   await flow.step("renter runs a job on that host with a live quote", async () => {
+    state.earningsBefore = await apiGet(owner, "/api/v1/earnings/");
     await renter.goto(`/run?host=${state.host.id}`);
     const editor = renter.locator(".cm-content");
     await editor.click();

@@ -5,8 +5,9 @@ import type {
   BillingReport,
   Earnings,
   Enrollment,
-  Host,
+  HostListing,
   HostFilters,
+  OwnedHost,
   HostPatch,
   Job,
   JobSpec,
@@ -24,7 +25,14 @@ import type {
   Wallet,
 } from "./types";
 
-type Query = Record<string, string | number | boolean | null | undefined>;
+/**
+ * The schema types JSON fields (a host's `gpus`, `availability_policy`) as `unknown`; types.ts
+ * derives the precise types from the schema's own (so a renamed field still fails to compile)
+ * and this narrows the loose JSON fields at the one boundary.
+ */
+function precise<T>(pending: Promise<unknown>): Promise<T> {
+  return pending as Promise<T>;
+}
 
 export const api = {
   // --- accounts (typed: in the generated schema) -------------------------------------------
@@ -47,14 +55,19 @@ export const api = {
     }),
 
   // --- catalog and hosts -----------------------------------------------------------------
-  hosts: (filters: HostFilters) => request<Page<Host>>("GET", "/api/v1/hosts/", { query: filters as Query }),
-  host: (id: number) => request<Host>("GET", `/api/v1/hosts/${id}/`),
-  enrollmentCreate: (name: string) =>
-    request<Enrollment>("POST", "/api/v1/hosts/enrollments/", { body: name ? { name } : {} }),
-  myHosts: () => request<Page<Host>>("GET", "/api/v1/my/hosts/"),
-  myHost: (id: number) => request<Host>("GET", `/api/v1/my/hosts/${id}/`),
+  hosts: (filters: HostFilters) =>
+    precise<Page<HostListing>>(unwrap(typed.GET("/api/v1/hosts/", { params: { query: filters } }))),
+  host: (id: number) =>
+    precise<HostListing>(unwrap(typed.GET("/api/v1/hosts/{host_id}/", { params: { path: { host_id: id } } }))),
+  enrollmentCreate: (name: string): Promise<Enrollment> =>
+    unwrap(typed.POST("/api/v1/hosts/enrollments/", { body: { name } })),
+  myHosts: () => precise<Page<OwnedHost>>(unwrap(typed.GET("/api/v1/my/hosts/"))),
+  myHost: (id: number) =>
+    precise<OwnedHost>(unwrap(typed.GET("/api/v1/my/hosts/{host_id}/", { params: { path: { host_id: id } } }))),
   myHostUpdate: (id: number, patch: HostPatch) =>
-    request<Host>("PATCH", `/api/v1/my/hosts/${id}/`, { body: patch }),
+    precise<OwnedHost>(
+      unwrap(typed.PATCH("/api/v1/my/hosts/{host_id}/", { params: { path: { host_id: id } }, body: patch })),
+    ),
 
   // --- jobs -------------------------------------------------------------------------------
   quote: (spec: QuoteSpec, signal?: AbortSignal) =>

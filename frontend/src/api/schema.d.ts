@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/api/v1/agent/register/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Called by ``communipute-agent enroll``: no user, the enrollment token is the proof. */
+        post: operations["agent_register_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/csrf/": {
         parameters: {
             query?: never;
@@ -82,6 +99,102 @@ export interface paths {
         put?: never;
         /** @description Create an account; logs the browser in and returns an API token (shown once). */
         post: operations["auth_signup_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/hosts/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["hosts_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/hosts/{host_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["hosts_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/hosts/enrollments/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["hosts_enrollments_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/my/hosts/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["my_hosts_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/my/hosts/{host_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["my_hosts_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch: operations["my_hosts_partial_update"];
+        trace?: never;
+    };
+    "/api/v1/my/hosts/{host_id}/credentials/revoke/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["my_hosts_credentials_revoke_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -193,6 +306,16 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AgentRegisterInputRequest: {
+            enrollment_token: string;
+            specs: unknown;
+            /** @default  */
+            name: string;
+        };
+        AgentRegisterOutput: {
+            host_id: number;
+            credential: string;
+        };
         ApiTokenCreatedOutput: {
             readonly id: number;
             readonly name: string;
@@ -222,9 +345,68 @@ export interface components {
             /** Format: date-time */
             readonly last_used_at: string | null;
         };
+        CredentialsRevokedOutput: {
+            revoked: number;
+        };
         CsrfOutput: {
             /** @description Send back in the X-CSRFToken header. */
             csrf_token: string;
+        };
+        EnrollmentInputRequest: {
+            /** @default  */
+            name: string;
+        };
+        EnrollmentOutput: {
+            token: string;
+            /** Format: date-time */
+            expires_at: string;
+            command: string;
+        };
+        /**
+         * @description A catalog entry. Expects ``current_status`` annotated (hosts.selectors.status_fresh).
+         *
+         *     The declared fields describe the schema; ``to_representation`` builds the same dict
+         *     directly, because DRF's per-field machinery was most of a catalog page's time (a test
+         *     checks both give the same output).
+         */
+        HostListingOutput: {
+            readonly id: number;
+            readonly name: string;
+            readonly cpu_model: string;
+            readonly arch: string;
+            readonly cpus: number;
+            readonly memory_mb: number;
+            readonly disk_free_mb: number;
+            readonly os: string;
+            readonly os_version: string;
+            readonly gpus: unknown;
+            readonly gpu_count: number;
+            readonly docker_available: boolean;
+            readonly agent_version: string;
+            readonly cpu_core_hour_micros: number;
+            readonly memory_gb_hour_micros: number;
+            readonly gpu_hour_micros: number;
+            readonly price_micros: number;
+            readonly max_job_cpus: number;
+            readonly max_job_memory_mb: number;
+            readonly max_job_gpus: number;
+            readonly max_job_timeout_seconds: number;
+            readonly allow_network: boolean;
+            readonly status: string;
+            readonly is_available: boolean;
+            readonly is_draining: boolean;
+            readonly is_accepting_jobs: boolean;
+            /** Format: date-time */
+            readonly last_seen_at: string | null;
+            readonly visibility: components["schemas"]["VisibilityEnum"];
+            readonly organisation: number;
+            readonly reliability_bps: number;
+            /** @description 10000 * online_seconds / tracked_seconds (0 before the host was first tracked). */
+            readonly uptime_bps: number;
+            readonly jobs_finished: number;
+            readonly jobs_lost: number;
+            /** Format: date-time */
+            readonly created_at: string;
         };
         LoginInputRequest: {
             username: string;
@@ -252,6 +434,54 @@ export interface components {
             created_at: string;
             readonly role: components["schemas"]["RoleEnum"];
         };
+        /** @description The owner's view; expects ``has_live_credential`` annotated too (hosts_owned). */
+        OwnedHostOutput: {
+            readonly id: number;
+            readonly name: string;
+            readonly cpu_model: string;
+            readonly arch: string;
+            readonly cpus: number;
+            readonly memory_mb: number;
+            readonly disk_free_mb: number;
+            readonly os: string;
+            readonly os_version: string;
+            readonly gpus: unknown;
+            readonly gpu_count: number;
+            readonly docker_available: boolean;
+            readonly agent_version: string;
+            readonly cpu_core_hour_micros: number;
+            readonly memory_gb_hour_micros: number;
+            readonly gpu_hour_micros: number;
+            readonly price_micros: number;
+            readonly max_job_cpus: number;
+            readonly max_job_memory_mb: number;
+            readonly max_job_gpus: number;
+            readonly max_job_timeout_seconds: number;
+            readonly allow_network: boolean;
+            readonly status: string;
+            readonly is_available: boolean;
+            readonly is_draining: boolean;
+            readonly is_accepting_jobs: boolean;
+            /** Format: date-time */
+            readonly last_seen_at: string | null;
+            readonly visibility: components["schemas"]["VisibilityEnum"];
+            readonly organisation: number;
+            readonly reliability_bps: number;
+            /** @description 10000 * online_seconds / tracked_seconds (0 before the host was first tracked). */
+            readonly uptime_bps: number;
+            readonly jobs_finished: number;
+            readonly jobs_lost: number;
+            /** Format: date-time */
+            readonly created_at: string;
+            readonly availability_policy: {
+                [key: string]: unknown;
+            };
+            readonly unavailable_reason: string;
+            readonly online_seconds: number;
+            readonly tracked_seconds: number;
+            readonly has_live_credential: boolean;
+            readonly flagged_reports: number;
+        };
         PaginatedApiTokenOutputList: {
             /** @example 123 */
             count: number;
@@ -266,6 +496,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["ApiTokenOutput"][];
+        };
+        PaginatedHostListingOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["HostListingOutput"][];
         };
         PaginatedMemberOutputList: {
             /** @example 123 */
@@ -296,6 +541,37 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["OrganisationOutput"][];
+        };
+        PaginatedOwnedHostOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["OwnedHostOutput"][];
+        };
+        /** @description PATCH /my/hosts/{id}/: every field optional; the service checks the values. */
+        PatchedHostUpdateInputRequest: {
+            name?: string;
+            cpu_core_hour_micros?: number;
+            memory_gb_hour_micros?: number;
+            gpu_hour_micros?: number;
+            max_job_cpus?: number;
+            max_job_memory_mb?: number;
+            max_job_gpus?: number;
+            max_job_timeout_seconds?: number;
+            allow_network?: boolean;
+            visibility?: string;
+            organisation?: number | null;
+            availability_policy?: unknown;
+            is_draining?: boolean;
         };
         /**
          * @description * `member` - Member
@@ -331,6 +607,12 @@ export interface components {
             /** Format: date-time */
             readonly date_joined: string;
         };
+        /**
+         * @description * `public` - Public
+         *     * `private` - Private to an organisation
+         * @enum {string}
+         */
+        VisibilityEnum: "public" | "private";
         Error: {
             error: {
                 /** @description Stable snake_case code. */
@@ -351,6 +633,40 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    agent_register_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgentRegisterInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["AgentRegisterInputRequest"];
+                "multipart/form-data": components["schemas"]["AgentRegisterInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentRegisterOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     auth_csrf_retrieve: {
         parameters: {
             query?: never;
@@ -489,6 +805,243 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SessionOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    hosts_list: {
+        parameters: {
+            query?: {
+                accepting?: boolean | null;
+                arch?: string;
+                gpu?: boolean | null;
+                max_price_micros?: number;
+                min_cpus?: number;
+                min_gpus?: number;
+                min_memory_mb?: number;
+                online?: boolean | null;
+                /** @description comma-separated keys, '-' for descending: price, reliability, gpu_price, cpus, memory, last_seen */
+                ordering?: string;
+                os?: string;
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedHostListingOutputList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    hosts_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                host_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HostListingOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    hosts_enrollments_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["EnrollmentInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["EnrollmentInputRequest"];
+                "multipart/form-data": components["schemas"]["EnrollmentInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnrollmentOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    my_hosts_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedOwnedHostOutputList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    my_hosts_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                host_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OwnedHostOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    my_hosts_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                host_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PatchedHostUpdateInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["PatchedHostUpdateInputRequest"];
+                "multipart/form-data": components["schemas"]["PatchedHostUpdateInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OwnedHostOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    my_hosts_credentials_revoke_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                host_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialsRevokedOutput"];
                 };
             };
             /** @description An error; see `code`. */

@@ -3,7 +3,7 @@
 // When an endpoint lands in the generated schema, its type here becomes an alias of
 // components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
 
-import type { components } from "./schema";
+import type { components, operations } from "./schema";
 
 type Schemas = components["schemas"];
 
@@ -71,98 +71,35 @@ export interface AvailabilityWindow {
   end: string;
 }
 
+/** agent.protocol.AvailabilityPolicy (hosts/policy.py validates it). */
 export interface AvailabilityPolicy {
-  timezone?: string;
-  windows?: AvailabilityWindow[];
-  idle_minutes?: number | null;
-  max_load?: number | null;
+  timezone: string;
+  windows: AvailabilityWindow[];
+  idle_minutes: number | null;
+  /** Percent of all cores other processes may use before the host stops taking work. */
+  max_load: number | null;
 }
 
-export interface Reliability {
-  uptime_ratio?: number | null;
-  jobs_finished?: number;
-  jobs_lost?: number;
-}
+/** A catalog entry (GET /api/v1/hosts/, /hosts/{id}/); `gpus` is typed loosely by the schema. */
+export type HostListing = Omit<Schemas["HostListingOutput"], "gpus"> & { gpus: Gpu[] };
 
-export interface Host {
-  id: number;
-  name: string;
-  owner?: string | number;
-  cpu_model?: string;
-  arch: string;
-  cpus: number;
-  memory_mb: number;
-  disk_free_mb?: number;
-  os: string;
-  os_version?: string;
-  gpus?: Gpu[];
-  gpu_count?: number;
-  docker_available?: boolean;
-  agent_version?: string;
-  cpu_core_hour_micros: number;
-  memory_gb_hour_micros: number;
-  gpu_hour_micros: number;
-  max_job_cpus?: number;
-  max_job_memory_mb?: number;
-  max_job_gpus?: number;
-  max_job_timeout_seconds?: number;
-  allow_network?: boolean;
-  status: HostStatus | string;
-  is_available?: boolean;
-  is_draining?: boolean;
-  last_seen_at?: string | null;
-  visibility?: "public" | "private" | string;
-  organisation?: number | null;
+/** The owner's view (GET /api/v1/my/hosts/): the listing plus policy and presence details. */
+export type OwnedHost = Omit<Schemas["OwnedHostOutput"], "gpus" | "availability_policy"> & {
+  gpus: Gpu[];
+  availability_policy: AvailabilityPolicy;
+};
+
+/** What the pages read: every listing field, and the owner's extras where the owner asked. */
+export type Host = HostListing &
+  Partial<Pick<OwnedHost, "availability_policy" | "unavailable_reason" | "has_live_credential" | "flagged_reports">>;
+
+export type HostFilters = NonNullable<operations["hosts_list"]["parameters"]["query"]>;
+
+export type Enrollment = Schemas["EnrollmentOutput"];
+
+export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availability_policy"> & {
   availability_policy?: AvailabilityPolicy;
-  reliability?: Reliability | number | null;
-  /** Reliability and uptime in basis points (10000 = 100 %). */
-  reliability_bps?: number;
-  uptime_bps?: number;
-  uptime_ratio?: number | null;
-  price_micros?: number;
-  is_accepting_jobs?: boolean;
-  unavailable_reason?: string;
-  has_live_credential?: boolean;
-  jobs_finished?: number;
-  jobs_lost?: number;
-  created_at?: string;
-}
-
-export interface HostFilters {
-  arch?: string;
-  os?: string;
-  min_cpus?: number | string;
-  min_memory_mb?: number | string;
-  gpu?: boolean | string;
-  max_price_micros?: number | string;
-  online?: boolean | string;
-  ordering?: string;
-  page?: number;
-}
-
-export interface Enrollment {
-  token: string;
-  expires_at: string;
-  command: string;
-}
-
-export type HostPatch = Partial<
-  Pick<
-    Host,
-    | "name"
-    | "cpu_core_hour_micros"
-    | "memory_gb_hour_micros"
-    | "gpu_hour_micros"
-    | "availability_policy"
-    | "visibility"
-    | "is_draining"
-    | "max_job_cpus"
-    | "max_job_memory_mb"
-    | "max_job_gpus"
-    | "max_job_timeout_seconds"
-    | "allow_network"
-  >
->;
+};
 
 export interface JobSpec {
   code?: string;

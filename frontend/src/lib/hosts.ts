@@ -2,30 +2,23 @@ import type { Host } from "../api/types";
 import { formatCredits, formatPercent } from "./money";
 
 export function reliabilityOf(host: Host): {
-  score: number | null;
-  uptime: number | null;
-  finished: number | null;
-  lost: number | null;
+  score: number;
+  uptime: number;
+  finished: number;
+  lost: number;
 } {
-  const r = host.reliability;
-  const score = typeof host.reliability_bps === "number" ? host.reliability_bps / 10_000 : null;
-  if (typeof host.uptime_bps === "number") {
-    return { score, uptime: host.uptime_bps / 10_000, finished: host.jobs_finished ?? null, lost: host.jobs_lost ?? null };
-  }
-  if (typeof r === "number") return { score, uptime: r, finished: host.jobs_finished ?? null, lost: host.jobs_lost ?? null };
+  // The API gives basis points (10000 = 100 %).
   return {
-    score,
-    uptime: r?.uptime_ratio ?? host.uptime_ratio ?? null,
-    finished: r?.jobs_finished ?? host.jobs_finished ?? null,
-    lost: r?.jobs_lost ?? host.jobs_lost ?? null,
+    score: host.reliability_bps / 10_000,
+    uptime: host.uptime_bps / 10_000,
+    finished: host.jobs_finished,
+    lost: host.jobs_lost,
   };
 }
 
 export function reliabilityText(host: Host): string {
   const { score, uptime, finished, lost } = reliabilityOf(host);
-  const parts = [score !== null ? `${formatPercent(score)} reliable` : null, uptime !== null ? `${formatPercent(uptime)} uptime` : null];
-  if (finished !== null || lost !== null) parts.push(`${finished ?? 0} finished / ${lost ?? 0} lost`);
-  return parts.filter(Boolean).join(", ") || "—";
+  return `${formatPercent(score)} reliable, ${formatPercent(uptime)} uptime, ${finished} finished / ${lost} lost`;
 }
 
 export function gpuText(host: Host): string {
@@ -45,7 +38,12 @@ export function ratesText(host: Host): string {
 export const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 export function availabilityText(host: Host): string {
-  const policy = host.availability_policy ?? {};
+  const policy = host.availability_policy;
+  if (!policy) {
+    // The catalog shows whether the host takes work now, not the owner's policy itself.
+    if (host.is_draining) return "Draining: finishing its jobs, taking no new ones.";
+    return host.is_available ? "Available now under its owner's policy." : "Not available now (its owner's policy).";
+  }
   const parts: string[] = [];
   if (policy.windows?.length) {
     parts.push(

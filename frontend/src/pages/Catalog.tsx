@@ -26,7 +26,8 @@ function filtersFrom(params: URLSearchParams): HostFilters {
   const text = (key: string) => params.get(key) ?? "";
   if (text("arch")) filters.arch = text("arch");
   if (text("os")) filters.os = text("os");
-  if (text("min_cpus")) filters.min_cpus = text("min_cpus");
+  const minCpus = Number(text("min_cpus"));
+  if (Number.isInteger(minCpus) && minCpus > 0) filters.min_cpus = minCpus;
   const memoryGb = Number(text("min_memory_gb"));
   if (memoryGb > 0) filters.min_memory_mb = Math.round(memoryGb * 1024);
   if (text("gpu") === "1") filters.gpu = true;

@@ -2,7 +2,7 @@ import { useRef, useState, type FormEvent } from "react";
 import { Link } from "react-router";
 import { api } from "../api/endpoints";
 import { ApiError } from "../api/errors";
-import type { AvailabilityWindow, Earnings, EarningsLine, Enrollment, Host, HostPatch } from "../api/types";
+import type { AvailabilityWindow, Earnings, EarningsLine, Enrollment, HostPatch, OwnedHost } from "../api/types";
 import { pageConfig } from "../config";
 import { Chart, type Point } from "../components/Chart";
 import { CopyButton } from "../components/CopyButton";
@@ -118,9 +118,9 @@ const HOST_FIELDS = [
   "max_job_memory_mb",
 ] as const;
 
-function HostEditor({ host, onSaved }: { host: Host; onSaved: (h: Host) => void }) {
+function HostEditor({ host, onSaved }: { host: OwnedHost; onSaved: (h: OwnedHost) => void }) {
   const errors = useFormErrors(HOST_FIELDS);
-  const policy = host.availability_policy ?? {};
+  const policy = host.availability_policy;
   const [form, setForm] = useState({
     name: host.name,
     cpu: microsToCredits(host.cpu_core_hour_micros, 2),
