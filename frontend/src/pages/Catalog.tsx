@@ -34,6 +34,7 @@ function filtersFrom(params: URLSearchParams): HostFilters {
   const maxPrice = text("max_price") ? creditsToMicros(text("max_price")) : null;
   if (maxPrice !== null) filters.max_price_micros = maxPrice;
   if (text("online") !== "0") filters.online = true;
+  if (text("accepting") === "1") filters.accepting = true;
   filters.ordering = text("ordering") || "price";
   const page = Number(text("page"));
   if (page > 1) filters.page = page;
@@ -93,6 +94,9 @@ export function CatalogPage() {
           </label>
           <label>
             <input type="checkbox" checked={params.get("online") !== "0"} onChange={(e) => set("online", e.target.checked ? "" : "0")} /> Online only
+          </label>
+          <label>
+            <input type="checkbox" checked={params.get("accepting") === "1"} onChange={(e) => set("accepting", e.target.checked ? "1" : "")} /> Taking work now
           </label>
         </div>
         <Field label="Sort by" error={fieldError("ordering")}>
