@@ -82,6 +82,10 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; wait for the lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Take the write lock when a transaction begins: a transaction that reads and then writes
+    # (every ledger service) would otherwise fail at once with "database is locked" instead of
+    # waiting when another writer got in between.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -123,6 +127,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "ledger-reconcile": {
         "task": "ledger.tasks.ledger_reconcile_task",
         "schedule": timedelta(minutes=env_int("RECONCILE_INTERVAL_MINUTES", 15, minimum=1)),
+    },
+    "earnings-mature": {
+        "task": "ledger.tasks.earnings_mature_task",
+        "schedule": timedelta(minutes=5),
     },
     "idempotency-records-prune": {
         "task": "accounts.tasks.idempotency_records_prune_task",
@@ -193,6 +201,13 @@ if PLATFORM_FEE_BPS > 10_000:
 EARNINGS_DISPUTE_WINDOW_SECONDS = env_int(
     "EARNINGS_DISPUTE_WINDOW_SECONDS", 7 * 24 * 3600, minimum=0
 )
+
+# Platform revenue is split over this many account rows (by job) so that concurrent charges
+# don't all queue on one row lock; see docs/ledger.md.
+LEDGER_REVENUE_SHARDS = env_int("LEDGER_REVENUE_SHARDS", 16, minimum=1)
+# Dotted path to a callable giving the reconciliation job facts (finished? cap?); set by the jobs
+# app. Empty: the two job checks are skipped.
+LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "")
 
 PAYMENT_PROVIDER = env_str("PAYMENT_PROVIDER", "demo")
 DEMO_PAYMENTS_ENABLED = env_bool("DEMO_PAYMENTS_ENABLED", False)

@@ -1,3 +1,17 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from ledger import apis
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("wallet/", apis.WalletApi.as_view(), name="wallet"),
+    path(
+        "wallet/transactions/",
+        apis.WalletTransactionsApi.as_view(),
+        name="wallet-transactions",
+    ),
+    path(
+        "admin/reports/reconciliation/",
+        apis.ReconciliationReportApi.as_view(),
+        name="admin-reconciliation",
+    ),
+]

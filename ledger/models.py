@@ -1,0 +1,211 @@
+"""The double-entry credit ledger (docs/ledger.md).
+
+Only ``ledger.services`` writes these tables. Every amount is an integer of micro-credits. A
+posting's amount is added to its account's balance: positive credits the account, negative debits
+it; the postings of one transaction sum to zero. Transactions and postings are append-only (on
+PostgreSQL, triggers refuse UPDATE and DELETE, and a deferred constraint trigger refuses an
+unbalanced transaction at commit).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class AccountKind(models.TextChoices):
+    # Per user.
+    WALLET = "wallet", "Wallet"
+    EARNINGS_PENDING = "earnings_pending", "Earnings (pending)"
+    EARNINGS_AVAILABLE = "earnings_available", "Earnings (available)"
+    # Per job: the hold on the renter's credits. Its user is the renter who placed it.
+    ESCROW = "escrow", "Escrow"
+    # The platform's own accounts, one row per shard (only revenue uses more than shard 0).
+    REVENUE = "revenue", "Platform revenue"
+    STRIPE_CLEARING = "stripe_clearing", "Stripe clearing"
+    PAYOUTS_CLEARING = "payouts_clearing", "Payouts clearing"
+    PLATFORM_LOSS = "platform_loss", "Platform loss"
+    GRANTS = "grants", "Platform grants and adjustments"
+
+
+USER_KINDS = frozenset(
+    {AccountKind.WALLET, AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE}
+)
+PLATFORM_KINDS = frozenset(
+    {
+        AccountKind.REVENUE,
+        AccountKind.STRIPE_CLEARING,
+        AccountKind.PAYOUTS_CLEARING,
+        AccountKind.PLATFORM_LOSS,
+        AccountKind.GRANTS,
+    }
+)
+# Accounts that hold someone's money and so can never be overdrawn. The platform's own and the
+# external mirror accounts may go negative: stripe_clearing mirrors money held at Stripe (its
+# balance is minus what came in), platform_loss and grants accumulate what the platform paid.
+NON_NEGATIVE_KINDS = frozenset(
+    {
+        AccountKind.WALLET,
+        AccountKind.ESCROW,
+        AccountKind.EARNINGS_PENDING,
+        AccountKind.EARNINGS_AVAILABLE,
+        AccountKind.PAYOUTS_CLEARING,
+    }
+)
+
+
+class Account(models.Model):
+    """A ledger account with a cached balance (the sum of its postings).
+
+    The balance changes only inside the posting service, under a row lock taken in pk order.
+    """
+
+    kind = models.CharField(max_length=24, choices=AccountKind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_accounts",
+    )
+    # The job an escrow belongs to. A plain integer, not a foreign key: the ledger knows nothing
+    # about the jobs app (dependencies point towards the ledger, never out of it).
+    job_id = models.BigIntegerField(null=True, blank=True)
+    # Platform accounts that every charge would touch are split into shards so that concurrent
+    # charges don't queue on one row (see ledger.services.accounts).
+    shard = models.PositiveSmallIntegerField(default=0)
+    balance_micros = models.BigIntegerField(default=0)
+    must_not_be_negative = models.BooleanField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(must_not_be_negative=False) | Q(balance_micros__gte=0),
+                name="ledger_account_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind__in=sorted(USER_KINDS), user__isnull=False, job_id__isnull=True, shard=0)
+                    | Q(kind=AccountKind.ESCROW, user__isnull=False, job_id__isnull=False, shard=0)
+                    | Q(kind__in=sorted(PLATFORM_KINDS), user__isnull=True, job_id__isnull=True)
+                ),
+                name="ledger_account_owner_fits_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "user"],
+                condition=Q(kind__in=sorted(USER_KINDS)),
+                name="ledger_account_uniq_user_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["job_id"],
+                condition=Q(kind=AccountKind.ESCROW),
+                name="ledger_account_uniq_escrow_job",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "shard"],
+                condition=Q(kind__in=sorted(PLATFORM_KINDS)),
+                name="ledger_account_uniq_platform_shard",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == AccountKind.ESCROW:
+            return f"escrow of job {self.job_id}"
+        if self.user_id is not None:
+            return f"{self.kind} of user {self.user_id}"
+        return f"{self.kind}#{self.shard}" if self.shard else str(self.kind)
+
+
+class TransactionKind(models.TextChoices):
+    PURCHASE = "purchase", "Credit purchase"
+    GRANT = "grant", "Staff grant"
+    ADJUSTMENT = "adjustment", "Staff adjustment"
+    HOLD = "hold", "Hold for a job"
+    CAPTURE = "capture", "Usage charge"
+    RELEASE = "release", "Hold released"
+    REVERSAL = "reversal", "Charges reversed"
+    MATURITY = "maturity", "Earnings matured"
+
+
+class LedgerTransaction(models.Model):
+    """One balanced, append-only set of postings, named by a unique idempotency key."""
+
+    # Unique through the constraint below rather than unique=True, which on PostgreSQL would add
+    # a second (pattern-matching) index that every charge pays to maintain.
+    key = models.CharField(max_length=200)
+    kind = models.CharField(max_length=24, choices=TransactionKind.choices)
+    memo = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The staff member behind a grant or adjustment.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+    )
+    # The job (and attempt) a hold, capture, release or reversal belongs to; also in metadata.
+    job_id = models.BigIntegerField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    # Not a column: the posting service sets it on the instance it returns when the key had been
+    # posted before and this is that first transaction.
+    is_replay = False
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key"], name="ledger_txn_uniq_key")]
+        indexes = [models.Index(fields=["job_id", "attempt"], name="ledger_txn_job_attempt")]
+        permissions = [("adjust_credits", "Can grant or adjust credits")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"
+
+
+class Posting(models.Model):
+    """One line of a transaction: ``amount_micros`` added to ``account``'s balance."""
+
+    transaction = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, related_name="postings"
+    )
+    # Indexed together with the id below (an account's lines, newest first).
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="postings", db_index=False
+    )
+    amount_micros = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(amount_micros=0), name="ledger_posting_amount_not_zero"
+            )
+        ]
+        indexes = [models.Index(fields=["account", "id"], name="ledger_posting_account_id")]
+
+    def __str__(self) -> str:
+        return f"{self.amount_micros:+d} on account {self.account_id}"
+
+
+class ReconciliationRun(models.Model):
+    """The outcome of one ``ledger_reconcile``: which checks ran and every problem found."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    is_clean = models.BooleanField()
+    checks = models.JSONField(default=list)
+    accounts_checked = models.PositiveIntegerField(default=0)
+    transactions_checked = models.PositiveIntegerField(default=0)
+    problem_count = models.PositiveIntegerField(default=0)
+    # [{"invariant", "message", "account_id", "transaction_id", "job_id", "expected_micros",
+    #   "actual_micros"}], at most RECONCILE_PROBLEMS_KEPT of them.
+    problems = models.JSONField(default=list)
+
+    class Meta:
+        indexes = [models.Index(fields=["-started_at"], name="ledger_recon_started")]
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.started_at:%Y-%m-%d %H:%M} ({self.problem_count} problems)"

@@ -1,0 +1,267 @@
+"""Job money: the hold (escrow), usage charges against it, its release, and reversals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from django.db.models import Max, Sum
+
+from accounts.models import User
+from config.errors import Conflict, NotFound, ValidationFailed
+from ledger.models import Account, AccountKind, LedgerTransaction, Posting, TransactionKind
+from ledger.money import amount_validate, capture_validate
+from ledger.services.posting import (
+    AccountRef,
+    Leg,
+    LegsPlan,
+    Replay,
+    _durably,
+    _post,
+    earnings_available_ref,
+    earnings_pending_ref,
+    escrow_ref,
+    platform_ref,
+    revenue_ref,
+    wallet_ref,
+)
+
+
+def _id_validate(value: object, field: str, *, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValidationFailed(
+            f"{field} must be an integer of at least {minimum}",
+            code="invalid",
+            fields={field: "invalid"},
+        )
+    return value
+
+
+def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> LedgerTransaction:
+    """Move ``amount_micros`` from ``user``'s wallet into the escrow of ``job_id``.
+
+    Creates the job's escrow on first use; a further hold on the same job adds to it. Raises
+    ``InsufficientCredits`` (402, code ``insufficient_credits``) when the wallet can't cover it,
+    ``Conflict`` when the job's escrow belongs to someone else or the key was used for other
+    amounts. Moves money under row locks taken in pk order; idempotent by ``key``.
+    """
+    job = _id_validate(job_id, "job_id")
+    amount = amount_validate(amount_micros)
+    wallet, escrow = wallet_ref(user.pk), escrow_ref(job, renter_id=user.pk)
+
+    def legs(locked: Mapping[AccountRef, Account]) -> list[Leg]:
+        if locked[escrow].user_id != user.pk:
+            raise Conflict(f"job {job} is held by another user", code="hold_owner_mismatch")
+        return [Leg(wallet, -amount), Leg(escrow, amount)]
+
+    posted = _durably(
+        lambda: _post(
+            kind=TransactionKind.HOLD,
+            key=key,
+            accounts=[wallet, escrow],
+            legs=legs,
+            memo=f"hold for job {job}",
+            job_id=job,
+            metadata={"job_id": job},
+        )
+    )
+    assert posted is not None
+    return posted
+
+
+def hold_capture(
+    *,
+    job_id: int,
+    attempt: int,
+    host_owner: User | int,
+    gross_micros: int,
+    fee_micros: int,
+    key: str,
+) -> LedgerTransaction:
+    """Charge ``gross_micros`` from the job's escrow: the host owner's pending earnings get
+    ``gross - fee``, platform revenue (the job's shard) gets ``fee``.
+
+    The hot path of the marketplace: four statements when the accounts exist. ``host_owner`` is
+    a user or a user id. Raises ``InsufficientCredits`` (code ``hold_exceeded``) when the charge
+    exceeds what is left in the escrow, ``NotFound`` (``hold_not_found``) when the job has no
+    hold. Moves money under row locks taken in pk order; idempotent by ``key``.
+    """
+    job = _id_validate(job_id, "job_id")
+    attempt_number = _id_validate(attempt, "attempt")
+    owner_id = host_owner if isinstance(host_owner, int) else host_owner.pk
+    split = capture_validate(gross_micros, fee_micros)
+    escrow, pending, revenue = escrow_ref(job), earnings_pending_ref(owner_id), revenue_ref(job)
+    posted = _durably(
+        lambda: _post(
+            kind=TransactionKind.CAPTURE,
+            key=key,
+            accounts=[escrow, pending, revenue],
+            legs=[
+                Leg(escrow, -split.gross_micros),
+                Leg(pending, split.net_micros),
+                Leg(revenue, split.fee_micros),
+            ],
+            job_id=job,
+            attempt=attempt_number,
+            metadata={
+                "job_id": job,
+                "attempt": attempt_number,
+                "host_owner_id": owner_id,
+                "gross_micros": split.gross_micros,
+                "fee_micros": split.fee_micros,
+            },
+        )
+    )
+    assert posted is not None
+    return posted
+
+
+def _escrow_renter_id(job_id: int) -> int:
+    renter_id = (
+        Account.objects.filter(kind=AccountKind.ESCROW, job_id=job_id)
+        .values_list("user_id", flat=True)
+        .first()
+    )
+    if renter_id is None:
+        raise NotFound(f"job {job_id} has no hold", code="hold_not_found")
+    return renter_id
+
+
+def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
+    """Return what is left in the job's escrow to the renter's wallet.
+
+    Returns None when the escrow is already empty (and ``key`` unused). Raises ``NotFound``
+    (``hold_not_found``) when the job never had a hold. Moves money under row locks taken in pk
+    order; idempotent by ``key`` (a repeat returns the first release).
+    """
+    job = _id_validate(job_id, "job_id")
+    escrow = escrow_ref(job)
+    wallet = wallet_ref(_escrow_renter_id(job))
+
+    def legs(locked: Mapping[AccountRef, Account]) -> list[Leg]:
+        remainder = locked[escrow].balance_micros
+        return [Leg(escrow, -remainder), Leg(wallet, remainder)]
+
+    return _durably(
+        lambda: _post(
+            kind=TransactionKind.RELEASE,
+            key=key,
+            accounts=[escrow, wallet],
+            legs=legs,
+            replay=Replay.SAME_CAUSE,
+            memo=f"hold of job {job} released",
+            job_id=job,
+            metadata={"job_id": job},
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Unreversed:
+    """The captures of one attempt that no reversal covered yet, summed per account."""
+
+    through_capture_id: int
+    by_account: dict[int, tuple[Account, int]]
+
+
+def _unreversed_captures(job_id: int, attempt: int) -> _Unreversed:
+    """Each reversal records the last capture it covered (``through_capture_id``); a capture
+    claims its id while it holds the escrow's lock, as does a reversal's read, so every capture
+    a reversal did not see has a higher id than the ones it covered."""
+    attempt_txns = LedgerTransaction.objects.filter(job_id=job_id, attempt=attempt)
+    last_reversal = (
+        attempt_txns.filter(kind=TransactionKind.REVERSAL)
+        .order_by("-pk")
+        .values_list("metadata", flat=True)
+        .first()
+    )
+    watermark = int(last_reversal["through_capture_id"]) if last_reversal else 0
+    captures = attempt_txns.filter(kind=TransactionKind.CAPTURE, pk__gt=watermark)
+    rows = (
+        Posting.objects.filter(transaction__in=captures)
+        .values("account_id")
+        .annotate(total=Sum("amount_micros"), through=Max("transaction_id"))
+        .order_by()
+    )
+    totals = {row["account_id"]: int(row["total"]) for row in rows}
+    through = max((int(row["through"]) for row in rows), default=watermark)
+    accounts = Account.objects.in_bulk(list(totals))
+    by_account = {pk: (accounts[pk], total) for pk, total in totals.items() if total}
+    return _Unreversed(through_capture_id=through, by_account=by_account)
+
+
+def _reverse_refs(job_id: int, unreversed: _Unreversed) -> set[AccountRef]:
+    refs = {escrow_ref(job_id)}
+    if unreversed.by_account:
+        refs |= {revenue_ref(job_id), platform_ref(AccountKind.PLATFORM_LOSS)}
+    for account, _total in unreversed.by_account.values():
+        refs.add(AccountRef.of(account))
+        if account.kind == AccountKind.EARNINGS_PENDING:
+            assert account.user_id is not None
+            refs.add(earnings_available_ref(account.user_id))
+    return refs
+
+
+def _host_share_legs(
+    pending: Account, owed: int, locked: Mapping[AccountRef, Account]
+) -> list[Leg]:
+    """Take ``owed`` back from a host: pending earnings first, then available, then the platform
+    books what the host no longer has (already paid out) as a loss."""
+    assert pending.user_id is not None
+    available_ref = earnings_available_ref(pending.user_id)
+    from_pending = min(owed, max(pending.balance_micros, 0))
+    from_available = min(owed - from_pending, max(locked[available_ref].balance_micros, 0))
+    loss = owed - from_pending - from_available
+    return [
+        Leg(AccountRef.of(pending), -from_pending),
+        Leg(available_ref, -from_available),
+        Leg(platform_ref(AccountKind.PLATFORM_LOSS), -loss),
+    ]
+
+
+def _reverse_plan(job_id: int, attempt: int, metadata: dict[str, int]) -> LegsPlan:
+    def legs(locked: Mapping[AccountRef, Account]) -> list[Leg]:
+        unreversed = _unreversed_captures(job_id, attempt)
+        metadata["through_capture_id"] = unreversed.through_capture_id
+        planned: list[Leg] = []
+        for account, total in unreversed.by_account.values():
+            ref = AccountRef.of(account)
+            if ref not in locked:
+                raise Conflict("the ledger changed while reversing; retry", code="retry")
+            if account.kind == AccountKind.EARNINGS_PENDING:
+                planned.extend(_host_share_legs(locked[ref], total, locked))
+            else:
+                planned.append(Leg(ref, -total))
+        return planned
+
+    return legs
+
+
+def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction | None:
+    """Undo every charge of one attempt (a lost attempt: the renter pays nothing for it).
+
+    The captured gross goes back into the job's escrow (``hold_release`` returns it to the
+    wallet later); the fee leaves revenue; the host's share leaves their pending earnings, and
+    where those already matured, their available earnings; what the host no longer has at all
+    (paid out) is booked to platform_loss, so the renter is always made whole. Reverses only
+    what is not reversed yet, so a later call reverses charges that arrived since. Returns None
+    when there is nothing to reverse. Moves money under row locks taken in pk order; idempotent
+    by ``key``.
+    """
+    job = _id_validate(job_id, "job_id")
+    attempt_number = _id_validate(attempt, "attempt")
+    refs = _reverse_refs(job, _unreversed_captures(job, attempt_number))
+    metadata = {"job_id": job, "attempt": attempt_number}
+    return _durably(
+        lambda: _post(
+            kind=TransactionKind.REVERSAL,
+            key=key,
+            accounts=refs,
+            legs=_reverse_plan(job, attempt_number, metadata),
+            replay=Replay.SAME_CAUSE,
+            memo=f"charges of job {job} attempt {attempt_number} reversed",
+            job_id=job,
+            attempt=attempt_number,
+            metadata=metadata,
+        )
+    )

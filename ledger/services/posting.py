@@ -1,0 +1,335 @@
+"""The one writer of the ledger: ``_post`` and the account locking it relies on.
+
+Every service in ``ledger.services`` calls ``_post`` exactly once, in its own
+``transaction.atomic(durable=True)`` (through ``_durably``). ``_post``:
+
+1. locks every account the transaction may touch, in pk order, through ``_accounts_lock``
+   (creating missing accounts where that is allowed);
+2. works out the legs (for derived amounts such as "the escrow's remainder", from the balances it
+   just locked) and checks that they balance;
+3. refuses to overdraw an account that must not go negative (``InsufficientCredits``), unless
+   the key was posted before: then that first transaction is the answer;
+4. writes the transaction, claiming its idempotency key with ``INSERT … ON CONFLICT (key) DO
+   NOTHING``, with its postings and the new balances; when the key was taken it returns the first
+   transaction if it matches, else raises ``Conflict``.
+
+The hot path (a usage charge whose accounts exist) is two statements on PostgreSQL: the locking
+SELECT and one write (see ``ledger.services.sql``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from config.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
+from ledger.models import (
+    NON_NEGATIVE_KINDS,
+    PLATFORM_KINDS,
+    USER_KINDS,
+    Account,
+    AccountKind,
+    LedgerTransaction,
+    TransactionKind,
+)
+from ledger.services import sql
+
+KEY_MAX_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    """Names an account without loading it: its kind and its owner number.
+
+    The owner number is the user id for per-user kinds, the job id for an escrow and the shard
+    for platform accounts. ``escrow_user_id`` (the renter) is only needed to create an escrow;
+    an escrow ref without it refers to an existing hold and never creates one.
+    """
+
+    kind: str
+    owner: int
+    escrow_user_id: int | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, account: Account) -> AccountRef:
+        if account.kind in USER_KINDS:
+            assert account.user_id is not None
+            return cls(account.kind, account.user_id)
+        if account.kind == AccountKind.ESCROW:
+            assert account.job_id is not None
+            return cls(account.kind, account.job_id)
+        return cls(account.kind, account.shard)
+
+    def new_account(self) -> Account:
+        kind = AccountKind(self.kind)
+        account = Account(kind=kind, must_not_be_negative=kind in NON_NEGATIVE_KINDS)
+        if kind in USER_KINDS:
+            account.user_id = self.owner
+        elif kind == AccountKind.ESCROW:
+            if self.escrow_user_id is None:
+                raise NotFound(f"job {self.owner} has no hold", code="hold_not_found")
+            account.job_id = self.owner
+            account.user_id = self.escrow_user_id
+        else:
+            account.shard = self.owner
+        return account
+
+
+def wallet_ref(user_id: int) -> AccountRef:
+    return AccountRef(AccountKind.WALLET, user_id)
+
+
+def escrow_ref(job_id: int, *, renter_id: int | None = None) -> AccountRef:
+    """The hold of a job; with ``renter_id`` it may be created (hold_place), else it must exist."""
+    return AccountRef(AccountKind.ESCROW, job_id, escrow_user_id=renter_id)
+
+
+def earnings_pending_ref(user_id: int) -> AccountRef:
+    return AccountRef(AccountKind.EARNINGS_PENDING, user_id)
+
+
+def earnings_available_ref(user_id: int) -> AccountRef:
+    return AccountRef(AccountKind.EARNINGS_AVAILABLE, user_id)
+
+
+def platform_ref(kind: AccountKind, shard: int = 0) -> AccountRef:
+    assert kind in PLATFORM_KINDS
+    return AccountRef(kind, shard)
+
+
+def revenue_ref(job_id: int) -> AccountRef:
+    """The revenue shard a job's fees go to.
+
+    One revenue row locked by every charge would serialise all charges in the marketplace; with
+    the fees spread over ``LEDGER_REVENUE_SHARDS`` rows by job, concurrent charges of different
+    jobs rarely meet. Platform revenue is the sum of the shards.
+    """
+    return platform_ref(AccountKind.REVENUE, job_id % settings.LEDGER_REVENUE_SHARDS)
+
+
+# --- Locking ----------------------------------------------------------------------------------
+
+
+def _accounts_select_locked(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
+    ordered = sorted(set(refs), key=lambda ref: (ref.kind, ref.owner))
+    accounts = sql.accounts_select_locked([(ref.kind, ref.owner) for ref in ordered])
+    return {AccountRef.of(account): account for account in accounts}
+
+
+def _accounts_lock(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
+    """Lock the accounts named by ``refs`` in pk order and return them by ref.
+
+    This is the only place that locks ledger accounts, so every money transaction takes its row
+    locks in the same (pk) order and two of them can't deadlock. Missing accounts are created
+    (``INSERT … ON CONFLICT DO NOTHING``, so racing creators agree on one row) and locked by a
+    second SELECT, which may come after rows with a higher pk. That happens once per user, job
+    or shard; if two transactions create accounts at the same moment they can, rarely, deadlock,
+    and PostgreSQL aborts one of them, which ``_durably`` retries.
+    """
+    assert connection.in_atomic_block, "ledger accounts are locked inside a transaction"
+    found = _accounts_select_locked(refs)
+    missing = sorted(
+        (ref for ref in set(refs) if ref not in found), key=lambda ref: (ref.kind, ref.owner)
+    )
+    if missing:
+        Account.objects.bulk_create([ref.new_account() for ref in missing], ignore_conflicts=True)
+        found = _accounts_select_locked(refs)
+    return found
+
+
+# --- Idempotency ------------------------------------------------------------------------------
+
+
+class Replay(enum.Enum):
+    """What must match when a key is posted again (else ``Conflict``)."""
+
+    # The caller names the amounts: the same kind and exactly the same postings.
+    SAME_AMOUNTS = "same_amounts"
+    # The amounts derive from the ledger (a remainder, a reversal): the same kind, job and attempt.
+    SAME_CAUSE = "same_cause"
+
+
+def _key_validate(key: object) -> str:
+    if not isinstance(key, str) or not key.strip() or len(key) > KEY_MAX_LENGTH:
+        raise ValidationFailed(
+            f"key must be a non-empty string of at most {KEY_MAX_LENGTH} characters",
+            code="invalid_key",
+            fields={"key": "invalid"},
+        )
+    return key
+
+
+def _replayed(
+    txn: LedgerTransaction,
+    legs: Sequence[tuple[int, int]],
+    replay: Replay,
+) -> LedgerTransaction:
+    """The first transaction posted with ``txn.key``, if this repeat matches it."""
+    first = LedgerTransaction.objects.get(key=txn.key)
+    matches = first.kind == txn.kind
+    if matches and replay is Replay.SAME_AMOUNTS:
+        posted = Counter(first.postings.values_list("account_id", "amount_micros"))
+        matches = posted == Counter(legs)
+    elif matches:
+        matches = (first.job_id, first.attempt) == (txn.job_id, txn.attempt)
+    if not matches:
+        raise Conflict(
+            f"the key {txn.key!r} was already used for another transaction",
+            code="transaction_key_reused",
+            fields={"key": "already used with other amounts"},
+        )
+    first.is_replay = True
+    return first
+
+
+# --- Posting ----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+DEADLOCK_ATTEMPTS = 3
+
+
+def _is_deadlock(error: OperationalError) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) == "40P01"
+
+
+def _durably(post: Callable[[], T]) -> T:
+    """Run ``post`` (a service's call of ``_post``) in its own durable transaction.
+
+    A transaction PostgreSQL aborts as a deadlock victim (see ``_accounts_lock``) is run again:
+    nothing of it remains, and the key makes the post idempotent anyway.
+    """
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with transaction.atomic(durable=True):
+                return post()
+        except OperationalError as error:
+            if attempt == DEADLOCK_ATTEMPTS or not _is_deadlock(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+class Leg(NamedTuple):
+    account: AccountRef
+    amount_micros: int
+
+
+LegsPlan = Callable[[Mapping[AccountRef, Account]], Sequence[Leg]]
+
+_SHORTFALL_CODES: dict[str, str] = {
+    AccountKind.WALLET: "insufficient_credits",
+    AccountKind.ESCROW: "hold_exceeded",
+    AccountKind.EARNINGS_PENDING: "insufficient_earnings",
+    AccountKind.EARNINGS_AVAILABLE: "insufficient_earnings",
+}
+
+
+def _shortfall(account: Account, needed: int) -> InsufficientCredits:
+    code = _SHORTFALL_CODES.get(account.kind, "insufficient_funds")
+    if account.kind == AccountKind.WALLET:
+        what = "not enough credits"
+    elif account.kind == AccountKind.ESCROW:
+        what = f"the amount exceeds what is left of the hold for job {account.job_id}"
+    else:
+        what = f"not enough funds in {account.get_kind_display().lower()}"
+    return InsufficientCredits(
+        f"{what}: {account.balance_micros} micro-credits left, {needed} needed",
+        code=code,
+        fields={"available_micros": account.balance_micros, "required_micros": needed},
+    )
+
+
+def _legs_check_balanced(legs: Sequence[Leg]) -> None:
+    if len(legs) < 2 or sum(leg.amount_micros for leg in legs) != 0:
+        raise ValidationFailed(
+            "a ledger transaction needs at least two postings that sum to zero",
+            code="unbalanced_transaction",
+        )
+
+
+def _deltas(locked: Mapping[AccountRef, Account], legs: Sequence[Leg]) -> dict[int, int]:
+    """Net change per account id."""
+    deltas: dict[int, int] = {}
+    for ref, amount in legs:
+        account = locked[ref]
+        deltas[account.pk] = deltas.get(account.pk, 0) + amount
+    return deltas
+
+
+def _overdraft(
+    locked: Mapping[AccountRef, Account], deltas: Mapping[int, int]
+) -> InsufficientCredits | None:
+    """The refusal when an account that must not go negative would."""
+    for account in locked.values():
+        delta = deltas.get(account.pk, 0)
+        if delta < 0 and account.must_not_be_negative and account.balance_micros + delta < 0:
+            return _shortfall(account, -delta)
+    return None
+
+
+def _post(
+    *,
+    kind: TransactionKind,
+    key: str,
+    accounts: Collection[AccountRef],
+    legs: Sequence[Leg] | LegsPlan,
+    replay: Replay = Replay.SAME_AMOUNTS,
+    memo: str = "",
+    job_id: int | None = None,
+    attempt: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    created_by: User | None = None,
+) -> LedgerTransaction | None:
+    """Post one balanced transaction; the only code that writes postings or balances.
+
+    Must run inside the caller's ``transaction.atomic(durable=True)``. Locks ``accounts`` in pk
+    order, then computes ``legs``: a list, or a function of the locked accounts for amounts that
+    derive from balances (``metadata`` is read after it ran, so a plan may add to it).
+
+    Returns the new transaction; the first one when ``key`` was posted before and matches
+    (``replay``); None when there is nothing to post and the key is unused.
+    Raises ``Conflict`` (key reused for something else), ``InsufficientCredits`` (an account that
+    must not go negative would) and ``NotFound`` (a hold that doesn't exist).
+    """
+    assert connection.in_atomic_block, "_post runs inside the caller's durable transaction"
+    key = _key_validate(key)
+    locked = _accounts_lock(accounts)
+    planned = legs(locked) if callable(legs) else legs
+    planned = [leg for leg in planned if leg.amount_micros != 0]
+    txn = LedgerTransaction(
+        key=key,
+        kind=kind,
+        memo=memo[:500],
+        created_at=timezone.now(),
+        created_by=created_by,
+        job_id=job_id,
+        attempt=attempt,
+        metadata=dict(metadata or {}),
+    )
+    by_id = [(locked[ref].pk, amount) for ref, amount in planned]
+    if not planned:
+        first = LedgerTransaction.objects.filter(key=txn.key).first()
+        return None if first is None else _replayed(txn, by_id, replay)
+    _legs_check_balanced(planned)
+    deltas = _deltas(locked, planned)
+    overdraft = _overdraft(locked, deltas)
+    if overdraft is not None:
+        # A repeat of a transaction that went through finds the money gone: it is answered
+        # with the first transaction, not refused.
+        if LedgerTransaction.objects.filter(key=txn.key).exists():
+            return _replayed(txn, by_id, replay)
+        raise overdraft
+    txn_id = sql.transaction_write(txn, by_id, deltas)
+    if txn_id is None:
+        return _replayed(txn, by_id, replay)
+    txn.pk = txn_id
+    txn._state.adding = False
+    txn._state.db = connection.alias
+    return txn

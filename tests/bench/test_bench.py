@@ -1,0 +1,34 @@
+"""The benchmark runner finds its modules, and the ledger benchmark measures what it says."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.__main__ import bench_names, main
+from ledger.services import ledger_reconcile
+
+
+def test_the_runner_finds_every_benchmark_module() -> None:
+    assert "ledger" in bench_names()
+    assert not [name for name in bench_names() if name.startswith("_")]
+
+
+def test_the_runner_refuses_an_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["no-such-bench"])
+    assert exit_info.value.code == 2
+    assert "unknown benchmark(s): no-such-bench" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_benchmark_charges_both_paths_and_leaves_the_ledger_consistent() -> None:
+    from bench.ledger import measure
+
+    # when
+    raw, service, statements = measure(charges=30, jobs=3, owners=2, threads=2, rounds=3)
+    # then
+    assert (raw.charges, service.charges, statements) == (30, 30, 2)
+    assert raw.rate > 0
+    assert service.rate > 0
+    assert ledger_reconcile().is_clean

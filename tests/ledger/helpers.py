@@ -1,0 +1,60 @@
+"""Test helpers for the ledger: an independent check of the invariants and state snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Count, Sum
+from django.db.models.functions import Coalesce
+
+from accounts.models import User
+from ledger.models import Account, AccountKind, LedgerTransaction, Posting
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """Everything a refused call must leave as it was."""
+
+    balances: dict[int, int]
+    accounts: int
+    transactions: int
+    postings: int
+
+
+def ledger_state() -> LedgerState:
+    return LedgerState(
+        balances=dict(Account.objects.values_list("pk", "balance_micros")),
+        accounts=Account.objects.count(),
+        transactions=LedgerTransaction.objects.count(),
+        postings=Posting.objects.count(),
+    )
+
+
+def assert_invariants() -> None:
+    """Every transaction balanced, every cached balance = its postings, no forbidden negative."""
+    for txn in LedgerTransaction.objects.annotate(
+        total=Coalesce(Sum("postings__amount_micros"), 0), lines=Count("postings")
+    ):
+        assert (txn.total, txn.lines >= 2) == (0, True), f"unbalanced {txn.key}"
+    for account in Account.objects.annotate(rebuilt=Coalesce(Sum("postings__amount_micros"), 0)):
+        assert account.balance_micros == account.rebuilt, f"{account} cache is off"
+        if account.must_not_be_negative:
+            assert account.balance_micros >= 0, f"{account} is negative"
+
+
+def balance(kind: AccountKind, *, user: User | None = None, job_id: int | None = None) -> int:
+    """The balance of one account; 0 when it doesn't exist. Platform kinds sum their shards."""
+    accounts = Account.objects.filter(kind=kind)
+    if user is not None:
+        accounts = accounts.filter(user=user)
+    if job_id is not None:
+        accounts = accounts.filter(job_id=job_id)
+    return int(accounts.aggregate(total=Coalesce(Sum("balance_micros"), 0))["total"])
+
+
+def postings_of(txn: LedgerTransaction) -> list[tuple[str, int | None, int]]:
+    """(account kind, owner user id or job id, amount) of each posting, in insertion order."""
+    return [
+        (p.account.kind, p.account.job_id or p.account.user_id, p.amount_micros)
+        for p in txn.postings.select_related("account").order_by("pk")
+    ]

@@ -1,0 +1,137 @@
+"""ledger_reconcile finds every broken invariant, records the run, and changes no money."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from accounts.models import User
+from ledger.models import Account, AccountKind, LedgerTransaction, Posting, ReconciliationRun
+from ledger.services import JobFact, hold_capture, hold_place, ledger_reconcile, wallet_credit
+from ledger.tasks import ledger_reconcile_task
+from tests.ledger.helpers import ledger_state
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def busy(alice: User, hana: User) -> None:
+    """Alice holds 1,000 for job 5 (cap 1,000) and was charged 600 of it."""
+    wallet_credit(user=alice, amount_micros=2_000, key="buy", reason="card payment")
+    hold_place(user=alice, job_id=5, amount_micros=1_000, key="hold:5")
+    hold_capture(job_id=5, attempt=1, host_owner=hana, gross_micros=600, fee_micros=60, key="u:5")
+
+
+def _problems(report: Any) -> list[tuple[str, int | None, int | None]]:
+    return [(p.invariant, p.expected_micros, p.actual_micros) for p in report.problems]
+
+
+def test_a_healthy_ledger_is_clean_and_the_run_is_recorded(busy: None) -> None:
+    # given
+    before = ledger_state()
+    # when
+    report = ledger_reconcile()
+    # then
+    assert (report.is_clean, report.problems) == (True, [])
+    assert (report.accounts_checked, report.transactions_checked) == (5, 3)
+    run = ReconciliationRun.objects.get()
+    assert (run.pk, run.is_clean, run.problem_count, run.problems) == (report.run_id, True, 0, [])
+    assert run.checks == [
+        "transaction_balanced",
+        "balance_matches_postings",
+        "no_forbidden_negative",
+    ]
+    assert ledger_state() == before
+
+
+def test_a_cached_balance_that_drifted_is_reported(busy: None, alice: User) -> None:
+    # given: someone wrote a balance behind the posting service's back
+    wallet = Account.objects.get(kind=AccountKind.WALLET, user=alice)
+    Account.objects.filter(pk=wallet.pk).update(balance_micros=1_001)
+    # when
+    report = ledger_reconcile()
+    # then
+    assert _problems(report) == [("balance_matches_postings", 1_000, 1_001)]
+    assert report.problems[0].account_id == wallet.pk
+    assert (
+        report.problems[0].message
+        == f"wallet of user {alice.pk}: cached 1001, postings sum to 1000"
+    )
+
+
+def test_an_unbalanced_transaction_and_a_negative_rebuilt_balance_are_reported(
+    busy: None, alice: User
+) -> None:
+    # given: a transaction written behind the service's back that takes 5,000 from a wallet
+    # holding 1,000 and puts back only 4,999 (on PostgreSQL the deferred trigger would refuse
+    # it at commit, so it is rolled back before that)
+    wallet = Account.objects.get(kind=AccountKind.WALLET, user=alice)
+    stripe = Account.objects.get(kind=AccountKind.STRIPE_CLEARING)
+    with transaction.atomic():
+        txn = LedgerTransaction.objects.create(key="forged", kind="adjustment")
+        Posting.objects.create(transaction=txn, account=wallet, amount_micros=-5_000)
+        Posting.objects.create(transaction=txn, account=stripe, amount_micros=4_999)
+        # when
+        report = ledger_reconcile()
+        run = ReconciliationRun.objects.get()
+        transaction.set_rollback(True)
+    # then
+    assert _problems(report) == [
+        ("transaction_balanced", 0, -1),
+        ("balance_matches_postings", 2_999, -2_000),
+        ("balance_matches_postings", -4_000, 1_000),
+        ("no_forbidden_negative", 0, -4_000),
+    ]
+    assert report.problems[0].transaction_id == txn.pk
+    assert report.problems[3].account_id == wallet.pk
+    assert (run.is_clean, run.problem_count, len(run.problems)) == (False, 4, 4)
+    assert run.problems[0]["invariant"] == "transaction_balanced"
+
+
+def test_job_facts_check_finished_escrows_and_caps(busy: None) -> None:
+    # given: job 5 is finished but its escrow still holds 400, and its cap was 500
+    asked: list[frozenset[int]] = []
+
+    def facts(job_ids: frozenset[int]) -> Mapping[int, JobFact]:
+        asked.append(job_ids)
+        return {5: JobFact(is_finished=True, cap_micros=500)}
+
+    # when
+    report = ledger_reconcile(job_facts=facts)
+    # then
+    assert asked == [frozenset({5})]
+    assert _problems(report) == [
+        ("finished_job_escrow_empty", 0, 400),
+        ("charges_within_cap", 500, 600),
+    ]
+    assert report.problems[0].job_id == 5
+    assert report.checks[-2:] == ["finished_job_escrow_empty", "charges_within_cap"]
+
+
+def test_a_running_job_within_its_cap_is_fine(busy: None) -> None:
+    report = ledger_reconcile(job_facts=lambda ids: {5: JobFact(is_finished=False, cap_micros=600)})
+    assert report.is_clean
+
+
+def running_job_facts(job_ids: frozenset[int]) -> Mapping[int, JobFact]:
+    return {job_id: JobFact(is_finished=True) for job_id in job_ids}
+
+
+def test_the_job_facts_provider_comes_from_settings(busy: None, settings: Any) -> None:
+    # given
+    settings.LEDGER_JOB_FACTS_PROVIDER = "tests.ledger.test_reconcile.running_job_facts"
+    # when
+    report = ledger_reconcile()
+    # then
+    assert _problems(report) == [("finished_job_escrow_empty", 0, 400)]
+
+
+def test_the_beat_task_runs_the_reconciliation(busy: None) -> None:
+    # when
+    result = ledger_reconcile_task.delay().get()
+    # then
+    run = ReconciliationRun.objects.get()
+    assert result == {"run_id": run.pk, "is_clean": True, "problem_count": 0}
