@@ -45,9 +45,9 @@ export const api = {
   logout: () => unwrap(typed.POST("/api/v1/auth/logout/")),
 
   // --- wallet and payments ----------------------------------------------------------------
-  wallet: () => request<Wallet>("GET", "/api/v1/wallet/"),
-  transactions: (page = 1) =>
-    request<Page<LedgerLine>>("GET", "/api/v1/wallet/transactions/", { query: { page } }),
+  wallet: (): Promise<Wallet> => unwrap(typed.GET("/api/v1/wallet/")),
+  transactions: (page = 1): Promise<Page<LedgerLine>> =>
+    unwrap(typed.GET("/api/v1/wallet/transactions/", { params: { query: { page } } })),
   paymentCreate: (amount_micros: number, idempotencyKey: string) =>
     request<PaymentResult>("POST", "/api/v1/payments/", {
       body: { amount_micros },
@@ -102,7 +102,7 @@ export const api = {
   // --- staff reports ----------------------------------------------------------------------
   billingReport: (from: string, to: string, group_by: string) =>
     request<BillingReport>("GET", "/api/v1/admin/reports/billing/", { query: { from, to, group_by } }),
-  reconciliation: () => request<Reconciliation>("GET", "/api/v1/admin/reports/reconciliation/"),
+  reconciliation: (): Promise<Reconciliation> => unwrap(typed.GET("/api/v1/admin/reports/reconciliation/")),
 };
 
 export function billingCsvUrl(from: string, to: string, group_by: string): string {

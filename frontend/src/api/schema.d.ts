@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/api/v1/admin/reports/reconciliation/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Ledger invariants and the last reconciliation (staff only) */
+        get: operations["admin_reports_reconciliation_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/agent/register/": {
         parameters: {
             query?: never;
@@ -302,10 +319,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/wallet/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The user's credits
+         * @description `available_micros` can be spent; `held_micros` sits in job holds.
+         */
+        get: operations["wallet_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/wallet/transactions/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The user's ledger lines, newest first */
+        get: operations["wallet_transactions_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description * `wallet` - Wallet
+         *     * `escrow` - Escrow
+         * @enum {string}
+         */
+        AccountEnum: "wallet" | "escrow";
         AgentRegisterInputRequest: {
             enrollment_token: string;
             specs: unknown;
@@ -408,6 +468,22 @@ export interface components {
             /** Format: date-time */
             readonly created_at: string;
         };
+        InvariantOutput: {
+            name: string;
+            description: string;
+        };
+        /**
+         * @description * `purchase` - Credit purchase
+         *     * `grant` - Staff grant
+         *     * `adjustment` - Staff adjustment
+         *     * `hold` - Hold for a job
+         *     * `capture` - Usage charge
+         *     * `release` - Hold released
+         *     * `reversal` - Charges reversed
+         *     * `maturity` - Earnings matured
+         * @enum {string}
+         */
+        KindEnum: "purchase" | "grant" | "adjustment" | "hold" | "capture" | "release" | "reversal" | "maturity";
         LoginInputRequest: {
             username: string;
             password: string;
@@ -557,6 +633,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["OwnedHostOutput"][];
         };
+        PaginatedWalletLineOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["WalletLineOutput"][];
+        };
         /** @description PATCH /my/hosts/{id}/: every field optional; the service checks the values. */
         PatchedHostUpdateInputRequest: {
             name?: string;
@@ -572,6 +663,34 @@ export interface components {
             organisation?: number | null;
             availability_policy?: unknown;
             is_draining?: boolean;
+        };
+        ProblemOutput: {
+            invariant: string;
+            message: string;
+            account_id: number | null;
+            transaction_id: number | null;
+            job_id: number | null;
+            expected_micros: number | null;
+            actual_micros: number | null;
+        };
+        ReconciliationReportOutput: {
+            /** @description The most recent reconciliation; null before the first. */
+            last_run: components["schemas"]["ReconciliationRunOutput"] | null;
+            /** @description What every run checks. */
+            invariants: components["schemas"]["InvariantOutput"][];
+        };
+        ReconciliationRunOutput: {
+            id: number;
+            /** Format: date-time */
+            started_at: string;
+            /** Format: date-time */
+            finished_at: string;
+            is_clean: boolean;
+            checks: string[];
+            accounts_checked: number;
+            transactions_checked: number;
+            problem_count: number;
+            problems: components["schemas"]["ProblemOutput"][];
         };
         /**
          * @description * `member` - Member
@@ -613,6 +732,45 @@ export interface components {
          * @enum {string}
          */
         VisibilityEnum: "public" | "private";
+        /** @description One ledger line of the user: a posting on their wallet or one of their job escrows. */
+        WalletLineOutput: {
+            readonly id: number;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * @description What happened.
+             *
+             *     * `purchase` - Credit purchase
+             *     * `grant` - Staff grant
+             *     * `adjustment` - Staff adjustment
+             *     * `hold` - Hold for a job
+             *     * `capture` - Usage charge
+             *     * `release` - Hold released
+             *     * `reversal` - Charges reversed
+             *     * `maturity` - Earnings matured
+             */
+            kind: components["schemas"]["KindEnum"];
+            /**
+             * @description Which of the user's accounts the line is on.
+             *
+             *     * `wallet` - Wallet
+             *     * `escrow` - Escrow
+             */
+            account: components["schemas"]["AccountEnum"];
+            /** @description Added to that account: negative when credits left it. */
+            amount_micros: number;
+            job_id: number | null;
+            memo: string;
+            transaction_id: number;
+        };
+        WalletOutput: {
+            /** @description Everything the user owns: available + held. */
+            balance_micros: number;
+            /** @description Held in the escrows of the user's jobs; not spendable. */
+            held_micros: number;
+            /** @description In the wallet: what a new job can hold. */
+            available_micros: number;
+        };
         Error: {
             error: {
                 /** @description Stable snake_case code. */
@@ -633,6 +791,34 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    admin_reports_reconciliation_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReconciliationReportOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     agent_register_create: {
         parameters: {
             query?: never;
@@ -1337,6 +1523,67 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    wallet_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WalletOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    wallet_transactions_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedWalletLineOutputList"];
+                };
             };
             /** @description An error; see `code`. */
             "4XX": {

@@ -7,10 +7,11 @@ import type { components, operations } from "./schema";
 
 type Schemas = components["schemas"];
 
+/** A paginated list (config.api.Pagination); the schema marks next/previous optional. */
 export interface Page<T> {
   count: number;
-  next: string | null;
-  previous: string | null;
+  next?: string | null;
+  previous?: string | null;
   results: T[];
 }
 
@@ -20,28 +21,10 @@ export type User = Pick<Schemas["UserOutput"], "id" | "username" | "email" | "is
 /** What sign-up and log-in return (they also start the browser session). */
 export type SessionResult = Schemas["SessionOutput"];
 
-export interface Wallet {
-  balance_micros: number;
-  held_micros: number;
-  available_micros: number;
-}
+export type Wallet = Schemas["WalletOutput"];
 
-export interface LedgerLine {
-  id: number | string;
-  created_at: string;
-  amount_micros: number;
-  /** Which of the user's accounts: "wallet" or "escrow" (a job's hold). */
-  account?: string;
-  memo?: string;
-  job_id?: number | null;
-  transaction_id?: number;
-  reason?: string;
-  description?: string;
-  kind?: string;
-  key?: string;
-  job?: number | null;
-  balance_after_micros?: number;
-}
+/** One of the user's ledger lines: a posting on their wallet or one of their job escrows. */
+export type LedgerLine = Schemas["WalletLineOutput"];
 
 export type PaymentProvider = "demo" | "stripe";
 
@@ -323,38 +306,9 @@ export interface BillingReport {
   [key: string]: unknown;
 }
 
-export interface ReconciliationProblem {
-  invariant?: string;
-  message?: string;
-  account_id?: number | null;
-  transaction_id?: number | null;
-  job_id?: number | null;
-  expected_micros?: number | null;
-  actual_micros?: number | null;
-}
-
-export interface ReconciliationRun {
-  id?: number;
-  started_at?: string;
-  finished_at?: string;
-  is_clean: boolean;
-  checks?: string[];
-  accounts_checked?: number;
-  transactions_checked?: number;
-  problem_count?: number;
-  problems?: ReconciliationProblem[];
-}
-
-export interface Reconciliation {
-  last_run?: ReconciliationRun | null;
-  invariants?: { name: string; description: string }[];
-  ok?: boolean;
-  is_clean?: boolean;
-  checked_at?: string | null;
-  problems?: unknown[];
-  errors?: unknown[];
-  [key: string]: unknown;
-}
+export type ReconciliationProblem = Schemas["ProblemOutput"];
+export type ReconciliationRun = Schemas["ReconciliationRunOutput"];
+export type Reconciliation = Schemas["ReconciliationReportOutput"];
 
 /** The page config the Django view embeds in index.html (config/spa.py). */
 export interface PageConfig {

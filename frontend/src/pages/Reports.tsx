@@ -72,42 +72,64 @@ function ReportTable({ rows, caption, head }: { rows: BillingRow[]; caption: str
 
 function ReconciliationCard({ data }: { data: Reconciliation }) {
   const run = data.last_run;
-  if (run === null || (run === undefined && data.ok === undefined && data.is_clean === undefined)) {
-    return (
-      <section aria-labelledby="recon-h" className="card">
-        <h2 id="recon-h">Ledger reconciliation</h2>
-        <p role="status" data-testid="reconciliation">No reconciliation has run yet.</p>
-      </section>
-    );
-  }
-  const problems = run?.problems ?? ((data.problems ?? data.errors ?? []) as unknown[]);
-  const clean = run?.is_clean ?? data.ok ?? data.is_clean ?? problems.length === 0;
-  const count = run?.problem_count ?? problems.length;
-  const when = run?.finished_at ?? (data.checked_at as string | undefined);
   return (
-    <section aria-labelledby="recon-h" className={`card ${clean ? "card-ok" : "card-bad"}`}>
+    <section aria-labelledby="recon-h" className={`card ${run ? (run.is_clean ? "card-ok" : "card-bad") : ""}`}>
       <h2 id="recon-h">Ledger reconciliation</h2>
-      <p role="status" data-testid="reconciliation">
-        <strong>{clean ? "Clean: every invariant holds." : `${count} problem${count === 1 ? "" : "s"} found.`}</strong>{" "}
-        <span className="muted">
-          Last check {formatDateTime(when)}
-          {run?.accounts_checked !== undefined && ` · ${run.accounts_checked} accounts, ${run.transactions_checked ?? 0} transactions`}
-        </span>
-      </p>
-      {problems.length > 0 && (
-        <ul>
-          {problems.map((p, i) => (
-            <li key={i}>
-              {typeof p === "string"
-                ? p
-                : typeof p === "object" && p !== null && "message" in p
-                  ? `${(p as { invariant?: string }).invariant ?? ""}: ${(p as { message: string }).message}`
-                  : JSON.stringify(p)}
-            </li>
-          ))}
-        </ul>
+      {run === null ? (
+        <p role="status" data-testid="reconciliation">
+          No reconciliation has run yet (it runs every few minutes on the Celery beat).
+        </p>
+      ) : (
+        <>
+          <p role="status" data-testid="reconciliation">
+            <strong>
+              {run.is_clean
+                ? "Clean: every invariant holds."
+                : `${run.problem_count} problem${run.problem_count === 1 ? "" : "s"} found.`}
+            </strong>{" "}
+            <span className="muted">
+              Last check {formatDateTime(run.finished_at)} · {run.accounts_checked} accounts, {run.transactions_checked}{" "}
+              transactions
+            </span>
+          </p>
+          {run.problems.length > 0 && (
+            <div className="table-wrap">
+              <table>
+                <caption>Problems</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Invariant</th>
+                    <th scope="col">What</th>
+                    <th scope="col">Where</th>
+                    <th scope="col" className="num">Expected</th>
+                    <th scope="col" className="num">Actual</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {run.problems.map((p, i) => (
+                    <tr key={i}>
+                      <td><code>{p.invariant}</code></td>
+                      <td>{p.message}</td>
+                      <td className="small">
+                        {[
+                          p.account_id !== null ? `account ${p.account_id}` : null,
+                          p.transaction_id !== null ? `transaction ${p.transaction_id}` : null,
+                          p.job_id !== null ? `job ${p.job_id}` : null,
+                        ]
+                          .filter(Boolean)
+                          .join(", ")}
+                      </td>
+                      <td className="num">{p.expected_micros !== null ? formatCredits(p.expected_micros, 6) : "—"}</td>
+                      <td className="num">{p.actual_micros !== null ? formatCredits(p.actual_micros, 6) : "—"}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        </>
       )}
-      {data.invariants && data.invariants.length > 0 && (
+      {data.invariants.length > 0 && (
         <details>
           <summary>What is checked</summary>
           <ul>

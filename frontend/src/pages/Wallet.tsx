@@ -2,7 +2,7 @@ import { useEffect, useRef, useState, type FormEvent } from "react";
 import { Link } from "react-router";
 import { api } from "../api/endpoints";
 import { ApiError } from "../api/errors";
-import type { PaymentResult } from "../api/types";
+import type { LedgerLine, PaymentResult } from "../api/types";
 import { pageConfig } from "../config";
 import { ErrorBanner, Notice } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
@@ -163,24 +163,19 @@ function BuyCredits({ onCredited, onPaid }: { onCredited: () => void; onPaid: ()
   );
 }
 
-const KINDS: Record<string, string> = {
+const KINDS: Record<LedgerLine["kind"], string> = {
   purchase: "Credits bought",
-  grant: "Credits granted",
+  grant: "Credits granted by staff",
+  adjustment: "Adjustment by staff",
   hold: "Hold for a job",
-  hold_place: "Hold for a job",
   capture: "Usage charge",
-  hold_capture: "Usage charge",
   release: "Unused hold returned",
-  hold_release: "Unused hold returned",
-  reversal: "Charge reversed",
-  charges_reverse: "Charge reversed",
-  refund: "Refund",
-  dispute: "Dispute",
+  reversal: "Charges reversed (lost attempt)",
+  maturity: "Earnings matured",
 };
 
-function lineKind(kind: string | undefined): string {
-  if (!kind) return "";
-  return KINDS[kind] ?? kind.replace(/_/g, " ");
+function lineKind(kind: LedgerLine["kind"] | string): string {
+  return KINDS[kind as LedgerLine["kind"]] ?? kind.replace(/_/g, " ");
 }
 
 function Transactions({ reloadKey }: { reloadKey: number }) {
@@ -203,7 +198,7 @@ function Transactions({ reloadKey }: { reloadKey: number }) {
                   <th scope="col">What</th>
                   <th scope="col">Account</th>
                   <th scope="col" className="num">Amount</th>
-                  {lines.data.results.some((l) => l.balance_after_micros !== undefined) && <th scope="col" className="num">Balance after</th>}
+
                 </tr>
               </thead>
               <tbody>
@@ -220,9 +215,9 @@ function Transactions({ reloadKey }: { reloadKey: number }) {
                         </>
                       ) : null}
                     </td>
-                    <td>{line.account === "escrow" ? "held for a job" : (line.account ?? "wallet")}</td>
+                    <td>{line.account === "escrow" ? "held for a job" : "wallet"}</td>
                     <td className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>{formatCredits(line.amount_micros, 6)}</td>
-                    {line.balance_after_micros !== undefined && <td className="num">{formatCredits(line.balance_after_micros, 6)}</td>}
+
                   </tr>
                 ))}
               </tbody>
