@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "ledger",
+    "ledger.payments",
     "hosts",
     "marketplace",
     "jobs",
@@ -186,6 +187,11 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.schema_error_responses",
     ],
+    # Several models have a "status"; each choice set gets its own component name.
+    "ENUM_NAME_OVERRIDES": {
+        "PaymentStatusEnum": "ledger.payments.models.PaymentStatus",
+        "PayoutStatusEnum": "ledger.payments.models.PayoutStatus",
+    },
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -215,11 +221,21 @@ STRIPE_SECRET_KEY = env_optional("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = env_optional("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = env_optional("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = env_optional("STRIPE_API_BASE")
+# Events of connected accounts (account.updated) come from a Connect endpoint with its own secret.
+STRIPE_CONNECT_WEBHOOK_SECRET = env_optional("STRIPE_CONNECT_WEBHOOK_SECRET")
+# The stripe library's own retries of failed requests (same idempotency key each time).
+STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
 # Where the web app loads Stripe.js from, lazily, only when a card payment starts.
 STRIPE_JS_URL = env_str("STRIPE_JS_URL", "https://js.stripe.com/v3/")
 PURCHASE_MIN_MICROS = env_int("PURCHASE_MIN_MICROS", 1_000_000, minimum=1)
 PURCHASE_MAX_MICROS = env_int("PURCHASE_MAX_MICROS", 1_000_000_000, minimum=1)
 PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
+# A payout still pending after this long has its transfer queued again (same idempotency key).
+PAYOUT_STALLED_AFTER_SECONDS = env_int("PAYOUT_STALLED_AFTER_SECONDS", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["payouts-stalled-retry"] = {
+    "task": "ledger.payments.tasks.payouts_stalled_retry_task",
+    "schedule": timedelta(seconds=PAYOUT_STALLED_AFTER_SECONDS),
+}
 
 # --- Hosts and jobs --------------------------------------------------------------------------
 ENROLLMENT_TOKEN_TTL_SECONDS = env_int("ENROLLMENT_TOKEN_TTL_SECONDS", 3600, minimum=60)

@@ -7,6 +7,7 @@ from config.spa import RESERVED_PREFIXES, spa_index
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("ledger.urls")),
+    path("", include("ledger.payments.urls")),
     path("", include("hosts.urls")),
     path("", include("marketplace.urls")),
     path("", include("jobs.urls")),

@@ -128,6 +128,11 @@ class TransactionKind(models.TextChoices):
     RELEASE = "release", "Hold released"
     REVERSAL = "reversal", "Charges reversed"
     MATURITY = "maturity", "Earnings matured"
+    # Payments (ledger/services/payments.py, docs/payments.md).
+    REFUND = "refund", "Purchase refunded or disputed"
+    PAYOUT = "payout", "Payout requested"
+    PAYOUT_PAID = "payout_paid", "Payout transferred"
+    PAYOUT_REVERSAL = "payout_reversal", "Payout failed"
 
 
 class LedgerTransaction(models.Model):

@@ -8,6 +8,14 @@ micro-credits. Other apps import from here, never from the submodules.
 
 from ledger.services.earnings import earnings_mature
 from ledger.services.holds import charges_reverse, hold_capture, hold_place, hold_release
+from ledger.services.payments import (
+    payment_credit,
+    payment_dispute_lose,
+    payment_refund_sync,
+    payout_complete,
+    payout_fail,
+    payout_request,
+)
 from ledger.services.reconcile import (
     INVARIANTS,
     JobFact,
@@ -31,5 +39,11 @@ __all__ = [
     "hold_place",
     "hold_release",
     "ledger_reconcile",
+    "payment_credit",
+    "payment_dispute_lose",
+    "payment_refund_sync",
+    "payout_complete",
+    "payout_fail",
+    "payout_request",
     "wallet_credit",
 ]

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from django.db.models import Max, Sum
 
 from accounts.models import User
-from config.errors import Conflict, NotFound, ValidationFailed
+from config.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, TransactionKind
 from ledger.money import amount_validate, capture_validate
+from ledger.payments.selectors import user_is_restricted
 from ledger.services.posting import (
     AccountRef,
     Leg,
@@ -43,7 +44,9 @@ def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> Ledg
     Creates the job's escrow on first use; a further hold on the same job adds to it. Raises
     ``InsufficientCredits`` (402, code ``insufficient_credits``) when the wallet can't cover it,
     ``Conflict`` when the job's escrow belongs to someone else or the key was used for other
-    amounts. Moves money under row locks taken in pk order; idempotent by ``key``.
+    amounts, ``PermissionDenied`` (``account_restricted``) while the user owes credits from a
+    refund or lost dispute (``AccountRestriction``). Moves money under row locks taken in pk
+    order; idempotent by ``key``.
     """
     job = _id_validate(job_id, "job_id")
     amount = amount_validate(amount_micros)
@@ -52,6 +55,12 @@ def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> Ledg
     def legs(locked: Mapping[AccountRef, Account]) -> list[Leg]:
         if locked[escrow].user_id != user.pk:
             raise Conflict(f"job {job} is held by another user", code="hold_owner_mismatch")
+        # Checked under the wallet lock, which a refund's take-back also holds: no race.
+        if user_is_restricted(user.pk):
+            raise PermissionDenied(
+                "this account owes credits from a refund or dispute (docs/payments.md)",
+                code="account_restricted",
+            )
         return [Leg(wallet, -amount), Leg(escrow, amount)]
 
     posted = _durably(

@@ -1,0 +1,137 @@
+"""Stripe webhooks: signature verification, exactly-once bookkeeping, and routing by type.
+
+A delivery is verified with ``stripe.Webhook.construct_event`` (the signature over the raw body
+and its timestamp, five minutes' tolerance) before anything is stored. A verified event is
+recorded once by its unique id; its handler runs until it succeeds, and every handler is
+idempotent by itself (ledger keys, conditional updates), so concurrent or repeated deliveries
+and any order of arrival move money once. Unknown types are recorded as ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import IntegrityError
+from django.utils import timezone
+
+from config.errors import ServiceError
+from ledger.payments.models import StripeEvent, StripeEventOutcome
+
+logger = logging.getLogger(__name__)
+
+
+class WebhookRejected(ServiceError):
+    """A delivery that is not a genuine, well-formed Stripe event: 400, nothing stored."""
+
+    status_code = 400
+    default_code = "invalid_signature"
+
+
+@dataclass(frozen=True)
+class VerifiedEvent:
+    event_id: str
+    type: str
+    livemode: bool
+    data_object: Mapping[str, Any]
+    payload: dict[str, Any]
+
+
+def _webhook_secrets() -> list[str]:
+    secrets = [
+        secret
+        for secret in (settings.STRIPE_WEBHOOK_SECRET, settings.STRIPE_CONNECT_WEBHOOK_SECRET)
+        if secret
+    ]
+    if not secrets:
+        raise ImproperlyConfigured("Stripe webhooks need STRIPE_WEBHOOK_SECRET")
+    return secrets
+
+
+def _signature_verify(payload: bytes, signature: str | None) -> None:
+    # The platform endpoint and the Connect endpoint (events of connected accounts) each sign
+    # with their own secret; either may have sent this delivery.
+    for secret in _webhook_secrets():
+        try:
+            stripe.Webhook.construct_event(payload, signature, secret)
+        except stripe.SignatureVerificationError:
+            continue
+        except ValueError:
+            raise WebhookRejected("the body is not JSON", code="invalid_payload") from None
+        return
+    raise WebhookRejected("the Stripe-Signature header does not match the body")
+
+
+def event_verify(payload: bytes, signature: str | None) -> VerifiedEvent:
+    """Verify one delivery and parse it; raises ``WebhookRejected`` (400) on any doubt."""
+    _signature_verify(payload, signature)
+    parsed = json.loads(payload)
+    data = parsed.get("data") if isinstance(parsed, dict) else None
+    data_object = data.get("object") if isinstance(data, dict) else None
+    event_id, event_type = parsed.get("id"), parsed.get("type")
+    if not (
+        isinstance(event_id, str)
+        and event_id
+        and isinstance(event_type, str)
+        and isinstance(data_object, dict)
+    ):
+        raise WebhookRejected("the body is not a Stripe event", code="invalid_payload")
+    return VerifiedEvent(
+        event_id=event_id,
+        type=event_type,
+        livemode=bool(parsed.get("livemode")),
+        data_object=data_object,
+        payload=parsed,
+    )
+
+
+EventHandler = Callable[[Mapping[str, Any]], StripeEventOutcome]
+
+
+def _handlers() -> dict[str, EventHandler]:
+    from ledger.payments import payouts, services
+
+    return {
+        "payment_intent.succeeded": services.stripe_payment_succeeded,
+        "payment_intent.payment_failed": services.stripe_payment_failed,
+        "charge.refunded": services.stripe_charge_refunded,
+        "charge.dispute.closed": services.stripe_dispute_closed,
+        "account.updated": payouts.stripe_account_updated,
+    }
+
+
+def _event_record(event: VerifiedEvent) -> StripeEvent:
+    try:
+        record, _ = StripeEvent.objects.get_or_create(
+            event_id=event.event_id,
+            defaults={"type": event.type, "livemode": event.livemode, "payload": event.payload},
+        )
+    except IntegrityError:
+        # A concurrent delivery of the same event inserted it first.
+        record = StripeEvent.objects.get(event_id=event.event_id)
+    return record
+
+
+def stripe_event_process(event: VerifiedEvent) -> StripeEventOutcome:
+    """Record ``event`` once and run its handler unless an earlier delivery already did.
+
+    Not one transaction: the handlers move money in their own durable transactions. A handler
+    that fails leaves the event unprocessed and the delivery gets a 500, so Stripe sends it
+    again; handlers are idempotent, so a retry after a partial run moves nothing twice.
+    """
+    record = _event_record(event)
+    if record.processed_at is not None:
+        return StripeEventOutcome(record.outcome)
+    handler = _handlers().get(event.type)
+    outcome = StripeEventOutcome.IGNORED if handler is None else handler(event.data_object)
+    StripeEvent.objects.filter(pk=record.pk, processed_at__isnull=True).update(
+        outcome=outcome, processed_at=timezone.now()
+    )
+    logger.info("stripe event %s (%s): %s", event.event_id, event.type, outcome)
+    return outcome
