@@ -48,11 +48,13 @@ export const api = {
   wallet: (): Promise<Wallet> => unwrap(typed.GET("/api/v1/wallet/")),
   transactions: (page = 1): Promise<Page<LedgerLine>> =>
     unwrap(typed.GET("/api/v1/wallet/transactions/", { params: { query: { page } } })),
-  paymentCreate: (amount_micros: number, idempotencyKey: string) =>
-    request<PaymentResult>("POST", "/api/v1/payments/", {
-      body: { amount_micros },
-      headers: { "Idempotency-Key": idempotencyKey },
-    }),
+  paymentCreate: (amount_micros: number, idempotencyKey: string): Promise<PaymentResult> =>
+    unwrap(
+      typed.POST("/api/v1/payments/", {
+        body: { amount_micros },
+        params: { header: { "Idempotency-Key": idempotencyKey } },
+      }),
+    ),
 
   // --- catalog and hosts -----------------------------------------------------------------
   hosts: (filters: HostFilters) =>
@@ -90,14 +92,19 @@ export const api = {
 
   // --- host owners: earnings and payouts ---------------------------------------------------
   earnings: () => request<Earnings>("GET", "/api/v1/earnings/"),
-  payouts: () => request<Page<Payout>>("GET", "/api/v1/payouts/"),
-  payoutOnboarding: () =>
-    request<{ account_id: string; onboarding_status: string; url: string | null }>("POST", "/api/v1/payouts/onboarding/"),
-  payoutCreate: (amount_micros: number, idempotencyKey: string) =>
-    request<Payout>("POST", "/api/v1/payouts/", {
-      body: { amount_micros },
-      headers: { "Idempotency-Key": idempotencyKey },
-    }),
+  // The schema declares a bare list, but the view answers a page ({count, results}); accept both.
+  payouts: (): Promise<Page<Payout>> =>
+    precise<Page<Payout> | Payout[]>(unwrap(typed.GET("/api/v1/payouts/"))).then((data) =>
+      Array.isArray(data) ? { count: data.length, results: data } : data,
+    ),
+  payoutOnboarding: () => unwrap(typed.POST("/api/v1/payouts/onboarding/")),
+  payoutCreate: (amount_micros: number, idempotencyKey: string): Promise<Payout> =>
+    unwrap(
+      typed.POST("/api/v1/payouts/", {
+        body: { amount_micros },
+        params: { header: { "Idempotency-Key": idempotencyKey } },
+      }),
+    ),
 
   // --- staff reports ----------------------------------------------------------------------
   billingReport: (from: string, to: string, group_by: string) =>

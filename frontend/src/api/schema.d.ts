@@ -285,6 +285,88 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/payments/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The user's credit purchases, newest first */
+        get: operations["payments_list"];
+        put?: never;
+        /**
+         * Buy credits
+         * @description Stripe: returns the PaymentIntent's `client_secret` and the publishable key for Stripe.js; the credits arrive with the verified webhook. Demo: paid and credited at once. 502 `payment_provider_error` when the provider fails.
+         */
+        post: operations["payments_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/stripe/webhook/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stripe events (Stripe-Signature verified)
+         * @description 400 `invalid_signature` and nothing stored when the signature doesn't match the body; unknown event types are acknowledged and ignored.
+         */
+        post: operations["payments_stripe_webhook_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payouts/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The owner's payouts, newest first */
+        get: operations["payouts_list"];
+        put?: never;
+        /**
+         * Pay out available earnings
+         * @description Moves the amount out of available earnings at once and queues the Stripe transfer. 402 `insufficient_earnings`, 409 `payout_account_not_ready`, 403 `account_restricted`.
+         */
+        post: operations["payouts_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payouts/onboarding/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Connect a Stripe Express account for payouts
+         * @description Creates the account on the first call; returns a fresh single-use onboarding link, or `url: null` once onboarding is complete.
+         */
+        post: operations["payouts_onboarding_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tokens/": {
         parameters: {
             query?: never;
@@ -376,6 +458,9 @@ export interface components {
             host_id: number;
             credential: string;
         };
+        AmountInputRequest: {
+            amount_micros: number;
+        };
         ApiTokenCreatedOutput: {
             readonly id: number;
             readonly name: string;
@@ -404,6 +489,23 @@ export interface components {
             readonly expires_at: string | null;
             /** Format: date-time */
             readonly last_used_at: string | null;
+        };
+        /** @description The payment plus what the page needs to take it (Stripe.js: the client secret). */
+        CheckoutOutput: {
+            readonly id: number;
+            readonly amount_micros: number;
+            readonly status: components["schemas"]["PaymentStatusEnum"];
+            readonly provider: string;
+            /** @default  */
+            readonly provider_payment_id: string;
+            readonly refunded_micros: number;
+            readonly disputed_micros: number;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly credited_at: string | null;
+            client_secret: string | null;
+            publishable_key: string | null;
         };
         CredentialsRevokedOutput: {
             revoked: number;
@@ -481,9 +583,13 @@ export interface components {
          *     * `release` - Hold released
          *     * `reversal` - Charges reversed
          *     * `maturity` - Earnings matured
+         *     * `refund` - Purchase refunded or disputed
+         *     * `payout` - Payout requested
+         *     * `payout_paid` - Payout transferred
+         *     * `payout_reversal` - Payout failed
          * @enum {string}
          */
-        KindEnum: "purchase" | "grant" | "adjustment" | "hold" | "capture" | "release" | "reversal" | "maturity";
+        KindEnum: "purchase" | "grant" | "adjustment" | "hold" | "capture" | "release" | "reversal" | "maturity" | "refund" | "payout" | "payout_paid" | "payout_reversal";
         LoginInputRequest: {
             username: string;
             password: string;
@@ -498,6 +604,11 @@ export interface components {
             readonly role: components["schemas"]["RoleEnum"];
             /** Format: date-time */
             readonly created_at: string;
+        };
+        OnboardingOutput: {
+            account_id: string;
+            onboarding_status: string;
+            url: string | null;
         };
         OrganisationInputRequest: {
             name: string;
@@ -664,6 +775,46 @@ export interface components {
             availability_policy?: unknown;
             is_draining?: boolean;
         };
+        PaymentOutput: {
+            readonly id: number;
+            readonly amount_micros: number;
+            readonly status: components["schemas"]["PaymentStatusEnum"];
+            readonly provider: string;
+            /** @default  */
+            readonly provider_payment_id: string;
+            readonly refunded_micros: number;
+            readonly disputed_micros: number;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly credited_at: string | null;
+        };
+        /**
+         * @description * `pending` - Pending
+         *     * `succeeded` - Succeeded
+         *     * `failed` - Failed
+         *     * `refunded` - Refunded
+         * @enum {string}
+         */
+        PaymentStatusEnum: "pending" | "succeeded" | "failed" | "refunded";
+        PayoutOutput: {
+            readonly id: number;
+            readonly amount_micros: number;
+            readonly status: components["schemas"]["PayoutStatusEnum"];
+            readonly stripe_transfer_id: string;
+            readonly failure_reason: string;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly completed_at: string | null;
+        };
+        /**
+         * @description * `pending` - Pending
+         *     * `paid` - Paid
+         *     * `failed` - Failed
+         * @enum {string}
+         */
+        PayoutStatusEnum: "pending" | "paid" | "failed";
         ProblemOutput: {
             invariant: string;
             message: string;
@@ -748,6 +899,10 @@ export interface components {
              *     * `release` - Hold released
              *     * `reversal` - Charges reversed
              *     * `maturity` - Earnings matured
+             *     * `refund` - Purchase refunded or disputed
+             *     * `payout` - Payout requested
+             *     * `payout_paid` - Payout transferred
+             *     * `payout_reversal` - Payout failed
              */
             kind: components["schemas"]["KindEnum"];
             /**
@@ -770,6 +925,10 @@ export interface components {
             held_micros: number;
             /** @description In the wallet: what a new job can hold. */
             available_micros: number;
+        };
+        WebhookOutput: {
+            received: boolean;
+            outcome: string;
         };
         Error: {
             error: {
@@ -1427,6 +1586,200 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    payments_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaymentOutput"][];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    payments_create: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes this POST safe to retry: a repeat with the same key and body returns the first response; the same key with another body gets 422; a repeat while the first is still running gets 409. 1 to 255 characters, scoped to you and this endpoint, kept at least 24 hours. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AmountInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["AmountInputRequest"];
+                "multipart/form-data": components["schemas"]["AmountInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CheckoutOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    payments_stripe_webhook_create: {
+        parameters: {
+            query?: never;
+            header?: {
+                "Stripe-Signature"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    payouts_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayoutOutput"][];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    payouts_create: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes this POST safe to retry: a repeat with the same key and body returns the first response; the same key with another body gets 422; a repeat while the first is still running gets 409. 1 to 255 characters, scoped to you and this endpoint, kept at least 24 hours. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AmountInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["AmountInputRequest"];
+                "multipart/form-data": components["schemas"]["AmountInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayoutOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    payouts_onboarding_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OnboardingOutput"];
+                };
             };
             /** @description An error; see `code`. */
             "4XX": {

@@ -28,18 +28,8 @@ export type LedgerLine = Schemas["WalletLineOutput"];
 
 export type PaymentProvider = "demo" | "stripe";
 
-export interface PaymentResult {
-  id?: number | string;
-  provider: PaymentProvider | string;
-  status?: string;
-  amount_micros?: number;
-  provider_payment_id?: string;
-  created_at?: string;
-  credited_at?: string | null;
-  client_secret?: string | null;
-  publishable_key?: string | null;
-  stripe_js_url?: string | null;
-}
+/** POST /api/v1/payments/: the payment, plus the client secret and key Stripe.js needs. */
+export type PaymentResult = Schemas["CheckoutOutput"];
 
 export interface Gpu {
   model: string;
@@ -266,15 +256,7 @@ export interface Earnings {
   results?: EarningsLine[];
 }
 
-export interface Payout {
-  id: number;
-  amount_micros: number;
-  status: string;
-  created_at: string;
-  stripe_transfer_id?: string | null;
-  failure_reason?: string;
-  completed_at?: string | null;
-}
+export type Payout = Schemas["PayoutOutput"];
 
 export interface BillingRow {
   day?: string;

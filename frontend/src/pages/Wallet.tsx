@@ -42,7 +42,7 @@ function StripePayment({ payment, onDone }: { payment: PaymentResult; onDone: ()
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const config = pageConfig();
-  const url = payment.stripe_js_url ?? config.stripe_js_url;
+  const url = config.stripe_js_url;
   const key = payment.publishable_key ?? config.stripe_publishable_key;
 
   useEffect(() => {
@@ -172,6 +172,10 @@ const KINDS: Record<LedgerLine["kind"], string> = {
   release: "Unused hold returned",
   reversal: "Charges reversed (lost attempt)",
   maturity: "Earnings matured",
+  refund: "Refund of a purchase",
+  payout: "Payout",
+  payout_paid: "Payout paid",
+  payout_reversal: "Payout failed: returned",
 };
 
 function lineKind(kind: LedgerLine["kind"] | string): string {
