@@ -49,6 +49,11 @@ class InsufficientCredits(ServiceError):
     default_code = "insufficient_credits"
 
 
+class TooLarge(ServiceError):
+    status_code = 413
+    default_code = "too_large"
+
+
 class Unprocessable(ServiceError):
     status_code = 422
     default_code = "unprocessable"

@@ -129,6 +129,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "ledger.tasks.ledger_reconcile_task",
         "schedule": timedelta(minutes=env_int("RECONCILE_INTERVAL_MINUTES", 15, minimum=1)),
     },
+    "jobs-reap": {
+        "task": "jobs.tasks.jobs_reap",
+        "schedule": timedelta(seconds=env_int("JOB_REAP_INTERVAL_SECONDS", 3, minimum=1)),
+    },
     "earnings-mature": {
         "task": "ledger.tasks.earnings_mature_task",
         "schedule": timedelta(minutes=5),
@@ -211,9 +215,9 @@ EARNINGS_DISPUTE_WINDOW_SECONDS = env_int(
 # Platform revenue is split over this many account rows (by job) so that concurrent charges
 # don't all queue on one row lock; see docs/ledger.md.
 LEDGER_REVENUE_SHARDS = env_int("LEDGER_REVENUE_SHARDS", 16, minimum=1)
-# Dotted path to a callable giving the reconciliation job facts (finished? cap?); set by the jobs
-# app. Empty: the two job checks are skipped.
-LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "")
+# Dotted path to a callable giving the reconciliation job facts (finished? cap?), provided by
+# the jobs app. Empty: the two job checks are skipped.
+LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "jobs.selectors.job_facts")
 
 PAYMENT_PROVIDER = env_str("PAYMENT_PROVIDER", "demo")
 DEMO_PAYMENTS_ENABLED = env_bool("DEMO_PAYMENTS_ENABLED", False)
@@ -251,6 +255,22 @@ CELERY_BEAT_SCHEDULE["hosts-mark-offline"] = {
 JOB_OFFER_TTL_SECONDS = env_int("JOB_OFFER_TTL_SECONDS", 10, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+# A queued job that no host takes within this long fails ("no host took the job").
+JOB_QUEUE_TIMEOUT_SECONDS = env_int("JOB_QUEUE_TIMEOUT_SECONDS", 600, minimum=1)
+# Job files travel inside the job.offer message (agent/protocol.py caps it at 256 KiB, and
+# base64 adds a third), so their total stays well under that.
+JOB_FILE_MAX_BYTES = env_int("JOB_FILE_MAX_BYTES", 160 * 1024, minimum=1)
+JOB_FILES_MAX_BYTES = env_int("JOB_FILES_MAX_BYTES", 160 * 1024, minimum=1)
+JOB_CODE_MAX_BYTES = env_int("JOB_CODE_MAX_BYTES", 128 * 1024, minimum=1)
+JOB_FILES_MAX_COUNT = env_int("JOB_FILES_MAX_COUNT", 100, minimum=1)
+JOB_ARCHIVE_MAX_BYTES = env_int("JOB_ARCHIVE_MAX_BYTES", 256 * 1024, minimum=1)
+JOB_REQUIREMENTS_MAX_COUNT = env_int("JOB_REQUIREMENTS_MAX_COUNT", 50, minimum=0)
+JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=60)
+# The stored log of one attempt keeps its last JOB_LOG_MAX_BYTES bytes.
+JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
+JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
+JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
+JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
 
 # --- Static files and the web app ------------------------------------------------------------
 STATIC_URL = "/static/"

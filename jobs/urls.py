@@ -1,3 +1,21 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from jobs import apis
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("jobs/", apis.JobListCreateApi.as_view(), name="job-list"),
+    path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="job-cancel"),
+    path("jobs/<int:job_id>/logs/", apis.JobLogsApi.as_view(), name="job-logs"),
+    path("jobs/<int:job_id>/outputs/", apis.JobOutputsApi.as_view(), name="job-outputs"),
+    path(
+        "jobs/<int:job_id>/outputs/<path:name>",
+        apis.JobOutputDownloadApi.as_view(),
+        name="job-output",
+    ),
+    path(
+        "agent/jobs/<int:job_id>/attempts/<int:attempt>/outputs/",
+        apis.AgentOutputUploadApi.as_view(),
+        name="agent-job-outputs",
+    ),
+]

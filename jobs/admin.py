@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.contrib import admin
+
+from jobs.models import Job, JobAttempt, JobHostRejection, JobOutput
+
+# The admin classes are generic only in django-stubs, which production does not install.
+if TYPE_CHECKING:
+    _AttemptInline = admin.TabularInline[JobAttempt, Job]
+    _JobAdmin = admin.ModelAdmin[Job]
+    _OutputAdmin = admin.ModelAdmin[JobOutput]
+    _RejectionAdmin = admin.ModelAdmin[JobHostRejection]
+else:
+    _AttemptInline = admin.TabularInline
+    _JobAdmin = _OutputAdmin = _RejectionAdmin = admin.ModelAdmin
+
+
+class JobAttemptInline(_AttemptInline):
+    model = JobAttempt
+    extra = 0
+    fields = readonly_fields = (
+        "number",
+        "host",
+        "status",
+        "reason",
+        "offered_at",
+        "lease_expires_at",
+        "log_offset",
+    )
+    can_delete = False
+
+
+@admin.register(Job)
+class JobAdmin(_JobAdmin):
+    list_display = ["id", "owner", "status", "attempt", "host", "cost_micros", "created_at"]
+    list_filter = ["status", "placement"]
+    search_fields = ["id", "owner__username"]
+    readonly_fields = [f.name for f in Job._meta.fields]
+    inlines = [JobAttemptInline]
+
+
+@admin.register(JobOutput)
+class JobOutputAdmin(_OutputAdmin):
+    list_display = ["job", "attempt", "name", "size", "uploaded_at"]
+
+
+@admin.register(JobHostRejection)
+class JobHostRejectionAdmin(_RejectionAdmin):
+    list_display = ["job", "host", "reason", "created_at"]

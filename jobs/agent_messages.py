@@ -1,0 +1,245 @@
+"""Handlers for the job messages an agent sends on /ws/agent/.
+
+Each handler takes the authenticated host's id and a decoded envelope (agent/protocol.py has
+already checked the fields) and returns the replies to send back, as ``(type, data)`` pairs.
+
+Fencing, the same for every message about an attempt ``(job_id, attempt)``:
+
+- the attempt must exist and have been offered to *this* host, else ``error not_your_job``
+  and nothing changes (one host's credential can't speak for another host's job);
+- a message that repeats what the server already has (an accept of an accepted attempt, a
+  phase already reached, a log chunk or usage seq already stored, a finish already recorded)
+  is a no-op, answered as the first one was;
+- a message for a stale attempt (not the job's current attempt, or ended: lost, expired,
+  rejected, cancelled) is refused with ``error stale_attempt`` *and* a ``job.cancel`` for that
+  attempt, so the agent kills the container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from agent.protocol import (
+    Envelope,
+    Heartbeat,
+    JobAccept,
+    JobCancel,
+    JobFinished,
+    JobLog,
+    JobReject,
+    JobStarted,
+    LogAck,
+    RunningJobRef,
+    Usage,
+    UsageAck,
+)
+from jobs.models import AttemptStatus, JobAttempt
+from jobs.services.attempts import (
+    attempt_accept,
+    attempt_finish,
+    attempt_reject,
+    attempt_start,
+    attempt_usage_record,
+)
+from jobs.services.dispatch import offers_open
+from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
+from jobs.services.logs import log_append
+from jobs.states import ATTEMPT_ACTIVE, IllegalTransition
+
+Reply = tuple[str, dict[str, Any]]
+Handler = Callable[[int, Envelope], list[Reply]]
+
+_FINISHED = frozenset(
+    {
+        AttemptStatus.SUCCEEDED,
+        AttemptStatus.FAILED,
+        AttemptStatus.CANCELLED,
+        AttemptStatus.TIMED_OUT,
+        AttemptStatus.BUDGET_EXHAUSTED,
+    }
+)
+# The agent may still send the tail of the log after it reported the job finished.
+_LOGGABLE = ATTEMPT_ACTIVE | _FINISHED
+
+
+def _error(envelope: Envelope, code: str, message: str) -> Reply:
+    return ("error", {"code": code, "message": message, "ref_id": envelope["id"]})
+
+
+def _not_yours(envelope: Envelope, job_id: int, number: int) -> list[Reply]:
+    return [
+        _error(
+            envelope, "not_your_job", f"job {job_id} attempt {number} was not offered to this host"
+        )
+    ]
+
+
+def _stale(envelope: Envelope, attempt: JobAttempt, why: str) -> list[Reply]:
+    cancel = JobCancel(
+        job_id=attempt.job_id, attempt=attempt.number, reason=f"stale attempt: {why}"
+    )
+    return [
+        _error(
+            envelope,
+            "stale_attempt",
+            f"job {attempt.job_id} attempt {attempt.number} is {why}: stop it",
+        ),
+        ("job.cancel", dict(cancel)),
+    ]
+
+
+def _attempt_of(host_id: int, job_id: int, number: int) -> JobAttempt | None:
+    attempt = JobAttempt.objects.select_related("job").filter(job_id=job_id, number=number).first()
+    if attempt is None or attempt.host_id != host_id:
+        return None
+    return attempt
+
+
+def _staleness(attempt: JobAttempt, allowed: frozenset[AttemptStatus]) -> str | None:
+    """Why the attempt can't take this message, or None."""
+    if attempt.job.attempt != attempt.number:
+        return f"superseded by attempt {attempt.job.attempt}"
+    if attempt.status not in allowed:
+        return str(attempt.status)
+    return None
+
+
+def _fenced(
+    host_id: int, envelope: Envelope, allowed: frozenset[AttemptStatus]
+) -> tuple[JobAttempt | None, list[Reply]]:
+    data = envelope["data"]
+    attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
+    if attempt is None:
+        return None, _not_yours(envelope, data["job_id"], data["attempt"])
+    why = _staleness(attempt, allowed)
+    if why is not None:
+        return None, _stale(envelope, attempt, why)
+    return attempt, []
+
+
+def handle_job_accept(host_id: int, envelope: Envelope) -> list[Reply]:
+    data = cast(JobAccept, envelope["data"])
+    attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
+    if attempt is None:
+        return _not_yours(envelope, data["job_id"], data["attempt"])
+    if attempt.status in ATTEMPT_ACTIVE and attempt.job.attempt == attempt.number:
+        return []
+    attempt, refusal = _fenced(host_id, envelope, frozenset({AttemptStatus.OFFERED}))
+    if attempt is None:
+        return refusal
+    try:
+        attempt_accept(attempt)
+    except IllegalTransition:
+        attempt.refresh_from_db()
+        return _stale(envelope, attempt, "no longer offered")
+    return []
+
+
+def handle_job_reject(host_id: int, envelope: Envelope) -> list[Reply]:
+    data = cast(JobReject, envelope["data"])
+    attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
+    if attempt is None:
+        return _not_yours(envelope, data["job_id"], data["attempt"])
+    if attempt.status in (AttemptStatus.REJECTED, AttemptStatus.EXPIRED):
+        return []
+    attempt, refusal = _fenced(host_id, envelope, frozenset({AttemptStatus.OFFERED}))
+    if attempt is None:
+        return refusal
+    try:
+        attempt_reject(attempt, data["reason"])
+    except IllegalTransition:
+        return []
+    return []
+
+
+_PHASE_ORDER = {AttemptStatus.ACCEPTED: 0, AttemptStatus.PREPARING: 1, AttemptStatus.RUNNING: 2}
+
+
+def handle_job_started(host_id: int, envelope: Envelope) -> list[Reply]:
+    data = cast(JobStarted, envelope["data"])
+    attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE)
+    if attempt is None:
+        return refusal
+    reached = _PHASE_ORDER[AttemptStatus(attempt.status)]
+    if reached >= _PHASE_ORDER[AttemptStatus(data["phase"])]:
+        return []
+    try:
+        attempt_start(attempt, data["phase"])
+    except IllegalTransition:
+        attempt.refresh_from_db()
+        return _stale(envelope, attempt, "no longer running here")
+    return []
+
+
+def handle_job_log(host_id: int, envelope: Envelope) -> list[Reply]:
+    data = cast(JobLog, envelope["data"])
+    attempt, refusal = _fenced(host_id, envelope, _LOGGABLE)
+    if attempt is None:
+        return refusal
+    end = log_append(attempt.pk, data["offset"], data["data"])
+    ack = LogAck(job_id=attempt.job_id, attempt=attempt.number, offset=end)
+    return [("log.ack", dict(ack))]
+
+
+def handle_job_usage(host_id: int, envelope: Envelope) -> list[Reply]:
+    data = cast(Usage, envelope["data"])
+    attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE)
+    if attempt is None:
+        return refusal
+    attempt_usage_record(attempt, data)
+    ack = UsageAck(job_id=attempt.job_id, attempt=attempt.number, seq=data["seq"], stop=False)
+    return [("usage.ack", dict(ack))]
+
+
+def handle_job_finished(host_id: int, envelope: Envelope) -> list[Reply]:
+    data = cast(JobFinished, envelope["data"])
+    ack: Reply = ("ack", {"ack_id": envelope["id"]})
+    attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
+    if attempt is None:
+        return _not_yours(envelope, data["job_id"], data["attempt"])
+    if attempt.status in _FINISHED:
+        return [ack]
+    attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE)
+    if attempt is None:
+        return refusal
+    try:
+        attempt_finish(attempt, data)
+    except IllegalTransition:
+        attempt.refresh_from_db()
+        return _stale(envelope, attempt, "no longer running here")
+    return [ack]
+
+
+def handle_heartbeat(host_id: int, envelope: Envelope) -> list[Reply]:
+    """Renew the leases of what the agent runs; repeat pending and stale-attempt cancels."""
+    data = cast(Heartbeat, envelope["data"])
+    cancels = [*cancels_pending(host_id), *leases_renew(host_id, data["running_jobs"])]
+    seen: set[tuple[int, int]] = set()
+    replies: list[Reply] = []
+    for cancel in cancels:
+        ref = (cancel["job_id"], cancel["attempt"])
+        if ref not in seen:
+            seen.add(ref)
+            replies.append(("job.cancel", dict(cancel)))
+    return replies
+
+
+def resume_decide(
+    host_id: int, running_jobs: list[RunningJobRef]
+) -> tuple[list[RunningJobRef], list[RunningJobRef], list[Reply]]:
+    """For ``hello``: what to keep, what to kill, and the open offers to send again."""
+    keep, kill = welcome_decide(host_id, running_jobs)
+    return keep, kill, [("job.offer", dict(offer)) for offer in offers_open(host_id)]
+
+
+# What the hosts consumer dispatches to (jobs/apps.py registers these).
+HANDLERS: dict[str, Handler] = {
+    "job.accept": handle_job_accept,
+    "job.reject": handle_job_reject,
+    "job.started": handle_job_started,
+    "job.log": handle_job_log,
+    "job.usage": handle_job_usage,
+    "job.finished": handle_job_finished,
+    "heartbeat": handle_heartbeat,
+}

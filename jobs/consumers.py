@@ -1,0 +1,55 @@
+"""The owner's live view of a job: /ws/jobs/{id}/ (status changes, log chunks, usage, cost).
+
+Read-only for the browser. The first message is the job's current status; later ones are
+pushed by services after commit through the group ``job.{id}``. Pushes can be dropped (the
+channel layer is at-most-once), so a client that needs everything reads the logs over HTTP
+from its last offset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from jobs.events import job_group
+from jobs.models import Job
+from jobs.states import job_status_event
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+def _snapshot(user: Any, job_id: int) -> dict[str, Any] | None:
+    job = Job.objects.filter(pk=job_id, owner=user).first()
+    return None if job is None else job_status_event(job)
+
+
+class JobConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
+    group: str | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        snapshot = await database_sync_to_async(_snapshot)(user, job_id)
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.group = job_group(job_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json(snapshot)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The socket is read-only: browser messages are ignored."""
+
+    async def job_event(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])

@@ -1,0 +1,219 @@
+"""Jobs, their attempts, files, logs and outputs.
+
+A job is what the renter asked for; an attempt is one offer of it to one host (the attempt
+number is the fencing token every agent message carries). Status changes of a job go through
+``jobs.states.job_transition`` only.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    OFFERED = "offered", "Offered"
+    ACCEPTED = "accepted", "Accepted"
+    PREPARING = "preparing", "Preparing"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    TIMED_OUT = "timed_out", "Timed out"
+    BUDGET_EXHAUSTED = "budget_exhausted", "Budget exhausted"
+
+
+class AttemptStatus(models.TextChoices):
+    OFFERED = "offered", "Offered"
+    ACCEPTED = "accepted", "Accepted"
+    PREPARING = "preparing", "Preparing"
+    RUNNING = "running", "Running"
+    REJECTED = "rejected", "Rejected by the host"
+    EXPIRED = "expired", "Offer expired"
+    LOST = "lost", "Lost"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    TIMED_OUT = "timed_out", "Timed out"
+    BUDGET_EXHAUSTED = "budget_exhausted", "Budget exhausted"
+
+
+class PlacementMode(models.TextChoices):
+    AUTO = "auto", "Placed by the marketplace"
+    CHOSEN = "chosen", "Host chosen by the renter"
+
+
+class Job(models.Model):
+    """A renter's script with its limits, cost cap and the rates of the host it was placed on."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
+    )
+    placement = models.CharField(max_length=16, choices=PlacementMode.choices)
+    # The host the renter chose (placement=chosen); the host of the current attempt is `host`.
+    requested_host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
+    status_reason = models.CharField(max_length=500, blank=True)
+    # Number of the current attempt (0 until the first offer); the fencing token.
+    attempt = models.PositiveIntegerField(default=0)
+    # How many attempts may be accepted by hosts before a lost one fails the job.
+    max_attempts = models.PositiveIntegerField()
+    entrypoint = models.CharField(max_length=255)
+    requirements = models.JSONField(default=list, blank=True)
+    cpus = models.DecimalField(max_digits=6, decimal_places=2)
+    memory_mb = models.PositiveIntegerField()
+    gpus = models.PositiveIntegerField(default=0)
+    timeout_seconds = models.PositiveIntegerField()
+    max_cost_micros = models.PositiveBigIntegerField()
+    # Rates copied from the host at placement: a later price change never touches this job.
+    cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
+    memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
+    gpu_hour_micros = models.PositiveBigIntegerField(default=0)
+    allow_network = models.BooleanField(default=False)
+    cost_micros = models.PositiveBigIntegerField(default=0)
+    exit_code = models.IntegerField(null=True, blank=True)
+    # Money bookkeeping: the cap is held on submit and released when the job settles.
+    hold_placed_at = models.DateTimeField(null=True, blank=True)
+    hold_released_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+            models.Index(fields=["status", "queued_at"], name="job_status_queued"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(cost_micros__lte=models.F("max_cost_micros")),
+                name="job_cost_within_cap",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(placement="chosen") | models.Q(requested_host__isnull=False),
+                name="job_chosen_needs_host",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"job #{self.pk} ({self.status})"
+
+
+class JobFile(models.Model):
+    """One file of the job's code or input, stored in the database (sizes are capped)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=255)
+    content = models.BinaryField()
+    size = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "path"], name="uniq_job_file")]
+
+    def __str__(self) -> str:
+        return f"{self.path} of job {self.job_id}"
+
+
+class JobAttempt(models.Model):
+    """One offer of a job to one host and, when accepted, its run. Unique per (job, number)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="job_attempts")
+    status = models.CharField(
+        max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.OFFERED
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    offered_at = models.DateTimeField(auto_now_add=True)
+    offer_expires_at = models.DateTimeField()
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    # Logs: every byte before log_offset is stored, except those before log_start (dropped to
+    # keep the tail within JOB_LOG_MAX_BYTES).
+    log_offset = models.PositiveBigIntegerField(default=0)
+    log_start = models.PositiveBigIntegerField(default=0)
+    # The latest cumulative usage report (metering charges from it; here it is only recorded).
+    usage_seq = models.BigIntegerField(default=-1)
+    usage = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="uniq_job_attempt")]
+        indexes = [
+            models.Index(fields=["status", "offer_expires_at"], name="attempt_offer_expiry"),
+            models.Index(fields=["status", "lease_expires_at"], name="attempt_lease_expiry"),
+            models.Index(fields=["host", "status"], name="attempt_host_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} attempt {self.number} on host {self.host_id} ({self.status})"
+
+
+class JobLogChunk(models.Model):
+    """Bytes ``[offset, offset + size)`` of one attempt's combined stdout/stderr."""
+
+    attempt = models.ForeignKey(JobAttempt, on_delete=models.CASCADE, related_name="log_chunks")
+    offset = models.PositiveBigIntegerField()
+    size = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["attempt", "offset"], name="uniq_log_chunk")]
+
+    def __str__(self) -> str:
+        return f"log of attempt {self.attempt_id} at {self.offset}+{self.size}"
+
+
+def _output_path(instance: JobOutput, filename: str) -> str:
+    return f"job-outputs/{instance.job_id}/{instance.attempt_id}/{instance.sha256}"
+
+
+class JobOutput(models.Model):
+    """A file the job left in /outputs: metadata from job.finished, content uploaded by HTTP."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outputs")
+    attempt = models.ForeignKey(JobAttempt, on_delete=models.CASCADE, related_name="outputs")
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file = models.FileField(upload_to=_output_path, max_length=300, blank=True)
+    uploaded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["attempt", "name"], name="uniq_attempt_output")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of job {self.job_id}"
+
+
+class JobHostRejection(models.Model):
+    """A host that refused, let expire or lost this job: auto placement skips it."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="rejections")
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "host"], name="uniq_job_host_rejection")
+        ]
+
+    def __str__(self) -> str:
+        return f"host {self.host_id} refused job {self.job_id}"

@@ -1,0 +1,173 @@
+"""Request and response shapes of the jobs API."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from config.errors import TooLarge
+from jobs.models import Job, JobOutput
+from jobs.validation import JobSubmission, SubmittedFile
+from marketplace.quote_apis import JobLimitsSerializer
+
+
+class FileInputSerializer(serializers.Serializer[SubmittedFile]):
+    path = serializers.CharField(max_length=255, trim_whitespace=False)
+    content = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, help_text="text, UTF-8"
+    )
+    content_b64 = serializers.CharField(required=False, help_text="bytes, base64")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("content" in attrs) == ("content_b64" in attrs):
+            raise serializers.ValidationError("give exactly one of content or content_b64")
+        if "content" in attrs:
+            attrs["raw"] = attrs["content"].encode()
+        else:
+            try:
+                attrs["raw"] = base64.b64decode(attrs["content_b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise serializers.ValidationError({"content_b64": "not valid base64"}) from None
+        return attrs
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "string", "description": "requirements.txt lines"},
+        ]
+    }
+)
+class RequirementsField(serializers.Field[list[str], list[str] | str, list[str], Any]):
+    """A list of lines, or one requirements.txt-style string (handy in multipart forms)."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if isinstance(data, str):
+            return data.splitlines()
+        if isinstance(data, list) and all(isinstance(line, str) for line in data):
+            return list(data)
+        raise serializers.ValidationError("a list of requirement lines, or a string")
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return value
+
+
+class JobCreateSerializer(JobLimitsSerializer):
+    code = serializers.CharField(required=False, trim_whitespace=False, help_text="one file")
+    files = FileInputSerializer(many=True, required=False)
+    archive = serializers.FileField(required=False, help_text="a zip (multipart)")
+    entrypoint = serializers.CharField(required=False, max_length=255)
+    requirements = RequirementsField(required=False, default=list)
+    max_cost_micros = serializers.IntegerField(min_value=1, help_text="the hard cost cap")
+    host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    placement = serializers.ChoiceField(choices=["auto", "chosen"], required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        host, placement = attrs.get("host"), attrs.get("placement")
+        if host is None and placement != "auto":
+            raise serializers.ValidationError({"placement": 'give a host, or placement: "auto"'})
+        if host is not None and placement == "auto":
+            raise serializers.ValidationError({"placement": 'a chosen host is not "auto"'})
+        return attrs
+
+    def submission(self) -> JobSubmission:
+        data = self.validated_data
+        archive = data.get("archive")
+        if archive is not None and (archive.size or 0) > settings.JOB_ARCHIVE_MAX_BYTES:
+            # Checked before reading it into memory; files_from_archive checks again.
+            raise TooLarge(
+                f"the archive is larger than {settings.JOB_ARCHIVE_MAX_BYTES} bytes",
+                code="archive_too_large",
+            )
+        return JobSubmission(
+            entrypoint=data.get("entrypoint"),
+            requirements=data["requirements"],
+            cpus=data["cpus"],
+            memory_mb=data["memory_mb"],
+            gpus=data["gpus"],
+            timeout_seconds=data["timeout_seconds"],
+            max_cost_micros=data["max_cost_micros"],
+            host_id=data.get("host"),
+            code=data.get("code"),
+            files=tuple(SubmittedFile(f["path"], f["raw"]) for f in data.get("files", [])),
+            archive=archive.read() if archive is not None else None,
+        )
+
+
+class JobSerializer(serializers.ModelSerializer[Job]):
+    cpus = serializers.DecimalField(max_digits=6, decimal_places=2, coerce_to_string=False)
+    cancel_requested = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "status",
+            "status_reason",
+            "attempt",
+            "max_attempts",
+            "placement",
+            "requested_host",
+            "host",
+            "entrypoint",
+            "requirements",
+            "cpus",
+            "memory_mb",
+            "gpus",
+            "timeout_seconds",
+            "max_cost_micros",
+            "cost_micros",
+            "cpu_core_hour_micros",
+            "memory_gb_hour_micros",
+            "gpu_hour_micros",
+            "allow_network",
+            "exit_code",
+            "cancel_requested",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_cancel_requested(self, job: Job) -> bool:
+        return job.cancel_requested_at is not None
+
+
+class LogPageSerializer(serializers.Serializer[object]):
+    job_id = serializers.IntegerField()
+    attempt = serializers.IntegerField(allow_null=True)
+    offset = serializers.IntegerField(help_text="byte offset of the first byte in data")
+    next_offset = serializers.IntegerField(help_text="pass this as ?offset= to read on")
+    # Named like JobLog.data on the wire; DRF's metaclass moves declared fields off the class,
+    # so this does not shadow Serializer.data at runtime.
+    data = serializers.CharField(  # type: ignore[assignment]
+        help_text="log text (a notice line first when truncated)"
+    )
+    truncated = serializers.BooleanField(help_text="bytes before offset were dropped")
+    is_complete = serializers.BooleanField(help_text="the attempt ended and all is read")
+
+
+class LogQuerySerializer(serializers.Serializer[object]):
+    offset = serializers.IntegerField(min_value=0, default=0)
+    attempt = serializers.IntegerField(min_value=1, required=False)
+
+
+class JobOutputSerializer(serializers.ModelSerializer[JobOutput]):
+    attempt = serializers.IntegerField(source="attempt.number")
+
+    class Meta:
+        model = JobOutput
+        fields = ["name", "size", "sha256", "attempt", "uploaded_at"]
+        read_only_fields = fields
+
+
+class OutputUploadSerializer(serializers.Serializer[object]):
+    name = serializers.CharField(max_length=255, trim_whitespace=False)
+    file = serializers.FileField()

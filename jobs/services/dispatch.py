@@ -1,0 +1,322 @@
+"""Dispatch: offering queued jobs to hosts, reverting expired offers, losing expired leases.
+
+Lock order, everywhere: the job row first (``SELECT … FOR UPDATE`` or the conditional UPDATE of
+``job_transition``), then its attempt row. The deciding write is always a conditional UPDATE,
+so a reaper racing a late ``job.accept`` (or another reaper) sees zero rows and backs off.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agent.protocol import JobFile as WireFile
+from agent.protocol import JobLimits, JobOffer, JobRates
+from hosts.models import Host
+from hosts.services import host_job_outcome_record
+from jobs import agent_link
+from jobs.models import (
+    AttemptStatus,
+    Job,
+    JobAttempt,
+    JobHostRejection,
+    JobStatus,
+    PlacementMode,
+)
+from jobs.selectors import candidates_loaded, job_spec
+from jobs.services.holds import job_fund, job_settle
+from jobs.states import ACTIVE, ATTEMPT_ACTIVE, FINAL, job_transition
+from marketplace.placement import Candidate, hosts_rank, misfit_reason
+from marketplace.placement_selectors import placement_candidate, placement_candidates
+
+_REAP_BATCH = 100
+
+
+@dataclass(frozen=True)
+class _Target:
+    candidate: Candidate | None
+    why_not: str = ""
+    is_permanent: bool = False
+
+
+def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | None:
+    """Offer a queued, funded job to the best host that has not refused it.
+
+    Locks the job row, so concurrent dispatchers make one offer. The offer is sent to the
+    agent after commit. A job no host can take waits (the reaper calls this every few
+    seconds) until JOB_QUEUE_TIMEOUT_SECONDS, or fails at once when every host that could
+    take it has already refused or lost it.
+    """
+    now = now or timezone.now()
+    attempt = None
+    with transaction.atomic():
+        job = (
+            # of=self: lock the job row only, not the owner's user row joined in.
+            Job.objects.select_for_update(of=("self",))
+            .select_related("owner")
+            .filter(pk=job_id, status=JobStatus.QUEUED, hold_placed_at__isnull=False)
+            .first()
+        )
+        if job is None:
+            return None
+        target = _placement_target(job, now)
+        if target.candidate is not None:
+            attempt = _offer_create(job, target.candidate, now)
+        elif not _unplaceable_fail(job, target, now):
+            return None
+    if attempt is None:
+        job_settle(job_id)
+    return attempt
+
+
+def _placement_target(job: Job, now: datetime) -> _Target:
+    spec = job_spec(job)
+    if job.placement == PlacementMode.CHOSEN:
+        assert job.requested_host_id is not None
+        try:
+            chosen = placement_candidate(job.owner, job.requested_host_id, now=now)
+        except Host.DoesNotExist:
+            return _Target(None, "the chosen host is gone", is_permanent=True)
+        [loaded] = candidates_loaded([chosen])
+        why_not = misfit_reason(spec, loaded)
+        return _Target(loaded) if why_not is None else _Target(None, why_not)
+    refused = set(job.rejections.values_list("host_id", flat=True))
+    budget = job.max_cost_micros - job.cost_micros
+    candidates = placement_candidates(job.owner, now=now)
+    ranked = hosts_rank(
+        spec, candidates_loaded(candidates), max_cost_micros=budget, exclude=refused
+    )
+    if ranked:
+        return _Target(ranked[0].candidate)
+    # Hosts that are offline, unavailable or busy for now may take it later; only when no
+    # host could ever take it (all refused it or lost it) is the failure permanent.
+    someday = [
+        dataclasses.replace(c, is_online=True, is_available=True, is_draining=False)
+        for c in candidates
+    ]
+    could_ever = hosts_rank(spec, someday, max_cost_micros=budget, exclude=refused)
+    if not could_ever and refused:
+        return _Target(None, "every host that fits refused or lost the job", is_permanent=True)
+    return _Target(None, "no host that fits is free now")
+
+
+def _unplaceable_fail(job: Job, target: _Target, now: datetime) -> bool:
+    """Fail a job nobody can take: at once when permanent, else after the queue timeout."""
+    waited = now - job.queued_at
+    if not target.is_permanent and waited < timedelta(seconds=settings.JOB_QUEUE_TIMEOUT_SECONDS):
+        return False
+    reason = target.why_not
+    if not target.is_permanent:
+        reason = f"no host took the job within {settings.JOB_QUEUE_TIMEOUT_SECONDS} s: {reason}"
+    job_transition(job, JobStatus.FAILED, reason, expected_from=[JobStatus.QUEUED])
+    return True
+
+
+def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
+    number = job.attempt + 1
+    attempt = JobAttempt.objects.create(
+        job=job,
+        number=number,
+        host_id=target.host_id,
+        offer_expires_at=now + timedelta(seconds=settings.JOB_OFFER_TTL_SECONDS),
+    )
+    job_transition(
+        job,
+        JobStatus.OFFERED,
+        f"offered to host {target.name} (#{target.host_id})",
+        expected_from=[JobStatus.QUEUED],
+        at_attempt=job.attempt,
+        attempt=number,
+        host_id=target.host_id,
+        cpu_core_hour_micros=target.rates.cpu_core_hour_micros,
+        memory_gb_hour_micros=target.rates.memory_gb_hour_micros,
+        gpu_hour_micros=target.rates.gpu_hour_micros,
+        allow_network=target.allow_network,
+    )
+    offer = offer_build(job, attempt)
+    transaction.on_commit(lambda: agent_link.agent_send(target.host_id, "job.offer", offer))
+    return attempt
+
+
+def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
+    """The job.offer message for this attempt (files inline, base64)."""
+    files = [
+        WireFile(path=f.path, content_b64=base64.b64encode(bytes(f.content)).decode())
+        for f in job.files.order_by("path")
+    ]
+    return JobOffer(
+        job_id=job.pk,
+        attempt=attempt.number,
+        offer_expires_at=attempt.offer_expires_at.isoformat(),
+        entrypoint=job.entrypoint,
+        files=files,
+        requirements=list(job.requirements),
+        limits=JobLimits(
+            cpus=float(job.cpus),
+            memory_mb=job.memory_mb,
+            gpus=job.gpus,
+            timeout_seconds=job.timeout_seconds,
+            allow_network=job.allow_network,
+        ),
+        rates=JobRates(
+            cpu_core_hour_micros=job.cpu_core_hour_micros,
+            memory_gb_hour_micros=job.memory_gb_hour_micros,
+            gpu_hour_micros=job.gpu_hour_micros,
+        ),
+        max_cost_micros=job.max_cost_micros,
+        charged_micros=job.cost_micros,
+    )
+
+
+def offers_open(host_id: int, *, now: datetime | None = None) -> list[JobOffer]:
+    """The offers this host has not answered yet and may still accept (sent again on hello)."""
+    now = now or timezone.now()
+    attempts = JobAttempt.objects.filter(
+        host_id=host_id, status=AttemptStatus.OFFERED, offer_expires_at__gt=now
+    ).select_related("job")
+    return [
+        offer_build(a.job, a)
+        for a in attempts.order_by("pk")
+        if a.job.status == JobStatus.OFFERED and a.job.attempt == a.number
+    ]
+
+
+def host_refusal_record(job: Job, host_id: int, reason: str) -> None:
+    """Remember that this host refused, ignored or lost the job, so auto placement moves on."""
+    if job.placement == PlacementMode.AUTO:
+        JobHostRejection.objects.get_or_create(
+            job=job, host_id=host_id, defaults={"reason": reason[:500]}
+        )
+
+
+def offer_expire(attempt_id: int, *, now: datetime | None = None) -> bool:
+    """Revert an offer the host did not answer in time and offer the job again.
+
+    Locks the job, then expires the attempt with a conditional UPDATE; a job.accept that won
+    the race first leaves nothing to expire.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        attempt = JobAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.OFFERED).first()
+        if attempt is None:
+            return False
+        job = (
+            Job.objects.select_for_update()
+            .filter(pk=attempt.job_id, status=JobStatus.OFFERED, attempt=attempt.number)
+            .first()
+        )
+        expired = JobAttempt.objects.filter(
+            pk=attempt_id, status=AttemptStatus.OFFERED, offer_expires_at__lte=now
+        )
+        if (
+            job is None
+            or expired.update(status=AttemptStatus.EXPIRED, reason="offer expired", finished_at=now)
+            != 1
+        ):
+            return False
+        host_refusal_record(job, attempt.host_id, "did not answer the offer in time")
+        job_transition(
+            job,
+            JobStatus.QUEUED,
+            f"host #{attempt.host_id} did not answer the offer in time",
+            expected_from=[JobStatus.OFFERED],
+            at_attempt=attempt.number,
+        )
+    job_offer_next(attempt.job_id, now=now)
+    return True
+
+
+def attempt_lose(
+    attempt_id: int, reason: str, *, now: datetime | None = None, lease_expired: bool = True
+) -> bool:
+    """End an active attempt as lost: requeue the job while retries remain, else fail it.
+
+    Locks the job, then marks the attempt lost with a conditional UPDATE (on the lease still
+    being expired, unless ``lease_expired`` is False: the agent said it no longer runs it).
+    Counts the loss against the host. A job whose cancel was pending ends cancelled.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        attempt = JobAttempt.objects.filter(pk=attempt_id, status__in=ATTEMPT_ACTIVE).first()
+        if attempt is None:
+            return False
+        job = (
+            Job.objects.select_for_update()
+            .filter(pk=attempt.job_id, status__in=ACTIVE, attempt=attempt.number)
+            .first()
+        )
+        losing = JobAttempt.objects.filter(pk=attempt_id, status__in=ATTEMPT_ACTIVE)
+        if lease_expired:
+            losing = losing.filter(lease_expires_at__lte=now)
+        if (
+            job is None
+            or losing.update(status=AttemptStatus.LOST, reason=reason[:500], finished_at=now) != 1
+        ):
+            return False
+        host_job_outcome_record(host_id=attempt.host_id, is_finished=False)
+        _after_loss(job, attempt, reason)
+    if job.status == JobStatus.QUEUED:
+        job_offer_next(job.pk, now=now)
+    else:
+        job_settle(job.pk)
+    return True
+
+
+def _after_loss(job: Job, attempt: JobAttempt, reason: str) -> None:
+    lost = job.attempts.filter(status=AttemptStatus.LOST).count()
+    number = attempt.number
+    if job.cancel_requested_at is not None:
+        target, why = JobStatus.CANCELLED, f"cancelled; attempt {number} was lost ({reason})"
+    elif lost < job.max_attempts:
+        host_refusal_record(job, attempt.host_id, "lost the job")
+        target, why = JobStatus.QUEUED, f"attempt {number} lost ({reason}); retrying"
+    else:
+        target, why = JobStatus.FAILED, f"attempt {number} lost ({reason}); no retries left"
+    job_transition(job, target, why, expected_from=ACTIVE, at_attempt=number)
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    offers_expired: int
+    attempts_lost: int
+    jobs_offered: int
+    jobs_funded: int
+    jobs_settled: int
+
+
+def jobs_reap(*, now: datetime | None = None) -> ReapReport:
+    """One pass of the periodic reaper; safe to run concurrently and to repeat."""
+    now = now or timezone.now()
+    offers = JobAttempt.objects.filter(
+        status=AttemptStatus.OFFERED, offer_expires_at__lte=now
+    ).values_list("pk", flat=True)[:_REAP_BATCH]
+    expired = sum(offer_expire(pk, now=now) for pk in list(offers))
+    leases = JobAttempt.objects.filter(
+        status__in=ATTEMPT_ACTIVE, lease_expires_at__lte=now
+    ).values_list("pk", flat=True)[:_REAP_BATCH]
+    lost = sum(
+        attempt_lose(pk, "the host stopped renewing its lease", now=now) for pk in list(leases)
+    )
+    queued = (
+        Job.objects.filter(status=JobStatus.QUEUED, hold_placed_at__isnull=False)
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[:_REAP_BATCH]
+    )
+    offered = sum(job_offer_next(pk, now=now) is not None for pk in list(queued))
+    unfunded = Job.objects.filter(
+        status=JobStatus.QUEUED,
+        hold_placed_at__isnull=True,
+        created_at__lte=now - timedelta(seconds=60),
+    ).values_list("pk", flat=True)[:_REAP_BATCH]
+    funded = sum(job_fund(pk) for pk in list(unfunded))
+    unsettled = Job.objects.filter(
+        status__in=FINAL, hold_placed_at__isnull=False, hold_released_at__isnull=True
+    ).values_list("pk", flat=True)[:_REAP_BATCH]
+    settled = sum(job_settle(pk) for pk in list(unsettled))
+    return ReapReport(expired, lost, offered, funded, settled)

@@ -1,0 +1,131 @@
+"""Submitting a job: validate at the edge, create it with its files, hold its cap, offer it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from config.errors import Conflict, ValidationFailed
+from hosts.models import Host
+from jobs.billing import job_hold_place
+from jobs.models import Job, JobFile, JobStatus, PlacementMode
+from jobs.services.dispatch import job_offer_next
+from jobs.validation import JobSubmission, SubmittedFile, requirements_check, submission_files
+from marketplace.placement import JobSpec, hosts_rank, minimum_cap_micros, misfit_reason
+from marketplace.placement_selectors import placement_candidate, placement_candidates
+
+
+def job_submit(*, owner: User, submission: JobSubmission) -> Job:
+    """Validate everything, create the job and its files, hold its cap, queue and offer it.
+
+    Moves money: wallet -> escrow (the cap) through ledger.hold_place. Ledger services are
+    durable transactions of their own, so the job and its files are committed first and the
+    hold follows; when the wallet can't cover the cap (402) the job is deleted before the
+    error propagates, leaving nothing behind. A crash between the two leaves an unfunded job
+    that dispatch ignores and the reaper funds (the hold is idempotent by key) or fails.
+    """
+    files, entrypoint = submission_files(submission)
+    requirements = requirements_check(submission.requirements)
+    spec = JobSpec(
+        cpus=Decimal(submission.cpus),
+        memory_mb=submission.memory_mb,
+        gpus=submission.gpus,
+        timeout_seconds=submission.timeout_seconds,
+    )
+    _limits_check(spec, submission.max_cost_micros)
+    _placement_check(owner, spec, submission)
+    job = _job_create(owner, submission, spec, entrypoint, requirements, files)
+    try:
+        job_hold_place(job)
+    except Exception:
+        Job.objects.filter(pk=job.pk).delete()
+        raise
+    Job.objects.filter(pk=job.pk).update(hold_placed_at=timezone.now())
+    job_offer_next(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
+    problems = {
+        "cpus": spec.cpus <= 0,
+        "memory_mb": spec.memory_mb <= 0,
+        "gpus": spec.gpus < 0,
+        "timeout_seconds": not 0 < spec.timeout_seconds <= settings.JOB_MAX_TIMEOUT_SECONDS,
+        "max_cost_micros": max_cost_micros <= 0,
+    }
+    bad = [name for name, is_bad in problems.items() if is_bad]
+    if bad:
+        raise ValidationFailed(
+            f"{bad[0]} is out of range",
+            code="invalid_limits",
+            fields={n: ["out of range"] for n in bad},
+        )
+
+
+def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> None:
+    """The chosen host, or at least one host for auto placement, takes this job and cap now."""
+    cap = submission.max_cost_micros
+    if submission.host_id is not None:
+        try:
+            chosen = placement_candidate(owner, submission.host_id)
+        except Host.DoesNotExist:
+            raise ValidationFailed(
+                "no such host", code="unknown_host", fields={"host": [str(submission.host_id)]}
+            ) from None
+        why_not = misfit_reason(spec, chosen)
+        if why_not is not None:
+            raise ValidationFailed(
+                f"host #{chosen.host_id} can't take this job: {why_not}",
+                code="host_unfit",
+                fields={"host": [why_not]},
+            )
+        _cap_check(cap, minimum_cap_micros(spec, chosen.rates))
+        return
+    fitting = hosts_rank(spec, placement_candidates(owner))
+    if not fitting:
+        raise Conflict("no online host that you may use fits this job now", code="no_host_fits")
+    _cap_check(cap, min(minimum_cap_micros(spec, r.candidate.rates) for r in fitting))
+
+
+def _cap_check(cap: int, minimum: int) -> None:
+    if cap < minimum:
+        raise ValidationFailed(
+            f"max_cost_micros must cover at least one minute at the host's rates ({minimum})",
+            code="cap_too_low",
+            fields={"max_cost_micros": [f"at least {minimum}"]},
+        )
+
+
+def _job_create(
+    owner: User,
+    submission: JobSubmission,
+    spec: JobSpec,
+    entrypoint: str,
+    requirements: list[str],
+    files: list[SubmittedFile],
+) -> Job:
+    with transaction.atomic():
+        job = Job.objects.create(
+            owner=owner,
+            placement=PlacementMode.AUTO if submission.host_id is None else PlacementMode.CHOSEN,
+            requested_host_id=submission.host_id,
+            status=JobStatus.QUEUED,
+            status_reason="waiting for a host",
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+            entrypoint=entrypoint,
+            requirements=requirements,
+            cpus=spec.cpus,
+            memory_mb=spec.memory_mb,
+            gpus=spec.gpus,
+            timeout_seconds=spec.timeout_seconds,
+            max_cost_micros=submission.max_cost_micros,
+        )
+        JobFile.objects.bulk_create(
+            JobFile(job=job, path=f.path, content=f.content, size=len(f.content)) for f in files
+        )
+    return job

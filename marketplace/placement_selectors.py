@@ -1,0 +1,67 @@
+"""Loads the hosts placement chooses from (the catalog has its own selectors)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.models import User
+from hosts.models import Host, HostStatus
+from marketplace.placement import Candidate, Rates
+from marketplace.selectors import hosts_visible
+
+
+def _is_online(host: Host, now: datetime) -> bool:
+    """Connected and reported within HOST_OFFLINE_AFTER_SECONDS (as the catalog defines it)."""
+    if host.status not in (HostStatus.ONLINE, HostStatus.BUSY) or host.last_seen_at is None:
+        return False
+    return now - host.last_seen_at <= timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
+
+
+def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candidate:
+    return Candidate(
+        host_id=host.pk,
+        name=host.name,
+        cpus=host.cpus,
+        memory_mb=host.memory_mb,
+        gpu_count=host.gpu_count,
+        max_job_cpus=host.max_job_cpus,
+        max_job_memory_mb=host.max_job_memory_mb,
+        max_job_gpus=host.max_job_gpus,
+        max_job_timeout_seconds=host.max_job_timeout_seconds,
+        rates=Rates(
+            cpu_core_hour_micros=host.cpu_core_hour_micros,
+            memory_gb_hour_micros=host.memory_gb_hour_micros,
+            gpu_hour_micros=host.gpu_hour_micros,
+        ),
+        is_online=_is_online(host, now),
+        is_available=host.is_available,
+        is_draining=host.is_draining or host.status == HostStatus.DRAINING,
+        is_visible=is_visible,
+        allow_network=host.allow_network,
+        jobs_finished=host.jobs_finished,
+        jobs_lost=host.jobs_lost,
+        online_seconds=host.online_seconds,
+        tracked_seconds=host.tracked_seconds,
+    )
+
+
+def placement_candidates(user: User, *, now: datetime | None = None) -> list[Candidate]:
+    """Every host the user may use that is connected and not draining (fit is decided later)."""
+    now = now or timezone.now()
+    hosts = hosts_visible(user=user).filter(
+        status__in=[HostStatus.ONLINE, HostStatus.BUSY], is_draining=False
+    )
+    return [candidate_from_host(h, is_visible=True, now=now) for h in hosts.order_by("pk")]
+
+
+def placement_candidate(user: User, host_id: int, *, now: datetime | None = None) -> Candidate:
+    """One chosen host, whatever its state (the caller reports why it doesn't fit).
+
+    Raises Host.DoesNotExist when there is no such host or the user may not see it: a private
+    host stays invisible rather than "not visible to you".
+    """
+    host = hosts_visible(user=user).get(pk=host_id)
+    return candidate_from_host(host, is_visible=True, now=now or timezone.now())

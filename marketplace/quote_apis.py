@@ -1,0 +1,83 @@
+"""POST /api/v1/quotes/: a job spec in, the estimate and the fitting hosts out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from decimal import Decimal
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import request_user
+from marketplace.placement import JobSpec
+from marketplace.quotes import quote_build
+
+
+class JobLimitsSerializer(serializers.Serializer[JobSpec]):
+    """The resource part of a job spec, shared by quotes and job submission."""
+
+    cpus = serializers.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        min_value=Decimal("0.1"),
+        default=Decimal(1),
+        coerce_to_string=False,
+    )
+    memory_mb = serializers.IntegerField(min_value=16, default=512)
+    gpus = serializers.IntegerField(min_value=0, default=0)
+    timeout_seconds = serializers.IntegerField(
+        min_value=1, max_value=settings.JOB_MAX_TIMEOUT_SECONDS, default=3600
+    )
+
+
+class QuoteRequestSerializer(JobLimitsSerializer):
+    host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    max_cost_micros = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class RatesSerializer(serializers.Serializer[object]):
+    cpu_core_hour_micros = serializers.IntegerField()
+    memory_gb_hour_micros = serializers.IntegerField()
+    gpu_hour_micros = serializers.IntegerField()
+
+
+class HostQuoteSerializer(serializers.Serializer[object]):
+    host = serializers.IntegerField(source="host_id")
+    name = serializers.CharField()
+    rates = RatesSerializer()
+    per_hour_micros = serializers.IntegerField()
+    estimate_micros = serializers.IntegerField(help_text="the most the job can cost here")
+    minimum_cap_micros = serializers.IntegerField(help_text="one minute at this host's rates")
+    reliability = serializers.FloatField(help_text="0..1, see marketplace/placement.py")
+
+
+class QuoteSerializer(serializers.Serializer[object]):
+    per_hour_micros = serializers.IntegerField(allow_null=True)
+    estimate_micros = serializers.IntegerField(
+        allow_null=True, help_text="cost of the whole timeout on the best host"
+    )
+    minimum_cap_micros = serializers.IntegerField(allow_null=True)
+    hosts = HostQuoteSerializer(many=True)
+    host_misfit = serializers.CharField(allow_null=True)
+
+
+class QuoteApi(APIView):
+    @extend_schema(request=QuoteRequestSerializer, responses=QuoteSerializer)
+    def post(self, request: Request) -> Response:
+        given = QuoteRequestSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        quote = quote_build(
+            request_user(request),
+            JobSpec(data["cpus"], data["memory_mb"], data["gpus"], data["timeout_seconds"]),
+            host_id=data.get("host"),
+            max_cost_micros=data.get("max_cost_micros"),
+        )
+        body = asdict(quote)
+        for host in body["hosts"]:
+            host["reliability"] = round(float(host["reliability"]), 4)
+        return Response(QuoteSerializer(body).data)

@@ -1,0 +1,161 @@
+"""Logs: byte offsets, idempotent storage, contiguous acks, the kept tail, reading them back."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.models import JobLogChunk
+from jobs.services.logs import truncation_notice
+from tests.jobs.conftest import Wire
+from tests.jobs.helpers import finished, say, submit
+
+
+@pytest.fixture
+def running(alice, make_host, hana, ledger, committed):
+    ledger.fund(alice, 5_000_000)
+    host = make_host(hana)
+    with committed():
+        job = submit(alice)
+        say(host, "job.accept", job_id=job.pk, attempt=1)
+        say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
+    return job, host
+
+
+def log(host, job, offset, data, attempt=1):
+    [(kind, ack)] = say(host, "job.log", job_id=job.pk, attempt=attempt, offset=offset, data=data)
+    assert kind == "log.ack"
+    return ack["offset"]
+
+
+def stored(job) -> bytes:
+    chunks = JobLogChunk.objects.filter(attempt__job=job).order_by("offset")
+    return b"".join(bytes(c.data) for c in chunks)
+
+
+def test_chunks_in_order_are_stored_and_acked(running, committed):
+    job, host = running
+    with committed():
+        acks = [log(host, job, 0, "hello "), log(host, job, 6, "wörld\n")]
+    assert acks == [6, 13]
+    assert stored(job) == "hello wörld\n".encode()
+
+
+def test_a_resent_chunk_is_stored_once(running, committed):
+    job, host = running
+    with committed():
+        acks = [log(host, job, 0, "abc"), log(host, job, 0, "abc"), log(host, job, 0, "ab")]
+    assert acks == [3, 3, 3]
+    assert stored(job) == b"abc"
+    assert JobLogChunk.objects.count() == 1
+
+
+def test_an_overlapping_chunk_adds_only_its_new_bytes(running, committed):
+    job, host = running
+    with committed():
+        acks = [log(host, job, 0, "abcde"), log(host, job, 3, "defgh")]
+    assert acks == [5, 8]
+    assert stored(job) == b"abcdefgh"
+
+
+def test_a_gap_is_not_filled_by_later_data(running, committed):
+    job, host = running
+    with committed():
+        first = log(host, job, 0, "0123456789")
+        past_gap = log(host, job, 20, "KLMNO")
+        filled = log(host, job, 10, "abcdefghij")
+        resent = log(host, job, 20, "KLMNO")
+    assert (first, past_gap, filled, resent) == (10, 10, 20, 25)
+    assert stored(job) == b"0123456789abcdefghijKLMNO"
+
+
+def test_the_stored_log_keeps_the_tail_and_says_so(running, committed, client_for, alice, settings):
+    # given
+    settings.JOB_LOG_MAX_BYTES = 10
+    job, host = running
+
+    # when: 25 bytes in three chunks
+    with committed():
+        log(host, job, 0, "0123456789")
+        log(host, job, 10, "abcdefghij")
+        log(host, job, 20, "KLMNO")
+    response = client_for(alice).get(f"/api/v1/jobs/{job.pk}/logs/?offset=0")
+
+    # then: bytes 15..25 kept, offsets unchanged
+    assert stored(job) == b"fghijKLMNO"
+    assert response.status_code == 200
+    assert response.data == {
+        "job_id": job.pk,
+        "attempt": 1,
+        "offset": 15,
+        "next_offset": 25,
+        "data": truncation_notice(15) + "fghijKLMNO",
+        "truncated": True,
+        "is_complete": False,
+    }
+    assert truncation_notice(15) == (
+        "[communipute: 15 earlier bytes of this log were dropped; "
+        "the server keeps the last 10 bytes]\n"
+    )
+
+
+def test_reading_from_an_offset_and_following_to_the_end(running, committed, client_for, alice):
+    # given
+    job, host = running
+    with committed():
+        log(host, job, 0, "line 1\n")
+        log(host, job, 7, "line 2\n")
+    client = client_for(alice)
+
+    # when
+    middle = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset=3").data
+    with committed():
+        say(host, "job.finished", **finished(job, 1))
+    end = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset={middle['next_offset']}").data
+
+    # then
+    assert (middle["offset"], middle["next_offset"], middle["data"]) == (3, 14, "e 1\nline 2\n")
+    assert (middle["truncated"], middle["is_complete"]) == (False, False)
+    assert (end["offset"], end["next_offset"], end["data"], end["is_complete"]) == (
+        14,
+        14,
+        "",
+        True,
+    )
+
+
+def test_log_chunks_are_pushed_to_the_owner_socket(running, committed, wire: Wire):
+    job, host = running
+    with committed():
+        log(host, job, 0, "hi\n")
+    [event] = [e for _, e in wire.events if e["type"] == "job.log"]
+    assert event == {
+        "type": "job.log",
+        "job_id": job.pk,
+        "attempt": 1,
+        "offset": 0,
+        "next_offset": 3,
+        "data": "hi\n",
+    }
+
+
+def test_the_tail_of_the_log_may_arrive_after_finished(running, committed):
+    job, host = running
+    with committed():
+        say(host, "job.finished", **finished(job, 1))
+        ack = log(host, job, 0, "last words\n")
+    assert ack == 11
+
+
+def test_a_bad_offset_query_is_a_400(running, client_for, alice):
+    job, _ = running
+    response = client_for(alice).get(f"/api/v1/jobs/{job.pk}/logs/?offset=-1")
+    assert (response.status_code, response.data["error"]["code"]) == (400, "invalid")
+
+
+def test_a_log_chunk_costs_a_fixed_number_of_queries(running, committed, django_assert_num_queries):
+    job, host = running
+    with committed():
+        log(host, job, 0, "warm\n")
+    # attempt + job read, savepoint, lock, insert, update, release
+    with django_assert_num_queries(6), committed():
+        log(host, job, 5, "x" * 1000)

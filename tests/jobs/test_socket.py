@@ -1,0 +1,82 @@
+"""The owner's job socket /ws/jobs/{id}/, through the real routing (session + Origin check)."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from jobs.routing import websocket_urlpatterns
+from tests.jobs.helpers import say, submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def job_and_host(alice, make_host, hana, ledger):
+    ledger.fund(alice, 5_000_000)
+    host = make_host(hana)
+    return submit(alice), host
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+def communicator(job_id: int, cookie: str | None, origin: str = "http://testserver"):
+    headers = [(b"origin", origin.encode()), (b"host", b"testserver")]
+    if cookie is not None:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    return WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/jobs/{job_id}/", headers)
+
+
+async def test_the_owner_sees_the_status_then_live_changes_and_logs(job_and_host, alice):
+    # given
+    job, host = job_and_host
+    socket = communicator(job.pk, await sync_to_async(session_cookie)(alice))
+
+    # when
+    connected, _ = await socket.connect()
+    first = await socket.receive_json_from(timeout=5)
+    await sync_to_async(say)(host, "job.accept", job_id=job.pk, attempt=1)
+    accepted = await socket.receive_json_from(timeout=5)
+    await sync_to_async(say)(host, "job.log", job_id=job.pk, attempt=1, offset=0, data="hello\n")
+    logged = await socket.receive_json_from(timeout=5)
+
+    # then
+    assert connected
+    assert (first["type"], first["status"], first["attempt"]) == ("job.status", "offered", 1)
+    assert (accepted["type"], accepted["status"]) == ("job.status", "accepted")
+    assert logged == {
+        "type": "job.log",
+        "job_id": job.pk,
+        "attempt": 1,
+        "offset": 0,
+        "next_offset": 6,
+        "data": "hello\n",
+    }
+    await socket.disconnect()
+
+
+async def test_mallory_cannot_join_alices_job(job_and_host, mallory):
+    job, _ = job_and_host
+    socket = communicator(job.pk, await sync_to_async(session_cookie)(mallory))
+    connected, code = await socket.connect()
+    assert (connected, code) == (False, 4404)
+
+
+async def test_anonymous_sockets_are_refused(job_and_host):
+    job, _ = job_and_host
+    connected, code = await communicator(job.pk, None).connect()
+    assert (connected, code) == (False, 4401)
+
+
+async def test_a_foreign_origin_is_refused(job_and_host, alice):
+    job, _ = job_and_host
+    cookie = await sync_to_async(session_cookie)(alice)
+    connected, _ = await communicator(job.pk, cookie, origin="https://evil.example").connect()
+    assert connected is False

@@ -1,0 +1,125 @@
+"""The job state machine: the table (pure) and the conditional UPDATE that applies it."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.models import Job, JobStatus
+from jobs.states import (
+    ALLOWED_FROM,
+    FINAL,
+    IllegalTransition,
+    job_transition,
+    transition_allowed,
+    transition_sources,
+)
+
+S = JobStatus
+LEGAL = {
+    (S.QUEUED, S.OFFERED),
+    (S.OFFERED, S.ACCEPTED),
+    (S.OFFERED, S.QUEUED),
+    (S.ACCEPTED, S.PREPARING),
+    (S.ACCEPTED, S.RUNNING),
+    (S.PREPARING, S.RUNNING),
+    *{(a, S.QUEUED) for a in (S.ACCEPTED, S.PREPARING, S.RUNNING)},
+    *{
+        (a, end)
+        for a in (S.ACCEPTED, S.PREPARING, S.RUNNING)
+        for end in (S.SUCCEEDED, S.TIMED_OUT, S.BUDGET_EXHAUSTED)
+    },
+    *{(a, end) for a in set(S) - FINAL for end in (S.FAILED, S.CANCELLED)},
+}
+
+
+@pytest.mark.parametrize("source", list(S))
+@pytest.mark.parametrize("target", list(S))
+def test_the_table_allows_exactly_the_documented_moves(source, target):
+    # given / when
+    allowed = transition_allowed(source, target)
+
+    # then
+    assert allowed == ((source, target) in LEGAL)
+
+
+def test_no_move_leaves_a_final_state():
+    # given / when
+    leaving_final = [t for t, sources in ALLOWED_FROM.items() if sources & FINAL]
+
+    # then
+    assert leaving_final == []
+
+
+def test_asking_for_an_impossible_source_raises_without_the_database():
+    # given / when / then
+    with pytest.raises(IllegalTransition) as excinfo:
+        transition_sources(S.SUCCEEDED, expected_from=[S.QUEUED])
+    assert excinfo.value.message == "a job cannot go from queued to succeeded"
+
+
+@pytest.fixture
+def job(alice):
+    return Job.objects.create(
+        owner=alice,
+        placement="auto",
+        max_attempts=3,
+        entrypoint="main.py",
+        cpus=1,
+        memory_mb=256,
+        timeout_seconds=60,
+        max_cost_micros=1_000_000,
+    )
+
+
+def test_a_legal_transition_updates_the_row_and_the_object(job):
+    # when
+    job_transition(job, S.OFFERED, "offered", attempt=1)
+
+    # then
+    job.refresh_from_db()
+    assert (job.status, job.status_reason, job.attempt) == (S.OFFERED, "offered", 1)
+
+
+def test_an_illegal_transition_raises_and_changes_nothing(job):
+    # when
+    with pytest.raises(IllegalTransition):
+        job_transition(job, S.RUNNING, "skipping ahead")
+
+    # then
+    job.refresh_from_db()
+    assert (job.status, job.status_reason) == (S.QUEUED, "")
+
+
+def test_a_stale_in_memory_status_does_not_fool_the_update(job):
+    # given: another process cancelled the job; this object still says queued
+    Job.objects.filter(pk=job.pk).update(status=S.CANCELLED)
+
+    # when
+    with pytest.raises(IllegalTransition):
+        job_transition(job, S.OFFERED, "offered")
+
+    # then
+    assert Job.objects.get(pk=job.pk).status == S.CANCELLED
+
+
+def test_the_attempt_fence_refuses_another_attempt(job):
+    # given
+    Job.objects.filter(pk=job.pk).update(status=S.OFFERED, attempt=2)
+
+    # when
+    with pytest.raises(IllegalTransition):
+        job_transition(job, S.ACCEPTED, "late accept", at_attempt=1)
+
+    # then
+    job.refresh_from_db()
+    assert (job.status, job.attempt) == (S.OFFERED, 2)
+
+
+def test_a_final_transition_stamps_finished_at(job):
+    # when
+    job_transition(job, S.FAILED, "boom")
+
+    # then
+    job.refresh_from_db()
+    assert job.status == S.FAILED
+    assert job.finished_at is not None
