@@ -16,6 +16,7 @@ import type {
   Page,
   PaymentResult,
   Payout,
+  OutputFile,
   Quote,
   QuoteSpec,
   Receipt,
@@ -72,22 +73,26 @@ export const api = {
     ),
 
   // --- jobs -------------------------------------------------------------------------------
-  quote: (spec: QuoteSpec, signal?: AbortSignal) =>
-    request<Quote>("POST", "/api/v1/quotes/", { body: spec, signal }),
+  quote: (spec: QuoteSpec, signal?: AbortSignal): Promise<Quote> =>
+    unwrap(typed.POST("/api/v1/quotes/", { body: spec, signal })),
   jobSubmit: (body: JobSpec | Multipart, idempotencyKey: string) =>
-    request<Job>("POST", "/api/v1/jobs/", {
-      body: "contentType" in body ? body.body : body,
-      headers: {
-        "Idempotency-Key": idempotencyKey,
-        ...("contentType" in body ? { "Content-Type": body.contentType } : {}),
-      },
-    }),
-  jobs: (page = 1, status?: string) =>
-    request<Page<Job>>("GET", "/api/v1/jobs/", { query: { page, status } }),
-  job: (id: number) => request<Job>("GET", `/api/v1/jobs/${id}/`),
-  jobCancel: (id: number) => request<Job>("POST", `/api/v1/jobs/${id}/cancel/`),
+    // JSON through the typed client; a zip goes as the hand-built multipart body.
+    "contentType" in body
+      ? request<Job>("POST", "/api/v1/jobs/", {
+          body: body.body,
+          headers: { "Idempotency-Key": idempotencyKey, "Content-Type": body.contentType },
+        })
+      : precise<Job>(
+          unwrap(typed.POST("/api/v1/jobs/", { body, params: { header: { "Idempotency-Key": idempotencyKey } } })),
+        ),
+  jobs: (page = 1) => precise<Page<Job>>(unwrap(typed.GET("/api/v1/jobs/", { params: { query: { page } } }))),
+  job: (id: number) =>
+    precise<Job>(unwrap(typed.GET("/api/v1/jobs/{job_id}/", { params: { path: { job_id: id } } }))),
+  jobCancel: (id: number) =>
+    precise<Job>(unwrap(typed.POST("/api/v1/jobs/{job_id}/cancel/", { params: { path: { job_id: id } } }))),
   jobLogs: (id: number, offset: number, attempt?: number) => logsFetch(id, offset, attempt),
-  jobOutputs: (id: number) => request<unknown>("GET", `/api/v1/jobs/${id}/outputs/`),
+  jobOutputs: (id: number): Promise<Page<OutputFile>> =>
+    unwrap(typed.GET("/api/v1/jobs/{job_id}/outputs/", { params: { path: { job_id: id }, query: { page_size: 500 } } })),
   jobReceipt: (id: number) => request<Receipt>("GET", `/api/v1/jobs/${id}/receipt/`),
 
   // --- host owners: earnings and payouts ---------------------------------------------------

@@ -21,6 +21,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/agent/jobs/{job_id}/attempts/{attempt}/outputs/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description The agent uploads one output file of an attempt it ran (host credential, Bearer). */
+        post: operations["agent_jobs_attempts_outputs_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/agent/register/": {
         parameters: {
             query?: never;
@@ -164,6 +181,102 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["hosts_enrollments_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["jobs_list"];
+        put?: never;
+        post: operations["jobs_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/{job_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["jobs_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/{job_id}/cancel/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["jobs_cancel_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/{job_id}/logs/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["jobs_logs_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/{job_id}/outputs/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["jobs_outputs_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/{job_id}/outputs/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["jobs_outputs_retrieve"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -367,6 +480,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/quotes/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["quotes_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tokens/": {
         parameters: {
             query?: never;
@@ -524,6 +653,13 @@ export interface components {
             expires_at: string;
             command: string;
         };
+        FileInputRequest: {
+            path: string;
+            /** @description text, UTF-8 */
+            content?: string;
+            /** @description bytes, base64 */
+            content_b64?: string;
+        };
         /**
          * @description A catalog entry. Expects ``current_status`` annotated (hosts.selectors.status_fresh).
          *
@@ -570,10 +706,120 @@ export interface components {
             /** Format: date-time */
             readonly created_at: string;
         };
+        HostQuote: {
+            host: number;
+            name: string;
+            rates: components["schemas"]["Rates"];
+            per_hour_micros: number;
+            /** @description the most the job can cost here */
+            estimate_micros: number;
+            /** @description one minute at this host's rates */
+            minimum_cap_micros: number;
+            /**
+             * Format: double
+             * @description 0..1, see marketplace/placement.py
+             */
+            reliability: number;
+        };
         InvariantOutput: {
             name: string;
             description: string;
         };
+        Job: {
+            readonly id: number;
+            readonly status: components["schemas"]["JobStatusEnum"];
+            readonly status_reason: string;
+            readonly attempt: number;
+            readonly max_attempts: number;
+            readonly placement: components["schemas"]["JobPlacementEnum"];
+            readonly requested_host: number | null;
+            readonly host: number | null;
+            readonly entrypoint: string;
+            readonly requirements: unknown;
+            /** Format: double */
+            cpus: number;
+            readonly memory_mb: number;
+            readonly gpus: number;
+            readonly timeout_seconds: number;
+            readonly max_cost_micros: number;
+            readonly cost_micros: number;
+            readonly cpu_core_hour_micros: number;
+            readonly memory_gb_hour_micros: number;
+            readonly gpu_hour_micros: number;
+            readonly allow_network: boolean;
+            readonly exit_code: number | null;
+            readonly cancel_requested: boolean;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly queued_at: string;
+            /** Format: date-time */
+            readonly started_at: string | null;
+            /** Format: date-time */
+            readonly finished_at: string | null;
+        };
+        /**
+         * @description * `auto` - auto
+         *     * `chosen` - chosen
+         * @enum {string}
+         */
+        JobCreatePlacementEnum: "auto" | "chosen";
+        /** @description The resource part of a job spec, shared by quotes and job submission. */
+        JobCreateRequest: {
+            /**
+             * Format: double
+             * @default 1
+             */
+            cpus: number;
+            /** @default 512 */
+            memory_mb: number;
+            /** @default 0 */
+            gpus: number;
+            /** @default 3600 */
+            timeout_seconds: number;
+            /** @description one file */
+            code?: string;
+            files?: components["schemas"]["FileInputRequest"][];
+            /**
+             * Format: binary
+             * @description a zip (multipart)
+             */
+            archive?: string;
+            entrypoint?: string;
+            requirements?: string[] | string;
+            /** @description the hard cost cap */
+            max_cost_micros: number;
+            host?: number | null;
+            placement?: components["schemas"]["JobCreatePlacementEnum"];
+        };
+        JobOutput: {
+            readonly name: string;
+            readonly size: number;
+            readonly sha256: string;
+            attempt: number;
+            /** Format: date-time */
+            readonly uploaded_at: string | null;
+        };
+        /**
+         * @description * `auto` - Placed by the marketplace
+         *     * `chosen` - Host chosen by the renter
+         * @enum {string}
+         */
+        JobPlacementEnum: "auto" | "chosen";
+        /**
+         * @description * `queued` - Queued
+         *     * `offered` - Offered
+         *     * `accepted` - Accepted
+         *     * `preparing` - Preparing
+         *     * `running` - Running
+         *     * `succeeded` - Succeeded
+         *     * `failed` - Failed
+         *     * `cancelled` - Cancelled
+         *     * `timed_out` - Timed out
+         *     * `budget_exhausted` - Budget exhausted
+         * @enum {string}
+         */
+        JobStatusEnum: "queued" | "offered" | "accepted" | "preparing" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out" | "budget_exhausted";
         /**
          * @description * `purchase` - Credit purchase
          *     * `grant` - Staff grant
@@ -590,6 +836,20 @@ export interface components {
          * @enum {string}
          */
         KindEnum: "purchase" | "grant" | "adjustment" | "hold" | "capture" | "release" | "reversal" | "maturity" | "refund" | "payout" | "payout_paid" | "payout_reversal";
+        LogPage: {
+            job_id: number;
+            attempt: number | null;
+            /** @description byte offset of the first byte in data */
+            offset: number;
+            /** @description pass this as ?offset= to read on */
+            next_offset: number;
+            /** @description log text (a notice line first when truncated) */
+            data: string;
+            /** @description bytes before offset were dropped */
+            truncated: boolean;
+            /** @description the attempt ended and all is read */
+            is_complete: boolean;
+        };
         LoginInputRequest: {
             username: string;
             password: string;
@@ -620,6 +880,11 @@ export interface components {
             /** Format: date-time */
             created_at: string;
             readonly role: components["schemas"]["RoleEnum"];
+        };
+        OutputUploadRequest: {
+            name: string;
+            /** Format: binary */
+            file: string;
         };
         /** @description The owner's view; expects ``has_live_credential`` annotated too (hosts_owned). */
         OwnedHostOutput: {
@@ -698,6 +963,36 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["HostListingOutput"][];
+        };
+        PaginatedJobList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["Job"][];
+        };
+        PaginatedJobOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["JobOutput"][];
         };
         PaginatedMemberOutputList: {
             /** @example 123 */
@@ -823,6 +1118,35 @@ export interface components {
             job_id: number | null;
             expected_micros: number | null;
             actual_micros: number | null;
+        };
+        Quote: {
+            per_hour_micros: number | null;
+            /** @description cost of the whole timeout on the best host */
+            estimate_micros: number | null;
+            minimum_cap_micros: number | null;
+            hosts: components["schemas"]["HostQuote"][];
+            host_misfit: string | null;
+        };
+        /** @description The resource part of a job spec, shared by quotes and job submission. */
+        QuoteRequestRequest: {
+            /**
+             * Format: double
+             * @default 1
+             */
+            cpus: number;
+            /** @default 512 */
+            memory_mb: number;
+            /** @default 0 */
+            gpus: number;
+            /** @default 3600 */
+            timeout_seconds: number;
+            host?: number | null;
+            max_cost_micros?: number | null;
+        };
+        Rates: {
+            cpu_core_hour_micros: number;
+            memory_gb_hour_micros: number;
+            gpu_hour_micros: number;
         };
         ReconciliationReportOutput: {
             /** @description The most recent reconciliation; null before the first. */
@@ -965,6 +1289,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReconciliationReportOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    agent_jobs_attempts_outputs_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attempt: number;
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["OutputUploadRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobOutput"];
                 };
             };
             /** @description An error; see `code`. */
@@ -1258,6 +1617,237 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EnrollmentOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedJobList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_create: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes this POST safe to retry: a repeat with the same key and body returns the first response; the same key with another body gets 422; a repeat while the first is still running gets 409. 1 to 255 characters, scoped to you and this endpoint, kept at least 24 hours. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobCreateRequest"];
+                "multipart/form-data": components["schemas"]["JobCreateRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["JobCreateRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_cancel_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_logs_retrieve: {
+        parameters: {
+            query?: {
+                /** @description an attempt (default: the latest) */
+                attempt?: number;
+                /** @description byte offset to read from */
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogPage"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_outputs_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedJobOutputList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_outputs_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
                 };
             };
             /** @description An error; see `code`. */
@@ -1779,6 +2369,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["OnboardingOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    quotes_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["QuoteRequestRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["QuoteRequestRequest"];
+                "multipart/form-data": components["schemas"]["QuoteRequestRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Quote"];
                 };
             };
             /** @description An error; see `code`. */

@@ -74,121 +74,32 @@ export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availabi
   availability_policy?: AvailabilityPolicy;
 };
 
-export interface JobSpec {
-  code?: string;
-  files?: { path: string; content_b64: string }[];
-  entrypoint: string;
+/** POST /api/v1/jobs/ as JSON (a zip goes as multipart `archive`: lib/jobSpec.ts). */
+export type JobSpec = Omit<Schemas["JobCreateRequest"], "archive" | "requirements" | "files"> & {
   requirements: string[];
-  cpus: number;
-  memory_mb: number;
-  gpus: number;
-  timeout_seconds: number;
-  max_cost_micros: number;
-  host?: number;
-  placement?: "auto";
-}
+  files?: { path: string; content_b64: string }[];
+};
 
-export interface QuoteSpec {
-  cpus: number;
-  memory_mb: number;
-  gpus: number;
-  timeout_seconds: number;
-  max_cost_micros?: number;
-  host?: number;
-}
+/** POST /api/v1/quotes/: only what prices a job. */
+export type QuoteSpec = Schemas["QuoteRequestRequest"];
+export type Quote = Schemas["Quote"];
+export type QuoteHost = Schemas["HostQuote"];
 
-export interface QuoteHost {
-  host?: number;
-  id?: number;
-  host_id?: number;
-  name?: string;
-  estimate_micros?: number;
-  estimated_cost_micros?: number;
-  max_cost_micros?: number;
-  cost_micros?: number;
-  hourly_micros?: number;
-  per_hour_micros?: number;
-  minimum_cap_micros?: number;
-  reliability?: number;
-  rates?: { cpu_core_hour_micros: number; memory_gb_hour_micros: number; gpu_hour_micros: number };
-  cpu_core_hour_micros?: number;
-  memory_gb_hour_micros?: number;
-  gpu_hour_micros?: number;
-  status?: string;
-}
+export type JobStatus = Schemas["JobStatusEnum"] | "lost";
 
-export interface Quote {
-  per_hour_micros?: number | null;
-  host_misfit?: string | null;
-  estimate_micros?: number;
-  estimated_cost_micros?: number;
-  hourly_micros?: number;
-  hold_micros?: number;
-  max_cost_micros?: number;
-  minimum_cap_micros?: number;
-  hosts?: QuoteHost[];
-  host?: QuoteHost | number | null;
-  [key: string]: unknown;
-}
-
-export type JobStatus =
-  | "queued"
-  | "offered"
-  | "accepted"
-  | "preparing"
-  | "running"
-  | "succeeded"
-  | "failed"
-  | "cancelled"
-  | "timed_out"
-  | "budget_exhausted"
-  | "lost";
-
+/** One step of a job's history, as the live socket reports it. */
 export interface JobEvent {
-  status: JobStatus | string;
+  status: string;
   reason?: string;
-  status_reason?: string;
   attempt?: number;
   at?: string;
-  created_at?: string;
 }
 
-export interface OutputFile {
-  name: string;
-  size?: number;
-  sha256?: string;
-  url?: string;
-}
+export type OutputFile = Schemas["JobOutput"];
 
-export interface Job {
-  id: number;
-  status: JobStatus | string;
-  status_reason?: string;
-  attempt?: number;
-  host?: number | null | { id: number; name?: string };
-  host_name?: string;
-  exit_code?: number | null;
-  cost_micros?: number;
-  max_cost_micros?: number;
-  entrypoint?: string;
-  requirements?: string | string[];
-  cpus?: number;
-  memory_mb?: number;
-  gpus?: number;
-  timeout_seconds?: number;
-  placement?: string;
-  created_at?: string;
-  updated_at?: string;
-  queued_at?: string;
-  cancel_requested?: boolean;
-  requested_host?: number | null;
-  started_at?: string | null;
-  finished_at?: string | null;
-  events?: JobEvent[];
-  transitions?: JobEvent[];
-  outputs?: OutputFile[];
-}
+export type Job = Omit<Schemas["Job"], "requirements"> & { requirements: string[] };
 
+/** GET /api/v1/jobs/{id}/logs/?offset=N[&attempt=K] (LogPage), as the log view uses it. */
 export interface LogChunk {
   attempt?: number | null;
   offset: number;

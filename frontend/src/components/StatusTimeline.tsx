@@ -20,8 +20,8 @@ export function StatusTimeline({ status, reason, attempt, events }: Props) {
       <ol className="timeline" aria-label="Status timeline">
         {shown.map((event, i) => {
           const isCurrent = i === shown.length - 1;
-          const why = event.reason ?? event.status_reason;
-          const when = event.at ?? event.created_at;
+          const why = event.reason;
+          const when = event.at;
           return (
             <li key={`${event.status}-${event.attempt ?? ""}-${i}`} className={`done${isCurrent ? " current" : ""}`} aria-current={isCurrent ? "step" : undefined}>
               <strong>{statusLabel(event.status)}</strong>
@@ -37,7 +37,7 @@ export function StatusTimeline({ status, reason, attempt, events }: Props) {
           </li>
         ))}
       </ol>
-      {reason && !shown.some((e) => (e.reason ?? e.status_reason) === reason) && (
+      {reason && !shown.some((e) => e.reason === reason) && (
         <p className="reason">
           Reason: {reason}
           {attempt && attempt > 1 ? ` (attempt ${attempt})` : ""}

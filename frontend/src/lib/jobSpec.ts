@@ -79,7 +79,7 @@ export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart
   if (!zip) return specFrom(form);
   const spec = specFrom({ ...form, files: [] });
   const fields: [string, string][] = [
-    ["entrypoint", spec.entrypoint],
+    ["entrypoint", form.entrypoint.trim()],
     ["requirements", spec.requirements.join("\n")],
     ["cpus", String(spec.cpus)],
     ["memory_mb", String(spec.memory_mb)],
@@ -87,7 +87,7 @@ export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart
     ["timeout_seconds", String(spec.timeout_seconds)],
     ["max_cost_micros", String(spec.max_cost_micros)],
   ];
-  if (spec.host !== undefined) fields.push(["host", String(spec.host)]);
+  if (spec.host !== undefined && spec.host !== null) fields.push(["host", String(spec.host)]);
   else fields.push(["placement", "auto"]);
   return multipartBuild(fields, { name: "archive", filename: zip.path, blob: zip.blob }, seed);
 }
@@ -98,8 +98,9 @@ export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart
  * was uploaded.
  */
 export function specFrom(form: RunForm): JobSpec {
+  const entrypoint = form.entrypoint.trim();
   const spec: JobSpec = {
-    entrypoint: form.entrypoint.trim(),
+    entrypoint,
     requirements: requirementLines(form.requirements),
     cpus: Number(form.cpus),
     memory_mb: Math.round(Number(form.memoryGb) * 1024),
@@ -109,10 +110,10 @@ export function specFrom(form: RunForm): JobSpec {
   };
   if (form.files.length) {
     const files = form.files.map((f) => ({ path: f.path, content_b64: f.content_b64 }));
-    const hasEntrypoint = form.files.some((f) => f.path === spec.entrypoint);
+    const hasEntrypoint = form.files.some((f) => f.path === entrypoint);
     // Plain files travel with the editor's code as the entrypoint, unless one has its name.
     if (!hasEntrypoint && form.code.trim()) {
-      files.unshift({ path: spec.entrypoint, content_b64: textToBase64(form.code) });
+      files.unshift({ path: entrypoint, content_b64: textToBase64(form.code) });
     }
     spec.files = files;
   } else {

@@ -16,28 +16,35 @@ import { jobSocketOpen, type SocketState, type UsageMessage } from "../lib/jobSo
 import { LogBuffer } from "../lib/logBuffer";
 import { formatCredits, formatDateTime, formatDuration, formatMemory, microsToCredits } from "../lib/money";
 
-function mergeEvents(base: JobEvent[], live: JobEvent[]): JobEvent[] {
-  const key = (e: JobEvent) => `${e.status}|${e.attempt ?? ""}`;
-  const seen = new Set(base.map(key));
-  return [...base, ...live.filter((e) => !seen.has(key(e)))];
+/** The job's own steps plus the socket's, each status (per attempt) once, in time order. */
+export function mergeEvents(base: JobEvent[], live: JobEvent[]): JobEvent[] {
+  const same = (a: JobEvent, b: JobEvent) =>
+    a.status === b.status && (a.attempt === undefined || b.attempt === undefined || a.attempt === b.attempt);
+  const merged = [...base];
+  for (const event of live) {
+    const known = merged.findIndex((e) => same(e, event));
+    if (known < 0) merged.push(event);
+    else if (!merged[known]!.reason && event.reason) merged[known] = { ...merged[known]!, reason: event.reason };
+  }
+  const time = (e: JobEvent) => (e.at ? Date.parse(e.at) : Number.POSITIVE_INFINITY);
+  return merged.map((e, i) => [e, i] as const).sort((a, b) => time(a[0]) - time(b[0]) || a[1] - b[1]).map(([e]) => e);
 }
 
 /** When the current status began: its live event, else the job's own timestamps. */
 function waitingSince(events: JobEvent[], job: Job): number | null {
   const last = [...events].reverse().find((e) => e.status === job.status);
-  const at = last?.at ?? last?.created_at ?? (job.status === "running" ? job.started_at : job.status === "queued" ? (job.queued_at ?? job.created_at) : null);
+  const at = last?.at ?? (job.status === "running" ? job.started_at : job.status === "queued" ? (job.queued_at ?? job.created_at) : null);
   const time = at ? Date.parse(at) : NaN;
   return Number.isNaN(time) ? null : time;
 }
 
-function outputsOf(raw: unknown): OutputFile[] {
-  if (Array.isArray(raw)) return raw as OutputFile[];
-  if (raw && typeof raw === "object") {
-    const r = raw as { results?: unknown; outputs?: unknown };
-    if (Array.isArray(r.results)) return r.results as OutputFile[];
-    if (Array.isArray(r.outputs)) return r.outputs as OutputFile[];
-  }
-  return [];
+/** The history the job itself tells (the API has no event list): when it was queued,
+ * started and finished; live socket events add the steps in between. */
+function initialEvents(job: Job): JobEvent[] {
+  const events: JobEvent[] = [{ status: "queued", at: job.queued_at }];
+  if (job.started_at) events.push({ status: "running", at: job.started_at });
+  if (job.finished_at) events.push({ status: job.status, reason: job.status_reason, at: job.finished_at });
+  return events;
 }
 
 export function JobPage() {
@@ -91,7 +98,16 @@ export function JobPage() {
         else if (message.kind === "usage") setUsage((u) => [...u, message]);
         else {
           setLiveEvents((events) => [...events, { status: message.status, reason: message.reason, attempt: message.attempt, at: message.at ?? new Date().toISOString() }]);
-          setJob((j) => (j ? { ...j, status: message.status, status_reason: message.reason || j.status_reason, attempt: message.attempt ?? j.attempt } : j));
+          setJob((j) =>
+            j
+              ? {
+                  ...j,
+                  status: message.status as Job["status"],
+                  status_reason: message.reason || j.status_reason,
+                  attempt: message.attempt ?? j.attempt,
+                }
+              : j,
+          );
           void reload();
         }
       },
@@ -111,7 +127,7 @@ export function JobPage() {
   useEffect(() => {
     if (!terminal) return;
     void buffer.catchUp();
-    api.jobOutputs(id).then((raw) => setOutputs(outputsOf(raw)), () => setOutputs(job?.outputs ?? []));
+    api.jobOutputs(id).then((page) => setOutputs(page.results), () => setOutputs([]));
     api.jobReceipt(id).then(setReceipt, setReceiptError);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [terminal, id, buffer]);
@@ -132,7 +148,7 @@ export function JobPage() {
 
   if (!job) return loadError ? <ErrorBanner error={loadError} /> : <Loading />;
 
-  const events = mergeEvents(job.events ?? job.transitions ?? [], liveEvents);
+  const events = mergeEvents(initialEvents(job), liveEvents);
   // x is seconds since the job started running (the agent's wall time when a report has it).
   const origin = job.started_at ? Date.parse(job.started_at) : (usage[0]?.at ?? 0);
   const costPoints: Point[] = usage
@@ -154,7 +170,7 @@ export function JobPage() {
     .map((u) => ({ x: u.wall_seconds!, y: u.memory_current_mb!, label: formatDuration(u.wall_seconds!) }));
   const lastUsage = usage[usage.length - 1];
   const costSoFar = lastUsage?.cost_micros ?? job.cost_micros;
-  const hostId = typeof job.host === "object" && job.host !== null ? job.host.id : job.host;
+  const hostId = job.host;
 
   return (
     <section>
@@ -182,7 +198,7 @@ export function JobPage() {
           <dt>Cap</dt>
           <dd>{formatCredits(job.max_cost_micros)}</dd>
           <dt>Host</dt>
-          <dd>{hostId ? <Link to={`/hosts/${hostId}`}>{job.host_name ?? `#${hostId}`}</Link> : "not placed yet"}</dd>
+          <dd>{hostId ? <Link to={`/hosts/${hostId}`}>#{hostId}</Link> : "not placed yet"}</dd>
           <dt>Resources</dt>
           <dd>
             {job.cpus} cores · {formatMemory(job.memory_mb)} · {job.gpus ?? 0} GPU · timeout {formatDuration(job.timeout_seconds)}
@@ -232,7 +248,7 @@ export function JobPage() {
               <ul>
                 {outputs.map((o) => (
                   <li key={o.name}>
-                    <a href={o.url ?? outputUrl(job.id, o.name)} download>
+                    <a href={outputUrl(job.id, o.name)} download>
                       {o.name}
                     </a>
                     {o.size !== undefined && <span className="muted"> {formatBytes(o.size)}</span>}
