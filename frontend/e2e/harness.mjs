@@ -2,7 +2,7 @@
 // download). Every page it opens fails the test on any console error, uncaught exception or
 // request to a host other than our server, and each step can save a screenshot.
 import { chromium } from "playwright-core";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -31,9 +31,12 @@ export class Harness {
     this.ignore = process.env.E2E_IGNORE ? new RegExp(process.env.E2E_IGNORE) : null;
     this.browser = null;
     this.shots = 0;
+    this.pages = [];
   }
 
   async start() {
+    // Fresh artifacts each run: only this run's screenshots are left to look at.
+    await rm(this.outDir, { recursive: true, force: true });
     await mkdir(this.outDir, { recursive: true });
     this.browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS, headless: true });
   }
@@ -74,6 +77,7 @@ export class Harness {
       return route.abort("blockedbyclient");
     });
     const page = await context.newPage();
+    this.pages.push({ who, page });
     page.on("console", (msg) => {
       if (msg.type() === "error") this.record(who, "console", `${msg.text()} (${msg.location()?.url ?? ""})`);
     });
@@ -155,6 +159,10 @@ export class Flow {
     } catch (err) {
       this.failed = true;
       const browser = this.harness?.problems.splice(0) ?? [];
+      // What each browser showed when the step failed.
+      for (const { who, page } of this.harness?.pages ?? []) {
+        await this.harness.screenshot(page, `FAILED-${who}`).catch(() => undefined);
+      }
       const message = [String(err?.message ?? err), ...browser.map((p) => `browser: ${p}`)].join("\n");
       this.results.push({ name, status: "failed", error: message });
       process.stdout.write(`  ✗ ${name}\n    ${message.split("\n").join("\n    ")}\n`);

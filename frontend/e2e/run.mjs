@@ -119,7 +119,11 @@ async function main() {
       agentBin: process.env.E2E_AGENT || path.join(path.dirname(python), "communipute-agent"),
       agentEnrollArgs: words(process.env.E2E_AGENT_ENROLL_ARGS),
       agentRunArgs: words(process.env.E2E_AGENT_RUN_ARGS),
-      agentEnv: Object.fromEntries(words(process.env.E2E_AGENT_ENV).map((kv) => [kv.split("=")[0], kv.split("=").slice(1).join("=")])),
+      agentEnv: Object.fromEntries(
+        // The runner image that `make runner-image` builds (no registry needed), unless told otherwise.
+        [`COMMUNIPUTE_RUNNER_IMAGE=${process.env.COMMUNIPUTE_RUNNER_IMAGE || "communipute/runner:latest"}`, ...words(process.env.E2E_AGENT_ENV)].map((kv) => [kv.split("=")[0], kv.split("=").slice(1).join("=")],
+        ),
+      ),
     });
   } finally {
     await h.stop();

@@ -25,15 +25,24 @@ interface Props {
   xFormat?: (x: number) => string;
   showTable?: boolean;
   emptyText?: string;
+  /** The smallest step between y ticks (1 for integer amounts such as micro-credits). */
+  minStep?: number;
 }
 
 const COLORS = ["#1f5fbf", "#b34700", "#1a7f37", "#7a3fc7", "#a3195b"];
 const WIDTH = 640;
 const PAD = { top: 12, right: 16, bottom: 28, left: 72 };
 
-function niceTicks(max: number, count = 4): number[] {
-  if (max <= 0) return [0];
-  const raw = max / count;
+/** 1234.5 -> "1,234.5"; 0.0123 -> "0.012": two significant digits below 1. */
+export function numberShort(y: number): string {
+  if (y === 0) return "0";
+  if (Math.abs(y) < 1) return String(Number(y.toPrecision(2)));
+  return (Math.round(y * 10) / 10).toLocaleString("en-US");
+}
+
+function niceTicks(max: number, count = 4, minStep = 0): number[] {
+  if (max <= 0) return [0, Math.max(1, minStep)];
+  const raw = Math.max(max / count, minStep);
   const magnitude = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw) ?? raw;
   const ticks: number[] = [];
@@ -47,10 +56,11 @@ export function Chart({
   series,
   kind = "line",
   height = 220,
-  yFormat = (y) => String(Math.round(y * 100) / 100),
+  yFormat = numberShort,
   xFormat = (x) => String(x),
   showTable = false,
   emptyText = "No data yet.",
+  minStep = 0,
 }: Props) {
   const id = useId();
   const [active, setActive] = useState<number | null>(null);
@@ -71,7 +81,7 @@ export function Chart({
 
   const yMaxRaw = Math.max(0, ...series.flatMap((s) => s.points.map((p) => p.y)));
   const yMinRaw = Math.min(0, ...series.flatMap((s) => s.points.map((p) => p.y)));
-  const ticks = niceTicks(yMaxRaw - yMinRaw || 1).map((t) => t + yMinRaw);
+  const ticks = niceTicks(yMaxRaw - yMinRaw, 4, minStep).map((t) => t + yMinRaw);
   const yMax = ticks[ticks.length - 1]!;
   const yMin = yMinRaw;
   const innerW = WIDTH - PAD.left - PAD.right;

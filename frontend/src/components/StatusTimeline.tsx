@@ -1,5 +1,5 @@
 import type { JobEvent } from "../api/types";
-import { FLOW, isTerminal, statusLabel } from "../lib/jobStatus";
+import { FLOW, isTerminal, reasonWorthShowing, statusLabel } from "../lib/jobStatus";
 import { formatDateTime } from "../lib/money";
 
 interface Props {
@@ -20,7 +20,7 @@ export function StatusTimeline({ status, reason, attempt, events }: Props) {
       <ol className="timeline" aria-label="Status timeline">
         {shown.map((event, i) => {
           const isCurrent = i === shown.length - 1;
-          const why = event.reason;
+          const why = event.reason && reasonWorthShowing(event.status, event.reason) ? event.reason : undefined;
           const when = event.at;
           return (
             <li key={`${event.status}-${event.attempt ?? ""}-${i}`} className={`done${isCurrent ? " current" : ""}`} aria-current={isCurrent ? "step" : undefined}>

@@ -39,3 +39,11 @@ export function statusTone(status: string | undefined): "ok" | "bad" | "busy" | 
   if (status === "cancelled") return "idle";
   return "busy";
 }
+
+/** A reason that only repeats the status ("running", "installing requirements") adds nothing. */
+export function reasonWorthShowing(status: string, reason: string | undefined): boolean {
+  if (!reason) return false;
+  const plain = (text: string) => text.toLowerCase().replace(/[^a-z]/g, "");
+  const said = plain(statusLabel(status));
+  return plain(reason) !== plain(status) && !said.includes(plain(reason));
+}

@@ -11,7 +11,7 @@ import { StatusBadge } from "../components/StatusBadge";
 import { StatusTimeline } from "../components/StatusTimeline";
 import { formatBytes } from "../lib/files";
 import { useInterval } from "../lib/hooks";
-import { isTerminal, statusLabel, WAITING_TEXT } from "../lib/jobStatus";
+import { isTerminal, reasonWorthShowing, statusLabel, WAITING_TEXT } from "../lib/jobStatus";
 import { jobSocketOpen, type SocketState, type UsageMessage } from "../lib/jobSocket";
 import { LogBuffer } from "../lib/logBuffer";
 import { formatCredits, formatDateTime, formatDuration, formatMemory, microsToCredits } from "../lib/money";
@@ -178,8 +178,8 @@ export function JobPage() {
       <div className="job-head">
         <p aria-live="polite" data-testid="job-status">
           <StatusBadge status={job.status} />
-          {job.status_reason && <span className="reason"> {job.status_reason}</span>}
-          {job.exit_code !== undefined && job.exit_code !== null && <span className="muted"> · exit code {job.exit_code}</span>}
+          {reasonWorthShowing(job.status, job.status_reason) && <span className="reason"> {job.status_reason}</span>}
+          {job.exit_code !== null && !job.status_reason.includes("exit code") && <span className="muted"> · exit code {job.exit_code}</span>}
         </p>
         {!terminal && (
           <Busy
@@ -222,7 +222,13 @@ export function JobPage() {
         </section>
         <section aria-labelledby="usage-h">
           <h2 id="usage-h">Usage</h2>
-          <Chart title="Cost so far" series={[{ name: "Cost", points: costPoints }]} yFormat={(y) => microsToCredits(y, 2)} emptyText={terminal ? "No live usage was recorded while this page was open." : "Usage appears once the job runs."} showTable />
+          {costPoints.length >= 2 ? (
+            <Chart title="Cost so far" series={[{ name: "Cost", points: costPoints }]} yFormat={(y) => microsToCredits(y, 2)} minStep={1} showTable />
+          ) : (
+            <p className="muted">
+              {terminal ? "No live usage was recorded while this page was open." : "The cost chart fills in while the job runs."}
+            </p>
+          )}
           {cpuPoints.length > 0 && <Chart title="CPU cores in use" series={[{ name: "Cores", points: cpuPoints }]} height={160} />}
           {memPoints.length > 0 && <Chart title="Memory in use (MB)" series={[{ name: "Memory", points: memPoints }]} height={160} />}
         </section>
