@@ -284,10 +284,13 @@ export async function marketplaceFlow(h, options) {
     await staff.getByTestId("reconciliation").waitFor();
     const today = new Date().toISOString().slice(0, 10);
     const report = await apiGet(staff, `/api/v1/admin/reports/billing/?from=${today}&to=${today}&group_by=day`);
-    const rows = report.rows ?? report.results ?? [];
-    const fees = sum(rows.map((r) => r.fee_micros ?? r.fees_micros));
+    const fees = report.totals.platform_fees_micros;
     if (fees < state.fee) throw new Error(`report fees ${fees} < this job's fee ${state.fee}`);
+    const hostRow = report.top_hosts.find((r) => r.host === state.host.id);
+    if (!hostRow) throw new Error(`host ${state.host.id} is not among the top hosts`);
+    if (hostRow.platform_fees_micros !== state.fee) throw new Error(`host row fee ${hostRow.platform_fees_micros} != ${state.fee}`);
     await staff.getByRole("table", { name: "Per day" }).waitFor();
+    await staff.getByRole("table", { name: "The hosts with the most gross charges" }).getByText(`e2e-${stamp}`).waitFor();
     await h.screenshot(staff, "reports");
     const csv = await staff.evaluate(async (u) => (await fetch(u)).text(), `/api/v1/admin/reports/billing/?from=${today}&to=${today}&group_by=day&format=csv`);
     if (!csv.includes(today)) throw new Error(`CSV lacks today's row: ${csv.slice(0, 200)}`);

@@ -169,21 +169,24 @@ export interface Earnings {
 
 export type Payout = Schemas["PayoutOutput"];
 
+/** One row of the billing report (ledger/reports.py): figures plus what the row is about. */
 export interface BillingRow {
-  day?: string;
-  date?: string;
+  day?: string | null;
   period?: string;
-  host?: number | string;
-  host_name?: string;
-  user?: number | string;
-  username?: string;
-  revenue_micros?: number;
-  fee_micros?: number;
-  gross_micros?: number;
-  payouts_micros?: number;
+  host?: number | null;
+  host_name?: string | null;
+  owner?: number | null;
+  owner_username?: string | null;
+  user?: number | null;
+  username?: string | null;
   credits_bought_micros?: number;
-  purchases_micros?: number;
-  jobs?: number;
+  grants_micros?: number;
+  gross_charges_micros?: number;
+  platform_fees_micros?: number;
+  host_earnings_micros?: number;
+  reversals_micros?: number;
+  refunds_micros?: number;
+  payouts_micros?: number;
   [key: string]: unknown;
 }
 
@@ -191,12 +194,10 @@ export interface BillingReport {
   from?: string;
   to?: string;
   group_by?: string;
-  rows?: BillingRow[];
-  results?: BillingRow[];
+  rows: BillingRow[];
   totals?: BillingRow;
   top_hosts?: BillingRow[];
   top_renters?: BillingRow[];
-  [key: string]: unknown;
 }
 
 export type ReconciliationProblem = Schemas["ProblemOutput"];

@@ -8,11 +8,33 @@ import { Loading } from "../components/Progress";
 import { useLoad } from "../lib/hooks";
 import { formatCredits, formatDateTime, microsToCredits } from "../lib/money";
 
-const PREFERRED = ["gross_micros", "revenue_micros", "fee_micros", "fees_micros", "payouts_micros", "credits_bought_micros", "purchases_micros", "refunds_micros"];
+// ledger/reports.py's figures (docs/reports.md defines each), in the order a person reads them.
+const PREFERRED = [
+  "gross_charges_micros",
+  "platform_fees_micros",
+  "host_earnings_micros",
+  "payouts_micros",
+  "credits_bought_micros",
+  "grants_micros",
+  "refunds_micros",
+  "reversals_micros",
+];
+/** What the per-day chart draws: revenue, fees, payouts and credits bought. */
+const CHARTED = ["gross_charges_micros", "platform_fees_micros", "payouts_micros", "credits_bought_micros"];
+const LABELS: Record<string, string> = {
+  gross_charges_micros: "Revenue (gross charges)",
+  platform_fees_micros: "Platform fees",
+  host_earnings_micros: "Host earnings",
+  payouts_micros: "Payouts",
+  credits_bought_micros: "Credits bought",
+  grants_micros: "Grants",
+  refunds_micros: "Refunds",
+  reversals_micros: "Reversals",
+};
 
 export function rowsOf(report: BillingReport | undefined): BillingRow[] {
   if (!report) return [];
-  return (report.rows ?? report.results ?? []) as BillingRow[];
+  return report.rows;
 }
 
 /** The money columns a report carries, in a stable, sensible order. */
@@ -27,12 +49,20 @@ export function moneyColumns(rows: BillingRow[]): string[] {
 }
 
 export function columnLabel(key: string): string {
+  if (LABELS[key]) return LABELS[key];
   const base = key.replace(/_micros$/, "").replace(/_/g, " ");
   return base.charAt(0).toUpperCase() + base.slice(1);
 }
 
 function rowLabel(row: BillingRow): string {
-  return String(row.day ?? row.date ?? row.period ?? row.host_name ?? row.username ?? row.host ?? row.user ?? "");
+  if (row.day) return String(row.day);
+  if (row.period) return String(row.period);
+  if (row.host !== undefined && row.host !== null) {
+    return `${row.host_name || `Host #${row.host}`}${row.owner_username ? ` (${row.owner_username})` : ""}`;
+  }
+  if (row.username) return String(row.username);
+  if (row.user !== undefined && row.user !== null) return `User #${row.user}`;
+  return "";
 }
 
 function isoDay(date: Date): string {
@@ -51,7 +81,6 @@ function ReportTable({ rows, caption, head }: { rows: BillingRow[]; caption: str
             {columns.map((c) => (
               <th scope="col" className="num" key={c}>{columnLabel(c)}</th>
             ))}
-            {rows.some((r) => typeof r.jobs === "number") && <th scope="col" className="num">Jobs</th>}
           </tr>
         </thead>
         <tbody>
@@ -61,7 +90,6 @@ function ReportTable({ rows, caption, head }: { rows: BillingRow[]; caption: str
               {columns.map((c) => (
                 <td className="num" key={c}>{formatCredits(row[c] as number | undefined)}</td>
               ))}
-              {rows.some((r) => typeof r.jobs === "number") && <td className="num">{row.jobs ?? "—"}</td>}
             </tr>
           ))}
         </tbody>
@@ -151,19 +179,12 @@ export function ReportsPage() {
   const [from, setFrom] = useState(isoDay(monthAgo));
   const [to, setTo] = useState(isoDay(today));
   const byDay = useLoad(() => api.billingReport(from, to, "day"), [from, to]);
-  const byHost = useLoad(() => api.billingReport(from, to, "host"), [from, to]);
-  const byUser = useLoad(() => api.billingReport(from, to, "user"), [from, to]);
   const recon = useLoad(() => api.reconciliation(), []);
   const dayRows = rowsOf(byDay.data);
   const columns = moneyColumns(dayRows);
+  const charted = columns.filter((c) => CHARTED.includes(c));
   const fieldErrors = (byDay.error as { fields?: Record<string, string> } | null)?.fields ?? {};
 
-  const top = (report: BillingReport | undefined, explicit: BillingRow[] | undefined) => {
-    if (explicit?.length) return explicit.slice(0, 10);
-    const rows = rowsOf(report);
-    const key = moneyColumns(rows)[0];
-    return key ? [...rows].sort((a, b) => Number(b[key] ?? 0) - Number(a[key] ?? 0)).slice(0, 10) : rows.slice(0, 10);
-  };
 
   return (
     <section>
@@ -193,7 +214,7 @@ export function ReportsPage() {
           <Chart
             kind="bar"
             title="Per day"
-            series={columns.map((c) => ({
+            series={(charted.length ? charted : columns).map((c) => ({
               name: columnLabel(c),
               points: dayRows.map((row, i) => ({ x: i, y: Number(row[c] ?? 0), label: rowLabel(row).slice(5) || String(i) })),
             }))}
@@ -204,16 +225,26 @@ export function ReportsPage() {
           <ReportTable rows={dayRows} caption="Per day" head="Day" />
         </>
       )}
-      <div className="grid-2">
-        <section aria-labelledby="tophosts-h">
-          <h2 id="tophosts-h">Top hosts</h2>
-          {byHost.error !== null ? <ErrorBanner error={byHost.error} /> : <ReportTable rows={top(byHost.data, byDay.data?.top_hosts)} caption="Hosts by earnings" head="Host" />}
-        </section>
-        <section aria-labelledby="toprenters-h">
-          <h2 id="toprenters-h">Top renters</h2>
-          {byUser.error !== null ? <ErrorBanner error={byUser.error} /> : <ReportTable rows={top(byUser.data, byDay.data?.top_renters)} caption="Renters by spend" head="Renter" />}
-        </section>
-      </div>
+      {byDay.data && (
+        <>
+          <section aria-labelledby="tophosts-h">
+            <h2 id="tophosts-h">Top hosts</h2>
+            {byDay.data.top_hosts?.length ? (
+              <ReportTable rows={byDay.data.top_hosts} caption="The hosts with the most gross charges" head="Host" />
+            ) : (
+              <p className="muted">No host earned anything in this period.</p>
+            )}
+          </section>
+          <section aria-labelledby="toprenters-h">
+            <h2 id="toprenters-h">Top renters</h2>
+            {byDay.data.top_renters?.length ? (
+              <ReportTable rows={byDay.data.top_renters} caption="The renters with the most gross charges" head="Renter" />
+            ) : (
+              <p className="muted">No renter was charged in this period.</p>
+            )}
+          </section>
+        </>
+      )}
     </section>
   );
 }

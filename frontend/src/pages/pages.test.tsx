@@ -1,6 +1,6 @@
 // Each page renders the API's shapes (as the backend branches define them) without crashing,
 // and the job page's live view works from socket events.
-import { act, render, screen, waitFor } from "@testing-library/react";
+import { act, render, screen, waitFor, within } from "@testing-library/react";
 import { MemoryRouter, Route, Routes } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { json, mockFetch, type Call } from "../test/fetchMock";
@@ -144,7 +144,25 @@ describe("pages", () => {
   });
 
   it("reports show the reconciliation and the per-day table", async () => {
-    const report = { rows: [{ day: "2026-05-01", gross_micros: 1000, fee_micros: 100, payouts_micros: 0, credits_bought_micros: 20_000_000 }] };
+    const figures = {
+      credits_bought_micros: 20_000_000,
+      grants_micros: 0,
+      gross_charges_micros: 1000,
+      platform_fees_micros: 100,
+      host_earnings_micros: 900,
+      reversals_micros: 0,
+      refunds_micros: 0,
+      payouts_micros: 0,
+    };
+    const report = {
+      from: "2026-05-01",
+      to: "2026-05-01",
+      group_by: "day",
+      rows: [{ ...figures, day: "2026-05-01", host: null, host_name: null, owner: null, owner_username: null, user: null, username: null }],
+      totals: figures,
+      top_hosts: [{ ...figures, day: null, host: 5, host_name: "lab-1", owner: 2, owner_username: "hana", user: null, username: null }],
+      top_renters: [{ ...figures, day: null, host: null, host_name: null, owner: null, owner_username: null, user: 1, username: "alice" }],
+    };
     mockFetch({
       "GET /api/v1/admin/reports/billing/": () => json(200, report),
       "GET /api/v1/admin/reports/reconciliation/": () =>
@@ -155,6 +173,9 @@ describe("pages", () => {
     const table = await screen.findByRole("table", { name: "Per day" });
     expect(table).toHaveTextContent("2026-05-01");
     expect(table).toHaveTextContent("20.00 cr");
+    expect(screen.getByRole("table", { name: "The hosts with the most gross charges" })).toHaveTextContent("lab-1 (hana)");
+    expect(screen.getByRole("table", { name: "The renters with the most gross charges" })).toHaveTextContent("alice");
+    expect(within(table).getByRole("columnheader", { name: "Platform fees" })).toBeInTheDocument();
   });
 });
 
