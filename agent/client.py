@@ -104,6 +104,7 @@ class AgentClient:
         self.is_server_draining = False
         self.drain_mode: DrainMode | None = None
         self.heartbeat_seconds = 10.0
+        self.usage_report_seconds = 5.0
         self.exit_code = EXIT_OK
         self.connected_since: str | None = None
         self.last_error = ""
@@ -128,6 +129,10 @@ class AgentClient:
         message_id = new_id()
         self._enqueue(encode(message_type, data, message_id))
         return message_id
+
+    @property
+    def is_connected(self) -> bool:
+        return self._welcomed.is_set() and self._ws is not None
 
     @property
     def is_draining(self) -> bool:
@@ -283,6 +288,7 @@ class AgentClient:
     async def _on_welcome(self, envelope: Envelope) -> None:
         data = envelope["data"]
         self.heartbeat_seconds = float(max(1, data["heartbeat_seconds"]))
+        self.usage_report_seconds = float(max(1, data["usage_report_seconds"]))
         self.connected_since = datetime.now(UTC).isoformat()
         self.last_error = ""
         logger.info(
@@ -383,7 +389,7 @@ class AgentClient:
             return "draining"
         if not self.availability.is_available:
             return f"unavailable: {self.availability.reason}"
-        if len(self.jobs.running_jobs()) >= self.config.max_concurrent_jobs:
+        if self.jobs.slots_used() >= self.config.max_concurrent_jobs:
             return "at capacity"
         return ""
 

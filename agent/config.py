@@ -34,6 +34,7 @@ ENV_NAMES: dict[str, str] = {
     "allow_network": "COMMUNIPUTE_ALLOW_NETWORK",
     "ca_bundle": "COMMUNIPUTE_CA_BUNDLE",
     "job_manager": "COMMUNIPUTE_JOB_MANAGER",
+    "allow_unisolated": "COMMUNIPUTE_ALLOW_UNISOLATED",
     "log_level": "COMMUNIPUTE_LOG_LEVEL",
     "backoff_initial_seconds": "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS",
     "backoff_max_seconds": "COMMUNIPUTE_BACKOFF_MAX_SECONDS",
@@ -77,9 +78,12 @@ class AgentConfig:
     ca_bundle: str = ""  # CA bundle to verify the server's TLS certificate
     backoff_initial_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
-    # "package.module:factory" building the JobManager from this config; empty = none, and
-    # offers are rejected with "no runtime configured".
-    job_manager: str = ""
+    # Which JobManager runs jobs (agent/job_manager.py): "auto" (Docker when an engine
+    # answers), "docker", "process" (no isolation: needs allow_unisolated), "none" (offers are
+    # rejected with "no runtime configured"), or a factory "package.module:function".
+    job_manager: str = "auto"
+    # The process runtime runs renters' code without any isolation: a local demo only.
+    allow_unisolated: bool = False
     log_level: str = "INFO"
 
     @property
@@ -168,7 +172,7 @@ def _file_read(path: Path) -> dict[str, Any]:
 
 _INTS = {"host_id", "max_concurrent_jobs"}
 _FLOATS = {"backoff_initial_seconds", "backoff_max_seconds"}
-_BOOLS = {"allow_network"}
+_BOOLS = {"allow_network", "allow_unisolated"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 

@@ -1,9 +1,10 @@
 """The seam between the agent's connection and whatever runs jobs.
 
 The client (agent/client.py) owns the socket, the outbox and the availability policy; a
-``JobManager`` owns jobs. The jobs integration provides one backed by ``agent.runtime`` and
-names its factory in the ``job_manager`` setting ("package.module:factory", called with the
-``AgentConfig``). Without one, the agent runs no jobs and says so to every offer.
+``JobManager`` owns jobs. ``agent.jobrunner`` provides the one backed by ``agent.runtime``;
+the ``job_manager`` setting names its factory ("auto", "docker", "process" or any
+"package.module:factory", called with the ``AgentConfig``). Without a usable runtime the agent
+runs no jobs and says so to every offer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ class AgentLink(Protocol):
         are resent after a reconnect. Returns the envelope id."""
         ...
 
+    @property
+    def is_connected(self) -> bool:
+        """Welcomed on an open socket: what is sent now goes out now."""
+        ...
+
+    @property
+    def usage_report_seconds(self) -> float:
+        """How often to send job.usage (the server's welcome says)."""
+        ...
+
 
 class JobManager(Protocol):
     async def start(self, link: AgentLink) -> None:
@@ -32,7 +43,13 @@ class JobManager(Protocol):
         ...
 
     def running_jobs(self) -> list[RunningJobRef]:
-        """The attempts running now: reported in hello and every heartbeat."""
+        """The attempts held now (from accept until the server acknowledged their finish):
+        reported in hello and every heartbeat, which renews their leases."""
+        ...
+
+    def slots_used(self) -> int:
+        """The attempts that count against ``max_concurrent_jobs``: a finished one that waits
+        for the server's acknowledgement no longer does."""
         ...
 
     async def on_offer(self, offer: JobOffer) -> None:
@@ -69,6 +86,9 @@ class RejectingJobManager:
     def running_jobs(self) -> list[RunningJobRef]:
         return []
 
+    def slots_used(self) -> int:
+        return 0
+
     async def on_offer(self, offer: JobOffer) -> None:
         assert self._link is not None
         self._link.send(
@@ -89,11 +109,20 @@ class RejectingJobManager:
         return None
 
 
+# Short names of the ``job_manager`` setting.
+JOB_MANAGERS = {
+    "auto": "agent.jobrunner:auto_job_manager",
+    "docker": "agent.jobrunner:docker_job_manager",
+    "process": "agent.jobrunner:process_job_manager",
+}
+
+
 def job_manager_build(config: AgentConfig) -> JobManager:
-    """The job manager the config names, or the rejecting one."""
-    if not config.job_manager:
+    """The job manager the config names ("none" or empty: the rejecting one)."""
+    if config.job_manager in ("", "none"):
         return RejectingJobManager()
-    module_name, _, attribute = config.job_manager.partition(":")
+    target = JOB_MANAGERS.get(config.job_manager, config.job_manager)
+    module_name, _, attribute = target.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as exc:

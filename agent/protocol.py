@@ -181,6 +181,11 @@ class JobOffer(TypedDict):
     charged_micros: int  # already charged to earlier attempts' escrow; the local cap uses it
 
 
+# A job.cancel whose reason starts with this names an attempt the server no longer runs on
+# this host (lost, superseded, unknown): the agent removes it and reports nothing more.
+STALE_ATTEMPT_REASON_PREFIX = "stale attempt"
+
+
 class JobCancel(TypedDict):
     job_id: int
     attempt: int

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from agent.protocol import (
+    STALE_ATTEMPT_REASON_PREFIX,
     Envelope,
     Heartbeat,
     JobAccept,
@@ -77,7 +78,9 @@ def _not_yours(envelope: Envelope, job_id: int, number: int) -> list[Reply]:
 
 def _stale(envelope: Envelope, attempt: JobAttempt, why: str) -> list[Reply]:
     cancel = JobCancel(
-        job_id=attempt.job_id, attempt=attempt.number, reason=f"stale attempt: {why}"
+        job_id=attempt.job_id,
+        attempt=attempt.number,
+        reason=f"{STALE_ATTEMPT_REASON_PREFIX}: {why}",
     )
     return [
         _error(

@@ -13,13 +13,13 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from agent.protocol import JobCancel, RunningJobRef
+from agent.protocol import STALE_ATTEMPT_REASON_PREFIX, JobCancel, RunningJobRef
 from jobs.models import JobAttempt
 from jobs.services.cancel import CANCEL_REASON
 from jobs.services.dispatch import attempt_lose
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_OPEN
 
-STALE_REASON = "stale attempt: the server no longer runs it on this host"
+STALE_REASON = f"{STALE_ATTEMPT_REASON_PREFIX}: the server no longer runs it on this host"
 
 
 def _refs_filter(refs: Iterable[RunningJobRef]) -> Q:

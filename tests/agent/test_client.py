@@ -149,6 +149,22 @@ async def test_hello_carries_the_credential_and_heartbeats_follow(server, make_c
     }
 
 
+async def test_the_link_tells_job_managers_the_usage_period_and_the_connection(server, make_client):
+    # given
+    client = make_client(server.port)
+    assert client.is_connected is False
+
+    async with running(client):
+        # when: welcomed (usage_report_seconds 5 in the fake server's welcome)
+        await server.next("heartbeat")
+
+        # then
+        assert client.is_connected is True
+        assert client.usage_report_seconds == 5.0
+
+    assert client.is_connected is False
+
+
 async def test_offers_are_rejected_without_a_runtime_and_resent_until_acknowledged(
     server, make_client
 ):

@@ -1,0 +1,98 @@
+"""The runtime-backed job manager and the factories the ``job_manager`` setting names.
+
+    auto     agent.jobrunner:auto_job_manager     Docker when an engine answers, else none
+    docker   agent.jobrunner:docker_job_manager   Docker, or refuse to start
+    process  agent.jobrunner:process_job_manager  NO ISOLATION: only with allow_unisolated
+
+Each is called with the ``AgentConfig`` and builds the runtime's settings from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agent.config import AgentConfig, ConfigError
+from agent.job_manager import JobManager, RejectingJobManager
+from agent.jobrunner.attempt import AttemptRun
+from agent.jobrunner.manager import RuntimeJobManager
+from agent.jobrunner.options import RunnerOptions
+from agent.jobrunner.uploads import HttpOutputUploader
+from agent.runtime.types import RuntimeSettings
+
+logger = logging.getLogger("agent.jobs")
+
+__all__ = [
+    "AttemptRun",
+    "RunnerOptions",
+    "RuntimeJobManager",
+    "auto_job_manager",
+    "docker_job_manager",
+    "process_job_manager",
+    "runtime_settings_from_config",
+]
+
+
+def runtime_settings_from_config(config: AgentConfig) -> RuntimeSettings:
+    """The runtime's settings; containers are marked with the host id, so a restarted agent
+    finds its own and leaves other agents' containers on the same engine alone."""
+    return RuntimeSettings(
+        work_root=config.work_dir,
+        image=config.runner_image,
+        agent_marker=str(config.host_id),
+        pip_index_url=config.pip_index_url or None,
+        pip_extra_index_url=config.pip_extra_index_url or None,
+        pip_cert_path=Path(config.pip_cert).expanduser() if config.pip_cert else None,
+        network_allowed=config.allow_network,
+    )
+
+
+def _uploader(config: AgentConfig) -> HttpOutputUploader:
+    return HttpOutputUploader(config.server, config.credential, config.ca_bundle)
+
+
+def docker_job_manager(config: AgentConfig) -> RuntimeJobManager:
+    """Jobs in hardened Docker containers; ConfigError when no engine answers."""
+    from docker.errors import DockerException
+
+    from agent.runtime.docker_runtime import DockerRuntime
+
+    settings = runtime_settings_from_config(config)
+    try:
+        runtime = DockerRuntime(settings)
+        runtime.client.ping()
+    except DockerException as exc:
+        raise ConfigError(f"the Docker engine does not answer: {exc}") from None
+    logger.info("running jobs in Docker (image %s)", settings.image)
+    return RuntimeJobManager(
+        runtime, uploader=_uploader(config), max_concurrent_jobs=config.max_concurrent_jobs
+    )
+
+
+def process_job_manager(config: AgentConfig) -> RuntimeJobManager:
+    """Jobs as plain child processes, for the local demo. It isolates NOTHING, so it needs
+    ``allow_unisolated`` (COMMUNIPUTE_ALLOW_UNISOLATED=1) set explicitly."""
+    from agent.runtime.process_runtime import ProcessRuntime
+
+    if not config.allow_unisolated:
+        raise ConfigError(
+            "the process job manager isolates nothing; set allow_unisolated "
+            "(COMMUNIPUTE_ALLOW_UNISOLATED=1) to use it for a local demo"
+        )
+    runtime = ProcessRuntime(runtime_settings_from_config(config), allow_unisolated=True)
+    return RuntimeJobManager(
+        runtime, uploader=_uploader(config), max_concurrent_jobs=config.max_concurrent_jobs
+    )
+
+
+def auto_job_manager(config: AgentConfig) -> JobManager:
+    """The default: Docker when an engine answers; otherwise run nothing, and say so."""
+    try:
+        return docker_job_manager(config)
+    except ConfigError as exc:
+        logger.warning(
+            "no usable job runtime (%s): this agent rejects every job offer until it is "
+            "restarted with Docker running",
+            exc,
+        )
+        return RejectingJobManager()

@@ -1,0 +1,119 @@
+"""From a ``job.offer`` to what the runtime runs: the JobSpec and the local cost cap."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from agent.metering import (
+    Rates,
+    Reservation,
+    charge_decide,
+    counters_from_report,
+    seconds_until_cap,
+)
+from agent.protocol import JobOffer
+from agent.runtime.types import JobSpec, JobSpecError
+
+
+def spec_from_offer(offer: JobOffer) -> JobSpec:
+    """The offer as a validated JobSpec; raises JobSpecError naming what is wrong."""
+    files: dict[str, bytes] = {}
+    for item in offer["files"]:
+        path = item["path"]
+        if path in files:
+            raise JobSpecError(f"the file {path!r} appears twice")
+        try:
+            files[path] = base64.b64decode(item["content_b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise JobSpecError(f"the content of {path!r} is not valid base64") from None
+    limits = offer["limits"]
+    return JobSpec(
+        job_id=offer["job_id"],
+        attempt=offer["attempt"],
+        files=files,
+        entrypoint=offer["entrypoint"],
+        requirements=tuple(offer["requirements"]),
+        cpus=float(limits["cpus"]),
+        memory_mb=limits["memory_mb"],
+        gpus=limits["gpus"],
+        timeout_seconds=limits["timeout_seconds"],
+        network_allowed=limits["allow_network"],
+    )
+
+
+@dataclass(frozen=True)
+class CostCap:
+    """The local cap of one attempt: the server's own stop rule (``charge_decide``), applied
+    by the agent to its own counters so that a disconnected agent can't run unbilled."""
+
+    rates: Rates
+    reservation: Reservation
+    cap_remaining_micros: int  # the job's cap minus what earlier attempts were charged
+
+    def is_reached(self, cpu_seconds: float, wall_seconds: float) -> bool:
+        """True when the next second at full use would pass the cap (the server's ``stop``)."""
+        decision = charge_decide(
+            counters=counters_from_report(cpu_seconds, wall_seconds),
+            rates=self.rates,
+            reservation=self.reservation,
+            charged_micros=0,
+            cap_remaining_micros=self.cap_remaining_micros,
+        )
+        return decision.stop
+
+    @property
+    def seconds_at_full_use(self) -> int:
+        """The wall seconds the attempt may run with every reserved core busy."""
+        return seconds_until_cap(
+            rates=self.rates,
+            reservation=self.reservation,
+            cap_remaining_micros=self.cap_remaining_micros,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cpu_core_hour_micros": self.rates.cpu_core_hour_micros,
+            "memory_gb_hour_micros": self.rates.memory_gb_hour_micros,
+            "gpu_hour_micros": self.rates.gpu_hour_micros,
+            "cpus": str(self.reservation.cpus),
+            "memory_mb": self.reservation.memory_mb,
+            "gpus": self.reservation.gpus,
+            "cap_remaining_micros": self.cap_remaining_micros,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CostCap:
+        return cls(
+            rates=Rates(
+                cpu_core_hour_micros=int(data["cpu_core_hour_micros"]),
+                memory_gb_hour_micros=int(data["memory_gb_hour_micros"]),
+                gpu_hour_micros=int(data["gpu_hour_micros"]),
+            ),
+            reservation=Reservation(
+                cpus=Decimal(str(data["cpus"])),
+                memory_mb=int(data["memory_mb"]),
+                gpus=int(data["gpus"]),
+            ),
+            cap_remaining_micros=int(data["cap_remaining_micros"]),
+        )
+
+
+def cap_from_offer(offer: JobOffer) -> CostCap:
+    rates, limits = offer["rates"], offer["limits"]
+    return CostCap(
+        rates=Rates(
+            cpu_core_hour_micros=rates["cpu_core_hour_micros"],
+            memory_gb_hour_micros=rates["memory_gb_hour_micros"],
+            gpu_hour_micros=rates["gpu_hour_micros"],
+        ),
+        reservation=Reservation(
+            cpus=Decimal(str(limits["cpus"])),
+            memory_mb=limits["memory_mb"],
+            gpus=limits["gpus"],
+        ),
+        cap_remaining_micros=offer["max_cost_micros"] - offer["charged_micros"],
+    )

@@ -1,0 +1,75 @@
+"""What a restarted agent needs to carry on with an attempt it finds still running.
+
+The offer is gone after a restart, so the attempt's cost cap, its GPU count and the usage
+counters the engine cannot give back (the last ``seq``, the tracked memory peak) are kept in
+a small file in the attempt directory. The sandbox never sees it: only ``work/`` and
+``outputs/`` are mounted into the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.jobrunner.offer import CostCap
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "agent-state.json"
+
+
+@dataclass(frozen=True)
+class AttemptState:
+    seq: int
+    memory_peak_mb: int
+    gpus: int
+    cap: CostCap | None
+
+
+def state_path(attempt_dir: Path) -> Path:
+    return attempt_dir / STATE_FILE
+
+
+def state_write(attempt_dir: Path, state: AttemptState) -> None:
+    """Write atomically; a missing attempt directory (cleaned up already) is not an error."""
+    if not attempt_dir.is_dir():
+        return
+    text = json.dumps(
+        {
+            "seq": state.seq,
+            "memory_peak_mb": state.memory_peak_mb,
+            "gpus": state.gpus,
+            "cap": state.cap.to_json() if state.cap is not None else None,
+        }
+    )
+    descriptor, temporary = tempfile.mkstemp(dir=attempt_dir, prefix=f".{STATE_FILE}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, state_path(attempt_dir))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def state_read(attempt_dir: Path) -> AttemptState | None:
+    try:
+        data = json.loads(state_path(attempt_dir).read_text(encoding="utf-8"))
+        cap = CostCap.from_json(data["cap"]) if data.get("cap") else None
+        return AttemptState(
+            seq=int(data["seq"]),
+            memory_peak_mb=int(data["memory_peak_mb"]),
+            gpus=int(data["gpus"]),
+            cap=cap,
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("ignoring the unreadable state of %s: %s", attempt_dir, exc)
+        return None

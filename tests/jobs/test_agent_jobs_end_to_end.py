@@ -1,0 +1,305 @@
+"""Jobs end to end: a real daphne, the real ``communipute-agent run`` with the Docker job
+manager, jobs submitted through the API. No Celery: the test calls the reaper itself.
+
+Needs PostgreSQL (daphne shares the test database), Redis (the channel layer between this
+process, where the API runs, and daphne, where the agents are) and Docker with the runner
+image (`make runner-image`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accounts.models import User
+from hosts.models import Host, HostStatus
+from jobs.models import Job, JobAttempt
+from jobs.services.dispatch import jobs_reap
+from ledger.selectors import wallet_balances
+from ledger.services import wallet_credit
+from tests.hosts.test_agent_end_to_end import ROOT, Daphne, agent_cli, free_port, wait_for
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.docker,
+    pytest.mark.django_db(transaction=True),
+]
+
+IMAGE = os.environ.get("COMMUNIPUTE_RUNNER_IMAGE", "communipute/runner:latest")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+TIMINGS = {
+    "HOST_HEARTBEAT_SECONDS": 1,
+    "HOST_OFFLINE_AFTER_SECONDS": 30,
+    "HOST_USAGE_REPORT_SECONDS": 1,
+    "JOB_LEASE_SECONDS": 5,
+    "JOB_OFFER_TTL_SECONDS": 10,
+}
+JOB_TIMEOUT = 60
+FUNDS = 100_000_000
+
+
+class Agent:
+    """One enrolled host running the real agent in a subprocess."""
+
+    def __init__(self, root: Path, server: str, token: str) -> None:
+        self.root = root
+        self.log_path = root / "agent.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("COMMUNIPUTE_")},
+            "PYTHONPATH": str(ROOT),
+            "COMMUNIPUTE_AGENT_CONFIG": str(root / "agent.json"),
+            "COMMUNIPUTE_WORK_DIR": str(root / "work"),
+            "COMMUNIPUTE_RUNNER_IMAGE": IMAGE,
+            "COMMUNIPUTE_JOB_MANAGER": "docker",
+            "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS": "0.2",
+            "COMMUNIPUTE_BACKOFF_MAX_SECONDS": "1",
+        }
+        if CA_BUNDLE.is_file():
+            self.env["COMMUNIPUTE_PIP_CERT"] = str(CA_BUNDLE)
+        enrolled = agent_cli(self.env, "enroll", "--server", server, "--token", token)
+        assert enrolled.returncode == 0, enrolled.stderr
+        self.host_id = int(json.loads((root / "agent.json").read_text())["host_id"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(
+            lambda: Host.objects.filter(pk=self.host_id, status=HostStatus.ONLINE).exists(),
+            f"host {self.host_id} online",
+        )
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            self.process.wait(10)
+
+    def end(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+
+    def containers(self) -> list[Any]:
+        import docker
+
+        client = docker.from_env()
+        return list(
+            client.containers.list(all=True, filters={"label": f"communipute.agent={self.host_id}"})
+        )
+
+    def containers_remove(self) -> None:
+        for container in self.containers():
+            container.remove(force=True)
+
+
+@pytest.fixture
+def server(tmp_path: Path, settings: Any) -> Iterator[Daphne]:
+    for name, value in TIMINGS.items():
+        setattr(settings, name, value)
+    settings.MEDIA_ROOT = tmp_path / "media"
+    daphne = Daphne(free_port(), tmp_path / "daphne.log")
+    daphne.env.update({name: str(value) for name, value in TIMINGS.items()})
+    daphne.env["MEDIA_ROOT"] = str(tmp_path / "media")
+    daphne.start()
+    yield daphne
+    daphne.kill()
+
+
+@pytest.fixture
+def make_agent(
+    server: Daphne, tmp_path: Path, hana: User, client_for: Callable[[User], Any]
+) -> Iterator[Callable[..., Agent]]:
+    agents: list[Agent] = []
+
+    def make(name: str = "a", **rates: int) -> Agent:
+        token = client_for(hana).post("/api/v1/hosts/enrollments/", {}, format="json")
+        agent = Agent(tmp_path / name, f"http://127.0.0.1:{server.port}", token.json()["token"])
+        Host.objects.filter(pk=agent.host_id).update(
+            cpu_core_hour_micros=rates.get("cpu", 100_000),
+            memory_gb_hour_micros=rates.get("memory", 10_000),
+        )
+        agents.append(agent)
+        agent.start()
+        return agent
+
+    yield make
+    for agent in agents:
+        agent.end()
+        agent.containers_remove()
+        print(f"--- agent {agent.host_id} ---\n{agent.log_path.read_text()[-4000:]}")
+    print(f"--- daphne ---\n{(tmp_path / 'daphne.log').read_text()[-3000:]}")
+
+
+@pytest.fixture
+def renter(alice: User, client_for: Callable[[User], Any]) -> Any:
+    wallet_credit(user=alice, amount_micros=FUNDS, key="e2e-fund", reason="test", source="purchase")
+    return client_for(alice)
+
+
+def submit(client: Any, code: str, **extra: Any) -> int:
+    body = {
+        "code": code,
+        "placement": "auto",
+        "cpus": 1,
+        "memory_mb": 256,
+        "timeout_seconds": JOB_TIMEOUT,
+        "max_cost_micros": 1_000_000,
+        **extra,
+    }
+    response = client.post("/api/v1/jobs/", body, format="json")
+    assert response.status_code == 201, response.json()
+    return int(response.json()["id"])
+
+
+def job_of(client: Any, job_id: int) -> dict[str, Any]:
+    return dict(client.get(f"/api/v1/jobs/{job_id}/").json())
+
+
+def finished(client: Any, job_id: int, timeout: float = 90) -> dict[str, Any]:
+    final = {"succeeded", "failed", "cancelled", "timed_out", "budget_exhausted"}
+    return dict(
+        wait_for(
+            lambda: (job := job_of(client, job_id))["status"] in final and job,
+            f"job {job_id} to finish",
+            timeout=timeout,
+        )
+    )
+
+
+def log_text(client: Any, job_id: int, **query: Any) -> dict[str, Any]:
+    return dict(client.get(f"/api/v1/jobs/{job_id}/logs/", {"offset": 0, **query}).json())
+
+
+def complete_log(client: Any, job_id: int) -> str:
+    page = wait_for(
+        lambda: (page := log_text(client, job_id))["is_complete"] and page, "the whole log"
+    )
+    return str(page["data"])
+
+
+def test_hello_world_runs_to_success_with_its_log_and_outputs(make_agent, renter, alice):
+    # given
+    agent = make_agent()
+
+    # when
+    job_id = submit(
+        renter,
+        "print('hello from the sandbox')\nopen('/outputs/answer.txt', 'w').write('42')\n",
+    )
+
+    # then
+    job = finished(renter, job_id)
+    assert (job["status"], job["status_reason"], job["exit_code"]) == (
+        "succeeded",
+        "exit code 0",
+        0,
+    )
+    assert (job["host"], job["attempt"]) == (agent.host_id, 1)
+    assert complete_log(renter, job_id) == "hello from the sandbox\n"
+    outputs = renter.get(f"/api/v1/jobs/{job_id}/outputs/").json()
+    assert [(o["name"], o["size"]) for o in outputs["results"]] == [("answer.txt", 2)]
+    download = renter.get(f"/api/v1/jobs/{job_id}/outputs/answer.txt")
+    assert b"".join(download.streaming_content) == b"42"
+    attempt = JobAttempt.objects.get(job_id=job_id)
+    assert attempt.usage["is_final"] is True
+    assert attempt.usage["wall_seconds"] > 0
+    wait_for(lambda: not agent.containers(), "the container removed")
+    # settled: the hold is back in the wallet (nothing is charged until metering lands)
+    wait_for(lambda: wallet_balances(alice)["held_micros"] == 0, "the hold released")
+    assert wallet_balances(alice)["balance_micros"] == FUNDS
+
+
+def test_a_requirement_is_installed_and_imported(make_agent, renter):
+    make_agent()
+
+    job_id = submit(renter, "import six\nprint(six.__version__)\n", requirements=["six==1.17.0"])
+
+    job = finished(renter, job_id, timeout=240)
+    assert job["status"] == "succeeded", job["status_reason"]
+    assert complete_log(renter, job_id) == "1.17.0\n"
+
+
+def test_cancel_mid_run_stops_the_container(make_agent, renter):
+    # given a job that runs until stopped
+    agent = make_agent()
+    job_id = submit(renter, "import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    wait_for(lambda: log_text(renter, job_id)["data"] == "up\n", "the job running")
+
+    # when
+    response = renter.post(f"/api/v1/jobs/{job_id}/cancel/")
+
+    # then
+    assert response.status_code == 200
+    job = finished(renter, job_id, timeout=30)
+    assert job["status"] == "cancelled"
+    wait_for(lambda: not agent.containers(), "the container removed")
+
+
+def test_an_agent_killed_mid_job_resumes_it_after_a_restart(make_agent, renter):
+    # given a job printing a line every 0.3 s
+    agent = make_agent()
+    source = (
+        "import time\n"
+        "for i in range(20):\n"
+        "    print(f'line {i}', flush=True)\n"
+        "    time.sleep(0.3)\n"
+    )
+    job_id = submit(renter, source)
+    wait_for(lambda: "line 2\n" in log_text(renter, job_id)["data"], "some output")
+
+    # when the agent dies and comes back within the lease
+    agent.signal(signal.SIGKILL)
+    agent.start()
+
+    # then the same attempt finishes there: resumed, not run twice
+    job = finished(renter, job_id)
+    assert (job["status"], job["attempt"]) == ("succeeded", 1)
+    assert JobAttempt.objects.filter(job_id=job_id).count() == 1
+    assert complete_log(renter, job_id) == "".join(f"line {i}\n" for i in range(20))
+
+
+def test_an_agent_stopped_past_its_lease_loses_the_attempt_to_another_host(make_agent, renter):
+    # given two hosts; the job goes to the cheaper one
+    cheap = make_agent("cheap", cpu=50_000)
+    other = make_agent("other", cpu=90_000)
+    source = "import time\nprint('start', flush=True)\ntime.sleep(4)\nprint('done')\n"
+    job_id = submit(renter, source)
+    wait_for(lambda: log_text(renter, job_id)["data"] == "start\n", "the first attempt running")
+    assert job_of(renter, job_id)["host"] == cheap.host_id
+
+    # when its agent stops answering past the lease and the reaper runs
+    cheap.signal(signal.SIGSTOP)
+    wait_for(
+        lambda: jobs_reap().attempts_lost == 1,
+        "the lease to expire",
+        timeout=TIMINGS["JOB_LEASE_SECONDS"] * 3,
+    )
+
+    # then the job runs again on the other host and succeeds there
+    job = finished(renter, job_id)
+    assert (job["status"], job["attempt"], job["host"]) == ("succeeded", 2, other.host_id)
+    statuses = dict(JobAttempt.objects.filter(job_id=job_id).values_list("number", "status"))
+    assert statuses == {1: "lost", 2: "succeeded"}
+    assert complete_log(renter, job_id) == "start\ndone\n"
+
+    # when the stopped agent wakes up, the server tells it the attempt is stale: it kills it
+    cheap.signal(signal.SIGCONT)
+    wait_for(lambda: not cheap.containers(), "the lost attempt's container removed")
+    assert Job.objects.get(pk=job_id).status == "succeeded"
