@@ -145,8 +145,9 @@ export class Flow {
     this.failed = false;
   }
 
-  async step(name, fn) {
-    if (this.failed) {
+  /** `options.always`: run even after an earlier step failed (it checks what it can). */
+  async step(name, fn, options = {}) {
+    if (this.failed && !options.always) {
       this.results.push({ name, status: "skipped" });
       return undefined;
     }
@@ -158,6 +159,7 @@ export class Flow {
       return value;
     } catch (err) {
       this.failed = true;
+      this.anyFailed = true;
       const browser = this.harness?.problems.splice(0) ?? [];
       // What each browser showed when the step failed.
       for (const { who, page } of this.harness?.pages ?? []) {
