@@ -32,9 +32,9 @@ format: venv
 migrate: venv
 	DEBUG=1 $(PY) manage.py migrate
 
+# The whole marketplace on SQLite with a local agent; DEMO_PORT=8001 for another port.
 demo: venv
-	DEBUG=1 $(PY) manage.py migrate
-	DEBUG=1 $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 config.asgi:application
+	$(PY) scripts/run_demo.py $(if $(DEMO_PORT),--port $(DEMO_PORT))
 
 bench: venv
 	$(PY) -m bench

@@ -31,6 +31,7 @@ GROSS, FEE = 1_000, 100
 @dataclass(frozen=True)
 class Fixture:
     owners: dict[int, int]  # job -> host owner id
+    hosts: dict[int, int]  # job -> host id (a plain number: the ledger knows hosts only by id)
     jobs: list[int]
     # Per job: (escrow, earnings_pending, revenue shard) account ids.
     accounts: dict[int, tuple[int, int, int]]
@@ -75,6 +76,7 @@ def _fixture(jobs: int, owners: int, charges: int) -> Fixture:
             gross_micros=GROSS,
             fee_micros=FEE,
             key=f"bench:warm:{job}",
+            host_id=_host_of(job, owners),
         )
         by_kind = {p.account.kind: p.account_id for p in txn.postings.select_related("account")}
         accounts[job] = (
@@ -82,10 +84,16 @@ def _fixture(jobs: int, owners: int, charges: int) -> Fixture:
             by_kind[AccountKind.EARNINGS_PENDING],
             by_kind[AccountKind.REVENUE],
         )
-    return Fixture(owners=owner_of, jobs=list(range(1, jobs + 1)), accounts=accounts)
+    host_of = {job: _host_of(job, owners) for job in owner_of}
+    return Fixture(owners=owner_of, hosts=host_of, jobs=list(range(1, jobs + 1)), accounts=accounts)
 
 
-def _metadata(job: int, owner_id: int) -> str:
+def _host_of(job: int, owners: int) -> int:
+    """Each owner has one host; metering names it in every charge (``host_id``)."""
+    return 1_000 + job % owners
+
+
+def _metadata(job: int, owner_id: int, host_id: int) -> str:
     return json.dumps(
         {
             "job_id": job,
@@ -93,13 +101,15 @@ def _metadata(job: int, owner_id: int) -> str:
             "host_owner_id": owner_id,
             "gross_micros": GROSS,
             "fee_micros": FEE,
+            "host_id": host_id,
         }
     )
 
 
 _INSERT_TXN = (
-    "INSERT INTO ledger_ledgertransaction (key, kind, memo, created_at, job_id, attempt, metadata)"
-    " VALUES (%s, 'capture', '', now(), %s, 1, %s) RETURNING id"
+    "INSERT INTO ledger_ledgertransaction"
+    " (key, kind, memo, created_at, job_id, attempt, host_id, metadata)"
+    " VALUES (%s, 'capture', '', now(), %s, 1, %s, %s) RETURNING id"
 )
 _INSERT_POSTINGS = (
     "INSERT INTO ledger_posting (transaction_id, account_id, amount_micros)"
@@ -125,8 +135,9 @@ def _raw_worker(fixture: Fixture, keys: Sequence[int], tag: str) -> None:
             job = fixture.jobs[i % len(fixture.jobs)]
             escrow, pending, revenue = fixture.accounts[job]
             with raw.transaction():
+                host, owner = fixture.hosts[job], fixture.owners[job]
                 cursor.execute(
-                    _INSERT_TXN, (f"bench:{tag}:{i}", job, _metadata(job, fixture.owners[job]))
+                    _INSERT_TXN, (f"bench:{tag}:{i}", job, host, _metadata(job, owner, host))
                 )
                 row = cursor.fetchone()
                 assert row is not None
@@ -152,6 +163,7 @@ def _service_worker(fixture: Fixture, keys: Sequence[int], tag: str) -> None:
             gross_micros=GROSS,
             fee_micros=FEE,
             key=f"bench:{tag}:{i}",
+            host_id=fixture.hosts[job],
         )
 
 
@@ -195,6 +207,7 @@ def _statements_per_charge(fixture: Fixture) -> int:
             gross_micros=GROSS,
             fee_micros=FEE,
             key="bench:count",
+            host_id=fixture.hosts[fixture.jobs[0]],
         )
     return sum(1 for q in captured.captured_queries if q["sql"] not in {"BEGIN", "COMMIT"})
 

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "hosts",
     "marketplace",
     "jobs",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -114,7 +115,9 @@ if REDIS_URL:
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # One process's memory: only code in daphne's process reaches the sockets (the demo runs its
+    # Celery worker there: demo/management/commands/demo_web.py).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "config.channel_layers.InProcessChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BROKER_URL = env_str(
@@ -218,6 +221,9 @@ LEDGER_REVENUE_SHARDS = env_int("LEDGER_REVENUE_SHARDS", 16, minimum=1)
 # Dotted path to a callable giving the reconciliation job facts (finished? cap?), provided by
 # the jobs app. Empty: the two job checks are skipped.
 LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "jobs.selectors.job_facts")
+# Dotted path to a callable naming hosts (and their owners) by id for billing reports; the
+# ledger knows hosts only by id. Empty: reports show ids only.
+LEDGER_HOST_LABELS_PROVIDER = env_str("LEDGER_HOST_LABELS_PROVIDER", "hosts.selectors.host_labels")
 
 PAYMENT_PROVIDER = env_str("PAYMENT_PROVIDER", "demo")
 DEMO_PAYMENTS_ENABLED = env_bool("DEMO_PAYMENTS_ENABLED", False)

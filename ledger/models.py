@@ -156,6 +156,10 @@ class LedgerTransaction(models.Model):
     # The job (and attempt) a hold, capture, release or reversal belongs to; also in metadata.
     job_id = models.BigIntegerField(null=True, blank=True)
     attempt = models.PositiveIntegerField(null=True, blank=True)
+    # The host a capture ran on (and a reversal of its charges), for per-host reports. A plain
+    # integer like job_id: the ledger imports nothing from the hosts app. Metering passes it to
+    # hold_capture; captures posted without it are reported as "no host".
+    host_id = models.BigIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
 
     # Not a column: the posting service sets it on the instance it returns when the key had been
@@ -164,7 +168,14 @@ class LedgerTransaction(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key"], name="ledger_txn_uniq_key")]
-        indexes = [models.Index(fields=["job_id", "attempt"], name="ledger_txn_job_attempt")]
+        indexes = [
+            models.Index(fields=["job_id", "attempt"], name="ledger_txn_job_attempt"),
+            models.Index(
+                fields=["host_id", "created_at"],
+                name="ledger_txn_host_created",
+                condition=Q(host_id__isnull=False),
+            ),
+        ]
         permissions = [("adjust_credits", "Can grant or adjust credits")]
 
     def __str__(self) -> str:

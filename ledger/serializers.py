@@ -1,12 +1,14 @@
-"""Response shapes of the ledger API (see docs/api.md); the ledger API takes no input."""
+"""Shapes of the ledger API (see docs/api.md): responses, and the billing report's query."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from rest_framework import serializers
 
 from ledger.models import AccountKind, Posting, TransactionKind
+from ledger.reports import REPORT_DEFAULT_DAYS, REPORT_MAX_DAYS, BillingGroup
 from ledger.selectors import WalletBalances
 
 
@@ -86,3 +88,102 @@ class ReconciliationReportOutput(serializers.Serializer[Mapping[str, object]]):
         allow_null=True, help_text="The most recent reconciliation; null before the first."
     )
     invariants = InvariantOutput(many=True, help_text="What every run checks.")
+
+
+class BillingReportQuery(serializers.Serializer[Mapping[str, object]]):
+    """The report's query parameters (``from`` is a Python keyword, so it is added in
+    ``get_fields``)."""
+
+    to = serializers.DateField(
+        required=False,
+        help_text="Last day of the period, included (YYYY-MM-DD, UTC). Default: today.",
+    )
+    group_by = serializers.ChoiceField(
+        choices=[group.value for group in BillingGroup], default=BillingGroup.DAY.value
+    )
+    format = serializers.ChoiceField(choices=["json", "csv"], default="json")
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        first = serializers.DateField(
+            required=False,
+            help_text=(
+                "First day of the period, included (YYYY-MM-DD, UTC). Default: "
+                f"{REPORT_DEFAULT_DAYS - 1} days before `to`; at most {REPORT_MAX_DAYS} days."
+            ),
+        )
+        return {"from": first, **super().get_fields()}
+
+
+class BillingFiguresOutput(serializers.Serializer[Mapping[str, object]]):
+    """Integers of micro-credits; docs/reports.md says what each one counts."""
+
+    credits_bought_micros = serializers.IntegerField(
+        help_text="Credits bought: stripe_clearing -> wallet."
+    )
+    grants_micros = serializers.IntegerField(
+        help_text="Staff grants and adjustments, net (an adjustment may take credits back)."
+    )
+    gross_charges_micros = serializers.IntegerField(
+        help_text="Usage charged from job holds, before reversals."
+    )
+    platform_fees_micros = serializers.IntegerField(
+        help_text="The platform's fees (revenue), net of reversed charges."
+    )
+    host_earnings_micros = serializers.IntegerField(
+        help_text="What hosts earned: gross charges - reversals - platform fees."
+    )
+    reversals_micros = serializers.IntegerField(
+        help_text="Gross charges undone (lost attempts): returned to the job's hold."
+    )
+    refunds_micros = serializers.IntegerField(
+        help_text="Purchases taken back by refunds and lost disputes."
+    )
+    payouts_micros = serializers.IntegerField(help_text="Payouts whose transfer went through.")
+
+
+class BillingRowOutput(BillingFiguresOutput):
+    """One group. Only the key fields of the report's ``group_by`` are set, the others null."""
+
+    day = serializers.DateField(allow_null=True, help_text="group_by=day: the UTC day.")
+    host = serializers.IntegerField(
+        allow_null=True,
+        help_text="group_by=host and top_hosts: the host id; null for charges without a host.",
+    )
+    host_name = serializers.CharField(allow_null=True)
+    owner = serializers.IntegerField(allow_null=True, help_text="The host's owner (user id).")
+    owner_username = serializers.CharField(allow_null=True)
+    user = serializers.IntegerField(
+        allow_null=True,
+        help_text=(
+            "group_by=user and top_renters: the user id (the renter for charges, the buyer for "
+            "purchases, grants and refunds, the host owner for payouts)."
+        ),
+    )
+    username = serializers.CharField(allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        figures = BillingFiguresOutput._declared_fields
+        # The key fields first, then the figures.
+        return {
+            **{name: field for name, field in fields.items() if name not in figures},
+            **{name: field for name, field in fields.items() if name in figures},
+        }
+
+
+class BillingReportOutput(serializers.Serializer[Mapping[str, object]]):
+    to = serializers.DateField(help_text="Last day of the period, included.")
+    group_by = serializers.ChoiceField(choices=[group.value for group in BillingGroup])
+    rows = BillingRowOutput(
+        many=True,
+        help_text="Per day (every day of the period, oldest first), host or user (by id).",
+    )
+    totals = BillingFiguresOutput(help_text="The whole period, every figure.")
+    top_hosts = BillingRowOutput(many=True, help_text="The 10 hosts with the most gross charges.")
+    top_renters = BillingRowOutput(
+        many=True, help_text="The 10 renters with the most gross charges."
+    )
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        first = serializers.DateField(help_text="First day of the period, included.")
+        return {"from": first, **super().get_fields()}

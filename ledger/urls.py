@@ -14,4 +14,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
         apis.ReconciliationReportApi.as_view(),
         name="admin-reconciliation",
     ),
+    path(
+        "admin/reports/billing/",
+        apis.BillingReportApi.as_view(),
+        name="admin-billing-report",
+    ),
 ]

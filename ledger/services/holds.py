@@ -86,18 +86,23 @@ def hold_capture(
     gross_micros: int,
     fee_micros: int,
     key: str,
+    host_id: int | None = None,
 ) -> LedgerTransaction:
     """Charge ``gross_micros`` from the job's escrow: the host owner's pending earnings get
     ``gross - fee``, platform revenue (the job's shard) gets ``fee``.
 
     The hot path of the marketplace: four statements when the accounts exist. ``host_owner`` is
-    a user or a user id. Raises ``InsufficientCredits`` (code ``hold_exceeded``) when the charge
+    a user or a user id. ``host_id`` is the host the attempt runs on: metering passes it so that
+    billing reports can group charges by host (optional only for callers that predate it; a
+    capture without it is reported under "no host"). A repeat of the key with another host is a
+    ``Conflict``. Raises ``InsufficientCredits`` (code ``hold_exceeded``) when the charge
     exceeds what is left in the escrow, ``NotFound`` (``hold_not_found``) when the job has no
     hold. Moves money under row locks taken in pk order; idempotent by ``key``.
     """
     job = _id_validate(job_id, "job_id")
     attempt_number = _id_validate(attempt, "attempt")
     owner_id = host_owner if isinstance(host_owner, int) else host_owner.pk
+    host = None if host_id is None else _id_validate(host_id, "host_id")
     split = capture_validate(gross_micros, fee_micros)
     escrow, pending, revenue = escrow_ref(job), earnings_pending_ref(owner_id), revenue_ref(job)
     posted = _durably(
@@ -112,12 +117,14 @@ def hold_capture(
             ],
             job_id=job,
             attempt=attempt_number,
+            host_id=host,
             metadata={
                 "job_id": job,
                 "attempt": attempt_number,
                 "host_owner_id": owner_id,
                 "gross_micros": split.gross_micros,
                 "fee_micros": split.fee_micros,
+                **({} if host is None else {"host_id": host}),
             },
         )
     )
@@ -199,6 +206,18 @@ def _unreversed_captures(job_id: int, attempt: int) -> _Unreversed:
     return _Unreversed(through_capture_id=through, by_account=by_account)
 
 
+def _attempt_host_id(job_id: int, attempt: int) -> int | None:
+    """The host an attempt's charges were captured on (one attempt runs on one host), so that a
+    reversal is reported against the host whose charges it undoes."""
+    return (
+        LedgerTransaction.objects.filter(
+            job_id=job_id, attempt=attempt, kind=TransactionKind.CAPTURE, host_id__isnull=False
+        )
+        .values_list("host_id", flat=True)
+        .first()
+    )
+
+
 def _reverse_refs(job_id: int, unreversed: _Unreversed) -> set[AccountRef]:
     refs = {escrow_ref(job_id)}
     if unreversed.by_account:
@@ -260,6 +279,7 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
     job = _id_validate(job_id, "job_id")
     attempt_number = _id_validate(attempt, "attempt")
     refs = _reverse_refs(job, _unreversed_captures(job, attempt_number))
+    host = _attempt_host_id(job, attempt_number)
     metadata = {"job_id": job, "attempt": attempt_number}
     return _durably(
         lambda: _post(
@@ -271,6 +291,7 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
             memo=f"charges of job {job} attempt {attempt_number} reversed",
             job_id=job,
             attempt=attempt_number,
+            host_id=host,
             metadata=metadata,
         )
     )

@@ -177,7 +177,7 @@ def _replayed(
     matches = first.kind == txn.kind
     if matches and replay is Replay.SAME_AMOUNTS:
         posted = Counter(first.postings.values_list("account_id", "amount_micros"))
-        matches = posted == Counter(legs)
+        matches = posted == Counter(legs) and first.host_id == txn.host_id
     elif matches:
         matches = (first.job_id, first.attempt) == (txn.job_id, txn.attempt)
     if not matches:
@@ -284,6 +284,7 @@ def _post(
     memo: str = "",
     job_id: int | None = None,
     attempt: int | None = None,
+    host_id: int | None = None,
     metadata: Mapping[str, Any] | None = None,
     created_by: User | None = None,
 ) -> LedgerTransaction | None:
@@ -311,6 +312,7 @@ def _post(
         created_by=created_by,
         job_id=job_id,
         attempt=attempt,
+        host_id=host_id,
         metadata=dict(metadata or {}),
     )
     by_id = [(locked[ref].pk, amount) for ref, amount in planned]

@@ -80,6 +80,7 @@ _TRANSACTION_FIELDS = (
     "created_by",
     "job_id",
     "attempt",
+    "host_id",
     "metadata",
 )
 

@@ -1,0 +1,146 @@
+"""The supervisor's decisions, without starting anything: the environment it gives the
+children and the job runtime it picks for the local agent."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import stat
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_demo", ROOT / "scripts" / "run_demo.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_demo"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+run_demo = _load()
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> object:
+    return run_demo.Demo(bind="127.0.0.1", port=8123, var_dir=tmp_path)
+
+
+def test_children_get_the_embedded_default_whatever_the_shell_says(
+    demo: object, tmp_path: Path
+) -> None:
+    # given: a shell set up for production
+    shell = {
+        "PATH": "/usr/bin",
+        "DATABASE_URL": "postgres://db/prod",
+        "REDIS_URL": "redis://cache/0",
+        "CELERY_BROKER_URL": "redis://cache/1",
+        "DEBUG": "0",
+    }
+
+    # when
+    env = run_demo.server_env(demo, shell)
+
+    # then
+    assert "REDIS_URL" not in env
+    assert "CELERY_BROKER_URL" not in env
+    assert env["PATH"] == "/usr/bin"
+    assert env["DATABASE_URL"] == f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    assert (env["DEBUG"], env["PAYMENT_PROVIDER"], env["DEMO_PAYMENTS_ENABLED"]) == (
+        "1",
+        "demo",
+        "1",
+    )
+    assert (env["COMMUNIPUTE_VAR_DIR"], env["PUBLIC_URL"]) == (
+        str(tmp_path),
+        "http://127.0.0.1:8123",
+    )
+
+
+def test_the_secret_key_is_made_once_per_machine_and_kept_private(
+    demo: object, tmp_path: Path
+) -> None:
+    # when
+    first = run_demo.server_env(demo, {})["SECRET_KEY"]
+    again = run_demo.server_env(demo, {})["SECRET_KEY"]
+
+    # then
+    assert first == again
+    assert len(first) >= 50
+    assert stat.S_IMODE((tmp_path / "secret-key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("image", "env", "isolates_nothing", "says"),
+    [
+        (
+            "communipute/runner:latest",
+            {
+                "COMMUNIPUTE_JOB_MANAGER": "docker",
+                "COMMUNIPUTE_RUNNER_IMAGE": "communipute/runner:latest",
+            },
+            False,
+            "Docker containers",
+        ),
+        (
+            "",
+            {"COMMUNIPUTE_JOB_MANAGER": "process", "COMMUNIPUTE_ALLOW_UNISOLATED": "1"},
+            True,
+            "make runner-image",
+        ),
+        (
+            None,
+            {"COMMUNIPUTE_JOB_MANAGER": "process", "COMMUNIPUTE_ALLOW_UNISOLATED": "1"},
+            True,
+            "Docker does not answer",
+        ),
+    ],
+)
+def test_the_agent_runs_jobs_in_docker_when_it_can_and_says_loudly_when_not(
+    monkeypatch: pytest.MonkeyPatch,
+    image: str | None,
+    env: dict[str, str],
+    isolates_nothing: bool,
+    says: str,
+) -> None:
+    # given
+    monkeypatch.setattr(run_demo, "_docker_image", lambda: image)
+
+    # when
+    runtime = run_demo.job_runtime()
+
+    # then
+    assert (runtime.env, runtime.isolates_nothing) == (env, isolates_nothing)
+    assert says in runtime.note
+    assert ("NO ISOLATION" in runtime.note) is isolates_nothing
+
+
+def test_the_banner_names_the_url_the_logins_and_the_logs(demo: object, tmp_path: Path) -> None:
+    # given
+    logins = {
+        "renter": {"username": "demo-renter", "password": "pw-r"},
+        "host": {"username": "demo-host", "password": "pw-h"},
+        "staff": {"username": "demo-admin", "password": "pw-s"},
+    }
+    (tmp_path / "demo-users.json").write_text(json.dumps(logins))
+    unisolated = run_demo.JobRuntime({}, "no isolation at all", isolates_nothing=True)
+
+    # when
+    text = run_demo.banner(demo, 7, unisolated)
+    docker = run_demo.banner(demo, 7, run_demo.JobRuntime({}, "jobs run in Docker"))
+
+    # then
+    assert "CommuniPute is running at http://127.0.0.1:8123/" in text
+    for role, login in logins.items():
+        assert f"{role:<7} {login['username']:<12} password {login['password']}" in text
+    assert f"Logs: {tmp_path / 'logs'}/" in text
+    assert "host 7" in text
+    assert "WARNING: NO ISOLATION AT ALL" in text
+    assert "WARNING" not in docker
