@@ -2,6 +2,7 @@
 import { rawRequest, request, typed, unwrap } from "./client";
 import type { Multipart } from "../lib/files";
 import type {
+  BillingGroup,
   BillingReport,
   Earnings,
   Enrollment,
@@ -112,8 +113,11 @@ export const api = {
     ),
 
   // --- staff reports ----------------------------------------------------------------------
-  billingReport: (from: string, to: string, group_by: string) =>
-    request<BillingReport>("GET", "/api/v1/admin/reports/billing/", { query: { from, to, group_by } }),
+  // JSON here (the schema also lists the CSV form, a string, which billingCsvUrl links to).
+  billingReport: (from: string, to: string, group_by: BillingGroup) =>
+    precise<BillingReport>(
+      unwrap(typed.GET("/api/v1/admin/reports/billing/", { params: { query: { from, to, group_by, format: "json" } } })),
+    ),
   reconciliation: (): Promise<Reconciliation> => unwrap(typed.GET("/api/v1/admin/reports/reconciliation/")),
 };
 

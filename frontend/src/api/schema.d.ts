@@ -4,6 +4,26 @@
  */
 
 export interface paths {
+    "/api/v1/admin/reports/billing/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Billing figures per day, host or user (staff only)
+         * @description Credits bought, grants, gross charges, platform fees, host earnings, reversals, refunds and payouts in integer micro-credits, summed from the ledger for whole UTC days from `from` to `to`, both included (default: the last 30 days; at most 366). `format=csv` downloads the rows as CSV with a header row. docs/reports.md defines every figure and grouping.
+         */
+        get: operations["admin_reports_billing_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/reports/reconciliation/": {
         parameters: {
             query?: never;
@@ -619,6 +639,79 @@ export interface components {
             /** Format: date-time */
             readonly last_used_at: string | null;
         };
+        /** @description Integers of micro-credits; docs/reports.md says what each one counts. */
+        BillingFiguresOutput: {
+            /** @description Credits bought: stripe_clearing -> wallet. */
+            credits_bought_micros: number;
+            /** @description Staff grants and adjustments, net (an adjustment may take credits back). */
+            grants_micros: number;
+            /** @description Usage charged from job holds, before reversals. */
+            gross_charges_micros: number;
+            /** @description The platform's fees (revenue), net of reversed charges. */
+            platform_fees_micros: number;
+            /** @description What hosts earned: gross charges - reversals - platform fees. */
+            host_earnings_micros: number;
+            /** @description Gross charges undone (lost attempts): returned to the job's hold. */
+            reversals_micros: number;
+            /** @description Purchases taken back by refunds and lost disputes. */
+            refunds_micros: number;
+            /** @description Payouts whose transfer went through. */
+            payouts_micros: number;
+        };
+        BillingReportOutput: {
+            /**
+             * Format: date
+             * @description First day of the period, included.
+             */
+            from: string;
+            /**
+             * Format: date
+             * @description Last day of the period, included.
+             */
+            to: string;
+            group_by: components["schemas"]["GroupByEnum"];
+            /** @description Per day (every day of the period, oldest first), host or user (by id). */
+            rows: components["schemas"]["BillingRowOutput"][];
+            /** @description The whole period, every figure. */
+            totals: components["schemas"]["BillingFiguresOutput"];
+            /** @description The 10 hosts with the most gross charges. */
+            top_hosts: components["schemas"]["BillingRowOutput"][];
+            /** @description The 10 renters with the most gross charges. */
+            top_renters: components["schemas"]["BillingRowOutput"][];
+        };
+        /** @description One group. Only the key fields of the report's ``group_by`` are set, the others null. */
+        BillingRowOutput: {
+            /**
+             * Format: date
+             * @description group_by=day: the UTC day.
+             */
+            day: string | null;
+            /** @description group_by=host and top_hosts: the host id; null for charges without a host. */
+            host: number | null;
+            host_name: string | null;
+            /** @description The host's owner (user id). */
+            owner: number | null;
+            owner_username: string | null;
+            /** @description group_by=user and top_renters: the user id (the renter for charges, the buyer for purchases, grants and refunds, the host owner for payouts). */
+            user: number | null;
+            username: string | null;
+            /** @description Credits bought: stripe_clearing -> wallet. */
+            credits_bought_micros: number;
+            /** @description Staff grants and adjustments, net (an adjustment may take credits back). */
+            grants_micros: number;
+            /** @description Usage charged from job holds, before reversals. */
+            gross_charges_micros: number;
+            /** @description The platform's fees (revenue), net of reversed charges. */
+            platform_fees_micros: number;
+            /** @description What hosts earned: gross charges - reversals - platform fees. */
+            host_earnings_micros: number;
+            /** @description Gross charges undone (lost attempts): returned to the job's hold. */
+            reversals_micros: number;
+            /** @description Purchases taken back by refunds and lost disputes. */
+            refunds_micros: number;
+            /** @description Payouts whose transfer went through. */
+            payouts_micros: number;
+        };
         /** @description The payment plus what the page needs to take it (Stripe.js: the client secret). */
         CheckoutOutput: {
             readonly id: number;
@@ -660,6 +753,13 @@ export interface components {
             /** @description bytes, base64 */
             content_b64?: string;
         };
+        /**
+         * @description * `day` - day
+         *     * `host` - host
+         *     * `user` - user
+         * @enum {string}
+         */
+        GroupByEnum: "day" | "host" | "user";
         /**
          * @description A catalog entry. Expects ``current_status`` annotated (hosts.selectors.status_fresh).
          *
@@ -1274,6 +1374,42 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    admin_reports_billing_retrieve: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                /** @description First day, included (UTC). Default: 29 days before `to`. */
+                from?: string;
+                group_by?: "day" | "host" | "user";
+                /** @description Last day, included (UTC). Default: today. */
+                to?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingReportOutput"];
+                    "text/csv": string;
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     admin_reports_reconciliation_retrieve: {
         parameters: {
             query?: never;

@@ -169,36 +169,14 @@ export interface Earnings {
 
 export type Payout = Schemas["PayoutOutput"];
 
-/** One row of the billing report (ledger/reports.py): figures plus what the row is about. */
-export interface BillingRow {
-  day?: string | null;
-  period?: string;
-  host?: number | null;
-  host_name?: string | null;
-  owner?: number | null;
-  owner_username?: string | null;
-  user?: number | null;
-  username?: string | null;
-  credits_bought_micros?: number;
-  grants_micros?: number;
-  gross_charges_micros?: number;
-  platform_fees_micros?: number;
-  host_earnings_micros?: number;
-  reversals_micros?: number;
-  refunds_micros?: number;
-  payouts_micros?: number;
-  [key: string]: unknown;
-}
+export type BillingFigures = Schemas["BillingFiguresOutput"];
+export type BillingGroup = Schemas["GroupByEnum"];
 
-export interface BillingReport {
-  from?: string;
-  to?: string;
-  group_by?: string;
-  rows: BillingRow[];
-  totals?: BillingRow;
-  top_hosts?: BillingRow[];
-  top_renters?: BillingRow[];
-}
+/** A row of the billing report; the totals row has only the figures (and a label). */
+export type BillingRow = BillingFigures &
+  Partial<Omit<Schemas["BillingRowOutput"], keyof BillingFigures>> & { period?: string };
+
+export type BillingReport = Schemas["BillingReportOutput"];
 
 export type ReconciliationProblem = Schemas["ProblemOutput"];
 export type ReconciliationRun = Schemas["ReconciliationRunOutput"];

@@ -1,6 +1,6 @@
 import { useState } from "react";
 import { api, billingCsvUrl } from "../api/endpoints";
-import type { BillingReport, BillingRow, Reconciliation } from "../api/types";
+import type { BillingFigures, BillingReport, BillingRow, Reconciliation } from "../api/types";
 import { Chart } from "../components/Chart";
 import { ErrorBanner } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
@@ -37,10 +37,12 @@ export function rowsOf(report: BillingReport | undefined): BillingRow[] {
   return report.rows;
 }
 
+type Figure = keyof BillingFigures;
+
 /** The money columns a report carries, in a stable, sensible order. */
-export function moneyColumns(rows: BillingRow[]): string[] {
-  const keys = new Set<string>();
-  rows.forEach((row) => Object.keys(row).forEach((k) => k.endsWith("_micros") && keys.add(k)));
+export function moneyColumns(rows: BillingRow[]): Figure[] {
+  const keys = new Set<Figure>();
+  rows.forEach((row) => Object.keys(row).forEach((k) => k.endsWith("_micros") && keys.add(k as Figure)));
   return [...keys].sort((a, b) => {
     const ia = PREFERRED.indexOf(a);
     const ib = PREFERRED.indexOf(b);
@@ -88,7 +90,7 @@ function ReportTable({ rows, caption, head }: { rows: BillingRow[]; caption: str
             <tr key={`${rowLabel(row)}-${i}`}>
               <th scope="row">{rowLabel(row)}</th>
               {columns.map((c) => (
-                <td className="num" key={c}>{formatCredits(row[c] as number | undefined)}</td>
+                <td className="num" key={c}>{formatCredits(row[c])}</td>
               ))}
             </tr>
           ))}
