@@ -158,7 +158,8 @@ export function Chart({
           </g>
         ))}
         {xs.map(([x, label], i) =>
-          i % labelEvery === 0 || i === xs.length - 1 ? (
+          // Evenly spaced counting back from the last point, so the last label never collides.
+          (xs.length - 1 - i) % labelEvery === 0 ? (
             <text key={x} className="axis-label" x={xPos(x, i)} y={height - 8} textAnchor="middle">
               {label}
             </text>
