@@ -20,6 +20,9 @@ const JOB_CODE = [
   "print('finished', flush=True)",
 ].join("\n");
 
+/** 1234 -> "0.001234 cr", as the pages print exact amounts. */
+const microsText = (micros) => `${Math.floor(micros / 1e6).toLocaleString("en-US")}.${String(micros % 1e6).padStart(6, "0")} cr`;
+
 const sum = (values) => values.reduce((a, b) => a + (typeof b === "number" ? b : 0), 0);
 
 async function signUp(page, username) {
@@ -41,16 +44,18 @@ async function logIn(page, username, password) {
 }
 
 function earnedTotal(earnings) {
-  return earnings.pending_micros + earnings.available_micros + earnings.paid_micros;
+  return earnings.pending_micros + earnings.available_micros + earnings.in_payout_micros + earnings.paid_micros;
 }
 
-/** Host net of a receipt: explicit total, else the attempts' nets, else gross - fee. */
+/**
+ * What the receipt says moved: the renter paid `charged` (gross - reversed); the host kept
+ * its net of every attempt less what lost attempts gave back; the platform kept the rest.
+ */
 export function receiptAmounts(receipt) {
-  const attempts = receipt.attempts ?? [];
-  const charged = receipt.charged_micros ?? receipt.total_micros ?? receipt.gross_micros ?? sum(attempts.map((a) => a.gross_micros));
-  const fee = receipt.fee_micros ?? sum(attempts.map((a) => a.fee_micros));
-  const hostNet = receipt.host_net_micros ?? (attempts.length ? sum(attempts.map((a) => a.host_net_micros)) : charged - fee);
-  return { charged, fee, hostNet };
+  const t = receipt.totals;
+  const reversedHostPart = sum(receipt.attempts.map((a) => a.reversed_micros - a.reversed_fee_micros));
+  const reversedFee = sum(receipt.attempts.map((a) => a.reversed_fee_micros));
+  return { charged: t.charged_micros, fee: t.fee_micros - reversedFee, hostNet: t.host_net_micros - reversedHostPart };
 }
 
 /** Split a POSIX shell command line as Python's shlex.join writes it (quotes, no expansion). */
@@ -258,15 +263,17 @@ export async function marketplaceFlow(h, options) {
   });
 
   await flow.step("wallet and earnings change by exactly the receipt's amounts", async () => {
-    const receipt = await apiGet(renter, `/api/v1/jobs/${state.jobId}/receipt/`);
-    const { charged, fee, hostNet } = receiptAmounts(receipt);
-    if (!(charged > 0)) throw new Error(`nothing charged: ${JSON.stringify(receipt)}`);
     const wallet = await waitFor(async () => {
       const w = await apiGet(renter, "/api/v1/wallet/");
       return w.held_micros === 0 ? w : null;
     }, { what: "the hold to be released" });
+    const receipt = await apiGet(renter, `/api/v1/jobs/${state.jobId}/receipt/`);
+    const { charged, fee, hostNet } = receiptAmounts(receipt);
+    if (!(charged > 0)) throw new Error(`nothing charged: ${JSON.stringify(receipt)}`);
+    if (!receipt.is_settled) throw new Error("the receipt says the job is not settled");
     const spent = state.walletAfterPurchase.balance_micros - wallet.balance_micros;
     if (spent !== charged) throw new Error(`wallet went down by ${spent}, the receipt says ${charged}`);
+    await renter.getByTestId("receipt-charged").filter({ hasText: microsText(charged) }).waitFor();
     if (hostNet + fee !== charged) throw new Error(`host net ${hostNet} + fee ${fee} != charged ${charged}`);
     if (state.earningsBefore instanceof Error) throw state.earningsBefore;
     const earnings = await apiGet(owner, "/api/v1/earnings/");

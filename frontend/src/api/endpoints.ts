@@ -97,7 +97,7 @@ export const api = {
   jobReceipt: (id: number) => request<Receipt>("GET", `/api/v1/jobs/${id}/receipt/`),
 
   // --- host owners: earnings and payouts ---------------------------------------------------
-  earnings: () => request<Earnings>("GET", "/api/v1/earnings/"),
+  earnings: () => request<Earnings>("GET", "/api/v1/earnings/", { query: { page_size: 500 } }),
   // The schema declares a bare list, but the view answers a page ({count, results}); accept both.
   payouts: (): Promise<Page<Payout>> =>
     precise<Page<Payout> | Payout[]>(unwrap(typed.GET("/api/v1/payouts/"))).then((data) =>

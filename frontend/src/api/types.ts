@@ -109,62 +109,73 @@ export interface LogChunk {
   truncated?: boolean;
 }
 
+// The receipt and earnings are not in the generated schema yet (the metering branch); these
+// follow its serializers (jobs/serializers.py ReceiptOutput, ledger/serializers.py
+// EarningsOutput) and become schema aliases when it lands.
+
+export interface UsageLine {
+  resource: "cpu" | "memory" | "gpu" | string;
+  /** Exact decimal as text. */
+  quantity: string;
+  unit: "core-second" | "GB-second" | "GPU-second" | string;
+  rate_micros_per_hour: number;
+}
+
 export interface ReceiptAttempt {
   attempt: number;
-  host?: number | null;
-  cpu_seconds?: number;
-  cpu_core_seconds?: number;
-  memory_gb_seconds?: number;
-  gpu_seconds?: number;
-  wall_seconds?: number;
-  cpu_core_hour_micros?: number;
-  memory_gb_hour_micros?: number;
-  gpu_hour_micros?: number;
-  gross_micros?: number;
-  fee_micros?: number;
-  host_net_micros?: number;
-  reversed_micros?: number;
-  status?: string;
-  [key: string]: unknown;
+  host_id: number;
+  status: string;
+  started_at: string | null;
+  finished_at: string | null;
+  /** Exact decimal as text. */
+  wall_seconds: string;
+  memory_peak_mb: number;
+  usage: UsageLine[];
+  usage_cost_micros: number;
+  gross_micros: number;
+  fee_micros: number;
+  host_net_micros: number;
+  reversed_micros: number;
+  reversed_fee_micros: number;
+  charged_micros: number;
+}
+
+export interface ReceiptTotals {
+  gross_micros: number;
+  fee_micros: number;
+  host_net_micros: number;
+  reversed_micros: number;
+  charged_micros: number;
 }
 
 export interface Receipt {
-  job?: number;
-  attempts?: ReceiptAttempt[];
-  lines?: Record<string, unknown>[];
-  gross_micros?: number;
-  fee_micros?: number;
-  host_net_micros?: number;
-  reversed_micros?: number;
-  refunds_micros?: number;
-  refunded_micros?: number;
-  total_micros?: number;
-  charged_micros?: number;
-  held_micros?: number;
-  released_micros?: number;
-  [key: string]: unknown;
+  job_id: number;
+  status: string;
+  is_settled: boolean;
+  max_cost_micros: number;
+  attempts: ReceiptAttempt[];
+  totals: ReceiptTotals;
+  hold_micros: number;
+  refund_micros: number;
+  held_micros: number;
 }
 
 export interface EarningsLine {
-  job?: number;
-  job_id?: number;
-  host?: number;
-  amount_micros?: number;
-  net_micros?: number;
-  gross_micros?: number;
-  fee_micros?: number;
-  status?: string;
-  created_at?: string;
-  matures_at?: string | null;
+  job_id: number;
+  gross_micros: number;
+  fee_micros: number;
+  net_micros: number;
+  reversed_micros: number;
+  earned_micros: number;
+  last_charged_at: string;
 }
 
-export interface Earnings {
+/** GET /api/v1/earnings/: the totals, and a page of per-job lines in `results`. */
+export interface Earnings extends Page<EarningsLine> {
   pending_micros: number;
   available_micros: number;
+  in_payout_micros: number;
   paid_micros: number;
-  jobs?: EarningsLine[];
-  lines?: EarningsLine[];
-  results?: EarningsLine[];
 }
 
 export type Payout = Schemas["PayoutOutput"];

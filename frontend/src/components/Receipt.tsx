@@ -1,73 +1,125 @@
 import type { Receipt, ReceiptAttempt } from "../api/types";
-import { formatCredits, formatDuration } from "../lib/money";
+import { formatCredits, formatDateTime, formatDuration } from "../lib/money";
 
-const num = (v: unknown): number | null => (typeof v === "number" ? v : null);
+const RESOURCE: Record<string, string> = { cpu: "CPU time used", memory: "Memory reserved", gpu: "GPUs reserved" };
+const UNIT_RATE: Record<string, string> = { "core-second": "core-hour", "GB-second": "GB-hour", "GPU-second": "GPU-hour" };
 
-function Row({ label, value }: { label: string; value: string }) {
-  return (
-    <tr>
-      <th scope="row">{label}</th>
-      <td className="num">{value}</td>
-    </tr>
-  );
+function Money({ micros }: { micros: number }) {
+  return <td className="num">{formatCredits(micros, 6)}</td>;
 }
 
 function AttemptTable({ a }: { a: ReceiptAttempt }) {
-  const coreSeconds = num(a.cpu_core_seconds) ?? num(a.cpu_seconds);
   return (
     <table className="receipt">
       <caption>
-        Attempt {a.attempt}
-        {a.status ? ` — ${a.status}` : ""}
-        {a.host !== undefined && a.host !== null ? ` on host #${a.host}` : ""}
+        Attempt {a.attempt} on host #{a.host_id} — {a.status}
+        {a.started_at && (
+          <span className="muted small">
+            {" "}
+            · {formatDateTime(a.started_at)} to {formatDateTime(a.finished_at)}, {formatDuration(Number(a.wall_seconds))} wall time, peak memory{" "}
+            {a.memory_peak_mb} MB
+          </span>
+        )}
       </caption>
+      <thead>
+        <tr>
+          <th scope="col">Usage</th>
+          <th scope="col" className="num">Quantity</th>
+          <th scope="col" className="num">Rate</th>
+        </tr>
+      </thead>
       <tbody>
-        {num(a.wall_seconds) !== null && <Row label="Wall time" value={formatDuration(a.wall_seconds)} />}
-        {coreSeconds !== null && <Row label="CPU core-seconds" value={coreSeconds.toLocaleString()} />}
-        {num(a.memory_gb_seconds) !== null && <Row label="Memory GB-seconds" value={a.memory_gb_seconds!.toLocaleString()} />}
-        {num(a.gpu_seconds) !== null && <Row label="GPU-seconds" value={a.gpu_seconds!.toLocaleString()} />}
-        {num(a.cpu_core_hour_micros) !== null && <Row label="CPU rate" value={`${formatCredits(a.cpu_core_hour_micros)}/core-h`} />}
-        {num(a.memory_gb_hour_micros) !== null && <Row label="Memory rate" value={`${formatCredits(a.memory_gb_hour_micros)}/GB-h`} />}
-        {num(a.gpu_hour_micros) !== null && <Row label="GPU rate" value={`${formatCredits(a.gpu_hour_micros)}/GPU-h`} />}
-        {num(a.gross_micros) !== null && <Row label="Charged" value={formatCredits(a.gross_micros, 6)} />}
-        {num(a.fee_micros) !== null && <Row label="of which platform fee" value={formatCredits(a.fee_micros, 6)} />}
-        {num(a.host_net_micros) !== null && <Row label="of which host earns" value={formatCredits(a.host_net_micros, 6)} />}
-        {num(a.reversed_micros) !== null && a.reversed_micros !== 0 && <Row label="Reversed (lost attempt)" value={formatCredits(a.reversed_micros, 6)} />}
+        {a.usage.map((line) => (
+          <tr key={line.resource}>
+            <th scope="row">{RESOURCE[line.resource] ?? line.resource}</th>
+            <td className="num">
+              {line.quantity} {line.unit}s
+            </td>
+            <td className="num">
+              {formatCredits(line.rate_micros_per_hour)}/{UNIT_RATE[line.unit] ?? "hour"}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+      <tbody>
+        <tr>
+          <th scope="row" colSpan={2}>Usage at these rates</th>
+          <Money micros={a.usage_cost_micros} />
+        </tr>
+        <tr>
+          <th scope="row" colSpan={2}>Charged from the hold</th>
+          <Money micros={a.gross_micros} />
+        </tr>
+        <tr>
+          <th scope="row" colSpan={2}>of which the platform fee</th>
+          <Money micros={a.fee_micros} />
+        </tr>
+        <tr>
+          <th scope="row" colSpan={2}>of which the host earns</th>
+          <Money micros={a.host_net_micros} />
+        </tr>
+        {a.reversed_micros !== 0 && (
+          <tr>
+            <th scope="row" colSpan={2}>Given back (the host lost this attempt)</th>
+            <Money micros={-a.reversed_micros} />
+          </tr>
+        )}
+        <tr>
+          <th scope="row" colSpan={2}>You pay for this attempt</th>
+          <Money micros={a.charged_micros} />
+        </tr>
       </tbody>
     </table>
   );
 }
 
-/** The receipt: per-attempt usage, rates and charges, then the totals. */
+/** The receipt: per attempt the usage, rates and charges, then what the hold became. */
 export function ReceiptView({ receipt }: { receipt: Receipt }) {
-  const attempts = receipt.attempts ?? [];
-  const totals: [string, unknown][] = [
-    ["Total charged", receipt.charged_micros ?? receipt.total_micros ?? receipt.gross_micros],
-    ["Platform fee", receipt.fee_micros],
-    ["Host earned", receipt.host_net_micros],
-    ["Reversed", receipt.reversed_micros],
-    ["Refunded to your wallet", receipt.released_micros ?? receipt.refunded_micros ?? receipt.refunds_micros],
-  ];
+  const t = receipt.totals;
   return (
     <div className="receipt-view" data-testid="receipt">
-      {attempts.map((a) => (
+      {receipt.attempts.map((a) => (
         <AttemptTable key={a.attempt} a={a} />
       ))}
       <table className="receipt">
         <caption>Totals</caption>
         <tbody>
-          {totals
-            .filter(([, v]) => typeof v === "number")
-            .map(([label, v]) => (
-              <Row key={label} label={label} value={formatCredits(v as number, 6)} />
-            ))}
+          <tr>
+            <th scope="row">Held from your wallet at submit</th>
+            <Money micros={receipt.hold_micros} />
+          </tr>
+          <tr>
+            <th scope="row">Charged</th>
+            <Money micros={t.gross_micros} />
+          </tr>
+          {t.reversed_micros !== 0 && (
+            <tr>
+              <th scope="row">Given back for lost attempts</th>
+              <Money micros={-t.reversed_micros} />
+            </tr>
+          )}
+          <tr>
+            <th scope="row">
+              <strong>You pay</strong>
+            </th>
+            <td className="num" data-testid="receipt-charged">
+              <strong>{formatCredits(t.charged_micros, 6)}</strong>
+            </td>
+          </tr>
+          <tr>
+            <th scope="row">of which the platform fee</th>
+            <Money micros={t.fee_micros} />
+          </tr>
+          <tr>
+            <th scope="row">of which the host earns</th>
+            <Money micros={t.host_net_micros} />
+          </tr>
+          <tr>
+            <th scope="row">{receipt.is_settled ? "Returned to your wallet" : "Still held"}</th>
+            <Money micros={receipt.is_settled ? receipt.refund_micros : receipt.held_micros} />
+          </tr>
         </tbody>
       </table>
     </div>
   );
-}
-
-/** What the renter paid according to the receipt (used by the e2e test too). */
-export function receiptTotal(receipt: Receipt): number | null {
-  return num(receipt.charged_micros) ?? num(receipt.total_micros) ?? num(receipt.gross_micros);
 }

@@ -2,7 +2,7 @@ import { useRef, useState, type FormEvent } from "react";
 import { Link } from "react-router";
 import { api } from "../api/endpoints";
 import { ApiError } from "../api/errors";
-import type { AvailabilityWindow, Earnings, EarningsLine, Enrollment, HostPatch, OwnedHost } from "../api/types";
+import type { AvailabilityWindow, EarningsLine, Enrollment, HostPatch, OwnedHost } from "../api/types";
 import { pageConfig } from "../config";
 import { Chart, type Point } from "../components/Chart";
 import { CopyButton } from "../components/CopyButton";
@@ -262,17 +262,12 @@ function MyHosts({ reloadKey }: { reloadKey: number }) {
   );
 }
 
-export function earningsLines(earnings: Earnings): EarningsLine[] {
-  return earnings.jobs ?? earnings.lines ?? earnings.results ?? [];
-}
-
-/** Cumulative net earnings per day, from the per-job lines. */
+/** Cumulative earnings per day (net of fees and reversals), by each job's last charge. */
 export function earningsSeries(lines: EarningsLine[]): Point[] {
   const byDay = new Map<string, number>();
   for (const line of lines) {
-    if (!line.created_at) continue;
-    const day = line.created_at.slice(0, 10);
-    const amount = line.net_micros ?? line.amount_micros ?? 0;
+    const day = line.last_charged_at.slice(0, 10);
+    const amount = line.earned_micros;
     byDay.set(day, (byDay.get(day) ?? 0) + amount);
   }
   let total = 0;
@@ -349,7 +344,7 @@ function EarningsAndPayouts({ reloadKey }: { reloadKey: number }) {
     }
   };
 
-  const lines = earnings.data ? earningsLines(earnings.data) : [];
+  const lines = earnings.data?.results ?? [];
   return (
     <section aria-labelledby="earn-h">
       <h2 id="earn-h">Earnings</h2>
@@ -364,6 +359,10 @@ function EarningsAndPayouts({ reloadKey }: { reloadKey: number }) {
             <div>
               <dt>Available to pay out</dt>
               <dd data-testid="earnings-available">{formatCredits(earnings.data.available_micros, 6)}</dd>
+            </div>
+            <div>
+              <dt>Being paid out</dt>
+              <dd data-testid="earnings-in-payout">{formatCredits(earnings.data.in_payout_micros, 6)}</dd>
             </div>
             <div>
               <dt>Paid out</dt>

@@ -134,12 +134,22 @@ describe("pages", () => {
     mockFetch({
       "GET /api/v1/my/hosts/": () => json(200, page([host])),
       "GET /api/v1/earnings/": () =>
-        json(200, { pending_micros: 900, available_micros: 100, paid_micros: 0, jobs: [{ job_id: 42, net_micros: 900, created_at: "2026-05-01T10:00:00Z" }] }),
+        json(200, {
+          pending_micros: 900,
+          available_micros: 100,
+          in_payout_micros: 0,
+          paid_micros: 0,
+          count: 1,
+          next: null,
+          previous: null,
+          results: [{ job_id: 42, gross_micros: 1000, fee_micros: 100, net_micros: 900, reversed_micros: 0, earned_micros: 900, last_charged_at: "2026-05-01T10:00:00Z" }],
+        }),
       "GET /api/v1/payouts/": () => json(200, page([{ id: 1, amount_micros: 10_000_000, status: "paid", created_at: "2026-05-01T10:00:00Z" }])),
     });
     renderAt("/hosting", "/hosting", <HostingPage />);
     expect(await screen.findByTestId("my-host-5")).toHaveTextContent("online");
     expect(await screen.findByTestId("earnings-pending")).toHaveTextContent("0.000900 cr");
+    expect(screen.getByRole("img", { name: /Earnings over time.*1 points from 2026-05-01/ })).toBeInTheDocument();
     expect(screen.getByText("paid")).toBeInTheDocument();
   });
 
@@ -176,6 +186,56 @@ describe("pages", () => {
     expect(screen.getByRole("table", { name: "The hosts with the most gross charges" })).toHaveTextContent("lab-1 (hana)");
     expect(screen.getByRole("table", { name: "The renters with the most gross charges" })).toHaveTextContent("alice");
     expect(within(table).getByRole("columnheader", { name: "Platform fees" })).toBeInTheDocument();
+  });
+});
+
+describe("the receipt", () => {
+  it("shows each attempt's usage and rates, and what the hold became", async () => {
+    const attempt = {
+      attempt: 1,
+      host_id: 5,
+      status: "succeeded",
+      started_at: "2026-05-01T10:00:05Z",
+      finished_at: "2026-05-01T10:00:15Z",
+      wall_seconds: "10",
+      memory_peak_mb: 40,
+      usage: [
+        { resource: "cpu", quantity: "2.5", unit: "core-second", rate_micros_per_hour: 36_000_000 },
+        { resource: "memory", quantity: "10", unit: "GB-second", rate_micros_per_hour: 3_600_000 },
+      ],
+      usage_cost_micros: 35_000,
+      gross_micros: 35_000,
+      fee_micros: 3_500,
+      host_net_micros: 31_500,
+      reversed_micros: 0,
+      reversed_fee_micros: 0,
+      charged_micros: 35_000,
+    };
+    const receipt = {
+      job_id: 42,
+      status: "succeeded",
+      is_settled: true,
+      max_cost_micros: 5_000_000,
+      attempts: [attempt],
+      totals: { gross_micros: 35_000, fee_micros: 3_500, host_net_micros: 31_500, reversed_micros: 0, charged_micros: 35_000 },
+      hold_micros: 5_000_000,
+      refund_micros: 4_965_000,
+      held_micros: 0,
+    };
+    const finished = { ...job, status: "succeeded", status_reason: "exit code 0", exit_code: 0, finished_at: "2026-05-01T10:00:15Z", cost_micros: 35_000 };
+    mockFetch({
+      "GET /api/v1/jobs/42/": () => json(200, finished),
+      "GET /api/v1/jobs/42/logs/": () => json(200, { job_id: 42, attempt: 1, offset: 0, next_offset: 0, data: "", truncated: false, is_complete: true }),
+      "GET /api/v1/jobs/42/outputs/": () => json(200, page([{ name: "result.txt", size: 4, sha256: "x", attempt: 1, uploaded_at: null }])),
+      "GET /api/v1/jobs/42/receipt/": () => json(200, receipt),
+    });
+    renderAt("/jobs/42", "/jobs/:id", <JobPage />);
+    const view = await screen.findByTestId("receipt");
+    expect(within(view).getByRole("table", { name: /Attempt 1 on host #5/ })).toHaveTextContent("2.5 core-seconds");
+    expect(view).toHaveTextContent("36.00 cr/core-hour");
+    expect(screen.getByTestId("receipt-charged")).toHaveTextContent("0.035000 cr");
+    expect(view).toHaveTextContent("Returned to your wallet4.965000 cr");
+    expect(screen.getByRole("link", { name: "result.txt" })).toHaveAttribute("href", "/api/v1/jobs/42/outputs/result.txt");
   });
 });
 
