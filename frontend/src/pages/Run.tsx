@@ -11,8 +11,8 @@ import { filesRead, formatBytes } from "../lib/files";
 import { useFormErrors } from "../lib/forms";
 import { useDebounced, useLoad } from "../lib/hooks";
 import { DEFAULT_FORM, localProblems, quoteSpecFrom, specFrom, submitBodyFrom, type RunForm } from "../lib/jobSpec";
-import { formatCredits } from "../lib/money";
-import { quoteView } from "../lib/quote";
+import { creditsToMicros, formatCredits, formatDuration } from "../lib/money";
+import { quoteView, type QuoteView } from "../lib/quote";
 import { uuid4 } from "../lib/uuid";
 
 export const RUN_FIELDS = [
@@ -30,6 +30,12 @@ export const RUN_FIELDS = [
 ] as const;
 
 export const QUOTE_DEBOUNCE_MS = 500;
+
+/** Seconds of full use the cap pays for, when that is shorter than the timeout. */
+function capStopsEarly(view: QuoteView, capMicros: number | null): number | null {
+  if (!capMicros || !view.hourlyMicros || view.estimateMicros === null || capMicros >= view.estimateMicros) return null;
+  return (capMicros / view.hourlyMicros) * 3600;
+}
 
 /** The live quote: POST /quotes/ after the spec stops changing; stale answers are dropped. */
 function useQuote(form: RunForm, enabled: boolean) {
@@ -241,6 +247,12 @@ export function RunPage() {
                     {view.hourlyMicros !== null && <> ({formatCredits(view.hourlyMicros)} per hour)</>}. You pay for what it uses.
                   </p>
                   {view.minimumCapMicros !== null && <p className="small">The cap must cover at least one minute: {formatCredits(view.minimumCapMicros)}.</p>}
+                  {capStopsEarly(view, creditsToMicros(form.capCredits)) && (
+                    <p className="small">
+                      Your cap stops the job after about {formatDuration(capStopsEarly(view, creditsToMicros(form.capCredits))!)} at full use
+                      (status “cost cap reached”).
+                    </p>
+                  )}
                   <p className="small">
                     {view.hosts.length} machine{view.hosts.length === 1 ? "" : "s"} fit{view.hosts.length === 1 ? "s" : ""}
                     {view.hosts.length > 0 && `; cheapest: ${view.hosts[0]!.name}`}.
