@@ -19,8 +19,16 @@ _INSECURE_DEV_KEY = "insecure-development-key-never-use-in-production"
 SECRET_KEY = env_optional("SECRET_KEY") or (_INSECURE_DEV_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+# The development key and .env.example's placeholder are public: with them anyone could sign
+# sessions and CSRF tokens.
+if not DEBUG and SECRET_KEY in {_INSECURE_DEV_KEY, "change-me"}:
+    raise ImproperlyConfigured("SECRET_KEY is a published placeholder; set a random one")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# The browser sockets' Origin check (config.sockets) accepts the origins of ALLOWED_HOSTS: a
+# wildcard would let any web page open a visitor's job sockets.
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must name the hosts when DEBUG is off (no '*')")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Public URL of this server, used in the enrollment command shown to host owners.
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000")
@@ -296,6 +304,17 @@ USE_TZ = True
 
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# HTTPS. Browsers honour HSTS only from HTTPS responses, so the default costs a plain-HTTP
+# deployment nothing; sub-domains and preloading are the domain owner's call.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Off by default: behind a TLS-terminating proxy that doesn't say so (below), it would loop.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself (and drops the client's): otherwise a
+# client could claim HTTPS.
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
