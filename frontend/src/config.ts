@@ -24,3 +24,8 @@ export function pageConfig(): PageConfig {
   cached = { ...DEFAULTS, ...parsed };
   return cached;
 }
+
+/** Tests change the embedded config between cases. */
+export function pageConfigReset(): void {
+  cached = null;
+}
