@@ -251,6 +251,8 @@ STRIPE_API_BASE = env_optional("STRIPE_API_BASE")
 STRIPE_CONNECT_WEBHOOK_SECRET = env_optional("STRIPE_CONNECT_WEBHOOK_SECRET")
 # The stripe library's own retries of failed requests (same idempotency key each time).
 STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
+# Where the web app loads Stripe.js from, lazily, only when a card payment starts.
+STRIPE_JS_URL = env_str("STRIPE_JS_URL", "https://js.stripe.com/v3/")
 PURCHASE_MIN_MICROS = env_int("PURCHASE_MIN_MICROS", 1_000_000, minimum=1)
 PURCHASE_MAX_MICROS = env_int("PURCHASE_MAX_MICROS", 1_000_000_000, minimum=1)
 PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
@@ -305,7 +307,12 @@ CELERY_BEAT_SCHEDULE["metering-charges-post"] = {
 # --- Static files and the web app ------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [d for d in [BASE_DIR / "frontend" / "dist"] if d.is_dir()]
+# The built web app (`make frontend`): its assets are static files under /static/assets/, and
+# config/spa.py serves its index.html for app routes.
+FRONTEND_DIST_DIR = Path(env_optional("FRONTEND_DIST_DIR") or BASE_DIR / "frontend" / "dist")
+STATICFILES_DIRS = [d for d in [FRONTEND_DIST_DIR] if d.is_dir()]
+# Vite names assets with a content hash: browsers may cache them forever.
+WHITENOISE_IMMUTABLE_FILE_TEST = r"^.+/assets/.+-[0-9A-Za-z_-]{8,}\.[0-9a-z]+$"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 
 LANGUAGE_CODE = "en-us"

@@ -1,0 +1,208 @@
+// Shapes the pages rely on, from API.md and the issue texts. Fields marked optional are ones
+// the contract does not name exactly; pages render them when present and cope when absent.
+// When an endpoint lands in the generated schema, its type here becomes an alias of
+// components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
+
+import type { components, operations } from "./schema";
+
+type Schemas = components["schemas"];
+
+/** A paginated list (config.api.Pagination); the schema marks next/previous optional. */
+export interface Page<T> {
+  count: number;
+  next?: string | null;
+  previous?: string | null;
+  results: T[];
+}
+
+/** GET /api/v1/auth/me/ (the page config's `user` has the same fields). */
+export type User = Pick<Schemas["UserOutput"], "id" | "username" | "email" | "is_staff">;
+
+/** What sign-up and log-in return (they also start the browser session). */
+export type SessionResult = Schemas["SessionOutput"];
+
+export type Wallet = Schemas["WalletOutput"];
+
+/** One of the user's ledger lines: a posting on their wallet or one of their job escrows. */
+export type LedgerLine = Schemas["WalletLineOutput"];
+
+export type PaymentProvider = "demo" | "stripe";
+
+/** POST /api/v1/payments/: the payment, plus the client secret and key Stripe.js needs. */
+export type PaymentResult = Schemas["CheckoutOutput"];
+
+export interface Gpu {
+  model: string;
+  memory_mb: number;
+}
+
+export type HostStatus = "online" | "busy" | "draining" | "offline";
+
+export interface AvailabilityWindow {
+  days: number[];
+  start: string;
+  end: string;
+}
+
+/** agent.protocol.AvailabilityPolicy (hosts/policy.py validates it). */
+export interface AvailabilityPolicy {
+  timezone: string;
+  windows: AvailabilityWindow[];
+  idle_minutes: number | null;
+  /** Percent of all cores other processes may use before the host stops taking work. */
+  max_load: number | null;
+}
+
+/** A catalog entry (GET /api/v1/hosts/, /hosts/{id}/); `gpus` is typed loosely by the schema. */
+export type HostListing = Omit<Schemas["HostListingOutput"], "gpus"> & { gpus: Gpu[] };
+
+/** The owner's view (GET /api/v1/my/hosts/): the listing plus policy and presence details. */
+export type OwnedHost = Omit<Schemas["OwnedHostOutput"], "gpus" | "availability_policy"> & {
+  gpus: Gpu[];
+  availability_policy: AvailabilityPolicy;
+};
+
+/** What the pages read: every listing field, and the owner's extras where the owner asked. */
+export type Host = HostListing &
+  Partial<Pick<OwnedHost, "availability_policy" | "unavailable_reason" | "has_live_credential" | "flagged_reports">>;
+
+export type HostFilters = NonNullable<operations["hosts_list"]["parameters"]["query"]>;
+
+export type Enrollment = Schemas["EnrollmentOutput"];
+
+export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availability_policy"> & {
+  availability_policy?: AvailabilityPolicy;
+};
+
+/** POST /api/v1/jobs/ as JSON (a zip goes as multipart `archive`: lib/jobSpec.ts). */
+export type JobSpec = Omit<Schemas["JobCreateRequest"], "archive" | "requirements" | "files"> & {
+  requirements: string[];
+  files?: { path: string; content_b64: string }[];
+};
+
+/** POST /api/v1/quotes/: only what prices a job. */
+export type QuoteSpec = Schemas["QuoteRequestRequest"];
+export type Quote = Schemas["Quote"];
+export type QuoteHost = Schemas["HostQuote"];
+
+export type JobStatus = Schemas["JobStatusEnum"] | "lost";
+
+/** One step of a job's history, as the live socket reports it. */
+export interface JobEvent {
+  status: string;
+  reason?: string;
+  attempt?: number;
+  at?: string;
+}
+
+export type OutputFile = Schemas["JobOutput"];
+
+export type Job = Omit<Schemas["Job"], "requirements"> & { requirements: string[] };
+
+/** GET /api/v1/jobs/{id}/logs/?offset=N[&attempt=K] (LogPage), as the log view uses it. */
+export interface LogChunk {
+  attempt?: number | null;
+  offset: number;
+  data: string;
+  next_offset: number;
+  complete?: boolean;
+  truncated?: boolean;
+}
+
+// The receipt and earnings are not in the generated schema yet (the metering branch); these
+// follow its serializers (jobs/serializers.py ReceiptOutput, ledger/serializers.py
+// EarningsOutput) and become schema aliases when it lands.
+
+export interface UsageLine {
+  resource: "cpu" | "memory" | "gpu" | string;
+  /** Exact decimal as text. */
+  quantity: string;
+  unit: "core-second" | "GB-second" | "GPU-second" | string;
+  rate_micros_per_hour: number;
+}
+
+export interface ReceiptAttempt {
+  attempt: number;
+  host_id: number;
+  status: string;
+  started_at: string | null;
+  finished_at: string | null;
+  /** Exact decimal as text. */
+  wall_seconds: string;
+  memory_peak_mb: number;
+  usage: UsageLine[];
+  usage_cost_micros: number;
+  gross_micros: number;
+  fee_micros: number;
+  host_net_micros: number;
+  reversed_micros: number;
+  reversed_fee_micros: number;
+  charged_micros: number;
+}
+
+export interface ReceiptTotals {
+  gross_micros: number;
+  fee_micros: number;
+  host_net_micros: number;
+  reversed_micros: number;
+  charged_micros: number;
+}
+
+export interface Receipt {
+  job_id: number;
+  status: string;
+  is_settled: boolean;
+  max_cost_micros: number;
+  attempts: ReceiptAttempt[];
+  totals: ReceiptTotals;
+  hold_micros: number;
+  refund_micros: number;
+  held_micros: number;
+}
+
+export interface EarningsLine {
+  job_id: number;
+  gross_micros: number;
+  fee_micros: number;
+  net_micros: number;
+  reversed_micros: number;
+  earned_micros: number;
+  last_charged_at: string;
+}
+
+/** GET /api/v1/earnings/: the totals, and a page of per-job lines in `results`. */
+export interface Earnings extends Page<EarningsLine> {
+  pending_micros: number;
+  available_micros: number;
+  in_payout_micros: number;
+  paid_micros: number;
+}
+
+export type Payout = Schemas["PayoutOutput"];
+
+export type BillingFigures = Schemas["BillingFiguresOutput"];
+export type BillingGroup = Schemas["GroupByEnum"];
+
+/** A row of the billing report; the totals row has only the figures (and a label). */
+export type BillingRow = BillingFigures &
+  Partial<Omit<Schemas["BillingRowOutput"], keyof BillingFigures>> & { period?: string };
+
+export type BillingReport = Schemas["BillingReportOutput"];
+
+export type ReconciliationProblem = Schemas["ProblemOutput"];
+export type ReconciliationRun = Schemas["ReconciliationRunOutput"];
+export type Reconciliation = Schemas["ReconciliationReportOutput"];
+
+/** The page config the Django view embeds in index.html (config/spa.py). */
+export interface PageConfig {
+  /** Who is logged in; absent when the page was not served by Django (vite dev). */
+  user?: User | null;
+  payment_provider: PaymentProvider | string;
+  stripe_publishable_key: string | null;
+  stripe_js_url: string | null;
+  public_url: string;
+  purchase_min_micros?: number;
+  purchase_max_micros?: number;
+  payout_min_micros?: number;
+  platform_fee_bps?: number;
+}
