@@ -94,10 +94,12 @@ export const api = {
   jobLogs: (id: number, offset: number, attempt?: number) => logsFetch(id, offset, attempt),
   jobOutputs: (id: number): Promise<Page<OutputFile>> =>
     unwrap(typed.GET("/api/v1/jobs/{job_id}/outputs/", { params: { path: { job_id: id }, query: { page_size: 500 } } })),
-  jobReceipt: (id: number) => request<Receipt>("GET", `/api/v1/jobs/${id}/receipt/`),
+  jobReceipt: (id: number): Promise<Receipt> =>
+    unwrap(typed.GET("/api/v1/jobs/{job_id}/receipt/", { params: { path: { job_id: id } } })),
 
   // --- host owners: earnings and payouts ---------------------------------------------------
-  earnings: () => request<Earnings>("GET", "/api/v1/earnings/", { query: { page_size: 500 } }),
+  earnings: () =>
+    precise<Earnings>(unwrap(typed.GET("/api/v1/earnings/", { params: { query: { page_size: 500 } } }))),
   // The schema declares a bare list, but the view answers a page ({count, results}); accept both.
   payouts: (): Promise<Page<Payout>> =>
     precise<Page<Payout> | Payout[]>(unwrap(typed.GET("/api/v1/payouts/"))).then((data) =>

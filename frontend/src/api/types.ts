@@ -109,74 +109,22 @@ export interface LogChunk {
   truncated?: boolean;
 }
 
-// The receipt and earnings are not in the generated schema yet (the metering branch); these
-// follow its serializers (jobs/serializers.py ReceiptOutput, ledger/serializers.py
-// EarningsOutput) and become schema aliases when it lands.
+export type UsageLine = Schemas["UsageLineOutput"];
+export type ReceiptAttempt = Schemas["AttemptReceiptOutput"];
+export type ReceiptTotals = Schemas["ReceiptTotalsOutput"];
+export type Receipt = Schemas["ReceiptOutput"];
+export type EarningsLine = Schemas["EarningsJobLineOutput"];
 
-export interface UsageLine {
-  resource: "cpu" | "memory" | "gpu" | string;
-  /** Exact decimal as text. */
-  quantity: string;
-  unit: "core-second" | "GB-second" | "GPU-second" | string;
-  rate_micros_per_hour: number;
-}
-
-export interface ReceiptAttempt {
-  attempt: number;
-  host_id: number;
-  status: string;
-  started_at: string | null;
-  finished_at: string | null;
-  /** Exact decimal as text. */
-  wall_seconds: string;
-  memory_peak_mb: number;
-  usage: UsageLine[];
-  usage_cost_micros: number;
-  gross_micros: number;
-  fee_micros: number;
-  host_net_micros: number;
-  reversed_micros: number;
-  reversed_fee_micros: number;
-  charged_micros: number;
-}
-
-export interface ReceiptTotals {
-  gross_micros: number;
-  fee_micros: number;
-  host_net_micros: number;
-  reversed_micros: number;
-  charged_micros: number;
-}
-
-export interface Receipt {
-  job_id: number;
-  status: string;
-  is_settled: boolean;
-  max_cost_micros: number;
-  attempts: ReceiptAttempt[];
-  totals: ReceiptTotals;
-  hold_micros: number;
-  refund_micros: number;
-  held_micros: number;
-}
-
-export interface EarningsLine {
-  job_id: number;
-  gross_micros: number;
-  fee_micros: number;
-  net_micros: number;
-  reversed_micros: number;
-  earned_micros: number;
-  last_charged_at: string;
-}
-
-/** GET /api/v1/earnings/: the totals, and a page of per-job lines in `results`. */
-export interface Earnings extends Page<EarningsLine> {
+/**
+ * GET /api/v1/earnings/: a page of per-job lines in `results`, plus the totals, which the view
+ * adds to the page but the schema does not declare (ledger/apis.py EarningsApi).
+ */
+export type Earnings = Schemas["PaginatedEarningsJobLineOutputList"] & {
   pending_micros: number;
   available_micros: number;
   in_payout_micros: number;
   paid_micros: number;
-}
+};
 
 export type Payout = Schemas["PayoutOutput"];
 
