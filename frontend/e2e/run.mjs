@@ -40,6 +40,8 @@ async function serverStart() {
   const varDir = await mkdtemp(path.join(os.tmpdir(), "cp-e2e-"));
   const env = {
     ...process.env,
+    // The real settings, even when started from pytest (which exports its test settings).
+    DJANGO_SETTINGS_MODULE: "config.settings",
     DEBUG: "1",
     DATABASE_URL: process.env.E2E_DATABASE_URL || `sqlite:///${path.join(varDir, "db.sqlite3")}`,
     COMMUNIPUTE_VAR_DIR: varDir,

@@ -271,12 +271,18 @@ export function earningsSeries(lines: EarningsLine[]): Point[] {
     byDay.set(day, (byDay.get(day) ?? 0) + amount);
   }
   let total = 0;
-  return [...byDay.entries()]
+  const points = [...byDay.entries()]
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([day, amount]) => {
       total += amount;
       return { x: Date.parse(`${day}T00:00:00Z`), y: total, label: day };
     });
+  if (points.length) {
+    // Start from nothing the day before the first earning, so one day still draws a line.
+    const before = new Date(points[0]!.x - 86_400_000).toISOString().slice(0, 10);
+    points.unshift({ x: points[0]!.x - 86_400_000, y: 0, label: before });
+  }
+  return points;
 }
 
 /** Payouts go to a Stripe Express account; onboarding happens on Stripe's own pages. */

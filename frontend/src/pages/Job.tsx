@@ -229,8 +229,8 @@ export function JobPage() {
               {terminal ? "No live usage was recorded while this page was open." : "The cost chart fills in while the job runs."}
             </p>
           )}
-          {cpuPoints.length > 0 && <Chart title="CPU cores in use" series={[{ name: "Cores", points: cpuPoints }]} height={160} />}
-          {memPoints.length > 0 && <Chart title="Memory in use (MB)" series={[{ name: "Memory", points: memPoints }]} height={160} />}
+          {cpuPoints.length > 1 && <Chart title="CPU cores in use" series={[{ name: "Cores", points: cpuPoints }]} height={160} />}
+          {memPoints.length > 1 && <Chart title="Memory in use (MB)" series={[{ name: "Memory", points: memPoints }]} height={160} />}
         </section>
       </div>
 

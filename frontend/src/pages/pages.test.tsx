@@ -149,7 +149,7 @@ describe("pages", () => {
     renderAt("/hosting", "/hosting", <HostingPage />);
     expect(await screen.findByTestId("my-host-5")).toHaveTextContent("online");
     expect(await screen.findByTestId("earnings-pending")).toHaveTextContent("0.000900 cr");
-    expect(screen.getByRole("img", { name: /Earnings over time.*1 points from 2026-05-01/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /Earnings over time.*2 points from 2026-04-30 to 2026-05-01/ })).toBeInTheDocument();
     expect(screen.getByText("paid")).toBeInTheDocument();
   });
 
