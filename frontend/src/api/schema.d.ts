@@ -159,6 +159,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/earnings/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Your earnings as a host owner
+         * @description `pending_micros`, `available_micros`, `in_payout_micros`, `paid_micros`, and the paginated per-job lines in `results` (docs/metering.md).
+         */
+        get: operations["earnings_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/hosts/": {
         parameters: {
             query?: never;
@@ -295,6 +315,26 @@ export interface paths {
             cookie?: never;
         };
         get: operations["jobs_outputs_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/{job_id}/receipt/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the job cost
+         * @description Per attempt that ran: usage, rates, gross, platform fee, host net and reversals; the totals; the hold and the refund (docs/metering.md). The owner's only.
+         */
+        get: operations["jobs_receipt_retrieve"];
         put?: never;
         post?: never;
         delete?: never;
@@ -639,6 +679,31 @@ export interface components {
             /** Format: date-time */
             readonly last_used_at: string | null;
         };
+        AttemptReceiptOutput: {
+            attempt: number;
+            host_id: number;
+            status: string;
+            /** Format: date-time */
+            started_at: string | null;
+            /** Format: date-time */
+            finished_at: string | null;
+            wall_seconds: string;
+            memory_peak_mb: number;
+            usage: components["schemas"]["UsageLineOutput"][];
+            /** @description What the reported usage costs at the rates, before the cap. */
+            usage_cost_micros: number;
+            /** @description Charged from the hold. */
+            gross_micros: number;
+            /** @description Of the gross: the platform fee. */
+            fee_micros: number;
+            /** @description Of the gross: the host's earnings. */
+            host_net_micros: number;
+            /** @description Gross given back (a lost attempt). */
+            reversed_micros: number;
+            reversed_fee_micros: number;
+            /** @description gross - reversed: what you pay. */
+            charged_micros: number;
+        };
         /** @description Integers of micro-credits; docs/reports.md says what each one counts. */
         BillingFiguresOutput: {
             /** @description Credits bought: stripe_clearing -> wallet. */
@@ -735,6 +800,22 @@ export interface components {
         CsrfOutput: {
             /** @description Send back in the X-CSRFToken header. */
             csrf_token: string;
+        };
+        /** @description A host owner's earnings from one job (the attempts that ran on their hosts). */
+        EarningsJobLineOutput: {
+            job_id: number;
+            /** @description What the job was charged for them. */
+            gross_micros: number;
+            /** @description Of the gross: the platform fee. */
+            fee_micros: number;
+            /** @description gross - fee: what they earned. */
+            readonly net_micros: number;
+            /** @description Earnings taken back (a lost attempt's charges reversed). */
+            readonly reversed_micros: number;
+            /** @description net - reversed. */
+            readonly earned_micros: number;
+            /** Format: date-time */
+            last_charged_at: string;
         };
         EnrollmentInputRequest: {
             /** @default  */
@@ -1049,6 +1130,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["ApiTokenOutput"][];
         };
+        PaginatedEarningsJobLineOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["EarningsJobLineOutput"][];
+        };
         PaginatedHostListingOutputList: {
             /** @example 123 */
             count: number;
@@ -1248,6 +1344,28 @@ export interface components {
             memory_gb_hour_micros: number;
             gpu_hour_micros: number;
         };
+        ReceiptOutput: {
+            job_id: number;
+            status: string;
+            /** @description The rest of the hold went back to the wallet. */
+            is_settled: boolean;
+            max_cost_micros: number;
+            attempts: components["schemas"]["AttemptReceiptOutput"][];
+            totals: components["schemas"]["ReceiptTotalsOutput"];
+            /** @description Taken from the wallet at submit. */
+            hold_micros: number;
+            /** @description Returned to the wallet at the end. */
+            refund_micros: number;
+            /** @description Still held (a job not settled yet). */
+            held_micros: number;
+        };
+        ReceiptTotalsOutput: {
+            gross_micros: number;
+            fee_micros: number;
+            host_net_micros: number;
+            reversed_micros: number;
+            charged_micros: number;
+        };
         ReconciliationReportOutput: {
             /** @description The most recent reconciliation; null before the first. */
             last_run: components["schemas"]["ReconciliationRunOutput"] | null;
@@ -1268,6 +1386,13 @@ export interface components {
             problems: components["schemas"]["ProblemOutput"][];
         };
         /**
+         * @description * `cpu` - cpu
+         *     * `memory` - memory
+         *     * `gpu` - gpu
+         * @enum {string}
+         */
+        ResourceEnum: "cpu" | "memory" | "gpu";
+        /**
          * @description * `member` - Member
          *     * `admin` - Admin
          * @enum {string}
@@ -1286,6 +1411,21 @@ export interface components {
             /** Format: email */
             email: string;
             password: string;
+        };
+        /**
+         * @description * `core-second` - core-second
+         *     * `GB-second` - GB-second
+         *     * `GPU-second` - GPU-second
+         * @enum {string}
+         */
+        UnitEnum: "core-second" | "GB-second" | "GPU-second";
+        UsageLineOutput: {
+            resource: components["schemas"]["ResourceEnum"];
+            /** @description Exact decimal: CPU time used; memory and GPUs reserved for the wall time. */
+            quantity: string;
+            unit: components["schemas"]["UnitEnum"];
+            /** @description Per core-hour, GB-hour, GPU-hour. */
+            rate_micros_per_hour: number;
         };
         UserOutput: {
             readonly id: number;
@@ -1658,6 +1798,39 @@ export interface operations {
             };
         };
     };
+    earnings_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedEarningsJobLineOutputList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     hosts_list: {
         parameters: {
             query?: {
@@ -1984,6 +2157,36 @@ export interface operations {
                 };
                 content: {
                     "application/octet-stream": string;
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jobs_receipt_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReceiptOutput"];
                 };
             };
             /** @description An error; see `code`. */
