@@ -491,45 +491,30 @@ def _ledger_rate(charges: int) -> float:
     return service.rate
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
-    parser.add_argument("--agents", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=1000.0, help="reports/s, target phase")
-    parser.add_argument("--seconds", type=float, default=15.0, help="each phase, measured")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--servers", type=int, default=1, help="daphne processes")
-    parser.add_argument("--post-interval", type=float, default=1.0)
-    parser.add_argument("--ledger-charges", type=int, default=2000)
-    parser.add_argument(
-        "--profile", help="record daphne and the poster with py-spy: PROFILE-{daphne,poster}.txt"
-    )
-    parser.add_argument("--poster", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.poster:
-        _poster_loop(args.post_interval)
-        return 0
-    django_setup()
-    from django.conf import settings
+@dataclass(frozen=True)
+class Measured:
+    phases: list[Phase]
+    batches: list[tuple[int, float]]  # per poster run: charges posted, seconds
+    checked: int  # attempts whose charges were checked exact
+    load: tuple[float, float, float]
 
-    if not settings.IS_POSTGRES or not settings.REDIS_URL:
-        print("ingest: skipped, needs PostgreSQL (DATABASE_URL) and Redis (REDIS_URL)")
-        return 0
-    ledger_rate = _ledger_rate(args.ledger_charges)
-    with scratch_database("bench_ingest") as database, tempfile.TemporaryDirectory() as tmp:
-        agents = _fixture(args.agents)
-        env, ports = _env(database), [_free_port() for _ in range(args.servers)]
-        log = Path(tmp, "daphne.log").open("wb")  # noqa: SIM115  closed below
-        interval = str(args.post_interval)
-        posting = [sys.executable, "-m", "bench.ingest", "--poster", "--post-interval", interval]
-        daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1"]
-        servers = [[*daphne, "-p", str(port), "config.asgi:application"] for port in ports]
-        if args.profile:
-            # py-spy (not a requirement: pip install it to profile) samples the processes.
-            servers = [
-                [*_profiler(f"{args.profile}-daphne{n}.txt"), *server]
-                for n, server in enumerate(servers)
-            ]
-            posting = [*_profiler(f"{args.profile}-poster.txt"), *posting]
+
+def measure(args: argparse.Namespace, database: str) -> Measured:
+    """One run on ``database`` (already migrated, committed data visible to subprocesses)."""
+    agents = _fixture(args.agents)
+    env, ports = _env(database), [_free_port() for _ in range(args.servers)]
+    interval = str(args.post_interval)
+    posting = [sys.executable, "-m", "bench.ingest", "--poster", "--post-interval", interval]
+    daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1"]
+    servers = [[*daphne, "-p", str(port), "config.asgi:application"] for port in ports]
+    if args.profile:
+        # py-spy (not a requirement: pip install it to profile) samples the processes.
+        servers = [
+            [*_profiler(f"{args.profile}-daphne{n}.txt"), *server]
+            for n, server in enumerate(servers)
+        ]
+        posting = [*_profiler(f"{args.profile}-poster.txt"), *posting]
+    with tempfile.TemporaryDirectory() as tmp, Path(tmp, "daphne.log").open("wb") as log:
         daphnes = [_start(server, env, log) for server in servers]
         poster = _start(posting, env, log, stdout=subprocess.PIPE)
         try:
@@ -546,19 +531,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             for server in daphnes:
                 os.killpg(server.pid, stop)
                 server.wait(60)
-            log.close()
-        # The poster's last line (py-spy, when profiling, writes lines of its own).
-        lines = [line for line in (batches_out or "").splitlines() if line.startswith("[")]
-        batches = [tuple(b) for b in json.loads(lines[-1] if lines else "[]")]
-        checked = _check_exact(agents, acked)
+    # The poster's last line (py-spy, when profiling, writes lines of its own).
+    lines = [line for line in (batches_out or "").splitlines() if line.startswith("[")]
+    batches = [(int(n), float(t)) for n, t in json.loads(lines[-1] if lines else "[]")]
+    return Measured(phases, batches, _check_exact(agents, acked), load)
+
+
+def _report(args: argparse.Namespace, measured: Measured, ledger_rate: float) -> None:
+    load = measured.load
     print(
         f"ingest: {args.agents} agents over websockets to {args.servers} daphne process(es) "
         f"(PostgreSQL, Redis channel layer) on {os.cpu_count()} CPUs; load average at the end "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    _print_phase(phases[0], args.rate)
-    _print_phase(phases[1], None)
-    busy = [b for b in batches if b[0]]
+    _print_phase(measured.phases[0], args.rate)
+    _print_phase(measured.phases[1], None)
+    busy = [b for b in measured.batches if b[0]]
     if busy:
         per_batch = statistics.mean(b[0] for b in busy)
         seconds = statistics.mean(b[1] for b in busy)
@@ -568,8 +556,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"= {per_batch / seconds:,.0f} charges/s while posting"
         )
     print(f"ledger (bench.ledger: hold_capture, a commit per charge): {ledger_rate:,.0f} charges/s")
-    print(f"exact: {checked} attempts charged exactly the cost of their last acknowledged report")
-    errors = [e for phase in phases for e in phase.errors]
+    print(
+        f"exact: {measured.checked} attempts charged exactly the cost of their last "
+        "acknowledged report"
+    )
+
+
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=1000.0, help="reports/s, target phase")
+    parser.add_argument("--seconds", type=float, default=15.0, help="each phase, measured")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--servers", type=int, default=1, help="daphne processes")
+    parser.add_argument("--post-interval", type=float, default=1.0)
+    parser.add_argument("--ledger-charges", type=int, default=2000)
+    parser.add_argument(
+        "--profile", help="record daphne and the poster with py-spy: PROFILE-{daphne,poster}.txt"
+    )
+    parser.add_argument("--poster", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = arguments(argv)
+    if args.poster:
+        _poster_loop(args.post_interval)
+        return 0
+    django_setup()
+    from django.conf import settings
+
+    if not settings.IS_POSTGRES or not settings.REDIS_URL:
+        print("ingest: skipped, needs PostgreSQL (DATABASE_URL) and Redis (REDIS_URL)")
+        return 0
+    ledger_rate = _ledger_rate(args.ledger_charges)
+    with scratch_database("bench_ingest") as database:
+        measured = measure(args, database)
+    _report(args, measured, ledger_rate)
+    errors = [e for phase in measured.phases for e in phase.errors]
     if errors:
         print(f"errors from the server: {errors[:3]}")
     return 1 if errors else 0

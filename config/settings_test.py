@@ -7,7 +7,7 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 
 from config.settings import *  # noqa: F403
-from config.settings import REST_FRAMEWORK
+from config.settings import DATABASES, REST_FRAMEWORK
 
 # Fast hashing: tests create many users, and the hash strength is not under test.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -22,3 +22,6 @@ REST_FRAMEWORK = {
 # The ledger's reconciliation tests pick their job-facts provider themselves; the jobs app's
 # (the production default) is tested in tests/jobs.
 LEDGER_JOB_FACTS_PROVIDER = ""
+# Close connections after each request or message, as before persistent connections: worker
+# threads of the tests' event loops would otherwise keep the test database open at teardown.
+DATABASES["default"]["CONN_MAX_AGE"] = 0

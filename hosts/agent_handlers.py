@@ -13,7 +13,7 @@ an ``error`` with the error's code and ``ref_id`` set to the message id.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,16 @@ class ResumeDecision:
 
 
 ResumeHandler = Callable[[int, list[RunningJobRef]], ResumeDecision]
+# Awaited on the socket's event loop before the handler; returns the replies, or None to let
+# the (synchronous) handler decide. For the few messages where the thread hop costs more than
+# the work: job.usage (docs/metering.md).
+FastHandler = Callable[[int, Envelope], Awaitable[list[Reply] | None]]
 
 # hello is answered by the consumer itself (presence + welcome); its job part is the resume
 # handler below.
 _HANDLED_BY_CONSUMER = {"hello"}
 _handlers: dict[str, Handler] = {}
+_fast_handlers: dict[str, FastHandler] = {}
 _resume_handler: ResumeHandler | None = None
 
 
@@ -54,6 +59,18 @@ def register(message_type: str, handler: Handler) -> None:
     if existing is not None and existing is not handler:
         raise ValueError(f"a handler for {message_type!r} is already registered")
     _handlers[message_type] = handler
+
+
+def register_fast(message_type: str, handler: FastHandler) -> None:
+    """Try ``handler`` on the event loop first for ``message_type`` (which also needs an
+    ordinary handler: the fast one may pass)."""
+    if message_type not in AGENT_MESSAGES or message_type in _HANDLED_BY_CONSUMER:
+        raise ValueError(f"{message_type!r} is not an agent message type a handler can take")
+    _fast_handlers[message_type] = handler
+
+
+def fast_handler_for(message_type: str) -> FastHandler | None:
+    return _fast_handlers.get(message_type)
 
 
 def register_resume(handler: ResumeHandler) -> None:
@@ -82,15 +99,21 @@ def registry_clear() -> None:
     """Forget every handler (tests only)."""
     global _resume_handler
     _handlers.clear()
+    _fast_handlers.clear()
     _resume_handler = None
 
 
-def registry_snapshot() -> tuple[dict[str, Handler], ResumeHandler | None]:
-    return dict(_handlers), _resume_handler
+Snapshot = tuple[dict[str, Handler], ResumeHandler | None, dict[str, FastHandler]]
 
 
-def registry_restore(snapshot: tuple[dict[str, Handler], ResumeHandler | None]) -> None:
+def registry_snapshot() -> Snapshot:
+    return dict(_handlers), _resume_handler, dict(_fast_handlers)
+
+
+def registry_restore(snapshot: Snapshot) -> None:
     global _resume_handler
     _handlers.clear()
     _handlers.update(snapshot[0])
     _resume_handler = snapshot[1]
+    _fast_handlers.clear()
+    _fast_handlers.update(snapshot[2])

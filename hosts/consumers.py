@@ -185,6 +185,8 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
 
     async def _dispatch(self, envelope: Envelope) -> None:
         assert self.host_id is not None
+        if await self._dispatch_fast(envelope):
+            return
         handler = agent_handlers.handler_for(envelope["type"])
         if handler is None:
             if envelope["type"] != "ack":  # nothing on this server waits for acks
@@ -217,6 +219,24 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             )
             if not acked:
                 await self._send("ack", {"ack_id": envelope["id"]})
+
+    async def _dispatch_fast(self, envelope: Envelope) -> bool:
+        """Answer on the event loop when a fast handler takes the message (no thread hop)."""
+        assert self.host_id is not None
+        fast = agent_handlers.fast_handler_for(envelope["type"])
+        if fast is None:
+            return False
+        try:
+            replies = await fast(self.host_id, envelope)
+        except Exception:
+            logger.exception(
+                "fast handler for %s of host %s failed", envelope["type"], self.host_id
+            )
+            return False
+        if replies is None:
+            return False
+        await self._send_replies(replies)
+        return True
 
     # --- helpers -----------------------------------------------------------------------------
 

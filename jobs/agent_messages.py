@@ -48,6 +48,7 @@ from jobs.services.dispatch import offers_open
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.services.logs import log_append
 from jobs.services.usage import UsageRefused, usage_ingest, usage_ingest_fast
+from jobs.services.usage_async import usage_ingest_fast_async
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_FINISHED, IllegalTransition
 
 Reply = tuple[str, dict[str, Any]]
@@ -217,6 +218,19 @@ def handle_job_usage(host_id: int, envelope: Envelope) -> list[Reply]:
     return replies
 
 
+async def handle_job_usage_fast(host_id: int, envelope: Envelope) -> list[Reply] | None:
+    """The next report of a running attempt, answered on the socket's event loop in one
+    statement (jobs.services.usage_async); None for anything else: handle_job_usage decides."""
+    data = cast(Usage, envelope["data"])
+    verdict = await usage_ingest_fast_async(host_id, data)
+    if verdict is None or verdict.is_cap_reached:
+        return None
+    ack = UsageAck(
+        job_id=data["job_id"], attempt=data["attempt"], seq=data["seq"], stop=verdict.stop
+    )
+    return [("usage.ack", dict(ack))]
+
+
 def handle_job_finished(host_id: int, envelope: Envelope) -> list[Reply]:
     data = cast(JobFinished, envelope["data"])
     ack: Reply = ("ack", {"ack_id": envelope["id"]})
@@ -259,6 +273,9 @@ def resume_decide(
     keep, kill = welcome_decide(host_id, running_jobs)
     return keep, kill, [("job.offer", dict(offer)) for offer in offers_open(host_id)]
 
+
+# Tried on the event loop first (hosts.agent_handlers.register_fast).
+FAST_HANDLERS = {"job.usage": handle_job_usage_fast}
 
 # What the hosts consumer dispatches to (jobs/apps.py registers these).
 HANDLERS: dict[str, Handler] = {

@@ -24,7 +24,6 @@ from accounts.models import User
 from ledger.models import (
     Account,
     AccountKind,
-    LedgerTransaction,
     Posting,
     ReconciliationRun,
     TransactionKind,
@@ -195,19 +194,23 @@ def earnings_by_job(user: User) -> QuerySet[Posting, dict[str, Any]]:
     that ran on their hosts, the platform fee, what reversals took back, and the net earned.
 
     Rows: ``job_id, gross_micros, fee_micros, reversed_gross_micros, reversed_fee_micros,
-    last_charged_at`` (the net figures follow from these)."""
-    own_attempts = LedgerTransaction.objects.filter(
-        kind=TransactionKind.CAPTURE,
-        metadata__host_owner_id=user.pk,
-        job_id=OuterRef("transaction__job_id"),
-        attempt=OuterRef("transaction__attempt"),
+    last_charged_at`` (the net figures follow from these). The owner's attempts are found
+    through the postings on their pending-earnings account (indexed by account), so the
+    query reads only their jobs' transactions. A capture whose whole gross was the fee (no
+    posting to the host) is not listed."""
+    pending = Account.objects.filter(kind=AccountKind.EARNINGS_PENDING, user=user).values("pk")
+    own = Posting.objects.filter(account__in=pending, transaction__kind=TransactionKind.CAPTURE)
+    own_attempt = own.filter(
+        transaction__job_id=OuterRef("transaction__job_id"),
+        transaction__attempt=OuterRef("transaction__attempt"),
     )
     return (
         Posting.objects.filter(
+            transaction__job_id__in=own.values("transaction__job_id"),
             transaction__kind__in=[TransactionKind.CAPTURE, TransactionKind.REVERSAL],
             account__kind__in=[AccountKind.ESCROW, AccountKind.REVENUE],
         )
-        .filter(Exists(own_attempts))
+        .filter(Exists(own_attempt))
         .values(job_id=F("transaction__job_id"))
         .annotate(
             gross_micros=_signed(TransactionKind.CAPTURE, AccountKind.ESCROW, -1),

@@ -26,6 +26,7 @@ same reports: the SQL conditions are ``check_physical``'s, with its constants.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -176,7 +177,8 @@ _FAST_SQL_ASYNC_COMMIT = _FAST_SQL.replace(
 )
 
 
-def _fast_params(host_id: int, report: Usage) -> dict[str, Any] | None:
+def fast_params(host_id: int, report: Usage) -> dict[str, Any] | None:
+    """The one-statement path's parameters; None when the counters can't even be read."""
     try:
         counters = counters_from_report(report["cpu_seconds"], report["wall_seconds"])
         gpu_ms = seconds_to_ms(report["gpu_seconds"])
@@ -205,15 +207,21 @@ def usage_ingest_fast(host_id: int, report: Usage) -> UsageVerdict | None:
     None when that does not apply (PostgreSQL only): then ``usage_ingest`` decides."""
     if connection.vendor != "postgresql":
         return None
-    params = _fast_params(host_id, report)
+    params = fast_params(host_id, report)
     if params is None:
         return None
-    sql = _FAST_SQL_FINAL if params["is_final"] else _FAST_SQL_ASYNC_COMMIT
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(fast_sql(params), params)
         row = cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else fast_verdict(row, params)
+
+
+def fast_sql(params: dict[str, Any]) -> str:
+    return _FAST_SQL_FINAL if params["is_final"] else _FAST_SQL_ASYNC_COMMIT
+
+
+def fast_verdict(row: Sequence[Any], params: dict[str, Any]) -> UsageVerdict:
+    """The answer to a report the one-statement path stored, from the row it returned."""
     charged, reversed_, cpu_rate, memory_rate, gpu_rate, cost, cap, cpus, memory, gpus = row
     facts = BillingFacts(
         rates=Rates(cpu_rate, memory_rate, gpu_rate),

@@ -32,3 +32,24 @@ def test_the_ledger_benchmark_charges_both_paths_and_leaves_the_ledger_consisten
     assert raw.rate > 0
     assert service.rate > 0
     assert ledger_reconcile().is_clean
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_the_ingest_benchmark_drives_agents_and_finds_the_charges_exact() -> None:
+    from django.db import connection
+
+    from bench.ingest import arguments, measure
+
+    # given: a few agents, short phases, on the test database
+    args = arguments(["--agents", "4", "--rate", "40", "--seconds", "1", "--warmup", "0.5"])
+    # when
+    measured = measure(args, connection.settings_dict["NAME"])
+    # then: both phases were answered without errors, and every attempt's charges are exact
+    target, saturation = measured.phases
+    assert (target.name, saturation.name) == ("target", "saturation")
+    assert target.acked > 0
+    assert saturation.acked > 0
+    assert (target.errors, saturation.errors) == ([], [])
+    assert measured.checked == 4

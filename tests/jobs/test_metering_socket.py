@@ -1,0 +1,127 @@
+"""Usage reports through the real agent socket: the next report is answered on the event loop
+(one statement, no thread hop); everything else falls through to the ordinary handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+
+from agent.protocol import encode
+from hosts import agent_handlers
+from hosts.models import Host
+from jobs.agent_messages import handle_job_usage
+from jobs.models import JobAttempt, UsageReport
+from jobs.services import usage_async
+from tests.hosts.factories import credential_create
+from tests.jobs.metering_steps import FUNDS, RATES, metered_job, run
+from tests.jobs.test_agent_socket import connected_agent, receive_type
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+async def fast_connections() -> AsyncIterator[None]:
+    """The event loop's own database connections are closed at the end of the test."""
+    yield
+    await usage_async.connections_close()
+
+
+@pytest.fixture
+def running(alice: Any, hana: Any, make_host: Any, ledger: Any) -> tuple[Any, Host, str]:
+    ledger.fund(alice, FUNDS)
+    host = make_host(hana, "metered", **RATES)
+    job = metered_job(alice, host)
+    run(job, host)
+    return job, host, credential_create(host)
+
+
+@pytest.fixture
+def handled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The seqs the ordinary (thread) handler saw; it still answers them."""
+    seen: list[int] = []
+
+    def recording(host_id: int, envelope: Any) -> Any:
+        seen.append(envelope["data"]["seq"])
+        return handle_job_usage(host_id, envelope)
+
+    monkeypatch.setitem(agent_handlers._handlers, "job.usage", recording)
+    return seen
+
+
+def _report(job: Any, seq: int, cpu: float, wall: float) -> str:
+    data = {
+        "job_id": job.pk,
+        "attempt": 1,
+        "seq": seq,
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+        "memory_peak_mb": 64,
+        "memory_current_mb": 32,
+        "gpu_seconds": 0.0,
+    }
+    return encode("job.usage", data)
+
+
+async def test_the_next_report_is_answered_on_the_event_loop(running, handled, fast_connections):
+    # given
+    job, _host, credential = running
+    socket, _ = await connected_agent(credential, running_jobs=[{"job_id": job.pk, "attempt": 1}])
+
+    # when: two new reports, then a repeat of the second
+    answers = []
+    for seq in (1, 2, 2):
+        await socket.send_to(text_data=_report(job, seq, 1.5 * seq, 1.0 * seq))
+        answers.append((await receive_type(socket, "usage.ack"))["data"])
+
+    # then: the new ones never reached the thread handler; the repeat did (and changed nothing)
+    assert [(a["seq"], a["stop"]) for a in answers] == [(1, False), (2, False), (2, False)]
+    assert handled == [2]
+    attempt = await database_sync_to_async(JobAttempt.objects.get)(job=job)
+    assert (attempt.usage_seq, attempt.usage_cpu_ms, attempt.usage_wall_ms) == (2, 3_000, 2_000)
+    reports = await database_sync_to_async(
+        lambda: list(UsageReport.objects.filter(attempt=attempt).values_list("seq", flat=True))
+    )()
+    assert sorted(reports) == [1, 2]
+    await socket.disconnect()
+
+
+async def test_an_impossible_report_falls_through_and_is_refused(
+    running, handled, fast_connections
+):
+    # given
+    job, host, credential = running
+    socket, _ = await connected_agent(credential, running_jobs=[{"job_id": job.pk, "attempt": 1}])
+
+    # when: 10 s of CPU in 1 s of wall time on 2 cores
+    await socket.send_to(text_data=_report(job, 1, 10.0, 1.0))
+    error = await receive_type(socket, "error")
+
+    # then
+    assert handled == [1]
+    assert error["data"]["code"] == "usage_refused"
+    assert error["data"]["message"].startswith("cpu_exceeds_wall: ")
+    flagged = await database_sync_to_async(lambda: Host.objects.get(pk=host.pk).flagged_reports)()
+    assert flagged == 1
+    await socket.disconnect()
+
+
+async def test_a_database_error_on_the_fast_path_falls_back_to_the_handler(
+    running, handled, fast_connections, monkeypatch
+):
+    # given: the fast statement fails
+    job, _host, credential = running
+    monkeypatch.setattr(usage_async, "fast_sql", lambda params: "SELECT broken FROM nowhere")
+    socket, _ = await connected_agent(credential, running_jobs=[{"job_id": job.pk, "attempt": 1}])
+
+    # when
+    await socket.send_to(text_data=_report(job, 1, 1.0, 1.0))
+    ack = await receive_type(socket, "usage.ack")
+
+    # then: answered and stored all the same, by the ordinary handler
+    assert (ack["data"]["seq"], handled) == (1, [1])
+    attempt = await database_sync_to_async(JobAttempt.objects.get)(job=job)
+    assert attempt.usage_seq == 1
+    await socket.disconnect()
