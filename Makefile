@@ -34,6 +34,8 @@ migrate: venv
 
 # The whole marketplace on SQLite with a local agent; DEMO_PORT=8001 for another port.
 demo: venv
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) frontend-dist; \
+	else echo "npm not found: the web app is not built (the API and /api/docs/ still work)"; fi
 	$(PY) scripts/run_demo.py $(if $(DEMO_PORT),--port $(DEMO_PORT))
 
 bench: venv
@@ -49,7 +51,7 @@ clean:
 # --- The web app (frontend/): Node 20+ and npm. The build lands in frontend/dist, which Django
 # serves (whitenoise for /static/assets/, config/spa.py for app routes).
 NPM ?= npm
-.PHONY: frontend frontend-deps frontend-schema frontend-test frontend-e2e
+.PHONY: frontend frontend-deps frontend-dist frontend-schema frontend-test frontend-e2e
 
 frontend/node_modules/.package-lock.json: frontend/package.json frontend/package-lock.json
 	cd frontend && $(NPM) ci --no-audit --no-fund
@@ -63,6 +65,10 @@ frontend-schema: venv frontend-deps
 
 frontend: frontend-schema
 	cd frontend && npx tsc --noEmit -p . && npx vite build
+
+# Build the web app from the committed typed client (no schema regeneration): what the demo needs.
+frontend-dist: frontend-deps
+	cd frontend && npx vite build
 
 frontend-test: frontend-deps
 	cd frontend && npx tsc --noEmit -p . && npx vitest run
