@@ -45,3 +45,28 @@ runner-image:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- The web app (frontend/): Node 20+ and npm. The build lands in frontend/dist, which Django
+# serves (whitenoise for /static/assets/, config/spa.py for app routes).
+NPM ?= npm
+.PHONY: frontend frontend-deps frontend-schema frontend-test frontend-e2e
+
+frontend/node_modules/.package-lock.json: frontend/package.json frontend/package-lock.json
+	cd frontend && $(NPM) ci --no-audit --no-fund
+
+frontend-deps: frontend/node_modules/.package-lock.json
+
+# The OpenAPI schema and the typed client generated from it (both committed).
+frontend-schema: venv frontend-deps
+	DEBUG=1 $(PY) manage.py spectacular --file frontend/openapi.yaml --validate
+	cd frontend && npx openapi-typescript openapi.yaml -o src/api/schema.d.ts
+
+frontend: frontend-schema
+	cd frontend && npx tsc --noEmit -p . && npx vite build
+
+frontend-test: frontend-deps
+	cd frontend && npx tsc --noEmit -p . && npx vitest run
+
+# Browser end-to-end tests against a running server (see frontend/e2e/README.md).
+frontend-e2e: frontend-deps
+	cd frontend && node e2e/run.mjs

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import platform
+import re
 import socket
 import ssl
 import stat
@@ -121,11 +122,32 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+class SecretRedactor(logging.Filter):
+    """Blanks bearer secrets in log lines: at DEBUG, websockets logs the handshake's headers,
+    ``Authorization: Bearer <host credential>`` included, and debug logs get pasted into bug
+    reports."""
+
+    PATTERN = re.compile(r"(?i)\b(bearer|token)(\s+)\S+|\bcp[a-z]_[A-Za-z0-9_-]{8,}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.PATTERN.sub(_redacted, message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def _redacted(match: re.Match[str]) -> str:
+    return f"{match.group(1)}{match.group(2)}[redacted]" if match.group(1) else "[redacted]"
+
+
 def _logging_setup(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in ("websockets.client", "agent"):
+        logging.getLogger(name).addFilter(SecretRedactor())
     if level.upper() != "DEBUG":
         logging.getLogger("websockets").setLevel(logging.WARNING)
 

@@ -14,7 +14,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,10 @@ from django.core.management import call_command  # noqa: E402
 
 from accounts.models import User  # noqa: E402
 from agent.control import state_read  # noqa: E402
+from bench._processes import ROOT, daphne_start, free_port, wait_until  # noqa: E402
 from hosts.models import EnrollmentToken, Host  # noqa: E402
 from hosts.services import enrollment_create  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 
 
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _measure(owner: User, directory: Path, args: argparse.Namespace) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HOST_HEARTBEAT_SECONDS": str(args.heartbeat),
@@ -68,25 +67,8 @@ def _measure(owner: User, directory: Path, args: argparse.Namespace) -> None:
         "COMMUNIPUTE_AGENT_CONFIG": str(directory / "agent.json"),
         "COMMUNIPUTE_WORK_DIR": str(directory / "work"),
     }
-    with (directory / "daphne.log").open("wb") as log:
-        daphne = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "config.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    daphne = daphne_start(port, env, directory / "daphne.log")
     try:
-        _wait(lambda: _listening(port), "daphne")
         token = enrollment_create(owner=owner).token
         server = f"http://127.0.0.1:{port}"
         subprocess.run(
@@ -105,7 +87,12 @@ def _measure(owner: User, directory: Path, args: argparse.Namespace) -> None:
         )
         try:
             state_path = directory / "agent.state.json"
-            _wait(lambda: (state_read(state_path) or {}).get("connected"), "the agent to connect")
+            wait_until(
+                lambda: (state_read(state_path) or {}).get("connected"),
+                "the agent to connect",
+                timeout=30,
+                interval=0.2,
+            )
             _sample(psutil.Process(agent.pid), args)
         finally:
             agent.send_signal(signal.SIGTERM)
@@ -137,29 +124,6 @@ def _sample(process: psutil.Process, args: argparse.Namespace) -> None:
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system + times.children_user + times.children_system)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-def _wait(condition: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 if __name__ == "__main__":

@@ -24,24 +24,23 @@ import os
 import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench._django import django_setup, scratch_database
+from bench._processes import ROOT, daphne_start, free_port, wait_until
 
 # The test settings serve no static files; whitenoise warns about the missing folder.
 warnings.filterwarnings("ignore", message="No directory at")
 
-ROOT = Path(__file__).resolve().parent.parent
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 REQUIREMENT = "six==1.17.0"
 SOURCE = "import six\nprint('hello', six.__version__)\n"
@@ -73,11 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, directory: Path) -> int:
-    port = _free_port()
+    port = free_port()
     daphne = _daphne(port, directory)
     agent: subprocess.Popen[bytes] | None = None
     try:
-        _wait(lambda: _listening(port, daphne), "daphne")
         client, agent_env, host_id = _actors(port, directory, args.image)
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run"],
@@ -86,7 +84,7 @@ def _run(args: argparse.Namespace, directory: Path) -> int:
             stdout=(directory / "agent.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        _wait(lambda: _online(host_id), "the agent online")
+        wait_until(lambda: _online(host_id), "the agent online")
         submitted: dict[int, float] = {}
         bare: list[float] = []
         for round_number in range(WARM_UP + args.jobs):
@@ -118,22 +116,7 @@ def _daphne(port: int, directory: Path) -> subprocess.Popen[bytes]:
         "MEDIA_ROOT": str(directory / "media"),
         "PYTHONPATH": str(ROOT),
     }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=(directory / "daphne.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    return daphne_start(port, env, directory / "daphne.log")
 
 
 def _actors(port: int, directory: Path, image: str) -> tuple[Any, dict[str, str], int]:
@@ -199,7 +182,7 @@ def _job_run(client: Any) -> tuple[int, float]:
         raise SystemExit(f"submit failed: {response.status_code} {response.content[:300]!r}")
     job_id = int(response.json()["id"])
     final = {"succeeded", "failed", "cancelled", "timed_out", "budget_exhausted"}
-    _wait(lambda: Job.objects.get(pk=job_id).status in final, f"job {job_id}", timeout=300)
+    wait_until(lambda: Job.objects.get(pk=job_id).status in final, f"job {job_id}", timeout=300)
     job = Job.objects.get(pk=job_id)
     if job.status != "succeeded":
         raise SystemExit(f"job {job_id} ended {job.status}: {job.status_reason}")
@@ -262,31 +245,6 @@ def _online(host_id: int) -> bool:
     from hosts.models import Host, HostStatus
 
     return Host.objects.filter(pk=host_id, status=HostStatus.ONLINE).exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _listening(port: int, daphne: subprocess.Popen[bytes]) -> bool:
-    if daphne.poll() is not None:
-        raise SystemExit("daphne exited")
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-def _wait(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,16 @@ _INSECURE_DEV_KEY = "insecure-development-key-never-use-in-production"
 SECRET_KEY = env_optional("SECRET_KEY") or (_INSECURE_DEV_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+# The development key and .env.example's placeholder are public: with them anyone could sign
+# sessions and CSRF tokens.
+if not DEBUG and SECRET_KEY in {_INSECURE_DEV_KEY, "change-me"}:
+    raise ImproperlyConfigured("SECRET_KEY is a published placeholder; set a random one")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# The browser sockets' Origin check (config.sockets) accepts the origins of ALLOWED_HOSTS: a
+# wildcard would let any web page open a visitor's job sockets.
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must name the hosts when DEBUG is off (no '*')")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Public URL of this server, used in the enrollment command shown to host owners.
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000")
@@ -243,6 +251,8 @@ STRIPE_API_BASE = env_optional("STRIPE_API_BASE")
 STRIPE_CONNECT_WEBHOOK_SECRET = env_optional("STRIPE_CONNECT_WEBHOOK_SECRET")
 # The stripe library's own retries of failed requests (same idempotency key each time).
 STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
+# Where the web app loads Stripe.js from, lazily, only when a card payment starts.
+STRIPE_JS_URL = env_str("STRIPE_JS_URL", "https://js.stripe.com/v3/")
 PURCHASE_MIN_MICROS = env_int("PURCHASE_MIN_MICROS", 1_000_000, minimum=1)
 PURCHASE_MAX_MICROS = env_int("PURCHASE_MAX_MICROS", 1_000_000_000, minimum=1)
 PAYOUT_MIN_MICROS = env_int("PAYOUT_MIN_MICROS", 10_000_000, minimum=1)
@@ -297,7 +307,12 @@ CELERY_BEAT_SCHEDULE["metering-charges-post"] = {
 # --- Static files and the web app ------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [d for d in [BASE_DIR / "frontend" / "dist"] if d.is_dir()]
+# The built web app (`make frontend`): its assets are static files under /static/assets/, and
+# config/spa.py serves its index.html for app routes.
+FRONTEND_DIST_DIR = Path(env_optional("FRONTEND_DIST_DIR") or BASE_DIR / "frontend" / "dist")
+STATICFILES_DIRS = [d for d in [FRONTEND_DIST_DIR] if d.is_dir()]
+# Vite names assets with a content hash: browsers may cache them forever.
+WHITENOISE_IMMUTABLE_FILE_TEST = r"^.+/assets/.+-[0-9A-Za-z_-]{8,}\.[0-9a-z]+$"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 
 LANGUAGE_CODE = "en-us"
@@ -307,6 +322,17 @@ USE_TZ = True
 
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# HTTPS. Browsers honour HSTS only from HTTPS responses, so the default costs a plain-HTTP
+# deployment nothing; sub-domains and preloading are the domain owner's call.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Off by default: behind a TLS-terminating proxy that doesn't say so (below), it would loop.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself (and drops the client's): otherwise a
+# client could claim HTTPS.
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True

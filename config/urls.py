@@ -1,6 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.spa import RESERVED_PREFIXES, spa_index
 
 api_v1 = [
     path("", include("accounts.urls")),
@@ -16,6 +18,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The web app: last, so it never shadows the API, the admin or static files.
+    re_path(rf"^(?!(?:{'|'.join(RESERVED_PREFIXES)})(?:/|$)).*$", spa_index, name="spa"),
 ]
 
 # Errors outside DRF views (no URL matched, a crash in middleware) in the API's error format.

@@ -127,10 +127,11 @@ def host_register(
 
 
 def host_authenticate(bearer: str) -> Host:
-    """The host whose live (unrevoked) credential is ``bearer``; HostAuthenticationFailed else."""
+    """The host whose live (unrevoked) credential is ``bearer``; HostAuthenticationFailed else,
+    also when staff deactivated the host's owner (as their API tokens stop working)."""
     credential = (
         HostCredential.objects.select_related("host")
-        .filter(prefix=bearer[:PREFIX_LENGTH], revoked_at__isnull=True)
+        .filter(prefix=bearer[:PREFIX_LENGTH], revoked_at__isnull=True, host__owner__is_active=True)
         .first()
     )
     if credential is None or not secret_matches(bearer, credential.digest):
@@ -182,6 +183,12 @@ _PRESENCE_FIELDS = [
 ]
 
 
+def _connected_host_locked(host_id: int, connection_id: str) -> Host | None:
+    """The host row, locked, while ``connection_id`` is still its live connection; None once
+    a newer socket replaced it (or the host is gone)."""
+    return Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
+
+
 def host_connect(*, host_id: int, connection_id: str) -> None:
     """Make ``connection_id`` the host's one live connection (a newer socket replaces older)."""
     Host.objects.filter(pk=host_id).update(connection_id=connection_id)
@@ -194,9 +201,7 @@ def host_hello(
     specs = specs_clean(hello["specs"])
     now = now or timezone.now()
     with transaction.atomic():
-        host = (
-            Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
-        )
+        host = _connected_host_locked(host_id, connection_id)
         if host is None:
             return _presence_lost(host_id)
         _presence_account(host, now)
@@ -219,9 +224,7 @@ def host_heartbeat(
     """Record a heartbeat (presence, availability, busy/draining); locks the host row."""
     now = now or timezone.now()
     with transaction.atomic():
-        host = (
-            Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
-        )
+        host = _connected_host_locked(host_id, connection_id)
         if host is None:
             return _presence_lost(host_id)
         _presence_account(host, now)
@@ -239,9 +242,7 @@ def host_disconnect(*, host_id: int, connection_id: str, now: datetime | None = 
     """Mark the host offline if ``connection_id`` was its live connection; locks the host row."""
     now = now or timezone.now()
     with transaction.atomic():
-        host = (
-            Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
-        )
+        host = _connected_host_locked(host_id, connection_id)
         if host is None:
             return False
         _presence_close(host, now)

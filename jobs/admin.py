@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from jobs.models import Job, JobAttempt, JobHostRejection, JobOutput
 
@@ -44,6 +45,14 @@ class JobAdmin(_JobAdmin):
     search_fields = ["id", "owner__username"]
     readonly_fields = [f.name for f in Job._meta.fields]
     inlines = [JobAttemptInline]
+
+    # A job is made by job_submit, which holds its cap; deleting one would strand that hold in
+    # an escrow nobody settles. Staff cancel jobs through the API like their owners.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(JobOutput)

@@ -350,6 +350,13 @@ def lost_attempts_reverse(*, job_id: int | None = None, limit: int = 100) -> int
 # --- settlement -------------------------------------------------------------------------------
 
 
+def job_hold_release(job: Job) -> None:
+    """Give a job's escrow back to the owner's wallet without settling: only for a job that
+    never ran (a submit discarded after its hold). Same key as job_settle's release, so the two
+    can never both pay out. Moves money: escrow -> wallet (ledger hold_release)."""
+    hold_release(job_id=job.pk, key=release_key(job.pk))
+
+
 def job_settle(job_id: int) -> bool:
     """Settle a finished job, once: reverse what its lost attempts were charged, post the final
     charges from the final counters, then return the rest of the hold to the owner's wallet.

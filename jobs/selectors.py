@@ -62,20 +62,24 @@ SETTLE_GRACE = timedelta(minutes=5)
 
 def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
     """Reconciliation facts for the ledger (LEDGER_JOB_FACTS_PROVIDER): finished? the cap, and
-    for a settled job (whose charges can't change any more) the cost the jobs app recorded."""
+    for a settled job (whose charges can't change any more) the cost the jobs app recorded.
+
+    A job that doesn't exist runs nothing, so it counts as finished: a hold left in its escrow
+    is stranded (job rows are committed before their hold and never deleted after it).
+    """
     settled_before = timezone.now() - SETTLE_GRACE
     rows = Job.objects.filter(pk__in=job_ids).values_list(
         "pk", "status", "hold_released_at", "finished_at", "max_cost_micros", "cost_micros"
     )
-    return {
-        pk: JobFact(
+    facts = {pk: JobFact(is_finished=True) for pk in job_ids}
+    for pk, status, released, finished, cap, cost in rows:
+        facts[pk] = JobFact(
             is_finished=status in FINAL
             and (released is not None or (finished is not None and finished < settled_before)),
             cap_micros=cap,
             charged_micros=cost if status in FINAL and released is not None else None,
         )
-        for pk, status, released, finished, cap, cost in rows
-    }
+    return facts
 
 
 def jobs_of(user: User) -> QuerySet[Job]:

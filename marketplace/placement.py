@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
-MB_PER_GB = 1024
+from agent.metering import MB_PER_GB, Rates
+
 SECONDS_PER_HOUR = 3600
 
 
@@ -41,13 +42,6 @@ class JobSpec:
     memory_mb: int
     gpus: int
     timeout_seconds: int
-
-
-@dataclass(frozen=True)
-class Rates:
-    cpu_core_hour_micros: int
-    memory_gb_hour_micros: int
-    gpu_hour_micros: int
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import User
+from agent.metering import Rates
 from hosts.models import Host, HostStatus
-from marketplace.placement import Candidate, Rates
+from marketplace.placement import Candidate
 from marketplace.selectors import hosts_visible
 
 

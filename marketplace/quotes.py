@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from accounts.models import User
+from agent.metering import Rates
 from config.errors import ValidationFailed
 from hosts.models import Host
 from marketplace.placement import (
     JobSpec,
     Ranked,
-    Rates,
     hosts_rank,
     minimum_cap_micros,
     misfit_reason,

@@ -56,12 +56,14 @@ class CatalogFilters:
 
 
 def hosts_visible(*, user: User) -> QuerySet[Host]:
-    """Public hosts, hosts private to an organisation the user belongs to, and the user's own."""
+    """Public hosts, hosts private to an organisation the user belongs to, and the user's own;
+    never those of a deactivated owner."""
     organisations = Membership.objects.filter(user=user).values("organisation_id")
     return Host.objects.filter(
         Q(visibility=HostVisibility.PUBLIC)
         | Q(visibility=HostVisibility.PRIVATE, organisation_id__in=organisations)
-        | Q(owner=user)
+        | Q(owner=user),
+        owner__is_active=True,
     )
 
 

@@ -7,13 +7,16 @@ Tests that need a real service carry a marker (``postgres``, ``redis``, ``docker
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -97,6 +100,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if IN_CI:
             pytest.fail(f"CI=true and this test needs {marker}: {problem}", pytrace=False)
         pytest.skip(f"needs {marker}: {problem}")
+
+
+def sync_thread_connections_close() -> None:
+    """Close the database connections of asgiref's shared sync thread.
+
+    ``sync_to_async`` and ``database_sync_to_async`` run in that one thread for the whole
+    session, and channels' test communicators switch off the ``close_old_connections`` that
+    would close its connection in production. Left open, it outlives the test database, whose
+    teardown then fails with "database ... is being accessed by other users".
+    """
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def _sync_thread_connections_closed(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if inspect.iscoroutinefunction(getattr(request, "function", None)):
+        sync_thread_connections_close()
 
 
 def _user(username: str, **extra: object) -> User:

@@ -25,7 +25,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from agent.runtime import cgroup, hardening
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
-from agent.runtime.reasons import exit_reason, log_tail
+from agent.runtime.reasons import attempt_outcome, log_tail
 from agent.runtime.types import (
     Handle,
     JobSpec,
@@ -247,19 +247,8 @@ class DockerRuntime:
             result = self.client.api.wait(handle.ref, timeout=60)
         state = self.client.api.inspect_container(handle.ref)["State"]
         exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
-        return self._outcome(handle, exit_code, bool(state.get("OOMKilled")), timed_out)
-
-    def _outcome(self, handle: Handle, exit_code: int, oom: bool, timed_out: bool) -> Outcome:
-        if handle.stop_status is not None:
-            return Outcome(handle.stop_status, handle.stop_reason, exit_code)
-        if timed_out:
-            reason = f"timed out after {handle.timeout_seconds} seconds"
-            return Outcome("timed_out", reason, exit_code)
-        if oom:
-            return Outcome("failed", f"out of memory (limit {handle.memory_mb} MB)", exit_code)
-        if exit_code == 0:
-            return Outcome("succeeded", "exit code 0", 0)
-        return Outcome("failed", exit_reason(exit_code), exit_code)
+        oom = bool(state.get("OOMKilled"))
+        return attempt_outcome(handle, exit_code, timed_out=timed_out, oom=oom)
 
     def cancel(
         self,
@@ -389,18 +378,7 @@ class DockerRuntime:
         directories; a throwaway container with only CAP_DAC_OVERRIDE does it instead."""
         if tree_remove(directory) or not directory.exists():
             return
-        self.client.containers.run(
-            self.settings.image,
-            ["rm", "-rf", "--", "/attempt/work", "/attempt/outputs"],
-            volumes={str(directory): {"bind": "/attempt", "mode": "rw"}},
-            user="0:0",
-            cap_drop=["ALL"],
-            cap_add=["DAC_OVERRIDE"],
-            security_opt=["no-new-privileges:true"],
-            network_mode="none",
-            read_only=True,
-            remove=True,
-        )
+        self.client.containers.run(**hardening.cleanup_kwargs(self.settings, directory))
         tree_remove(directory)
 
 

@@ -38,6 +38,9 @@ def attempt_dir_create(
     left by an earlier run of this attempt (an agent restarted mid-prepare) is replaced.
     """
     work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Also when it already existed: tree_hand_over may open work/ and outputs/ to everyone, so
+    # this directory is what keeps the host's other users out of them.
+    work_root.chmod(0o700)
     root = attempt_dir_path(work_root, job_id, attempt)
     if root.exists():
         tree_remove(root)

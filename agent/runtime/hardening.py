@@ -25,6 +25,10 @@ LABEL_ROLE = "communipute.role"
 LABEL_TIMEOUT = "communipute.timeout"
 LABEL_MEMORY = "communipute.memory_mb"
 LABEL_ENV_DATA = "communipute.env.data"
+# The clean-up helper's mount point and limits: ``rm -rf`` needs little of either.
+CLEANUP_MOUNT = "/attempt"
+CLEANUP_MEMORY = "64m"
+CLEANUP_PIDS = 16
 # Bumped when the install recipe changes in a way that makes old environments unusable.
 ENV_RECIPE = "1"
 
@@ -195,4 +199,31 @@ def install_kwargs(
         "init": True,
         "ulimits": _ulimits(settings),
         "log_config": _log_config(settings),
+    }
+
+
+def cleanup_kwargs(settings: RuntimeSettings, attempt_dir: Path) -> dict[str, Any]:
+    """Arguments for ``client.containers.run`` of the clean-up helper: an unprivileged agent
+    can't delete what the sandbox user wrote, so root with only ``CAP_DAC_OVERRIDE`` does, with
+    no network and the same limits as every other container (it runs ``rm`` over a tree the
+    job filled). No labels: it is not an attempt's container, and it removes itself."""
+    return {
+        "image": settings.image,
+        "command": ["rm", "-rf", "--", f"{CLEANUP_MOUNT}/work", f"{CLEANUP_MOUNT}/outputs"],
+        "volumes": {str(attempt_dir): {"bind": CLEANUP_MOUNT, "mode": "rw"}},
+        "user": "0:0",
+        "network_mode": "none",
+        "read_only": True,
+        "mem_limit": CLEANUP_MEMORY,
+        "memswap_limit": CLEANUP_MEMORY,
+        "nano_cpus": 1_000_000_000,
+        "pids_limit": CLEANUP_PIDS,
+        "cap_drop": ["ALL"],
+        "cap_add": ["DAC_OVERRIDE"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "init": True,
+        "ulimits": _ulimits(settings),
+        "log_config": _log_config(settings),
+        "remove": True,
     }

@@ -24,7 +24,7 @@ from typing import cast
 import psutil
 
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
-from agent.runtime.reasons import exit_reason, log_tail
+from agent.runtime.reasons import attempt_outcome, log_tail
 from agent.runtime.types import (
     Handle,
     JobSpec,
@@ -143,15 +143,8 @@ class ProcessRuntime:
             exit_code = process.wait(timeout=max(handle.deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:
             _signal_group(process.pid, signal.SIGKILL)
-            exit_code = process.wait()
-            return Outcome(
-                "timed_out", f"timed out after {handle.timeout_seconds} seconds", exit_code
-            )
-        if handle.stop_status is not None:
-            return Outcome(handle.stop_status, handle.stop_reason, exit_code)
-        if exit_code == 0:
-            return Outcome("succeeded", "exit code 0", 0)
-        return Outcome("failed", exit_reason(exit_code), exit_code)
+            return attempt_outcome(handle, process.wait(), timed_out=True)
+        return attempt_outcome(handle, exit_code)
 
     def cancel(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from decimal import Decimal
 
 from django.conf import settings
@@ -9,14 +11,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from config.errors import Conflict, ValidationFailed
+from config.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from hosts.models import Host
-from jobs.billing import job_hold_place
+from jobs.billing import job_hold_place, job_hold_release
 from jobs.models import Job, JobFile, JobStatus, PlacementMode
 from jobs.services.dispatch import job_offer_next
 from jobs.validation import JobSubmission, SubmittedFile, requirements_check, submission_files
 from marketplace.placement import JobSpec, hosts_rank, minimum_cap_micros, misfit_reason
 from marketplace.placement_selectors import placement_candidate, placement_candidates
+
+logger = logging.getLogger(__name__)
 
 
 def job_submit(*, owner: User, submission: JobSubmission) -> Job:
@@ -25,8 +29,9 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
     Moves money: wallet -> escrow (the cap) through ledger.hold_place. Ledger services are
     durable transactions of their own, so the job and its files are committed first and the
     hold follows; when the wallet can't cover the cap (402) the job is deleted before the
-    error propagates, leaving nothing behind. A crash between the two leaves an unfunded job
-    that dispatch ignores and the reaper funds (the hold is idempotent by key) or fails.
+    error propagates, leaving nothing behind (after any other error, with whatever of the hold
+    committed given back). A crash between the two leaves an unfunded job that dispatch
+    ignores and the reaper funds (the hold is idempotent by key) or fails.
     """
     files, entrypoint = submission_files(submission)
     requirements = requirements_check(submission.requirements)
@@ -41,13 +46,30 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
     job = _job_create(owner, submission, spec, entrypoint, requirements, files)
     try:
         job_hold_place(job)
+    except ServiceError:
+        Job.objects.filter(pk=job.pk).delete()  # refused: nothing moved
+        raise
     except Exception:
-        Job.objects.filter(pk=job.pk).delete()
+        _job_discard(job)
         raise
     Job.objects.filter(pk=job.pk).update(hold_placed_at=timezone.now())
-    job_offer_next(job.pk)
+    try:
+        job_offer_next(job.pk)
+    except Exception:
+        # The job is committed and funded: failing the submit now would make the client's
+        # retry a second job (and a second hold). The reaper offers queued jobs within seconds.
+        logger.exception("job %s: the first offer failed; the reaper will offer it", job.pk)
     job.refresh_from_db()
     return job
+
+
+def _job_discard(job: Job) -> None:
+    """Undo a submit whose hold failed with an unknown outcome: an error after the commit (a
+    dropped connection) leaves the hold in place, so whatever of it committed goes back to the
+    wallet before the job is deleted. Moves money: escrow -> wallet through hold_release."""
+    with contextlib.suppress(NotFound):  # the hold never committed
+        job_hold_release(job)
+    Job.objects.filter(pk=job.pk).delete()
 
 
 def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:

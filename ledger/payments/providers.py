@@ -16,6 +16,8 @@ from typing import Literal, Protocol
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from config.errors import ValidationFailed
+
 MICROS_PER_CENT = 10_000
 CURRENCY = "usd"
 
@@ -31,6 +33,26 @@ def cents_from_micros(amount_micros: int) -> int:
 
 def micros_from_cents(amount_cents: int) -> int:
     return amount_cents * MICROS_PER_CENT
+
+
+def amount_integer_validate(amount_micros: object) -> int:
+    """An ``amount_micros`` from a client (a purchase, a payout) that is an integer."""
+    if not isinstance(amount_micros, int) or isinstance(amount_micros, bool):
+        raise ValidationFailed(
+            "amount_micros must be an integer", fields={"amount_micros": "invalid"}
+        )
+    return amount_micros
+
+
+def amount_whole_cents_validate(amount_micros: int) -> int:
+    """Money that crosses to the provider is whole cents: refuse anything finer."""
+    if amount_micros % MICROS_PER_CENT:
+        raise ValidationFailed(
+            f"amount_micros must be a whole number of cents (a multiple of {MICROS_PER_CENT})",
+            code="amount_not_whole_cents",
+            fields={"amount_micros": "not_whole_cents"},
+        )
+    return amount_micros
 
 
 class ProviderError(Exception):

@@ -20,10 +20,11 @@ from config.errors import NotFound, PermissionDenied, ServiceError, Unprocessabl
 from ledger.payments.models import AccountRestriction, Payment, PaymentStatus, StripeEventOutcome
 from ledger.payments.providers import (
     CURRENCY,
-    MICROS_PER_CENT,
     Checkout,
     CheckoutRequest,
     ProviderError,
+    amount_integer_validate,
+    amount_whole_cents_validate,
     micros_from_cents,
     payment_provider,
 )
@@ -48,23 +49,14 @@ class PaymentCheckout:
 def purchase_amount_validate(amount_micros: object) -> int:
     """A purchase between the configured bounds, in whole cents (Stripe's unit)."""
     low, high = settings.PURCHASE_MIN_MICROS, settings.PURCHASE_MAX_MICROS
-    if not isinstance(amount_micros, int) or isinstance(amount_micros, bool):
-        raise ValidationFailed(
-            "amount_micros must be an integer", fields={"amount_micros": "invalid"}
-        )
-    if not low <= amount_micros <= high:
+    amount = amount_integer_validate(amount_micros)
+    if not low <= amount <= high:
         raise ValidationFailed(
             f"amount_micros must be between {low} and {high}",
             code="amount_out_of_range",
             fields={"amount_micros": "out_of_range"},
         )
-    if amount_micros % MICROS_PER_CENT:
-        raise ValidationFailed(
-            f"amount_micros must be a whole number of cents (a multiple of {MICROS_PER_CENT})",
-            code="amount_not_whole_cents",
-            fields={"amount_micros": "not_whole_cents"},
-        )
-    return amount_micros
+    return amount_whole_cents_validate(amount)
 
 
 def _payment_for_key(*, user: User, amount_micros: int, idempotency_key: str) -> Payment:

@@ -39,7 +39,7 @@ from ledger.payments.models import (
     PayoutStatus,
     RestrictionReason,
 )
-from ledger.payments.providers import MICROS_PER_CENT
+from ledger.payments.providers import amount_integer_validate, amount_whole_cents_validate
 from ledger.payments.selectors import restrictions_open, user_is_restricted
 from ledger.services.posting import (
     AccountRef,
@@ -218,23 +218,14 @@ def payment_dispute_lose(*, payment_id: int, dispute_id: str, amount_micros: int
 
 def payout_amount_validate(amount_micros: object) -> int:
     minimum = settings.PAYOUT_MIN_MICROS
-    if not isinstance(amount_micros, int) or isinstance(amount_micros, bool):
-        raise ValidationFailed(
-            "amount_micros must be an integer", fields={"amount_micros": "invalid"}
-        )
-    if amount_micros < minimum:
+    amount = amount_integer_validate(amount_micros)
+    if amount < minimum:
         raise ValidationFailed(
             f"a payout is at least {minimum} micro-credits",
             code="payout_below_minimum",
             fields={"amount_micros": "below_minimum"},
         )
-    if amount_micros % MICROS_PER_CENT:
-        raise ValidationFailed(
-            f"amount_micros must be a whole number of cents (a multiple of {MICROS_PER_CENT})",
-            code="amount_not_whole_cents",
-            fields={"amount_micros": "not_whole_cents"},
-        )
-    return amount_micros
+    return amount_whole_cents_validate(amount)
 
 
 def _payout_replayed(owner: User, idempotency_key: str, amount_micros: int) -> Payout | None:

@@ -1,20 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 
-from accounts.models import IdempotencyRecord, User
+from accounts.models import IdempotencyRecord
 from accounts.services import api_token_create, organisation_create
-
-
-@pytest.fixture
-def admin_client(db: None) -> Client:
-    root = User.objects.create_superuser(
-        username="root", email="root@example.com", password="correct horse 1"
-    )
-    client = Client()
-    client.force_login(root)
-    return client
 
 
 @pytest.mark.parametrize("model", ["user", "apitoken", "organisation", "idempotencyrecord"])

@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import stat
 import threading
@@ -169,3 +170,32 @@ def test_drain_writes_the_request_for_the_agent(config_path, capsys):
     # with no agent running, an exit request has nothing to stop
     assert cli.main(["drain", "--exit"]) == 0
     assert not control.exists()
+
+
+@pytest.fixture
+def debug_logging():
+    loggers = [logging.getLogger(name) for name in ("websockets", "websockets.client", "agent")]
+    saved = [(logger.level, list(logger.filters)) for logger in loggers]
+    yield
+    for logger, (level, filters) in zip(loggers, saved, strict=True):
+        logger.setLevel(level)
+        logger.filters[:] = filters
+
+
+def test_debug_logs_never_show_the_host_credential(debug_logging, caplog):
+    # given: the agent logging at DEBUG, as someone chasing a problem runs it
+    cli._logging_setup("debug")
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="websockets")
+    secret = "cph_" + "s3cr3t" * 7
+
+    # when: websockets logs the handshake's headers, and the agent names its credential
+    logging.getLogger("websockets.client").debug("> %s: %s", "Authorization", f"Bearer {secret}")
+    logging.getLogger("agent").debug("using %s", secret)
+
+    # then
+    assert secret not in caplog.text
+    assert [record.getMessage() for record in caplog.records] == [
+        "> Authorization: Bearer [redacted]",
+        "using [redacted]",
+    ]

@@ -2,10 +2,12 @@
 
 import hashlib
 import os
+from pathlib import Path
 
 from agent.runtime.docker_runtime import rechunk
 from agent.runtime.files import attempt_dir_create, output_name, outputs_collect
-from agent.runtime.reasons import exit_reason, log_tail
+from agent.runtime.reasons import attempt_outcome, exit_reason, log_tail
+from agent.runtime.types import Handle, Outcome
 
 
 def _sha(data):
@@ -26,6 +28,20 @@ def test_the_attempt_directory_holds_the_files_and_an_empty_outputs_dir(tmp_path
     assert (root / "work" / "pkg" / "util.py").read_bytes() == b"X = 1\n"
     assert list((root / "outputs").iterdir()) == []
     assert (tmp_path / "jobs").stat().st_mode & 0o777 == 0o700
+
+
+def test_an_existing_work_root_open_to_others_is_closed_to_them(tmp_path):
+    # given: a work directory someone created by hand, readable and enterable by all
+    work_root = tmp_path / "jobs"
+    work_root.mkdir(mode=0o755)
+    work_root.chmod(0o755)
+
+    # when
+    attempt_dir_create(work_root, 5, 1, {"main.py": b"print(1)\n"}, "65534:65534")
+
+    # then: an unprivileged agent opens work/ and outputs/ to everyone; only this keeps other
+    # users of the host out of them
+    assert work_root.stat().st_mode & 0o777 == 0o700
 
 
 def test_a_leftover_attempt_directory_is_replaced(tmp_path):
@@ -111,3 +127,22 @@ def test_reasons_name_the_signal_and_keep_the_last_lines():
     assert exit_reason(-15) == "exit code -15 (killed by SIGTERM)"
     assert log_tail(b"one\n\ntwo\r\nthree\nfour\n") == "two\nthree\nfour"
     assert log_tail(b"") == "no output"
+
+
+def test_an_attempts_outcome_puts_the_agents_own_stop_first_then_timeout_memory_exit():
+    def handle(**stop):
+        return Handle(1, 1, "ref", Path("/x"), 60, 64, 0.0, **stop)
+
+    cancelled = handle(stop_status="cancelled", stop_reason="cancelled by the owner")
+
+    assert attempt_outcome(cancelled, 137, timed_out=True, oom=True) == Outcome(
+        "cancelled", "cancelled by the owner", 137
+    )
+    assert attempt_outcome(handle(), 137, timed_out=True, oom=True) == Outcome(
+        "timed_out", "timed out after 60 seconds", 137
+    )
+    assert attempt_outcome(handle(), 137, oom=True) == Outcome(
+        "failed", "out of memory (limit 64 MB)", 137
+    )
+    assert attempt_outcome(handle(), 0) == Outcome("succeeded", "exit code 0", 0)
+    assert attempt_outcome(handle(), 3) == Outcome("failed", "exit code 3", 3)

@@ -1,11 +1,11 @@
-"""The exact Docker arguments of the install and run containers (no Docker needed)."""
+"""The exact Docker arguments of the install, run and clean-up containers (no Docker)."""
 
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from agent.runtime import DockerRuntime, JobSpec, Prepared, RuntimeSettings
-from agent.runtime.hardening import env_key, install_kwargs, run_kwargs
+from agent.runtime.hardening import cleanup_kwargs, env_key, install_kwargs, run_kwargs
 
 WORK_ROOT = Path("/srv/communipute")
 
@@ -225,3 +225,34 @@ def test_start_hands_docker_the_hardened_arguments_and_a_per_attempt_name():
         {"Driver": "nvidia", "Count": 1, "Capabilities": [["gpu"]]}
     ]
     assert (handle.ref, handle.pid, handle.timeout_seconds) == ("c0ffee", 4242, 60)
+
+
+def test_the_cleanup_container_is_root_with_only_dac_override_and_limited():
+    # when
+    kwargs = cleanup_kwargs(_settings(), WORK_ROOT / "job-42-2")
+
+    # then
+    assert kwargs == {
+        "image": "communipute/runner:latest",
+        "command": ["rm", "-rf", "--", "/attempt/work", "/attempt/outputs"],
+        "volumes": {"/srv/communipute/job-42-2": {"bind": "/attempt", "mode": "rw"}},
+        "user": "0:0",
+        "network_mode": "none",
+        "read_only": True,
+        "mem_limit": "64m",
+        "memswap_limit": "64m",
+        "nano_cpus": 1_000_000_000,
+        "pids_limit": 16,
+        "cap_drop": ["ALL"],
+        "cap_add": ["DAC_OVERRIDE"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "init": True,
+        "ulimits": [
+            {"Name": "nofile", "Soft": 4096, "Hard": 4096},
+            {"Name": "nproc", "Soft": 4096, "Hard": 4096},
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        "log_config": {"type": "json-file", "config": {"max-size": "33554432", "max-file": "2"}},
+        "remove": True,
+    }

@@ -121,8 +121,8 @@ def test_404_for_an_unknown_api_url(api):
 
 
 def test_404_outside_the_api_stays_html(api):
-    # when
-    response = api.get("/no-such-page/")
+    # when (app routes like /no-such-page/ belong to the web app's catch-all: config/spa.py)
+    response = api.get("/static/no-such-file.js")
 
     # then
     assert response.status_code == 404

@@ -1,19 +1,7 @@
 import pytest
-from django.test import Client
 
-from accounts.models import User
 from hosts import services
 from tests.hosts.factories import credential_create, host_create, specs
-
-
-@pytest.fixture
-def admin_client(db: None) -> Client:
-    root = User.objects.create_superuser(
-        username="root", email="root@example.com", password="correct horse 1"
-    )
-    client = Client()
-    client.force_login(root)
-    return client
 
 
 @pytest.mark.parametrize("model", ["host", "hostcredential", "enrollmenttoken"])

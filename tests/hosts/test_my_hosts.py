@@ -263,6 +263,22 @@ def test_owner_revokes_the_credential_and_the_agent_is_disconnected(hana, client
         services.host_authenticate(credential)
 
 
+def test_a_deactivated_owners_hosts_neither_connect_nor_show(hana, alice, client_for):
+    # given
+    host = host_create(hana, **online())
+    credential = credential_create(host)
+
+    # when: staff deactivate the owner
+    hana.is_active = False
+    hana.save(update_fields=["is_active"])
+
+    # then
+    with pytest.raises(services.HostAuthenticationFailed):
+        services.host_authenticate(credential)
+    assert client_for(alice).get("/api/v1/hosts/").json()["results"] == []
+    assert client_for(alice).get(f"/api/v1/hosts/{host.pk}/").status_code == 404
+
+
 def test_revoking_again_revokes_nothing(hana, client_for):
     host = host_create(hana)
     credential_create(host)

@@ -481,13 +481,29 @@ def test_job_facts_call_a_job_finished_once_settled_or_past_the_grace(alice, db)
     # when
     facts = job_facts(frozenset({running.pk, settled.pk, settling.pk, stuck.pk, 999_999}))
 
-    # then
+    # then: a job that doesn't exist runs nothing, so its escrow must be empty
     assert {pk: (f.is_finished, f.cap_micros) for pk, f in facts.items()} == {
         running.pk: (False, 700),
         settled.pk: (True, 700),
         settling.pk: (False, 700),
         stuck.pk: (True, 700),
+        999_999: (True, None),
     }
+
+
+def test_reconciliation_reports_a_hold_whose_job_is_gone(alice, cheap, funded, committed):
+    # given: a held job whose row went (by hand, or by a bug)
+    with committed():
+        job = submit(alice)
+    Job.objects.filter(pk=job.pk).delete()
+
+    # when
+    report = ledger_reconcile(job_facts=job_facts)
+
+    # then
+    assert [(p.invariant, p.job_id, p.actual_micros) for p in report.problems] == [
+        ("finished_job_escrow_empty", job.pk, job.max_cost_micros)
+    ]
 
 
 def test_a_hold_placed_before_a_crash_is_found_not_doubled(alice, cheap, funded, committed):

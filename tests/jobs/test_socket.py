@@ -6,11 +6,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.db import connection
 from django.test import Client
 
 from jobs.billing import usage_charges_post
 from jobs.models import Job
 from jobs.routing import websocket_urlpatterns
+from tests.conftest import sync_thread_connections_close
 from tests.jobs.helpers import say, submit, usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,3 +116,19 @@ async def test_a_foreign_origin_is_refused(job_and_host, alice):
     cookie = await sync_to_async(session_cookie)(alice)
     connected, _ = await communicator(job.pk, cookie, origin="https://evil.example").connect()
     assert connected is False
+
+
+@pytest.mark.postgres  # SQLite's in-memory test database is one shared, never-closed connection
+async def test_no_database_connection_outlives_a_socket_test(job_and_host, mallory):
+    # given: the consumer queried the database in asgiref's shared sync thread, where the test
+    # communicator leaves the connection open
+    job, _ = job_and_host
+    socket = communicator(job.pk, await sync_to_async(session_cookie)(mallory))
+    await socket.connect()
+    assert await sync_to_async(lambda: connection.connection is not None)()
+
+    # when: what the autouse fixture of tests/conftest.py does after every async test
+    sync_thread_connections_close()
+
+    # then
+    assert await sync_to_async(lambda: connection.connection is None)()

@@ -7,12 +7,14 @@ import io
 import zipfile
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Organisation
 from jobs.models import Job, JobFile
+from ledger.services import hold_place
 from tests.jobs.conftest import Wire
+from tests.jobs.helpers import submit
 
 JOBS = "/api/v1/jobs/"
 FUNDS = 5_000_000
@@ -243,6 +245,50 @@ def test_a_wallet_that_cannot_cover_the_cap_gets_402_and_nothing_is_created(
     assert (Job.objects.count(), JobFile.objects.count()) == (0, 0)
     assert ledger.wallets[alice.pk] == 999_999
     assert wire.sent == []
+
+
+def test_a_hold_whose_outcome_is_unknown_is_given_back_with_the_job_gone(
+    alice, box, funded, monkeypatch
+):
+    # given: the hold commits, then the connection drops before the caller hears of it
+    def committed_then_lost(**kwargs):
+        hold_place(**kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("jobs.billing.hold_place", committed_then_lost)
+
+    # when
+    with pytest.raises(OperationalError):
+        submit(alice)
+
+    # then: the credits are back in the wallet, and there is no job to run or to strand them
+    assert (Job.objects.count(), JobFile.objects.count()) == (0, 0)
+    assert funded.wallets[alice.pk] == FUNDS
+    hold, release = funded.keys
+    assert (hold.split(":")[0], release) == ("job-hold", hold.replace("hold", "release"))
+    funded.check()
+
+
+def test_a_failed_first_offer_still_answers_201_so_a_retry_makes_no_second_job(
+    client_for, alice, box, funded, monkeypatch
+):
+    # given: offering fails after the job was created and funded
+    def broken(job_id, **kwargs):
+        raise OperationalError("the database went away for a moment")
+
+    monkeypatch.setattr("jobs.services.submit.job_offer_next", broken)
+    api = client_for(alice)
+
+    # when: the client sends, and then retries with the same key
+    first = api.post(JOBS, body(), format="json", headers={"Idempotency-Key": "k1"})
+    again = api.post(JOBS, body(), format="json", headers={"Idempotency-Key": "k1"})
+
+    # then: one job, queued for the reaper to offer, and one hold
+    job = Job.objects.get()
+    assert (first.status_code, first.data["id"], first.data["status"]) == (201, job.pk, "queued")
+    assert (again.status_code, again.data["id"]) == (201, job.pk)
+    assert funded.keys == [f"job-hold:{job.pk}"]
+    assert funded.wallets[alice.pk] == FUNDS - job.max_cost_micros
 
 
 def test_a_chosen_host_must_fit_and_the_cap_must_cover_a_minute_there(

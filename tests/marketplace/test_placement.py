@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
+from agent.metering import Rates
 from marketplace.placement import (
     Candidate,
     JobSpec,
-    Rates,
     cost_estimate_micros,
     hosts_rank,
     minimum_cap_micros,

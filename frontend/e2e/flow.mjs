@@ -1,0 +1,318 @@
+// The marketplace end to end, through the browser: sign up, buy credits (demo provider),
+// enroll a host (a real agent process), run a job, watch its logs arrive live, check that the
+// wallet and the host's earnings change by exactly the receipt's amounts, and that staff see
+// it in the billing report. Amounts are read from the API inside the page (exact micros);
+// everything a person does goes through the UI.
+import { spawn } from "node:child_process";
+import { mkdtemp } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { apiGet, Flow, waitFor } from "./harness.mjs";
+
+const PASSWORD = "e2e correct horse 42";
+const JOB_CODE = [
+  "import time",
+  "for i in range(8):",
+  "    print(f'tick {i}', flush=True)",
+  "    time.sleep(1)",
+  "with open('/outputs/result.txt', 'w') as f:",
+  "    f.write('done')",
+  "print('finished', flush=True)",
+].join("\n");
+
+/** 1234 -> "0.001234 cr", as the pages print exact amounts. */
+const microsText = (micros) => `${Math.floor(micros / 1e6).toLocaleString("en-US")}.${String(micros % 1e6).padStart(6, "0")} cr`;
+
+const sum = (values) => values.reduce((a, b) => a + (typeof b === "number" ? b : 0), 0);
+
+async function signUp(page, username) {
+  await page.goto("/signup");
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Email").fill(`${username}@example.com`);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await page.waitForURL("**/wallet");
+  await page.getByTestId("whoami").filter({ hasText: username }).waitFor();
+}
+
+async function logIn(page, username, password) {
+  await page.goto("/login");
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByTestId("whoami").filter({ hasText: username }).waitFor();
+}
+
+function earnedTotal(earnings) {
+  return earnings.pending_micros + earnings.available_micros + earnings.in_payout_micros + earnings.paid_micros;
+}
+
+/**
+ * What the receipt says moved: the renter paid `charged` (gross - reversed); the host kept
+ * its net of every attempt less what lost attempts gave back; the platform kept the rest.
+ */
+export function receiptAmounts(receipt) {
+  const t = receipt.totals;
+  const reversedHostPart = sum(receipt.attempts.map((a) => a.reversed_micros - a.reversed_fee_micros));
+  const reversedFee = sum(receipt.attempts.map((a) => a.reversed_fee_micros));
+  return { charged: t.charged_micros, fee: t.fee_micros - reversedFee, hostNet: t.host_net_micros - reversedHostPart };
+}
+
+/** Split a POSIX shell command line as Python's shlex.join writes it (quotes, no expansion). */
+export function shellSplit(line) {
+  const words = [];
+  let word = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new Error(`unbalanced quote in: ${line}`);
+      word = (word ?? "") + line.slice(i + 1, end);
+      i = end;
+    } else if (c === '"') {
+      let j = i + 1;
+      let text = "";
+      for (; j < line.length && line[j] !== '"'; j++) text += line[j] === "\\" && j + 1 < line.length ? line[++j] : line[j];
+      word = (word ?? "") + text;
+      i = j;
+    } else if (c === "\\" && i + 1 < line.length) {
+      word = (word ?? "") + line[++i];
+    } else if (/\s/.test(c)) {
+      if (word !== null) words.push(word);
+      word = null;
+    } else {
+      word = (word ?? "") + c;
+    }
+  }
+  if (word !== null) words.push(word);
+  return words;
+}
+
+/** Runs the enrollment command shown on the page, then the agent; returns the process. */
+async function agentStart(command, options) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "cp-agent-"));
+  const env = {
+    ...process.env,
+    COMMUNIPUTE_AGENT_CONFIG: path.join(dir, "agent.json"),
+    COMMUNIPUTE_WORK_DIR: path.join(dir, "work"),
+    ...options.agentEnv,
+  };
+  const args = shellSplit(command.trim());
+  if (!/communipute-agent$/.test(args[0] ?? "")) throw new Error(`unexpected enrollment command: ${command}`);
+  const run = (argv) =>
+    new Promise((resolve, reject) => {
+      const child = spawn(options.agentBin, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
+      let output = "";
+      child.stdout.on("data", (d) => (output += d));
+      child.stderr.on("data", (d) => (output += d));
+      child.on("exit", (code) => (code === 0 ? resolve(output) : reject(new Error(`agent ${argv[0]} exited ${code}: ${output}`))));
+    });
+  await run([...args.slice(1), ...options.agentEnrollArgs]);
+  const agent = spawn(options.agentBin, ["run", ...options.agentRunArgs], { env, stdio: ["ignore", "pipe", "pipe"] });
+  agent.stdout.on("data", (d) => options.log(`[agent] ${d}`));
+  agent.stderr.on("data", (d) => options.log(`[agent] ${d}`));
+  return agent;
+}
+
+/**
+ * @param {import("./harness.mjs").Harness} h
+ * @param {{ staff: {username: string, password: string}, agentBin: string, agentEnrollArgs: string[],
+ *   agentRunArgs: string[], agentEnv: Record<string,string>, log: (s: string) => void, children: any[] }} options
+ */
+export async function marketplaceFlow(h, options) {
+  const flow = new Flow("marketplace", h);
+  const stamp = Date.now().toString(36);
+  const renterName = `renter${stamp}`;
+  const ownerName = `owner${stamp}`;
+  const state = {};
+
+  const visitor = await h.newPage("visitor");
+  await flow.step("anonymous pages render cleanly", async () => {
+    for (const [url, name] of [["/", "home"], ["/login", "login"], ["/signup", "signup"]]) {
+      await visitor.goto(url);
+      await visitor.locator("main h1").waitFor();
+      await h.screenshot(visitor, name);
+    }
+    await visitor.goto("/wallet");
+    await visitor.waitForURL("**/login?next=%2Fwallet");
+    h.assertClean("anonymous pages");
+  });
+
+  const owner = await h.newPage("owner");
+  await flow.step("host owner signs up and creates an enrollment", async () => {
+    await signUp(owner, ownerName);
+    await owner.goto("/hosting");
+    await owner.getByLabel("Machine name (optional)").fill(`e2e-${stamp}`);
+    await owner.getByRole("button", { name: "Create enrollment command" }).click();
+    const command = (await owner.getByLabel("Enrollment command").textContent())?.trim() ?? "";
+    if (!command.includes("--token")) throw new Error(`no token in the command: ${command}`);
+    state.command = command;
+    await h.screenshot(owner, "hosting-enrollment");
+    h.assertClean("enrollment");
+  });
+
+  await flow.step("the agent enrolls and the host comes online", async () => {
+    const agent = await agentStart(state.command, options);
+    options.children.push(agent);
+    const hosts = await waitFor(async () => {
+      const page = await apiGet(owner, "/api/v1/my/hosts/");
+      return page.results.find((x) => x.status === "online") ? page : null;
+    }, { timeoutMs: 60000, what: "the enrolled host to be online" });
+    state.host = hosts.results.find((x) => x.status === "online");
+    await owner.reload();
+    await owner.getByTestId(`my-host-${state.host.id}`).getByText("online").waitFor();
+    h.assertClean("host online");
+  });
+
+  await flow.step("owner sets rates on the dashboard", async () => {
+    const row = owner.getByTestId(`my-host-${state.host.id}`);
+    await row.getByRole("button", { name: "Edit rates and policy" }).click();
+    await row.getByLabel("Per CPU core-hour used").fill("36");
+    await row.getByLabel("Per GB-hour of memory").fill("3.6");
+    await row.getByLabel("Per GPU-hour").fill("0");
+    await row.getByRole("button", { name: "Save" }).click();
+    await row.getByText("Saved.").waitFor();
+    const host = await apiGet(owner, `/api/v1/my/hosts/${state.host.id}/`);
+    if (host.cpu_core_hour_micros !== 36_000_000) throw new Error(`rate not saved: ${host.cpu_core_hour_micros}`);
+    await h.screenshot(owner, "hosting-dashboard");
+    h.assertClean("rates");
+  });
+
+  const renter = await h.newPage("renter");
+  await flow.step("renter signs up", async () => {
+    await signUp(renter, renterName);
+    h.assertClean("sign up");
+  });
+
+  await flow.step("renter buys 20 credits (demo provider)", async () => {
+    const before = await apiGet(renter, "/api/v1/wallet/");
+    await renter.getByLabel("Amount (credits)").fill("20");
+    await renter.getByRole("button", { name: "Buy credits" }).click();
+    await renter.getByText("added (demo payment)").waitFor();
+    const after = await waitFor(async () => {
+      const w = await apiGet(renter, "/api/v1/wallet/");
+      return w.balance_micros === before.balance_micros + 20_000_000 ? w : null;
+    }, { what: "the wallet to show the 20 credits" });
+    await renter.getByTestId("balance").filter({ hasText: "20.000000 cr" }).waitFor();
+    await renter.getByTestId("transactions").waitFor();
+    await h.screenshot(renter, "wallet-after-purchase");
+    state.walletAfterPurchase = after;
+    h.assertClean("buy credits");
+  });
+
+  await flow.step("renter finds the host in the catalog", async () => {
+    await renter.goto("/catalog");
+    await renter.getByRole("link", { name: `e2e-${stamp}` }).click();
+    await renter.waitForURL(`**/hosts/${state.host.id}`);
+    await renter.getByText("36.00 cr per core-hour used").waitFor();
+    await h.screenshot(renter, "host-page");
+    await renter.goto("/catalog");
+    await renter.locator("table").waitFor();
+    await h.screenshot(renter, "catalog");
+    await renter.setViewportSize({ width: 390, height: 844 });
+    await h.screenshot(renter, "catalog-phone");
+    await renter.setViewportSize({ width: 1280, height: 900 });
+    h.assertClean("catalog");
+  });
+
+  await flow.step("renter runs a job on that host with a live quote", async () => {
+    // Checked in the amounts step (so a missing earnings API fails there, not here).
+    state.earningsBefore = await apiGet(owner, "/api/v1/earnings/").catch((err) => err);
+    await renter.goto(`/run?host=${state.host.id}`);
+    const editor = renter.locator(".cm-content");
+    await editor.click();
+    await renter.keyboard.press("Control+A");
+    await renter.keyboard.press("Delete");
+    // CodeMirror auto-indents typed newlines; insertText keeps the text as it is.
+    await renter.keyboard.insertText(JOB_CODE);
+    await renter.getByLabel("Cost cap (credits)").fill("5");
+    await renter.getByTestId("quote-estimate").waitFor({ timeout: 15000 });
+    await h.screenshot(renter, "run");
+    await renter.getByRole("button", { name: "Run" }).click();
+    await renter.waitForURL(/\/jobs\/\d+$/);
+    state.jobId = Number(renter.url().split("/").pop());
+    h.assertClean("submit");
+  });
+
+  await flow.step("the log arrives live while the job runs", async () => {
+    const log = renter.getByTestId("log");
+    await log.filter({ hasText: "tick 2" }).waitFor({ timeout: 120000 });
+    const job = await apiGet(renter, `/api/v1/jobs/${state.jobId}/`);
+    if (!["running", "preparing"].includes(job.status)) throw new Error(`log seen but status is ${job.status}: not live`);
+    await h.screenshot(renter, "job-running");
+    await renter.getByTestId("job-status").filter({ hasText: "Succeeded" }).waitFor({ timeout: 120000 });
+    await log.filter({ hasText: "finished" }).waitFor();
+    const text = await log.textContent();
+    for (let i = 0; i < 8; i++) if (!text.includes(`tick ${i}\n`)) throw new Error(`log lacks tick ${i}: ${text}`);
+    if (text.split("tick 3\n").length !== 2) throw new Error(`a log line appears twice: ${text}`);
+    await renter.getByRole("link", { name: "result.txt" }).waitFor();
+    const download = await Promise.all([renter.waitForEvent("download"), renter.getByRole("link", { name: "result.txt" }).click()]);
+    const saved = await download[0].path();
+    const content = saved ? (await import("node:fs")).readFileSync(saved, "utf-8") : "";
+    if (content !== "done") throw new Error(`the output file holds ${JSON.stringify(content)}`);
+    h.assertClean("job");
+  });
+
+  await flow.step("the job page shows the receipt", async () => {
+    await renter.getByTestId("receipt").waitFor();
+    await h.screenshot(renter, "job-finished");
+    await renter.setViewportSize({ width: 390, height: 844 });
+    await h.screenshot(renter, "job-finished-phone");
+    await renter.setViewportSize({ width: 1280, height: 900 });
+    h.assertClean("receipt");
+  });
+
+  await flow.step("wallet and earnings change by exactly the receipt's amounts", async () => {
+    const wallet = await waitFor(async () => {
+      const w = await apiGet(renter, "/api/v1/wallet/");
+      return w.held_micros === 0 ? w : null;
+    }, { what: "the hold to be released" });
+    const receipt = await apiGet(renter, `/api/v1/jobs/${state.jobId}/receipt/`);
+    const { charged, fee, hostNet } = receiptAmounts(receipt);
+    if (!(charged > 0)) throw new Error(`nothing charged: ${JSON.stringify(receipt)}`);
+    if (!receipt.is_settled) throw new Error("the receipt says the job is not settled");
+    const spent = state.walletAfterPurchase.balance_micros - wallet.balance_micros;
+    if (spent !== charged) throw new Error(`wallet went down by ${spent}, the receipt says ${charged}`);
+    await renter.getByTestId("receipt-charged").filter({ hasText: microsText(charged) }).waitFor();
+    if (hostNet + fee !== charged) throw new Error(`host net ${hostNet} + fee ${fee} != charged ${charged}`);
+    if (state.earningsBefore instanceof Error) throw state.earningsBefore;
+    const earnings = await apiGet(owner, "/api/v1/earnings/");
+    const earned = earnedTotal(earnings) - earnedTotal(state.earningsBefore);
+    if (earned !== hostNet) throw new Error(`host earned ${earned}, the receipt says ${hostNet}`);
+    state.fee = fee;
+    await renter.goto("/wallet");
+    await renter.getByTestId("transactions").waitFor();
+    await h.screenshot(renter, "wallet-after-job");
+    await renter.goto("/jobs");
+    await renter.getByRole("link", { name: new RegExp(`#${state.jobId}`) }).waitFor();
+    await h.screenshot(renter, "jobs");
+    await owner.goto("/hosting");
+    await owner.getByTestId("earnings-pending").waitFor();
+    await h.screenshot(owner, "hosting-earnings");
+    h.assertClean("amounts");
+  });
+
+  await flow.step("staff see the job in the billing report", async () => {
+    const staff = await h.newPage("staff");
+    await logIn(staff, options.staff.username, options.staff.password);
+    await staff.goto("/reports");
+    await staff.getByTestId("reconciliation").waitFor();
+    const today = new Date().toISOString().slice(0, 10);
+    const report = await apiGet(staff, `/api/v1/admin/reports/billing/?from=${today}&to=${today}&group_by=day`);
+    await staff.getByRole("table", { name: "Per day" }).waitFor();
+    await h.screenshot(staff, "reports");
+    // The job's own figures, when the flow got that far.
+    if (state.fee === undefined) throw new Error("no job was charged earlier in the flow: the report could not be checked");
+    const fees = report.totals.platform_fees_micros;
+    if (fees < state.fee) throw new Error(`report fees ${fees} < this job's fee ${state.fee}`);
+    const hostRow = report.top_hosts.find((r) => r.host === state.host.id);
+    if (!hostRow) throw new Error(`host ${state.host.id} is not among the top hosts`);
+    if (hostRow.platform_fees_micros !== state.fee) throw new Error(`host row fee ${hostRow.platform_fees_micros} != ${state.fee}`);
+    await staff.getByRole("table", { name: "The hosts with the most gross charges" }).getByText(`e2e-${stamp}`).waitFor();
+    const csv = await staff.evaluate(async (u) => (await fetch(u)).text(), `/api/v1/admin/reports/billing/?from=${today}&to=${today}&group_by=day&format=csv`);
+    if (!csv.includes(today)) throw new Error(`CSV lacks today's row: ${csv.slice(0, 200)}`);
+    h.assertClean("reports");
+  }, { always: true });
+
+  return flow;
+}

@@ -1,0 +1,168 @@
+// Every call the pages make, in one place. Paths and field names follow API.md.
+import { rawRequest, request, typed, unwrap } from "./client";
+import type { Multipart } from "../lib/files";
+import type {
+  BillingGroup,
+  BillingReport,
+  Earnings,
+  Enrollment,
+  HostListing,
+  HostFilters,
+  OwnedHost,
+  HostPatch,
+  Job,
+  JobSpec,
+  LedgerLine,
+  LogChunk,
+  Page,
+  PaymentResult,
+  Payout,
+  OutputFile,
+  Quote,
+  QuoteSpec,
+  Receipt,
+  Reconciliation,
+  SessionResult,
+  User,
+  Wallet,
+} from "./types";
+
+/**
+ * The schema types JSON fields (a host's `gpus`, `availability_policy`) as `unknown`; types.ts
+ * derives the precise types from the schema's own (so a renamed field still fails to compile)
+ * and this narrows the loose JSON fields at the one boundary.
+ */
+function precise<T>(pending: Promise<unknown>): Promise<T> {
+  return pending as Promise<T>;
+}
+
+export const api = {
+  // --- accounts (typed: in the generated schema) -------------------------------------------
+  csrf: () => unwrap(typed.GET("/api/v1/auth/csrf/")),
+  me: (): Promise<User> => unwrap(typed.GET("/api/v1/auth/me/")),
+  signup: (body: { username: string; email: string; password: string }): Promise<SessionResult> =>
+    unwrap(typed.POST("/api/v1/auth/signup/", { body })),
+  login: (body: { username: string; password: string }): Promise<SessionResult> =>
+    unwrap(typed.POST("/api/v1/auth/login/", { body })),
+  logout: () => unwrap(typed.POST("/api/v1/auth/logout/")),
+
+  // --- wallet and payments ----------------------------------------------------------------
+  wallet: (): Promise<Wallet> => unwrap(typed.GET("/api/v1/wallet/")),
+  transactions: (page = 1): Promise<Page<LedgerLine>> =>
+    unwrap(typed.GET("/api/v1/wallet/transactions/", { params: { query: { page } } })),
+  paymentCreate: (amount_micros: number, idempotencyKey: string): Promise<PaymentResult> =>
+    unwrap(
+      typed.POST("/api/v1/payments/", {
+        body: { amount_micros },
+        params: { header: { "Idempotency-Key": idempotencyKey } },
+      }),
+    ),
+
+  // --- catalog and hosts -----------------------------------------------------------------
+  hosts: (filters: HostFilters) =>
+    precise<Page<HostListing>>(unwrap(typed.GET("/api/v1/hosts/", { params: { query: filters } }))),
+  host: (id: number) =>
+    precise<HostListing>(unwrap(typed.GET("/api/v1/hosts/{host_id}/", { params: { path: { host_id: id } } }))),
+  enrollmentCreate: (name: string): Promise<Enrollment> =>
+    unwrap(typed.POST("/api/v1/hosts/enrollments/", { body: { name } })),
+  myHosts: () => precise<Page<OwnedHost>>(unwrap(typed.GET("/api/v1/my/hosts/"))),
+  myHost: (id: number) =>
+    precise<OwnedHost>(unwrap(typed.GET("/api/v1/my/hosts/{host_id}/", { params: { path: { host_id: id } } }))),
+  myHostUpdate: (id: number, patch: HostPatch) =>
+    precise<OwnedHost>(
+      unwrap(typed.PATCH("/api/v1/my/hosts/{host_id}/", { params: { path: { host_id: id } }, body: patch })),
+    ),
+
+  // --- jobs -------------------------------------------------------------------------------
+  quote: (spec: QuoteSpec, signal?: AbortSignal): Promise<Quote> =>
+    unwrap(typed.POST("/api/v1/quotes/", { body: spec, signal })),
+  jobSubmit: (body: JobSpec | Multipart, idempotencyKey: string) =>
+    // JSON through the typed client; a zip goes as the hand-built multipart body.
+    "contentType" in body
+      ? request<Job>("POST", "/api/v1/jobs/", {
+          body: body.body,
+          headers: { "Idempotency-Key": idempotencyKey, "Content-Type": body.contentType },
+        })
+      : precise<Job>(
+          unwrap(typed.POST("/api/v1/jobs/", { body, params: { header: { "Idempotency-Key": idempotencyKey } } })),
+        ),
+  jobs: (page = 1) => precise<Page<Job>>(unwrap(typed.GET("/api/v1/jobs/", { params: { query: { page } } }))),
+  job: (id: number) =>
+    precise<Job>(unwrap(typed.GET("/api/v1/jobs/{job_id}/", { params: { path: { job_id: id } } }))),
+  jobCancel: (id: number) =>
+    precise<Job>(unwrap(typed.POST("/api/v1/jobs/{job_id}/cancel/", { params: { path: { job_id: id } } }))),
+  jobLogs: (id: number, offset: number, attempt?: number) => logsFetch(id, offset, attempt),
+  jobOutputs: (id: number): Promise<Page<OutputFile>> =>
+    unwrap(typed.GET("/api/v1/jobs/{job_id}/outputs/", { params: { path: { job_id: id }, query: { page_size: 500 } } })),
+  jobReceipt: (id: number): Promise<Receipt> =>
+    unwrap(typed.GET("/api/v1/jobs/{job_id}/receipt/", { params: { path: { job_id: id } } })),
+
+  // --- host owners: earnings and payouts ---------------------------------------------------
+  earnings: () =>
+    precise<Earnings>(unwrap(typed.GET("/api/v1/earnings/", { params: { query: { page_size: 500 } } }))),
+  // The schema declares a bare list, but the view answers a page ({count, results}); accept both.
+  payouts: (): Promise<Page<Payout>> =>
+    precise<Page<Payout> | Payout[]>(unwrap(typed.GET("/api/v1/payouts/"))).then((data) =>
+      Array.isArray(data) ? { count: data.length, results: data } : data,
+    ),
+  payoutOnboarding: () => unwrap(typed.POST("/api/v1/payouts/onboarding/")),
+  payoutCreate: (amount_micros: number, idempotencyKey: string): Promise<Payout> =>
+    unwrap(
+      typed.POST("/api/v1/payouts/", {
+        body: { amount_micros },
+        params: { header: { "Idempotency-Key": idempotencyKey } },
+      }),
+    ),
+
+  // --- staff reports ----------------------------------------------------------------------
+  // JSON here (the schema also lists the CSV form, a string, which billingCsvUrl links to).
+  billingReport: (from: string, to: string, group_by: BillingGroup) =>
+    precise<BillingReport>(
+      unwrap(typed.GET("/api/v1/admin/reports/billing/", { params: { query: { from, to, group_by, format: "json" } } })),
+    ),
+  reconciliation: (): Promise<Reconciliation> => unwrap(typed.GET("/api/v1/admin/reports/reconciliation/")),
+};
+
+export function billingCsvUrl(from: string, to: string, group_by: string): string {
+  const params = new URLSearchParams({ from, to, group_by, format: "csv" });
+  return `/api/v1/admin/reports/billing/?${params.toString()}`;
+}
+
+export function outputUrl(jobId: number, name: string): string {
+  return `/api/v1/jobs/${jobId}/outputs/${name.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+const encoder = new TextEncoder();
+
+/** Byte length of UTF-8 text: log offsets count bytes, not UTF-16 code units. */
+export function utf8Length(text: string): number {
+  return encoder.encode(text).length;
+}
+
+/**
+ * GET /api/v1/jobs/{id}/logs/?offset=N. The contract says "log bytes from offset"; accept both
+ * a JSON body ({offset, data|text, next_offset}) and raw text (next offset = offset + bytes).
+ */
+export async function logsFetch(id: number, offset: number, attempt?: number): Promise<LogChunk> {
+  const response = await rawRequest("GET", `/api/v1/jobs/${id}/logs/`, { query: { offset, attempt } });
+  const type = response.headers.get("Content-Type") ?? "";
+  if (type.includes("json")) {
+    const body = (await response.json()) as Record<string, unknown>;
+    const data = String(body.data ?? body.text ?? body.content ?? body.log ?? "");
+    const start = typeof body.offset === "number" ? body.offset : offset;
+    const next =
+      typeof body.next_offset === "number"
+        ? body.next_offset
+        : typeof body.end_offset === "number"
+          ? body.end_offset
+          : start + utf8Length(data);
+    const complete =
+      typeof body.is_complete === "boolean" ? body.is_complete : typeof body.complete === "boolean" ? body.complete : undefined;
+    const attemptOf = typeof body.attempt === "number" ? body.attempt : undefined;
+    return { attempt: attemptOf, offset: start, data, next_offset: next, complete, truncated: body.truncated === true };
+  }
+  const data = await response.text();
+  const header = response.headers.get("X-Log-Offset");
+  const start = header !== null && header !== "" ? Number(header) : offset;
+  return { offset: start, data, next_offset: start + utf8Length(data) };
+}

@@ -1,0 +1,156 @@
+// Shapes the pages rely on, from API.md and the issue texts. Fields marked optional are ones
+// the contract does not name exactly; pages render them when present and cope when absent.
+// When an endpoint lands in the generated schema, its type here becomes an alias of
+// components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
+
+import type { components, operations } from "./schema";
+
+type Schemas = components["schemas"];
+
+/** A paginated list (config.api.Pagination); the schema marks next/previous optional. */
+export interface Page<T> {
+  count: number;
+  next?: string | null;
+  previous?: string | null;
+  results: T[];
+}
+
+/** GET /api/v1/auth/me/ (the page config's `user` has the same fields). */
+export type User = Pick<Schemas["UserOutput"], "id" | "username" | "email" | "is_staff">;
+
+/** What sign-up and log-in return (they also start the browser session). */
+export type SessionResult = Schemas["SessionOutput"];
+
+export type Wallet = Schemas["WalletOutput"];
+
+/** One of the user's ledger lines: a posting on their wallet or one of their job escrows. */
+export type LedgerLine = Schemas["WalletLineOutput"];
+
+export type PaymentProvider = "demo" | "stripe";
+
+/** POST /api/v1/payments/: the payment, plus the client secret and key Stripe.js needs. */
+export type PaymentResult = Schemas["CheckoutOutput"];
+
+export interface Gpu {
+  model: string;
+  memory_mb: number;
+}
+
+export type HostStatus = "online" | "busy" | "draining" | "offline";
+
+export interface AvailabilityWindow {
+  days: number[];
+  start: string;
+  end: string;
+}
+
+/** agent.protocol.AvailabilityPolicy (hosts/policy.py validates it). */
+export interface AvailabilityPolicy {
+  timezone: string;
+  windows: AvailabilityWindow[];
+  idle_minutes: number | null;
+  /** Percent of all cores other processes may use before the host stops taking work. */
+  max_load: number | null;
+}
+
+/** A catalog entry (GET /api/v1/hosts/, /hosts/{id}/); `gpus` is typed loosely by the schema. */
+export type HostListing = Omit<Schemas["HostListingOutput"], "gpus"> & { gpus: Gpu[] };
+
+/** The owner's view (GET /api/v1/my/hosts/): the listing plus policy and presence details. */
+export type OwnedHost = Omit<Schemas["OwnedHostOutput"], "gpus" | "availability_policy"> & {
+  gpus: Gpu[];
+  availability_policy: AvailabilityPolicy;
+};
+
+/** What the pages read: every listing field, and the owner's extras where the owner asked. */
+export type Host = HostListing &
+  Partial<Pick<OwnedHost, "availability_policy" | "unavailable_reason" | "has_live_credential" | "flagged_reports">>;
+
+export type HostFilters = NonNullable<operations["hosts_list"]["parameters"]["query"]>;
+
+export type Enrollment = Schemas["EnrollmentOutput"];
+
+export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availability_policy"> & {
+  availability_policy?: AvailabilityPolicy;
+};
+
+/** POST /api/v1/jobs/ as JSON (a zip goes as multipart `archive`: lib/jobSpec.ts). */
+export type JobSpec = Omit<Schemas["JobCreateRequest"], "archive" | "requirements" | "files"> & {
+  requirements: string[];
+  files?: { path: string; content_b64: string }[];
+};
+
+/** POST /api/v1/quotes/: only what prices a job. */
+export type QuoteSpec = Schemas["QuoteRequestRequest"];
+export type Quote = Schemas["Quote"];
+export type QuoteHost = Schemas["HostQuote"];
+
+export type JobStatus = Schemas["JobStatusEnum"] | "lost";
+
+/** One step of a job's history, as the live socket reports it. */
+export interface JobEvent {
+  status: string;
+  reason?: string;
+  attempt?: number;
+  at?: string;
+}
+
+export type OutputFile = Schemas["JobOutput"];
+
+export type Job = Omit<Schemas["Job"], "requirements"> & { requirements: string[] };
+
+/** GET /api/v1/jobs/{id}/logs/?offset=N[&attempt=K] (LogPage), as the log view uses it. */
+export interface LogChunk {
+  attempt?: number | null;
+  offset: number;
+  data: string;
+  next_offset: number;
+  complete?: boolean;
+  truncated?: boolean;
+}
+
+export type UsageLine = Schemas["UsageLineOutput"];
+export type ReceiptAttempt = Schemas["AttemptReceiptOutput"];
+export type ReceiptTotals = Schemas["ReceiptTotalsOutput"];
+export type Receipt = Schemas["ReceiptOutput"];
+export type EarningsLine = Schemas["EarningsJobLineOutput"];
+
+/**
+ * GET /api/v1/earnings/: a page of per-job lines in `results`, plus the totals, which the view
+ * adds to the page but the schema does not declare (ledger/apis.py EarningsApi).
+ */
+export type Earnings = Schemas["PaginatedEarningsJobLineOutputList"] & {
+  pending_micros: number;
+  available_micros: number;
+  in_payout_micros: number;
+  paid_micros: number;
+};
+
+export type Payout = Schemas["PayoutOutput"];
+
+export type BillingFigures = Schemas["BillingFiguresOutput"];
+export type BillingGroup = Schemas["GroupByEnum"];
+
+/** A row of the billing report; the totals row has only the figures (and a label). */
+export type BillingRow = BillingFigures &
+  Partial<Omit<Schemas["BillingRowOutput"], keyof BillingFigures>> & { period?: string };
+
+export type BillingReport = Schemas["BillingReportOutput"];
+
+export type ReconciliationProblem = Schemas["ProblemOutput"];
+export type ReconciliationRun = Schemas["ReconciliationRunOutput"];
+export type Reconciliation = Schemas["ReconciliationReportOutput"];
+
+/** The page config the Django view embeds in index.html (config/spa.py). */
+export interface PageConfig {
+  /** Who is logged in; absent when the page was not served by Django (vite dev). */
+  user?: User | null;
+  payment_provider: PaymentProvider | string;
+  stripe_publishable_key: string | null;
+  stripe_js_url: string | null;
+  public_url: string;
+  purchase_min_micros?: number;
+  purchase_max_micros?: number;
+  payout_min_micros?: number;
+  platform_fee_bps?: number;
+}

@@ -1,0 +1,60 @@
+import type { Host } from "../api/types";
+import { formatCredits, formatPercent } from "./money";
+
+export function reliabilityOf(host: Host): {
+  score: number;
+  uptime: number;
+  finished: number;
+  lost: number;
+} {
+  // The API gives basis points (10000 = 100 %).
+  return {
+    score: host.reliability_bps / 10_000,
+    uptime: host.uptime_bps / 10_000,
+    finished: host.jobs_finished,
+    lost: host.jobs_lost,
+  };
+}
+
+export function reliabilityText(host: Host): string {
+  const { score, uptime, finished, lost } = reliabilityOf(host);
+  return `${formatPercent(score)} reliable, ${formatPercent(uptime)} uptime, ${finished} finished / ${lost} lost`;
+}
+
+export function gpuText(host: Host): string {
+  const gpus = host.gpus ?? [];
+  if (gpus.length) {
+    return gpus.map((g) => `${g.model}${g.memory_mb ? ` (${Math.round(g.memory_mb / 1024)} GB)` : ""}`).join(", ");
+  }
+  return host.gpu_count ? `${host.gpu_count} GPU` : "none";
+}
+
+export function ratesText(host: Host): string {
+  const parts = [`${formatCredits(host.cpu_core_hour_micros)}/core-h`, `${formatCredits(host.memory_gb_hour_micros)}/GB-h`];
+  if ((host.gpu_count ?? host.gpus?.length ?? 0) > 0 || host.gpu_hour_micros) parts.push(`${formatCredits(host.gpu_hour_micros)}/GPU-h`);
+  return parts.join(" · ");
+}
+
+export const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+export function availabilityText(host: Host): string {
+  const policy = host.availability_policy;
+  if (!policy) {
+    // The catalog shows whether the host takes work now, not the owner's policy itself.
+    if (host.is_draining) return "Draining: finishing its jobs, taking no new ones.";
+    return host.is_available ? "Available now under its owner's policy." : "Not available now (its owner's policy).";
+  }
+  const parts: string[] = [];
+  if (policy.windows?.length) {
+    parts.push(
+      policy.windows
+        .map((w) => `${w.days.map((d) => DAYS[d] ?? d).join(",")} ${w.start}–${w.end}`)
+        .join("; ") + (policy.timezone ? ` (${policy.timezone})` : ""),
+    );
+  } else {
+    parts.push("any time");
+  }
+  if (policy.idle_minutes) parts.push(`after ${policy.idle_minutes} min without keyboard/mouse input`);
+  if (policy.max_load !== null && policy.max_load !== undefined) parts.push(`while other processes use under ${policy.max_load} % CPU`);
+  return parts.join(", ");
+}

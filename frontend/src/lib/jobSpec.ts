@@ -1,0 +1,125 @@
+import type { JobSpec, QuoteSpec } from "../api/types";
+import { creditsToMicros } from "./money";
+import { multipartBuild, textToBase64, type Multipart, type UploadedFile } from "./files";
+
+export interface RunForm {
+  code: string;
+  entrypoint: string;
+  requirements: string;
+  files: UploadedFile[];
+  cpus: string;
+  memoryGb: string;
+  gpus: string;
+  timeoutMinutes: string;
+  capCredits: string;
+  placement: "auto" | "host";
+  host: string;
+}
+
+export const DEFAULT_CODE = `import platform
+
+print("Hello from", platform.node(), platform.machine())
+for i in range(5):
+    print("step", i, flush=True)
+`;
+
+export const DEFAULT_FORM: RunForm = {
+  code: DEFAULT_CODE,
+  entrypoint: "main.py",
+  requirements: "",
+  files: [],
+  cpus: "1",
+  memoryGb: "1",
+  gpus: "0",
+  timeoutMinutes: "10",
+  capCredits: "1",
+  placement: "auto",
+  host: "",
+};
+
+export function requirementLines(text: string): string[] {
+  return text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith("#"));
+}
+
+/** Local checks before asking the server; null when the spec can be sent. */
+export function localProblems(form: RunForm): Record<string, string> {
+  const problems: Record<string, string> = {};
+  if (!form.entrypoint.trim()) problems.entrypoint = "Name the file to run.";
+  if (!(Number(form.cpus) > 0)) problems.cpus = "At least some CPU is needed.";
+  if (!(Number(form.memoryGb) > 0)) problems.memory_mb = "Give the job some memory.";
+  if (!(Number(form.gpus) >= 0) || !Number.isInteger(Number(form.gpus))) problems.gpus = "A whole number of GPUs.";
+  if (!(Number(form.timeoutMinutes) > 0)) problems.timeout_seconds = "A timeout is needed.";
+  if (creditsToMicros(form.capCredits) === null || creditsToMicros(form.capCredits) === 0)
+    problems.max_cost_micros = "A cost cap in credits, e.g. 2.50.";
+  if (form.placement === "host" && !form.host) problems.host = "Choose a machine, or use automatic placement.";
+  const zips = form.files.filter((f) => f.isZip).length;
+  if (zips > 1 || (zips === 1 && form.files.length > 1)) problems.files = "Upload one zip, or plain files — not both.";
+  return problems;
+}
+
+/** The POST body for /quotes/: only what prices a job (the code does not). */
+export function quoteSpecFrom(form: RunForm): QuoteSpec {
+  const spec: QuoteSpec = {
+    cpus: Number(form.cpus),
+    memory_mb: Math.round(Number(form.memoryGb) * 1024),
+    gpus: Number(form.gpus),
+    timeout_seconds: Math.round(Number(form.timeoutMinutes) * 60),
+    max_cost_micros: creditsToMicros(form.capCredits) ?? 0,
+  };
+  if (form.placement === "host" && form.host) spec.host = Number(form.host);
+  return spec;
+}
+
+/** The POST body for /jobs/: JSON, or multipart when a zip is uploaded (`archive`). */
+export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart {
+  const zip = form.files.find((f) => f.isZip);
+  if (!zip) return specFrom(form);
+  const spec = specFrom({ ...form, files: [] });
+  const fields: [string, string][] = [
+    ["entrypoint", form.entrypoint.trim()],
+    ["requirements", spec.requirements.join("\n")],
+    ["cpus", String(spec.cpus)],
+    ["memory_mb", String(spec.memory_mb)],
+    ["gpus", String(spec.gpus)],
+    ["timeout_seconds", String(spec.timeout_seconds)],
+    ["max_cost_micros", String(spec.max_cost_micros)],
+  ];
+  if (spec.host !== undefined && spec.host !== null) fields.push(["host", String(spec.host)]);
+  else fields.push(["placement", "auto"]);
+  return multipartBuild(fields, { name: "archive", filename: zip.path, blob: zip.blob }, seed);
+}
+
+/**
+ * The JSON body for /jobs/: the editor's code alone is sent as `code`; with
+ * uploaded files, the editor's text becomes the entrypoint file unless a file of that name
+ * was uploaded.
+ */
+export function specFrom(form: RunForm): JobSpec {
+  const entrypoint = form.entrypoint.trim();
+  const spec: JobSpec = {
+    entrypoint,
+    requirements: requirementLines(form.requirements),
+    cpus: Number(form.cpus),
+    memory_mb: Math.round(Number(form.memoryGb) * 1024),
+    gpus: Number(form.gpus),
+    timeout_seconds: Math.round(Number(form.timeoutMinutes) * 60),
+    max_cost_micros: creditsToMicros(form.capCredits) ?? 0,
+  };
+  if (form.files.length) {
+    const files = form.files.map((f) => ({ path: f.path, content_b64: f.content_b64 }));
+    const hasEntrypoint = form.files.some((f) => f.path === entrypoint);
+    // Plain files travel with the editor's code as the entrypoint, unless one has its name.
+    if (!hasEntrypoint && form.code.trim()) {
+      files.unshift({ path: entrypoint, content_b64: textToBase64(form.code) });
+    }
+    spec.files = files;
+  } else {
+    spec.code = form.code;
+  }
+  if (form.placement === "host" && form.host) spec.host = Number(form.host);
+  else spec.placement = "auto";
+  return spec;
+}

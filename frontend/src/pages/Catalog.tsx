@@ -1,0 +1,160 @@
+import { useMemo } from "react";
+import { Link, useSearchParams } from "react-router";
+import { api } from "../api/endpoints";
+import type { HostFilters } from "../api/types";
+import { ErrorBanner } from "../components/ErrorBanner";
+import { Field } from "../components/Field";
+import { Loading } from "../components/Progress";
+import { HostStatusBadge } from "../components/StatusBadge";
+import { useDebounced, useLoad } from "../lib/hooks";
+import { gpuText, ratesText, reliabilityText } from "../lib/hosts";
+import { creditsToMicros, formatMemory } from "../lib/money";
+
+const ORDERINGS: [string, string][] = [
+  ["price", "Price, lowest first"],
+  ["-price", "Price, highest first"],
+  ["-reliability", "Most reliable first"],
+  ["-cpus", "Most cores first"],
+  ["-memory", "Most memory first"],
+  ["gpu_price", "GPU price, lowest first"],
+  ["-last_seen", "Seen most recently first"],
+];
+
+/** The URL holds the filters (shareable, back button works); the API gets them translated. */
+function filtersFrom(params: URLSearchParams): HostFilters {
+  const filters: HostFilters = {};
+  const text = (key: string) => params.get(key) ?? "";
+  if (text("arch")) filters.arch = text("arch");
+  if (text("os")) filters.os = text("os");
+  const minCpus = Number(text("min_cpus"));
+  if (Number.isInteger(minCpus) && minCpus > 0) filters.min_cpus = minCpus;
+  const memoryGb = Number(text("min_memory_gb"));
+  if (memoryGb > 0) filters.min_memory_mb = Math.round(memoryGb * 1024);
+  if (text("gpu") === "1") filters.gpu = true;
+  const maxPrice = text("max_price") ? creditsToMicros(text("max_price")) : null;
+  if (maxPrice !== null) filters.max_price_micros = maxPrice;
+  if (text("online") !== "0") filters.online = true;
+  if (text("accepting") === "1") filters.accepting = true;
+  filters.ordering = text("ordering") || "price";
+  const page = Number(text("page"));
+  if (page > 1) filters.page = page;
+  return filters;
+}
+
+export function CatalogPage() {
+  const [params, setParams] = useSearchParams();
+  const debouncedParams = useDebounced(params.toString(), 300);
+  const filters = useMemo(() => filtersFrom(new URLSearchParams(debouncedParams)), [debouncedParams]);
+  const hosts = useLoad(() => api.hosts(filters), [JSON.stringify(filters)]);
+
+  const set = (key: string, value: string) => {
+    const next = new URLSearchParams(params);
+    if (value) next.set(key, value);
+    else next.delete(key);
+    if (key !== "page") next.delete("page");
+    setParams(next, { replace: true });
+  };
+  const page = Number(params.get("page") ?? "1") || 1;
+  const fieldError = (name: string) => {
+    const err = hosts.error as { fields?: Record<string, string> } | null;
+    return err?.fields?.[name];
+  };
+
+  return (
+    <section>
+      <h1>Catalog</h1>
+      <form className="filters" aria-label="Filter machines" onSubmit={(e) => e.preventDefault()}>
+        <Field label="Architecture" error={fieldError("arch")}>
+          <select value={params.get("arch") ?? ""} onChange={(e) => set("arch", e.target.value)}>
+            <option value="">Any</option>
+            <option value="x86_64">x86_64</option>
+            <option value="aarch64">aarch64 (ARM)</option>
+          </select>
+        </Field>
+        <Field label="Operating system" error={fieldError("os")}>
+          <select value={params.get("os") ?? ""} onChange={(e) => set("os", e.target.value)}>
+            <option value="">Any</option>
+            <option value="linux">Linux</option>
+            <option value="darwin">macOS</option>
+            <option value="windows">Windows</option>
+          </select>
+        </Field>
+        <Field label="Min. CPU cores" error={fieldError("min_cpus")}>
+          <input type="number" min={1} inputMode="numeric" value={params.get("min_cpus") ?? ""} onChange={(e) => set("min_cpus", e.target.value)} />
+        </Field>
+        <Field label="Min. memory (GB)" error={fieldError("min_memory_mb")}>
+          <input type="number" min={0} step="0.5" inputMode="decimal" value={params.get("min_memory_gb") ?? ""} onChange={(e) => set("min_memory_gb", e.target.value)} />
+        </Field>
+        <Field label="Max. price per core-hour (cr)" error={fieldError("max_price_micros")}>
+          <input inputMode="decimal" value={params.get("max_price") ?? ""} onChange={(e) => set("max_price", e.target.value)} />
+        </Field>
+        <div className="field checkbox">
+          <label>
+            <input type="checkbox" checked={params.get("gpu") === "1"} onChange={(e) => set("gpu", e.target.checked ? "1" : "")} /> Has a GPU
+          </label>
+          <label>
+            <input type="checkbox" checked={params.get("online") !== "0"} onChange={(e) => set("online", e.target.checked ? "" : "0")} /> Online only
+          </label>
+          <label>
+            <input type="checkbox" checked={params.get("accepting") === "1"} onChange={(e) => set("accepting", e.target.checked ? "1" : "")} /> Taking work now
+          </label>
+        </div>
+        <Field label="Sort by" error={fieldError("ordering")}>
+          <select value={params.get("ordering") ?? "price"} onChange={(e) => set("ordering", e.target.value)}>
+            {ORDERINGS.map(([value, label]) => (
+              <option key={value} value={value}>{label}</option>
+            ))}
+          </select>
+        </Field>
+      </form>
+
+      {hosts.error !== null && !fieldError("arch") && <ErrorBanner error={hosts.error} />}
+      {hosts.loading && !hosts.data && <Loading />}
+      {hosts.data && (
+        <>
+          <p role="status" aria-live="polite">
+            {hosts.data.count} machine{hosts.data.count === 1 ? "" : "s"} match{hosts.data.count === 1 ? "es" : ""}.
+          </p>
+          <div className="table-wrap">
+            <table className="hosts-table">
+              <caption className="visually-hidden">Machines in the catalog</caption>
+              <thead>
+                <tr>
+                  <th scope="col">Machine</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Platform</th>
+                  <th scope="col">Cores</th>
+                  <th scope="col">Memory</th>
+                  <th scope="col">GPU</th>
+                  <th scope="col">Rates</th>
+                  <th scope="col">Reliability</th>
+                  <th scope="col"><span className="visually-hidden">Actions</span></th>
+                </tr>
+              </thead>
+              <tbody>
+                {hosts.data.results.map((host) => (
+                  <tr key={host.id}>
+                    <th scope="row"><Link to={`/hosts/${host.id}`}>{host.name || `Host #${host.id}`}</Link></th>
+                    <td><HostStatusBadge status={host.status} /></td>
+                    <td>{host.os} / {host.arch}</td>
+                    <td>{host.cpus}</td>
+                    <td>{formatMemory(host.memory_mb)}</td>
+                    <td>{gpuText(host)}</td>
+                    <td className="small">{ratesText(host)}</td>
+                    <td className="small">{reliabilityText(host)}</td>
+                    <td><Link to={`/run?host=${host.id}`}>Run here</Link></td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          <nav className="pager" aria-label="Pages">
+            <button type="button" disabled={!hosts.data.previous} onClick={() => set("page", String(page - 1))}>Previous</button>
+            <span>Page {page}</span>
+            <button type="button" disabled={!hosts.data.next} onClick={() => set("page", String(page + 1))}>Next</button>
+          </nav>
+        </>
+      )}
+    </section>
+  );
+}

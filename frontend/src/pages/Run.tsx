@@ -1,0 +1,273 @@
+import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
+import { Link, useNavigate, useSearchParams } from "react-router";
+import { api } from "../api/endpoints";
+import { ApiError } from "../api/errors";
+import type { Host, Quote, QuoteSpec } from "../api/types";
+import { CodeEditor } from "../components/CodeEditor";
+import { ErrorBanner } from "../components/ErrorBanner";
+import { Field } from "../components/Field";
+import { Busy } from "../components/Progress";
+import { filesRead, formatBytes } from "../lib/files";
+import { useFormErrors } from "../lib/forms";
+import { useDebounced, useLoad } from "../lib/hooks";
+import { DEFAULT_FORM, localProblems, quoteSpecFrom, specFrom, submitBodyFrom, type RunForm } from "../lib/jobSpec";
+import { creditsToMicros, formatCredits, formatDuration } from "../lib/money";
+import { quoteView, type QuoteView } from "../lib/quote";
+import { uuid4 } from "../lib/uuid";
+
+export const RUN_FIELDS = [
+  "code",
+  "files",
+  "entrypoint",
+  "requirements",
+  "cpus",
+  "memory_mb",
+  "gpus",
+  "timeout_seconds",
+  "max_cost_micros",
+  "host",
+  "placement",
+] as const;
+
+export const QUOTE_DEBOUNCE_MS = 500;
+
+/** Seconds of full use the cap pays for, when that is shorter than the timeout. */
+function capStopsEarly(view: QuoteView, capMicros: number | null): number | null {
+  if (!capMicros || !view.hourlyMicros || view.estimateMicros === null || capMicros >= view.estimateMicros) return null;
+  return (capMicros / view.hourlyMicros) * 3600;
+}
+
+/** The live quote: POST /quotes/ after the spec stops changing; stale answers are dropped. */
+function useQuote(form: RunForm, enabled: boolean) {
+  const spec = useMemo(() => (enabled ? JSON.stringify(quoteSpecFrom(form)) : null), [form, enabled]);
+  // Debounce the spec together with whether it is complete, so an edit that passes through an
+  // incomplete state (a cleared field) never sends the old spec again.
+  const debounced = useDebounced(spec, QUOTE_DEBOUNCE_MS);
+  const [quote, setQuote] = useState<Quote | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [loading, setLoading] = useState(false);
+
+  useEffect(() => {
+    if (debounced === null) return;
+    const controller = new AbortController();
+    setLoading(true);
+    api.quote(JSON.parse(debounced) as QuoteSpec, controller.signal).then(
+      (q) => {
+        setQuote(q);
+        setError(null);
+        setLoading(false);
+      },
+      (err: unknown) => {
+        if (controller.signal.aborted) return;
+        setQuote(null);
+        setError(err);
+        setLoading(false);
+      },
+    );
+    return () => controller.abort();
+  }, [debounced]);
+
+  return { quote, error, loading: loading || (spec !== null && spec !== debounced) };
+}
+
+export function RunPage() {
+  const [params] = useSearchParams();
+  const navigate = useNavigate();
+  const presetHost = params.get("host") ?? "";
+  const [form, setForm] = useState<RunForm>({
+    ...DEFAULT_FORM,
+    placement: presetHost ? "host" : "auto",
+    host: presetHost,
+  });
+  const [tried, setTried] = useState(false);
+  const [submitting, setSubmitting] = useState(false);
+  const submitErrors = useFormErrors(RUN_FIELDS);
+  const hosts = useLoad(() => api.hosts({ online: true, ordering: "price" }), []);
+  const preset = useLoad<Host | null>(() => (presetHost ? api.host(Number(presetHost)) : Promise.resolve(null)), [presetHost]);
+
+  const problems = localProblems(form);
+  const canQuote = Object.keys(problems).length === 0;
+  const live = useQuote(form, canQuote);
+  const quoteErrors = live.error instanceof ApiError ? live.error.fields : {};
+  const view = live.quote ? quoteView(live.quote) : null;
+
+  // One Idempotency-Key per submission attempt; reused only when the last attempt's outcome is
+  // unknown (network error or 5xx) and the spec is unchanged, so a retry cannot create twice.
+  const pendingKey = useRef<{ key: string; spec: string } | null>(null);
+
+  const set = <K extends keyof RunForm>(key: K, value: RunForm[K]) => setForm((f) => ({ ...f, [key]: value }));
+  const errorFor = (field: string): string | undefined =>
+    submitErrors.fieldError(field) ??
+    Object.entries(quoteErrors).find(([k]) => k === field || k.startsWith(`${field}.`))?.[1] ??
+    (tried ? problems[field] : undefined);
+
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    setTried(true);
+    submitErrors.clear();
+    if (!canQuote) return;
+    const spec = specFrom(form);
+    const specText = JSON.stringify(spec);
+    if (!pendingKey.current || pendingKey.current.spec !== specText) pendingKey.current = { key: uuid4(), spec: specText };
+    setSubmitting(true);
+    try {
+      const job = await api.jobSubmit(submitBodyFrom(form, pendingKey.current.key), pendingKey.current.key);
+      pendingKey.current = null;
+      navigate(`/jobs/${job.id}`);
+    } catch (err) {
+      const outcomeUnknown = !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
+      if (!outcomeUnknown) pendingKey.current = null;
+      submitErrors.set(err);
+    } finally {
+      setSubmitting(false);
+    }
+  };
+
+  const onFiles = async (list: FileList | null) => {
+    if (!list?.length) return;
+    const read = await filesRead(list);
+    setForm((f) => ({ ...f, files: [...f.files.filter((x) => !read.some((r) => r.path === x.path)), ...read] }));
+  };
+
+  const hostOptions = [...(hosts.data?.results ?? [])];
+  if (preset.data && !hostOptions.some((h) => h.id === preset.data!.id)) hostOptions.unshift(preset.data);
+  const fits = new Set(view?.hosts.map((h) => h.id));
+  const hasZip = form.files.some((f) => f.isZip);
+
+  return (
+    <section>
+      <h1>Run a job</h1>
+      {submitErrors.banner && (
+        <ErrorBanner message={submitErrors.banner} details={submitErrors.otherFields} />
+      )}
+      {submitErrors.error instanceof ApiError && submitErrors.error.status === 402 && (
+        <p>
+          <Link to="/wallet">Buy credits</Link> or lower the cost cap.
+        </p>
+      )}
+      <form className="run-form" onSubmit={(e) => void submit(e)} noValidate aria-describedby="quote-box">
+        <div className="run-code">
+          <div className={`field${errorFor("code") ? " field-invalid" : ""}`}>
+            <label id="code-label">Code ({form.entrypoint || "main.py"})</label>
+            <CodeEditor value={form.code} onChange={(v) => set("code", v)} label="Python code" describedBy={errorFor("code") ? "code-error" : undefined} />
+            {errorFor("code") && (
+              <small id="code-error" className="field-error" role="alert">
+                {errorFor("code")}
+              </small>
+            )}
+          </div>
+          <Field label="Requirements (one pip specifier per line)" error={errorFor("requirements")} hint="e.g. numpy==2.1.0 — no URLs, paths or pip options.">
+            <textarea className="mono" rows={4} spellCheck={false} value={form.requirements} onChange={(e) => set("requirements", e.target.value)} placeholder="numpy==2.1.0" />
+          </Field>
+          <Field
+            label="Files (several files or a zip)"
+            error={errorFor("files")}
+            hint={hasZip ? "The entrypoint must be inside the zip." : "The editor's code is sent as the entrypoint unless you upload a file of that name."}
+          >
+            <input type="file" multiple onChange={(e) => void onFiles(e.target.files)} />
+          </Field>
+          {form.files.length > 0 && (
+            <ul className="file-list" aria-label="Files to send">
+              {form.files.map((f) => (
+                <li key={f.path}>
+                  <code>{f.path}</code> <span className="muted">{formatBytes(f.size)}</span>{" "}
+                  <button type="button" className="link-button" onClick={() => set("files", form.files.filter((x) => x.path !== f.path))} aria-label={`Remove ${f.path}`}>
+                    Remove
+                  </button>
+                </li>
+              ))}
+            </ul>
+          )}
+        </div>
+
+        <div className="run-side">
+          <fieldset>
+            <legend>Resources</legend>
+            <Field label="Entrypoint" error={errorFor("entrypoint")}>
+              <input className="mono" value={form.entrypoint} onChange={(e) => set("entrypoint", e.target.value)} />
+            </Field>
+            <Field label="CPU cores" error={errorFor("cpus")}>
+              <input type="number" min={0.5} step={0.5} inputMode="decimal" value={form.cpus} onChange={(e) => set("cpus", e.target.value)} />
+            </Field>
+            <Field label="Memory (GB)" error={errorFor("memory_mb")}>
+              <input type="number" min={0.25} step={0.25} inputMode="decimal" value={form.memoryGb} onChange={(e) => set("memoryGb", e.target.value)} />
+            </Field>
+            <Field label="GPUs" error={errorFor("gpus")}>
+              <input type="number" min={0} step={1} inputMode="numeric" value={form.gpus} onChange={(e) => set("gpus", e.target.value)} />
+            </Field>
+            <Field label="Timeout (minutes)" error={errorFor("timeout_seconds")}>
+              <input type="number" min={1} step={1} inputMode="numeric" value={form.timeoutMinutes} onChange={(e) => set("timeoutMinutes", e.target.value)} />
+            </Field>
+            <Field label="Cost cap (credits)" error={errorFor("max_cost_micros")} hint="Held from your wallet while the job runs; what is not used comes back.">
+              <input inputMode="decimal" value={form.capCredits} onChange={(e) => set("capCredits", e.target.value)} />
+            </Field>
+          </fieldset>
+
+          <fieldset>
+            <legend>Placement</legend>
+            <div className="field checkbox">
+              <label>
+                <input type="radio" name="placement" checked={form.placement === "auto"} onChange={() => set("placement", "auto")} /> Automatic: the
+                cheapest reliable machine that fits
+              </label>
+              <label>
+                <input type="radio" name="placement" checked={form.placement === "host"} onChange={() => set("placement", "host")} /> Choose a machine
+              </label>
+            </div>
+            {form.placement === "host" && (
+              <Field label="Machine" error={errorFor("host") ?? errorFor("placement")}>
+                <select value={form.host} onChange={(e) => set("host", e.target.value)}>
+                  <option value="">Choose…</option>
+                  {hostOptions.map((h) => (
+                    <option key={h.id} value={h.id}>
+                      {h.name || `Host #${h.id}`} — {h.cpus} cores, {Math.round(h.memory_mb / 1024)} GB
+                      {view ? (fits.has(h.id) ? " (fits)" : " (does not fit)") : ""}
+                    </option>
+                  ))}
+                </select>
+              </Field>
+            )}
+            {form.placement === "auto" && errorFor("placement") && <p className="field-error" role="alert">{errorFor("placement")}</p>}
+          </fieldset>
+
+          <section id="quote-box" className="quote" aria-labelledby="quote-h">
+            <h2 id="quote-h">Quote</h2>
+            <div aria-live="polite" data-testid="quote">
+              {!canQuote && <p className="muted">Fill in the form to see a price.</p>}
+              {canQuote && live.loading && <Busy label="Updating the quote…" />}
+              {canQuote && !live.loading && live.error !== null && Object.keys(quoteErrors).length === 0 && (
+                <p className="field-error">{(live.error as Error).message}</p>
+              )}
+              {canQuote && !live.loading && view && (
+                <>
+                  {view.misfit && <p className="field-error">{view.misfit}</p>}
+                  <p>
+                    At most <strong data-testid="quote-estimate">{view.estimateMicros !== null ? formatCredits(view.estimateMicros) : "—"}</strong> if
+                    it runs the whole timeout
+                    {view.hourlyMicros !== null && <> ({formatCredits(view.hourlyMicros)} per hour)</>}. You pay for what it uses.
+                  </p>
+                  {view.minimumCapMicros !== null && <p className="small">The cap must cover at least one minute: {formatCredits(view.minimumCapMicros)}.</p>}
+                  {capStopsEarly(view, creditsToMicros(form.capCredits)) && (
+                    <p className="small">
+                      Your cap stops the job after about {formatDuration(capStopsEarly(view, creditsToMicros(form.capCredits))!)} at full use
+                      (status “cost cap reached”).
+                    </p>
+                  )}
+                  <p className="small">
+                    {view.hosts.length} machine{view.hosts.length === 1 ? "" : "s"} fit{view.hosts.length === 1 ? "s" : ""}
+                    {view.hosts.length > 0 && `; cheapest: ${view.hosts[0]!.name}`}.
+                  </p>
+                </>
+              )}
+            </div>
+          </section>
+
+          <button type="submit" className="primary" disabled={submitting}>
+            {submitting ? "Submitting…" : "Run"}
+          </button>
+          {submitting && <Busy label="Placing the hold and queueing your job…" />}
+        </div>
+      </form>
+    </section>
+  );
+}

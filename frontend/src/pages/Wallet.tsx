@@ -1,0 +1,255 @@
+import { useEffect, useRef, useState, type FormEvent } from "react";
+import { Link } from "react-router";
+import { api } from "../api/endpoints";
+import { ApiError } from "../api/errors";
+import type { LedgerLine, PaymentResult } from "../api/types";
+import { pageConfig } from "../config";
+import { ErrorBanner, Notice } from "../components/ErrorBanner";
+import { Field } from "../components/Field";
+import { Busy, Loading } from "../components/Progress";
+import { useFormErrors } from "../lib/forms";
+import { useInterval, useLoad } from "../lib/hooks";
+import { creditsToMicros, formatCredits, formatDateTime } from "../lib/money";
+import { stripeLoad, type StripeClient, type StripeElement, type StripeElements } from "../lib/stripe";
+import { uuid4 } from "../lib/uuid";
+
+function Balances({ reloadKey }: { reloadKey: number }) {
+  const wallet = useLoad(() => api.wallet(), [reloadKey]);
+  if (wallet.error) return <ErrorBanner error={wallet.error} />;
+  if (!wallet.data) return <Loading />;
+  return (
+    <dl className="balances" aria-live="polite">
+      <div>
+        <dt>Balance</dt>
+        <dd data-testid="balance">{formatCredits(wallet.data.balance_micros, 6)}</dd>
+      </div>
+      <div>
+        <dt>Held for running jobs</dt>
+        <dd data-testid="held">{formatCredits(wallet.data.held_micros, 6)}</dd>
+      </div>
+      <div>
+        <dt>Available</dt>
+        <dd data-testid="available">{formatCredits(wallet.data.available_micros, 6)}</dd>
+      </div>
+    </dl>
+  );
+}
+
+/** Stripe's Payment Element, mounted once Stripe.js has loaded (lazily). */
+function StripePayment({ payment, onDone }: { payment: PaymentResult; onDone: () => void }) {
+  const target = useRef<HTMLDivElement>(null);
+  const [stripe, setStripe] = useState<{ client: StripeClient; elements: StripeElements } | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const config = pageConfig();
+  const url = config.stripe_js_url;
+  const key = payment.publishable_key ?? config.stripe_publishable_key;
+
+  useEffect(() => {
+    let element: StripeElement | null = null;
+    let cancelled = false;
+    if (!url || !key || !payment.client_secret) {
+      setError("Card payments are not configured on this server.");
+      return;
+    }
+    stripeLoad(url).then(
+      (factory) => {
+        if (cancelled || !target.current) return;
+        const client = factory(key);
+        const elements = client.elements({ clientSecret: payment.client_secret! });
+        element = elements.create("payment");
+        element.mount(target.current);
+        setStripe({ client, elements });
+      },
+      (err: Error) => setError(err.message),
+    );
+    return () => {
+      cancelled = true;
+      element?.destroy();
+    };
+  }, [url, key, payment.client_secret]);
+
+  const pay = async () => {
+    if (!stripe) return;
+    setBusy(true);
+    setError(null);
+    const result = await stripe.client.confirmPayment({ elements: stripe.elements, redirect: "if_required" });
+    setBusy(false);
+    if (result.error) setError(result.error.message ?? "The payment failed.");
+    else onDone();
+  };
+
+  return (
+    <div className="stripe-box">
+      {!stripe && !error && <Busy label="Loading the payment form…" />}
+      <div ref={target} />
+      {error && <p className="field-error" role="alert">{error}</p>}
+      <button type="button" className="primary" disabled={!stripe || busy} onClick={() => void pay()}>
+        {busy ? "Paying…" : "Pay"}
+      </button>
+    </div>
+  );
+}
+
+function BuyCredits({ onCredited, onPaid }: { onCredited: () => void; onPaid: () => void }) {
+  const config = pageConfig();
+  const errors = useFormErrors(["amount_micros"]);
+  const [amount, setAmount] = useState("10");
+  const [busy, setBusy] = useState(false);
+  const [payment, setPayment] = useState<PaymentResult | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [localError, setLocalError] = useState<string | undefined>();
+  const pendingKey = useRef<{ key: string; amount: number } | null>(null);
+
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    errors.clear();
+    setNotice(null);
+    const micros = creditsToMicros(amount);
+    if (!micros) {
+      setLocalError("Enter an amount in credits, e.g. 10 or 2.50.");
+      return;
+    }
+    setLocalError(undefined);
+    if (!pendingKey.current || pendingKey.current.amount !== micros) pendingKey.current = { key: uuid4(), amount: micros };
+    setBusy(true);
+    try {
+      const result = await api.paymentCreate(micros, pendingKey.current.key);
+      pendingKey.current = null;
+      if (result.provider === "stripe" && result.client_secret) {
+        setPayment(result);
+      } else {
+        setNotice(`${formatCredits(result.amount_micros ?? micros)} added (demo payment).`);
+        onCredited();
+      }
+    } catch (err) {
+      if (err instanceof ApiError && err.status > 0 && err.status < 500) pendingKey.current = null;
+      errors.set(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const limits =
+    config.purchase_min_micros && config.purchase_max_micros
+      ? `Between ${formatCredits(config.purchase_min_micros)} and ${formatCredits(config.purchase_max_micros)}. `
+      : "";
+
+  return (
+    <section aria-labelledby="buy-h">
+      <h2 id="buy-h">Buy credits</h2>
+      <ErrorBanner message={errors.banner} details={errors.otherFields} />
+      {notice && <Notice>{notice}</Notice>}
+      {payment ? (
+        <StripePayment
+          payment={payment}
+          onDone={() => {
+            setPayment(null);
+            setNotice("Payment received. Credits appear as soon as the payment provider confirms it.");
+            onPaid();
+          }}
+        />
+      ) : (
+        <form onSubmit={(e) => void submit(e)} noValidate className="inline-form">
+          <Field label="Amount (credits)" error={errors.fieldError("amount_micros") ?? localError} hint={`${limits}1 credit = 1 USD.${config.payment_provider === "demo" ? " Demo payments: credited at once, no card needed." : ""}`}>
+            <input inputMode="decimal" value={amount} onChange={(e) => setAmount(e.target.value)} />
+          </Field>
+          <button type="submit" className="primary" disabled={busy}>
+            {busy ? "Working…" : config.payment_provider === "stripe" ? "Continue to payment" : "Buy credits"}
+          </button>
+        </form>
+      )}
+    </section>
+  );
+}
+
+const KINDS: Record<LedgerLine["kind"], string> = {
+  purchase: "Credits bought",
+  grant: "Credits granted by staff",
+  adjustment: "Adjustment by staff",
+  hold: "Hold for a job",
+  capture: "Usage charge",
+  release: "Unused hold returned",
+  reversal: "Charges reversed (lost attempt)",
+  maturity: "Earnings matured",
+  refund: "Refund of a purchase",
+  payout: "Payout",
+  payout_paid: "Payout paid",
+  payout_reversal: "Payout failed: returned",
+};
+
+function lineKind(kind: LedgerLine["kind"] | string): string {
+  return KINDS[kind as LedgerLine["kind"]] ?? kind.replace(/_/g, " ");
+}
+
+function Transactions({ reloadKey }: { reloadKey: number }) {
+  const [page, setPage] = useState(1);
+  const lines = useLoad(() => api.transactions(page), [page, reloadKey]);
+  return (
+    <section aria-labelledby="tx-h">
+      <h2 id="tx-h">Transactions</h2>
+      {lines.error !== null && <ErrorBanner error={lines.error} />}
+      {!lines.data && lines.loading && <Loading />}
+      {lines.data && lines.data.results.length === 0 && <p>No transactions yet.</p>}
+      {lines.data && lines.data.results.length > 0 && (
+        <>
+          <div className="table-wrap">
+            <table data-testid="transactions">
+              <caption className="visually-hidden">Wallet transactions, newest first</caption>
+              <thead>
+                <tr>
+                  <th scope="col">When</th>
+                  <th scope="col">What</th>
+                  <th scope="col">Account</th>
+                  <th scope="col" className="num">Amount</th>
+
+                </tr>
+              </thead>
+              <tbody>
+                {lines.data.results.map((line) => (
+                  <tr key={line.id}>
+                    <td>{formatDateTime(line.created_at)}</td>
+                    <td>
+                      {lineKind(line.kind)}
+                      {line.memo && <span className="muted"> — {line.memo}</span>}
+                      {line.job_id ? (
+                        <>
+                          {" "}
+                          <Link to={`/jobs/${line.job_id}`}>job #{line.job_id}</Link>
+                        </>
+                      ) : null}
+                    </td>
+                    <td>{line.account === "escrow" ? "held for a job" : "wallet"}</td>
+                    <td className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>{formatCredits(line.amount_micros, 6)}</td>
+
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          <nav className="pager" aria-label="Transaction pages">
+            <button type="button" disabled={!lines.data.previous} onClick={() => setPage(page - 1)}>Previous</button>
+            <span>Page {page}</span>
+            <button type="button" disabled={!lines.data.next} onClick={() => setPage(page + 1)}>Next</button>
+          </nav>
+        </>
+      )}
+    </section>
+  );
+}
+
+export function WalletPage() {
+  const [reloadKey, setReloadKey] = useState(0);
+  const [pollUntil, setPollUntil] = useState(0);
+  const bump = () => setReloadKey((k) => k + 1);
+  // A card payment is credited by the provider's webhook, a moment later: watch for it.
+  useInterval(() => (Date.now() < pollUntil ? bump() : setPollUntil(0)), pollUntil ? 2000 : null);
+  return (
+    <section>
+      <h1>Wallet</h1>
+      <Balances reloadKey={reloadKey} />
+      <BuyCredits onCredited={bump} onPaid={() => setPollUntil(Date.now() + 60_000)} />
+      <Transactions reloadKey={reloadKey} />
+    </section>
+  );
+}

@@ -1,0 +1,151 @@
+"""The sandbox flags of every container the runtime creates, as the engine recorded them.
+
+test_runtime_hardening.py pins the arguments we pass; this reads the real containers back
+(``docker inspect``) right after the engine created them, so a flag the engine ignored or a
+container created some other way (the install step, the clean-up helper) can't slip through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.runtime import DockerRuntime, Outcome
+from agent.runtime import docker_runtime as docker_runtime_module
+from agent.runtime.hardening import ENV_MOUNT, LABEL_ROLE, OUTPUTS_MOUNT, WORK_MOUNT
+from tests.agent.test_runtime_docker import env_forget, run_to_end, runtime_for, spec_for
+
+pytestmark = pytest.mark.docker
+
+REQUIREMENTS = ("six==1.17.0",)
+
+
+@contextmanager
+def containers_recorded(runtime: DockerRuntime) -> Iterator[list[dict[str, Any]]]:
+    """``docker inspect`` of every container the runtime creates, taken at its creation (the
+    install and clean-up containers are gone by the time the job ends)."""
+    api = runtime.client.api
+    created: list[dict[str, Any]] = []
+    original = api.create_container
+
+    def create_and_inspect(*args: Any, **kwargs: Any) -> Any:
+        response = original(*args, **kwargs)
+        created.append(api.inspect_container(response["Id"]))
+        return response
+
+    api.create_container = create_and_inspect
+    try:
+        yield created
+    finally:
+        del api.create_container
+
+
+def role_of(container: dict[str, Any]) -> str:
+    return str((container["Config"]["Labels"] or {}).get(LABEL_ROLE, "cleanup"))
+
+
+def mounts_of(container: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    return {m["Destination"]: (m["Source"], m["RW"]) for m in container["Mounts"]}
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """One job with a requirement run to its end and cleaned up as an unprivileged agent
+    would (the agent can't delete what the sandbox user wrote: the clean-up container does)."""
+    from agent.runtime.files import tree_remove as real_tree_remove
+
+    calls: list[Path] = []
+
+    def tree_remove_unprivileged(root: Path) -> bool:
+        calls.append(root)
+        return False if len(calls) == 1 else real_tree_remove(root)
+
+    monkeypatch.setattr(docker_runtime_module, "tree_remove", tree_remove_unprivileged)
+    with runtime_for(tmp_path) as runtime:
+        env_forget(runtime, REQUIREMENTS)
+        spec = spec_for("import six\nprint(six.__version__)\n", requirements=REQUIREMENTS)
+        with containers_recorded(runtime) as created:
+            finished = run_to_end(runtime, spec)
+            runtime.cleanup(finished.handle)
+        assert finished.outcome == Outcome("succeeded", "exit code 0", 0)
+        assert not finished.handle.attempt_dir.exists()
+    return created
+
+
+def test_every_container_drops_all_capabilities_and_is_limited(recorded):
+    # then: one of each kind, each hardened
+    assert sorted(role_of(c) for c in recorded) == ["cleanup", "install", "run"]
+    for container in recorded:
+        host = container["HostConfig"]
+        flags = {
+            "CapDrop": host.get("CapDrop"),
+            "SecurityOpt": host.get("SecurityOpt"),
+            "Privileged": host.get("Privileged"),
+            "ReadonlyRootfs": host.get("ReadonlyRootfs"),
+            "Init": host.get("Init"),
+            "has PidsLimit": (host.get("PidsLimit") or 0) > 0,
+            "has Memory": (host.get("Memory") or 0) > 0,
+            "no swap": host.get("MemorySwap") == host.get("Memory"),
+            "has NanoCpus": (host.get("NanoCpus") or 0) > 0,
+        }
+        assert flags == {
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges:true"],
+            "Privileged": False,
+            "ReadonlyRootfs": True,
+            "Init": True,
+            "has PidsLimit": True,
+            "has Memory": True,
+            "no swap": True,
+            "has NanoCpus": True,
+        }, role_of(container)
+
+
+def test_the_run_container_has_no_network_no_root_and_read_only_packages(recorded):
+    # given
+    run = next(c for c in recorded if role_of(c) == "run")
+    host = run["HostConfig"]
+
+    # then
+    assert run["Config"]["User"] == "65534:65534"
+    assert (host["NetworkMode"], host["CapAdd"], host["IpcMode"]) == ("none", None, "private")
+    assert host["Tmpfs"] == {"/tmp": "rw,noexec,nosuid,nodev,size=256m"}
+    mounts = mounts_of(run)
+    assert sorted(mounts) == sorted([WORK_MOUNT, OUTPUTS_MOUNT, ENV_MOUNT])
+    assert (mounts[WORK_MOUNT][1], mounts[OUTPUTS_MOUNT][1], mounts[ENV_MOUNT][1]) == (
+        True,
+        True,
+        False,
+    )
+
+
+def test_the_install_container_sees_only_its_environment_volume(recorded):
+    # given
+    install = next(c for c in recorded if role_of(c) == "install")
+    run = next(c for c in recorded if role_of(c) == "run")
+    host = install["HostConfig"]
+    mounts = mounts_of(install)
+
+    # then: root only to hand the fresh volume over, with no capability beyond that; and no
+    # way into the job's work or outputs directories
+    assert install["Config"]["User"] == "0:0"
+    assert sorted(host["CapAdd"]) == ["CHOWN", "SETGID", "SETUID"]
+    assert host["NetworkMode"] == "bridge"
+    assert mounts[ENV_MOUNT][1] is True
+    assert set(mounts) - {ENV_MOUNT, "/etc/communipute/pip-ca.pem"} == set()
+    assert mounts[ENV_MOUNT][0] == mounts_of(run)[ENV_MOUNT][0]
+    assert mounts_of(run)[WORK_MOUNT][0] not in {source for source, _ in mounts.values()}
+
+
+def test_the_cleanup_container_has_only_dac_override_and_no_network(recorded):
+    cleanup = next(c for c in recorded if role_of(c) == "cleanup")
+    host = cleanup["HostConfig"]
+    assert (cleanup["Config"]["User"], host["CapAdd"], host["NetworkMode"]) == (
+        "0:0",
+        ["DAC_OVERRIDE"],
+        "none",
+    )
