@@ -29,6 +29,11 @@ class JobAttemptInline(_AttemptInline):
         "offered_at",
         "lease_expires_at",
         "log_offset",
+        "usage_seq",
+        "usage_cpu_ms",
+        "usage_wall_ms",
+        "charged_micros",
+        "reversed_micros",
     )
     can_delete = False
 

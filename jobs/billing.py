@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from jobs import events
@@ -118,7 +118,7 @@ _DUE_FIELDS = (
 )
 
 
-def _due() -> Any:
+def _due() -> QuerySet[JobAttempt]:
     """Attempts with reports newer than their charges, on unsettled jobs."""
     return (
         JobAttempt.objects.filter(
