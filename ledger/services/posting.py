@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
+from config.transactions import durable_call
 from config.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from ledger.models import (
     NON_NEGATIVE_KINDS,
@@ -207,27 +208,20 @@ def _replayed(
 # --- Posting ----------------------------------------------------------------------------------
 
 T = TypeVar("T")
-DEADLOCK_ATTEMPTS = 3
-
-
-def _is_deadlock(error: OperationalError) -> bool:
-    return getattr(error.__cause__, "sqlstate", None) == "40P01"
 
 
 def _durably(post: Callable[[], T]) -> T:
-    """Run ``post`` (a service's call of ``_post``) in its own durable transaction.
+    """Run ``post`` (a service's call of ``_post``) in the caller's transaction.
 
-    A transaction PostgreSQL aborts as a deadlock victim (see ``_accounts_lock``) is run again:
-    nothing of it remains, and the key makes the post idempotent anyway.
+    Transitional (issue 10): a caller inside a transaction owns it, and the post joins it;
+    a caller outside one still gets a durable transaction of its own through
+    ``config.transactions.durable_call``, which reruns a deadlock victim (see
+    ``_accounts_lock``). Once every entry point opens its transaction, only the first branch
+    remains.
     """
-    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-        try:
-            with transaction.atomic(durable=True):
-                return post()
-        except OperationalError as error:
-            if attempt == DEADLOCK_ATTEMPTS or not _is_deadlock(error):
-                raise
-    raise AssertionError("unreachable")
+    if connection.in_atomic_block:
+        return post()
+    return durable_call(post)
 
 
 class Leg(NamedTuple):

@@ -1,4 +1,4 @@
-"""The posting machinery's own edges: deadlock retries."""
+"""The entry points' transaction: deadlock and serialization victims run again, whole."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from django.db import OperationalError
 
-from ledger.services.posting import DEADLOCK_ATTEMPTS, _durably
+from config.transactions import ATTEMPTS, durable, durable_call
 
 pytestmark = pytest.mark.django_db
 
@@ -32,22 +32,34 @@ def _failing(sqlstate: str, times: int) -> tuple[list[int], Callable[[], str]]:
 
 def test_a_deadlock_victim_is_run_again() -> None:
     # given: PostgreSQL aborts the first two attempts as deadlock victims
-    calls, post = _failing("40P01", times=DEADLOCK_ATTEMPTS - 1)
+    calls, post = _failing("40P01", times=ATTEMPTS - 1)
     # when
-    result = _durably(post)
+    result = durable_call(post)
     # then
-    assert (result, len(calls)) == ("posted", DEADLOCK_ATTEMPTS)
+    assert (result, len(calls)) == ("posted", ATTEMPTS)
 
 
 def test_deadlocks_give_up_after_the_last_attempt() -> None:
-    calls, post = _failing("40P01", times=DEADLOCK_ATTEMPTS)
+    calls, post = _failing("40P01", times=ATTEMPTS)
     with pytest.raises(OperationalError, match="aborted"):
-        _durably(post)
-    assert len(calls) == DEADLOCK_ATTEMPTS
+        durable_call(post)
+    assert len(calls) == ATTEMPTS
 
 
 def test_other_database_errors_are_not_retried() -> None:
     calls, post = _failing("57014", times=1)  # query_canceled
     with pytest.raises(OperationalError, match="aborted"):
-        _durably(post)
+        durable_call(post)
     assert len(calls) == 1
+
+
+def test_a_serialization_victim_is_run_again_through_the_decorator() -> None:
+    calls, post = _failing("40001", times=1)
+    assert durable(post)() == "posted"
+    assert len(calls) == 2
+
+
+def test_an_entry_point_cannot_run_inside_another() -> None:
+    # durable=True refuses to nest: a service called as an edge by mistake fails loudly
+    with pytest.raises(RuntimeError, match="durable"):
+        durable_call(lambda: durable_call(lambda: "inner"))
