@@ -219,7 +219,7 @@ def _durably(post: Callable[[], T]) -> T:
     ``_accounts_lock``). Once every entry point opens its transaction, only the first branch
     remains.
     """
-    if connection.in_atomic_block:
+    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
         return post()
     return durable_call(post)
 
