@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from hosts.models import Host, HostStatus
+from hosts.models import RATE_FIELDS, Host, HostStatus
 from hosts.policy import policy_normalise
 
 LISTING_FIELDS = [
@@ -23,9 +23,7 @@ LISTING_FIELDS = [
     "gpu_count",
     "docker_available",
     "agent_version",
-    "cpu_core_hour_micros",
-    "memory_gb_hour_micros",
-    "gpu_hour_micros",
+    *RATE_FIELDS,
     "price_micros",
     "max_job_cpus",
     "max_job_memory_mb",

@@ -29,7 +29,14 @@ from agent.protocol import (
 )
 from config.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
 from hosts.messaging import host_close, host_send
-from hosts.models import EnrollmentToken, Host, HostCredential, HostStatus, HostVisibility
+from hosts.models import (
+    RATE_FIELDS,
+    EnrollmentToken,
+    Host,
+    HostCredential,
+    HostStatus,
+    HostVisibility,
+)
 from hosts.policy import policy_clean, policy_normalise
 from hosts.specs import specs_clean
 
@@ -391,9 +398,6 @@ def _owned_host_locked(owner: User, host_id: int) -> Host:
     return host
 
 
-_RATE_FIELDS = ("cpu_core_hour_micros", "memory_gb_hour_micros", "gpu_hour_micros")
-
-
 def _changes_apply(host: Host, owner: User, typed_changes: HostChanges) -> None:
     changes: dict[str, Any] = dict(typed_changes)
     problems: dict[str, str] = {}
@@ -401,7 +405,7 @@ def _changes_apply(host: Host, owner: User, typed_changes: HostChanges) -> None:
         host.name = changes["name"].strip()
         if not 1 <= len(host.name) <= 100:
             problems["name"] = "1 to 100 characters"
-    for rate in _RATE_FIELDS:
+    for rate in RATE_FIELDS:
         if rate in changes:
             value = changes[rate]
             if not 0 <= value <= MAX_RATE_MICROS:
