@@ -8,7 +8,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, NullIf
 
 from agent.metering import Rates
-from agent.protocol import JobRates
+from agent.protocol import HostSpecs, JobRates
 
 
 class HostStatus(models.TextChoices):
@@ -25,6 +25,20 @@ class HostVisibility(models.TextChoices):
 
 # The columns of the three rates, named as ``Rates``' fields (and the API's and the wire's).
 RATE_FIELDS = tuple(field.name for field in dataclasses.fields(Rates))
+# The columns the agent's specs (``hello``, enrollment) fill: ``HostSpecs`` plus ``gpu_count``.
+# The spec update, the listing and the admin read this one tuple.
+SPEC_FIELDS = (
+    "cpu_model",
+    "arch",
+    "cpus",
+    "memory_mb",
+    "disk_free_mb",
+    "os",
+    "os_version",
+    "gpus",
+    "gpu_count",
+    "docker_available",
+)
 
 
 def rates_columns(rates: Rates) -> JobRates:
@@ -63,8 +77,8 @@ class RatesColumns(models.Model):
 class Host(RatesColumns):
     """A machine whose owner rents it out through the agent.
 
-    Specs are what the agent reported last; rates (``RatesColumns``) are copied onto a job
-    when it is placed, so changing them never touches a running job.
+    Specs (``SPEC_FIELDS``) are what the agent reported last; rates (``RatesColumns``) are
+    copied onto a job when it is placed, so changing them never touches a running job.
     """
 
     owner = models.ForeignKey(
@@ -163,6 +177,16 @@ class Host(RatesColumns):
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
+
+    def set_specs(self, specs: HostSpecs) -> None:
+        """Copy specs that ``hosts.specs.specs_clean`` accepted onto the ``SPEC_FIELDS``."""
+        columns = {
+            **specs,
+            "gpus": [dict(gpu) for gpu in specs["gpus"]],
+            "gpu_count": len(specs["gpus"]),
+        }
+        for name in SPEC_FIELDS:
+            setattr(self, name, columns[name])
 
 
 class EnrollmentToken(models.Model):

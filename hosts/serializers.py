@@ -6,22 +6,13 @@ from typing import Any
 
 from rest_framework import serializers
 
-from hosts.models import RATE_FIELDS, Host, HostStatus
+from hosts.models import RATE_FIELDS, SPEC_FIELDS, Host, HostStatus
 from hosts.policy import policy_normalise
 
 LISTING_FIELDS = [
     "id",
     "name",
-    "cpu_model",
-    "arch",
-    "cpus",
-    "memory_mb",
-    "disk_free_mb",
-    "os",
-    "os_version",
-    "gpus",
-    "gpu_count",
-    "docker_available",
+    *SPEC_FIELDS,
     "agent_version",
     *RATE_FIELDS,
     "price_micros",

@@ -1,15 +1,19 @@
-"""The rates are one value, named once: the columns, the API and the wire agree on the names,
-and every copy goes through ``set_rates`` / ``rates_columns``."""
+"""The rates and the specs are each one value, named once: the columns, the API and the wire
+agree on the names, and every copy goes through ``set_rates`` / ``set_specs``."""
+
+from typing import Any
 
 import pytest
 
 from agent.metering import Rates
-from agent.protocol import JobRates
-from hosts.models import RATE_FIELDS, Host, rates_columns
+from agent.protocol import PROTOCOL_VERSION, HostSpecs, JobRates
+from hosts import services
+from hosts.models import RATE_FIELDS, SPEC_FIELDS, Host, rates_columns
 from hosts.serializers import LISTING_FIELDS, HostUpdateInput
 from hosts.services import HostChanges
 from jobs.models import Job, JobAttempt
 from marketplace.quote_apis import RatesSerializer
+from tests.hosts.factories import credential_create, host_create, specs
 
 RATES = Rates(cpu_core_hour_micros=30_000, memory_gb_hour_micros=4_000, gpu_hour_micros=900_000)
 
@@ -37,3 +41,64 @@ def test_rates_are_read_and_written_as_one_value(model):
         "memory_gb_hour_micros": 4_000,
         "gpu_hour_micros": 900_000,
     }
+
+
+def test_the_spec_columns_are_the_agents_specs_and_the_gpu_count():
+    assert set(SPEC_FIELDS) == {*HostSpecs.__annotations__, "gpu_count"}
+    assert set(SPEC_FIELDS) <= set(LISTING_FIELDS)
+
+
+@pytest.mark.django_db
+def test_hello_overwrites_every_spec_column_and_nothing_else(hana):
+    # given
+    host = host_create(hana, disk_free_mb=1, docker_available=False, **rates_columns(RATES))
+    credential_create(host)
+    services.host_connect(host_id=host.pk, connection_id="conn-1")
+    reported = specs(
+        cpu_model="  Apple M2 Max ",
+        arch="aarch64",
+        cpus=12,
+        memory_mb=98_304,
+        disk_free_mb=700_000,
+        os="Darwin",
+        os_version="14.4",
+        gpus=[{"model": "Apple M2 Max", "memory_mb": 0}],
+        docker_available=True,
+    )
+    hello: Any = {
+        "agent_version": "0.2.0",
+        "protocol_version": PROTOCOL_VERSION,
+        "specs": reported,
+        "running_jobs": [],
+        "is_available": True,
+        "is_draining": False,
+    }
+
+    # when
+    services.host_hello(host_id=host.pk, connection_id="conn-1", hello=hello)
+
+    # then
+    host.refresh_from_db()
+    assert {name: getattr(host, name) for name in SPEC_FIELDS} == {
+        "cpu_model": "Apple M2 Max",
+        "arch": "arm64",
+        "cpus": 12,
+        "memory_mb": 98_304,
+        "disk_free_mb": 700_000,
+        "os": "darwin",
+        "os_version": "14.4",
+        "gpus": [{"model": "Apple M2 Max", "memory_mb": 0}],
+        "gpu_count": 1,
+        "docker_available": True,
+    }
+    assert (host.name, host.rates) == ("box", RATES)
+
+
+def test_the_admin_shows_the_reported_specs_read_only(admin_client, hana):
+    host = host_create(hana)
+
+    page = admin_client.get(f"/admin/hosts/host/{host.pk}/change/").content.decode()
+
+    assert 'name="cpu_core_hour_micros"' in page  # an editable field, for contrast
+    for name in SPEC_FIELDS:
+        assert f'name="{name}"' not in page
