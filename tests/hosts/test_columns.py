@@ -13,7 +13,9 @@ from hosts.serializers import LISTING_FIELDS, HostUpdateInput
 from hosts.services import HostChanges
 from jobs.models import Job, JobAttempt
 from marketplace.quote_apis import RatesSerializer
-from tests.hosts.factories import credential_create, host_create, specs
+from tests.hosts.factories import credential_create, host_create, online, specs
+from tests.jobs.helpers import submit
+from tests.jobs.real_ledger import RealLedger
 
 RATES = Rates(cpu_core_hour_micros=30_000, memory_gb_hour_micros=4_000, gpu_hour_micros=900_000)
 
@@ -41,6 +43,34 @@ def test_rates_are_read_and_written_as_one_value(model):
         "memory_gb_hour_micros": 4_000,
         "gpu_hour_micros": 900_000,
     }
+
+
+@pytest.mark.django_db
+def test_placement_copies_the_hosts_rates_and_a_later_change_leaves_them(
+    alice, hana, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given
+    offers = []
+    monkeypatch.setattr(
+        "jobs.agent_link.agent_send", lambda host_id, kind, data: offers.append(data["rates"])
+    )
+    host = host_create(hana, **online())
+    host.set_rates(RATES)
+    host.save()
+    RealLedger().fund(alice, 5_000_000)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = submit(alice, host=host)
+
+    # when
+    services.host_update(
+        owner=hana, host_id=host.pk, changes={"cpu_core_hour_micros": 1, "gpu_hour_micros": 2}
+    )
+
+    # then
+    job.refresh_from_db()
+    assert (job.rates, job.attempts.get().rates) == (RATES, RATES)
+    assert offers == [rates_columns(RATES)]
+    assert Host.objects.get(pk=host.pk).rates == Rates(1, RATES.memory_gb_hour_micros, 2)
 
 
 def test_the_spec_columns_are_the_agents_specs_and_the_gpu_count():
