@@ -31,6 +31,7 @@ from django.db import connection
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from hosts.models import RATE_FIELDS
 from jobs import events
 from jobs.metering import charge_decide
 from jobs.models import AttemptStatus, Job, JobAttempt
@@ -106,9 +107,7 @@ _DUE_FIELDS = (
     "charged_micros",
     "charged_seq",
     "reversed_micros",
-    "cpu_core_hour_micros",
-    "memory_gb_hour_micros",
-    "gpu_hour_micros",
+    *RATE_FIELDS,
     "job__max_cost_micros",
     "job__cost_micros",
     "job__cpus",

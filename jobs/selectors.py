@@ -15,7 +15,7 @@ from accounts.models import User
 from config.errors import NotFound
 from jobs.metering import cost_total
 from jobs.models import Job, JobAttempt, JobOutput
-from jobs.services.usage import attempt_counters, attempt_rates, job_reservation
+from jobs.services.usage import attempt_counters, job_reservation
 from jobs.states import ATTEMPT_OPEN, FINAL
 from ledger.selectors import AttemptCharges, job_money
 from ledger.services import JobFact
@@ -201,7 +201,7 @@ def _attempt_receipt(attempt: JobAttempt, job: Job, money: AttemptCharges) -> At
         memory_peak_mb=int(attempt.usage.get("memory_peak_mb", 0)),
         usage=_usage_lines(attempt, job),
         usage_cost_micros=cost_total(
-            attempt_counters(attempt), attempt_rates(attempt), job_reservation(job)
+            attempt_counters(attempt), attempt.rates, job_reservation(job)
         ),
         gross_micros=money.gross_micros,
         fee_micros=money.fee_micros,

@@ -17,8 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent.protocol import JobFile as WireFile
-from agent.protocol import JobLimits, JobOffer, JobRates
-from hosts.models import Host
+from agent.protocol import JobLimits, JobOffer
+from hosts.models import Host, rates_columns
 from hosts.services import host_job_outcome_record
 from jobs import agent_link
 from jobs.billing import attempt_charges_reverse, job_settle, lost_attempts_reverse
@@ -126,9 +126,7 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
         number=number,
         host_id=target.host_id,
         offer_expires_at=now + timedelta(seconds=settings.JOB_OFFER_TTL_SECONDS),
-        cpu_core_hour_micros=target.rates.cpu_core_hour_micros,
-        memory_gb_hour_micros=target.rates.memory_gb_hour_micros,
-        gpu_hour_micros=target.rates.gpu_hour_micros,
+        **rates_columns(target.rates),
     )
     job_transition(
         job,
@@ -138,9 +136,7 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
         at_attempt=job.attempt,
         attempt=number,
         host_id=target.host_id,
-        cpu_core_hour_micros=target.rates.cpu_core_hour_micros,
-        memory_gb_hour_micros=target.rates.memory_gb_hour_micros,
-        gpu_hour_micros=target.rates.gpu_hour_micros,
+        **rates_columns(target.rates),
         allow_network=target.allow_network,
     )
     offer = offer_build(job, attempt)
@@ -168,11 +164,7 @@ def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
             timeout_seconds=job.timeout_seconds,
             allow_network=job.allow_network,
         ),
-        rates=JobRates(
-            cpu_core_hour_micros=job.cpu_core_hour_micros,
-            memory_gb_hour_micros=job.memory_gb_hour_micros,
-            gpu_hour_micros=job.gpu_hour_micros,
-        ),
+        rates=rates_columns(job.rates),
         max_cost_micros=job.max_cost_micros,
         charged_micros=job.cost_micros,
     )
