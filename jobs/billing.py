@@ -323,17 +323,20 @@ def attempt_charges_reverse(attempt_id: int) -> int:
     )
     if attempt is None:
         return 0
-    _jobs_lock([attempt.job_id])
-    posted = charges_reverse(
-        job_id=attempt.job_id,
-        attempt=attempt.number,
-        key=reverse_key(attempt.job_id, attempt.number, attempt.charged_micros),
-    )
-    if posted is None or posted.is_replay:
-        return 0
-    gross = int(posted.metadata["gross_micros"])
-    Job.objects.filter(pk=attempt.job_id).update(cost_micros=F("cost_micros") - gross)
-    JobAttempt.objects.filter(pk=attempt.pk).update(reversed_micros=F("reversed_micros") + gross)
+    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
+        _jobs_lock([attempt.job_id])
+        posted = charges_reverse(
+            job_id=attempt.job_id,
+            attempt=attempt.number,
+            key=reverse_key(attempt.job_id, attempt.number, attempt.charged_micros),
+        )
+        if posted is None or posted.is_replay:
+            return 0
+        gross = int(posted.metadata["gross_micros"])
+        Job.objects.filter(pk=attempt.job_id).update(cost_micros=F("cost_micros") - gross)
+        JobAttempt.objects.filter(pk=attempt.pk).update(
+            reversed_micros=F("reversed_micros") + gross
+        )
     return gross
 
 
@@ -349,25 +352,26 @@ def job_settle(job_id: int) -> bool:
     it in the same commit (the reaper settles what is left, each job in its own). Locks the
     job row first. Returns True when this call released the hold.
     """
-    job = (
-        Job.objects.select_for_update()
-        .filter(pk=job_id, status__in=FINAL, hold_released_at__isnull=True)
-        .first()
-    )
-    if job is None:
-        return False
-    lost = JobAttempt.objects.filter(
-        job_id=job_id, status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
-    )
-    for attempt_id in lost.values_list("pk", flat=True):
-        attempt_charges_reverse(attempt_id)
-    final = attempts_charge(_due().filter(job_id=job_id).order_by("pk"))
-    if final.refused:
-        logger.warning("job %s: %d final charge(s) not posted", job_id, final.refused)
-    hold_release(job_id=job_id, key=release_key(job_id))
-    return (
-        Job.objects.filter(pk=job_id, hold_released_at__isnull=True).update(
-            hold_released_at=timezone.now()
+    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
+        job = (
+            Job.objects.select_for_update()
+            .filter(pk=job_id, status__in=FINAL, hold_released_at__isnull=True)
+            .first()
         )
-        == 1
-    )
+        if job is None:
+            return False
+        lost = JobAttempt.objects.filter(
+            job_id=job_id, status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
+        )
+        for attempt_id in lost.values_list("pk", flat=True):
+            attempt_charges_reverse(attempt_id)
+        final = attempts_charge(_due().filter(job_id=job_id).order_by("pk"))
+        if final.refused:
+            logger.warning("job %s: %d final charge(s) not posted", job_id, final.refused)
+        hold_release(job_id=job_id, key=release_key(job_id))
+        return (
+            Job.objects.filter(pk=job_id, hold_released_at__isnull=True).update(
+                hold_released_at=timezone.now()
+            )
+            == 1
+        )
