@@ -9,10 +9,12 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 import config.settings as base_settings
+from config.transactions import durable_call
 from hosts.models import Host
 from jobs.agent_messages import resume_decide
-from jobs.models import AttemptStatus, Job, JobHostRejection, JobStatus
+from jobs.models import AttemptStatus, Job, JobAttempt, JobHostRejection, JobStatus
 from jobs.selectors import job_facts
+from jobs.services.dispatch import offer_expire
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.tasks import jobs_reap_pass
 from ledger.services import ledger_reconcile
@@ -506,3 +508,55 @@ def test_reconciliation_reports_a_hold_whose_job_is_gone(alice, cheap, funded, c
     assert [(p.invariant, p.job_id, p.actual_micros) for p in report.problems] == [
         ("finished_job_escrow_empty", job.pk, job.max_cost_micros)
     ]
+
+
+def test_one_failing_reaper_step_rolls_back_alone(
+    alice, cheap, dear, funded, committed, monkeypatch
+):
+    # given: two offers past their expiry, and expiring the first one fails half way
+    with committed():
+        first, second = submit(alice), submit(alice)
+    later = second.attempts.get().offer_expires_at + timedelta(seconds=1)
+    real = offer_expire
+
+    def flaky(attempt_id, **kwargs):
+        if attempt_id == first.attempts.get().pk:
+            JobAttempt.objects.filter(pk=attempt_id).update(reason="half done")
+            raise RuntimeError("boom")
+        return real(attempt_id, **kwargs)
+
+    monkeypatch.setattr("jobs.tasks.offer_expire", flaky)
+
+    # when
+    with committed():
+        report = jobs_reap_pass(now=later)
+
+    # then: the second offer expired and went to the other host; the first is as it was
+    assert report.offers_expired == 1
+    assert _job(second) == (JobStatus.OFFERED, 2, dear.pk)
+    assert _job(first)[:2] == (JobStatus.OFFERED, 1)
+    assert first.attempts.get().reason == ""
+
+
+def test_a_settlement_that_fails_leaves_the_job_running_and_the_hold_held(
+    alice, cheap, funded, committed, monkeypatch
+):
+    # given: a running job, and a release that fails
+    with committed():
+        job = submit(alice)
+        _run(job, cheap, 1, committed)
+
+    def broken(**kwargs):
+        raise RuntimeError("the ledger went away")
+
+    monkeypatch.setattr("jobs.billing.hold_release", broken)
+
+    # when: the agent reports the job finished, in the message's one transaction
+    with pytest.raises(RuntimeError):
+        durable_call(say, cheap, "job.finished", **finished(job, 1))
+
+    # then: nothing of the ending stayed: still running, still held
+    assert _job(job) == (JobStatus.RUNNING, 1, cheap.pk)
+    assert job.attempts.get().status == AttemptStatus.RUNNING
+    assert funded.escrow[job.pk] == job.max_cost_micros
+    assert funded.keys == [f"job-hold:{job.pk}"]
