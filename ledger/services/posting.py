@@ -30,8 +30,8 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
-from config.transactions import durable_call
 from config.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
+from config.transactions import durable_call
 from ledger.models import (
     NON_NEGATIVE_KINDS,
     PLATFORM_KINDS,
