@@ -79,8 +79,8 @@ class Job(RatesColumns):
     allow_network = models.BooleanField(default=False)
     cost_micros = models.PositiveBigIntegerField(default=0)
     exit_code = models.IntegerField(null=True, blank=True)
-    # Money bookkeeping: the cap is held on submit and released when the job settles.
-    hold_placed_at = models.DateTimeField(null=True, blank=True)
+    # Settled: the rest of the cap (held in the submit's own transaction) went back to the
+    # wallet. Marks the settlement done for the reaper and the charges poster.
     hold_released_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
