@@ -24,6 +24,7 @@ from accounts.models import User
 from ledger.models import (
     Account,
     AccountKind,
+    AccountRestriction,
     Posting,
     ReconciliationRun,
     TransactionKind,
@@ -143,38 +144,6 @@ def job_money(job_id: int) -> JobMoney:
     )
 
 
-class EarningsSummary(TypedDict):
-    # Inside the dispute window (EARNINGS_DISPUTE_WINDOW_SECONDS): not payable yet.
-    pending_micros: int
-    # Payable: what a payout may take.
-    available_micros: int
-    # Requested payouts not transferred yet.
-    in_payout_micros: int
-    # Transferred to the owner's connected account.
-    paid_micros: int
-
-
-def earnings_summary(user: User) -> EarningsSummary:
-    """A host owner's earnings: pending, available, on their way out, and paid."""
-    from ledger.payments.models import Payout, PayoutStatus
-
-    balances = dict(
-        Account.objects.filter(
-            user=user, kind__in=[AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE]
-        ).values_list("kind", "balance_micros")
-    )
-    payouts = Payout.objects.filter(owner=user).aggregate(
-        paid=Coalesce(Sum("amount_micros", filter=Q(status=PayoutStatus.PAID)), 0),
-        in_payout=Coalesce(Sum("amount_micros", filter=Q(status=PayoutStatus.PENDING)), 0),
-    )
-    return {
-        "pending_micros": int(balances.get(AccountKind.EARNINGS_PENDING, 0)),
-        "available_micros": int(balances.get(AccountKind.EARNINGS_AVAILABLE, 0)),
-        "in_payout_micros": int(payouts["in_payout"]),
-        "paid_micros": int(payouts["paid"]),
-    }
-
-
 def _signed(kind: str, account: str, sign: int) -> Sum:
     return Sum(
         Case(
@@ -221,3 +190,12 @@ def earnings_by_job(user: User) -> QuerySet[Posting, dict[str, Any]]:
         )
         .order_by("-last_charged_at", "-job_id")
     )
+
+
+def restrictions_open(user_id: int) -> QuerySet[AccountRestriction]:
+    return AccountRestriction.objects.filter(user_id=user_id, lifted_at__isnull=True).order_by("pk")
+
+
+def user_is_restricted(user_id: int) -> bool:
+    """Whether a refund or lost dispute left this user owing credits (see AccountRestriction)."""
+    return restrictions_open(user_id).exists()

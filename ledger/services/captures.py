@@ -1,4 +1,4 @@
-"""Usage charges in batches: many captures, of many jobs, in one durable transaction.
+"""Usage charges in batches: many captures, of many jobs, in the caller's transaction.
 
 ``hold_capture`` is one charge, one transaction, one commit. Metering charges every running job
 every second or so; posting those one by one costs a commit (and a lock round trip) each. A
@@ -32,7 +32,6 @@ from ledger.services.posting import (
     AccountRef,
     Leg,
     _accounts_lock,
-    _durably,
     _key_validate,
     earnings_pending_ref,
     escrow_ref,
@@ -249,4 +248,4 @@ def holds_capture_many(
         raise ValidationFailed("a batch names the same key twice", code="invalid_key")
     if not plans:
         return []
-    return _durably(lambda: _captures_post(plans, on_posted))
+    return _captures_post(plans, on_posted)

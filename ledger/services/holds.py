@@ -11,13 +11,12 @@ from accounts.models import User
 from config.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, TransactionKind
 from ledger.money import amount_validate, capture_validate
-from ledger.payments.selectors import user_is_restricted
+from ledger.selectors import user_is_restricted
 from ledger.services.posting import (
     AccountRef,
     Leg,
     LegsPlan,
     Replay,
-    _durably,
     _post,
     earnings_available_ref,
     earnings_pending_ref,
@@ -63,16 +62,14 @@ def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> Ledg
             )
         return [Leg(wallet, -amount), Leg(escrow, amount)]
 
-    posted = _durably(
-        lambda: _post(
-            kind=TransactionKind.HOLD,
-            key=key,
-            accounts=[wallet, escrow],
-            legs=legs,
-            memo=f"hold for job {job}",
-            job_id=job,
-            metadata={"job_id": job},
-        )
+    posted = _post(
+        kind=TransactionKind.HOLD,
+        key=key,
+        accounts=[wallet, escrow],
+        legs=legs,
+        memo=f"hold for job {job}",
+        job_id=job,
+        metadata={"job_id": job},
     )
     assert posted is not None
     return posted
@@ -105,28 +102,26 @@ def hold_capture(
     host = None if host_id is None else _id_validate(host_id, "host_id")
     split = capture_validate(gross_micros, fee_micros)
     escrow, pending, revenue = escrow_ref(job), earnings_pending_ref(owner_id), revenue_ref(job)
-    posted = _durably(
-        lambda: _post(
-            kind=TransactionKind.CAPTURE,
-            key=key,
-            accounts=[escrow, pending, revenue],
-            legs=[
-                Leg(escrow, -split.gross_micros),
-                Leg(pending, split.net_micros),
-                Leg(revenue, split.fee_micros),
-            ],
-            job_id=job,
-            attempt=attempt_number,
-            host_id=host,
-            metadata={
-                "job_id": job,
-                "attempt": attempt_number,
-                "host_owner_id": owner_id,
-                "gross_micros": split.gross_micros,
-                "fee_micros": split.fee_micros,
-                **({} if host is None else {"host_id": host}),
-            },
-        )
+    posted = _post(
+        kind=TransactionKind.CAPTURE,
+        key=key,
+        accounts=[escrow, pending, revenue],
+        legs=[
+            Leg(escrow, -split.gross_micros),
+            Leg(pending, split.net_micros),
+            Leg(revenue, split.fee_micros),
+        ],
+        job_id=job,
+        attempt=attempt_number,
+        host_id=host,
+        metadata={
+            "job_id": job,
+            "attempt": attempt_number,
+            "host_owner_id": owner_id,
+            "gross_micros": split.gross_micros,
+            "fee_micros": split.fee_micros,
+            **({} if host is None else {"host_id": host}),
+        },
     )
     assert posted is not None
     return posted
@@ -158,17 +153,15 @@ def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
         remainder = locked[escrow].balance_micros
         return [Leg(escrow, -remainder), Leg(wallet, remainder)]
 
-    return _durably(
-        lambda: _post(
-            kind=TransactionKind.RELEASE,
-            key=key,
-            accounts=[escrow, wallet],
-            legs=legs,
-            replay=Replay.SAME_CAUSE,
-            memo=f"hold of job {job} released",
-            job_id=job,
-            metadata={"job_id": job},
-        )
+    return _post(
+        kind=TransactionKind.RELEASE,
+        key=key,
+        accounts=[escrow, wallet],
+        legs=legs,
+        replay=Replay.SAME_CAUSE,
+        memo=f"hold of job {job} released",
+        job_id=job,
+        metadata={"job_id": job},
     )
 
 
@@ -297,21 +290,18 @@ def charges_reverse(
     host = _attempt_host_id(job, attempt_number)
     metadata = {"job_id": job, "attempt": attempt_number}
 
-    def post() -> LedgerTransaction | None:
-        posted = _post(
-            kind=TransactionKind.REVERSAL,
-            key=key,
-            accounts=refs,
-            legs=_reverse_plan(job, attempt_number, metadata),
-            replay=Replay.SAME_CAUSE,
-            memo=f"charges of job {job} attempt {attempt_number} reversed",
-            job_id=job,
-            attempt=attempt_number,
-            host_id=host,
-            metadata=metadata,
-        )
-        if on_posted is not None:
-            on_posted(posted)
-        return posted
-
-    return _durably(post)
+    posted = _post(
+        kind=TransactionKind.REVERSAL,
+        key=key,
+        accounts=refs,
+        legs=_reverse_plan(job, attempt_number, metadata),
+        replay=Replay.SAME_CAUSE,
+        memo=f"charges of job {job} attempt {attempt_number} reversed",
+        job_id=job,
+        attempt=attempt_number,
+        host_id=host,
+        metadata=metadata,
+    )
+    if on_posted is not None:
+        on_posted(posted)
+    return posted

@@ -1,7 +1,7 @@
 """The one writer of the ledger: ``_post`` and the account locking it relies on.
 
-Every service in ``ledger.services`` calls ``_post`` exactly once, in its own
-``transaction.atomic(durable=True)`` (through ``_durably``). ``_post``:
+Every service in ``ledger.services`` calls ``_post`` exactly once, in the transaction its caller
+opened (the entry point: ``config.transactions.durable``); no ledger service opens one. ``_post``:
 
 1. locks every account the transaction may touch, in pk order, through ``_accounts_lock``
    (creating missing accounts where that is allowed);
@@ -23,14 +23,13 @@ import enum
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
-from config.transactions import durable_call
 from config.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from ledger.models import (
     NON_NEGATIVE_KINDS,
@@ -135,7 +134,7 @@ def _accounts_lock(
     (``INSERT … ON CONFLICT DO NOTHING``, so racing creators agree on one row) and locked by a
     second SELECT, which may come after rows with a higher pk. That happens once per user, job
     or shard; if two transactions create accounts at the same moment they can, rarely, deadlock,
-    and PostgreSQL aborts one of them, which ``_durably`` retries.
+    and PostgreSQL aborts one of them, which the entry point's ``durable`` reruns.
 
     An escrow ref without a renter names a hold that must exist: it raises ``NotFound`` when
     missing, or with ``missing_holds_ok`` (a batch, where one job's missing hold must not refuse
@@ -206,22 +205,6 @@ def _replayed(
 
 
 # --- Posting ----------------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def _durably(post: Callable[[], T]) -> T:
-    """Run ``post`` (a service's call of ``_post``) in the caller's transaction.
-
-    Transitional (issue 10): a caller inside a transaction owns it, and the post joins it;
-    a caller outside one still gets a durable transaction of its own through
-    ``config.transactions.durable_call``, which reruns a deadlock victim (see
-    ``_accounts_lock``). Once every entry point opens its transaction, only the first branch
-    remains.
-    """
-    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
-        return post()
-    return durable_call(post)
 
 
 class Leg(NamedTuple):
@@ -298,9 +281,9 @@ def _post(
 ) -> LedgerTransaction | None:
     """Post one balanced transaction; the only code that writes postings or balances.
 
-    Must run inside the caller's ``transaction.atomic(durable=True)``. Locks ``accounts`` in pk
-    order, then computes ``legs``: a list, or a function of the locked accounts for amounts that
-    derive from balances (``metadata`` is read after it ran, so a plan may add to it).
+    Must run inside the caller's transaction (the entry point's ``durable``). Locks ``accounts``
+    in pk order, then computes ``legs``: a list, or a function of the locked accounts for amounts
+    that derive from balances (``metadata`` is read after it ran, so a plan may add to it).
 
     Returns the new transaction; the first one when ``key`` was posted before and matches
     (``replay``); None when there is nothing to post and the key is unused.
