@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import User
 from config.errors import NotFound
 from config.transactions import durable_call
+from ledger.payments.gateways import payment_provider
 from ledger.payments.models import (
     ConnectedAccount,
     OnboardingStatus,
@@ -30,7 +31,7 @@ from ledger.payments.models import (
     StripeEventOutcome,
 )
 from ledger.payments.money import payout_complete, payout_fail
-from ledger.payments.providers import ConnectedAccountState, ProviderError, payment_provider
+from ledger.payments.providers import ConnectedAccountState, ProviderError
 from ledger.payments.purchases import ProviderUnavailable
 
 logger = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from django.db import IntegrityError
 from accounts.models import User
 from config.errors import ServiceError, Unprocessable, ValidationFailed
 from config.transactions import durable_call
+from ledger.payments.gateways import payment_provider
 from ledger.payments.models import Payment, PaymentStatus, StripeEventOutcome
 from ledger.payments.money import payment_credit, payment_dispute_lose, payment_refund_sync
 from ledger.payments.providers import (
@@ -30,7 +31,6 @@ from ledger.payments.providers import (
     amount_integer_validate,
     amount_whole_cents_validate,
     micros_from_cents,
-    payment_provider,
 )
 
 logger = logging.getLogger(__name__)

@@ -125,7 +125,10 @@ def _accounts_select_locked(refs: Collection[AccountRef]) -> dict[AccountRef, Ac
 
 
 def _accounts_lock(
-    refs: Collection[AccountRef], *, missing_holds_ok: bool = False
+    refs: Collection[AccountRef],
+    *,
+    missing_holds_ok: bool = False,
+    found: dict[AccountRef, Account] | None = None,
 ) -> dict[AccountRef, Account]:
     """Lock the accounts named by ``refs`` in pk order and return them by ref.
 
@@ -136,12 +139,14 @@ def _accounts_lock(
     or shard; if two transactions create accounts at the same moment they can, rarely, deadlock,
     and PostgreSQL aborts one of them, which the entry point's ``durable`` reruns.
 
-    An escrow ref without a renter names a hold that must exist: it raises ``NotFound`` when
+    ``found`` is what the caller already locked by the same SELECT. An escrow ref without a
+    renter names a hold that must exist: it raises ``NotFound`` when
     missing, or with ``missing_holds_ok`` (a batch, where one job's missing hold must not refuse
     the others) is left out of the result.
     """
     assert connection.in_atomic_block, "ledger accounts are locked inside a transaction"
-    found = _accounts_select_locked(refs)
+    if found is None:
+        found = _accounts_select_locked(refs)
     missing = sorted(
         (
             ref
@@ -265,6 +270,29 @@ def _overdraft(
     return None
 
 
+def _provisional(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
+    """Unsaved accounts for ``refs`` (negative ids, never written), to decide a refusal on."""
+    accounts = {}
+    for number, ref in enumerate(sorted(refs, key=lambda ref: (ref.kind, ref.owner)), start=1):
+        account = ref.new_account()
+        account.pk = -number
+        accounts[ref] = account
+    return accounts
+
+
+def _refusal_check(
+    key: str, accounts: Mapping[AccountRef, Account], legs: Sequence[Leg] | LegsPlan
+) -> None:
+    """Raise the refusal ``_post`` would give with these accounts, unless the key was posted."""
+    planned = [leg for leg in (legs(accounts) if callable(legs) else legs) if leg.amount_micros]
+    if not planned:
+        return
+    _legs_check_balanced(planned)
+    overdraft = _overdraft(accounts, _deltas(accounts, planned))
+    if overdraft is not None and not LedgerTransaction.objects.filter(key=key).exists():
+        raise overdraft
+
+
 def _post(
     *,
     kind: TransactionKind,
@@ -292,7 +320,12 @@ def _post(
     """
     assert connection.in_atomic_block, "_post runs inside the caller's durable transaction"
     key = _key_validate(key)
-    locked = _accounts_lock(accounts)
+    found = _accounts_select_locked(accounts)
+    if len(found) < len(set(accounts)):
+        # Decide first with the missing accounts as they would be created (empty), so that a
+        # refusal creates none: it must leave nothing in the caller's transaction.
+        _refusal_check(key, {**found, **_provisional(set(accounts) - set(found))}, legs)
+    locked = _accounts_lock(accounts, found=found)
     planned = legs(locked) if callable(legs) else legs
     planned = [leg for leg in planned if leg.amount_micros != 0]
     txn = LedgerTransaction(
