@@ -231,16 +231,17 @@ def _captures_post(plans: Sequence[_Planned], on_posted: PostedHook | None) -> l
 def holds_capture_many(
     captures: Sequence[Capture], *, on_posted: PostedHook | None = None
 ) -> list[CaptureResult]:
-    """Post many usage charges in one durable transaction; one result per capture, in order.
+    """Post many usage charges in the caller's transaction; one result per capture, in order.
 
     Each capture moves ``gross`` from its job's escrow to the host owner's pending earnings
     (``gross - fee``) and the job's revenue shard (``fee``), exactly like ``hold_capture``, and
     is idempotent by its own key. A capture that would overdraw its escrow (``hold_exceeded``;
     captures of one job are taken in the order given) or whose job has no hold
     (``hold_not_found``) is refused, one whose key was used before is a replay or a conflict;
-    none of these stops the others. ``on_posted`` (optional) runs inside the transaction with
-    the results. Raises ``ValidationFailed`` (nothing posted) for malformed captures or a key
-    given twice. Moves money under row locks taken in pk order, all at once.
+    none of these stops the others. ``on_posted`` (optional; deprecated, issue 10: removed once
+    jobs/billing.py stops passing it) runs inside the transaction with the results. Raises
+    ``ValidationFailed`` (nothing posted) for malformed captures or a key given twice. Moves
+    money under row locks taken in pk order, all at once.
     """
     plans = [_plan(capture) for capture in captures]
     keys = [planned.capture.key for planned in plans]

@@ -280,7 +280,8 @@ def charges_reverse(
     (paid out) is booked to platform_loss, so the renter is always made whole. Reverses only
     what is not reversed yet, so a later call reverses charges that arrived since. Returns None
     when there is nothing to reverse. ``on_posted`` (optional) runs inside the same transaction
-    with the result (``is_replay`` set on a repeat), so the caller can record the reversal
+    with the result (deprecated, issue 10: removed once jobs/billing.py stops passing it;
+    ``is_replay`` set on a repeat), so the caller can record the reversal
     atomically with it; its metadata has ``gross_micros`` and ``fee_micros``. Moves money under
     row locks taken in pk order; idempotent by ``key``.
     """

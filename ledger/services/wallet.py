@@ -40,7 +40,7 @@ def wallet_credit(
 ) -> LedgerTransaction:
     """Put credits into ``user``'s wallet: a purchase (from stripe_clearing) or a staff grant.
 
-    Moves money: locks the accounts in pk order inside a durable transaction. Idempotent by
+    Moves money: locks the accounts in pk order, in the caller's transaction. Idempotent by
     ``key``; the same key with another amount or user raises ``Conflict``. A grant needs an
     active staff ``staff_user``, who is recorded on the transaction.
     """

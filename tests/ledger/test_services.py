@@ -11,7 +11,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from config.transactions import durable_call
 from config.errors import (
     Conflict,
     InsufficientCredits,
@@ -20,6 +19,7 @@ from config.errors import (
     ServiceError,
     ValidationFailed,
 )
+from config.transactions import durable_call
 from ledger.models import Account, AccountKind, LedgerTransaction, TransactionKind
 from ledger.selectors import wallet_balances
 from ledger.services import (
