@@ -7,6 +7,10 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         from jobs import schema  # noqa: F401  registers the OpenAPI auth extension
+        from jobs.selectors import job_facts
+        from ledger.providers import providers
+
+        providers.job_facts = job_facts  # reconciliation's job checks (docs/ledger.md)
 
         _agent_handlers_register()
 

@@ -61,7 +61,7 @@ SETTLE_GRACE = timedelta(minutes=5)
 
 
 def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
-    """Reconciliation facts for the ledger (LEDGER_JOB_FACTS_PROVIDER): finished? the cap, and
+    """Reconciliation facts for the ledger (registered in ledger.providers): finished? the cap, and
     for a settled job (whose charges can't change any more) the cost the jobs app recorded.
 
     A job that doesn't exist runs nothing, so it counts as finished: a hold left in its escrow

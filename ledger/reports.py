@@ -28,9 +28,9 @@ charges, fees, host earnings and reversals; the buyer for purchases, grants and 
 wallet's owner, else the payment's user); the host owner for payouts. docs/reports.md has the
 full description.
 
-The ledger knows hosts only by id. Their names come from a ``HostLabelsProvider`` named by the
-``LEDGER_HOST_LABELS_PROVIDER`` setting (a dotted path; the hosts app's ``host_labels``), the
-way reconciliation asks the jobs app for job facts.
+The ledger knows hosts only by id. Their names come from the ``HostLabelsProvider`` the hosts
+app registered in ``ledger.providers`` (its ``host_labels``), the way reconciliation asks the
+jobs app for job facts.
 """
 
 from __future__ import annotations
@@ -43,16 +43,15 @@ from enum import StrEnum
 from functools import reduce
 from typing import Any, Protocol
 
-from django.conf import settings
 from django.db.models import BigIntegerField, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
-from django.utils.module_loading import import_string
 
 from accounts.models import User
 from config.errors import ValidationFailed
 from ledger.models import AccountKind, Posting, TransactionKind
 from ledger.payments.models import Payment, Payout
+from ledger.providers import providers
 
 # The longest period one report may cover (a year, leap day included), and the default one.
 REPORT_MAX_DAYS = 366
@@ -135,12 +134,11 @@ HostLabelsProvider = Callable[[Collection[int]], Mapping[int, HostLabel]]
 
 
 def host_labels_of(host_ids: Collection[int]) -> Mapping[int, HostLabel]:
-    """Names and owners of ``host_ids`` from ``settings.LEDGER_HOST_LABELS_PROVIDER`` (one
-    query there); no names when the setting is empty or there are no ids."""
-    path: str = settings.LEDGER_HOST_LABELS_PROVIDER
-    if not path or not host_ids:
+    """Names and owners of ``host_ids`` from the registered ``HostLabelsProvider`` (one query
+    there); no names when none is registered or there are no ids."""
+    provider = providers.host_labels
+    if provider is None or not host_ids:
         return {}
-    provider: HostLabelsProvider = import_string(path)
     return provider(host_ids)
 
 

@@ -5,7 +5,9 @@ every second or so; posting those one by one costs a commit (and a lock round tr
 batch locks every account it touches with one ``SELECT … ORDER BY id FOR NO KEY UPDATE`` (the
 same pk order as every other posting, so batches and single posts can't deadlock), checks every
 capture against what is left of its escrow, and writes all of them — transactions, postings and
-balances — in one statement on PostgreSQL, then commits once.
+balances — in one statement on PostgreSQL, then commits once. The writing, the checks and the one
+replay check are the ledger writer's (``posting._post_many``, beside ``_post``); this module
+turns captures into its transactions and its outcomes back into capture results.
 
 Each capture is still its own ledger transaction with its own idempotency key, exactly as
 ``hold_capture`` would write it, and each is decided on its own: a capture whose key was posted
@@ -16,7 +18,6 @@ that would overdraw its escrow or whose job has no hold is refused — the other
 from __future__ import annotations
 
 import enum
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,15 +25,15 @@ from datetime import datetime
 from django.utils import timezone
 
 from config.errors import ValidationFailed
-from ledger.models import Account, LedgerTransaction, Posting, TransactionKind
+from ledger.models import LedgerTransaction, TransactionKind
 from ledger.money import FeeSplit, capture_validate
-from ledger.services import sql
 from ledger.services.holds import _id_validate
 from ledger.services.posting import (
-    AccountRef,
     Leg,
-    _accounts_lock,
+    Outcome,
+    Planned,
     _key_validate,
+    _post_many,
     earnings_pending_ref,
     escrow_ref,
     revenue_ref,
@@ -87,7 +88,6 @@ _STANDARD_METADATA = frozenset(
 class _Planned:
     capture: Capture
     split: FeeSplit
-    escrow: AccountRef
     legs: tuple[Leg, ...]
 
 
@@ -107,7 +107,7 @@ def _plan(capture: Capture) -> _Planned:
         Leg(earnings_pending_ref(owner), split.net_micros),
         Leg(revenue_ref(job), split.fee_micros),
     )
-    return _Planned(capture, split, escrow, tuple(leg for leg in legs if leg.amount_micros))
+    return _Planned(capture, split, tuple(leg for leg in legs if leg.amount_micros))
 
 
 def _transaction(planned: _Planned, now: datetime) -> LedgerTransaction:
@@ -133,99 +133,24 @@ def _transaction(planned: _Planned, now: datetime) -> LedgerTransaction:
     )
 
 
-@dataclass(frozen=True)
-class _Earlier:
-    """A transaction already written under a capture's key."""
-
-    txn_id: int
-    kind: str
-    host_id: int | None
-    postings: Counter[tuple[int, int]]
-
-
-def _posted_before(keys: Sequence[str]) -> dict[str, _Earlier]:
-    """The transactions already written under these keys: id, kind, host and postings."""
-    found: dict[str, _Earlier] = {}
-    rows = Posting.objects.filter(transaction__key__in=keys).values_list(
-        "transaction__key",
-        "transaction_id",
-        "transaction__kind",
-        "transaction__host_id",
-        "account_id",
-        "amount_micros",
-    )
-    for key, txn_id, kind, host_id, account_id, amount in rows:
-        found.setdefault(key, _Earlier(txn_id, kind, host_id, Counter())).postings[
-            (account_id, amount)
-        ] += 1
-    return found
-
-
-def _repeat_result(
-    planned: _Planned, first: _Earlier, locked: Mapping[AccountRef, Account]
-) -> CaptureResult:
-    """A repeat is a replay when it is the same capture (kind, host, postings) as the first."""
-    txn_id = first.txn_id
-    legs = Counter((locked[ref].pk, amount) for ref, amount in planned.legs if ref in locked)
-    is_same = (first.kind, first.host_id, first.postings) == (
-        TransactionKind.CAPTURE,
-        planned.capture.host_id,
-        legs,
-    )
-    if is_same:
-        return CaptureResult(planned.capture, CaptureOutcome.REPLAYED, txn_id)
-    return CaptureResult(
-        planned.capture, CaptureOutcome.CONFLICT, txn_id, code="transaction_key_reused"
-    )
+_OUTCOMES = {
+    Outcome.POSTED: CaptureOutcome.POSTED,
+    Outcome.REPLAYED: CaptureOutcome.REPLAYED,
+    Outcome.CONFLICT: CaptureOutcome.CONFLICT,
+    Outcome.REFUSED: CaptureOutcome.REFUSED,
+}
 
 
 def _captures_post(plans: Sequence[_Planned], on_posted: PostedHook | None) -> list[CaptureResult]:
-    refs = {ref for planned in plans for ref, _amount in planned.legs} | {
-        planned.escrow for planned in plans
-    }
-    locked = _accounts_lock(refs, missing_holds_ok=True)
-    earlier = _posted_before([planned.capture.key for planned in plans])
-    left = {
-        planned.escrow: locked[planned.escrow].balance_micros
-        for planned in plans
-        if planned.escrow in locked
-    }
     now = timezone.now()
-    results: dict[str, CaptureResult] = {}
-    writing: list[tuple[_Planned, LedgerTransaction, list[tuple[int, int]]]] = []
-    for planned in plans:
-        capture = planned.capture
-        if capture.key in earlier:
-            results[capture.key] = _repeat_result(planned, earlier[capture.key], locked)
-        elif planned.escrow not in locked:
-            results[capture.key] = CaptureResult(
-                capture, CaptureOutcome.REFUSED, code="hold_not_found"
-            )
-        elif left[planned.escrow] < planned.split.gross_micros:
-            results[capture.key] = CaptureResult(
-                capture, CaptureOutcome.REFUSED, code="hold_exceeded"
-            )
-        else:
-            left[planned.escrow] -= planned.split.gross_micros
-            by_id = [(locked[ref].pk, amount) for ref, amount in planned.legs]
-            writing.append((planned, _transaction(planned, now), by_id))
-    ids = sql.transactions_write_many([(txn, by_id) for _planned, txn, by_id in writing])
-    raced = [planned for planned, txn, _by_id in writing if txn.key not in ids]
-    if raced:
-        # Written by a concurrent transaction since we looked (it committed while we waited for
-        # the escrow's lock): a replay or a conflict like any other repeat.
-        again = _posted_before([planned.capture.key for planned in raced])
-        for planned in raced:
-            results[planned.capture.key] = _repeat_result(
-                planned, again[planned.capture.key], locked
-            )
-    for planned, txn, _by_id in writing:
-        if txn.key in ids:
-            results[txn.key] = CaptureResult(planned.capture, CaptureOutcome.POSTED, ids[txn.key])
-    ordered = [results[planned.capture.key] for planned in plans]
+    posted = _post_many([Planned(_transaction(planned, now), planned.legs) for planned in plans])
+    results = [
+        CaptureResult(planned.capture, _OUTCOMES[one.outcome], one.transaction_id, one.code)
+        for planned, one in zip(plans, posted, strict=True)
+    ]
     if on_posted is not None:
-        on_posted(ordered)
-    return ordered
+        on_posted(results)
+    return results
 
 
 def holds_capture_many(

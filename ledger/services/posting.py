@@ -38,6 +38,7 @@ from ledger.models import (
     Account,
     AccountKind,
     LedgerTransaction,
+    Posting,
     TransactionKind,
 )
 from ledger.services import sql
@@ -186,27 +187,69 @@ def _key_validate(key: object) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class _Earlier:
+    """A transaction already written under a key: what a repeat of the key must match."""
+
+    txn_id: int
+    kind: str
+    job_id: int | None
+    attempt: int | None
+    host_id: int | None
+    postings: Counter[tuple[int, int]]
+
+
+def _posted_before(keys: Collection[str]) -> dict[str, _Earlier]:
+    """The transactions already written under ``keys``, with their postings (one query)."""
+    found: dict[str, _Earlier] = {}
+    rows = Posting.objects.filter(transaction__key__in=list(keys)).values_list(
+        "transaction__key",
+        "transaction_id",
+        "transaction__kind",
+        "transaction__job_id",
+        "transaction__attempt",
+        "transaction__host_id",
+        "account_id",
+        "amount_micros",
+    )
+    for key, txn_id, kind, job_id, attempt, host_id, account_id, amount in rows:
+        earlier = found.setdefault(key, _Earlier(txn_id, kind, job_id, attempt, host_id, Counter()))
+        earlier.postings[(account_id, amount)] += 1
+    return found
+
+
+def _is_replay(
+    first: _Earlier, txn: LedgerTransaction, legs: Sequence[tuple[int, int]], replay: Replay
+) -> bool:
+    """The one replay check, of single posts and batches alike: does this repeat of a key
+    match the first transaction posted with it?"""
+    if first.kind != txn.kind:
+        return False
+    if replay is Replay.SAME_AMOUNTS:
+        return first.postings == Counter(legs) and first.host_id == txn.host_id
+    return (first.job_id, first.attempt) == (txn.job_id, txn.attempt)
+
+
+def _key_reused(key: str) -> Conflict:
+    return Conflict(
+        f"the key {key!r} was already used for another transaction",
+        code="transaction_key_reused",
+        fields={"key": "already used with other amounts"},
+    )
+
+
 def _replayed(
     txn: LedgerTransaction,
     legs: Sequence[tuple[int, int]],
     replay: Replay,
 ) -> LedgerTransaction:
     """The first transaction posted with ``txn.key``, if this repeat matches it."""
-    first = LedgerTransaction.objects.get(key=txn.key)
-    matches = first.kind == txn.kind
-    if matches and replay is Replay.SAME_AMOUNTS:
-        posted = Counter(first.postings.values_list("account_id", "amount_micros"))
-        matches = posted == Counter(legs) and first.host_id == txn.host_id
-    elif matches:
-        matches = (first.job_id, first.attempt) == (txn.job_id, txn.attempt)
-    if not matches:
-        raise Conflict(
-            f"the key {txn.key!r} was already used for another transaction",
-            code="transaction_key_reused",
-            fields={"key": "already used with other amounts"},
-        )
-    first.is_replay = True
-    return first
+    first = _posted_before([txn.key])[txn.key]
+    if not _is_replay(first, txn, legs, replay):
+        raise _key_reused(txn.key)
+    answer = LedgerTransaction.objects.get(pk=first.txn_id)
+    answer.is_replay = True
+    return answer
 
 
 # --- Posting ----------------------------------------------------------------------------------
@@ -227,7 +270,7 @@ _SHORTFALL_CODES: dict[str, str] = {
 }
 
 
-def _shortfall(account: Account, needed: int) -> InsufficientCredits:
+def _shortfall(account: Account, needed: int, balance: int) -> InsufficientCredits:
     code = _SHORTFALL_CODES.get(account.kind, "insufficient_funds")
     if account.kind == AccountKind.WALLET:
         what = "not enough credits"
@@ -236,9 +279,9 @@ def _shortfall(account: Account, needed: int) -> InsufficientCredits:
     else:
         what = f"not enough funds in {account.get_kind_display().lower()}"
     return InsufficientCredits(
-        f"{what}: {account.balance_micros} micro-credits left, {needed} needed",
+        f"{what}: {balance} micro-credits left, {needed} needed",
         code=code,
-        fields={"available_micros": account.balance_micros, "required_micros": needed},
+        fields={"available_micros": balance, "required_micros": needed},
     )
 
 
@@ -260,13 +303,18 @@ def _deltas(locked: Mapping[AccountRef, Account], legs: Sequence[Leg]) -> dict[i
 
 
 def _overdraft(
-    locked: Mapping[AccountRef, Account], deltas: Mapping[int, int]
+    locked: Mapping[AccountRef, Account],
+    deltas: Mapping[int, int],
+    balances: Mapping[int, int] | None = None,
 ) -> InsufficientCredits | None:
-    """The refusal when an account that must not go negative would."""
-    for account in locked.values():
-        delta = deltas.get(account.pk, 0)
-        if delta < 0 and account.must_not_be_negative and account.balance_micros + delta < 0:
-            return _shortfall(account, -delta)
+    """The refusal when an account that must not go negative would (from its locked balance,
+    or in a batch from ``balances``: what the batch's earlier transactions left)."""
+    by_pk = {account.pk: account for account in locked.values()}
+    for pk, delta in deltas.items():
+        account = by_pk[pk]
+        balance = account.balance_micros if balances is None else balances[pk]
+        if delta < 0 and account.must_not_be_negative and balance + delta < 0:
+            return _shortfall(account, -delta, balance)
     return None
 
 
@@ -359,3 +407,87 @@ def _post(
     txn._state.adding = False
     txn._state.db = connection.alias
     return txn
+
+
+# --- Batches ----------------------------------------------------------------------------------
+
+
+class Outcome(enum.StrEnum):
+    POSTED = "posted"  # written by this call
+    REPLAYED = "replayed"  # the key was posted before and this repeat matches: nothing written
+    CONFLICT = "conflict"  # the key was posted before with something else: nothing written
+    REFUSED = "refused"  # an overdraft or a missing hold: nothing written
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One transaction of a batch: written as ``_post`` would write it, with fixed legs."""
+
+    txn: LedgerTransaction
+    legs: Sequence[Leg]
+    replay: Replay = Replay.SAME_AMOUNTS
+
+
+@dataclass(frozen=True)
+class Posted:
+    outcome: Outcome
+    # The new transaction, or for a replay or a conflict the first one.
+    transaction_id: int | None = None
+    # Why it was not posted: an overdraft's code, hold_not_found, transaction_key_reused.
+    code: str = ""
+
+
+def _repeat(first: _Earlier, planned: Planned, by_id: Sequence[tuple[int, int]]) -> Posted:
+    if _is_replay(first, planned.txn, by_id, planned.replay):
+        return Posted(Outcome.REPLAYED, first.txn_id)
+    return Posted(Outcome.CONFLICT, first.txn_id, code="transaction_key_reused")
+
+
+def _post_many(batch: Sequence[Planned]) -> list[Posted]:
+    """Post many transactions at once, each decided on its own; one result each, in order.
+
+    The same rules as ``_post`` with the same checks (``_is_replay``, ``_overdraft``): every
+    account of the batch locked by one SELECT in pk order, every key looked up by one query,
+    the transactions taken in order against the balances the earlier ones leave, and all those
+    that go through written by one statement (PostgreSQL). A transaction whose key was posted
+    before is a replay or a conflict, one that would overdraw an account or names a hold that
+    does not exist is refused; none of these stops the others. Keys must be distinct. Must run
+    inside the caller's transaction.
+    """
+    assert connection.in_atomic_block, "_post_many runs inside the caller's transaction"
+    locked = _accounts_lock(
+        {leg.account for planned in batch for leg in planned.legs}, missing_holds_ok=True
+    )
+    earlier = _posted_before([planned.txn.key for planned in batch])
+    left = {account.pk: account.balance_micros for account in locked.values()}
+    results: list[Posted | None] = []
+    writing: list[tuple[int, Planned, list[tuple[int, int]]]] = []
+    for index, planned in enumerate(batch):
+        legs = [leg for leg in planned.legs if leg.amount_micros]
+        by_id = [(locked[ref].pk, amount) for ref, amount in legs if ref in locked]
+        if planned.txn.key in earlier:
+            results.append(_repeat(earlier[planned.txn.key], planned, by_id))
+            continue
+        if len(by_id) < len(legs):
+            results.append(Posted(Outcome.REFUSED, code="hold_not_found"))
+            continue
+        _legs_check_balanced(legs)
+        deltas = _deltas(locked, legs)
+        overdraft = _overdraft({ref: locked[ref] for ref, _amount in legs}, deltas, balances=left)
+        if overdraft is not None:
+            results.append(Posted(Outcome.REFUSED, code=overdraft.code))
+            continue
+        for pk, delta in deltas.items():
+            left[pk] += delta
+        results.append(None)
+        writing.append((index, planned, by_id))
+    ids = sql.transactions_write_many([(planned.txn, by_id) for _i, planned, by_id in writing])
+    # A key missing from ``ids`` was written by a concurrent transaction since we looked (it
+    # committed while we waited for a lock): a replay or a conflict like any other repeat.
+    raced = _posted_before([p.txn.key for _i, p, _b in writing if p.txn.key not in ids])
+    for index, planned, by_id in writing:
+        key = planned.txn.key
+        results[index] = (
+            Posted(Outcome.POSTED, ids[key]) if key in ids else _repeat(raced[key], planned, by_id)
+        )
+    return [result for result in results if result is not None]

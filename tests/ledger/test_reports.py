@@ -26,6 +26,7 @@ from ledger.payments.money import (
     payout_fail,
     payout_request,
 )
+from ledger.providers import providers
 from ledger.reports import (
     FIGURES,
     BillingGroup,
@@ -650,10 +651,10 @@ def test_capture_refuses_a_bad_host_id(alice: User, hana: User, host_id: Any) ->
 
 
 def test_without_a_host_labels_provider_hosts_are_ids_only(
-    month: tuple[Host, Host], staff: User, client_for: ClientFor, settings: Any
+    month: tuple[Host, Host], staff: User, client_for: ClientFor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given
-    settings.LEDGER_HOST_LABELS_PROVIDER = ""
+    monkeypatch.setattr(providers, "host_labels", None)
     box, gpu = month
 
     # when
