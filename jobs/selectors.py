@@ -236,7 +236,7 @@ def job_receipt(user: User, job_id: int) -> Receipt:
         max_cost_micros=job.max_cost_micros,
         attempts=attempts,
         totals=totals,
-        hold_micros=money.held_micros,
-        refund_micros=money.released_micros,
-        held_micros=money.escrow_micros,
+        hold_micros=money.hold_placed_micros,
+        refund_micros=money.hold_released_micros,
+        held_micros=money.hold_left_micros,
     )

@@ -43,6 +43,7 @@ from enum import StrEnum
 from functools import reduce
 from typing import Any, Protocol
 
+from django.apps import apps
 from django.db.models import BigIntegerField, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
@@ -50,7 +51,6 @@ from django.db.models.functions import Cast, Coalesce, TruncDate
 from accounts.models import User
 from config.errors import ValidationFailed
 from ledger.models import AccountKind, Posting, TransactionKind
-from ledger.payments.models import Payment, Payout
 from ledger.providers import providers
 
 # The longest period one report may cover (a year, leap day included), and the default one.
@@ -229,8 +229,11 @@ def _party_user_id() -> Coalesce:
     def named(key: str) -> Cast:
         return Cast(KeyTextTransform(key, OuterRef("transaction__metadata")), BigIntegerField())
 
-    buyer = Subquery(Payment.objects.filter(pk=named("payment_id")).values("user_id")[:1])
-    payee = Subquery(Payout.objects.filter(pk=named("payout_id")).values("owner_id")[:1])
+    # By app label, as AccountRestriction's foreign key names payments: the ledger core
+    # imports nothing from ledger.payments (docs/ledger.md).
+    payments, payouts = apps.get_model("payments", "Payment"), apps.get_model("payments", "Payout")
+    buyer = Subquery(payments.objects.filter(pk=named("payment_id")).values("user_id")[:1])
+    payee = Subquery(payouts.objects.filter(pk=named("payout_id")).values("owner_id")[:1])
     return Coalesce(owner_posting, buyer, payee)
 
 

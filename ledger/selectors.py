@@ -34,6 +34,8 @@ WALLET_LINE_KINDS = (AccountKind.WALLET, AccountKind.ESCROW)
 
 
 class WalletBalances(TypedDict):
+    """The wallet endpoint's body as it is (``WalletOutput``): these keys are REST field names."""
+
     # Everything the user owns: available + held.
     balance_micros: int
     # In the escrows of the user's jobs: committed, not spendable.
@@ -97,9 +99,14 @@ class AttemptCharges:
 
 @dataclass(frozen=True)
 class JobMoney:
-    held_micros: int  # moved from the wallet into the job's escrow
-    released_micros: int  # returned from the escrow to the wallet
-    escrow_micros: int  # still in the escrow
+    """A job's hold: placed (wallet -> escrow), released (escrow -> wallet) and what is left.
+
+    Internal names; the receipt's REST fields (``hold_micros``, ``refund_micros``,
+    ``held_micros``) are mapped from these by the jobs app and don't change."""
+
+    hold_placed_micros: int  # moved from the wallet into the job's escrow
+    hold_released_micros: int  # returned from the escrow to the wallet
+    hold_left_micros: int  # still in the escrow
     attempts: dict[int, AttemptCharges] = field(default_factory=dict)
 
 
@@ -123,13 +130,13 @@ def job_money(job_id: int) -> JobMoney:
         .annotate(total=Sum("amount_micros"))
         .order_by()
     )
-    held = released = escrow = 0
+    placed = released = left = 0
     attempts: dict[int, dict[str, int]] = {}
     for kind, attempt, account, total in rows:
         if account == AccountKind.ESCROW:
-            escrow += total
+            left += total
         if kind == TransactionKind.HOLD:
-            held += total
+            placed += total
         elif kind == TransactionKind.RELEASE:
             released -= total
         elif (kind, account) in _ATTEMPT_FIELDS and attempt is not None:
@@ -137,9 +144,9 @@ def job_money(job_id: int) -> JobMoney:
             line = attempts.setdefault(attempt, {})
             line[name] = line.get(name, 0) + sign * total
     return JobMoney(
-        held_micros=held,
-        released_micros=released,
-        escrow_micros=escrow,
+        hold_placed_micros=placed,
+        hold_released_micros=released,
+        hold_left_micros=left,
         attempts={number: AttemptCharges(**line) for number, line in sorted(attempts.items())},
     )
 
