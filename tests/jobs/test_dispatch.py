@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from hosts.models import Host
 from jobs.agent_messages import resume_decide
+from jobs.apps import ledger_providers_register
 from jobs.models import AttemptStatus, Job, JobHostRejection, JobStatus
 from jobs.selectors import job_facts
 from jobs.services.dispatch import jobs_reap
@@ -456,6 +457,11 @@ def test_the_ledger_stays_consistent_through_loss_retry_and_finish(
 
 
 def test_reconciliation_asks_the_jobs_app_by_default():
+    # given: tests start without job facts (tests/conftest.py)
+    assert providers.job_facts is None
+    # when: what JobsConfig.ready does at startup
+    ledger_providers_register()
+    # then
     assert providers.job_facts is job_facts
 
 

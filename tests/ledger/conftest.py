@@ -12,18 +12,10 @@ from pytest_django.fixtures import Settings
 
 from accounts.models import ApiToken, User
 from accounts.tokens import secret_issue
-from ledger.providers import providers
 from tests.ledger.stripe_fakes import FakeConnect, FakeConnectState, Localstripe
 
 WEBHOOK_SECRET = "whsec_test_communipute"
 CONNECT_WEBHOOK_SECRET = "whsec_test_connect"
-
-
-@pytest.fixture(autouse=True)
-def _no_job_facts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ledger's reconciliation tests pick their job facts themselves (the jobs app's,
-    registered at startup, is tested in tests/jobs)."""
-    monkeypatch.setattr(providers, "job_facts", None)
 
 
 @pytest.fixture(scope="session")
