@@ -128,7 +128,7 @@ class TransactionKind(models.TextChoices):
     RELEASE = "release", "Hold released"
     REVERSAL = "reversal", "Charges reversed"
     MATURITY = "maturity", "Earnings matured"
-    # Payments (ledger/services/payments.py, docs/payments.md).
+    # Payments (ledger/payments/money.py, docs/payments.md).
     REFUND = "refund", "Purchase refunded or disputed"
     PAYOUT = "payout", "Payout requested"
     PAYOUT_PAID = "payout_paid", "Payout transferred"
