@@ -19,9 +19,6 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min", "auth": "10000/min"},
 }
-# The ledger's reconciliation tests pick their job-facts provider themselves; the jobs app's
-# (the production default) is tested in tests/jobs.
-LEDGER_JOB_FACTS_PROVIDER = ""
 # Close connections after each request or message, as before persistent connections: worker
 # threads of the tests' event loops would otherwise keep the test database open at teardown.
 DATABASES["default"]["CONN_MAX_AGE"] = 0

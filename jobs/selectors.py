@@ -61,7 +61,7 @@ SETTLE_GRACE = timedelta(minutes=5)
 
 
 def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
-    """Reconciliation facts for the ledger (LEDGER_JOB_FACTS_PROVIDER): finished? the cap, and
+    """Reconciliation facts for the ledger (registered in ledger.providers): finished? the cap, and
     for a settled job (whose charges can't change any more) the cost the jobs app recorded.
 
     A job that doesn't exist runs nothing, so it counts as finished: a hold left in its escrow
@@ -236,7 +236,7 @@ def job_receipt(user: User, job_id: int) -> Receipt:
         max_cost_micros=job.max_cost_micros,
         attempts=attempts,
         totals=totals,
-        hold_micros=money.held_micros,
-        refund_micros=money.released_micros,
-        held_micros=money.escrow_micros,
+        hold_micros=money.hold_placed_micros,
+        refund_micros=money.hold_released_micros,
+        held_micros=money.hold_left_micros,
     )

@@ -6,17 +6,17 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-import config.settings as base_settings
 from config.transactions import durable_call
 from hosts.models import Host
 from jobs.agent_messages import resume_decide
+from jobs.apps import ledger_providers_register
 from jobs.models import AttemptStatus, Job, JobAttempt, JobHostRejection, JobStatus
 from jobs.selectors import job_facts
 from jobs.services.dispatch import offer_expire
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.tasks import jobs_reap_pass
+from ledger.providers import providers
 from ledger.services import ledger_reconcile
 from tests.jobs.conftest import Wire
 from tests.jobs.helpers import finished, lease_of, reply_types, say, submit
@@ -461,7 +461,12 @@ def test_the_ledger_stays_consistent_through_loss_retry_and_finish(
 
 
 def test_reconciliation_asks_the_jobs_app_by_default():
-    assert import_string(base_settings.LEDGER_JOB_FACTS_PROVIDER) is job_facts
+    # given: tests start without job facts (tests/conftest.py)
+    assert providers.job_facts is None
+    # when: what JobsConfig.ready does at startup
+    ledger_providers_register()
+    # then
+    assert providers.job_facts is job_facts
 
 
 def test_job_facts_call_a_job_finished_once_settled_or_past_the_grace(alice, db):
