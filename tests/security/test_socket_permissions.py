@@ -55,8 +55,10 @@ def session_cookie(user) -> str:
     return client.cookies["sessionid"].value
 
 
-async def browser_connect(path: str, user=None, origin: str | None = "http://testserver"):
-    headers = [(b"host", b"testserver")]
+async def browser_connect(
+    path: str, user=None, origin: str | None = "http://testserver", host: str = "testserver"
+):
+    headers = [(b"host", host.encode())]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     if user is not None:
@@ -106,6 +108,43 @@ async def test_browser_sockets_answer_the_owner_only(template, alices, alice, ma
         False,
         True,
     ]
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "connected"),
+    [
+        ("http://localhost:8000", "localhost:8000", True),
+        ("http://localhost:9999", "localhost:8000", False),
+        ("http://localhost", "localhost:8000", False),
+        ("http://localhost:80", "localhost", True),
+        ("https://localhost", "localhost", True),
+        ("https://localhost", "localhost:80", False),
+        ("http://evil.example:8000", "evil.example:8000", False),
+        ("null", "localhost:8000", False),
+    ],
+)
+async def test_the_origin_check_includes_the_port(alices, alice, origin, host, connected):
+    # given alice's own job socket, opened with her session
+    path = path_of("ws/jobs/<int:job_id>/", alices)
+
+    # when
+    result = await browser_connect(path, alice, origin=origin, host=host)
+
+    # then a page on another port of the same host (or another, unlisted host) is refused
+    assert result[0] is connected
+
+
+async def test_csrf_trusted_origins_are_matched_exactly(alices, alice, settings):
+    # given
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example:8443"]
+    path = path_of("ws/jobs/<int:job_id>/", alices)
+
+    # when
+    trusted = await browser_connect(path, alice, origin="https://app.example:8443")
+    other_port = await browser_connect(path, alice, origin="https://app.example")
+
+    # then
+    assert (trusted[0], other_port[0]) == (True, False)
 
 
 async def host_row(host_id: int) -> dict[str, Any]:
