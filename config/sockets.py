@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from channels.auth import AuthMiddlewareStack
-from channels.security.websocket import OriginValidator, WebsocketDenier
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
@@ -51,11 +51,11 @@ def origin_is_allowed(origin: str | None, host_header: str | None) -> bool:
     return hostname.strip("[]") == domain.strip("[]") and origin_port == host_port
 
 
-class SameOriginValidator(OriginValidator):
+class SameOriginValidator:
     """Refuses a browser socket whose Origin is not this site's (see ``origin_is_allowed``)."""
 
     def __init__(self, application: Any) -> None:
-        super().__init__(application, allowed_origins=[])
+        self.application = application
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         headers = dict(scope.get("headers", []))

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.security.websocket import OriginValidator
 from channels.testing import WebsocketCommunicator
 from django.forms.models import model_to_dict
 from django.test import Client
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 from agent.protocol import CLOSE_UNAUTHORIZED
 from config.asgi import application
+from config.sockets import SameOriginValidator
 from hosts import services
 from hosts.models import Host, HostStatus
 from tests.hosts.factories import credential_create, host_create
@@ -38,7 +38,7 @@ def socket_routes() -> list[tuple[str, Any]]:
 
 
 BROWSER_SOCKETS = [
-    template for template, app in socket_routes() if isinstance(app, OriginValidator)
+    template for template, app in socket_routes() if isinstance(app, SameOriginValidator)
 ]
 
 
@@ -81,7 +81,7 @@ def alices(alice, hana) -> dict[str, Any]:
 
 def test_every_socket_is_behind_the_origin_check_or_is_an_agent_socket():
     routes = socket_routes()
-    unchecked = {t for t, app in routes if not isinstance(app, OriginValidator)}
+    unchecked = {t for t, app in routes if not isinstance(app, SameOriginValidator)}
     assert unchecked == AGENT_SOCKETS
     assert "ws/jobs/<int:job_id>/" in BROWSER_SOCKETS
 
