@@ -189,6 +189,13 @@ REST_FRAMEWORK = {
 }
 
 # --- Accounts and API tokens -----------------------------------------------------------------
+# Log-in is throttled per target account too (accounts.login): this many failures per sliding
+# window, from all addresses together; a browser that logged in to the account before (the
+# device cookie) is held only by its address's "auth" rate.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=60)
+LOGIN_DEVICE_COOKIE = "cp_login_device"
+LOGIN_DEVICE_COOKIE_DAYS = env_int("LOGIN_DEVICE_COOKIE_DAYS", 90, minimum=1)
 # Tokens issued by sign-up and log-in expire; personal tokens from /api/v1/tokens/ choose.
 LOGIN_TOKEN_TTL_SECONDS = env_int("LOGIN_TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=60)
 # Idempotency-Key records are kept at least this long, then pruned hourly.

@@ -19,6 +19,8 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min", "auth": "10000/min"},
 }
+# The account log-in throttle is tested in tests/accounts/test_login_throttle.py, which lowers it.
+LOGIN_FAILURE_LIMIT = 100_000
 # The ledger's reconciliation tests pick their job-facts provider themselves; the jobs app's
 # (the production default) is tested in tests/jobs.
 LEDGER_JOB_FACTS_PROVIDER = ""
