@@ -16,6 +16,7 @@ from django.db.models import F
 
 from jobs import events
 from jobs.models import Job, JobAttempt, JobLogChunk
+from jobs.services.outputs import upload_window_check
 
 MAX_READ_BYTES = 1024 * 1024
 
@@ -23,11 +24,14 @@ MAX_READ_BYTES = 1024 * 1024
 def log_append(attempt_id: int, offset: int, text: str) -> int:
     """Store bytes ``[offset, offset + len)`` of the attempt's log; return the contiguous end.
 
-    Locks the attempt row so appends of one attempt are serialised.
+    Locks the attempt row so appends of one attempt are serialised. Raises ``Conflict``
+    (``upload_window_closed``) for an attempt that finished more than JOB_LATE_UPLOAD_SECONDS
+    ago: its log is final and nothing is stored.
     """
     data = text.encode("utf-8")
     with transaction.atomic():
         attempt = JobAttempt.objects.select_for_update().get(pk=attempt_id)
+        upload_window_check(attempt)
         end = attempt.log_offset
         if offset > end or offset + len(data) <= end or offset < 0:
             return end

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from config.errors import Conflict
 from jobs.models import JobLogChunk
 from jobs.services.logs import truncation_notice
 from tests.jobs.conftest import Wire
@@ -159,3 +163,38 @@ def test_a_log_chunk_costs_a_fixed_number_of_queries(running, committed, django_
     # attempt + job read, savepoint, lock, insert, update, release
     with django_assert_num_queries(6), committed():
         log(host, job, 5, "x" * 1000)
+
+
+def test_a_log_chunk_after_the_window_is_refused_and_stores_nothing(running, committed, settings):
+    # given the attempt finished just over JOB_LATE_UPLOAD_SECONDS ago
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = running
+    with committed():
+        log(host, job, 0, "before\n")
+        say(host, "job.finished", **finished(job, 1))
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=61)
+    attempt.save(update_fields=["finished_at"])
+
+    # when / then
+    with committed(), pytest.raises(Conflict) as refused:
+        log(host, job, 7, "appended later\n")
+    assert refused.value.code == "upload_window_closed"
+    assert stored(job) == b"before\n"
+    attempt.refresh_from_db()
+    assert attempt.log_offset == 7
+
+
+def test_a_log_chunk_inside_the_window_is_taken(running, committed, settings):
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = running
+    with committed():
+        say(host, "job.finished", **finished(job, 1))
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=59)
+    attempt.save(update_fields=["finished_at"])
+
+    with committed():
+        ack = log(host, job, 0, "last words\n")
+
+    assert ack == 11

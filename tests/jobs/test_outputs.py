@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from accounts.tokens import secret_issue
 from hosts.models import HostCredential
@@ -145,3 +148,67 @@ def test_a_person_token_cannot_upload(ran, client_for, alice):
     )
     assert response.status_code == 403
     assert JobOutput.objects.filter(uploaded_at__isnull=False).count() == 0
+
+
+def test_an_undeclared_output_is_refused_and_stores_nothing(ran, api):
+    # given job.finished declared only out/result.csv
+    job, host = ran
+
+    # when the host uploads another file
+    response = upload(api, job, credential_for(host), name="out/extra.csv")
+
+    # then
+    assert (response.status_code, response.data["error"]["code"]) == (400, "undeclared_output")
+    assert response.data["error"]["fields"] == {"name": ["Not declared in job.finished."]}
+    assert list(JobOutput.objects.values_list("name", "uploaded_at")) == [("out/result.csv", None)]
+
+
+def test_an_output_of_a_live_attempt_is_refused_until_declared(
+    alice, make_host, hana, ledger, committed, api
+):
+    # given a running attempt (nothing declared yet)
+    ledger.fund(alice, 5_000_000)
+    host = make_host(hana, "live")
+    with committed():
+        job = submit(alice)
+        say(host, "job.accept", job_id=job.pk, attempt=1)
+        say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
+
+    # when
+    response = upload(api, job, credential_for(host))
+
+    # then
+    assert (response.status_code, response.data["error"]["code"]) == (400, "undeclared_output")
+    assert JobOutput.objects.count() == 0
+
+
+def test_a_late_upload_is_refused_and_stores_nothing(ran, api, settings):
+    # given the attempt finished just over JOB_LATE_UPLOAD_SECONDS ago
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = ran
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=61)
+    attempt.save(update_fields=["finished_at"])
+
+    # when
+    response = upload(api, job, credential_for(host))
+
+    # then
+    assert (response.status_code, response.data["error"]["code"]) == (409, "upload_window_closed")
+    assert JobOutput.objects.filter(uploaded_at__isnull=False).count() == 0
+    assert (
+        not default_storage.exists("job-outputs") or default_storage.listdir("job-outputs")[1] == []
+    )
+
+
+def test_an_upload_inside_the_window_is_taken(ran, api, settings):
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = ran
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=50)
+    attempt.save(update_fields=["finished_at"])
+
+    response = upload(api, job, credential_for(host))
+
+    assert response.status_code == 201
+    assert JobOutput.objects.get().uploaded_at is not None
