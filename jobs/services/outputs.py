@@ -6,6 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Sum
@@ -70,13 +71,14 @@ def output_store(
 
     Refuses other hosts' attempts (404, revealing nothing), attempts that never ran, uploads
     more than JOB_LATE_UPLOAD_SECONDS after the attempt finished, names that escape the output
-    folder, names that job.finished did not declare, files over JOB_OUTPUT_MAX_BYTES, totals
+    folder, after job.finished any name it did not declare, files over JOB_OUTPUT_MAX_BYTES, totals
     over JOB_OUTPUTS_MAX_BYTES, and content that differs from what job.finished declared.
     Locks the attempt row while it stores.
     """
     attempt = upload_attempt(host_id=host_id, job_id=job_id, attempt_number=attempt_number)
     clean = path_clean(name, field="name")
-    if not JobOutput.objects.filter(attempt=attempt, name=clean).exists():
+    is_live = attempt.finished_at is None
+    if not is_live and not JobOutput.objects.filter(attempt=attempt, name=clean).exists():
         raise ValidationFailed(
             f"{clean} was not declared in job.finished for attempt {attempt_number}",
             code="undeclared_output",
@@ -88,7 +90,11 @@ def output_store(
     sha256 = _sha256(upload)
     with transaction.atomic():
         JobAttempt.objects.select_for_update().filter(pk=attempt.pk).first()
-        output = JobOutput.objects.get(attempt=attempt, name=clean)
+        # A live attempt uploads before it declares (the agent sends job.finished last);
+        # job.finished then discards what it did not declare (outputs_undeclared_discard).
+        output, _ = JobOutput.objects.get_or_create(
+            attempt=attempt, name=clean, defaults={"job_id": job_id, "size": size, "sha256": sha256}
+        )
         if output.size != size or output.sha256 != sha256:
             raise ValidationFailed(
                 f"{clean} does not match its declared size and sha256", code="output_mismatch"
@@ -112,3 +118,26 @@ def _totals_check(attempt: JobAttempt, size: int) -> None:
             f"an attempt has at most {settings.JOB_OUTPUTS_MAX_COUNT} outputs",
             code="too_many_outputs",
         )
+
+
+def outputs_undeclared_discard(attempt: JobAttempt, declared: dict[str, tuple[int, str]]) -> int:
+    """At job.finished: drop what the attempt uploaded but did not declare as ``(size, sha256)``.
+
+    The renter sees only declared outputs. Runs inside the caller's transaction (which holds
+    the attempt); the files go after commit. Returns how many were dropped.
+    """
+    dropped = [
+        output
+        for output in JobOutput.objects.filter(attempt=attempt)
+        if declared.get(output.name) != (output.size, output.sha256)
+    ]
+    names = [output.file.name for output in dropped if output.file]
+    JobOutput.objects.filter(pk__in=[output.pk for output in dropped]).delete()
+    if names:
+        transaction.on_commit(lambda: _files_delete(names))
+    return len(dropped)
+
+
+def _files_delete(names: list[str]) -> None:
+    for name in names:
+        default_storage.delete(name)

@@ -163,23 +163,63 @@ def test_an_undeclared_output_is_refused_and_stores_nothing(ran, api):
     assert list(JobOutput.objects.values_list("name", "uploaded_at")) == [("out/result.csv", None)]
 
 
-def test_an_output_of_a_live_attempt_is_refused_until_declared(
+def test_a_live_upload_that_job_finished_does_not_declare_is_discarded(
     alice, make_host, hana, ledger, committed, api
 ):
-    # given a running attempt (nothing declared yet)
+    # given a running attempt uploads two files (the agent uploads, then sends job.finished)
     ledger.fund(alice, 5_000_000)
     host = make_host(hana, "live")
+    secret = credential_for(host)
     with committed():
         job = submit(alice)
         say(host, "job.accept", job_id=job.pk, attempt=1)
         say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
+    kept = upload(api, job, secret)
+    extra = upload(api, job, secret, name="out/extra.csv", content=b"smuggled")
+    stored_extra = JobOutput.objects.get(name="out/extra.csv").file.name
 
-    # when
-    response = upload(api, job, credential_for(host))
+    # when job.finished declares only the first
+    with committed():
+        say(
+            host,
+            "job.finished",
+            **finished(
+                job, 1, outputs=[{"name": "out/result.csv", "size": len(CONTENT), "sha256": SHA}]
+            ),
+        )
+    late_extra = upload(api, job, secret, name="out/extra.csv", content=b"smuggled")
 
-    # then
-    assert (response.status_code, response.data["error"]["code"]) == (400, "undeclared_output")
-    assert JobOutput.objects.count() == 0
+    # then the renter sees only the declared one; the other file is gone
+    assert (kept.status_code, extra.status_code) == (201, 201)
+    assert (late_extra.status_code, late_extra.data["error"]["code"]) == (400, "undeclared_output")
+    assert list(JobOutput.objects.values_list("name", flat=True)) == ["out/result.csv"]
+    assert not default_storage.exists(stored_extra)
+
+
+def test_a_live_upload_declared_with_other_content_is_replaced_by_the_declaration(
+    alice, make_host, hana, ledger, committed, api
+):
+    ledger.fund(alice, 5_000_000)
+    host = make_host(hana, "live")
+    secret = credential_for(host)
+    with committed():
+        job = submit(alice)
+        say(host, "job.accept", job_id=job.pk, attempt=1)
+        say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
+    assert upload(api, job, secret, content=b"something else").status_code == 201
+
+    with committed():
+        say(
+            host,
+            "job.finished",
+            **finished(
+                job, 1, outputs=[{"name": "out/result.csv", "size": len(CONTENT), "sha256": SHA}]
+            ),
+        )
+
+    output = JobOutput.objects.get()
+    assert (output.size, output.sha256, output.uploaded_at) == (len(CONTENT), SHA, None)
+    assert upload(api, job, secret).status_code == 201
 
 
 def test_a_late_upload_is_refused_and_stores_nothing(ran, api, settings):
