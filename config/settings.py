@@ -297,8 +297,10 @@ JOB_REQUIREMENTS_MAX_COUNT = env_int("JOB_REQUIREMENTS_MAX_COUNT", 50, minimum=0
 JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=60)
 # A finished attempt takes log chunks and its declared outputs this much longer, then no more.
 JOB_LATE_UPLOAD_SECONDS = env_int("JOB_LATE_UPLOAD_SECONDS", 120, minimum=1)
-# The stored log of one attempt keeps its last JOB_LOG_MAX_BYTES bytes.
+# The stored log of one attempt keeps at most JOB_LOG_MAX_BYTES bytes: its head and its tail.
 JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Of those, the first JOB_LOG_HEAD_BYTES (at most half) are always kept; the rest is the tail.
+JOB_LOG_HEAD_BYTES = env_int("JOB_LOG_HEAD_BYTES", 1024 * 1024, minimum=0)
 JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
