@@ -302,6 +302,11 @@ JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
 # Of those, the first JOB_LOG_HEAD_BYTES (at most half) are always kept; the rest is the tail.
 JOB_LOG_HEAD_BYTES = env_int("JOB_LOG_HEAD_BYTES", 1024 * 1024, minimum=0)
 JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
+# Request bodies past these are 413 before they are read (config.body_limits): a job submit
+# (code, files and archive, base64 and JSON escaping included), and any other API request.
+# An output upload may carry JOB_OUTPUT_MAX_BYTES plus the multipart framing.
+JOB_SUBMIT_MAX_BODY_BYTES = env_int("JOB_SUBMIT_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
 # Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges
