@@ -26,8 +26,9 @@ Semantics (see docs/api.md, "Idempotency"):
   ``IDEMPOTENCY_PROCESSING_TIMEOUT_SECONDS``. Rows are kept ``IDEMPOTENCY_KEY_TTL_SECONDS``
   (at least) and then pruned by a periodic task.
 
-The decorator does not open a transaction around the view: money services run in
-``transaction.atomic(durable=True)``, which refuses to nest.
+The decorator does not open a transaction around the view. A view decorated ``durable``
+above ``idempotent`` (the job submit) runs the claim in its transaction, so the claim, the
+work and the stored response commit together.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def idempotent(
             try:
                 response = handler(view, request, *args, **kwargs)
             except BaseException:
-                idempotency_record_release(record=record)
+                # Inside a transaction that is going back (a durable view's), the claim goes
+                # with it; the broken transaction could not run the release anyway.
+                if not transaction.get_connection().needs_rollback:
+                    idempotency_record_release(record=record)
                 raise
             idempotency_record_complete(record=record, response=response)
             return response

@@ -241,12 +241,8 @@ EARNINGS_DISPUTE_WINDOW_SECONDS = env_int(
 # Platform revenue is split over this many account rows (by job) so that concurrent charges
 # don't all queue on one row lock; see docs/ledger.md.
 LEDGER_REVENUE_SHARDS = env_int("LEDGER_REVENUE_SHARDS", 16, minimum=1)
-# Dotted path to a callable giving the reconciliation job facts (finished? cap?), provided by
-# the jobs app. Empty: the two job checks are skipped.
-LEDGER_JOB_FACTS_PROVIDER = env_str("LEDGER_JOB_FACTS_PROVIDER", "jobs.selectors.job_facts")
-# Dotted path to a callable naming hosts (and their owners) by id for billing reports; the
-# ledger knows hosts only by id. Empty: reports show ids only.
-LEDGER_HOST_LABELS_PROVIDER = env_str("LEDGER_HOST_LABELS_PROVIDER", "hosts.selectors.host_labels")
+# The reconciliation's job facts and the reports' host names are registered in code by the
+# jobs and hosts apps (ledger/providers.py), not configured here.
 
 PAYMENT_PROVIDER = env_str("PAYMENT_PROVIDER", "demo")
 DEMO_PAYMENTS_ENABLED = env_bool("DEMO_PAYMENTS_ENABLED", False)

@@ -21,9 +21,6 @@ REST_FRAMEWORK = {
 }
 # The account log-in throttle is tested in tests/accounts/test_login_throttle.py, which lowers it.
 LOGIN_FAILURE_LIMIT = 100_000
-# The ledger's reconciliation tests pick their job-facts provider themselves; the jobs app's
-# (the production default) is tested in tests/jobs.
-LEDGER_JOB_FACTS_PROVIDER = ""
 # Close connections after each request or message, as before persistent connections: worker
 # threads of the tests' event loops would otherwise keep the test database open at teardown.
 DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -82,22 +82,24 @@ def demo_seed(*, var_dir: Path) -> DemoSeed:
     """Create (or bring back) the demo users and grant the renter 100 credits, once.
 
     The grant goes through the ledger (``wallet_credit`` with ``source="grant"``, by the staff
-    user) under a fixed key, so a second run posts nothing.
+    user) under a fixed key, so a second run posts nothing. The users and the grant are one
+    unit of work in the caller's transaction (the command's, ``durable``); the passwords file
+    is written first, so a failed seed leaves only passwords the next run reuses.
     """
     passwords = demo_passwords(var_dir)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
         users = {
             role: _demo_user(username, passwords[role], is_staff=role == "staff")
             for role, username in DEMO_USERNAMES.items()
         }
-    grant = wallet_credit(
-        user=users["renter"],
-        amount_micros=RENTER_CREDITS_MICROS,
-        key=RENTER_CREDITS_KEY,
-        reason="demo credits",
-        source="grant",
-        staff_user=users["staff"],
-    )
+        grant = wallet_credit(
+            user=users["renter"],
+            amount_micros=RENTER_CREDITS_MICROS,
+            key=RENTER_CREDITS_KEY,
+            reason="demo credits",
+            source="grant",
+            staff_user=users["staff"],
+        )
     logins = [
         DemoLogin(role=role, username=username, password=passwords[role])
         for role, username in DEMO_USERNAMES.items()

@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from hosts.models import EnrollmentToken, Host, HostCredential
+from hosts.models import SPEC_FIELDS, EnrollmentToken, Host, HostCredential
 
 
 @admin.register(Host)
@@ -30,7 +30,10 @@ class HostAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ["status", "visibility", "is_draining", "arch", "os"]
     search_fields = ["name", "owner__username", "cpu_model"]
     list_select_related = ["owner"]
+    # The specs are the agent's to report (the next hello would overwrite an edit).
     readonly_fields = [
+        *SPEC_FIELDS,
+        "agent_version",
         "price_micros",
         "reliability_bps",
         "connection_id",

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, NullIf
+
+from agent.metering import Rates
+from agent.protocol import HostSpecs, JobRates
 
 
 class HostStatus(models.TextChoices):
@@ -18,10 +23,61 @@ class HostVisibility(models.TextChoices):
     PRIVATE = "private", "Private to an organisation"
 
 
-class Host(models.Model):
+# The columns of the three rates, named as ``Rates``' fields (and the API's and the wire's).
+RATE_FIELDS = tuple(field.name for field in dataclasses.fields(Rates))
+# The columns the agent's specs (``hello``, enrollment) fill: ``HostSpecs`` plus ``gpu_count``.
+# The spec update, the listing and the admin read this one tuple.
+SPEC_FIELDS = (
+    "cpu_model",
+    "arch",
+    "cpus",
+    "memory_mb",
+    "disk_free_mb",
+    "os",
+    "os_version",
+    "gpus",
+    "gpu_count",
+    "docker_available",
+)
+
+
+def rates_columns(rates: Rates) -> JobRates:
+    """The rates as column values (for ``create``/``update``) and as the offer's ``rates``."""
+    return JobRates(
+        cpu_core_hour_micros=rates.cpu_core_hour_micros,
+        memory_gb_hour_micros=rates.memory_gb_hour_micros,
+        gpu_hour_micros=rates.gpu_hour_micros,
+    )
+
+
+class RatesColumns(models.Model):
+    """Micro-credits per unit-hour as three columns, read and written as one ``Rates``.
+
+    A host lists them; a job and each attempt keep a copy from placement (``set_rates``), so a
+    later price change never touches work already placed.
+    """
+
+    cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
+    memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
+    gpu_hour_micros = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def rates(self) -> Rates:
+        return Rates(self.cpu_core_hour_micros, self.memory_gb_hour_micros, self.gpu_hour_micros)
+
+    def set_rates(self, rates: Rates) -> None:
+        self.cpu_core_hour_micros = rates.cpu_core_hour_micros
+        self.memory_gb_hour_micros = rates.memory_gb_hour_micros
+        self.gpu_hour_micros = rates.gpu_hour_micros
+
+
+class Host(RatesColumns):
     """A machine whose owner rents it out through the agent.
 
-    Specs are what the agent reported last; rates are micro-credits per unit-hour and are
+    Specs (``SPEC_FIELDS``) are what the agent reported last; rates (``RatesColumns``) are
     copied onto a job when it is placed, so changing them never touches a running job.
     """
 
@@ -41,10 +97,6 @@ class Host(models.Model):
     gpu_count = models.PositiveIntegerField(default=0)
     docker_available = models.BooleanField(default=False)
     agent_version = models.CharField(max_length=32, blank=True)
-    # Rates, micro-credits per hour of each unit.
-    cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
-    memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
-    gpu_hour_micros = models.PositiveBigIntegerField(default=0)
     # The catalog's "price": one hour of one fully used core with 1 GB of memory reserved.
     # A stored column so the catalog can filter and order by it through an index.
     price_micros = models.GeneratedField(
@@ -125,6 +177,16 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
+
+    def set_specs(self, specs: HostSpecs) -> None:
+        """Copy specs that ``hosts.specs.specs_clean`` accepted onto the ``SPEC_FIELDS``."""
+        columns = {
+            **specs,
+            "gpus": [dict(gpu) for gpu in specs["gpus"]],
+            "gpu_count": len(specs["gpus"]),
+        }
+        for name in SPEC_FIELDS:
+            setattr(self, name, columns[name])
 
 
 class EnrollmentToken(models.Model):

@@ -58,7 +58,7 @@ class HostLabel(NamedTuple):
 
 def host_labels(host_ids: Collection[int]) -> dict[int, HostLabel]:
     """Names and owners of hosts by id, in one query. Billing reports name the hosts the ledger
-    knows only by id through this (``LEDGER_HOST_LABELS_PROVIDER``). Hosts that no longer exist
+    knows only by id through this (registered in ``ledger.providers``). Hosts that no longer exist
     are left out."""
     if not host_ids:
         return {}

@@ -7,26 +7,15 @@ from typing import Any
 from rest_framework import serializers
 
 from config.api import MicrosField
-from hosts.models import Host, HostStatus
+from hosts.models import RATE_FIELDS, SPEC_FIELDS, Host, HostStatus
 from hosts.policy import policy_normalise
 
 LISTING_FIELDS = [
     "id",
     "name",
-    "cpu_model",
-    "arch",
-    "cpus",
-    "memory_mb",
-    "disk_free_mb",
-    "os",
-    "os_version",
-    "gpus",
-    "gpu_count",
-    "docker_available",
+    *SPEC_FIELDS,
     "agent_version",
-    "cpu_core_hour_micros",
-    "memory_gb_hour_micros",
-    "gpu_hour_micros",
+    *RATE_FIELDS,
     "price_micros",
     "max_job_cpus",
     "max_job_memory_mb",

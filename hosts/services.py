@@ -25,11 +25,18 @@ from agent.protocol import (
     AvailabilityPolicy,
     Heartbeat,
     Hello,
-    HostSpecs,
 )
 from config.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
 from hosts.messaging import host_close, host_send
-from hosts.models import EnrollmentToken, Host, HostCredential, HostStatus, HostVisibility
+from hosts.models import (
+    RATE_FIELDS,
+    SPEC_FIELDS,
+    EnrollmentToken,
+    Host,
+    HostCredential,
+    HostStatus,
+    HostVisibility,
+)
 from hosts.policy import policy_clean, policy_normalise
 from hosts.specs import specs_clean
 
@@ -110,7 +117,7 @@ def host_register(
         ).update(used_at=now)
         if claimed:
             host = Host(owner_id=token.owner_id, name=(token.name or name.strip() or "host")[:100])
-            _specs_apply(host, cleaned)
+            host.set_specs(cleaned)
             host.save()
             credential = secret_issue(CREDENTIAL_KIND)
             HostCredential.objects.create(
@@ -205,12 +212,12 @@ def host_hello(
         if host is None:
             return _presence_lost(host_id)
         _presence_account(host, now)
-        _specs_apply(host, specs)
+        host.set_specs(specs)
         host.agent_version = hello["agent_version"][:32]
         host.is_available = hello["is_available"]
         host.unavailable_reason = ""
         host.status = _status_for(host, hello["is_draining"], len(hello["running_jobs"]))
-        host.save(update_fields=[*_PRESENCE_FIELDS, *_SPEC_FIELDS, "agent_version"])
+        host.save(update_fields=[*_PRESENCE_FIELDS, *SPEC_FIELDS, "agent_version"])
     return HelloAccepted(
         host_id=host.pk,
         is_draining=host.is_draining,
@@ -314,33 +321,6 @@ def _status_for(host: Host, is_agent_draining: bool, running_jobs: int) -> str:
     return HostStatus.BUSY if running_jobs else HostStatus.ONLINE
 
 
-_SPEC_FIELDS = [
-    "cpu_model",
-    "arch",
-    "cpus",
-    "memory_mb",
-    "disk_free_mb",
-    "os",
-    "os_version",
-    "gpus",
-    "gpu_count",
-    "docker_available",
-]
-
-
-def _specs_apply(host: Host, specs: HostSpecs) -> None:
-    host.cpu_model = specs["cpu_model"]
-    host.arch = specs["arch"]
-    host.cpus = specs["cpus"]
-    host.memory_mb = specs["memory_mb"]
-    host.disk_free_mb = specs["disk_free_mb"]
-    host.os = specs["os"]
-    host.os_version = specs["os_version"]
-    host.gpus = [dict(gpu) for gpu in specs["gpus"]]
-    host.gpu_count = len(specs["gpus"])
-    host.docker_available = specs["docker_available"]
-
-
 # --- the owner's settings ----------------------------------------------------------------------
 
 
@@ -391,9 +371,6 @@ def _owned_host_locked(owner: User, host_id: int) -> Host:
     return host
 
 
-_RATE_FIELDS = ("cpu_core_hour_micros", "memory_gb_hour_micros", "gpu_hour_micros")
-
-
 def _changes_apply(host: Host, owner: User, typed_changes: HostChanges) -> None:
     changes: dict[str, Any] = dict(typed_changes)
     problems: dict[str, str] = {}
@@ -401,7 +378,7 @@ def _changes_apply(host: Host, owner: User, typed_changes: HostChanges) -> None:
         host.name = changes["name"].strip()
         if not 1 <= len(host.name) <= 100:
             problems["name"] = "1 to 100 characters"
-    for rate in _RATE_FIELDS:
+    for rate in RATE_FIELDS:
         if rate in changes:
             value = changes[rate]
             if not 0 <= value <= MAX_RATE_MICROS:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import CharField
+
 from agent.protocol import GpuSpec, HostSpecs, ProtocolError, payload_check
 from config.errors import ValidationFailed
+from hosts.models import SPEC_FIELDS, Host
 
 MAX_CPUS = 4096
 MAX_MEMORY_MB = 64 * 1024 * 1024  # 64 TiB
@@ -21,7 +24,12 @@ KNOWN_OS = {"linux", "darwin", "windows", "freebsd"}
 # The names the agent reports for the common machine types; anything else is kept as is.
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "armv8": "arm64"}
 
-_TEXT_LIMITS = {"cpu_model": 200, "arch": 32, "os": 32, "os_version": 100}
+# A text spec may be as long as its column.
+_TEXT_LIMITS = {
+    field.name: field.max_length
+    for field in Host._meta.get_fields()
+    if field.name in SPEC_FIELDS and isinstance(field, CharField) and field.max_length
+}
 
 
 def arch_normalise(arch: str) -> str:

@@ -1,4 +1,9 @@
-"""The jobs REST API (API.md): submit, list, read, cancel, logs, outputs; agent uploads."""
+"""The jobs REST API (API.md): submit, list, read, cancel, logs, outputs; agent uploads.
+
+The views that write are entry points: each request is one durable transaction
+(``config.transactions.durable``) that the services join; what reaches a socket or an agent
+goes after the commit.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from rest_framework.views import APIView
 from accounts.authentication import request_user
 from accounts.idempotency import idempotent
 from config.errors import NotFound
+from config.transactions import durable
 from jobs.authentication import HostAgent, HostCredentialAuthentication, IsHostAgent
 from jobs.models import Job, JobOutput
 from jobs.selectors import job_of, job_outputs, job_receipt, jobs_of
@@ -42,8 +48,18 @@ class JobListCreateApi(generics.ListAPIView[Job]):
         return jobs_of(request_user(self.request))
 
     @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    @durable
     @idempotent()
     def post(self, request: Request) -> Response:
+        """Submit: the job, its files, its hold and its first offer, in one transaction.
+
+        The ``Idempotency-Key`` record shares it (``durable`` wraps ``idempotent``): the claim,
+        the submit and the stored response commit together, so a crash or an error leaves
+        neither a job nor a claim, and a retry runs the submit afresh; a concurrent repeat
+        waits on the claim's unique index until the first commits, then gets its response.
+        With the record in a transaction of its own, a crash after the submit's commit would
+        leave the claim ``processing``, and its retry after the timeout a second job.
+        """
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         job = job_submit(owner=request_user(request), submission=given.submission())
@@ -69,6 +85,7 @@ class JobReceiptApi(APIView):
 
 class JobCancelApi(APIView):
     @extend_schema(request=None, responses=JobSerializer)
+    @durable
     def post(self, request: Request, job_id: int) -> Response:
         job = job_cancel(user=request_user(request), job_id=job_id)
         return Response(JobSerializer(job).data)
@@ -125,6 +142,7 @@ class AgentOutputUploadApi(APIView):
     parser_classes = [MultiPartParser]
 
     @extend_schema(request=OutputUploadSerializer, responses={201: JobOutputSerializer})
+    @durable
     def post(self, request: Request, job_id: int, attempt: int) -> Response:
         given = OutputUploadSerializer(data=request.data)
         given.is_valid(raise_exception=True)

@@ -8,7 +8,17 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         from jobs import schema  # noqa: F401  registers the OpenAPI auth extension
 
+        ledger_providers_register()
+
         _agent_handlers_register()
+
+
+def ledger_providers_register() -> None:
+    """Give the ledger's reconciliation the facts of jobs (the ledger must not import jobs)."""
+    from jobs.selectors import job_facts
+    from ledger.providers import providers
+
+    providers.job_facts = job_facts
 
 
 def _agent_handlers_register() -> None:

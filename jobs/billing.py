@@ -1,9 +1,11 @@
 """A job's money, all of it: the hold, usage charges, reversals and settlement (docs/metering.md).
 
 Every movement goes through ``ledger.services`` (nothing here writes ledger tables) under a key
-that names its cause, so a retry after a crash finds the first transaction instead of moving
-money twice. Ledger services are durable transactions of their own: call these outside any
-open transaction.
+that names its cause, so a rerun after a crash or a deadlock finds the first transaction
+instead of moving money twice. These run in the caller's transaction, which the entry point
+owns (``config.transactions.durable``: the submit view, an agent message, a Celery task); the
+job and attempt rows move in it right after the ledger rows, and the owner's socket hears of it
+after the commit. Lock order: the job rows first (pk order), then the ledger's accounts.
 
 - **Hold**: on submit, the cap moves from the wallet into the job's escrow (``job_hold_place``).
 - **Charges**: ``usage_charges_post`` (Celery beat, every ``METERING_POST_INTERVAL_SECONDS``)
@@ -14,6 +16,7 @@ open transaction.
   charge can't both charge from it (the second is a conflict), a repeat of the same step is a
   replay, and the charges of an attempt always add up to the last total, to the micro-credit.
   The attempt's ``charged_micros`` and the job's ``cost_micros`` move in the same transaction.
+  The Celery task runs one batch per transaction.
 - **Reversal**: a lost attempt's charges go back to the escrow (``attempt_charges_reverse``).
 - **Settlement**: when a job ends, ``job_settle`` reverses what lost attempts were charged,
   posts the final charges from the final counters, and returns the rest of the hold.
@@ -27,16 +30,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from hosts.models import RATE_FIELDS
 from jobs import events
 from jobs.metering import charge_decide
 from jobs.models import AttemptStatus, Job, JobAttempt
 from jobs.services.usage import attempt_counters, billing_facts
 from jobs.states import FINAL
-from ledger.models import LedgerTransaction
 from ledger.money import fee_increment
 from ledger.services import (
     Capture,
@@ -106,9 +109,7 @@ _DUE_FIELDS = (
     "charged_micros",
     "charged_seq",
     "reversed_micros",
-    "cpu_core_hour_micros",
-    "memory_gb_hour_micros",
-    "gpu_hour_micros",
+    *RATE_FIELDS,
     "job__max_cost_micros",
     "job__cost_micros",
     "job__cpus",
@@ -123,7 +124,6 @@ def _due() -> QuerySet[JobAttempt]:
     return (
         JobAttempt.objects.filter(
             usage_seq__gt=F("charged_seq"),
-            job__hold_placed_at__isnull=False,
             job__hold_released_at__isnull=True,
         )
         .exclude(status=AttemptStatus.LOST)
@@ -176,9 +176,9 @@ def _rows_update(sql: str, rows: Sequence[tuple[int, ...]]) -> int:
         return int(cursor.rowcount)
 
 
-# Both statements run inside the ledger's transaction (``on_posted``), after the ledger rows:
-# the job rows first, then the attempts, the lock order of the jobs app everywhere. Only our
-# own table names and constants are formatted in; every value is a parameter.
+# Both statements run in the ledger's transaction, right after the ledger rows: the job rows
+# (locked before the ledger's accounts, ``_jobs_lock``), then the attempts. Only our own table
+# names and constants are formatted in; every value is a parameter.
 _JOB = Job._meta.db_table
 _ATTEMPT = JobAttempt._meta.db_table
 # v: (job id, gross added)
@@ -198,6 +198,13 @@ _ATTEMPT_SEQ_CHARGED = (
     f"UPDATE {_ATTEMPT} SET charged_seq = v.column2 FROM (VALUES {{values}}) AS v "  # noqa: S608
     f"WHERE {_ATTEMPT}.id = v.column1 AND {_ATTEMPT}.charged_seq < v.column2"
 )
+
+
+def _jobs_lock(job_ids: Iterable[int]) -> None:
+    """Lock the job rows in pk order: the jobs app's rows come before the ledger's accounts,
+    as in a settlement (the job's transition, then its escrow), so the two can't deadlock."""
+    ids = sorted(set(job_ids))
+    list(Job.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
 
 
 def _charges_record(results: Sequence[CaptureResult]) -> None:
@@ -242,8 +249,9 @@ def _usage_event(attempt: JobAttempt, cost_micros: int) -> dict[str, Any]:
 
 
 def attempts_charge(attempts: Iterable[JobAttempt]) -> ChargesPosted:
-    """Charge these attempts (loaded as ``_due`` loads them) up to their latest counters, all
-    in one ledger transaction; then tell the owners' sockets the cost so far."""
+    """Charge these attempts (loaded as ``_due`` loads them) up to their latest counters, in
+    the caller's transaction; after its commit, tell the owners' sockets the cost so far. A
+    batch an attempt moved under (``ChargesMoved``) is undone to its savepoint, posting nothing."""
     attempts = list(attempts)
     by_key: dict[str, JobAttempt] = {}
     captures: list[Capture] = []
@@ -261,7 +269,10 @@ def attempts_charge(attempts: Iterable[JobAttempt]) -> ChargesPosted:
     if not captures:
         return ChargesPosted(len(attempts), 0, 0, 0)
     try:
-        results = holds_capture_many(captures, on_posted=_charges_record)
+        with transaction.atomic():  # a savepoint in the caller's transaction
+            _jobs_lock(capture.job_id for capture in captures)
+            results = holds_capture_many(captures)
+            _charges_record(results)
     except ChargesMoved as exc:
         logger.info("usage charges rolled back, to be retried: %s", exc)
         return ChargesPosted(len(attempts), 0, 0, len(captures))
@@ -274,7 +285,7 @@ def attempts_charge(attempts: Iterable[JobAttempt]) -> ChargesPosted:
         attempt = by_key[result.capture.key]
         cost = attempt.job.cost_micros + result.capture.gross_micros
         pushes.append((attempt.job_id, _usage_event(attempt, cost)))
-    events.job_events_push(pushes)
+    transaction.on_commit(lambda: events.job_events_push(pushes))
     return ChargesPosted(
         attempts=len(attempts),
         posted=len(posted),
@@ -288,7 +299,7 @@ def usage_charges_post(limit: int = 1000) -> ChargesPosted:
 
     Run by Celery beat every ``METERING_POST_INTERVAL_SECONDS``; safe to run concurrently and to
     repeat (a charge's key names where it starts, so a racing poster's capture is refused, not
-    doubled). Moves money: one ledger transaction for the whole batch.
+    doubled). Moves money, in the caller's transaction (the task's: one per batch).
     """
     return attempts_charge(_due().order_by("pk")[:limit])
 
@@ -296,26 +307,13 @@ def usage_charges_post(limit: int = 1000) -> ChargesPosted:
 # --- reversals --------------------------------------------------------------------------------
 
 
-def _reversal_record(attempt_id: int, job_id: int) -> Any:
-    def record(posted: LedgerTransaction | None) -> None:
-        if posted is None or posted.is_replay:
-            return
-        gross = int(posted.metadata["gross_micros"])
-        # Job row first, then the attempt (the jobs app's lock order).
-        Job.objects.filter(pk=job_id).update(cost_micros=F("cost_micros") - gross)
-        JobAttempt.objects.filter(pk=attempt_id).update(
-            reversed_micros=F("reversed_micros") + gross
-        )
-
-    return record
-
-
 def attempt_charges_reverse(attempt_id: int) -> int:
     """Give back everything a lost attempt was charged: the renter pays nothing for work a host
     lost; the host's earnings and the platform fee are taken back (ledger.charges_reverse).
 
     Returns the gross reversed. Idempotent (the key names what was charged); the reaper calls
-    it again for any lost attempt still ahead of its reversals.
+    it again for any lost attempt still ahead of its reversals. Runs in the caller's
+    transaction: the job's cost and the attempt's reversals move right after the ledger's rows.
     """
     attempt = (
         JobAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.LOST)
@@ -324,60 +322,55 @@ def attempt_charges_reverse(attempt_id: int) -> int:
     )
     if attempt is None:
         return 0
-    posted = charges_reverse(
-        job_id=attempt.job_id,
-        attempt=attempt.number,
-        key=reverse_key(attempt.job_id, attempt.number, attempt.charged_micros),
-        on_posted=_reversal_record(attempt.pk, attempt.job_id),
-    )
-    if posted is None or posted.is_replay:
-        return 0
-    return int(posted.metadata["gross_micros"])
-
-
-def lost_attempts_reverse(*, job_id: int | None = None, limit: int = 100) -> int:
-    """Reverse the charges of lost attempts not reversed yet (all jobs, or one)."""
-    lost = JobAttempt.objects.filter(
-        status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
-    )
-    if job_id is not None:
-        lost = lost.filter(job_id=job_id)
-    return sum(
-        1 for pk in list(lost.values_list("pk", flat=True)[:limit]) if attempt_charges_reverse(pk)
-    )
+    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
+        _jobs_lock([attempt.job_id])
+        posted = charges_reverse(
+            job_id=attempt.job_id,
+            attempt=attempt.number,
+            key=reverse_key(attempt.job_id, attempt.number, attempt.charged_micros),
+        )
+        if posted is None or posted.is_replay:
+            return 0
+        gross = int(posted.metadata["gross_micros"])
+        Job.objects.filter(pk=attempt.job_id).update(cost_micros=F("cost_micros") - gross)
+        JobAttempt.objects.filter(pk=attempt.pk).update(
+            reversed_micros=F("reversed_micros") + gross
+        )
+    return gross
 
 
 # --- settlement -------------------------------------------------------------------------------
-
-
-def job_hold_release(job: Job) -> None:
-    """Give a job's escrow back to the owner's wallet without settling: only for a job that
-    never ran (a submit discarded after its hold). Same key as job_settle's release, so the two
-    can never both pay out. Moves money: escrow -> wallet (ledger hold_release)."""
-    hold_release(job_id=job.pk, key=release_key(job.pk))
 
 
 def job_settle(job_id: int) -> bool:
     """Settle a finished job, once: reverse what its lost attempts were charged, post the final
     charges from the final counters, then return the rest of the hold to the owner's wallet.
 
-    Moves money (ledger: charges_reverse, holds_capture_many, hold_release), each step
-    idempotent by its key, so the reaper can finish what a crash interrupted. Returns True when
-    this call released the hold.
+    Moves money (ledger: charges_reverse, holds_capture_many, hold_release), all in the
+    caller's transaction: the agent message, cancel or reaper step that ended the job settles
+    it in the same commit (the reaper settles what is left, each job in its own). Locks the
+    job row first. Returns True when this call released the hold.
     """
-    job = Job.objects.filter(
-        pk=job_id, status__in=FINAL, hold_placed_at__isnull=False, hold_released_at__isnull=True
-    ).first()
-    if job is None:
-        return False
-    lost_attempts_reverse(job_id=job_id)
-    final = attempts_charge(_due().filter(job_id=job_id).order_by("pk"))
-    if final.refused:
-        logger.warning("job %s: %d final charge(s) not posted", job_id, final.refused)
-    hold_release(job_id=job_id, key=release_key(job_id))
-    return (
-        Job.objects.filter(pk=job_id, hold_released_at__isnull=True).update(
-            hold_released_at=timezone.now()
+    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
+        job = (
+            Job.objects.select_for_update()
+            .filter(pk=job_id, status__in=FINAL, hold_released_at__isnull=True)
+            .first()
         )
-        == 1
-    )
+        if job is None:
+            return False
+        lost = JobAttempt.objects.filter(
+            job_id=job_id, status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
+        )
+        for attempt_id in lost.values_list("pk", flat=True):
+            attempt_charges_reverse(attempt_id)
+        final = attempts_charge(_due().filter(job_id=job_id).order_by("pk"))
+        if final.refused:
+            logger.warning("job %s: %d final charge(s) not posted", job_id, final.refused)
+        hold_release(job_id=job_id, key=release_key(job_id))
+        return (
+            Job.objects.filter(pk=job_id, hold_released_at__isnull=True).update(
+                hold_released_at=timezone.now()
+            )
+            == 1
+        )

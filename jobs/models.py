@@ -10,6 +10,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from hosts.models import RatesColumns
+
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -44,8 +46,9 @@ class PlacementMode(models.TextChoices):
     CHOSEN = "chosen", "Host chosen by the renter"
 
 
-class Job(models.Model):
-    """A renter's script with its limits, cost cap and the rates of the host it was placed on."""
+class Job(RatesColumns):
+    """A renter's script with its limits, cost cap and the rates of the host it was placed on
+    (copied at placement: a later price change never touches this job)."""
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
@@ -73,15 +76,11 @@ class Job(models.Model):
     gpus = models.PositiveIntegerField(default=0)
     timeout_seconds = models.PositiveIntegerField()
     max_cost_micros = models.PositiveBigIntegerField()
-    # Rates copied from the host at placement: a later price change never touches this job.
-    cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
-    memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
-    gpu_hour_micros = models.PositiveBigIntegerField(default=0)
     allow_network = models.BooleanField(default=False)
     cost_micros = models.PositiveBigIntegerField(default=0)
     exit_code = models.IntegerField(null=True, blank=True)
-    # Money bookkeeping: the cap is held on submit and released when the job settles.
-    hold_placed_at = models.DateTimeField(null=True, blank=True)
+    # Settled: the rest of the cap (held in the submit's own transaction) went back to the
+    # wallet. Marks the settlement done for the reaper and the charges poster.
     hold_released_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -125,8 +124,11 @@ class JobFile(models.Model):
         return f"{self.path} of job {self.job_id}"
 
 
-class JobAttempt(models.Model):
-    """One offer of a job to one host and, when accepted, its run. Unique per (job, number)."""
+class JobAttempt(RatesColumns):
+    """One offer of a job to one host and, when accepted, its run. Unique per (job, number).
+
+    Its rates are copied from the host with the offer: each attempt is billed at its own host's.
+    """
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveIntegerField()
@@ -146,10 +148,6 @@ class JobAttempt(models.Model):
     # keep the tail within JOB_LOG_MAX_BYTES).
     log_offset = models.PositiveBigIntegerField(default=0)
     log_start = models.PositiveBigIntegerField(default=0)
-    # Rates copied from the host with the offer: each attempt is billed at its own host's rates.
-    cpu_core_hour_micros = models.PositiveBigIntegerField(default=0)
-    memory_gb_hour_micros = models.PositiveBigIntegerField(default=0)
-    gpu_hour_micros = models.PositiveBigIntegerField(default=0)
     # Metering (docs/metering.md): the latest accepted cumulative report (by seq) and its
     # counters; what the ledger charged the attempt (gross captured) and up to which report
     # (both advanced in the same transaction as the captures); what was reversed (lost).

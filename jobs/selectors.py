@@ -15,7 +15,7 @@ from accounts.models import User
 from config.errors import NotFound
 from jobs.metering import cost_total
 from jobs.models import Job, JobAttempt, JobOutput
-from jobs.services.usage import attempt_counters, attempt_rates, job_reservation
+from jobs.services.usage import attempt_counters, job_reservation
 from jobs.states import ATTEMPT_OPEN, FINAL
 from ledger.selectors import AttemptCharges, job_money
 from ledger.services import JobFact
@@ -61,7 +61,7 @@ SETTLE_GRACE = timedelta(minutes=5)
 
 
 def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
-    """Reconciliation facts for the ledger (LEDGER_JOB_FACTS_PROVIDER): finished? the cap, and
+    """Reconciliation facts for the ledger (registered in ledger.providers): finished? the cap, and
     for a settled job (whose charges can't change any more) the cost the jobs app recorded.
 
     A job that doesn't exist runs nothing, so it counts as finished: a hold left in its escrow
@@ -201,7 +201,7 @@ def _attempt_receipt(attempt: JobAttempt, job: Job, money: AttemptCharges) -> At
         memory_peak_mb=int(attempt.usage.get("memory_peak_mb", 0)),
         usage=_usage_lines(attempt, job),
         usage_cost_micros=cost_total(
-            attempt_counters(attempt), attempt_rates(attempt), job_reservation(job)
+            attempt_counters(attempt), attempt.rates, job_reservation(job)
         ),
         gross_micros=money.gross_micros,
         fee_micros=money.fee_micros,
@@ -236,7 +236,7 @@ def job_receipt(user: User, job_id: int) -> Receipt:
         max_cost_micros=job.max_cost_micros,
         attempts=attempts,
         totals=totals,
-        hold_micros=money.held_micros,
-        refund_micros=money.released_micros,
-        held_micros=money.escrow_micros,
+        hold_micros=money.hold_placed_micros,
+        refund_micros=money.hold_released_micros,
+        held_micros=money.hold_left_micros,
     )

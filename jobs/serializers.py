@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from config.api import MicrosField
 from config.errors import TooLarge
+from hosts.models import RATE_FIELDS
 from jobs.models import Job, JobOutput
 from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.quote_apis import JobLimitsSerializer
@@ -124,9 +125,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "timeout_seconds",
             "max_cost_micros",
             "cost_micros",
-            "cpu_core_hour_micros",
-            "memory_gb_hour_micros",
-            "gpu_hour_micros",
+            *RATE_FIELDS,
             "allow_network",
             "exit_code",
             "cancel_requested",

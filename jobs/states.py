@@ -1,4 +1,5 @@
-"""THE job state machine: the table of legal transitions and the one function that moves a job.
+"""THE state machines: the tables of legal transitions and the one function that moves a job
+(``job_transition``) and the one that moves an attempt (``attempt_transition``).
 
 ::
 
@@ -16,11 +17,22 @@
 updated means this caller won; zero rows means the job was elsewhere (a race lost, a stale
 attempt, or an illegal move) and ``IllegalTransition`` is raised. Nobody reads a status and
 then writes it.
+
+An attempt's machine (``ATTEMPT_ALLOWED_FROM``)::
+
+    offered -> accepted -> preparing -> running -> succeeded | failed | cancelled | timed_out
+       |          |           |           |         | budget_exhausted | lost
+       |          +-----------+-----------+ (any active state may end, or be lost)
+       +-> rejected | expired | cancelled (offer withdrawn)
+
+Every end is final. ``attempt_transition`` is the same conditional UPDATE on the attempt row;
+callers lock the job row first (the lock order of the jobs app).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -28,7 +40,7 @@ from django.utils import timezone
 
 from config.errors import Conflict
 from jobs import events
-from jobs.models import AttemptStatus, Job, JobStatus
+from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
 
 FINAL: frozenset[JobStatus] = frozenset(
     {
@@ -60,6 +72,25 @@ ATTEMPT_FINISHED: frozenset[AttemptStatus] = frozenset(
 # An attempt that may still become (or is) a run: offered or active.
 ATTEMPT_OPEN: frozenset[AttemptStatus] = ATTEMPT_ACTIVE | {AttemptStatus.OFFERED}
 
+ATTEMPT_ENDED: frozenset[AttemptStatus] = ATTEMPT_FINISHED | {
+    AttemptStatus.REJECTED,
+    AttemptStatus.EXPIRED,
+    AttemptStatus.LOST,
+}
+
+# For each target state, the states an attempt may come from.
+ATTEMPT_ALLOWED_FROM: dict[AttemptStatus, frozenset[AttemptStatus]] = {
+    AttemptStatus.OFFERED: frozenset(),  # created offered, never moved back
+    AttemptStatus.ACCEPTED: frozenset({AttemptStatus.OFFERED}),
+    AttemptStatus.PREPARING: frozenset({AttemptStatus.ACCEPTED}),
+    AttemptStatus.RUNNING: frozenset({AttemptStatus.ACCEPTED, AttemptStatus.PREPARING}),
+    AttemptStatus.REJECTED: frozenset({AttemptStatus.OFFERED}),
+    AttemptStatus.EXPIRED: frozenset({AttemptStatus.OFFERED}),
+    AttemptStatus.LOST: ATTEMPT_ACTIVE,
+    **{end: ATTEMPT_ACTIVE for end in ATTEMPT_FINISHED},
+    AttemptStatus.CANCELLED: ATTEMPT_OPEN,  # an offer withdrawn, or a run the agent cancelled
+}
+
 # For each target state, the states a job may come from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.OFFERED}) | ACTIVE,
@@ -77,11 +108,6 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
 
 class IllegalTransition(Conflict):
     default_code = "illegal_transition"
-
-
-def transition_allowed(source: JobStatus | str, target: JobStatus | str) -> bool:
-    """Whether the table allows ``source -> target`` (pure; no database)."""
-    return JobStatus(source) in ALLOWED_FROM[JobStatus(target)]
 
 
 def transition_sources(
@@ -143,6 +169,48 @@ def job_transition(
         setattr(job, field, value)
     snapshot = job_status_event(job)
     transaction.on_commit(lambda: events.job_event_push(job.pk, snapshot))
+
+
+def attempt_transition(
+    attempt: JobAttempt,
+    to: AttemptStatus,
+    reason: str | None = None,
+    *,
+    expected_from: Iterable[AttemptStatus] | None = None,
+    lease_expired_at: datetime | None = None,
+    offer_expired_at: datetime | None = None,
+    **changes: Any,
+) -> None:
+    """Move ``attempt`` to ``to`` if it is in a legal source state: one conditional UPDATE.
+
+    ``expected_from`` narrows the sources (a source the table forbids raises at once);
+    ``lease_expired_at`` / ``offer_expired_at`` add "and its lease / offer had expired by
+    then". An end stamps ``finished_at``. Zero rows updated (a race lost, or an illegal move)
+    raises IllegalTransition and changes nothing. Updates ``attempt`` in memory.
+    """
+    allowed = ATTEMPT_ALLOWED_FROM[to]
+    sources = allowed if expected_from is None else frozenset(expected_from)
+    if sources - allowed:
+        names = ", ".join(sorted(sources - allowed))
+        raise IllegalTransition(f"an attempt cannot go from {names} to {to}")
+    values: dict[str, Any] = {"status": to, **changes}
+    if reason is not None:
+        values["reason"] = reason[:500]
+    if to in ATTEMPT_ENDED:
+        values.setdefault("finished_at", timezone.now())
+    rows = JobAttempt.objects.filter(pk=attempt.pk, status__in=sources)
+    if lease_expired_at is not None:
+        rows = rows.filter(lease_expires_at__lte=lease_expired_at)
+    if offer_expired_at is not None:
+        rows = rows.filter(offer_expires_at__lte=offer_expired_at)
+    if rows.update(**values) != 1:
+        raise IllegalTransition(
+            f"attempt {attempt.number} of job {attempt.job_id} is not in "
+            + ", ".join(sorted(sources)),
+            code="transition_refused",
+        )
+    for field, value in values.items():
+        setattr(attempt, field, value)
 
 
 def job_status_event(job: Job) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from django.urls import URLPattern, path, reverse
 
 from accounts.models import User
 from config.errors import ServiceError
+from config.transactions import durable_call
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, ReconciliationRun
 from ledger.money import credits_format
 from ledger.services import credits_adjust
@@ -116,7 +117,8 @@ class AccountAdmin(ReadOnlyAdmin):
         assert isinstance(staff, User)
         data = form.cleaned_data
         try:
-            posted = credits_adjust(
+            posted = durable_call(
+                credits_adjust,
                 user=data["username"],
                 amount_micros=data["amount_micros"],
                 reason=data["reason"],

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_user
 from ledger.models import Posting
+from ledger.payments.selectors import earnings_summary
 from ledger.reports import (
     FIGURES,
     REPORT_DEFAULT_DAYS,
@@ -37,7 +38,6 @@ from ledger.reports import (
 )
 from ledger.selectors import (
     earnings_by_job,
-    earnings_summary,
     reconciliation_last,
     wallet_balances,
     wallet_transactions,

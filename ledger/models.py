@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 
@@ -128,7 +128,7 @@ class TransactionKind(models.TextChoices):
     RELEASE = "release", "Hold released"
     REVERSAL = "reversal", "Charges reversed"
     MATURITY = "maturity", "Earnings matured"
-    # Payments (ledger/services/payments.py, docs/payments.md).
+    # Payments (ledger/payments/money.py, docs/payments.md).
     REFUND = "refund", "Purchase refunded or disputed"
     PAYOUT = "payout", "Payout requested"
     PAYOUT_PAID = "payout_paid", "Payout transferred"
@@ -225,3 +225,60 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation {self.started_at:%Y-%m-%d %H:%M} ({self.problem_count} problems)"
+
+
+class RestrictionReason(models.TextChoices):
+    REFUND = "refund", "Refund of spent credits"
+    DISPUTE = "dispute", "Lost dispute of spent credits"
+
+
+class AccountRestriction(models.Model):
+    """A renter owes the platform credits that a refund or lost dispute could not take back.
+
+    While any restriction is open the user can place no new job holds and request no
+    payouts. Later purchases repay the shortfall first; the restriction lifts when
+    ``recovered_micros`` reaches ``shortfall_micros`` or staff write the rest off.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="restrictions"
+    )
+    # The payment whose refund or dispute left the shortfall. Named by app label, not imported:
+    # the ledger core imports nothing from payments (docs/ledger.md, "Restrictions").
+    payment = models.ForeignKey(
+        "payments.Payment", on_delete=models.PROTECT, related_name="restrictions"
+    )
+    reason = models.CharField(max_length=16, choices=RestrictionReason.choices)
+    shortfall_micros = models.PositiveBigIntegerField()
+    recovered_micros = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        # The table it had when it lived in payments (migration 0005 moved only the model).
+        db_table = "payments_accountrestriction"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(recovered_micros__lte=F("shortfall_micros")),
+                name="restriction_recovered_within_shortfall",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["user"], condition=Q(lifted_at__isnull=True), name="restriction_open"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"restriction {self.pk} of user {self.user_id} ({self.outstanding_micros} µcr)"
+
+    @property
+    def outstanding_micros(self) -> int:
+        return self.shortfall_micros - self.recovered_micros

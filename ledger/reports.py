@@ -28,9 +28,9 @@ charges, fees, host earnings and reversals; the buyer for purchases, grants and 
 wallet's owner, else the payment's user); the host owner for payouts. docs/reports.md has the
 full description.
 
-The ledger knows hosts only by id. Their names come from a ``HostLabelsProvider`` named by the
-``LEDGER_HOST_LABELS_PROVIDER`` setting (a dotted path; the hosts app's ``host_labels``), the
-way reconciliation asks the jobs app for job facts.
+The ledger knows hosts only by id. Their names come from the ``HostLabelsProvider`` the hosts
+app registered in ``ledger.providers`` (its ``host_labels``), the way reconciliation asks the
+jobs app for job facts.
 """
 
 from __future__ import annotations
@@ -43,16 +43,15 @@ from enum import StrEnum
 from functools import reduce
 from typing import Any, Protocol
 
-from django.conf import settings
+from django.apps import apps
 from django.db.models import BigIntegerField, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
-from django.utils.module_loading import import_string
 
 from accounts.models import User
 from config.errors import ValidationFailed
 from ledger.models import AccountKind, Posting, TransactionKind
-from ledger.payments.models import Payment, Payout
+from ledger.providers import providers
 
 # The longest period one report may cover (a year, leap day included), and the default one.
 REPORT_MAX_DAYS = 366
@@ -135,12 +134,11 @@ HostLabelsProvider = Callable[[Collection[int]], Mapping[int, HostLabel]]
 
 
 def host_labels_of(host_ids: Collection[int]) -> Mapping[int, HostLabel]:
-    """Names and owners of ``host_ids`` from ``settings.LEDGER_HOST_LABELS_PROVIDER`` (one
-    query there); no names when the setting is empty or there are no ids."""
-    path: str = settings.LEDGER_HOST_LABELS_PROVIDER
-    if not path or not host_ids:
+    """Names and owners of ``host_ids`` from the registered ``HostLabelsProvider`` (one query
+    there); no names when none is registered or there are no ids."""
+    provider = providers.host_labels
+    if provider is None or not host_ids:
         return {}
-    provider: HostLabelsProvider = import_string(path)
     return provider(host_ids)
 
 
@@ -231,8 +229,11 @@ def _party_user_id() -> Coalesce:
     def named(key: str) -> Cast:
         return Cast(KeyTextTransform(key, OuterRef("transaction__metadata")), BigIntegerField())
 
-    buyer = Subquery(Payment.objects.filter(pk=named("payment_id")).values("user_id")[:1])
-    payee = Subquery(Payout.objects.filter(pk=named("payout_id")).values("owner_id")[:1])
+    # By app label, as AccountRestriction's foreign key names payments: the ledger core
+    # imports nothing from ledger.payments (docs/ledger.md).
+    payments, payouts = apps.get_model("payments", "Payment"), apps.get_model("payments", "Payout")
+    buyer = Subquery(payments.objects.filter(pk=named("payment_id")).values("user_id")[:1])
+    payee = Subquery(payouts.objects.filter(pk=named("payout_id")).values("owner_id")[:1])
     return Coalesce(owner_posting, buyer, payee)
 
 

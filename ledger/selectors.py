@@ -24,6 +24,7 @@ from accounts.models import User
 from ledger.models import (
     Account,
     AccountKind,
+    AccountRestriction,
     Posting,
     ReconciliationRun,
     TransactionKind,
@@ -33,6 +34,8 @@ WALLET_LINE_KINDS = (AccountKind.WALLET, AccountKind.ESCROW)
 
 
 class WalletBalances(TypedDict):
+    """The wallet endpoint's body as it is (``WalletOutput``): these keys are REST field names."""
+
     # Everything the user owns: available + held.
     balance_micros: int
     # In the escrows of the user's jobs: committed, not spendable.
@@ -96,9 +99,14 @@ class AttemptCharges:
 
 @dataclass(frozen=True)
 class JobMoney:
-    held_micros: int  # moved from the wallet into the job's escrow
-    released_micros: int  # returned from the escrow to the wallet
-    escrow_micros: int  # still in the escrow
+    """A job's hold: placed (wallet -> escrow), released (escrow -> wallet) and what is left.
+
+    Internal names; the receipt's REST fields (``hold_micros``, ``refund_micros``,
+    ``held_micros``) are mapped from these by the jobs app and don't change."""
+
+    hold_placed_micros: int  # moved from the wallet into the job's escrow
+    hold_released_micros: int  # returned from the escrow to the wallet
+    hold_left_micros: int  # still in the escrow
     attempts: dict[int, AttemptCharges] = field(default_factory=dict)
 
 
@@ -122,13 +130,13 @@ def job_money(job_id: int) -> JobMoney:
         .annotate(total=Sum("amount_micros"))
         .order_by()
     )
-    held = released = escrow = 0
+    placed = released = left = 0
     attempts: dict[int, dict[str, int]] = {}
     for kind, attempt, account, total in rows:
         if account == AccountKind.ESCROW:
-            escrow += total
+            left += total
         if kind == TransactionKind.HOLD:
-            held += total
+            placed += total
         elif kind == TransactionKind.RELEASE:
             released -= total
         elif (kind, account) in _ATTEMPT_FIELDS and attempt is not None:
@@ -136,43 +144,11 @@ def job_money(job_id: int) -> JobMoney:
             line = attempts.setdefault(attempt, {})
             line[name] = line.get(name, 0) + sign * total
     return JobMoney(
-        held_micros=held,
-        released_micros=released,
-        escrow_micros=escrow,
+        hold_placed_micros=placed,
+        hold_released_micros=released,
+        hold_left_micros=left,
         attempts={number: AttemptCharges(**line) for number, line in sorted(attempts.items())},
     )
-
-
-class EarningsSummary(TypedDict):
-    # Inside the dispute window (EARNINGS_DISPUTE_WINDOW_SECONDS): not payable yet.
-    pending_micros: int
-    # Payable: what a payout may take.
-    available_micros: int
-    # Requested payouts not transferred yet.
-    in_payout_micros: int
-    # Transferred to the owner's connected account.
-    paid_micros: int
-
-
-def earnings_summary(user: User) -> EarningsSummary:
-    """A host owner's earnings: pending, available, on their way out, and paid."""
-    from ledger.payments.models import Payout, PayoutStatus
-
-    balances = dict(
-        Account.objects.filter(
-            user=user, kind__in=[AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE]
-        ).values_list("kind", "balance_micros")
-    )
-    payouts = Payout.objects.filter(owner=user).aggregate(
-        paid=Coalesce(Sum("amount_micros", filter=Q(status=PayoutStatus.PAID)), 0),
-        in_payout=Coalesce(Sum("amount_micros", filter=Q(status=PayoutStatus.PENDING)), 0),
-    )
-    return {
-        "pending_micros": int(balances.get(AccountKind.EARNINGS_PENDING, 0)),
-        "available_micros": int(balances.get(AccountKind.EARNINGS_AVAILABLE, 0)),
-        "in_payout_micros": int(payouts["in_payout"]),
-        "paid_micros": int(payouts["paid"]),
-    }
 
 
 def _signed(kind: str, account: str, sign: int) -> Sum:
@@ -221,3 +197,12 @@ def earnings_by_job(user: User) -> QuerySet[Posting, dict[str, Any]]:
         )
         .order_by("-last_charged_at", "-job_id")
     )
+
+
+def restrictions_open(user_id: int) -> QuerySet[AccountRestriction]:
+    return AccountRestriction.objects.filter(user_id=user_id, lifted_at__isnull=True).order_by("pk")
+
+
+def user_is_restricted(user_id: int) -> bool:
+    """Whether a refund or lost dispute left this user owing credits (see AccountRestriction)."""
+    return restrictions_open(user_id).exists()

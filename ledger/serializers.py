@@ -8,8 +8,9 @@ from typing import Any
 from rest_framework import serializers
 
 from ledger.models import AccountKind, Posting, TransactionKind
+from ledger.payments.selectors import EarningsSummary
 from ledger.reports import REPORT_DEFAULT_DAYS, REPORT_MAX_DAYS, BillingGroup
-from ledger.selectors import EarningsSummary, WalletBalances
+from ledger.selectors import WalletBalances
 
 
 class WalletOutput(serializers.Serializer[WalletBalances]):

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import User
-from agent.metering import Rates
 from hosts.models import Host, HostStatus
 from marketplace.placement import Candidate
 from marketplace.selectors import hosts_visible
@@ -32,11 +31,7 @@ def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candi
         max_job_memory_mb=host.max_job_memory_mb,
         max_job_gpus=host.max_job_gpus,
         max_job_timeout_seconds=host.max_job_timeout_seconds,
-        rates=Rates(
-            cpu_core_hour_micros=host.cpu_core_hour_micros,
-            memory_gb_hour_micros=host.memory_gb_hour_micros,
-            gpu_hour_micros=host.gpu_hour_micros,
-        ),
+        rates=host.rates,
         is_online=_is_online(host, now),
         is_available=host.is_available,
         is_draining=host.is_draining or host.status == HostStatus.DRAINING,

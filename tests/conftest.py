@@ -20,6 +20,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from ledger.providers import providers
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -111,6 +112,13 @@ def sync_thread_connections_close() -> None:
     teardown then fails with "database ... is being accessed by other users".
     """
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def _no_job_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests pick reconciliation's job facts themselves (``ledger_reconcile(job_facts=…)``):
+    their jobs are often plain numbers. The jobs app's registration is tested in tests/jobs."""
+    monkeypatch.setattr(providers, "job_facts", None)
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,10 @@ reports are ``jobs.services.usage``), and the server's own end of it at the cost
 
 The caller (``jobs.agent_messages``) has already checked that the attempt belongs to the
 speaking host and classified duplicates and stale attempts. These services still move the job
-with conditional UPDATEs (job row first, then the attempt), so a race with the reaper or a
-cancel raises IllegalTransition and changes nothing.
+and the attempt with conditional UPDATEs (``job_transition`` then ``attempt_transition``: job
+row first), so a race with the reaper or a cancel raises IllegalTransition and changes nothing
+(each runs in an ``atomic`` block: a savepoint in the message's transaction). An attempt that
+ends settles its job in the same transaction (``jobs.billing.job_settle``).
 """
 
 from __future__ import annotations
@@ -24,19 +26,12 @@ from jobs.models import AttemptStatus, Job, JobAttempt, JobOutput, JobStatus, Pl
 from jobs.services.dispatch import host_refusal_record, job_offer_next
 from jobs.services.outputs import outputs_undeclared_discard
 from jobs.services.usage import attempt_final_usage_record
-from jobs.states import ACTIVE, ALLOWED_FROM, ATTEMPT_ACTIVE, IllegalTransition, job_transition
+from jobs.states import ACTIVE, ALLOWED_FROM, IllegalTransition, attempt_transition, job_transition
 from jobs.validation import path_clean
 
 
 def _lease(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
-
-
-def _attempt_update(attempt: JobAttempt, sources: frozenset[Any] | set[Any], **values: Any) -> None:
-    """Conditional UPDATE of the attempt; under the job's row lock it can only fail on a bug."""
-    rows = JobAttempt.objects.filter(pk=attempt.pk, status__in=sources).update(**values)
-    if rows != 1:
-        raise IllegalTransition(f"attempt {attempt.number} of job {attempt.job_id} moved on")
 
 
 def attempt_accept(attempt: JobAttempt, *, now: datetime | None = None) -> None:
@@ -51,12 +46,8 @@ def attempt_accept(attempt: JobAttempt, *, now: datetime | None = None) -> None:
             expected_from=[JobStatus.OFFERED],
             at_attempt=attempt.number,
         )
-        _attempt_update(
-            attempt,
-            {AttemptStatus.OFFERED},
-            status=AttemptStatus.ACCEPTED,
-            accepted_at=now,
-            lease_expires_at=_lease(now),
+        attempt_transition(
+            attempt, AttemptStatus.ACCEPTED, accepted_at=now, lease_expires_at=_lease(now)
         )
 
 
@@ -73,17 +64,11 @@ def attempt_reject(attempt: JobAttempt, reason: str, *, now: datetime | None = N
         job_transition(
             job, target, why, expected_from=[JobStatus.OFFERED], at_attempt=attempt.number
         )
-        _attempt_update(
-            attempt,
-            {AttemptStatus.OFFERED},
-            status=AttemptStatus.REJECTED,
-            reason=reason[:500],
-            finished_at=now,
-        )
-    if target == JobStatus.QUEUED:
-        job_offer_next(job.pk, now=now)
-    else:
-        job_settle(job.pk)
+        attempt_transition(attempt, AttemptStatus.REJECTED, reason, finished_at=now)
+        if target == JobStatus.QUEUED:
+            job_offer_next(job.pk, now=now)
+        else:
+            job_settle(job.pk)
 
 
 _PHASES = {"preparing": JobStatus.PREPARING, "running": JobStatus.RUNNING}
@@ -105,13 +90,7 @@ def attempt_start(attempt: JobAttempt, phase: str, *, now: datetime | None = Non
             at_attempt=attempt.number,
             **extra,
         )
-        _attempt_update(
-            attempt,
-            {AttemptStatus(s) for s in ALLOWED_FROM[target]},
-            status=AttemptStatus(target),
-            lease_expires_at=_lease(now),
-            **extra,
-        )
+        attempt_transition(attempt, AttemptStatus(target), lease_expires_at=_lease(now), **extra)
 
 
 BUDGET_REASON = "budget_exhausted: the job's usage reached its cost cap"
@@ -121,8 +100,9 @@ def attempt_budget_exhaust(attempt: JobAttempt, *, now: datetime | None = None) 
     """The reported usage costs the whole cap: the server ends the job ``budget_exhausted``.
 
     The job and the attempt end now (the cap allows nothing more, so nothing the agent reports
-    later could be charged); the job settles; the returned ``job.cancel`` tells the agent to stop.
-    None when the job had already moved on (finished, lost, cancelled meanwhile).
+    later could be charged); the job settles in the same transaction; the returned
+    ``job.cancel`` tells the agent to stop. None when the job had already moved on (finished,
+    lost, cancelled meanwhile).
     """
     now = now or timezone.now()
     try:
@@ -135,17 +115,13 @@ def attempt_budget_exhaust(attempt: JobAttempt, *, now: datetime | None = None) 
                 expected_from=ACTIVE,
                 at_attempt=attempt.number,
             )
-            _attempt_update(
-                attempt,
-                ATTEMPT_ACTIVE,
-                status=AttemptStatus.BUDGET_EXHAUSTED,
-                reason=BUDGET_REASON,
-                finished_at=now,
+            attempt_transition(
+                attempt, AttemptStatus.BUDGET_EXHAUSTED, BUDGET_REASON, finished_at=now
             )
             host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
+            job_settle(job.pk)
     except IllegalTransition:
         return None
-    job_settle(job.pk)
     return JobCancel(job_id=attempt.job_id, attempt=attempt.number, reason=BUDGET_REASON)
 
 
@@ -157,7 +133,8 @@ def attempt_finish(
     The final usage that comes with it is checked and recorded like any report (an impossible
     one is refused and the host flagged: the job still ends, billed from the last good
     counters). Counts a finished job for the host. Settles the job afterwards: the final
-    charges, then the rest of the hold back (ledger). Returns why the final usage was refused.
+    charges, then the rest of the hold back (ledger), in the same transaction. Returns why
+    the final usage was refused.
     """
     now = now or timezone.now()
     target = JobStatus(finished["status"])
@@ -172,17 +149,16 @@ def attempt_finish(
             exit_code=finished["exit_code"],
         )
         refused = attempt_final_usage_record(attempt, finished["usage"], now)
-        _attempt_update(
+        attempt_transition(
             attempt,
-            ATTEMPT_ACTIVE,
-            status=AttemptStatus(target),
-            reason=finished["reason"][:500],
+            AttemptStatus(target),
+            finished["reason"],
             exit_code=finished["exit_code"],
             finished_at=now,
         )
         outputs_declare(attempt, finished["outputs"])
         host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
-    job_settle(job.pk)
+        job_settle(job.pk)
     return refused
 
 

@@ -12,7 +12,14 @@ from jobs import agent_link, events
 from jobs.billing import job_settle
 from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
 from jobs.selectors import job_of
-from jobs.states import ACTIVE, FINAL, IllegalTransition, job_status_event, job_transition
+from jobs.states import (
+    ACTIVE,
+    FINAL,
+    IllegalTransition,
+    attempt_transition,
+    job_status_event,
+    job_transition,
+)
 
 CANCEL_REASON = "cancelled by the owner"
 
@@ -23,7 +30,8 @@ def job_cancel(*, user: User, job_id: int) -> Job:
     Queued or offered: cancelled now (an open offer is withdrawn and the host told), and the
     hold is released. Held by a host: the cancel is recorded and sent to the agent; it is
     repeated with every heartbeat reply (``cancels_pending``) until the agent reports the job
-    finished, and then the job settles. Repeating a pending cancel changes nothing.
+    finished, and then the job settles. Repeating a pending cancel changes nothing. Runs in
+    the caller's transaction (the cancel view's, ``durable``); the host hears after commit.
     """
     job = job_of(user, job_id)
     if job.status in FINAL:
@@ -44,7 +52,7 @@ def job_cancel(*, user: User, job_id: int) -> Job:
         if notice is not None:
             host_id, message = notice
             transaction.on_commit(lambda: agent_link.agent_send(host_id, "job.cancel", message))
-    job_settle(job.pk)
+        job_settle(job.pk)
     job.refresh_from_db()
     return job
 
@@ -53,8 +61,12 @@ def _offer_withdraw(job: Job, now: object) -> tuple[int, JobCancel] | None:
     offered = JobAttempt.objects.filter(job=job, status=AttemptStatus.OFFERED).first()
     if offered is None:
         return None
-    JobAttempt.objects.filter(pk=offered.pk, status=AttemptStatus.OFFERED).update(
-        status=AttemptStatus.CANCELLED, reason=CANCEL_REASON, finished_at=now
+    attempt_transition(
+        offered,
+        AttemptStatus.CANCELLED,
+        CANCEL_REASON,
+        expected_from=[AttemptStatus.OFFERED],
+        finished_at=now,
     )
     return offered.host_id, JobCancel(job_id=job.pk, attempt=offered.number, reason=CANCEL_REASON)
 

@@ -1,6 +1,9 @@
 """Dispatch: offering queued jobs to hosts, reverting expired offers, losing expired leases.
 
-Lock order, everywhere: the job row first (``SELECT … FOR UPDATE`` or the conditional UPDATE of
+These run in the caller's transaction (an agent message's, a reaper step's, the submit's;
+``config.transactions``); each keeps its own ``atomic`` block, a savepoint there, so a refused
+move (IllegalTransition) that its caller catches undoes only its own writes. Lock order,
+everywhere: the job row first (``SELECT … FOR UPDATE`` or the conditional UPDATE of
 ``job_transition``), then its attempt row. The deciding write is always a conditional UPDATE,
 so a reaper racing a late ``job.accept`` (or another reaper) sees zero rows and backs off.
 """
@@ -14,14 +17,15 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agent.protocol import JobFile as WireFile
-from agent.protocol import JobLimits, JobOffer, JobRates
-from hosts.models import Host
+from agent.protocol import JobLimits, JobOffer
+from hosts.models import Host, rates_columns
 from hosts.services import host_job_outcome_record
 from jobs import agent_link
-from jobs.billing import attempt_charges_reverse, job_settle, lost_attempts_reverse
+from jobs.billing import attempt_charges_reverse, job_settle
 from jobs.models import (
     AttemptStatus,
     Job,
@@ -31,8 +35,14 @@ from jobs.models import (
     PlacementMode,
 )
 from jobs.selectors import candidates_loaded, job_spec
-from jobs.services.holds import job_fund
-from jobs.states import ACTIVE, ATTEMPT_ACTIVE, FINAL, job_transition
+from jobs.states import (
+    ACTIVE,
+    ATTEMPT_ACTIVE,
+    FINAL,
+    IllegalTransition,
+    attempt_transition,
+    job_transition,
+)
 from marketplace.placement import Candidate, hosts_rank, misfit_reason
 from marketplace.placement_selectors import placement_candidate, placement_candidates
 
@@ -47,7 +57,7 @@ class _Target:
 
 
 def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | None:
-    """Offer a queued, funded job to the best host that has not refused it.
+    """Offer a queued job to the best host that has not refused it.
 
     Locks the job row, so concurrent dispatchers make one offer. The offer is sent to the
     agent after commit. A job no host can take waits (the reaper calls this every few
@@ -55,25 +65,22 @@ def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | 
     take it has already refused or lost it.
     """
     now = now or timezone.now()
-    attempt = None
     with transaction.atomic():
         job = (
             # of=self: lock the job row only, not the owner's user row joined in.
             Job.objects.select_for_update(of=("self",))
             .select_related("owner")
-            .filter(pk=job_id, status=JobStatus.QUEUED, hold_placed_at__isnull=False)
+            .filter(pk=job_id, status=JobStatus.QUEUED)
             .first()
         )
         if job is None:
             return None
         target = _placement_target(job, now)
         if target.candidate is not None:
-            attempt = _offer_create(job, target.candidate, now)
-        elif not _unplaceable_fail(job, target, now):
-            return None
-    if attempt is None:
-        job_settle(job_id)
-    return attempt
+            return _offer_create(job, target.candidate, now)
+        if _unplaceable_fail(job, target, now):
+            job_settle(job_id)
+    return None
 
 
 def _placement_target(job: Job, now: datetime) -> _Target:
@@ -126,9 +133,7 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
         number=number,
         host_id=target.host_id,
         offer_expires_at=now + timedelta(seconds=settings.JOB_OFFER_TTL_SECONDS),
-        cpu_core_hour_micros=target.rates.cpu_core_hour_micros,
-        memory_gb_hour_micros=target.rates.memory_gb_hour_micros,
-        gpu_hour_micros=target.rates.gpu_hour_micros,
+        **rates_columns(target.rates),
     )
     job_transition(
         job,
@@ -138,9 +143,7 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
         at_attempt=job.attempt,
         attempt=number,
         host_id=target.host_id,
-        cpu_core_hour_micros=target.rates.cpu_core_hour_micros,
-        memory_gb_hour_micros=target.rates.memory_gb_hour_micros,
-        gpu_hour_micros=target.rates.gpu_hour_micros,
+        **rates_columns(target.rates),
         allow_network=target.allow_network,
     )
     offer = offer_build(job, attempt)
@@ -168,11 +171,7 @@ def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
             timeout_seconds=job.timeout_seconds,
             allow_network=job.allow_network,
         ),
-        rates=JobRates(
-            cpu_core_hour_micros=job.cpu_core_hour_micros,
-            memory_gb_hour_micros=job.memory_gb_hour_micros,
-            gpu_hour_micros=job.gpu_hour_micros,
-        ),
+        rates=rates_columns(job.rates),
         max_cost_micros=job.max_cost_micros,
         charged_micros=job.cost_micros,
     )
@@ -215,14 +214,17 @@ def offer_expire(attempt_id: int, *, now: datetime | None = None) -> bool:
             .filter(pk=attempt.job_id, status=JobStatus.OFFERED, attempt=attempt.number)
             .first()
         )
-        expired = JobAttempt.objects.filter(
-            pk=attempt_id, status=AttemptStatus.OFFERED, offer_expires_at__lte=now
-        )
-        if (
-            job is None
-            or expired.update(status=AttemptStatus.EXPIRED, reason="offer expired", finished_at=now)
-            != 1
-        ):
+        if job is None:
+            return False
+        try:
+            attempt_transition(
+                attempt,
+                AttemptStatus.EXPIRED,
+                "offer expired",
+                offer_expired_at=now,
+                finished_at=now,
+            )
+        except IllegalTransition:
             return False
         host_refusal_record(job, attempt.host_id, "did not answer the offer in time")
         job_transition(
@@ -232,7 +234,7 @@ def offer_expire(attempt_id: int, *, now: datetime | None = None) -> bool:
             expected_from=[JobStatus.OFFERED],
             at_attempt=attempt.number,
         )
-    job_offer_next(attempt.job_id, now=now)
+        job_offer_next(attempt.job_id, now=now)
     return True
 
 
@@ -256,23 +258,27 @@ def attempt_lose(
             .filter(pk=attempt.job_id, status__in=ACTIVE, attempt=attempt.number)
             .first()
         )
-        losing = JobAttempt.objects.filter(pk=attempt_id, status__in=ATTEMPT_ACTIVE)
-        if lease_expired:
-            losing = losing.filter(lease_expires_at__lte=now)
-        if (
-            job is None
-            or losing.update(status=AttemptStatus.LOST, reason=reason[:500], finished_at=now) != 1
-        ):
+        if job is None:
+            return False
+        try:
+            attempt_transition(
+                attempt,
+                AttemptStatus.LOST,
+                reason,
+                lease_expired_at=now if lease_expired else None,
+                finished_at=now,
+            )
+        except IllegalTransition:
             return False
         host_job_outcome_record(host_id=attempt.host_id, is_finished=False)
         _after_loss(job, attempt, reason)
-    # The renter pays nothing for work a host lost: give the charges back before the job
-    # runs again (its next attempt may use the whole cap) or settles.
-    attempt_charges_reverse(attempt_id)
-    if job.status == JobStatus.QUEUED:
-        job_offer_next(job.pk, now=now)
-    else:
-        job_settle(job.pk)
+        # The renter pays nothing for work a host lost: give the charges back before the job
+        # runs again (its next attempt may use the whole cap) or settles.
+        attempt_charges_reverse(attempt_id)
+        if job.status == JobStatus.QUEUED:
+            job_offer_next(job.pk, now=now)
+        else:
+            job_settle(job.pk)
     return True
 
 
@@ -289,45 +295,33 @@ def _after_loss(job: Job, attempt: JobAttempt, reason: str) -> None:
     job_transition(job, target, why, expected_from=ACTIVE, at_attempt=number)
 
 
-@dataclass(frozen=True)
-class ReapReport:
-    offers_expired: int
-    attempts_lost: int
-    jobs_offered: int
-    jobs_funded: int
-    jobs_settled: int
-    attempts_reversed: int = 0
+def offers_expired(now: datetime) -> list[int]:
+    """The offers the reaper expires (``offer_expire``), a batch of them."""
+    due = JobAttempt.objects.filter(status=AttemptStatus.OFFERED, offer_expires_at__lte=now)
+    return list(due.values_list("pk", flat=True)[:_REAP_BATCH])
 
 
-def jobs_reap(*, now: datetime | None = None) -> ReapReport:
-    """One pass of the periodic reaper; safe to run concurrently and to repeat."""
-    now = now or timezone.now()
-    offers = JobAttempt.objects.filter(
-        status=AttemptStatus.OFFERED, offer_expires_at__lte=now
-    ).values_list("pk", flat=True)[:_REAP_BATCH]
-    expired = sum(offer_expire(pk, now=now) for pk in list(offers))
-    leases = JobAttempt.objects.filter(
-        status__in=ATTEMPT_ACTIVE, lease_expires_at__lte=now
-    ).values_list("pk", flat=True)[:_REAP_BATCH]
-    lost = sum(
-        attempt_lose(pk, "the host stopped renewing its lease", now=now) for pk in list(leases)
+def leases_expired(now: datetime) -> list[int]:
+    """The active attempts whose lease ran out (``attempt_lose``), a batch of them."""
+    due = JobAttempt.objects.filter(status__in=ATTEMPT_ACTIVE, lease_expires_at__lte=now)
+    return list(due.values_list("pk", flat=True)[:_REAP_BATCH])
+
+
+def jobs_queued() -> list[int]:
+    """The queued jobs, longest waiting first (``job_offer_next``), a batch of them."""
+    queued = Job.objects.filter(status=JobStatus.QUEUED).order_by("queued_at")
+    return list(queued.values_list("pk", flat=True)[:_REAP_BATCH])
+
+
+def jobs_unsettled() -> list[int]:
+    """Finished jobs whose settlement a crash interrupted (``job_settle``), a batch of them."""
+    due = Job.objects.filter(status__in=FINAL, hold_released_at__isnull=True)
+    return list(due.values_list("pk", flat=True)[:_REAP_BATCH])
+
+
+def attempts_unreversed() -> list[int]:
+    """Lost attempts whose reversal a crash interrupted (``attempt_charges_reverse``)."""
+    lost = JobAttempt.objects.filter(
+        status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
     )
-    queued = (
-        Job.objects.filter(status=JobStatus.QUEUED, hold_placed_at__isnull=False)
-        .order_by("queued_at")
-        .values_list("pk", flat=True)[:_REAP_BATCH]
-    )
-    offered = sum(job_offer_next(pk, now=now) is not None for pk in list(queued))
-    unfunded = Job.objects.filter(
-        status=JobStatus.QUEUED,
-        hold_placed_at__isnull=True,
-        created_at__lte=now - timedelta(seconds=60),
-    ).values_list("pk", flat=True)[:_REAP_BATCH]
-    funded = sum(job_fund(pk) for pk in list(unfunded))
-    unsettled = Job.objects.filter(
-        status__in=FINAL, hold_placed_at__isnull=False, hold_released_at__isnull=True
-    ).values_list("pk", flat=True)[:_REAP_BATCH]
-    settled = sum(job_settle(pk) for pk in list(unsettled))
-    # Lost attempts whose reversal a crash interrupted.
-    reversed_ = lost_attempts_reverse(limit=_REAP_BATCH)
-    return ReapReport(expired, lost, offered, funded, settled, reversed_)
+    return list(lost.values_list("pk", flat=True)[:_REAP_BATCH])

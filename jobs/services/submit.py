@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import User
-from config.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from config.errors import Conflict, ValidationFailed
 from hosts.models import Host
-from jobs.billing import job_hold_place, job_hold_release
+from jobs.billing import job_hold_place
 from jobs.models import Job, JobFile, JobStatus, PlacementMode
 from jobs.services.dispatch import job_offer_next
 from jobs.validation import JobSubmission, SubmittedFile, requirements_check, submission_files
 from marketplace.placement import JobSpec, hosts_rank, minimum_cap_micros, misfit_reason
 from marketplace.placement_selectors import placement_candidate, placement_candidates
 
-logger = logging.getLogger(__name__)
-
 
 def job_submit(*, owner: User, submission: JobSubmission) -> Job:
-    """Validate everything, create the job and its files, hold its cap, queue and offer it.
+    """Validate everything, then create the job and its files, hold its cap and offer it.
 
-    Moves money: wallet -> escrow (the cap) through ledger.hold_place. Ledger services are
-    durable transactions of their own, so the job and its files are committed first and the
-    hold follows; when the wallet can't cover the cap (402) the job is deleted before the
-    error propagates, leaving nothing behind (after any other error, with whatever of the hold
-    committed given back). A crash between the two leaves an unfunded job that dispatch
-    ignores and the reaper funds (the hold is idempotent by key) or fails.
+    One unit of work in the caller's transaction (the submit view's, ``durable``): the job,
+    its files, the hold (wallet -> escrow through ledger.hold_place, keyed by the job) and the
+    first offer's attempt commit together or not at all. A refused hold (402
+    InsufficientCredits) or any other error leaves nothing: no job, no ledger rows. A job no
+    host takes at once stays queued for the reaper. The offer reaches the agent after commit.
     """
     files, entrypoint = submission_files(submission)
     requirements = requirements_check(submission.requirements)
@@ -43,33 +37,12 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
     )
     _limits_check(spec, submission.max_cost_micros)
     _placement_check(owner, spec, submission)
-    job = _job_create(owner, submission, spec, entrypoint, requirements, files)
-    try:
+    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
+        job = _job_create(owner, submission, spec, entrypoint, requirements, files)
         job_hold_place(job)
-    except ServiceError:
-        Job.objects.filter(pk=job.pk).delete()  # refused: nothing moved
-        raise
-    except Exception:
-        _job_discard(job)
-        raise
-    Job.objects.filter(pk=job.pk).update(hold_placed_at=timezone.now())
-    try:
         job_offer_next(job.pk)
-    except Exception:
-        # The job is committed and funded: failing the submit now would make the client's
-        # retry a second job (and a second hold). The reaper offers queued jobs within seconds.
-        logger.exception("job %s: the first offer failed; the reaper will offer it", job.pk)
     job.refresh_from_db()
     return job
-
-
-def _job_discard(job: Job) -> None:
-    """Undo a submit whose hold failed with an unknown outcome: an error after the commit (a
-    dropped connection) leaves the hold in place, so whatever of it committed goes back to the
-    wallet before the job is deleted. Moves money: escrow -> wallet through hold_release."""
-    with contextlib.suppress(NotFound):  # the hold never committed
-        job_hold_release(job)
-    Job.objects.filter(pk=job.pk).delete()
 
 
 def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
@@ -131,23 +104,22 @@ def _job_create(
     requirements: list[str],
     files: list[SubmittedFile],
 ) -> Job:
-    with transaction.atomic():
-        job = Job.objects.create(
-            owner=owner,
-            placement=PlacementMode.AUTO if submission.host_id is None else PlacementMode.CHOSEN,
-            requested_host_id=submission.host_id,
-            status=JobStatus.QUEUED,
-            status_reason="waiting for a host",
-            max_attempts=settings.JOB_MAX_ATTEMPTS,
-            entrypoint=entrypoint,
-            requirements=requirements,
-            cpus=spec.cpus,
-            memory_mb=spec.memory_mb,
-            gpus=spec.gpus,
-            timeout_seconds=spec.timeout_seconds,
-            max_cost_micros=submission.max_cost_micros,
-        )
-        JobFile.objects.bulk_create(
-            JobFile(job=job, path=f.path, content=f.content, size=len(f.content)) for f in files
-        )
+    job = Job.objects.create(
+        owner=owner,
+        placement=PlacementMode.AUTO if submission.host_id is None else PlacementMode.CHOSEN,
+        requested_host_id=submission.host_id,
+        status=JobStatus.QUEUED,
+        status_reason="waiting for a host",
+        max_attempts=settings.JOB_MAX_ATTEMPTS,
+        entrypoint=entrypoint,
+        requirements=requirements,
+        cpus=spec.cpus,
+        memory_mb=spec.memory_mb,
+        gpus=spec.gpus,
+        timeout_seconds=spec.timeout_seconds,
+        max_cost_micros=submission.max_cost_micros,
+    )
+    JobFile.objects.bulk_create(
+        JobFile(job=job, path=f.path, content=f.content, size=len(f.content)) for f in files
+    )
     return job

@@ -90,14 +90,6 @@ class BillingFacts:
         return self.max_cost_micros - (self.job_cost_micros - own)
 
 
-def attempt_rates(attempt: JobAttempt) -> Rates:
-    return Rates(
-        cpu_core_hour_micros=attempt.cpu_core_hour_micros,
-        memory_gb_hour_micros=attempt.memory_gb_hour_micros,
-        gpu_hour_micros=attempt.gpu_hour_micros,
-    )
-
-
 def job_reservation(job: Job) -> Reservation:
     return Reservation(cpus=Decimal(job.cpus), memory_mb=job.memory_mb, gpus=job.gpus)
 
@@ -109,7 +101,7 @@ def attempt_counters(attempt: JobAttempt) -> Counters:
 
 def billing_facts(attempt: JobAttempt, job: Job) -> BillingFacts:
     return BillingFacts(
-        rates=attempt_rates(attempt),
+        rates=attempt.rates,
         reservation=job_reservation(job),
         charged_micros=attempt.charged_micros,
         reversed_micros=attempt.reversed_micros,

@@ -10,14 +10,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import User
+from config.transactions import durable_call
+from ledger.models import AccountRestriction
 from ledger.payments.models import (
-    AccountRestriction,
     ConnectedAccount,
     Payment,
     Payout,
     StripeEvent,
 )
-from ledger.payments.services import restriction_lift
+from ledger.services import restriction_lift
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -64,7 +65,7 @@ def restrictions_lift(
 ) -> None:
     assert isinstance(request.user, User)
     for restriction in queryset.filter(lifted_at__isnull=True):
-        restriction_lift(restriction_id=restriction.pk, staff_user=request.user)
+        durable_call(restriction_lift, restriction_id=restriction.pk, staff_user=request.user)
     messages.success(request, "Restrictions lifted.")
 
 

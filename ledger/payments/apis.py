@@ -21,7 +21,8 @@ from accounts.idempotency import HEADER as IDEMPOTENCY_HEADER
 from accounts.idempotency import idempotent
 from config.api import Pagination, validated
 from ledger.payments import selectors
-from ledger.payments.payouts import connected_account_onboard, payout_start
+from ledger.payments.payouts import connected_account_onboard
+from ledger.payments.purchases import payment_create
 from ledger.payments.serializers import (
     AmountInput,
     CheckoutOutput,
@@ -30,7 +31,7 @@ from ledger.payments.serializers import (
     PayoutOutput,
     WebhookOutput,
 )
-from ledger.payments.services import payment_create
+from ledger.payments.tasks import payout_start
 from ledger.payments.webhooks import event_verify, stripe_event_process
 
 

@@ -1,7 +1,8 @@
-"""Payments, Stripe events, connected accounts, payouts and account restrictions.
+"""Payments, Stripe events, connected accounts and payouts.
 
 These rows describe the outside world (what Stripe was asked and told us); the money itself
-lives in the ledger, and only ``ledger.services.payments`` changes both together.
+lives in the ledger, and only ``ledger.payments.money`` changes both together. What a user still
+owes after a refund (``AccountRestriction``) is the ledger core's (``ledger.models``).
 """
 
 from __future__ import annotations
@@ -167,54 +168,3 @@ class Payout(models.Model):
     @property
     def transfer_idempotency_key(self) -> str:
         return f"payout:{self.pk}"
-
-
-class RestrictionReason(models.TextChoices):
-    REFUND = "refund", "Refund of spent credits"
-    DISPUTE = "dispute", "Lost dispute of spent credits"
-
-
-class AccountRestriction(models.Model):
-    """A renter owes the platform credits that a refund or lost dispute could not take back.
-
-    While any restriction is open the user can place no new job holds and request no
-    payouts. Later purchases repay the shortfall first; the restriction lifts when
-    ``recovered_micros`` reaches ``shortfall_micros`` or staff write the rest off.
-    """
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="restrictions"
-    )
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="restrictions")
-    reason = models.CharField(max_length=16, choices=RestrictionReason.choices)
-    shortfall_micros = models.PositiveBigIntegerField()
-    recovered_micros = models.PositiveBigIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    lifted_at = models.DateTimeField(null=True, blank=True)
-    lifted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(recovered_micros__lte=F("shortfall_micros")),
-                name="restriction_recovered_within_shortfall",
-            ),
-        ]
-        indexes = [
-            models.Index(
-                fields=["user"], condition=Q(lifted_at__isnull=True), name="restriction_open"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"restriction {self.pk} of user {self.user_id} ({self.outstanding_micros} µcr)"
-
-    @property
-    def outstanding_micros(self) -> int:
-        return self.shortfall_micros - self.recovered_micros

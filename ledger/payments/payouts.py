@@ -1,8 +1,10 @@
 """Payouts to host owners: Stripe Connect onboarding and the transfer behind each payout.
 
-A payout's money moves in ``ledger.services.payments`` (request: earnings_available ->
-payouts_clearing at once; complete; fail). This module creates the owner's Express account,
-hands out onboarding links, follows ``account.updated`` and makes the transfer itself.
+A payout's money moves in ``ledger.payments.money`` (request: earnings_available ->
+payouts_clearing at once; complete; fail), each step a ``durable_call`` of its own with the
+Stripe call between them outside any transaction. This module creates the owner's Express
+account, hands out onboarding links, follows ``account.updated`` and makes the transfer itself
+(``ledger.payments.tasks.payout_start`` requests a payout and queues its transfer).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from config.errors import NotFound
+from config.transactions import durable_call
+from ledger.payments.gateways import payment_provider
 from ledger.payments.models import (
     ConnectedAccount,
     OnboardingStatus,
@@ -26,9 +30,9 @@ from ledger.payments.models import (
     PayoutStatus,
     StripeEventOutcome,
 )
-from ledger.payments.providers import ConnectedAccountState, ProviderError, payment_provider
-from ledger.payments.services import ProviderUnavailable
-from ledger.services import payout_complete, payout_fail, payout_request
+from ledger.payments.money import payout_complete, payout_fail
+from ledger.payments.providers import ConnectedAccountState, ProviderError
+from ledger.payments.purchases import ProviderUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -122,18 +126,6 @@ def payouts_stalled(*, older_than: timedelta) -> list[int]:
     )
 
 
-def payout_start(*, owner: User, amount_micros: int, idempotency_key: str = "") -> Payout:
-    """Request a payout and queue its transfer once the request has committed."""
-    from ledger.payments.tasks import payout_transfer_task
-
-    payout = payout_request(
-        owner=owner, amount_micros=amount_micros, idempotency_key=idempotency_key
-    )
-    if payout.status == PayoutStatus.PENDING:
-        payout_transfer_task.delay_on_commit(payout.pk)
-    return payout
-
-
 def payout_transfer(*, payout_id: int) -> Payout:
     """Make the Stripe transfer of a pending payout; success finalises it, a refusal reverses it.
 
@@ -161,5 +153,5 @@ def payout_transfer(*, payout_id: int) -> Payout:
             logger.warning("payout %s: transfer failed, will retry: %s", payout.pk, exc.message)
             raise
         logger.warning("payout %s: transfer refused: %s", payout.pk, exc.message)
-        return payout_fail(payout_id=payout.pk, reason=exc.message)
-    return payout_complete(payout_id=payout.pk, transfer_id=transfer.transfer_id)
+        return durable_call(payout_fail, payout_id=payout.pk, reason=exc.message)
+    return durable_call(payout_complete, payout_id=payout.pk, transfer_id=transfer.transfer_id)

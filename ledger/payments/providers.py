@@ -1,8 +1,8 @@
-"""The payment-provider interface and the loader that picks one from settings.
+"""The payment-provider interface (the chooser: ``ledger.payments.gateways``).
 
 Two implementations: ``stripe_provider.StripeProvider`` (production) and
 ``demo_provider.DemoProvider`` (the embedded default: credits at once, pays out at once).
-Callers never import either directly; they call ``payment_provider()``.
+Callers never import either directly; they call ``ledger.payments.gateways.payment_provider()``.
 
 Money crosses this boundary as micro-credits; a provider converts to its own unit (Stripe:
 US cents, 1 credit = 1 USD = 100 cents = 1,000,000 micro-credits).
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 from config.errors import ValidationFailed
 
@@ -137,21 +136,3 @@ class PaymentProvider(Protocol):
 def demo_payments_allowed() -> bool:
     """The demo provider hands out free credits: only in development or when asked for."""
     return bool(settings.DEBUG or settings.DEMO_PAYMENTS_ENABLED)
-
-
-def payment_provider(name: str | None = None) -> PaymentProvider:
-    """The provider called ``name`` (default: ``PAYMENT_PROVIDER``).
-
-    A payout names the provider its connected account was made with. Raises
-    ImproperlyConfigured on an unknown name or a provider that may not load here.
-    """
-    name = name or settings.PAYMENT_PROVIDER
-    if name == "stripe":
-        from ledger.payments.stripe_provider import StripeProvider
-
-        return StripeProvider()
-    if name == "demo":
-        from ledger.payments.demo_provider import DemoProvider
-
-        return DemoProvider()
-    raise ImproperlyConfigured(f"PAYMENT_PROVIDER must be 'stripe' or 'demo', got {name!r}")

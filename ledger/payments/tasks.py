@@ -1,5 +1,6 @@
 """Celery tasks of payments: the transfer behind each payout, and the sweep that retries
-transfers that stalled. They take primary keys and are safe to run any number of times."""
+transfers that stalled. They take primary keys and are safe to run any number of times.
+``payout_start`` (the payout API's work) requests a payout and queues its transfer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from datetime import timedelta
 from celery import shared_task
 from celery.contrib.django.task import DjangoTask
 from django.conf import settings
+from django.db import IntegrityError
 
+from accounts.models import User
+from config.transactions import durable_call
+from ledger.payments.models import Payout, PayoutStatus
+from ledger.payments.money import payout_replayed, payout_request
 from ledger.payments.payouts import payout_transfer, payouts_stalled
 from ledger.payments.providers import ProviderError
 
@@ -34,3 +40,26 @@ def payouts_stalled_retry_task() -> int:
     for payout_id in stalled:
         payout_transfer_task.delay(payout_id)
     return len(stalled)
+
+
+def payout_start(*, owner: User, amount_micros: int, idempotency_key: str = "") -> Payout:
+    """Request a payout (one durable transaction) and queue its transfer once it committed.
+
+    A concurrent request with the same ``idempotency_key`` that won the insert makes this one's
+    transaction fail on the unique key; it is then answered with that first payout.
+    """
+    try:
+        payout = durable_call(
+            payout_request,
+            owner=owner,
+            amount_micros=amount_micros,
+            idempotency_key=idempotency_key,
+        )
+    except IntegrityError:
+        replayed = payout_replayed(owner, idempotency_key, amount_micros)
+        if replayed is None:
+            raise
+        payout = replayed
+    if payout.status == PayoutStatus.PENDING:
+        payout_transfer_task.delay_on_commit(payout.pk)
+    return payout

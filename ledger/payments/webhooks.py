@@ -22,6 +22,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from config.errors import ServiceError
+from config.transactions import durable
 from ledger.payments.models import StripeEvent, StripeEventOutcome
 
 logger = logging.getLogger(__name__)
@@ -147,13 +148,15 @@ EventHandler = Callable[[Mapping[str, Any]], StripeEventOutcome]
 
 
 def _handlers() -> dict[str, EventHandler]:
-    from ledger.payments import payouts, services
+    from ledger.payments import payouts, purchases
 
+    # A money event's handler is one durable transaction (it locks the payment row and posts);
+    # account.updated reads the account back from Stripe, so it holds no transaction open.
     return {
-        "payment_intent.succeeded": services.stripe_payment_succeeded,
-        "payment_intent.payment_failed": services.stripe_payment_failed,
-        "charge.refunded": services.stripe_charge_refunded,
-        "charge.dispute.closed": services.stripe_dispute_closed,
+        "payment_intent.succeeded": durable(purchases.stripe_payment_succeeded),
+        "payment_intent.payment_failed": durable(purchases.stripe_payment_failed),
+        "charge.refunded": durable(purchases.stripe_charge_refunded),
+        "charge.dispute.closed": durable(purchases.stripe_dispute_closed),
         "account.updated": payouts.stripe_account_updated,
     }
 
@@ -173,7 +176,7 @@ def _event_record(event: VerifiedEvent) -> StripeEvent:
 def stripe_event_process(event: VerifiedEvent) -> StripeEventOutcome:
     """Record ``event`` once and run its handler unless an earlier delivery already did.
 
-    Not one transaction: the handlers move money in their own durable transactions. A handler
+    Not one transaction: each money handler is a durable transaction of its own. A handler
     that fails leaves the event unprocessed and the delivery gets a 500, so Stripe sends it
     again; handlers are idempotent, so a retry after a partial run moves nothing twice.
     """

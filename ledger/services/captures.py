@@ -1,11 +1,13 @@
-"""Usage charges in batches: many captures, of many jobs, in one durable transaction.
+"""Usage charges in batches: many captures, of many jobs, in the caller's transaction.
 
 ``hold_capture`` is one charge, one transaction, one commit. Metering charges every running job
 every second or so; posting those one by one costs a commit (and a lock round trip) each. A
 batch locks every account it touches with one ``SELECT … ORDER BY id FOR NO KEY UPDATE`` (the
 same pk order as every other posting, so batches and single posts can't deadlock), checks every
 capture against what is left of its escrow, and writes all of them — transactions, postings and
-balances — in one statement on PostgreSQL, then commits once.
+balances — in one statement on PostgreSQL, then commits once. The writing, the checks and the one
+replay check are the ledger writer's (``posting._post_many``, beside ``_post``); this module
+turns captures into its transactions and its outcomes back into capture results.
 
 Each capture is still its own ledger transaction with its own idempotency key, exactly as
 ``hold_capture`` would write it, and each is decided on its own: a capture whose key was posted
@@ -16,24 +18,22 @@ that would overdraw its escrow or whose job has no hold is refused — the other
 from __future__ import annotations
 
 import enum
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.utils import timezone
 
 from config.errors import ValidationFailed
-from ledger.models import Account, LedgerTransaction, Posting, TransactionKind
+from ledger.models import LedgerTransaction, TransactionKind
 from ledger.money import FeeSplit, capture_validate
-from ledger.services import sql
 from ledger.services.holds import _id_validate
 from ledger.services.posting import (
-    AccountRef,
     Leg,
-    _accounts_lock,
-    _durably,
+    Outcome,
+    Planned,
     _key_validate,
+    _post_many,
     earnings_pending_ref,
     escrow_ref,
     revenue_ref,
@@ -77,7 +77,6 @@ class CaptureResult:
 # Runs inside the batch's transaction, after the postings are written: the caller records what
 # was charged atomically with the charges (it must not write ledger tables). Raising rolls the
 # whole batch back.
-PostedHook = Callable[[Sequence[CaptureResult]], None]
 
 _STANDARD_METADATA = frozenset(
     {"job_id", "attempt", "host_owner_id", "host_id", "gross_micros", "fee_micros"}
@@ -88,7 +87,6 @@ _STANDARD_METADATA = frozenset(
 class _Planned:
     capture: Capture
     split: FeeSplit
-    escrow: AccountRef
     legs: tuple[Leg, ...]
 
 
@@ -108,7 +106,7 @@ def _plan(capture: Capture) -> _Planned:
         Leg(earnings_pending_ref(owner), split.net_micros),
         Leg(revenue_ref(job), split.fee_micros),
     )
-    return _Planned(capture, split, escrow, tuple(leg for leg in legs if leg.amount_micros))
+    return _Planned(capture, split, tuple(leg for leg in legs if leg.amount_micros))
 
 
 def _transaction(planned: _Planned, now: datetime) -> LedgerTransaction:
@@ -134,114 +132,37 @@ def _transaction(planned: _Planned, now: datetime) -> LedgerTransaction:
     )
 
 
-@dataclass(frozen=True)
-class _Earlier:
-    """A transaction already written under a capture's key."""
-
-    txn_id: int
-    kind: str
-    host_id: int | None
-    postings: Counter[tuple[int, int]]
+_OUTCOMES = {
+    Outcome.POSTED: CaptureOutcome.POSTED,
+    Outcome.REPLAYED: CaptureOutcome.REPLAYED,
+    Outcome.CONFLICT: CaptureOutcome.CONFLICT,
+    Outcome.REFUSED: CaptureOutcome.REFUSED,
+}
 
 
-def _posted_before(keys: Sequence[str]) -> dict[str, _Earlier]:
-    """The transactions already written under these keys: id, kind, host and postings."""
-    found: dict[str, _Earlier] = {}
-    rows = Posting.objects.filter(transaction__key__in=keys).values_list(
-        "transaction__key",
-        "transaction_id",
-        "transaction__kind",
-        "transaction__host_id",
-        "account_id",
-        "amount_micros",
-    )
-    for key, txn_id, kind, host_id, account_id, amount in rows:
-        found.setdefault(key, _Earlier(txn_id, kind, host_id, Counter())).postings[
-            (account_id, amount)
-        ] += 1
-    return found
-
-
-def _repeat_result(
-    planned: _Planned, first: _Earlier, locked: Mapping[AccountRef, Account]
-) -> CaptureResult:
-    """A repeat is a replay when it is the same capture (kind, host, postings) as the first."""
-    txn_id = first.txn_id
-    legs = Counter((locked[ref].pk, amount) for ref, amount in planned.legs if ref in locked)
-    is_same = (first.kind, first.host_id, first.postings) == (
-        TransactionKind.CAPTURE,
-        planned.capture.host_id,
-        legs,
-    )
-    if is_same:
-        return CaptureResult(planned.capture, CaptureOutcome.REPLAYED, txn_id)
-    return CaptureResult(
-        planned.capture, CaptureOutcome.CONFLICT, txn_id, code="transaction_key_reused"
-    )
-
-
-def _captures_post(plans: Sequence[_Planned], on_posted: PostedHook | None) -> list[CaptureResult]:
-    refs = {ref for planned in plans for ref, _amount in planned.legs} | {
-        planned.escrow for planned in plans
-    }
-    locked = _accounts_lock(refs, missing_holds_ok=True)
-    earlier = _posted_before([planned.capture.key for planned in plans])
-    left = {
-        planned.escrow: locked[planned.escrow].balance_micros
-        for planned in plans
-        if planned.escrow in locked
-    }
+def _captures_post(plans: Sequence[_Planned]) -> list[CaptureResult]:
     now = timezone.now()
-    results: dict[str, CaptureResult] = {}
-    writing: list[tuple[_Planned, LedgerTransaction, list[tuple[int, int]]]] = []
-    for planned in plans:
-        capture = planned.capture
-        if capture.key in earlier:
-            results[capture.key] = _repeat_result(planned, earlier[capture.key], locked)
-        elif planned.escrow not in locked:
-            results[capture.key] = CaptureResult(
-                capture, CaptureOutcome.REFUSED, code="hold_not_found"
-            )
-        elif left[planned.escrow] < planned.split.gross_micros:
-            results[capture.key] = CaptureResult(
-                capture, CaptureOutcome.REFUSED, code="hold_exceeded"
-            )
-        else:
-            left[planned.escrow] -= planned.split.gross_micros
-            by_id = [(locked[ref].pk, amount) for ref, amount in planned.legs]
-            writing.append((planned, _transaction(planned, now), by_id))
-    ids = sql.transactions_write_many([(txn, by_id) for _planned, txn, by_id in writing])
-    raced = [planned for planned, txn, _by_id in writing if txn.key not in ids]
-    if raced:
-        # Written by a concurrent transaction since we looked (it committed while we waited for
-        # the escrow's lock): a replay or a conflict like any other repeat.
-        again = _posted_before([planned.capture.key for planned in raced])
-        for planned in raced:
-            results[planned.capture.key] = _repeat_result(
-                planned, again[planned.capture.key], locked
-            )
-    for planned, txn, _by_id in writing:
-        if txn.key in ids:
-            results[txn.key] = CaptureResult(planned.capture, CaptureOutcome.POSTED, ids[txn.key])
-    ordered = [results[planned.capture.key] for planned in plans]
-    if on_posted is not None:
-        on_posted(ordered)
-    return ordered
+    posted = _post_many([Planned(_transaction(planned, now), planned.legs) for planned in plans])
+    results = [
+        CaptureResult(planned.capture, _OUTCOMES[one.outcome], one.transaction_id, one.code)
+        for planned, one in zip(plans, posted, strict=True)
+    ]
+    return results
 
 
 def holds_capture_many(
-    captures: Sequence[Capture], *, on_posted: PostedHook | None = None
+    captures: Sequence[Capture],
 ) -> list[CaptureResult]:
-    """Post many usage charges in one durable transaction; one result per capture, in order.
+    """Post many usage charges in the caller's transaction; one result per capture, in order.
 
     Each capture moves ``gross`` from its job's escrow to the host owner's pending earnings
     (``gross - fee``) and the job's revenue shard (``fee``), exactly like ``hold_capture``, and
     is idempotent by its own key. A capture that would overdraw its escrow (``hold_exceeded``;
     captures of one job are taken in the order given) or whose job has no hold
     (``hold_not_found``) is refused, one whose key was used before is a replay or a conflict;
-    none of these stops the others. ``on_posted`` (optional) runs inside the transaction with
-    the results. Raises ``ValidationFailed`` (nothing posted) for malformed captures or a key
-    given twice. Moves money under row locks taken in pk order, all at once.
+    none of these stops the others. Raises
+    ``ValidationFailed`` (nothing posted) for malformed captures or a key given twice. Moves
+    money under row locks taken in pk order, all at once.
     """
     plans = [_plan(capture) for capture in captures]
     keys = [planned.capture.key for planned in plans]
@@ -249,4 +170,4 @@ def holds_capture_many(
         raise ValidationFailed("a batch names the same key twice", code="invalid_key")
     if not plans:
         return []
-    return _durably(lambda: _captures_post(plans, on_posted))
+    return _captures_post(plans)

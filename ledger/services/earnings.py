@@ -10,13 +10,13 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.transactions import durable_call
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, TransactionKind
 from ledger.services.posting import (
     AccountRef,
     Leg,
     LegsPlan,
     Replay,
-    _durably,
     _post,
     earnings_available_ref,
     earnings_pending_ref,
@@ -50,23 +50,23 @@ def _maturity_plan(pending: AccountRef, available: AccountRef, cutoff: datetime)
 
 def _owner_mature(owner_id: int, cutoff: datetime) -> LedgerTransaction | None:
     pending, available = earnings_pending_ref(owner_id), earnings_available_ref(owner_id)
-    return _durably(
-        lambda: _post(
-            kind=TransactionKind.MATURITY,
-            key=f"earnings-mature:{owner_id}:{cutoff.isoformat()}",
-            accounts=[pending, available],
-            legs=_maturity_plan(pending, available, cutoff),
-            replay=Replay.SAME_CAUSE,
-            memo=f"earnings up to {cutoff:%Y-%m-%d %H:%M:%S} UTC available",
-        )
+    return _post(
+        kind=TransactionKind.MATURITY,
+        key=f"earnings-mature:{owner_id}:{cutoff.isoformat()}",
+        accounts=[pending, available],
+        legs=_maturity_plan(pending, available, cutoff),
+        replay=Replay.SAME_CAUSE,
+        memo=f"earnings up to {cutoff:%Y-%m-%d %H:%M:%S} UTC available",
     )
 
 
 def earnings_mature(*, now: datetime | None = None) -> int:
     """Move every host owner's pending earnings older than the dispute window to available.
 
-    ``EARNINGS_DISPUTE_WINDOW_SECONDS`` is the window. One durable transaction per owner, each
-    locking that owner's two earnings accounts in pk order; safe to run concurrently and to
+    ``EARNINGS_DISPUTE_WINDOW_SECONDS`` is the window. A batch entry point (the periodic task's
+    work), the one ledger function that opens transactions: one ``durable_call`` per owner, each
+    locking that owner's two earnings accounts in pk order, so that one run never holds every
+    owner's earnings locked at once; safe to run concurrently and to
     retry (the key names the owner and the cutoff, and the amount is computed under the lock).
     Returns the number of maturity transactions written.
     """
@@ -79,7 +79,7 @@ def earnings_mature(*, now: datetime | None = None) -> int:
     written = 0
     for owner_id in list(owner_ids):
         assert owner_id is not None
-        posted = _owner_mature(owner_id, cutoff)
+        posted = durable_call(_owner_mature, owner_id, cutoff)
         if posted is not None and not posted.is_replay:
             written += 1
     return written

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.db.models import Max, Sum
@@ -11,13 +11,12 @@ from accounts.models import User
 from config.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, TransactionKind
 from ledger.money import amount_validate, capture_validate
-from ledger.payments.selectors import user_is_restricted
+from ledger.selectors import user_is_restricted
 from ledger.services.posting import (
     AccountRef,
     Leg,
     LegsPlan,
     Replay,
-    _durably,
     _post,
     earnings_available_ref,
     earnings_pending_ref,
@@ -63,16 +62,14 @@ def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> Ledg
             )
         return [Leg(wallet, -amount), Leg(escrow, amount)]
 
-    posted = _durably(
-        lambda: _post(
-            kind=TransactionKind.HOLD,
-            key=key,
-            accounts=[wallet, escrow],
-            legs=legs,
-            memo=f"hold for job {job}",
-            job_id=job,
-            metadata={"job_id": job},
-        )
+    posted = _post(
+        kind=TransactionKind.HOLD,
+        key=key,
+        accounts=[wallet, escrow],
+        legs=legs,
+        memo=f"hold for job {job}",
+        job_id=job,
+        metadata={"job_id": job},
     )
     assert posted is not None
     return posted
@@ -105,28 +102,26 @@ def hold_capture(
     host = None if host_id is None else _id_validate(host_id, "host_id")
     split = capture_validate(gross_micros, fee_micros)
     escrow, pending, revenue = escrow_ref(job), earnings_pending_ref(owner_id), revenue_ref(job)
-    posted = _durably(
-        lambda: _post(
-            kind=TransactionKind.CAPTURE,
-            key=key,
-            accounts=[escrow, pending, revenue],
-            legs=[
-                Leg(escrow, -split.gross_micros),
-                Leg(pending, split.net_micros),
-                Leg(revenue, split.fee_micros),
-            ],
-            job_id=job,
-            attempt=attempt_number,
-            host_id=host,
-            metadata={
-                "job_id": job,
-                "attempt": attempt_number,
-                "host_owner_id": owner_id,
-                "gross_micros": split.gross_micros,
-                "fee_micros": split.fee_micros,
-                **({} if host is None else {"host_id": host}),
-            },
-        )
+    posted = _post(
+        kind=TransactionKind.CAPTURE,
+        key=key,
+        accounts=[escrow, pending, revenue],
+        legs=[
+            Leg(escrow, -split.gross_micros),
+            Leg(pending, split.net_micros),
+            Leg(revenue, split.fee_micros),
+        ],
+        job_id=job,
+        attempt=attempt_number,
+        host_id=host,
+        metadata={
+            "job_id": job,
+            "attempt": attempt_number,
+            "host_owner_id": owner_id,
+            "gross_micros": split.gross_micros,
+            "fee_micros": split.fee_micros,
+            **({} if host is None else {"host_id": host}),
+        },
     )
     assert posted is not None
     return posted
@@ -158,17 +153,15 @@ def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
         remainder = locked[escrow].balance_micros
         return [Leg(escrow, -remainder), Leg(wallet, remainder)]
 
-    return _durably(
-        lambda: _post(
-            kind=TransactionKind.RELEASE,
-            key=key,
-            accounts=[escrow, wallet],
-            legs=legs,
-            replay=Replay.SAME_CAUSE,
-            memo=f"hold of job {job} released",
-            job_id=job,
-            metadata={"job_id": job},
-        )
+    return _post(
+        kind=TransactionKind.RELEASE,
+        key=key,
+        accounts=[escrow, wallet],
+        legs=legs,
+        replay=Replay.SAME_CAUSE,
+        memo=f"hold of job {job} released",
+        job_id=job,
+        metadata={"job_id": job},
     )
 
 
@@ -273,12 +266,7 @@ def _reverse_plan(job_id: int, attempt: int, metadata: dict[str, int]) -> LegsPl
     return legs
 
 
-ReversedHook = Callable[[LedgerTransaction | None], None]
-
-
-def charges_reverse(
-    *, job_id: int, attempt: int, key: str, on_posted: ReversedHook | None = None
-) -> LedgerTransaction | None:
+def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction | None:
     """Undo every charge of one attempt (a lost attempt: the renter pays nothing for it).
 
     The captured gross goes back into the job's escrow (``hold_release`` returns it to the
@@ -286,10 +274,10 @@ def charges_reverse(
     where those already matured, their available earnings; what the host no longer has at all
     (paid out) is booked to platform_loss, so the renter is always made whole. Reverses only
     what is not reversed yet, so a later call reverses charges that arrived since. Returns None
-    when there is nothing to reverse. ``on_posted`` (optional) runs inside the same transaction
-    with the result (``is_replay`` set on a repeat), so the caller can record the reversal
-    atomically with it; its metadata has ``gross_micros`` and ``fee_micros``. Moves money under
-    row locks taken in pk order; idempotent by ``key``.
+    when there is nothing to reverse; ``is_replay`` is set on a repeat. The transaction's
+    metadata has ``gross_micros`` and ``fee_micros``, so the caller records the reversal in the
+    same (its own) transaction. Moves money under row locks taken in pk order; idempotent by
+    ``key``.
     """
     job = _id_validate(job_id, "job_id")
     attempt_number = _id_validate(attempt, "attempt")
@@ -297,21 +285,15 @@ def charges_reverse(
     host = _attempt_host_id(job, attempt_number)
     metadata = {"job_id": job, "attempt": attempt_number}
 
-    def post() -> LedgerTransaction | None:
-        posted = _post(
-            kind=TransactionKind.REVERSAL,
-            key=key,
-            accounts=refs,
-            legs=_reverse_plan(job, attempt_number, metadata),
-            replay=Replay.SAME_CAUSE,
-            memo=f"charges of job {job} attempt {attempt_number} reversed",
-            job_id=job,
-            attempt=attempt_number,
-            host_id=host,
-            metadata=metadata,
-        )
-        if on_posted is not None:
-            on_posted(posted)
-        return posted
-
-    return _durably(post)
+    return _post(
+        kind=TransactionKind.REVERSAL,
+        key=key,
+        accounts=refs,
+        legs=_reverse_plan(job, attempt_number, metadata),
+        replay=Replay.SAME_CAUSE,
+        memo=f"charges of job {job} attempt {attempt_number} reversed",
+        job_id=job,
+        attempt=attempt_number,
+        host_id=host,
+        metadata=metadata,
+    )

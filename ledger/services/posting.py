@@ -1,7 +1,7 @@
 """The one writer of the ledger: ``_post`` and the account locking it relies on.
 
-Every service in ``ledger.services`` calls ``_post`` exactly once, in its own
-``transaction.atomic(durable=True)`` (through ``_durably``). ``_post``:
+Every service in ``ledger.services`` calls ``_post`` exactly once, in the transaction its caller
+opened (the entry point: ``config.transactions.durable``); no ledger service opens one. ``_post``:
 
 1. locks every account the transaction may touch, in pk order, through ``_accounts_lock``
    (creating missing accounts where that is allowed);
@@ -23,14 +23,13 @@ import enum
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
-from config.transactions import durable_call
 from config.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from ledger.models import (
     NON_NEGATIVE_KINDS,
@@ -39,6 +38,7 @@ from ledger.models import (
     Account,
     AccountKind,
     LedgerTransaction,
+    Posting,
     TransactionKind,
 )
 from ledger.services import sql
@@ -126,7 +126,10 @@ def _accounts_select_locked(refs: Collection[AccountRef]) -> dict[AccountRef, Ac
 
 
 def _accounts_lock(
-    refs: Collection[AccountRef], *, missing_holds_ok: bool = False
+    refs: Collection[AccountRef],
+    *,
+    missing_holds_ok: bool = False,
+    found: dict[AccountRef, Account] | None = None,
 ) -> dict[AccountRef, Account]:
     """Lock the accounts named by ``refs`` in pk order and return them by ref.
 
@@ -135,14 +138,16 @@ def _accounts_lock(
     (``INSERT … ON CONFLICT DO NOTHING``, so racing creators agree on one row) and locked by a
     second SELECT, which may come after rows with a higher pk. That happens once per user, job
     or shard; if two transactions create accounts at the same moment they can, rarely, deadlock,
-    and PostgreSQL aborts one of them, which ``_durably`` retries.
+    and PostgreSQL aborts one of them, which the entry point's ``durable`` reruns.
 
-    An escrow ref without a renter names a hold that must exist: it raises ``NotFound`` when
+    ``found`` is what the caller already locked by the same SELECT. An escrow ref without a
+    renter names a hold that must exist: it raises ``NotFound`` when
     missing, or with ``missing_holds_ok`` (a batch, where one job's missing hold must not refuse
     the others) is left out of the result.
     """
     assert connection.in_atomic_block, "ledger accounts are locked inside a transaction"
-    found = _accounts_select_locked(refs)
+    if found is None:
+        found = _accounts_select_locked(refs)
     missing = sorted(
         (
             ref
@@ -182,46 +187,72 @@ def _key_validate(key: object) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class _Earlier:
+    """A transaction already written under a key: what a repeat of the key must match."""
+
+    txn_id: int
+    kind: str
+    job_id: int | None
+    attempt: int | None
+    host_id: int | None
+    postings: Counter[tuple[int, int]]
+
+
+def _posted_before(keys: Collection[str]) -> dict[str, _Earlier]:
+    """The transactions already written under ``keys``, with their postings (one query)."""
+    found: dict[str, _Earlier] = {}
+    rows = Posting.objects.filter(transaction__key__in=list(keys)).values_list(
+        "transaction__key",
+        "transaction_id",
+        "transaction__kind",
+        "transaction__job_id",
+        "transaction__attempt",
+        "transaction__host_id",
+        "account_id",
+        "amount_micros",
+    )
+    for key, txn_id, kind, job_id, attempt, host_id, account_id, amount in rows:
+        earlier = found.setdefault(key, _Earlier(txn_id, kind, job_id, attempt, host_id, Counter()))
+        earlier.postings[(account_id, amount)] += 1
+    return found
+
+
+def _is_replay(
+    first: _Earlier, txn: LedgerTransaction, legs: Sequence[tuple[int, int]], replay: Replay
+) -> bool:
+    """The one replay check, of single posts and batches alike: does this repeat of a key
+    match the first transaction posted with it?"""
+    if first.kind != txn.kind:
+        return False
+    if replay is Replay.SAME_AMOUNTS:
+        return first.postings == Counter(legs) and first.host_id == txn.host_id
+    return (first.job_id, first.attempt) == (txn.job_id, txn.attempt)
+
+
+def _key_reused(key: str) -> Conflict:
+    return Conflict(
+        f"the key {key!r} was already used for another transaction",
+        code="transaction_key_reused",
+        fields={"key": "already used with other amounts"},
+    )
+
+
 def _replayed(
     txn: LedgerTransaction,
     legs: Sequence[tuple[int, int]],
     replay: Replay,
 ) -> LedgerTransaction:
     """The first transaction posted with ``txn.key``, if this repeat matches it."""
-    first = LedgerTransaction.objects.get(key=txn.key)
-    matches = first.kind == txn.kind
-    if matches and replay is Replay.SAME_AMOUNTS:
-        posted = Counter(first.postings.values_list("account_id", "amount_micros"))
-        matches = posted == Counter(legs) and first.host_id == txn.host_id
-    elif matches:
-        matches = (first.job_id, first.attempt) == (txn.job_id, txn.attempt)
-    if not matches:
-        raise Conflict(
-            f"the key {txn.key!r} was already used for another transaction",
-            code="transaction_key_reused",
-            fields={"key": "already used with other amounts"},
-        )
-    first.is_replay = True
-    return first
+    first = _posted_before([txn.key])[txn.key]
+    if not _is_replay(first, txn, legs, replay):
+        raise _key_reused(txn.key)
+    answer = LedgerTransaction.objects.get(pk=first.txn_id)
+    answer.is_replay = True
+    return answer
 
 
 # --- Posting ----------------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def _durably(post: Callable[[], T]) -> T:
-    """Run ``post`` (a service's call of ``_post``) in the caller's transaction.
-
-    Transitional (issue 10): a caller inside a transaction owns it, and the post joins it;
-    a caller outside one still gets a durable transaction of its own through
-    ``config.transactions.durable_call``, which reruns a deadlock victim (see
-    ``_accounts_lock``). Once every entry point opens its transaction, only the first branch
-    remains.
-    """
-    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
-        return post()
-    return durable_call(post)
 
 
 class Leg(NamedTuple):
@@ -239,7 +270,7 @@ _SHORTFALL_CODES: dict[str, str] = {
 }
 
 
-def _shortfall(account: Account, needed: int) -> InsufficientCredits:
+def _shortfall(account: Account, needed: int, balance: int) -> InsufficientCredits:
     code = _SHORTFALL_CODES.get(account.kind, "insufficient_funds")
     if account.kind == AccountKind.WALLET:
         what = "not enough credits"
@@ -248,9 +279,9 @@ def _shortfall(account: Account, needed: int) -> InsufficientCredits:
     else:
         what = f"not enough funds in {account.get_kind_display().lower()}"
     return InsufficientCredits(
-        f"{what}: {account.balance_micros} micro-credits left, {needed} needed",
+        f"{what}: {balance} micro-credits left, {needed} needed",
         code=code,
-        fields={"available_micros": account.balance_micros, "required_micros": needed},
+        fields={"available_micros": balance, "required_micros": needed},
     )
 
 
@@ -272,14 +303,42 @@ def _deltas(locked: Mapping[AccountRef, Account], legs: Sequence[Leg]) -> dict[i
 
 
 def _overdraft(
-    locked: Mapping[AccountRef, Account], deltas: Mapping[int, int]
+    locked: Mapping[AccountRef, Account],
+    deltas: Mapping[int, int],
+    balances: Mapping[int, int] | None = None,
 ) -> InsufficientCredits | None:
-    """The refusal when an account that must not go negative would."""
-    for account in locked.values():
-        delta = deltas.get(account.pk, 0)
-        if delta < 0 and account.must_not_be_negative and account.balance_micros + delta < 0:
-            return _shortfall(account, -delta)
+    """The refusal when an account that must not go negative would (from its locked balance,
+    or in a batch from ``balances``: what the batch's earlier transactions left)."""
+    by_pk = {account.pk: account for account in locked.values()}
+    for pk, delta in deltas.items():
+        account = by_pk[pk]
+        balance = account.balance_micros if balances is None else balances[pk]
+        if delta < 0 and account.must_not_be_negative and balance + delta < 0:
+            return _shortfall(account, -delta, balance)
     return None
+
+
+def _provisional(refs: Collection[AccountRef]) -> dict[AccountRef, Account]:
+    """Unsaved accounts for ``refs`` (negative ids, never written), to decide a refusal on."""
+    accounts = {}
+    for number, ref in enumerate(sorted(refs, key=lambda ref: (ref.kind, ref.owner)), start=1):
+        account = ref.new_account()
+        account.pk = -number
+        accounts[ref] = account
+    return accounts
+
+
+def _refusal_check(
+    key: str, accounts: Mapping[AccountRef, Account], legs: Sequence[Leg] | LegsPlan
+) -> None:
+    """Raise the refusal ``_post`` would give with these accounts, unless the key was posted."""
+    planned = [leg for leg in (legs(accounts) if callable(legs) else legs) if leg.amount_micros]
+    if not planned:
+        return
+    _legs_check_balanced(planned)
+    overdraft = _overdraft(accounts, _deltas(accounts, planned))
+    if overdraft is not None and not LedgerTransaction.objects.filter(key=key).exists():
+        raise overdraft
 
 
 def _post(
@@ -298,9 +357,9 @@ def _post(
 ) -> LedgerTransaction | None:
     """Post one balanced transaction; the only code that writes postings or balances.
 
-    Must run inside the caller's ``transaction.atomic(durable=True)``. Locks ``accounts`` in pk
-    order, then computes ``legs``: a list, or a function of the locked accounts for amounts that
-    derive from balances (``metadata`` is read after it ran, so a plan may add to it).
+    Must run inside the caller's transaction (the entry point's ``durable``). Locks ``accounts``
+    in pk order, then computes ``legs``: a list, or a function of the locked accounts for amounts
+    that derive from balances (``metadata`` is read after it ran, so a plan may add to it).
 
     Returns the new transaction; the first one when ``key`` was posted before and matches
     (``replay``); None when there is nothing to post and the key is unused.
@@ -309,7 +368,12 @@ def _post(
     """
     assert connection.in_atomic_block, "_post runs inside the caller's durable transaction"
     key = _key_validate(key)
-    locked = _accounts_lock(accounts)
+    found = _accounts_select_locked(accounts)
+    if len(found) < len(set(accounts)):
+        # Decide first with the missing accounts as they would be created (empty), so that a
+        # refusal creates none: it must leave nothing in the caller's transaction.
+        _refusal_check(key, {**found, **_provisional(set(accounts) - set(found))}, legs)
+    locked = _accounts_lock(accounts, found=found)
     planned = legs(locked) if callable(legs) else legs
     planned = [leg for leg in planned if leg.amount_micros != 0]
     txn = LedgerTransaction(
@@ -343,3 +407,87 @@ def _post(
     txn._state.adding = False
     txn._state.db = connection.alias
     return txn
+
+
+# --- Batches ----------------------------------------------------------------------------------
+
+
+class Outcome(enum.StrEnum):
+    POSTED = "posted"  # written by this call
+    REPLAYED = "replayed"  # the key was posted before and this repeat matches: nothing written
+    CONFLICT = "conflict"  # the key was posted before with something else: nothing written
+    REFUSED = "refused"  # an overdraft or a missing hold: nothing written
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One transaction of a batch: written as ``_post`` would write it, with fixed legs."""
+
+    txn: LedgerTransaction
+    legs: Sequence[Leg]
+    replay: Replay = Replay.SAME_AMOUNTS
+
+
+@dataclass(frozen=True)
+class Posted:
+    outcome: Outcome
+    # The new transaction, or for a replay or a conflict the first one.
+    transaction_id: int | None = None
+    # Why it was not posted: an overdraft's code, hold_not_found, transaction_key_reused.
+    code: str = ""
+
+
+def _repeat(first: _Earlier, planned: Planned, by_id: Sequence[tuple[int, int]]) -> Posted:
+    if _is_replay(first, planned.txn, by_id, planned.replay):
+        return Posted(Outcome.REPLAYED, first.txn_id)
+    return Posted(Outcome.CONFLICT, first.txn_id, code="transaction_key_reused")
+
+
+def _post_many(batch: Sequence[Planned]) -> list[Posted]:
+    """Post many transactions at once, each decided on its own; one result each, in order.
+
+    The same rules as ``_post`` with the same checks (``_is_replay``, ``_overdraft``): every
+    account of the batch locked by one SELECT in pk order, every key looked up by one query,
+    the transactions taken in order against the balances the earlier ones leave, and all those
+    that go through written by one statement (PostgreSQL). A transaction whose key was posted
+    before is a replay or a conflict, one that would overdraw an account or names a hold that
+    does not exist is refused; none of these stops the others. Keys must be distinct. Must run
+    inside the caller's transaction.
+    """
+    assert connection.in_atomic_block, "_post_many runs inside the caller's transaction"
+    locked = _accounts_lock(
+        {leg.account for planned in batch for leg in planned.legs}, missing_holds_ok=True
+    )
+    earlier = _posted_before([planned.txn.key for planned in batch])
+    left = {account.pk: account.balance_micros for account in locked.values()}
+    results: list[Posted | None] = []
+    writing: list[tuple[int, Planned, list[tuple[int, int]]]] = []
+    for index, planned in enumerate(batch):
+        legs = [leg for leg in planned.legs if leg.amount_micros]
+        by_id = [(locked[ref].pk, amount) for ref, amount in legs if ref in locked]
+        if planned.txn.key in earlier:
+            results.append(_repeat(earlier[planned.txn.key], planned, by_id))
+            continue
+        if len(by_id) < len(legs):
+            results.append(Posted(Outcome.REFUSED, code="hold_not_found"))
+            continue
+        _legs_check_balanced(legs)
+        deltas = _deltas(locked, legs)
+        overdraft = _overdraft({ref: locked[ref] for ref, _amount in legs}, deltas, balances=left)
+        if overdraft is not None:
+            results.append(Posted(Outcome.REFUSED, code=overdraft.code))
+            continue
+        for pk, delta in deltas.items():
+            left[pk] += delta
+        results.append(None)
+        writing.append((index, planned, by_id))
+    ids = sql.transactions_write_many([(planned.txn, by_id) for _i, planned, by_id in writing])
+    # A key missing from ``ids`` was written by a concurrent transaction since we looked (it
+    # committed while we waited for a lock): a replay or a conflict like any other repeat.
+    raced = _posted_before([p.txn.key for _i, p, _b in writing if p.txn.key not in ids])
+    for index, planned, by_id in writing:
+        key = planned.txn.key
+        results[index] = (
+            Posted(Outcome.POSTED, ids[key]) if key in ids else _repeat(raced[key], planned, by_id)
+        )
+    return [result for result in results if result is not None]

@@ -6,8 +6,8 @@ sees one consistent snapshot even while charges keep committing.
 
 The ledger knows nothing about jobs. The two job invariants (a finished job's escrow is empty;
 a job's charges stay within its cap) need facts only the jobs app has: it provides them through
-a ``JobFactsProvider`` — passed in, or named by the ``LEDGER_JOB_FACTS_PROVIDER`` setting (a
-dotted path). Without one those two checks are skipped and the run says so in ``checks``.
+a ``JobFactsProvider`` — passed in, or the one the jobs app registered in ``ledger.providers``.
+Without one those two checks are skipped and the run says so in ``checks``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from ledger.models import (
     Account,
@@ -30,6 +28,7 @@ from ledger.models import (
     ReconciliationRun,
     TransactionKind,
 )
+from ledger.providers import providers
 
 # Invariant names (stable: reports and alerts use them) and what each one means.
 INVARIANTS: dict[str, str] = {
@@ -201,23 +200,15 @@ def _job_problems(provider: JobFactsProvider) -> list[Problem]:
     return problems
 
 
-def _provider_from_settings() -> JobFactsProvider | None:
-    path: str = settings.LEDGER_JOB_FACTS_PROVIDER
-    if not path:
-        return None
-    provider: JobFactsProvider = import_string(path)
-    return provider
-
-
 def ledger_reconcile(*, job_facts: JobFactsProvider | None = None) -> ReconciliationReport:
     """Check every ledger invariant and record the outcome as a ``ReconciliationRun``.
 
     Takes no locks and writes no ledger rows; safe to run at any time and concurrently with
-    charges. ``job_facts`` (else ``settings.LEDGER_JOB_FACTS_PROVIDER``) enables the two job
+    charges. ``job_facts`` (else ``ledger.providers``' registered one) enables the two job
     checks.
     """
     started_at = timezone.now()
-    provider = job_facts or _provider_from_settings()
+    provider = job_facts or providers.job_facts
     checks = [name for name in INVARIANTS if provider is not None or name not in JOB_CHECKS]
     problems = [*_unbalanced_transactions(), *_balance_mismatches(), *_forbidden_negatives()]
     if provider is not None:

@@ -8,7 +8,7 @@ from accounts.models import User
 from config.errors import PermissionDenied, ValidationFailed
 from ledger.models import AccountKind, LedgerTransaction, TransactionKind
 from ledger.money import amount_validate, credits_format
-from ledger.services.posting import Leg, _durably, _post, platform_ref, wallet_ref
+from ledger.services.posting import Leg, _post, platform_ref, wallet_ref
 
 CreditSource = Literal["purchase", "grant"]
 
@@ -40,7 +40,7 @@ def wallet_credit(
 ) -> LedgerTransaction:
     """Put credits into ``user``'s wallet: a purchase (from stripe_clearing) or a staff grant.
 
-    Moves money: locks the accounts in pk order inside a durable transaction. Idempotent by
+    Moves money: locks the accounts in pk order, in the caller's transaction. Idempotent by
     ``key``; the same key with another amount or user raises ``Conflict``. A grant needs an
     active staff ``staff_user``, who is recorded on the transaction.
     """
@@ -54,15 +54,13 @@ def wallet_credit(
     else:
         raise ValidationFailed(f"unknown credit source {source!r}", code="invalid_source")
     wallet, funder = wallet_ref(user.pk), platform_ref(funding)
-    posted = _durably(
-        lambda: _post(
-            kind=kind,
-            key=key,
-            accounts=[wallet, funder],
-            legs=[Leg(funder, -amount), Leg(wallet, amount)],
-            memo=memo,
-            created_by=created_by,
-        )
+    posted = _post(
+        kind=kind,
+        key=key,
+        accounts=[wallet, funder],
+        legs=[Leg(funder, -amount), Leg(wallet, amount)],
+        memo=memo,
+        created_by=created_by,
     )
     assert posted is not None
     return posted
@@ -90,16 +88,14 @@ def credits_adjust(
     memo = _reason_validate(reason)
     staff = _staff_validate(staff_user)
     wallet, grants = wallet_ref(user.pk), platform_ref(AccountKind.GRANTS)
-    posted = _durably(
-        lambda: _post(
-            kind=TransactionKind.ADJUSTMENT,
-            key=key,
-            accounts=[wallet, grants],
-            legs=[Leg(grants, -amount), Leg(wallet, amount)],
-            memo=memo,
-            created_by=staff,
-            metadata={"staff_user_id": staff.pk, "summary": credits_format(amount)},
-        )
+    posted = _post(
+        kind=TransactionKind.ADJUSTMENT,
+        key=key,
+        accounts=[wallet, grants],
+        legs=[Leg(grants, -amount), Leg(wallet, amount)],
+        memo=memo,
+        created_by=staff,
+        metadata={"staff_user_id": staff.pk, "summary": credits_format(amount)},
     )
     assert posted is not None
     return posted

@@ -172,6 +172,9 @@ def test_a_used_enrollment_token_is_refused_the_second_time(hana, api):
         (specs(cpus=1_000_000), "cpus"),
         (specs(os="plan9"), "os"),
         (specs(gpus=[{"model": "H100", "memory_mb": -1}]), "gpus"),
+        (specs(cpu_model="x" * 201), "cpu_model"),  # the limits are the columns' widths
+        (specs(arch="a" * 33), "arch"),
+        (specs(os_version="1" * 101), "os_version"),
     ],
 )
 def test_impossible_specs_are_refused_and_the_token_stays_usable(hana, api, bad_specs, field):

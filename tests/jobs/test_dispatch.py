@@ -6,15 +6,17 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-import config.settings as base_settings
+from config.transactions import durable_call
 from hosts.models import Host
 from jobs.agent_messages import resume_decide
-from jobs.models import AttemptStatus, Job, JobHostRejection, JobStatus
+from jobs.apps import ledger_providers_register
+from jobs.models import AttemptStatus, Job, JobAttempt, JobHostRejection, JobStatus
 from jobs.selectors import job_facts
-from jobs.services.dispatch import jobs_reap
+from jobs.services.dispatch import offer_expire
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
+from jobs.tasks import jobs_reap_pass
+from ledger.providers import providers
 from ledger.services import ledger_reconcile
 from tests.jobs.conftest import Wire
 from tests.jobs.helpers import finished, lease_of, reply_types, say, submit
@@ -162,9 +164,9 @@ def test_an_unanswered_offer_expires_and_goes_to_the_next_host(
     expiry = job.attempts.get().offer_expires_at
 
     # when: the reaper runs before, then after, the offer's expiry
-    early = jobs_reap(now=expiry - timedelta(seconds=1))
+    early = jobs_reap_pass(now=expiry - timedelta(seconds=1))
     with committed():
-        late = jobs_reap(now=expiry + timedelta(seconds=1))
+        late = jobs_reap_pass(now=expiry + timedelta(seconds=1))
 
     # then
     assert early.offers_expired == 0
@@ -182,7 +184,7 @@ def test_a_chosen_host_that_does_not_answer_is_offered_again(alice, dear, funded
 
     # when
     with committed():
-        jobs_reap(now=expiry + timedelta(seconds=1))
+        jobs_reap_pass(now=expiry + timedelta(seconds=1))
 
     # then
     assert _job(job) == ("offered", 2, dear.pk)
@@ -207,7 +209,7 @@ def test_an_expired_lease_loses_the_attempt_and_the_job_runs_again_elsewhere(
     # when: the other host kept heartbeating
     Host.objects.filter(pk=dear.pk).update(last_seen_at=lease)
     with committed():
-        report = jobs_reap(now=lease + timedelta(seconds=1))
+        report = jobs_reap_pass(now=lease + timedelta(seconds=1))
 
     # then: lost, requeued and offered to the other host as attempt 2
     assert report.attempts_lost == 1
@@ -238,7 +240,7 @@ def test_a_lost_attempt_without_retries_left_fails_the_job(
 
     # when
     with committed():
-        jobs_reap(now=lease + timedelta(seconds=1))
+        jobs_reap_pass(now=lease + timedelta(seconds=1))
 
     # then
     job.refresh_from_db()
@@ -275,7 +277,7 @@ def test_heartbeats_renew_leases_and_name_what_to_kill(alice, cheap, funded, com
             "reason": "stale attempt: the server no longer runs it on this host",
         }
     ]
-    assert jobs_reap(now=later + timedelta(seconds=10)).attempts_lost == 0
+    assert jobs_reap_pass(now=later + timedelta(seconds=10)).attempts_lost == 0
 
 
 def test_welcome_keeps_what_runs_kills_the_rest_and_loses_what_vanished(
@@ -345,9 +347,11 @@ def test_a_queued_job_nobody_takes_fails_after_the_queue_timeout(
     Host.objects.filter(pk=cheap.pk).update(is_available=False)
 
     # when
-    soon = jobs_reap(now=timezone.now() + timedelta(seconds=5))
+    soon = jobs_reap_pass(now=timezone.now() + timedelta(seconds=5))
     with committed():
-        jobs_reap(now=timezone.now() + timedelta(seconds=settings.JOB_QUEUE_TIMEOUT_SECONDS + 5))
+        jobs_reap_pass(
+            now=timezone.now() + timedelta(seconds=settings.JOB_QUEUE_TIMEOUT_SECONDS + 5)
+        )
 
     # then
     assert soon.jobs_offered == 0
@@ -440,7 +444,7 @@ def test_the_ledger_stays_consistent_through_loss_retry_and_finish(
     lease = lease_of(job)
     Host.objects.filter(pk=dear.pk).update(last_seen_at=lease)
     with committed():
-        jobs_reap(now=lease + timedelta(seconds=1))
+        jobs_reap_pass(now=lease + timedelta(seconds=1))
     _run(job, dear, 2, committed)
     with committed():
         say(dear, "job.finished", **finished(job, 2))
@@ -457,7 +461,12 @@ def test_the_ledger_stays_consistent_through_loss_retry_and_finish(
 
 
 def test_reconciliation_asks_the_jobs_app_by_default():
-    assert import_string(base_settings.LEDGER_JOB_FACTS_PROVIDER) is job_facts
+    # given: tests start without job facts (tests/conftest.py)
+    assert providers.job_facts is None
+    # when: what JobsConfig.ready does at startup
+    ledger_providers_register()
+    # then
+    assert providers.job_facts is job_facts
 
 
 def test_job_facts_call_a_job_finished_once_settled_or_past_the_grace(alice, db):
@@ -506,53 +515,53 @@ def test_reconciliation_reports_a_hold_whose_job_is_gone(alice, cheap, funded, c
     ]
 
 
-def test_a_hold_placed_before_a_crash_is_found_not_doubled(alice, cheap, funded, committed):
-    # given: the hold committed but the job never recorded it (the process died in between)
+def test_one_failing_reaper_step_rolls_back_alone(
+    alice, cheap, dear, funded, committed, monkeypatch
+):
+    # given: two offers past their expiry, and expiring the first one fails half way
+    with committed():
+        first, second = submit(alice), submit(alice)
+    later = second.attempts.get().offer_expires_at + timedelta(seconds=1)
+    real = offer_expire
+
+    def flaky(attempt_id, **kwargs):
+        if attempt_id == first.attempts.get().pk:
+            JobAttempt.objects.filter(pk=attempt_id).update(reason="half done")
+            raise RuntimeError("boom")
+        return real(attempt_id, **kwargs)
+
+    monkeypatch.setattr("jobs.tasks.offer_expire", flaky)
+
+    # when
+    with committed():
+        report = jobs_reap_pass(now=later)
+
+    # then: the second offer expired and went to the other host; the first is as it was
+    assert report.offers_expired == 1
+    assert _job(second) == (JobStatus.OFFERED, 2, dear.pk)
+    assert _job(first)[:2] == (JobStatus.OFFERED, 1)
+    assert first.attempts.get().reason == ""
+
+
+def test_a_settlement_that_fails_leaves_the_job_running_and_the_hold_held(
+    alice, cheap, funded, committed, monkeypatch
+):
+    # given: a running job, and a release that fails
     with committed():
         job = submit(alice)
-    Job.objects.filter(pk=job.pk).update(
-        hold_placed_at=None,
-        status=JobStatus.QUEUED,
-        attempt=0,
-        created_at=timezone.now() - timedelta(minutes=2),
-    )
-    job.attempts.all().delete()
+        _run(job, cheap, 1, committed)
 
-    # when
-    with committed():
-        report = jobs_reap()
+    def broken(**kwargs):
+        raise RuntimeError("the ledger went away")
 
-    # then: funded by the same ledger key, and offered
-    assert report.jobs_funded == 1
-    job.refresh_from_db()
-    assert job.hold_placed_at is not None
-    assert funded.wallets[alice.pk] == FUNDS - 1_000_000
+    monkeypatch.setattr("jobs.billing.hold_release", broken)
+
+    # when: the agent reports the job finished, in the message's one transaction
+    with pytest.raises(RuntimeError):
+        durable_call(say, cheap, "job.finished", **finished(job, 1))
+
+    # then: nothing of the ending stayed: still running, still held
+    assert _job(job) == (JobStatus.RUNNING, 1, cheap.pk)
+    assert job.attempts.get().status == AttemptStatus.RUNNING
+    assert funded.escrow[job.pk] == job.max_cost_micros
     assert funded.keys == [f"job-hold:{job.pk}"]
-
-
-def test_an_unfunded_job_the_wallet_cannot_cover_fails(alice, cheap, funded, committed):
-    # given: a job row whose hold never happened (the process died before it), bigger than
-    # the wallet
-    job = Job.objects.create(
-        owner=alice,
-        placement="auto",
-        max_attempts=3,
-        entrypoint="main.py",
-        cpus=1,
-        memory_mb=256,
-        timeout_seconds=60,
-        max_cost_micros=FUNDS + 1,
-    )
-    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=2))
-
-    # when
-    with committed():
-        report = jobs_reap()
-
-    # then
-    assert report.jobs_funded == 0
-    job.refresh_from_db()
-    assert job.status == "failed"
-    assert job.status_reason.startswith("credits could not be held")
-    assert funded.wallets[alice.pk] == FUNDS
-    assert funded.keys == []

@@ -9,7 +9,7 @@ import pytest
 
 from hosts.models import Host
 from jobs.models import Job, JobAttempt, JobLogChunk
-from jobs.services.dispatch import jobs_reap
+from jobs.tasks import jobs_reap_pass
 from tests.jobs.helpers import finished, lease_of, reply_types, say, submit, usage
 
 
@@ -65,7 +65,7 @@ def test_a_late_accept_after_the_offer_expired_is_refused_and_killed(
     # given: the offer to host A expired and went to host B
     with committed():
         job = submit(alice)
-        jobs_reap(now=job.attempts.get().offer_expires_at + timedelta(seconds=1))
+        jobs_reap_pass(now=job.attempts.get().offer_expires_at + timedelta(seconds=1))
     before = snapshot(job)
 
     # when
@@ -97,7 +97,7 @@ def test_messages_of_a_lost_attempt_change_nothing_and_kill_the_container(
     lease = lease_of(job)
     Host.objects.update(last_seen_at=lease)
     with committed():
-        jobs_reap(now=lease + timedelta(seconds=1))
+        jobs_reap_pass(now=lease + timedelta(seconds=1))
         say(host_b, "job.accept", job_id=job.pk, attempt=2)
     before = snapshot(job)
     kind, data = message(job)

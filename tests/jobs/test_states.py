@@ -1,16 +1,20 @@
-"""The job state machine: the table (pure) and the conditional UPDATE that applies it."""
+"""The job and attempt state machines: the tables (pure) and the conditional UPDATEs."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from jobs.models import Job, JobStatus
+import pytest
+from django.utils import timezone
+
+from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
 from jobs.states import (
     ALLOWED_FROM,
+    ATTEMPT_ALLOWED_FROM,
     FINAL,
     IllegalTransition,
+    attempt_transition,
     job_transition,
-    transition_allowed,
     transition_sources,
 )
 
@@ -36,7 +40,7 @@ LEGAL = {
 @pytest.mark.parametrize("target", list(S))
 def test_the_table_allows_exactly_the_documented_moves(source, target):
     # given / when
-    allowed = transition_allowed(source, target)
+    allowed = source in ALLOWED_FROM[target]
 
     # then
     assert allowed == ((source, target) in LEGAL)
@@ -123,3 +127,81 @@ def test_a_final_transition_stamps_finished_at(job):
     job.refresh_from_db()
     assert job.status == S.FAILED
     assert job.finished_at is not None
+
+
+A = AttemptStatus
+ACTIVE_ATTEMPT = (A.ACCEPTED, A.PREPARING, A.RUNNING)
+LEGAL_ATTEMPT = {
+    (A.OFFERED, A.ACCEPTED),
+    (A.ACCEPTED, A.PREPARING),
+    (A.ACCEPTED, A.RUNNING),
+    (A.PREPARING, A.RUNNING),
+    *{(A.OFFERED, end) for end in (A.REJECTED, A.EXPIRED, A.CANCELLED)},
+    *{
+        (a, end)
+        for a in ACTIVE_ATTEMPT
+        for end in (
+            A.LOST,
+            A.SUCCEEDED,
+            A.FAILED,
+            A.CANCELLED,
+            A.TIMED_OUT,
+            A.BUDGET_EXHAUSTED,
+        )
+    },
+}
+
+
+@pytest.mark.parametrize("source", list(A))
+@pytest.mark.parametrize("target", list(A))
+def test_the_attempt_table_allows_exactly_the_documented_moves(source, target):
+    # given / when
+    allowed = source in ATTEMPT_ALLOWED_FROM[target]
+
+    # then
+    assert allowed == ((source, target) in LEGAL_ATTEMPT)
+
+
+@pytest.fixture
+def offered(job, make_host, hana):
+    host = make_host(hana, "box")
+    Job.objects.filter(pk=job.pk).update(status=S.OFFERED, attempt=1, host=host)
+    return JobAttempt.objects.create(
+        job=job, number=1, host=host, offer_expires_at=timezone.now() + timedelta(seconds=30)
+    )
+
+
+def test_an_attempt_transition_updates_the_row_and_stamps_an_end(offered):
+    # when
+    attempt_transition(offered, A.REJECTED, "busy")
+
+    # then
+    offered.refresh_from_db()
+    assert (offered.status, offered.reason) == (A.REJECTED, "busy")
+    assert offered.finished_at is not None
+
+
+def test_an_illegal_attempt_transition_raises_and_changes_nothing(offered):
+    # when
+    with pytest.raises(IllegalTransition):
+        attempt_transition(offered, A.LOST, "skipping ahead")
+
+    # then
+    offered.refresh_from_db()
+    assert (offered.status, offered.reason, offered.finished_at) == (A.OFFERED, "", None)
+
+
+def test_an_offer_not_expired_yet_is_not_expired(offered):
+    # when
+    with pytest.raises(IllegalTransition):
+        attempt_transition(offered, A.EXPIRED, "offer expired", offer_expired_at=timezone.now())
+
+    # then
+    assert JobAttempt.objects.get(pk=offered.pk).status == A.OFFERED
+
+
+def test_asking_an_attempt_for_an_impossible_source_raises_without_the_database(offered):
+    # given / when / then
+    with pytest.raises(IllegalTransition) as excinfo:
+        attempt_transition(offered, A.RUNNING, expected_from=[A.OFFERED])
+    assert excinfo.value.message == "an attempt cannot go from offered to running"

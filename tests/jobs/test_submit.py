@@ -10,7 +10,8 @@ import pytest
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from accounts.models import Organisation
+from accounts.models import IdempotencyRecord, Organisation
+from config.transactions import durable_call
 from jobs.models import Job, JobFile
 from ledger.services import hold_place
 from tests.jobs.conftest import Wire
@@ -247,29 +248,26 @@ def test_a_wallet_that_cannot_cover_the_cap_gets_402_and_nothing_is_created(
     assert wire.sent == []
 
 
-def test_a_hold_whose_outcome_is_unknown_is_given_back_with_the_job_gone(
-    alice, box, funded, monkeypatch
-):
-    # given: the hold commits, then the connection drops before the caller hears of it
-    def committed_then_lost(**kwargs):
+def test_an_error_after_the_hold_leaves_nothing(alice, box, funded, monkeypatch):
+    # given: the hold is written, then the database fails the next statement
+    def held_then_failed(**kwargs):
         hold_place(**kwargs)
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr("jobs.billing.hold_place", committed_then_lost)
+    monkeypatch.setattr("jobs.billing.hold_place", held_then_failed)
 
     # when
     with pytest.raises(OperationalError):
-        submit(alice)
+        durable_call(submit, alice)
 
-    # then: the credits are back in the wallet, and there is no job to run or to strand them
+    # then: the job, its files and the hold went back together
     assert (Job.objects.count(), JobFile.objects.count()) == (0, 0)
     assert funded.wallets[alice.pk] == FUNDS
-    hold, release = funded.keys
-    assert (hold.split(":")[0], release) == ("job-hold", hold.replace("hold", "release"))
+    assert funded.keys == []
     funded.check()
 
 
-def test_a_failed_first_offer_still_answers_201_so_a_retry_makes_no_second_job(
+def test_a_failed_first_offer_fails_the_submit_and_a_retry_makes_one_job(
     client_for, alice, box, funded, monkeypatch
 ):
     # given: offering fails after the job was created and funded
@@ -279,14 +277,16 @@ def test_a_failed_first_offer_still_answers_201_so_a_retry_makes_no_second_job(
     monkeypatch.setattr("jobs.services.submit.job_offer_next", broken)
     api = client_for(alice)
 
-    # when: the client sends, and then retries with the same key
-    first = api.post(JOBS, body(), format="json", headers={"Idempotency-Key": "k1"})
+    # when: the submit fails; the client retries with the same key once the database is back
+    with pytest.raises(OperationalError):
+        api.post(JOBS, body(), format="json", headers={"Idempotency-Key": "k1"})
+    assert (Job.objects.count(), funded.keys, IdempotencyRecord.objects.count()) == (0, [], 0)
+    monkeypatch.undo()
     again = api.post(JOBS, body(), format="json", headers={"Idempotency-Key": "k1"})
 
-    # then: one job, queued for the reaper to offer, and one hold
+    # then: one job, offered, and one hold
     job = Job.objects.get()
-    assert (first.status_code, first.data["id"], first.data["status"]) == (201, job.pk, "queued")
-    assert (again.status_code, again.data["id"]) == (201, job.pk)
+    assert (again.status_code, again.data["id"], again.data["status"]) == (201, job.pk, "offered")
     assert funded.keys == [f"job-hold:{job.pk}"]
     assert funded.wallets[alice.pk] == FUNDS - job.max_cost_micros
 

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
 from config.errors import ValidationFailed
+from config.transactions import durable_call
 from ledger.models import AccountKind, LedgerTransaction, TransactionKind
 from ledger.services import (
     Capture,
@@ -159,24 +160,25 @@ def test_a_malformed_batch_is_refused_whole(held: list[int], hana: User) -> None
     assert holds_capture_many([]) == []
 
 
-def test_on_posted_runs_in_the_transaction_and_can_roll_it_back(
+def test_a_batch_is_part_of_its_callers_transaction_and_rolls_back_with_it(
     held: list[int], hana: User
 ) -> None:
-    # given
-    seen: list[list[str]] = []
+    # given: an entry point that posts a batch, then fails to record it
+    posted: list[list[str]] = []
 
-    def refuse(results: Sequence[CaptureResult]) -> None:
-        seen.append([r.capture.key for r in results if r.outcome is CaptureOutcome.POSTED])
+    def entry_point() -> None:
+        results = holds_capture_many(
+            [_capture(51, hana, 10, 1, "a"), _capture(52, hana, 10, 1, "b")]
+        )
+        posted.append([r.capture.key for r in results if r.outcome is CaptureOutcome.POSTED])
         raise RuntimeError("the caller could not record the charges")
 
     before = ledger_state()
     # when
     with pytest.raises(RuntimeError):
-        holds_capture_many(
-            [_capture(51, hana, 10, 1, "a"), _capture(52, hana, 10, 1, "b")], on_posted=refuse
-        )
-    # then
-    assert seen == [["a", "b"]]
+        durable_call(entry_point)
+    # then: the batch was written, and went back with the caller's transaction
+    assert posted == [["a", "b"]]
     assert ledger_state() == before
 
 

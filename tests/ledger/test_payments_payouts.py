@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from config.celery import app as celery_app
+from config.transactions import durable_call
 from ledger.models import AccountKind, LedgerTransaction
 from ledger.payments.models import (
     ConnectedAccount,
@@ -24,16 +25,13 @@ from ledger.payments.models import (
     Payout,
     PayoutStatus,
 )
-from ledger.payments.payouts import payout_start
-from ledger.payments.tasks import payouts_stalled_retry_task
+from ledger.payments.money import payment_credit, payment_dispute_lose, payout_request
+from ledger.payments.tasks import payout_start, payouts_stalled_retry_task
 from ledger.services import (
     earnings_mature,
     hold_capture,
     hold_place,
     ledger_reconcile,
-    payment_credit,
-    payment_dispute_lose,
-    payout_request,
     wallet_credit,
 )
 from tests.ledger.conftest import CONNECT_WEBHOOK_SECRET
@@ -219,7 +217,7 @@ def test_concurrent_payout_requests_never_exceed_available_earnings(
     def request() -> None:
         try:
             barrier.wait()
-            payout_request(owner=hana, amount_micros=10_000_000)
+            durable_call(payout_request, owner=hana, amount_micros=10_000_000)
             outcomes.append("ok")
         except Exception as exc:
             outcomes.append(getattr(exc, "code", repr(exc)))
@@ -285,9 +283,11 @@ def test_no_payout_without_a_ready_account_or_while_restricted(
     not_ready = api.post("/api/v1/payouts/", {"amount_micros": 10_000_000}, format="json")
     _onboarded(hana)
     bought = Payment.objects.create(user=hana, amount_micros=10_000_000, provider="demo")
-    payment_credit(payment_id=bought.pk)
+    durable_call(payment_credit, payment_id=bought.pk)
     hold_place(user=hana, job_id=999, amount_micros=10_000_000, key="hold:999")
-    payment_dispute_lose(payment_id=bought.pk, dispute_id="dp_9", amount_micros=10_000_000)
+    durable_call(
+        payment_dispute_lose, payment_id=bought.pk, dispute_id="dp_9", amount_micros=10_000_000
+    )
     restricted = api.post("/api/v1/payouts/", {"amount_micros": 10_000_000}, format="json")
 
     # then
@@ -335,7 +335,7 @@ def test_stalled_payouts_are_transferred_again(
     # given: a payout whose transfer never ran (its queue message was lost)
     _earn(hana, alice, 10_000_000)
     _onboarded(hana)
-    payout = payout_request(owner=hana, amount_micros=10_000_000)
+    payout = durable_call(payout_request, owner=hana, amount_micros=10_000_000)
     Payout.objects.filter(pk=payout.pk).update(created_at=timezone.now() - timedelta(days=1))
 
     # when

@@ -11,6 +11,7 @@ from pytest_django.fixtures import Settings
 
 from ledger.payments.checks import payment_provider_check
 from ledger.payments.demo_provider import DemoProvider
+from ledger.payments.gateways import payment_provider
 from ledger.payments.providers import (
     Checkout,
     CheckoutRequest,
@@ -18,7 +19,6 @@ from ledger.payments.providers import (
     ProviderError,
     Transfer,
     cents_from_micros,
-    payment_provider,
 )
 from ledger.payments.stripe_provider import StripeProvider
 from tests.ledger.stripe_fakes import FakeConnect, Localstripe, PlannedFailure

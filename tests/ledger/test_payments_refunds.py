@@ -12,10 +12,11 @@ from pytest_django.fixtures import Settings
 
 from accounts.models import User
 from config.errors import PermissionDenied
-from ledger.models import AccountKind, LedgerTransaction
-from ledger.payments.models import AccountRestriction, Payment, PaymentStatus, RestrictionReason
-from ledger.payments.services import restriction_lift
-from ledger.services import hold_place, ledger_reconcile, payment_credit, payment_dispute_lose
+from config.transactions import durable_call
+from ledger.models import AccountKind, AccountRestriction, LedgerTransaction, RestrictionReason
+from ledger.payments.models import Payment, PaymentStatus
+from ledger.payments.money import payment_credit, payment_dispute_lose
+from ledger.services import hold_place, ledger_reconcile, restriction_lift
 from tests.ledger.conftest import WEBHOOK_SECRET, wait_for
 from tests.ledger.payment_steps import (
     WEBHOOK_PATH,
@@ -83,9 +84,11 @@ def test_a_restricted_renter_can_place_no_new_hold(alice: User, settings: Settin
     # given: 10 bought, 7 held, all refunded: 7 owed
     settings.PAYMENT_PROVIDER = "demo"
     payment = Payment.objects.create(user=alice, amount_micros=10_000_000, provider="demo")
-    payment_credit(payment_id=payment.pk)
+    durable_call(payment_credit, payment_id=payment.pk)
     hold_place(user=alice, job_id=1, amount_micros=7_000_000, key="hold:1")
-    payment_dispute_lose(payment_id=payment.pk, dispute_id="dp_1", amount_micros=10_000_000)
+    durable_call(
+        payment_dispute_lose, payment_id=payment.pk, dispute_id="dp_1", amount_micros=10_000_000
+    )
 
     # when
     with pytest.raises(PermissionDenied) as refused:
@@ -103,17 +106,19 @@ def test_a_later_purchase_repays_the_shortfall_and_lifts_the_restriction(
     # given: alice owes 7 credits after a lost dispute
     settings.PAYMENT_PROVIDER = "demo"
     first = Payment.objects.create(user=alice, amount_micros=10_000_000, provider="demo")
-    payment_credit(payment_id=first.pk)
+    durable_call(payment_credit, payment_id=first.pk)
     hold_place(user=alice, job_id=1, amount_micros=7_000_000, key="hold:1")
-    payment_dispute_lose(payment_id=first.pk, dispute_id="dp_1", amount_micros=10_000_000)
+    durable_call(
+        payment_dispute_lose, payment_id=first.pk, dispute_id="dp_1", amount_micros=10_000_000
+    )
     small = Payment.objects.create(user=alice, amount_micros=5_000_000, provider="demo")
     large = Payment.objects.create(user=alice, amount_micros=4_000_000, provider="demo")
 
     # when
-    payment_credit(payment_id=small.pk)
+    durable_call(payment_credit, payment_id=small.pk)
     after_small = AccountRestriction.objects.get()
-    payment_credit(payment_id=large.pk)
-    payment_credit(payment_id=large.pk)
+    durable_call(payment_credit, payment_id=large.pk)
+    durable_call(payment_credit, payment_id=large.pk)
 
     # then
     assert (after_small.recovered_micros, after_small.lifted_at) == (5_000_000, None)
@@ -134,7 +139,7 @@ def test_a_lost_dispute_is_taken_back_once_and_a_won_one_changes_nothing(
     payment = Payment.objects.create(
         user=alice, amount_micros=6_000_000, provider="stripe", provider_payment_id="pi_disputed"
     )
-    payment_credit(payment_id=payment.pk)
+    durable_call(payment_credit, payment_id=payment.pk)
     dispute = {
         "id": "dp_1",
         "object": "dispute",
@@ -171,9 +176,11 @@ def test_staff_can_write_off_a_restriction_and_others_cannot(
     # given
     settings.PAYMENT_PROVIDER = "demo"
     payment = Payment.objects.create(user=alice, amount_micros=10_000_000, provider="demo")
-    payment_credit(payment_id=payment.pk)
+    durable_call(payment_credit, payment_id=payment.pk)
     hold_place(user=alice, job_id=1, amount_micros=4_000_000, key="hold:1")
-    payment_dispute_lose(payment_id=payment.pk, dispute_id="dp_1", amount_micros=10_000_000)
+    durable_call(
+        payment_dispute_lose, payment_id=payment.pk, dispute_id="dp_1", amount_micros=10_000_000
+    )
     restriction = AccountRestriction.objects.get()
 
     # when

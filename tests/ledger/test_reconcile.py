@@ -10,6 +10,7 @@ from django.db import transaction
 
 from accounts.models import User
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, ReconciliationRun
+from ledger.providers import providers
 from ledger.services import JobFact, hold_capture, hold_place, ledger_reconcile, wallet_credit
 from ledger.tasks import ledger_reconcile_task
 from tests.ledger.helpers import ledger_state
@@ -124,9 +125,11 @@ def running_job_facts(job_ids: frozenset[int]) -> Mapping[int, JobFact]:
     return {job_id: JobFact(is_finished=True) for job_id in job_ids}
 
 
-def test_the_job_facts_provider_comes_from_settings(busy: None, settings: Any) -> None:
+def test_the_job_facts_provider_is_the_registered_one(
+    busy: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # given
-    settings.LEDGER_JOB_FACTS_PROVIDER = "tests.ledger.test_reconcile.running_job_facts"
+    monkeypatch.setattr(providers, "job_facts", running_job_facts)
     # when
     report = ledger_reconcile()
     # then

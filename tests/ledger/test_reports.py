@@ -14,9 +14,19 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from config.transactions import durable_call
 from hosts.models import Host
 from ledger.models import LedgerTransaction
 from ledger.payments.models import ConnectedAccount, OnboardingStatus, Payment
+from ledger.payments.money import (
+    payment_credit,
+    payment_dispute_lose,
+    payment_refund_sync,
+    payout_complete,
+    payout_fail,
+    payout_request,
+)
+from ledger.providers import providers
 from ledger.reports import (
     FIGURES,
     BillingGroup,
@@ -31,12 +41,6 @@ from ledger.services import (
     hold_capture,
     hold_place,
     hold_release,
-    payment_credit,
-    payment_dispute_lose,
-    payment_refund_sync,
-    payout_complete,
-    payout_fail,
-    payout_request,
     wallet_credit,
 )
 from tests.hosts.factories import host_create
@@ -91,7 +95,7 @@ def boxes(hana: User) -> tuple[Host, Host]:
 def paid(user: User, amount_micros: int) -> Payment:
     """A purchase through the payments app (the demo provider), credited."""
     payment = Payment.objects.create(user=user, amount_micros=amount_micros, provider="demo")
-    payment_credit(payment_id=payment.pk)
+    durable_call(payment_credit, payment_id=payment.pk)
     return payment
 
 
@@ -150,8 +154,10 @@ def month(
             user=bob, amount_micros=-1_000_000, reason="goodwill undone", staff_user=staff, key="a"
         )
         refunded = paid(alice, 3_000_000)
-        payment_refund_sync(payment_id=refunded.pk, refunded_micros=1_000_000)
-        payment_dispute_lose(payment_id=disputed.pk, dispute_id="dp_1", amount_micros=2_000_000)
+        durable_call(payment_refund_sync, payment_id=refunded.pk, refunded_micros=1_000_000)
+        durable_call(
+            payment_dispute_lose, payment_id=disputed.pk, dispute_id="dp_1", amount_micros=2_000_000
+        )
     with posted_on(MARCH_3):
         capture(2, 2, hana, 700_000, box, "usage:2:2:1")
         hold_place(user=alice, job_id=3, amount_micros=1_000_000, key="hold:3")
@@ -164,10 +170,10 @@ def month(
             stripe_account_id="acct_hana",
             onboarding_status=OnboardingStatus.COMPLETE,
         )
-        payout = payout_request(owner=hana, amount_micros=1_000_000)
-        payout_complete(payout_id=payout.pk, transfer_id="tr_1")
-        failed = payout_request(owner=hana, amount_micros=1_000_000)
-        payout_fail(payout_id=failed.pk, reason="account closed")
+        payout = durable_call(payout_request, owner=hana, amount_micros=1_000_000)
+        durable_call(payout_complete, payout_id=payout.pk, transfer_id="tr_1")
+        failed = durable_call(payout_request, owner=hana, amount_micros=1_000_000)
+        durable_call(payout_fail, payout_id=failed.pk, reason="account closed")
     with posted_on(date(2026, 3, 4)):
         wallet_credit(user=bob, amount_micros=2_000_000, key="buy:4", reason="card")
     return boxes
@@ -645,10 +651,10 @@ def test_capture_refuses_a_bad_host_id(alice: User, hana: User, host_id: Any) ->
 
 
 def test_without_a_host_labels_provider_hosts_are_ids_only(
-    month: tuple[Host, Host], staff: User, client_for: ClientFor, settings: Any
+    month: tuple[Host, Host], staff: User, client_for: ClientFor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given
-    settings.LEDGER_HOST_LABELS_PROVIDER = ""
+    monkeypatch.setattr(providers, "host_labels", None)
     box, gpu = month
 
     # when

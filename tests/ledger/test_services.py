@@ -19,6 +19,7 @@ from config.errors import (
     ServiceError,
     ValidationFailed,
 )
+from config.transactions import durable_call
 from ledger.models import Account, AccountKind, LedgerTransaction, TransactionKind
 from ledger.selectors import wallet_balances
 from ledger.services import (
@@ -743,3 +744,59 @@ def test_a_reversed_charge_never_matures(held: int, hana: User, settings: Any) -
     assert balance(AccountKind.EARNINGS_PENDING, user=hana) == 450
     assert balance(AccountKind.EARNINGS_AVAILABLE, user=hana) == 0
     assert_invariants()
+
+
+# --- The caller's transaction -----------------------------------------------------------------
+
+
+def test_services_join_the_entry_points_transaction(alice: User, hana: User) -> None:
+    # given: an entry point's transaction that posts a credit and a hold
+    def submit() -> None:
+        _funded(alice, 1_000_000)
+        hold_place(user=alice, job_id=JOB, amount_micros=400_000, key="hold:join")
+        raise RuntimeError("the entry point fails after both posts")
+
+    # when
+    with pytest.raises(RuntimeError):
+        durable_call(submit)
+    # then: both posts were part of it, so neither remains
+    assert not LedgerTransaction.objects.filter(key__in=["buy-1", "hold:join"]).exists()
+    assert_invariants()
+
+
+def test_a_refused_post_leaves_nothing_in_the_entry_points_transaction(alice: User) -> None:
+    # given: inside one transaction, a credit, then a hold the wallet can't cover
+    def submit() -> tuple[int, int]:
+        _funded(alice, 300_000)
+        before = ledger_state()
+        with pytest.raises(InsufficientCredits):
+            hold_place(user=alice, job_id=JOB, amount_micros=400_000, key="hold:too-much")
+        # then: the refusal wrote nothing and the transaction is still usable
+        assert ledger_state() == before
+        hold_place(user=alice, job_id=JOB, amount_micros=300_000, key="hold:enough")
+        return balance(AccountKind.WALLET, user=alice), balance(AccountKind.ESCROW, job_id=JOB)
+
+    # when
+    assert durable_call(submit) == (0, 300_000)
+    # then
+    assert not LedgerTransaction.objects.filter(key="hold:too-much").exists()
+    assert_invariants()
+
+
+def test_the_writer_refuses_to_run_outside_a_transaction(alice: User) -> None:
+    # given: the test case's own atomic block stands in for "none open": leave it aside
+    wallet = platform_ref(AccountKind.GRANTS)
+    blocks = connection.atomic_blocks
+    assert blocks, "pytest-django wraps the test in a transaction"
+    connection.in_atomic_block = False
+    try:
+        with pytest.raises(AssertionError, match="inside the caller's"):
+            _post(
+                kind=TransactionKind.GRANT,
+                key="outside",
+                accounts=[wallet],
+                legs=[Leg(wallet, 0)],
+            )
+    finally:
+        connection.in_atomic_block = True
+    assert not LedgerTransaction.objects.filter(key="outside").exists()

@@ -26,8 +26,9 @@ from django.utils import timezone
 from accounts.services import api_token_create, organisation_create
 from hosts.models import HostStatus, HostVisibility
 from jobs.services.outputs import output_store
-from ledger.payments.payouts import connected_account_onboard, payout_start
-from ledger.payments.services import payment_create
+from ledger.payments.payouts import connected_account_onboard
+from ledger.payments.purchases import payment_create
+from ledger.payments.tasks import payout_start
 from ledger.services import earnings_mature, hold_capture, hold_place, wallet_credit
 from tests.hosts.factories import credential_create, host_create
 from tests.jobs.helpers import finished, say, submit

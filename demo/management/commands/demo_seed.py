@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from config.transactions import durable_call
 from demo.services import demo_seed
 
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         var_dir: Path = options["var_dir"] or settings.VAR_DIR
-        seed = demo_seed(var_dir=var_dir)
+        seed = durable_call(demo_seed, var_dir=var_dir)
         granted = seed.credits_granted_micros // 1_000_000
         self.stdout.write(
             f"demo users (passwords kept in {seed.users_file}):"

@@ -1,7 +1,10 @@
 """Buying credits: the purchase request and the Stripe events about payments.
 
-The money itself moves in ``ledger.services.payments`` (through the ledger's one posting
-writer); this module talks to the provider and decides which money service an event calls.
+The money itself moves in ``ledger.payments.money`` (through the ledger's one posting writer);
+this module talks to the provider and decides which money move an event calls. The money moves
+join the transaction of the entry point: a webhook delivery runs each money event's handler as
+one ``durable`` transaction (``ledger.payments.webhooks``); ``payment_create`` calls the provider
+outside any transaction and credits a demo payment in a ``durable_call`` of its own.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import IntegrityError
 
 from accounts.models import User
-from config.errors import NotFound, PermissionDenied, ServiceError, Unprocessable, ValidationFailed
-from ledger.payments.models import AccountRestriction, Payment, PaymentStatus, StripeEventOutcome
+from config.errors import ServiceError, Unprocessable, ValidationFailed
+from config.transactions import durable_call
+from ledger.payments.gateways import payment_provider
+from ledger.payments.models import Payment, PaymentStatus, StripeEventOutcome
+from ledger.payments.money import payment_credit, payment_dispute_lose, payment_refund_sync
 from ledger.payments.providers import (
     CURRENCY,
     Checkout,
@@ -26,9 +31,7 @@ from ledger.payments.providers import (
     amount_integer_validate,
     amount_whole_cents_validate,
     micros_from_cents,
-    payment_provider,
 )
-from ledger.services import payment_credit, payment_dispute_lose, payment_refund_sync
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,7 @@ def payment_create(*, user: User, amount_micros: int, idempotency_key: str = "")
             provider_payment_id=checkout.provider_payment_id
         )
     if checkout.is_paid:
-        payment_credit(payment_id=payment.pk)
+        durable_call(payment_credit, payment_id=payment.pk)
     payment.refresh_from_db()
     return PaymentCheckout(payment, checkout)
 
@@ -218,24 +221,3 @@ def stripe_dispute_closed(dispute: Mapping[str, Any]) -> StripeEventOutcome:
         amount_micros=micros_from_cents(cents),
     )
     return StripeEventOutcome.PROCESSED
-
-
-# --- Restrictions -----------------------------------------------------------------------------
-
-
-def restriction_lift(*, restriction_id: int, staff_user: User) -> AccountRestriction:
-    """Staff write off what a restricted user still owes: the restriction is lifted, the loss
-    stays booked in platform_loss. No money moves. Locks the restriction row."""
-    if not (staff_user.is_active and staff_user.is_staff):
-        raise PermissionDenied("only staff may lift a restriction", code="staff_required")
-    with transaction.atomic():
-        restriction = (
-            AccountRestriction.objects.select_for_update().filter(pk=restriction_id).first()
-        )
-        if restriction is None:
-            raise NotFound(f"restriction {restriction_id} does not exist", code="not_found")
-        if restriction.lifted_at is None:
-            restriction.lifted_at = timezone.now()
-            restriction.lifted_by = staff_user
-            restriction.save(update_fields=["lifted_at", "lifted_by"])
-    return restriction

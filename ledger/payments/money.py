@@ -1,7 +1,8 @@
 """Money of payments: purchases, refunds and lost disputes, payouts (docs/payments.md).
 
-The same rules as every ledger service: one ``transaction.atomic(durable=True)`` each (through
-``_durably``), one ``_post`` in it, accounts locked in pk order by the writer, idempotent by
+The same rules as every ledger service: each joins its caller's transaction (the entry point's
+``config.transactions.durable``: a webhook handler, a payout step) and opens none, posts through
+the ledger's one writer (``_post``), accounts locked in pk order by the writer, idempotent by
 key. Each service also locks its payment or payout row first (``SELECT … FOR UPDATE``) and
 changes that row in the same transaction, so the row and the ledger never disagree and a
 repeated or concurrent call finds the work done. Lock order: payment or payout row, then the
@@ -23,29 +24,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError
 from django.utils import timezone
 
 from accounts.models import User
 from config.errors import Conflict, NotFound, PermissionDenied, Unprocessable, ValidationFailed
-from ledger.models import Account, AccountKind, TransactionKind
-from ledger.payments.models import (
+from ledger.models import (
+    Account,
+    AccountKind,
     AccountRestriction,
+    RestrictionReason,
+    TransactionKind,
+)
+from ledger.payments.models import (
     ConnectedAccount,
     OnboardingStatus,
     Payment,
     PaymentStatus,
     Payout,
     PayoutStatus,
-    RestrictionReason,
 )
 from ledger.payments.providers import amount_integer_validate, amount_whole_cents_validate
-from ledger.payments.selectors import restrictions_open, user_is_restricted
+from ledger.selectors import restrictions_open, user_is_restricted
 from ledger.services.posting import (
     AccountRef,
     Leg,
     Replay,
-    _durably,
     _post,
     earnings_available_ref,
     platform_ref,
@@ -126,9 +129,9 @@ def payment_credit(*, payment_id: int) -> Payment:
     payment unchanged. If the buyer owes credits from a refund or lost dispute, the wallet repays
     that first (wallet -> platform_loss, same transaction) and the restrictions repaid in full
     are lifted. Moves money: locks the payment row, the buyer's open restrictions, then the
-    accounts, in one durable transaction; ledger key ``purchase:<payment pk>``.
+    accounts, in the caller's transaction; ledger key ``purchase:<payment pk>``.
     """
-    return _durably(lambda: _credit(_payment_lock(payment_id)))
+    return _credit(_payment_lock(payment_id))
 
 
 def _take_back(payment: Payment, amount_micros: int, reason: RestrictionReason, key: str) -> None:
@@ -171,46 +174,40 @@ def payment_refund_sync(*, payment_id: int, refunded_micros: int) -> Payment:
     take nothing twice. A refund that arrives before the payment was credited credits it first
     (a refund proves the payment went through). What the wallet no longer holds is booked to
     platform_loss and restricts the user. Moves money: locks the payment row, then the accounts,
-    in one durable transaction; ledger key ``refund:<payment>:<cumulative micros>``.
+    in the caller's transaction; ledger key ``refund:<payment>:<cumulative micros>``.
     """
     payment_credit(payment_id=payment_id)
 
-    def post() -> Payment:
-        payment = _payment_lock(payment_id)
-        target = min(refunded_micros, payment.amount_micros - payment.disputed_micros)
-        increase = target - payment.refunded_micros
-        if increase <= 0:
-            return payment
-        _take_back(payment, increase, RestrictionReason.REFUND, f"refund:{payment.pk}:{target}")
-        payment.refunded_micros = target
-        _status_after_reversal(payment)
-        payment.save(update_fields=["refunded_micros", "status", "updated_at"])
+    payment = _payment_lock(payment_id)
+    target = min(refunded_micros, payment.amount_micros - payment.disputed_micros)
+    increase = target - payment.refunded_micros
+    if increase <= 0:
         return payment
-
-    return _durably(post)
+    _take_back(payment, increase, RestrictionReason.REFUND, f"refund:{payment.pk}:{target}")
+    payment.refunded_micros = target
+    _status_after_reversal(payment)
+    payment.save(update_fields=["refunded_micros", "status", "updated_at"])
+    return payment
 
 
 def payment_dispute_lose(*, payment_id: int, dispute_id: str, amount_micros: int) -> Payment:
     """Take back a lost dispute's amount, once (a charge has at most one dispute).
 
     The same rules as a refund: the wallet first, the rest to platform_loss with a restriction.
-    Moves money: locks the payment row, then the accounts, in one durable transaction; ledger
+    Moves money: locks the payment row, then the accounts, in the caller's transaction; ledger
     key ``dispute:<dispute id>``.
     """
     payment_credit(payment_id=payment_id)
 
-    def post() -> Payment:
-        payment = _payment_lock(payment_id)
-        amount = min(amount_micros, payment.amount_micros - payment.refunded_micros)
-        if payment.disputed_micros or amount <= 0:
-            return payment
-        _take_back(payment, amount, RestrictionReason.DISPUTE, f"dispute:{dispute_id}")
-        payment.disputed_micros = amount
-        _status_after_reversal(payment)
-        payment.save(update_fields=["disputed_micros", "status", "updated_at"])
+    payment = _payment_lock(payment_id)
+    amount = min(amount_micros, payment.amount_micros - payment.refunded_micros)
+    if payment.disputed_micros or amount <= 0:
         return payment
-
-    return _durably(post)
+    _take_back(payment, amount, RestrictionReason.DISPUTE, f"dispute:{dispute_id}")
+    payment.disputed_micros = amount
+    _status_after_reversal(payment)
+    payment.save(update_fields=["disputed_micros", "status", "updated_at"])
+    return payment
 
 
 # --- Payouts ----------------------------------------------------------------------------------
@@ -228,7 +225,7 @@ def payout_amount_validate(amount_micros: object) -> int:
     return amount_whole_cents_validate(amount)
 
 
-def _payout_replayed(owner: User, idempotency_key: str, amount_micros: int) -> Payout | None:
+def payout_replayed(owner: User, idempotency_key: str, amount_micros: int) -> Payout | None:
     if not idempotency_key:
         return None
     payout = Payout.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
@@ -264,11 +261,11 @@ def payout_request(*, owner: User, amount_micros: int, idempotency_key: str = ""
     queue on the owner's earnings_available row lock, so together they never take more than is
     available: one that would overdraw it gets ``InsufficientCredits`` (402,
     ``insufficient_earnings``) and leaves nothing behind. A repeat with the same
-    ``idempotency_key`` returns the first payout; another amount is 422. Moves money: one
-    durable transaction, accounts locked in pk order; ledger key ``payout:<pk>``.
+    ``idempotency_key`` returns the first payout; another amount is 422. Moves money: the caller's
+    transaction, accounts locked in pk order; ledger key ``payout:<pk>``.
     """
     amount = payout_amount_validate(amount_micros)
-    replayed = _payout_replayed(owner, idempotency_key, amount)
+    replayed = payout_replayed(owner, idempotency_key, amount)
     if replayed is not None:
         return replayed
     account = _payout_destination(owner)
@@ -277,31 +274,21 @@ def payout_request(*, owner: User, amount_micros: int, idempotency_key: str = ""
         platform_ref(AccountKind.PAYOUTS_CLEARING),
     )
 
-    def post() -> Payout:
-        payout = Payout.objects.create(
-            owner=owner,
-            connected_account=account,
-            amount_micros=amount,
-            idempotency_key=idempotency_key,
-        )
-        _post(
-            kind=TransactionKind.PAYOUT,
-            key=payout.transfer_idempotency_key,
-            accounts=[available, clearing],
-            legs=[Leg(available, -amount), Leg(clearing, amount)],
-            memo=f"payout {payout.pk} requested",
-            metadata={"payout_id": payout.pk},
-        )
-        return payout
-
-    try:
-        return _durably(post)
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the insert.
-        replayed = _payout_replayed(owner, idempotency_key, amount)
-        if replayed is None:
-            raise
-        return replayed
+    payout = Payout.objects.create(
+        owner=owner,
+        connected_account=account,
+        amount_micros=amount,
+        idempotency_key=idempotency_key,
+    )
+    _post(
+        kind=TransactionKind.PAYOUT,
+        key=payout.transfer_idempotency_key,
+        accounts=[available, clearing],
+        legs=[Leg(available, -amount), Leg(clearing, amount)],
+        memo=f"payout {payout.pk} requested",
+        metadata={"payout_id": payout.pk},
+    )
+    return payout
 
 
 def _payout_lock(payout_id: int) -> Payout:
@@ -315,57 +302,51 @@ def payout_complete(*, payout_id: int, transfer_id: str) -> Payout:
     """The transfer went through: payouts_clearing -> stripe_clearing, the payout is ``paid``.
 
     A payout that is no longer pending is returned unchanged. Moves money: locks the payout row,
-    then the accounts, in one durable transaction; ledger key ``payout:<pk>:paid``.
+    then the accounts, in the caller's transaction; ledger key ``payout:<pk>:paid``.
     """
 
-    def post() -> Payout:
-        payout = _payout_lock(payout_id)
-        if payout.status != PayoutStatus.PENDING:
-            return payout
-        clearing = platform_ref(AccountKind.PAYOUTS_CLEARING)
-        stripe = platform_ref(AccountKind.STRIPE_CLEARING)
-        _post(
-            kind=TransactionKind.PAYOUT_PAID,
-            key=f"{payout.transfer_idempotency_key}:paid",
-            accounts=[clearing, stripe],
-            legs=[Leg(clearing, -payout.amount_micros), Leg(stripe, payout.amount_micros)],
-            memo=f"payout {payout.pk} transferred ({transfer_id})",
-            metadata={"payout_id": payout.pk, "transfer_id": transfer_id},
-        )
-        payout.status = PayoutStatus.PAID
-        payout.stripe_transfer_id = transfer_id
-        payout.completed_at = timezone.now()
-        payout.save(update_fields=["status", "stripe_transfer_id", "completed_at", "updated_at"])
+    payout = _payout_lock(payout_id)
+    if payout.status != PayoutStatus.PENDING:
         return payout
-
-    return _durably(post)
+    clearing = platform_ref(AccountKind.PAYOUTS_CLEARING)
+    stripe = platform_ref(AccountKind.STRIPE_CLEARING)
+    _post(
+        kind=TransactionKind.PAYOUT_PAID,
+        key=f"{payout.transfer_idempotency_key}:paid",
+        accounts=[clearing, stripe],
+        legs=[Leg(clearing, -payout.amount_micros), Leg(stripe, payout.amount_micros)],
+        memo=f"payout {payout.pk} transferred ({transfer_id})",
+        metadata={"payout_id": payout.pk, "transfer_id": transfer_id},
+    )
+    payout.status = PayoutStatus.PAID
+    payout.stripe_transfer_id = transfer_id
+    payout.completed_at = timezone.now()
+    payout.save(update_fields=["status", "stripe_transfer_id", "completed_at", "updated_at"])
+    return payout
 
 
 def payout_fail(*, payout_id: int, reason: str) -> Payout:
     """The transfer was refused: payouts_clearing -> earnings_available, the payout ``failed``.
 
     A payout that is no longer pending is returned unchanged. Moves money: locks the payout row,
-    then the accounts, in one durable transaction; ledger key ``payout:<pk>:failed``.
+    then the accounts, in the caller's transaction; ledger key ``payout:<pk>:failed``.
     """
 
-    def post() -> Payout:
-        payout = _payout_lock(payout_id)
-        if payout.status != PayoutStatus.PENDING:
-            return payout
-        clearing = platform_ref(AccountKind.PAYOUTS_CLEARING)
-        available = earnings_available_ref(payout.owner_id)
-        _post(
-            kind=TransactionKind.PAYOUT_REVERSAL,
-            key=f"{payout.transfer_idempotency_key}:failed",
-            accounts=[clearing, available],
-            legs=[Leg(clearing, -payout.amount_micros), Leg(available, payout.amount_micros)],
-            memo=f"payout {payout.pk} failed: {reason}"[:500],
-            metadata={"payout_id": payout.pk},
-        )
-        payout.status = PayoutStatus.FAILED
-        payout.failure_reason = reason[:1000]
-        payout.completed_at = timezone.now()
-        payout.save(update_fields=["status", "failure_reason", "completed_at", "updated_at"])
+    payout = _payout_lock(payout_id)
+    if payout.status != PayoutStatus.PENDING:
         return payout
-
-    return _durably(post)
+    clearing = platform_ref(AccountKind.PAYOUTS_CLEARING)
+    available = earnings_available_ref(payout.owner_id)
+    _post(
+        kind=TransactionKind.PAYOUT_REVERSAL,
+        key=f"{payout.transfer_idempotency_key}:failed",
+        accounts=[clearing, available],
+        legs=[Leg(clearing, -payout.amount_micros), Leg(available, payout.amount_micros)],
+        memo=f"payout {payout.pk} failed: {reason}"[:500],
+        metadata={"payout_id": payout.pk},
+    )
+    payout.status = PayoutStatus.FAILED
+    payout.failure_reason = reason[:1000]
+    payout.completed_at = timezone.now()
+    payout.save(update_fields=["status", "failure_reason", "completed_at", "updated_at"])
+    return payout

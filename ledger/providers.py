@@ -1,0 +1,28 @@
+"""What the ledger needs from the apps above it, registered in code by those apps.
+
+The ledger knows jobs and hosts only by id and imports neither (jobs -> marketplace -> hosts ->
+ledger). Two of its features need their facts: reconciliation's job checks (is a job finished,
+its cap: ``JobFactsProvider``) and the billing reports' host names (``HostLabelsProvider``).
+The app that knows them sets them here at startup, in its ``AppConfig.ready``
+(``jobs.apps``: ``job_facts``; ``hosts.apps``: ``host_labels``); a reader follows the call from
+there. Unset, the job checks are skipped (the run says so in ``checks``) and reports show host
+ids only. A test sets or clears one with ``monkeypatch.setattr(providers, ...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledger.reports import HostLabelsProvider
+    from ledger.services.reconcile import JobFactsProvider
+
+
+@dataclass
+class Providers:
+    job_facts: JobFactsProvider | None = None
+    host_labels: HostLabelsProvider | None = None
+
+
+providers = Providers()
