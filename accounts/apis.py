@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import authenticate, login, logout
+from django.conf import settings
+from django.contrib.auth import login, logout
 from django.db.models import QuerySet
 from django.middleware.csrf import get_token
 from drf_spectacular.utils import extend_schema
@@ -13,9 +14,10 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from accounts import login as login_service
 from accounts import selectors, services
 from accounts.authentication import request_user
 from accounts.models import ApiToken, Membership, User
@@ -34,10 +36,10 @@ from accounts.serializers import (
     UserOutput,
 )
 from config.api import validated
-from config.errors import ValidationFailed
 
-# Sign-up and log-in take the stricter "auth" rate on top of the usual anon/user rates.
-AUTH_THROTTLES = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle]
+# Sign-up and log-in take the stricter "auth" rate per address on top of the usual anon/user
+# rates, a token or not; log-in is also throttled per target account (accounts.login).
+AUTH_THROTTLES = [AnonRateThrottle, UserRateThrottle, login_service.AuthAddressThrottle]
 
 
 def _csrf_enforce_for_browsers(request: Request) -> None:
@@ -55,7 +57,17 @@ def _session_response(request: Request, user: User, created: bool) -> Response:
     login(request._request, user, backend="django.contrib.auth.backends.ModelBackend")
     token, plaintext = services.login_token_issue(user=user)
     body = SessionOutput({"user": user, "token": plaintext, "expires_at": token.expires_at}).data
-    return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+    response = Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+    response.set_cookie(
+        settings.LOGIN_DEVICE_COOKIE,
+        login_service.device_cookie_value(user),
+        max_age=settings.LOGIN_DEVICE_COOKIE_DAYS * 86400,
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+        path="/api/v1/auth/",
+    )
+    return response
 
 
 class SignupApi(APIView):
@@ -84,12 +96,12 @@ class LoginApi(APIView):
         """Log in with a password: starts a session and returns a new API token."""
         _csrf_enforce_for_browsers(request)
         data = validated(LoginInput, request)
-        user = authenticate(request._request, username=data["username"], password=data["password"])
-        if not isinstance(user, User):
-            raise ValidationFailed(
-                "Unable to log in with the given username and password.",
-                code="invalid_credentials",
-            )
+        user = login_service.user_login(
+            request=request._request,
+            username=data["username"],
+            password=data["password"],
+            device_cookie=request.COOKIES.get(settings.LOGIN_DEVICE_COOKIE),
+        )
         return _session_response(request, user, created=False)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.views import defaults
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -19,6 +19,56 @@ from config.errors import ServiceError
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+# Money columns are 64-bit integers; anything larger is refused as input, never overflowed.
+MICROS_MAX = 2**63 - 1
+_FORM_INTEGER_DIGITS = 19
+
+
+class MicrosField(serializers.IntegerField):
+    """Every money input (a field ending ``_micros``): a JSON integer, ``0 ≤ n ≤ 2**63 - 1``.
+
+    DRF's ``IntegerField`` takes ``"1000000"``, ``1500000.0`` and ``true`` as integers and has
+    no upper bound, so a float or a string slipped through and ``10**30`` overflowed the column
+    (a 500). This one refuses all of them with 400 and the field named. Only a form or a query
+    string, where every value is text, may send the digits as a string.
+    """
+
+    default_error_messages = {
+        "not_integer": "must be a whole number of micro-credits, as a JSON integer (got {kind})",
+    }
+
+    def __init__(self, *, min_value: int = 0, max_value: int = MICROS_MAX, **kwargs: Any) -> None:
+        super().__init__(min_value=min_value, max_value=min(max_value, MICROS_MAX), **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+        if isinstance(data, str) and self._is_text_input() and _is_form_integer(data):
+            return int(data)
+        self.fail("not_integer", kind=_json_kind(data))
+        raise AssertionError("fail() raises")  # pragma: no cover - for the type checker
+
+    def _is_text_input(self) -> bool:
+        return isinstance(getattr(self.root, "initial_data", None), QueryDict)
+
+
+def _is_form_integer(text: str) -> bool:
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isascii() and digits.isdigit() and len(digits) <= _FORM_INTEGER_DIGITS
+
+
+def _json_kind(data: Any) -> str:
+    if isinstance(data, bool):
+        return "a boolean"
+    if isinstance(data, float):
+        return "a number with a fraction or exponent"
+    if isinstance(data, str):
+        return "a string"
+    if data is None:
+        return "null"
+    return "a list" if isinstance(data, list) else "an object"
 
 
 def _first_message(detail: Any) -> str:

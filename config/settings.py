@@ -189,6 +189,13 @@ REST_FRAMEWORK = {
 }
 
 # --- Accounts and API tokens -----------------------------------------------------------------
+# Log-in is throttled per target account too (accounts.login): this many failures per sliding
+# window, from all addresses together; a browser that logged in to the account before (the
+# device cookie) is held only by its address's "auth" rate.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=60)
+LOGIN_DEVICE_COOKIE = "cp_login_device"
+LOGIN_DEVICE_COOKIE_DAYS = env_int("LOGIN_DEVICE_COOKIE_DAYS", 90, minimum=1)
 # Tokens issued by sign-up and log-in expire; personal tokens from /api/v1/tokens/ choose.
 LOGIN_TOKEN_TTL_SECONDS = env_int("LOGIN_TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=60)
 # Idempotency-Key records are kept at least this long, then pruned hourly.
@@ -284,9 +291,18 @@ JOB_FILES_MAX_COUNT = env_int("JOB_FILES_MAX_COUNT", 100, minimum=1)
 JOB_ARCHIVE_MAX_BYTES = env_int("JOB_ARCHIVE_MAX_BYTES", 256 * 1024, minimum=1)
 JOB_REQUIREMENTS_MAX_COUNT = env_int("JOB_REQUIREMENTS_MAX_COUNT", 50, minimum=0)
 JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=60)
-# The stored log of one attempt keeps its last JOB_LOG_MAX_BYTES bytes.
+# A finished attempt takes log chunks and its declared outputs this much longer, then no more.
+JOB_LATE_UPLOAD_SECONDS = env_int("JOB_LATE_UPLOAD_SECONDS", 120, minimum=1)
+# The stored log of one attempt keeps at most JOB_LOG_MAX_BYTES bytes: its head and its tail.
 JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Of those, the first JOB_LOG_HEAD_BYTES (at most half) are always kept; the rest is the tail.
+JOB_LOG_HEAD_BYTES = env_int("JOB_LOG_HEAD_BYTES", 1024 * 1024, minimum=0)
 JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
+# Request bodies past these are 413 before they are read (config.body_limits): a job submit
+# (code, files and archive, base64 and JSON escaping included), and any other API request.
+# An output upload may carry JOB_OUTPUT_MAX_BYTES plus the multipart framing.
+JOB_SUBMIT_MAX_BODY_BYTES = env_int("JOB_SUBMIT_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
 # Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges

@@ -19,6 +19,8 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min", "auth": "10000/min"},
 }
+# The account log-in throttle is tested in tests/accounts/test_login_throttle.py, which lowers it.
+LOGIN_FAILURE_LIMIT = 100_000
 # Close connections after each request or message, as before persistent connections: worker
 # threads of the tests' event loops would otherwise keep the test database open at teardown.
 DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from config.api import MicrosField
 from hosts.models import RATE_FIELDS, SPEC_FIELDS, Host, HostStatus
 from hosts.policy import policy_normalise
 
@@ -122,9 +123,9 @@ class HostUpdateInput(serializers.Serializer[Any]):
     """PATCH /my/hosts/{id}/: every field optional; the service checks the values."""
 
     name = serializers.CharField(required=False, max_length=100)
-    cpu_core_hour_micros = serializers.IntegerField(required=False)
-    memory_gb_hour_micros = serializers.IntegerField(required=False)
-    gpu_hour_micros = serializers.IntegerField(required=False)
+    cpu_core_hour_micros = MicrosField(required=False)
+    memory_gb_hour_micros = MicrosField(required=False)
+    gpu_hour_micros = MicrosField(required=False)
     max_job_cpus = serializers.IntegerField(required=False)
     max_job_memory_mb = serializers.IntegerField(required=False)
     max_job_gpus = serializers.IntegerField(required=False)

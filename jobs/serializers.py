@@ -10,6 +10,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
 from jobs.models import Job, JobOutput
@@ -65,7 +66,7 @@ class JobCreateSerializer(JobLimitsSerializer):
     archive = serializers.FileField(required=False, help_text="a zip (multipart)")
     entrypoint = serializers.CharField(required=False, max_length=255)
     requirements = RequirementsField(required=False, default=list)
-    max_cost_micros = serializers.IntegerField(min_value=1, help_text="the hard cost cap")
+    max_cost_micros = MicrosField(min_value=1, help_text="the hard cost cap")
     host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     placement = serializers.ChoiceField(choices=["auto", "chosen"], required=False)
 

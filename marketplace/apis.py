@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
+from config.api import MicrosField
 from hosts.models import Host
 from hosts.serializers import HostListingOutput
 from hosts.specs import arch_normalise
@@ -27,7 +28,7 @@ class CatalogQueryInput(serializers.Serializer[Any]):
     min_memory_mb = serializers.IntegerField(required=False, min_value=0)
     gpu = serializers.BooleanField(required=False, allow_null=True, default=None)
     min_gpus = serializers.IntegerField(required=False, min_value=0)
-    max_price_micros = serializers.IntegerField(required=False, min_value=0)
+    max_price_micros = MicrosField(required=False, min_value=0)
     online = serializers.BooleanField(required=False, allow_null=True, default=None)
     accepting = serializers.BooleanField(required=False, allow_null=True, default=None)
     ordering = serializers.CharField(

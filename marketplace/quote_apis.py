@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
+from config.api import MicrosField
 from marketplace.placement import JobSpec
 from marketplace.quotes import quote_build
 
@@ -36,7 +37,7 @@ class JobLimitsSerializer(serializers.Serializer[JobSpec]):
 
 class QuoteRequestSerializer(JobLimitsSerializer):
     host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    max_cost_micros = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    max_cost_micros = MicrosField(required=False, allow_null=True, min_value=1)
 
 
 class RatesSerializer(serializers.Serializer[object]):

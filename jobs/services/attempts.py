@@ -24,6 +24,7 @@ from hosts.services import host_job_outcome_record
 from jobs.billing import job_settle
 from jobs.models import AttemptStatus, Job, JobAttempt, JobOutput, JobStatus, PlacementMode
 from jobs.services.dispatch import host_refusal_record, job_offer_next
+from jobs.services.outputs import outputs_undeclared_discard
 from jobs.services.usage import attempt_final_usage_record
 from jobs.states import ACTIVE, ALLOWED_FROM, IllegalTransition, attempt_transition, job_transition
 from jobs.validation import path_clean
@@ -162,8 +163,9 @@ def attempt_finish(
 
 
 def outputs_declare(attempt: JobAttempt, outputs: list[OutputFile]) -> int:
-    """Record the outputs the agent says it will upload; unusable entries are skipped."""
-    declared = 0
+    """Record the outputs the agent says it will upload; unusable entries are skipped, and
+    uploads it did not declare (or declared otherwise) are discarded."""
+    declared: dict[str, tuple[int, str]] = {}
     for item in outputs[: settings.JOB_OUTPUTS_MAX_COUNT]:
         try:
             name = path_clean(item["name"], field="name")
@@ -171,10 +173,12 @@ def outputs_declare(attempt: JobAttempt, outputs: list[OutputFile]) -> int:
             continue
         if not 0 <= item["size"] <= settings.JOB_OUTPUT_MAX_BYTES or len(item["sha256"]) != 64:
             continue
+        declared[name] = (item["size"], item["sha256"])
+    outputs_undeclared_discard(attempt, declared)
+    for name, (size, sha256) in declared.items():
         JobOutput.objects.get_or_create(
             attempt=attempt,
             name=name,
-            defaults={"job_id": attempt.job_id, "size": item["size"], "sha256": item["sha256"]},
+            defaults={"job_id": attempt.job_id, "size": size, "sha256": sha256},
         )
-        declared += 1
-    return declared
+    return len(declared)

@@ -2,8 +2,10 @@
 
 Offsets count bytes of the UTF-8 text the agent sends. The server stores only a contiguous
 prefix: a resent or overlapping chunk adds just its new bytes, a chunk past a gap is dropped
-(the ack names the offset the agent must resend from). Each attempt keeps the last
-JOB_LOG_MAX_BYTES bytes; older chunks are dropped and readers are told so.
+(the ack names the offset the agent must resend from). Each attempt keeps at most
+JOB_LOG_MAX_BYTES: its first ``head_bytes()`` (where the traceback of a failed install or an
+early error usually is) and its last bytes (how it ended); what lies between is dropped, and a
+reader crossing the gap gets a marker line in its place.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 
 from jobs import events
 from jobs.models import Job, JobAttempt, JobLogChunk
+from jobs.services.outputs import upload_window_check
 
 MAX_READ_BYTES = 1024 * 1024
 
@@ -23,11 +26,14 @@ MAX_READ_BYTES = 1024 * 1024
 def log_append(attempt_id: int, offset: int, text: str) -> int:
     """Store bytes ``[offset, offset + len)`` of the attempt's log; return the contiguous end.
 
-    Locks the attempt row so appends of one attempt are serialised.
+    Locks the attempt row so appends of one attempt are serialised. Raises ``Conflict``
+    (``upload_window_closed``) for an attempt that finished more than JOB_LATE_UPLOAD_SECONDS
+    ago: its log is final and nothing is stored.
     """
     data = text.encode("utf-8")
     with transaction.atomic():
         attempt = JobAttempt.objects.select_for_update().get(pk=attempt_id)
+        upload_window_check(attempt)
         end = attempt.log_offset
         if offset > end or offset + len(data) <= end or offset < 0:
             return end
@@ -48,19 +54,32 @@ def log_append(attempt_id: int, offset: int, text: str) -> int:
     return new_end
 
 
+def head_bytes() -> int:
+    """How many bytes of the log's beginning are always kept (at most half the cap)."""
+    return min(settings.JOB_LOG_HEAD_BYTES, settings.JOB_LOG_MAX_BYTES // 2)
+
+
 def _tail_keep(attempt: JobAttempt, end: int) -> int:
-    """Drop what lies before the last JOB_LOG_MAX_BYTES bytes; return the new log start."""
-    cutoff = end - settings.JOB_LOG_MAX_BYTES
-    if cutoff <= attempt.log_start:
+    """Keep ``[0, head)`` and the last ``JOB_LOG_MAX_BYTES - head`` bytes; drop what lies
+    between and return the new start of the kept tail (``log_start``)."""
+    head = head_bytes()
+    cutoff = end - (settings.JOB_LOG_MAX_BYTES - head)
+    if cutoff <= max(head, attempt.log_start):
         return attempt.log_start
-    chunks = JobLogChunk.objects.filter(attempt=attempt)
-    chunks.annotate(end=F("offset") + F("size")).filter(end__lte=cutoff).delete()
-    straddling = chunks.filter(offset__lt=cutoff).first()
-    if straddling is not None:
-        kept = bytes(straddling.data)[cutoff - straddling.offset :]
+    chunks = JobLogChunk.objects.filter(attempt=attempt).annotate(end=F("offset") + F("size"))
+    chunks.filter(offset__gte=head, end__lte=cutoff).delete()
+    for straddling in chunks.filter(offset__lt=cutoff, end__gt=head).order_by("offset"):
+        data = bytes(straddling.data)
         straddling.delete()
-        JobLogChunk.objects.create(attempt=attempt, offset=cutoff, size=len(kept), data=kept)
+        if straddling.offset < head:
+            _chunk_create(attempt, straddling.offset, data[: head - straddling.offset])
+        if straddling.offset + len(data) > cutoff:
+            _chunk_create(attempt, cutoff, data[max(0, cutoff - straddling.offset) :])
     return cutoff
+
+
+def _chunk_create(attempt: JobAttempt, offset: int, data: bytes) -> None:
+    JobLogChunk.objects.create(attempt=attempt, offset=offset, size=len(data), data=data)
 
 
 @dataclass(frozen=True)
@@ -74,10 +93,35 @@ class LogPage:
 
 
 def truncation_notice(dropped: int) -> str:
+    """The line a reader gets in place of the ``dropped`` bytes between head and tail."""
     return (
-        f"[communipute: {dropped} earlier bytes of this log were dropped; "
-        f"the server keeps the last {settings.JOB_LOG_MAX_BYTES} bytes]\n"
+        f"[communipute: {dropped} bytes of this log were dropped here; the server keeps "
+        f"the first {head_bytes()} and the last {settings.JOB_LOG_MAX_BYTES - head_bytes()} "
+        "bytes]\n"
     )
+
+
+def _bytes_read(attempt: JobAttempt, start: int, stop: int) -> bytes:
+    if stop <= start:
+        return b""
+    chunks = (
+        JobLogChunk.objects.filter(attempt=attempt, offset__lt=stop)
+        .annotate(end=F("offset") + F("size"))
+        .filter(end__gt=start)
+        .order_by("offset")
+    )
+    raw = b"".join(bytes(c.data)[max(0, start - c.offset) :] for c in chunks)
+    return raw[: stop - start]
+
+
+def _head_end(attempt: JobAttempt) -> int:
+    """Where the kept head ends: the gap runs from here to ``log_start``."""
+    if attempt.log_start == 0:
+        return 0
+    head = JobLogChunk.objects.filter(attempt=attempt, offset__lt=attempt.log_start).aggregate(
+        head_end=Max(F("offset") + F("size"))
+    )["head_end"]
+    return int(head or 0)
 
 
 def log_read(
@@ -85,8 +129,9 @@ def log_read(
 ) -> LogPage:
     """Log bytes of an attempt (the latest, unless named) from ``offset``.
 
-    When the bytes at ``offset`` were dropped to keep the tail, the page starts at the oldest
-    byte kept, with a notice line in front, and ``truncated`` is true.
+    A page that reaches the dropped middle of the log goes on at the oldest byte of the kept
+    tail, with the marker line in between, and ``truncated`` is true; one that starts inside
+    the gap starts at the tail (``offset`` says where), after the marker.
     """
     attempts = job.attempts.order_by("-number")
     if attempt_number is not None:
@@ -94,18 +139,23 @@ def log_read(
     attempt = attempts.first()
     if attempt is None:
         return LogPage(attempt_number, offset, offset, "", False, False)
-    start = min(max(offset, attempt.log_start), attempt.log_offset)
-    chunks = (
-        JobLogChunk.objects.filter(attempt=attempt, offset__lt=start + limit)
-        .annotate(end=F("offset") + F("size"))
-        .filter(end__gt=start)
-        .order_by("offset")
-    )
-    raw = b"".join(bytes(c.data)[max(0, start - c.offset) :] for c in chunks)[:limit]
-    truncated = offset < attempt.log_start
-    text = raw.decode("utf-8", errors="replace")
-    if truncated:
-        text = truncation_notice(attempt.log_start) + text
-    next_offset = start + len(raw)
+    head_end, tail_start = _head_end(attempt), attempt.log_start
+    start = position = min(offset, attempt.log_offset)
+    raw, truncated, notice = b"", False, ""
+    if position < head_end:
+        raw = _bytes_read(attempt, position, min(head_end, position + limit))
+        position += len(raw)
+    if head_end <= position < tail_start and len(raw) < limit:
+        notice, truncated, position = truncation_notice(tail_start - head_end), True, tail_start
+        start = start if raw else tail_start
+    tail = b""
+    if position >= tail_start and len(raw) < limit:
+        tail = _bytes_read(attempt, position, min(attempt.log_offset, position + limit - len(raw)))
+    text = _decoded(raw) + notice + _decoded(tail)
+    next_offset = position + len(tail)
     is_complete = attempt.finished_at is not None and next_offset >= attempt.log_offset
     return LogPage(attempt.number, start, next_offset, text, truncated, is_complete)
+
+
+def _decoded(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")

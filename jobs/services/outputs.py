@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Sum
@@ -35,15 +37,22 @@ def _sha256(upload: UploadedFile) -> str:
     return digest.hexdigest()
 
 
-def output_store(
-    *, host_id: int, job_id: int, attempt_number: int, name: str, upload: UploadedFile
-) -> JobOutput:
-    """Store one output of an attempt this host ran; a repeat of the same file is a no-op.
+def upload_window_check(attempt: JobAttempt, *, now: datetime | None = None) -> None:
+    """Uploads and log chunks are taken from a live attempt, or up to JOB_LATE_UPLOAD_SECONDS
+    after it finished; later ones are 409 ``upload_window_closed``."""
+    if attempt.finished_at is None:
+        return
+    closes = attempt.finished_at + timedelta(seconds=settings.JOB_LATE_UPLOAD_SECONDS)
+    if (now or timezone.now()) > closes:
+        raise Conflict(
+            f"attempt {attempt.number} finished more than {settings.JOB_LATE_UPLOAD_SECONDS} s "
+            "ago; nothing more is accepted for it",
+            code="upload_window_closed",
+        )
 
-    Refuses other hosts' attempts (404, revealing nothing), attempts that never ran, names that
-    escape the output folder, files over JOB_OUTPUT_MAX_BYTES, totals over
-    JOB_OUTPUTS_MAX_BYTES, and content that differs from what job.finished declared.
-    """
+
+def upload_attempt(*, host_id: int, job_id: int, attempt_number: int) -> JobAttempt:
+    """The attempt an upload is for, if this host may still upload to it (see output_store)."""
     attempt = JobAttempt.objects.filter(
         job_id=job_id, number=attempt_number, host_id=host_id
     ).first()
@@ -51,13 +60,38 @@ def output_store(
         raise NotFound("no such attempt for this host")
     if attempt.status not in _UPLOADABLE:
         raise Conflict(f"attempt {attempt_number} is {attempt.status}", code="stale_attempt")
+    upload_window_check(attempt)
+    return attempt
+
+
+def output_store(
+    *, host_id: int, job_id: int, attempt_number: int, name: str, upload: UploadedFile
+) -> JobOutput:
+    """Store one output of an attempt this host ran; a repeat of the same file is a no-op.
+
+    Refuses other hosts' attempts (404, revealing nothing), attempts that never ran, uploads
+    more than JOB_LATE_UPLOAD_SECONDS after the attempt finished, names that escape the output
+    folder, after job.finished any name it did not declare, files over JOB_OUTPUT_MAX_BYTES, totals
+    over JOB_OUTPUTS_MAX_BYTES, and content that differs from what job.finished declared.
+    Locks the attempt row while it stores.
+    """
+    attempt = upload_attempt(host_id=host_id, job_id=job_id, attempt_number=attempt_number)
     clean = path_clean(name, field="name")
+    is_live = attempt.finished_at is None
+    if not is_live and not JobOutput.objects.filter(attempt=attempt, name=clean).exists():
+        raise ValidationFailed(
+            f"{clean} was not declared in job.finished for attempt {attempt_number}",
+            code="undeclared_output",
+            fields={"name": ["Not declared in job.finished."]},
+        )
     size = upload.size or 0
     if size > settings.JOB_OUTPUT_MAX_BYTES:
         raise TooLarge(f"{clean} is larger than {settings.JOB_OUTPUT_MAX_BYTES} bytes")
     sha256 = _sha256(upload)
     with transaction.atomic():
         JobAttempt.objects.select_for_update().filter(pk=attempt.pk).first()
+        # A live attempt uploads before it declares (the agent sends job.finished last);
+        # job.finished then discards what it did not declare (outputs_undeclared_discard).
         output, _ = JobOutput.objects.get_or_create(
             attempt=attempt, name=clean, defaults={"job_id": job_id, "size": size, "sha256": sha256}
         )
@@ -84,3 +118,26 @@ def _totals_check(attempt: JobAttempt, size: int) -> None:
             f"an attempt has at most {settings.JOB_OUTPUTS_MAX_COUNT} outputs",
             code="too_many_outputs",
         )
+
+
+def outputs_undeclared_discard(attempt: JobAttempt, declared: dict[str, tuple[int, str]]) -> int:
+    """At job.finished: drop what the attempt uploaded but did not declare as ``(size, sha256)``.
+
+    The renter sees only declared outputs. Runs inside the caller's transaction (which holds
+    the attempt); the files go after commit. Returns how many were dropped.
+    """
+    dropped = [
+        output
+        for output in JobOutput.objects.filter(attempt=attempt)
+        if declared.get(output.name) != (output.size, output.sha256)
+    ]
+    names = [output.file.name for output in dropped if output.file]
+    JobOutput.objects.filter(pk__in=[output.pk for output in dropped]).delete()
+    if names:
+        transaction.on_commit(lambda: _files_delete(names))
+    return len(dropped)
+
+
+def _files_delete(names: list[str]) -> None:
+    for name in names:
+        default_storage.delete(name)

@@ -6,11 +6,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from config.api import MicrosField
 from ledger.payments.models import Payment, Payout
 
 
 class AmountInput(serializers.Serializer[Any]):
-    amount_micros = serializers.IntegerField()
+    amount_micros = MicrosField(min_value=1)
 
 
 class PaymentOutput(serializers.ModelSerializer[Payment]):

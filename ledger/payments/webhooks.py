@@ -44,10 +44,21 @@ class VerifiedEvent:
     payload: dict[str, Any]
 
 
-def _webhook_secrets() -> list[str]:
+# Events of connected accounts, which only the Connect endpoint (its own secret) receives; each
+# names the connected account its object belongs to, which must be the event's ``account``.
+CONNECT_EVENT_ACCOUNT: dict[str, Callable[[Mapping[str, Any]], object]] = {
+    "account.updated": lambda data_object: data_object.get("id"),
+}
+
+
+def _webhook_secrets() -> list[tuple[str, bool]]:
+    """``(secret, is_connect)`` of each configured endpoint."""
     secrets = [
-        secret
-        for secret in (settings.STRIPE_WEBHOOK_SECRET, settings.STRIPE_CONNECT_WEBHOOK_SECRET)
+        (secret, is_connect)
+        for secret, is_connect in (
+            (settings.STRIPE_WEBHOOK_SECRET, False),
+            (settings.STRIPE_CONNECT_WEBHOOK_SECRET, True),
+        )
         if secret
     ]
     if not secrets:
@@ -55,25 +66,64 @@ def _webhook_secrets() -> list[str]:
     return secrets
 
 
-def _signature_verify(payload: bytes, signature: str | None) -> None:
-    # The platform endpoint and the Connect endpoint (events of connected accounts) each sign
-    # with their own secret; either may have sent this delivery.
-    for secret in _webhook_secrets():
+def _signature_verify(payload: bytes, signature: str | None) -> bool:
+    """Check the signature; True when the Connect endpoint's secret signed the delivery.
+
+    The platform endpoint and the Connect endpoint (events of connected accounts) each sign
+    with their own secret; either may have sent this delivery.
+    """
+    for secret, is_connect in _webhook_secrets():
         try:
-            stripe.Webhook.construct_event(payload, signature, secret)
+            stripe.WebhookSignature.verify_header(
+                payload, signature, secret, stripe.Webhook.DEFAULT_TOLERANCE
+            )
         except stripe.SignatureVerificationError:
             continue
         except ValueError:
-            raise WebhookRejected("the body is not JSON", code="invalid_payload") from None
-        return
+            raise WebhookRejected("the body is not UTF-8 JSON", code="invalid_payload") from None
+        return is_connect
     raise WebhookRejected("the Stripe-Signature header does not match the body")
+
+
+def _endpoint_check(event: VerifiedEvent, *, is_connect: bool) -> None:
+    """A Connect-signed event must be a Connect type about the connected account it names;
+    a platform-signed event must not be about a connected account at all."""
+    account = event.payload.get("account")
+    if not is_connect:
+        if account is not None:
+            raise WebhookRejected(
+                "a connected account's event must come from the Connect endpoint",
+                code="invalid_event_source",
+            )
+        return
+    account_of = CONNECT_EVENT_ACCOUNT.get(event.type)
+    if account_of is None:
+        raise WebhookRejected(
+            f"{event.type} is not a Connect event; the Connect secret cannot sign it",
+            code="invalid_event_source",
+        )
+    if not isinstance(account, str) or not account or account != account_of(event.data_object):
+        raise WebhookRejected(
+            "the event's account is not the connected account its object belongs to",
+            code="invalid_event_source",
+        )
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        raise WebhookRejected("the body is not JSON", code="invalid_payload") from None
+    if not isinstance(parsed, dict):
+        raise WebhookRejected("the body is not a Stripe event", code="invalid_payload")
+    return parsed
 
 
 def event_verify(payload: bytes, signature: str | None) -> VerifiedEvent:
     """Verify one delivery and parse it; raises ``WebhookRejected`` (400) on any doubt."""
-    _signature_verify(payload, signature)
-    parsed = json.loads(payload)
-    data = parsed.get("data") if isinstance(parsed, dict) else None
+    is_connect = _signature_verify(payload, signature)
+    parsed = _json_object(payload)
+    data = parsed.get("data")
     data_object = data.get("object") if isinstance(data, dict) else None
     event_id, event_type = parsed.get("id"), parsed.get("type")
     if not (
@@ -83,13 +133,15 @@ def event_verify(payload: bytes, signature: str | None) -> VerifiedEvent:
         and isinstance(data_object, dict)
     ):
         raise WebhookRejected("the body is not a Stripe event", code="invalid_payload")
-    return VerifiedEvent(
+    event = VerifiedEvent(
         event_id=event_id,
         type=event_type,
         livemode=bool(parsed.get("livemode")),
         data_object=data_object,
         payload=parsed,
     )
+    _endpoint_check(event, is_connect=is_connect)
+    return event
 
 
 EventHandler = Callable[[Mapping[str, Any]], StripeEventOutcome]

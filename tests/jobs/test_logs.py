@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from config.errors import Conflict
 from jobs.models import JobLogChunk
 from jobs.services.logs import truncation_notice
 from tests.jobs.conftest import Wire
@@ -68,9 +72,12 @@ def test_a_gap_is_not_filled_by_later_data(running, committed):
     assert stored(job) == b"0123456789abcdefghijKLMNO"
 
 
-def test_the_stored_log_keeps_the_tail_and_says_so(running, committed, client_for, alice, settings):
-    # given
+def test_the_stored_log_keeps_its_head_and_tail_with_a_marker_between(
+    running, committed, client_for, alice, settings
+):
+    # given a cap of 10 bytes: the first 5 and the last 5 are kept
     settings.JOB_LOG_MAX_BYTES = 10
+    settings.JOB_LOG_HEAD_BYTES = 1024
     job, host = running
 
     # when: 25 bytes in three chunks
@@ -78,24 +85,72 @@ def test_the_stored_log_keeps_the_tail_and_says_so(running, committed, client_fo
         log(host, job, 0, "0123456789")
         log(host, job, 10, "abcdefghij")
         log(host, job, 20, "KLMNO")
-    response = client_for(alice).get(f"/api/v1/jobs/{job.pk}/logs/?offset=0")
+    client = client_for(alice)
+    whole = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset=0")
+    in_the_gap = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset=7").data
+    in_the_head = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset=3").data
 
-    # then: bytes 15..25 kept, offsets unchanged
-    assert stored(job) == b"fghijKLMNO"
-    assert response.status_code == 200
-    assert response.data == {
+    # then: bytes 0..5 and 20..25 kept, offsets unchanged, the marker names the 15 dropped
+    assert stored(job) == b"01234KLMNO"
+    assert whole.status_code == 200
+    assert whole.data == {
         "job_id": job.pk,
         "attempt": 1,
-        "offset": 15,
+        "offset": 0,
         "next_offset": 25,
-        "data": truncation_notice(15) + "fghijKLMNO",
+        "data": "01234" + truncation_notice(15) + "KLMNO",
         "truncated": True,
         "is_complete": False,
     }
     assert truncation_notice(15) == (
-        "[communipute: 15 earlier bytes of this log were dropped; "
-        "the server keeps the last 10 bytes]\n"
+        "[communipute: 15 bytes of this log were dropped here; "
+        "the server keeps the first 5 and the last 5 bytes]\n"
     )
+    assert (in_the_gap["offset"], in_the_gap["data"]) == (20, truncation_notice(15) + "KLMNO")
+    assert (in_the_head["offset"], in_the_head["data"]) == (
+        3,
+        "34" + truncation_notice(15) + "KLMNO",
+    )
+
+
+def test_a_chatty_log_keeps_its_first_bytes_as_it_grows(running, committed, settings):
+    # given
+    settings.JOB_LOG_MAX_BYTES = 8
+    settings.JOB_LOG_HEAD_BYTES = 3
+    job, host = running
+
+    # when: one byte at a time, then a chunk that spans head, gap and tail at once
+    with committed():
+        for n, char in enumerate("abcdefghij"):
+            log(host, job, n, char)
+        log(host, job, 10, "KLMNOPQRSTUV")
+
+    # then
+    assert stored(job) == b"abcRSTUV"
+    attempt = job.attempts.get()
+    assert (attempt.log_start, attempt.log_offset) == (17, 22)
+
+
+def test_a_single_chunk_over_the_cap_is_cut_in_the_middle(running, committed, settings):
+    settings.JOB_LOG_MAX_BYTES = 6
+    settings.JOB_LOG_HEAD_BYTES = 2
+    job, host = running
+
+    with committed():
+        log(host, job, 0, "0123456789")
+
+    assert stored(job) == b"016789"
+
+
+def test_a_log_under_the_cap_is_whole(running, committed, client_for, alice, settings):
+    settings.JOB_LOG_MAX_BYTES = 1024
+    job, host = running
+    with committed():
+        log(host, job, 0, "x" * 1024)
+
+    page = client_for(alice).get(f"/api/v1/jobs/{job.pk}/logs/?offset=0").data
+
+    assert (page["data"], page["truncated"]) == ("x" * 1024, False)
 
 
 def test_reading_from_an_offset_and_following_to_the_end(running, committed, client_for, alice):
@@ -159,3 +214,38 @@ def test_a_log_chunk_costs_a_fixed_number_of_queries(running, committed, django_
     # attempt + job read, savepoint, lock, insert, update, release
     with django_assert_num_queries(6), committed():
         log(host, job, 5, "x" * 1000)
+
+
+def test_a_log_chunk_after_the_window_is_refused_and_stores_nothing(running, committed, settings):
+    # given the attempt finished just over JOB_LATE_UPLOAD_SECONDS ago
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = running
+    with committed():
+        log(host, job, 0, "before\n")
+        say(host, "job.finished", **finished(job, 1))
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=61)
+    attempt.save(update_fields=["finished_at"])
+
+    # when / then
+    with committed(), pytest.raises(Conflict) as refused:
+        log(host, job, 7, "appended later\n")
+    assert refused.value.code == "upload_window_closed"
+    assert stored(job) == b"before\n"
+    attempt.refresh_from_db()
+    assert attempt.log_offset == 7
+
+
+def test_a_log_chunk_inside_the_window_is_taken(running, committed, settings):
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = running
+    with committed():
+        say(host, "job.finished", **finished(job, 1))
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=59)
+    attempt.save(update_fields=["finished_at"])
+
+    with committed():
+        ack = log(host, job, 0, "last words\n")
+
+    assert ack == 11

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from accounts.tokens import secret_issue
 from hosts.models import HostCredential
@@ -145,3 +148,107 @@ def test_a_person_token_cannot_upload(ran, client_for, alice):
     )
     assert response.status_code == 403
     assert JobOutput.objects.filter(uploaded_at__isnull=False).count() == 0
+
+
+def test_an_undeclared_output_is_refused_and_stores_nothing(ran, api):
+    # given job.finished declared only out/result.csv
+    job, host = ran
+
+    # when the host uploads another file
+    response = upload(api, job, credential_for(host), name="out/extra.csv")
+
+    # then
+    assert (response.status_code, response.data["error"]["code"]) == (400, "undeclared_output")
+    assert response.data["error"]["fields"] == {"name": ["Not declared in job.finished."]}
+    assert list(JobOutput.objects.values_list("name", "uploaded_at")) == [("out/result.csv", None)]
+
+
+def test_a_live_upload_that_job_finished_does_not_declare_is_discarded(
+    alice, make_host, hana, ledger, committed, api
+):
+    # given a running attempt uploads two files (the agent uploads, then sends job.finished)
+    ledger.fund(alice, 5_000_000)
+    host = make_host(hana, "live")
+    secret = credential_for(host)
+    with committed():
+        job = submit(alice)
+        say(host, "job.accept", job_id=job.pk, attempt=1)
+        say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
+    kept = upload(api, job, secret)
+    extra = upload(api, job, secret, name="out/extra.csv", content=b"smuggled")
+    stored_extra = JobOutput.objects.get(name="out/extra.csv").file.name
+
+    # when job.finished declares only the first
+    with committed():
+        say(
+            host,
+            "job.finished",
+            **finished(
+                job, 1, outputs=[{"name": "out/result.csv", "size": len(CONTENT), "sha256": SHA}]
+            ),
+        )
+    late_extra = upload(api, job, secret, name="out/extra.csv", content=b"smuggled")
+
+    # then the renter sees only the declared one; the other file is gone
+    assert (kept.status_code, extra.status_code) == (201, 201)
+    assert (late_extra.status_code, late_extra.data["error"]["code"]) == (400, "undeclared_output")
+    assert list(JobOutput.objects.values_list("name", flat=True)) == ["out/result.csv"]
+    assert not default_storage.exists(stored_extra)
+
+
+def test_a_live_upload_declared_with_other_content_is_replaced_by_the_declaration(
+    alice, make_host, hana, ledger, committed, api
+):
+    ledger.fund(alice, 5_000_000)
+    host = make_host(hana, "live")
+    secret = credential_for(host)
+    with committed():
+        job = submit(alice)
+        say(host, "job.accept", job_id=job.pk, attempt=1)
+        say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
+    assert upload(api, job, secret, content=b"something else").status_code == 201
+
+    with committed():
+        say(
+            host,
+            "job.finished",
+            **finished(
+                job, 1, outputs=[{"name": "out/result.csv", "size": len(CONTENT), "sha256": SHA}]
+            ),
+        )
+
+    output = JobOutput.objects.get()
+    assert (output.size, output.sha256, output.uploaded_at) == (len(CONTENT), SHA, None)
+    assert upload(api, job, secret).status_code == 201
+
+
+def test_a_late_upload_is_refused_and_stores_nothing(ran, api, settings):
+    # given the attempt finished just over JOB_LATE_UPLOAD_SECONDS ago
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = ran
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=61)
+    attempt.save(update_fields=["finished_at"])
+
+    # when
+    response = upload(api, job, credential_for(host))
+
+    # then
+    assert (response.status_code, response.data["error"]["code"]) == (409, "upload_window_closed")
+    assert JobOutput.objects.filter(uploaded_at__isnull=False).count() == 0
+    assert (
+        not default_storage.exists("job-outputs") or default_storage.listdir("job-outputs")[1] == []
+    )
+
+
+def test_an_upload_inside_the_window_is_taken(ran, api, settings):
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = ran
+    attempt = job.attempts.get(number=1)
+    attempt.finished_at = timezone.now() - timedelta(seconds=50)
+    attempt.save(update_fields=["finished_at"])
+
+    response = upload(api, job, credential_for(host))
+
+    assert response.status_code == 201
+    assert JobOutput.objects.get().uploaded_at is not None

@@ -96,9 +96,12 @@ def event_sign(payload: bytes, secret: str, *, timestamp: int | None = None) -> 
 _ids = itertools.count(1)
 
 
-def stripe_event(event_type: str, data_object: dict[str, Any]) -> dict[str, Any]:
-    """A Stripe event envelope around ``data_object``, with a fresh id."""
-    return {
+def stripe_event(
+    event_type: str, data_object: dict[str, Any], *, account: str | None = None
+) -> dict[str, Any]:
+    """A Stripe event envelope around ``data_object``, with a fresh id; ``account`` for an
+    event of a connected account (what the Connect endpoint receives)."""
+    envelope: dict[str, Any] = {
         "id": f"evt_test_{next(_ids)}_{int(time.time() * 1000)}",
         "object": "event",
         "type": event_type,
@@ -107,6 +110,9 @@ def stripe_event(event_type: str, data_object: dict[str, Any]) -> dict[str, Any]
         "api_version": "2025-01-27.acacia",
         "data": {"object": data_object},
     }
+    if account is not None:
+        envelope["account"] = account
+    return envelope
 
 
 @dataclass

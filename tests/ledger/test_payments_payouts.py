@@ -87,8 +87,12 @@ def test_onboarding_gives_a_link_until_stripe_reports_the_account_ready(
     first = api.post("/api/v1/payouts/onboarding/")
     second = api.post("/api/v1/payouts/onboarding/")
     account_id = first.json()["account_id"]
-    stale = stripe_event("account.updated", dict(stripe_connect.state.accounts[account_id]))
-    update = stripe_event("account.updated", stripe_connect.account_complete(account_id))
+    stale = stripe_event(
+        "account.updated", dict(stripe_connect.state.accounts[account_id]), account=account_id
+    )
+    update = stripe_event(
+        "account.updated", stripe_connect.account_complete(account_id), account=account_id
+    )
     delivered = webhook_post(live_server.url, update, CONNECT_WEBHOOK_SECRET)
     late = webhook_post(live_server.url, stale, CONNECT_WEBHOOK_SECRET)
     done = api.post("/api/v1/payouts/onboarding/")

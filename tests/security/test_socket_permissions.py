@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.security.websocket import OriginValidator
 from channels.testing import WebsocketCommunicator
 from django.forms.models import model_to_dict
 from django.test import Client
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 from agent.protocol import CLOSE_UNAUTHORIZED
 from config.asgi import application
+from config.sockets import SameOriginValidator
 from hosts import services
 from hosts.models import Host, HostStatus
 from tests.hosts.factories import credential_create, host_create
@@ -38,7 +38,7 @@ def socket_routes() -> list[tuple[str, Any]]:
 
 
 BROWSER_SOCKETS = [
-    template for template, app in socket_routes() if isinstance(app, OriginValidator)
+    template for template, app in socket_routes() if isinstance(app, SameOriginValidator)
 ]
 
 
@@ -55,8 +55,10 @@ def session_cookie(user) -> str:
     return client.cookies["sessionid"].value
 
 
-async def browser_connect(path: str, user=None, origin: str | None = "http://testserver"):
-    headers = [(b"host", b"testserver")]
+async def browser_connect(
+    path: str, user=None, origin: str | None = "http://testserver", host: str = "testserver"
+):
+    headers = [(b"host", host.encode())]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     if user is not None:
@@ -79,7 +81,7 @@ def alices(alice, hana) -> dict[str, Any]:
 
 def test_every_socket_is_behind_the_origin_check_or_is_an_agent_socket():
     routes = socket_routes()
-    unchecked = {t for t, app in routes if not isinstance(app, OriginValidator)}
+    unchecked = {t for t, app in routes if not isinstance(app, SameOriginValidator)}
     assert unchecked == AGENT_SOCKETS
     assert "ws/jobs/<int:job_id>/" in BROWSER_SOCKETS
 
@@ -106,6 +108,43 @@ async def test_browser_sockets_answer_the_owner_only(template, alices, alice, ma
         False,
         True,
     ]
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "connected"),
+    [
+        ("http://localhost:8000", "localhost:8000", True),
+        ("http://localhost:9999", "localhost:8000", False),
+        ("http://localhost", "localhost:8000", False),
+        ("http://localhost:80", "localhost", True),
+        ("https://localhost", "localhost", True),
+        ("https://localhost", "localhost:80", False),
+        ("http://evil.example:8000", "evil.example:8000", False),
+        ("null", "localhost:8000", False),
+    ],
+)
+async def test_the_origin_check_includes_the_port(alices, alice, origin, host, connected):
+    # given alice's own job socket, opened with her session
+    path = path_of("ws/jobs/<int:job_id>/", alices)
+
+    # when
+    result = await browser_connect(path, alice, origin=origin, host=host)
+
+    # then a page on another port of the same host (or another, unlisted host) is refused
+    assert result[0] is connected
+
+
+async def test_csrf_trusted_origins_are_matched_exactly(alices, alice, settings):
+    # given
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example:8443"]
+    path = path_of("ws/jobs/<int:job_id>/", alices)
+
+    # when
+    trusted = await browser_connect(path, alice, origin="https://app.example:8443")
+    other_port = await browser_connect(path, alice, origin="https://app.example")
+
+    # then
+    assert (trusted[0], other_port[0]) == (True, False)
 
 
 async def host_row(host_id: int) -> dict[str, Any]:
