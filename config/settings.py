@@ -86,7 +86,8 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-# Money services use transaction.atomic(durable=True), so ATOMIC_REQUESTS stays off.
+# Entry points open their own durable transaction (config.transactions), so ATOMIC_REQUESTS
+# stays off: a read-only request opens none.
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 # Keep connections open between requests and agent messages: with 0, Channels closes the
 # connection after every message and the next one pays a new PostgreSQL connection (most of a
