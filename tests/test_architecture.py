@@ -1,4 +1,4 @@
-"""The dependency picture of docs/architecture.md holds: import-linter's contracts (.importlinter)."""
+"""The dependency picture of docs/architecture.md holds: the contracts in .importlinter."""
 
 from __future__ import annotations
 
