@@ -6,7 +6,7 @@ import { ErrorBanner } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
 import { Loading } from "../components/Progress";
 import { useLoad } from "../lib/hooks";
-import { formatCredits, formatDateTime, microsToCredits } from "../lib/money";
+import { creditsText, formatCredits, formatDateTime } from "../lib/money";
 
 // ledger/reports.py's figures (docs/reports.md defines each), in the order a person reads them.
 const PREFERRED = [
@@ -149,8 +149,8 @@ function ReconciliationCard({ data }: { data: Reconciliation }) {
                           .filter(Boolean)
                           .join(", ")}
                       </td>
-                      <td className="num">{p.expected_micros !== null ? formatCredits(p.expected_micros, 6) : "—"}</td>
-                      <td className="num">{p.actual_micros !== null ? formatCredits(p.actual_micros, 6) : "—"}</td>
+                      <td className="num">{p.expected_micros !== null ? formatCredits(p.expected_micros) : "—"}</td>
+                      <td className="num">{p.actual_micros !== null ? formatCredits(p.actual_micros) : "—"}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -220,7 +220,7 @@ export function ReportsPage() {
               name: columnLabel(c),
               points: dayRows.map((row, i) => ({ x: i, y: Number(row[c] ?? 0), label: rowLabel(row).slice(5) || String(i) })),
             }))}
-            yFormat={(y) => microsToCredits(y, 0)}
+            yFormat={(y) => creditsText(y)}
             emptyText="No activity in this period."
           />
           {byDay.data.totals && <ReportTable rows={[{ ...byDay.data.totals, period: "Total" }]} caption="Totals" head="Period" />}

@@ -44,7 +44,7 @@ describe("the Run form's live quote", () => {
     // given
     const { calls } = renderRun(okQuote);
     // then one quote for the default spec, shown when it arrives
-    expect(await screen.findByTestId("quote-estimate")).toHaveTextContent("1.2345 cr");
+    expect(await screen.findByTestId("quote-estimate")).toHaveTextContent("1.23 cr");
     expect(quotes(calls)).toHaveLength(1);
     expect(quotes(calls)[0]!.body).toEqual({
       cpus: 1,
@@ -91,7 +91,7 @@ describe("the Run form's live quote", () => {
     const user = userEvent.setup();
     const answers = [
       () => json(503, {}),
-      () => json(402, { error: { code: "insufficient_credits", message: "Not enough credits: 0.50 available.", fields: {} } }),
+      () => json(402, { error: { code: "insufficient_credits", message: "not enough credits: 500000 micro-credits left, 5000000000 needed", fields: {} } }),
       () => json(201, { id: 99, status: "queued" }),
     ];
     const { calls } = renderRun(okQuote, () => answers.shift()!());
@@ -101,7 +101,8 @@ describe("the Run form's live quote", () => {
     await user.click(run);
     await screen.findByText("The server is unavailable; try again shortly.");
     await user.click(run);
-    await screen.findByText("Not enough credits: 0.50 available.");
+    // the banner says it in credits, not in micro-credits
+    await screen.findByText("Not enough credits: you have 0.50 credits; this needs 5,000 credits.");
     await user.click(run);
     // then
     await screen.findByText("job page");

@@ -118,7 +118,7 @@ describe("pages", () => {
         json(200, page([{ id: 1, created_at: "2026-05-01T10:00:00Z", kind: "hold", account: "escrow", amount_micros: 5_000_000, job_id: 42, memo: "", transaction_id: 3 }])),
     });
     renderAt("/wallet", "/wallet", <WalletPage />);
-    expect(await screen.findByTestId("available")).toHaveTextContent("15.000000 cr");
+    expect(await screen.findByTestId("available")).toHaveTextContent("15.00 cr");
     expect(await screen.findByRole("link", { name: "job #42" })).toBeInTheDocument();
     expect(screen.getByText("held for a job")).toBeInTheDocument();
   });
@@ -148,7 +148,7 @@ describe("pages", () => {
     });
     renderAt("/hosting", "/hosting", <HostingPage />);
     expect(await screen.findByTestId("my-host-5")).toHaveTextContent("online");
-    expect(await screen.findByTestId("earnings-pending")).toHaveTextContent("0.000900 cr");
+    expect(await screen.findByTestId("earnings-pending")).toHaveTextContent("0.0009 cr");
     expect(screen.getByRole("img", { name: /Earnings over time.*2 points from 2026-04-30 to 2026-05-01/ })).toBeInTheDocument();
     expect(screen.getByText("paid")).toBeInTheDocument();
   });
@@ -233,8 +233,8 @@ describe("the receipt", () => {
     const view = await screen.findByTestId("receipt");
     expect(within(view).getByRole("table", { name: /Attempt 1 on host #5/ })).toHaveTextContent("2.5 core-seconds");
     expect(view).toHaveTextContent("36.00 cr/core-hour");
-    expect(screen.getByTestId("receipt-charged")).toHaveTextContent("0.035000 cr");
-    expect(view).toHaveTextContent("Returned to your wallet4.965000 cr");
+    expect(screen.getByTestId("receipt-charged")).toHaveTextContent("0.035 cr");
+    expect(view).toHaveTextContent("Returned to your wallet4.96 cr");
     expect(screen.getByRole("link", { name: "result.txt" })).toHaveAttribute("href", "/api/v1/jobs/42/outputs/result.txt");
   });
 });
@@ -257,7 +257,7 @@ describe("the job page live view", () => {
       "GET /api/v1/jobs/42/logs/": (call) => logsRoute(full)(call),
     });
     renderAt("/jobs/42", "/jobs/:id", <JobPage />);
-    await screen.findByRole("heading", { name: "Job #42" });
+    await screen.findByRole("heading", { name: /job #42/ });
     const socket = FakeSocket.all[0]!;
     expect(socket.url).toMatch(/\/ws\/jobs\/42\/$/);
     act(() => socket.open());
@@ -287,7 +287,7 @@ describe("the job page live view", () => {
       "GET /api/v1/jobs/42/logs/": (call) => logsRoute(full)(call),
     });
     renderAt("/jobs/42", "/jobs/:id", <JobPage />);
-    await screen.findByRole("heading", { name: "Job #42" });
+    await screen.findByRole("heading", { name: /job #42/ });
     act(() => FakeSocket.all[0]!.open());
     await waitFor(() => expect(screen.getByRole("log").textContent).toBe("one\n"));
     // when the socket drops and output is written meanwhile
