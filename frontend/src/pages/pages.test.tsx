@@ -147,7 +147,7 @@ describe("pages", () => {
       "GET /api/v1/payouts/": () => json(200, page([{ id: 1, amount_micros: 10_000_000, status: "paid", created_at: "2026-05-01T10:00:00Z" }])),
     });
     renderAt("/hosting", "/hosting", <HostingPage />);
-    expect(await screen.findByTestId("my-host-5")).toHaveTextContent("online");
+    expect(await screen.findByTestId("my-host-5")).toHaveTextContent("Online");
     expect(await screen.findByTestId("earnings-pending")).toHaveTextContent("0.0009 cr");
     expect(screen.getByRole("img", { name: /Earnings over time.*2 points from 2026-04-30 to 2026-05-01/ })).toBeInTheDocument();
     expect(screen.getByText("paid")).toBeInTheDocument();
