@@ -168,7 +168,13 @@ describe("pages", () => {
       from: "2026-05-01",
       to: "2026-05-01",
       group_by: "day",
-      rows: [{ ...figures, day: "2026-05-01", host: null, host_name: null, owner: null, owner_username: null, user: null, username: null }],
+      rows: [
+        { ...figures, day: "2026-05-01", host: null, host_name: null, owner: null, owner_username: null, user: null, username: null },
+        ...["2026-05-02", "2026-05-03"].map((day) => ({
+          ...Object.fromEntries(Object.keys(figures).map((k) => [k, 0])),
+          day, host: null, host_name: null, owner: null, owner_username: null, user: null, username: null,
+        })),
+      ],
       totals: figures,
       top_hosts: [{ ...figures, day: null, host: 5, host_name: "lab-1", owner: 2, owner_username: "hana", user: null, username: null }],
       top_renters: [{ ...figures, day: null, host: null, host_name: null, owner: null, owner_username: null, user: 1, username: "alice" }],
@@ -180,8 +186,14 @@ describe("pages", () => {
     });
     renderAt("/reports", "/reports", <ReportsPage />);
     expect(await screen.findByTestId("reconciliation")).toHaveTextContent("Clean");
-    const table = await screen.findByRole("table", { name: "Per day" });
+    const table = await screen.findByRole("table", { name: "Per day, days with activity" });
     expect(table).toHaveTextContent("2026-05-01");
+    // days of zeros are left out, and said to be
+    expect(table).not.toHaveTextContent("2026-05-02");
+    expect(screen.getByTestId("quiet-days")).toHaveTextContent("2 days without activity left out.");
+    // money in and money earned on separate charts (separate scales)
+    expect(screen.getByRole("img", { name: /^Money in per day/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /^Money earned per day/ })).toBeInTheDocument();
     expect(table).toHaveTextContent("20.00 cr");
     expect(screen.getByRole("table", { name: "The hosts with the most gross charges" })).toHaveTextContent("lab-1 (hana)");
     expect(screen.getByRole("table", { name: "The renters with the most gross charges" })).toHaveTextContent("alice");
