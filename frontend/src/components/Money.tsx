@@ -5,7 +5,8 @@ export function Money({ micros, suffix = "" }: { micros: number | null | undefin
   const title = microsTitle(micros);
   return (
     <span className="money" title={title || undefined} data-micros={title ? Math.trunc(micros as number) : undefined}>
-      {formatCredits(micros)}
+      {/* a no-break space keeps "0.0087 cr" on one line */}
+      {formatCredits(micros).replace(" ", "\u00a0")}
       {suffix}
     </span>
   );
