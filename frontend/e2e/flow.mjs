@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { apiGet, Flow, waitFor } from "./harness.mjs";
+import { apiGet, DESKTOP, Flow, PHONE, waitFor } from "./harness.mjs";
 
 const PASSWORD = "e2e correct horse 42";
 const JOB_CODE = [
@@ -21,9 +21,23 @@ const JOB_CODE = [
 ].join("\n");
 
 /** 1234 -> "0.001234 cr", as the pages print exact amounts. */
-const microsText = (micros) => `${Math.floor(micros / 1e6).toLocaleString("en-US")}.${String(micros % 1e6).padStart(6, "0")} cr`;
-
 const sum = (values) => values.reduce((a, b) => a + (typeof b === "number" ? b : 0), 0);
+
+/** Presses Tab until `isTarget(document.activeElement)`; returns the labels passed on the way. */
+async function tabTo(page, isTarget, max = 60) {
+  const passed = [];
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press("Tab");
+    const here = await page.evaluate(`(() => {
+      const el = document.activeElement;
+      const label = el?.labels?.[0]?.textContent ?? el?.getAttribute?.("aria-label") ?? el?.textContent ?? "";
+      return { label: label.trim().slice(0, 40), hit: (${isTarget.toString()})(el) };
+    })()`);
+    passed.push(here.label);
+    if (here.hit) return passed;
+  }
+  throw new Error(`Tab never reached the target: ${passed.join(" → ")}`);
+}
 
 async function signUp(page, username) {
   await page.goto("/signup");
@@ -131,7 +145,7 @@ export async function marketplaceFlow(h, options) {
     for (const [url, name] of [["/", "home"], ["/login", "login"], ["/signup", "signup"]]) {
       await visitor.goto(url);
       await visitor.locator("main h1").waitFor();
-      await h.screenshot(visitor, name);
+      await h.audit("visitor", visitor, name);
     }
     await visitor.goto("/wallet");
     await visitor.waitForURL("**/login?next=%2Fwallet");
@@ -147,7 +161,7 @@ export async function marketplaceFlow(h, options) {
     const command = (await owner.getByLabel("Enrollment command").textContent())?.trim() ?? "";
     if (!command.includes("--token")) throw new Error(`no token in the command: ${command}`);
     state.command = command;
-    await h.screenshot(owner, "hosting-enrollment");
+    await h.audit("owner", owner, "hosting-enrollment");
     h.assertClean("enrollment");
   });
 
@@ -174,7 +188,7 @@ export async function marketplaceFlow(h, options) {
     await row.getByText("Saved.").waitFor();
     const host = await apiGet(owner, `/api/v1/my/hosts/${state.host.id}/`);
     if (host.cpu_core_hour_micros !== 36_000_000) throw new Error(`rate not saved: ${host.cpu_core_hour_micros}`);
-    await h.screenshot(owner, "hosting-dashboard");
+    await h.audit("owner", owner, "hosting-dashboard");
     h.assertClean("rates");
   });
 
@@ -193,9 +207,9 @@ export async function marketplaceFlow(h, options) {
       const w = await apiGet(renter, "/api/v1/wallet/");
       return w.balance_micros === before.balance_micros + 20_000_000 ? w : null;
     }, { what: "the wallet to show the 20 credits" });
-    await renter.getByTestId("balance").filter({ hasText: "20.000000 cr" }).waitFor();
+    await renter.getByTestId("balance").filter({ hasText: "20.00 cr" }).waitFor();
     await renter.getByTestId("transactions").waitFor();
-    await h.screenshot(renter, "wallet-after-purchase");
+    await h.audit("renter", renter, "wallet-after-purchase");
     state.walletAfterPurchase = after;
     h.assertClean("buy credits");
   });
@@ -205,13 +219,17 @@ export async function marketplaceFlow(h, options) {
     await renter.getByRole("link", { name: `e2e-${stamp}` }).click();
     await renter.waitForURL(`**/hosts/${state.host.id}`);
     await renter.getByText("36.00 cr per core-hour used").waitFor();
-    await h.screenshot(renter, "host-page");
+    await h.audit("renter", renter, "host-page");
     await renter.goto("/catalog");
     await renter.locator("table").waitFor();
-    await h.screenshot(renter, "catalog");
-    await renter.setViewportSize({ width: 390, height: 844 });
-    await h.screenshot(renter, "catalog-phone");
-    await renter.setViewportSize({ width: 1280, height: 900 });
+    await h.audit("renter", renter, "catalog");
+    // On a phone the machine's price and "Run here" stay on screen.
+    await renter.setViewportSize(PHONE);
+    for (const what of [renter.getByText("36.00 cr/core-h").first(), renter.getByRole("link", { name: "Run here" }).first()]) {
+      const box = await what.boundingBox();
+      if (!box || box.x < 0 || box.x + box.width > PHONE.width) throw new Error(`off screen at ${PHONE.width} px: ${JSON.stringify(box)}`);
+    }
+    await renter.setViewportSize(DESKTOP);
     h.assertClean("catalog");
   });
 
@@ -227,8 +245,14 @@ export async function marketplaceFlow(h, options) {
     await renter.keyboard.insertText(JOB_CODE);
     await renter.getByLabel("Cost cap (credits)").fill("5");
     await renter.getByTestId("quote-estimate").waitFor({ timeout: 15000 });
-    await h.screenshot(renter, "run");
-    await renter.getByRole("button", { name: "Run" }).click();
+    await h.audit("renter", renter, "run");
+    // Keyboard only: from the editor, Escape then Tab leaves it; Tab reaches the cost cap and
+    // the Run button, and Enter submits.
+    await editor.click();
+    await renter.keyboard.press("Escape");
+    const reached = await tabTo(renter, (el) => el.tagName === "BUTTON" && el.textContent === "Run");
+    if (!reached.some((label) => label.startsWith("Cost cap"))) throw new Error(`Tab never reached the cost cap: ${reached.join(" → ")}`);
+    await renter.keyboard.press("Enter");
     await renter.waitForURL(/\/jobs\/\d+$/);
     state.jobId = Number(renter.url().split("/").pop());
     h.assertClean("submit");
@@ -255,10 +279,10 @@ export async function marketplaceFlow(h, options) {
 
   await flow.step("the job page shows the receipt", async () => {
     await renter.getByTestId("receipt").waitFor();
-    await h.screenshot(renter, "job-finished");
-    await renter.setViewportSize({ width: 390, height: 844 });
-    await h.screenshot(renter, "job-finished-phone");
-    await renter.setViewportSize({ width: 1280, height: 900 });
+    await h.audit("renter", renter, "job-finished");
+    // Keyboard only: the output link and the receipt are reached with Tab from the top.
+    await renter.evaluate(() => (document.activeElement instanceof HTMLElement ? document.activeElement.blur() : undefined));
+    await tabTo(renter, (el) => el.tagName === "A" && el.textContent === "result.txt", 120);
     h.assertClean("receipt");
   });
 
@@ -273,7 +297,8 @@ export async function marketplaceFlow(h, options) {
     if (!receipt.is_settled) throw new Error("the receipt says the job is not settled");
     const spent = state.walletAfterPurchase.balance_micros - wallet.balance_micros;
     if (spent !== charged) throw new Error(`wallet went down by ${spent}, the receipt says ${charged}`);
-    await renter.getByTestId("receipt-charged").filter({ hasText: microsText(charged) }).waitFor();
+    // the exact micro-credits are in the amount's tooltip
+    await renter.getByTestId("receipt-charged").locator(`[data-micros="${charged}"]`).waitFor();
     if (hostNet + fee !== charged) throw new Error(`host net ${hostNet} + fee ${fee} != charged ${charged}`);
     if (state.earningsBefore instanceof Error) throw state.earningsBefore;
     const earnings = await apiGet(owner, "/api/v1/earnings/");
@@ -282,13 +307,13 @@ export async function marketplaceFlow(h, options) {
     state.fee = fee;
     await renter.goto("/wallet");
     await renter.getByTestId("transactions").waitFor();
-    await h.screenshot(renter, "wallet-after-job");
+    await h.audit("renter", renter, "wallet-after-job");
     await renter.goto("/jobs");
     await renter.getByRole("link", { name: new RegExp(`#${state.jobId}`) }).waitFor();
-    await h.screenshot(renter, "jobs");
+    await h.audit("renter", renter, "jobs");
     await owner.goto("/hosting");
     await owner.getByTestId("earnings-pending").waitFor();
-    await h.screenshot(owner, "hosting-earnings");
+    await h.audit("owner", owner, "hosting-earnings");
     h.assertClean("amounts");
   });
 
@@ -299,8 +324,8 @@ export async function marketplaceFlow(h, options) {
     await staff.getByTestId("reconciliation").waitFor();
     const today = new Date().toISOString().slice(0, 10);
     const report = await apiGet(staff, `/api/v1/admin/reports/billing/?from=${today}&to=${today}&group_by=day`);
-    await staff.getByRole("table", { name: "Per day" }).waitFor();
-    await h.screenshot(staff, "reports");
+    await staff.getByRole("table", { name: "Per day, days with activity" }).waitFor();
+    await h.audit("staff", staff, "reports");
     // The job's own figures, when the flow got that far.
     if (state.fee === undefined) throw new Error("no job was charged earlier in the flow: the report could not be checked");
     const fees = report.totals.platform_fees_micros;

@@ -3,7 +3,18 @@
 // request to a host other than our server, and each step can save a screenshot.
 import { chromium } from "playwright-core";
 import { mkdir, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
+
+const AXE_PATH = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+/** The axe-core rule tags the audit runs: WCAG 2.0 and 2.1, levels A and AA. */
+export const AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
+export const DESKTOP = { width: 1280, height: 900 };
+export const PHONE = { width: 390, height: 844 };
+/** A snake_case token (an API code such as `out_of_range`) where a person reads a sentence. */
+const RAW_CODE = /\b[a-z]+(?:_[a-z0-9]+)+\b/;
+/** Where user-facing words live: errors, statuses, reasons, the receipt, amounts. */
+const WORDS = "[role=alert], .banner, .field-error, .badge, .reason, .timeline, .receipt caption, .money, [data-testid=quote]";
 
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 export const CHROMIUM_ARGS = [
@@ -68,7 +79,7 @@ export class Harness {
   }
 
   /** A fresh browser context (own cookies) with the watchdogs installed. */
-  async newPage(who, viewport = { width: 1280, height: 900 }) {
+  async newPage(who, viewport = DESKTOP) {
     const context = await this.browser.newContext({ baseURL: this.baseUrl, viewport, acceptDownloads: true });
     await context.route("**/*", (route) => {
       const url = route.request().url();
@@ -100,6 +111,46 @@ export class Harness {
     const file = path.join(this.outDir, `${String(this.shots).padStart(2, "0")}-${name}.png`);
     await page.screenshot({ path: file, fullPage: true });
     return file;
+  }
+
+  /**
+   * A main page's checks at desktop and at phone width: the axe-core audit (WCAG 2.1 A and AA)
+   * finds nothing, the page does not scroll sideways, no raw error code or micro-credit count
+   * is shown; a full-page screenshot at each width. Problems are recorded like console errors.
+   */
+  async audit(who, page, name) {
+    const before = page.viewportSize() ?? DESKTOP;
+    for (const [width, viewport] of [["desktop", DESKTOP], ["phone", PHONE]]) {
+      await page.setViewportSize(viewport);
+      await page.waitForTimeout(150); // a resize re-lays the page out
+      const where = `${name} at ${viewport.width} px`;
+      if (!(await page.evaluate(() => typeof window.axe === "object"))) await page.addScriptTag({ path: AXE_PATH });
+      const violations = await page.evaluate(async (tags) => {
+        const result = await window.axe.run(document, { runOnly: { type: "tag", values: tags }, resultTypes: ["violations"] });
+        return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join("; ")}`);
+      }, AXE_TAGS);
+      for (const v of violations) this.record(who, "axe", `${where}: ${v}`);
+      const overflow = await page.evaluate(() => {
+        const doc = document.documentElement;
+        if (doc.scrollWidth <= doc.clientWidth) return null;
+        const wide = [...document.querySelectorAll("body *")]
+          .filter((el) => el.getBoundingClientRect().right > doc.clientWidth + 1)
+          .slice(0, 3)
+          .map((el) => `${el.tagName.toLowerCase()}${el.className && typeof el.className === "string" ? `.${el.className.split(" ")[0]}` : ""}`);
+        return `${doc.scrollWidth} px wide in a ${doc.clientWidth} px window (${wide.join(", ")})`;
+      });
+      if (overflow && viewport.width === PHONE.width) this.record(who, "horizontal scroll", `${where}: ${overflow}`);
+      const words = await page.evaluate((selector) => [...document.querySelectorAll(selector)].map((el) => el.innerText), WORDS);
+      for (const text of words) {
+        const code = RAW_CODE.exec(text);
+        if (code) this.record(who, "raw code shown", `${where}: "${code[0]}" in "${text.slice(0, 120)}"`);
+      }
+      const body = await page.evaluate(() => document.body.innerText);
+      const unit = /\d[\d,]* micro-?credits|\b0\.000000\b/.exec(body);
+      if (unit) this.record(who, "raw amount shown", `${where}: "${unit[0]}"`);
+      await this.screenshot(page, width === "desktop" ? name : `${name}-phone`);
+    }
+    await page.setViewportSize(before);
   }
 
   /** Throws when anything was recorded since the last check. */

@@ -1,4 +1,7 @@
-// The API's error format: {"error": {"code", "message", "fields"}} (API.md).
+// The API's error format: {"error": {"code", "message", "fields"}} (docs/api.md). An ApiError's
+// `message` is the sentence a person reads (errorText.ts); the server's own text is `serverMessage`.
+
+import { fieldSentence, sentenceFor, STATUS_SENTENCES } from "./errorText";
 
 export type FieldErrors = Record<string, string>;
 
@@ -6,13 +9,15 @@ export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
   readonly fields: FieldErrors;
+  readonly serverMessage: string;
 
-  constructor(status: number, code: string, message: string, fields: FieldErrors = {}) {
+  constructor(status: number, code: string, message: string, fields: FieldErrors = {}, serverMessage = message) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.code = code;
     this.fields = fields;
+    this.serverMessage = serverMessage;
   }
 }
 
@@ -48,24 +53,16 @@ export function apiErrorFrom(status: number, body: unknown): ApiError {
     const error = (body as { error: unknown }).error;
     if (error && typeof error === "object") {
       const e = error as { code?: unknown; message?: unknown; fields?: unknown };
-      return new ApiError(
-        status,
-        typeof e.code === "string" ? e.code : `http_${status}`,
-        typeof e.message === "string" ? e.message : `Request failed (${status})`,
-        flattenFields(e.fields),
-      );
+      const code = typeof e.code === "string" ? e.code : `http_${status}`;
+      const said = typeof e.message === "string" ? e.message : "";
+      const raw = flattenFields(e.fields);
+      const fields: FieldErrors = {};
+      for (const [key, message] of Object.entries(raw)) fields[key] = fieldSentence(key, message);
+      return new ApiError(status, code, sentenceFor(code, status, said, raw), fields, said);
     }
   }
-  const fallback: Record<number, string> = {
-    401: "Please log in.",
-    403: "You are not allowed to do that.",
-    404: "Not found.",
-    413: "That is too large.",
-    429: "Too many requests; wait a moment and try again.",
-    502: "The server is unavailable; try again shortly.",
-    503: "The server is unavailable; try again shortly.",
-  };
-  return new ApiError(status, `http_${status}`, fallback[status] ?? `Request failed (${status}).`);
+  const sentence = STATUS_SENTENCES[status] ?? `The request failed (status ${status}).`;
+  return new ApiError(status, `http_${status}`, sentence);
 }
 
 export function errorMessage(err: unknown): string {

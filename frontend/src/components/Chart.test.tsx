@@ -1,6 +1,6 @@
 import { fireEvent, render, screen } from "@testing-library/react";
 import { describe, expect, it } from "vitest";
-import { Chart } from "./Chart";
+import { axisLabels, Chart } from "./Chart";
 
 describe("Chart", () => {
   it("is a labelled image whose points can be read with the arrow keys", () => {
@@ -22,5 +22,19 @@ describe("Chart", () => {
     render(<Chart title="Earnings" series={[{ name: "Earned", points: [] }]} emptyText="No earnings yet." />);
     expect(screen.getByText("No earnings yet.")).toBeInTheDocument();
     expect(screen.queryByRole("img")).toBeNull();
+  });
+});
+
+describe("axis labels", () => {
+  it("drops labels that would touch or repeat the one after them", () => {
+    // 25 s and 25 s (two reports in the same second), and 30 s just beside them
+    const shown = axisLabels([
+      { at: 100, label: "0 s" },
+      { at: 400, label: "25 s" },
+      { at: 402, label: "25 s" },
+      { at: 420, label: "30 s" },
+      { at: 600, label: "1 min 0 s" },
+    ]);
+    expect([...shown].sort()).toEqual([0, 3, 4]);
   });
 });

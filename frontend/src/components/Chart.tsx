@@ -40,6 +40,28 @@ export function numberShort(y: number): string {
   return (Math.round(y * 10) / 10).toLocaleString("en-US");
 }
 
+/** Rough width of an axis label in viewBox units (12px text). */
+const CHAR_W = 7.5;
+
+/**
+ * Which x labels to draw: counting back from the last point, a label only where it clears the
+ * one drawn after it, and never the same text twice in a row (no "25 s25 s").
+ */
+export function axisLabels(labels: { at: number; label: string }[]): Set<number> {
+  const shown = new Set<number>();
+  let leftEdge = Infinity;
+  let lastText: string | null = null;
+  for (let i = labels.length - 1; i >= 0; i--) {
+    const { at, label } = labels[i]!;
+    const half = (label.length * CHAR_W) / 2;
+    if (label === lastText || at + half + 8 > leftEdge) continue;
+    shown.add(i);
+    leftEdge = at - half;
+    lastText = label;
+  }
+  return shown;
+}
+
 function niceTicks(max: number, count = 4, minStep = 0): number[] {
   if (max <= 0) return [0, Math.max(1, minStep)];
   const raw = Math.max(max / count, minStep);
@@ -95,7 +117,7 @@ export function Chart({
       ? PAD.left + slot * index + slot / 2
       : PAD.left + (xMax === xMin ? innerW / 2 : ((x - xMin) / (xMax - xMin)) * innerW);
   const indexOf = new Map(xs.map(([x], i) => [x, i]));
-  const labelEvery = Math.max(1, Math.ceil(xs.length / 8));
+  const shownLabels = axisLabels(xs.map(([x, label], i) => ({ at: xPos(x, i), label })));
 
   const onKey = (event: KeyboardEvent<SVGSVGElement>) => {
     const last = xs.length - 1;
@@ -158,8 +180,7 @@ export function Chart({
           </g>
         ))}
         {xs.map(([x, label], i) =>
-          // Evenly spaced counting back from the last point, so the last label never collides.
-          (xs.length - 1 - i) % labelEvery === 0 ? (
+          shownLabels.has(i) ? (
             <text key={x} className="axis-label" x={xPos(x, i)} y={height - 8} textAnchor="middle">
               {label}
             </text>

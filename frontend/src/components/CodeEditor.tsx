@@ -11,10 +11,24 @@ import {
   lineNumbers,
 } from "@codemirror/view";
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
-import { bracketMatching, defaultHighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
+import { bracketMatching, HighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
+import { tags } from "@lezer/highlight";
 import { closeBrackets, closeBracketsKeymap } from "@codemirror/autocomplete";
 import { searchKeymap, highlightSelectionMatches } from "@codemirror/search";
 import { python } from "@codemirror/lang-python";
+
+/**
+ * Syntax colours at WCAG AA contrast on our background, light and dark (styles.css --hl-*);
+ * CodeMirror's default style has colours below 4.5:1.
+ */
+const accessibleHighlight = HighlightStyle.define([
+  { tag: [tags.keyword, tags.controlKeyword, tags.moduleKeyword, tags.operatorKeyword, tags.definitionKeyword], color: "var(--hl-keyword)" },
+  { tag: [tags.string, tags.special(tags.string)], color: "var(--hl-string)" },
+  { tag: [tags.number, tags.bool, tags.null, tags.atom], color: "var(--hl-number)" },
+  { tag: [tags.comment, tags.lineComment, tags.blockComment], color: "var(--hl-comment)", fontStyle: "italic" },
+  { tag: [tags.function(tags.variableName), tags.function(tags.definition(tags.variableName)), tags.definition(tags.className)], color: "var(--hl-name)" },
+  { tag: tags.invalid, color: "var(--bad)" },
+]);
 
 interface Props {
   value: string;
@@ -49,7 +63,9 @@ export function CodeEditor({ value, onChange, label, id, describedBy, language =
         closeBrackets(),
         highlightActiveLine(),
         highlightSelectionMatches(),
-        syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
+        syntaxHighlighting(accessibleHighlight),
+        // Long lines wrap: the editor never scrolls sideways or widens a phone page.
+        EditorView.lineWrapping,
         // Tab indents; Escape then Tab leaves the editor (CodeMirror's focus escape hatch).
         keymap.of([...closeBracketsKeymap, ...defaultKeymap, ...searchKeymap, ...historyKeymap, indentWithTab]),
         ...(language === "python" ? [python()] : []),

@@ -1,4 +1,5 @@
 import { errorMessage } from "../api/errors";
+import { fieldLabel } from "../api/errorText";
 
 interface Props {
   message?: string | null;
@@ -18,7 +19,7 @@ export function ErrorBanner({ message, error, details, onDismiss }: Props) {
         <ul>
           {details.map(([field, msg]) => (
             <li key={field}>
-              <code>{field}</code>: {msg}
+              {fieldLabel(field)}: {msg}
             </li>
           ))}
         </ul>

@@ -1,23 +1,32 @@
+import type { ReactNode } from "react";
 import type { Receipt, ReceiptAttempt } from "../api/types";
-import { formatCredits, formatDateTime, formatDuration } from "../lib/money";
+import { statusLabel } from "../lib/jobStatus";
+import { formatDateTime, formatDuration, formatMemory } from "../lib/money";
+import { Money as Amount } from "./Money";
 
 const RESOURCE: Record<string, string> = { cpu: "CPU time used", memory: "Memory reserved", gpu: "GPUs reserved" };
 const UNIT_RATE: Record<string, string> = { "core-second": "core-hour", "GB-second": "GB-hour", "GPU-second": "GPU-hour" };
 
 function Money({ micros }: { micros: number }) {
-  return <td className="num">{formatCredits(micros, 6)}</td>;
+  return (
+    <td className="num">
+      <Amount micros={micros} />
+    </td>
+  );
 }
 
-function AttemptTable({ a }: { a: ReceiptAttempt }) {
+type ShowHost = (id: number) => ReactNode;
+
+function AttemptTable({ a, showHost }: { a: ReceiptAttempt; showHost?: ShowHost }) {
   return (
     <table className="receipt">
       <caption>
-        Attempt {a.attempt} on host #{a.host_id} — {a.status}
+        Attempt {a.attempt} on {showHost ? showHost(a.host_id) : `host #${a.host_id}`} — {statusLabel(a.status)}
         {a.started_at && (
           <span className="muted small">
             {" "}
-            · {formatDateTime(a.started_at)} to {formatDateTime(a.finished_at)}, {formatDuration(Number(a.wall_seconds))} wall time, peak memory{" "}
-            {a.memory_peak_mb} MB
+            · {formatDateTime(a.started_at)} to {formatDateTime(a.finished_at)}, {formatDuration(Number(a.wall_seconds))} wall time,{" "}
+            {a.memory_peak_mb > 0 ? `peak memory ${formatMemory(a.memory_peak_mb)}` : "too short to measure its memory"}
           </span>
         )}
       </caption>
@@ -36,7 +45,7 @@ function AttemptTable({ a }: { a: ReceiptAttempt }) {
               {line.quantity} {line.unit}s
             </td>
             <td className="num">
-              {formatCredits(line.rate_micros_per_hour)}/{UNIT_RATE[line.unit] ?? "hour"}
+              <Amount micros={line.rate_micros_per_hour} suffix={`/${UNIT_RATE[line.unit] ?? "hour"}`} />
             </td>
           </tr>
         ))}
@@ -74,12 +83,12 @@ function AttemptTable({ a }: { a: ReceiptAttempt }) {
 }
 
 /** The receipt: per attempt the usage, rates and charges, then what the hold became. */
-export function ReceiptView({ receipt }: { receipt: Receipt }) {
+export function ReceiptView({ receipt, showHost }: { receipt: Receipt; showHost?: ShowHost }) {
   const t = receipt.totals;
   return (
     <div className="receipt-view" data-testid="receipt">
       {receipt.attempts.map((a) => (
-        <AttemptTable key={a.attempt} a={a} />
+        <AttemptTable key={a.attempt} a={a} showHost={showHost} />
       ))}
       <table className="receipt">
         <caption>Totals</caption>
@@ -103,7 +112,9 @@ export function ReceiptView({ receipt }: { receipt: Receipt }) {
               <strong>You pay</strong>
             </th>
             <td className="num" data-testid="receipt-charged">
-              <strong>{formatCredits(t.charged_micros, 6)}</strong>
+              <strong>
+                <Amount micros={t.charged_micros} />
+              </strong>
             </td>
           </tr>
           <tr>

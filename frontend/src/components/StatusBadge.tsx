@@ -1,10 +1,24 @@
-import { statusLabel, statusTone } from "../lib/jobStatus";
+import { HOST_STATUS_TEXT, statusLabel, statusTone, TONE_MARK } from "../lib/jobStatus";
+
+type Tone = ReturnType<typeof statusTone>;
+
+/** Words first, a mark beside them, colour last: never colour alone. */
+function Badge({ tone, text }: { tone: Tone; text: string }) {
+  return (
+    <span className={`badge badge-${tone}`}>
+      <span aria-hidden="true" className="badge-mark">
+        {TONE_MARK[tone]}
+      </span>{" "}
+      {text}
+    </span>
+  );
+}
 
 export function StatusBadge({ status }: { status: string | undefined }) {
-  return <span className={`badge badge-${statusTone(status)}`}>{statusLabel(status)}</span>;
+  return <Badge tone={statusTone(status)} text={statusLabel(status)} />;
 }
 
 export function HostStatusBadge({ status }: { status: string | undefined }) {
-  const tone = status === "online" ? "ok" : status === "busy" ? "busy" : status === "draining" ? "idle" : "bad";
-  return <span className={`badge badge-${tone}`}>{status ?? "unknown"}</span>;
+  const tone: Tone = status === "online" ? "ok" : status === "busy" ? "busy" : status === "draining" ? "idle" : "bad";
+  return <Badge tone={tone} text={status ? (HOST_STATUS_TEXT[status] ?? status.replace(/_/g, " ")) : "Unknown"} />;
 }

@@ -47,8 +47,18 @@ export function requirementLines(text: string): string[] {
 /** Local checks before asking the server; null when the spec can be sent. */
 export function localProblems(form: RunForm): Record<string, string> {
   const problems: Record<string, string> = {};
-  if (!form.entrypoint.trim()) problems.entrypoint = "Name the file to run.";
+  const entrypoint = form.entrypoint.trim();
+  if (!entrypoint) problems.entrypoint = "Name the file to run.";
+  else if (!entrypoint.endsWith(".py")) problems.entrypoint = "The file to run must end in .py.";
+  else if (entrypoint.startsWith("/") || entrypoint.split("/").includes("..") || entrypoint.includes("\\"))
+    problems.entrypoint = "A relative path inside the job, such as main.py or src/train.py.";
+  const badLines = requirementLines(form.requirements)
+    .map((line, index) => ({ line, index }))
+    .filter(({ line }) => line.startsWith("-") || line.includes("://") || / @ /.test(line) || line.startsWith(".") || line.startsWith("/"));
+  if (badLines.length)
+    problems.requirements = `One package specifier per line (no options, URLs or paths): ${badLines.map(({ line }) => `“${line}”`).join(", ")}.`;
   if (!(Number(form.cpus) > 0)) problems.cpus = "At least some CPU is needed.";
+  if (!form.code.trim() && !form.files.length) problems.code = "Write the code to run, or upload files or a zip.";
   if (!(Number(form.memoryGb) > 0)) problems.memory_mb = "Give the job some memory.";
   if (!(Number(form.gpus) >= 0) || !Number.isInteger(Number(form.gpus))) problems.gpus = "A whole number of GPUs.";
   if (!(Number(form.timeoutMinutes) > 0)) problems.timeout_seconds = "A timeout is needed.";

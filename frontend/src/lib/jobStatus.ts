@@ -10,9 +10,9 @@ export const STATUS_TEXT: Record<string, string> = {
   succeeded: "Succeeded",
   failed: "Failed",
   cancelled: "Cancelled",
-  timed_out: "Timed out",
-  budget_exhausted: "Stopped: cost cap reached",
-  lost: "Attempt lost (host vanished)",
+  timed_out: "Stopped: the time limit was reached",
+  budget_exhausted: "Stopped: the cost cap was reached",
+  lost: "Attempt lost (the host went away)",
 };
 
 /** What the person is waiting for, while they wait. */
@@ -32,6 +32,16 @@ export function statusLabel(status: string | undefined): string {
   if (!status) return "—";
   return STATUS_TEXT[status] ?? status.replace(/_/g, " ");
 }
+
+/** A shape beside the words, so that colour is never the only sign of a status. */
+export const TONE_MARK: Record<ReturnType<typeof statusTone>, string> = { ok: "✓", bad: "✕", busy: "…", idle: "–" };
+
+export const HOST_STATUS_TEXT: Record<string, string> = {
+  online: "Online",
+  busy: "Busy (running a job)",
+  draining: "Draining (finishing its jobs, taking no new ones)",
+  offline: "Offline",
+};
 
 export function statusTone(status: string | undefined): "ok" | "bad" | "busy" | "idle" {
   if (status === "succeeded") return "ok";

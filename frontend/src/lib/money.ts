@@ -23,10 +23,49 @@ export function microsToCredits(micros: number, minDecimals = 2): string {
   return fraction.length ? `${sign}${grouped}.${fraction}` : `${sign}${grouped}`;
 }
 
-/** Display form with the unit: "12.50 cr". */
-export function formatCredits(micros: number | null | undefined, minDecimals = 2): string {
+/** Exact and ungrouped, for an input's value: 1_234_500_000 -> "1234.50" (creditsToMicros reads it back). */
+export function microsToInput(micros: number): string {
+  return microsToCredits(micros, 2).replace(/,/g, "");
+}
+
+/**
+ * The one display form of an amount, without the unit. From one credit up: two decimals
+ * ("12.35"); below one credit: two significant digits, up to six decimals ("0.0012",
+ * "0.000005"), so a small amount never reads as zero. Cut toward zero, never rounded up: a
+ * balance is never shown larger than it is. The exact micro-credits go in a tooltip (`Money`).
+ */
+export function creditsText(micros: number): string {
+  const abs = Math.abs(Math.trunc(micros));
+  if (abs === 0) return "0.00";
+  const sign = micros < 0 ? "-" : "";
+  const whole = Math.floor(abs / MICROS_PER_CREDIT);
+  const digits = String(abs % MICROS_PER_CREDIT).padStart(6, "0");
+  let decimals = 2;
+  if (whole === 0) {
+    const firstSignificant = digits.search(/[1-9]/) + 1; // 1..6
+    decimals = Math.min(6, Math.max(2, firstSignificant + 1));
+  }
+  let fraction = digits.slice(0, decimals);
+  while (fraction.length > 2 && fraction.endsWith("0")) fraction = fraction.slice(0, -1);
+  return `${sign}${whole.toLocaleString("en-US")}.${fraction}`;
+}
+
+/** Display form with the unit: "12.35 cr", "—" for no amount. */
+export function formatCredits(micros: number | null | undefined): string {
   if (micros === null || micros === undefined || Number.isNaN(micros)) return "—";
-  return `${microsToCredits(micros, minDecimals)} cr`;
+  return `${creditsText(micros)} cr`;
+}
+
+/** In words, for sentences: "125.99 credits", "1 credit". */
+export function creditsWords(micros: number): string {
+  const text = creditsText(micros);
+  return `${text.replace(/\.00$/, "")} ${text === "1.00" || text === "-1.00" ? "credit" : "credits"}`;
+}
+
+/** The exact amount, for a tooltip: "12,345,678 micro-credits". */
+export function microsTitle(micros: number | null | undefined): string {
+  if (micros === null || micros === undefined || Number.isNaN(micros)) return "";
+  return `${Math.trunc(micros).toLocaleString("en-US")} micro-credits`;
 }
 
 export function formatMemory(mb: number | null | undefined): string {

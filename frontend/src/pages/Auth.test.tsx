@@ -76,7 +76,7 @@ describe("API errors on forms", () => {
     await fillAndSubmit();
     // then
     const banner = await screen.findByRole("alert");
-    expect(banner).toHaveTextContent("Request was throttled. Expected available in 30 seconds.");
+    expect(banner).toHaveTextContent("Too many requests; try again in 30 seconds.");
     expect(screen.getByLabelText("Username")).not.toHaveAttribute("aria-invalid");
   });
 

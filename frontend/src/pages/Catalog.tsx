@@ -116,7 +116,7 @@ export function CatalogPage() {
             {hosts.data.count} machine{hosts.data.count === 1 ? "" : "s"} match{hosts.data.count === 1 ? "es" : ""}.
           </p>
           <div className="table-wrap">
-            <table className="hosts-table">
+            <table className="hosts-table stack">
               <caption className="visually-hidden">Machines in the catalog</caption>
               <thead>
                 <tr>
@@ -135,14 +135,14 @@ export function CatalogPage() {
                 {hosts.data.results.map((host) => (
                   <tr key={host.id}>
                     <th scope="row"><Link to={`/hosts/${host.id}`}>{host.name || `Host #${host.id}`}</Link></th>
-                    <td><HostStatusBadge status={host.status} /></td>
-                    <td>{host.os} / {host.arch}</td>
-                    <td>{host.cpus}</td>
-                    <td>{formatMemory(host.memory_mb)}</td>
-                    <td>{gpuText(host)}</td>
-                    <td className="small">{ratesText(host)}</td>
-                    <td className="small">{reliabilityText(host)}</td>
-                    <td><Link to={`/run?host=${host.id}`}>Run here</Link></td>
+                    <td data-label="Status"><HostStatusBadge status={host.status} /></td>
+                    <td data-label="Platform">{host.os} / {host.arch}</td>
+                    <td data-label="Cores">{host.cpus}</td>
+                    <td data-label="Memory">{formatMemory(host.memory_mb)}</td>
+                    <td data-label="GPU">{gpuText(host)}</td>
+                    <td className="small" data-label="Rates">{ratesText(host)}</td>
+                    <td className="small" data-label="Reliability">{reliabilityText(host)}</td>
+                    <td className="action"><Link to={`/run?host=${host.id}`}>Run here</Link></td>
                   </tr>
                 ))}
               </tbody>

@@ -13,7 +13,7 @@ import { HostStatusBadge } from "../components/StatusBadge";
 import { useFormErrors } from "../lib/forms";
 import { useInterval, useLoad } from "../lib/hooks";
 import { DAYS, reliabilityText } from "../lib/hosts";
-import { creditsToMicros, formatCredits, formatDateTime, formatMemory, microsToCredits } from "../lib/money";
+import { creditsText, creditsToMicros, formatCredits, formatDateTime, formatMemory, microsToInput } from "../lib/money";
 import { uuid4 } from "../lib/uuid";
 
 function Enroll({ onEnrolled }: { onEnrolled: () => void }) {
@@ -123,9 +123,9 @@ function HostEditor({ host, onSaved }: { host: OwnedHost; onSaved: (h: OwnedHost
   const policy = host.availability_policy;
   const [form, setForm] = useState({
     name: host.name,
-    cpu: microsToCredits(host.cpu_core_hour_micros, 2),
-    memory: microsToCredits(host.memory_gb_hour_micros, 2),
-    gpu: microsToCredits(host.gpu_hour_micros, 2),
+    cpu: microsToInput(host.cpu_core_hour_micros),
+    memory: microsToInput(host.memory_gb_hour_micros),
+    gpu: microsToInput(host.gpu_hour_micros),
     timezone: policy.timezone ?? Intl.DateTimeFormat().resolvedOptions().timeZone,
     windows: policy.windows ?? [],
     idle: policy.idle_minutes ? String(policy.idle_minutes) : "",
@@ -360,22 +360,22 @@ function EarningsAndPayouts({ reloadKey }: { reloadKey: number }) {
           <dl className="balances" aria-live="polite">
             <div>
               <dt>Pending (dispute window)</dt>
-              <dd data-testid="earnings-pending">{formatCredits(earnings.data.pending_micros, 6)}</dd>
+              <dd data-testid="earnings-pending">{formatCredits(earnings.data.pending_micros)}</dd>
             </div>
             <div>
               <dt>Available to pay out</dt>
-              <dd data-testid="earnings-available">{formatCredits(earnings.data.available_micros, 6)}</dd>
+              <dd data-testid="earnings-available">{formatCredits(earnings.data.available_micros)}</dd>
             </div>
             <div>
               <dt>Being paid out</dt>
-              <dd data-testid="earnings-in-payout">{formatCredits(earnings.data.in_payout_micros, 6)}</dd>
+              <dd data-testid="earnings-in-payout">{formatCredits(earnings.data.in_payout_micros)}</dd>
             </div>
             <div>
               <dt>Paid out</dt>
-              <dd data-testid="earnings-paid">{formatCredits(earnings.data.paid_micros, 6)}</dd>
+              <dd data-testid="earnings-paid">{formatCredits(earnings.data.paid_micros)}</dd>
             </div>
           </dl>
-          <Chart title="Earnings over time (cumulative, net of fees)" series={[{ name: "Earned", points: earningsSeries(lines) }]} yFormat={(y) => microsToCredits(y, 2)} showTable emptyText="No earnings yet." />
+          <Chart title="Earnings over time (cumulative, net of fees)" series={[{ name: "Earned", points: earningsSeries(lines) }]} yFormat={(y) => creditsText(y)} showTable emptyText="No earnings yet." />
         </>
       )}
       <h3>Payouts</h3>

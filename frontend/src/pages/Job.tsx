@@ -1,9 +1,11 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { Link, useParams } from "react-router";
+import { useParams } from "react-router";
 import { api, outputUrl } from "../api/endpoints";
 import type { Job, JobEvent, OutputFile, Receipt } from "../api/types";
 import { Chart, type Point } from "../components/Chart";
 import { ErrorBanner } from "../components/ErrorBanner";
+import { HostName } from "../components/HostName";
+import { Money } from "../components/Money";
 import { LogView } from "../components/LogView";
 import { Busy, Loading } from "../components/Progress";
 import { ReceiptView } from "../components/Receipt";
@@ -14,7 +16,7 @@ import { useInterval } from "../lib/hooks";
 import { isTerminal, reasonWorthShowing, statusLabel, WAITING_TEXT } from "../lib/jobStatus";
 import { jobSocketOpen, type SocketState, type UsageMessage } from "../lib/jobSocket";
 import { LogBuffer } from "../lib/logBuffer";
-import { formatCredits, formatDateTime, formatDuration, formatMemory, microsToCredits } from "../lib/money";
+import { creditsText, formatDateTime, formatDuration, formatMemory } from "../lib/money";
 
 /** The job's own steps plus the socket's, each status (per attempt) once, in time order. */
 export function mergeEvents(base: JobEvent[], live: JobEvent[]): JobEvent[] {
@@ -60,6 +62,7 @@ export function JobPage() {
   const [receiptError, setReceiptError] = useState<unknown>(null);
   const [cancelError, setCancelError] = useState<unknown>(null);
   const [cancelling, setCancelling] = useState(false);
+  const [confirmingCancel, setConfirmingCancel] = useState(false);
   const [now, setNow] = useState(() => Date.now());
   const buffer = useMemo(() => new LogBuffer((offset, attempt) => api.jobLogs(id, offset, attempt)), [id]);
   const terminal = isTerminal(job?.status);
@@ -134,6 +137,7 @@ export function JobPage() {
 
   const cancel = async () => {
     setCancelError(null);
+    setConfirmingCancel(false);
     setCancelling(true);
     try {
       const updated = await api.jobCancel(id);
@@ -174,7 +178,9 @@ export function JobPage() {
 
   return (
     <section>
-      <h1>Job #{job.id}</h1>
+      <h1>
+        {job.entrypoint || "Job"} <span className="muted">· job #{job.id}</span>
+      </h1>
       <div className="job-head">
         <p aria-live="polite" data-testid="job-status">
           <StatusBadge status={job.status} />
@@ -194,11 +200,15 @@ export function JobPage() {
         )}
         <dl className="facts inline">
           <dt>Cost so far</dt>
-          <dd data-testid="cost-so-far">{formatCredits(costSoFar, 6)}</dd>
+          <dd data-testid="cost-so-far">
+            <Money micros={costSoFar} />
+          </dd>
           <dt>Cap</dt>
-          <dd>{formatCredits(job.max_cost_micros)}</dd>
+          <dd>
+            <Money micros={job.max_cost_micros} />
+          </dd>
           <dt>Host</dt>
-          <dd>{hostId ? <Link to={`/hosts/${hostId}`}>#{hostId}</Link> : "not placed yet"}</dd>
+          <dd>{hostId ? <HostName id={hostId} /> : "not placed yet"}</dd>
           <dt>Resources</dt>
           <dd>
             {job.cpus} cores · {formatMemory(job.memory_mb)} · {job.gpus ?? 0} GPU · timeout {formatDuration(job.timeout_seconds)}
@@ -206,10 +216,23 @@ export function JobPage() {
           <dt>Submitted</dt>
           <dd>{formatDateTime(job.created_at)}</dd>
         </dl>
-        {!terminal && !job.cancel_requested && (
-          <button type="button" className="danger" onClick={() => void cancel()} disabled={cancelling}>
+        {!terminal && !job.cancel_requested && !confirmingCancel && (
+          <button type="button" className="danger" onClick={() => setConfirmingCancel(true)} disabled={cancelling}>
             {cancelling ? "Cancelling…" : "Cancel job"}
           </button>
+        )}
+        {!terminal && !job.cancel_requested && confirmingCancel && (
+          <div className="confirm" role="group" aria-labelledby="cancel-confirm-q">
+            <p id="cancel-confirm-q">
+              Stop this job? It ends at once; you pay for what it has used so far and the rest of the hold goes back to your wallet.
+            </p>
+            <button type="button" className="danger" onClick={() => void cancel()} autoFocus>
+              Yes, cancel the job
+            </button>{" "}
+            <button type="button" onClick={() => setConfirmingCancel(false)}>
+              Keep it running
+            </button>
+          </div>
         )}
         {!terminal && job.cancel_requested && <Busy label="Cancel requested: stopping the job on its host…" />}
         <ErrorBanner error={cancelError} />
@@ -223,10 +246,10 @@ export function JobPage() {
         <section aria-labelledby="usage-h">
           <h2 id="usage-h">Usage</h2>
           {costPoints.length >= 2 ? (
-            <Chart title="Cost so far" series={[{ name: "Cost", points: costPoints }]} yFormat={(y) => microsToCredits(y, 2)} minStep={1} showTable />
+            <Chart title="Cost so far" series={[{ name: "Cost", points: costPoints }]} yFormat={(y) => creditsText(y)} minStep={1} showTable />
           ) : (
             <p className="muted">
-              {terminal ? "No live usage was recorded while this page was open." : "The cost chart fills in while the job runs."}
+              {terminal ? "The usage chart is drawn from live reports while the page is open; this job finished before any arrived." : "The cost chart fills in while the job runs."}
             </p>
           )}
           {cpuPoints.length > 1 && <Chart title="CPU cores in use" series={[{ name: "Cores", points: cpuPoints }]} height={160} />}
@@ -265,7 +288,7 @@ export function JobPage() {
           </section>
           <section aria-labelledby="receipt-h">
             <h2 id="receipt-h">Receipt</h2>
-            {receipt ? <ReceiptView receipt={receipt} /> : receiptError ? <ErrorBanner error={receiptError} /> : <Loading />}
+            {receipt ? <ReceiptView receipt={receipt} showHost={(id) => <HostName id={id} link={false} />} /> : receiptError ? <ErrorBanner error={receiptError} /> : <Loading />}
           </section>
         </>
       )}

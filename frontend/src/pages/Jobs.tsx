@@ -48,7 +48,7 @@ export function JobsPage() {
                       {job.status_reason && <div className="small muted">{job.status_reason}</div>}
                     </td>
                     <td>{formatDateTime(job.created_at)}</td>
-                    <td className="num">{formatCredits(job.cost_micros, 6)}</td>
+                    <td className="num">{formatCredits(job.cost_micros)}</td>
                     <td className="num">{formatCredits(job.max_cost_micros)}</td>
                   </tr>
                 ))}

@@ -6,7 +6,7 @@ import { ErrorBanner } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
 import { Loading } from "../components/Progress";
 import { useLoad } from "../lib/hooks";
-import { formatCredits, formatDateTime, microsToCredits } from "../lib/money";
+import { creditsText, formatCredits, formatDateTime } from "../lib/money";
 
 // ledger/reports.py's figures (docs/reports.md defines each), in the order a person reads them.
 const PREFERRED = [
@@ -19,8 +19,14 @@ const PREFERRED = [
   "refunds_micros",
   "reversals_micros",
 ];
-/** What the per-day chart draws: revenue, fees, payouts and credits bought. */
-const CHARTED = ["gross_charges_micros", "platform_fees_micros", "payouts_micros", "credits_bought_micros"];
+/**
+ * The per-day charts, each on its own scale: money coming in (bought, granted) is often far
+ * larger than what jobs earn, and on one axis the earnings would vanish.
+ */
+const CHARTS: { title: string; figures: string[] }[] = [
+  { title: "Money in per day: credits bought and granted", figures: ["credits_bought_micros", "grants_micros"] },
+  { title: "Money earned per day: revenue, platform fees, payouts", figures: ["gross_charges_micros", "platform_fees_micros", "payouts_micros"] },
+];
 const LABELS: Record<string, string> = {
   gross_charges_micros: "Revenue (gross charges)",
   platform_fees_micros: "Platform fees",
@@ -67,6 +73,11 @@ function rowLabel(row: BillingRow): string {
   return "";
 }
 
+/** Rows with some money moved: a day of zeros says nothing. */
+export function activeRows(rows: BillingRow[], columns: Figure[]): BillingRow[] {
+  return rows.filter((row) => columns.some((c) => Number(row[c] ?? 0) !== 0));
+}
+
 function isoDay(date: Date): string {
   return date.toISOString().slice(0, 10);
 }
@@ -107,7 +118,7 @@ function ReconciliationCard({ data }: { data: Reconciliation }) {
       <h2 id="recon-h">Ledger reconciliation</h2>
       {run === null ? (
         <p role="status" data-testid="reconciliation">
-          No reconciliation has run yet (it runs every few minutes on the Celery beat).
+          No reconciliation has run yet (the Celery beat runs it every 15 minutes by default, <code>RECONCILE_INTERVAL_MINUTES</code>; the first run comes one period after the beat starts).
         </p>
       ) : (
         <>
@@ -149,8 +160,8 @@ function ReconciliationCard({ data }: { data: Reconciliation }) {
                           .filter(Boolean)
                           .join(", ")}
                       </td>
-                      <td className="num">{p.expected_micros !== null ? formatCredits(p.expected_micros, 6) : "—"}</td>
-                      <td className="num">{p.actual_micros !== null ? formatCredits(p.actual_micros, 6) : "—"}</td>
+                      <td className="num">{p.expected_micros !== null ? formatCredits(p.expected_micros) : "—"}</td>
+                      <td className="num">{p.actual_micros !== null ? formatCredits(p.actual_micros) : "—"}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -184,7 +195,8 @@ export function ReportsPage() {
   const recon = useLoad(() => api.reconciliation(), []);
   const dayRows = rowsOf(byDay.data);
   const columns = moneyColumns(dayRows);
-  const charted = columns.filter((c) => CHARTED.includes(c));
+  const busyDays = activeRows(dayRows, columns);
+  const quietDays = dayRows.length - busyDays.length;
   const fieldErrors = (byDay.error as { fields?: Record<string, string> } | null)?.fields ?? {};
 
 
@@ -213,18 +225,35 @@ export function ReportsPage() {
       {!byDay.data && byDay.loading && <Loading />}
       {byDay.data && (
         <>
-          <Chart
-            kind="bar"
-            title="Per day"
-            series={(charted.length ? charted : columns).map((c) => ({
-              name: columnLabel(c),
-              points: dayRows.map((row, i) => ({ x: i, y: Number(row[c] ?? 0), label: rowLabel(row).slice(5) || String(i) })),
-            }))}
-            yFormat={(y) => microsToCredits(y, 0)}
-            emptyText="No activity in this period."
-          />
+          {busyDays.length === 0 ? (
+            <p className="muted" data-testid="no-activity">No money moved in this period.</p>
+          ) : (
+            <div className="grid-2">
+              {CHARTS.map(({ title, figures }) => {
+                const shown = columns.filter((c) => figures.includes(c));
+                return shown.length ? (
+                  <Chart
+                    key={title}
+                    kind="bar"
+                    title={title}
+                    series={shown.map((c) => ({
+                      name: columnLabel(c),
+                      points: busyDays.map((row, i) => ({ x: i, y: Number(row[c] ?? 0), label: rowLabel(row).slice(5) || String(i) })),
+                    }))}
+                    yFormat={(y) => creditsText(y)}
+                    emptyText="Nothing in this period."
+                  />
+                ) : null;
+              })}
+            </div>
+          )}
           {byDay.data.totals && <ReportTable rows={[{ ...byDay.data.totals, period: "Total" }]} caption="Totals" head="Period" />}
-          <ReportTable rows={dayRows} caption="Per day" head="Day" />
+          {busyDays.length > 0 && <ReportTable rows={busyDays} caption="Per day, days with activity" head="Day" />}
+          {quietDays > 0 && busyDays.length > 0 && (
+            <p className="muted small" data-testid="quiet-days">
+              {quietDays} day{quietDays === 1 ? "" : "s"} without activity left out.
+            </p>
+          )}
         </>
       )}
       {byDay.data && (

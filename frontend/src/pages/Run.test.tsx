@@ -44,7 +44,7 @@ describe("the Run form's live quote", () => {
     // given
     const { calls } = renderRun(okQuote);
     // then one quote for the default spec, shown when it arrives
-    expect(await screen.findByTestId("quote-estimate")).toHaveTextContent("1.2345 cr");
+    expect(await screen.findByTestId("quote-estimate")).toHaveTextContent("1.23 cr");
     expect(quotes(calls)).toHaveLength(1);
     expect(quotes(calls)[0]!.body).toEqual({
       cpus: 1,
@@ -91,7 +91,7 @@ describe("the Run form's live quote", () => {
     const user = userEvent.setup();
     const answers = [
       () => json(503, {}),
-      () => json(402, { error: { code: "insufficient_credits", message: "Not enough credits: 0.50 available.", fields: {} } }),
+      () => json(402, { error: { code: "insufficient_credits", message: "not enough credits: 500000 micro-credits left, 5000000000 needed", fields: {} } }),
       () => json(201, { id: 99, status: "queued" }),
     ];
     const { calls } = renderRun(okQuote, () => answers.shift()!());
@@ -101,7 +101,8 @@ describe("the Run form's live quote", () => {
     await user.click(run);
     await screen.findByText("The server is unavailable; try again shortly.");
     await user.click(run);
-    await screen.findByText("Not enough credits: 0.50 available.");
+    // the banner says it in credits, not in micro-credits
+    await screen.findByText("Not enough credits: you have 0.50 credits; this needs 5,000 credits.");
     await user.click(run);
     // then
     await screen.findByText("job page");
@@ -122,5 +123,57 @@ describe("the Run form's live quote", () => {
     expect(keys[0]).toMatch(/^[0-9a-f-]{36}$/);
     expect(keys[1]).toBe(keys[0]);
     expect(keys[2]).not.toBe(keys[1]);
+  });
+});
+
+describe("the Run form's own checks", () => {
+  it("names every problem at once, before asking the server, and sends nothing", async () => {
+    // given
+    const user = userEvent.setup();
+    const { calls } = renderRun(okQuote);
+    await user.clear(screen.getByLabelText("Python code"));
+    await user.clear(screen.getByLabelText(/^Entrypoint/));
+    await user.type(screen.getByLabelText(/^Entrypoint/), "run.sh");
+    await user.type(screen.getByLabelText(/^Requirements/), "-e git+https://example.com/x.git");
+    await user.clear(screen.getByLabelText("Cost cap (credits)"));
+    await user.type(screen.getByLabelText("Cost cap (credits)"), "abc");
+    // when
+    await user.click(screen.getByRole("button", { name: "Run" }));
+    // then the summary lists all four, each field says its own, and no job was sent
+    const summary = await screen.findByText(/Fix these 4 before running/);
+    const box = summary.closest("[role=alert]")!;
+    expect(box).toHaveTextContent("File to run: The file to run must end in .py.");
+    expect(box).toHaveTextContent("Requirements: One package specifier per line");
+    expect(box).toHaveTextContent("Code: Write the code to run");
+    expect(box).toHaveTextContent("Cost cap: A cost cap in credits");
+    expect(screen.getByLabelText("Cost cap (credits)")).toHaveAttribute("aria-invalid", "true");
+    expect(calls.filter((c) => c.url === "/api/v1/jobs/")).toHaveLength(0);
+  });
+
+  it("says which code runs when files are uploaded", async () => {
+    const user = userEvent.setup();
+    renderRun(okQuote);
+    const input = screen.getByLabelText(/^Files/) as HTMLInputElement;
+    await user.upload(input, new File(["print(1)"], "main.py", { type: "text/x-python" }));
+    expect(await screen.findByTestId("code-source")).toHaveTextContent("main.py from your uploaded files runs. The editor's code is not sent.");
+  });
+
+  it("explains why no machine fits, from the catalog", async () => {
+    const limited = { ...hosts, results: [{ ...hosts.results[0], is_accepting_jobs: true, is_draining: false, max_job_cpus: 4, max_job_memory_mb: 4096, max_job_gpus: 0, max_job_timeout_seconds: 3600 }] };
+    mockFetch({
+      "GET /api/v1/hosts/": () => json(200, limited),
+      "POST /api/v1/quotes/": () => json(200, { estimate_micros: null, hosts: [] }),
+    });
+    const user = userEvent.setup();
+    render(
+      <MemoryRouter initialEntries={["/run"]}>
+        <Routes>
+          <Route path="/run" element={<RunPage />} />
+        </Routes>
+      </MemoryRouter>,
+    );
+    await user.clear(screen.getByLabelText("CPU cores"));
+    await user.type(screen.getByLabelText("CPU cores"), "16");
+    expect(await screen.findByTestId("why-none-fits", {}, { timeout: 3000 })).toHaveTextContent("You asked for 16 cores; the most any machine takes per job is 4.");
   });
 });

@@ -7,6 +7,8 @@ import { CodeEditor } from "../components/CodeEditor";
 import { ErrorBanner } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
 import { Busy } from "../components/Progress";
+import { fieldLabel } from "../api/errorText";
+import { hostMisfits, whyNoneFits } from "../lib/fit";
 import { filesRead, formatBytes } from "../lib/files";
 import { useFormErrors } from "../lib/forms";
 import { useDebounced, useLoad } from "../lib/hooks";
@@ -105,7 +107,11 @@ export function RunPage() {
     event.preventDefault();
     setTried(true);
     submitErrors.clear();
-    if (!canQuote) return;
+    if (!canQuote) {
+      // Every problem at once, and focus on the summary so a keyboard or screen reader user hears it.
+      requestAnimationFrame(() => document.getElementById("run-problems")?.focus());
+      return;
+    }
     const spec = specFrom(form);
     const specText = JSON.stringify(spec);
     if (!pendingKey.current || pendingKey.current.spec !== specText) pendingKey.current = { key: uuid4(), spec: specText };
@@ -133,6 +139,20 @@ export function RunPage() {
   if (preset.data && !hostOptions.some((h) => h.id === preset.data!.id)) hostOptions.unshift(preset.data);
   const fits = new Set(view?.hosts.map((h) => h.id));
   const hasZip = form.files.some((f) => f.isZip);
+  const entry = form.entrypoint.trim() || "main.py";
+  const uploadedEntry = form.files.some((f) => !f.isZip && f.path === entry);
+  /** Which code runs: the editor's, a file of the entrypoint's name, or the zip's. */
+  const codeSource = hasZip
+    ? `A zip is uploaded: ${entry} from inside the zip runs, with the zip's other files. The editor's code is not sent.`
+    : uploadedEntry
+      ? `${entry} from your uploaded files runs. The editor's code is not sent.`
+      : form.files.length
+        ? `The editor's code runs as ${entry}, next to your ${form.files.length} uploaded file${form.files.length === 1 ? "" : "s"}.`
+        : null;
+  const editorUnused = hasZip || uploadedEntry;
+  const fitSpec = quoteSpecFrom(form);
+  const noneFitWhy = view && view.hosts.length === 0 && hosts.data ? whyNoneFits(hosts.data.results, fitSpec) : [];
+  const problemList = tried ? Object.entries(problems) : [];
 
   return (
     <section>
@@ -145,10 +165,31 @@ export function RunPage() {
           <Link to="/wallet">Buy credits</Link> or lower the cost cap.
         </p>
       )}
+      {problemList.length > 0 && (
+        <div id="run-problems" className="banner banner-error" role="alert" tabIndex={-1}>
+          <p>
+            Fix {problemList.length === 1 ? "this" : `these ${problemList.length}`} before running:
+          </p>
+          <ul>
+            {problemList.map(([field, message]) => (
+              <li key={field}>
+                {fieldLabel(field)}: {message}
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
       <form className="run-form" onSubmit={(e) => void submit(e)} noValidate aria-describedby="quote-box">
         <div className="run-code">
           <div className={`field${errorFor("code") ? " field-invalid" : ""}`}>
-            <label id="code-label">Code ({form.entrypoint || "main.py"})</label>
+            <label id="code-label">
+              Code ({entry}){editorUnused && " — not sent"}
+            </label>
+            {codeSource && (
+              <p className={editorUnused ? "banner banner-info" : "hint"} role="status" data-testid="code-source">
+                {codeSource}
+              </p>
+            )}
             <CodeEditor value={form.code} onChange={(v) => set("code", v)} label="Python code" describedBy={errorFor("code") ? "code-error" : undefined} />
             {errorFor("code") && (
               <small id="code-error" className="field-error" role="alert">
@@ -183,7 +224,7 @@ export function RunPage() {
         <div className="run-side">
           <fieldset>
             <legend>Resources</legend>
-            <Field label="Entrypoint" error={errorFor("entrypoint")}>
+            <Field label="Entrypoint (the file to run)" error={errorFor("entrypoint")}>
               <input className="mono" value={form.entrypoint} onChange={(e) => set("entrypoint", e.target.value)} />
             </Field>
             <Field label="CPU cores" error={errorFor("cpus")}>
@@ -221,7 +262,7 @@ export function RunPage() {
                   {hostOptions.map((h) => (
                     <option key={h.id} value={h.id}>
                       {h.name || `Host #${h.id}`} — {h.cpus} cores, {Math.round(h.memory_mb / 1024)} GB
-                      {view ? (fits.has(h.id) ? " (fits)" : " (does not fit)") : ""}
+                      {view ? (fits.has(h.id) ? " (fits)" : ` (does not fit: ${hostMisfits(h, fitSpec).join(", ") || "see the quote"})`) : ""}
                     </option>
                   ))}
                 </select>
@@ -250,13 +291,20 @@ export function RunPage() {
                   {capStopsEarly(view, creditsToMicros(form.capCredits)) && (
                     <p className="small">
                       Your cap stops the job after about {formatDuration(capStopsEarly(view, creditsToMicros(form.capCredits))!)} at full use
-                      (status “cost cap reached”).
+                      (status “stopped: the cost cap was reached”).
                     </p>
                   )}
                   <p className="small">
                     {view.hosts.length} machine{view.hosts.length === 1 ? "" : "s"} fit{view.hosts.length === 1 ? "s" : ""}
                     {view.hosts.length > 0 && `; cheapest: ${view.hosts[0]!.name}`}.
                   </p>
+                  {noneFitWhy.length > 0 && (
+                    <ul className="small" data-testid="why-none-fits">
+                      {noneFitWhy.map((why) => (
+                        <li key={why}>{why}</li>
+                      ))}
+                    </ul>
+                  )}
                 </>
               )}
             </div>

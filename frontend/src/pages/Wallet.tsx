@@ -21,15 +21,15 @@ function Balances({ reloadKey }: { reloadKey: number }) {
     <dl className="balances" aria-live="polite">
       <div>
         <dt>Balance</dt>
-        <dd data-testid="balance">{formatCredits(wallet.data.balance_micros, 6)}</dd>
+        <dd data-testid="balance">{formatCredits(wallet.data.balance_micros)}</dd>
       </div>
       <div>
         <dt>Held for running jobs</dt>
-        <dd data-testid="held">{formatCredits(wallet.data.held_micros, 6)}</dd>
+        <dd data-testid="held">{formatCredits(wallet.data.held_micros)}</dd>
       </div>
       <div>
         <dt>Available</dt>
-        <dd data-testid="available">{formatCredits(wallet.data.available_micros, 6)}</dd>
+        <dd data-testid="available">{formatCredits(wallet.data.available_micros)}</dd>
       </div>
     </dl>
   );
@@ -220,7 +220,7 @@ function Transactions({ reloadKey }: { reloadKey: number }) {
                       ) : null}
                     </td>
                     <td>{line.account === "escrow" ? "held for a job" : "wallet"}</td>
-                    <td className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>{formatCredits(line.amount_micros, 6)}</td>
+                    <td className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>{formatCredits(line.amount_micros)}</td>
 
                   </tr>
                 ))}

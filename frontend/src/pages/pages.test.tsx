@@ -118,7 +118,7 @@ describe("pages", () => {
         json(200, page([{ id: 1, created_at: "2026-05-01T10:00:00Z", kind: "hold", account: "escrow", amount_micros: 5_000_000, job_id: 42, memo: "", transaction_id: 3 }])),
     });
     renderAt("/wallet", "/wallet", <WalletPage />);
-    expect(await screen.findByTestId("available")).toHaveTextContent("15.000000 cr");
+    expect(await screen.findByTestId("available")).toHaveTextContent("15.00 cr");
     expect(await screen.findByRole("link", { name: "job #42" })).toBeInTheDocument();
     expect(screen.getByText("held for a job")).toBeInTheDocument();
   });
@@ -147,8 +147,8 @@ describe("pages", () => {
       "GET /api/v1/payouts/": () => json(200, page([{ id: 1, amount_micros: 10_000_000, status: "paid", created_at: "2026-05-01T10:00:00Z" }])),
     });
     renderAt("/hosting", "/hosting", <HostingPage />);
-    expect(await screen.findByTestId("my-host-5")).toHaveTextContent("online");
-    expect(await screen.findByTestId("earnings-pending")).toHaveTextContent("0.000900 cr");
+    expect(await screen.findByTestId("my-host-5")).toHaveTextContent("Online");
+    expect(await screen.findByTestId("earnings-pending")).toHaveTextContent("0.0009 cr");
     expect(screen.getByRole("img", { name: /Earnings over time.*2 points from 2026-04-30 to 2026-05-01/ })).toBeInTheDocument();
     expect(screen.getByText("paid")).toBeInTheDocument();
   });
@@ -168,7 +168,13 @@ describe("pages", () => {
       from: "2026-05-01",
       to: "2026-05-01",
       group_by: "day",
-      rows: [{ ...figures, day: "2026-05-01", host: null, host_name: null, owner: null, owner_username: null, user: null, username: null }],
+      rows: [
+        { ...figures, day: "2026-05-01", host: null, host_name: null, owner: null, owner_username: null, user: null, username: null },
+        ...["2026-05-02", "2026-05-03"].map((day) => ({
+          ...Object.fromEntries(Object.keys(figures).map((k) => [k, 0])),
+          day, host: null, host_name: null, owner: null, owner_username: null, user: null, username: null,
+        })),
+      ],
       totals: figures,
       top_hosts: [{ ...figures, day: null, host: 5, host_name: "lab-1", owner: 2, owner_username: "hana", user: null, username: null }],
       top_renters: [{ ...figures, day: null, host: null, host_name: null, owner: null, owner_username: null, user: 1, username: "alice" }],
@@ -180,8 +186,14 @@ describe("pages", () => {
     });
     renderAt("/reports", "/reports", <ReportsPage />);
     expect(await screen.findByTestId("reconciliation")).toHaveTextContent("Clean");
-    const table = await screen.findByRole("table", { name: "Per day" });
+    const table = await screen.findByRole("table", { name: "Per day, days with activity" });
     expect(table).toHaveTextContent("2026-05-01");
+    // days of zeros are left out, and said to be
+    expect(table).not.toHaveTextContent("2026-05-02");
+    expect(screen.getByTestId("quiet-days")).toHaveTextContent("2 days without activity left out.");
+    // money in and money earned on separate charts (separate scales)
+    expect(screen.getByRole("img", { name: /^Money in per day/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /^Money earned per day/ })).toBeInTheDocument();
     expect(table).toHaveTextContent("20.00 cr");
     expect(screen.getByRole("table", { name: "The hosts with the most gross charges" })).toHaveTextContent("lab-1 (hana)");
     expect(screen.getByRole("table", { name: "The renters with the most gross charges" })).toHaveTextContent("alice");
@@ -233,8 +245,8 @@ describe("the receipt", () => {
     const view = await screen.findByTestId("receipt");
     expect(within(view).getByRole("table", { name: /Attempt 1 on host #5/ })).toHaveTextContent("2.5 core-seconds");
     expect(view).toHaveTextContent("36.00 cr/core-hour");
-    expect(screen.getByTestId("receipt-charged")).toHaveTextContent("0.035000 cr");
-    expect(view).toHaveTextContent("Returned to your wallet4.965000 cr");
+    expect(screen.getByTestId("receipt-charged")).toHaveTextContent("0.035 cr");
+    expect(view).toHaveTextContent("Returned to your wallet4.96 cr");
     expect(screen.getByRole("link", { name: "result.txt" })).toHaveAttribute("href", "/api/v1/jobs/42/outputs/result.txt");
   });
 });
@@ -257,7 +269,7 @@ describe("the job page live view", () => {
       "GET /api/v1/jobs/42/logs/": (call) => logsRoute(full)(call),
     });
     renderAt("/jobs/42", "/jobs/:id", <JobPage />);
-    await screen.findByRole("heading", { name: "Job #42" });
+    await screen.findByRole("heading", { name: /job #42/ });
     const socket = FakeSocket.all[0]!;
     expect(socket.url).toMatch(/\/ws\/jobs\/42\/$/);
     act(() => socket.open());
@@ -287,7 +299,7 @@ describe("the job page live view", () => {
       "GET /api/v1/jobs/42/logs/": (call) => logsRoute(full)(call),
     });
     renderAt("/jobs/42", "/jobs/:id", <JobPage />);
-    await screen.findByRole("heading", { name: "Job #42" });
+    await screen.findByRole("heading", { name: /job #42/ });
     act(() => FakeSocket.all[0]!.open());
     await waitFor(() => expect(screen.getByRole("log").textContent).toBe("one\n"));
     // when the socket drops and output is written meanwhile

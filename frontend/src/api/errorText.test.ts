@@ -1,0 +1,99 @@
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { apiErrorFrom } from "./errors";
+import { ERROR_SENTENCES, fieldLabel } from "./errorText";
+
+function doc(name: string): string {
+  const here = dirname(fileURLToPath(import.meta.url)); // frontend/src/api
+  return readFileSync(join(here, "..", "..", "..", "docs", name), "utf8");
+}
+
+/** The codes in the third column of docs/api.md's error table ("| status | when | codes |"). */
+function apiDocCodes(): string[] {
+  const text = doc("api.md");
+  const section = text.slice(text.indexOf("### Errors"), text.indexOf("### Pagination"));
+  const codes = new Set<string>();
+  for (const line of section.split("\n")) {
+    const cells = line.split("|").map((cell) => cell.trim());
+    if (cells.length < 5 || !/^\d{3}$/.test(cells[1] ?? "")) continue;
+    // asides in parentheses ("`invalid` (with `fields`)") name no codes
+    for (const match of (cells[3] ?? "").replace(/\([^)]*\)/g, "").matchAll(/`([a-z][a-z0-9_]*)`/g)) codes.add(match[1]!);
+  }
+  return [...codes];
+}
+
+/** The refusals in docs/jobs.md's validation table ("| check | refusal |"): "400 `code`". */
+function jobsDocCodes(): string[] {
+  const codes = new Set<string>();
+  for (const match of doc("jobs.md").matchAll(/\b\d{3} `([a-z][a-z0-9_]*)`(?: \/ `([a-z_]+)`)*(?: \/ `([a-z_]+)`)?/g)) {
+    for (const code of match.slice(1)) if (code) codes.add(code);
+  }
+  for (const match of doc("jobs.md").matchAll(/\/ `([a-z][a-z0-9_]*)`/g)) codes.add(match[1]!);
+  return [...codes];
+}
+
+function sentence(status: number, code: string, message = "", fields: unknown = {}): string {
+  return apiErrorFrom(status, { error: { code, message, fields } }).message;
+}
+
+describe("error sentences", () => {
+  it("finds the codes in the docs (the parser itself works)", () => {
+    const api = apiDocCodes();
+    expect(api).toEqual(expect.arrayContaining(["invalid", "insufficient_credits", "no_host_fits", "server_error", "throttled"]));
+    expect(api.length).toBeGreaterThan(40);
+    expect(jobsDocCodes()).toEqual(expect.arrayContaining(["code_required", "files_too_large", "duplicate_path", "host_unfit"]));
+  });
+
+  it("has a sentence for every code docs/api.md and docs/jobs.md list", () => {
+    const missing = [...apiDocCodes(), ...jobsDocCodes()].filter((code) => !(code in ERROR_SENTENCES));
+    expect(missing).toEqual([]);
+  });
+
+  it("never shows the code itself, nor a count of micro-credits", () => {
+    for (const code of [...apiDocCodes(), ...jobsDocCodes()]) {
+      const text = sentence(400, code, "not enough credits: 125997798 micro-credits left, 5000000000 needed");
+      expect(text, code).not.toContain(code.includes("_") ? code : `\`${code}\``);
+      expect(text, code).not.toMatch(/micro-?credits/);
+      expect(text, code).toMatch(/^[A-Z].*[.!?]$/);
+    }
+  });
+
+  it("says the balance and the need in credits", () => {
+    expect(sentence(402, "insufficient_credits", "not enough credits: 125997798 micro-credits left, 5000000000 needed")).toBe(
+      "Not enough credits: you have 125.99 credits; this needs 5,000 credits.",
+    );
+    expect(sentence(402, "insufficient_credits", "")).toBe("Not enough credits.");
+  });
+
+  it("turns bare field codes and micro-credit amounts into words", () => {
+    const purchase = apiErrorFrom(400, { error: { code: "amount_out_of_range", message: "", fields: { amount_micros: "out_of_range" } } });
+    expect(purchase.fields.amount_micros).toBe("This amount is outside the allowed range.");
+    const cap = apiErrorFrom(400, {
+      error: { code: "cap_too_low", message: "max_cost_micros must cover at least one minute at the host's rates (60000)", fields: { max_cost_micros: ["at least 60000"] } },
+    });
+    expect(cap.message).toBe("The cost cap must cover at least one minute on this machine: at least 0.06 credits.");
+    expect(cap.fields.max_cost_micros).toBe("at least 0.06 credits");
+    expect(cap.serverMessage).toContain("max_cost_micros");
+  });
+
+  it("keeps the server's detail where it names the problem", () => {
+    expect(sentence(400, "invalid_requirement", "requirement line 2 ('-e foo') is an option, not a requirement")).toBe(
+      "A requirement can't be installed as written (one package specifier per line, no options, URLs or paths): requirement line 2 ('-e foo') is an option, not a requirement.",
+    );
+    expect(sentence(429, "throttled", "Request was throttled. Expected available in 30 seconds.")).toBe("Too many requests; try again in 30 seconds.");
+  });
+
+  it("falls back to the status for an answer without our envelope, and to the message for a code it doesn't know", () => {
+    expect(apiErrorFrom(502, "<html>Bad gateway</html>").message).toBe("The server is unavailable; try again shortly.");
+    expect(sentence(409, "some_new_code", "The host is draining.")).toBe("The host is draining.");
+    expect(sentence(409, "some_new_code", "some_new_code")).not.toContain("some_new_code");
+  });
+
+  it("names fields in words", () => {
+    expect(fieldLabel("max_cost_micros")).toBe("Cost cap");
+    expect(fieldLabel("files.0.path")).toBe("Files (item 1, path)");
+    expect(fieldLabel("availability_policy")).toBe("Availability policy");
+  });
+});

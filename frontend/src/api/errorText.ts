@@ -1,0 +1,215 @@
+// What a person reads when the API refuses something: a sentence for every error code the API
+// can return (docs/api.md lists them; errorText.test.ts fails when one has no sentence), with
+// amounts in credits, never a raw code or a count of micro-credits.
+
+import { creditsWords } from "../lib/money";
+
+/** What the server said, for the sentences that carry its detail (a file name, a line). */
+interface Said {
+  message: string;
+  fields: Record<string, string>;
+}
+
+type Sentence = string | ((said: Said) => string);
+
+/** "not enough credits: 125997798 micro-credits left, 5000000000 needed" -> the two amounts. */
+function leftAndNeeded(message: string): [number, number] | null {
+  const match = /(-?\d+) micro-credits left, (\d+) needed/.exec(message);
+  return match ? [Number(match[1]), Number(match[2])] : null;
+}
+
+/** Every "12345 micro-credits" (or "(12345)" after "at least") in a server text, in credits. */
+export function humanizeAmounts(text: string): string {
+  return text
+    .replace(/(-?\d+) micro-?credits/g, (_, n: string) => creditsWords(Number(n)))
+    .replace(/\b(at least|at most|minimum|maximum) \(?(\d+)\)?/g, (_, word: string, n: string) => `${word} ${creditsWords(Number(n))}`);
+}
+
+/** The server's detail as the end of our sentence: "…: Model.pt is larger than 1 MB." */
+function withDetail(lead: string): (said: Said) => string {
+  return ({ message }) => {
+    const detail = humanizeAmounts(message.trim()).replace(/\.$/, "");
+    return detail ? `${lead}: ${detail}.` : `${lead}.`;
+  };
+}
+
+function moneyShort(lead: string, what: string): (said: Said) => string {
+  return ({ message }) => {
+    const amounts = leftAndNeeded(message);
+    if (!amounts) return `${lead}.`;
+    return `${lead}: you have ${creditsWords(amounts[0])}; ${what} needs ${creditsWords(amounts[1])}.`;
+  };
+}
+
+export const ERROR_SENTENCES: Record<string, Sentence> = {
+  // 400: bad input
+  invalid: withDetail("Some of what you entered needs fixing"),
+  parse_error: "The request could not be read; reload the page and try again.",
+  duplicate: "That already exists (an account with this email, or the same item twice).",
+  invalid_credentials: "That email and password don't match an account.",
+  invalid_idempotency_key: "The request's retry key was not valid; reload the page and try again.",
+  idempotency_key_required: "The request had no retry key; reload the page and try again.",
+  invalid_specs: withDetail("The machine's description was refused"),
+  invalid_policy: withDetail("That availability policy can't be used"),
+  invalid_limits: withDetail("Those limits can't be used"),
+  amount_out_of_range: ({ message }) => `That amount is outside what can be bought at once${message ? ` (${humanizeAmounts(message).replace(/\.$/, "")})` : ""}.`,
+  amount_not_whole_cents: "Amounts are paid in whole cents: use at most two decimals (for example 12.50).",
+  invalid_amount: "Enter an amount in credits, for example 12.50.",
+  payout_below_minimum: ({ message }) => `That payout is below the minimum${message ? ` (${humanizeAmounts(message).replace(/\.$/, "")})` : ""}.`,
+  invalid_signature: "The payment provider's message could not be verified.",
+  invalid_payload: "The payment provider's message could not be read.",
+  invalid_period: "Choose a start date on or before the end date.",
+  invalid_source: withDetail("That source can't be used"),
+  invalid_key: withDetail("That key can't be used"),
+  reason_required: "Give a reason for this change.",
+  unknown_user: "There is no account with that email.",
+  // jobs (docs/jobs.md)
+  code_required: "Give the job its code: write it in the editor, or upload files or a zip.",
+  no_files: "Give the job its code: write it in the editor, or upload files or a zip.",
+  invalid_requirement: withDetail("A requirement can't be installed as written (one package specifier per line, no options, URLs or paths)"),
+  too_many_requirements: withDetail("The job lists too many requirements"),
+  invalid_path: withDetail("A file name can't be used (relative paths only, no '..')"),
+  duplicate_path: withDetail("Two files have the same name"),
+  too_many_files: withDetail("The job has too many files"),
+  invalid_entrypoint: withDetail("The file to run must be one of the job's files and end in .py"),
+  entrypoint_required: "Choose which file to run.",
+  bad_archive: withDetail("The zip file could not be used"),
+  host_unfit: withDetail("That machine can't run this job"),
+  unknown_host: "That machine is not in the catalog (it may have been removed); choose another.",
+  cap_too_low: ({ fields, message }) => {
+    const minimum = /(\d+)/.exec(fields.max_cost_micros ?? "") ?? /\((\d+)\)/.exec(message);
+    return minimum
+      ? `The cost cap must cover at least one minute on this machine: at least ${creditsWords(Number(minimum[1]))}.`
+      : "The cost cap must cover at least one minute on this machine.";
+  },
+  // 401
+  not_authenticated: "Please log in.",
+  authentication_failed: "Your sign-in has expired or was revoked; please log in again.",
+  // 402
+  insufficient_credits: moneyShort("Not enough credits", "this"),
+  hold_exceeded: moneyShort("The job has used its whole cost cap", "this charge"),
+  insufficient_earnings: moneyShort("Not enough earnings are available yet", "this payout"),
+  // 403
+  permission_denied: "You are not allowed to do that.",
+  staff_required: "Only staff can see this page.",
+  enrollment_token_invalid: "That enrollment command is not valid; create a new one on the Hosting page.",
+  enrollment_token_expired: "That enrollment command has expired; create a new one on the Hosting page.",
+  enrollment_token_used: "That enrollment command was already used; create a new one on the Hosting page.",
+  account_restricted:
+    "Your account owes credits after a refund or dispute: new jobs and payouts are paused until you buy credits to cover it.",
+  // 404
+  not_found: "That was not found (it may have been removed, or it isn't yours).",
+  hold_not_found: "That job's hold was not found.",
+  payment_not_found: "That payment was not found.",
+  payout_not_found: "That payout was not found.",
+  // 405, 409
+  method_not_allowed: "That action is not available here.",
+  conflict: withDetail("That can't be done now"),
+  already_member: "That person is already a member.",
+  last_admin: "You are the last admin: make someone else an admin first.",
+  idempotency_key_in_progress: "The same request is still being processed; wait a moment and try again.",
+  transaction_key_reused: "That payment was already recorded with other amounts; contact support.",
+  hold_owner_mismatch: "That hold belongs to another account.",
+  payout_account_not_ready: "Finish setting up your payout account (the Stripe step) before asking for a payout.",
+  no_host_fits: "No machine you may use fits this job right now: lower the cores, memory, GPUs or timeout, or try again later.",
+  job_finished: "The job has already finished.",
+  transition_refused: withDetail("The job can't change that way now"),
+  stale_attempt: "That report was for an earlier attempt of the job.",
+  retry: "That didn't go through; try again.",
+  unbalanced_transaction: "That transaction doesn't balance; nothing was recorded.",
+  output_mismatch: "An output file didn't match what the host reported.",
+  too_many_outputs: "The job wrote too many output files.",
+  // 413
+  file_too_large: withDetail("A file is too large"),
+  files_too_large: withDetail("The job's files are too large together"),
+  code_too_large: withDetail("The code is too large"),
+  archive_too_large: withDetail("The zip file is too large"),
+  too_large: "That is too large to send.",
+  // 415, 422, 429, 5xx
+  unsupported_media_type: "The request was sent in a form the server does not accept; reload the page and try again.",
+  unprocessable: withDetail("That can't be done"),
+  idempotency_key_reused: "A different request already used this retry key; reload the page and submit again.",
+  throttled: ({ message }) => {
+    const wait = /available in (\d+) seconds?/.exec(message);
+    return wait ? `Too many requests; try again in ${wait[1]} seconds.` : "Too many requests; wait a moment and try again.";
+  },
+  server_error: "Something went wrong on our side; nothing was changed. Try again in a moment.",
+  payment_provider_error: "The payment provider didn't answer; try again (you won't be charged twice).",
+};
+
+/** Errors without our envelope (a proxy's 502, an HTML 404): by status. */
+export const STATUS_SENTENCES: Record<number, string> = {
+  400: "The request was refused.",
+  401: "Please log in.",
+  403: "You are not allowed to do that.",
+  404: "That was not found.",
+  413: "That is too large to send.",
+  429: "Too many requests; wait a moment and try again.",
+  500: "Something went wrong on our side; try again in a moment.",
+  502: "The server is unavailable; try again shortly.",
+  503: "The server is unavailable; try again shortly.",
+  504: "The server took too long to answer; try again shortly.",
+};
+
+/** Bare codes the API puts in `fields` instead of a message ({"amount_micros": "out_of_range"}). */
+export const FIELD_CODE_SENTENCES: Record<string, string> = {
+  out_of_range: "This amount is outside the allowed range.",
+  below_minimum: "This amount is below the minimum.",
+  not_whole_cents: "Use whole cents: at most two decimals.",
+  required: "This is required.",
+  invalid: "This is not valid.",
+  blank: "This can't be empty.",
+  null: "This is required.",
+};
+
+const BARE_CODE = /^[a-z]+(?:_[a-z0-9]+)*$/;
+
+/** The sentence for an error code, given what the server said. */
+export function sentenceFor(code: string, status: number, message: string, fields: Record<string, string>): string {
+  const sentence = ERROR_SENTENCES[code];
+  if (typeof sentence === "function") return sentence({ message, fields });
+  if (typeof sentence === "string") return sentence;
+  // A code this app does not know yet: the server's message, if it reads as a sentence.
+  if (message && !BARE_CODE.test(message.trim())) return humanizeAmounts(message);
+  return STATUS_SENTENCES[status] ?? `The request failed (status ${status}).`;
+}
+
+/** A field's message in words: a bare code becomes a sentence; amounts of a `_micros` field become credits. */
+export function fieldSentence(field: string, message: string): string {
+  const text = message.trim();
+  if (BARE_CODE.test(text)) {
+    const known = ERROR_SENTENCES[text];
+    return FIELD_CODE_SENTENCES[text] ?? (typeof known === "string" ? known : "This is not valid.");
+  }
+  const humanized = humanizeAmounts(text);
+  if (/_micros$/.test(field)) return humanized.replace(/\b(\d{4,})\b(?! credits?)/g, (n) => creditsWords(Number(n)));
+  return humanized;
+}
+
+const FIELD_LABELS: Record<string, string> = {
+  max_cost_micros: "Cost cap",
+  amount_micros: "Amount",
+  cpus: "CPU cores",
+  memory_mb: "Memory",
+  gpus: "GPUs",
+  timeout_seconds: "Timeout",
+  requirements: "Requirements",
+  entrypoint: "File to run",
+  code: "Code",
+  files: "Files",
+  archive: "Zip file",
+  host: "Machine",
+  placement: "Placement",
+  email: "Email",
+  password: "Password",
+  name: "Name",
+  "Idempotency-Key": "Retry key",
+};
+
+/** A field's name as a label: "max_cost_micros" -> "Cost cap", "files.0.path" -> "Files, 1st path". */
+export function fieldLabel(key: string): string {
+  const [head = key, ...rest] = key.split(".");
+  const label = FIELD_LABELS[head] ?? head.replace(/_micros$/, "").replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+  if (!rest.length) return label;
+  return `${label} (${rest.map((part) => (/^\d+$/.test(part) ? `item ${Number(part) + 1}` : part.replace(/_/g, " "))).join(", ")})`;
+}
