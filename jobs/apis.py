@@ -51,15 +51,13 @@ class JobListCreateApi(generics.ListAPIView[Job]):
     @durable
     @idempotent()
     def post(self, request: Request) -> Response:
-        """Submit: the job, its files, its hold and its first offer, in one transaction.
-
-        The ``Idempotency-Key`` record shares it (``durable`` wraps ``idempotent``): the claim,
-        the submit and the stored response commit together, so a crash or an error leaves
-        neither a job nor a claim, and a retry runs the submit afresh; a concurrent repeat
-        waits on the claim's unique index until the first commits, then gets its response.
-        With the record in a transaction of its own, a crash after the submit's commit would
-        leave the claim ``processing``, and its retry after the timeout a second job.
-        """
+        # Submit: the job, its files, its hold and its first offer, in one transaction. The
+        # Idempotency-Key record shares it (durable wraps idempotent): the claim, the submit and
+        # the stored response commit together, so a crash or an error leaves neither a job nor
+        # a claim, and a retry runs the submit afresh; a concurrent repeat waits on the claim's
+        # unique index until the first commits, then gets its response. With the record in a
+        # transaction of its own, a crash after the submit's commit would leave the claim
+        # "processing", and its retry after the timeout would make a second job.
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         job = job_submit(owner=request_user(request), submission=given.submission())

@@ -648,6 +648,7 @@ export interface components {
             credential: string;
         };
         AmountInputRequest: {
+            /** Format: int64 */
             amount_micros: number;
         };
         ApiTokenCreatedOutput: {
@@ -968,7 +969,10 @@ export interface components {
             archive?: string;
             entrypoint?: string;
             requirements?: string[] | string;
-            /** @description the hard cost cap */
+            /**
+             * Format: int64
+             * @description the hard cost cap
+             */
             max_cost_micros: number;
             host?: number | null;
             placement?: components["schemas"]["JobCreatePlacementEnum"];
@@ -1253,8 +1257,11 @@ export interface components {
         /** @description PATCH /my/hosts/{id}/: every field optional; the service checks the values. */
         PatchedHostUpdateInputRequest: {
             name?: string;
+            /** Format: int64 */
             cpu_core_hour_micros?: number;
+            /** Format: int64 */
             memory_gb_hour_micros?: number;
+            /** Format: int64 */
             gpu_hour_micros?: number;
             max_job_cpus?: number;
             max_job_memory_mb?: number;
@@ -1337,6 +1344,7 @@ export interface components {
             /** @default 3600 */
             timeout_seconds: number;
             host?: number | null;
+            /** Format: int64 */
             max_cost_micros?: number | null;
         };
         Rates: {
