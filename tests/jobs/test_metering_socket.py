@@ -125,3 +125,69 @@ async def test_a_database_error_on_the_fast_path_falls_back_to_the_handler(
     attempt = await database_sync_to_async(JobAttempt.objects.get)(job=job)
     assert attempt.usage_seq == 1
     await socket.disconnect()
+
+
+OUT_OF_BOUNDS = {
+    "cpu 1e300": {"cpu_seconds": 1e300},
+    "seq 2**63": {"seq": 2**63},
+    "memory_peak_mb 2**40": {"memory_peak_mb": 2**40},
+    "negative seq": {"seq": -1},
+    "negative wall": {"wall_seconds": -1.0},
+    "NaN cpu": {"cpu_seconds": float("nan")},
+    "Infinity wall": {"wall_seconds": float("inf")},
+    "bool seq": {"seq": True},
+    "bool memory": {"memory_current_mb": False},
+}
+
+
+@pytest.mark.parametrize("change", OUT_OF_BOUNDS.values(), ids=OUT_OF_BOUNDS.keys())
+async def test_an_out_of_range_number_is_a_bad_field_and_changes_nothing(
+    running, handled, fast_connections, change, caplog
+):
+    # given
+    job, _host, credential = running
+    socket, _ = await connected_agent(credential, running_jobs=[{"job_id": job.pk, "attempt": 1}])
+    data = {
+        "job_id": job.pk,
+        "attempt": 1,
+        "seq": 1,
+        "cpu_seconds": 1.0,
+        "wall_seconds": 1.0,
+        "memory_peak_mb": 64,
+        "memory_current_mb": 32,
+        "gpu_seconds": 0.0,
+        **change,
+    }
+
+    # when (json.dumps writes NaN and Infinity as the bare JSON-ish literals)
+    await socket.send_to(text_data=encode("job.usage", data))
+    error = await receive_type(socket, "error")
+
+    # then: refused at the edge, never an internal error; nothing stored, no traceback
+    assert error["data"]["code"] == "bad_field"
+    assert handled == []
+    assert not [r for r in caplog.records if r.exc_info]
+    attempt = await database_sync_to_async(JobAttempt.objects.get)(job=job)
+    assert (attempt.usage_seq, attempt.usage_cpu_ms) == (-1, 0)
+    # and the socket still serves a sane report
+    await socket.send_to(text_data=_report(job, 1, 1.0, 1.0))
+    ack = await receive_type(socket, "usage.ack")
+    assert ack["data"]["seq"] == 1
+    await socket.disconnect()
+
+
+async def test_a_negative_log_offset_is_a_bad_field(running, fast_connections):
+    # given
+    job, _host, credential = running
+    socket, _ = await connected_agent(credential, running_jobs=[{"job_id": job.pk, "attempt": 1}])
+
+    # when
+    chunk = {"job_id": job.pk, "attempt": 1, "offset": -5, "data": "hello"}
+    await socket.send_to(text_data=encode("job.log", chunk))
+    error = await receive_type(socket, "error")
+
+    # then
+    assert error["data"]["code"] == "bad_field"
+    attempt = await database_sync_to_async(JobAttempt.objects.get)(job=job)
+    assert attempt.log_offset == 0
+    await socket.disconnect()
