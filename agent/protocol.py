@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import (
     Annotated,
     Any,
+    Generic,
     Literal,
     NotRequired,
     TypedDict,
+    TypeVar,
     get_args,
     get_origin,
     get_type_hints,
@@ -291,10 +293,16 @@ SERVER_MESSAGES: dict[str, type] = {
 }
 
 
-class Envelope(TypedDict):
+D = TypeVar("D")
+
+
+class Envelope(TypedDict, Generic[D]):
+    """A decoded message; ``data`` is the payload type its ``type`` names (``decode`` checked
+    it), so a handler of ``job.usage`` takes an ``Envelope[Usage]`` and reads it typed."""
+
     type: str
     id: str
-    data: dict[str, Any]
+    data: D
 
 
 def new_id() -> str:
@@ -306,7 +314,7 @@ def encode(message_type: str, data: Any, message_id: str | None = None) -> str:
     return json.dumps(envelope, separators=(",", ":"))
 
 
-def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope:
+def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope[Any]:
     """Parse and validate one envelope whose type is in ``allowed``."""
     if _size_in_bytes(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")

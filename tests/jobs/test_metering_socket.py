@@ -10,9 +10,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from agent.protocol import encode
-from hosts import agent_handlers
 from hosts.models import Host
-from jobs.agent_messages import handle_job_usage
+from jobs.agent_messages import HANDLERS, handle_job_usage
 from jobs.models import JobAttempt, UsageReport
 from jobs.services import usage_async
 from tests.hosts.factories import credential_create
@@ -47,7 +46,7 @@ def handled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         seen.append(envelope["data"]["seq"])
         return handle_job_usage(host_id, envelope)
 
-    monkeypatch.setitem(agent_handlers._handlers, "job.usage", recording)
+    monkeypatch.setitem(HANDLERS, "job.usage", recording)
     return seen
 
 
