@@ -52,7 +52,7 @@ from jobs.services.dispatch import offers_open
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.services.logs import log_append
 from jobs.services.usage import UsageRefused, usage_ingest, usage_ingest_fast
-from jobs.services.usage_async import usage_ingest_fast_async
+from jobs.services.usage_async import FastPath, usage_ingest_fast_async
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_FINISHED, IllegalTransition
 
 Reply = tuple[str, dict[str, Any]]
@@ -203,6 +203,13 @@ def handle_job_usage(host_id: int, envelope: Envelope[Usage]) -> list[Reply]:
             job_id=data["job_id"], attempt=data["attempt"], seq=data["seq"], stop=fast.stop
         )
         return [("usage.ack", dict(ack))]
+    return handle_job_usage_decide(host_id, envelope)
+
+
+def handle_job_usage_decide(host_id: int, envelope: Envelope[Usage]) -> list[Reply]:
+    """A report the one-statement path did not take (it ran already, here or on the event
+    loop): a repeat, a refusal, a stale attempt, the cap reached."""
+    data = envelope["data"]
     attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE | ATTEMPT_FINISHED)
     if attempt is None:
         return refusal
@@ -222,13 +229,17 @@ def handle_job_usage(host_id: int, envelope: Envelope[Usage]) -> list[Reply]:
     return replies
 
 
-async def handle_job_usage_fast(host_id: int, envelope: Envelope[Usage]) -> list[Reply] | None:
+async def handle_job_usage_fast(host_id: int, envelope: Envelope[Usage]) -> list[Reply] | Handler:
     """The next report of a running attempt, answered on the socket's event loop in one
-    statement (jobs.services.usage_async); None for anything else: handle_job_usage decides."""
+    statement (jobs.services.usage_async). For anything else, the handler that decides:
+    ``handle_job_usage_decide`` when the statement ran (it is not run twice), or the whole
+    ``handle_job_usage`` when it could not run."""
     data = envelope["data"]
     verdict = await usage_ingest_fast_async(host_id, data)
+    if verdict is FastPath.NOT_RUN:
+        return HANDLERS["job.usage"]
     if verdict is None or verdict.is_cap_reached:
-        return None
+        return handle_job_usage_decide
     ack = UsageAck(
         job_id=data["job_id"], attempt=data["attempt"], seq=data["seq"], stop=verdict.stop
     )

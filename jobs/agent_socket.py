@@ -37,6 +37,7 @@ from agent.protocol import (
     Hello,
     ProtocolError,
     RunningJobRef,
+    Usage,
     Welcome,
     decode,
     encode,
@@ -47,6 +48,7 @@ from hosts import services
 from hosts.messaging import host_close_async, host_group
 from jobs.agent_messages import (
     HANDLERS,
+    Handler,
     Reply,
     handle_heartbeat,
     handle_job_usage_fast,
@@ -164,10 +166,10 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             await self._error("hello_required", "send hello first", envelope["id"])
         elif envelope["type"] == "heartbeat":
             await self._heartbeat(envelope)
-        elif envelope["type"] == "job.usage" and await self._usage_fast(envelope):
-            return
+        elif envelope["type"] == "job.usage":
+            await self._usage(envelope)
         else:
-            await self._dispatch(envelope)
+            await self._dispatch(envelope, HANDLERS.get(envelope["type"]))
 
     # --- channel-layer events ----------------------------------------------------------------
 
@@ -232,11 +234,10 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             return
         await self._send_replies(answer)
 
-    async def _dispatch(self, envelope: Envelope[Any]) -> None:
+    async def _dispatch(self, envelope: Envelope[Any], handler: Handler | None) -> None:
         assert self.host_id is not None
-        if envelope["type"] == "ack":  # nothing on this server waits for the agent's acks
+        if handler is None:  # an ack: nothing on this server waits for the agent's acks
             return
-        handler = HANDLERS[envelope["type"]]
         try:
             # In the thread pool, not the one thread that thread-sensitive code shares: one
             # agent's messages still run one at a time (each is awaited), but many agents'
@@ -261,19 +262,19 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             if not acked:
                 await self._send("ack", {"ack_id": envelope["id"]})
 
-    async def _usage_fast(self, envelope: Envelope[Any]) -> bool:
+    async def _usage(self, envelope: Envelope[Usage]) -> None:
         """Answer the next report of a running attempt on the event loop, in one statement (no
-        thread hop: docs/metering.md); False lets the ordinary handler decide."""
+        thread hop: docs/metering.md); anything else goes to the handler the fast path names."""
         assert self.host_id is not None
         try:
-            replies = await handle_job_usage_fast(self.host_id, envelope)
+            answer = await handle_job_usage_fast(self.host_id, envelope)
         except Exception:
             logger.exception("fast usage path of host %s failed", self.host_id)
-            return False
-        if replies is None:
-            return False
-        await self._send_replies(replies)
-        return True
+            answer = HANDLERS["job.usage"]
+        if isinstance(answer, list):
+            await self._send_replies(answer)
+        else:
+            await self._dispatch(envelope, answer)
 
     # --- helpers -----------------------------------------------------------------------------
 

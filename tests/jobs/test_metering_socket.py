@@ -11,7 +11,8 @@ from channels.db import database_sync_to_async
 
 from agent.protocol import encode
 from hosts.models import Host
-from jobs.agent_messages import HANDLERS, handle_job_usage
+from jobs import agent_messages
+from jobs.agent_messages import HANDLERS, handle_job_usage, handle_job_usage_decide
 from jobs.models import JobAttempt, UsageReport
 from jobs.services import usage_async
 from tests.hosts.factories import credential_create
@@ -42,11 +43,17 @@ def handled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The seqs the ordinary (thread) handler saw; it still answers them."""
     seen: list[int] = []
 
-    def recording(host_id: int, envelope: Any) -> Any:
-        seen.append(envelope["data"]["seq"])
-        return handle_job_usage(host_id, envelope)
+    def recording(handler: Any) -> Any:
+        def handle(host_id: int, envelope: Any) -> Any:
+            seen.append(envelope["data"]["seq"])
+            return handler(host_id, envelope)
 
-    monkeypatch.setitem(HANDLERS, "job.usage", recording)
+        return handle
+
+    monkeypatch.setitem(HANDLERS, "job.usage", recording(handle_job_usage))
+    monkeypatch.setattr(
+        agent_messages, "handle_job_usage_decide", recording(handle_job_usage_decide)
+    )
     return seen
 
 
@@ -189,4 +196,29 @@ async def test_a_negative_log_offset_is_a_bad_field(running, fast_connections):
     assert error["data"]["code"] == "bad_field"
     attempt = await database_sync_to_async(JobAttempt.objects.get)(job=job)
     assert attempt.log_offset == 0
+    await socket.disconnect()
+
+
+async def test_a_report_the_statement_did_not_take_is_not_run_again_on_the_thread(
+    running, handled, fast_connections, monkeypatch
+):
+    # given: the thread's copy of the one statement records its calls
+    job, _host, credential = running
+    sync_runs: list[int] = []
+    real = agent_messages.usage_ingest_fast
+
+    def recording(host_id: int, report: Any) -> Any:
+        sync_runs.append(report["seq"])
+        return real(host_id, report)
+
+    monkeypatch.setattr(agent_messages, "usage_ingest_fast", recording)
+    socket, _ = await connected_agent(credential, running_jobs=[{"job_id": job.pk, "attempt": 1}])
+
+    # when: a new report, then its repeat (which the statement does not take)
+    for seq in (1, 1):
+        await socket.send_to(text_data=_report(job, seq, 1.0, 1.0))
+        await receive_type(socket, "usage.ack")
+
+    # then: the repeat was decided on the thread without running the statement a second time
+    assert (handled, sync_runs) == ([1], [])
     await socket.disconnect()
