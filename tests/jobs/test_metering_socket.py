@@ -14,7 +14,7 @@ from hosts.models import Host
 from jobs import agent_messages
 from jobs.agent_messages import HANDLERS, handle_job_usage, handle_job_usage_decide
 from jobs.models import JobAttempt, UsageReport
-from jobs.services import usage_async
+from jobs.services import usage, usage_async
 from tests.hosts.factories import credential_create
 from tests.jobs.metering_steps import FUNDS, RATES, metered_job, run
 from tests.jobs.test_agent_socket import connected_agent, receive_type
@@ -205,13 +205,13 @@ async def test_a_report_the_statement_did_not_take_is_not_run_again_on_the_threa
     # given: the thread's copy of the one statement records its calls
     job, _host, credential = running
     sync_runs: list[int] = []
-    real = agent_messages.usage_ingest_fast
+    real = usage.usage_ingest_fast
 
     def recording(host_id: int, report: Any) -> Any:
         sync_runs.append(report["seq"])
         return real(host_id, report)
 
-    monkeypatch.setattr(agent_messages, "usage_ingest_fast", recording)
+    monkeypatch.setattr("jobs.agent_messages.usage_ingest_fast", recording)
     socket, _ = await connected_agent(credential, running_jobs=[{"job_id": job.pk, "attempt": 1}])
 
     # when: a new report, then its repeat (which the statement does not take)
