@@ -39,11 +39,16 @@ from agent.protocol import (
     PROTOCOL_VERSION,
     SERVER_MESSAGES,
     AvailabilityPolicy,
+    Drain,
     Envelope,
+    Error,
     Heartbeat,
     Hello,
     HostSpecs,
+    JobCancel,
+    JobOffer,
     ProtocolError,
+    Welcome,
     decode,
     encode,
     new_id,
@@ -285,7 +290,7 @@ class AgentClient:
         if handler is not None:
             await handler(self, envelope)
 
-    async def _on_welcome(self, envelope: Envelope) -> None:
+    async def _on_welcome(self, envelope: Envelope[Welcome]) -> None:
         data = envelope["data"]
         self.heartbeat_seconds = float(max(1, data["heartbeat_seconds"]))
         self.usage_report_seconds = float(max(1, data["usage_report_seconds"]))
@@ -303,18 +308,18 @@ class AgentClient:
         self._welcomed.set()
         self._state_publish()
 
-    async def _on_drain(self, envelope: Envelope) -> None:
+    async def _on_drain(self, envelope: Envelope[Drain]) -> None:
         is_draining = bool(envelope["data"]["is_draining"])
         if is_draining != self.is_server_draining:
             logger.info("the owner %s this host", "drained" if is_draining else "resumed")
         self.is_server_draining = is_draining
         self._state_publish()
 
-    async def _on_policy(self, envelope: Envelope) -> None:
-        self.policy = envelope["data"]  # type: ignore[assignment]
+    async def _on_policy(self, envelope: Envelope[AvailabilityPolicy]) -> None:
+        self.policy = envelope["data"]
         await self._availability_refresh()
 
-    async def _on_offer(self, envelope: Envelope) -> None:
+    async def _on_offer(self, envelope: Envelope[JobOffer]) -> None:
         offer = envelope["data"]
         reason = self._offer_refusal()
         if reason:
@@ -324,12 +329,12 @@ class AgentClient:
                 {"job_id": offer["job_id"], "attempt": offer["attempt"], "reason": reason},
             )
             return
-        await self.jobs.on_offer(offer)  # type: ignore[arg-type]
+        await self.jobs.on_offer(offer)
 
-    async def _on_cancel(self, envelope: Envelope) -> None:
-        await self.jobs.on_cancel(envelope["data"])  # type: ignore[arg-type]
+    async def _on_cancel(self, envelope: Envelope[JobCancel]) -> None:
+        await self.jobs.on_cancel(envelope["data"])
 
-    async def _on_ack(self, envelope: Envelope) -> None:
+    async def _on_ack(self, envelope: Envelope[Any]) -> None:
         data = envelope["data"]
         if envelope["type"] == "ack":
             self.outbox.ack(data["ack_id"])
@@ -339,7 +344,7 @@ class AgentClient:
             self.outbox.usage_ack(data["job_id"], data["attempt"], data["seq"])
         await self.jobs.on_ack(envelope["type"], data)
 
-    async def _on_error(self, envelope: Envelope) -> None:
+    async def _on_error(self, envelope: Envelope[Error]) -> None:
         data = envelope["data"]
         logger.warning(
             "the server refused %s: %s (%s)",
@@ -350,7 +355,7 @@ class AgentClient:
         if "ref_id" in data:
             self.outbox.refuse(data["ref_id"], data["code"])
 
-    _handlers: dict[str, Callable[[AgentClient, Envelope], Any]] = {
+    _handlers: dict[str, Callable[[AgentClient, Envelope[Any]], Any]] = {
         "welcome": _on_welcome,
         "drain": _on_drain,
         "policy": _on_policy,

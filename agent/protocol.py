@@ -6,13 +6,29 @@ server imports these definitions so both sides agree on every field. ``docs/prot
 describes the flow (acknowledgements, resume rules); this file is the field-level truth.
 
 ``decode`` validates untrusted input from either side: it checks the envelope, that the type
-is known, and that each declared field is present with the declared JSON type. It raises
-``ProtocolError`` with a stable code on anything else.
+is known, and that each declared field is present with the declared JSON type and within its
+bounds (every int within int64, every float finite; the ``Annotated`` ranges below). It raises
+``ProtocolError`` with a stable code on anything else. Each payload type's checker is built once,
+on first use, not per message.
 """
 
 import json
+import math
 import uuid
-from typing import Any, Literal, NotRequired, TypedDict, get_args, get_origin, get_type_hints
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    Literal,
+    NotRequired,
+    TypedDict,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -21,7 +37,6 @@ MAX_LOG_CHUNK_BYTES = 64 * 1024
 
 # Websocket close codes (4000-4999 are free for applications).
 CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
 CLOSE_PROTOCOL_ERROR = 4400
 CLOSE_REPLACED = 4409  # another connection of the same host took over
 
@@ -32,6 +47,26 @@ class ProtocolError(ValueError):
         self.code = code
         self.message = message
 
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive bounds of a number field (``Annotated[int, Range(0, INT64_MAX)]``)."""
+
+    low: float
+    high: float
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Sane maxima (docs/protocol.md, "Bounds"): far above any real host, far below an overflow.
+# (The specs in hello have their own, tighter bounds: hosts/specs.py, code invalid_specs.)
+MAX_MEMORY_MB = 64 * 1024 * 1024  # 64 TiB, as hosts/specs.py
+MAX_SECONDS = 1e9  # ~31 years of (core-, GPU-) seconds per attempt
+MAX_LOAD = 1e4  # load as a fraction of all cores
+
+# Ids, attempt numbers, seqs, offsets, sizes: non-negative int64.
+Count = Annotated[int, Range(0, INT64_MAX)]
+MemoryMb = Annotated[int, Range(0, MAX_MEMORY_MB)]
+Seconds = Annotated[float, Range(0, MAX_SECONDS)]
 
 # --- payloads: agent -> server ----------------------------------------------------------------
 
@@ -54,8 +89,8 @@ class HostSpecs(TypedDict):
 
 
 class RunningJobRef(TypedDict):
-    job_id: int
-    attempt: int
+    job_id: Count
+    attempt: Count
 
 
 class Hello(TypedDict):
@@ -70,19 +105,19 @@ class Hello(TypedDict):
 class Usage(TypedDict):
     """Cumulative counters for one attempt since it started (never deltas)."""
 
-    job_id: int
-    attempt: int
-    seq: int
-    cpu_seconds: float
-    wall_seconds: float
-    memory_peak_mb: int
-    memory_current_mb: int
-    gpu_seconds: float
+    job_id: Count
+    attempt: Count
+    seq: Count
+    cpu_seconds: Seconds
+    wall_seconds: Seconds
+    memory_peak_mb: MemoryMb
+    memory_current_mb: MemoryMb
+    gpu_seconds: Seconds
     is_final: NotRequired[bool]
 
 
 class Heartbeat(TypedDict):
-    load: float
+    load: Annotated[float, Range(0, MAX_LOAD)]
     is_available: bool
     unavailable_reason: str
     running_jobs: list[RunningJobRef]
@@ -91,40 +126,40 @@ class Heartbeat(TypedDict):
 
 
 class JobAccept(TypedDict):
-    job_id: int
-    attempt: int
+    job_id: Count
+    attempt: Count
 
 
 class JobReject(TypedDict):
-    job_id: int
-    attempt: int
+    job_id: Count
+    attempt: Count
     reason: str
 
 
 class JobStarted(TypedDict):
-    job_id: int
-    attempt: int
+    job_id: Count
+    attempt: Count
     phase: Literal["preparing", "running"]
 
 
 class JobLog(TypedDict):
     """Output bytes ``[offset, offset + len(data))`` of the attempt's combined log."""
 
-    job_id: int
-    attempt: int
-    offset: int
+    job_id: Count
+    attempt: Count
+    offset: Count
     data: str  # UTF-8 text; undecodable bytes replaced by the agent
 
 
 class OutputFile(TypedDict):
     name: str
-    size: int
+    size: Count
     sha256: str
 
 
 class JobFinished(TypedDict):
-    job_id: int
-    attempt: int
+    job_id: Count
+    attempt: Count
     status: Literal["succeeded", "failed", "cancelled", "timed_out", "budget_exhausted"]
     reason: str
     exit_code: int | None
@@ -258,10 +293,16 @@ SERVER_MESSAGES: dict[str, type] = {
 }
 
 
-class Envelope(TypedDict):
+D = TypeVar("D")
+
+
+class Envelope(TypedDict, Generic[D]):
+    """A decoded message; ``data`` is the payload type its ``type`` names (``decode`` checked
+    it), so a handler of ``job.usage`` takes an ``Envelope[Usage]`` and reads it typed."""
+
     type: str
     id: str
-    data: dict[str, Any]
+    data: D
 
 
 def new_id() -> str:
@@ -273,7 +314,7 @@ def encode(message_type: str, data: Any, message_id: str | None = None) -> str:
     return json.dumps(envelope, separators=(",", ":"))
 
 
-def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope:
+def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope[Any]:
     """Parse and validate one envelope whose type is in ``allowed``."""
     if _size_in_bytes(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
@@ -290,13 +331,13 @@ def decode(raw: str | bytes, allowed: dict[str, type]) -> Envelope:
         raise ProtocolError("bad_envelope", "id must be a non-empty string of at most 64 chars")
     if not isinstance(data, dict):
         raise ProtocolError("bad_envelope", "data must be a JSON object")
-    _check(allowed[message_type], data, "data")
+    _checker(allowed[message_type])(data, "data")
     return Envelope(type=message_type, id=message_id, data=data)
 
 
 def payload_check(expected: type, value: Any, where: str = "data") -> None:
     """Validate one payload (e.g. ``HostSpecs`` posted at enrollment) like ``decode`` does."""
-    _check(expected, value, where)
+    _checker(expected)(value, where)
 
 
 def _size_in_bytes(raw: str | bytes) -> int:
@@ -306,50 +347,148 @@ def _size_in_bytes(raw: str | bytes) -> int:
     return len(raw.encode("utf-8", "surrogatepass"))
 
 
-def _check(expected: Any, value: Any, where: str) -> None:
+Checker = Callable[[Any, str], None]
+_checkers: dict[Any, Checker] = {}
+
+
+def _checker(expected: Any) -> Checker:
+    """The checker of one declared type, built on first use and kept."""
+    checker = _checkers.get(expected)
+    if checker is None:
+        checker = _checkers[expected] = _compile(expected)
+    return checker
+
+
+def _compile(expected: Any) -> Checker:
     origin = get_origin(expected)
     if origin is NotRequired:
-        _check(get_args(expected)[0], value, where)
-    elif origin is Literal:
-        if value not in get_args(expected):
-            raise ProtocolError("bad_field", f"{where} must be one of {get_args(expected)}")
-    elif origin is list:
+        return _checker(get_args(expected)[0])
+    if origin is Annotated:
+        return _ranged(_checker(get_args(expected)[0]), get_args(expected)[1])
+    if origin is Literal:
+        return _literal(get_args(expected))
+    if origin is list:
+        return _list(_checker(get_args(expected)[0]))
+    if origin is dict:
+        return _typed(dict, "an object")
+    if _is_union(expected):
+        return _union([_checker(option) for option in get_args(expected)])
+    if _is_typeddict(expected):
+        return _typeddict(expected)
+    if expected is type(None):
+        return _none
+    if expected is float:
+        return _float
+    if expected is int:
+        return _int
+    if expected is bool:
+        return _typed(bool, "bool")
+    if expected is str:
+        return _typed(str, "str")
+    if expected is Any:
+        return _anything
+    raise TypeError(f"the protocol has no checker for {expected!r}")
+
+
+def _ranged(base: Checker, bounds: Range) -> Checker:
+    def check(value: Any, where: str) -> None:
+        base(value, where)
+        if not bounds.low <= value <= bounds.high:
+            raise ProtocolError(
+                "bad_field", f"{where} must be between {bounds.low:g} and {bounds.high:g}"
+            )
+
+    return check
+
+
+def _literal(options: tuple[Any, ...]) -> Checker:
+    def check(value: Any, where: str) -> None:
+        if isinstance(value, bool) or value not in options:
+            raise ProtocolError("bad_field", f"{where} must be one of {options}")
+
+    return check
+
+
+def _list(item: Checker) -> Checker:
+    def check(value: Any, where: str) -> None:
         if not isinstance(value, list):
             raise ProtocolError("bad_field", f"{where} must be a list")
-        for index, item in enumerate(value):
-            _check(get_args(expected)[0], item, f"{where}[{index}]")
-    elif origin is dict:
+        for index, element in enumerate(value):
+            item(element, f"{where}[{index}]")
+
+    return check
+
+
+def _typed(kind: type, name: str) -> Checker:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, kind):
+            raise ProtocolError("bad_field", f"{where} must be {name}")
+
+    return check
+
+
+def _union(options: list[Checker]) -> Checker:
+    def check(value: Any, where: str) -> None:
+        for option in options:
+            try:
+                option(value, where)
+            except ProtocolError:
+                continue
+            return
+        raise ProtocolError("bad_field", f"{where} has the wrong type")
+
+    return check
+
+
+def _typeddict(expected: Any) -> Checker:
+    fields = {
+        name: _checker(hint) for name, hint in get_type_hints(expected, include_extras=True).items()
+    }
+    required = tuple(expected.__required_keys__)
+
+    def check(value: Any, where: str) -> None:
         if not isinstance(value, dict):
             raise ProtocolError("bad_field", f"{where} must be an object")
-    elif _is_union(expected):
-        if not any(_matches(option, value) for option in get_args(expected)):
-            raise ProtocolError("bad_field", f"{where} has the wrong type")
-    elif (
-        isinstance(expected, type)
-        and hasattr(expected, "__annotations__")
-        and _is_typeddict(expected)
-    ):
-        _check_typeddict(expected, value, where)
-    elif not _matches(expected, value):
-        raise ProtocolError(
-            "bad_field", f"{where} must be {getattr(expected, '__name__', expected)}"
-        )
+        for name in required:
+            if name not in value:
+                raise ProtocolError("missing_field", f"{where}.{name} is required")
+        for name, item in value.items():
+            field = fields.get(name)
+            if field is not None:
+                field(item, f"{where}.{name}")
+
+    return check
 
 
-def _check_typeddict(expected: Any, value: Any, where: str) -> None:
-    if not isinstance(value, dict):
-        raise ProtocolError("bad_field", f"{where} must be an object")
-    hints = get_type_hints(expected, include_extras=True)
-    for name in expected.__required_keys__:
-        if name not in value:
-            raise ProtocolError("missing_field", f"{where}.{name} is required")
-    for name, item in value.items():
-        if name in hints:
-            _check(hints[name], item, f"{where}.{name}")
+def _none(value: Any, where: str) -> None:
+    if value is not None:
+        raise ProtocolError("bad_field", f"{where} must be null")
+
+
+def _int(value: Any, where: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError("bad_field", f"{where} must be int")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ProtocolError("bad_field", f"{where} must fit in 64 bits")
+
+
+def _float(value: Any, where: str) -> None:
+    # JSON has one number type: an int is a fine float. NaN and Infinity (which Python's json
+    # reads) are not numbers a host can report.
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ProtocolError("bad_field", f"{where} must be float")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError("bad_field", f"{where} must be finite")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise ProtocolError("bad_field", f"{where} must fit in 64 bits")
+
+
+def _anything(value: Any, where: str) -> None:
+    return None
 
 
 def _is_typeddict(candidate: Any) -> bool:
-    return hasattr(candidate, "__required_keys__")
+    return isinstance(candidate, type) and hasattr(candidate, "__required_keys__")
 
 
 def _is_union(expected: Any) -> bool:
@@ -357,23 +496,3 @@ def _is_union(expected: Any) -> bool:
         type(expected).__name__ in {"UnionType", "_UnionGenericAlias"}
         or str(get_origin(expected)) == "typing.Union"
     )
-
-
-def _matches(expected: Any, value: Any) -> bool:
-    if expected is type(None):
-        return value is None
-    if expected is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is str:
-        return isinstance(value, str)
-    if expected is Any:
-        return True
-    try:
-        _check(expected, value, "value")
-    except ProtocolError:
-        return False
-    return True

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
-Each app's ``routing.py`` lists its sockets. Agent sockets authenticate with a bearer credential
+``jobs/routing.py`` lists the sockets: the agent socket (``jobs.agent_socket``) and the jobs'
+browser socket. Agent sockets authenticate with a bearer credential
 and are not browsers, so they sit outside the Origin check; browser sockets wrap their consumer
 in ``config.sockets.browser_socket`` (session auth + same-origin check). HTTP bodies pass
 ``config.body_limits`` (refused by size before they are read).
@@ -18,12 +19,11 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.body_limits import BodyLimitMiddleware  # noqa: E402
-from hosts.routing import websocket_urlpatterns as host_sockets  # noqa: E402
 from jobs.routing import websocket_urlpatterns as job_sockets  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": BodyLimitMiddleware(django_asgi_app),
-        "websocket": URLRouter([*host_sockets, *job_sockets]),
+        "websocket": URLRouter(job_sockets),
     }
 )

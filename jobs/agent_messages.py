@@ -1,7 +1,11 @@
 """Handlers for the job messages an agent sends on /ws/agent/.
 
-Each handler takes the authenticated host's id and a decoded envelope (agent/protocol.py has
-already checked the fields) and returns the replies to send back, as ``(type, data)`` pairs.
+Each handler takes the authenticated host's id and a decoded envelope, typed by its message
+(agent/protocol.py has already checked every field and its bounds), and returns the replies to
+send back, as ``(type, data)`` pairs. ``jobs.agent_socket`` runs each as one entry point: one
+durable transaction per message (``config.transactions.durable_call``), rerun whole if the
+database picks it as a deadlock victim; channel-layer sends wait for the commit. A handler
+refuses by raising a ``config.errors.ServiceError`` (the agent gets ``error`` with its code).
 
 Fencing, the same for every message about an attempt ``(job_id, attempt)``:
 
@@ -19,7 +23,7 @@ Fencing, the same for every message about an attempt ``(job_id, attempt)``:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from agent.protocol import (
     STALE_ATTEMPT_REASON_PREFIX,
@@ -48,21 +52,21 @@ from jobs.services.dispatch import offers_open
 from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
 from jobs.services.logs import log_append
 from jobs.services.usage import UsageRefused, usage_ingest, usage_ingest_fast
-from jobs.services.usage_async import usage_ingest_fast_async
+from jobs.services.usage_async import FastPath, usage_ingest_fast_async
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_FINISHED, IllegalTransition
 
 Reply = tuple[str, dict[str, Any]]
-Handler = Callable[[int, Envelope], list[Reply]]
+Handler = Callable[[int, Envelope[Any]], list[Reply]]
 
 # The agent may still send the tail of the log after it reported the job finished.
 _LOGGABLE = ATTEMPT_ACTIVE | ATTEMPT_FINISHED
 
 
-def _error(envelope: Envelope, code: str, message: str) -> Reply:
+def _error(envelope: Envelope[Any], code: str, message: str) -> Reply:
     return ("error", {"code": code, "message": message, "ref_id": envelope["id"]})
 
 
-def _not_yours(envelope: Envelope, job_id: int, number: int) -> list[Reply]:
+def _not_yours(envelope: Envelope[Any], job_id: int, number: int) -> list[Reply]:
     return [
         _error(
             envelope, "not_your_job", f"job {job_id} attempt {number} was not offered to this host"
@@ -70,7 +74,7 @@ def _not_yours(envelope: Envelope, job_id: int, number: int) -> list[Reply]:
     ]
 
 
-def _stale(envelope: Envelope, attempt: JobAttempt, why: str) -> list[Reply]:
+def _stale(envelope: Envelope[Any], attempt: JobAttempt, why: str) -> list[Reply]:
     cancel = JobCancel(
         job_id=attempt.job_id,
         attempt=attempt.number,
@@ -103,7 +107,7 @@ def _staleness(attempt: JobAttempt, allowed: frozenset[AttemptStatus]) -> str | 
 
 
 def _fenced(
-    host_id: int, envelope: Envelope, allowed: frozenset[AttemptStatus]
+    host_id: int, envelope: Envelope[Any], allowed: frozenset[AttemptStatus]
 ) -> tuple[JobAttempt | None, list[Reply]]:
     data = envelope["data"]
     attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
@@ -115,8 +119,8 @@ def _fenced(
     return attempt, []
 
 
-def handle_job_accept(host_id: int, envelope: Envelope) -> list[Reply]:
-    data = cast(JobAccept, envelope["data"])
+def handle_job_accept(host_id: int, envelope: Envelope[JobAccept]) -> list[Reply]:
+    data = envelope["data"]
     attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
     if attempt is None:
         return _not_yours(envelope, data["job_id"], data["attempt"])
@@ -133,8 +137,8 @@ def handle_job_accept(host_id: int, envelope: Envelope) -> list[Reply]:
     return []
 
 
-def handle_job_reject(host_id: int, envelope: Envelope) -> list[Reply]:
-    data = cast(JobReject, envelope["data"])
+def handle_job_reject(host_id: int, envelope: Envelope[JobReject]) -> list[Reply]:
+    data = envelope["data"]
     attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
     if attempt is None:
         return _not_yours(envelope, data["job_id"], data["attempt"])
@@ -153,8 +157,8 @@ def handle_job_reject(host_id: int, envelope: Envelope) -> list[Reply]:
 _PHASE_ORDER = {AttemptStatus.ACCEPTED: 0, AttemptStatus.PREPARING: 1, AttemptStatus.RUNNING: 2}
 
 
-def handle_job_started(host_id: int, envelope: Envelope) -> list[Reply]:
-    data = cast(JobStarted, envelope["data"])
+def handle_job_started(host_id: int, envelope: Envelope[JobStarted]) -> list[Reply]:
+    data = envelope["data"]
     attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE)
     if attempt is None:
         return refusal
@@ -169,8 +173,8 @@ def handle_job_started(host_id: int, envelope: Envelope) -> list[Reply]:
     return []
 
 
-def handle_job_log(host_id: int, envelope: Envelope) -> list[Reply]:
-    data = cast(JobLog, envelope["data"])
+def handle_job_log(host_id: int, envelope: Envelope[JobLog]) -> list[Reply]:
+    data = envelope["data"]
     attempt, refusal = _fenced(host_id, envelope, _LOGGABLE)
     if attempt is None:
         return refusal
@@ -186,19 +190,26 @@ def _usage_ack(attempt: JobAttempt, seq: int, *, stop: bool) -> Reply:
     )
 
 
-def handle_job_usage(host_id: int, envelope: Envelope) -> list[Reply]:
+def handle_job_usage(host_id: int, envelope: Envelope[Usage]) -> list[Reply]:
     """Check and store the report, and acknowledge it at once (charging is batched: see
     jobs.billing). The next report of a running attempt is one statement (usage_ingest_fast);
     everything else is fenced and classified here. An impossible report is refused with
     ``error usage_refused``; when the reported usage costs the whole cap the server ends the
     job and says ``job.cancel``."""
-    data = cast(Usage, envelope["data"])
+    data = envelope["data"]
     fast = usage_ingest_fast(host_id, data)
     if fast is not None and not fast.is_cap_reached:
         ack = UsageAck(
             job_id=data["job_id"], attempt=data["attempt"], seq=data["seq"], stop=fast.stop
         )
         return [("usage.ack", dict(ack))]
+    return handle_job_usage_decide(host_id, envelope)
+
+
+def handle_job_usage_decide(host_id: int, envelope: Envelope[Usage]) -> list[Reply]:
+    """A report the one-statement path did not take (it ran already, here or on the event
+    loop): a repeat, a refusal, a stale attempt, the cap reached."""
+    data = envelope["data"]
     attempt, refusal = _fenced(host_id, envelope, ATTEMPT_ACTIVE | ATTEMPT_FINISHED)
     if attempt is None:
         return refusal
@@ -218,21 +229,25 @@ def handle_job_usage(host_id: int, envelope: Envelope) -> list[Reply]:
     return replies
 
 
-async def handle_job_usage_fast(host_id: int, envelope: Envelope) -> list[Reply] | None:
+async def handle_job_usage_fast(host_id: int, envelope: Envelope[Usage]) -> list[Reply] | Handler:
     """The next report of a running attempt, answered on the socket's event loop in one
-    statement (jobs.services.usage_async); None for anything else: handle_job_usage decides."""
-    data = cast(Usage, envelope["data"])
+    statement (jobs.services.usage_async). For anything else, the handler that decides:
+    ``handle_job_usage_decide`` when the statement ran (it is not run twice), or the whole
+    ``handle_job_usage`` when it could not run."""
+    data = envelope["data"]
     verdict = await usage_ingest_fast_async(host_id, data)
+    if verdict is FastPath.NOT_RUN:
+        return HANDLERS["job.usage"]
     if verdict is None or verdict.is_cap_reached:
-        return None
+        return handle_job_usage_decide
     ack = UsageAck(
         job_id=data["job_id"], attempt=data["attempt"], seq=data["seq"], stop=verdict.stop
     )
     return [("usage.ack", dict(ack))]
 
 
-def handle_job_finished(host_id: int, envelope: Envelope) -> list[Reply]:
-    data = cast(JobFinished, envelope["data"])
+def handle_job_finished(host_id: int, envelope: Envelope[JobFinished]) -> list[Reply]:
+    data = envelope["data"]
     ack: Reply = ("ack", {"ack_id": envelope["id"]})
     attempt = _attempt_of(host_id, data["job_id"], data["attempt"])
     if attempt is None:
@@ -252,9 +267,9 @@ def handle_job_finished(host_id: int, envelope: Envelope) -> list[Reply]:
     return [ack]
 
 
-def handle_heartbeat(host_id: int, envelope: Envelope) -> list[Reply]:
+def handle_heartbeat(host_id: int, envelope: Envelope[Heartbeat]) -> list[Reply]:
     """Renew the leases of what the agent runs; repeat pending and stale-attempt cancels."""
-    data = cast(Heartbeat, envelope["data"])
+    data = envelope["data"]
     cancels = [*cancels_pending(host_id), *leases_renew(host_id, data["running_jobs"])]
     seen: set[tuple[int, int]] = set()
     replies: list[Reply] = []
@@ -274,10 +289,8 @@ def resume_decide(
     return keep, kill, [("job.offer", dict(offer)) for offer in offers_open(host_id)]
 
 
-# Tried on the event loop first (hosts.agent_handlers.register_fast).
-FAST_HANDLERS = {"job.usage": handle_job_usage_fast}
-
-# What the hosts consumer dispatches to (jobs/apps.py registers these).
+# The job messages jobs.agent_socket dispatches (hello and heartbeat it answers itself, with
+# resume_decide and handle_heartbeat in the same transaction as the presence update).
 HANDLERS: dict[str, Handler] = {
     "job.accept": handle_job_accept,
     "job.reject": handle_job_reject,
@@ -285,5 +298,4 @@ HANDLERS: dict[str, Handler] = {
     "job.log": handle_job_log,
     "job.usage": handle_job_usage,
     "job.finished": handle_job_finished,
-    "heartbeat": handle_heartbeat,
 }

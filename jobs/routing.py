@@ -1,8 +1,11 @@
 from django.urls import URLPattern, path
 
 from config.sockets import browser_socket
+from jobs.agent_socket import AgentConsumer
 from jobs.consumers import JobConsumer
 
 websocket_urlpatterns: list[URLPattern] = [
+    # Agents are not browsers: no session auth and no Origin check (see config/asgi.py).
+    path("ws/agent/", AgentConsumer.as_asgi()),
     path("ws/jobs/<int:job_id>/", browser_socket(JobConsumer.as_asgi())),
 ]

@@ -17,9 +17,10 @@ broken one is dropped and opened again on its next turn.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import weakref
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from django.db import connections
@@ -79,10 +80,18 @@ def _is_postgres() -> bool:
     return bool(connections["default"].vendor == "postgresql")
 
 
-async def usage_ingest_fast_async(host_id: int, report: Usage) -> UsageVerdict | None:
-    """``usage_ingest_fast`` without leaving the event loop; None: let the handler decide."""
+class FastPath(enum.Enum):
+    NOT_RUN = "not_run"  # the statement did not run (or failed): the handler runs it
+
+
+async def usage_ingest_fast_async(
+    host_id: int, report: Usage
+) -> UsageVerdict | Literal[FastPath.NOT_RUN] | None:
+    """``usage_ingest_fast`` without leaving the event loop. None: the statement ran and did
+    not take the report, so the handler decides without running it again; ``NOT_RUN``: the
+    handler runs the whole path."""
     if not _is_postgres():
-        return None
+        return FastPath.NOT_RUN
     params = fast_params(host_id, report)
     if params is None:
         return None
@@ -100,7 +109,7 @@ async def usage_ingest_fast_async(host_id: int, report: Usage) -> UsageVerdict |
             exc_info=True,
         )
         await links.drop(index, link)
-        return None
+        return FastPath.NOT_RUN
     return None if row is None else fast_verdict(row, params)
 
 

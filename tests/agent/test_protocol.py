@@ -84,3 +84,64 @@ def test_server_messages_are_not_accepted_from_agents():
     with pytest.raises(ProtocolError):
         decode(encode("drain", {"is_draining": True}), AGENT_MESSAGES)
     assert decode(encode("drain", {"is_draining": True}), SERVER_MESSAGES)["type"] == "drain"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"cpu_seconds": 1e300}, "data.cpu_seconds"),
+        ({"seq": 2**63}, "data.seq"),
+        ({"job_id": -(2**63) - 1}, "data.job_id"),
+        ({"memory_peak_mb": 2**40}, "data.memory_peak_mb"),
+        ({"seq": -1}, "data.seq"),
+        ({"gpu_seconds": -0.5}, "data.gpu_seconds"),
+        ({"wall_seconds": float("nan")}, "data.wall_seconds"),
+        ({"cpu_seconds": float("-inf")}, "data.cpu_seconds"),
+        ({"wall_seconds": 2**64}, "data.wall_seconds"),
+        ({"seq": True}, "data.seq"),
+        ({"cpu_seconds": False}, "data.cpu_seconds"),
+    ],
+)
+def test_numbers_out_of_bounds_are_bad_fields(overrides, where):
+    with pytest.raises(ProtocolError) as caught:
+        decode(encode("job.usage", _usage(**overrides)), AGENT_MESSAGES)
+    assert caught.value.code == "bad_field"
+    assert caught.value.message.startswith(where)
+
+
+def test_the_bounds_themselves_are_accepted():
+    top = _usage(
+        seq=protocol.INT64_MAX,
+        cpu_seconds=protocol.MAX_SECONDS,
+        memory_peak_mb=protocol.MAX_MEMORY_MB,
+        memory_current_mb=0,
+    )
+    assert decode(encode("job.usage", top), AGENT_MESSAGES)["data"] == top
+
+
+def test_a_bare_nan_literal_is_refused():
+    raw = '{"type":"job.usage","id":"u","data":' + json.dumps(_usage())[:-1] + ',"load":NaN}}'
+    heartbeat = (
+        '{"type":"heartbeat","id":"h","data":{"load":NaN,"is_available":true,'
+        '"unavailable_reason":"","running_jobs":[]}}'
+    )
+    assert decode(raw, AGENT_MESSAGES)["type"] == "job.usage"  # an unknown field is ignored
+    with pytest.raises(ProtocolError) as caught:
+        decode(heartbeat, AGENT_MESSAGES)
+    assert (caught.value.code, caught.value.message) == ("bad_field", "data.load must be finite")
+
+
+def test_a_negative_log_offset_is_refused():
+    log = {"job_id": 1, "attempt": 1, "offset": -1, "data": "x"}
+    with pytest.raises(ProtocolError, match=r"data\.offset"):
+        decode(encode("job.log", log), AGENT_MESSAGES)
+
+
+def test_checkers_are_built_once_not_per_message(monkeypatch):
+    decode(encode("job.usage", _usage()), AGENT_MESSAGES)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("type hints recomputed for a message")
+
+    monkeypatch.setattr(protocol, "get_type_hints", refuse)
+    assert decode(encode("job.usage", _usage(seq=4)), AGENT_MESSAGES)["data"]["seq"] == 4

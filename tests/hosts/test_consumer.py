@@ -7,6 +7,7 @@ from channels.testing import WebsocketCommunicator
 from django.forms.models import model_to_dict
 
 from agent.protocol import (
+    AGENT_MESSAGES,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REPLACED,
     CLOSE_UNAUTHORIZED,
@@ -15,13 +16,15 @@ from agent.protocol import (
     encode,
 )
 from config.errors import Conflict
-from hosts import agent_handlers, services
+from hosts import services
 from hosts.messaging import host_send_async
 from hosts.models import Host, HostStatus
-from hosts.routing import websocket_urlpatterns
+from jobs import agent_socket
+from jobs.agent_messages import HANDLERS
+from jobs.routing import websocket_urlpatterns
 from tests.hosts.factories import credential_create, host_create, specs
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_registry")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 application = URLRouter(websocket_urlpatterns)
 TIMEOUT = 3
@@ -135,15 +138,13 @@ async def test_hello_gets_a_welcome_and_brings_the_host_online(host, credential,
     assert (await _row(host.pk))["status"] == HostStatus.OFFLINE
 
 
-async def test_the_resume_handler_decides_which_jobs_to_keep(host, credential):
+async def test_the_resume_decision_says_which_jobs_to_keep(host, credential, monkeypatch):
     # given
     def resume(host_id, running):
         assert host_id == host.pk
-        return agent_handlers.ResumeDecision(
-            keep_jobs=running[:1], kill_jobs=running[1:], replies=[("drain", {"is_draining": True})]
-        )
+        return running[:1], running[1:], [("drain", {"is_draining": True})]
 
-    agent_handlers.register_resume(resume)
+    monkeypatch.setattr(agent_socket, "resume_decide", resume)
     communicator = await _open(credential)
     jobs = [{"job_id": 1, "attempt": 2}, {"job_id": 9, "attempt": 1}]
 
@@ -192,7 +193,10 @@ async def test_heartbeat_updates_presence_of_the_authenticated_host_only(hana, h
         )
     )
     await communicator.send_to(text_data=encode("hello", _hello(agent_version="0.2.0")))
-    await communicator.receive_json_from(TIMEOUT)  # the second welcome: all three handled
+    # the job it claims is unknown here: cancelled; then the second welcome: all three handled
+    cancel = await communicator.receive_json_from(TIMEOUT)
+    assert (cancel["type"], cancel["data"]["job_id"]) == ("job.cancel", 1)
+    assert (await communicator.receive_json_from(TIMEOUT))["type"] == "welcome"
 
     # then
     row = await _row(host.pk)
@@ -295,27 +299,32 @@ async def test_a_newer_connection_replaces_the_older_one(host, credential):
         text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="r"))
     )
     await second.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
-    await second.receive_json_from(TIMEOUT)  # error: no handler; the heartbeat went first
+    await second.receive_json_from(TIMEOUT)  # error: not this host's; the heartbeat went first
     assert (await _row(host.pk))["unavailable_reason"] == "r"
     await second.disconnect()
 
 
-async def test_job_messages_without_a_handler_get_an_error(host, credential):
+async def test_a_job_message_about_a_job_never_offered_here_is_refused(host, credential):
     communicator = await _welcomed(credential)
 
     await communicator.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}, "a1"))
 
     error = await communicator.receive_json_from(TIMEOUT)
     assert error["data"] == {
-        "code": "unsupported_type",
-        "message": "this server does not handle job.accept messages",
+        "code": "not_your_job",
+        "message": "job 1 attempt 1 was not offered to this host",
         "ref_id": "a1",
     }
     await communicator.disconnect()
 
 
-async def test_job_messages_go_to_the_registered_handler_with_the_authenticated_host(
-    host, credential
+def test_every_agent_message_has_its_handler():
+    answered_by_the_socket = {"hello", "heartbeat", "ack"}
+    assert set(HANDLERS) == set(AGENT_MESSAGES) - answered_by_the_socket
+
+
+async def test_job_messages_go_to_their_handler_with_the_authenticated_host(
+    host, credential, monkeypatch
 ):
     # given
     seen = []
@@ -324,7 +333,7 @@ async def test_job_messages_go_to_the_registered_handler_with_the_authenticated_
         seen.append((host_id, envelope["data"]))
         return [("job.cancel", {"job_id": 1, "attempt": 1, "reason": "test"})]
 
-    agent_handlers.register("job.accept", accept)
+    monkeypatch.setitem(HANDLERS, "job.accept", accept)
     communicator = await _welcomed(credential)
 
     # when
@@ -339,11 +348,11 @@ async def test_job_messages_go_to_the_registered_handler_with_the_authenticated_
     await communicator.disconnect()
 
 
-async def test_a_handler_refusal_becomes_an_error_and_no_ack(host, credential):
+async def test_a_handler_refusal_becomes_an_error_and_no_ack(host, credential, monkeypatch):
     def refuse(host_id, envelope):
         raise Conflict("attempt 1 of job 1 is not yours", code="stale_attempt")
 
-    agent_handlers.register("job.started", refuse)
+    monkeypatch.setitem(HANDLERS, "job.started", refuse)
     communicator = await _welcomed(credential)
 
     await communicator.send_to(
@@ -360,14 +369,14 @@ async def test_a_handler_refusal_becomes_an_error_and_no_ack(host, credential):
     await communicator.disconnect()
 
 
-async def test_the_heartbeat_handler_runs_after_presence(host, credential):
+async def test_the_heartbeat_handler_runs_after_presence(host, credential, monkeypatch):
     seen = []
 
     def renew(host_id, envelope):
         seen.append(host_id)
         return []
 
-    agent_handlers.register("heartbeat", renew)
+    monkeypatch.setattr(agent_socket, "handle_heartbeat", renew)
     communicator = await _welcomed(credential)
 
     await communicator.send_to(text_data=encode("heartbeat", _heartbeat()))

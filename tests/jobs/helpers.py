@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from jobs.agent_messages import HANDLERS
+from jobs.agent_messages import HANDLERS, handle_heartbeat
 from jobs.models import Job
 from jobs.services.submit import job_submit
 from jobs.validation import JobSubmission
@@ -60,8 +60,10 @@ def finished(job: Job, attempt: int, status: str = "succeeded", **overrides: Any
 
 
 def say(host: Any, message_type: str, **data: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The host's agent sends one message; returns the server's replies."""
-    return HANDLERS[message_type](host.pk, envelope(message_type, **data))
+    """The host's agent sends one message; returns the server's replies (a heartbeat's job
+    part: the socket runs it after the presence update)."""
+    handler = handle_heartbeat if message_type == "heartbeat" else HANDLERS[message_type]
+    return handler(host.pk, envelope(message_type, **data))
 
 
 def lease_of(job: Job, number: int = 1) -> datetime:

@@ -8,8 +8,8 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from agent.protocol import PROTOCOL_VERSION, encode
-from hosts.routing import websocket_urlpatterns
 from jobs.models import Job
+from jobs.routing import websocket_urlpatterns
 from tests.hosts.factories import credential_create, host_create, specs
 from tests.jobs.helpers import submit
 

@@ -1,17 +1,22 @@
-"""The agent socket ``/ws/agent/``: authentication, presence, and routing of job messages.
+"""The agent socket ``/ws/agent/``: authentication, presence, and the job messages it serves.
 
 A connection authenticates with ``Authorization: Bearer <host credential>`` in the handshake
 (no cookies, no Origin check: agents are not browsers). It then speaks agent.protocol: the
-agent's ``hello`` gets a ``welcome``; heartbeats update presence; ``job.*`` messages go to the
-handlers other apps registered in ``hosts.agent_handlers``. Every message is validated with
-``protocol.decode`` before anything is touched, and every write names the authenticated host,
-never one taken from the message.
+agent's ``hello`` gets a ``welcome``; heartbeats update presence (``hosts.services``) and renew
+job leases; ``job.*`` messages go to ``jobs.agent_messages``. Every message is decoded and
+checked (types and bounds) with ``protocol.decode`` before anything is touched, and every write
+names the authenticated host, never one taken from the message.
+
+Each message that touches the database is one entry point: one durable transaction
+(``config.transactions.durable_call``), rerun whole when PostgreSQL aborts it as a deadlock or
+serialization victim; channel-layer sends (``hosts.messaging``) wait for its commit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -26,17 +31,29 @@ from agent.protocol import (
     CLOSE_UNAUTHORIZED,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    SERVER_MESSAGES,
     Envelope,
     Heartbeat,
     Hello,
     ProtocolError,
+    RunningJobRef,
+    Usage,
     Welcome,
     decode,
     encode,
 )
 from config.errors import ServiceError
-from hosts import agent_handlers, services
+from config.transactions import durable_call
+from hosts import services
 from hosts.messaging import host_close_async, host_group
+from jobs.agent_messages import (
+    HANDLERS,
+    Handler,
+    Reply,
+    handle_heartbeat,
+    handle_job_usage_fast,
+    resume_decide,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +73,38 @@ def bearer_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
             if scheme.lower() == "bearer" and credential.strip():
                 return credential.strip()
     return None
+
+
+@dataclass(frozen=True)
+class _Welcomed:
+    """A ``hello`` the host's presence accepted, and the jobs' answer to it."""
+
+    is_draining: bool
+    policy: Any
+    keep_jobs: list[RunningJobRef]
+    kill_jobs: list[RunningJobRef]
+    replies: list[Reply]
+
+
+def hello_accept(host_id: int, connection_id: str, hello: Hello) -> services.Presence | _Welcomed:
+    """One transaction: the presence update and the resume decision (what to keep and kill)."""
+    accepted = services.host_hello(host_id=host_id, connection_id=connection_id, hello=hello)
+    if isinstance(accepted, services.Presence):
+        return accepted
+    keep, kill, replies = resume_decide(host_id, hello["running_jobs"])
+    return _Welcomed(accepted.is_draining, accepted.policy, keep, kill, replies)
+
+
+def heartbeat_accept(
+    host_id: int, connection_id: str, envelope: Envelope[Heartbeat]
+) -> services.Presence | list[Reply]:
+    """One transaction: the presence update, then the leases of what the agent runs."""
+    presence = services.host_heartbeat(
+        host_id=host_id, connection_id=connection_id, heartbeat=envelope["data"]
+    )
+    if presence is not services.Presence.CURRENT:
+        return presence
+    return handle_heartbeat(host_id, envelope)
 
 
 class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
@@ -117,8 +166,10 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             await self._error("hello_required", "send hello first", envelope["id"])
         elif envelope["type"] == "heartbeat":
             await self._heartbeat(envelope)
+        elif envelope["type"] == "job.usage":
+            await self._usage(envelope)
         else:
-            await self._dispatch(envelope)
+            await self._dispatch(envelope, HANDLERS.get(envelope["type"]))
 
     # --- channel-layer events ----------------------------------------------------------------
 
@@ -133,9 +184,9 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
 
     # --- messages ----------------------------------------------------------------------------
 
-    async def _hello(self, envelope: Envelope) -> None:
+    async def _hello(self, envelope: Envelope[Hello]) -> None:
         assert self.host_id is not None
-        hello: Hello = envelope["data"]  # type: ignore[assignment]
+        hello = envelope["data"]
         if hello["protocol_version"] != PROTOCOL_VERSION:
             await self._error(
                 "unsupported_protocol_version",
@@ -145,8 +196,8 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             await self.close(code=CLOSE_PROTOCOL_ERROR)
             return
         try:
-            accepted = await database_sync_to_async(services.host_hello)(
-                host_id=self.host_id, connection_id=self.channel_name, hello=hello
+            accepted = await database_sync_to_async(durable_call)(
+                hello_accept, self.host_id, self.channel_name, hello
             )
         except ServiceError as exc:
             await self._error(exc.code, exc.message, envelope["id"], exc.fields)
@@ -155,55 +206,46 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
         if isinstance(accepted, services.Presence):
             await self._presence_lost(accepted)
             return
-        decision = await database_sync_to_async(agent_handlers.resume_decide)(
-            self.host_id, hello["running_jobs"]
-        )
         welcome = Welcome(
             host_id=self.host_id,
             heartbeat_seconds=settings.HOST_HEARTBEAT_SECONDS,
             usage_report_seconds=settings.HOST_USAGE_REPORT_SECONDS,
-            keep_jobs=decision.keep_jobs,
-            kill_jobs=decision.kill_jobs,
+            keep_jobs=accepted.keep_jobs,
+            kill_jobs=accepted.kill_jobs,
         )
         self.is_welcomed = True
         await self._send("welcome", welcome)
         await self._send("drain", {"is_draining": accepted.is_draining})
         await self._send("policy", accepted.policy)
-        await self._send_replies(decision.replies)
+        await self._send_replies(accepted.replies)
 
-    async def _heartbeat(self, envelope: Envelope) -> None:
+    async def _heartbeat(self, envelope: Envelope[Heartbeat]) -> None:
         assert self.host_id is not None
-        heartbeat: Heartbeat = envelope["data"]  # type: ignore[assignment]
-        presence = await database_sync_to_async(services.host_heartbeat)(
-            host_id=self.host_id, connection_id=self.channel_name, heartbeat=heartbeat
-        )
-        if presence is not services.Presence.CURRENT:
-            await self._presence_lost(presence)
+        try:
+            answer = await database_sync_to_async(durable_call, thread_sensitive=False)(
+                heartbeat_accept, self.host_id, self.channel_name, envelope
+            )
+        except Exception:
+            logger.exception("heartbeat of host %s failed", self.host_id)
+            await self._error("internal_error", "the server failed; resend later", envelope["id"])
             return
-        if agent_handlers.handler_for("heartbeat") is not None:
-            await self._dispatch(envelope)
+        if isinstance(answer, services.Presence):
+            await self._presence_lost(answer)
+            return
+        await self._send_replies(answer)
 
-    async def _dispatch(self, envelope: Envelope) -> None:
+    async def _dispatch(self, envelope: Envelope[Any], handler: Handler | None) -> None:
         assert self.host_id is not None
-        if await self._dispatch_fast(envelope):
-            return
-        handler = agent_handlers.handler_for(envelope["type"])
-        if handler is None:
-            if envelope["type"] != "ack":  # nothing on this server waits for acks
-                await self._error(
-                    "unsupported_type",
-                    f"this server does not handle {envelope['type']} messages",
-                    envelope["id"],
-                )
+        if handler is None:  # an ack: nothing on this server waits for the agent's acks
             return
         try:
             # In the thread pool, not the one thread that thread-sensitive code shares: one
             # agent's messages still run one at a time (each is awaited), but many agents'
-            # handlers wait for the database side by side instead of in one queue. Handlers are
-            # self-contained (each on its thread's own connection), as they must be anyway with
-            # several daphne processes.
-            replies = await database_sync_to_async(handler, thread_sensitive=False)(
-                self.host_id, envelope
+            # handlers wait for the database side by side instead of in one queue. Each runs
+            # in its own durable transaction on its thread's own connection, as it must anyway
+            # with several daphne processes.
+            replies = await database_sync_to_async(durable_call, thread_sensitive=False)(
+                handler, self.host_id, envelope
             )
         except ServiceError as exc:
             await self._error(exc.code, exc.message, envelope["id"], exc.fields)
@@ -220,23 +262,19 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             if not acked:
                 await self._send("ack", {"ack_id": envelope["id"]})
 
-    async def _dispatch_fast(self, envelope: Envelope) -> bool:
-        """Answer on the event loop when a fast handler takes the message (no thread hop)."""
+    async def _usage(self, envelope: Envelope[Usage]) -> None:
+        """Answer the next report of a running attempt on the event loop, in one statement (no
+        thread hop: docs/metering.md); anything else goes to the handler the fast path names."""
         assert self.host_id is not None
-        fast = agent_handlers.fast_handler_for(envelope["type"])
-        if fast is None:
-            return False
         try:
-            replies = await fast(self.host_id, envelope)
+            answer = await handle_job_usage_fast(self.host_id, envelope)
         except Exception:
-            logger.exception(
-                "fast handler for %s of host %s failed", envelope["type"], self.host_id
-            )
-            return False
-        if replies is None:
-            return False
-        await self._send_replies(replies)
-        return True
+            logger.exception("fast usage path of host %s failed", self.host_id)
+            answer = HANDLERS["job.usage"]
+        if isinstance(answer, list):
+            await self._send_replies(answer)
+        else:
+            await self._dispatch(envelope, answer)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -266,10 +304,13 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             data["ref_id"] = ref_id
         await self._send("error", data)
 
-    async def _send_replies(self, replies: list[agent_handlers.Reply]) -> None:
-        for reply in replies:
-            agent_handlers.reply_check(reply)
-            await self._send(*reply)
+    async def _send_replies(self, replies: list[Reply]) -> None:
+        for message_type, data in replies:
+            if message_type not in SERVER_MESSAGES:
+                raise ValueError(
+                    f"handlers may only reply with server messages, not {message_type!r}"
+                )
+            await self._send(message_type, data)
 
     async def _send(self, message_type: str, data: Any) -> None:
         await self.send(text_data=encode(message_type, data))
