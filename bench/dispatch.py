@@ -37,6 +37,7 @@ from typing import Any
 
 from bench._django import django_setup, scratch_database
 from bench._processes import ROOT, daphne_start, free_port, wait_until
+from config.transactions import durable_call
 
 # The test settings serve no static files; whitenoise warns about the missing folder.
 warnings.filterwarnings("ignore", message="No directory at")
@@ -131,8 +132,13 @@ def _actors(port: int, directory: Path, image: str) -> tuple[Any, dict[str, str]
     suffix = secrets.token_hex(4)
     renter = User.objects.create_user(username=f"renter-{suffix}", email=f"r{suffix}@bench.invalid")
     owner = User.objects.create_user(username=f"owner-{suffix}", email=f"o{suffix}@bench.invalid")
-    wallet_credit(
-        user=renter, amount_micros=10**12, key=f"bench-{suffix}", reason="bench", source="purchase"
+    durable_call(
+        wallet_credit,
+        user=renter,
+        amount_micros=10**12,
+        key=f"bench-{suffix}",
+        reason="bench",
+        source="purchase",
     )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("COMMUNIPUTE_")},

@@ -47,6 +47,7 @@ from typing import Any
 import psutil
 
 from bench._django import django_setup, scratch_database
+from config.transactions import durable_call
 
 ROOT = Path(__file__).resolve().parent.parent
 # 1 µcr per CPU-millisecond and, for 512 MB reserved, half a µcr per wall millisecond: the
@@ -124,7 +125,9 @@ def _fixture(agents: int) -> list[Agent]:
     from ledger.services import wallet_credit
 
     renter = User.objects.create_user(username="ingest-renter", email="renter@bench.invalid")
-    wallet_credit(user=renter, amount_micros=CAP * agents, key="bench:buy", reason="bench")
+    durable_call(
+        wallet_credit, user=renter, amount_micros=CAP * agents, key="bench:buy", reason="bench"
+    )
     owners = [
         User.objects.create_user(username=f"ingest-owner-{n}", email=f"o{n}@bench.invalid")
         for n in range(10)

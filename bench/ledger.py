@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench._django import django_setup, scratch_database
+from config.transactions import durable_call
 
 GROSS, FEE = 1_000, 100
 
@@ -62,14 +63,19 @@ def _fixture(jobs: int, owners: int, charges: int) -> Fixture:
         for n in range(owners)
     ]
     per_job = (charges * 4 // jobs + 10) * GROSS  # both paths, every round, with room to spare
-    wallet_credit(user=renter, amount_micros=per_job * jobs, key="bench:buy", reason="bench")
+    durable_call(
+        wallet_credit, user=renter, amount_micros=per_job * jobs, key="bench:buy", reason="bench"
+    )
     accounts: dict[int, tuple[int, int, int]] = {}
     owner_of: dict[int, int] = {}
     for job in range(1, jobs + 1):
         owner_of[job] = hosts[job % owners].pk
-        hold_place(user=renter, job_id=job, amount_micros=per_job, key=f"bench:hold:{job}")
+        durable_call(
+            hold_place, user=renter, job_id=job, amount_micros=per_job, key=f"bench:hold:{job}"
+        )
         # The first charge creates the owner's and the shard's accounts; time only warm ones.
-        txn = hold_capture(
+        txn = durable_call(
+            hold_capture,
             job_id=job,
             attempt=1,
             host_owner=owner_of[job],
@@ -156,7 +162,8 @@ def _service_worker(fixture: Fixture, keys: Sequence[int], tag: str) -> None:
 
     for i in keys:
         job = fixture.jobs[i % len(fixture.jobs)]
-        hold_capture(
+        durable_call(
+            hold_capture,
             job_id=job,
             attempt=1,
             host_owner=fixture.owners[job],
@@ -200,7 +207,8 @@ def _statements_per_charge(fixture: Fixture) -> int:
     from ledger.services import hold_capture
 
     with CaptureQueriesContext(connection) as captured:
-        hold_capture(
+        durable_call(
+            hold_capture,
             job_id=fixture.jobs[0],
             attempt=1,
             host_owner=fixture.owners[fixture.jobs[0]],

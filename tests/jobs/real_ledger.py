@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
+from config.transactions import durable_call
 from ledger.models import AccountKind, LedgerTransaction
 from ledger.services import wallet_credit
 from tests.ledger.helpers import assert_invariants, balance
@@ -33,8 +34,12 @@ class RealLedger:
     escrow = _Balances(AccountKind.ESCROW, "job")
 
     def fund(self, user: Any, micros: int) -> None:
-        wallet_credit(
-            user=user, amount_micros=micros, key=f"test-funds:{next(_funding)}", reason="test"
+        durable_call(
+            wallet_credit,
+            user=user,
+            amount_micros=micros,
+            key=f"test-funds:{next(_funding)}",
+            reason="test",
         )
 
     @property

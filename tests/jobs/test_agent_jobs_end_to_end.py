@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from accounts.models import User
+from config.transactions import durable_call
 from hosts.models import Host, HostStatus
 from jobs.models import Job, JobAttempt, UsageReport
 from jobs.selectors import job_facts
@@ -154,7 +155,14 @@ def make_agent(
 
 @pytest.fixture
 def renter(alice: User, client_for: Callable[[User], Any]) -> Any:
-    wallet_credit(user=alice, amount_micros=FUNDS, key="e2e-fund", reason="test", source="purchase")
+    durable_call(
+        wallet_credit,
+        user=alice,
+        amount_micros=FUNDS,
+        key="e2e-fund",
+        reason="test",
+        source="purchase",
+    )
     return client_for(alice)
 
 

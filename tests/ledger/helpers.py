@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
+from config.transactions import durable_call
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def entry_point(service: Callable[P, T]) -> Callable[P, T]:
+    """``service`` called as an entry point calls it: in a durable transaction of its own (for
+    tests outside a test case's transaction: threads, ``transaction=True``)."""
+
+    @functools.wraps(service)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return durable_call(service, *args, **kwargs)
+
+    return call
 
 
 @dataclass(frozen=True)

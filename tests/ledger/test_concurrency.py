@@ -13,12 +13,18 @@ from django.db import connections
 
 from accounts.models import User
 from config.errors import InsufficientCredits, ServiceError
+from ledger import services
 from ledger.models import AccountKind, LedgerTransaction, Posting
 from ledger.selectors import wallet_balances
-from ledger.services import hold_capture, hold_place, hold_release, wallet_credit
-from tests.ledger.helpers import assert_invariants, balance
+from tests.ledger.helpers import assert_invariants, balance, entry_point
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+# Each call here is an entry point of its own (a view's, a task's), as in production.
+hold_capture = entry_point(services.hold_capture)
+hold_place = entry_point(services.hold_place)
+hold_release = entry_point(services.hold_release)
+wallet_credit = entry_point(services.wallet_credit)
 
 T = TypeVar("T")
 

@@ -51,9 +51,22 @@ def celery_retries_run_eagerly() -> Iterator[None]:
 
 def _earn(owner: User, renter: User, amount_micros: int) -> None:
     """``owner`` earns ``amount_micros`` from a job of ``renter`` and it matures."""
-    wallet_credit(user=renter, amount_micros=amount_micros, key=f"buy:{owner.pk}", reason="test")
-    hold_place(user=renter, job_id=owner.pk, amount_micros=amount_micros, key=f"hold:{owner.pk}")
-    hold_capture(
+    durable_call(
+        wallet_credit,
+        user=renter,
+        amount_micros=amount_micros,
+        key=f"buy:{owner.pk}",
+        reason="test",
+    )
+    durable_call(
+        hold_place,
+        user=renter,
+        job_id=owner.pk,
+        amount_micros=amount_micros,
+        key=f"hold:{owner.pk}",
+    )
+    durable_call(
+        hold_capture,
         job_id=owner.pk,
         attempt=1,
         host_owner=owner,
@@ -284,7 +297,7 @@ def test_no_payout_without_a_ready_account_or_while_restricted(
     _onboarded(hana)
     bought = Payment.objects.create(user=hana, amount_micros=10_000_000, provider="demo")
     durable_call(payment_credit, payment_id=bought.pk)
-    hold_place(user=hana, job_id=999, amount_micros=10_000_000, key="hold:999")
+    durable_call(hold_place, user=hana, job_id=999, amount_micros=10_000_000, key="hold:999")
     durable_call(
         payment_dispute_lose, payment_id=bought.pk, dispute_id="dp_9", amount_micros=10_000_000
     )

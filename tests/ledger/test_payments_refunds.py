@@ -51,7 +51,7 @@ def test_a_refund_after_the_credits_were_partly_spent(
     stripe_payments.webhook_register(f"{live_server.url}{WEBHOOK_PATH}", WEBHOOK_SECRET)
     payment_ids: list[int] = []
     charge_id = _paid_with_stripe(stripe_payments, http_as(alice), payment_ids, 10_000_000)
-    hold_place(user=alice, job_id=41, amount_micros=7_000_000, key="hold:41")
+    durable_call(hold_place, user=alice, job_id=41, amount_micros=7_000_000, key="hold:41")
     stripe = localstripe_client(stripe_payments)
     stripe.v1.refunds.create({"charge": charge_id}, {"idempotency_key": "refund-test-1"})
     charge = stripe.v1.charges.retrieve(charge_id)
@@ -85,14 +85,14 @@ def test_a_restricted_renter_can_place_no_new_hold(alice: User, settings: Settin
     settings.PAYMENT_PROVIDER = "demo"
     payment = Payment.objects.create(user=alice, amount_micros=10_000_000, provider="demo")
     durable_call(payment_credit, payment_id=payment.pk)
-    hold_place(user=alice, job_id=1, amount_micros=7_000_000, key="hold:1")
+    durable_call(hold_place, user=alice, job_id=1, amount_micros=7_000_000, key="hold:1")
     durable_call(
         payment_dispute_lose, payment_id=payment.pk, dispute_id="dp_1", amount_micros=10_000_000
     )
 
     # when
     with pytest.raises(PermissionDenied) as refused:
-        hold_place(user=alice, job_id=2, amount_micros=1, key="hold:2")
+        durable_call(hold_place, user=alice, job_id=2, amount_micros=1, key="hold:2")
 
     # then
     assert refused.value.code == "account_restricted"
@@ -107,7 +107,7 @@ def test_a_later_purchase_repays_the_shortfall_and_lifts_the_restriction(
     settings.PAYMENT_PROVIDER = "demo"
     first = Payment.objects.create(user=alice, amount_micros=10_000_000, provider="demo")
     durable_call(payment_credit, payment_id=first.pk)
-    hold_place(user=alice, job_id=1, amount_micros=7_000_000, key="hold:1")
+    durable_call(hold_place, user=alice, job_id=1, amount_micros=7_000_000, key="hold:1")
     durable_call(
         payment_dispute_lose, payment_id=first.pk, dispute_id="dp_1", amount_micros=10_000_000
     )
@@ -128,7 +128,7 @@ def test_a_later_purchase_repays_the_shortfall_and_lifts_the_restriction(
     assert balance(AccountKind.WALLET, alice) == 2_000_000
     assert balance(AccountKind.PLATFORM_LOSS) == 0
     assert balance(AccountKind.STRIPE_CLEARING) == -9_000_000
-    hold_place(user=alice, job_id=2, amount_micros=1_000_000, key="hold:2")
+    durable_call(hold_place, user=alice, job_id=2, amount_micros=1_000_000, key="hold:2")
     assert ledger_reconcile().is_clean
 
 
@@ -177,7 +177,7 @@ def test_staff_can_write_off_a_restriction_and_others_cannot(
     settings.PAYMENT_PROVIDER = "demo"
     payment = Payment.objects.create(user=alice, amount_micros=10_000_000, provider="demo")
     durable_call(payment_credit, payment_id=payment.pk)
-    hold_place(user=alice, job_id=1, amount_micros=4_000_000, key="hold:1")
+    durable_call(hold_place, user=alice, job_id=1, amount_micros=4_000_000, key="hold:1")
     durable_call(
         payment_dispute_lose, payment_id=payment.pk, dispute_id="dp_1", amount_micros=10_000_000
     )

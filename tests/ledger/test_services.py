@@ -45,10 +45,11 @@ JOB = 41
 
 
 def _refused(call: Callable[[], Any], error: type[ServiceError], code: str) -> ServiceError:
-    """Run a call that must be refused; assert the error and that the ledger did not change."""
+    """Run a call that must be refused, as an entry point would (its own durable transaction);
+    assert the error and that the ledger did not change."""
     before = ledger_state()
     with pytest.raises(error) as refused:
-        call()
+        durable_call(call)
     assert refused.value.code == code
     assert ledger_state() == before
     assert_invariants()
@@ -501,14 +502,13 @@ def test_hold_capture_takes_two_statements_on_postgres(
     hold_capture(job_id=held, attempt=1, host_owner=hana, gross_micros=1, fee_micros=0, key="u0")
     hold_capture(job_id=held, attempt=1, host_owner=hana, gross_micros=10, fee_micros=1, key="u1")
     # when / then: lock the accounts, then write the transaction, postings and balances (one
-    # statement on PostgreSQL, three on SQLite); the test's savepoint and its release are the
-    # other two
+    # statement on PostgreSQL, three on SQLite), in the caller's transaction: no savepoint
     statements = 2 if connection.vendor == "postgresql" else 4
-    with django_assert_num_queries(statements + 2) as captured:
+    with django_assert_num_queries(statements) as captured:
         hold_capture(
             job_id=held, attempt=1, host_owner=hana, gross_micros=10, fee_micros=1, key="u2"
         )
-    assert captured.captured_queries[1]["sql"].startswith("SELECT id, kind, user_id")
+    assert captured.captured_queries[0]["sql"].startswith("SELECT id, kind, user_id")
     assert balance(AccountKind.ESCROW, job_id=held) == 999_979
     assert_invariants()
 
