@@ -58,6 +58,7 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   payout_below_minimum: ({ message }) => `That payout is below the minimum${message ? ` (${humanizeAmounts(message).replace(/\.$/, "")})` : ""}.`,
   invalid_signature: "The payment provider's message could not be verified.",
   invalid_payload: "The payment provider's message could not be read.",
+  invalid_event_source: "The payment provider's message was signed for another account.",
   invalid_period: "Choose a start date on or before the end date.",
   invalid_source: withDetail("That source can't be used"),
   invalid_key: withDetail("That key can't be used"),
@@ -125,6 +126,9 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   code_too_large: withDetail("The code is too large"),
   archive_too_large: withDetail("The zip file is too large"),
   too_large: "That is too large to send.",
+  request_too_large: "That upload is larger than the server accepts; send less at a time.",
+  undeclared_output: "The host sent an output file the job did not declare; it was not kept.",
+  upload_window_closed: "The host sent this too long after the job finished; it was not kept.",
   // 415, 422, 429, 5xx
   unsupported_media_type: "The request was sent in a form the server does not accept; reload the page and try again.",
   unprocessable: withDetail("That can't be done"),
