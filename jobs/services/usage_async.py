@@ -4,14 +4,15 @@ Every other agent message goes through ``database_sync_to_async``: a hop to a wo
 and back, Django's connection bookkeeping before and after, and the two threads taking turns
 at the GIL. For ``job.usage`` — most of what agents send — that hop cost more than the work.
 So the socket first tries the same single statement as ``usage_ingest_fast``, awaited on an
-asynchronous psycopg connection that belongs to the event loop (a few per loop, used in
-turn, autocommit, statements prepared by the server after a few uses). Whatever that
+asynchronous psycopg connection from a pool that belongs to the event loop
+(``psycopg_pool.AsyncConnectionPool``: up to a few connections per loop, autocommit,
+statements prepared by the server after a few uses). Whatever that
 statement does not take — a repeat, a refusal, a stale attempt, the cap reached, any
 database error — goes on to the ordinary handler, which decides
 (``jobs.agent_messages.handle_job_usage``).
 
-The connections use the settings of Django's ``default`` database and open on first use; a
-broken one is dropped and opened again on its next turn.
+The connections use the settings of Django's ``default`` database; the pool opens on first use
+and replaces a connection that broke.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 import psycopg
 from django.db import connections
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from agent.protocol import Usage
 from jobs.services.usage import UsageVerdict, fast_params, fast_sql, fast_verdict
@@ -33,38 +35,35 @@ logger = logging.getLogger(__name__)
 # Django's own connection parameters that are not psycopg's, or that we set ourselves.
 _DJANGO_ONLY = frozenset({"cursor_factory", "context", "prepare_threshold", "server_side_binding"})
 
-# Per event loop, a few connections used in turn: a statement waits for the one before it on
-# the same connection, so one connection would cap the rate at one round trip at a time.
+# Per event loop, a few connections: a statement waits for the one before it on the same
+# connection, so one connection would cap the rate at one round trip at a time.
 CONNECTIONS_PER_LOOP = 3
 
 
-class _Links:
-    def __init__(self) -> None:
-        self.links: list[psycopg.AsyncConnection[Any] | None] = [None] * CONNECTIONS_PER_LOOP
-        self.turn = 0
-        self.opening = asyncio.Lock()
-
-    async def next(self) -> tuple[int, psycopg.AsyncConnection[Any]]:
-        index = self.turn = (self.turn + 1) % len(self.links)
-        link = self.links[index]
-        if link is None or link.closed:
-            async with self.opening:
-                link = self.links[index]
-                if link is None or link.closed:
-                    link = await psycopg.AsyncConnection.connect(**_params(), autocommit=True)
-                    self.links[index] = link
-        return index, link
-
-    async def drop(self, index: int, link: psycopg.AsyncConnection[Any]) -> None:
-        if self.links[index] is link:
-            self.links[index] = None
-        try:
-            await link.close()
-        except psycopg.Error:
-            logger.debug("closing a broken usage connection failed", exc_info=True)
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Links] = weakref.WeakKeyDictionary()
+async def _pool() -> AsyncConnectionPool[Any]:
+    """This event loop's pool (opened on first use): a connection it finds broken on return is
+    discarded and replaced by the pool itself."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = AsyncConnectionPool(
+            kwargs={**_params(), "autocommit": True},
+            min_size=1,
+            max_size=CONNECTIONS_PER_LOOP,
+            open=False,
+            name="usage-fast-path",
+        )
+        await pool.open()
+        first = _pools.setdefault(loop, pool)
+        if first is not pool:  # another report of this loop opened one meanwhile
+            await pool.close()
+            pool = first
+    return pool
 
 
 def _params() -> dict[str, Any]:
@@ -95,27 +94,23 @@ async def usage_ingest_fast_async(
     params = fast_params(host_id, report)
     if params is None:
         return None
-    links = _loops.setdefault(asyncio.get_running_loop(), _Links())
-    index, link = await links.next()
     try:
-        async with link.cursor() as cursor:
+        async with (await _pool()).connection() as link, link.cursor() as cursor:
             await cursor.execute(fast_sql(params), params)
             row = await cursor.fetchone()
-    except psycopg.Error:
+    except (psycopg.Error, PoolTimeout):
         logger.warning(
             "usage report %s of job %s: the fast path failed",
             report["seq"],
             report["job_id"],
             exc_info=True,
         )
-        await links.drop(index, link)
         return FastPath.NOT_RUN
     return None if row is None else fast_verdict(row, params)
 
 
 async def connections_close() -> None:
     """Close this event loop's connections (tests, shutdown)."""
-    links = _loops.pop(asyncio.get_running_loop(), None)
-    for link in links.links if links is not None else []:
-        if link is not None:
-            await link.close()
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close()
