@@ -238,7 +238,7 @@ def command_run(args: argparse.Namespace, config: AgentConfig) -> int:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         logger.warning("%s is readable by others; it holds a secret: chmod 600 it", config.path)
     from agent.client import AgentClient
-    from agent.job_manager import job_manager_build
+    from agent.job_manager_protocol import job_manager_build
 
     try:
         job_manager = job_manager_build(config)

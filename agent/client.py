@@ -5,7 +5,8 @@ credential, says ``hello`` (specs, running jobs, availability), waits for ``welc
 sends a heartbeat every ``heartbeat_seconds`` and whenever its state changes. When the
 connection drops it reconnects with jittered exponential backoff and resends every message the
 server has not acknowledged. SIGTERM (or ``communipute-agent drain --exit``) drains: no new
-work, exit once no job runs. Jobs themselves belong to a ``JobManager`` (agent/job_manager.py).
+work, exit once no job runs. Jobs themselves belong to a ``JobManager``
+(agent/job_manager_protocol.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from agent import __version__
 from agent.config import AgentConfig
 from agent.control import DrainMode, drain_request, drain_requested, state_write
 from agent.idle import AVAILABLE, Availability, AvailabilityMonitor, Monitor
-from agent.job_manager import JobManager, RejectingJobManager
+from agent.job_manager_protocol import JobManager, RejectingJobManager
 from agent.outbox import RELIABLE_TYPES, Outbox
 from agent.protocol import (
     CLOSE_PROTOCOL_ERROR,

@@ -78,7 +78,7 @@ class AgentConfig:
     ca_bundle: str = ""  # CA bundle to verify the server's TLS certificate
     backoff_initial_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
-    # Which JobManager runs jobs (agent/job_manager.py): "auto" (Docker when an engine
+    # Which JobManager runs jobs (agent/job_manager_protocol.py): "auto" (Docker when an engine
     # answers), "docker", "process" (no isolation: needs allow_unisolated), "none" (offers are
     # rejected with "no runtime configured"), or a factory "package.module:function".
     job_manager: str = "auto"

@@ -143,7 +143,7 @@ def _docker_image() -> str | None:
 def job_runtime() -> JobRuntime:
     """Docker when the engine answers and has a runner image; else the process runtime, which
     isolates nothing (a local demo only); else, for an agent built without job managers, none."""
-    from agent import job_manager
+    from agent import job_manager_protocol as job_manager
 
     managers = getattr(job_manager, "JOB_MANAGERS", {})
     if "docker" not in managers:

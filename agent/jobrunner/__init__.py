@@ -13,10 +13,10 @@ import logging
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError
-from agent.job_manager import JobManager, RejectingJobManager
+from agent.job_manager_protocol import JobManager, RejectingJobManager
 from agent.jobrunner.attempt import AttemptRun
-from agent.jobrunner.manager import RuntimeJobManager
 from agent.jobrunner.options import RunnerOptions
+from agent.jobrunner.runtime_manager import RuntimeJobManager
 from agent.jobrunner.uploads import HttpOutputUploader
 from agent.runtime.types import RuntimeSettings
 

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from agent.job_manager import AgentLink
+from agent.job_manager_protocol import AgentLink
 from agent.jobrunner.logs import LogOutbound
 from agent.jobrunner.offer import CostCap
 from agent.jobrunner.options import RunnerOptions

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from agent.jobrunner.attempt import BUDGET_REASON, SERVER_BUDGET_REASON
-from agent.jobrunner.manager import RuntimeJobManager
 from agent.jobrunner.offer import cap_from_offer
+from agent.jobrunner.runtime_manager import RuntimeJobManager
 from agent.jobrunner.state import AttemptState, state_read, state_write
 from agent.jobrunner.uploads import UploadFailed
 from agent.protocol import AGENT_MESSAGES, decode, encode

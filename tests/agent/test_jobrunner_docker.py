@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.jobrunner.manager import RuntimeJobManager
+from agent.jobrunner.runtime_manager import RuntimeJobManager
 from agent.runtime import DockerRuntime
 from tests.agent.jobrunner_fakes import FAST, FakeLink, log_as_stored, offer
 from tests.agent.test_runtime_docker import settings_for

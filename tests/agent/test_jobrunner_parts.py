@@ -17,7 +17,7 @@ import pytest
 
 from agent import jobrunner
 from agent.config import AgentConfig, ConfigError, config_load
-from agent.job_manager import RejectingJobManager, job_manager_build
+from agent.job_manager_protocol import RejectingJobManager, job_manager_build
 from agent.jobrunner.logs import JSON_CHUNK_MAX_CHARS, LogOutbound, text_split
 from agent.jobrunner.offer import CostCap, cap_from_offer, spec_from_offer
 from agent.jobrunner.threads import in_daemon_thread

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from agent.jobrunner.manager import RuntimeJobManager
+from agent.jobrunner.runtime_manager import RuntimeJobManager
 from agent.runtime import ProcessRuntime, RuntimeSettings
 from tests.agent.jobrunner_fakes import FAST, FakeLink, log_as_stored, offer
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.job_manager import AgentLink
+from agent.job_manager_protocol import AgentLink
 from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun
 from agent.jobrunner.offer import cap_from_offer, spec_from_offer
 from agent.jobrunner.options import RunnerOptions
