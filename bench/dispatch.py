@@ -37,7 +37,6 @@ from typing import Any
 
 from bench._django import django_setup, scratch_database
 from bench._processes import ROOT, daphne_start, free_port, wait_until
-from config.transactions import durable_call
 
 # The test settings serve no static files; whitenoise warns about the missing folder.
 warnings.filterwarnings("ignore", message="No directory at")
@@ -125,6 +124,7 @@ def _actors(port: int, directory: Path, image: str) -> tuple[Any, dict[str, str]
     from rest_framework.test import APIClient
 
     from accounts.models import User
+    from config.transactions import durable_call
     from hosts.models import Host
     from hosts.services import enrollment_create
     from ledger.services import wallet_credit

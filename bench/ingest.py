@@ -47,7 +47,6 @@ from typing import Any
 import psutil
 
 from bench._django import django_setup, scratch_database
-from config.transactions import durable_call
 
 ROOT = Path(__file__).resolve().parent.parent
 # 1 µcr per CPU-millisecond and, for 512 MB reserved, half a µcr per wall millisecond: the
@@ -117,6 +116,7 @@ def _fixture(agents: int) -> list[Agent]:
     from django.utils import timezone
 
     from accounts.models import User
+    from config.transactions import durable_call
     from hosts.models import Host, HostStatus
     from hosts.services import enrollment_create, host_register
     from jobs.models import Job, JobAttempt

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench._django import django_setup, scratch_database
-from config.transactions import durable_call
 
 GROSS, FEE = 1_000, 100
 
@@ -54,6 +53,7 @@ class Timing:
 def _fixture(jobs: int, owners: int, charges: int) -> Fixture:
     """A renter with ``jobs`` held jobs on the hosts of ``owners`` owners, all accounts warm."""
     from accounts.models import User
+    from config.transactions import durable_call
     from ledger.models import AccountKind
     from ledger.services import hold_capture, hold_place, wallet_credit
 
@@ -158,6 +158,7 @@ def _raw_worker(fixture: Fixture, keys: Sequence[int], tag: str) -> None:
 
 
 def _service_worker(fixture: Fixture, keys: Sequence[int], tag: str) -> None:
+    from config.transactions import durable_call
     from ledger.services import hold_capture
 
     for i in keys:
@@ -204,6 +205,7 @@ def _statements_per_charge(fixture: Fixture) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from config.transactions import durable_call
     from ledger.services import hold_capture
 
     with CaptureQueriesContext(connection) as captured:
