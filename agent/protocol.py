@@ -165,6 +165,9 @@ class JobFinished(TypedDict):
     exit_code: int | None
     outputs: list[OutputFile]
     usage: Usage
+    # How many bytes of log the attempt produced in all (what job.log chunks will have covered
+    # once the agent has sent them): the server's log is complete only when it holds them all.
+    log_bytes: NotRequired[Count]
 
 
 class Ack(TypedDict):

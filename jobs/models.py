@@ -148,6 +148,8 @@ class JobAttempt(RatesColumns):
     # keep the tail within JOB_LOG_MAX_BYTES).
     log_offset = models.PositiveBigIntegerField(default=0)
     log_start = models.PositiveBigIntegerField(default=0)
+    # The log's whole length as the agent declared it in job.finished (None: not declared).
+    log_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     # Metering (docs/metering.md): the latest accepted cumulative report (by seq) and its
     # counters; what the ledger charged the attempt (gross captured) and up to which report
     # (both advanced in the same transaction as the captures); what was reversed (lost).

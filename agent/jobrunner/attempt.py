@@ -369,6 +369,7 @@ class AttemptRun:
             exit_code=outcome.exit_code,
             outputs=outputs,
             usage=final,
+            log_bytes=self.log.produced,
         )
         self._final = (final, finished)
         logger.info(

@@ -155,6 +155,7 @@ def attempt_finish(
             finished["reason"],
             exit_code=finished["exit_code"],
             finished_at=now,
+            log_bytes=finished.get("log_bytes"),
         )
         outputs_declare(attempt, finished["outputs"])
         host_job_outcome_record(host_id=attempt.host_id, is_finished=True)

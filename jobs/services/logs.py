@@ -18,7 +18,7 @@ from django.db.models import F, Max
 
 from jobs import events
 from jobs.models import Job, JobAttempt, JobLogChunk
-from jobs.services.outputs import upload_window_check
+from jobs.services.outputs import upload_window_check, upload_window_is_open
 
 MAX_READ_BYTES = 1024 * 1024
 
@@ -153,8 +153,21 @@ def log_read(
         tail = _bytes_read(attempt, position, min(attempt.log_offset, position + limit - len(raw)))
     text = _decoded(raw) + notice + _decoded(tail)
     next_offset = position + len(tail)
-    is_complete = attempt.finished_at is not None and next_offset >= attempt.log_offset
-    return LogPage(attempt.number, start, next_offset, text, truncated, is_complete)
+    return LogPage(
+        attempt.number, start, next_offset, text, truncated, _is_complete(attempt, next_offset)
+    )
+
+
+def _is_complete(attempt: JobAttempt, read_to: int) -> bool:
+    """The attempt finished, this read reached the stored end, and the stored end is the whole
+    log: every byte the agent declared in ``job.finished`` arrived — or, for an agent that
+    declared nothing (or bytes that never come), the late-upload window closed, so nothing more
+    can arrive."""
+    if attempt.finished_at is None or read_to < attempt.log_offset:
+        return False
+    declared = attempt.log_bytes
+    all_arrived = declared is not None and attempt.log_offset >= declared
+    return all_arrived or not upload_window_is_open(attempt)
 
 
 def _decoded(raw: bytes) -> str:

@@ -37,13 +37,18 @@ def _sha256(upload: UploadedFile) -> str:
     return digest.hexdigest()
 
 
+def upload_window_is_open(attempt: JobAttempt, *, now: datetime | None = None) -> bool:
+    """A live attempt, or one that finished at most JOB_LATE_UPLOAD_SECONDS ago."""
+    if attempt.finished_at is None:
+        return True
+    closes = attempt.finished_at + timedelta(seconds=settings.JOB_LATE_UPLOAD_SECONDS)
+    return (now or timezone.now()) <= closes
+
+
 def upload_window_check(attempt: JobAttempt, *, now: datetime | None = None) -> None:
     """Uploads and log chunks are taken from a live attempt, or up to JOB_LATE_UPLOAD_SECONDS
     after it finished; later ones are 409 ``upload_window_closed``."""
-    if attempt.finished_at is None:
-        return
-    closes = attempt.finished_at + timedelta(seconds=settings.JOB_LATE_UPLOAD_SECONDS)
-    if (now or timezone.now()) > closes:
+    if not upload_window_is_open(attempt, now=now):
         raise Conflict(
             f"attempt {attempt.number} finished more than {settings.JOB_LATE_UPLOAD_SECONDS} s "
             "ago; nothing more is accepted for it",

@@ -97,6 +97,7 @@ async def test_a_job_runs_from_accept_to_an_acknowledged_finish(
     assert finished["status"] == "succeeded"
     assert finished["reason"] == "exit code 0"
     assert finished["exit_code"] == 0
+    assert finished["log_bytes"] == len(b"hello\n")  # the whole log, for is_complete
     sha = finished["outputs"][0]["sha256"]
     assert finished["outputs"] == [{"name": "result.txt", "size": 3, "sha256": sha}]
     assert uploader.uploaded == [(7, 1, "result.txt")]

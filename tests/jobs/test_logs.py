@@ -164,7 +164,7 @@ def test_reading_from_an_offset_and_following_to_the_end(running, committed, cli
     # when
     middle = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset=3").data
     with committed():
-        say(host, "job.finished", **finished(job, 1))
+        say(host, "job.finished", **finished(job, 1, log_bytes=14))
     end = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset={middle['next_offset']}").data
 
     # then
@@ -249,3 +249,50 @@ def test_a_log_chunk_inside_the_window_is_taken(running, committed, settings):
         ack = log(host, job, 0, "last words\n")
 
     assert ack == 11
+
+
+def test_a_log_is_complete_only_once_the_declared_tail_arrived(
+    running, committed, client_for, alice
+):
+    # given: the agent says job.finished (14 bytes of log in all) before its last chunk landed
+    job, host = running
+    with committed():
+        log(host, job, 0, "line 1\n")
+        say(host, "job.finished", **finished(job, 1, log_bytes=14))
+    client = client_for(alice)
+
+    # when
+    early = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset=0").data
+    with committed():
+        log(host, job, 7, "line 2\n")
+    late = client.get(f"/api/v1/jobs/{job.pk}/logs/?offset=0").data
+
+    # then: read to the stored end both times, complete only with the whole log
+    assert (early["next_offset"], early["is_complete"]) == (7, False)
+    assert (late["next_offset"], late["data"], late["is_complete"]) == (
+        14,
+        "line 1\nline 2\n",
+        True,
+    )
+
+
+def test_an_undeclared_or_missing_tail_is_complete_when_the_window_closes(
+    running, committed, client_for, alice, settings
+):
+    # given: an agent that declared no length, and then one whose tail never came
+    settings.JOB_LATE_UPLOAD_SECONDS = 60
+    job, host = running
+    with committed():
+        log(host, job, 0, "partial\n")
+        say(host, "job.finished", **finished(job, 1, log_bytes=1_000))
+    client = client_for(alice)
+    attempt = job.attempts.get(number=1)
+
+    # when
+    inside = client.get(f"/api/v1/jobs/{job.pk}/logs/").data
+    attempt.finished_at = timezone.now() - timedelta(seconds=61)
+    attempt.save(update_fields=["finished_at"])
+    after = client.get(f"/api/v1/jobs/{job.pk}/logs/").data
+
+    # then: nothing more can arrive once the window closed
+    assert (inside["is_complete"], after["is_complete"]) == (False, True)
