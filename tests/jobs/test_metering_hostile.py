@@ -176,6 +176,7 @@ def test_a_cancel_the_host_ignores_is_billed_only_up_to_the_cancel_and_the_grace
         _started(job, 35)
         job_cancel(user=alice, job_id=job.pk)
         attempt = JobAttempt.objects.get(job=job, number=1)
+        assert attempt.started_at is not None
         Job.objects.filter(pk=job.pk).update(
             cancel_requested_at=attempt.started_at + timedelta(seconds=5)
         )
