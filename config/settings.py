@@ -265,6 +265,9 @@ HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 10, minimum=1)
 HOST_OFFLINE_AFTER_SECONDS = env_int("HOST_OFFLINE_AFTER_SECONDS", 45, minimum=2)
 # How often agents report cumulative usage of running jobs (sent to them in `welcome`).
 HOST_USAGE_REPORT_SECONDS = env_int("HOST_USAGE_REPORT_SECONDS", 5, minimum=1)
+# A host whose agent sent this many impossible or late reports (refused usage, a cancel or a
+# timeout ignored) is quarantined: no offers until staff lift it (docs/hosts.md).
+HOST_QUARANTINE_FLAGS = env_int("HOST_QUARANTINE_FLAGS", 5, minimum=1)
 # The reaper: hosts silent for HOST_OFFLINE_AFTER_SECONDS are marked offline.
 CELERY_BEAT_SCHEDULE["hosts-mark-offline"] = {
     "task": "hosts.tasks.hosts_mark_offline_task",

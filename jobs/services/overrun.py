@@ -98,13 +98,13 @@ def attempt_overrun_end(attempt_id: int, *, now: datetime | None = None) -> bool
         verdict = _overrun(attempt, job, now)
         if verdict is None:
             return False
-        target, reason, _flag = verdict
+        target, reason, flag = verdict
         job_transition(job, target, reason, expected_from=ACTIVE, at_attempt=attempt.number)
         attempt_transition(
             attempt, AttemptStatus(target), reason, expected_from=ATTEMPT_ACTIVE, finished_at=now
         )
         host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
-        host_report_flag(host_id=attempt.host_id)
+        host_report_flag(host_id=attempt.host_id, reason=flag)
         job_settle(job.pk)
         host_id = attempt.host_id
         cancel = JobCancel(job_id=job.pk, attempt=attempt.number, reason=reason)

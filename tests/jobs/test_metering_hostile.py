@@ -33,6 +33,7 @@ from ledger.payments.models import ConnectedAccount, OnboardingStatus
 from ledger.payments.money import payout_request
 from ledger.providers import providers
 from ledger.services import earnings_mature
+from marketplace.placement_selectors import placement_candidate, placement_candidates
 from tests.jobs.helpers import say, submit
 from tests.jobs.metering_steps import (
     CAP,
@@ -336,3 +337,48 @@ def test_start_up_refuses_a_timeout_as_long_as_the_dispute_window():
     )
     assert started.returncode != 0
     assert "must be below EARNINGS_DISPUTE_WINDOW_SECONDS" in started.stderr
+
+
+def test_a_host_with_enough_refused_reports_is_quarantined_and_offered_nothing(
+    alice, hana, host, funded, committed, settings, client_for
+):
+    # given: quarantine at 3 flags; a host that keeps sending impossible reports
+    settings.HOST_QUARANTINE_FLAGS = 3
+    with committed():
+        job = metered_job(alice, host)
+        run(job, host)
+    Host.objects.filter(pk=host.pk).update(online_seconds=100, tracked_seconds=100)
+    before = Host.objects.get(pk=host.pk).reliability_bps
+    assert before == 10_000
+    # when: CPU beyond 2 cores x the wall time, three times
+    for seq in (1, 2, 3):
+        with committed():
+            refused = report(host, job, seq, "500.0", "10.0")
+        assert refused[0][0] == "error"
+    # then: quarantined with the reason; its reliability fell; no offers
+    flagged = Host.objects.get(pk=host.pk)
+    assert flagged.flagged_reports == 3
+    assert flagged.quarantined_at is not None
+    assert "cpu_exceeds_wall" in flagged.quarantine_reason
+    assert flagged.reliability_bps == 10_000 * 1 // 4  # (0 + 1) / (0 + 0 + 3 + 1)
+    assert placement_candidates(alice) == []
+    chosen = placement_candidate(alice, host.pk)
+    assert chosen.is_available is False
+    assert charged(job) == 0
+    # and its owner sees it
+    body = client_for(hana).get(f"/api/v1/my/hosts/{host.pk}/").json()
+    assert body["quarantined_at"] is not None
+    assert "cpu_exceeds_wall" in body["quarantine_reason"]
+    assert (body["flagged_reports"], body["last_flag_reason"]) == (3, "cpu_exceeds_wall")
+
+
+def test_flags_below_the_threshold_do_not_quarantine(alice, host, funded, committed, settings):
+    settings.HOST_QUARANTINE_FLAGS = 3
+    with committed():
+        job = metered_job(alice, host)
+        run(job, host)
+        report(host, job, 1, "500.0", "10.0")
+        report(host, job, 2, "500.0", "10.0")
+    flagged = Host.objects.get(pk=host.pk)
+    assert (flagged.flagged_reports, flagged.quarantined_at) == (2, None)
+    assert [c.host_id for c in placement_candidates(alice)] == [host.pk]
