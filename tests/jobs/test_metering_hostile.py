@@ -18,6 +18,9 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from config.errors import InsufficientCredits
 from config.settings import settings_order_check
@@ -382,3 +385,77 @@ def test_flags_below_the_threshold_do_not_quarantine(alice, host, funded, commit
     flagged = Host.objects.get(pk=host.pk)
     assert (flagged.flagged_reports, flagged.quarantined_at) == (2, None)
     assert [c.host_id for c in placement_candidates(alice)] == [host.pk]
+
+
+# --- property: the owner can never be paid more than finished work earned -------------------
+
+_report = st.tuples(
+    st.integers(0, 300_000),  # cpu ms
+    st.integers(0, 200_000),  # wall ms
+)
+_ending = st.sampled_from(["finished", "lost", "cancel_ignored", "running"])
+
+
+def _host_net_of_finished_work(host: Host) -> int:
+    """What renters were charged for this host's settled, not lost, attempts, minus fees."""
+    total = 0
+    for job in Job.objects.filter(attempts__host=host, hold_released_at__isnull=False).distinct():
+        for attempt in job.attempts.filter(host=host).exclude(status="lost"):
+            net = attempt.charged_micros - attempt.reversed_micros
+            total += net - fee_of(net)
+    return total
+
+
+def _pay_out_everything(owner) -> None:
+    """Mature all that may ever mature and ask for it all (whole cents) as a payout."""
+    earnings_mature(now=timezone.now() + timedelta(days=365))
+    amount = balance(AccountKind.EARNINGS_AVAILABLE, user=owner) // 10_000 * 10_000
+    if amount:
+        payout_request(owner=owner, amount_micros=amount)
+
+
+@hypothesis_settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(reports=st.lists(_report, min_size=1, max_size=5), ending=_ending)
+def test_what_an_owner_can_be_paid_never_exceeds_finished_work_minus_fees(
+    alice, hana, host, funded, committed, settings, reports, ending
+):
+    settings.EARNINGS_DISPUTE_WINDOW_SECONDS = 60
+    settings.PAYOUT_MIN_MICROS = 1
+    # each example starts with a host in good standing (flags of earlier examples forgiven)
+    Host.objects.filter(pk=host.pk).update(quarantined_at=None, flagged_reports=0)
+    with committed():
+        job = metered_job(alice, host)
+        run(job, host, started_ago_s=120)
+        Job.objects.filter(pk=job.pk).update(max_attempts=1)
+        for seq, (cpu_ms, wall_ms) in enumerate(reports, start=1):
+            report(host, job, seq, str(Decimal(cpu_ms) / 1000), str(Decimal(wall_ms) / 1000))
+    with committed():
+        post()
+    _pay_out_everything(hana)  # while it runs: nothing may be paid
+    if ending == "finished":
+        cpu_ms, wall_ms = max(r[0] for r in reports), max(r[1] for r in reports)
+        with committed():
+            say(
+                host,
+                "job.finished",
+                **final(job, len(reports) + 1, str(cpu_ms / 1000), str(wall_ms / 1000)),
+            )
+    elif ending == "lost":
+        with committed():
+            resume_decide(host.pk, [])
+    elif ending == "cancel_ignored":
+        with committed():
+            job_cancel(user=alice, job_id=job.pk)
+            jobs_reap_pass(now=timezone.now() + timedelta(hours=1))
+    # whatever happened, mature everything that may ever mature, and pay it all out
+    _pay_out_everything(hana)
+    paid = balance(AccountKind.EARNINGS_AVAILABLE, user=hana) + balance(
+        AccountKind.PAYOUTS_CLEARING
+    )
+    assert paid <= _host_net_of_finished_work(host)
+    assert balance(AccountKind.PLATFORM_LOSS) == 0
+    assert_reconciled()
