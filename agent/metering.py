@@ -28,6 +28,10 @@ MB_PER_GB = 1024
 CPU_TOLERANCE_RATIO = Decimal("0.02")
 CPU_TOLERANCE_MS = 1_000
 WALL_TOLERANCE_MS = 5_000
+# What is *billed* is bounded tighter than what is accepted (``billable_counters``): wall time
+# at most the server's own running time plus this (the container starts a moment before the
+# agent tells the server it runs), CPU at most that wall time x the job's cores, exactly.
+BILLING_WALL_TOLERANCE_MS = 1_000
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,15 @@ def check_physical(counters: Counters, reservation: Reservation, server_elapsed_
             "wall_ahead_of_server",
             f"wall time {counters.wall_ms} ms is ahead of the server's {server_elapsed_ms} ms",
         )
+
+
+def billable_counters(counters: Counters, reservation: Reservation, window_ms: int) -> Counters:
+    """The part of accepted counters that may be billed: wall time clipped to ``window_ms``
+    (what the server saw and allowed: docs/metering.md), CPU clipped to that wall time x the
+    job's cores (floored). Never more than the counters themselves."""
+    wall = max(0, min(counters.wall_ms, window_ms))
+    cpu_limit = int((Decimal(wall) * reservation.cpus).to_integral_value(rounding=ROUND_FLOOR))
+    return Counters(cpu_ms=max(0, min(counters.cpu_ms, cpu_limit)), wall_ms=wall)
 
 
 @dataclass(frozen=True)

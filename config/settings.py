@@ -273,6 +273,9 @@ HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 10, minimum=1)
 HOST_OFFLINE_AFTER_SECONDS = env_int("HOST_OFFLINE_AFTER_SECONDS", 45, minimum=2)
 # How often agents report cumulative usage of running jobs (sent to them in `welcome`).
 HOST_USAGE_REPORT_SECONDS = env_int("HOST_USAGE_REPORT_SECONDS", 5, minimum=1)
+# A host whose agent sent this many impossible or late reports (refused usage, a cancel or a
+# timeout ignored) is quarantined: no offers until staff lift it (docs/hosts.md).
+HOST_QUARANTINE_FLAGS = env_int("HOST_QUARANTINE_FLAGS", 5, minimum=1)
 # The reaper: hosts silent for HOST_OFFLINE_AFTER_SECONDS are marked offline.
 CELERY_BEAT_SCHEDULE["hosts-mark-offline"] = {
     "task": "hosts.tasks.hosts_mark_offline_task",
@@ -291,7 +294,13 @@ JOB_CODE_MAX_BYTES = env_int("JOB_CODE_MAX_BYTES", 128 * 1024, minimum=1)
 JOB_FILES_MAX_COUNT = env_int("JOB_FILES_MAX_COUNT", 100, minimum=1)
 JOB_ARCHIVE_MAX_BYTES = env_int("JOB_ARCHIVE_MAX_BYTES", 256 * 1024, minimum=1)
 JOB_REQUIREMENTS_MAX_COUNT = env_int("JOB_REQUIREMENTS_MAX_COUNT", 50, minimum=0)
-JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 7 * 24 * 3600, minimum=60)
+# The longest timeout a job may ask for; it must end (with the stop grace and a lease) well
+# inside the dispute window (``settings_order_check`` below; docs/ledger.md).
+JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 3 * 24 * 3600, minimum=60)
+# After a cancel, or past started_at + timeout_seconds, this much more is billable (the agent
+# sends SIGTERM, then SIGKILL 10 s later, then reports); past it nothing is, and the reaper
+# ends an attempt the host did not stop (docs/metering.md).
+JOB_STOP_GRACE_SECONDS = env_int("JOB_STOP_GRACE_SECONDS", 15, minimum=1)
 # A finished attempt takes log chunks and its declared outputs this much longer, then no more.
 JOB_LATE_UPLOAD_SECONDS = env_int("JOB_LATE_UPLOAD_SECONDS", 120, minimum=1)
 # The stored log of one attempt keeps at most JOB_LOG_MAX_BYTES bytes: its head and its tail.
@@ -357,3 +366,28 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+
+def settings_order_check(
+    *,
+    max_timeout_seconds: int,
+    stop_grace_seconds: int,
+    lease_seconds: int,
+    dispute_window_seconds: int,
+) -> None:
+    """Refuse settings under which a job could still run when its first earnings could be paid
+    out: the longest run, its stop grace and one lease must end inside the dispute window."""
+    longest = max_timeout_seconds + stop_grace_seconds + lease_seconds
+    if longest >= dispute_window_seconds:
+        raise ImproperlyConfigured(
+            f"JOB_MAX_TIMEOUT_SECONDS + JOB_STOP_GRACE_SECONDS + JOB_LEASE_SECONDS ({longest} s) "
+            f"must be below EARNINGS_DISPUTE_WINDOW_SECONDS ({dispute_window_seconds} s)"
+        )
+
+
+settings_order_check(
+    max_timeout_seconds=JOB_MAX_TIMEOUT_SECONDS,
+    stop_grace_seconds=JOB_STOP_GRACE_SECONDS,
+    lease_seconds=JOB_LEASE_SECONDS,
+    dispute_window_seconds=EARNINGS_DISPUTE_WINDOW_SECONDS,
+)

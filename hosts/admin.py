@@ -25,9 +25,10 @@ class HostAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "price_micros",
         "reliability_bps",
         "flagged_reports",
+        "quarantined_at",
         "is_draining",
     ]
-    list_filter = ["status", "visibility", "is_draining", "arch", "os"]
+    list_filter = ["status", "visibility", "is_draining", "arch", "os", "quarantined_at"]
     search_fields = ["name", "owner__username", "cpu_model"]
     list_select_related = ["owner"]
     # The specs are the agent's to report (the next hello would overwrite an edit).
@@ -43,6 +44,7 @@ class HostAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "jobs_finished",
         "jobs_lost",
         "flagged_reports",
+        "last_flag_reason",
         "created_at",
     ]
     raw_id_fields = ["owner", "organisation"]

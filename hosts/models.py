@@ -141,23 +141,31 @@ class Host(RatesColumns):
     online_seconds = models.PositiveBigIntegerField(default=0)
     tracked_seconds = models.PositiveBigIntegerField(default=0)
     # reliability_bps = 10000 * online_seconds / tracked_seconds          (uptime)
-    #                   * (jobs_finished + 1) / (jobs_finished + jobs_lost + 1)  (completion)
+    #                   * (jobs_finished + 1)
+    #                   / (jobs_finished + jobs_lost + flagged_reports + 1)  (completion)
     # in integer arithmetic, left to right; 0 for a host never tracked. The +1 is a prior of
-    # one finished job, so a host's first lost job halves its completion instead of zeroing it.
+    # one finished job, so a host's first lost job halves its completion instead of zeroing it;
+    # every flagged report counts like a lost job.
     reliability_bps = models.GeneratedField(
         expression=Coalesce(
             Value(10_000)
             * F("online_seconds")
             / NullIf(F("tracked_seconds"), Value(0))
             * (F("jobs_finished") + Value(1))
-            / (F("jobs_finished") + F("jobs_lost") + Value(1)),
+            / (F("jobs_finished") + F("jobs_lost") + F("flagged_reports") + Value(1)),
             Value(0),
         ),
         output_field=models.BigIntegerField(),
         db_persist=True,
     )
-    # Reports that were physically impossible (metering) raise this flag for review.
+    # Reports that were impossible or late (metering: refused reports, a cancel or timeout
+    # ignored) raise this flag; HOST_QUARANTINE_FLAGS of them quarantine the host.
     flagged_reports = models.PositiveIntegerField(default=0)
+    last_flag_reason = models.CharField(max_length=200, blank=True, default="")
+    # Set once flagged_reports reaches HOST_QUARANTINE_FLAGS: placement offers it nothing until
+    # staff lift it (clear the field). Shown to the owner and staff with the reason.
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    quarantine_reason = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

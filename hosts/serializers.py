@@ -95,6 +95,9 @@ OWNER_FIELDS = [
     "tracked_seconds",
     "has_live_credential",
     "flagged_reports",
+    "last_flag_reason",
+    "quarantined_at",
+    "quarantine_reason",
 ]
 
 

@@ -280,9 +280,23 @@ def host_job_outcome_record(*, host_id: int, is_finished: bool) -> None:
     Host.objects.filter(pk=host_id).update(**{field: F(field) + 1})
 
 
-def host_report_flag(*, host_id: int) -> None:
-    """Count a physically impossible report from this host's agent, for staff to review."""
-    Host.objects.filter(pk=host_id).update(flagged_reports=F("flagged_reports") + 1)
+def host_report_flag(*, host_id: int, reason: str = "impossible_report") -> None:
+    """Count an impossible or late report from this host's agent (``reason`` says which), for
+    staff to review; at ``HOST_QUARANTINE_FLAGS`` the host is quarantined (no offers), with
+    the reason shown to its owner and staff. Two F() updates: concurrent flags add up, and
+    only the flag that reaches the threshold stamps the quarantine."""
+    Host.objects.filter(pk=host_id).update(
+        flagged_reports=F("flagged_reports") + 1, last_flag_reason=reason[:200]
+    )
+    threshold = settings.HOST_QUARANTINE_FLAGS
+    Host.objects.filter(
+        pk=host_id, quarantined_at__isnull=True, flagged_reports__gte=threshold
+    ).update(
+        quarantined_at=timezone.now(),
+        quarantine_reason=f"{threshold} or more flagged reports from the agent; the last: {reason}"[
+            :300
+        ],
+    )
 
 
 def _presence_lost(host_id: int) -> Presence:

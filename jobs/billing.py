@@ -28,17 +28,19 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from hosts.models import RATE_FIELDS
 from jobs import events
-from jobs.metering import charge_decide
+from jobs.metering import BILLING_WALL_TOLERANCE_MS, Counters, billable_counters, charge_decide
 from jobs.models import AttemptStatus, Job, JobAttempt
-from jobs.services.usage import attempt_counters, billing_facts
+from jobs.services.usage import attempt_counters, billing_facts, job_reservation
 from jobs.states import FINAL
 from ledger.money import fee_increment
 from ledger.services import (
@@ -109,7 +111,11 @@ _DUE_FIELDS = (
     "charged_micros",
     "charged_seq",
     "reversed_micros",
+    "started_at",
+    "finished_at",
     *RATE_FIELDS,
+    "job__timeout_seconds",
+    "job__cancel_requested_at",
     "job__max_cost_micros",
     "job__cost_micros",
     "job__cpus",
@@ -132,12 +138,41 @@ def _due() -> QuerySet[JobAttempt]:
     )
 
 
-def _capture_for(attempt: JobAttempt) -> Capture | None:
+def _ms_between(start: datetime, end: datetime) -> int:
+    return max(0, int((end - start).total_seconds() * 1000))
+
+
+def billable_window_ms(attempt: JobAttempt, job: Job, now: datetime) -> int:
+    """The most wall time of this attempt that may be billed, on the server's clock: from the
+    moment the server recorded it running (nothing before: install time is not billed) to the
+    first of now, its end, its cancel + the stop grace, its timeout + the stop grace; the
+    running part with ``BILLING_WALL_TOLERANCE_MS`` (the container starts a moment before the
+    server hears of it). Reported counters beyond it are clipped, never paid."""
+    if attempt.started_at is None:
+        return 0
+    started = attempt.started_at
+    seen_until = min(now, attempt.finished_at or now)
+    window = _ms_between(started, seen_until) + BILLING_WALL_TOLERANCE_MS
+    grace = timedelta(seconds=settings.JOB_STOP_GRACE_SECONDS)
+    deadline = started + timedelta(seconds=job.timeout_seconds) + grace
+    if job.cancel_requested_at is not None:
+        deadline = min(deadline, max(started, job.cancel_requested_at + grace))
+    return min(window, _ms_between(started, deadline))
+
+
+def attempt_billable_counters(attempt: JobAttempt, job: Job, now: datetime) -> Counters:
+    """The attempt's latest accepted counters, clipped to what the server allows to bill."""
+    return billable_counters(
+        attempt_counters(attempt), job_reservation(job), billable_window_ms(attempt, job, now)
+    )
+
+
+def _capture_for(attempt: JobAttempt, now: datetime) -> Capture | None:
     """The charge that brings the attempt from what it was charged to the capped cost of its
-    latest counters; None when there is nothing to charge."""
+    latest counters, clipped to the billable window; None when there is nothing to charge."""
     facts = billing_facts(attempt, attempt.job)
     decision = charge_decide(
-        counters=attempt_counters(attempt),
+        counters=attempt_billable_counters(attempt, attempt.job, now),
         rates=facts.rates,
         reservation=facts.reservation,
         charged_micros=attempt.charged_micros,
@@ -253,11 +288,12 @@ def attempts_charge(attempts: Iterable[JobAttempt]) -> ChargesPosted:
     the caller's transaction; after its commit, tell the owners' sockets the cost so far. A
     batch an attempt moved under (``ChargesMoved``) is undone to its savepoint, posting nothing."""
     attempts = list(attempts)
+    now = timezone.now()
     by_key: dict[str, JobAttempt] = {}
     captures: list[Capture] = []
     nothing_due: list[tuple[int, int]] = []
     for attempt in attempts:
-        capture = _capture_for(attempt)
+        capture = _capture_for(attempt, now)
         if capture is None:
             nothing_due.append((attempt.pk, attempt.usage_seq))
         else:

@@ -6,6 +6,7 @@ module re-exports it for the server's code.
 """
 
 from agent.metering import (
+    BILLING_WALL_TOLERANCE_MS,
     CPU_TOLERANCE_MS,
     CPU_TOLERANCE_RATIO,
     MB_PER_GB,
@@ -16,6 +17,7 @@ from agent.metering import (
     ImpossibleReport,
     Rates,
     Reservation,
+    billable_counters,
     charge_decide,
     check_physical,
     cost_per_second_max,
@@ -26,6 +28,7 @@ from agent.metering import (
 )
 
 __all__ = [
+    "BILLING_WALL_TOLERANCE_MS",
     "CPU_TOLERANCE_MS",
     "CPU_TOLERANCE_RATIO",
     "MB_PER_GB",
@@ -36,6 +39,7 @@ __all__ = [
     "ImpossibleReport",
     "Rates",
     "Reservation",
+    "billable_counters",
     "charge_decide",
     "check_physical",
     "cost_per_second_max",

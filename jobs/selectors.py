@@ -78,6 +78,7 @@ def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
             and (released is not None or (finished is not None and finished < settled_before)),
             cap_micros=cap,
             charged_micros=cost if status in FINAL and released is not None else None,
+            settled_at=released if status in FINAL else None,
         )
     return facts
 

@@ -30,6 +30,7 @@ from jobs.services.dispatch import (
     offer_expire,
     offers_expired,
 )
+from jobs.services.overrun import attempt_overrun_end, attempts_overrun
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ReapReport:
     jobs_offered: int
     jobs_settled: int
     attempts_reversed: int = 0
+    attempts_overrun: int = 0
 
 
 def _each(step: Callable[..., Any], ids: list[int], **kwargs: Any) -> int:
@@ -56,18 +58,20 @@ def _each(step: Callable[..., Any], ids: list[int], **kwargs: Any) -> int:
 
 
 def jobs_reap_pass(*, now: datetime | None = None) -> ReapReport:
-    """One pass of the reaper: expire unanswered offers, lose expired leases, offer queued
-    jobs, settle finished jobs and reverse lost attempts a crash left behind. Safe to run
-    concurrently and to repeat."""
+    """One pass of the reaper: expire unanswered offers, lose expired leases, end attempts
+    held past their cancel or timeout (``jobs.services.overrun``), offer queued jobs, settle
+    finished jobs and reverse lost attempts a crash left behind. Safe to run concurrently and
+    to repeat."""
     now = now or timezone.now()
     expired = _each(offer_expire, offers_expired(now), now=now)
     lost = _each(
         attempt_lose, leases_expired(now), reason="the host stopped renewing its lease", now=now
     )
+    overrun = _each(attempt_overrun_end, attempts_overrun(now), now=now)
     offered = _each(job_offer_next, jobs_queued(), now=now)
     settled = _each(job_settle, jobs_unsettled())
     reversed_ = _each(attempt_charges_reverse, attempts_unreversed())
-    return ReapReport(expired, lost, offered, settled, reversed_)
+    return ReapReport(expired, lost, offered, settled, reversed_, overrun)
 
 
 @shared_task(name="jobs.tasks.jobs_reap", ignore_result=True)

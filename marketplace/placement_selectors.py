@@ -33,7 +33,8 @@ def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candi
         max_job_timeout_seconds=host.max_job_timeout_seconds,
         rates=host.rates,
         is_online=_is_online(host, now),
-        is_available=host.is_available,
+        # A quarantined host (hosts.services.host_report_flag) is offered nothing.
+        is_available=host.is_available and host.quarantined_at is None,
         is_draining=host.is_draining or host.status == HostStatus.DRAINING,
         is_visible=is_visible,
         allow_network=host.allow_network,
@@ -45,10 +46,13 @@ def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candi
 
 
 def placement_candidates(user: User, *, now: datetime | None = None) -> list[Candidate]:
-    """Every host the user may use that is connected and not draining (fit is decided later)."""
+    """Every host the user may use that is connected, not draining and not quarantined (fit
+    is decided later)."""
     now = now or timezone.now()
     hosts = hosts_visible(user=user).filter(
-        status__in=[HostStatus.ONLINE, HostStatus.BUSY], is_draining=False
+        status__in=[HostStatus.ONLINE, HostStatus.BUSY],
+        is_draining=False,
+        quarantined_at__isnull=True,
     )
     return [candidate_from_host(h, is_visible=True, now=now) for h in hosts.order_by("pk")]
 

@@ -106,6 +106,7 @@ class AttemptRun:
             self.gpus,
             started_at=handle.deadline - handle.timeout_seconds,
             seq=state.seq if state else 0,
+            cpu_seconds=state.cpu_seconds if state else 0.0,
             memory_peak_mb=state.memory_peak_mb if state else 0,
         )
         # The server may hold part of the log already: its first log.ack says how much.
@@ -354,7 +355,13 @@ class AttemptRun:
         return report
 
     def _state(self) -> AttemptState:
-        return AttemptState(self.meter.seq, self.meter.memory_peak_mb, self.gpus, self.cap)
+        return AttemptState(
+            self.meter.seq,
+            self.meter.memory_peak_mb,
+            self.gpus,
+            self.cap,
+            cpu_seconds=self.meter.cpu_seconds,
+        )
 
     # --- the end --------------------------------------------------------------------------
 

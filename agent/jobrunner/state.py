@@ -1,7 +1,9 @@
 """What a restarted agent needs to carry on with an attempt it finds still running.
 
 The offer is gone after a restart, so the attempt's cost cap, its GPU count and the usage
-counters the engine cannot give back (the last ``seq``, the tracked memory peak) are kept in
+counters the engine cannot give back (the last ``seq``, the tracked memory peak, the CPU time
+last reported: a container that exited before the restart has no cgroup to read, and a final
+report below what the server accepted would be refused as ``counters_backwards``) are kept in
 a small file in the attempt directory. The sandbox never sees it: only ``work/`` and
 ``outputs/`` are mounted into the container.
 """
@@ -29,6 +31,7 @@ class AttemptState:
     memory_peak_mb: int
     gpus: int
     cap: CostCap | None
+    cpu_seconds: float = 0.0  # the CPU time of the last report (files before it: 0)
 
 
 def state_path(attempt_dir: Path) -> Path:
@@ -45,6 +48,7 @@ def state_write(attempt_dir: Path, state: AttemptState) -> None:
             "memory_peak_mb": state.memory_peak_mb,
             "gpus": state.gpus,
             "cap": state.cap.to_json() if state.cap is not None else None,
+            "cpu_seconds": state.cpu_seconds,
         }
     )
     descriptor, temporary = tempfile.mkstemp(dir=attempt_dir, prefix=f".{STATE_FILE}.")
@@ -67,6 +71,7 @@ def state_read(attempt_dir: Path) -> AttemptState | None:
             memory_peak_mb=int(data["memory_peak_mb"]),
             gpus=int(data["gpus"]),
             cap=cap,
+            cpu_seconds=max(0.0, float(data.get("cpu_seconds", 0.0))),
         )
     except FileNotFoundError:
         return None

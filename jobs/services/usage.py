@@ -251,7 +251,7 @@ def usage_check(attempt: JobAttempt, job: Job, report: Usage, now: datetime) -> 
             )
         check_physical(counters, job_reservation(job), _server_elapsed_ms(attempt, now))
     except ImpossibleReport as exc:
-        host_report_flag(host_id=attempt.host_id)
+        host_report_flag(host_id=attempt.host_id, reason=exc.code)
         raise UsageRefused(f"{exc.code}: {exc.message}", fields={"reason": exc.code}) from None
     return counters
 

@@ -1,4 +1,5 @@
-"""Host earnings: pending earnings become available once the dispute window has passed."""
+"""Host earnings: pending earnings become available once the dispute window has passed since
+the job they were earned on settled (docs/ledger.md, "Maturity")."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from config.transactions import durable_call
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, TransactionKind
+from ledger.providers import providers
 from ledger.services.posting import (
     AccountRef,
     Leg,
@@ -23,17 +25,47 @@ from ledger.services.posting import (
 )
 
 
+def _jobs_final(pending: Account, cutoff: datetime) -> set[int] | None:
+    """The jobs whose earnings on ``pending`` may mature: those settled (their attempts over,
+    their charges final) at or before the cutoff, by the jobs app's facts
+    (``ledger.providers``). None without a provider (the ledger alone): captures then mature
+    by their age only."""
+    provider = providers.job_facts
+    if provider is None:
+        return None
+    job_ids = frozenset(
+        job_id
+        for job_id in Posting.objects.filter(account=pending, transaction__job_id__isnull=False)
+        .values_list("transaction__job_id", flat=True)
+        .distinct()
+        if job_id is not None
+    )
+    facts = provider(job_ids) if job_ids else {}
+    return {
+        job_id
+        for job_id, fact in facts.items()
+        if fact.settled_at is not None and fact.settled_at <= cutoff
+    }
+
+
 def _maturity_due(pending: Account, cutoff: datetime) -> int:
     """What of ``pending`` may become available now.
 
-    Captures count once they are older than the cutoff; reversals (and any other debit) count at
-    once, so a reversed charge never matures early; earlier maturities are subtracted. Never more
-    than the balance.
+    A job's postings (its captures and their reversals, together) count once the job settled
+    at or before the cutoff — the dispute window runs from the end of the work, so earnings
+    of a job that still runs (or may still be lost) never mature; captures also only once
+    older than the cutoff; earlier maturities are subtracted. Never more than the balance.
     """
     young_capture = Q(transaction__kind=TransactionKind.CAPTURE, transaction__created_at__gt=cutoff)
     maturity = Q(transaction__kind=TransactionKind.MATURITY)
+    final = _jobs_final(pending, cutoff)
+    unsettled = (
+        Q(pk__in=[])
+        if final is None
+        else Q(transaction__job_id__isnull=False) & ~Q(transaction__job_id__in=final)
+    )
     sums = Posting.objects.filter(account=pending).aggregate(
-        eligible=Coalesce(Sum("amount_micros", filter=~young_capture & ~maturity), 0),
+        eligible=Coalesce(Sum("amount_micros", filter=~young_capture & ~maturity & ~unsettled), 0),
         matured=Coalesce(Sum("amount_micros", filter=maturity), 0),
     )
     due = int(sums["eligible"]) + int(sums["matured"])

@@ -18,10 +18,8 @@ from ledger.services.posting import (
     LegsPlan,
     Replay,
     _post,
-    earnings_available_ref,
     earnings_pending_ref,
     escrow_ref,
-    platform_ref,
     revenue_ref,
     wallet_ref,
 )
@@ -214,30 +212,10 @@ def _attempt_host_id(job_id: int, attempt: int) -> int | None:
 def _reverse_refs(job_id: int, unreversed: _Unreversed) -> set[AccountRef]:
     refs = {escrow_ref(job_id)}
     if unreversed.by_account:
-        refs |= {revenue_ref(job_id), platform_ref(AccountKind.PLATFORM_LOSS)}
+        refs.add(revenue_ref(job_id))
     for account, _total in unreversed.by_account.values():
         refs.add(AccountRef.of(account))
-        if account.kind == AccountKind.EARNINGS_PENDING:
-            assert account.user_id is not None
-            refs.add(earnings_available_ref(account.user_id))
     return refs
-
-
-def _host_share_legs(
-    pending: Account, owed: int, locked: Mapping[AccountRef, Account]
-) -> list[Leg]:
-    """Take ``owed`` back from a host: pending earnings first, then available, then the platform
-    books what the host no longer has (already paid out) as a loss."""
-    assert pending.user_id is not None
-    available_ref = earnings_available_ref(pending.user_id)
-    from_pending = min(owed, max(pending.balance_micros, 0))
-    from_available = min(owed - from_pending, max(locked[available_ref].balance_micros, 0))
-    loss = owed - from_pending - from_available
-    return [
-        Leg(AccountRef.of(pending), -from_pending),
-        Leg(available_ref, -from_available),
-        Leg(platform_ref(AccountKind.PLATFORM_LOSS), -loss),
-    ]
 
 
 def _reverse_plan(job_id: int, attempt: int, metadata: dict[str, int]) -> LegsPlan:
@@ -249,10 +227,11 @@ def _reverse_plan(job_id: int, attempt: int, metadata: dict[str, int]) -> LegsPl
             ref = AccountRef.of(account)
             if ref not in locked:
                 raise Conflict("the ledger changed while reversing; retry", code="retry")
-            if account.kind == AccountKind.EARNINGS_PENDING:
-                planned.extend(_host_share_legs(locked[ref], total, locked))
-            else:
-                planned.append(Leg(ref, -total))
+            # The host's share comes back from its pending earnings only: the earnings of a job
+            # mature only after it settled (earnings.py), so an attempt that can still be lost
+            # has all of them pending; were they not, the overdraft check refuses the reversal
+            # (insufficient_earnings) rather than book it to platform_loss.
+            planned.append(Leg(ref, -total))
         # What the reversal gives back, for receipts: the gross into the escrow, the fee
         # taken out of revenue.
         metadata["gross_micros"] = sum(
@@ -270,9 +249,10 @@ def charges_reverse(*, job_id: int, attempt: int, key: str) -> LedgerTransaction
     """Undo every charge of one attempt (a lost attempt: the renter pays nothing for it).
 
     The captured gross goes back into the job's escrow (``hold_release`` returns it to the
-    wallet later); the fee leaves revenue; the host's share leaves their pending earnings, and
-    where those already matured, their available earnings; what the host no longer has at all
-    (paid out) is booked to platform_loss, so the renter is always made whole. Reverses only
+    wallet later); the fee leaves revenue; the host's share leaves their pending earnings —
+    only those: a job's earnings mature only once it settled, so a reversal never touches
+    available earnings, payouts or platform_loss (one that would is refused,
+    ``insufficient_earnings``). Reverses only
     what is not reversed yet, so a later call reverses charges that arrived since. Returns None
     when there is nothing to reverse; ``is_replay`` is set on a repeat. The transaction's
     metadata has ``gross_micros`` and ``fee_micros``, so the caller records the reversal in the

@@ -35,6 +35,8 @@ INVARIANTS: dict[str, str] = {
     "transaction_balanced": "every transaction has at least two postings and they sum to zero",
     "balance_matches_postings": "every cached balance equals the sum of its account's postings",
     "no_forbidden_negative": "no account that must not go negative is negative",
+    "payouts_within_matured": "no owner was paid out (net of failed payouts) more than matured",
+    "platform_loss_paths": "platform_loss moves only through purchase repayments and refunds",
     "finished_job_escrow_empty": "the escrow of a finished job is zero",
     "charges_within_cap": "the charges of a job never exceed its cost cap",
     "job_cost_matches_charges": "a settled job's recorded cost equals its charges in the ledger",
@@ -53,6 +55,9 @@ class JobFact:
     # What the jobs app recorded as the job's cost (captures net of reversals), for jobs whose
     # charges can no longer change (settled); None skips the comparison.
     charged_micros: int | None = None
+    # When the job settled (its attempts over, its charges final); None while it is not. The
+    # earnings of a job mature only a dispute window after this (ledger.services.earnings).
+    settled_at: datetime | None = None
 
 
 # Given job ids, return the facts of those it knows (missing ids are simply not checked).
@@ -145,6 +150,75 @@ def _forbidden_negatives() -> list[Problem]:
     ]
 
 
+# The only kinds of transaction that may post to platform_loss: a refund or lost dispute that
+# the wallet could not cover, and the repayment of such a debt out of a later purchase
+# (ledger/payments/money.py). A reversal never does (ledger.services.holds.charges_reverse).
+PLATFORM_LOSS_KINDS = (TransactionKind.REFUND, TransactionKind.PURCHASE)
+
+
+def _platform_loss_outside_paths() -> list[Problem]:
+    rows = (
+        Posting.objects.filter(account__kind=AccountKind.PLATFORM_LOSS)
+        .exclude(transaction__kind__in=PLATFORM_LOSS_KINDS)
+        .order_by("pk")
+        .values_list("transaction_id", "transaction__key", "transaction__kind", "amount_micros")[
+            :PROBLEMS_KEPT
+        ]
+    )
+    return [
+        Problem(
+            invariant="platform_loss_paths",
+            message=f"transaction {key!r} ({kind}) moved platform_loss by {amount}",
+            transaction_id=txn_id,
+            expected_micros=0,
+            actual_micros=amount,
+        )
+        for txn_id, key, kind, amount in rows
+    ]
+
+
+def _payouts_over_matured() -> list[Problem]:
+    """Per owner: what left earnings_available for payouts, less what failed payouts returned,
+    is at most what matured into it."""
+    rows = (
+        Posting.objects.filter(account__kind=AccountKind.EARNINGS_AVAILABLE)
+        .values("account_id", "account__user_id")
+        .annotate(
+            matured=Coalesce(
+                Sum("amount_micros", filter=Q(transaction__kind=TransactionKind.MATURITY)), 0
+            ),
+            paid=Coalesce(
+                Sum(
+                    "amount_micros",
+                    filter=Q(
+                        transaction__kind__in=[
+                            TransactionKind.PAYOUT,
+                            TransactionKind.PAYOUT_REVERSAL,
+                        ]
+                    ),
+                ),
+                0,
+            ),
+        )
+        .order_by("account_id")
+    )
+    problems: list[Problem] = []
+    for row in rows:
+        paid, matured = -int(row["paid"]), int(row["matured"])
+        if paid > matured:
+            problems.append(
+                Problem(
+                    invariant="payouts_within_matured",
+                    message=f"owner {row['account__user_id']} was paid out {paid}, "
+                    f"more than the {matured} that matured",
+                    account_id=row["account_id"],
+                    expected_micros=matured,
+                    actual_micros=paid,
+                )
+            )
+    return problems[:PROBLEMS_KEPT]
+
+
 def _job_problems(provider: JobFactsProvider) -> list[Problem]:
     escrows = dict(
         Account.objects.filter(kind=AccountKind.ESCROW)
@@ -210,7 +284,13 @@ def ledger_reconcile(*, job_facts: JobFactsProvider | None = None) -> Reconcilia
     started_at = timezone.now()
     provider = job_facts or providers.job_facts
     checks = [name for name in INVARIANTS if provider is not None or name not in JOB_CHECKS]
-    problems = [*_unbalanced_transactions(), *_balance_mismatches(), *_forbidden_negatives()]
+    problems = [
+        *_unbalanced_transactions(),
+        *_balance_mismatches(),
+        *_forbidden_negatives(),
+        *_payouts_over_matured(),
+        *_platform_loss_outside_paths(),
+    ]
     if provider is not None:
         problems.extend(_job_problems(provider))
     run = ReconciliationRun.objects.create(

@@ -441,6 +441,37 @@ async def test_the_seq_survives_an_agent_restart_through_the_state_file(runtime,
     await manager.stop()
 
 
+async def test_a_restart_after_the_container_exited_reports_the_cpu_already_reported(
+    runtime, link, uploader
+):
+    # given: the last report before the restart said 12.5 s of CPU; the container has no
+    # cgroup left to read (the runtime's sample says 0) -- issue 11: the final report was
+    # refused as counters_backwards
+    directory = runtime.work_root / "job-7-1"
+    directory.mkdir(parents=True)
+    cap = cap_from_offer(offer())
+    state_write(
+        directory, AttemptState(seq=7, memory_peak_mb=900, gpus=1, cap=cap, cpu_seconds=12.5)
+    )
+    runtime.owned = [OwnedContainer(7, 1, "c-7-1", "running", "run")]
+    runtime.attachable[(7, 1)] = 30.0
+    runtime.sample = UsageSample(cpu_seconds=0.0, memory_current_mb=0, memory_peak_mb=0)
+    link.usage_report_seconds = 0.05
+    manager = RuntimeJobManager(runtime, uploader=uploader, options=FAST)
+    await manager.start(link)
+
+    # when
+    await manager.on_resume([{"job_id": 7, "attempt": 1}], [])
+    [usage] = await link.next_of("job.usage")
+
+    # then: the counters carry on from what was reported, never backwards
+    assert (usage["seq"], usage["cpu_seconds"]) == (8, 12.5)
+    state = state_read(directory)
+    assert state is not None
+    assert state.cpu_seconds == 12.5
+    await manager.stop()
+
+
 async def test_a_failing_sample_does_not_end_metering(manager, runtime, link):
     # given a runtime whose first two samples fail
     link.usage_report_seconds = 0.05

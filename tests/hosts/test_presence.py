@@ -242,7 +242,10 @@ def test_job_outcomes_and_flags_are_counted_and_move_reliability(hana):
     # then
     host.refresh_from_db()
     assert (host.jobs_finished, host.jobs_lost, host.flagged_reports) == (2, 1, 1)
-    assert host.reliability_bps == 10_000 * 3 // 4
+    assert host.last_flag_reason == "impossible_report"
+    # a flag counts like a lost job (issue 11): (2 + 1) / (2 + 1 + 1 + 1)
+    assert host.reliability_bps == 10_000 * 3 // 5
+    assert host.quarantined_at is None
 
 
 def test_sub_second_heartbeats_add_up_to_the_real_online_time(host):

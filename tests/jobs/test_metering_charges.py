@@ -12,8 +12,10 @@ from hosts.models import Host
 from jobs.agent_messages import resume_decide
 from jobs.billing import usage_charges_post
 from jobs.models import AttemptStatus, Job, JobAttempt, UsageReport
+from jobs.selectors import job_facts
 from jobs.tasks import jobs_reap_pass
 from ledger.models import AccountKind
+from ledger.providers import providers
 from ledger.services import earnings_mature
 from tests.jobs.conftest import Wire
 from tests.jobs.helpers import lease_of, reply_types, say
@@ -213,9 +215,11 @@ def test_stop_counts_unbilled_usage_and_the_server_ends_the_job_at_the_cap(
 
 
 def test_a_lost_attempt_is_reversed_and_the_next_starts_from_zero(
-    alice, hana, host, other_host, funded, committed, settings
+    alice, hana, host, other_host, funded, committed, settings, monkeypatch
 ):
-    # given: attempt 1 charged on one host, its earnings already matured
+    # given: attempt 1 charged on one host; even with no dispute window its earnings stay
+    # pending while the job has not settled (issue 11: payout, then lose the attempt)
+    monkeypatch.setattr(providers, "job_facts", job_facts)
     settings.EARNINGS_DISPUTE_WINDOW_SECONDS = 0
     with committed():
         job = metered_job(alice, None)
@@ -225,8 +229,9 @@ def test_a_lost_attempt_is_reversed_and_the_next_starts_from_zero(
     with committed():
         usage_charges_post()
     first_cost = expected_cost(30_000, 20_000)
-    assert earnings_mature() == 1
-    assert balance(AccountKind.EARNINGS_AVAILABLE, user=hana) == first_cost - fee_of(first_cost)
+    assert earnings_mature() == 0
+    assert balance(AccountKind.EARNINGS_AVAILABLE, user=hana) == 0
+    assert balance(AccountKind.EARNINGS_PENDING, user=hana) == first_cost - fee_of(first_cost)
 
     # when: the host goes silent; the job runs again on the other host
     Host.objects.filter(pk=other_host.pk).update(last_seen_at=lease_of(job))

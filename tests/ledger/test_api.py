@@ -155,6 +155,8 @@ def test_reconciliation_report_before_any_run(staff: User, client_for: ClientFor
         "transaction_balanced",
         "balance_matches_postings",
         "no_forbidden_negative",
+        "payouts_within_matured",
+        "platform_loss_paths",
         "finished_job_escrow_empty",
         "charges_within_cap",
         "job_cost_matches_charges",
@@ -177,6 +179,8 @@ def test_reconciliation_report_shows_the_last_run(
         "transaction_balanced",
         "balance_matches_postings",
         "no_forbidden_negative",
+        "payouts_within_matured",
+        "platform_loss_paths",
     ]
     assert (run["accounts_checked"], run["transactions_checked"]) == (6, 5)
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
-from config.errors import ValidationFailed
+from config.errors import InsufficientCredits, ValidationFailed
 from config.transactions import durable_call
 from ledger.models import AccountKind, LedgerTransaction, TransactionKind
 from ledger.services import (
@@ -204,7 +204,7 @@ def test_a_batch_is_three_statements_however_many_captures(
     assert_invariants()
 
 
-def test_batched_captures_mature_and_reverse_like_single_ones(
+def test_batched_captures_mature_like_single_ones_and_are_never_reversed_once_matured(
     held: list[int], hana: User, settings: Any
 ) -> None:
     # given
@@ -212,15 +212,13 @@ def test_batched_captures_mature_and_reverse_like_single_ones(
     holds_capture_many([_capture(51, hana, 1_000, 100, "u:1"), _capture(52, hana, 400, 40, "u:2")])
     # when
     matured = earnings_mature()
-    reversal = charges_reverse(job_id=51, attempt=1, key="reverse:51:1")
-    # then
+    before = ledger_state()
+    # then: matured at once (the ledger alone: by age); a reversal would have to take
+    # available earnings, which it never does (issue 11): refused, nothing moved
     assert matured == 1
-    assert reversal is not None
-    assert sorted(postings_of(reversal)) == [
-        ("earnings_available", hana.pk, -900),
-        ("escrow", 51, 1_000),
-        ("revenue", None, -100),
-    ]
-    assert balance(AccountKind.EARNINGS_AVAILABLE, user=hana) == 360
-    assert balance(AccountKind.ESCROW, job_id=51) == 10_000
+    assert balance(AccountKind.EARNINGS_AVAILABLE, user=hana) == 1_260
+    with pytest.raises(InsufficientCredits) as refused:
+        charges_reverse(job_id=51, attempt=1, key="reverse:51:1")
+    assert refused.value.code == "insufficient_earnings"
+    assert ledger_state() == before
     assert_invariants()

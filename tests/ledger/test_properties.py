@@ -186,18 +186,25 @@ class LedgerMachine(RuleBasedStateMachine):
         if job_id not in self.escrow:
             self._refused(NotFound, "hold_not_found", "charges_reverse", key="x", **kwargs)
             return
-        self._call("charges_reverse", key=self._key(), **kwargs)
         owed: defaultdict[int, int] = defaultdict(int)
+        for charge in self.captures.get((job_id, attempt), []):
+            owed[charge.owner] += charge.gross - charge.fee
+        if any(amount > self.pending[owner_id] for owner_id, amount in owed.items()):
+            # A reversal takes the host's share from pending earnings only (issue 11).
+            self._refused(
+                InsufficientCredits,
+                "insufficient_earnings",
+                "charges_reverse",
+                key=self._key(),
+                **kwargs,
+            )
+            return
+        self._call("charges_reverse", key=self._key(), **kwargs)
         for charge in self.captures.pop((job_id, attempt), []):
             self.escrow[job_id] += charge.gross
             self.platform[AccountKind.REVENUE] -= charge.fee
-            owed[charge.owner] += charge.gross - charge.fee
         for owner_id, amount in owed.items():
-            from_pending = min(amount, self.pending[owner_id])
-            from_available = min(amount - from_pending, self.available[owner_id])
-            self.pending[owner_id] -= from_pending
-            self.available[owner_id] -= from_available
-            self.platform[AccountKind.PLATFORM_LOSS] -= amount - from_pending - from_available
+            self.pending[owner_id] -= amount
 
     @rule()
     def mature(self) -> None:

@@ -44,6 +44,8 @@ def test_a_healthy_ledger_is_clean_and_the_run_is_recorded(busy: None) -> None:
         "transaction_balanced",
         "balance_matches_postings",
         "no_forbidden_negative",
+        "payouts_within_matured",
+        "platform_loss_paths",
     ]
     assert ledger_state() == before
 
