@@ -1118,6 +1118,10 @@ export interface components {
             readonly tracked_seconds: number;
             readonly has_live_credential: boolean;
             readonly flagged_reports: number;
+            readonly last_flag_reason: string;
+            /** Format: date-time */
+            readonly quarantined_at: string | null;
+            readonly quarantine_reason: string;
         };
         PaginatedApiTokenOutputList: {
             /** @example 123 */
