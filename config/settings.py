@@ -294,8 +294,8 @@ JOB_CODE_MAX_BYTES = env_int("JOB_CODE_MAX_BYTES", 128 * 1024, minimum=1)
 JOB_FILES_MAX_COUNT = env_int("JOB_FILES_MAX_COUNT", 100, minimum=1)
 JOB_ARCHIVE_MAX_BYTES = env_int("JOB_ARCHIVE_MAX_BYTES", 256 * 1024, minimum=1)
 JOB_REQUIREMENTS_MAX_COUNT = env_int("JOB_REQUIREMENTS_MAX_COUNT", 50, minimum=0)
-# The longest timeout a job may ask for; it must end (with the stop grace and a lease) well
-# inside the dispute window (``settings_order_check`` below; docs/ledger.md).
+# The longest timeout a job may ask for. Earnings mature a dispute window after their job
+# settled (docs/ledger.md), so the two are independent.
 JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 3 * 24 * 3600, minimum=60)
 # After a cancel, or past started_at + timeout_seconds, this much more is billable (the agent
 # sends SIGTERM, then SIGKILL 10 s later, then reports); past it nothing is, and the reaper
@@ -366,28 +366,3 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
-
-
-def settings_order_check(
-    *,
-    max_timeout_seconds: int,
-    stop_grace_seconds: int,
-    lease_seconds: int,
-    dispute_window_seconds: int,
-) -> None:
-    """Refuse settings under which a job could still run when its first earnings could be paid
-    out: the longest run, its stop grace and one lease must end inside the dispute window."""
-    longest = max_timeout_seconds + stop_grace_seconds + lease_seconds
-    if longest >= dispute_window_seconds:
-        raise ImproperlyConfigured(
-            f"JOB_MAX_TIMEOUT_SECONDS + JOB_STOP_GRACE_SECONDS + JOB_LEASE_SECONDS ({longest} s) "
-            f"must be below EARNINGS_DISPUTE_WINDOW_SECONDS ({dispute_window_seconds} s)"
-        )
-
-
-settings_order_check(
-    max_timeout_seconds=JOB_MAX_TIMEOUT_SECONDS,
-    stop_grace_seconds=JOB_STOP_GRACE_SECONDS,
-    lease_seconds=JOB_LEASE_SECONDS,
-    dispute_window_seconds=EARNINGS_DISPUTE_WINDOW_SECONDS,
-)

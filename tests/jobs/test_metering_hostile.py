@@ -16,14 +16,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from config.errors import InsufficientCredits
-from config.settings import settings_order_check
 from hosts.models import Host
 from jobs.agent_messages import resume_decide
 from jobs.billing import usage_charges_post
@@ -302,34 +300,14 @@ def test_usage_before_running_is_not_billed(alice, hana, host, funded, committed
     assert balance(AccountKind.WALLET, user=alice) == FUNDS - CAP
 
 
-def test_settings_that_let_a_job_outlive_the_dispute_window_are_refused():
-    settings_order_check(
-        max_timeout_seconds=3 * 24 * 3600,
-        stop_grace_seconds=15,
-        lease_seconds=60,
-        dispute_window_seconds=7 * 24 * 3600,
-    )
-    with pytest.raises(ImproperlyConfigured, match="EARNINGS_DISPUTE_WINDOW_SECONDS"):
-        settings_order_check(
-            max_timeout_seconds=7 * 24 * 3600,
-            stop_grace_seconds=15,
-            lease_seconds=60,
-            dispute_window_seconds=7 * 24 * 3600,
-        )
-
-
-def test_the_default_settings_keep_the_order(settings):
-    assert (
-        settings.JOB_MAX_TIMEOUT_SECONDS
-        + settings.JOB_STOP_GRACE_SECONDS
-        + settings.JOB_LEASE_SECONDS
-        < settings.EARNINGS_DISPUTE_WINDOW_SECONDS
-    )
-
-
-def test_start_up_refuses_a_timeout_as_long_as_the_dispute_window():
-    env = {**os.environ, "JOB_MAX_TIMEOUT_SECONDS": str(7 * 24 * 3600)}
-    env.pop("EARNINGS_DISPUTE_WINDOW_SECONDS", None)
+def test_the_settings_load_with_a_zero_dispute_window_and_the_longest_timeout():
+    # the demo and the browser tests pay out at once: earnings wait for the settlement,
+    # not for the longest run, so no timeout is too long for the window
+    env = {
+        **os.environ,
+        "EARNINGS_DISPUTE_WINDOW_SECONDS": "0",
+        "JOB_MAX_TIMEOUT_SECONDS": str(7 * 24 * 3600),
+    }
     started = subprocess.run(
         [sys.executable, "-c", "import config.settings"],
         env=env,
@@ -338,8 +316,7 @@ def test_start_up_refuses_a_timeout_as_long_as_the_dispute_window():
         timeout=60,
         check=False,
     )
-    assert started.returncode != 0
-    assert "must be below EARNINGS_DISPUTE_WINDOW_SECONDS" in started.stderr
+    assert started.returncode == 0, started.stderr
 
 
 def test_a_host_with_enough_refused_reports_is_quarantined_and_offered_nothing(
