@@ -56,6 +56,14 @@ class Range:
     high: float
 
 
+@dataclass(frozen=True)
+class Length:
+    """Inclusive bounds of a string field's length in characters (``Annotated[str, Length(0, 200)]``)."""
+
+    low: int
+    high: int
+
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Sane maxima (docs/protocol.md, "Bounds"): far above any real host, far below an overflow.
 # (The specs in hello have their own, tighter bounds: hosts/specs.py, code invalid_specs.)
@@ -67,6 +75,14 @@ MAX_LOAD = 1e4  # load as a fraction of all cores
 Count = Annotated[int, Range(0, INT64_MAX)]
 MemoryMb = Annotated[int, Range(0, MAX_MEMORY_MB)]
 Seconds = Annotated[float, Range(0, MAX_SECONDS)]
+# How many jobs a host runs side by side at most (hello/heartbeat ``slots``).
+MAX_SLOTS = 64
+Slots = Annotated[int, Range(1, MAX_SLOTS)]
+# A sentence for a person (a not-ready reason, a host fault's engine detail).
+MAX_REASON_CHARS = 2000
+Reason = Annotated[str, Length(0, MAX_REASON_CHARS)]
+# The id an agent generates at enrollment; its containers and volumes carry it as a label.
+InstallId = Annotated[str, Length(8, 64)]
 
 # --- payloads: agent -> server ----------------------------------------------------------------
 
@@ -93,6 +109,14 @@ class RunningJobRef(TypedDict):
     attempt: Count
 
 
+class Readiness(TypedDict):
+    """What the agent last checked of itself: can it run a job now, and how isolated is it."""
+
+    ready: bool
+    reason: Reason  # why not ready, for the host owner; "" when ready
+    isolation: Literal["docker", "none"]
+
+
 class Hello(TypedDict):
     agent_version: str
     protocol_version: int
@@ -100,6 +124,10 @@ class Hello(TypedDict):
     running_jobs: list[RunningJobRef]
     is_available: bool
     is_draining: bool
+    # Older agents send none of these: one slot, ready, isolated as specs.docker_available says.
+    install_id: NotRequired[InstallId]
+    slots: NotRequired[Slots]
+    readiness: NotRequired[Readiness]
 
 
 class Usage(TypedDict):
@@ -123,6 +151,8 @@ class Heartbeat(TypedDict):
     running_jobs: list[RunningJobRef]
     # Drained locally (``communipute-agent drain`` or SIGTERM); the owner's drain is server-side.
     is_draining: NotRequired[bool]
+    slots: NotRequired[Slots]
+    readiness: NotRequired[Readiness]
 
 
 class JobAccept(TypedDict):
@@ -134,6 +164,10 @@ class JobReject(TypedDict):
     job_id: Count
     attempt: Count
     reason: str
+    # busy: no free slot now (never held against the job); refused: the host's policy or a
+    # misfit (remembered: not offered again to this host); host_fault: the host can't run jobs
+    # now (not ready). Absent: refused.
+    code: NotRequired[Literal["busy", "refused", "host_fault"]]
 
 
 class JobStarted(TypedDict):
@@ -168,6 +202,13 @@ class JobFinished(TypedDict):
     # How many bytes of log the attempt produced in all (what job.log chunks will have covered
     # once the agent has sent them): the server's log is complete only when it holds them all.
     log_bytes: NotRequired[Count]
+    # For status "failed": whose fault. "host": the host could not prepare, start or supervise
+    # the container (image missing, engine error, disk full, its pip index unreachable); the
+    # attempt is not charged and the job runs elsewhere. Absent: the renter's (as before).
+    fault: NotRequired[Literal["renter", "host"]]
+    # A host fault's engine detail, for the host owner's dashboard only (``reason`` is the
+    # renter's sentence).
+    detail: NotRequired[Reason]
 
 
 class Ack(TypedDict):
@@ -367,7 +408,10 @@ def _compile(expected: Any) -> Checker:
     if origin is NotRequired:
         return _checker(get_args(expected)[0])
     if origin is Annotated:
-        return _ranged(_checker(get_args(expected)[0]), get_args(expected)[1])
+        base, bounds = get_args(expected)[0], get_args(expected)[1]
+        if isinstance(bounds, Length):
+            return _lengthed(_checker(base), bounds)
+        return _ranged(_checker(base), bounds)
     if origin is Literal:
         return _literal(get_args(expected))
     if origin is list:
@@ -399,6 +443,17 @@ def _ranged(base: Checker, bounds: Range) -> Checker:
         if not bounds.low <= value <= bounds.high:
             raise ProtocolError(
                 "bad_field", f"{where} must be between {bounds.low:g} and {bounds.high:g}"
+            )
+
+    return check
+
+
+def _lengthed(base: Checker, bounds: Length) -> Checker:
+    def check(value: Any, where: str) -> None:
+        base(value, where)
+        if not bounds.low <= len(value) <= bounds.high:
+            raise ProtocolError(
+                "bad_field", f"{where} must be {bounds.low} to {bounds.high} characters long"
             )
 
     return check
