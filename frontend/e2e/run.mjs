@@ -99,10 +99,16 @@ async function serverStart() {
   throw new Error(`daphne did not answer on ${baseUrl}`);
 }
 
-function stopAll() {
-  for (const child of children.reverse()) {
-    if (child.exitCode === null) child.kill("SIGTERM");
-  }
+const running = (child) => child.exitCode === null && child.signalCode === null;
+
+// SIGTERM every child (the agent drains on it), then SIGKILL what is still there after a grace:
+// a child left running would keep this process, and the test that waits for it, alive.
+async function stopAll(graceMs = 15000) {
+  const live = children.reverse().filter(running);
+  for (const child of live) child.kill("SIGTERM");
+  const exited = (child) => new Promise((resolve) => (running(child) ? child.once("exit", resolve) : resolve()));
+  await Promise.race([Promise.all(live.map(exited)), new Promise((resolve) => setTimeout(resolve, graceMs))]);
+  for (const child of live.filter(running)) child.kill("SIGKILL");
 }
 
 async function main() {
@@ -129,7 +135,7 @@ async function main() {
     });
   } finally {
     await h.stop();
-    stopAll();
+    await stopAll();
   }
   await writeFile(path.join(outDir, "results.json"), JSON.stringify({ baseUrl, results: flow.results }, null, 2));
   const failed = flow.results.filter((r) => r.status !== "passed");
@@ -138,11 +144,11 @@ async function main() {
 }
 
 process.on("SIGINT", () => {
-  stopAll();
+  for (const child of children.filter(running)) child.kill("SIGKILL");
   process.exit(130);
 });
-main().catch((err) => {
-  stopAll();
+main().catch(async (err) => {
   process.stderr.write(`${err?.stack ?? err}\n`);
   process.exitCode = 2;
+  await stopAll();
 });
