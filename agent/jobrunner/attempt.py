@@ -370,7 +370,8 @@ class AttemptRun:
         outputs = await self._outputs_upload(handle) if handle is not None else []
         final = await self._usage_send(is_final=True)
         finished = JobFinished(
-            **self.ref,
+            job_id=self.ref["job_id"],
+            attempt=self.ref["attempt"],
             status=outcome.status,
             reason=outcome.reason,
             exit_code=outcome.exit_code,
