@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from functools import cache
+from typing import Any
 
 import pytest
 from asgiref.sync import SyncToAsync
@@ -170,3 +171,21 @@ def client_for() -> Callable[[User], APIClient]:
         return client
 
     return make
+
+
+@pytest.fixture
+def daphne_live(tmp_path: Any, settings: Any) -> Iterator[Any]:
+    """A real daphne on a free loopback port with tests.live.LIVE_SETTINGS, which this process
+    gets too (it runs the API, the poster, the reaper). Needs ``postgres`` and ``redis`` and
+    ``django_db(transaction=True)``: daphne shares the test database. Killed before the
+    database is flushed; its log is printed on the way out."""
+    from tests.live import LIVE_SETTINGS, LiveServer
+
+    for name, value in LIVE_SETTINGS.items():
+        setattr(settings, name, value)
+    settings.MEDIA_ROOT = tmp_path / "media"
+    server = LiveServer(tmp_path / "daphne.log", {"MEDIA_ROOT": str(tmp_path / "media")})
+    server.start()
+    yield server
+    server.kill()
+    print(f"--- daphne ---\n{server.log_tail()}")
