@@ -18,6 +18,7 @@ counters that the test derives from the server's own timestamps.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ from ledger.providers import providers
 from ledger.services import earnings_mature, ledger_reconcile, wallet_credit
 from tests.jobs.metering_steps import charged, fee_of
 from tests.ledger.helpers import balance
-from tests.live import Closed, LiveServer, WireAgent
+from tests.live import LiveServer, WireAgent
 
 pytestmark = [
     pytest.mark.postgres,
@@ -73,7 +74,8 @@ def _jobs_known_to_the_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def funded(alice: User, hana: User) -> None:
+def funded(alice: User, hana: User, settings: Any) -> None:
+    settings.PAYMENT_PROVIDER = "demo"  # the payout's transfer goes to the demo provider
     for user in (alice, hana):
         durable_call(
             wallet_credit,
@@ -85,8 +87,8 @@ def funded(alice: User, hana: User) -> None:
         )
     ConnectedAccount.objects.create(
         user=hana,
-        provider="stripe",
-        stripe_account_id="acct_hostile",
+        provider="demo",
+        stripe_account_id="demo_acct_hostile",
         onboarding_status=OnboardingStatus.COMPLETE,
     )
 
@@ -230,4 +232,511 @@ def test_payout_then_lose_the_attempt_pays_nothing_out(
         "platform_loss": 0,
     }
     assert balance(AccountKind.REVENUE) == 0
+    assert_reconciled()
+
+
+# --- the server enforces what it decided: cancel and timeout -----------------------------------
+
+
+def test_a_cancel_the_host_ignores_is_billed_only_to_the_cancel_and_the_grace(
+    hostile, alice, hana, client_for, settings
+):
+    # given: alice's job runs on the hostile host; alice cancels it after a second
+    renter = client_for(alice)
+    job_id = submit(renter, hostile.host_id)
+    hostile.run(job_id)
+    time.sleep(1.0)
+    assert renter.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 200
+    told = hostile.expect(lambda m: m["type"] == "job.cancel")["data"]
+    assert (told["job_id"], told["attempt"]) == (job_id, 1)
+
+    # when: the host ignores it and goes on reporting full use of both cores, by the clock
+    time.sleep(settings.JOB_STOP_GRACE_SECONDS + 1.0)
+    attempt = attempt_of(job_id)
+    assert attempt.started_at is not None
+    assert attempt.job.cancel_requested_at is not None
+    wall = ms(attempt.started_at, timezone.now())
+    assert hostile.usage(job_id, 1, cpu=wall * CPUS / 1000, wall=wall / 1000)["type"] == (
+        "usage.ack"
+    )
+    post()
+
+    # then: billed up to the cancel + the stop grace, on the server's clock, not beyond
+    deadline = attempt.job.cancel_requested_at + timedelta(seconds=settings.JOB_STOP_GRACE_SECONDS)
+    bill = billed_for(wall * CPUS, wall, ms(attempt.started_at, deadline))
+    assert bill < cost(wall * CPUS, wall)
+    assert charged(Job.objects.get(pk=job_id)) == bill
+
+    # and when: it still holds the attempt (heartbeats) a lease past that, the reaper ends it
+    late = deadline + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    running = [ref(job_id)]
+    hostile.keep_alive(max(0.0, (late - timezone.now()).total_seconds()) + 0.3, running)
+    reaped = jobs_reap_pass()
+
+    # then: cancelled by the server, settled, the host flagged and told to stop
+    job = Job.objects.get(pk=job_id)
+    assert (reaped.attempts_overrun, reaped.attempts_lost) == (1, 0)
+    assert (job.status, attempt_of(job_id).status) == ("cancelled", "cancelled")
+    assert job.hold_released_at is not None
+    host = Host.objects.get(pk=hostile.host_id)
+    assert (host.flagged_reports, host.last_flag_reason) == (1, "cancel_ignored")
+    stop = hostile.expect(
+        lambda m: m["type"] == "job.cancel" and "server ended it" in m["data"]["reason"]
+    )
+    assert stop["data"]["job_id"] == job_id
+    # later reports are acknowledged with stop and charge nothing more
+    later = hostile.usage(job_id, 2, cpu=(wall + 5000) * CPUS / 1000, wall=(wall + 5000) / 1000)
+    assert (later["type"], later["data"]["stop"]) == ("usage.ack", True)
+    post()
+    assert charged(job) == bill
+    assert money(hana, alice) == {
+        "wallet": FUNDS - bill,
+        "pending": bill - fee_of(bill),
+        "available": 0,
+        "in_payouts": 0,
+        "platform_loss": 0,
+    }
+    assert_reconciled()
+
+
+def test_a_timeout_the_host_ignores_is_billed_only_to_the_timeout_and_the_grace(
+    hostile, alice, hana, client_for, settings
+):
+    # given: a job with a 1 s timeout; the host runs it and never stops
+    job_id = submit(client_for(alice), hostile.host_id, timeout_seconds=1)
+    hostile.run(job_id)
+    grace = settings.JOB_STOP_GRACE_SECONDS
+
+    # when: it reports full use well past the timeout and the grace
+    time.sleep(1 + grace + 1.0)
+    attempt = attempt_of(job_id)
+    assert attempt.started_at is not None
+    wall = ms(attempt.started_at, timezone.now())
+    assert hostile.usage(job_id, 1, cpu=wall * CPUS / 1000, wall=wall / 1000)["type"] == (
+        "usage.ack"
+    )
+    post()
+
+    # then: billed for the timeout + the grace only
+    deadline = attempt.started_at + timedelta(seconds=1 + grace)
+    bill = billed_for(wall * CPUS, wall, ms(attempt.started_at, deadline))
+    assert bill == cost((1 + grace) * 1000 * CPUS, (1 + grace) * 1000)
+    assert charged(Job.objects.get(pk=job_id)) == bill
+
+    # and when: a lease later it still holds it, the reaper times it out
+    late = deadline + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    hostile.keep_alive(max(0.0, (late - timezone.now()).total_seconds()) + 0.3, [ref(job_id)])
+    reaped = jobs_reap_pass()
+    job = Job.objects.get(pk=job_id)
+    assert (reaped.attempts_overrun, reaped.attempts_lost) == (1, 0)
+    assert (job.status, attempt_of(job_id).status) == ("timed_out", "timed_out")
+    assert job.hold_released_at is not None
+    host = Host.objects.get(pk=hostile.host_id)
+    assert (host.flagged_reports, host.last_flag_reason) == (1, "timeout_ignored")
+    stop = hostile.expect(lambda m: m["type"] == "job.cancel" and m["data"]["job_id"] == job_id)
+    assert stop["data"]["reason"].startswith("timed out after 1 s")
+    assert charged(job) == bill
+    assert money(hana, alice) == {
+        "wallet": FUNDS - bill,
+        "pending": bill - fee_of(bill),
+        "available": 0,
+        "in_payouts": 0,
+        "platform_loss": 0,
+    }
+    assert_reconciled()
+
+
+# --- tolerances are not free money -------------------------------------------------------------
+
+
+def test_a_report_ahead_of_the_clock_is_billed_only_to_the_server_clock(
+    hostile, alice, hana, client_for
+):
+    # given: a job the server saw start a moment ago
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.run(job_id)
+    started = attempt_of(job_id).started_at
+    assert started is not None
+
+    # when: the host claims 4 s of wall time (inside the 5 s a report may run ahead)
+    accepted = hostile.usage(job_id, 1, cpu=8.0, wall=4.0)
+    post()
+    posted_by = timezone.now()
+
+    # then: accepted, but billed for what the server saw pass (+ its 1 s tolerance) only
+    assert accepted["type"] == "usage.ack"
+    seen = ms(started, posted_by) + 1000
+    assert seen < 4000
+    bill = charged(Job.objects.get(pk=job_id))
+    assert 0 < bill <= cost(seen * CPUS, seen) < cost(8_000, 4_000)
+
+    # and when: it claims more than 5 s ahead, it is refused and flagged
+    refused = hostile.usage(job_id, 2, cpu=8.0, wall=ms(started, timezone.now()) / 1000 + 6.0)
+    assert (refused["type"], refused["data"]["code"]) == ("error", "usage_refused")
+    assert refused["data"]["message"].startswith("wall_ahead_of_server")
+    post()
+    assert charged(Job.objects.get(pk=job_id)) == bill
+    assert Host.objects.get(pk=hostile.host_id).flagged_reports == 1
+    assert money(hana, alice)["pending"] == bill - fee_of(bill)
+    assert money(hana, alice)["wallet"] == FUNDS - CAP
+    assert_reconciled()
+
+
+def test_cpu_within_the_refusal_tolerance_is_billed_only_to_the_jobs_cores(
+    hostile, alice, hana, client_for
+):
+    # given: a 2-core job running for 2 s
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.run(job_id)
+    time.sleep(2.0)
+
+    # when: the host reports 1 s of wall and CPU just inside the check (2 cores x 1.02 + 1 s)
+    accepted = hostile.usage(job_id, 1, cpu=2 * 1.0 * 1.02 + 0.9, wall=1.0)
+    post()
+
+    # then: accepted, billed 2 core-seconds, not 2.94
+    assert accepted["type"] == "usage.ack"
+    bill = cost(2_000, 1_000)
+    assert charged(Job.objects.get(pk=job_id)) == bill
+
+    # and when: beyond the check (the host's 8 cores, not the job's 2), refused and flagged
+    refused = hostile.usage(job_id, 2, cpu=8 * 1.5, wall=1.5)
+    assert (refused["type"], refused["data"]["code"]) == ("error", "usage_refused")
+    assert refused["data"]["message"].startswith("cpu_exceeds_wall")
+    post()
+    assert charged(Job.objects.get(pk=job_id)) == bill
+    host = Host.objects.get(pk=hostile.host_id)
+    assert (host.flagged_reports, host.last_flag_reason) == (1, "cpu_exceeds_wall")
+    assert money(hana, alice)["pending"] == bill - fee_of(bill)
+    assert_reconciled()
+
+
+def test_usage_before_started_running_is_never_billed(hostile, alice, hana, client_for):
+    # given: accepted and installing (preparing) for a while
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.offer(job_id)
+    assert hostile.ask("job.accept", ref(job_id))["type"] == "ack"
+    assert hostile.ask("job.started", {**ref(job_id), "phase": "preparing"})["type"] == "ack"
+    time.sleep(1.5)
+
+    # when: it reports the install time as usage
+    accepted = hostile.usage(job_id, 1, cpu=1.4, wall=1.4)
+    post()
+
+    # then: accepted (it is possible) but not billed: nothing ran yet
+    assert accepted["type"] == "usage.ack"
+    assert charged(Job.objects.get(pk=job_id)) == 0
+
+    # and when: it runs for a moment and finishes, reporting the install time in the total
+    assert hostile.ask("job.started", {**ref(job_id), "phase": "running"})["type"] == "ack"
+    time.sleep(0.5)
+    started = attempt_of(job_id).started_at
+    assert started is not None
+    final = {**ref(job_id), "seq": 2, "cpu_seconds": 2.0, "wall_seconds": 2.0}
+    final |= {"memory_peak_mb": 64, "memory_current_mb": 0, "gpu_seconds": 0.0, "is_final": True}
+    finished = hostile.ask(
+        "job.finished",
+        {
+            **ref(job_id),
+            "status": "succeeded",
+            "reason": "exit code 0",
+            "exit_code": 0,
+            "outputs": [],
+            "usage": final,
+        },
+    )
+    assert finished["type"] == "ack", finished
+
+    # then: billed for the running part the server saw (+ 1 s) only
+    attempt = attempt_of(job_id)
+    assert attempt.finished_at is not None
+    window = ms(started, attempt.finished_at) + 1000
+    bill = billed_for(2_000, 2_000, window)
+    assert bill < cost(2_000, 2_000)
+    job = Job.objects.get(pk=job_id)
+    assert (job.status, charged(job), job.hold_released_at is not None) == (
+        "succeeded",
+        bill,
+        True,
+    )
+    assert money(hana, alice) == {
+        "wallet": FUNDS - bill,
+        "pending": bill - fee_of(bill),
+        "available": 0,
+        "in_payouts": 0,
+        "platform_loss": 0,
+    }
+    assert_reconciled()
+
+
+def test_a_full_core_claimed_for_an_idle_job_is_billed_at_most_wall_x_the_jobs_cores(
+    hostile, alice, hana, client_for
+):
+    """The server can't see inside a container: a host may claim its job kept every core it
+    was given busy. What billing allows is exactly that bound (wall x the job's cores, on the
+    server's clock), never the host's cores: the renter's cap and their choice of host are the
+    rest of the protection (docs/metering.md)."""
+    # given: a 2-core job that only sleeps
+    job_id = submit(
+        client_for(alice), hostile.host_id, code="import time\ntime.sleep(60)\n", cpus=CPUS
+    )
+    hostile.run(job_id)
+    time.sleep(2.0)
+
+    # when: the host claims both cores busy all along, then every core of the machine
+    claimed = hostile.usage(job_id, 1, cpu=2.0 * CPUS, wall=2.0)
+    post()
+    over = hostile.usage(job_id, 2, cpu=2.5 * 8, wall=2.5)
+    post()
+
+    # then: the first is billed at the bound, the second refused, flagged, not billed
+    assert claimed["type"] == "usage.ack"
+    bill = cost(2_000 * CPUS, 2_000)
+    assert (over["type"], over["data"]["code"]) == ("error", "usage_refused")
+    assert charged(Job.objects.get(pk=job_id)) == bill
+    assert Host.objects.get(pk=hostile.host_id).flagged_reports == 1
+    assert money(hana, alice)["pending"] == bill - fee_of(bill)
+    assert_reconciled()
+
+
+# --- flags have consequences ---------------------------------------------------------------------
+
+
+def test_refused_reports_quarantine_the_host_no_offers_and_nothing_paid(
+    hostile, alice, hana, client_for, settings
+):
+    # given: a running job
+    renter = client_for(alice)
+    job_id = submit(renter, hostile.host_id)
+    hostile.run(job_id)
+
+    # when: the host sends HOST_QUARANTINE_FLAGS (3) impossible reports
+    codes = [
+        hostile.usage(job_id, seq, cpu=100.0 * seq, wall=1.0)["data"].get("code")
+        for seq in range(1, settings.HOST_QUARANTINE_FLAGS + 1)
+    ]
+    post()
+
+    # then: each refused, none paid; the host is quarantined with the reason
+    assert codes == ["usage_refused"] * settings.HOST_QUARANTINE_FLAGS
+    host = Host.objects.get(pk=hostile.host_id)
+    assert host.flagged_reports == settings.HOST_QUARANTINE_FLAGS
+    assert host.quarantined_at is not None
+    assert "cpu_exceeds_wall" in host.quarantine_reason
+    assert charged(Job.objects.get(pk=job_id)) == 0
+    mine = client_for(hana).get(f"/api/v1/my/hosts/{hostile.host_id}/").json()
+    assert mine["quarantined_at"] is not None
+    assert "cpu_exceeds_wall" in mine["quarantine_reason"]
+
+    # and when: alice submits more jobs, placed by the marketplace or on this very host, while
+    # the host is connected and the reaper offers what waits
+    body = {"code": "print(1)", "cpus": CPUS, "memory_mb": 512, "timeout_seconds": 60}
+    body["max_cost_micros"] = CAP
+    auto = renter.post("/api/v1/jobs/", {**body, "placement": "auto"}, format="json")
+    chosen = renter.post("/api/v1/jobs/", {**body, "host": hostile.host_id}, format="json")
+    jobs_reap_pass()
+
+    # then: it fits nothing (it is the only host), nothing is held, and nothing is offered
+    assert (auto.status_code, auto.json()["error"]["code"]) == (409, "no_host_fits")
+    assert (chosen.status_code, chosen.json()["error"]["code"]) == (400, "host_unfit")
+    offers = [m for m in hostile.drain_inbox(1.5) if m["type"] == "job.offer"]
+    assert offers == []
+    assert Job.objects.count() == 1
+    assert money(hana, alice) == {
+        "wallet": FUNDS - CAP,
+        "pending": 0,
+        "available": 0,
+        "in_payouts": 0,
+        "platform_loss": 0,
+    }
+    assert_reconciled()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the catalog (marketplace/selectors.py) lists a quarantined host as online and "
+    "accepting jobs; it should leave it out (or show is_accepting_jobs false). Not this "
+    "helper's file: see the report.",
+)
+def test_a_quarantined_host_is_not_listed_in_the_catalog(hostile, alice, client_for, settings):
+    # given: a quarantined host, still connected
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.run(job_id)
+    for seq in range(1, settings.HOST_QUARANTINE_FLAGS + 1):
+        hostile.usage(job_id, seq, cpu=100.0 * seq, wall=1.0)
+    assert Host.objects.get(pk=hostile.host_id).quarantined_at is not None
+    # when
+    listing = client_for(alice).get("/api/v1/hosts/").json()["results"]
+    # then
+    listed = [(h["id"], h["is_accepting_jobs"]) for h in listing if h["is_accepting_jobs"]]
+    assert listed == []
+
+
+# --- refuse at the edge ------------------------------------------------------------------------
+
+OUT_OF_RANGE = {
+    "cpu 1e300": ("cpu_seconds", 1e300),
+    "seq 2**63": ("seq", 2**63),
+    "cpu NaN": ("cpu_seconds", math.nan),
+    "memory 2**40 MB": ("memory_peak_mb", 2**40),
+    "wall Infinity": ("wall_seconds", math.inf),
+    "negative wall": ("wall_seconds", -1.0),
+}
+
+
+def test_out_of_range_numbers_are_bad_field_refusals_that_change_nothing(
+    hostile, daphne_live, alice, hana, client_for
+):
+    # given: a running job
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.run(job_id)
+    time.sleep(1.0)
+
+    # when: each out-of-range number, in an otherwise good report
+    seq_before = attempt_of(job_id).usage_seq
+    answers = {}
+    for name, (field, value) in OUT_OF_RANGE.items():
+        data = {**ref(job_id), "seq": 1, "cpu_seconds": 0.5, "wall_seconds": 0.5}
+        data |= {"memory_peak_mb": 64, "memory_current_mb": 32, "gpu_seconds": 0.0}
+        answers[name] = hostile.ask("job.usage", {**data, field: value})["data"]
+
+    # then: every one is bad_field naming its field, never internal_error; nothing stored
+    assert {name: answer["code"] for name, answer in answers.items()} == dict.fromkeys(
+        OUT_OF_RANGE, "bad_field"
+    )
+    for name, (field, _) in OUT_OF_RANGE.items():
+        assert field in answers[name]["message"], answers[name]
+    assert attempt_of(job_id).usage_seq == seq_before
+    # the socket is kept: the next good report is acknowledged and billed
+    assert hostile.usage(job_id, 1, cpu=0.5, wall=0.5)["type"] == "usage.ack"
+    post()
+    bill = cost(500, 500)
+    assert charged(Job.objects.get(pk=job_id)) == bill
+    assert "Traceback" not in daphne_live.log_tail(100_000)
+    assert "internal_error" not in daphne_live.log_tail(100_000)
+    assert money(hana, alice)["pending"] == bill - fee_of(bill)
+    assert_reconciled()
+
+
+def test_more_than_twenty_invalid_messages_close_the_socket_with_4400(hostile, alice, client_for):
+    # given: a running job
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.run(job_id)
+    # when: 21 reports with a seq out of range
+    for _ in range(21):
+        hostile.send(
+            "job.usage",
+            {
+                **ref(job_id),
+                "seq": 2**64,
+                "cpu_seconds": 0.0,
+                "wall_seconds": 0.0,
+                "memory_peak_mb": 0,
+                "memory_current_mb": 0,
+                "gpu_seconds": 0.0,
+            },
+        )
+    # then: the first twenty answered bad_field, then the protocol's close
+    code = hostile.closed_code()
+    errors = [m["data"]["code"] for m in hostile.inbox if m["type"] == "error"]
+    assert (errors, code) == (["bad_field"] * 20, 4400)
+    assert charged(Job.objects.get(pk=job_id)) == 0
+    assert_reconciled()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the socket refuses an out-of-range job.usage number at decode (bad_field) without "
+    "flagging the host (jobs/agent_socket.py, owned by the sched-server helper): the issue "
+    "wants it flagged. Fix described in the report.",
+)
+def test_an_out_of_range_usage_number_flags_the_host(hostile, alice, client_for):
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.run(job_id)
+    data = {**ref(job_id), "seq": 1, "cpu_seconds": 1e300, "wall_seconds": 0.5}
+    data |= {"memory_peak_mb": 64, "memory_current_mb": 32, "gpu_seconds": 0.0}
+    assert hostile.ask("job.usage", data)["data"]["code"] == "bad_field"
+    assert Host.objects.get(pk=hostile.host_id).flagged_reports == 1
+
+
+# --- after the end -----------------------------------------------------------------------------
+
+
+def test_after_the_end_undeclared_uploads_and_late_log_lines_are_refused(
+    hostile, alice, hana, client_for, settings
+):
+    # given: a job that ran 1 s; before finishing the host uploads a file it won't declare
+    renter = client_for(alice)
+    job_id = submit(renter, hostile.host_id)
+    hostile.run(job_id)
+    time.sleep(1.0)
+    assert hostile.upload(job_id, 1, "sneaky.txt", b"not declared").status_code == 201
+    assert hostile.upload(job_id, 1, "answer.txt", b"42").status_code == 201
+    declared = {"name": "answer.txt", "size": 2, "sha256": hashlib.sha256(b"42").hexdigest()}
+    final = {**ref(job_id), "seq": 1, "cpu_seconds": 0.8, "wall_seconds": 1.0}
+    final |= {"memory_peak_mb": 64, "memory_current_mb": 0, "gpu_seconds": 0.0, "is_final": True}
+    finished = hostile.ask(
+        "job.finished",
+        {
+            **ref(job_id),
+            "status": "succeeded",
+            "reason": "exit code 0",
+            "exit_code": 0,
+            "outputs": [declared],
+            "usage": final,
+        },
+    )
+    assert finished["type"] == "ack", finished
+
+    # then: the renter sees only what was declared
+    names = [o["name"] for o in renter.get(f"/api/v1/jobs/{job_id}/outputs/").json()["results"]]
+    assert names == ["answer.txt"]
+
+    # when: after job.finished it uploads another undeclared file and appends log lines
+    undeclared = hostile.upload(job_id, 1, "later.txt", b"more")
+    in_window = hostile.ask("job.log", {**ref(job_id), "offset": 0, "data": "tail\n"})
+    time.sleep(settings.JOB_LATE_UPLOAD_SECONDS + 0.5)
+    late_log = hostile.ask("job.log", {**ref(job_id), "offset": 5, "data": "injected\n"})
+    late_upload = hostile.upload(job_id, 1, "answer.txt", b"42")
+
+    # then: the undeclared upload is refused; the log takes its tail inside the window only
+    assert (undeclared.status_code, undeclared.json()["error"]["code"]) == (
+        400,
+        "undeclared_output",
+    )
+    assert (in_window["type"], in_window["data"]["offset"]) == ("log.ack", 5)
+    assert (late_log["type"], late_log["data"]["code"]) == ("error", "upload_window_closed")
+    assert (late_upload.status_code, late_upload.json()["error"]["code"]) == (
+        409,
+        "upload_window_closed",
+    )
+    names = [o["name"] for o in renter.get(f"/api/v1/jobs/{job_id}/outputs/").json()["results"]]
+    assert names == ["answer.txt"]
+    assert JobOutput.objects.filter(job_id=job_id).count() == 1
+    assert renter.get(f"/api/v1/jobs/{job_id}/logs/", {"offset": 0}).json()["data"] == "tail\n"
+
+    # and the money: billed from the final counters; the earnings mature a window after the
+    # settlement, and only then can they be paid out
+    attempt = attempt_of(job_id)
+    assert attempt.started_at is not None
+    assert attempt.finished_at is not None
+    bill = billed_for(800, 1_000, ms(attempt.started_at, attempt.finished_at) + 1000)
+    assert bill == cost(800, 1_000)
+    job = Job.objects.get(pk=job_id)
+    assert (job.status, charged(job)) == ("succeeded", bill)
+    assert job.hold_released_at is not None
+    earned = bill - fee_of(bill)
+    assert earnings_mature() == 1  # the 1 s window has passed since the settlement
+    cents = earned // 10_000 * 10_000
+    paid = payout(client_for(hana), cents)
+    assert paid.status_code == 201, paid.json()
+    assert money(hana, alice) == {
+        "wallet": FUNDS - bill,
+        "pending": 0,
+        "available": earned - cents,
+        "in_payouts": 0,  # the demo provider transferred it at once
+        "platform_loss": 0,
+    }
+    summary = client_for(hana).get("/api/v1/earnings/").json()
+    assert (summary["paid_micros"], summary["available_micros"]) == (cents, earned - cents)
     assert_reconciled()
