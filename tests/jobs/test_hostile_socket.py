@@ -177,9 +177,13 @@ def payout(api: Any, amount: int) -> Any:
 # --- payout, then lose the attempt ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("renter_is_owner", [False, True], ids=["other_renter", "own_job"])
+@pytest.mark.parametrize(
+    ("renter_is_owner", "lose"),
+    [(False, "reconnect"), (True, "reconnect"), (True, "silence")],
+    ids=["other_renter-reconnects_without_it", "own_job-reconnects_without_it", "own_job-silent"],
+)
 def test_payout_then_lose_the_attempt_pays_nothing_out(
-    hostile, alice, hana, client_for, renter_is_owner
+    hostile, alice, hana, client_for, renter_is_owner, lose
 ):
     # given: a long job at the host's rates (the owner's own job, or alice's); the host reports
     # honestly for a while and the poster charges it; the dispute window is 1 s
@@ -212,10 +216,17 @@ def test_payout_then_lose_the_attempt_pays_nothing_out(
     assert refused.json()["error"]["code"] == "insufficient_earnings"
     assert money(hana, renter) == before
 
-    # and when: the agent reconnects without the job, the last attempt it may have
+    # and when: the agent reconnects without the job, or falls silent past its lease (the
+    # reaper loses it); it is the last attempt the job may have
     Job.objects.filter(pk=job_id).update(max_attempts=1)
-    welcome = hostile.connect(running_jobs=[])
-    assert (welcome["kill_jobs"], welcome["keep_jobs"]) == ([], [])
+    if lose == "reconnect":
+        welcome = hostile.connect(running_jobs=[])
+        assert (welcome["kill_jobs"], welcome["keep_jobs"]) == ([], [])
+    else:
+        lease = attempt_of(job_id).lease_expires_at
+        assert lease is not None
+        time.sleep(max(0.0, (lease - timezone.now()).total_seconds()) + 0.2)
+        assert jobs_reap_pass().attempts_lost == 1
     job = Job.objects.get(pk=job_id)
 
     # then: the attempt is lost and reversed; the renter pays nothing, the owner keeps
