@@ -179,13 +179,9 @@ def daphne_live(tmp_path: Any, settings: Any) -> Iterator[Any]:
     gets too (it runs the API, the poster, the reaper). Needs ``postgres`` and ``redis`` and
     ``django_db(transaction=True)``: daphne shares the test database. Killed before the
     database is flushed; its log is printed on the way out."""
-    from tests.live import LIVE_SETTINGS, LiveServer
+    from tests.live import live_server_start
 
-    for name, value in LIVE_SETTINGS.items():
-        setattr(settings, name, value)
-    settings.MEDIA_ROOT = tmp_path / "media"
-    server = LiveServer(tmp_path / "daphne.log", {"MEDIA_ROOT": str(tmp_path / "media")})
-    server.start()
+    server = live_server_start(tmp_path, settings)
     yield server
     server.kill()
     print(f"--- daphne ---\n{server.log_tail()}")

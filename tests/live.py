@@ -15,10 +15,12 @@ Nothing of the server is mocked.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,94 @@ class LiveServer(Daphne):
 
     def log_tail(self, size: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-size:] if self.log.exists() else ""
+
+
+def live_server_start(tmp_path: Path, settings: Any, **overrides: int) -> LiveServer:
+    """Start a LiveServer with LIVE_SETTINGS and ``overrides``, applied to this process too
+    (``settings``: pytest-django's fixture), media under ``tmp_path``."""
+    for name, value in {**LIVE_SETTINGS, **overrides}.items():
+        setattr(settings, name, value)
+    settings.MEDIA_ROOT = tmp_path / "media"
+    server = LiveServer(
+        tmp_path / "daphne.log", {**overrides, "MEDIA_ROOT": str(tmp_path / "media")}
+    )
+    server.start()
+    return server
+
+
+class TcpProxy:
+    """A loopback TCP forwarder in front of the server, whose connections the test can cut
+    (a network drop: the server stays up, both ends see the connection die)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._refusing = False
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cut(self, *, refuse: bool = False) -> int:
+        """Close every open connection; with ``refuse``, close new ones too until ``heal``."""
+        with self._lock:
+            self._refusing = refuse
+            dropped, self._open = self._open, []
+        for sock in dropped:
+            self._close(sock)
+        return len(dropped) // 2
+
+    def heal(self) -> None:
+        with self._lock:
+            self._refusing = False
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refusing = self._refusing
+            if refusing:
+                self._close(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                self._close(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            self._close(source)
+            self._close(sink)
+
+    @staticmethod
+    def _close(sock: socket.socket) -> None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 class Closed(Exception):
@@ -300,4 +390,12 @@ class WireAgent:
         )
 
 
-__all__ = ["LIVE_SETTINGS", "Closed", "LiveServer", "WireAgent", "wait_for"]
+__all__ = [
+    "LIVE_SETTINGS",
+    "Closed",
+    "LiveServer",
+    "TcpProxy",
+    "WireAgent",
+    "live_server_start",
+    "wait_for",
+]
