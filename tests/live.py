@@ -40,6 +40,7 @@ LIVE_SETTINGS: dict[str, int] = {
     "JOB_LEASE_SECONDS": 3,
     "JOB_OFFER_TTL_SECONDS": 10,
     "JOB_STOP_GRACE_SECONDS": 1,
+    "JOB_PREPARE_MAX_SECONDS": 2,
     "JOB_LATE_UPLOAD_SECONDS": 2,
     "EARNINGS_DISPUTE_WINDOW_SECONDS": 1,
     "PAYOUT_MIN_MICROS": 1,
@@ -267,11 +268,11 @@ class WireAgent:
                 return self.inbox.pop(index)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            message = self._receive(left)
-            if message is None:
+            received = self._receive(left)
+            if received is None:
                 break
-            if match(message):
-                return message
+            if match(received):
+                return received
             self.inbox.append(message)
         raise AssertionError(f"no matching message within {timeout} s; got {self.inbox}")
 
@@ -311,17 +312,19 @@ class WireAgent:
             if message["type"] == "error":
                 return bool(body.get("ref_id") == message_id)
             if message_type == "job.usage":
-                return message["type"] == "usage.ack" and body.get("seq") == data.get("seq")
+                return bool(message["type"] == "usage.ack" and body.get("seq") == data.get("seq"))
             if message_type == "job.log":
-                return message["type"] == "log.ack" and body.get("job_id") == data.get("job_id")
-            return message["type"] == "ack" and body.get("ack_id") == message_id
+                return bool(message["type"] == "log.ack" and body.get("job_id") == data["job_id"])
+            return bool(message["type"] == "ack" and body.get("ack_id") == message_id)
 
         return self.expect(answers, timeout)
 
     def offer(self, job_id: int, timeout: float = 10) -> dict[str, Any]:
-        return self.expect(
+        offer = self.expect(
             lambda m: m["type"] == "job.offer" and m["data"]["job_id"] == job_id, timeout
         )["data"]
+        assert isinstance(offer, dict)
+        return offer
 
     def run(self, job_id: int, attempt: int = 1) -> None:
         """Accept the offered attempt and report it running (the server stamps started_at)."""

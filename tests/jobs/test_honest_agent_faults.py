@@ -221,11 +221,12 @@ def posting(condition: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def settled(job_id: int, timeout: float = 120) -> Job:
-    return wait_for(
+    job: Job = wait_for(
         posting(lambda: Job.objects.filter(pk=job_id, hold_released_at__isnull=False).first()),
         f"job {job_id} settled",
         timeout=timeout,
     )
+    return job
 
 
 def measured(log: str) -> tuple[int, int]:

@@ -357,6 +357,46 @@ def test_a_timeout_the_host_ignores_is_billed_only_to_the_timeout_and_the_grace(
     assert_reconciled()
 
 
+def test_an_attempt_kept_preparing_forever_is_ended_by_the_reaper(
+    hostile, alice, hana, client_for, settings
+):
+    # given: the host accepts and says it is installing, then only heartbeats (the renter's
+    # cap stays held while it does: nothing is billed, and the timeout counts from running)
+    job_id = submit(client_for(alice), hostile.host_id)
+    Job.objects.filter(pk=job_id).update(max_attempts=1)
+    hostile.offer(job_id)
+    assert hostile.ask("job.accept", ref(job_id))["type"] == "ack"
+    assert hostile.ask("job.started", {**ref(job_id), "phase": "preparing"})["type"] == "ack"
+    accepted = attempt_of(job_id).accepted_at
+    assert accepted is not None
+
+    # when: it keeps the attempt preparing past JOB_PREPARE_MAX_SECONDS and a lease
+    late = accepted + timedelta(
+        seconds=settings.JOB_PREPARE_MAX_SECONDS + settings.JOB_LEASE_SECONDS
+    )
+    hostile.keep_alive(max(0.0, (late - timezone.now()).total_seconds()) + 0.3, [ref(job_id)])
+    reaped = jobs_reap_pass()
+
+    # then: the server ends it as the host's loss (nothing was billed), flags the host, tells
+    # it to stop; the job (no retries left) fails and the renter gets the whole cap back
+    job = Job.objects.get(pk=job_id)
+    assert reaped.attempts_overrun == 1
+    assert (job.status, attempt_of(job_id).status) == ("failed", "lost")
+    assert job.hold_released_at is not None
+    host = Host.objects.get(pk=hostile.host_id)
+    assert (host.flagged_reports, host.last_flag_reason) == (1, "start_overdue")
+    stop = hostile.expect(lambda m: m["type"] == "job.cancel" and m["data"]["job_id"] == job_id)
+    assert stop["data"]["reason"].startswith("stale attempt")
+    assert money(hana, alice) == {
+        "wallet": FUNDS,
+        "pending": 0,
+        "available": 0,
+        "in_payouts": 0,
+        "platform_loss": 0,
+    }
+    assert_reconciled()
+
+
 # --- tolerances are not free money -------------------------------------------------------------
 
 
