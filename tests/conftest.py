@@ -185,3 +185,25 @@ def daphne_live(tmp_path: Any, settings: Any) -> Iterator[Any]:
     yield server
     server.kill()
     print(f"--- daphne ---\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def daphne_live_shared(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any
+) -> Iterator[Any]:
+    """One daphne for a whole module (starting one costs a second or two a test), with
+    tests.live.LIVE_SETTINGS; each test applies them to this process with
+    ``tests.live.live_settings_apply``. Started once the test database exists (it shares it);
+    its sockets close their database connections after every message, so the flush between
+    tests is not blocked."""
+    from tests.live import LiveServer
+
+    media = tmp_path_factory.mktemp("media")
+    with django_db_blocker.unblock():
+        server = LiveServer(tmp_path_factory.mktemp("daphne") / "daphne.log")
+    server.env["MEDIA_ROOT"] = str(media)
+    server.media_root = media
+    server.start()
+    yield server
+    server.kill()
+    print(f"--- daphne ---\n{server.log_tail()}")

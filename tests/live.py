@@ -64,6 +64,7 @@ class LiveServer(Daphne):
 
     def __init__(self, log: Path, overrides: dict[str, int | str] | None = None) -> None:
         super().__init__(free_port(), log)
+        self.media_root: Path | None = None
         self.env.update({name: str(value) for name, value in LIVE_SETTINGS.items()})
         self.env.update({name: str(value) for name, value in (overrides or {}).items()})
 
@@ -83,6 +84,14 @@ class LiveServer(Daphne):
         return self.log.read_text(errors="replace")[-size:] if self.log.exists() else ""
 
 
+def live_settings_apply(settings: Any, server: LiveServer) -> LiveServer:
+    """This process gets the shared server's settings (LIVE_SETTINGS and its media folder)."""
+    for name, value in LIVE_SETTINGS.items():
+        setattr(settings, name, value)
+    settings.MEDIA_ROOT = server.media_root
+    return server
+
+
 def live_server_start(tmp_path: Path, settings: Any, **overrides: int) -> LiveServer:
     """Start a LiveServer with LIVE_SETTINGS and ``overrides``, applied to this process too
     (``settings``: pytest-django's fixture), media under ``tmp_path``."""
@@ -92,6 +101,7 @@ def live_server_start(tmp_path: Path, settings: Any, **overrides: int) -> LiveSe
     server = LiveServer(
         tmp_path / "daphne.log", {**overrides, "MEDIA_ROOT": str(tmp_path / "media")}
     )
+    server.media_root = tmp_path / "media"
     server.start()
     return server
 
@@ -273,7 +283,7 @@ class WireAgent:
                 break
             if match(received):
                 return received
-            self.inbox.append(message)
+            self.inbox.append(received)
         raise AssertionError(f"no matching message within {timeout} s; got {self.inbox}")
 
     def closed_code(self, timeout: float = 10) -> int | None:
@@ -400,5 +410,6 @@ __all__ = [
     "TcpProxy",
     "WireAgent",
     "live_server_start",
+    "live_settings_apply",
     "wait_for",
 ]

@@ -40,7 +40,7 @@ from ledger.providers import providers
 from ledger.services import earnings_mature, ledger_reconcile, wallet_credit
 from tests.jobs.metering_steps import charged, fee_of
 from tests.ledger.helpers import balance
-from tests.live import LiveServer, WireAgent
+from tests.live import LiveServer, WireAgent, live_settings_apply
 
 pytestmark = [
     pytest.mark.postgres,
@@ -91,6 +91,12 @@ def funded(alice: User, hana: User, settings: Any) -> None:
         stripe_account_id="demo_acct_hostile",
         onboarding_status=OnboardingStatus.COMPLETE,
     )
+
+
+@pytest.fixture
+def daphne_live(daphne_live_shared: LiveServer, settings: Any) -> LiveServer:
+    """One daphne for the module (tests/conftest.py), its settings applied to this test."""
+    return live_settings_apply(settings, daphne_live_shared)
 
 
 @pytest.fixture
@@ -147,6 +153,17 @@ def money(owner: User, renter: User) -> dict[str, int]:
         "available": balance(AccountKind.EARNINGS_AVAILABLE, user=owner),
         "in_payouts": balance(AccountKind.PAYOUTS_CLEARING),
         "platform_loss": balance(AccountKind.PLATFORM_LOSS),
+    }
+
+
+def running_money(bill: int) -> dict[str, int]:
+    """The figures while a job still runs: its cap held, its charges pending for the owner."""
+    return {
+        "wallet": FUNDS - CAP,
+        "pending": bill - fee_of(bill),
+        "available": 0,
+        "in_payouts": 0,
+        "platform_loss": 0,
     }
 
 
@@ -428,8 +445,7 @@ def test_a_report_ahead_of_the_clock_is_billed_only_to_the_server_clock(
     post()
     assert charged(Job.objects.get(pk=job_id)) == bill
     assert Host.objects.get(pk=hostile.host_id).flagged_reports == 1
-    assert money(hana, alice)["pending"] == bill - fee_of(bill)
-    assert money(hana, alice)["wallet"] == FUNDS - CAP
+    assert money(hana, alice) == running_money(bill)
     assert_reconciled()
 
 
@@ -458,7 +474,7 @@ def test_cpu_within_the_refusal_tolerance_is_billed_only_to_the_jobs_cores(
     assert charged(Job.objects.get(pk=job_id)) == bill
     host = Host.objects.get(pk=hostile.host_id)
     assert (host.flagged_reports, host.last_flag_reason) == (1, "cpu_exceeds_wall")
-    assert money(hana, alice)["pending"] == bill - fee_of(bill)
+    assert money(hana, alice) == running_money(bill)
     assert_reconciled()
 
 
@@ -546,7 +562,7 @@ def test_a_full_core_claimed_for_an_idle_job_is_billed_at_most_wall_x_the_jobs_c
     assert (over["type"], over["data"]["code"]) == ("error", "usage_refused")
     assert charged(Job.objects.get(pk=job_id)) == bill
     assert Host.objects.get(pk=hostile.host_id).flagged_reports == 1
-    assert money(hana, alice)["pending"] == bill - fee_of(bill)
+    assert money(hana, alice) == running_money(bill)
     assert_reconciled()
 
 
@@ -665,11 +681,13 @@ def test_out_of_range_numbers_are_bad_field_refusals_that_change_nothing(
     assert charged(Job.objects.get(pk=job_id)) == bill
     assert "Traceback" not in daphne_live.log_tail(100_000)
     assert "internal_error" not in daphne_live.log_tail(100_000)
-    assert money(hana, alice)["pending"] == bill - fee_of(bill)
+    assert money(hana, alice) == running_money(bill)
     assert_reconciled()
 
 
-def test_more_than_twenty_invalid_messages_close_the_socket_with_4400(hostile, alice, client_for):
+def test_more_than_twenty_invalid_messages_close_the_socket_with_4400(
+    hostile, alice, hana, client_for
+):
     # given: a running job
     job_id = submit(client_for(alice), hostile.host_id)
     hostile.run(job_id)
@@ -692,6 +710,7 @@ def test_more_than_twenty_invalid_messages_close_the_socket_with_4400(hostile, a
     errors = [m["data"]["code"] for m in hostile.inbox if m["type"] == "error"]
     assert (errors, code) == (["bad_field"] * 20, 4400)
     assert charged(Job.objects.get(pk=job_id)) == 0
+    assert money(hana, alice) == running_money(0)
     assert_reconciled()
 
 
