@@ -504,7 +504,7 @@ def test_usage_before_started_running_is_never_billed(hostile, alice, hana, clie
     time.sleep(0.5)
     started = attempt_of(job_id).started_at
     assert started is not None
-    final = {**ref(job_id), "seq": 2, "cpu_seconds": 2.0, "wall_seconds": 2.0}
+    final = {**ref(job_id), "seq": 2, "cpu_seconds": 3.0, "wall_seconds": 3.0}
     final |= {"memory_peak_mb": 64, "memory_current_mb": 0, "gpu_seconds": 0.0, "is_final": True}
     finished = hostile.ask(
         "job.finished",
@@ -523,8 +523,8 @@ def test_usage_before_started_running_is_never_billed(hostile, alice, hana, clie
     attempt = attempt_of(job_id)
     assert attempt.finished_at is not None
     window = ms(started, attempt.finished_at) + 1000
-    bill = billed_for(2_000, 2_000, window)
-    assert bill < cost(2_000, 2_000)
+    bill = billed_for(3_000, 3_000, window)
+    assert bill < cost(3_000, 3_000)
     job = Job.objects.get(pk=job_id)
     assert (job.status, charged(job), job.hold_released_at is not None) == (
         "succeeded",
