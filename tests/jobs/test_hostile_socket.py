@@ -268,6 +268,68 @@ def test_payout_then_lose_the_attempt_pays_nothing_out(
     assert_reconciled()
 
 
+# --- another host's job ------------------------------------------------------------------------
+
+
+def test_a_stranger_host_cannot_touch_another_hosts_attempt(
+    hostile, daphne_live, alice, hana, mallory, client_for
+):
+    # given: alice's job runs on hana's host; mallory enrolls a host of her own
+    job_id = submit(client_for(alice), hostile.host_id)
+    hostile.run(job_id)
+    intruder = WireAgent.enroll(daphne_live, client_for(mallory), name="intruder")
+    Host.objects.filter(pk=intruder.host_id).update(**RATES)
+    intruder.connect(running_jobs=[ref(job_id)])
+    time.sleep(1.0)
+    before = attempt_of(job_id)
+
+    # when: mallory's agent sends every job message for that attempt, and uploads to it
+    codes = [
+        intruder.ask("job.accept", ref(job_id))["data"].get("code"),
+        intruder.ask("job.started", {**ref(job_id), "phase": "running"})["data"].get("code"),
+        intruder.usage(job_id, 1, cpu=1.0, wall=1.0)["data"].get("code"),
+        intruder.ask("job.log", {**ref(job_id), "offset": 0, "data": "mine\n"})["data"].get("code"),
+        intruder.ask(
+            "job.finished",
+            {
+                **ref(job_id),
+                "status": "failed",
+                "reason": "exit code 1",
+                "exit_code": 1,
+                "outputs": [],
+                "usage": {
+                    **ref(job_id),
+                    "seq": 2,
+                    "cpu_seconds": 1.0,
+                    "wall_seconds": 1.0,
+                    "memory_peak_mb": 1,
+                    "memory_current_mb": 0,
+                    "gpu_seconds": 0.0,
+                    "is_final": True,
+                },
+            },
+        )["data"].get("code"),
+    ]
+    upload = intruder.upload(job_id, 1, "answer.txt", b"forged")
+    post()
+
+    # then: all refused as not its job; the attempt, its log and its money are hana's alone
+    assert codes == ["not_your_job"] * 5
+    assert upload.status_code == 404
+    attempt = attempt_of(job_id)
+    assert (attempt.status, attempt.host_id) == ("running", hostile.host_id)
+    assert (attempt.usage_seq, attempt.log_offset, attempt.usage) == (
+        before.usage_seq,
+        before.log_offset,
+        before.usage,
+    )
+    assert charged(Job.objects.get(pk=job_id)) == 0
+    assert balance(AccountKind.EARNINGS_PENDING, user=mallory) == 0
+    assert money(hana, alice) == running_money(0)
+    intruder.close()
+    assert_reconciled()
+
+
 # --- the server enforces what it decided: cancel and timeout -----------------------------------
 
 
