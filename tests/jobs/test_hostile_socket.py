@@ -172,6 +172,33 @@ def running_money(bill: int) -> dict[str, int]:
     }
 
 
+def settled_money(bill: int) -> dict[str, int]:
+    """The figures once the job settled: the wallet paid the bill, the owner's share pending."""
+    return {
+        "wallet": FUNDS - bill,
+        "pending": bill - fee_of(bill),
+        "available": 0,
+        "in_payouts": 0,
+        "platform_loss": 0,
+    }
+
+
+def finished_data(
+    job_id: int, seq: int, *, cpu: float, wall: float, outputs: list[Any] | None = None
+) -> dict[str, Any]:
+    """A ``job.finished`` (succeeded) whose final report says ``cpu`` and ``wall`` seconds."""
+    usage = {**ref(job_id), "seq": seq, "cpu_seconds": cpu, "wall_seconds": wall}
+    usage |= {"memory_peak_mb": 64, "memory_current_mb": 0, "gpu_seconds": 0.0, "is_final": True}
+    return {
+        **ref(job_id),
+        "status": "succeeded",
+        "reason": "exit code 0",
+        "exit_code": 0,
+        "outputs": outputs or [],
+        "usage": usage,
+    }
+
+
 def assert_reconciled() -> None:
     report = ledger_reconcile(job_facts=job_facts)
     assert report.problems == []
@@ -384,13 +411,7 @@ def test_a_cancel_the_host_ignores_is_billed_only_to_the_cancel_and_the_grace(
     assert (later["type"], later["data"]["stop"]) == ("usage.ack", True)
     post()
     assert charged(job) == bill
-    assert money(hana, alice) == {
-        "wallet": FUNDS - bill,
-        "pending": bill - fee_of(bill),
-        "available": 0,
-        "in_payouts": 0,
-        "platform_loss": 0,
-    }
+    assert money(hana, alice) == settled_money(bill)
     assert_reconciled()
 
 
@@ -431,13 +452,7 @@ def test_a_timeout_the_host_ignores_is_billed_only_to_the_timeout_and_the_grace(
     stop = hostile.expect(lambda m: m["type"] == "job.cancel" and m["data"]["job_id"] == job_id)
     assert stop["data"]["reason"].startswith("timed out after 1 s")
     assert charged(job) == bill
-    assert money(hana, alice) == {
-        "wallet": FUNDS - bill,
-        "pending": bill - fee_of(bill),
-        "available": 0,
-        "in_payouts": 0,
-        "platform_loss": 0,
-    }
+    assert money(hana, alice) == settled_money(bill)
     assert_reconciled()
 
 
@@ -513,6 +528,24 @@ def test_a_report_ahead_of_the_clock_is_billed_only_to_the_server_clock(
     assert charged(Job.objects.get(pk=job_id)) == bill
     assert Host.objects.get(pk=hostile.host_id).flagged_reports == 1
     assert money(hana, alice) == running_money(bill)
+
+    # and when: it finishes at once, its final report repeating the 4 s claim
+    finished = hostile.ask("job.finished", finished_data(job_id, 3, cpu=8.0, wall=4.0))
+
+    # then: the bill is exactly the server's window, from started_at to finished_at (+ 1 s)
+    assert finished["type"] == "ack", finished
+    attempt = attempt_of(job_id)
+    assert attempt.finished_at is not None
+    window = ms(started, attempt.finished_at) + 1000
+    assert window < 4000
+    bill = billed_for(8_000, 4_000, window)
+    job = Job.objects.get(pk=job_id)
+    assert (job.status, charged(job), job.hold_released_at is not None) == (
+        "succeeded",
+        bill,
+        True,
+    )
+    assert money(hana, alice) == settled_money(bill)
     assert_reconciled()
 
 
@@ -566,19 +599,7 @@ def test_usage_before_started_running_is_never_billed(hostile, alice, hana, clie
     time.sleep(0.5)
     started = attempt_of(job_id).started_at
     assert started is not None
-    final = {**ref(job_id), "seq": 2, "cpu_seconds": 3.0, "wall_seconds": 3.0}
-    final |= {"memory_peak_mb": 64, "memory_current_mb": 0, "gpu_seconds": 0.0, "is_final": True}
-    finished = hostile.ask(
-        "job.finished",
-        {
-            **ref(job_id),
-            "status": "succeeded",
-            "reason": "exit code 0",
-            "exit_code": 0,
-            "outputs": [],
-            "usage": final,
-        },
-    )
+    finished = hostile.ask("job.finished", finished_data(job_id, 2, cpu=3.0, wall=3.0))
     assert finished["type"] == "ack", finished
 
     # then: billed for the running part the server saw (+ 1 s) only
@@ -593,13 +614,7 @@ def test_usage_before_started_running_is_never_billed(hostile, alice, hana, clie
         bill,
         True,
     )
-    assert money(hana, alice) == {
-        "wallet": FUNDS - bill,
-        "pending": bill - fee_of(bill),
-        "available": 0,
-        "in_payouts": 0,
-        "platform_loss": 0,
-    }
+    assert money(hana, alice) == settled_money(bill)
     assert_reconciled()
 
 
@@ -809,18 +824,8 @@ def test_after_the_end_undeclared_uploads_and_late_log_lines_are_refused(
     assert hostile.upload(job_id, 1, "sneaky.txt", b"not declared").status_code == 201
     assert hostile.upload(job_id, 1, "answer.txt", b"42").status_code == 201
     declared = {"name": "answer.txt", "size": 2, "sha256": hashlib.sha256(b"42").hexdigest()}
-    final = {**ref(job_id), "seq": 1, "cpu_seconds": 0.8, "wall_seconds": 1.0}
-    final |= {"memory_peak_mb": 64, "memory_current_mb": 0, "gpu_seconds": 0.0, "is_final": True}
     finished = hostile.ask(
-        "job.finished",
-        {
-            **ref(job_id),
-            "status": "succeeded",
-            "reason": "exit code 0",
-            "exit_code": 0,
-            "outputs": [declared],
-            "usage": final,
-        },
+        "job.finished", finished_data(job_id, 1, cpu=0.8, wall=1.0, outputs=[declared])
     )
     assert finished["type"] == "ack", finished
 
