@@ -50,6 +50,7 @@ pytestmark = [
 FUNDS = 100_000_000
 CAP = 10_000_000
 REPORT_SECONDS = 1
+STARTUP_MS = 1000
 # 10 µcr per CPU-ms; 5 µcr per wall-ms for the 512 MB reserved (exact at these rates).
 RATES = {
     "cpu_core_hour_micros": 36_000_000,
@@ -247,11 +248,12 @@ def assert_billed_once_for_what_ran(
     )
     assert attempt.usage["is_final"] is True
     cpu_ms, wall_ms = attempt.usage_cpu_ms, attempt.usage_wall_ms
-    # within one report period of what the job measured itself (the runtime's start and
-    # exit add a moment of wall time around it)
+    # within one report period of what the job measured itself; its wall time also has the
+    # interpreter's start and the runtime's start and exit around it, which the job's own
+    # clock doesn't see (up to ~0.8 s in a container on a loaded machine): STARTUP_MS
     job_wall, job_cpu = measured(log)
     period = REPORT_SECONDS * 1000
-    assert job_wall <= wall_ms <= job_wall + period, (wall_ms, job_wall)
+    assert job_wall <= wall_ms <= job_wall + STARTUP_MS + period, (wall_ms, job_wall)
     assert cpu_ms <= job_cpu + period, (cpu_ms, job_cpu)
     if cpu_within_a_period:
         assert job_cpu - period <= cpu_ms, (cpu_ms, job_cpu)
