@@ -301,6 +301,9 @@ JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 3 * 24 * 3600, mini
 # sends SIGTERM, then SIGKILL 10 s later, then reports); past it nothing is, and the reaper
 # ends an attempt the host did not stop (docs/metering.md).
 JOB_STOP_GRACE_SECONDS = env_int("JOB_STOP_GRACE_SECONDS", 15, minimum=1)
+# An accepted attempt must be running within this long (the agent's install step times out
+# at 900 s); a lease later the reaper ends one still accepted/preparing as the host's loss.
+JOB_PREPARE_MAX_SECONDS = env_int("JOB_PREPARE_MAX_SECONDS", 900, minimum=1)
 # A finished attempt takes log chunks and its declared outputs this much longer, then no more.
 JOB_LATE_UPLOAD_SECONDS = env_int("JOB_LATE_UPLOAD_SECONDS", 120, minimum=1)
 # The stored log of one attempt keeps at most JOB_LOG_MAX_BYTES bytes: its head and its tail.

@@ -17,7 +17,7 @@ from accounts.models import User
 from config.errors import ServiceError
 from config.transactions import durable_call
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, ReconciliationRun
-from ledger.money import credits_format
+from ledger.money import MAX_AMOUNT_MICROS, credits_format
 from ledger.services import credits_adjust
 
 ADJUST_PERMISSION = "ledger.adjust_credits"
@@ -45,12 +45,25 @@ class ReadOnlyAdmin(ModelAdmin):
 
 class CreditsAdjustForm(forms.Form):
     username = forms.CharField(max_length=150)
+    # Bounded here as MicrosField bounds the API (config/api.py): the ledger's own limit,
+    # ±MAX_AMOUNT_MICROS, so a typo is refused on the field before anything is posted.
     amount_micros = forms.IntegerField(
-        help_text="Micro-credits (1 credit = 1,000,000): positive adds, negative takes back."
+        min_value=-MAX_AMOUNT_MICROS,
+        max_value=MAX_AMOUNT_MICROS,
+        help_text=(
+            "Micro-credits (1 credit = 1,000,000): positive adds, negative takes back; "
+            f"at most {MAX_AMOUNT_MICROS} either way."
+        ),
     )
     reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
     # Generated when the form is shown, so a double submit posts one adjustment.
     key = forms.CharField(widget=forms.HiddenInput, max_length=200)
+
+    def clean_amount_micros(self) -> int:
+        amount = int(self.cleaned_data["amount_micros"])
+        if amount == 0:
+            raise forms.ValidationError("must not be zero: an adjustment moves credits")
+        return amount
 
     def clean_username(self) -> User:
         username = self.cleaned_data["username"]

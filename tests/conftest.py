@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from functools import cache
+from typing import Any
 
 import pytest
 from asgiref.sync import SyncToAsync
@@ -170,3 +171,39 @@ def client_for() -> Callable[[User], APIClient]:
         return client
 
     return make
+
+
+@pytest.fixture
+def daphne_live(tmp_path: Any, settings: Any) -> Iterator[Any]:
+    """A real daphne on a free loopback port with tests.live.LIVE_SETTINGS, which this process
+    gets too (it runs the API, the poster, the reaper). Needs ``postgres`` and ``redis`` and
+    ``django_db(transaction=True)``: daphne shares the test database. Killed before the
+    database is flushed; its log is printed on the way out."""
+    from tests.live import live_server_start
+
+    server = live_server_start(tmp_path, settings)
+    yield server
+    server.kill()
+    print(f"--- daphne ---\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def daphne_live_shared(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any
+) -> Iterator[Any]:
+    """One daphne for a whole module (starting one costs a second or two a test), with
+    tests.live.LIVE_SETTINGS; each test applies them to this process with
+    ``tests.live.live_settings_apply``. Started once the test database exists (it shares it);
+    its sockets close their database connections after every message, so the flush between
+    tests is not blocked."""
+    from tests.live import LiveServer
+
+    media = tmp_path_factory.mktemp("media")
+    with django_db_blocker.unblock():
+        server = LiveServer(tmp_path_factory.mktemp("daphne") / "daphne.log")
+    server.env["MEDIA_ROOT"] = str(media)
+    server.media_root = media
+    server.start()
+    yield server
+    server.kill()
+    print(f"--- daphne ---\n{server.log_tail()}")

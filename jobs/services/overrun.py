@@ -7,6 +7,11 @@ holds the attempt ``JOB_LEASE_SECONDS`` after that (time to upload its outputs a
 ignoring the server: the reaper ends the attempt — ``cancelled`` or ``timed_out``, through the
 transition functions of ``jobs.states`` —, flags the host with the reason, settles the job in
 the same transaction and tells the agent to stop.
+
+An attempt that never starts running (accepted or preparing, heartbeating) has no timeout of
+its own, and would hold the renter's cap for ever: one not running ``JOB_PREPARE_MAX_SECONDS``
++ a lease after it was accepted is lost (``dispatch.attempt_lose``: the host's loss, requeued
+or failed, nothing billed), the host flagged ``start_overdue`` and told the attempt is stale.
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ from django.db import transaction
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 
-from agent.protocol import JobCancel
+from agent.protocol import STALE_ATTEMPT_REASON_PREFIX, JobCancel
 from hosts.services import host_job_outcome_record, host_report_flag
 from jobs import agent_link
 from jobs.billing import job_settle
 from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
+from jobs.services.dispatch import attempt_lose
 from jobs.states import ACTIVE, ATTEMPT_ACTIVE, attempt_transition, job_transition
 
 _BATCH = 100
 CANCEL_IGNORED = "cancel_ignored"
 TIMEOUT_IGNORED = "timeout_ignored"
+START_OVERDUE = "start_overdue"
 
 
 def _late() -> timedelta:
@@ -35,9 +42,15 @@ def _late() -> timedelta:
     return timedelta(seconds=settings.JOB_STOP_GRACE_SECONDS + settings.JOB_LEASE_SECONDS)
 
 
+def _prepare_cutoff(now: datetime) -> datetime:
+    """Attempts accepted before this and still not running are overdue."""
+    return now - timedelta(seconds=settings.JOB_PREPARE_MAX_SECONDS + settings.JOB_LEASE_SECONDS)
+
+
 def attempts_overrun(now: datetime) -> list[int]:
     """Active attempts still held past their cancel or their timeout (+ the grace and a lease),
-    a batch of them (``attempt_overrun_end``)."""
+    or never running ``JOB_PREPARE_MAX_SECONDS`` (+ a lease) after they were accepted, a batch
+    of them (``attempt_overrun_end``)."""
     cutoff = now - _late()
     timeout_at = ExpressionWrapper(
         F("started_at")
@@ -52,6 +65,7 @@ def attempts_overrun(now: datetime) -> list[int]:
         .filter(
             Q(job__cancel_requested_at__lt=cutoff)
             | Q(started_at__isnull=False, timeout_at__lt=cutoff)
+            | Q(started_at__isnull=True, accepted_at__lt=_prepare_cutoff(now))
         )
         .order_by("pk")
     )
@@ -78,16 +92,48 @@ def _overrun(attempt: JobAttempt, job: Job, now: datetime) -> tuple[JobStatus, s
     return None
 
 
+def _start_overdue(attempt: JobAttempt, now: datetime) -> bool:
+    return (
+        attempt.started_at is None
+        and attempt.accepted_at is not None
+        and attempt.accepted_at < _prepare_cutoff(now)
+    )
+
+
+def _start_overdue_end(attempt: JobAttempt, now: datetime) -> bool:
+    """Lose an attempt that never started running in time (nothing of it was billable)."""
+    reason = (
+        f"not running {settings.JOB_PREPARE_MAX_SECONDS} s after it was accepted; "
+        "the server ended it"
+    )
+    if not attempt_lose(attempt.pk, reason, now=now, lease_expired=False):
+        return False
+    host_report_flag(host_id=attempt.host_id, reason=START_OVERDUE)
+    host_id = attempt.host_id
+    cancel = JobCancel(
+        job_id=attempt.job_id,
+        attempt=attempt.number,
+        reason=f"{STALE_ATTEMPT_REASON_PREFIX}: {reason}",
+    )
+    transaction.on_commit(lambda: agent_link.agent_send(host_id, "job.cancel", cancel))
+    return True
+
+
 def attempt_overrun_end(attempt_id: int, *, now: datetime | None = None) -> bool:
     """End an attempt its host kept past a cancel or its timeout: the job and the attempt go to
     ``cancelled`` / ``timed_out``, the host is flagged, the job settles (billed up to the
     deadline, not beyond), all in the caller's transaction; after the commit the agent is told
-    to stop. False when the attempt is not (or no longer) overrunning."""
+    to stop. An attempt never started in time is lost instead (``_start_overdue_end``). False
+    when the attempt is not (or no longer) overrunning."""
     now = now or timezone.now()
     with transaction.atomic():
         attempt = JobAttempt.objects.filter(pk=attempt_id, status__in=ATTEMPT_ACTIVE).first()
         if attempt is None:
             return False
+        if _start_overdue(attempt, now) and (
+            not Job.objects.filter(pk=attempt.job_id, cancel_requested_at__isnull=False).exists()
+        ):
+            return _start_overdue_end(attempt, now)
         job = (
             Job.objects.select_for_update()
             .filter(pk=attempt.job_id, status__in=ACTIVE, attempt=attempt.number)

@@ -263,6 +263,31 @@ def test_an_honest_job_within_its_timeout_is_not_ended_by_the_reaper(
     assert Host.objects.get(pk=host.pk).flagged_reports == 0
 
 
+def test_an_honest_install_within_the_prepare_limit_is_not_ended_by_the_reaper(
+    alice, host, funded, committed, settings
+):
+    # given: accepted and installing for 14 minutes (the limit is 15, plus a lease)
+    with committed():
+        job = metered_job(alice, host)
+        say(host, "job.accept", job_id=job.pk, attempt=1)
+        say(host, "job.started", job_id=job.pk, attempt=1, phase="preparing")
+    accepted = JobAttempt.objects.get(job=job).accepted_at
+    assert accepted is not None
+    JobAttempt.objects.filter(job=job).update(lease_expires_at=accepted + timedelta(hours=2))
+    limit = settings.JOB_PREPARE_MAX_SECONDS + settings.JOB_LEASE_SECONDS
+    # when / then: not ended a second before the limit, lost (the host's) a second after it
+    with committed():
+        early = jobs_reap_pass(now=accepted + timedelta(seconds=limit - 1))
+    assert (early.attempts_overrun, JobAttempt.objects.get(job=job).status) == (0, "preparing")
+    with committed():
+        late = jobs_reap_pass(now=accepted + timedelta(seconds=limit + 1))
+    attempt = JobAttempt.objects.get(job=job, number=1)
+    assert (late.attempts_overrun, attempt.status) == (1, "lost")
+    assert Host.objects.get(pk=host.pk).last_flag_reason == "start_overdue"
+    assert charged(job) == 0
+    assert_reconciled()
+
+
 def test_tolerances_are_not_billed(alice, hana, host, funded, committed):
     # given: running 10 s by the server's clock; the host reports 14 s of wall time (inside
     # the 5 s it may be ahead) and CPU at the 2 % + 1 s tolerance over 2 cores

@@ -89,3 +89,34 @@ def test_ledger_tables_are_read_only_in_the_admin(accountant: Client, alice: Use
     assert b"Grant or adjust credits" in listing.content
     assert (edit.status_code, add.status_code, delete.status_code) == (403, 403, 403)
     assert balance(AccountKind.WALLET, user=alice) == 5
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [str(2**63), str(-(2**63) - 1), "1" + "0" * 40, str(2**53 + 1), str(-(2**53) - 1), "0"],
+    ids=["int64_plus_1", "int64_minus_1", "ten_to_40", "over_max", "under_minus_max", "zero"],
+)
+def test_an_out_of_range_adjustment_is_refused_in_the_form_and_moves_nothing(
+    accountant: Client, alice: User, amount: str
+) -> None:
+    # given
+    wallet_credit(user=alice, amount_micros=5_000_000, key="buy", reason="card payment")
+    before = ledger_state()
+    data = {"username": "alice", "amount_micros": amount, "reason": "typo", "key": "adm-big"}
+    # when
+    response = accountant.post(ADJUST_URL, data)
+    # then: the form is shown again with the bound named, and nothing moved
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert list(errors) == ["amount_micros"], errors
+    [message] = errors["amount_micros"]
+    assert "9007199254740992" in message or "not be zero" in message, message
+    assert ledger_state() == before
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).count() == 0
+
+
+def test_the_largest_adjustment_is_accepted(accountant: Client, alice: User) -> None:
+    data = {"username": "alice", "amount_micros": str(2**53), "reason": "max", "key": "adm-max"}
+    response = accountant.post(ADJUST_URL, data)
+    assert response.status_code == 302
+    assert balance(AccountKind.WALLET, user=alice) == 2**53
