@@ -78,7 +78,9 @@ class HostListingOutput(serializers.ModelSerializer[Host]):
 
     def get_is_accepting_jobs(self, host: Host) -> bool:
         connected = host.current_status in (HostStatus.ONLINE, HostStatus.BUSY)  # type: ignore[attr-defined]
-        return connected and host.is_available and not host.is_draining
+        return (
+            connected and host.is_available and not host.is_draining and host.quarantined_at is None
+        )
 
     def get_uptime_bps(self, host: Host) -> int:
         """10000 * online_seconds / tracked_seconds (0 before the host was first tracked)."""

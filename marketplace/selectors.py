@@ -103,7 +103,7 @@ def _accepting_q(now: datetime) -> Q:
     return (
         _fresh_q(now)
         & Q(status__in=(HostStatus.ONLINE, HostStatus.BUSY))
-        & Q(is_available=True, is_draining=False)
+        & Q(is_available=True, is_draining=False, quarantined_at__isnull=True)
     )
 
 

@@ -701,12 +701,6 @@ def test_refused_reports_quarantine_the_host_no_offers_and_nothing_paid(
     assert_reconciled()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the catalog (marketplace/selectors.py) lists a quarantined host as online and "
-    "accepting jobs; it should leave it out (or show is_accepting_jobs false). Not this "
-    "helper's file: see the report.",
-)
 def test_a_quarantined_host_is_not_listed_in_the_catalog(hostile, alice, client_for, settings):
     # given: a quarantined host, still connected
     job_id = submit(client_for(alice), hostile.host_id)
