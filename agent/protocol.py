@@ -58,7 +58,8 @@ class Range:
 
 @dataclass(frozen=True)
 class Length:
-    """Inclusive bounds of a string field's length in characters (``Annotated[str, Length(0, 200)]``)."""
+    """Inclusive bounds of a string field's length in characters
+    (``Annotated[str, Length(0, 200)]``)."""
 
     low: int
     high: int

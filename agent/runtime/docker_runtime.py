@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,13 +22,20 @@ from typing import Any, cast
 
 import docker
 import requests
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from agent.runtime import cgroup, hardening
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
-from agent.runtime.reasons import attempt_outcome, log_tail
+from agent.runtime.reasons import (
+    HOST_CERT_REASON,
+    HOST_LOST_REASON,
+    attempt_outcome,
+    install_host_problem,
+    log_tail,
+)
 from agent.runtime.types import (
     Handle,
+    Isolation,
     JobSpec,
     Outcome,
     OutputFile,
@@ -36,11 +44,14 @@ from agent.runtime.types import (
     RuntimeSettings,
     StopStatus,
     UsageSample,
+    host_fault,
 )
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "communipute-env-"
+# Below this much free disk where attempts go, the host is not ready (readiness_check).
+MIN_FREE_DISK_MB = 256
 _TIMEOUTS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
 
@@ -54,13 +65,34 @@ def rechunk(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
 class DockerRuntime:
     """Runs attempts in Docker containers with the hardening of hardening.run_kwargs."""
 
+    isolation: Isolation = "docker"
+
     def __init__(self, settings: RuntimeSettings, client: Any | None = None) -> None:
         self.settings = settings
         self.client: Any = client if client is not None else docker.from_env(timeout=60)
         self._env_locks: dict[str, threading.Lock] = {}
         self._env_locks_guard = threading.Lock()
         self._cgroups: dict[str, cgroup.CgroupDirs | None] = {}
-        self._marker_hash = hashlib.sha256(settings.agent_marker.encode()).hexdigest()[:8]
+        owner = "\n".join((settings.agent_marker, settings.install_id, settings.server_id))
+        self._marker_hash = hashlib.sha256(owner.encode()).hexdigest()[:8]
+
+    # --- readiness -------------------------------------------------------------------------
+
+    def readiness_check(self) -> str:
+        """ "" when a job could start now: the engine answers, the runner image is here (or was
+        pulled just now) and the disk has room. Otherwise why not, in the engine's words."""
+        try:
+            self.client.ping()
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            return f"the Docker engine does not answer: {exc}"
+        try:
+            self.image_id()
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            return f"the runner image {self.settings.image} is missing and cannot be pulled: {exc}"
+        free_mb = _free_disk_mb(self.settings.work_root)
+        if free_mb is not None and free_mb < MIN_FREE_DISK_MB:
+            return f"only {free_mb} MB of disk free under {self.settings.work_root}"
+        return ""
 
     # --- install step ----------------------------------------------------------------------
 
@@ -100,8 +132,8 @@ class DockerRuntime:
             return None, b"", None, False
         cert = self.settings.pip_cert_path
         if cert is not None and not cert.is_file():
-            reason = f"install failed: the CA bundle {cert} is not a file on this host"
-            return None, b"", Outcome("failed", reason), False
+            detail = f"the CA bundle {cert} (pip_cert) is not a file on this host"
+            return None, b"", host_fault(HOST_CERT_REASON, detail), False
         key = hardening.env_key(image_id, spec.requirements, self.settings)
         with self._env_lock(key):
             found = self._env_lookup(key)
@@ -128,7 +160,10 @@ class DockerRuntime:
         self, spec: JobSpec, key: str
     ) -> tuple[str | None, bytes, Outcome | None, bool]:
         data = f"{ENV_PREFIX}{key}-{secrets.token_hex(4)}"
-        self.client.volumes.create(name=data, labels={"communipute.env": key})
+        # The environment cache is shared by every agent on the engine (its key is its
+        # content); the labels only say which installation made it.
+        labels = {"communipute.env": key, **hardening.owner_labels(self.settings)}
+        self.client.volumes.create(name=data, labels=labels)
         try:
             exit_code, timed_out, output = self._install_run(spec, data)
         except BaseException:
@@ -136,6 +171,9 @@ class DockerRuntime:
             raise
         if timed_out or exit_code != 0:
             self._volume_remove(data)
+            host_problem = None if timed_out else install_host_problem(output)
+            if host_problem is not None:  # the host's index or disk, not the requirements
+                return None, output, host_fault(host_problem, log_tail(output, 6, 1500)), False
             seconds = self.settings.install_timeout_seconds
             detail = f"timed out after {seconds} seconds" if timed_out else log_tail(output)
             if self.settings.install_only_wheels and not timed_out:
@@ -248,6 +286,9 @@ class DockerRuntime:
         state = self.client.api.inspect_container(handle.ref)["State"]
         exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
         oom = bool(state.get("OOMKilled"))
+        engine_error = str(state.get("Error") or (result.get("Error") or {}).get("Message") or "")
+        if engine_error and handle.stop_status is None and not timed_out:
+            return host_fault(HOST_LOST_REASON, engine_error)  # the engine's, not the script's
         return attempt_outcome(handle, exit_code, timed_out=timed_out, oom=oom)
 
     def cancel(
@@ -323,7 +364,8 @@ class DockerRuntime:
     # --- reconciliation --------------------------------------------------------------------
 
     def list_own(self) -> list[OwnedContainer]:
-        """This agent's containers (by the communipute.agent label), running or not."""
+        """This agent's containers (by its host id, install id and server labels), running or
+        not; other agents' containers on the same engine are never listed."""
         return self._own(None, None)
 
     def kill(self, job_id: int, attempt: int) -> None:
@@ -333,7 +375,7 @@ class DockerRuntime:
         self._attempt_dir_remove(attempt_dir_path(self.settings.work_root, job_id, attempt))
 
     def _own(self, job_id: int | None, attempt: int | None) -> list[OwnedContainer]:
-        labels = [f"{hardening.LABEL_AGENT}={self.settings.agent_marker}"]
+        labels = hardening.owner_filters(self.settings)
         if job_id is not None and attempt is not None:
             labels += [f"{hardening.LABEL_JOB}={job_id}", f"{hardening.LABEL_ATTEMPT}={attempt}"]
         found = []
@@ -380,6 +422,17 @@ class DockerRuntime:
             return
         self.client.containers.run(**hardening.cleanup_kwargs(self.settings, directory))
         tree_remove(directory)
+
+
+def _free_disk_mb(directory: Path) -> int | None:
+    """Free disk where ``directory`` is (or its nearest existing parent); None if unknown."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free // (1024 * 1024)
+            except OSError:
+                return None
+    return None
 
 
 def _parse_time(value: str) -> float:

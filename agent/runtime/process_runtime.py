@@ -27,6 +27,7 @@ from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_co
 from agent.runtime.reasons import attempt_outcome, log_tail
 from agent.runtime.types import (
     Handle,
+    Isolation,
     JobSpec,
     Outcome,
     OutputFile,
@@ -50,6 +51,8 @@ class ProcessRuntimeRefused(RuntimeError):
 
 
 class ProcessRuntime:
+    isolation: Isolation = "none"
+
     def __init__(self, settings: RuntimeSettings, *, allow_unisolated: bool = False) -> None:
         if allow_unisolated is not True:
             raise ProcessRuntimeRefused(
@@ -60,6 +63,10 @@ class ProcessRuntime:
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._env_lock = threading.Lock()
         log.warning(WARNING, _user_name())
+
+    def readiness_check(self) -> str:
+        """Always ready: it needs nothing but this interpreter (and isolates nothing)."""
+        return ""
 
     def prepare(self, spec: JobSpec) -> Prepared:
         python, install_log, failure = self._env_ensure(spec)

@@ -226,6 +226,7 @@ def test_runtime_settings_come_from_the_config(tmp_path):
         pip_index_url="https://pypi.example/simple",
         pip_cert=str(cert),
         allow_network=True,
+        install_id="inst-0123456789",
     )
 
     settings = jobrunner.runtime_settings_from_config(config)
@@ -233,10 +234,23 @@ def test_runtime_settings_come_from_the_config(tmp_path):
     assert settings.work_root == tmp_path / "w"
     assert settings.image == "img:1"
     assert settings.agent_marker == "42"
+    assert settings.install_id == "inst-0123456789"
+    assert settings.server_id == config.server_id != ""
     assert settings.pip_index_url == "https://pypi.example/simple"
     assert settings.pip_extra_index_url is None
     assert settings.pip_cert_path == cert
     assert settings.network_allowed is True
+
+
+def test_the_capacity_is_the_slots_and_the_whole_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr("agent.specs.docker_available", lambda: False)
+
+    capacity = jobrunner.capacity_from_config(_config(tmp_path, slots=3))
+
+    assert capacity.slots == 3
+    assert capacity.cpus >= 1
+    assert capacity.memory_mb >= 16
+    assert capacity.gpus >= 0
 
 
 def test_the_default_job_manager_is_auto(tmp_path):
