@@ -11,7 +11,9 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import secrets
+import select
 import shutil
 import threading
 import time
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "communipute-env-"
 # Below this much free disk where attempts go, the host is not ready (readiness_check).
 MIN_FREE_DISK_MB = 256
+# After the engine reported the exit, how long wait() gives the exit watcher's last sample.
+EXIT_WATCH_JOIN_SECONDS = 2.0
 _TIMEOUTS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
 
@@ -270,7 +274,17 @@ class DockerRuntime:
         yield from rechunk(cast(Iterator[bytes], stream), self.settings.log_chunk_bytes)
 
     def wait(self, handle: Handle) -> Outcome:
-        """Block until the attempt ends; kill it at its wall-clock deadline."""
+        """Block until the attempt ends; kill it at its wall-clock deadline. The cgroup's final
+        counters are read the moment the container's first process exits (``_exit_watch``),
+        before the engine removes the cgroup, so the last partial second is not lost."""
+        watcher = self._exit_watch_start(handle)
+        try:
+            return self._wait(handle)
+        finally:
+            if watcher is not None:
+                watcher.join(EXIT_WATCH_JOIN_SECONDS)
+
+    def _wait(self, handle: Handle) -> Outcome:
         timed_out = False
         remaining = handle.deadline - time.monotonic()
         try:
@@ -323,6 +337,39 @@ class DockerRuntime:
             memory_peak_mb=peak // cgroup.MB,
         )
         return handle.last_usage
+
+    def _exit_watch_start(self, handle: Handle) -> threading.Thread | None:
+        """A thread that sleeps until the container's first process (``handle.pid``, tini)
+        exits — a pidfd becomes readable then — and takes one last sample at once: the engine
+        deletes the cgroup only after it heard of the exit. Nothing where pidfds or the cgroup
+        are not to be had (another pid namespace, a remote engine): the last sample stays."""
+        if not handle.pid or not hasattr(os, "pidfd_open") or self._cgroup_dirs(handle) is None:
+            return None
+        try:
+            descriptor = os.pidfd_open(handle.pid)
+        except OSError:
+            return None  # already gone
+        # The pid could have been reused before the pidfd was opened: it must still be in
+        # this container's cgroup.
+        now = cgroup.dirs_of_pid(handle.pid)
+        if now is None or handle.ref not in str(now.memory):
+            os.close(descriptor)
+            return None
+
+        def watch() -> None:
+            try:
+                poller = select.poll()
+                poller.register(descriptor, select.POLLIN)
+                poller.poll()
+                self.usage(handle)
+            except OSError:
+                pass
+            finally:
+                os.close(descriptor)
+
+        watcher = threading.Thread(target=watch, name=f"exit-{handle.ref[:12]}", daemon=True)
+        watcher.start()
+        return watcher
 
     def _cgroup_dirs(self, handle: Handle) -> cgroup.CgroupDirs | None:
         """Found once per container from its first process. A pid is reused once the
