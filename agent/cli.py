@@ -301,7 +301,12 @@ def command_status(args: argparse.Namespace, config: AgentConfig) -> int:
     draining = state["drain"] or ("by the owner" if state["is_server_draining"] else "no")
     print(f"availability: {availability}; draining: {draining}")
     jobs, unacknowledged = len(state["running_jobs"]), state["unacknowledged"]
-    print(f"running jobs: {jobs}; unacknowledged messages: {unacknowledged}")
+    slots = f" of {state['slots']} slots" if state.get("slots") else ""
+    print(f"running jobs: {jobs}{slots}; unacknowledged messages: {unacknowledged}")
+    readiness = state.get("readiness")
+    if isinstance(readiness, dict):
+        verdict = "yes" if readiness.get("ready") else f"no ({readiness.get('reason', '')})"
+        print(f"ready: {verdict}; isolation: {readiness.get('isolation', '?')}")
     return 0
 
 

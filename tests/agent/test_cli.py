@@ -134,6 +134,8 @@ def test_status_reports_the_running_agents_state(registry, config_path, capsys):
             "is_server_draining": True,
             "running_jobs": [],
             "unacknowledged": 0,
+            "slots": 4,
+            "readiness": {"ready": False, "reason": "no runner image", "isolation": "docker"},
         },
     )
 
@@ -146,7 +148,8 @@ def test_status_reports_the_running_agents_state(registry, config_path, capsys):
         f"host 42 at {registry} (config {config_path})",
         f"agent: running (pid {os.getpid()}), connected",
         "availability: unavailable (user_active); draining: by the owner",
-        "running jobs: 0; unacknowledged messages: 0",
+        "running jobs: 0 of 4 slots; unacknowledged messages: 0",
+        "ready: no (no runner image); isolation: docker",
     ]
     assert cli.main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["state"]["unavailable_reason"] == "user_active"
