@@ -1,6 +1,6 @@
 """The runtime-backed job manager and the factories the ``job_manager`` setting names.
 
-    auto     agent.jobrunner:auto_job_manager     Docker when an engine answers, else none
+    auto     agent.jobrunner:auto_job_manager     Docker, once the engine answers
     docker   agent.jobrunner:docker_job_manager   Docker, or refuse to start
     process  agent.jobrunner:process_job_manager  NO ISOLATION: only with allow_unisolated
 
@@ -105,13 +105,20 @@ def process_job_manager(config: AgentConfig) -> RuntimeJobManager:
 
 
 def auto_job_manager(config: AgentConfig) -> JobManager:
-    """The default: Docker when an engine answers; otherwise run nothing, and say so."""
+    """The default: Docker. When the engine does not answer yet (the agent started before
+    dockerd, or the engine is down), the agent is not ready and rejects every offer until a
+    readiness check finds the engine answering; then it runs jobs without a restart."""
     try:
         return docker_job_manager(config)
     except ConfigError as exc:
-        logger.warning(
-            "no usable job runtime (%s): this agent rejects every job offer until it is "
-            "restarted with Docker running",
-            exc,
+        try:
+            from agent.runtime.docker_later import DockerRuntimeLater
+        except ImportError:  # the agent was installed without the Docker SDK
+            logger.warning("no usable job runtime (%s): this agent rejects every job offer", exc)
+            return RejectingJobManager()
+        logger.warning("%s: taking no jobs until it does (checked every minute)", exc)
+        return RuntimeJobManager(
+            DockerRuntimeLater(runtime_settings_from_config(config)),
+            uploader=_uploader(config),
+            capacity=capacity_from_config(config),
         )
-        return RejectingJobManager()
