@@ -253,11 +253,7 @@ def command_run(args: argparse.Namespace, config: AgentConfig) -> int:
     from agent.client import AgentClient
     from agent.job_manager_protocol import job_manager_build
 
-    try:
-        config = config_install_id_ensure(config)  # an enrollment older than install ids
-    except OSError as exc:
-        print(f"communipute-agent: cannot write {config.path}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    config = config_install_id_ensure(config)  # an enrollment older than install ids
     try:
         job_manager = job_manager_build(config)
     except ConfigError as exc:

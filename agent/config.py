@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+logger = logging.getLogger("agent")
 
 DEFAULT_RUNNER_IMAGE = "python:3.12-slim"
 CONFIG_ENV = "COMMUNIPUTE_AGENT_CONFIG"
@@ -197,13 +200,19 @@ def config_save_enrollment(
 
 
 def config_install_id_ensure(config: AgentConfig) -> AgentConfig:
-    """An enrollment older than install ids gets one, written into the config file."""
+    """An enrollment older than install ids gets one, written into the config file. Where the
+    file can't be written (owned by another user) the id is derived from the credential
+    instead: as stable across restarts, and as unique as the enrollment."""
     if config.install_id:
         return config
     install_id = install_id_new()
-    stored = _file_read(config.path)
-    stored["install_id"] = install_id
-    file_write_private(config.path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    try:
+        stored = _file_read(config.path)
+        stored["install_id"] = install_id
+        file_write_private(config.path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    except (OSError, ConfigError) as exc:
+        logger.warning("cannot store an install id in %s (%s): deriving one", config.path, exc)
+        install_id = hashlib.sha256(f"install:{config.credential}".encode()).hexdigest()[:32]
     return replace(config, install_id=install_id)
 
 

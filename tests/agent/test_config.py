@@ -166,3 +166,26 @@ def test_an_enrollment_without_an_install_id_gets_one_once(tmp_path):
     assert again.install_id == ensured.install_id
     assert json.loads(path.read_text())["install_id"] == ensured.install_id
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_install_id_that_cannot_be_stored_is_derived_from_the_credential(tmp_path, monkeypatch):
+    # given a config its agent can read but not write (another user's file)
+    path = tmp_path / "agent.json"
+    _write(path, {"server": "http://s", "host_id": 3, "credential": "cph_x"})
+
+    def refused(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("agent.config.file_write_private", refused)
+
+    # when
+    first = config_install_id_ensure(config_load(path, env={}))
+    second = config_install_id_ensure(config_load(path, env={}))
+    other = tmp_path / "other.json"
+    _write(other, {"server": "http://s", "host_id": 3, "credential": "cph_y"})
+    another = config_install_id_ensure(config_load(other, env={}))
+
+    # then: the same id at every start, one per enrollment, and the file untouched
+    assert first.install_id == second.install_id != another.install_id
+    assert len(first.install_id) == 32
+    assert "install_id" not in json.loads(path.read_text())
