@@ -43,6 +43,9 @@ AT_CAPACITY_REASON = "at capacity: every slot of this host is taken"
 NOT_READY_REASON = "the host is not ready to run jobs"
 NOT_CHECKED_READINESS = "the runtime has not been checked yet"
 READINESS_TIMEOUT_SECONDS = 120.0
+# The first check must not hold up the first connection (pulling a missing image takes long):
+# past this it goes on in the background and the host says it is not ready meanwhile.
+START_READINESS_TIMEOUT_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,10 @@ class RuntimeJobManager:
 
     async def start(self, link: AgentLink) -> None:
         self._link = link
-        await self.readiness_refresh()
+        if await self.readiness_refresh(START_READINESS_TIMEOUT_SECONDS) == self._timed_out(
+            START_READINESS_TIMEOUT_SECONDS
+        ):
+            self._recheck.set()  # at once, with the longer timeout
         self._spawn(self._readiness_loop())
         try:
             owned = await asyncio.to_thread(self.runtime.list_own)
@@ -226,17 +232,16 @@ class RuntimeJobManager:
 
     # --- readiness ------------------------------------------------------------------------
 
-    async def readiness_refresh(self) -> str:
+    async def readiness_refresh(self, limit_seconds: float = READINESS_TIMEOUT_SECONDS) -> str:
         """Check the runtime now; "" when ready. A check that fails or hangs is a problem too."""
         try:
             reason = await asyncio.wait_for(
-                in_daemon_thread(self.runtime.readiness_check, name="readiness"),
-                READINESS_TIMEOUT_SECONDS,
+                in_daemon_thread(self.runtime.readiness_check, name="readiness"), limit_seconds
             )
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            reason = f"the runtime's self-check did not answer in {READINESS_TIMEOUT_SECONDS:g} s"
+            reason = self._timed_out(limit_seconds)
         except Exception as exc:
             reason = f"the runtime's self-check failed: {type(exc).__name__}: {exc}"
         if reason != self.not_ready_reason:
@@ -246,6 +251,10 @@ class RuntimeJobManager:
                 logger.info("ready to run jobs (%s isolation)", self.runtime.isolation)
         self.not_ready_reason = reason
         return reason
+
+    @staticmethod
+    def _timed_out(timeout: float) -> str:
+        return f"the runtime's self-check did not answer in {timeout:g} s"
 
     def host_fault_seen(self) -> None:
         """An attempt failed on the host's side: check the runtime again at once."""

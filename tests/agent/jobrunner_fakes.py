@@ -51,6 +51,7 @@ class FakeRuntime:
         self.calls: list[tuple[Any, ...]] = []
         self.not_ready = ""  # what readiness_check answers
         self.readiness_checks = 0
+        self.readiness_gate: threading.Event | None = None  # a check that hangs until set
         self.prepare_error: Exception | None = None
         self.start_error: Exception | None = None
         self.wait_error: Exception | None = None  # raised once the attempt ends
@@ -85,6 +86,8 @@ class FakeRuntime:
 
     def readiness_check(self) -> str:
         self.readiness_checks += 1
+        if self.readiness_gate is not None:
+            self.readiness_gate.wait(TIMEOUT)
         return self.not_ready
 
     def prepare(self, spec: JobSpec) -> Prepared:

@@ -201,6 +201,22 @@ async def test_readiness_is_checked_again_periodically_and_recovers(runtime, lin
     await manager.stop()
 
 
+async def test_a_slow_first_check_does_not_hold_up_the_start(runtime, link, monkeypatch):
+    # given a check that hangs (pulling a missing image, say)
+    monkeypatch.setattr("agent.jobrunner.runtime_manager.START_READINESS_TIMEOUT_SECONDS", 0.1)
+    runtime.readiness_gate = threading.Event()
+
+    # when
+    manager = await manager_for(runtime, link, Capacity(slots=1), readiness_seconds=3600)
+
+    # then: started, not ready meanwhile, and ready once the check answers (no hour's wait)
+    assert manager.readiness()["ready"] is False
+    assert "did not answer in 0.1 s" in manager.readiness()["reason"]
+    runtime.readiness_gate.set()
+    await link.until(lambda: manager.readiness()["ready"], "ready")
+    await manager.stop()
+
+
 async def test_a_host_fault_checks_readiness_at_once(runtime, link):
     # given: checks an hour apart, and an engine that fails to start containers
     manager = await manager_for(runtime, link, Capacity(slots=2), readiness_seconds=3600)
