@@ -15,7 +15,8 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from agent.job_manager_protocol import AgentLink
 from agent.jobrunner.logs import LogOutbound
@@ -36,13 +37,20 @@ from agent.runtime.reasons import (
 )
 from agent.runtime.types import Handle, JobSpec, Outcome, Prepared, Runtime, StopStatus, host_fault
 
-if TYPE_CHECKING:
-    from agent.jobrunner.runtime_manager import Need
-
 logger = logging.getLogger("agent.jobs")
 
 Phase = Literal["accepted", "preparing", "running", "finishing", "done"]
 BUDGET_REASON = "budget exhausted: the job's cost cap is reached"
+SERVER_BUDGET_REASON = "budget exhausted: the server stopped the job at its cost cap"
+
+
+@dataclass(frozen=True)
+class Need:
+    """What an attempt reserved of the host: cores, memory, GPUs."""
+
+    cpus: float
+    memory_mb: int
+    gpus: int
 
 
 class AttemptClosed(Exception):
@@ -55,9 +63,6 @@ def _engine_fault(reason: str, exc: BaseException) -> Outcome:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         reason = HOST_DISK_REASON
     return host_fault(reason, f"{type(exc).__name__}: {exc}")
-
-
-SERVER_BUDGET_REASON = "budget exhausted: the server stopped the job at its cost cap"
 
 
 class AttemptRun:
@@ -108,8 +113,6 @@ class AttemptRun:
     def need(self) -> Need:
         """The cores, memory and GPUs this attempt reserved (from its offer, or after a
         restart from its state file; unknown: nothing)."""
-        from agent.jobrunner.runtime_manager import Need
-
         if self.spec is not None:
             return Need(self.spec.cpus, self.spec.memory_mb, self.spec.gpus)
         if self.cap is not None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.job_manager_protocol import AgentLink, RejectCode, reject
-from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun
+from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun, Need
 from agent.jobrunner.offer import cap_from_offer, spec_from_offer
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.threads import in_daemon_thread
@@ -56,13 +56,6 @@ class Capacity:
     cpus: float = math.inf
     memory_mb: float = math.inf
     gpus: float = math.inf
-
-
-@dataclass(frozen=True)
-class Need:
-    cpus: float
-    memory_mb: int
-    gpus: int
 
 
 Key = tuple[int, int]
