@@ -213,3 +213,39 @@ def test_readiness_of_a_working_engine(tmp_path):
     runtime = agent_runtime(tmp_path, f"h-{uuid.uuid4().hex[:6]}", _install(), "s1")
 
     assert runtime.readiness_check() == ""
+
+
+async def test_a_multi_slot_host_runs_its_jobs_side_by_side_in_their_own_containers(tmp_path):
+    # given a host of 3 slots and 4 jobs that each run 2 s
+    runtime = agent_runtime(tmp_path, f"h-{uuid.uuid4().hex[:6]}", _install(), "s1")
+    link = FakeLink()
+    manager = await manager_for(runtime, link, slots=3)
+    source = "import time\nprint('up', flush=True)\ntime.sleep(2)\n"
+    try:
+        # when
+        for job_id in (1, 2, 3, 4):
+            await manager.on_offer(script_offer(source, job_id=job_id))
+
+        # then: three run at once, each in its own container; the fourth is busy
+        await link.until(lambda: len(running_ids(runtime)) == 3, "three containers running")
+        assert [r["code"] for r in link.of("job.reject")] == ["busy"]
+        assert [r["job_id"] for r in link.of("job.reject")] == [4]
+
+        def statuses():
+            found = {f["job_id"]: f["status"] for f in link.of("job.finished")}
+            return found if len(found) == 3 else None
+
+        # (job.finished is sent again until acknowledged: one status per job)
+        assert await link.until(statuses, "three finishes") == {
+            1: "succeeded",
+            2: "succeeded",
+            3: "succeeded",
+        }
+        for kind, _, message_id in list(link.sent):
+            if kind == "job.finished":
+                await manager.on_ack("ack", {"ack_id": message_id})
+        await link.until(lambda: runtime.list_own() == [], "every container removed")
+        assert manager.running_jobs() == []
+    finally:
+        await manager.stop()
+        remove_all(runtime)
