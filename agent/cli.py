@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config import AgentConfig, ConfigError, config_load, config_save_enrollment
+from agent.config import (
+    AgentConfig,
+    ConfigError,
+    config_install_id_ensure,
+    config_load,
+    config_save_enrollment,
+)
 from agent.control import DrainMode, agent_is_running, drain_request, state_read
 
 logger = logging.getLogger("agent")
@@ -83,7 +89,14 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="CA bundle for pip inside jobs' install step (PIP_CERT)",
     )
-    run.add_argument("--max-jobs", dest="max_concurrent_jobs", type=int, default=argparse.SUPPRESS)
+    run.add_argument(
+        "--slots",
+        "--max-jobs",
+        dest="slots",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="jobs side by side, 1-64 (default: from the cores and the memory)",
+    )
     run.add_argument("--ca-bundle", dest="ca_bundle", default=argparse.SUPPRESS)
     run.add_argument("--job-manager", dest="job_manager", default=argparse.SUPPRESS)
     run.set_defaults(command_function=command_run)
@@ -108,7 +121,7 @@ _SETTING_FLAGS = (
     "runner_image",
     "pip_index_url",
     "pip_cert",
-    "max_concurrent_jobs",
+    "slots",
     "ca_bundle",
     "job_manager",
     "log_level",
@@ -240,6 +253,7 @@ def command_run(args: argparse.Namespace, config: AgentConfig) -> int:
     from agent.client import AgentClient
     from agent.job_manager_protocol import job_manager_build
 
+    config = config_install_id_ensure(config)  # an enrollment older than install ids
     try:
         job_manager = job_manager_build(config)
     except ConfigError as exc:
@@ -283,7 +297,12 @@ def command_status(args: argparse.Namespace, config: AgentConfig) -> int:
     draining = state["drain"] or ("by the owner" if state["is_server_draining"] else "no")
     print(f"availability: {availability}; draining: {draining}")
     jobs, unacknowledged = len(state["running_jobs"]), state["unacknowledged"]
-    print(f"running jobs: {jobs}; unacknowledged messages: {unacknowledged}")
+    slots = f" of {state['slots']} slots" if state.get("slots") else ""
+    print(f"running jobs: {jobs}{slots}; unacknowledged messages: {unacknowledged}")
+    readiness = state.get("readiness")
+    if isinstance(readiness, dict):
+        verdict = "yes" if readiness.get("ready") else f"no ({readiness.get('reason', '')})"
+        print(f"ready: {verdict}; isolation: {readiness.get('isolation', '?')}")
     return 0
 
 

@@ -6,7 +6,13 @@ sends a heartbeat every ``heartbeat_seconds`` and whenever its state changes. Wh
 connection drops it reconnects with jittered exponential backoff and resends every message the
 server has not acknowledged. SIGTERM (or ``communipute-agent drain --exit``) drains: no new
 work, exit once no job runs. Jobs themselves belong to a ``JobManager``
-(agent/job_manager_protocol.py).
+(agent/job_manager_protocol.py), which also says how many slots the host has and whether it is
+ready; both go out in hello and every heartbeat.
+
+A close with 4409 (another connection of this host took over) is checked, not believed: the
+agent reconnects with backoff, and exits with status 4 only when it is replaced again and
+again (``REPLACED_LIMIT`` times in a row), which is what two agents sharing a credential do. A
+stale handshake that a stalled server accepted late costs one reconnect.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from agent import __version__
 from agent.config import AgentConfig
 from agent.control import DrainMode, drain_request, drain_requested, state_write
 from agent.idle import AVAILABLE, Availability, AvailabilityMonitor, Monitor
-from agent.job_manager_protocol import JobManager, RejectingJobManager
+from agent.job_manager_protocol import JobManager, RejectCode, RejectingJobManager, reject
 from agent.outbox import RELIABLE_TYPES, Outbox
 from agent.protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -49,6 +55,7 @@ from agent.protocol import (
     JobCancel,
     JobOffer,
     ProtocolError,
+    Readiness,
     Welcome,
     decode,
     encode,
@@ -64,6 +71,10 @@ AVAILABILITY_CHECK_SECONDS = 5.0
 # Once the last job ended, how long an exiting agent waits for unacknowledged reports.
 EXIT_OUTBOX_GRACE_SECONDS = 30.0
 PING_INTERVAL_SECONDS = 20.0
+# Closed with 4409 this many times in a row: another agent really uses this credential.
+REPLACED_LIMIT = 3
+# A connection that stayed this long forgets earlier replacements.
+REPLACED_FORGET_SECONDS = 60.0
 
 EXIT_OK = 0
 EXIT_UNAUTHORIZED = 3
@@ -123,6 +134,10 @@ class AgentClient:
         self._jobs_ended_at: float | None = None
         self._last_state: dict[str, Any] | None = None
         self._handle_signals = handle_signals
+        self.replacements = 0  # consecutive closes with 4409 (REPLACED_LIMIT)
+        self._close_code: int | None = None
+        self._welcomed_at: float | None = None
+        self._last_readiness: Readiness | None = None
 
     # --- AgentLink ----------------------------------------------------------------------------
 
@@ -159,6 +174,8 @@ class AgentClient:
                 if self._stop.is_set():
                     break
                 attempt = 0 if was_welcomed else attempt + 1
+                if self._replaced_check(was_welcomed):
+                    attempt = self.replacements
                 delay = backoff_delay(
                     attempt, self.config.backoff_initial_seconds, self.config.backoff_max_seconds
                 )
@@ -195,11 +212,39 @@ class AgentClient:
         self.drain_mode = mode
         self._heartbeat_now.set()
 
+    def _replaced_check(self, was_welcomed: bool) -> bool:
+        """After a connection: count closes with 4409 in a row (True if this was one) and give
+        up once another agent has taken over REPLACED_LIMIT times. A connection that stayed
+        REPLACED_FORGET_SECONDS, or ended any other way, forgets the count."""
+        stayed = (
+            was_welcomed
+            and self._welcomed_at is not None
+            and time.monotonic() - self._welcomed_at >= REPLACED_FORGET_SECONDS
+        )
+        if self._close_code != CLOSE_REPLACED:
+            if was_welcomed:
+                self.replacements = 0
+            return False
+        self.replacements = 1 if stayed else self.replacements + 1
+        if self.replacements >= REPLACED_LIMIT:
+            raise FatalClose(
+                EXIT_REPLACED,
+                f"another agent connected with this host's credential {self.replacements} times "
+                "in a row; this one stops",
+            )
+        logger.warning(
+            "another connection of this host took over (%d of %d): reconnecting to check",
+            self.replacements,
+            REPLACED_LIMIT,
+        )
+        return True
+
     # --- one connection -----------------------------------------------------------------------
 
     async def _connection(self) -> bool:
         """Connect once and serve until the socket closes; True if it got as far as welcome."""
         ws: ClientConnection | None = None
+        self._close_code, self._welcomed_at = None, None
         try:
             async with connect(
                 self.config.websocket_url,
@@ -246,17 +291,15 @@ class AgentClient:
 
     def _close_check(self, ws: ClientConnection) -> None:
         code, reason = ws.close_code, ws.close_reason or ""
+        self._close_code = code
         if code == CLOSE_UNAUTHORIZED:
             raise FatalClose(
                 EXIT_UNAUTHORIZED,
                 "the server refused this host's credential (revoked?): enroll the host again",
             )
         if code == CLOSE_REPLACED:
-            raise FatalClose(
-                EXIT_REPLACED,
-                "another agent connected with this host's credential; this one stops",
-            )
-        if code == CLOSE_PROTOCOL_ERROR:
+            self._error("another connection of this host took over (4409)")
+        elif code == CLOSE_PROTOCOL_ERROR:
             self._error(f"the server closed the connection: protocol error {reason}".strip())
         elif not self._stop.is_set():
             self._error(f"connection closed ({code} {reason})".strip())
@@ -296,6 +339,7 @@ class AgentClient:
         self.heartbeat_seconds = float(max(1, data["heartbeat_seconds"]))
         self.usage_report_seconds = float(max(1, data["usage_report_seconds"]))
         self.connected_since = datetime.now(UTC).isoformat()
+        self._welcomed_at = time.monotonic()
         self.last_error = ""
         logger.info(
             "connected to %s as host %s (heartbeat every %ss)",
@@ -322,13 +366,11 @@ class AgentClient:
 
     async def _on_offer(self, envelope: Envelope[JobOffer]) -> None:
         offer = envelope["data"]
-        reason = self._offer_refusal()
-        if reason:
-            logger.info("rejecting job %s: %s", offer["job_id"], reason)
-            self.send(
-                "job.reject",
-                {"job_id": offer["job_id"], "attempt": offer["attempt"], "reason": reason},
-            )
+        refusal = self._offer_refusal()
+        if refusal is not None:
+            reason, code = refusal
+            logger.info("rejecting job %s (%s): %s", offer["job_id"], code, reason)
+            self.send("job.reject", reject(offer, reason, code))
             return
         await self.jobs.on_offer(offer)
 
@@ -372,14 +414,19 @@ class AgentClient:
 
     async def _hello(self) -> Hello:
         specs = await asyncio.to_thread(self._specs_provider)
-        return Hello(
+        hello = Hello(
             agent_version=__version__,
             protocol_version=PROTOCOL_VERSION,
             specs=specs,
             running_jobs=self.jobs.running_jobs(),
             is_available=self.availability.is_available,
             is_draining=self.is_draining,
+            slots=self.jobs.slots(),
+            readiness=self._readiness(),
         )
+        if self.config.install_id:
+            hello["install_id"] = self.config.install_id
+        return hello
 
     def _heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -388,16 +435,22 @@ class AgentClient:
             unavailable_reason=self.availability.reason,
             running_jobs=self.jobs.running_jobs(),
             is_draining=self.is_draining,
+            slots=self.jobs.slots(),
+            readiness=self._readiness(),
         )
 
-    def _offer_refusal(self) -> str:
+    def _readiness(self) -> Readiness:
+        self._last_readiness = self.jobs.readiness()
+        return self._last_readiness
+
+    def _offer_refusal(self) -> tuple[str, RejectCode] | None:
+        """Not now (never held against the job): draining or unavailable. What doesn't fit
+        the free slots or the host is the job manager's to say."""
         if self.is_draining or self.is_server_draining:
-            return "draining"
+            return "draining", "busy"
         if not self.availability.is_available:
-            return f"unavailable: {self.availability.reason}"
-        if self.jobs.slots_used() >= self.config.max_concurrent_jobs:
-            return "at capacity"
-        return ""
+            return f"unavailable: {self.availability.reason}", "busy"
+        return None
 
     def _enqueue(self, text: str, *, force: bool = False) -> None:
         # Before the welcome only the session's own messages go out; the outbox is resent then.
@@ -414,6 +467,8 @@ class AgentClient:
             if time.monotonic() >= next_check:
                 await self._availability_refresh()
                 next_check = time.monotonic() + AVAILABILITY_CHECK_SECONDS
+            if self._last_readiness is not None and self.jobs.readiness() != self._last_readiness:
+                self._heartbeat_now.set()  # ready or not: the server hears at once
             self._exit_if_drained()
             self._state_publish()
             await asyncio.sleep(TICK_SECONDS)
@@ -482,6 +537,8 @@ class AgentClient:
             "drain": self.drain_mode,
             "is_server_draining": self.is_server_draining,
             "running_jobs": self.jobs.running_jobs(),
+            "slots": self.jobs.slots(),
+            "readiness": self.jobs.readiness(),
             "unacknowledged": len(self.outbox),
         }
         if state == self._last_state:

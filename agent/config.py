@@ -10,14 +10,20 @@ credential is a bearer secret. Each setting can be overridden by its environment
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
+import secrets
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+logger = logging.getLogger("agent")
 
 DEFAULT_RUNNER_IMAGE = "python:3.12-slim"
 CONFIG_ENV = "COMMUNIPUTE_AGENT_CONFIG"
@@ -30,7 +36,7 @@ ENV_NAMES: dict[str, str] = {
     "pip_index_url": "COMMUNIPUTE_PIP_INDEX_URL",
     "pip_extra_index_url": "COMMUNIPUTE_PIP_EXTRA_INDEX_URL",
     "pip_cert": "COMMUNIPUTE_PIP_CERT",
-    "max_concurrent_jobs": "COMMUNIPUTE_MAX_JOBS",
+    "slots": "COMMUNIPUTE_SLOTS",
     "allow_network": "COMMUNIPUTE_ALLOW_NETWORK",
     "ca_bundle": "COMMUNIPUTE_CA_BUNDLE",
     "job_manager": "COMMUNIPUTE_JOB_MANAGER",
@@ -39,8 +45,16 @@ ENV_NAMES: dict[str, str] = {
     "backoff_initial_seconds": "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS",
     "backoff_max_seconds": "COMMUNIPUTE_BACKOFF_MAX_SECONDS",
 }
+# Older names of settings, still read (file key or environment variable) -> the setting.
+SETTING_ALIASES = {"max_concurrent_jobs": "slots"}
+ENV_ALIASES = {"COMMUNIPUTE_MAX_JOBS": "slots"}
 # Kept in the file by `enroll`; never taken from the environment.
-ENROLLMENT_KEYS = ("server", "host_id", "credential")
+ENROLLMENT_KEYS = ("server", "host_id", "credential", "install_id")
+# How many jobs a host may run side by side (agent/protocol.py MAX_SLOTS).
+MIN_SLOTS, MAX_SLOTS = 1, 64
+# The automatic slot count gives each slot at least this much memory.
+SLOT_MEMORY_MB = 2048
+_INSTALL_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 class ConfigError(ValueError):
@@ -66,13 +80,18 @@ class AgentConfig:
     server: str = ""  # http(s)://host[:port] of the CommuniPute server
     host_id: int | None = None
     credential: str = ""
+    # Generated at enrollment (or on the first start of an older config): this installation's
+    # containers and volumes carry it, so agents sharing a Docker engine never touch each
+    # other's (agent/runtime/hardening.py labels).
+    install_id: str = ""
     # Job runtime settings (agent/runtime/ builds its RuntimeSettings from these).
     work_dir: Path = field(default_factory=_work_dir_default)
     runner_image: str = DEFAULT_RUNNER_IMAGE
     pip_index_url: str = ""
     pip_extra_index_url: str = ""
     pip_cert: str = ""  # CA bundle on this host for pip inside the install step (PIP_CERT)
-    max_concurrent_jobs: int = 1
+    # Jobs side by side (1-64); 0: automatic, from the cores and the memory (slots_default).
+    slots: int = 0
     allow_network: bool = False  # the owner's local veto on network for the run step
     # Connection to the server.
     ca_bundle: str = ""  # CA bundle to verify the server's TLS certificate
@@ -101,6 +120,16 @@ class AgentConfig:
         return self.path.with_name(self.path.stem + ".drain")
 
     @property
+    def slots_effective(self) -> int:
+        """The slots setting, or the automatic count where it is 0."""
+        return self.slots or slots_default()
+
+    @property
+    def server_id(self) -> str:
+        """The server's identity on container labels: a digest of its URL."""
+        return server_identity(self.server)
+
+    @property
     def websocket_url(self) -> str:
         parts = urlsplit(self.server)
         scheme = {"http": "ws", "https": "wss"}[parts.scheme]
@@ -108,6 +137,28 @@ class AgentConfig:
 
 
 _SETTING_NAMES = {f.name for f in fields(AgentConfig)} - {"path"}
+
+
+def slots_default(cpus: int | None = None, memory_mb: int | None = None) -> int:
+    """One slot per core, as long as each gets ``SLOT_MEMORY_MB`` of memory; 1 to 64."""
+    if cpus is None:
+        cpus = os.cpu_count() or 1
+    if memory_mb is None:
+        import psutil
+
+        memory_mb = psutil.virtual_memory().total // (1024 * 1024)
+    return max(MIN_SLOTS, min(MAX_SLOTS, cpus, memory_mb // SLOT_MEMORY_MB))
+
+
+def server_identity(server: str) -> str:
+    """A short, stable digest of the server URL (16 hex characters); "" without a server."""
+    if not server:
+        return ""
+    return hashlib.sha256(server.rstrip("/").lower().encode()).hexdigest()[:16]
+
+
+def install_id_new() -> str:
+    return secrets.token_hex(16)
 
 
 def config_load(
@@ -120,7 +171,10 @@ def config_load(
     env = os.environ if env is None else env
     path = path or config_path_default(env)
     values: dict[str, Any] = {}
-    values.update(_file_read(path))
+    stored = _file_read(path)
+    values.update({SETTING_ALIASES.get(k, k): v for k, v in stored.items() if k in SETTING_ALIASES})
+    values.update({k: v for k, v in stored.items() if k not in SETTING_ALIASES})
+    values.update({k: env[v] for v, k in ENV_ALIASES.items() if env.get(v, "") != ""})
     values.update({k: env[v] for k, v in ENV_NAMES.items() if env.get(v, "") != ""})
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = set(values) - _SETTING_NAMES
@@ -132,11 +186,34 @@ def config_load(
 def config_save_enrollment(
     config: AgentConfig, *, server: str, host_id: int, credential: str
 ) -> AgentConfig:
-    """Store the enrollment in the config file (0600), keeping the file's other settings."""
+    """Store the enrollment in the config file (0600), keeping the file's other settings, with
+    a new install id (a new enrollment is a new installation)."""
+    install_id = install_id_new()
     stored = _file_read(config.path)
-    stored.update({"server": server, "host_id": host_id, "credential": credential})
+    stored.update(
+        {"server": server, "host_id": host_id, "credential": credential, "install_id": install_id}
+    )
     file_write_private(config.path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
-    return replace(config, server=server, host_id=host_id, credential=credential)
+    return replace(
+        config, server=server, host_id=host_id, credential=credential, install_id=install_id
+    )
+
+
+def config_install_id_ensure(config: AgentConfig) -> AgentConfig:
+    """An enrollment older than install ids gets one, written into the config file. Where the
+    file can't be written (owned by another user) the id is derived from the credential
+    instead: as stable across restarts, and as unique as the enrollment."""
+    if config.install_id:
+        return config
+    install_id = install_id_new()
+    try:
+        stored = _file_read(config.path)
+        stored["install_id"] = install_id
+        file_write_private(config.path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    except (OSError, ConfigError) as exc:
+        logger.warning("cannot store an install id in %s (%s): deriving one", config.path, exc)
+        install_id = hashlib.sha256(f"install:{config.credential}".encode()).hexdigest()[:32]
+    return replace(config, install_id=install_id)
 
 
 def file_write_private(path: Path, text: str) -> None:
@@ -170,7 +247,7 @@ def _file_read(path: Path) -> dict[str, Any]:
     return data
 
 
-_INTS = {"host_id", "max_concurrent_jobs"}
+_INTS = {"host_id", "slots"}
 _FLOATS = {"backoff_initial_seconds", "backoff_max_seconds"}
 _BOOLS = {"allow_network", "allow_unisolated"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -205,8 +282,10 @@ def _bool(value: Any) -> bool:
 def _validated(config: AgentConfig) -> AgentConfig:
     if config.server and urlsplit(config.server).scheme not in ("http", "https"):
         raise ConfigError(f"server must be an http:// or https:// URL, not {config.server!r}")
-    if config.max_concurrent_jobs < 1:
-        raise ConfigError("max_concurrent_jobs must be at least 1")
+    if config.slots != 0 and not MIN_SLOTS <= config.slots <= MAX_SLOTS:
+        raise ConfigError(f"slots must be within {MIN_SLOTS}..{MAX_SLOTS} (0: automatic)")
+    if config.install_id and not _INSTALL_ID.fullmatch(config.install_id):
+        raise ConfigError("install_id must be 8 to 64 letters, digits, '-' or '_'")
     if not 0 < config.backoff_initial_seconds <= config.backoff_max_seconds:
         raise ConfigError("backoff seconds must satisfy 0 < initial <= max")
     for name in ("pip_cert", "ca_bundle"):

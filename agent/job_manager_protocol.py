@@ -10,12 +10,27 @@ runs no jobs and says so to every offer.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from agent.config import AgentConfig, ConfigError
-from agent.protocol import JobCancel, JobOffer, RunningJobRef
+from agent.protocol import JobCancel, JobOffer, JobReject, Readiness, RunningJobRef
 
 NO_RUNTIME_REASON = "no runtime configured"
+NO_RUNTIME_READINESS = "no job runtime: Docker did not answer when the agent started"
+
+
+RejectCode = Literal["busy", "refused", "host_fault"]
+
+
+def reject(offer: JobOffer, reason: str, code: RejectCode = "refused") -> JobReject:
+    """A job.reject of the offer: ``busy`` (no room now; never held against the job),
+    ``refused`` (the host's policy or a misfit) or ``host_fault`` (the host is not ready)."""
+    return {
+        "job_id": offer["job_id"],
+        "attempt": offer["attempt"],
+        "reason": reason,
+        "code": code,
+    }
 
 
 class AgentLink(Protocol):
@@ -48,14 +63,24 @@ class JobManager(Protocol):
         ...
 
     def slots_used(self) -> int:
-        """The attempts that count against ``max_concurrent_jobs``: a finished one that waits
-        for the server's acknowledgement no longer does."""
+        """The attempts that take a slot: a finished one that waits for the server's
+        acknowledgement no longer does."""
+        ...
+
+    def slots(self) -> int:
+        """How many jobs this host runs side by side (hello and heartbeat ``slots``)."""
+        ...
+
+    def readiness(self) -> Readiness:
+        """What the last self-check found (hello and every heartbeat)."""
         ...
 
     async def on_offer(self, offer: JobOffer) -> None:
         """Accept (job.accept, then run it) or reject (job.reject) the offer via the link.
 
-        The client has already rejected offers while draining, unavailable or at capacity.
+        The client has already rejected offers while draining or unavailable; the manager
+        rejects what doesn't fit (``busy``: not now; ``refused``: never here) and everything
+        while not ready (``host_fault``).
         """
         ...
 
@@ -89,12 +114,15 @@ class RejectingJobManager:
     def slots_used(self) -> int:
         return 0
 
+    def slots(self) -> int:
+        return 1
+
+    def readiness(self) -> Readiness:
+        return Readiness(ready=False, reason=NO_RUNTIME_READINESS, isolation="none")
+
     async def on_offer(self, offer: JobOffer) -> None:
         assert self._link is not None
-        self._link.send(
-            "job.reject",
-            {"job_id": offer["job_id"], "attempt": offer["attempt"], "reason": NO_RUNTIME_REASON},
-        )
+        self._link.send("job.reject", reject(offer, NO_RUNTIME_REASON, "host_fault"))
 
     async def on_cancel(self, cancel: JobCancel) -> None:
         return None

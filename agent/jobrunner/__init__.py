@@ -1,6 +1,6 @@
 """The runtime-backed job manager and the factories the ``job_manager`` setting names.
 
-    auto     agent.jobrunner:auto_job_manager     Docker when an engine answers, else none
+    auto     agent.jobrunner:auto_job_manager     Docker, once the engine answers
     docker   agent.jobrunner:docker_job_manager   Docker, or refuse to start
     process  agent.jobrunner:process_job_manager  NO ISOLATION: only with allow_unisolated
 
@@ -16,7 +16,7 @@ from agent.config import AgentConfig, ConfigError
 from agent.job_manager_protocol import JobManager, RejectingJobManager
 from agent.jobrunner.attempt import AttemptRun
 from agent.jobrunner.options import RunnerOptions
-from agent.jobrunner.runtime_manager import RuntimeJobManager
+from agent.jobrunner.runtime_manager import Capacity, RuntimeJobManager
 from agent.jobrunner.uploads import HttpOutputUploader
 from agent.runtime.types import RuntimeSettings
 
@@ -24,9 +24,11 @@ logger = logging.getLogger("agent.jobs")
 
 __all__ = [
     "AttemptRun",
+    "Capacity",
     "RunnerOptions",
     "RuntimeJobManager",
     "auto_job_manager",
+    "capacity_from_config",
     "docker_job_manager",
     "process_job_manager",
     "runtime_settings_from_config",
@@ -34,16 +36,33 @@ __all__ = [
 
 
 def runtime_settings_from_config(config: AgentConfig) -> RuntimeSettings:
-    """The runtime's settings; containers are marked with the host id, so a restarted agent
-    finds its own and leaves other agents' containers on the same engine alone."""
+    """The runtime's settings; containers are marked with the host id, the install id and the
+    server's identity, so a restarted agent finds its own and leaves other agents' containers
+    on the same engine alone (even those of an agent with the same host id elsewhere)."""
     return RuntimeSettings(
         work_root=config.work_dir,
         image=config.runner_image,
         agent_marker=str(config.host_id),
+        install_id=config.install_id,
+        server_id=config.server_id,
         pip_index_url=config.pip_index_url or None,
         pip_extra_index_url=config.pip_extra_index_url or None,
         pip_cert_path=Path(config.pip_cert).expanduser() if config.pip_cert else None,
         network_allowed=config.allow_network,
+    )
+
+
+def capacity_from_config(config: AgentConfig) -> Capacity:
+    """What the host gives its jobs together: its slots and the cores, memory and GPUs the
+    machine has (agent/specs.py)."""
+    from agent.specs import specs_collect
+
+    specs = specs_collect(config.work_dir)
+    return Capacity(
+        slots=config.slots_effective,
+        cpus=float(specs["cpus"]),
+        memory_mb=int(specs["memory_mb"]),
+        gpus=len(specs["gpus"]),
     )
 
 
@@ -65,7 +84,7 @@ def docker_job_manager(config: AgentConfig) -> RuntimeJobManager:
         raise ConfigError(f"the Docker engine does not answer: {exc}") from None
     logger.info("running jobs in Docker (image %s)", settings.image)
     return RuntimeJobManager(
-        runtime, uploader=_uploader(config), max_concurrent_jobs=config.max_concurrent_jobs
+        runtime, uploader=_uploader(config), capacity=capacity_from_config(config)
     )
 
 
@@ -81,18 +100,25 @@ def process_job_manager(config: AgentConfig) -> RuntimeJobManager:
         )
     runtime = ProcessRuntime(runtime_settings_from_config(config), allow_unisolated=True)
     return RuntimeJobManager(
-        runtime, uploader=_uploader(config), max_concurrent_jobs=config.max_concurrent_jobs
+        runtime, uploader=_uploader(config), capacity=capacity_from_config(config)
     )
 
 
 def auto_job_manager(config: AgentConfig) -> JobManager:
-    """The default: Docker when an engine answers; otherwise run nothing, and say so."""
+    """The default: Docker. When the engine does not answer yet (the agent started before
+    dockerd, or the engine is down), the agent is not ready and rejects every offer until a
+    readiness check finds the engine answering; then it runs jobs without a restart."""
     try:
         return docker_job_manager(config)
     except ConfigError as exc:
-        logger.warning(
-            "no usable job runtime (%s): this agent rejects every job offer until it is "
-            "restarted with Docker running",
-            exc,
+        try:
+            from agent.runtime.docker_later import DockerRuntimeLater
+        except ImportError:  # the agent was installed without the Docker SDK
+            logger.warning("no usable job runtime (%s): this agent rejects every job offer", exc)
+            return RejectingJobManager()
+        logger.warning("%s: taking no jobs until it does (checked every minute)", exc)
+        return RuntimeJobManager(
+            DockerRuntimeLater(runtime_settings_from_config(config)),
+            uploader=_uploader(config),
+            capacity=capacity_from_config(config),
         )
-        return RejectingJobManager()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.job_manager_protocol import AgentLink
@@ -25,13 +28,41 @@ from agent.jobrunner.uploads import OutputUploader, output_upload
 from agent.jobrunner.usage import UsageMeter
 from agent.protocol import JobFinished, JobLog, RunningJobRef
 from agent.protocol import OutputFile as WireOutput
-from agent.runtime.types import Handle, JobSpec, Outcome, Runtime, StopStatus
+from agent.runtime.reasons import (
+    HOST_AGENT_REASON,
+    HOST_DISK_REASON,
+    HOST_LOST_REASON,
+    HOST_PREPARE_REASON,
+    HOST_START_REASON,
+)
+from agent.runtime.types import Handle, JobSpec, Outcome, Prepared, Runtime, StopStatus, host_fault
 
 logger = logging.getLogger("agent.jobs")
 
 Phase = Literal["accepted", "preparing", "running", "finishing", "done"]
 BUDGET_REASON = "budget exhausted: the job's cost cap is reached"
 SERVER_BUDGET_REASON = "budget exhausted: the server stopped the job at its cost cap"
+
+
+@dataclass(frozen=True)
+class Need:
+    """What an attempt reserved of the host: cores, memory, GPUs."""
+
+    cpus: float
+    memory_mb: int
+    gpus: int
+
+
+class AttemptClosed(Exception):
+    """The attempt was killed (stale) while a runtime call was under way."""
+
+
+def _engine_fault(reason: str, exc: BaseException) -> Outcome:
+    """A runtime call failed: the host's fault. A full disk says so; the engine's words are
+    the detail, never the renter's reason."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        reason = HOST_DISK_REASON
+    return host_fault(reason, f"{type(exc).__name__}: {exc}")
 
 
 class AttemptRun:
@@ -47,6 +78,7 @@ class AttemptRun:
         options: RunnerOptions,
         spec: JobSpec | None = None,
         cap: CostCap | None = None,
+        on_host_fault: Callable[[], None] | None = None,
     ) -> None:
         self.ref = ref
         self.job_id, self.attempt = ref["job_id"], ref["attempt"]
@@ -57,6 +89,7 @@ class AttemptRun:
         self.spec = spec
         self.cap = cap
         self.gpus = spec.gpus if spec is not None else 0
+        self._on_host_fault = on_host_fault
         self.phase: Phase = "accepted"
         self.handle: Handle | None = None
         self.meter = UsageMeter(self.job_id, self.attempt, self.gpus, started_at=time.monotonic())
@@ -77,6 +110,16 @@ class AttemptRun:
         self._final: tuple[Any, JobFinished] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
 
+    def need(self) -> Need:
+        """The cores, memory and GPUs this attempt reserved (from its offer, or after a
+        restart from its state file; unknown: nothing)."""
+        if self.spec is not None:
+            return Need(self.spec.cpus, self.spec.memory_mb, self.spec.gpus)
+        if self.cap is not None:
+            reservation = self.cap.reservation
+            return Need(float(reservation.cpus), reservation.memory_mb, reservation.gpus)
+        return Need(0.0, 0, self.gpus)
+
     # --- the whole life -------------------------------------------------------------------
 
     async def run_fresh(self) -> None:
@@ -86,10 +129,12 @@ class AttemptRun:
             await self._prepare_and_run(self.spec)
         except asyncio.CancelledError:
             raise
+        except AttemptClosed:
+            return
         except Exception as exc:  # a bug or the engine failing: the job must still end
             logger.exception("job %s attempt %s failed in the agent", self.job_id, self.attempt)
-            if self.phase not in ("finishing", "done"):
-                await self._finish(Outcome("failed", f"the host agent failed: {exc}"))
+            if self.phase not in ("finishing", "done") and not self.is_closed:
+                await self._finish(_engine_fault(HOST_AGENT_REASON, exc))
 
     async def run_attached(self) -> bool:
         """Carry on with a container an earlier agent process started; False when it is gone."""
@@ -129,25 +174,30 @@ class AttemptRun:
         self.phase = "preparing"
         self._send("job.started", {**self.ref, "phase": "preparing"})
         try:
-            prepared = await in_daemon_thread(self.runtime.prepare, spec)
+            prepared = await in_daemon_thread(self._prepare_unless_closed, spec)
+        except AttemptClosed:
+            return
         except Exception as exc:
             await self._discard()
-            await self._finish(Outcome("failed", f"the host could not prepare the job: {exc}"))
+            await self._finish(_engine_fault(HOST_PREPARE_REASON, exc))
             return
         if self.stop_requested is not None:
             await self._discard()
             await self._finish(Outcome(*self.stop_requested))
             return
         if prepared.failure is not None:
-            await self._log_feed(prepared.install_log, end=True)
+            if prepared.failure.fault != "host":  # the host's pip output is not the renter's
+                await self._log_feed(prepared.install_log, end=True)
             await self._finish(prepared.failure)
             return
         await asyncio.to_thread(state_write, prepared.attempt_dir, self._state())
         try:
-            handle = await in_daemon_thread(self.runtime.start, prepared)
+            handle = await in_daemon_thread(self._start_unless_closed, prepared)
+        except AttemptClosed:
+            return
         except Exception as exc:
             await self._discard()
-            await self._finish(Outcome("failed", f"the host could not start the job: {exc}"))
+            await self._finish(_engine_fault(HOST_START_REASON, exc))
             return
         self.handle = handle
         self.meter.started_at = handle.deadline - handle.timeout_seconds
@@ -171,7 +221,7 @@ class AttemptRun:
             try:
                 outcome = await in_daemon_thread(self.runtime.wait, handle)
             except Exception as exc:
-                outcome = Outcome("failed", f"the host lost track of the job: {exc}")
+                outcome = _engine_fault(HOST_LOST_REASON, exc)
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
@@ -182,6 +232,24 @@ class AttemptRun:
             sampler.cancel()
             pump.cancel()
         await self._finish(outcome, handle)
+
+    # These run in the runtime's thread. A kill (stale attempt) that came while the call was
+    # under way has found nothing to remove yet: what the call made is removed here, at once.
+    # (kill() closes first and removes second, so either it or this sees the container.)
+
+    def _prepare_unless_closed(self, spec: JobSpec) -> Prepared:
+        prepared = self.runtime.prepare(spec)
+        if self.is_closed:
+            self.runtime.kill(self.job_id, self.attempt)
+            raise AttemptClosed
+        return prepared
+
+    def _start_unless_closed(self, prepared: Prepared) -> Handle:
+        handle = self.runtime.start(prepared)
+        if self.is_closed:
+            self.runtime.kill(self.job_id, self.attempt)
+            raise AttemptClosed
+        return handle
 
     # --- stopping -------------------------------------------------------------------------
 
@@ -370,8 +438,8 @@ class AttemptRun:
         outputs = await self._outputs_upload(handle) if handle is not None else []
         final = await self._usage_send(is_final=True)
         finished = JobFinished(
-            job_id=self.ref["job_id"],
-            attempt=self.ref["attempt"],
+            job_id=self.job_id,
+            attempt=self.attempt,
             status=outcome.status,
             reason=outcome.reason,
             exit_code=outcome.exit_code,
@@ -379,6 +447,14 @@ class AttemptRun:
             usage=final,
             log_bytes=self.log.produced,
         )
+        if outcome.fault == "host" and outcome.status == "failed":
+            finished["fault"] = "host"
+            finished["detail"] = outcome.detail
+            logger.warning(
+                "job %s attempt %s: a host fault: %s", self.job_id, self.attempt, outcome.detail
+            )
+            if self._on_host_fault is not None:
+                self._on_host_fault()
         self._final = (final, finished)
         logger.info(
             "job %s attempt %s finished: %s (%s)",

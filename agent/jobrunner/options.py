@@ -24,3 +24,4 @@ class RunnerOptions:
     finish_give_up_seconds: float = 600.0  # ... and give up after this long connected
     upload_give_up_seconds: float = 300.0  # keep retrying an output upload for this long
     upload_backoff_seconds: float = 1.0  # first retry delay (doubles, at most 30 s)
+    readiness_seconds: float = 60.0  # how often the runtime checks itself (and after a fault)

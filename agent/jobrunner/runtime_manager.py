@@ -3,6 +3,12 @@
 It owns the attempts this host holds, from ``job.accept`` until the server acknowledged
 ``job.finished`` (they are listed in ``running_jobs`` all that time, which renews their
 leases), and routes the server's acknowledgements, cancels and resume decisions to them.
+
+It runs up to ``Capacity.slots`` attempts side by side, each within its own limits, and takes
+an offer only when its cores, memory and GPUs fit what the running attempts leave free: an
+offer that doesn't fit now is rejected ``busy``, one that can never fit here ``refused``. It
+checks the runtime (``readiness_check``) at start, every ``readiness_seconds`` and after each
+host fault; while that finds a problem every offer is rejected ``host_fault``.
 """
 
 from __future__ import annotations
@@ -11,21 +17,46 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from agent.job_manager_protocol import AgentLink
-from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun
+from agent.job_manager_protocol import AgentLink, RejectCode, reject
+from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun, Need
 from agent.jobrunner.offer import cap_from_offer, spec_from_offer
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.threads import in_daemon_thread
 from agent.jobrunner.uploads import OutputUploader
-from agent.protocol import STALE_ATTEMPT_REASON_PREFIX, JobCancel, JobOffer, RunningJobRef
-from agent.runtime.types import JobSpecError, Runtime
+from agent.protocol import (
+    STALE_ATTEMPT_REASON_PREFIX,
+    JobCancel,
+    JobOffer,
+    Readiness,
+    RunningJobRef,
+)
+from agent.runtime.types import JobSpec, JobSpecError, Runtime
 
 logger = logging.getLogger("agent.jobs")
 
-AT_CAPACITY_REASON = "at capacity"
+AT_CAPACITY_REASON = "at capacity: every slot of this host is taken"
+NOT_READY_REASON = "the host is not ready to run jobs"
+NOT_CHECKED_READINESS = "the runtime has not been checked yet"
+READINESS_TIMEOUT_SECONDS = 120.0
+# The first check must not hold up the first connection (pulling a missing image takes long):
+# past this it goes on in the background and the host says it is not ready meanwhile.
+START_READINESS_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the host gives its jobs together (the defaults: one slot, no resource limit)."""
+
+    slots: int = 1
+    cpus: float = math.inf
+    memory_mb: float = math.inf
+    gpus: float = math.inf
+
 
 Key = tuple[int, int]
 
@@ -44,13 +75,16 @@ class RuntimeJobManager:
         runtime: Runtime,
         *,
         uploader: OutputUploader,
-        max_concurrent_jobs: int = 1,
+        capacity: Capacity | None = None,
         options: RunnerOptions | None = None,
     ) -> None:
         self.runtime = runtime
         self.uploader = uploader
-        self.max_concurrent_jobs = max_concurrent_jobs
+        self.capacity = capacity or Capacity()
         self.options = options or RunnerOptions()
+        # "" ready; otherwise why not (the runtime's words, for the owner).
+        self.not_ready_reason = NOT_CHECKED_READINESS
+        self._recheck = asyncio.Event()
         self.attempts: dict[Key, AttemptRun] = {}
         # Run containers of an earlier agent process, reported in hello; the welcome decides.
         self.orphans: set[Key] = set()
@@ -66,6 +100,11 @@ class RuntimeJobManager:
 
     async def start(self, link: AgentLink) -> None:
         self._link = link
+        if await self.readiness_refresh(START_READINESS_TIMEOUT_SECONDS) == self._timed_out(
+            START_READINESS_TIMEOUT_SECONDS
+        ):
+            self._recheck.set()  # at once, with the longer timeout
+        self._spawn(self._readiness_loop())
         try:
             owned = await asyncio.to_thread(self.runtime.list_own)
         except Exception as exc:
@@ -86,21 +125,46 @@ class RuntimeJobManager:
         return [_ref(key) for key in sorted(held)]
 
     def slots_used(self) -> int:
-        busy = [run for run in self.attempts.values() if run.phase not in ("finishing", "done")]
-        return len(busy) + len(self.orphans)
+        return len(self._holding()) + len(self.orphans)
+
+    def slots(self) -> int:
+        return self.capacity.slots
+
+    def readiness(self) -> Readiness:
+        return Readiness(
+            ready=not self.not_ready_reason,
+            reason=self.not_ready_reason[:2000],
+            isolation=self.runtime.isolation,
+        )
+
+    def in_use(self) -> Need:
+        """The cores, memory and GPUs the attempts that hold a slot reserved."""
+        needs = [run.need() for run in self._holding()]
+        return Need(
+            cpus=sum(need.cpus for need in needs),
+            memory_mb=sum(need.memory_mb for need in needs),
+            gpus=sum(need.gpus for need in needs),
+        )
 
     async def on_offer(self, offer: JobOffer) -> None:
         key = _key(offer)
         if key in self.attempts:
             return  # an offer sent again after a reconnect; the accept is in the outbox
-        if self.slots_used() >= self.max_concurrent_jobs:
-            self._reject(offer, AT_CAPACITY_REASON)
-            return
         try:
             spec = spec_from_offer(offer)
         except JobSpecError as exc:
-            logger.info("rejecting job %s: %s", offer["job_id"], exc)
-            self._reject(offer, str(exc))
+            self._reject(offer, str(exc), "refused")
+            return
+        misfit = self._misfit(spec)
+        if misfit:
+            self._reject(offer, misfit, "refused")
+            return
+        if self.not_ready_reason:
+            self._reject(offer, NOT_READY_REASON, "host_fault")
+            return
+        busy = self._busy(spec)
+        if busy:
+            self._reject(offer, busy, "busy")
             return
         run = self._run_new(key, spec=spec, cap=cap_from_offer(offer))
         self.link.send("job.accept", _ref(key))
@@ -159,6 +223,72 @@ class RuntimeJobManager:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
 
+    # --- readiness ------------------------------------------------------------------------
+
+    async def readiness_refresh(self, limit_seconds: float = READINESS_TIMEOUT_SECONDS) -> str:
+        """Check the runtime now; "" when ready. A check that fails or hangs is a problem too."""
+        try:
+            reason = await asyncio.wait_for(
+                in_daemon_thread(self.runtime.readiness_check, name="readiness"), limit_seconds
+            )
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            reason = self._timed_out(limit_seconds)
+        except Exception as exc:
+            reason = f"the runtime's self-check failed: {type(exc).__name__}: {exc}"
+        if reason != self.not_ready_reason:
+            if reason:
+                logger.warning("not ready to run jobs: %s", reason)
+            else:
+                logger.info("ready to run jobs (%s isolation)", self.runtime.isolation)
+        self.not_ready_reason = reason
+        return reason
+
+    @staticmethod
+    def _timed_out(timeout: float) -> str:
+        return f"the runtime's self-check did not answer in {timeout:g} s"
+
+    def host_fault_seen(self) -> None:
+        """An attempt failed on the host's side: check the runtime again at once."""
+        self._recheck.set()
+
+    async def _readiness_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(), self.options.readiness_seconds)
+            self._recheck.clear()
+            await self.readiness_refresh()
+
+    # --- capacity -------------------------------------------------------------------------
+
+    def _holding(self) -> list[AttemptRun]:
+        return [run for run in self.attempts.values() if run.phase not in ("finishing", "done")]
+
+    def _misfit(self, spec: JobSpec) -> str:
+        """Why the job can never run on this host (more than the whole machine), or ""."""
+        whole = self.capacity
+        if spec.cpus > whole.cpus + 1e-9:
+            return f"the job needs {spec.cpus:g} cores; this host has {whole.cpus:g}"
+        if spec.memory_mb > whole.memory_mb:
+            return f"the job needs {spec.memory_mb} MB of memory; this host has {whole.memory_mb:g}"
+        if spec.gpus > whole.gpus:
+            return f"the job needs {spec.gpus} GPUs; this host has {whole.gpus:g}"
+        return ""
+
+    def _busy(self, spec: JobSpec) -> str:
+        """Why the job doesn't fit next to the running attempts now, or ""."""
+        if self.slots_used() >= self.capacity.slots:
+            return AT_CAPACITY_REASON
+        used, whole = self.in_use(), self.capacity
+        if used.cpus + spec.cpus > whole.cpus + 1e-9:
+            return f"busy: {whole.cpus - used.cpus:g} of {whole.cpus:g} cores free"
+        if used.memory_mb + spec.memory_mb > whole.memory_mb:
+            return f"busy: {whole.memory_mb - used.memory_mb:g} MB of memory free"
+        if used.gpus + spec.gpus > whole.gpus:
+            return f"busy: {whole.gpus - used.gpus:g} GPUs free"
+        return ""
+
     # --- helpers --------------------------------------------------------------------------
 
     def _run_new(self, key: Key, **extra: Any) -> AttemptRun:
@@ -168,6 +298,7 @@ class RuntimeJobManager:
             link=self.link,
             uploader=self.uploader,
             options=self.options,
+            on_host_fault=self.host_fault_seen,
             **extra,
         )
         self.attempts[key] = run
@@ -206,10 +337,9 @@ class RuntimeJobManager:
         except Exception as exc:
             logger.warning("cannot remove job %s attempt %s: %s", *key, exc)
 
-    def _reject(self, offer: JobOffer, reason: str) -> None:
-        self.link.send(
-            "job.reject", {"job_id": offer["job_id"], "attempt": offer["attempt"], "reason": reason}
-        )
+    def _reject(self, offer: JobOffer, reason: str, code: RejectCode) -> None:
+        logger.info("rejecting job %s attempt %s (%s): %s", *_key(offer), code, reason)
+        self.link.send("job.reject", reject(offer, reason, code))
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)

@@ -11,7 +11,10 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import secrets
+import select
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,13 +24,20 @@ from typing import Any, cast
 
 import docker
 import requests
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from agent.runtime import cgroup, hardening
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
-from agent.runtime.reasons import attempt_outcome, log_tail
+from agent.runtime.reasons import (
+    HOST_CERT_REASON,
+    HOST_LOST_REASON,
+    attempt_outcome,
+    install_host_problem,
+    log_tail,
+)
 from agent.runtime.types import (
     Handle,
+    Isolation,
     JobSpec,
     Outcome,
     OutputFile,
@@ -36,11 +46,16 @@ from agent.runtime.types import (
     RuntimeSettings,
     StopStatus,
     UsageSample,
+    host_fault,
 )
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "communipute-env-"
+# Below this much free disk where attempts go, the host is not ready (readiness_check).
+MIN_FREE_DISK_MB = 256
+# After the engine reported the exit, how long wait() gives the exit watcher's last sample.
+EXIT_WATCH_JOIN_SECONDS = 2.0
 _TIMEOUTS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
 
@@ -54,13 +69,34 @@ def rechunk(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
 class DockerRuntime:
     """Runs attempts in Docker containers with the hardening of hardening.run_kwargs."""
 
+    isolation: Isolation = "docker"
+
     def __init__(self, settings: RuntimeSettings, client: Any | None = None) -> None:
         self.settings = settings
         self.client: Any = client if client is not None else docker.from_env(timeout=60)
         self._env_locks: dict[str, threading.Lock] = {}
         self._env_locks_guard = threading.Lock()
         self._cgroups: dict[str, cgroup.CgroupDirs | None] = {}
-        self._marker_hash = hashlib.sha256(settings.agent_marker.encode()).hexdigest()[:8]
+        owner = "\n".join((settings.agent_marker, settings.install_id, settings.server_id))
+        self._marker_hash = hashlib.sha256(owner.encode()).hexdigest()[:8]
+
+    # --- readiness -------------------------------------------------------------------------
+
+    def readiness_check(self) -> str:
+        """ "" when a job could start now: the engine answers, the runner image is here (or was
+        pulled just now) and the disk has room. Otherwise why not, in the engine's words."""
+        try:
+            self.client.ping()
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            return f"the Docker engine does not answer: {exc}"
+        try:
+            self.image_id()
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            return f"the runner image {self.settings.image} is missing and cannot be pulled: {exc}"
+        free_mb = _free_disk_mb(self.settings.work_root)
+        if free_mb is not None and free_mb < MIN_FREE_DISK_MB:
+            return f"only {free_mb} MB of disk free under {self.settings.work_root}"
+        return ""
 
     # --- install step ----------------------------------------------------------------------
 
@@ -100,8 +136,8 @@ class DockerRuntime:
             return None, b"", None, False
         cert = self.settings.pip_cert_path
         if cert is not None and not cert.is_file():
-            reason = f"install failed: the CA bundle {cert} is not a file on this host"
-            return None, b"", Outcome("failed", reason), False
+            detail = f"the CA bundle {cert} (pip_cert) is not a file on this host"
+            return None, b"", host_fault(HOST_CERT_REASON, detail), False
         key = hardening.env_key(image_id, spec.requirements, self.settings)
         with self._env_lock(key):
             found = self._env_lookup(key)
@@ -128,7 +164,10 @@ class DockerRuntime:
         self, spec: JobSpec, key: str
     ) -> tuple[str | None, bytes, Outcome | None, bool]:
         data = f"{ENV_PREFIX}{key}-{secrets.token_hex(4)}"
-        self.client.volumes.create(name=data, labels={"communipute.env": key})
+        # The environment cache is shared by every agent on the engine (its key is its
+        # content); the labels only say which installation made it.
+        labels = {"communipute.env": key, **hardening.owner_labels(self.settings)}
+        self.client.volumes.create(name=data, labels=labels)
         try:
             exit_code, timed_out, output = self._install_run(spec, data)
         except BaseException:
@@ -136,6 +175,9 @@ class DockerRuntime:
             raise
         if timed_out or exit_code != 0:
             self._volume_remove(data)
+            host_problem = None if timed_out else install_host_problem(output)
+            if host_problem is not None:  # the host's index or disk, not the requirements
+                return None, output, host_fault(host_problem, log_tail(output, 6, 1500)), False
             seconds = self.settings.install_timeout_seconds
             detail = f"timed out after {seconds} seconds" if timed_out else log_tail(output)
             if self.settings.install_only_wheels and not timed_out:
@@ -232,7 +274,17 @@ class DockerRuntime:
         yield from rechunk(cast(Iterator[bytes], stream), self.settings.log_chunk_bytes)
 
     def wait(self, handle: Handle) -> Outcome:
-        """Block until the attempt ends; kill it at its wall-clock deadline."""
+        """Block until the attempt ends; kill it at its wall-clock deadline. The cgroup's final
+        counters are read the moment the container's first process exits (``_exit_watch``),
+        before the engine removes the cgroup, so the last partial second is not lost."""
+        watcher = self._exit_watch_start(handle)
+        try:
+            return self._wait(handle)
+        finally:
+            if watcher is not None:
+                watcher.join(EXIT_WATCH_JOIN_SECONDS)
+
+    def _wait(self, handle: Handle) -> Outcome:
         timed_out = False
         remaining = handle.deadline - time.monotonic()
         try:
@@ -248,6 +300,9 @@ class DockerRuntime:
         state = self.client.api.inspect_container(handle.ref)["State"]
         exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
         oom = bool(state.get("OOMKilled"))
+        engine_error = str(state.get("Error") or (result.get("Error") or {}).get("Message") or "")
+        if engine_error and handle.stop_status is None and not timed_out:
+            return host_fault(HOST_LOST_REASON, engine_error)  # the engine's, not the script's
         return attempt_outcome(handle, exit_code, timed_out=timed_out, oom=oom)
 
     def cancel(
@@ -282,6 +337,39 @@ class DockerRuntime:
             memory_peak_mb=peak // cgroup.MB,
         )
         return handle.last_usage
+
+    def _exit_watch_start(self, handle: Handle) -> threading.Thread | None:
+        """A thread that sleeps until the container's first process (``handle.pid``, tini)
+        exits — a pidfd becomes readable then — and takes one last sample at once: the engine
+        deletes the cgroup only after it heard of the exit. Nothing where pidfds or the cgroup
+        are not to be had (another pid namespace, a remote engine): the last sample stays."""
+        if not handle.pid or not hasattr(os, "pidfd_open") or self._cgroup_dirs(handle) is None:
+            return None
+        try:
+            descriptor = os.pidfd_open(handle.pid)
+        except OSError:
+            return None  # already gone
+        # The pid could have been reused before the pidfd was opened: it must still be in
+        # this container's cgroup.
+        now = cgroup.dirs_of_pid(handle.pid)
+        if now is None or handle.ref not in str(now.memory):
+            os.close(descriptor)
+            return None
+
+        def watch() -> None:
+            try:
+                poller = select.poll()
+                poller.register(descriptor, select.POLLIN)
+                poller.poll()
+                self.usage(handle)
+            except OSError:
+                pass
+            finally:
+                os.close(descriptor)
+
+        watcher = threading.Thread(target=watch, name=f"exit-{handle.ref[:12]}", daemon=True)
+        watcher.start()
+        return watcher
 
     def _cgroup_dirs(self, handle: Handle) -> cgroup.CgroupDirs | None:
         """Found once per container from its first process. A pid is reused once the
@@ -323,7 +411,8 @@ class DockerRuntime:
     # --- reconciliation --------------------------------------------------------------------
 
     def list_own(self) -> list[OwnedContainer]:
-        """This agent's containers (by the communipute.agent label), running or not."""
+        """This agent's containers (by its host id, install id and server labels), running or
+        not; other agents' containers on the same engine are never listed."""
         return self._own(None, None)
 
     def kill(self, job_id: int, attempt: int) -> None:
@@ -333,7 +422,7 @@ class DockerRuntime:
         self._attempt_dir_remove(attempt_dir_path(self.settings.work_root, job_id, attempt))
 
     def _own(self, job_id: int | None, attempt: int | None) -> list[OwnedContainer]:
-        labels = [f"{hardening.LABEL_AGENT}={self.settings.agent_marker}"]
+        labels = hardening.owner_filters(self.settings)
         if job_id is not None and attempt is not None:
             labels += [f"{hardening.LABEL_JOB}={job_id}", f"{hardening.LABEL_ATTEMPT}={attempt}"]
         found = []
@@ -380,6 +469,17 @@ class DockerRuntime:
             return
         self.client.containers.run(**hardening.cleanup_kwargs(self.settings, directory))
         tree_remove(directory)
+
+
+def _free_disk_mb(directory: Path) -> int | None:
+    """Free disk where ``directory`` is (or its nearest existing parent); None if unknown."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free // (1024 * 1024)
+            except OSError:
+                return None
+    return None
 
 
 def _parse_time(value: str) -> float:

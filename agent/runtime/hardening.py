@@ -21,6 +21,8 @@ CA_MOUNT = "/etc/communipute/pip-ca.pem"
 LABEL_JOB = "communipute.job"
 LABEL_ATTEMPT = "communipute.attempt"
 LABEL_AGENT = "communipute.agent"
+LABEL_INSTALL = "communipute.install"
+LABEL_SERVER = "communipute.server"
 LABEL_ROLE = "communipute.role"
 LABEL_TIMEOUT = "communipute.timeout"
 LABEL_MEMORY = "communipute.memory_mb"
@@ -45,11 +47,27 @@ os.execvp(sys.executable, [sys.executable, "-m", "pip", *sys.argv[3:]])
 """
 
 
+def owner_labels(settings: RuntimeSettings) -> dict[str, str]:
+    """The labels that make a container or volume this agent's: the host id (marker), the
+    install id and the server's identity (those two only where set)."""
+    labels = {LABEL_AGENT: settings.agent_marker}
+    if settings.install_id:
+        labels[LABEL_INSTALL] = settings.install_id
+    if settings.server_id:
+        labels[LABEL_SERVER] = settings.server_id
+    return labels
+
+
+def owner_filters(settings: RuntimeSettings) -> list[str]:
+    """Docker label filters matching exactly this agent's containers and volumes."""
+    return [f"{key}={value}" for key, value in owner_labels(settings).items()]
+
+
 def labels_for(spec: JobSpec, settings: RuntimeSettings, role: str) -> dict[str, str]:
     return {
         LABEL_JOB: str(spec.job_id),
         LABEL_ATTEMPT: str(spec.attempt),
-        LABEL_AGENT: settings.agent_marker,
+        **owner_labels(settings),
         LABEL_ROLE: role,
         LABEL_TIMEOUT: str(spec.timeout_seconds),
         LABEL_MEMORY: str(spec.memory_mb),

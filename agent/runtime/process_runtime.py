@@ -24,9 +24,10 @@ from typing import cast
 import psutil
 
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
-from agent.runtime.reasons import attempt_outcome, log_tail
+from agent.runtime.reasons import attempt_outcome, install_host_problem, log_tail
 from agent.runtime.types import (
     Handle,
+    Isolation,
     JobSpec,
     Outcome,
     OutputFile,
@@ -35,6 +36,7 @@ from agent.runtime.types import (
     RuntimeSettings,
     StopStatus,
     UsageSample,
+    host_fault,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class ProcessRuntimeRefused(RuntimeError):
 
 
 class ProcessRuntime:
+    isolation: Isolation = "none"
+
     def __init__(self, settings: RuntimeSettings, *, allow_unisolated: bool = False) -> None:
         if allow_unisolated is not True:
             raise ProcessRuntimeRefused(
@@ -60,6 +64,10 @@ class ProcessRuntime:
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._env_lock = threading.Lock()
         log.warning(WARNING, _user_name())
+
+    def readiness_check(self) -> str:
+        """Always ready: it needs nothing but this interpreter (and isolates nothing)."""
+        return ""
 
     def prepare(self, spec: JobSpec) -> Prepared:
         python, install_log, failure = self._env_ensure(spec)
@@ -92,6 +100,9 @@ class ProcessRuntime:
                 result = subprocess.run(command, capture_output=True, check=False)
                 output += result.stdout + result.stderr
                 if result.returncode != 0:
+                    host_problem = install_host_problem(output)
+                    if host_problem is not None:  # the host's index or disk
+                        return python, output, host_fault(host_problem, log_tail(output, 6, 1500))
                     return python, output, Outcome("failed", f"install failed: {log_tail(output)}")
             (venv / ".ready").touch()
         return python, output, None

@@ -6,6 +6,44 @@ import signal
 
 from agent.runtime.types import Handle, Outcome
 
+# What a renter reads when the host failed them (agent/runtime/types.py host_fault); the
+# engine's own words go to the host owner as the detail.
+HOST_PREPARE_REASON = "the host could not prepare the job"
+HOST_START_REASON = "the host could not start the job's container"
+HOST_LOST_REASON = "the host lost track of the job's container"
+HOST_INDEX_REASON = "the host could not reach its package index"
+HOST_DISK_REASON = "the host ran out of disk space"
+HOST_CERT_REASON = "the host's package index certificate is missing"
+HOST_AGENT_REASON = "the host agent failed"
+
+# pip's words for trouble on the host's side. Each has a space, which no requirement can
+# (they are plain specifiers): a renter can't name a package that passes for a host fault.
+_INDEX_TROUBLE = (
+    "failed to establish a new connection",
+    "temporary failure in name resolution",
+    "name or service not known",
+    "network is unreachable",
+    "connection broken by",
+    "max retries exceeded",
+    "could not fetch url",
+    "read timed out",
+    "connection refused",
+    "http error 5",
+    "certificate verify failed",
+)
+_DISK_TROUBLE = ("no space left on device", "disk quota exceeded")
+
+
+def install_host_problem(output: bytes) -> str | None:
+    """The host's fault in a failed install's output (its package index unreachable, its disk
+    full), or None: the renter's (a requirement that doesn't exist, a version conflict)."""
+    text = output.decode("utf-8", errors="replace").lower()
+    if any(marker in text for marker in _DISK_TROUBLE):
+        return HOST_DISK_REASON
+    if any(marker in text for marker in _INDEX_TROUBLE):
+        return HOST_INDEX_REASON
+    return None
+
 
 def log_tail(output: bytes, lines: int = 3, chars: int = 600) -> str:
     """The last non-empty lines of some output, for a status reason."""

@@ -22,6 +22,12 @@ DEFAULT_IMAGE = "python:3.12-slim"
 
 Status = Literal["succeeded", "failed", "cancelled", "timed_out", "budget_exhausted"]
 StopStatus = Literal["cancelled", "budget_exhausted"]
+# Whose fault a failed attempt is: the renter's (the script, its memory, its requirements) or
+# the host's (its engine, image, disk or package index: the job runs elsewhere, uncharged).
+Fault = Literal["renter", "host"]
+Isolation = Literal["docker", "none"]
+# A host fault's engine detail is cut to this many characters (agent/protocol.py Reason).
+MAX_DETAIL_CHARS = 2000
 
 MAX_FILES = 1000
 MAX_PATH_CHARS = 255
@@ -52,6 +58,11 @@ class RuntimeSettings:
     # Marks the containers of this agent (label communipute.agent) so a restarted agent finds
     # its own and leaves other agents' containers on the same engine alone.
     agent_marker: str = field(default_factory=socket.gethostname)
+    # This installation (generated at enrollment) and the server it works for (a digest of the
+    # URL): with the marker they make a container this agent's. Two agents with the same host
+    # id (two servers, or a test beside the demo) on one engine never touch each other's.
+    install_id: str = ""
+    server_id: str = ""
     pip_index_url: str | None = None
     pip_extra_index_url: str | None = None
     # The host's CA bundle (a file on the host), mounted read-only into the install container
@@ -169,11 +180,24 @@ def requirements_validate(requirements: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended. ``status`` is the job status the agent reports."""
+    """How an attempt ended. ``status`` is the job status the agent reports; ``reason`` is a
+    sentence for the renter. A host fault (``fault="host"``) carries the engine's own words in
+    ``detail``, for the host owner only."""
 
     status: Status
     reason: str
     exit_code: int | None = None
+    fault: Fault = "renter"
+    detail: str = ""
+
+
+def host_fault(reason: str, detail: object = "") -> Outcome:
+    """A failure that is the host's, not the renter's: ``reason`` a plain sentence, the
+    engine's text (an exception, pip's output) in ``detail``."""
+    text = str(detail).strip() or reason
+    if len(text) > MAX_DETAIL_CHARS:
+        text = "…" + text[-(MAX_DETAIL_CHARS - 1) :]
+    return Outcome("failed", reason, None, fault="host", detail=text)
 
 
 @dataclass(frozen=True)
@@ -233,7 +257,12 @@ class OwnedContainer(NamedTuple):
 class Runtime(Protocol):
     """What the agent needs from a sandbox. Calls for one attempt go in this order:
     prepare -> start -> (logs, usage, cancel from other threads) -> wait -> collect_outputs ->
-    cleanup. ``logs`` and ``wait`` block; run them in threads."""
+    cleanup. ``logs`` and ``wait`` block; run them in threads. ``readiness_check`` (blocking
+    too) says whether a job could start now: "" when ready, else why not, for the owner."""
+
+    isolation: Isolation
+
+    def readiness_check(self) -> str: ...
 
     def prepare(self, spec: JobSpec) -> Prepared: ...
 

@@ -44,9 +44,18 @@ FAST = RunnerOptions(
 class FakeRuntime:
     """Each attempt runs until the test calls ``exit`` (or a cancel/kill stops it)."""
 
+    isolation = "docker"
+
     def __init__(self, work_root: Path) -> None:
         self.work_root = work_root
         self.calls: list[tuple[Any, ...]] = []
+        self.not_ready = ""  # what readiness_check answers
+        self.readiness_checks = 0
+        self.readiness_gate: threading.Event | None = None  # a check that hangs until set
+        self.prepare_error: Exception | None = None
+        self.start_error: Exception | None = None
+        self.wait_error: Exception | None = None  # raised once the attempt ends
+        self.start_gate: threading.Event | None = None
         self.prepare_failure: Outcome | None = None
         self.install_log = b""
         self.prepare_gate: threading.Event | None = None
@@ -59,6 +68,7 @@ class FakeRuntime:
         self._logs: dict[tuple[int, int], queue.Queue[bytes | None]] = {}
         self._exited: dict[tuple[int, int], threading.Event] = {}
         self._outcomes: dict[tuple[int, int], Outcome] = {}
+        self.started: set[tuple[int, int]] = set()  # containers that exist (start - kill)
 
     # --- what tests do ---------------------------------------------------------------------
 
@@ -74,10 +84,18 @@ class FakeRuntime:
 
     # --- Runtime ---------------------------------------------------------------------------
 
+    def readiness_check(self) -> str:
+        self.readiness_checks += 1
+        if self.readiness_gate is not None:
+            self.readiness_gate.wait(TIMEOUT)
+        return self.not_ready
+
     def prepare(self, spec: JobSpec) -> Prepared:
         self.calls.append(("prepare", spec.job_id, spec.attempt))
         if self.prepare_gate is not None:
             assert self.prepare_gate.wait(TIMEOUT)
+        if self.prepare_error is not None:
+            raise self.prepare_error
         directory = self.work_root / f"job-{spec.job_id}-{spec.attempt}"
         if self.prepare_failure is not None:
             return Prepared(spec, directory, None, self.install_log, self.prepare_failure)
@@ -87,6 +105,11 @@ class FakeRuntime:
     def start(self, prepared: Prepared) -> Handle:
         spec = prepared.spec
         self.calls.append(("start", spec.job_id, spec.attempt))
+        if self.start_gate is not None:
+            assert self.start_gate.wait(TIMEOUT)
+        if self.start_error is not None:
+            raise self.start_error
+        self.started.add((spec.job_id, spec.attempt))
         return Handle(
             job_id=spec.job_id,
             attempt=spec.attempt,
@@ -120,6 +143,8 @@ class FakeRuntime:
     def wait(self, handle: Handle) -> Outcome:
         key = (handle.job_id, handle.attempt)
         assert self._event(*key).wait(TIMEOUT * 2), "the attempt never ended"
+        if self.wait_error is not None:
+            raise self.wait_error
         if handle.stop_status is not None:
             return Outcome(handle.stop_status, handle.stop_reason, 143)
         return self._outcomes[key]
@@ -155,6 +180,7 @@ class FakeRuntime:
 
     def kill(self, job_id: int, attempt: int) -> None:
         self.calls.append(("kill", job_id, attempt))
+        self.started.discard((job_id, attempt))
         if self.prepare_gate is not None:
             self.prepare_gate.set()
         self._stop(job_id, attempt)

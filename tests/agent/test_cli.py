@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import re
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,11 +63,10 @@ def test_enroll_stores_the_credential_privately(registry, config_path, capsys):
     assert path == "/api/v1/agent/register/"
     assert (body["enrollment_token"], body["name"]) == ("cpe_abc", "lab")
     assert body["specs"]["cpus"] >= 1
-    assert json.loads(config_path.read_text()) == {
-        "server": registry,
-        "host_id": 42,
-        "credential": "cph_issued",
-    }
+    stored = json.loads(config_path.read_text())
+    install_id = stored.pop("install_id")
+    assert stored == {"server": registry, "host_id": 42, "credential": "cph_issued"}
+    assert re.fullmatch(r"[0-9a-f]{32}", install_id)  # this installation's, for its labels
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(config_path.parent.stat().st_mode) == 0o700
     assert "enrolled as host 42" in capsys.readouterr().out
@@ -134,6 +134,8 @@ def test_status_reports_the_running_agents_state(registry, config_path, capsys):
             "is_server_draining": True,
             "running_jobs": [],
             "unacknowledged": 0,
+            "slots": 4,
+            "readiness": {"ready": False, "reason": "no runner image", "isolation": "docker"},
         },
     )
 
@@ -146,7 +148,8 @@ def test_status_reports_the_running_agents_state(registry, config_path, capsys):
         f"host 42 at {registry} (config {config_path})",
         f"agent: running (pid {os.getpid()}), connected",
         "availability: unavailable (user_active); draining: by the owner",
-        "running jobs: 0; unacknowledged messages: 0",
+        "running jobs: 0 of 4 slots; unacknowledged messages: 0",
+        "ready: no (no runner image); isolation: docker",
     ]
     assert cli.main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["state"]["unavailable_reason"] == "user_active"
@@ -199,3 +202,31 @@ def test_debug_logs_never_show_the_host_credential(debug_logging, caplog):
         "> Authorization: Bearer [redacted]",
         "using [redacted]",
     ]
+
+
+def test_run_gives_an_enrollment_without_an_install_id_one_and_keeps_it(config_path, monkeypatch):
+    # given: a config enrolled before install ids existed
+    config_path.parent.mkdir(mode=0o700)
+    config_path.write_text(
+        json.dumps({"server": "http://127.0.0.1:9", "host_id": 5, "credential": "cph_old"})
+    )
+    config_path.chmod(0o600)
+    seen = []
+
+    async def run(self):
+        seen.append(self.config.install_id)
+        return 0
+
+    monkeypatch.setattr("agent.client.AgentClient.run", run)
+
+    # when: the agent starts twice
+    first = cli.main(["run", "--job-manager", "none"])
+    second = cli.main(["run", "--job-manager", "none"])
+
+    # then: one install id, generated on the first start, written down and used by both
+    stored = json.loads(config_path.read_text())
+    assert (first, second) == (0, 0)
+    assert re.fullmatch(r"[0-9a-f]{32}", stored["install_id"])
+    assert seen == [stored["install_id"], stored["install_id"]]
+    assert (stored["host_id"], stored["credential"]) == (5, "cph_old")
+    assert stat.S_IMODE(config_path.stat().st_mode) == 0o600

@@ -8,11 +8,26 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import serve
 
-from agent.client import EXIT_REPLACED, EXIT_UNAUTHORIZED, AgentClient, backoff_delay
+from agent import client as client_module
+from agent.client import (
+    EXIT_REPLACED,
+    EXIT_UNAUTHORIZED,
+    REPLACED_LIMIT,
+    AgentClient,
+    backoff_delay,
+)
 from agent.config import config_load
 from agent.control import drain_request, state_read
 from agent.idle import AVAILABLE, Availability
-from agent.protocol import AGENT_MESSAGES, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, decode, encode
+from agent.job_manager_protocol import NO_RUNTIME_READINESS, RejectingJobManager
+from agent.protocol import (
+    AGENT_MESSAGES,
+    CLOSE_REPLACED,
+    CLOSE_UNAUTHORIZED,
+    Readiness,
+    decode,
+    encode,
+)
 from tests.hosts.factories import specs
 
 TIMEOUT = 5
@@ -26,6 +41,7 @@ class FakeServer:
         self.connections = []
         self.headers = []
         self.on_hello = None
+        self.heartbeat_seconds = 1
         self.server: Any = None
 
     async def handler(self, ws):
@@ -43,7 +59,7 @@ class FakeServer:
                         "welcome",
                         {
                             "host_id": 1,
-                            "heartbeat_seconds": 1,
+                            "heartbeat_seconds": self.heartbeat_seconds,
                             "usage_report_seconds": 5,
                             "keep_jobs": [],
                             "kill_jobs": [],
@@ -89,6 +105,7 @@ def make_client(tmp_path):
                 "server": f"http://127.0.0.1:{port}",
                 "host_id": 1,
                 "credential": "cph_test-credential",
+                "install_id": "install-test-0001",
                 "backoff_initial_seconds": 0.05,
                 "backoff_max_seconds": 0.2,
             },
@@ -140,12 +157,17 @@ async def test_hello_carries_the_credential_and_heartbeats_follow(server, make_c
     assert server.headers[0]["User-Agent"].startswith("communipute-agent/")
     assert hello["data"]["specs"] == specs()
     assert hello["data"]["running_jobs"] == []
+    not_ready = {"ready": False, "reason": NO_RUNTIME_READINESS, "isolation": "none"}
+    assert (hello["data"]["install_id"], hello["data"]["slots"]) == ("install-test-0001", 1)
+    assert hello["data"]["readiness"] == not_ready
     assert heartbeat["data"] == {
         "load": 0.125,
         "is_available": True,
         "unavailable_reason": "",
         "running_jobs": [],
         "is_draining": False,
+        "slots": 1,
+        "readiness": not_ready,
     }
 
 
@@ -186,7 +208,12 @@ async def test_offers_are_rejected_without_a_runtime_and_resent_until_acknowledg
         await server.next("heartbeat")
         await server.next("heartbeat")
 
-    assert reject["data"] == {"job_id": 5, "attempt": 2, "reason": "no runtime configured"}
+    assert reject["data"] == {
+        "job_id": 5,
+        "attempt": 2,
+        "reason": "no runtime configured",
+        "code": "host_fault",
+    }
     assert again["id"] == reject["id"]
     assert len(client.outbox) == 0
 
@@ -204,6 +231,7 @@ async def test_an_unavailable_host_rejects_offers_and_tells_the_server(server, m
 
     assert heartbeat["data"]["unavailable_reason"] == "user_active"
     assert reject["data"]["reason"] == "unavailable: user_active"
+    assert reject["data"]["code"] == "busy"  # not now; never held against the job
 
 
 async def test_the_server_drains_the_host(server, make_client):
@@ -217,6 +245,7 @@ async def test_the_server_drains_the_host(server, make_client):
         state = state_read(client.config.state_path) or {}
 
     assert reject["data"]["reason"] == "draining"
+    assert reject["data"]["code"] == "busy"
     assert client.is_server_draining is True
     assert state["is_server_draining"] is True
 
@@ -270,23 +299,115 @@ async def test_the_agent_reconnects_after_the_server_goes_away(make_client):
     assert hello["data"]["specs"] == specs()
 
 
-@pytest.mark.parametrize(
-    ("code", "exit_code"),
-    [(CLOSE_UNAUTHORIZED, EXIT_UNAUTHORIZED), (CLOSE_REPLACED, EXIT_REPLACED)],
-)
-async def test_a_refused_credential_or_a_replacement_ends_the_agent(
-    server, make_client, code, exit_code
-):
+async def test_a_refused_credential_ends_the_agent_at_once(server, make_client):
     async def refuse(ws):
-        await ws.close(code)
+        await ws.close(CLOSE_UNAUTHORIZED)
 
     server.on_hello = refuse
     client = make_client(server.port)
 
     result = await asyncio.wait_for(client.run(), TIMEOUT)
 
-    assert result == exit_code
+    assert result == EXIT_UNAUTHORIZED
     assert len(server.connections) == 1
+
+
+def _welcome():
+    return encode(
+        "welcome",
+        {
+            "host_id": 1,
+            "heartbeat_seconds": 1,
+            "usage_report_seconds": 5,
+            "keep_jobs": [],
+            "kill_jobs": [],
+        },
+    )
+
+
+async def test_one_replacement_is_checked_by_reconnecting_and_the_agent_stays(server, make_client):
+    # given: a stalled server that, once resumed, closes the live socket with 4409 because a
+    # stale handshake of the same agent was processed after it (seen after a 90 s SIGSTOP)
+    async def replace_the_first(ws):
+        await ws.send(_welcome())
+        if len(server.connections) == 1:
+            await asyncio.sleep(0.2)
+            await ws.close(CLOSE_REPLACED)
+
+    server.on_hello = replace_the_first
+    client = make_client(server.port)
+
+    async with running(client) as task:
+        await server.next("hello")
+        # when: replaced once
+        await server.next("hello")  # it came back by itself
+        await server.next("heartbeat")
+        await server.next("heartbeat")
+
+        # then: it stays, connected on the second socket
+        assert not task.done()
+        assert client.is_connected
+        assert len(server.connections) == 2
+    assert client.exit_code == 0
+
+
+async def test_an_agent_replaced_again_and_again_gives_up_with_status_4(server, make_client):
+    # given: two agents share the credential: every connection is taken over after a while
+    async def replace_after_a_while(ws):
+        await ws.send(_welcome())
+        await asyncio.sleep(0.1)
+        await ws.close(CLOSE_REPLACED)
+
+    server.on_hello = replace_after_a_while
+    client = make_client(server.port)
+
+    # when
+    result = await asyncio.wait_for(client.run(), TIMEOUT)
+
+    # then: it checked by reconnecting, and gave up at the limit
+    assert result == EXIT_REPLACED
+    assert len(server.connections) == REPLACED_LIMIT
+
+
+async def test_replacements_far_apart_are_forgotten(server, make_client, monkeypatch):
+    # given: connections that stay long enough before each takeover
+    monkeypatch.setattr(client_module, "REPLACED_FORGET_SECONDS", 0.2)
+
+    async def replace_late(ws):
+        await ws.send(_welcome())
+        await asyncio.sleep(0.4)
+        await ws.close(CLOSE_REPLACED)
+
+    server.on_hello = replace_late
+    client = make_client(server.port)
+
+    async with running(client) as task:
+        # when: replaced more often than the limit, each time after staying connected
+        while len(server.connections) <= REPLACED_LIMIT + 1:
+            await server.next("hello")
+
+        # then
+        assert not task.done()
+        assert client.replacements == 1
+
+
+async def test_a_change_of_readiness_is_reported_at_once(server, make_client):
+    # given: heartbeats far apart, and a job manager that becomes ready
+    server.heartbeat_seconds = 60
+    client = make_client(server.port)
+    jobs = client.jobs
+    assert isinstance(jobs, RejectingJobManager)
+
+    async with running(client):
+        first = await server.next("heartbeat")
+        ready = Readiness(ready=True, reason="", isolation="docker")
+        jobs.readiness = lambda: ready  # type: ignore[method-assign]
+
+        # when / then: the next heartbeat comes within the tick, not after 60 s
+        second = await server.next("heartbeat")
+
+    assert first["data"]["readiness"]["ready"] is False
+    assert second["data"]["readiness"] == ready
 
 
 async def test_malformed_server_messages_are_ignored(server, make_client):

@@ -9,7 +9,7 @@ import pytest
 
 from agent.jobrunner.attempt import BUDGET_REASON, SERVER_BUDGET_REASON
 from agent.jobrunner.offer import cap_from_offer
-from agent.jobrunner.runtime_manager import RuntimeJobManager
+from agent.jobrunner.runtime_manager import AT_CAPACITY_REASON, Capacity, RuntimeJobManager
 from agent.jobrunner.state import AttemptState, state_read, state_write
 from agent.jobrunner.uploads import UploadFailed
 from agent.protocol import AGENT_MESSAGES, decode, encode
@@ -43,7 +43,7 @@ def uploader():
 
 @pytest.fixture
 async def manager(runtime, link, uploader):
-    jobs = RuntimeJobManager(runtime, uploader=uploader, max_concurrent_jobs=2, options=FAST)
+    jobs = RuntimeJobManager(runtime, uploader=uploader, capacity=Capacity(slots=2), options=FAST)
     await jobs.start(link)
     yield jobs
     await jobs.stop()
@@ -236,7 +236,7 @@ async def test_an_offer_the_runtime_refuses_is_rejected_with_the_reason(
     # then
     [(kind, data, _)] = link.sent
     assert kind == "job.reject"
-    assert (data["job_id"], data["attempt"]) == (7, 1)
+    assert (data["job_id"], data["attempt"], data["code"]) == (7, 1, "refused")
     assert reason in data["reason"]
     assert manager.running_jobs() == []
     assert runtime.calls == []
@@ -250,14 +250,18 @@ async def test_offers_past_max_concurrent_jobs_are_rejected(manager, runtime, li
     # when
     await manager.on_offer(offer(job_id=3))
 
-    # then
-    assert link.of("job.reject") == [{"job_id": 3, "attempt": 1, "reason": "at capacity"}]
+    # then: busy, which the server never holds against the job
+    assert link.of("job.reject") == [
+        {"job_id": 3, "attempt": 1, "reason": AT_CAPACITY_REASON, "code": "busy"}
+    ]
     assert manager.running_jobs() == [{"job_id": 1, "attempt": 1}, {"job_id": 2, "attempt": 1}]
 
 
 async def test_a_finished_attempt_waiting_for_its_ack_frees_its_slot(runtime, link, uploader):
     # given one slot, and a job whose finish the server has not acknowledged yet
-    manager = RuntimeJobManager(runtime, uploader=uploader, max_concurrent_jobs=1, options=FAST)
+    manager = RuntimeJobManager(
+        runtime, uploader=uploader, capacity=Capacity(slots=1), options=FAST
+    )
     await manager.start(link)
     await manager.on_offer(offer(job_id=1))
     await link.until(lambda: ("start", 1, 1) in runtime.calls)

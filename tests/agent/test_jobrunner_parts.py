@@ -20,13 +20,14 @@ from agent.config import AgentConfig, ConfigError, config_load
 from agent.job_manager_protocol import RejectingJobManager, job_manager_build
 from agent.jobrunner.logs import JSON_CHUNK_MAX_CHARS, LogOutbound, text_split
 from agent.jobrunner.offer import CostCap, cap_from_offer, spec_from_offer
+from agent.jobrunner.runtime_manager import RuntimeJobManager
 from agent.jobrunner.threads import in_daemon_thread
 from agent.jobrunner.uploads import HttpOutputUploader, UploadFailed
 from agent.jobrunner.usage import UsageMeter
 from agent.metering import Rates, Reservation, seconds_until_cap
 from agent.protocol import MAX_MESSAGE_BYTES, encode
 from agent.runtime.types import JobSpec, JobSpecError, UsageSample
-from tests.agent.jobrunner_fakes import offer, output_file
+from tests.agent.jobrunner_fakes import FakeLink, offer, output_file
 
 # --- logs ---------------------------------------------------------------------------------
 
@@ -226,6 +227,7 @@ def test_runtime_settings_come_from_the_config(tmp_path):
         pip_index_url="https://pypi.example/simple",
         pip_cert=str(cert),
         allow_network=True,
+        install_id="inst-0123456789",
     )
 
     settings = jobrunner.runtime_settings_from_config(config)
@@ -233,10 +235,23 @@ def test_runtime_settings_come_from_the_config(tmp_path):
     assert settings.work_root == tmp_path / "w"
     assert settings.image == "img:1"
     assert settings.agent_marker == "42"
+    assert settings.install_id == "inst-0123456789"
+    assert settings.server_id == config.server_id != ""
     assert settings.pip_index_url == "https://pypi.example/simple"
     assert settings.pip_extra_index_url is None
     assert settings.pip_cert_path == cert
     assert settings.network_allowed is True
+
+
+def test_the_capacity_is_the_slots_and_the_whole_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr("agent.specs.docker_available", lambda: False)
+
+    capacity = jobrunner.capacity_from_config(_config(tmp_path, slots=3))
+
+    assert capacity.slots == 3
+    assert capacity.cpus >= 1
+    assert capacity.memory_mb >= 16
+    assert capacity.gpus >= 0
 
 
 def test_the_default_job_manager_is_auto(tmp_path):
@@ -257,23 +272,50 @@ def test_the_process_job_manager_needs_allow_unisolated(tmp_path):
     assert type(manager).__name__ == "RuntimeJobManager"
 
 
-def test_without_docker_auto_rejects_and_says_why(tmp_path, monkeypatch, caplog):
-    # given an engine that does not answer
+async def test_without_docker_auto_is_not_ready_until_the_engine_answers(
+    tmp_path, monkeypatch, caplog
+):
+    # given an engine that does not answer (the agent started before dockerd)
+    from types import SimpleNamespace
+
     from docker.errors import DockerException
+
+    from agent.runtime.docker_later import DockerRuntimeLater
 
     def unreachable(*args, **kwargs):
         raise DockerException("Error while fetching server API version")
 
     monkeypatch.setattr("docker.from_env", unreachable)
+    monkeypatch.setattr("agent.specs.docker_available", lambda: False)
+    link = FakeLink()
 
     # when
-    manager = job_manager_build(_config(tmp_path))
+    manager = job_manager_build(_config(tmp_path, work_dir=str(tmp_path / "work")))
+    await manager.start(link)
 
-    # then
-    assert isinstance(manager, RejectingJobManager)
-    assert "rejects every job offer" in caplog.text
+    # then: not ready, and it says why; offers are the host's fault
+    assert isinstance(manager, RuntimeJobManager)
+    assert isinstance(manager.runtime, DockerRuntimeLater)
+    readiness = manager.readiness()
+    assert readiness["ready"] is False
+    assert readiness["reason"].startswith("the Docker engine does not answer: Error while")
+    await manager.on_offer(offer())
+    assert link.of("job.reject")[0]["code"] == "host_fault"
+    assert "taking no jobs until it does" in caplog.text
     with pytest.raises(ConfigError, match="Docker engine does not answer"):
         job_manager_build(_config(tmp_path, job_manager="docker"))
+
+    # when the engine comes up
+    engine = SimpleNamespace(
+        ping=lambda: True,
+        images=SimpleNamespace(get=lambda name: SimpleNamespace(id="sha256:runner")),
+    )
+    monkeypatch.setattr("docker.from_env", lambda *args, **kwargs: engine)
+    await manager.readiness_refresh()
+
+    # then it is ready without a restart
+    assert manager.readiness() == {"ready": True, "reason": "", "isolation": "docker"}
+    await manager.stop()
 
 
 def test_none_turns_jobs_off(tmp_path):

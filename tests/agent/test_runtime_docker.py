@@ -218,7 +218,28 @@ def test_usage_comes_from_the_cgroup_and_the_peak_is_kept(runtime):
     assert sample.cpu_seconds >= 1.5
     assert sample.memory_peak_mb >= 64
     assert sample.memory_current_mb < sample.memory_peak_mb
-    assert runtime.usage(handle) == sample  # the container is gone: the last sample stays
+    final = runtime.usage(handle)  # the container is gone: the last sample stays
+    assert final == runtime.usage(handle)
+    assert final.cpu_seconds >= sample.cpu_seconds
+    assert final.memory_peak_mb == sample.memory_peak_mb
+
+
+def test_the_cpu_of_the_last_moments_before_the_exit_is_counted(runtime):
+    # given: a script that burns about 1.5 s of CPU and exits, sampled only at its start
+    source = (
+        "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end:\n    pass\n"
+    )
+    handle = runtime.start(runtime.prepare(spec_for(source)))
+    first = runtime.usage(handle)
+
+    # when: it exits between two samples (the cgroup is gone before wait returns)
+    outcome = runtime.wait(handle)
+
+    # then: the counters read at the exit are the sample after it, not the one before
+    final = runtime.usage(handle)
+    assert outcome.status == "succeeded"
+    assert first.cpu_seconds < 1
+    assert final.cpu_seconds >= 1.5
 
 
 def test_a_new_runtime_object_finds_and_kills_the_containers_of_the_old_one(tmp_path):

@@ -5,7 +5,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from agent.runtime import DockerRuntime, JobSpec, Prepared, RuntimeSettings
-from agent.runtime.hardening import cleanup_kwargs, env_key, install_kwargs, run_kwargs
+from agent.runtime.hardening import (
+    cleanup_kwargs,
+    env_key,
+    install_kwargs,
+    owner_filters,
+    run_kwargs,
+)
+from agent.runtime.reasons import HOST_DISK_REASON, HOST_INDEX_REASON, install_host_problem
+from agent.runtime.types import host_fault
 
 WORK_ROOT = Path("/srv/communipute")
 
@@ -256,3 +264,114 @@ def test_the_cleanup_container_is_root_with_only_dac_override_and_limited():
         "log_config": {"type": "json-file", "config": {"max-size": "33554432", "max-file": "2"}},
         "remove": True,
     }
+
+
+def test_containers_carry_the_install_and_server_labels_and_a_name_of_all_three():
+    # given two agents with the same host id: another install, or another server
+    mine = _settings(install_id="install-aaaa", server_id="s1")
+    others = [
+        _settings(install_id="install-bbbb", server_id="s1"),
+        _settings(install_id="install-aaaa", server_id="s2"),
+    ]
+    spec = _spec()
+
+    # when
+    labels = run_kwargs(spec, mine, WORK_ROOT / "job-42-2", None)["labels"]
+    names = [
+        DockerRuntime(settings, client=SimpleNamespace())._name(spec, "run")
+        for settings in [mine, *others]
+    ]
+
+    # then
+    assert labels["communipute.agent"] == "h1"
+    assert labels["communipute.install"] == "install-aaaa"
+    assert labels["communipute.server"] == "s1"
+    assert owner_filters(mine) == [
+        "communipute.agent=h1",
+        "communipute.install=install-aaaa",
+        "communipute.server=s1",
+    ]
+    assert len(set(names)) == 3  # no agent removes another's container by its name
+
+
+class _FakeApi:
+    def __init__(self) -> None:
+        self.filters: list[Any] = []
+
+    def containers(self, all: bool, filters: dict[str, Any]) -> list[Any]:
+        self.filters.append(filters)
+        return []
+
+
+def test_reconciliation_asks_the_engine_only_for_this_agents_containers():
+    api = _FakeApi()
+    runtime = DockerRuntime(
+        _settings(install_id="install-aaaa", server_id="s1"), client=SimpleNamespace(api=api)
+    )
+
+    runtime.list_own()
+    runtime.kill(5, 1)
+
+    assert api.filters == [
+        {
+            "label": [
+                "communipute.agent=h1",
+                "communipute.install=install-aaaa",
+                "communipute.server=s1",
+            ]
+        },
+        {
+            "label": [
+                "communipute.agent=h1",
+                "communipute.install=install-aaaa",
+                "communipute.server=s1",
+                "communipute.job=5",
+                "communipute.attempt=1",
+            ]
+        },
+    ]
+
+
+# pip 24's output (trimmed) for the three ways an install fails.
+PIP_UNREACHABLE = b"""\
+WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after \
+connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection \
+object at 0x7f>: Failed to establish a new connection: [Errno 111] Connection refused')': \
+/simple/six/
+ERROR: Could not find a version that satisfies the requirement six (from versions: none)
+ERROR: No matching distribution found for six
+"""
+PIP_NO_SUCH_PACKAGE = b"""\
+ERROR: Could not find a version that satisfies the requirement nosuchpackage-xyz (from \
+versions: none)
+ERROR: No matching distribution found for nosuchpackage-xyz
+"""
+PIP_DISK_FULL = (
+    b"ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device\n"
+)
+PIP_DNS = (
+    b"WARNING: Retrying ... after connection broken by 'NameResolutionError(...: Failed to "
+    b"resolve 'pypi.internal' ([Errno -3] Temporary failure in name resolution)\")': /simple/six/\n"
+)
+
+
+def test_pip_output_tells_the_hosts_index_and_disk_from_the_renters_requirement():
+    assert install_host_problem(PIP_UNREACHABLE) == HOST_INDEX_REASON
+    assert install_host_problem(PIP_DNS) == HOST_INDEX_REASON
+    assert install_host_problem(PIP_DISK_FULL) == HOST_DISK_REASON
+    assert install_host_problem(PIP_NO_SUCH_PACKAGE) is None
+    # a package named like an error is still the renter's: the markers have spaces
+    assert (
+        install_host_problem(
+            PIP_NO_SUCH_PACKAGE.replace(b"nosuchpackage-xyz", b"NewConnectionError")
+        )
+        is None
+    )
+
+
+def test_a_host_fault_keeps_the_end_of_a_long_detail():
+    outcome = host_fault(HOST_INDEX_REASON, "x" * 5000 + "the end")
+
+    assert (outcome.status, outcome.fault, outcome.reason) == ("failed", "host", HOST_INDEX_REASON)
+    assert len(outcome.detail) == 2000
+    assert outcome.detail.endswith("the end")

@@ -1,6 +1,7 @@
 """The unisolated process runtime of the local demo: it must be asked for explicitly."""
 
 import logging
+import os
 import time
 
 import pytest
@@ -85,3 +86,30 @@ def test_cancel_sends_sigterm_to_the_script(runtime):
     # then
     assert runtime.wait(handle) == Outcome("cancelled", "cancelled by the renter", -15)
     assert time.monotonic() - started < 5
+
+
+def test_an_unreachable_index_is_the_hosts_fault_and_readiness_is_unconditional(
+    runtime, monkeypatch
+):
+    # given: pip of this host points at an index that refuses connections
+    for name in [name for name in os.environ if name.startswith("PIP_")]:
+        monkeypatch.delenv(name)  # this machine's own pip settings aside (find-links ...)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "1")  # pip says "Retrying ... connection" once
+    spec = JobSpec(
+        job_id=1, attempt=1, files={"main.py": b"print(1)\n"}, entrypoint="main.py",
+        requirements=("six",),
+    )  # fmt: skip
+
+    # when
+    prepared = runtime.prepare(spec)
+
+    # then
+    assert prepared.failure is not None
+    assert (prepared.failure.fault, prepared.failure.reason) == (
+        "host",
+        "the host could not reach its package index",
+    )
+    assert "No matching distribution found for six" in prepared.failure.detail
+    assert (runtime.readiness_check(), runtime.isolation) == ("", "none")
