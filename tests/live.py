@@ -6,6 +6,9 @@ this process through the Redis channel layer. It starts with short settings (``L
 that the ``daphne_live`` fixture (tests/conftest.py) also applies to this process, where the
 API, the poster, the reaper and maturity run: both sides agree on every window.
 
+``RealAgent`` is the real agent (``python -m agent.cli run``) in a subprocess, enrolled with a
+real token, for tests that need an honest host end to end.
+
 ``WireAgent`` is a host agent driven by the test, message by message: it enrolls over HTTP with
 a real enrollment token, connects to ``/ws/agent/`` with the real credential (the ``websockets``
 client the agent itself uses) and speaks docs/protocol.md — honestly or not, as the test says.
@@ -15,7 +18,11 @@ Nothing of the server is mocked.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +35,11 @@ import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.hosts.test_agent_end_to_end import Daphne, free_port, wait_for
+from hosts.models import Host, HostStatus
+from tests.hosts.test_agent_end_to_end import ROOT, Daphne, agent_cli, free_port, wait_for
+
+RUNNER_IMAGE = os.environ.get("COMMUNIPUTE_RUNNER_IMAGE", "communipute/runner:latest")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 # Short windows so that a hostile host's whole story fits in seconds; every one is a setting
 # read from the environment (config/settings.py), so daphne and the test agree.
@@ -45,6 +56,20 @@ LIVE_SETTINGS: dict[str, int] = {
     "EARNINGS_DISPUTE_WINDOW_SECONDS": 1,
     "PAYOUT_MIN_MICROS": 1,
 }
+
+# Host rates under which counters cost a round figure: 10 µcr per CPU-ms, 5 per wall-ms at
+# the jobs' 512 MB (cost below), exact with no rounding.
+RATES = {
+    "cpu_core_hour_micros": 36_000_000,
+    "memory_gb_hour_micros": 36_000_000,
+    "gpu_hour_micros": 0,
+}
+
+
+def cost(cpu_ms: int, wall_ms: int) -> int:
+    """What counters cost at RATES."""
+    return 10 * cpu_ms + 5 * wall_ms
+
 
 SPECS: dict[str, Any] = {
     "cpu_model": "Hostile CPU",
@@ -104,6 +129,69 @@ def live_server_start(tmp_path: Path, settings: Any, **overrides: int) -> LiveSe
     server.media_root = tmp_path / "media"
     server.start()
     return server
+
+
+class RealAgent:
+    """One enrolled host running the real agent in a subprocess (``docker`` or ``process``)."""
+
+    def __init__(self, root: Path, server: str, token: str, manager: str = "docker") -> None:
+        self.root = root
+        self.log_path = root / "agent.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("COMMUNIPUTE_")},
+            "PYTHONPATH": str(ROOT),
+            "COMMUNIPUTE_AGENT_CONFIG": str(root / "agent.json"),
+            "COMMUNIPUTE_WORK_DIR": str(root / "work"),
+            "COMMUNIPUTE_RUNNER_IMAGE": RUNNER_IMAGE,
+            "COMMUNIPUTE_JOB_MANAGER": manager,
+            "COMMUNIPUTE_ALLOW_UNISOLATED": "1" if manager == "process" else "0",
+            "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS": "0.2",
+            "COMMUNIPUTE_BACKOFF_MAX_SECONDS": "1",
+        }
+        if CA_BUNDLE.is_file():
+            self.env["COMMUNIPUTE_PIP_CERT"] = str(CA_BUNDLE)
+        enrolled = agent_cli(self.env, "enroll", "--server", server, "--token", token)
+        assert enrolled.returncode == 0, enrolled.stderr
+        self.host_id = int(json.loads((root / "agent.json").read_text())["host_id"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(
+            lambda: Host.objects.filter(pk=self.host_id, status=HostStatus.ONLINE).exists(),
+            f"host {self.host_id} online",
+        )
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL (after a SIGCONT, should the test have stopped it) and reap."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+
+    def containers(self) -> list[Any]:
+        import docker
+
+        client = docker.from_env()
+        label = f"communipute.agent={self.host_id}"
+        return list(client.containers.list(all=True, filters={"label": label}))
+
+    def containers_remove(self) -> None:
+        for container in self.containers():
+            container.remove(force=True)
 
 
 class TcpProxy:

@@ -8,11 +8,7 @@ image (`make runner-image`).
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +18,7 @@ import pytest
 
 from accounts.models import User
 from config.transactions import durable_call
-from hosts.models import Host, HostStatus
+from hosts.models import Host
 from jobs.models import Job, JobAttempt, UsageReport
 from jobs.selectors import job_facts
 from jobs.tasks import jobs_reap_pass
@@ -30,8 +26,9 @@ from ledger.models import AccountKind
 from ledger.money import fee_for
 from ledger.selectors import wallet_balances
 from ledger.services import ledger_reconcile, wallet_credit
-from tests.hosts.test_agent_end_to_end import ROOT, Daphne, agent_cli, free_port, wait_for
+from tests.hosts.test_agent_end_to_end import Daphne, free_port, wait_for
 from tests.ledger.helpers import balance
+from tests.live import RealAgent
 
 pytestmark = [
     pytest.mark.postgres,
@@ -40,8 +37,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-IMAGE = os.environ.get("COMMUNIPUTE_RUNNER_IMAGE", "communipute/runner:latest")
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TIMINGS = {
     "HOST_HEARTBEAT_SECONDS": 1,
     "HOST_OFFLINE_AFTER_SECONDS": 30,
@@ -51,68 +46,6 @@ TIMINGS = {
 }
 JOB_TIMEOUT = 60
 FUNDS = 100_000_000
-
-
-class Agent:
-    """One enrolled host running the real agent in a subprocess."""
-
-    def __init__(self, root: Path, server: str, token: str) -> None:
-        self.root = root
-        self.log_path = root / "agent.log"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("COMMUNIPUTE_")},
-            "PYTHONPATH": str(ROOT),
-            "COMMUNIPUTE_AGENT_CONFIG": str(root / "agent.json"),
-            "COMMUNIPUTE_WORK_DIR": str(root / "work"),
-            "COMMUNIPUTE_RUNNER_IMAGE": IMAGE,
-            "COMMUNIPUTE_JOB_MANAGER": "docker",
-            "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS": "0.2",
-            "COMMUNIPUTE_BACKOFF_MAX_SECONDS": "1",
-        }
-        if CA_BUNDLE.is_file():
-            self.env["COMMUNIPUTE_PIP_CERT"] = str(CA_BUNDLE)
-        enrolled = agent_cli(self.env, "enroll", "--server", server, "--token", token)
-        assert enrolled.returncode == 0, enrolled.stderr
-        self.host_id = int(json.loads((root / "agent.json").read_text())["host_id"])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run"],
-                env=self.env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(
-            lambda: Host.objects.filter(pk=self.host_id, status=HostStatus.ONLINE).exists(),
-            f"host {self.host_id} online",
-        )
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-        if signum == signal.SIGKILL:
-            self.process.wait(10)
-
-    def end(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(10)
-
-    def containers(self) -> list[Any]:
-        import docker
-
-        client = docker.from_env()
-        return list(
-            client.containers.list(all=True, filters={"label": f"communipute.agent={self.host_id}"})
-        )
-
-    def containers_remove(self) -> None:
-        for container in self.containers():
-            container.remove(force=True)
 
 
 @pytest.fixture
@@ -131,12 +64,12 @@ def server(tmp_path: Path, settings: Any) -> Iterator[Daphne]:
 @pytest.fixture
 def make_agent(
     server: Daphne, tmp_path: Path, hana: User, client_for: Callable[[User], Any]
-) -> Iterator[Callable[..., Agent]]:
-    agents: list[Agent] = []
+) -> Iterator[Callable[..., RealAgent]]:
+    agents: list[RealAgent] = []
 
-    def make(name: str = "a", **rates: int) -> Agent:
+    def make(name: str = "a", **rates: int) -> RealAgent:
         token = client_for(hana).post("/api/v1/hosts/enrollments/", {}, format="json")
-        agent = Agent(tmp_path / name, f"http://127.0.0.1:{server.port}", token.json()["token"])
+        agent = RealAgent(tmp_path / name, f"http://127.0.0.1:{server.port}", token.json()["token"])
         Host.objects.filter(pk=agent.host_id).update(
             cpu_core_hour_micros=rates.get("cpu", 100_000),
             memory_gb_hour_micros=rates.get("memory", 10_000),
@@ -147,7 +80,7 @@ def make_agent(
 
     yield make
     for agent in agents:
-        agent.end()
+        agent.kill()
         agent.containers_remove()
         print(f"--- agent {agent.host_id} ---\n{agent.log_path.read_text()[-4000:]}")
     print(f"--- daphne ---\n{(tmp_path / 'daphne.log').read_text()[-3000:]}")

@@ -40,7 +40,7 @@ from ledger.providers import providers
 from ledger.services import earnings_mature, ledger_reconcile, wallet_credit
 from tests.jobs.metering_steps import charged, fee_of
 from tests.ledger.helpers import balance
-from tests.live import LiveServer, WireAgent, live_settings_apply
+from tests.live import RATES, LiveServer, WireAgent, cost, live_settings_apply
 
 pytestmark = [
     pytest.mark.postgres,
@@ -52,16 +52,6 @@ FUNDS = 50_000_000
 CAP = 5_000_000
 CPUS = 2
 # 36 credits per core-hour of CPU and per GB-hour: 10 µcr per CPU-ms, 5 µcr per wall-ms of 512 MB.
-RATES = {
-    "cpu_core_hour_micros": 36_000_000,
-    "memory_gb_hour_micros": 36_000_000,
-    "gpu_hour_micros": 0,
-}
-
-
-def cost(cpu_ms: int, wall_ms: int) -> int:
-    """What counters cost at RATES (exact: no rounding at these rates)."""
-    return 10 * cpu_ms + 5 * wall_ms
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -792,8 +782,7 @@ def test_more_than_twenty_invalid_messages_close_the_socket_with_4400(
 @pytest.mark.xfail(
     strict=True,
     reason="the socket refuses an out-of-range job.usage number at decode (bad_field) without "
-    "flagging the host (jobs/agent_socket.py, owned by the sched-server helper): the issue "
-    "wants it flagged. Fix described in the report.",
+    "flagging the host; issue 11 wants it flagged (jobs/agent_socket.py _protocol_error).",
 )
 def test_an_out_of_range_usage_number_flags_the_host(hostile, alice, client_for):
     job_id = submit(client_for(alice), hostile.host_id)
