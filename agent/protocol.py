@@ -166,7 +166,8 @@ class JobReject(TypedDict):
     reason: str
     # busy: no free slot now (never held against the job); refused: the host's policy or a
     # misfit (remembered: not offered again to this host); host_fault: the host can't run jobs
-    # now (not ready). Absent: refused.
+    # now (not ready). Absent: refused. (What each asks of the server; docs/protocol.md says
+    # what this server does with them yet.)
     code: NotRequired[Literal["busy", "refused", "host_fault"]]
 
 
@@ -204,7 +205,8 @@ class JobFinished(TypedDict):
     log_bytes: NotRequired[Count]
     # For status "failed": whose fault. "host": the host could not prepare, start or supervise
     # the container (image missing, engine error, disk full, its pip index unreachable); the
-    # attempt is not charged and the job runs elsewhere. Absent: the renter's (as before).
+    # attempt is not charged and the job runs elsewhere (what it asks of the server; see
+    # docs/protocol.md). Absent: the renter's (as before).
     fault: NotRequired[Literal["renter", "host"]]
     # A host fault's engine detail, for the host owner's dashboard only (``reason`` is the
     # renter's sentence).

@@ -131,6 +131,42 @@ def test_a_bare_nan_literal_is_refused():
     assert (caught.value.code, caught.value.message) == ("bad_field", "data.load must be finite")
 
 
+def _heartbeat(**overrides):
+    beat = {"load": 0.1, "is_available": True, "unavailable_reason": "", "running_jobs": []}
+    beat.update(overrides)
+    return beat
+
+
+def _readiness(reason=""):
+    return {"ready": not reason, "reason": reason, "isolation": "docker"}
+
+
+@pytest.mark.parametrize(
+    ("message_type", "data", "where"),
+    [
+        ("heartbeat", _heartbeat(slots=0), "data.slots"),
+        ("heartbeat", _heartbeat(slots=protocol.MAX_SLOTS + 1), "data.slots"),
+        ("heartbeat", _heartbeat(readiness=_readiness("x" * 2001)), "data.readiness.reason"),
+        ("heartbeat", _heartbeat(readiness={**_readiness(), "isolation": "vm"}), "data.readiness"),
+        ("job.reject", {"job_id": 1, "attempt": 1, "reason": "no", "code": "later"}, "data.code"),
+        ("job.reject", {"job_id": 1, "attempt": 1, "reason": "no", "code": 1}, "data.code"),
+    ],
+)
+def test_scheduling_fields_out_of_bounds_are_bad_fields(message_type, data, where):
+    with pytest.raises(ProtocolError) as caught:
+        decode(encode(message_type, data), AGENT_MESSAGES)
+    assert caught.value.code == "bad_field"
+    assert caught.value.message.startswith(where)
+
+
+def test_a_string_length_bound_counts_characters_and_admits_its_ends():
+    reason = "é" * protocol.MAX_REASON_CHARS  # 2 bytes each in UTF-8: the bound is characters
+    beat = _heartbeat(slots=protocol.MAX_SLOTS, readiness=_readiness(reason))
+    assert decode(encode("heartbeat", beat), AGENT_MESSAGES)["data"] == beat
+    with pytest.raises(ProtocolError, match="must be 8 to 64 characters long"):
+        protocol.payload_check(protocol.InstallId, "short")
+
+
 def test_a_negative_log_offset_is_refused():
     log = {"job_id": 1, "attempt": 1, "offset": -1, "data": "x"}
     with pytest.raises(ProtocolError, match=r"data\.offset"):
