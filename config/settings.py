@@ -276,6 +276,15 @@ HOST_USAGE_REPORT_SECONDS = env_int("HOST_USAGE_REPORT_SECONDS", 5, minimum=1)
 # A host whose agent sent this many impossible or late reports (refused usage, a cancel or a
 # timeout ignored) is quarantined: no offers until staff lift it (docs/hosts.md).
 HOST_QUARANTINE_FLAGS = env_int("HOST_QUARANTINE_FLAGS", 5, minimum=1)
+# This many host faults in a row (no job finished between) quarantine a host until its agent
+# reports ready again; a job runs elsewhere after each, and fails after JOB_MAX_HOST_FAULTS.
+HOST_FAULT_QUARANTINE = env_int("HOST_FAULT_QUARANTINE", 3, minimum=1)
+JOB_MAX_HOST_FAULTS = env_int("JOB_MAX_HOST_FAULTS", 5, minimum=1)
+# After a host said busy (or let an offer expire), it is offered that job again only after
+# this many seconds; a busy host is never held against the job.
+JOB_REOFFER_AFTER_SECONDS = env_int("JOB_REOFFER_AFTER_SECONDS", 10, minimum=1)
+# A dropped agent socket: what the host runs is lost this long after, unless it says hello.
+HOST_DISCONNECT_GRACE_SECONDS = env_int("HOST_DISCONNECT_GRACE_SECONDS", 20, minimum=1)
 # The reaper: hosts silent for HOST_OFFLINE_AFTER_SECONDS are marked offline.
 CELERY_BEAT_SCHEDULE["hosts-mark-offline"] = {
     "task": "hosts.tasks.hosts_mark_offline_task",

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 # Events the agent consumer understands (the ``type`` of a channel-layer message).
 EVENT_PUSH = "agent.push"  # {"text": encoded envelope}: forward to the agent
-EVENT_CLOSE = "agent.close"  # {"code": int, "except_channel": str}: close the socket
+EVENT_CLOSE = "agent.close"  # {"code": int[, "older_than": int]}: close the socket(s)
 
 
 def host_group(host_id: int) -> str:
@@ -47,15 +47,16 @@ async def host_send_async(
     return envelope_id
 
 
-def host_close(host_id: int, code: int, *, except_channel: str = "") -> None:
-    """Close the host's live socket(s) with ``code`` once the current transaction commits."""
-    event = {"type": EVENT_CLOSE, "code": code, "except_channel": except_channel}
+def host_close(host_id: int, code: int) -> None:
+    """Close every socket of the host with ``code`` once the current transaction commits."""
+    event = {"type": EVENT_CLOSE, "code": code}
     transaction.on_commit(lambda: _group_send_sync(host_id, event))
 
 
-async def host_close_async(host_id: int, code: int, *, except_channel: str = "") -> None:
-    event = {"type": EVENT_CLOSE, "code": code, "except_channel": except_channel}
-    await _group_send(host_id, event)
+async def host_close_async(host_id: int, code: int, *, older_than: int) -> None:
+    """Close the host's sockets that connected before connection number ``older_than`` (a
+    newer one said hello: see hosts.services.host_hello)."""
+    await _group_send(host_id, {"type": EVENT_CLOSE, "code": code, "older_than": older_than})
 
 
 def _envelope(message_type: str, data: Any, message_id: str | None) -> tuple[str, str]:

@@ -18,6 +18,11 @@ class HostStatus(models.TextChoices):
     OFFLINE = "offline", "Offline"
 
 
+class HostIsolation(models.TextChoices):
+    DOCKER = "docker", "isolated (Docker)"
+    NONE = "none", "not isolated"
+
+
 class HostVisibility(models.TextChoices):
     PUBLIC = "public", "Public"
     PRIVATE = "private", "Private to an organisation"
@@ -166,6 +171,29 @@ class Host(RatesColumns):
     # staff lift it (clear the field). Shown to the owner and staff with the reason.
     quarantined_at = models.DateTimeField(null=True, blank=True)
     quarantine_reason = models.CharField(max_length=300, blank=True, default="")
+    # Scheduling, from the agent's hello and heartbeats (docs/hosts.md "Slots and readiness").
+    # How many jobs the agent runs at once; placement also keeps within cores/memory/GPUs.
+    slots = models.PositiveSmallIntegerField(default=1)
+    # The agent's last self-check: a host that isn't ready is offered nothing.
+    is_ready = models.BooleanField(default=True)
+    not_ready_reason = models.CharField(max_length=2000, blank=True, default="")
+    # "" until the agent first says hello (a host that never did is offline anyway).
+    isolation = models.CharField(max_length=8, choices=HostIsolation.choices, blank=True)
+    # The id the agent generated at enrollment (its containers carry it as a label).
+    install_id = models.CharField(max_length=64, blank=True, default="")
+    # Each socket draws the next number when it connects; the one that said hello with the
+    # highest number is the live one (``live_connection_seq``), so a handshake served late
+    # can't replace a newer socket.
+    connection_seq = models.PositiveBigIntegerField(default=0)
+    live_connection_seq = models.PositiveBigIntegerField(default=0)
+    # Host faults (the host could not prepare, start or supervise a job): counted, the last
+    # one's engine detail kept for the owner; HOST_FAULT_QUARANTINE in a row quarantine the
+    # host until its agent reports ready again.
+    host_faults = models.PositiveIntegerField(default=0)
+    host_faults_in_row = models.PositiveIntegerField(default=0)
+    last_fault_at = models.DateTimeField(null=True, blank=True)
+    last_fault_detail = models.CharField(max_length=2000, blank=True, default="")
+    fault_quarantined_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

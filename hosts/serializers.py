@@ -26,6 +26,9 @@ LISTING_FIELDS = [
     "is_available",
     "is_draining",
     "is_accepting_jobs",
+    "slots",
+    "is_ready",
+    "isolation",
     "last_seen_at",
     "visibility",
     "organisation",
@@ -74,12 +77,22 @@ class HostListingOutput(serializers.ModelSerializer[Host]):
             "organisation": host.organisation_id,
             "last_seen_at": last_seen_at and _DATETIME.to_representation(last_seen_at),
             "created_at": _DATETIME.to_representation(host.created_at),
+            "last_fault_at": host.last_fault_at and _DATETIME.to_representation(host.last_fault_at),
+            "fault_quarantined_at": host.fault_quarantined_at
+            and _DATETIME.to_representation(host.fault_quarantined_at),
+            "quarantined_at": host.quarantined_at
+            and _DATETIME.to_representation(host.quarantined_at),
         }
 
     def get_is_accepting_jobs(self, host: Host) -> bool:
         connected = host.current_status in (HostStatus.ONLINE, HostStatus.BUSY)  # type: ignore[attr-defined]
         return (
-            connected and host.is_available and not host.is_draining and host.quarantined_at is None
+            connected
+            and host.is_available
+            and host.is_ready
+            and not host.is_draining
+            and host.quarantined_at is None
+            and host.fault_quarantined_at is None
         )
 
     def get_uptime_bps(self, host: Host) -> int:
@@ -100,6 +113,11 @@ OWNER_FIELDS = [
     "last_flag_reason",
     "quarantined_at",
     "quarantine_reason",
+    "not_ready_reason",
+    "host_faults",
+    "last_fault_at",
+    "last_fault_detail",
+    "fault_quarantined_at",
 ]
 
 

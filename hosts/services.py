@@ -25,6 +25,7 @@ from agent.protocol import (
     AvailabilityPolicy,
     Heartbeat,
     Hello,
+    Readiness,
 )
 from config.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
 from hosts.messaging import host_close, host_send
@@ -196,28 +197,93 @@ def _connected_host_locked(host_id: int, connection_id: str) -> Host | None:
     return Host.objects.select_for_update().filter(pk=host_id, connection_id=connection_id).first()
 
 
-def host_connect(*, host_id: int, connection_id: str) -> None:
-    """Make ``connection_id`` the host's one live connection (a newer socket replaces older)."""
-    Host.objects.filter(pk=host_id).update(connection_id=connection_id)
+def host_connect(*, host_id: int) -> int:
+    """A new socket of this host draws its connection number (the order of connections)."""
+    with transaction.atomic():
+        Host.objects.filter(pk=host_id).update(connection_seq=F("connection_seq") + 1)
+        return int(Host.objects.values_list("connection_seq", flat=True).get(pk=host_id))
+
+
+def _readiness_record(host: Host, readiness: Readiness | None, *, is_hello: bool) -> None:
+    """Store the agent's self-check; a fault quarantine lifts when the agent reports ready
+    again (at a hello, or after it had reported not ready)."""
+    if readiness is None:
+        return
+    was_ready = host.is_ready
+    host.is_ready = readiness["ready"]
+    host.not_ready_reason = "" if readiness["ready"] else readiness["reason"]
+    host.isolation = readiness["isolation"]
+    if readiness["ready"] and (is_hello or not was_ready):
+        host.fault_quarantined_at = None
+        host.host_faults_in_row = 0
+
+
+_SCHEDULING_FIELDS = [
+    "slots",
+    "is_ready",
+    "not_ready_reason",
+    "isolation",
+    "fault_quarantined_at",
+    "host_faults_in_row",
+]
 
 
 def host_hello(
-    *, host_id: int, connection_id: str, hello: Hello, now: datetime | None = None
+    *,
+    host_id: int,
+    connection_id: str,
+    hello: Hello,
+    connection_seq: int | None = None,
+    now: datetime | None = None,
 ) -> HelloAccepted | Presence:
-    """Record the specs and state an agent reports on connecting; locks the host row."""
+    """Make ``connection_id`` the host's live connection and record the specs and state its
+    agent reports; locks the host row.
+
+    A connection becomes live by saying hello, not by connecting, and only if no socket that
+    connected after it said hello first (``connection_seq``, from ``host_connect``; None: the
+    next number). A handshake a stalled server serves late from its backlog, whose client has
+    long gone, never replaces the socket the agent really uses: it says no hello, or one older
+    than the live socket's.
+    """
     specs = specs_clean(hello["specs"])
     now = now or timezone.now()
     with transaction.atomic():
-        host = _connected_host_locked(host_id, connection_id)
-        if host is None:
-            return _presence_lost(host_id)
+        host = Host.objects.select_for_update().filter(pk=host_id).first()
+        if (
+            host is None
+            or not HostCredential.objects.filter(host_id=host_id, revoked_at__isnull=True).exists()
+        ):
+            return Presence.REVOKED
         _presence_account(host, now)
+        if connection_seq is None:
+            host.connection_seq += 1
+            connection_seq = host.connection_seq
+        if connection_seq < host.live_connection_seq:
+            return Presence.REPLACED
+        host.connection_id = connection_id
+        host.live_connection_seq = connection_seq
         host.set_specs(specs)
         host.agent_version = hello["agent_version"][:32]
+        host.install_id = hello.get("install_id", host.install_id)
+        host.slots = hello.get("slots", 1)
+        readiness = hello.get("readiness") or Readiness(
+            ready=True, reason="", isolation="docker" if specs["docker_available"] else "none"
+        )
+        _readiness_record(host, readiness, is_hello=True)
         host.is_available = hello["is_available"]
         host.unavailable_reason = ""
         host.status = _status_for(host, hello["is_draining"], len(hello["running_jobs"]))
-        host.save(update_fields=[*_PRESENCE_FIELDS, *SPEC_FIELDS, "agent_version"])
+        host.save(
+            update_fields=[
+                *_PRESENCE_FIELDS,
+                *SPEC_FIELDS,
+                *_SCHEDULING_FIELDS,
+                "agent_version",
+                "install_id",
+                "connection_seq",
+                "live_connection_seq",
+            ]
+        )
     return HelloAccepted(
         host_id=host.pk,
         is_draining=host.is_draining,
@@ -241,7 +307,9 @@ def host_heartbeat(
         )
         is_agent_draining = heartbeat.get("is_draining", False)
         host.status = _status_for(host, is_agent_draining, len(heartbeat["running_jobs"]))
-        host.save(update_fields=_PRESENCE_FIELDS)
+        host.slots = heartbeat.get("slots", host.slots)
+        _readiness_record(host, heartbeat.get("readiness"), is_hello=False)
+        host.save(update_fields=[*_PRESENCE_FIELDS, *_SCHEDULING_FIELDS])
     return Presence.CURRENT
 
 
@@ -277,7 +345,29 @@ def host_job_outcome_record(*, host_id: int, is_finished: bool) -> None:
     Feeds ``reliability_bps`` (a generated column); an F() update, so concurrent calls add up.
     """
     field = "jobs_finished" if is_finished else "jobs_lost"
-    Host.objects.filter(pk=host_id).update(**{field: F(field) + 1})
+    changes: dict[str, Any] = {field: F(field) + 1}
+    if is_finished:
+        changes["host_faults_in_row"] = 0
+    Host.objects.filter(pk=host_id).update(**changes)
+
+
+def host_fault_record(*, host_id: int, detail: str, now: datetime | None = None) -> None:
+    """Count a host fault (the host could not prepare, start or supervise a job) and keep its
+    engine detail for the owner; the HOST_FAULT_QUARANTINE-th in a row (no job finished in
+    between) quarantines the host until its agent reports ready again (``host_hello``,
+    ``host_heartbeat``). F() updates, so concurrent faults add up."""
+    now = now or timezone.now()
+    Host.objects.filter(pk=host_id).update(
+        host_faults=F("host_faults") + 1,
+        host_faults_in_row=F("host_faults_in_row") + 1,
+        last_fault_at=now,
+        last_fault_detail=detail[:2000],
+    )
+    Host.objects.filter(
+        pk=host_id,
+        fault_quarantined_at__isnull=True,
+        host_faults_in_row__gte=settings.HOST_FAULT_QUARANTINE,
+    ).update(fault_quarantined_at=now)
 
 
 def host_report_flag(*, host_id: int, reason: str = "impossible_report") -> None:

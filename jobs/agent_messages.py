@@ -148,7 +148,7 @@ def handle_job_reject(host_id: int, envelope: Envelope[JobReject]) -> list[Reply
     if attempt is None:
         return refusal
     try:
-        attempt_reject(attempt, data["reason"])
+        attempt_reject(attempt, data["reason"], data.get("code", "refused"))
     except IllegalTransition:
         return []
     return []

@@ -54,6 +54,8 @@ from jobs.agent_messages import (
     handle_job_usage_fast,
     resume_decide,
 )
+from jobs.services.dispatch import capacity_offer
+from jobs.services.leases import leases_cut
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +88,26 @@ class _Welcomed:
     replies: list[Reply]
 
 
-def hello_accept(host_id: int, connection_id: str, hello: Hello) -> services.Presence | _Welcomed:
-    """One transaction: the presence update and the resume decision (what to keep and kill)."""
-    accepted = services.host_hello(host_id=host_id, connection_id=connection_id, hello=hello)
+def hello_accept(
+    host_id: int, connection_id: str, connection_seq: int, hello: Hello
+) -> services.Presence | _Welcomed:
+    """One transaction: the presence update, the resume decision (what to keep and kill), and
+    the queued jobs this host's free capacity can take now."""
+    accepted = services.host_hello(
+        host_id=host_id, connection_id=connection_id, connection_seq=connection_seq, hello=hello
+    )
     if isinstance(accepted, services.Presence):
         return accepted
     keep, kill, replies = resume_decide(host_id, hello["running_jobs"])
+    capacity_offer(host_id)
     return _Welcomed(accepted.is_draining, accepted.policy, keep, kill, replies)
+
+
+def disconnect_accept(host_id: int, connection_id: str) -> None:
+    """One transaction: the host goes offline (if this was its live socket) and what it runs
+    is lost after HOST_DISCONNECT_GRACE_SECONDS unless its agent says hello again."""
+    if services.host_disconnect(host_id=host_id, connection_id=connection_id):
+        leases_cut(host_id, seconds=settings.HOST_DISCONNECT_GRACE_SECONDS)
 
 
 def heartbeat_accept(
@@ -109,6 +124,7 @@ def heartbeat_accept(
 
 class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     host_id: int | None = None
+    connection_seq = 0
     is_welcomed = False
     protocol_errors = 0
 
@@ -124,21 +140,28 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         self.host_id = host.pk
-        await database_sync_to_async(services.host_connect)(
-            host_id=host.pk, connection_id=self.channel_name
-        )
+        # The socket's place in the order of this host's connections; it becomes the live one
+        # when it says hello (hosts.services.host_hello), not now.
+        self.connection_seq = await database_sync_to_async(services.host_connect)(host_id=host.pk)
         await self.channel_layer.group_add(host_group(host.pk), self.channel_name)
         await self.accept()
-        await host_close_async(host.pk, CLOSE_REPLACED, except_channel=self.channel_name)
-        logger.info("agent of host %s connected", host.pk)
+        logger.info("agent of host %s connected (#%s)", host.pk, self.connection_seq)
 
     async def disconnect(self, code: int) -> None:
         if self.host_id is None:
             return
-        await self.channel_layer.group_discard(host_group(self.host_id), self.channel_name)
-        await database_sync_to_async(services.host_disconnect)(
-            host_id=self.host_id, connection_id=self.channel_name
-        )
+        # The database first: presence must be right even when the channel layer (Redis) is
+        # down and the group_discard below fails.
+        try:
+            await database_sync_to_async(durable_call)(
+                disconnect_accept, self.host_id, self.channel_name
+            )
+        except Exception:
+            logger.exception("disconnect of host %s was not recorded", self.host_id)
+        try:
+            await self.channel_layer.group_discard(host_group(self.host_id), self.channel_name)
+        except Exception:
+            logger.warning("host %s: channel layer unreachable at disconnect", self.host_id)
         logger.info("agent of host %s disconnected (%s)", self.host_id, code)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -179,7 +202,7 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             await self.send(text_data=event["text"])
 
     async def agent_close(self, event: dict[str, Any]) -> None:
-        if event.get("except_channel") != self.channel_name:
+        if self.connection_seq < event.get("older_than", self.connection_seq + 1):
             await self.close(code=event["code"])
 
     # --- messages ----------------------------------------------------------------------------
@@ -197,7 +220,7 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
             return
         try:
             accepted = await database_sync_to_async(durable_call)(
-                hello_accept, self.host_id, self.channel_name, hello
+                hello_accept, self.host_id, self.channel_name, self.connection_seq, hello
             )
         except ServiceError as exc:
             await self._error(exc.code, exc.message, envelope["id"], exc.fields)
@@ -206,6 +229,8 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
         if isinstance(accepted, services.Presence):
             await self._presence_lost(accepted)
             return
+        # This socket is the live one now: any older one of this host is told it was replaced.
+        await host_close_async(self.host_id, CLOSE_REPLACED, older_than=self.connection_seq)
         welcome = Welcome(
             host_id=self.host_id,
             heartbeat_seconds=settings.HOST_HEARTBEAT_SECONDS,

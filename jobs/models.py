@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from hosts.models import RatesColumns
 
@@ -86,6 +87,8 @@ class Job(RatesColumns):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     queued_at = models.DateTimeField(auto_now_add=True)
+    # Why a queued job waits (the best host's misfit, or the queue it is in), for the renter.
+    waiting_reason = models.CharField(max_length=300, blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -160,6 +163,10 @@ class JobAttempt(RatesColumns):
     charged_micros = models.PositiveBigIntegerField(default=0)
     charged_seq = models.BigIntegerField(default=-1)
     reversed_micros = models.PositiveBigIntegerField(default=0)
+    # "host" when the attempt ended as the host's fault (not charged, the job runs elsewhere);
+    # the engine's detail is for the host owner only.
+    fault = models.CharField(max_length=8, blank=True, default="")
+    fault_detail = models.CharField(max_length=2000, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -250,13 +257,27 @@ class JobOutput(models.Model):
         return f"{self.name} of job {self.job_id}"
 
 
+class RejectionKind(models.TextChoices):
+    """What a host's no means for the job (``jobs.services.dispatch``, most lasting first)."""
+
+    REFUSED = "refused", "refused"  # its policy or a misfit: never offered there again
+    HOST_FAULT = "host_fault", "host fault"  # it could not run it: others first
+    LOST = "lost", "lost"  # it lost the attempt: others first
+    EXPIRED = "expired", "did not answer"  # not offered there for a few seconds
+    BUSY = "busy", "busy"  # not offered there for a few seconds
+
+
 class JobHostRejection(models.Model):
-    """A host that refused, let expire or lost this job: auto placement skips it."""
+    """A host that refused, faulted, lost, let expire or was busy for this job: placement
+    skips it as its ``kind`` says."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="rejections")
     host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(
+        max_length=16, choices=RejectionKind.choices, default=RejectionKind.REFUSED
+    )
     reason = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [

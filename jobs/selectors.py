@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import TypedDict
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import User
 from config.errors import NotFound
 from jobs.metering import cost_total
-from jobs.models import Job, JobAttempt, JobOutput
+from jobs.models import Job, JobAttempt, JobOutput, JobStatus, PlacementMode
 from jobs.services.usage import attempt_counters, job_reservation
 from jobs.states import ATTEMPT_OPEN, FINAL
 from ledger.selectors import AttemptCharges, job_money
@@ -39,7 +39,12 @@ def candidates_loaded(candidates: Iterable[Candidate]) -> list[Candidate]:
             host_id__in=[c.host_id for c in candidates], status__in=ATTEMPT_OPEN
         )
         .values("host_id")
-        .annotate(cpus=Sum("job__cpus"), memory=Sum("job__memory_mb"), gpus=Sum("job__gpus"))
+        .annotate(
+            cpus=Sum("job__cpus"),
+            memory=Sum("job__memory_mb"),
+            gpus=Sum("job__gpus"),
+            jobs=Count("pk"),
+        )
     )
     loads = {row["host_id"]: row for row in rows}
     return [
@@ -48,6 +53,7 @@ def candidates_loaded(candidates: Iterable[Candidate]) -> list[Candidate]:
             used_cpus=Decimal(loads[c.host_id]["cpus"]),
             used_memory_mb=int(loads[c.host_id]["memory"]),
             used_gpus=int(loads[c.host_id]["gpus"]),
+            used_jobs=int(loads[c.host_id]["jobs"]),
         )
         if c.host_id in loads
         else c
@@ -84,15 +90,34 @@ def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
 
 
 def jobs_of(user: User) -> QuerySet[Job]:
-    return Job.objects.filter(owner=user).order_by("-created_at", "-pk")
+    return (
+        Job.objects.filter(owner=user)
+        .select_related("host", "requested_host")
+        .order_by("-created_at", "-pk")
+    )
 
 
 def job_of(user: User, job_id: int) -> Job:
     """The user's job; NotFound for someone else's, so ids of others' jobs reveal nothing."""
-    job = Job.objects.filter(owner=user, pk=job_id).first()
+    job = Job.objects.select_related("host", "requested_host").filter(owner=user, pk=job_id).first()
     if job is None:
         raise NotFound("no such job")
     return job
+
+
+def job_queue_position(job: Job) -> int | None:
+    """A queued job's place in its queue (1 = offered next): the jobs waiting for the same
+    chosen host, or the auto-placed ones, queued before it. None when it isn't queued."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    if job.placement == PlacementMode.CHOSEN:
+        queue = Job.objects.filter(requested_host_id=job.requested_host_id)
+    else:
+        queue = Job.objects.filter(placement=PlacementMode.AUTO)
+    ahead = queue.filter(status=JobStatus.QUEUED).filter(
+        Q(queued_at__lt=job.queued_at) | Q(queued_at=job.queued_at, pk__lt=job.pk)
+    )
+    return ahead.count() + 1
 
 
 def job_latest_attempt(job: Job) -> JobAttempt | None:

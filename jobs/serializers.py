@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
@@ -13,7 +13,8 @@ from rest_framework import serializers
 from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
-from jobs.models import Job, JobOutput
+from jobs.models import Job, JobOutput, JobStatus
+from jobs.selectors import job_queue_position
 from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.quote_apis import JobLimitsSerializer
 
@@ -105,6 +106,16 @@ class JobCreateSerializer(JobLimitsSerializer):
 class JobSerializer(serializers.ModelSerializer[Job]):
     cpus = serializers.DecimalField(max_digits=6, decimal_places=2, coerce_to_string=False)
     cancel_requested = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField(
+        help_text="A queued job's place in its queue (1 = offered next); null otherwise."
+    )
+    waiting_reason = serializers.SerializerMethodField(
+        help_text="Why a queued job waits (what it waits for); empty otherwise."
+    )
+    host_isolation = serializers.SerializerMethodField(
+        help_text='How the job\'s host (or chosen host) runs jobs: "docker" (isolated), "none" '
+        "(without isolation: only its owner's jobs go there), or empty when not known yet."
+    )
 
     class Meta:
         model = Job
@@ -112,11 +123,14 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "id",
             "status",
             "status_reason",
+            "queue_position",
+            "waiting_reason",
             "attempt",
             "max_attempts",
             "placement",
             "requested_host",
             "host",
+            "host_isolation",
             "entrypoint",
             "requirements",
             "cpus",
@@ -138,6 +152,16 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
     def get_cancel_requested(self, job: Job) -> bool:
         return job.cancel_requested_at is not None
+
+    def get_queue_position(self, job: Job) -> int | None:
+        return job_queue_position(job)
+
+    def get_waiting_reason(self, job: Job) -> str:
+        return job.waiting_reason if job.status == JobStatus.QUEUED else ""
+
+    def get_host_isolation(self, job: Job) -> Literal["docker", "none", ""]:
+        host = job.host or job.requested_host
+        return host.isolation if host is not None else ""  # type: ignore[return-value]
 
 
 class LogPageSerializer(serializers.Serializer[object]):

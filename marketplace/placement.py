@@ -34,6 +34,7 @@ from fractions import Fraction
 from agent.metering import MB_PER_GB, Rates
 
 SECONDS_PER_HOUR = 3600
+BUSY_REASON = "the host is busy with other jobs"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ class Candidate:
     used_cpus: Decimal = Decimal(0)
     used_memory_mb: int = 0
     used_gpus: int = 0
+    # Scheduling (docs/jobs.md "Placement"): how many jobs the agent runs at once and how
+    # many its open attempts take; its self-check; "none" runs jobs without isolation, which
+    # only the host's owner may use ("" = never said, treated as isolated: it never connected).
+    slots: int = 1
+    used_jobs: int = 0
+    is_ready: bool = True
+    not_ready_reason: str = ""
+    isolation: str = ""
+    is_owner: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,11 @@ def misfit_reason(
         (not c.is_online, "the host is offline"),
         (c.is_draining, "the host is draining"),
         (not c.is_available, "the host is not available now"),
+        (not c.is_ready, "the host is not ready to run jobs now"),
+        (
+            c.isolation == "none" and not c.is_owner,
+            "the host runs jobs without isolation; only its owner may use it",
+        ),
         (
             spec.cpus > cpu_limit,
             f"the job needs {Decimal(spec.cpus).normalize():f} CPUs, the host offers {cpu_limit}",
@@ -147,8 +162,9 @@ def misfit_reason(
         (
             spec.cpus > cpu_limit - c.used_cpus
             or spec.memory_mb > memory_limit - c.used_memory_mb
-            or spec.gpus > gpu_limit - c.used_gpus,
-            "the host is busy with other jobs",
+            or spec.gpus > gpu_limit - c.used_gpus
+            or c.used_jobs >= c.slots,
+            BUSY_REASON,
         ),
     ]
     if max_cost_micros is not None:

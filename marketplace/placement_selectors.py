@@ -20,7 +20,9 @@ def _is_online(host: Host, now: datetime) -> bool:
     return now - host.last_seen_at <= timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
 
 
-def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candidate:
+def candidate_from_host(
+    host: Host, *, is_visible: bool, now: datetime, user_id: int | None = None
+) -> Candidate:
     return Candidate(
         host_id=host.pk,
         name=host.name,
@@ -33,8 +35,11 @@ def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candi
         max_job_timeout_seconds=host.max_job_timeout_seconds,
         rates=host.rates,
         is_online=_is_online(host, now),
-        # A quarantined host (hosts.services.host_report_flag) is offered nothing.
-        is_available=host.is_available and host.quarantined_at is None,
+        # A quarantined host (hosts.services.host_report_flag, or host faults in a row:
+        # host_fault_record) is offered nothing.
+        is_available=host.is_available
+        and host.quarantined_at is None
+        and host.fault_quarantined_at is None,
         is_draining=host.is_draining or host.status == HostStatus.DRAINING,
         is_visible=is_visible,
         allow_network=host.allow_network,
@@ -42,6 +47,11 @@ def candidate_from_host(host: Host, *, is_visible: bool, now: datetime) -> Candi
         jobs_lost=host.jobs_lost,
         online_seconds=host.online_seconds,
         tracked_seconds=host.tracked_seconds,
+        slots=host.slots,
+        is_ready=host.is_ready,
+        not_ready_reason=host.not_ready_reason,
+        isolation=host.isolation,
+        is_owner=user_id is not None and host.owner_id == user_id,
     )
 
 
@@ -54,7 +64,10 @@ def placement_candidates(user: User, *, now: datetime | None = None) -> list[Can
         is_draining=False,
         quarantined_at__isnull=True,
     )
-    return [candidate_from_host(h, is_visible=True, now=now) for h in hosts.order_by("pk")]
+    return [
+        candidate_from_host(h, is_visible=True, now=now, user_id=user.pk)
+        for h in hosts.order_by("pk")
+    ]
 
 
 def placement_candidate(user: User, host_id: int, *, now: datetime | None = None) -> Candidate:
@@ -64,4 +77,4 @@ def placement_candidate(user: User, host_id: int, *, now: datetime | None = None
     host stays invisible rather than "not visible to you".
     """
     host = hosts_visible(user=user).get(pk=host_id)
-    return candidate_from_host(host, is_visible=True, now=now or timezone.now())
+    return candidate_from_host(host, is_visible=True, now=now or timezone.now(), user_id=user.pk)

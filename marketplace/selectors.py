@@ -103,7 +103,8 @@ def _accepting_q(now: datetime) -> Q:
     return (
         _fresh_q(now)
         & Q(status__in=(HostStatus.ONLINE, HostStatus.BUSY))
-        & Q(is_available=True, is_draining=False, quarantined_at__isnull=True)
+        & Q(is_available=True, is_ready=True, is_draining=False)
+        & Q(quarantined_at__isnull=True, fault_quarantined_at__isnull=True)
     )
 
 

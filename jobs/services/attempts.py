@@ -20,10 +20,23 @@ from django.utils import timezone
 
 from agent.protocol import JobCancel, JobFinished, OutputFile
 from config.errors import ValidationFailed
-from hosts.services import host_job_outcome_record
+from hosts.services import host_fault_record, host_job_outcome_record
 from jobs.billing import job_settle
-from jobs.models import AttemptStatus, Job, JobAttempt, JobOutput, JobStatus, PlacementMode
-from jobs.services.dispatch import host_refusal_record, job_offer_next
+from jobs.models import (
+    AttemptStatus,
+    Job,
+    JobAttempt,
+    JobOutput,
+    JobStatus,
+    PlacementMode,
+    RejectionKind,
+)
+from jobs.services.dispatch import (
+    attempt_lose,
+    capacity_offer,
+    host_refusal_record,
+    job_offer_next,
+)
 from jobs.services.outputs import outputs_undeclared_discard
 from jobs.services.usage import attempt_final_usage_record
 from jobs.states import ACTIVE, ALLOWED_FROM, IllegalTransition, attempt_transition, job_transition
@@ -51,24 +64,51 @@ def attempt_accept(attempt: JobAttempt, *, now: datetime | None = None) -> None:
         )
 
 
-def attempt_reject(attempt: JobAttempt, reason: str, *, now: datetime | None = None) -> None:
-    """The host refused the offer: auto placement moves on; a chosen host fails the job."""
+_REJECT_KINDS = {
+    "refused": RejectionKind.REFUSED,
+    "busy": RejectionKind.BUSY,
+    "host_fault": RejectionKind.HOST_FAULT,
+}
+
+
+def attempt_reject(
+    attempt: JobAttempt, reason: str, code: str = "refused", *, now: datetime | None = None
+) -> None:
+    """The host said no to the offer. ``code`` says what that means (docs/protocol.md):
+
+    - ``refused`` (its policy, a misfit): remembered against the job, auto placement moves on
+      and a chosen host fails the job;
+    - ``busy``: never held against the job; it waits (or goes elsewhere) and is offered there
+      again after JOB_REOFFER_AFTER_SECONDS;
+    - ``host_fault`` (the host can't run jobs now): a host fault, counted on the host; the job
+      goes elsewhere first, or waits for a chosen host.
+    """
     now = now or timezone.now()
+    kind = _REJECT_KINDS[code]
     with transaction.atomic():
         job = Job.objects.get(pk=attempt.job_id)
-        if job.placement == PlacementMode.AUTO:
-            host_refusal_record(job, attempt.host_id, reason)
-            target, why = JobStatus.QUEUED, f"host #{attempt.host_id} refused the job: {reason}"
-        else:
+        host = f"host #{attempt.host_id}"
+        if kind == RejectionKind.REFUSED and job.placement == PlacementMode.CHOSEN:
             target, why = JobStatus.FAILED, f"the chosen host refused the job: {reason}"
+        elif kind == RejectionKind.REFUSED:
+            target, why = JobStatus.QUEUED, f"{host} refused the job: {reason}"
+        elif kind == RejectionKind.BUSY:
+            target, why = JobStatus.QUEUED, f"{host} was busy; waiting for a free host"
+        else:
+            target, why = JobStatus.QUEUED, f"{host} could not run jobs just now; waiting"
+        host_refusal_record(job, attempt.host_id, reason, kind, now=now)
         job_transition(
             job, target, why, expected_from=[JobStatus.OFFERED], at_attempt=attempt.number
         )
         attempt_transition(attempt, AttemptStatus.REJECTED, reason, finished_at=now)
+        if kind == RejectionKind.HOST_FAULT:
+            host_fault_record(host_id=attempt.host_id, detail=reason, now=now)
         if target == JobStatus.QUEUED:
             job_offer_next(job.pk, now=now)
         else:
             job_settle(job.pk)
+        if kind != RejectionKind.BUSY:
+            capacity_offer(attempt.host_id, now=now)
 
 
 _PHASES = {"preparing": JobStatus.PREPARING, "running": JobStatus.RUNNING}
@@ -120,6 +160,7 @@ def attempt_budget_exhaust(attempt: JobAttempt, *, now: datetime | None = None) 
             )
             host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
             job_settle(job.pk)
+            capacity_offer(attempt.host_id, now=now)
     except IllegalTransition:
         return None
     return JobCancel(job_id=attempt.job_id, attempt=attempt.number, reason=BUDGET_REASON)
@@ -137,6 +178,17 @@ def attempt_finish(
     the final usage was refused.
     """
     now = now or timezone.now()
+    if finished["status"] == "failed" and finished.get("fault") == "host":
+        # Not the renter's fault: not charged, the job runs elsewhere (attempt_lose).
+        sentence = f"the host could not run the job: {finished['reason'] or 'a host fault'}"
+        attempt_lose(
+            attempt.pk,
+            sentence,
+            now=now,
+            lease_expired=False,
+            fault_detail=finished.get("detail") or finished["reason"],
+        )
+        return None
     target = JobStatus(finished["status"])
     with transaction.atomic():
         job = Job.objects.get(pk=attempt.job_id)
@@ -160,6 +212,7 @@ def attempt_finish(
         outputs_declare(attempt, finished["outputs"])
         host_job_outcome_record(host_id=attempt.host_id, is_finished=True)
         job_settle(job.pk)
+        capacity_offer(attempt.host_id, now=now)
     return refused
 
 

@@ -12,6 +12,7 @@ from jobs import agent_link, events
 from jobs.billing import job_settle
 from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
 from jobs.selectors import job_of
+from jobs.services.dispatch import capacity_offer
 from jobs.states import (
     ACTIVE,
     FINAL,
@@ -68,6 +69,7 @@ def _offer_withdraw(job: Job, now: object) -> tuple[int, JobCancel] | None:
         expected_from=[AttemptStatus.OFFERED],
         finished_at=now,
     )
+    capacity_offer(offered.host_id)
     return offered.host_id, JobCancel(job_id=job.pk, attempt=offered.number, reason=CANCEL_REASON)
 
 

@@ -14,16 +14,18 @@ import base64
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agent.protocol import JobFile as WireFile
 from agent.protocol import JobLimits, JobOffer
-from hosts.models import Host, rates_columns
-from hosts.services import host_job_outcome_record
+from hosts.models import Host, HostStatus, rates_columns
+from hosts.services import host_fault_record, host_job_outcome_record
 from jobs import agent_link
 from jobs.billing import attempt_charges_reverse, job_settle
 from jobs.models import (
@@ -33,17 +35,19 @@ from jobs.models import (
     JobHostRejection,
     JobStatus,
     PlacementMode,
+    RejectionKind,
 )
 from jobs.selectors import candidates_loaded, job_spec
 from jobs.states import (
     ACTIVE,
     ATTEMPT_ACTIVE,
+    ATTEMPT_OPEN,
     FINAL,
     IllegalTransition,
     attempt_transition,
     job_transition,
 )
-from marketplace.placement import Candidate, hosts_rank, misfit_reason
+from marketplace.placement import BUSY_REASON, Candidate, JobSpec, hosts_rank, misfit_reason
 from marketplace.placement_selectors import placement_candidate, placement_candidates
 
 _REAP_BATCH = 100
@@ -56,13 +60,27 @@ class _Target:
     is_permanent: bool = False
 
 
+# What each kind of rejection means for placement (most lasting first: a host's record for a
+# job only ever moves up this list).
+_LASTING = [
+    RejectionKind.REFUSED,
+    RejectionKind.HOST_FAULT,
+    RejectionKind.LOST,
+    RejectionKind.EXPIRED,
+    RejectionKind.BUSY,
+]
+_SOFT = {RejectionKind.HOST_FAULT, RejectionKind.LOST}  # other hosts first, this one if none
+_BRIEF = {RejectionKind.EXPIRED, RejectionKind.BUSY}  # not for JOB_REOFFER_AFTER_SECONDS
+
+
 def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | None:
-    """Offer a queued job to the best host that has not refused it.
+    """Offer a queued job to the best host that has room for it and has not refused it.
 
     Locks the job row, so concurrent dispatchers make one offer. The offer is sent to the
-    agent after commit. A job no host can take waits (the reaper calls this every few
-    seconds) until JOB_QUEUE_TIMEOUT_SECONDS, or fails at once when every host that could
-    take it has already refused or lost it.
+    agent after commit. A job no host can take now waits, saying why (``waiting_reason``),
+    until capacity frees (``jobs.services.capacity``, the reaper's tick),
+    JOB_QUEUE_TIMEOUT_SECONDS passes, or at once when every host that could ever take it has
+    refused it.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -80,38 +98,79 @@ def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | 
             return _offer_create(job, target.candidate, now)
         if _unplaceable_fail(job, target, now):
             job_settle(job_id)
+        elif job.waiting_reason != target.why_not:
+            Job.objects.filter(pk=job.pk).update(waiting_reason=target.why_not[:300])
     return None
+
+
+def _rejections(job: Job, now: datetime) -> dict[int, RejectionKind]:
+    """The hosts this job holds something against now (brief ones only while they last)."""
+    brief_since = now - timedelta(seconds=settings.JOB_REOFFER_AFTER_SECONDS)
+    return {
+        host_id: RejectionKind(kind)
+        for host_id, kind, at in job.rejections.values_list("host_id", "kind", "created_at")
+        if kind not in _BRIEF or at > brief_since
+    }
 
 
 def _placement_target(job: Job, now: datetime) -> _Target:
     spec = job_spec(job)
+    rejections = _rejections(job, now)
     if job.placement == PlacementMode.CHOSEN:
         assert job.requested_host_id is not None
         try:
             chosen = placement_candidate(job.owner, job.requested_host_id, now=now)
         except Host.DoesNotExist:
             return _Target(None, "the chosen host is gone", is_permanent=True)
-        [loaded] = candidates_loaded([chosen])
-        why_not = misfit_reason(spec, loaded)
-        return _Target(loaded) if why_not is None else _Target(None, why_not)
-    refused = set(job.rejections.values_list("host_id", flat=True))
+        # (An offer it let expire is made again at once: the offer's TTL spaced them already.)
+        if rejections.get(chosen.host_id) == RejectionKind.BUSY:
+            return _Target(None, f"waiting for the chosen host: {BUSY_REASON}")
+        [chosen] = candidates_loaded([chosen])
+        why_not = misfit_reason(spec, chosen)
+        if why_not is None:
+            return _Target(chosen)
+        return _Target(None, f"waiting for the chosen host: {why_not}")
+    refused = {h for h, kind in rejections.items() if kind == RejectionKind.REFUSED}
+    brief = {h for h, kind in rejections.items() if kind in _BRIEF}
+    soft = {h for h, kind in rejections.items() if kind in _SOFT}
     budget = job.max_cost_micros - job.cost_micros
     candidates = placement_candidates(job.owner, now=now)
-    ranked = hosts_rank(
-        spec, candidates_loaded(candidates), max_cost_micros=budget, exclude=refused
-    )
+    loaded = candidates_loaded(candidates)
+    ranked = hosts_rank(spec, loaded, max_cost_micros=budget, exclude=refused | brief | soft)
+    ranked = ranked or hosts_rank(spec, loaded, max_cost_micros=budget, exclude=refused | brief)
     if ranked:
         return _Target(ranked[0].candidate)
-    # Hosts that are offline, unavailable or busy for now may take it later; only when no
-    # host could ever take it (all refused it or lost it) is the failure permanent.
+    # Hosts that are offline, unavailable, not ready or busy for now may take it later; only
+    # when every host that could ever take it refused it is the failure permanent.
     someday = [
-        dataclasses.replace(c, is_online=True, is_available=True, is_draining=False)
+        dataclasses.replace(c, is_online=True, is_available=True, is_draining=False, is_ready=True)
         for c in candidates
     ]
     could_ever = hosts_rank(spec, someday, max_cost_micros=budget, exclude=refused)
     if not could_ever and refused:
-        return _Target(None, "every host that fits refused or lost the job", is_permanent=True)
-    return _Target(None, "no host that fits is free now")
+        return _Target(None, "every host that fits refused the job", is_permanent=True)
+    return _Target(None, _waiting_reason(spec, loaded, refused, brief))
+
+
+def _waiting_reason(
+    spec: JobSpec, loaded: list[Candidate], refused: set[int], brief: set[int]
+) -> str:
+    """Why a job waits, in the renter's words: what it waits for."""
+    reasons = [
+        BUSY_REASON if c.host_id in brief else misfit_reason(spec, c)
+        for c in loaded
+        if c.host_id not in refused
+    ]
+    need = f"{Decimal(spec.cpus).normalize():f} CPUs and {spec.memory_mb} MB of memory"
+    if spec.gpus:
+        need += f" and {spec.gpus} GPUs"
+    busy = reasons.count(BUSY_REASON)
+    if busy:
+        hosts = "the one host that fits is" if busy == 1 else f"all {busy} hosts that fit are"
+        return f"waiting for a host with {need} free: {hosts} busy"
+    if any(r is not None and r.startswith("the host is not") for r in reasons):
+        return f"waiting for a host with {need} to become available or ready"
+    return f"waiting for a host with {need} to come online"
 
 
 def _unplaceable_fail(job: Job, target: _Target, now: datetime) -> bool:
@@ -121,7 +180,7 @@ def _unplaceable_fail(job: Job, target: _Target, now: datetime) -> bool:
         return False
     reason = target.why_not
     if not target.is_permanent:
-        reason = f"no host took the job within {settings.JOB_QUEUE_TIMEOUT_SECONDS} s: {reason}"
+        reason = f"no host took the job within {settings.JOB_QUEUE_TIMEOUT_SECONDS} s ({reason})"
     job_transition(job, JobStatus.FAILED, reason, expected_from=[JobStatus.QUEUED])
     return True
 
@@ -190,12 +249,25 @@ def offers_open(host_id: int, *, now: datetime | None = None) -> list[JobOffer]:
     ]
 
 
-def host_refusal_record(job: Job, host_id: int, reason: str) -> None:
-    """Remember that this host refused, ignored or lost the job, so auto placement moves on."""
-    if job.placement == PlacementMode.AUTO:
-        JobHostRejection.objects.get_or_create(
-            job=job, host_id=host_id, defaults={"reason": reason[:500]}
+def host_refusal_record(
+    job: Job,
+    host_id: int,
+    reason: str,
+    kind: RejectionKind = RejectionKind.REFUSED,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Remember what this host's no means for the job (``RejectionKind``), so placement moves
+    on: a record only moves to a more lasting kind; a brief one is renewed."""
+    now = now or timezone.now()
+    existing = job.rejections.filter(host_id=host_id).first()
+    if existing is None:
+        JobHostRejection.objects.create(
+            job=job, host_id=host_id, kind=kind, reason=reason[:500], created_at=now
         )
+    elif _LASTING.index(kind) <= _LASTING.index(RejectionKind(existing.kind)):
+        existing.kind, existing.reason, existing.created_at = kind, reason[:500], now
+        existing.save(update_fields=["kind", "reason", "created_at"])
 
 
 def offer_expire(attempt_id: int, *, now: datetime | None = None) -> bool:
@@ -226,7 +298,9 @@ def offer_expire(attempt_id: int, *, now: datetime | None = None) -> bool:
             )
         except IllegalTransition:
             return False
-        host_refusal_record(job, attempt.host_id, "did not answer the offer in time")
+        host_refusal_record(
+            job, attempt.host_id, "did not answer the offer in time", RejectionKind.EXPIRED, now=now
+        )
         job_transition(
             job,
             JobStatus.QUEUED,
@@ -235,11 +309,17 @@ def offer_expire(attempt_id: int, *, now: datetime | None = None) -> bool:
             at_attempt=attempt.number,
         )
         job_offer_next(attempt.job_id, now=now)
+        capacity_offer(attempt.host_id, now=now)
     return True
 
 
 def attempt_lose(
-    attempt_id: int, reason: str, *, now: datetime | None = None, lease_expired: bool = True
+    attempt_id: int,
+    reason: str,
+    *,
+    now: datetime | None = None,
+    lease_expired: bool = True,
+    fault_detail: str | None = None,
 ) -> bool:
     """End an active attempt as lost: requeue the job while retries remain, else fail it.
 
@@ -247,6 +327,11 @@ def attempt_lose(
     being expired, unless ``lease_expired`` is False: the agent said it no longer runs it).
     Counts the loss against the host. A job whose cancel was pending ends cancelled. Moves
     money: the attempt's charges are reversed (jobs.billing).
+
+    ``fault_detail`` (not None) makes it a host fault: the host said it could not prepare,
+    start or supervise the container. It counts against the host (``host_fault_record``) and
+    against the job's JOB_MAX_HOST_FAULTS, not its JOB_MAX_ATTEMPTS; ``reason`` is the
+    renter's sentence, the detail the host owner's.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -260,6 +345,9 @@ def attempt_lose(
         )
         if job is None:
             return False
+        fault: dict[str, Any] = {}
+        if fault_detail is not None:
+            fault = {"fault": "host", "fault_detail": fault_detail[:2000]}
         try:
             attempt_transition(
                 attempt,
@@ -267,11 +355,14 @@ def attempt_lose(
                 reason,
                 lease_expired_at=now if lease_expired else None,
                 finished_at=now,
+                **fault,
             )
         except IllegalTransition:
             return False
         host_job_outcome_record(host_id=attempt.host_id, is_finished=False)
-        _after_loss(job, attempt, reason)
+        if fault_detail is not None:
+            host_fault_record(host_id=attempt.host_id, detail=fault_detail or reason, now=now)
+        _after_loss(job, attempt, reason, now)
         # The renter pays nothing for work a host lost: give the charges back before the job
         # runs again (its next attempt may use the whole cap) or settles.
         attempt_charges_reverse(attempt_id)
@@ -279,19 +370,28 @@ def attempt_lose(
             job_offer_next(job.pk, now=now)
         else:
             job_settle(job.pk)
+        capacity_offer(attempt.host_id, now=now)
     return True
 
 
-def _after_loss(job: Job, attempt: JobAttempt, reason: str) -> None:
-    lost = job.attempts.filter(status=AttemptStatus.LOST).count()
+def _after_loss(job: Job, attempt: JobAttempt, reason: str, now: datetime) -> None:
     number = attempt.number
+    ended = job.attempts.filter(status=AttemptStatus.LOST)
+    if attempt.fault == "host":
+        kind, limit = RejectionKind.HOST_FAULT, settings.JOB_MAX_HOST_FAULTS
+        spent = ended.filter(fault="host").count()
+        last = f"{spent} hosts could not run the job; nothing was charged"
+    else:
+        kind, limit = RejectionKind.LOST, job.max_attempts
+        spent = ended.exclude(fault="host").count()
+        last = "no retries left"
     if job.cancel_requested_at is not None:
         target, why = JobStatus.CANCELLED, f"cancelled; attempt {number} was lost ({reason})"
-    elif lost < job.max_attempts:
-        host_refusal_record(job, attempt.host_id, "lost the job")
+    elif spent < limit:
+        host_refusal_record(job, attempt.host_id, reason, kind, now=now)
         target, why = JobStatus.QUEUED, f"attempt {number} lost ({reason}); retrying"
     else:
-        target, why = JobStatus.FAILED, f"attempt {number} lost ({reason}); no retries left"
+        target, why = JobStatus.FAILED, f"attempt {number} lost ({reason}); {last}"
     job_transition(job, target, why, expected_from=ACTIVE, at_attempt=number)
 
 
@@ -325,3 +425,60 @@ def attempts_unreversed() -> list[int]:
         status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
     )
     return list(lost.values_list("pk", flat=True)[:_REAP_BATCH])
+
+
+# --- capacity freeing --------------------------------------------------------------------------
+# Capacity freeing on a host offers the queued jobs it can take at once, in the transaction
+# that freed it: an attempt ending there (finished, lost, rejected, expired, stopped at the cap
+# or for overrunning, withdrawn) and the host's hello (back online, maybe with more slots).
+# The reaper's tick offers queued jobs too (``jobs.tasks``); this makes it immediate. Queued
+# jobs another transaction holds are skipped (SKIP LOCKED), so two hosts freeing capacity at
+# once never wait on each other's jobs; what one skips, the next freeing or tick offers.
+
+# Look at up to this many queued jobs per free slot (some may go to other hosts, or not fit).
+_LOOKAHEAD = 4
+
+
+def capacity_offer(host_id: int, *, now: datetime | None = None) -> int:
+    """Offer queued jobs, oldest first, while this host has free slots; how many were offered
+    (to this host or, where placement ranks another first, elsewhere)."""
+    now = now or timezone.now()
+    host = (
+        Host.objects.filter(
+            pk=host_id,
+            status__in=[HostStatus.ONLINE, HostStatus.BUSY],
+            is_ready=True,
+            is_available=True,
+            is_draining=False,
+            quarantined_at__isnull=True,
+            fault_quarantined_at__isnull=True,
+        )
+        .values("slots", "cpus", "memory_mb", "gpu_count")
+        .first()
+    )
+    if host is None:
+        return 0
+    used = JobAttempt.objects.filter(host_id=host_id, status__in=ATTEMPT_OPEN).count()
+    free = host["slots"] - used
+    if free <= 0:
+        return 0
+    queued = (
+        Job.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(status=JobStatus.QUEUED)
+        .filter(Q(placement=PlacementMode.AUTO) | Q(requested_host_id=host_id))
+        .filter(cpus__lte=host["cpus"], memory_mb__lte=host["memory_mb"])
+        .filter(gpus__lte=host["gpu_count"])
+        .order_by("queued_at", "pk")
+        .values_list("pk", flat=True)
+    )
+    offered = 0
+    for job_id in list(queued[: free * _LOOKAHEAD]):
+        attempt = job_offer_next(job_id, now=now)
+        if attempt is None:
+            continue
+        offered += 1
+        if attempt.host_id == host_id:
+            free -= 1
+            if free == 0:
+                break
+    return offered

@@ -57,6 +57,15 @@ def leases_renew(
     ]
 
 
+def leases_cut(host_id: int, *, seconds: int, now: datetime | None = None) -> int:
+    """The host's agent disconnected: what it runs is lost ``seconds`` from now (the reaper
+    loses expired leases) unless it says hello again first (``welcome_decide`` renews them)."""
+    until = (now or timezone.now()) + timedelta(seconds=seconds)
+    return JobAttempt.objects.filter(
+        host_id=host_id, status__in=ATTEMPT_ACTIVE, lease_expires_at__gt=until
+    ).update(lease_expires_at=until)
+
+
 def welcome_decide(
     host_id: int, running_jobs: list[RunningJobRef], *, now: datetime | None = None
 ) -> tuple[list[RunningJobRef], list[RunningJobRef]]:

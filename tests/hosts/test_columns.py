@@ -83,7 +83,6 @@ def test_hello_overwrites_every_spec_column_and_nothing_else(hana):
     # given
     host = host_create(hana, disk_free_mb=1, docker_available=False, **rates_columns(RATES))
     credential_create(host)
-    services.host_connect(host_id=host.pk, connection_id="conn-1")
     reported = specs(
         cpu_model="  Apple M2 Max ",
         arch="aarch64",

@@ -2,8 +2,10 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.db import OperationalError
 from django.forms.models import model_to_dict
 
 from agent.protocol import (
@@ -302,6 +304,85 @@ async def test_a_newer_connection_replaces_the_older_one(host, credential):
     await second.receive_json_from(TIMEOUT)  # error: not this host's; the heartbeat went first
     assert (await _row(host.pk))["unavailable_reason"] == "r"
     await second.disconnect()
+
+
+async def test_a_handshake_that_never_says_hello_replaces_nothing(host, credential):
+    # given: the live socket
+    live = await _welcomed(credential)
+
+    # when: a late handshake with the credential connects and says nothing (a stalled server
+    # serving its backlog), then goes
+    late = await _open(credential)
+    await late.disconnect()
+
+    # then: the live socket is open, still the host's, and its heartbeats count
+    assert await live.receive_nothing(0.3)
+    row = await _row(host.pk)
+    assert row["status"] == HostStatus.ONLINE
+    await live.send_to(
+        text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="r"))
+    )
+    await live.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
+    await live.receive_json_from(TIMEOUT)
+    assert (await _row(host.pk))["unavailable_reason"] == "r"
+    await live.disconnect()
+
+
+async def test_a_hello_from_an_older_connection_after_a_newer_ones_is_refused(host, credential):
+    # given: two sockets connect; the newer one says hello first
+    older = await _open(credential)
+    newer = await _welcomed(credential)
+
+    # when: the older one's hello arrives late
+    await older.send_to(text_data=encode("hello", _hello()))
+
+    # then: it is told it was replaced; the newer one stays
+    assert await _closed_with(older) == CLOSE_REPLACED
+    assert await newer.receive_nothing(0.3)
+    await newer.send_to(
+        text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="n"))
+    )
+    await newer.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
+    await newer.receive_json_from(TIMEOUT)
+    assert (await _row(host.pk))["unavailable_reason"] == "n"
+    await newer.disconnect()
+
+
+async def test_a_database_error_in_a_heartbeat_keeps_the_socket(host, credential, monkeypatch):
+    communicator = await _welcomed(credential)
+
+    def broken(*args, **kwargs):
+        raise OperationalError("the server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(agent_socket, "heartbeat_accept", broken)
+        await communicator.send_to(text_data=encode("heartbeat", _heartbeat()))
+        reply = await communicator.receive_json_from(TIMEOUT)
+    assert (reply["type"], reply["data"]["code"]) == ("error", "internal_error")
+
+    # the next heartbeat is served on the same socket
+    await communicator.send_to(
+        text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="x"))
+    )
+    await communicator.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
+    await communicator.receive_json_from(TIMEOUT)
+    assert (await _row(host.pk))["unavailable_reason"] == "x"
+    await communicator.disconnect()
+
+
+async def test_with_the_channel_layer_down_a_disconnect_still_takes_the_host_offline(
+    host, credential, monkeypatch
+):
+    communicator = await _welcomed(credential)
+    assert (await _row(host.pk))["status"] == HostStatus.ONLINE
+
+    async def unreachable(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(get_channel_layer(), "group_discard", unreachable)
+    await communicator.disconnect()
+
+    assert (await _row(host.pk))["status"] == HostStatus.OFFLINE
 
 
 async def test_a_job_message_about_a_job_never_offered_here_is_refused(host, credential):

@@ -41,7 +41,6 @@ def _heartbeat(**overrides):
 def host(hana):
     host = host_create(hana, name="box")
     credential_create(host)
-    services.host_connect(host_id=host.pk, connection_id="conn-1")
     return host
 
 
@@ -75,7 +74,6 @@ def test_heartbeats_count_online_time_and_gaps_count_only_as_tracked(host):
     services.host_disconnect(
         host_id=host.pk, connection_id="conn-1", now=T0 + timedelta(seconds=20)
     )
-    services.host_connect(host_id=host.pk, connection_id="conn-2")
 
     # when
     services.host_hello(
@@ -132,12 +130,18 @@ def test_heartbeat_records_availability_busy_and_local_drain(host):
 
 
 def test_a_replaced_connection_changes_nothing(host):
-    # given
-    services.host_hello(host_id=host.pk, connection_id="conn-1", hello=_hello(), now=T0)
-    services.host_connect(host_id=host.pk, connection_id="conn-2")
+    # given: conn-1 said hello, then conn-2 (connected later) did
+    first = services.host_connect(host_id=host.pk)
+    services.host_hello(
+        host_id=host.pk, connection_id="conn-1", connection_seq=first, hello=_hello(), now=T0
+    )
+    second = services.host_connect(host_id=host.pk)
+    services.host_hello(
+        host_id=host.pk, connection_id="conn-2", connection_seq=second, hello=_hello(), now=T0
+    )
     before = model_to_dict(Host.objects.get(pk=host.pk))
 
-    # when
+    # when: the older socket speaks again (its hello too: served late by a stalled server)
     heartbeat = services.host_heartbeat(
         host_id=host.pk,
         connection_id="conn-1",
@@ -145,13 +149,90 @@ def test_a_replaced_connection_changes_nothing(host):
         now=T0 + timedelta(seconds=5),
     )
     hello = services.host_hello(
-        host_id=host.pk, connection_id="conn-1", hello=_hello(agent_version="9"), now=T0
+        host_id=host.pk,
+        connection_id="conn-1",
+        connection_seq=first,
+        hello=_hello(agent_version="9"),
+        now=T0,
     )
     disconnected = services.host_disconnect(host_id=host.pk, connection_id="conn-1")
 
     # then
     assert (heartbeat, hello, disconnected) == (Presence.REPLACED, Presence.REPLACED, False)
     assert model_to_dict(Host.objects.get(pk=host.pk)) == before
+    assert before["connection_id"] == "conn-2"
+
+
+def test_a_connection_becomes_live_by_saying_hello_not_by_connecting(host):
+    # given: the live socket said hello
+    live = services.host_connect(host_id=host.pk)
+    services.host_hello(
+        host_id=host.pk, connection_id="conn-1", connection_seq=live, hello=_hello(), now=T0
+    )
+
+    # when: another handshake with the credential connects (a stalled server's backlog) but
+    # never says hello
+    late = services.host_connect(host_id=host.pk)
+
+    # then: the live socket stays live and its heartbeats count
+    assert late > live
+    heartbeat = services.host_heartbeat(
+        host_id=host.pk, connection_id="conn-1", heartbeat=_heartbeat(), now=T0
+    )
+    assert heartbeat is Presence.CURRENT
+    assert Host.objects.get(pk=host.pk).connection_id == "conn-1"
+
+    # and when it does say hello (a second agent really holds the credential), it takes over
+    services.host_hello(
+        host_id=host.pk, connection_id="conn-2", connection_seq=late, hello=_hello(), now=T0
+    )
+    assert Host.objects.get(pk=host.pk).connection_id == "conn-2"
+
+
+def test_hello_records_slots_readiness_isolation_and_install_id(host):
+    # given an agent of today
+    hello = _hello(
+        install_id="a1b2c3d4e5f6",
+        slots=3,
+        readiness={"ready": False, "reason": "the runner image is missing", "isolation": "docker"},
+    )
+
+    # when
+    services.host_hello(host_id=host.pk, connection_id="conn-1", hello=hello, now=T0)
+
+    # then
+    host.refresh_from_db()
+    assert (host.slots, host.is_ready, host.not_ready_reason, host.isolation) == (
+        3,
+        False,
+        "the runner image is missing",
+        "docker",
+    )
+    assert host.install_id == "a1b2c3d4e5f6"
+
+    # and a heartbeat updates them
+    services.host_heartbeat(
+        host_id=host.pk,
+        connection_id="conn-1",
+        heartbeat=_heartbeat(
+            slots=2, readiness={"ready": True, "reason": "", "isolation": "docker"}
+        ),
+        now=T0,
+    )
+    host.refresh_from_db()
+    assert (host.slots, host.is_ready, host.not_ready_reason) == (2, True, "")
+
+
+def test_an_older_agent_gets_one_slot_ready_and_isolation_from_its_specs(host):
+    services.host_hello(
+        host_id=host.pk,
+        connection_id="conn-1",
+        hello=_hello(specs=specs(docker_available=False)),
+        now=T0,
+    )
+
+    host.refresh_from_db()
+    assert (host.slots, host.is_ready, host.isolation) == (1, True, "none")
 
 
 def test_a_connection_whose_credential_was_revoked_is_told_so(host, hana):

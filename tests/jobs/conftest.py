@@ -29,6 +29,8 @@ def make_host(db: None) -> Callable[..., Host]:
             "docker_available": True,
             **extra,
         }
+        # what the agent advertises by default: a slot per core (with 2 GB each)
+        values.setdefault("slots", min(values["cpus"], values["memory_mb"] // 2048, 64))
         return Host.objects.create(owner=owner, name=name, **values)
 
     return make

@@ -225,11 +225,13 @@ def assert_billed_once_for_what_ran(
 # --- the tests -------------------------------------------------------------------------------
 
 
+@pytest.mark.docker
 def test_network_drop_and_server_restart_mid_job_bill_once_for_what_ran(
     server, proxy, make_agent, renter, alice, hana
 ):
-    # given: the real agent with the process runtime, a job burning a core for 6 s
-    agent = make_agent("process")
+    # given: the real agent with the Docker runtime (a renter's job never goes to a host that
+    # runs jobs without isolation), a job burning a core for 6 s
+    agent = make_agent("docker")
     job_id = submit(renter)
     wait_for(posting(lambda: "tick 2\n" in log_of(renter, job_id)), "the job running", 60)
     first = Host.objects.get(pk=agent.host_id).connection_id
