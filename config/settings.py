@@ -283,6 +283,9 @@ JOB_MAX_HOST_FAULTS = env_int("JOB_MAX_HOST_FAULTS", 5, minimum=1)
 # After a host said busy (or let an offer expire), it is offered that job again only after
 # this many seconds; a busy host is never held against the job.
 JOB_REOFFER_AFTER_SECONDS = env_int("JOB_REOFFER_AFTER_SECONDS", 10, minimum=1)
+# A host whose agent runs jobs without isolation takes only its owner's jobs, unless this is
+# set: the local demo only (scripts/run_demo.py), where every user is the person trying it.
+PLACEMENT_ALLOW_UNISOLATED_HOSTS = env_bool("PLACEMENT_ALLOW_UNISOLATED_HOSTS", False)
 # A dropped agent socket: what the host runs is lost this long after, unless it says hello.
 HOST_DISCONNECT_GRACE_SECONDS = env_int("HOST_DISCONNECT_GRACE_SECONDS", 20, minimum=1)
 # The reaper: hosts silent for HOST_OFFLINE_AFTER_SECONDS are marked offline.

@@ -73,13 +73,14 @@ class Candidate:
     used_gpus: int = 0
     # Scheduling (docs/jobs.md "Placement"): how many jobs the agent runs at once and how
     # many its open attempts take; its self-check; "none" runs jobs without isolation, which
-    # only the host's owner may use ("" = never said, treated as isolated: it never connected).
+    # only the host's owner may use ("" = never said, treated as isolated: it never connected),
+    # or anyone where PLACEMENT_ALLOW_UNISOLATED_HOSTS is set (the local demo only).
     slots: int = 1
     used_jobs: int = 0
     is_ready: bool = True
     not_ready_reason: str = ""
     isolation: str = ""
-    is_owner: bool = False
+    may_use_unisolated: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def misfit_reason(
         (not c.is_available, "the host is not available now"),
         (not c.is_ready, "the host is not ready to run jobs now"),
         (
-            c.isolation == "none" and not c.is_owner,
+            c.isolation == "none" and not c.may_use_unisolated,
             "the host runs jobs without isolation; only its owner may use it",
         ),
         (

@@ -51,7 +51,8 @@ def candidate_from_host(
         is_ready=host.is_ready,
         not_ready_reason=host.not_ready_reason,
         isolation=host.isolation,
-        is_owner=user_id is not None and host.owner_id == user_id,
+        may_use_unisolated=settings.PLACEMENT_ALLOW_UNISOLATED_HOSTS
+        or (user_id is not None and host.owner_id == user_id),
     )
 
 

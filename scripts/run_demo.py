@@ -109,6 +109,9 @@ def server_env(demo: Demo, base: Mapping[str, str]) -> dict[str, str]:
         DATABASE_URL=f"sqlite:///{demo.var_dir / 'demo.sqlite3'}",
         PAYMENT_PROVIDER="demo",
         DEMO_PAYMENTS_ENABLED="1",
+        # The local agent may run jobs without isolation (no Docker): the demo renter may use
+        # it, and every page that shows the host says so in red.
+        PLACEMENT_ALLOW_UNISOLATED_HOSTS="1",
         PUBLIC_URL=demo.url,
         PYTHONUNBUFFERED="1",
         DJANGO_SETTINGS_MODULE="config.settings",

@@ -58,6 +58,8 @@ def test_children_get_the_embedded_default_whatever_the_shell_says(
         "demo",
         "1",
     )
+    # the local agent may run jobs unisolated; the demo renter may use it (shown in red)
+    assert env["PLACEMENT_ALLOW_UNISOLATED_HOSTS"] == "1"
     assert (env["COMMUNIPUTE_VAR_DIR"], env["PUBLIC_URL"]) == (
         str(tmp_path),
         "http://127.0.0.1:8123",

@@ -778,6 +778,8 @@ export interface components {
             /** @description Payouts whose transfer went through. */
             payouts_micros: number;
         };
+        /** @enum {unknown} */
+        BlankEnum: "";
         /** @description The payment plus what the page needs to take it (Stripe.js: the client secret). */
         CheckoutOutput: {
             readonly id: number;
@@ -842,6 +844,8 @@ export interface components {
          * @enum {string}
          */
         GroupByEnum: "day" | "host" | "user";
+        /** @enum {string} */
+        HostIsolationEnum: "docker" | "none";
         /**
          * @description A catalog entry. Expects ``current_status`` annotated (hosts.selectors.status_fresh).
          *
@@ -876,6 +880,9 @@ export interface components {
             readonly is_available: boolean;
             readonly is_draining: boolean;
             readonly is_accepting_jobs: boolean;
+            readonly slots: number;
+            readonly is_ready: boolean;
+            readonly isolation: components["schemas"]["IsolationEnum"];
             /** Format: date-time */
             readonly last_seen_at: string | null;
             readonly visibility: components["schemas"]["VisibilityEnum"];
@@ -907,15 +914,27 @@ export interface components {
             name: string;
             description: string;
         };
+        /**
+         * @description * `docker` - isolated (Docker)
+         *     * `none` - not isolated
+         * @enum {string}
+         */
+        IsolationEnum: "docker" | "none";
         Job: {
             readonly id: number;
             readonly status: components["schemas"]["JobStatusEnum"];
             readonly status_reason: string;
+            /** @description A queued job's place in its queue (1 = offered next); null otherwise. */
+            readonly queue_position: number | null;
+            /** @description Why a queued job waits (what it waits for); empty otherwise. */
+            readonly waiting_reason: string;
             readonly attempt: number;
             readonly max_attempts: number;
             readonly placement: components["schemas"]["JobPlacementEnum"];
             readonly requested_host: number | null;
             readonly host: number | null;
+            /** @description How the job's host (or chosen host) runs jobs: "docker" (isolated), "none" (without isolation: only its owner's jobs go there), or empty when not known yet. */
+            readonly host_isolation: components["schemas"]["HostIsolationEnum"] | components["schemas"]["BlankEnum"];
             readonly entrypoint: string;
             readonly requirements: unknown;
             /** Format: double */
@@ -1099,6 +1118,9 @@ export interface components {
             readonly is_available: boolean;
             readonly is_draining: boolean;
             readonly is_accepting_jobs: boolean;
+            readonly slots: number;
+            readonly is_ready: boolean;
+            readonly isolation: components["schemas"]["IsolationEnum"];
             /** Format: date-time */
             readonly last_seen_at: string | null;
             readonly visibility: components["schemas"]["VisibilityEnum"];
@@ -1122,6 +1144,13 @@ export interface components {
             /** Format: date-time */
             readonly quarantined_at: string | null;
             readonly quarantine_reason: string;
+            readonly not_ready_reason: string;
+            readonly host_faults: number;
+            /** Format: date-time */
+            readonly last_fault_at: string | null;
+            readonly last_fault_detail: string;
+            /** Format: date-time */
+            readonly fault_quarantined_at: string | null;
         };
         PaginatedApiTokenOutputList: {
             /** @example 123 */

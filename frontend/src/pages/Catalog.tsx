@@ -7,6 +7,7 @@ import { Field } from "../components/Field";
 import { Loading } from "../components/Progress";
 import { HostStatusBadge } from "../components/StatusBadge";
 import { useDebounced, useLoad } from "../lib/hooks";
+import { IsolationWarning } from "../components/IsolationWarning";
 import { gpuText, ratesText, reliabilityText } from "../lib/hosts";
 import { creditsToMicros, formatMemory } from "../lib/money";
 
@@ -134,7 +135,9 @@ export function CatalogPage() {
               <tbody>
                 {hosts.data.results.map((host) => (
                   <tr key={host.id}>
-                    <th scope="row"><Link to={`/hosts/${host.id}`}>{host.name || `Host #${host.id}`}</Link></th>
+                    <th scope="row">
+                      <Link to={`/hosts/${host.id}`}>{host.name || `Host #${host.id}`}</Link> <IsolationWarning isolation={host.isolation} compact />
+                    </th>
                     <td data-label="Status"><HostStatusBadge status={host.status} /></td>
                     <td data-label="Platform">{host.os} / {host.arch}</td>
                     <td data-label="Cores">{host.cpus}</td>

@@ -4,6 +4,7 @@ import { ErrorBanner } from "../components/ErrorBanner";
 import { Loading } from "../components/Progress";
 import { HostStatusBadge } from "../components/StatusBadge";
 import { useInterval, useLoad } from "../lib/hooks";
+import { IsolationWarning } from "../components/IsolationWarning";
 import { availabilityText, gpuText, reliabilityOf } from "../lib/hosts";
 import { formatCredits, formatDateTime, formatDuration, formatMemory, formatPercent } from "../lib/money";
 
@@ -22,6 +23,12 @@ export function HostPage() {
         <HostStatusBadge status={h.status} /> {h.is_accepting_jobs === false && h.status !== "offline" && <span className="badge badge-idle">not taking work now</span>}{" "}
         <span className="muted small">last seen {formatDateTime(h.last_seen_at)}</span>
       </p>
+      {h.isolation === "none" && (
+        <p>
+          <IsolationWarning isolation={h.isolation} />
+        </p>
+      )}
+      {h.is_ready === false && h.status !== "offline" && <p className="muted">The machine's agent says it can't run jobs right now.</p>}
       <p>
         <Link className="button primary" to={`/run?host=${h.id}`}>Run a job on this machine</Link>
       </p>

@@ -12,6 +12,7 @@ import { Loading } from "../components/Progress";
 import { HostStatusBadge } from "../components/StatusBadge";
 import { useFormErrors } from "../lib/forms";
 import { useInterval, useLoad } from "../lib/hooks";
+import { IsolationWarning } from "../components/IsolationWarning";
 import { DAYS, reliabilityText } from "../lib/hosts";
 import { creditsText, creditsToMicros, formatCredits, formatDateTime, formatMemory, microsToInput } from "../lib/money";
 import { uuid4 } from "../lib/uuid";
@@ -244,6 +245,7 @@ function MyHosts({ reloadKey }: { reloadKey: number }) {
               <div className="host-line">
                 <strong>{h.name || `Host #${h.id}`}</strong> <HostStatusBadge status={h.status} />
                 {h.is_available === false && <span className="badge badge-idle">unavailable{h.unavailable_reason ? `: ${h.unavailable_reason}` : " (your policy)"}</span>}
+                <IsolationWarning isolation={h.isolation} compact />
                 <span className="muted small">
                   {h.cpus} cores · {formatMemory(h.memory_mb)} · {formatCredits(h.cpu_core_hour_micros)}/core-h · {reliabilityText(h)} · last seen{" "}
                   {formatDateTime(h.last_seen_at)}
@@ -253,6 +255,27 @@ function MyHosts({ reloadKey }: { reloadKey: number }) {
                   {open === h.id ? "Close settings" : "Edit rates and policy"}
                 </button>
               </div>
+              {h.is_ready === false && (
+                <p className="field-error" data-testid={`not-ready-${h.id}`}>
+                  Not ready to run jobs: {h.not_ready_reason || "the agent's self-check failed"}
+                </p>
+              )}
+              {h.fault_quarantined_at && (
+                <p className="field-error">
+                  Gets no jobs: {h.host_faults} jobs failed here for reasons of the machine's own. Fix it and restart the agent; it takes jobs again once it reports ready.
+                </p>
+              )}
+              {h.last_fault_detail && (
+                <details className="small">
+                  <summary>Last host fault ({formatDateTime(h.last_fault_at)})</summary>
+                  <pre className="wrap">{h.last_fault_detail}</pre>
+                </details>
+              )}
+              {h.isolation === "none" && (
+                <p className="small">
+                  <IsolationWarning isolation={h.isolation} /> Install Docker and build the runner image (<code>make runner-image</code>) so it can take other people's jobs.
+                </p>
+              )}
               {open === h.id && <HostEditor host={h} onSaved={() => hosts.reload()} />}
             </li>
           ))}

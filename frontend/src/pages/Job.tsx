@@ -1,3 +1,4 @@
+import { IsolationWarning } from "../components/IsolationWarning";
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useParams } from "react-router";
 import { api, outputUrl } from "../api/endpoints";
@@ -187,6 +188,17 @@ export function JobPage() {
           {reasonWorthShowing(job.status, job.status_reason) && <span className="reason"> {job.status_reason}</span>}
           {job.exit_code !== null && !job.status_reason.includes("exit code") && <span className="muted"> · exit code {job.exit_code}</span>}
         </p>
+        {job.status === "queued" && (job.waiting_reason || job.queue_position) && (
+          <p className="small" data-testid="job-waiting">
+            {job.queue_position ? <>Number {job.queue_position} in the queue. </> : null}
+            {job.waiting_reason ? `${job.waiting_reason.charAt(0).toUpperCase()}${job.waiting_reason.slice(1)}.` : null}
+          </p>
+        )}
+        {job.host_isolation === "none" && (
+          <p>
+            <IsolationWarning isolation={job.host_isolation} />
+          </p>
+        )}
         {!terminal && (
           <Busy
             label={WAITING_TEXT[job.status] ?? statusLabel(job.status)}

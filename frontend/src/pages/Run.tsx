@@ -8,6 +8,7 @@ import { ErrorBanner } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
 import { Busy } from "../components/Progress";
 import { fieldLabel } from "../api/errorText";
+import { IsolationWarning } from "../components/IsolationWarning";
 import { hostMisfits, whyNoneFits } from "../lib/fit";
 import { filesRead, formatBytes } from "../lib/files";
 import { useFormErrors } from "../lib/forms";
@@ -262,11 +263,15 @@ export function RunPage() {
                   {hostOptions.map((h) => (
                     <option key={h.id} value={h.id}>
                       {h.name || `Host #${h.id}`} — {h.cpus} cores, {Math.round(h.memory_mb / 1024)} GB
+                      {h.isolation === "none" ? " — no isolation" : ""}
                       {view ? (fits.has(h.id) ? " (fits)" : ` (does not fit: ${hostMisfits(h, fitSpec).join(", ") || "see the quote"})`) : ""}
                     </option>
                   ))}
                 </select>
               </Field>
+            )}
+            {form.placement === "host" && (
+              <IsolationWarning isolation={hostOptions.find((h) => String(h.id) === form.host)?.isolation} />
             )}
             {form.placement === "auto" && errorFor("placement") && <p className="field-error" role="alert">{errorFor("placement")}</p>}
           </fieldset>
