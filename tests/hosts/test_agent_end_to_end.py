@@ -124,6 +124,10 @@ def agent_env(tmp_path: Path) -> dict[str, str]:
         "COMMUNIPUTE_WORK_DIR": str(tmp_path / "work"),
         "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS": "0.2",
         "COMMUNIPUTE_BACKOFF_MAX_SECONDS": "1",
+        # No jobs run here: the process runtime is ready on any machine (a Docker runtime
+        # without its image would report not ready, and the host take no work).
+        "COMMUNIPUTE_JOB_MANAGER": "process",
+        "COMMUNIPUTE_ALLOW_UNISOLATED": "1",
     }
 
 
