@@ -169,6 +169,9 @@ def credential_revoke(*, owner: User, host_id: int, now: datetime | None = None)
 
 class Presence(Enum):
     CURRENT = "current"
+    # current, and the host can now take work it could not before (available or ready again,
+    # more slots): the caller offers queued jobs at once
+    FREED = "freed"
     REPLACED = "replaced"  # another connection of this host took over
     REVOKED = "revoked"  # the host has no live credential any more
 
@@ -301,6 +304,7 @@ def host_heartbeat(
         if host is None:
             return _presence_lost(host_id)
         _presence_account(host, now)
+        before = (host.is_available, host.is_ready, host.slots, host.fault_quarantined_at)
         host.is_available = heartbeat["is_available"]
         host.unavailable_reason = (
             "" if heartbeat["is_available"] else heartbeat["unavailable_reason"][:200]
@@ -310,7 +314,14 @@ def host_heartbeat(
         host.slots = heartbeat.get("slots", host.slots)
         _readiness_record(host, heartbeat.get("readiness"), is_hello=False)
         host.save(update_fields=[*_PRESENCE_FIELDS, *_SCHEDULING_FIELDS])
-    return Presence.CURRENT
+    was_available, was_ready, had_slots, was_quarantined = before
+    freed = (
+        (host.is_available and not was_available)
+        or (host.is_ready and not was_ready)
+        or host.slots > had_slots
+        or (was_quarantined is not None and host.fault_quarantined_at is None)
+    )
+    return Presence.FREED if freed else Presence.CURRENT
 
 
 def host_disconnect(*, host_id: int, connection_id: str, now: datetime | None = None) -> bool:

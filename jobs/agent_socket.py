@@ -113,13 +113,17 @@ def disconnect_accept(host_id: int, connection_id: str) -> None:
 def heartbeat_accept(
     host_id: int, connection_id: str, envelope: Envelope[Heartbeat]
 ) -> services.Presence | list[Reply]:
-    """One transaction: the presence update, then the leases of what the agent runs."""
+    """One transaction: the presence update, then the leases of what the agent runs, and the
+    queued jobs it can take when it can take more than before (available or ready again)."""
     presence = services.host_heartbeat(
         host_id=host_id, connection_id=connection_id, heartbeat=envelope["data"]
     )
-    if presence is not services.Presence.CURRENT:
+    if presence not in (services.Presence.CURRENT, services.Presence.FREED):
         return presence
-    return handle_heartbeat(host_id, envelope)
+    replies = handle_heartbeat(host_id, envelope)
+    if presence is services.Presence.FREED:
+        capacity_offer(host_id)
+    return replies
 
 
 class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped

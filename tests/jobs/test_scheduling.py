@@ -13,12 +13,12 @@ from django.utils import timezone
 from config.errors import Conflict
 from hosts.models import Host
 from hosts.services import host_hello
-from jobs.agent_socket import disconnect_accept
+from jobs.agent_socket import disconnect_accept, heartbeat_accept
 from jobs.models import AttemptStatus, Job, JobStatus
 from jobs.selectors import job_queue_position
 from jobs.tasks import jobs_reap_pass
 from tests.hosts.factories import credential_create, specs
-from tests.jobs.conftest import Wire
+from tests.jobs.conftest import Wire, envelope
 from tests.jobs.helpers import finished, lease_of, say, submit, usage
 
 FUNDS = 50_000_000
@@ -391,3 +391,33 @@ def test_the_local_demo_lets_anyone_use_an_unisolated_host(
         job = submit(alice)
 
     assert _state(job) == ("offered", 1, host.pk)
+
+
+def test_a_host_that_reports_ready_again_gets_the_waiting_job_at_once(
+    alice, one_slot, funded, committed
+):
+    # given: a job waits for the one slot; the host then fails its self-check, and the first
+    # job ends
+    Host.objects.filter(pk=one_slot.pk).update(connection_id="conn-1")
+    with committed():
+        first, job = submit(alice, host=one_slot), submit(alice, host=one_slot)
+    Host.objects.filter(pk=one_slot.pk).update(
+        is_ready=False, not_ready_reason="the engine does not answer"
+    )
+    with committed():
+        _run(first, one_slot, 1)
+        say(one_slot, "job.finished", **finished(first, 1))
+        jobs_reap_pass()
+    assert _state(job)[0] == "queued"
+    assert Job.objects.get(pk=job.pk).waiting_reason == (
+        "waiting for the chosen host: the host is not ready to run jobs now"
+    )
+
+    # when: its next heartbeat says ready
+    beat = {"load": 0.1, "is_available": True, "unavailable_reason": "", "running_jobs": []}
+    beat["readiness"] = {"ready": True, "reason": "", "isolation": "docker"}
+    with committed():
+        heartbeat_accept(one_slot.pk, "conn-1", envelope("heartbeat", **beat))
+
+    # then: the job is offered in that heartbeat's transaction, not on a reaper tick
+    assert _state(job) == ("offered", 1, one_slot.pk)
