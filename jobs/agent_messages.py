@@ -40,6 +40,7 @@ from agent.protocol import (
     Usage,
     UsageAck,
 )
+from hosts.services import host_report_flag
 from jobs.models import AttemptStatus, JobAttempt
 from jobs.services.attempts import (
     attempt_accept,
@@ -287,6 +288,23 @@ def resume_decide(
     """For ``hello``: what to keep, what to kill, and the open offers to send again."""
     keep, kill = welcome_decide(host_id, running_jobs)
     return keep, kill, [("job.offer", dict(offer)) for offer in offers_open(host_id)]
+
+
+# The messages in which the agent reports on an attempt it runs (its phase, its log, its usage,
+# its end): one with a field out of bounds is a refused report, like an impossible usage report.
+REPORTS = frozenset({"job.started", "job.log", "job.usage", "job.finished"})
+
+
+def handle_report_malformed(host_id: int, job_id: int, number: int, reason: str) -> bool:
+    """A report (``REPORTS``) that the socket refused at decode (``bad_field``: a number out of
+    bounds, a wrong type) about an attempt offered to this host: flag the host with ``reason``,
+    through the one flagging service (quarantine at ``HOST_QUARANTINE_FLAGS``, docs/hosts.md).
+    Nothing else changes. True when flagged; a report naming no attempt of this host flags
+    nothing (it is refused all the same)."""
+    if not JobAttempt.objects.filter(job_id=job_id, number=number, host_id=host_id).exists():
+        return False
+    host_report_flag(host_id=host_id, reason=reason)
+    return True
 
 
 # The job messages jobs.agent_socket dispatches (hello and heartbeat it answers itself, with

@@ -5,7 +5,9 @@ A connection authenticates with ``Authorization: Bearer <host credential>`` in t
 agent's ``hello`` gets a ``welcome``; heartbeats update presence (``hosts.services``) and renew
 job leases; ``job.*`` messages go to ``jobs.agent_messages``. Every message is decoded and
 checked (types and bounds) with ``protocol.decode`` before anything is touched, and every write
-names the authenticated host, never one taken from the message.
+names the authenticated host, never one taken from the message. A refused *report* about an
+attempt of this host (``bad_field`` in job.started/log/usage/finished) touches one thing: the
+host's flag count (``handle_report_malformed``; docs/protocol.md, "Bounds").
 
 Each message that touches the database is one entry point: one durable transaction
 (``config.transactions.durable_call``), rerun whole when PostgreSQL aborts it as a deadlock or
@@ -41,6 +43,7 @@ from agent.protocol import (
     Welcome,
     decode,
     encode,
+    payload_check,
 )
 from config.errors import ServiceError
 from config.transactions import durable_call
@@ -48,10 +51,12 @@ from hosts import services
 from hosts.messaging import host_close_async, host_group
 from jobs.agent_messages import (
     HANDLERS,
+    REPORTS,
     Handler,
     Reply,
     handle_heartbeat,
     handle_job_usage_fast,
+    handle_report_malformed,
     resume_decide,
 )
 from jobs.services.dispatch import capacity_offer
@@ -313,11 +318,26 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
 
     async def _protocol_error(self, exc: ProtocolError, raw: str | bytes) -> None:
         self.protocol_errors += 1
+        if exc.code == "bad_field":
+            await self._malformed_report_flag(exc, raw)
         if exc.code in _FATAL_PROTOCOL_ERRORS or self.protocol_errors > MAX_PROTOCOL_ERRORS:
             logger.warning("closing agent of host %s: %s", self.host_id, exc.message)
             await self.close(code=CLOSE_PROTOCOL_ERROR)
             return
         await self._error(exc.code, exc.message, _envelope_id(raw))
+
+    async def _malformed_report_flag(self, exc: ProtocolError, raw: str | bytes) -> None:
+        """A report with a field out of bounds, about an attempt this host holds, flags the host
+        (docs/protocol.md, "Bounds"); any other refused frame counts only towards the close."""
+        ref = _report_ref(raw)
+        if ref is None:
+            return
+        try:
+            await database_sync_to_async(durable_call, thread_sensitive=False)(
+                handle_report_malformed, self.host_id, *ref, f"bad_field: {exc.message}"
+            )
+        except Exception:
+            logger.exception("flagging the malformed report of host %s failed", self.host_id)
 
     async def _error(
         self,
@@ -345,13 +365,30 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
         await self.send(text_data=encode(message_type, data))
 
 
-def _envelope_id(raw: str | bytes) -> str | None:
-    """The id of a well-formed envelope whose content was refused, to name it in the error."""
+def _envelope_of(raw: str | bytes) -> dict[str, Any] | None:
     if len(raw) > MAX_MESSAGE_BYTES:
         return None
     try:
         envelope = json.loads(raw)
     except ValueError:
         return None
-    message_id = envelope.get("id") if isinstance(envelope, dict) else None
+    return envelope if isinstance(envelope, dict) else None
+
+
+def _envelope_id(raw: str | bytes) -> str | None:
+    """The id of a well-formed envelope whose content was refused, to name it in the error."""
+    message_id = (_envelope_of(raw) or {}).get("id")
     return message_id if isinstance(message_id, str) and 0 < len(message_id) <= 64 else None
+
+
+def _report_ref(raw: str | bytes) -> tuple[int, int] | None:
+    """(job id, attempt) of a refused report (``REPORTS``) whose own reference is well formed."""
+    envelope = _envelope_of(raw) or {}
+    data = envelope.get("data")
+    if envelope.get("type") not in REPORTS or not isinstance(data, dict):
+        return None
+    try:
+        payload_check(RunningJobRef, {"job_id": data.get("job_id"), "attempt": data.get("attempt")})
+    except ProtocolError:
+        return None
+    return int(data["job_id"]), int(data["attempt"])

@@ -152,6 +152,8 @@ class AttemptRun:
             started_at=handle.deadline - handle.timeout_seconds,
             seq=state.seq if state else 0,
             cpu_seconds=state.cpu_seconds if state else 0.0,
+            wall_seconds=state.wall_seconds if state else 0.0,
+            reported_wall_seconds=state.wall_seconds if state else 0.0,
             memory_peak_mb=state.memory_peak_mb if state else 0,
         )
         # The server may hold part of the log already: its first log.ack says how much.
@@ -429,6 +431,7 @@ class AttemptRun:
             self.gpus,
             self.cap,
             cpu_seconds=self.meter.cpu_seconds,
+            wall_seconds=self.meter.reported_wall_seconds,
         )
 
     # --- the end --------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """What a restarted agent needs to carry on with an attempt it finds still running.
 
 The offer is gone after a restart, so the attempt's cost cap, its GPU count and the usage
-counters the engine cannot give back (the last ``seq``, the tracked memory peak, the CPU time
-last reported: a container that exited before the restart has no cgroup to read, and a final
-report below what the server accepted would be refused as ``counters_backwards``) are kept in
-a small file in the attempt directory. The sandbox never sees it: only ``work/`` and
-``outputs/`` are mounted into the container.
+counters the engine cannot give back (the last ``seq``, the tracked memory peak, the CPU and
+wall time last reported: a container that exited before the restart has no cgroup to read, and
+a final report below what the server accepted would be refused as ``counters_backwards``) are
+kept in a small file in the attempt directory. The sandbox never sees it: only ``work/``,
+``outputs/`` and ``meter/`` are mounted into the container.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class AttemptState:
     gpus: int
     cap: CostCap | None
     cpu_seconds: float = 0.0  # the CPU time of the last report (files before it: 0)
+    wall_seconds: float = 0.0  # the wall time of the last report (files before it: 0)
 
 
 def state_path(attempt_dir: Path) -> Path:
@@ -49,6 +50,7 @@ def state_write(attempt_dir: Path, state: AttemptState) -> None:
             "gpus": state.gpus,
             "cap": state.cap.to_json() if state.cap is not None else None,
             "cpu_seconds": state.cpu_seconds,
+            "wall_seconds": state.wall_seconds,
         }
     )
     descriptor, temporary = tempfile.mkstemp(dir=attempt_dir, prefix=f".{STATE_FILE}.")
@@ -72,6 +74,7 @@ def state_read(attempt_dir: Path) -> AttemptState | None:
             gpus=int(data["gpus"]),
             cap=cap,
             cpu_seconds=max(0.0, float(data.get("cpu_seconds", 0.0))),
+            wall_seconds=max(0.0, float(data.get("wall_seconds", 0.0))),
         )
     except FileNotFoundError:
         return None

@@ -26,13 +26,21 @@ class UsageMeter:
     seq: int = 0
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
+    # The wall time of the last report: a later sample may lower wall_seconds to how long the
+    # run took (it ended while the agent was away), never below what the server was told.
+    reported_wall_seconds: float = 0.0
     memory_current_mb: int = 0
     memory_peak_mb: int = 0
 
     def observe(self, sample: UsageSample, now: float) -> None:
-        """Take one sample (counters only move forward)."""
+        """Take one sample (counters only move forward). Wall time is this agent's clock since
+        the start, up to how long the run took once the runtime says it ended (an attempt found
+        again after it exited is not billed the time the agent was away)."""
         self.cpu_seconds = max(self.cpu_seconds, sample.cpu_seconds)
-        self.wall_seconds = max(self.wall_seconds, now - self.started_at)
+        wall = now - self.started_at
+        if sample.wall_seconds is not None:  # it has ended: no longer than it ran
+            wall = min(wall, sample.wall_seconds)
+        self.wall_seconds = max(self.reported_wall_seconds, wall)
         self.memory_current_mb = sample.memory_current_mb
         self.memory_peak_mb = max(
             self.memory_peak_mb, sample.memory_peak_mb, sample.memory_current_mb
@@ -41,7 +49,8 @@ class UsageMeter:
     def report(self, *, is_final: bool = False) -> Usage:
         """The next cumulative report (its seq one higher than the last)."""
         self.seq += 1
-        wall = _floor_ms(self.wall_seconds)
+        self.reported_wall_seconds = max(self.reported_wall_seconds, self.wall_seconds)
+        wall = _floor_ms(self.reported_wall_seconds)
         usage = Usage(
             job_id=self.job_id,
             attempt=self.attempt,

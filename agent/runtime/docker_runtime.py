@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +29,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from agent.runtime import cgroup, hardening
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
+from agent.runtime.meter import METER_DIR, meter_clip, meter_read
 from agent.runtime.reasons import (
     HOST_CERT_REASON,
     HOST_LOST_REASON,
@@ -77,6 +79,8 @@ class DockerRuntime:
         self._env_locks: dict[str, threading.Lock] = {}
         self._env_locks_guard = threading.Lock()
         self._cgroups: dict[str, cgroup.CgroupDirs | None] = {}
+        # usage() runs in the sampler's threads, the exit watcher's and wait()'s: one at a time.
+        self._usage_lock = threading.Lock()
         owner = "\n".join((settings.agent_marker, settings.install_id, settings.server_id))
         self._marker_hash = hashlib.sha256(owner.encode()).hexdigest()[:8]
 
@@ -255,7 +259,7 @@ class DockerRuntime:
         timeout = int(labels[hardening.LABEL_TIMEOUT])
         started = _parse_time(attrs["State"]["StartedAt"])
         remaining = started + timeout - time.time()
-        return Handle(
+        handle = Handle(
             job_id=job_id,
             attempt=attempt,
             ref=str(attrs["Id"]),
@@ -265,6 +269,9 @@ class DockerRuntime:
             deadline=time.monotonic() + remaining,
             pid=int(attrs["State"].get("Pid") or 0),
         )
+        # Exited while no agent watched: what it left is all there is, from the first sample.
+        self._usage_at_exit(handle, attrs)
+        return handle
 
     def logs(self, handle: Handle) -> Iterator[bytes]:
         """stdout and stderr as the engine recorded them, from the start, until the exit."""
@@ -276,21 +283,26 @@ class DockerRuntime:
     def wait(self, handle: Handle) -> Outcome:
         """Block until the attempt ends; kill it at its wall-clock deadline. The cgroup's final
         counters are read the moment the container's first process exits (``_exit_watch``),
-        before the engine removes the cgroup, so the last partial second is not lost."""
+        before the engine removes the cgroup, so the last partial second is not lost; then the
+        container's own record is folded in (``_usage_at_exit``)."""
         watcher = self._exit_watch_start(handle)
         try:
-            return self._wait(handle)
+            outcome = self._wait(handle)
         finally:
             if watcher is not None:
                 watcher.join(EXIT_WATCH_JOIN_SECONDS)
+        self._usage_at_exit(handle)
+        return outcome
 
     def _wait(self, handle: Handle) -> Outcome:
         timed_out = False
         remaining = handle.deadline - time.monotonic()
         try:
-            if remaining <= 0:
+            # A container found again after it exited on its own (the agent was down past its
+            # deadline) ended as it ended: only a running one is past its timeout.
+            if remaining <= 0 and self._is_running(handle.ref):
                 raise requests.exceptions.ReadTimeout("deadline already passed")
-            result = self.client.api.wait(handle.ref, timeout=remaining)
+            result = self.client.api.wait(handle.ref, timeout=remaining if remaining > 0 else 1.0)
         except _TIMEOUTS:
             if time.monotonic() < handle.deadline - 1:
                 raise  # the engine went away; that is not the job's timeout
@@ -328,15 +340,44 @@ class DockerRuntime:
                 counters = self._counters_from_stats(handle)
         except (OSError, ValueError, APIError):
             return handle.last_usage
-        peak = max(handle.peak_memory_bytes, counters.memory_current_bytes)
-        peak = max(peak, counters.memory_peak_bytes or 0)
-        handle.peak_memory_bytes = peak
-        handle.last_usage = UsageSample(
-            cpu_seconds=max(counters.cpu_usec / 1_000_000, handle.last_usage.cpu_seconds),
-            memory_current_mb=counters.memory_current_bytes // cgroup.MB,
-            memory_peak_mb=peak // cgroup.MB,
-        )
-        return handle.last_usage
+        with self._usage_lock:
+            peak = max(handle.peak_memory_bytes, counters.memory_current_bytes)
+            peak = max(peak, counters.memory_peak_bytes or 0)
+            handle.peak_memory_bytes = peak
+            handle.last_usage = UsageSample(
+                cpu_seconds=max(counters.cpu_usec / 1_000_000, handle.last_usage.cpu_seconds),
+                memory_current_mb=counters.memory_current_bytes // cgroup.MB,
+                memory_peak_mb=peak // cgroup.MB,
+                wall_seconds=handle.last_usage.wall_seconds,
+            )
+            return handle.last_usage
+
+    def _usage_at_exit(self, handle: Handle, attrs: dict[str, Any] | None = None) -> None:
+        """Once the container has exited, fold in what it left: the time it ran (the engine's
+        FinishedAt - StartedAt) and the CPU time its meter file says (agent/runtime/meter.py),
+        clipped to the cores it was given x that time. The file is the only CPU record of a
+        container that exited while no agent watched it (no cgroup left, no stats); where it
+        says less than was sampled, or nothing usable, the samples stand. Nothing while it
+        runs."""
+        if attrs is None:
+            try:
+                attrs = self.client.api.inspect_container(handle.ref)
+            except (DockerException, requests.exceptions.RequestException):
+                return
+        run_seconds = run_seconds_of(attrs.get("State") or {})
+        if run_seconds is None:
+            return
+        nano_cpus = int((attrs.get("HostConfig") or {}).get("NanoCpus") or 0)
+        cores = nano_cpus / 1_000_000_000 if nano_cpus > 0 else float(os.cpu_count() or 1)
+        metered = meter_read(handle.attempt_dir / METER_DIR)
+        with self._usage_lock:
+            last = handle.last_usage
+            cpu = last.cpu_seconds
+            if metered is not None:
+                cpu = max(cpu, meter_clip(metered, cores, run_seconds))
+            handle.last_usage = replace(
+                last, cpu_seconds=cpu, memory_current_mb=0, wall_seconds=run_seconds
+            )
 
     def _exit_watch_start(self, handle: Handle) -> threading.Thread | None:
         """A thread that sleeps until the container's first process (``handle.pid``, tini)
@@ -370,6 +411,10 @@ class DockerRuntime:
         watcher = threading.Thread(target=watch, name=f"exit-{handle.ref[:12]}", daemon=True)
         watcher.start()
         return watcher
+
+    def _is_running(self, container_id: str) -> bool:
+        state = self.client.api.inspect_container(container_id).get("State") or {}
+        return bool(state.get("Running"))
 
     def _cgroup_dirs(self, handle: Handle) -> cgroup.CgroupDirs | None:
         """Found once per container from its first process. A pid is reused once the
@@ -480,6 +525,20 @@ def _free_disk_mb(directory: Path) -> int | None:
             except OSError:
                 return None
     return None
+
+
+def run_seconds_of(state: dict[str, Any]) -> float | None:
+    """How long a container that has exited ran, by the engine's record (``State`` of
+    ``docker inspect``: FinishedAt - StartedAt); None while it runs or when it never did."""
+    started, finished = str(state.get("StartedAt") or ""), str(state.get("FinishedAt") or "")
+    if state.get("Running") or not _is_time(started) or not _is_time(finished):
+        return None
+    return max(0.0, _parse_time(finished) - _parse_time(started))
+
+
+def _is_time(value: str) -> bool:
+    """A timestamp the engine set (it writes year 1 for "never")."""
+    return bool(value) and not value.startswith("0001-")
 
 
 def _parse_time(value: str) -> float:

@@ -1,8 +1,9 @@
 """The job's files on the host: the per-attempt directory and the outputs that come back.
 
-The attempt directory holds ``work/`` (the job's files; the sandbox's working directory) and
-``outputs/``. Both are written by an untrusted process, so reading them back never follows a
-symbolic link, skips anything that is not a regular file, and caps count and size.
+The attempt directory holds ``work/`` (the job's files; the sandbox's working directory),
+``outputs/`` and ``meter/`` (the run container's CPU meter, agent/runtime/meter.py). All are
+written by an untrusted process, so reading them back never follows a symbolic link, skips
+anything that is not a regular file, and caps count and size.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from agent.runtime.meter import METER_DIR
 from agent.runtime.types import OutputFile
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ def attempt_dir_create(
     work, outputs = root / "work", root / "outputs"
     work.mkdir()
     outputs.mkdir()
+    (root / METER_DIR).mkdir()  # the run container's CPU meter (agent/runtime/meter.py)
     for name, content in files.items():
         target = work.joinpath(*name.split("/"))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,10 +63,10 @@ def attempt_dir_create(
 
 
 def tree_hand_over(root: Path, owner: str) -> None:
-    """Let the sandbox user write ``work/`` and ``outputs/``.
+    """Let the sandbox user write ``work/``, ``outputs/`` and ``meter/``.
 
     As root the agent chowns them to the sandbox user. An unprivileged agent can't, so it opens
-    the two directories to everyone instead; ``work_root`` stays 0700, so no other host user
+    the three directories to everyone instead; ``work_root`` stays 0700, so no other host user
     can reach them, and the sandbox sees only its own bind mounts.
     """
     uid, gid = (int(part) for part in owner.split(":"))
@@ -73,7 +76,7 @@ def tree_hand_over(root: Path, owner: str) -> None:
             for name in names:
                 os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
         return
-    for top in (root / "work", root / "outputs"):
+    for top in (root / "work", root / "outputs", root / METER_DIR):
         for directory, _dirs, _names in os.walk(top):
             os.chmod(directory, 0o777)  # noqa: S103 (see the docstring)
 

@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from agent.runtime.meter import METER_DIR, METER_MOUNT, wrapped
 from agent.runtime.types import JobSpec, RuntimeSettings
 
 ENV_MOUNT = "/opt/env"
@@ -113,6 +114,9 @@ def run_kwargs(
     volumes: dict[str, dict[str, str]] = {
         str(attempt_dir / "work"): {"bind": WORK_MOUNT, "mode": "rw"},
         str(attempt_dir / "outputs"): {"bind": OUTPUTS_MOUNT, "mode": "rw"},
+        # The CPU meter the wrapper writes at the exit (agent/runtime/meter.py): renter input,
+        # read back without following links and clipped.
+        str(attempt_dir / METER_DIR): {"bind": METER_MOUNT, "mode": "rw"},
     }
     environment = {
         "HOME": SANDBOX_TMP,
@@ -129,7 +133,9 @@ def run_kwargs(
         environment["PATH"] = f"{ENV_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin"
     kwargs: dict[str, Any] = {
         "image": settings.image,
-        "command": ["python3", spec.entrypoint],
+        # The script under the meter wrapper, which leaves its CPU time for an agent that was
+        # down when it exited (agent/runtime/meter.py).
+        "command": wrapped(["python3", spec.entrypoint]),
         "working_dir": WORK_MOUNT,
         "user": settings.run_user,
         "environment": environment,
@@ -227,7 +233,14 @@ def cleanup_kwargs(settings: RuntimeSettings, attempt_dir: Path) -> dict[str, An
     job filled). No labels: it is not an attempt's container, and it removes itself."""
     return {
         "image": settings.image,
-        "command": ["rm", "-rf", "--", f"{CLEANUP_MOUNT}/work", f"{CLEANUP_MOUNT}/outputs"],
+        "command": [
+            "rm",
+            "-rf",
+            "--",
+            f"{CLEANUP_MOUNT}/work",
+            f"{CLEANUP_MOUNT}/outputs",
+            f"{CLEANUP_MOUNT}/{METER_DIR}",
+        ],
         "volumes": {str(attempt_dir): {"bind": CLEANUP_MOUNT, "mode": "rw"}},
         "user": "0:0",
         "network_mode": "none",

@@ -219,6 +219,10 @@ class UsageSample:
     cpu_seconds: float
     memory_current_mb: int
     memory_peak_mb: int
+    # Once the run has ended: how long it ran by the runtime's own record (Docker: the
+    # engine's FinishedAt - StartedAt), so an attempt the agent finds again after it exited is
+    # not reported as running until then. None while it runs (or where unknown).
+    wall_seconds: float | None = None
 
 
 @dataclass

@@ -476,6 +476,43 @@ async def test_a_restart_after_the_container_exited_reports_the_cpu_already_repo
     await manager.stop()
 
 
+async def test_a_restart_after_the_container_exited_reports_the_time_it_ran_not_since(
+    runtime, link, uploader
+):
+    # given: a container that started 30 s ago, was last reported at 10 s of wall time and
+    # 8 s of CPU, and exited after 12 s with 11 s of CPU (what the runtime reads back)
+    directory = runtime.work_root / "job-7-1"
+    directory.mkdir(parents=True)
+    cap = cap_from_offer(offer())
+    state_write(
+        directory,
+        AttemptState(
+            seq=7, memory_peak_mb=900, gpus=1, cap=cap, cpu_seconds=8.0, wall_seconds=10.0
+        ),
+    )
+    runtime.owned = [OwnedContainer(7, 1, "c-7-1", "exited", "run")]
+    runtime.attachable[(7, 1)] = 30.0
+    runtime.sample = UsageSample(11.0, 0, 0, wall_seconds=12.0)
+    link.usage_report_seconds = 0.05
+    manager = RuntimeJobManager(runtime, uploader=uploader, options=FAST)
+    await manager.start(link)
+
+    # when: it is kept, and its end read
+    await manager.on_resume([{"job_id": 7, "attempt": 1}], [])
+    [usage] = await link.next_of("job.usage")
+    runtime.exit(7, 1, Outcome("succeeded", "exit code 0", 0))
+    finished = await link.until(lambda: link.of("job.finished"), "job.finished")
+
+    # then: the wall time is the 12 s it ran (not the 30 s since its start), the CPU the 11 s
+    assert (usage["seq"], usage["cpu_seconds"], usage["wall_seconds"]) == (8, 11.0, 12.0)
+    final = finished[-1]["usage"]
+    assert (final["cpu_seconds"], final["wall_seconds"], final["gpu_seconds"]) == (11.0, 12.0, 12.0)
+    state = state_read(directory)
+    assert state is not None
+    assert (state.cpu_seconds, state.wall_seconds) == (11.0, 12.0)
+    await manager.stop()
+
+
 async def test_a_failing_sample_does_not_end_metering(manager, runtime, link):
     # given a runtime whose first two samples fail
     link.usage_report_seconds = 0.05

@@ -119,6 +119,33 @@ def test_re_reading_bad_utf8_in_other_pieces_gives_the_same_text_and_offsets():
 # --- usage and the cap --------------------------------------------------------------------
 
 
+def test_wall_time_stops_at_how_long_the_run_took_once_it_ended():
+    # given: a run reported at 4 s of wall time, then found to have ended after 6 s
+    meter = UsageMeter(job_id=1, attempt=2, gpus=0, started_at=100.0)
+    meter.observe(UsageSample(1.0, 10, 10), now=104.0)
+    assert meter.report()["wall_seconds"] == 4.0
+
+    # when: samples long after the end say how long it ran
+    meter.observe(UsageSample(5.5, 0, 10, wall_seconds=6.0), now=130.0)
+
+    # then: 6 s, not the 30 s since the start
+    assert meter.report(is_final=True)["wall_seconds"] == 6.0
+
+
+def test_wall_time_never_goes_below_what_was_reported():
+    # given: a report of 30 s (an agent's clock), then the engine's record of a 29.9 s run
+    meter = UsageMeter(job_id=1, attempt=2, gpus=1, started_at=100.0)
+    meter.observe(UsageSample(1.0, 10, 10), now=130.0)
+    assert meter.report()["wall_seconds"] == 30.0
+
+    # when
+    meter.observe(UsageSample(1.0, 0, 10, wall_seconds=29.9), now=131.0)
+
+    # then: the server would refuse counters going backwards
+    final = meter.report(is_final=True)
+    assert (final["wall_seconds"], final["gpu_seconds"]) == (30.0, 30.0)
+
+
 def test_usage_floors_to_milliseconds_and_tracks_the_peak():
     meter = UsageMeter(job_id=1, attempt=2, gpus=1, started_at=100.0)
 

@@ -17,6 +17,7 @@ import pytest
 from agent.runtime import DockerRuntime, Outcome
 from agent.runtime import docker_runtime as docker_runtime_module
 from agent.runtime.hardening import ENV_MOUNT, LABEL_ROLE, OUTPUTS_MOUNT, WORK_MOUNT
+from agent.runtime.meter import METER_MOUNT
 from tests.agent.test_runtime_docker import env_forget, run_to_end, runtime_for, spec_for
 
 pytestmark = pytest.mark.docker
@@ -115,12 +116,15 @@ def test_the_run_container_has_no_network_no_root_and_read_only_packages(recorde
     assert (host["NetworkMode"], host["CapAdd"], host["IpcMode"]) == ("none", None, "private")
     assert host["Tmpfs"] == {"/tmp": "rw,noexec,nosuid,nodev,size=256m"}
     mounts = mounts_of(run)
-    assert sorted(mounts) == sorted([WORK_MOUNT, OUTPUTS_MOUNT, ENV_MOUNT])
-    assert (mounts[WORK_MOUNT][1], mounts[OUTPUTS_MOUNT][1], mounts[ENV_MOUNT][1]) == (
-        True,
-        True,
-        False,
-    )
+    assert sorted(mounts) == sorted([WORK_MOUNT, OUTPUTS_MOUNT, ENV_MOUNT, METER_MOUNT])
+    assert {path: writable for path, (_, writable) in mounts.items()} == {
+        WORK_MOUNT: True,
+        OUTPUTS_MOUNT: True,
+        ENV_MOUNT: False,
+        METER_MOUNT: True,  # the CPU meter (agent/runtime/meter.py), beside work/ and outputs/
+    }
+    work_source = Path(mounts[WORK_MOUNT][0])
+    assert Path(mounts[METER_MOUNT][0]) == work_source.parent / "meter"
 
 
 def test_the_install_container_sees_only_its_environment_volume(recorded):
@@ -139,6 +143,7 @@ def test_the_install_container_sees_only_its_environment_volume(recorded):
     assert set(mounts) - {ENV_MOUNT, "/etc/communipute/pip-ca.pem"} == set()
     assert mounts[ENV_MOUNT][0] == mounts_of(run)[ENV_MOUNT][0]
     assert mounts_of(run)[WORK_MOUNT][0] not in {source for source, _ in mounts.values()}
+    assert mounts_of(run)[METER_MOUNT][0] not in {source for source, _ in mounts.values()}
 
 
 def test_the_cleanup_container_has_only_dac_override_and_no_network(recorded):

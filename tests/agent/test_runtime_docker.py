@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from agent.runtime import DockerRuntime, Handle, JobSpec, Outcome, OwnedContainer, RuntimeSettings
+from agent.runtime.docker_runtime import run_seconds_of
 from agent.runtime.hardening import env_key
 
 pytestmark = pytest.mark.docker
@@ -265,6 +266,112 @@ def test_a_new_runtime_object_finds_and_kills_the_containers_of_the_old_one(tmp_
         assert not handle.attempt_dir.exists()
     finally:
         first.kill(9, 1)
+
+
+def _exited(runtime: DockerRuntime, handle: Handle, timeout: float = 60) -> dict[str, Any]:
+    """Wait (without the runtime) until the container has exited; its engine record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        attrs = runtime.client.api.inspect_container(handle.ref)
+        if not attrs["State"]["Running"]:
+            return dict(attrs)
+        time.sleep(0.1)
+    raise AssertionError(f"the container of job {handle.job_id} did not exit")
+
+
+def _run_seconds(attrs: dict[str, Any]) -> float:
+    ran = run_seconds_of(attrs["State"])
+    assert ran is not None
+    return ran
+
+
+def test_a_container_that_exited_while_no_agent_watched_leaves_its_cpu_and_run_time(tmp_path):
+    # given: an agent started a job burning 1.5 s of CPU, then died; the job ran to its end
+    settings = settings_for(tmp_path / "jobs")
+    first = DockerRuntime(settings)
+    source = (
+        "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end:\n    pass\n"
+    )
+    handle = first.start(first.prepare(spec_for(source, job_id=11)))
+    attrs = _exited(first, handle)
+    time.sleep(2.0)  # the agent stays away a while after the exit
+
+    try:
+        # when: the restarted agent finds it again (no cgroup left, no stats)
+        restarted = DockerRuntime(settings)
+        attached = restarted.attach(11, 1)
+        at_attach = restarted.usage(attached)
+        outcome = restarted.wait(attached)
+        final = restarted.usage(attached)
+
+        # then: the CPU time is what the wrapper measured, the wall time how long it ran
+        assert outcome == Outcome("succeeded", "exit code 0", 0)
+        run_seconds = _run_seconds(attrs)
+        assert 1.5 <= final.cpu_seconds <= min(run_seconds, 2.5), (final, run_seconds)
+        assert final.wall_seconds == pytest.approx(run_seconds, abs=0.001)
+        assert at_attach == final
+        print(f"exited job: cpu {final.cpu_seconds:.3f} s, ran {run_seconds:.3f} s")
+    finally:
+        first.kill(11, 1)
+
+
+def test_a_meter_file_claiming_more_than_the_cores_allow_is_clipped(tmp_path):
+    # given: a renter that writes 10^8 CPU seconds into the meter and kills the wrapper so it
+    # can't write the true figure; half a core
+    source = (
+        "import json, os, signal, time\n"
+        "json.dump({'cpu_seconds': 1e8}, open('/meter/usage.json', 'w'))\n"
+        "time.sleep(1.0)\n"
+        "os.kill(os.getppid(), signal.SIGKILL)\n"
+        "time.sleep(30)\n"
+    )
+    settings = settings_for(tmp_path / "jobs")
+    first = DockerRuntime(settings)
+    handle = first.start(first.prepare(spec_for(source, job_id=12, cpus=0.5)))
+    attrs = _exited(first, handle)
+
+    try:
+        # when
+        restarted = DockerRuntime(settings)
+        attached = restarted.attach(12, 1)
+        restarted.wait(attached)
+        final = restarted.usage(attached)
+
+        # then: at most the half core x the time the container ran
+        run_seconds = _run_seconds(attrs)
+        assert final.cpu_seconds == pytest.approx(0.5 * run_seconds, abs=0.001)
+        assert final.wall_seconds == pytest.approx(run_seconds, abs=0.001)
+    finally:
+        first.kill(12, 1)
+
+
+def test_a_container_found_after_it_exited_past_its_deadline_ended_as_it_ended(tmp_path):
+    # given: a job with a 1 s timeout that finished at once; the agent is back 2 s later
+    settings = settings_for(tmp_path / "jobs")
+    first = DockerRuntime(settings)
+    handle = first.start(first.prepare(spec_for("print('hi')\n", job_id=13, timeout_seconds=1)))
+    _exited(first, handle)
+    time.sleep(2.0)
+
+    try:
+        # when
+        restarted = DockerRuntime(settings)
+        attached = restarted.attach(13, 1)
+        assert attached.deadline < time.monotonic()
+        outcome = restarted.wait(attached)
+
+        # then: it succeeded (it did not run into its timeout)
+        assert outcome == Outcome("succeeded", "exit code 0", 0)
+    finally:
+        first.kill(13, 1)
+
+
+def test_a_script_killed_by_a_signal_is_reported_so_through_the_wrapper(runtime):
+    source = "import os, signal\nprint('bye', flush=True)\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    finished = run_to_end(runtime, spec_for(source))
+
+    assert finished.outcome == Outcome("failed", "exit code 139 (killed by SIGSEGV)", 139)
+    assert finished.logs == b"bye\n"
 
 
 def _median_seconds(action, runs: int = 5) -> float:

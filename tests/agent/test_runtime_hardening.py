@@ -12,6 +12,7 @@ from agent.runtime.hardening import (
     owner_filters,
     run_kwargs,
 )
+from agent.runtime.meter import WRAPPER
 from agent.runtime.reasons import HOST_DISK_REASON, HOST_INDEX_REASON, install_host_problem
 from agent.runtime.types import host_fault
 
@@ -52,7 +53,8 @@ def test_the_run_container_is_locked_down():
     # then
     assert kwargs == {
         "image": "communipute/runner:latest",
-        "command": ["python3", "main.py"],
+        # the script under the meter wrapper (agent/runtime/meter.py)
+        "command": ["python3", "-c", WRAPPER, "/meter/usage.json", "python3", "main.py"],
         "working_dir": "/work",
         "user": "65534:65534",
         "environment": {
@@ -81,6 +83,7 @@ def test_the_run_container_is_locked_down():
         "volumes": {
             "/srv/communipute/job-42-2/work": {"bind": "/work", "mode": "rw"},
             "/srv/communipute/job-42-2/outputs": {"bind": "/outputs", "mode": "rw"},
+            "/srv/communipute/job-42-2/meter": {"bind": "/meter", "mode": "rw"},
             "communipute-env-abc-1234": {"bind": "/opt/env", "mode": "ro"},
         },
         "mem_limit": "256m",
@@ -242,7 +245,7 @@ def test_the_cleanup_container_is_root_with_only_dac_override_and_limited():
     # then
     assert kwargs == {
         "image": "communipute/runner:latest",
-        "command": ["rm", "-rf", "--", "/attempt/work", "/attempt/outputs"],
+        "command": ["rm", "-rf", "--", "/attempt/work", "/attempt/outputs", "/attempt/meter"],
         "volumes": {"/srv/communipute/job-42-2": {"bind": "/attempt", "mode": "rw"}},
         "user": "0:0",
         "network_mode": "none",

@@ -96,7 +96,8 @@ def test_a_memory_hog_ends_as_out_of_memory(runtime):
 
 
 def test_a_fork_bomb_is_stopped_by_the_pids_limit(tmp_path):
-    # given: the script forks until the kernel refuses; init and the script count too
+    # given: the script forks until the kernel refuses; init, the meter wrapper and the script
+    # count too
     source = (
         "import os, time\n"
         "children = 0\n"
@@ -116,7 +117,7 @@ def test_a_fork_bomb_is_stopped_by_the_pids_limit(tmp_path):
 
     # then
     assert finished.outcome == Outcome("succeeded", "exit code 0", 0)
-    assert finished.logs == b"refused after 30 children: errno 11\n"
+    assert finished.logs == b"refused after 29 children: errno 11\n"
 
 
 def test_a_real_fork_bomb_is_contained_and_the_host_survives(tmp_path):
@@ -151,6 +152,7 @@ attempt("var_tmp", lambda: open("/var/tmp/evil", "w"))
 attempt("env", lambda: open("/opt/env/evil", "w"))
 attempt("work", lambda: open("/work/scratch", "w").write("ok"))
 attempt("outputs", lambda: open("/outputs/out", "w").write("ok"))
+attempt("meter", lambda: open("/meter/probe", "w").write("ok"))
 attempt("tmp", lambda: open("/tmp/t.sh", "w").write("#!/bin/sh\\necho pwned\\n"))
 os.chmod("/tmp/t.sh", 0o755)
 attempt("tmp_exec", lambda: subprocess.run(["/tmp/t.sh"], check=True))
@@ -158,7 +160,7 @@ print(json.dumps(results))
 """
 
 
-def test_only_work_outputs_and_tmp_are_writable_and_tmp_is_noexec(runtime):
+def test_only_work_outputs_meter_and_tmp_are_writable_and_tmp_is_noexec(runtime):
     # when
     spec = spec_for(FILE_SYSTEM_PROBE, requirements=("six==1.17.0",))
     finished = run_to_end(runtime, spec)
@@ -173,6 +175,7 @@ def test_only_work_outputs_and_tmp_are_writable_and_tmp_is_noexec(runtime):
         "env": "EROFS",
         "work": "ok",
         "outputs": "ok",
+        "meter": "ok",
         "tmp": "ok",
         "tmp_exec": "EACCES",
     }

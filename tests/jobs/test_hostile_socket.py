@@ -740,6 +740,8 @@ def test_out_of_range_numbers_are_bad_field_refusals_that_change_nothing(
     for name, (field, _) in OUT_OF_RANGE.items():
         assert field in answers[name]["message"], answers[name]
     assert attempt_of(job_id).usage_seq == seq_before
+    # each one a refused report of this host (the next test says what else flags)
+    assert Host.objects.get(pk=hostile.host_id).flagged_reports == len(OUT_OF_RANGE)
     # the socket is kept: the next good report is acknowledged and billed
     assert hostile.usage(job_id, 1, cpu=0.5, wall=0.5)["type"] == "usage.ack"
     post()
@@ -779,18 +781,68 @@ def test_more_than_twenty_invalid_messages_close_the_socket_with_4400(
     assert_reconciled()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the socket refuses an out-of-range job.usage number at decode (bad_field) without "
-    "flagging the host; issue 11 wants it flagged (jobs/agent_socket.py _protocol_error).",
-)
-def test_an_out_of_range_usage_number_flags_the_host(hostile, alice, client_for):
+def test_an_out_of_range_number_in_a_report_flags_the_host_and_nothing_moves(
+    hostile, alice, hana, client_for, settings
+):
+    # given: a running job
     job_id = submit(client_for(alice), hostile.host_id)
     hostile.run(job_id)
-    data = {**ref(job_id), "seq": 1, "cpu_seconds": 1e300, "wall_seconds": 0.5}
-    data |= {"memory_peak_mb": 64, "memory_current_mb": 32, "gpu_seconds": 0.0}
-    assert hostile.ask("job.usage", data)["data"]["code"] == "bad_field"
-    assert Host.objects.get(pk=hostile.host_id).flagged_reports == 1
+    seq_before = attempt_of(job_id).usage_seq
+    usage = {**ref(job_id), "seq": 1, "cpu_seconds": 0.5, "wall_seconds": 0.5}
+    usage |= {"memory_peak_mb": 64, "memory_current_mb": 32, "gpu_seconds": 0.0}
+
+    # when: a job.usage with cpu 1e300
+    answer = hostile.ask("job.usage", {**usage, "cpu_seconds": 1e300})
+
+    # then: refused at decode, and counted as a refused report of this host
+    assert answer["data"]["code"] == "bad_field"
+    host = Host.objects.get(pk=hostile.host_id)
+    assert (host.flagged_reports, host.last_flag_reason) == (
+        1,
+        "bad_field: data.cpu_seconds must be between 0 and 1e+09",
+    )
+
+    # when: the other reports of the attempt with a number out of range
+    finished = finished_data(job_id, 2, cpu=0.5, wall=0.5)
+    finished["usage"]["seq"] = 2**63
+    reports = [
+        ("job.finished", finished),
+        ("job.log", {**ref(job_id), "offset": -1, "data": "x"}),
+        ("job.started", {**ref(job_id), "phase": "finished"}),
+    ]
+    answers = [hostile.ask(kind, data)["data"]["code"] for kind, data in reports]
+
+    # then: each one flags; the quarantine comes at HOST_QUARANTINE_FLAGS as for any refusal
+    assert answers == ["bad_field"] * 3
+    host = Host.objects.get(pk=hostile.host_id)
+    assert host.flagged_reports == 4
+    assert host.quarantined_at is not None
+    assert host.quarantine_reason.startswith(
+        f"{settings.HOST_QUARANTINE_FLAGS} or more flagged reports"
+    ), host.quarantine_reason
+
+    # when: frames that name no attempt of this host: a job id out of range, a job that does
+    # not exist, another attempt number, and messages that are no report
+    not_reports = [
+        ("job.usage", {**usage, "job_id": 2**64, "cpu_seconds": 1e300}),
+        ("job.usage", {**usage, "job_id": job_id + 1000, "cpu_seconds": 1e300}),
+        ("job.usage", {**usage, "attempt": 2, "cpu_seconds": 1e300}),
+        ("job.accept", {**ref(job_id), "attempt": 2**64}),
+        ("job.reject", {**ref(job_id), "reason": "no", "code": "maybe"}),
+    ]
+    answers = [hostile.ask(kind, data)["data"]["code"] for kind, data in not_reports]
+
+    # then: refused the same way, and not flagged (docs/protocol.md, "Bounds")
+    assert answers == ["bad_field"] * 5
+    assert Host.objects.get(pk=hostile.host_id).flagged_reports == 4
+
+    # and nothing else moved: no report stored, nothing charged, the attempt still running
+    attempt = attempt_of(job_id)
+    assert (attempt.status, attempt.usage_seq) == ("running", seq_before)
+    post()
+    assert charged(Job.objects.get(pk=job_id)) == 0
+    assert money(hana, alice) == running_money(0)
+    assert_reconciled()
 
 
 # --- after the end -----------------------------------------------------------------------------
