@@ -334,6 +334,17 @@ class WireAgent:
         self._stack.close()
         self.socket = None
 
+    def hang_up(self, timeout: float = 10) -> None:
+        """Close the socket and wait until the server has recorded the disconnect (the host
+        offline: its disconnect transaction done), so nothing of it is still writing when a
+        test's database is flushed."""
+        self.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not Host.objects.filter(pk=self.host_id).exclude(status=HostStatus.OFFLINE).exists():
+                return
+            time.sleep(0.05)
+
     def send(self, message_type: str, data: dict[str, Any], message_id: str | None = None) -> str:
         """Send one envelope as JSON text (``NaN`` and ``Infinity`` as Python writes them)."""
         assert self.socket is not None, "not connected"

@@ -103,7 +103,7 @@ def hostile(
     Host.objects.filter(pk=agent.host_id).update(**RATES)
     agent.connect()
     yield agent
-    agent.close()
+    agent.hang_up()
 
 
 # --- steps -----------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def test_a_stranger_host_cannot_touch_another_hosts_attempt(
     assert charged(Job.objects.get(pk=job_id)) == 0
     assert balance(AccountKind.EARNINGS_PENDING, user=mallory) == 0
     assert money(hana, alice) == running_money(0)
-    intruder.close()
+    intruder.hang_up()
     assert_reconciled()
 
 
