@@ -188,7 +188,7 @@ class Host(RatesColumns):
     live_connection_seq = models.PositiveBigIntegerField(default=0)
     # Host faults (the host could not prepare, start or supervise a job): counted, the last
     # one's engine detail kept for the owner; HOST_FAULT_QUARANTINE in a row quarantine the
-    # host until its agent reports ready again.
+    # host until its agent says hello again, ready.
     host_faults = models.PositiveIntegerField(default=0)
     host_faults_in_row = models.PositiveIntegerField(default=0)
     last_fault_at = models.DateTimeField(null=True, blank=True)

@@ -208,15 +208,15 @@ def host_connect(*, host_id: int) -> int:
 
 
 def _readiness_record(host: Host, readiness: Readiness | None, *, is_hello: bool) -> None:
-    """Store the agent's self-check; a fault quarantine lifts when the agent reports ready
-    again (at a hello, or after it had reported not ready)."""
+    """Store the agent's self-check; a fault quarantine lifts when the agent says hello again
+    reporting ready (restarted once its owner fixed the problem): a heartbeat never lifts it,
+    so an agent that says ready while its jobs keep failing stays quarantined."""
     if readiness is None:
         return
-    was_ready = host.is_ready
     host.is_ready = readiness["ready"]
     host.not_ready_reason = "" if readiness["ready"] else readiness["reason"]
     host.isolation = readiness["isolation"]
-    if readiness["ready"] and (is_hello or not was_ready):
+    if readiness["ready"] and is_hello:
         host.fault_quarantined_at = None
         host.host_faults_in_row = 0
 
@@ -304,7 +304,7 @@ def host_heartbeat(
         if host is None:
             return _presence_lost(host_id)
         _presence_account(host, now)
-        before = (host.is_available, host.is_ready, host.slots, host.fault_quarantined_at)
+        before = (host.is_available, host.is_ready, host.slots)
         host.is_available = heartbeat["is_available"]
         host.unavailable_reason = (
             "" if heartbeat["is_available"] else heartbeat["unavailable_reason"][:200]
@@ -314,12 +314,11 @@ def host_heartbeat(
         host.slots = heartbeat.get("slots", host.slots)
         _readiness_record(host, heartbeat.get("readiness"), is_hello=False)
         host.save(update_fields=[*_PRESENCE_FIELDS, *_SCHEDULING_FIELDS])
-    was_available, was_ready, had_slots, was_quarantined = before
+    was_available, was_ready, had_slots = before
     freed = (
         (host.is_available and not was_available)
         or (host.is_ready and not was_ready)
         or host.slots > had_slots
-        or (was_quarantined is not None and host.fault_quarantined_at is None)
     )
     return Presence.FREED if freed else Presence.CURRENT
 
@@ -365,8 +364,8 @@ def host_job_outcome_record(*, host_id: int, is_finished: bool) -> None:
 def host_fault_record(*, host_id: int, detail: str, now: datetime | None = None) -> None:
     """Count a host fault (the host could not prepare, start or supervise a job) and keep its
     engine detail for the owner; the HOST_FAULT_QUARANTINE-th in a row (no job finished in
-    between) quarantines the host until its agent reports ready again (``host_hello``,
-    ``host_heartbeat``). F() updates, so concurrent faults add up."""
+    between) quarantines the host until its agent says hello again, ready (``host_hello``).
+    F() updates, so concurrent faults add up."""
     now = now or timezone.now()
     Host.objects.filter(pk=host_id).update(
         host_faults=F("host_faults") + 1,
@@ -379,6 +378,12 @@ def host_fault_record(*, host_id: int, detail: str, now: datetime | None = None)
         fault_quarantined_at__isnull=True,
         host_faults_in_row__gte=settings.HOST_FAULT_QUARANTINE,
     ).update(fault_quarantined_at=now)
+
+
+def host_not_ready_mark(*, host_id: int, reason: str) -> None:
+    """The agent said it can't run jobs now (a ``host_fault`` rejection): not ready, with its
+    reason, until its next readiness report says otherwise."""
+    Host.objects.filter(pk=host_id).update(is_ready=False, not_ready_reason=reason[:2000])
 
 
 def host_report_flag(*, host_id: int, reason: str = "impossible_report") -> None:

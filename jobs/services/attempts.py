@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from agent.protocol import JobCancel, JobFinished, OutputFile
 from config.errors import ValidationFailed
-from hosts.services import host_fault_record, host_job_outcome_record
+from hosts.services import host_fault_record, host_job_outcome_record, host_not_ready_mark
 from jobs.billing import job_settle
 from jobs.models import (
     AttemptStatus,
@@ -102,7 +102,10 @@ def attempt_reject(
         )
         attempt_transition(attempt, AttemptStatus.REJECTED, reason, finished_at=now)
         if kind == RejectionKind.HOST_FAULT:
+            # The agent says it can't run jobs now: not ready until it reports otherwise (its
+            # next readiness report), so it is not offered the next job at once.
             host_fault_record(host_id=attempt.host_id, detail=reason, now=now)
+            host_not_ready_mark(host_id=attempt.host_id, reason=reason)
         if target == JobStatus.QUEUED:
             job_offer_next(job.pk, now=now)
         else:

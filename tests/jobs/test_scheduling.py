@@ -311,7 +311,33 @@ def test_a_host_fault_reject_sends_the_job_elsewhere_and_counts_on_the_host(
         )
 
     assert _state(job) == ("offered", 2, other.pk)
-    assert Host.objects.get(pk=one_slot.pk).host_faults == 1
+    faulted = Host.objects.get(pk=one_slot.pk)
+    assert faulted.host_faults == 1
+    # not ready until its agent's next readiness report: the next job is not offered to it
+    assert (faulted.is_ready, faulted.not_ready_reason) == (
+        False,
+        "the container engine is not answering",
+    )
+    with committed():
+        second = submit(alice)
+    # (the other host's one slot is taken by the first job, so it waits)
+    assert _state(second)[:2] == ("queued", 0)
+    assert not second.attempts.filter(host_id=one_slot.pk).exists()
+
+
+def test_a_heartbeat_saying_ready_does_not_lift_a_fault_quarantine(
+    alice, one_slot, funded, committed
+):
+    now = timezone.now()
+    Host.objects.filter(pk=one_slot.pk).update(
+        connection_id="conn-1", fault_quarantined_at=now, host_faults_in_row=3
+    )
+    beat = {"load": 0.1, "is_available": True, "unavailable_reason": "", "running_jobs": []}
+    beat["readiness"] = {"ready": True, "reason": "", "isolation": "docker"}
+
+    heartbeat_accept(one_slot.pk, "conn-1", envelope("heartbeat", **beat))
+
+    assert Host.objects.get(pk=one_slot.pk).fault_quarantined_at == now
 
 
 # --- readiness and isolation -------------------------------------------------------------------
