@@ -165,7 +165,8 @@ class RealAgent:
         self.install_id = str(enrollment["install_id"])
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
+        """Run the agent; ``wait``: until its host is online (in this process's database)."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "run"],
@@ -174,10 +175,11 @@ class RealAgent:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(
-            lambda: Host.objects.filter(pk=self.host_id, status=HostStatus.ONLINE).exists(),
-            f"host {self.host_id} online",
-        )
+        if wait:
+            wait_for(
+                lambda: Host.objects.filter(pk=self.host_id, status=HostStatus.ONLINE).exists(),
+                f"host {self.host_id} online",
+            )
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

@@ -30,7 +30,7 @@ from websockets.sync.client import connect
 from agent.control import state_read
 from config.transactions import durable_call
 from hosts.models import Host, HostStatus
-from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
+from jobs.models import AttemptStatus, Job, JobStatus
 from jobs.selectors import job_facts
 from ledger.providers import providers
 from ledger.services import ledger_reconcile, wallet_credit
@@ -211,13 +211,10 @@ def test_a_75_second_sigstop_fails_no_job_with_attempts_left(
                 "max_cost_micros": 10_000_000,
             }
             job_ids = [
-                int(renter.post("/api/v1/jobs/", body, format="json").json()["id"])
-                for _ in agents
+                int(renter.post("/api/v1/jobs/", body, format="json").json()["id"]) for _ in agents
             ]
             wait_for(
-                lambda: (
-                    Job.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).count() == 2
-                ),
+                lambda: Job.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).count() == 2,
                 "both jobs running",
                 60,
             )
@@ -245,8 +242,7 @@ def test_a_75_second_sigstop_fails_no_job_with_attempts_left(
             # and: both jobs succeed, on a retry where their attempt was lost; nothing failed
             wait_for(
                 lambda: (
-                    Job.objects.filter(pk__in=job_ids, hold_released_at__isnull=False).count()
-                    == 2
+                    Job.objects.filter(pk__in=job_ids, hold_released_at__isnull=False).count() == 2
                 ),
                 "both jobs settled",
                 120,

@@ -152,8 +152,11 @@ def assert_succeeded_and_charged_once(jobs: list[Job]) -> None:
 def run_intervals(host_id: int) -> list[tuple[datetime, datetime]]:
     """When each attempt that ran on the host held it: accepted until finished."""
     rows = JobAttempt.objects.filter(host_id=host_id, accepted_at__isnull=False)
-    intervals = list(rows.values_list("accepted_at", "finished_at"))
-    assert all(end is not None for _, end in intervals)
+    intervals = []
+    for start, end in rows.values_list("accepted_at", "finished_at"):
+        assert start is not None
+        assert end is not None
+        intervals.append((start, end))
     return sorted(intervals)
 
 
@@ -182,9 +185,11 @@ def test_three_jobs_at_once_to_a_one_slot_host_all_succeed_in_turn(
 
     # then: the two that find the slot taken wait in the queue, saying why
     wait_for(
-        lambda: Job.objects.filter(pk__in=job_ids, status=JobStatus.QUEUED)
-        .exclude(waiting_reason="")
-        .exists(),
+        lambda: (
+            Job.objects.filter(pk__in=job_ids, status=JobStatus.QUEUED)
+            .exclude(waiting_reason="")
+            .exists()
+        ),
         "a job waiting for the slot",
     )
     waiting = renter.get(f"/api/v1/jobs/{job_ids[2]}/").json()
@@ -275,8 +280,10 @@ def test_a_host_whose_runner_image_is_gone_charges_nothing_and_ends_not_ready(
 
     # and: the bad host ends not ready (or quarantined), and its owner sees why
     host = wait_for(
-        lambda: Host.objects.filter(pk=bad.host_id, is_ready=False).first()
-        or Host.objects.filter(pk=bad.host_id, fault_quarantined_at__isnull=False).first(),
+        lambda: (
+            Host.objects.filter(pk=bad.host_id, is_ready=False).first()
+            or Host.objects.filter(pk=bad.host_id, fault_quarantined_at__isnull=False).first()
+        ),
         "the bad host not ready",
     )
     print(f"bad host: ready={host.is_ready} ({host.not_ready_reason}); faults {host.host_faults}")
