@@ -234,6 +234,9 @@ def test_eight_jobs_on_a_three_slot_and_a_two_slot_host_all_succeed_within_their
     assert peak(on_three + on_two) >= 3
 
 
+NEVER_IMAGE = "communipute/runner:live12-never-built"
+
+
 @pytest.fixture
 def vanishing_image() -> Iterator[str]:
     """A tag of the runner image that the test removes while an agent uses it."""
@@ -252,6 +255,12 @@ def test_a_host_whose_runner_image_is_gone_charges_nothing_and_ends_not_ready(
     bad = make_agent("bad", slots=2, image=vanishing_image, cpu_core_hour_micros=cheap)
     good = make_agent("good", slots=2)
     assert Host.objects.get(pk=bad.host_id).is_ready
+    # and: the cheapest of all, whose agent is set to an image that never existed: not ready
+    # from its first hello, so offered nothing
+    never = make_agent("never", slots=2, image=NEVER_IMAGE, cpu_core_hour_micros=cheap // 2)
+    host = Host.objects.get(pk=never.host_id)
+    assert not host.is_ready
+    assert NEVER_IMAGE in host.not_ready_reason
     subprocess.run(["docker", "rmi", vanishing_image], check=True, capture_output=True)
     started = time.monotonic()
 
@@ -277,6 +286,9 @@ def test_a_host_whose_runner_image_is_gone_charges_nothing_and_ends_not_ready(
             assert attempt.fault == "host"
             assert "Server Error" not in attempt.reason, attempt.reason
             assert "live12-vanishing" in attempt.fault_detail, attempt.fault_detail
+
+    assert not JobAttempt.objects.filter(host_id=never.host_id).exists()
+    assert _owner_host(never.host_id)["not_ready_reason"] == host.not_ready_reason
 
     # and: the bad host ends not ready (or quarantined), and its owner sees why
     host = wait_for(
