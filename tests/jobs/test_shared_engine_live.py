@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings as django_settings
+from redis import Redis
 
 from config.transactions import durable_call
 from hosts.models import Host
@@ -66,8 +67,12 @@ def _second_redis_url() -> str:
 
 
 def _psql(url: str, sql: str) -> None:
+    """Run ``sql`` on the server's ``postgres`` database (CREATE/DROP DATABASE: autocommit)."""
+    import psycopg
+
     admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    subprocess.run(["psql", admin, "-q", "-c", sql], check=True, capture_output=True)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql)
 
 
 @pytest.fixture
@@ -77,7 +82,9 @@ def second_server(tmp_path: Path) -> Iterator[LiveServer]:
     name = urlsplit(url).path.lstrip("/")
     _psql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _psql(url, f'CREATE DATABASE "{name}"')
-    subprocess.run(["redis-cli", "-u", redis, "flushdb"], check=True, capture_output=True)
+    redis_client = Redis.from_url(redis)
+    redis_client.flushdb()
+    redis_client.close()
     server = LiveServer(
         tmp_path / "second.log",
         {
