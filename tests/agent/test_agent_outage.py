@@ -6,9 +6,12 @@ so every reconnect of an agent leaves a handshake there; once resumed, daphne se
 and a stale one served after the live one replaces it with 4409. An agent that believed the
 first 4409 exited with status 4 and never came back; now it checks by reconnecting. The first
 test makes that stale handshake on purpose (it fails with the agent before issue 12); the
-second stops daphne for 90 s, as the issue's fault-injection run did.
+second stops daphne for 90 s, as the issue's fault-injection run did; the third stops it for
+75 s while real containers run jobs, with what Celery beat runs going on meanwhile (as beat and
+its workers would): no job with attempts left fails, and every agent comes back.
 
-Needs PostgreSQL (daphne shares the test database) and Redis (the channel layer).
+Needs PostgreSQL (daphne shares the test database) and Redis (the channel layer); the third
+needs Docker.
 """
 
 from __future__ import annotations
@@ -25,8 +28,15 @@ import pytest
 from websockets.sync.client import connect
 
 from agent.control import state_read
+from config.transactions import durable_call
 from hosts.models import Host, HostStatus
+from jobs.models import AttemptStatus, Job, JobStatus
+from jobs.selectors import job_facts
+from ledger.providers import providers
+from ledger.services import ledger_reconcile, wallet_credit
 from tests.hosts.test_agent_end_to_end import ROOT, Daphne, agent_cli, free_port, wait_for
+from tests.jobs.metering_steps import captured, charged
+from tests.live import RATES, Beat, RealAgent, live_server_start
 
 pytestmark = [
     pytest.mark.postgres,
@@ -36,6 +46,7 @@ pytestmark = [
 ]
 
 OUTAGE_SECONDS = 90
+JOBS_OUTAGE_SECONDS = 75
 BACK_WITHIN_SECONDS = 60
 
 
@@ -164,3 +175,100 @@ def test_agents_come_back_by_themselves_after_a_90_second_sigstop(tmp_path, hana
         for process, root in agents:
             _agent_end(process, root)
         daphne.kill()
+
+
+@pytest.mark.docker
+def test_a_75_second_sigstop_fails_no_job_with_attempts_left(
+    tmp_path, settings, monkeypatch, hana, alice, client_for
+):
+    monkeypatch.setattr(providers, "job_facts", job_facts)
+    server = live_server_start(tmp_path, settings)
+    durable_call(
+        wallet_credit,
+        user=alice,
+        amount_micros=100_000_000,
+        key="outage-fund",
+        reason="test",
+        source="purchase",
+    )
+    renter = client_for(alice)
+    agents: list[RealAgent] = []
+    try:
+        with Beat():
+            # given: two real agents (Docker), each running a job of a few seconds
+            for name in ("one", "two"):
+                token = client_for(hana).post("/api/v1/hosts/enrollments/", {}, format="json")
+                agent = RealAgent(tmp_path / name, server.url, token.json()["token"])
+                Host.objects.filter(pk=agent.host_id).update(**RATES)
+                agents.append(agent)
+                agent.start()
+            body = {
+                "code": "import time\ntime.sleep(4)\nprint('done', flush=True)\n",
+                "placement": "auto",
+                "cpus": 0.5,
+                "memory_mb": 512,
+                "timeout_seconds": 60,
+                "max_cost_micros": 10_000_000,
+            }
+            job_ids = [
+                int(renter.post("/api/v1/jobs/", body, format="json").json()["id"]) for _ in agents
+            ]
+            wait_for(
+                lambda: Job.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).count() == 2,
+                "both jobs running",
+                60,
+            )
+
+            before = dict(Host.objects.values_list("pk", "connection_id"))
+
+            # when: daphne stalls for 75 s (leases run out meanwhile; the reaper goes on)
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            time.sleep(JOBS_OUTAGE_SECONDS)
+            server.process.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
+
+            # then: every agent is back within a minute, on a new socket
+            def all_back() -> bool:
+                hosts = Host.objects.filter(pk__in=before).exclude(status=HostStatus.OFFLINE)
+                current = dict(hosts.values_list("pk", "connection_id"))
+                return all(_connected(a.root) for a in agents) and all(
+                    current.get(pk) not in ("", None, before[pk]) for pk in before
+                )
+
+            wait_for(all_back, "both agents back", BACK_WITHIN_SECONDS)
+            back = time.monotonic() - resumed
+
+            # and: both jobs succeed, on a retry where their attempt was lost; nothing failed
+            wait_for(
+                lambda: (
+                    Job.objects.filter(pk__in=job_ids, hold_released_at__isnull=False).count() == 2
+                ),
+                "both jobs settled",
+                120,
+            )
+            settled = time.monotonic() - resumed
+        for job in Job.objects.filter(pk__in=job_ids):
+            attempts = list(job.attempts.order_by("number"))
+            print(f"job {job.pk}: {[(a.number, a.host_id, a.status) for a in attempts]}")
+            assert job.status == JobStatus.SUCCEEDED, (job.status, job.status_reason)
+            assert attempts[-1].status == AttemptStatus.SUCCEEDED
+            assert not [a for a in attempts if a.status == AttemptStatus.FAILED]
+            # a lost attempt costs nothing; the one that ran is charged once
+            for attempt in attempts[:-1]:
+                assert attempt.charged_micros == attempt.reversed_micros
+            assert charged(job) == job.cost_micros == captured(job, attempts[-1].number) > 0
+        assert ledger_reconcile(job_facts=job_facts).problems == []
+        print(
+            f"after a {JOBS_OUTAGE_SECONDS} s SIGSTOP: agents back in {back:.1f} s, "
+            f"both jobs settled {settled:.1f} s after the resume"
+        )
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)
+        for agent in agents:
+            agent.kill()
+            agent.containers_remove()
+            print(f"--- agent {agent.host_id} ---\n{agent.log_path.read_text()[-4000:]}")
+        server.kill()
+        print(f"--- daphne ---\n{server.log_tail(8000)}")
