@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every error under /api/ in the error format, whatever DEBUG is (docs/api.md).
+    "config.api_middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -316,6 +318,10 @@ JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimu
 # An output upload may carry JOB_OUTPUT_MAX_BYTES plus the multipart framing.
 JOB_SUBMIT_MAX_BODY_BYTES = env_int("JOB_SUBMIT_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Django's own cap on a body it reads into memory (not files), behind the ASGI check: the same
+# limit, so a body the ASGI check let through is never refused by Django's smaller default
+# (2.5 MiB), and one over it (under WSGI or the test client) is 413 too (config.api_middleware).
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
 # Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges

@@ -70,12 +70,20 @@ class JobCreateSerializer(JobLimitsSerializer):
     host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     placement = serializers.ChoiceField(choices=["auto", "chosen"], required=False)
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        host, placement = attrs.get("host"), attrs.get("placement")
-        if host is None and placement != "auto":
-            raise serializers.ValidationError({"placement": 'give a host, or placement: "auto"'})
-        if host is not None and placement == "auto":
-            raise serializers.ValidationError({"placement": 'a chosen host is not "auto"'})
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # Every bad field at once (docs/api.md, Errors): DRF skips validate() when a field is
+        # bad, so an empty body named only max_cost_micros; the checks across fields run on
+        # what was sent, and their errors join the fields' own.
+        try:
+            attrs = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {}
+            given = data if hasattr(data, "get") else {}
+            problems = {**_across_fields(given), **detail}
+            raise serializers.ValidationError(problems) from None
+        problems = _across_fields(attrs)
+        if problems:
+            raise serializers.ValidationError(problems)
         return attrs
 
     def submission(self) -> JobSubmission:
@@ -100,6 +108,20 @@ class JobCreateSerializer(JobLimitsSerializer):
             files=tuple(SubmittedFile(f["path"], f["raw"]) for f in data.get("files", [])),
             archive=archive.read() if archive is not None else None,
         )
+
+
+def _across_fields(given: Any) -> dict[str, list[str]]:
+    """The rules that involve several fields: placement against host, and one form of code."""
+    problems: dict[str, list[str]] = {}
+    host, placement = given.get("host"), given.get("placement")
+    if host in (None, "") and placement != "auto":
+        problems["placement"] = ['give a host, or placement: "auto"']
+    elif host not in (None, "") and placement == "auto":
+        problems["placement"] = ['a chosen host is not "auto"']
+    forms = [name for name in ("code", "files", "archive") if given.get(name) not in (None, [])]
+    if len(forms) != 1:
+        problems["code"] = ["give exactly one of code, files or an archive"]
+    return problems
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
