@@ -146,6 +146,8 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# The first reconciliation runs this long after beat starts (config.celery), then every period.
+RECONCILE_FIRST_RUN_SECONDS = env_int("RECONCILE_FIRST_RUN_SECONDS", 60, minimum=0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "ledger-reconcile": {
         "task": "ledger.tasks.ledger_reconcile_task",
