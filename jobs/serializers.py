@@ -13,7 +13,7 @@ from rest_framework import serializers
 from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
-from jobs.models import Job, JobOutput
+from jobs.models import JOB_NAME_MAX_LENGTH, Job, JobOutput
 from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.quote_apis import JobLimitsSerializer
 
@@ -65,6 +65,12 @@ class JobCreateSerializer(JobLimitsSerializer):
     files = FileInputSerializer(many=True, required=False)
     archive = serializers.FileField(required=False, help_text="a zip (multipart)")
     entrypoint = serializers.CharField(required=False, max_length=255)
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=JOB_NAME_MAX_LENGTH,
+        help_text="what to call the job (default: the entrypoint's file name)",
+    )
     requirements = RequirementsField(required=False, default=list)
     max_cost_micros = MicrosField(min_value=1, help_text="the hard cost cap")
     host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
@@ -75,15 +81,14 @@ class JobCreateSerializer(JobLimitsSerializer):
         # bad, so an empty body named only max_cost_micros; the checks across fields run on
         # what was sent, and their errors join the fields' own.
         try:
-            attrs = super().to_internal_value(data)
+            attrs: dict[str, Any] = dict(super().to_internal_value(data))
         except serializers.ValidationError as exc:
             detail = exc.detail if isinstance(exc.detail, dict) else {}
             given = data if hasattr(data, "get") else {}
-            problems = {**_across_fields(given), **detail}
-            raise serializers.ValidationError(problems) from None
-        problems = _across_fields(attrs)
-        if problems:
-            raise serializers.ValidationError(problems)
+            raise serializers.ValidationError({**_across_fields(given), **detail}) from None
+        across = _across_fields(attrs)
+        if across:
+            raise serializers.ValidationError(dict(across))
         return attrs
 
     def submission(self) -> JobSubmission:
@@ -107,6 +112,7 @@ class JobCreateSerializer(JobLimitsSerializer):
             code=data.get("code"),
             files=tuple(SubmittedFile(f["path"], f["raw"]) for f in data.get("files", [])),
             archive=archive.read() if archive is not None else None,
+            name=data.get("name") or None,
         )
 
 
@@ -140,6 +146,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "requested_host",
             "host",
             "entrypoint",
+            "name",
             "requirements",
             "cpus",
             "memory_mb",
@@ -242,3 +249,40 @@ class ReceiptOutput(serializers.Serializer[object]):
     hold_micros = serializers.IntegerField(help_text="Taken from the wallet at submit.")
     refund_micros = serializers.IntegerField(help_text="Returned to the wallet at the end.")
     held_micros = serializers.IntegerField(help_text="Still held (a job not settled yet).")
+
+
+class UsageSampleOutput(serializers.Serializer[object]):
+    at = serializers.DateTimeField(help_text="when the server accepted the report")
+    cpu_seconds = serializers.DecimalField(
+        max_digits=14, decimal_places=3, coerce_to_string=False, help_text="cumulative"
+    )
+    wall_seconds = serializers.DecimalField(
+        max_digits=14, decimal_places=3, coerce_to_string=False, help_text="cumulative"
+    )
+    memory_current_mb = serializers.IntegerField()
+    memory_peak_mb = serializers.IntegerField()
+    cost_micros = serializers.IntegerField(
+        help_text="What the attempt's usage so far costs at its rates (at most the job's cap)."
+    )
+
+
+class AttemptUsageOutput(serializers.Serializer[object]):
+    attempt = serializers.IntegerField()
+    host_id = serializers.IntegerField()
+    host_name = serializers.CharField()
+    status = serializers.CharField()
+    report_count = serializers.IntegerField(help_text="reports stored; samples may be fewer")
+    samples = UsageSampleOutput(many=True)
+
+
+class TimelineEventOutput(serializers.Serializer[object]):
+    at = serializers.DateTimeField()
+    status = serializers.CharField(help_text="a job status, or an attempt's end (lost …)")
+    attempt = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+
+
+class UsageHistoryOutput(serializers.Serializer[object]):
+    job_id = serializers.IntegerField()
+    attempts = AttemptUsageOutput(many=True)
+    timeline = TimelineEventOutput(many=True)

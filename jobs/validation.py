@@ -52,6 +52,7 @@ class JobSubmission:
     code: str | None = None
     files: tuple[SubmittedFile, ...] = ()
     archive: bytes | None = None
+    name: str | None = None
 
 
 def path_clean(path: str, *, field: str = "files") -> str:

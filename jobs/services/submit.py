@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from decimal import Decimal
 
 from django.conf import settings
@@ -146,6 +147,7 @@ def _job_create(
         status_reason="waiting for a host",
         max_attempts=settings.JOB_MAX_ATTEMPTS,
         entrypoint=entrypoint,
+        name=submission.name or posixpath.basename(entrypoint),
         requirements=requirements,
         cpus=spec.cpus,
         memory_mb=spec.memory_mb,

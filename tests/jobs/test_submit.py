@@ -543,3 +543,21 @@ def test_nested_file_errors_are_messages_under_their_field(client_for, alice, bo
     # then
     assert response.status_code == 400
     assert response.data["error"]["fields"] == {"files": ["item 2, path: This field is required."]}
+
+
+def test_a_job_is_named_after_its_entrypoint_unless_given_a_name(client_for, alice, box, funded):
+    # when
+    unnamed = client_for(alice).post(
+        JOBS,
+        body(code=None, entrypoint="app/train.py", files=[{"path": "app/train.py", "content": ""}]),
+        format="json",
+    )
+    named = client_for(alice).post(JOBS, body(name="resnet sweep 3"), format="json")
+    too_long = client_for(alice).post(JOBS, body(name="x" * 201), format="json")
+
+    # then
+    assert (unnamed.status_code, unnamed.data["name"]) == (201, "train.py")
+    assert (named.status_code, named.data["name"]) == (201, "resnet sweep 3")
+    assert too_long.status_code == 400
+    assert list(too_long.data["error"]["fields"]) == ["name"]
+    assert sorted(Job.objects.values_list("name", flat=True)) == ["resnet sweep 3", "train.py"]
