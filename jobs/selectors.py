@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import TypedDict
@@ -81,6 +81,11 @@ def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
             settled_at=released if status in FINAL else None,
         )
     return facts
+
+
+def job_names(job_ids: Collection[int]) -> dict[int, str]:
+    """Job ids -> names (``ledger.history``'s ``JobNamesProvider``), in one query."""
+    return dict(Job.objects.filter(pk__in=list(job_ids)).values_list("pk", "name"))
 
 
 def jobs_of(user: User) -> QuerySet[Job]:
