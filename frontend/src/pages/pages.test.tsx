@@ -1,3 +1,4 @@
+import userEvent from "@testing-library/user-event";
 // Each page renders the API's shapes (as the backend branches define them) without crashing,
 // and the job page's live view works from socket events.
 import { act, render, screen, waitFor, within } from "@testing-library/react";
@@ -111,16 +112,32 @@ describe("pages", () => {
     expect(screen.getByText(/under 25 % CPU/)).toBeInTheDocument();
   });
 
-  it("wallet shows balances and ledger lines", async () => {
-    mockFetch({
+  it("wallet shows one history line per job, and its ledger entries on request", async () => {
+    const jobLine = {
+      line: "job", job_id: 42, job_name: "train.py", transaction_id: null, memo: "", started_at: "2026-05-01T10:00:00Z", at: "2026-05-01T10:05:00Z",
+      amount_micros: -400_000, hold_micros: 2_000_000, charged_micros: 400_000, reversed_micros: 0, refund_micros: 1_600_000, held_micros: 0, cost_micros: 400_000, entry_count: 3,
+    };
+    const purchase = { ...jobLine, line: "purchase", job_id: null, job_name: null, transaction_id: 1, memo: "card payment", amount_micros: 5_000_000, hold_micros: 0, charged_micros: 0, refund_micros: 0, cost_micros: 0, entry_count: 1 };
+    const { calls } = mockFetch({
       "GET /api/v1/wallet/": () => json(200, { balance_micros: 20_000_000, held_micros: 5_000_000, available_micros: 15_000_000 }),
+      "GET /api/v1/wallet/history/": () => json(200, page([jobLine, purchase])),
       "GET /api/v1/wallet/transactions/": () =>
-        json(200, page([{ id: 1, created_at: "2026-05-01T10:00:00Z", kind: "hold", account: "escrow", amount_micros: 5_000_000, job_id: 42, memo: "", transaction_id: 3 }])),
+        json(200, page([{ id: 1, created_at: "2026-05-01T10:00:00Z", kind: "hold", account: "escrow", amount_micros: 2_000_000, job_id: 42, memo: "", transaction_id: 3 }])),
     });
     renderAt("/wallet", "/wallet", <WalletPage />);
     expect(await screen.findByTestId("available")).toHaveTextContent("15.00 cr");
-    expect(await screen.findByRole("link", { name: "job #42" })).toBeInTheDocument();
-    expect(screen.getByText("held for a job")).toBeInTheDocument();
+    expect(await screen.findByRole("link", { name: "train.py" })).toHaveAttribute("href", "/jobs/42");
+    const [job, bought] = screen.getAllByTestId("history-line");
+    expect(job).toHaveTextContent("cost 0.40 cr · 1.60 cr of the 2.00 cr hold returned");
+    expect(bought).toHaveTextContent("Credits bought");
+    expect(screen.getByRole("link", { name: "Download CSV" })).toHaveAttribute("href", "/api/v1/wallet/history/?format=csv");
+    expect(screen.queryByTestId("line-entries")).toBeNull();
+    // when the job's entries are opened
+    await userEvent.setup().click(screen.getByRole("button", { name: "Entries (3)" }));
+    expect(await screen.findByTestId("line-entries")).toHaveTextContent("Hold for a job");
+    expect(screen.getByText("held for the job")).toBeInTheDocument();
+    expect(calls.some((c) => c.method === "GET" && c.url.includes("/api/v1/wallet/transactions/") && c.url.includes("job=42"))).toBe(true);
+    expect(screen.getByRole("button", { name: "Hide entries" })).toHaveAttribute("aria-expanded", "true");
   });
 
   it("jobs list links each job", async () => {
