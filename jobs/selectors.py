@@ -153,6 +153,7 @@ class ReceiptTotals(TypedDict):
 
 class Receipt(TypedDict):
     job_id: int
+    job_name: str
     status: str
     is_settled: bool
     max_cost_micros: int
@@ -237,6 +238,7 @@ def job_receipt(user: User, job_id: int) -> Receipt:
     )
     return Receipt(
         job_id=job.pk,
+        job_name=job.name,
         status=str(job.status),
         is_settled=job.hold_released_at is not None,
         max_cost_micros=job.max_cost_micros,

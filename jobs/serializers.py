@@ -241,6 +241,7 @@ class ReceiptTotalsOutput(serializers.Serializer[object]):
 
 class ReceiptOutput(serializers.Serializer[object]):
     job_id = serializers.IntegerField()
+    job_name = serializers.CharField(allow_blank=True)
     status = serializers.CharField()
     is_settled = serializers.BooleanField(help_text="The rest of the hold went back to the wallet.")
     max_cost_micros = serializers.IntegerField()

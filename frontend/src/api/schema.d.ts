@@ -1430,6 +1430,7 @@ export interface components {
         };
         ReceiptOutput: {
             job_id: number;
+            job_name: string;
             status: string;
             /** @description The rest of the hold went back to the wallet. */
             is_settled: boolean;

@@ -268,6 +268,41 @@ describe("the receipt", () => {
   });
 });
 
+describe("a finished job's stored history", () => {
+  it("draws the charts and the timeline from the stored usage and steps", async () => {
+    const finished = { ...job, name: "train.py", status: "succeeded", status_reason: "exit code 0", exit_code: 0, started_at: "2026-05-01T10:00:03Z", finished_at: "2026-05-01T10:00:30Z", cost_micros: 30_000 };
+    const sample = (n: number) => ({ at: `2026-05-01T10:00:${String(3 + n * 5).padStart(2, "0")}Z`, cpu_seconds: n * 4, wall_seconds: n * 5, memory_current_mb: 100 + n, memory_peak_mb: 110, cost_micros: n * 6_000 });
+    const history = {
+      job_id: 42,
+      attempts: [{ attempt: 1, host_id: 5, host_name: "lab-1", status: "succeeded", report_count: 5, samples: [1, 2, 3, 4, 5].map(sample) }],
+      timeline: [
+        { at: "2026-05-01T10:00:00Z", status: "queued", attempt: null, reason: "" },
+        { at: "2026-05-01T10:00:01Z", status: "offered", attempt: 1, reason: "" },
+        { at: "2026-05-01T10:00:02Z", status: "accepted", attempt: 1, reason: "" },
+        { at: "2026-05-01T10:00:03Z", status: "running", attempt: 1, reason: "" },
+        { at: "2026-05-01T10:00:30Z", status: "succeeded", attempt: 1, reason: "exit code 0" },
+      ],
+    };
+    const { calls } = mockFetch({
+      "GET /api/v1/jobs/42/": () => json(200, finished),
+      "GET /api/v1/jobs/42/usage/": () => json(200, history),
+      "GET /api/v1/jobs/42/logs/": () => json(200, { job_id: 42, attempt: 1, offset: 0, next_offset: 0, data: "", truncated: false, is_complete: true }),
+      "GET /api/v1/jobs/42/outputs/": () => json(200, page([])),
+      "GET /api/v1/jobs/42/receipt/": () => json(404, { error: { code: "not_found", message: "", fields: {} } }),
+    });
+    renderAt("/jobs/42", "/jobs/:id", <JobPage />);
+    expect(await screen.findByRole("heading", { level: 1 })).toHaveTextContent("train.py");
+    expect(await screen.findByRole("img", { name: /^Cost so far/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /^Memory in use/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /^CPU cores in use/ })).toBeInTheDocument();
+    const timeline = screen.getByRole("list", { name: "Status timeline" });
+    expect(within(timeline).getAllByRole("listitem").map((li) => li.querySelector("strong")?.textContent)).toEqual([
+      "Queued", "Offered to a host", "Accepted", "Running", "Succeeded",
+    ]);
+    expect(calls.some((c) => c.url === "/api/v1/jobs/42/usage/")).toBe(true);
+  });
+});
+
 describe("the job page live view", () => {
   function logsRoute(full: string) {
     return (call: Call) => {
