@@ -159,7 +159,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
     "earnings-mature": {
         "task": "ledger.tasks.earnings_mature_task",
-        "schedule": timedelta(minutes=5),
+        "schedule": timedelta(seconds=env_int("EARNINGS_MATURE_INTERVAL_SECONDS", 300, minimum=1)),
     },
     "idempotency-records-prune": {
         "task": "accounts.tasks.idempotency_records_prune_task",
