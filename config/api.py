@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.views import defaults
 from rest_framework import exceptions, serializers, status
@@ -90,14 +92,65 @@ def _code_for(exc: exceptions.APIException) -> str:
     return str(exc.default_code)
 
 
+def field_messages(value: Any, where: str = "") -> list[str]:
+    """One field's errors as a flat list of message strings, whatever shape they came in.
+
+    DRF nests the errors of a list or an object field (``files: [{}, {"path": [...]}]``) and
+    some services gave a bare string or a number; ``fields`` always maps a field to a list of
+    sentences (docs/api.md, Errors), so nested ones say where they are (``item 2, path: ...``).
+    """
+    if isinstance(value, dict):
+        return [
+            message
+            for key, inner in value.items()
+            for message in field_messages(inner, _where(where, _label(key)))
+        ]
+    if isinstance(value, list | tuple):
+        if all(not isinstance(item, dict | list | tuple) for item in value):
+            return [_placed(where, str(item)) for item in value]
+        return [
+            message
+            for index, inner in enumerate(value, start=1)
+            for message in field_messages(inner, _where(where, f"item {index}"))
+        ]
+    return [_placed(where, str(value))]
+
+
+def _label(key: Any) -> str:
+    # DRF keys a list field's item errors by index (from 0); non_field_errors name no field.
+    if isinstance(key, int):
+        return f"item {key + 1}"
+    return "" if key == "non_field_errors" else str(key)
+
+
+def _where(where: str, part: str) -> str:
+    return f"{where}, {part}" if where and part else where or part
+
+
+def _placed(where: str, message: str) -> str:
+    return f"{where}: {message}" if where else message
+
+
 def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+    messages = {str(name): field_messages(value) for name, value in (fields or {}).items()}
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "fields": {name: found for name, found in messages.items() if found},
+        }
+    }
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Render every error as ``{"error": {"code", "message", "fields"}}``."""
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("request_too_large", request_too_large_message()),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -121,20 +174,25 @@ def validated(serializer_class: type[serializers.Serializer[Any]], request: Requ
     return serializer.validated_data
 
 
-def _is_api(request: HttpRequest) -> bool:
+def is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
+
+
+def request_too_large_message() -> str:
+    """What a 413 for the whole body says: the general limit (docs/api.md, Size limits)."""
+    return f"the request body is larger than {settings.REQUEST_MAX_BODY_BYTES} bytes"
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """``handler404``: URLs no view matched get the error format under /api/, HTML elsewhere."""
-    if _is_api(request):
+    if is_api(request):
         return JsonResponse(error_body("not_found", "Not found."), status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     """``handler500``: an unhandled exception, in the error format under /api/."""
-    if _is_api(request):
+    if is_api(request):
         return JsonResponse(error_body("server_error", "Internal server error."), status=500)
     return defaults.server_error(request)
 
@@ -151,8 +209,9 @@ _ERROR_SCHEMA = {
                 "message": {"type": "string"},
                 "fields": {
                     "type": "object",
-                    "additionalProperties": True,
-                    "description": "Per-field messages for bad input; empty otherwise.",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                    "description": "Each bad field's messages (every bad field at once) for "
+                    "bad input; empty otherwise.",
                 },
             },
         }

@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every error under /api/ in the error format, whatever DEBUG is (docs/api.md).
+    "config.api_middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -144,6 +146,8 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# The first reconciliation runs this long after beat starts (config.celery), then every period.
+RECONCILE_FIRST_RUN_SECONDS = env_int("RECONCILE_FIRST_RUN_SECONDS", 60, minimum=0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "ledger-reconcile": {
         "task": "ledger.tasks.ledger_reconcile_task",
@@ -155,7 +159,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
     "earnings-mature": {
         "task": "ledger.tasks.earnings_mature_task",
-        "schedule": timedelta(minutes=5),
+        "schedule": timedelta(seconds=env_int("EARNINGS_MATURE_INTERVAL_SECONDS", 300, minimum=1)),
     },
     "idempotency-records-prune": {
         "task": "accounts.tasks.idempotency_records_prune_task",
@@ -328,6 +332,10 @@ JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimu
 # An output upload may carry JOB_OUTPUT_MAX_BYTES plus the multipart framing.
 JOB_SUBMIT_MAX_BODY_BYTES = env_int("JOB_SUBMIT_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Django's own cap on a body it reads into memory (not files), behind the ASGI check: the same
+# limit, so a body the ASGI check let through is never refused by Django's smaller default
+# (2.5 MiB), and one over it (under WSGI or the test client) is 413 too (config.api_middleware).
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
 # Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges

@@ -79,7 +79,7 @@ def enrollment_create(
     """Mint a one-time enrollment token and the exact command the owner runs on the machine."""
     name = name.strip()
     if len(name) > 100:
-        raise ValidationFailed("name is too long", fields={"name": "at most 100 characters"})
+        raise ValidationFailed("name is too long", fields={"name": ["at most 100 characters"]})
     now = now or timezone.now()
     issued = secret_issue(ENROLLMENT_TOKEN_KIND)
     expires_at = now + timedelta(seconds=settings.ENROLLMENT_TOKEN_TTL_SECONDS)

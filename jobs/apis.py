@@ -33,11 +33,13 @@ from jobs.serializers import (
     LogQuerySerializer,
     OutputUploadSerializer,
     ReceiptOutput,
+    UsageHistoryOutput,
 )
 from jobs.services.cancel import job_cancel
 from jobs.services.logs import log_read
 from jobs.services.outputs import output_store
 from jobs.services.submit import job_submit
+from jobs.usage_history import USAGE_HISTORY_MAX_POINTS, job_usage_history
 
 
 class JobListCreateApi(generics.ListAPIView[Job]):
@@ -79,6 +81,20 @@ class JobReceiptApi(APIView):
     )
     def get(self, request: Request, job_id: int) -> Response:
         return Response(ReceiptOutput(job_receipt(request_user(request), job_id)).data)
+
+
+class JobUsageApi(APIView):
+    @extend_schema(
+        summary="The job's stored usage and status timeline",
+        description="Per attempt that was accepted: the usage samples at the report "
+        f"resolution, at most {USAGE_HISTORY_MAX_POINTS} per attempt (evenly spread over a "
+        "long one, with the first and the last); the timeline from the stored job and attempt "
+        "steps. The job's owner, or a host owner for the attempts on their hosts.",
+        responses=UsageHistoryOutput,
+    )
+    def get(self, request: Request, job_id: int) -> Response:
+        history = job_usage_history(request_user(request), job_id)
+        return Response(UsageHistoryOutput(history).data)
 
 
 class JobCancelApi(APIView):

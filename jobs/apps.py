@@ -12,8 +12,10 @@ class JobsConfig(AppConfig):
 
 
 def ledger_providers_register() -> None:
-    """Give the ledger's reconciliation the facts of jobs (the ledger must not import jobs)."""
-    from jobs.selectors import job_facts
+    """Give the ledger's reconciliation the facts of jobs, and its wallet history their names
+    (the ledger must not import jobs)."""
+    from jobs.selectors import job_facts, job_names
     from ledger.providers import providers
 
     providers.job_facts = job_facts
+    providers.job_names = job_names

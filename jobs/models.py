@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from hosts.models import RatesColumns
 
+JOB_NAME_MAX_LENGTH = 200
+
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -71,6 +73,9 @@ class Job(RatesColumns):
     # How many attempts may be accepted by hosts before a lost one fails the job.
     max_attempts = models.PositiveIntegerField()
     entrypoint = models.CharField(max_length=255)
+    # What the renter calls the job (lists, receipts, wallet history); the entrypoint's file
+    # name when none was given (job_submit).
+    name = models.CharField(max_length=JOB_NAME_MAX_LENGTH, blank=True, default="")
     requirements = models.JSONField(default=list, blank=True)
     cpus = models.DecimalField(max_digits=6, decimal_places=2)
     memory_mb = models.PositiveIntegerField()
@@ -207,6 +212,8 @@ class UsageReport(models.Model):
     wall_ms = models.BigIntegerField()
     gpu_ms = models.BigIntegerField(default=0)
     memory_peak_mb = models.PositiveIntegerField(default=0)
+    # The memory in use when the report was made: the usage history's memory curve.
+    memory_current_mb = models.PositiveIntegerField(default=0)
     is_final = models.BooleanField(default=False)
     received_at = models.DateTimeField()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import TypedDict
@@ -87,6 +87,11 @@ def job_facts(job_ids: frozenset[int]) -> dict[int, JobFact]:
             settled_at=released if status in FINAL else None,
         )
     return facts
+
+
+def job_names(job_ids: Collection[int]) -> dict[int, str]:
+    """Job ids -> names (``ledger.history``'s ``JobNamesProvider``), in one query."""
+    return dict(Job.objects.filter(pk__in=list(job_ids)).values_list("pk", "name"))
 
 
 def jobs_of(user: User) -> QuerySet[Job]:
@@ -173,6 +178,7 @@ class ReceiptTotals(TypedDict):
 
 class Receipt(TypedDict):
     job_id: int
+    job_name: str
     status: str
     is_settled: bool
     max_cost_micros: int
@@ -257,6 +263,7 @@ def job_receipt(user: User, job_id: int) -> Receipt:
     )
     return Receipt(
         job_id=job.pk,
+        job_name=job.name,
         status=str(job.status),
         is_settled=job.hold_released_at is not None,
         max_cost_micros=job.max_cost_micros,

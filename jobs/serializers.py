@@ -13,7 +13,7 @@ from rest_framework import serializers
 from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
-from jobs.models import Job, JobOutput, JobStatus
+from jobs.models import JOB_NAME_MAX_LENGTH, Job, JobOutput, JobStatus
 from jobs.selectors import job_queue_position
 from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.quote_apis import JobLimitsSerializer
@@ -66,17 +66,30 @@ class JobCreateSerializer(JobLimitsSerializer):
     files = FileInputSerializer(many=True, required=False)
     archive = serializers.FileField(required=False, help_text="a zip (multipart)")
     entrypoint = serializers.CharField(required=False, max_length=255)
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=JOB_NAME_MAX_LENGTH,
+        help_text="what to call the job (default: the entrypoint's file name)",
+    )
     requirements = RequirementsField(required=False, default=list)
     max_cost_micros = MicrosField(min_value=1, help_text="the hard cost cap")
     host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     placement = serializers.ChoiceField(choices=["auto", "chosen"], required=False)
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        host, placement = attrs.get("host"), attrs.get("placement")
-        if host is None and placement != "auto":
-            raise serializers.ValidationError({"placement": 'give a host, or placement: "auto"'})
-        if host is not None and placement == "auto":
-            raise serializers.ValidationError({"placement": 'a chosen host is not "auto"'})
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # Every bad field at once (docs/api.md, Errors): DRF skips validate() when a field is
+        # bad, so an empty body named only max_cost_micros; the checks across fields run on
+        # what was sent, and their errors join the fields' own.
+        try:
+            attrs: dict[str, Any] = dict(super().to_internal_value(data))
+        except serializers.ValidationError as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {}
+            given = data if hasattr(data, "get") else {}
+            raise serializers.ValidationError({**_across_fields(given), **detail}) from None
+        across = _across_fields(attrs)
+        if across:
+            raise serializers.ValidationError(dict(across))
         return attrs
 
     def submission(self) -> JobSubmission:
@@ -100,7 +113,22 @@ class JobCreateSerializer(JobLimitsSerializer):
             code=data.get("code"),
             files=tuple(SubmittedFile(f["path"], f["raw"]) for f in data.get("files", [])),
             archive=archive.read() if archive is not None else None,
+            name=data.get("name") or None,
         )
+
+
+def _across_fields(given: Any) -> dict[str, list[str]]:
+    """The rules that involve several fields: placement against host, and one form of code."""
+    problems: dict[str, list[str]] = {}
+    host, placement = given.get("host"), given.get("placement")
+    if host in (None, "") and placement != "auto":
+        problems["placement"] = ['give a host, or placement: "auto"']
+    elif host not in (None, "") and placement == "auto":
+        problems["placement"] = ['a chosen host is not "auto"']
+    forms = [name for name in ("code", "files", "archive") if given.get(name) not in (None, [])]
+    if len(forms) != 1:
+        problems["code"] = ["give exactly one of code, files or an archive"]
+    return problems
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
@@ -132,6 +160,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "host",
             "host_isolation",
             "entrypoint",
+            "name",
             "requirements",
             "cpus",
             "memory_mb",
@@ -236,6 +265,7 @@ class ReceiptTotalsOutput(serializers.Serializer[object]):
 
 class ReceiptOutput(serializers.Serializer[object]):
     job_id = serializers.IntegerField()
+    job_name = serializers.CharField(allow_blank=True)
     status = serializers.CharField()
     is_settled = serializers.BooleanField(help_text="The rest of the hold went back to the wallet.")
     max_cost_micros = serializers.IntegerField()
@@ -244,3 +274,40 @@ class ReceiptOutput(serializers.Serializer[object]):
     hold_micros = serializers.IntegerField(help_text="Taken from the wallet at submit.")
     refund_micros = serializers.IntegerField(help_text="Returned to the wallet at the end.")
     held_micros = serializers.IntegerField(help_text="Still held (a job not settled yet).")
+
+
+class UsageSampleOutput(serializers.Serializer[object]):
+    at = serializers.DateTimeField(help_text="when the server accepted the report")
+    cpu_seconds = serializers.DecimalField(
+        max_digits=14, decimal_places=3, coerce_to_string=False, help_text="cumulative"
+    )
+    wall_seconds = serializers.DecimalField(
+        max_digits=14, decimal_places=3, coerce_to_string=False, help_text="cumulative"
+    )
+    memory_current_mb = serializers.IntegerField()
+    memory_peak_mb = serializers.IntegerField()
+    cost_micros = serializers.IntegerField(
+        help_text="What the attempt's usage so far costs at its rates (at most the job's cap)."
+    )
+
+
+class AttemptUsageOutput(serializers.Serializer[object]):
+    attempt = serializers.IntegerField()
+    host_id = serializers.IntegerField()
+    host_name = serializers.CharField()
+    status = serializers.CharField()
+    report_count = serializers.IntegerField(help_text="reports stored; samples may be fewer")
+    samples = UsageSampleOutput(many=True)
+
+
+class TimelineEventOutput(serializers.Serializer[object]):
+    at = serializers.DateTimeField()
+    status = serializers.CharField(help_text="a job status, or an attempt's end (lost …)")
+    attempt = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+
+
+class UsageHistoryOutput(serializers.Serializer[object]):
+    job_id = serializers.IntegerField()
+    attempts = AttemptUsageOutput(many=True)
+    timeline = TimelineEventOutput(many=True)

@@ -8,6 +8,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="job-cancel"),
     path("jobs/<int:job_id>/logs/", apis.JobLogsApi.as_view(), name="job-logs"),
     path("jobs/<int:job_id>/receipt/", apis.JobReceiptApi.as_view(), name="job-receipt"),
+    path("jobs/<int:job_id>/usage/", apis.JobUsageApi.as_view(), name="job-usage"),
     path("jobs/<int:job_id>/outputs/", apis.JobOutputsApi.as_view(), name="job-outputs"),
     path(
         "jobs/<int:job_id>/outputs/<path:name>",

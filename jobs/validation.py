@@ -52,6 +52,7 @@ class JobSubmission:
     code: str | None = None
     files: tuple[SubmittedFile, ...] = ()
     archive: bytes | None = None
+    name: str | None = None
 
 
 def path_clean(path: str, *, field: str = "files") -> str:
@@ -59,7 +60,7 @@ def path_clean(path: str, *, field: str = "files") -> str:
 
     def refuse(why: str) -> ValidationFailed:
         return ValidationFailed(
-            f"file path {path!r} {why}", code="invalid_path", fields={field: [path]}
+            f"file path {path!r} {why}", code="invalid_path", fields={field: [f"{path!r} {why}"]}
         )
 
     if not path or len(path) > _MAX_PATH_LENGTH:
@@ -118,6 +119,12 @@ def _archive_members(archive: zipfile.ZipFile) -> list[SubmittedFile]:
 
 
 def _size_check(path: str, size: int, total: int) -> None:
+    # A .py file meets the tighter code cap first: name that one, not the per-file cap.
+    if path.endswith(".py") and size > settings.JOB_CODE_MAX_BYTES:
+        raise TooLarge(
+            f"{path} is larger than the code limit of {settings.JOB_CODE_MAX_BYTES} bytes",
+            code="code_too_large",
+        )
     if size > settings.JOB_FILE_MAX_BYTES:
         raise TooLarge(
             f"{path} is larger than {settings.JOB_FILE_MAX_BYTES} bytes", code="file_too_large"
@@ -132,7 +139,9 @@ def _size_check(path: str, size: int, total: int) -> None:
 def files_check(files: list[SubmittedFile]) -> list[SubmittedFile]:
     """Clean paths, refuse duplicates, and cap the count and the sizes."""
     if not files:
-        raise ValidationFailed("the job has no files", code="no_files", fields={"files": []})
+        raise ValidationFailed(
+            "the job has no files", code="no_files", fields={"files": ["the job has no files"]}
+        )
     if len(files) > settings.JOB_FILES_MAX_COUNT:
         raise ValidationFailed(
             f"a job has at most {settings.JOB_FILES_MAX_COUNT} files", code="too_many_files"
@@ -186,20 +195,20 @@ def entrypoint_check(entrypoint: str | None, files: list[SubmittedFile]) -> str:
             raise ValidationFailed(
                 "name the entrypoint among several files",
                 code="entrypoint_required",
-                fields={"entrypoint": ["required"]},
+                fields={"entrypoint": ["name the file to run among several files"]},
             )
     cleaned = path_clean(entrypoint, field="entrypoint")
     if not cleaned.endswith(".py"):
         raise ValidationFailed(
             f"the entrypoint {entrypoint!r} must be a .py file",
             code="invalid_entrypoint",
-            fields={"entrypoint": [entrypoint]},
+            fields={"entrypoint": [f"{entrypoint!r} must be a .py file"]},
         )
     if cleaned not in {f.path for f in files}:
         raise ValidationFailed(
             f"the entrypoint {entrypoint!r} is not among the files",
             code="invalid_entrypoint",
-            fields={"entrypoint": [entrypoint]},
+            fields={"entrypoint": [f"{entrypoint!r} is not among the files"]},
         )
     return cleaned
 

@@ -13,7 +13,8 @@ from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.generics import ListAPIView
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAdminUser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -22,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
+from ledger.history import job_names_of, wallet_history
 from ledger.models import Posting
 from ledger.payments.selectors import earnings_summary
 from ledger.reports import (
@@ -48,6 +50,7 @@ from ledger.serializers import (
     EarningsJobLineOutput,
     EarningsOutput,
     ReconciliationReportOutput,
+    WalletHistoryLineOutput,
     WalletLineOutput,
     WalletOutput,
 )
@@ -64,15 +67,33 @@ class WalletApi(APIView):
         return Response(WalletOutput(wallet_balances(request_user(request))).data)
 
 
+class WalletTransactionsQuery(serializers.Serializer[object]):
+    job = serializers.IntegerField(required=False, min_value=1)
+    transaction = serializers.IntegerField(required=False, min_value=1)
+
+
 class WalletTransactionsApi(ListAPIView[Posting]):
     serializer_class = WalletLineOutput
 
-    @extend_schema(summary="The user's ledger lines, newest first")
+    @extend_schema(
+        summary="The user's ledger lines, newest first",
+        description="`?job=` or `?transaction=`: the entries behind one line of `wallet/history/`.",
+        parameters=[
+            OpenApiParameter("job", int, description="only this job's entries"),
+            OpenApiParameter("transaction", int, description="only this transaction's"),
+        ],
+    )
     def get(self, request: Request) -> Response:
         return super().get(request)
 
     def get_queryset(self) -> QuerySet[Posting]:
-        return wallet_transactions(request_user(self.request))
+        query = WalletTransactionsQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return wallet_transactions(
+            request_user(self.request),
+            job_id=query.validated_data.get("job"),
+            transaction_id=query.validated_data.get("transaction"),
+        )
 
 
 class EarningsApi(ListAPIView[Any]):
@@ -184,6 +205,93 @@ def _csv_response(body: Mapping[str, Any], group: BillingGroup) -> HttpResponse:
     name = f"communipute-billing-by-{group.value}-{body['from']}-{body['to']}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+HISTORY_CSV_COLUMNS = (
+    "at",
+    "line",
+    "job_id",
+    "job_name",
+    "transaction_id",
+    "memo",
+    "amount_micros",
+    "hold_micros",
+    "charged_micros",
+    "reversed_micros",
+    "refund_micros",
+    "held_micros",
+    "cost_micros",
+    "entry_count",
+)
+
+
+def _history_out(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    lines = list(rows)
+    names = job_names_of({line["group_job"] for line in lines if line["group_job"] is not None})
+    return [
+        {
+            **line,
+            "job_id": line["group_job"],
+            "amount_micros": line["net_micros"],
+            "transaction_id": line["group_transaction"],
+            "memo": line["memo"] or "",
+            "job_name": names.get(line["group_job"]),
+            "cost_micros": line["charged_micros"] - line["reversed_micros"],
+        }
+        for line in lines
+    ]
+
+
+def _history_csv(lines: list[dict[str, Any]]) -> HttpResponse:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(HISTORY_CSV_COLUMNS)
+    for line in lines:
+        at = line["at"].isoformat().replace("+00:00", "Z")
+        writer.writerow([at, *(_csv_cell(line[c]) for c in HISTORY_CSV_COLUMNS[1:])])
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="communipute-wallet-history.csv"'
+    return response
+
+
+class WalletHistoryQuery(serializers.Serializer[object]):
+    format = serializers.ChoiceField(choices=["json", "csv"], default="json")
+
+
+class WalletHistoryApi(GenericAPIView[Any]):
+    """The wallet's history, one line per job, earnings per job, and purchase or payout."""
+
+    serializer_class = WalletHistoryLineOutput
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _FormatParameterNegotiation
+
+    @extend_schema(
+        summary="The wallet history: one line per job, purchase, grant and payout",
+        description="The user's ledger entries grouped (ledger.history, docs/ledger.md): a job "
+        "line per job (hold, charged, reversed, refunded, still held), a host owner's earnings "
+        "line per job, and one line per other transaction on the wallet or earnings; newest "
+        "first, paginated. `format=csv` downloads every line as CSV with a header row.",
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv"], default="json")],
+        responses={
+            (200, "application/json"): WalletHistoryLineOutput(many=True),
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="format=csv: every line, with a header row."
+            ),
+        },
+    )
+    def get(self, request: Request) -> HttpResponse:
+        query = WalletHistoryQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        if query.validated_data["format"] == "csv":
+            return _history_csv(_history_out(self.get_queryset()))
+        page = self.paginate_queryset(self.get_queryset())
+        assert page is not None  # the API's default pagination is on
+        return self.get_paginated_response(
+            WalletHistoryLineOutput(_history_out(page), many=True).data
+        )
+
+    def get_queryset(self) -> Any:
+        return wallet_history(request_user(self.request))
 
 
 class BillingReportApi(APIView):

@@ -47,20 +47,20 @@ def amount_validate(value: object, *, field: str = "amount_micros") -> int:
         raise ValidationFailed(
             f"{field} must be an integer of micro-credits",
             code="invalid_amount",
-            fields={field: "not an integer"},
+            fields={field: ["not an integer"]},
         )
     assert isinstance(value, int)
     if value <= 0:
         raise ValidationFailed(
             f"{field} must be positive, got {value}",
             code="invalid_amount",
-            fields={field: "must be positive"},
+            fields={field: ["must be positive"]},
         )
     if value > MAX_AMOUNT_MICROS:
         raise ValidationFailed(
             f"{field} is too large: {value}",
             code="invalid_amount",
-            fields={field: f"at most {MAX_AMOUNT_MICROS}"},
+            fields={field: [f"at most {MAX_AMOUNT_MICROS}"]},
         )
     return value
 
@@ -107,14 +107,14 @@ def capture_validate(gross_micros: object, fee_micros: object) -> FeeSplit:
         raise ValidationFailed(
             "fee_micros must be an integer of micro-credits",
             code="invalid_amount",
-            fields={"fee_micros": "not an integer"},
+            fields={"fee_micros": ["not an integer"]},
         )
     assert isinstance(fee_micros, int)
     if not 0 <= fee_micros <= gross:
         raise ValidationFailed(
             f"fee_micros must be between 0 and gross_micros ({gross}), got {fee_micros}",
             code="invalid_amount",
-            fields={"fee_micros": "must be between 0 and gross_micros"},
+            fields={"fee_micros": ["must be between 0 and gross_micros"]},
         )
     return FeeSplit(gross_micros=gross, fee_micros=fee_micros)
 

@@ -2,11 +2,13 @@
 
 The ledger knows jobs and hosts only by id and imports neither (jobs -> marketplace -> hosts ->
 ledger). Two of its features need their facts: reconciliation's job checks (is a job finished,
-its cap: ``JobFactsProvider``) and the billing reports' host names (``HostLabelsProvider``).
+its cap: ``JobFactsProvider``), the billing reports' host names (``HostLabelsProvider``) and
+the wallet history's job names (``JobNamesProvider``).
 The app that knows them sets them here at startup, in its ``AppConfig.ready``
-(``jobs.apps``: ``job_facts``; ``hosts.apps``: ``host_labels``); a reader follows the call from
-there. Unset, the job checks are skipped (the run says so in ``checks``) and reports show host
-ids only. A test sets or clears one with ``monkeypatch.setattr(providers, ...)``.
+(``jobs.apps``: ``job_facts``, ``job_names``; ``hosts.apps``: ``host_labels``); a reader
+follows the call from there. Unset, the job checks are skipped (the run says so in
+``checks``), reports show host ids only and the wallet history job ids only. A test sets or
+clears one with ``monkeypatch.setattr(providers, ...)``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ledger.history import JobNamesProvider
     from ledger.reports import HostLabelsProvider
     from ledger.services.reconcile import JobFactsProvider
 
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 class Providers:
     job_facts: JobFactsProvider | None = None
     host_labels: HostLabelsProvider | None = None
+    job_names: JobNamesProvider | None = None
 
 
 providers = Providers()

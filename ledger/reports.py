@@ -169,21 +169,21 @@ def billing_period_resolve(*, first: date | None, last: date | None, today: date
     last = today if last is None else last
     if last >= date.max:
         raise ValidationFailed(
-            "to is too far in the future", code="invalid_period", fields={"to": "too late"}
+            "to is too far in the future", code="invalid_period", fields={"to": ["too late"]}
         )
     first = last - timedelta(days=REPORT_DEFAULT_DAYS - 1) if first is None else first
     if first > last:
         raise ValidationFailed(
             "from must not be after to",
             code="invalid_period",
-            fields={"from": "after to", "to": "before from"},
+            fields={"from": ["after to"], "to": ["before from"]},
         )
     period = BillingPeriod(first=first, last=last)
     if period.days > REPORT_MAX_DAYS:
         raise ValidationFailed(
             f"a report covers at most {REPORT_MAX_DAYS} days; this one asks for {period.days}",
             code="invalid_period",
-            fields={"from": f"more than {REPORT_MAX_DAYS} days before to"},
+            fields={"from": [f"more than {REPORT_MAX_DAYS} days before to"]},
         )
     return period
 

@@ -58,10 +58,24 @@ def wallet_balances(user: User) -> WalletBalances:
     }
 
 
-def wallet_transactions(user: User) -> QuerySet[Posting]:
-    """The user's ledger lines (postings on their wallet and job escrows), newest first."""
+def wallet_transactions(
+    user: User, *, job_id: int | None = None, transaction_id: int | None = None
+) -> QuerySet[Posting]:
+    """The user's ledger lines (postings on their wallet and job escrows), newest first.
+
+    With ``job_id`` or ``transaction_id``: the entries behind one line of the wallet history
+    (``ledger.history``), on the user's earnings accounts too (a host owner's earnings line).
+    """
+    kinds: tuple[str, ...] = WALLET_LINE_KINDS
+    entries = Posting.objects.filter(account__user=user)
+    if job_id is not None:
+        entries = entries.filter(transaction__job_id=job_id)
+        kinds = (*WALLET_LINE_KINDS, AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE)
+    if transaction_id is not None:
+        entries = entries.filter(transaction_id=transaction_id)
+        kinds = (*WALLET_LINE_KINDS, AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE)
     return (
-        Posting.objects.filter(account__user=user, account__kind__in=WALLET_LINE_KINDS)
+        entries.filter(account__kind__in=kinds)
         .select_related("transaction", "account")
         .order_by("-id")
     )

@@ -32,8 +32,14 @@ class WalletLineOutput(serializers.ModelSerializer[Posting]):
     )
     account = serializers.ChoiceField(
         source="account.kind",
-        choices=[(AccountKind.WALLET, "Wallet"), (AccountKind.ESCROW, "Escrow")],
-        help_text="Which of the user's accounts the line is on.",
+        choices=[
+            (AccountKind.WALLET, "Wallet"),
+            (AccountKind.ESCROW, "Escrow"),
+            (AccountKind.EARNINGS_PENDING, "Earnings (pending)"),
+            (AccountKind.EARNINGS_AVAILABLE, "Earnings (available)"),
+        ],
+        help_text="Which of the user's accounts the line is on (earnings: only with ?job= or "
+        "?transaction=).",
     )
     amount_micros = serializers.IntegerField(
         help_text="Added to that account: negative when credits left it."
@@ -55,6 +61,38 @@ class WalletLineOutput(serializers.ModelSerializer[Posting]):
             "transaction_id",
         ]
         read_only_fields = fields
+
+
+class WalletHistoryLineOutput(serializers.Serializer[Any]):
+    """One line of the wallet history (ledger.history): a job, a host's earnings from a job,
+    or one transaction (a purchase, grant, adjustment, refund, payout)."""
+
+    line = serializers.CharField(
+        help_text="`job`, `earnings` (a host owner's, per job), or the transaction's kind: "
+        "`purchase`, `grant`, `adjustment`, `refund`, `payout`, `payout_reversal` …"
+    )
+    job_id = serializers.IntegerField(allow_null=True)
+    job_name = serializers.CharField(allow_null=True)
+    transaction_id = serializers.IntegerField(
+        allow_null=True, help_text="a line of one transaction; null for job and earnings lines"
+    )
+    memo = serializers.CharField(allow_blank=True)
+    started_at = serializers.DateTimeField(help_text="the line's first entry")
+    at = serializers.DateTimeField(help_text="the line's latest entry")
+    amount_micros = serializers.IntegerField(
+        help_text="What the line added to the wallet (negative: spent); for an earnings line "
+        "or a payout, to the host's earnings."
+    )
+    hold_micros = serializers.IntegerField(help_text="a job line: taken into the job's hold")
+    charged_micros = serializers.IntegerField(help_text="a job line: charged from the hold")
+    reversed_micros = serializers.IntegerField(help_text="a job line: charges given back")
+    refund_micros = serializers.IntegerField(help_text="a job line: the hold's rest returned")
+    held_micros = serializers.IntegerField(help_text="a job line: still held")
+    cost_micros = serializers.IntegerField(help_text="a job line: charged - reversed")
+    entry_count = serializers.IntegerField(
+        help_text="ledger entries behind the line: `wallet/transactions/?job=` or "
+        "`?transaction=` lists them"
+    )
 
 
 class ProblemOutput(serializers.Serializer[Mapping[str, object]]):

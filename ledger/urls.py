@@ -9,6 +9,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         apis.WalletTransactionsApi.as_view(),
         name="wallet-transactions",
     ),
+    path("wallet/history/", apis.WalletHistoryApi.as_view(), name="wallet-history"),
     path("earnings/", apis.EarningsApi.as_view(), name="earnings"),
     path(
         "admin/reports/reconciliation/",

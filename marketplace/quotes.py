@@ -64,7 +64,9 @@ def quote_build(
             chosen = placement_candidate(user, host_id)
         except Host.DoesNotExist:
             raise ValidationFailed(
-                "no such host", code="unknown_host", fields={"host": [str(host_id)]}
+                "no such host",
+                code="unknown_host",
+                fields={"host": [f"no host #{host_id} that you may use"]},
             ) from None
         why_not = misfit_reason(spec, chosen, max_cost_micros=max_cost_micros)
         ranked = [] if why_not else [ranked_entry(spec, chosen)]

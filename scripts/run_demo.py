@@ -10,7 +10,10 @@ demo payments, three demo users and a local host agent — nothing to install. T
 3. enrolls a local host through the real API (the host owner logs in, asks for an enrollment
    token, ``communipute-agent enroll``) unless the agent is enrolled already, and starts
    ``communipute-agent run`` — with Docker when it works, otherwise with the process runtime,
-   which isolates nothing and says so;
+   which isolates nothing and says so. With Docker but no runner image (a first run), it offers
+   to build one (``runner_image_offer``: asked on a terminal, ``DEMO_BUILD_RUNNER_IMAGE=1`` to
+   build without asking, ``=0`` never); without Docker it says that jobs run unisolated;
+   earnings mature after 2 minutes, not 7 days (``server_env``), so payouts can be tried;
 4. prints the URL, the logins and where the logs go, and on Ctrl-C or SIGTERM stops everything:
    the agent, then beat, then the web process, each with SIGTERM, SIGKILL after a grace period.
 
@@ -36,7 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -113,6 +116,11 @@ def server_env(demo: Demo, base: Mapping[str, str]) -> dict[str, str]:
         # it, and every page that shows the host says so in red.
         PLACEMENT_ALLOW_UNISOLATED_HOSTS="1",
         PUBLIC_URL=demo.url,
+        # Earnings become payable a dispute window after their job settled: 7 days by default,
+        # 2 minutes in the demo (checked every 30 s), so a payout can be tried at once. The
+        # demo's own variables, so a production shell's EARNINGS_* never shortens the demo's.
+        EARNINGS_DISPUTE_WINDOW_SECONDS=base.get("DEMO_EARNINGS_DISPUTE_WINDOW_SECONDS", "120"),
+        EARNINGS_MATURE_INTERVAL_SECONDS="30",
         PYTHONUNBUFFERED="1",
         DJANGO_SETTINGS_MODULE="config.settings",
     )
@@ -141,6 +149,66 @@ def _docker_image() -> str | None:
             client.images.get(image)
             return image
     return ""
+
+
+RUNNER_IMAGE_BUILD = [str(ROOT / "scripts" / "build-runner-image.sh")]
+
+
+def runner_image_offer(
+    demo: Demo,
+    environ: Mapping[str, str],
+    *,
+    ask: Callable[[str], str] | None,
+    build: Callable[[Path], bool],
+) -> str:
+    """On a first run with Docker but no runner image: build it (asked on a terminal, or with
+    ``DEMO_BUILD_RUNNER_IMAGE=1``), so that jobs run isolated. Never fails the demo: without
+    Docker, or when the build is declined or fails, it says what happens instead (jobs run
+    unisolated). Returns what it did: ``present``, ``no_docker``, ``built``, ``failed``,
+    ``declined`` or ``not_asked``."""
+    image = _docker_image()
+    if image is None:
+        print(
+            "  Docker does not answer: jobs will run WITHOUT ISOLATION. With Docker installed, "
+            "`make runner-image` builds the image that isolates them; then restart the demo."
+        )
+        return "no_docker"
+    if image:
+        return "present"
+    wanted = environ.get("DEMO_BUILD_RUNNER_IMAGE", "").lower()
+    if wanted in ("0", "no", "false"):
+        answer = "n"
+    elif wanted in ("1", "yes", "true"):
+        answer = "y"
+    elif ask is not None:
+        answer = ask(
+            "  Docker has no runner image, so jobs would run WITHOUT ISOLATION. Build it now "
+            "(`make runner-image`: a few minutes, once)? [Y/n] "
+        )
+    else:
+        print(
+            "  Docker has no runner image: jobs will run WITHOUT ISOLATION. Build it with "
+            "`make runner-image` (or `DEMO_BUILD_RUNNER_IMAGE=1 make demo`), then restart."
+        )
+        return "not_asked"
+    if answer.strip().lower() not in ("", "y", "yes"):
+        print("  Not building it: jobs run without isolation (`make runner-image` builds it).")
+        return "declined"
+    log = demo.logs / "runner-image.log"
+    print(f"  building the runner image (log: {log}) ...", flush=True)
+    if build(log):
+        return "built"
+    print(f"  The runner image build failed (see {log}): jobs run without isolation.")
+    return "failed"
+
+
+def runner_image_build(log: Path) -> bool:
+    """Run scripts/build-runner-image.sh, its output to ``log``; True when it succeeded."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        return (
+            subprocess.run(RUNNER_IMAGE_BUILD, stdout=out, stderr=out, check=False).returncode == 0
+        )
 
 
 def job_runtime() -> JobRuntime:
@@ -457,6 +525,8 @@ def demo_run(demo: Demo) -> int:
         web = services_start(demo, env)
         server_wait(demo, web)
         host_id = agent_enroll(demo, env)
+        ask = input if sys.stdin.isatty() else None
+        runner_image_offer(demo, os.environ, ask=ask, build=runner_image_build)
         runtime = job_runtime()
         agent_start(demo, env, runtime)
         print(banner(demo, host_id, runtime), flush=True)

@@ -286,6 +286,29 @@ export async function marketplaceFlow(h, options) {
     h.assertClean("receipt");
   });
 
+  await flow.step("a finished job reopened draws its charts and timeline from the stored history", async () => {
+    const history = await apiGet(renter, `/api/v1/jobs/${state.jobId}/usage/`);
+    const samples = history.attempts.flatMap((a) => a.samples);
+    if (samples.length < 2) throw new Error(`only ${samples.length} usage samples stored: ${JSON.stringify(history)}`);
+    const steps = history.timeline.map((e) => e.status);
+    for (const s of ["queued", "offered", "accepted", "running", "succeeded"]) {
+      if (!steps.includes(s)) throw new Error(`the stored timeline lacks ${s}: ${steps.join(", ")}`);
+    }
+    // A fresh page (no live reports): everything drawn comes from what was stored.
+    await renter.goto(`/jobs/${state.jobId}`);
+    for (const width of [DESKTOP, PHONE]) {
+      await renter.setViewportSize(width);
+      await renter.getByRole("img", { name: /^Cost so far/ }).waitFor();
+      await renter.getByRole("img", { name: /^Memory in use/ }).waitFor();
+      const timeline = renter.getByRole("list", { name: "Status timeline" });
+      await timeline.getByText("Succeeded").waitFor();
+      await timeline.getByText("Accepted").waitFor();
+    }
+    await renter.setViewportSize(DESKTOP);
+    await h.audit("renter", renter, "job-reopened");
+    h.assertClean("job history");
+  });
+
   await flow.step("wallet and earnings change by exactly the receipt's amounts", async () => {
     const wallet = await waitFor(async () => {
       const w = await apiGet(renter, "/api/v1/wallet/");
@@ -307,7 +330,22 @@ export async function marketplaceFlow(h, options) {
     state.fee = fee;
     await renter.goto("/wallet");
     await renter.getByTestId("transactions").waitFor();
+    // One history line for the job (not a row per charge), its cost the receipt's, and its
+    // ledger entries a click away; at desktop and phone width.
+    const lines = await apiGet(renter, "/api/v1/wallet/history/");
+    const jobLines = lines.results.filter((l) => l.line === "job" && l.job_id === state.jobId);
+    if (jobLines.length !== 1) throw new Error(`${jobLines.length} history lines for job ${state.jobId}`);
+    if (jobLines[0].cost_micros !== charged) throw new Error(`history says ${jobLines[0].cost_micros}, the receipt ${charged}`);
+    if (!lines.results.some((l) => l.line === "purchase")) throw new Error("the purchase has no history line");
+    const jobRow = renter.getByTestId("history-line").filter({ hasText: `#${state.jobId}` });
+    await jobRow.getByRole("button", { name: /^Entries/ }).click();
+    await renter.getByTestId("line-entries").getByText("Hold for a job").first().waitFor();
     await h.audit("renter", renter, "wallet-after-job");
+    const csv = await renter.evaluate(async () => {
+      const r = await fetch("/api/v1/wallet/history/?format=csv");
+      return { type: r.headers.get("content-type"), text: await r.text() };
+    });
+    if (!csv.type?.startsWith("text/csv") || !csv.text.includes(`job,${state.jobId},`)) throw new Error(`the CSV lacks the job: ${csv.type} ${csv.text.slice(0, 300)}`);
     await renter.goto("/jobs");
     await renter.getByRole("link", { name: new RegExp(`#${state.jobId}`) }).waitFor();
     await h.audit("renter", renter, "jobs");

@@ -50,6 +50,8 @@ async function serverStart() {
     DEMO_PAYMENTS_ENABLED: "1",
     EARNINGS_DISPUTE_WINDOW_SECONDS: "0",
     PLACEMENT_ALLOW_UNISOLATED_HOSTS: "1",
+    // The 8-second job then leaves several stored usage samples for the finished job's charts.
+    HOST_USAGE_REPORT_SECONDS: "2",
     THROTTLE_AUTH: "1000/min",
     THROTTLE_ANON: "10000/min",
     THROTTLE_USER: "10000/min",

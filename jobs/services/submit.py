@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from decimal import Decimal
 
 from django.conf import settings
@@ -27,15 +28,13 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
     InsufficientCredits) or any other error leaves nothing: no job, no ledger rows. A job no
     host takes at once stays queued for the reaper. The offer reaches the agent after commit.
     """
-    files, entrypoint = submission_files(submission)
-    requirements = requirements_check(submission.requirements)
     spec = JobSpec(
         cpus=Decimal(submission.cpus),
         memory_mb=submission.memory_mb,
         gpus=submission.gpus,
         timeout_seconds=submission.timeout_seconds,
     )
-    _limits_check(spec, submission.max_cost_micros)
+    files, entrypoint, requirements = _inputs_check(submission, spec)
     _placement_check(owner, spec, submission)
     with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
         job = _job_create(owner, submission, spec, entrypoint, requirements, files)
@@ -43,6 +42,40 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
         job_offer_next(job.pk)
     job.refresh_from_db()
     return job
+
+
+def _inputs_check(
+    submission: JobSubmission, spec: JobSpec
+) -> tuple[list[SubmittedFile], str, list[str]]:
+    """The files, the requirements and the limits, every bad one named at once (docs/api.md).
+
+    One problem keeps its own code (``invalid_path``, ``invalid_requirement`` ...); several are
+    400 ``invalid`` with each message and each field. A 413 (``TooLarge``) is raised at once.
+    """
+    refusals: list[ValidationFailed] = []
+    files: list[SubmittedFile] = []
+    entrypoint, requirements = "", []
+    try:
+        files, entrypoint = submission_files(submission)
+    except ValidationFailed as exc:
+        refusals.append(exc)
+    try:
+        requirements = requirements_check(submission.requirements)
+    except ValidationFailed as exc:
+        refusals.append(exc)
+    try:
+        _limits_check(spec, submission.max_cost_micros)
+    except ValidationFailed as exc:
+        refusals.append(exc)
+    if len(refusals) == 1:
+        raise refusals[0]
+    if refusals:
+        fields: dict[str, list[str]] = {}
+        for refusal in refusals:
+            for name, messages in refusal.fields.items():
+                fields.setdefault(name, []).extend(messages)
+        raise ValidationFailed("; ".join(r.message for r in refusals), fields=fields)
+    return files, entrypoint, requirements
 
 
 def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
@@ -56,7 +89,7 @@ def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
     bad = [name for name, is_bad in problems.items() if is_bad]
     if bad:
         raise ValidationFailed(
-            f"{bad[0]} is out of range",
+            f"{', '.join(bad)} out of range",
             code="invalid_limits",
             fields={n: ["out of range"] for n in bad},
         )
@@ -70,7 +103,9 @@ def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> N
             chosen = placement_candidate(owner, submission.host_id)
         except Host.DoesNotExist:
             raise ValidationFailed(
-                "no such host", code="unknown_host", fields={"host": [str(submission.host_id)]}
+                "no such host",
+                code="unknown_host",
+                fields={"host": [f"no host #{submission.host_id} that you may use"]},
             ) from None
         why_not = misfit_reason(spec, chosen)
         if why_not is not None:
@@ -112,6 +147,7 @@ def _job_create(
         status_reason="waiting for a host",
         max_attempts=settings.JOB_MAX_ATTEMPTS,
         entrypoint=entrypoint,
+        name=submission.name or posixpath.basename(entrypoint),
         requirements=requirements,
         cpus=spec.cpus,
         memory_mb=spec.memory_mb,

@@ -153,9 +153,10 @@ WITH moved AS (
         j.memory_mb, j.gpus
 ), stored AS (
     INSERT INTO {_REPORT}
-        (attempt_id, seq, cpu_ms, wall_ms, gpu_ms, memory_peak_mb, is_final, received_at)
-    SELECT id, %(seq)s, %(cpu_ms)s, %(wall_ms)s, %(gpu_ms)s, %(memory_peak_mb)s, %(is_final)s,
-        statement_timestamp()
+        (attempt_id, seq, cpu_ms, wall_ms, gpu_ms, memory_peak_mb, memory_current_mb, is_final,
+        received_at)
+    SELECT id, %(seq)s, %(cpu_ms)s, %(wall_ms)s, %(gpu_ms)s, %(memory_peak_mb)s,
+        %(memory_current_mb)s, %(is_final)s, statement_timestamp()
     FROM moved
     ON CONFLICT (attempt_id, seq) DO NOTHING
 )
@@ -186,6 +187,7 @@ def fast_params(host_id: int, report: Usage) -> dict[str, Any] | None:
         "wall_ms": counters.wall_ms,
         "gpu_ms": gpu_ms,
         "memory_peak_mb": max(0, report["memory_peak_mb"]),
+        "memory_current_mb": max(0, report["memory_current_mb"]),
         "is_final": bool(report.get("is_final", False)),
         "usage": json.dumps(report),
         "cpu_ratio": 1 + CPU_TOLERANCE_RATIO,
@@ -308,6 +310,7 @@ def _usage_store(attempt: JobAttempt, report: Usage, counters: Counters, now: da
                     wall_ms=counters.wall_ms,
                     gpu_ms=seconds_to_ms(report["gpu_seconds"]),
                     memory_peak_mb=max(0, report["memory_peak_mb"]),
+                    memory_current_mb=max(0, report["memory_current_mb"]),
                     is_final=bool(report.get("is_final", False)),
                     received_at=now,
                 )

@@ -220,7 +220,7 @@ def payout_amount_validate(amount_micros: object) -> int:
         raise ValidationFailed(
             f"a payout is at least {minimum} micro-credits",
             code="payout_below_minimum",
-            fields={"amount_micros": "below_minimum"},
+            fields={"amount_micros": ["below the payout minimum"]},
         )
     return amount_whole_cents_validate(amount)
 
@@ -233,7 +233,7 @@ def payout_replayed(owner: User, idempotency_key: str, amount_micros: int) -> Pa
         raise Unprocessable(
             "this Idempotency-Key was used for a payout of another amount",
             code="idempotency_key_reused",
-            fields={"amount_micros": "differs from the first request with this key"},
+            fields={"amount_micros": ["differs from the first request with this key"]},
         )
     return payout
 

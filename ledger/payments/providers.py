@@ -38,7 +38,7 @@ def amount_integer_validate(amount_micros: object) -> int:
     """An ``amount_micros`` from a client (a purchase, a payout) that is an integer."""
     if not isinstance(amount_micros, int) or isinstance(amount_micros, bool):
         raise ValidationFailed(
-            "amount_micros must be an integer", fields={"amount_micros": "invalid"}
+            "amount_micros must be an integer", fields={"amount_micros": ["invalid"]}
         )
     return amount_micros
 
@@ -49,7 +49,7 @@ def amount_whole_cents_validate(amount_micros: int) -> int:
         raise ValidationFailed(
             f"amount_micros must be a whole number of cents (a multiple of {MICROS_PER_CENT})",
             code="amount_not_whole_cents",
-            fields={"amount_micros": "not_whole_cents"},
+            fields={"amount_micros": ["not a whole number of cents"]},
         )
     return amount_micros
 

@@ -57,7 +57,7 @@ def purchase_amount_validate(amount_micros: object) -> int:
         raise ValidationFailed(
             f"amount_micros must be between {low} and {high}",
             code="amount_out_of_range",
-            fields={"amount_micros": "out_of_range"},
+            fields={"amount_micros": ["outside the range one purchase may have"]},
         )
     return amount_whole_cents_validate(amount)
 
@@ -79,7 +79,7 @@ def _payment_for_key(*, user: User, amount_micros: int, idempotency_key: str) ->
         raise Unprocessable(
             "this Idempotency-Key was used for a purchase of another amount",
             code="idempotency_key_reused",
-            fields={"amount_micros": "differs from the first request with this key"},
+            fields={"amount_micros": ["differs from the first request with this key"]},
         )
     return payment
 

@@ -30,7 +30,7 @@ def _id_validate(value: object, field: str, *, minimum: int = 1) -> int:
         raise ValidationFailed(
             f"{field} must be an integer of at least {minimum}",
             code="invalid",
-            fields={field: "invalid"},
+            fields={field: ["invalid"]},
         )
     return value
 

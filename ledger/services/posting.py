@@ -182,7 +182,7 @@ def _key_validate(key: object) -> str:
         raise ValidationFailed(
             f"key must be a non-empty string of at most {KEY_MAX_LENGTH} characters",
             code="invalid_key",
-            fields={"key": "invalid"},
+            fields={"key": ["invalid"]},
         )
     return key
 
@@ -234,7 +234,7 @@ def _key_reused(key: str) -> Conflict:
     return Conflict(
         f"the key {key!r} was already used for another transaction",
         code="transaction_key_reused",
-        fields={"key": "already used with other amounts"},
+        fields={"key": ["already used with other amounts"]},
     )
 
 
@@ -281,7 +281,10 @@ def _shortfall(account: Account, needed: int, balance: int) -> InsufficientCredi
     return InsufficientCredits(
         f"{what}: {balance} micro-credits left, {needed} needed",
         code=code,
-        fields={"available_micros": balance, "required_micros": needed},
+        fields={
+            "available_micros": [f"{balance} micro-credits left"],
+            "required_micros": [f"{needed} needed"],
+        },
     )
 
 

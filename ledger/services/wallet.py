@@ -16,7 +16,9 @@ CreditSource = Literal["purchase", "grant"]
 def _reason_validate(reason: object) -> str:
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationFailed(
-            "a reason is required", code="reason_required", fields={"reason": "required"}
+            "a reason is required",
+            code="reason_required",
+            fields={"reason": ["a reason is required"]},
         )
     return reason.strip()
 

@@ -179,3 +179,102 @@ def test_500_for_a_crash(alice):
     # then
     assert response.status_code == 500
     assert response.json() == _error("server_error", "Internal server error.")
+
+
+@pytest.fixture(params=[False, True], ids=["DEBUG off", "DEBUG on"])
+def debug(request, settings):
+    settings.DEBUG = request.param
+    return request.param
+
+
+def test_404_for_an_unknown_api_url_whatever_debug_is(api, debug):
+    # when
+    response = api.get("/api/v1/no-such-thing/")
+
+    # then
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == _error("not_found", "Not found.")
+
+
+def test_405_whatever_debug_is(api, debug):
+    # when
+    response = api.get("/api/v1/auth/signup/")
+
+    # then
+    assert response.status_code == 405
+    assert response.json() == _error("method_not_allowed", 'Method "GET" not allowed.')
+
+
+def test_500_for_a_crash_whatever_debug_is(alice, debug):
+    # given
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(alice)
+
+    # when
+    response = client.get("/api/test/crash/")
+
+    # then
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == _error("server_error", "Internal server error.")
+
+
+def test_413_for_a_body_over_the_limit_whatever_debug_is(client_for, alice, settings, debug):
+    # given a 15 MB body (the general limit is 10 MiB)
+    body = b'{"name": "' + b"x" * (15 * 1024 * 1024) + b'"}'
+
+    # when
+    response = client_for(alice).post("/api/v1/tokens/", body, content_type="application/json")
+
+    # then
+    assert response.status_code == 413
+    assert response.json() == _error(
+        "request_too_large",
+        f"the request body is larger than {settings.REQUEST_MAX_BODY_BYTES} bytes",
+    )
+    assert ApiToken.objects.count() == 0
+
+
+def test_413_outside_drf_views_too(api, settings, debug):
+    # given a form body over the limit to a URL no view matches
+    body = "username=" + "x" * (11 * 1024 * 1024)
+
+    # when
+    response = api.post(
+        "/api/v1/no-such-thing/", body, content_type="application/x-www-form-urlencoded"
+    )
+
+    # then (no view reads it: the unknown URL is what answers)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_html_error_outside_the_api_stays_html(api, debug):
+    # when
+    response = api.get("/static/no-such-file.js")
+
+    # then
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("required", ["required"]),
+        (1234, ["1234"]),
+        (["a", "b"], ["a", "b"]),
+        ([{}, {"path": ["This field is required."]}], ["item 2, path: This field is required."]),
+        ({"content_b64": "not valid base64"}, ["content_b64: not valid base64"]),
+        ([{"non_field_errors": ["give one"]}], ["item 1: give one"]),
+    ],
+)
+def test_fields_always_map_a_field_to_a_list_of_messages(given, expected):
+    # when
+    from config.api import error_body
+
+    body = error_body("invalid", "x", {"field": given})
+
+    # then
+    assert body["error"]["fields"] == {"field": expected}

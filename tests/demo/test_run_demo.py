@@ -146,3 +146,61 @@ def test_the_banner_names_the_url_the_logins_and_the_logs(demo: object, tmp_path
     assert "host 7" in text
     assert "WARNING: NO ISOLATION AT ALL" in text
     assert "WARNING" not in docker
+
+
+def test_the_demo_has_a_short_dispute_window_of_its_own(demo: object) -> None:
+    # when: a production shell's window is never what the demo uses
+    env = run_demo.server_env(demo, {"EARNINGS_DISPUTE_WINDOW_SECONDS": "604800"})
+    custom = run_demo.server_env(demo, {"DEMO_EARNINGS_DISPUTE_WINDOW_SECONDS": "30"})
+
+    # then
+    assert (env["EARNINGS_DISPUTE_WINDOW_SECONDS"], env["EARNINGS_MATURE_INTERVAL_SECONDS"]) == (
+        "120",
+        "30",
+    )
+    assert custom["EARNINGS_DISPUTE_WINDOW_SECONDS"] == "30"
+
+
+@pytest.mark.parametrize(
+    ("image", "environ", "answer", "builds", "outcome"),
+    [
+        ("communipute/runner:latest", {}, None, True, "present"),
+        (None, {}, "y", True, "no_docker"),
+        ("", {}, "", True, "built"),
+        ("", {}, "y", False, "failed"),
+        ("", {}, "n", True, "declined"),
+        ("", {"DEMO_BUILD_RUNNER_IMAGE": "1"}, None, True, "built"),
+        ("", {"DEMO_BUILD_RUNNER_IMAGE": "0"}, "y", True, "declined"),
+        ("", {}, None, True, "not_asked"),
+    ],
+)
+def test_a_first_run_offers_to_build_the_runner_image_and_never_fails_without_docker(
+    monkeypatch: pytest.MonkeyPatch,
+    demo: object,
+    capsys: pytest.CaptureFixture[str],
+    image: str | None,
+    environ: dict[str, str],
+    answer: str | None,
+    builds: bool,
+    outcome: str,
+) -> None:
+    # given
+    monkeypatch.setattr(run_demo, "_docker_image", lambda: image)
+    built: list[Path] = []
+
+    def build(log: Path) -> bool:
+        built.append(log)
+        return builds
+
+    # when
+    did = run_demo.runner_image_offer(
+        demo, environ, ask=None if answer is None else (lambda _: answer), build=build
+    )
+
+    # then
+    assert did == outcome
+    assert bool(built) is (outcome in ("built", "failed"))
+    said = capsys.readouterr().out
+    if outcome in ("no_docker", "failed", "declined", "not_asked"):
+        assert "without isolation" in said.lower()
+        assert "make runner-image" in said or outcome == "failed"

@@ -183,7 +183,7 @@ def test_a_private_host_needs_an_organisation_the_owner_belongs_to(hana, mallory
     # then
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {
-        "organisation": "you are not a member of this organisation"
+        "organisation": ["you are not a member of this organisation"]
     }
     assert _row(host) == before
 

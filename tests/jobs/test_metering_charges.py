@@ -339,6 +339,7 @@ def test_the_receipt_equals_the_wallet_decrease(alice, hana, host, funded, commi
     attempt = JobAttempt.objects.get(job=job)
     assert body == {
         "job_id": job.pk,
+        "job_name": "main.py",
         "status": "succeeded",
         "is_settled": True,
         "max_cost_micros": CAP,

@@ -176,7 +176,19 @@ def _slip_zip():
         ),
         ({"requirements": ["git+https://evil.example/x.git"]}, 400, "invalid_requirement"),
         ({"code": None, "files": [{"path": "../x.py", "content": ""}]}, 400, "invalid_path"),
-        ({"code": "x" * 200_000}, 413, "file_too_large"),
+        ({"code": "x" * 200_000}, 413, "code_too_large"),
+        (
+            {
+                "code": None,
+                "entrypoint": "main.py",
+                "files": [
+                    {"path": "main.py", "content": ""},
+                    {"path": "data.txt", "content": "x" * 200_000},
+                ],
+            },
+            413,
+            "file_too_large",
+        ),
         ({"entrypoint": "notes.txt"}, 400, "invalid_entrypoint"),
         ({"placement": None}, 400, "invalid"),
         ({"cpus": 0}, 400, "invalid"),
@@ -478,3 +490,74 @@ def test_a_restricted_account_gets_403_and_nothing_is_created(
     assert funded.wallets[alice.pk] == FUNDS
     assert funded.keys == []
     assert wire.sent == []
+
+
+def test_an_empty_body_names_every_missing_field_at_once(client_for, alice, box, funded):
+    # when
+    response = client_for(alice).post(JOBS, {}, format="json")
+
+    # then
+    assert response.status_code == 400
+    assert response.data["error"]["code"] == "invalid"
+    assert response.data["error"]["fields"] == {
+        "max_cost_micros": ["This field is required."],
+        "placement": ['give a host, or placement: "auto"'],
+        "code": ["give exactly one of code, files or an archive"],
+    }
+    assert Job.objects.count() == 0
+    assert funded.wallets[alice.pk] == FUNDS
+
+
+def test_bad_files_and_a_bad_requirement_are_named_together(client_for, alice, box, funded):
+    # when
+    response = client_for(alice).post(
+        JOBS,
+        body(code=None, files=[{"path": "../x.py", "content": ""}], requirements=["-e ."]),
+        format="json",
+    )
+
+    # then
+    assert response.status_code == 400
+    error = response.data["error"]
+    assert error["code"] == "invalid"
+    assert error["fields"] == {
+        "files": ["'../x.py' must not contain '..'"],
+        "requirements": ["line 1: '-e .' pip options (such as --index-url or -e) are not allowed"],
+    }
+    assert error["message"] == (
+        "file path '../x.py' must not contain '..'; requirement line 1 ('-e .') pip options "
+        "(such as --index-url or -e) are not allowed"
+    )
+    assert Job.objects.count() == 0
+    assert funded.wallets[alice.pk] == FUNDS
+
+
+def test_nested_file_errors_are_messages_under_their_field(client_for, alice, box, funded):
+    # when
+    response = client_for(alice).post(
+        JOBS,
+        body(code=None, files=[{"path": "a.py", "content": ""}, {"content": ""}]),
+        format="json",
+    )
+
+    # then
+    assert response.status_code == 400
+    assert response.data["error"]["fields"] == {"files": ["item 2, path: This field is required."]}
+
+
+def test_a_job_is_named_after_its_entrypoint_unless_given_a_name(client_for, alice, box, funded):
+    # when
+    unnamed = client_for(alice).post(
+        JOBS,
+        body(code=None, entrypoint="app/train.py", files=[{"path": "app/train.py", "content": ""}]),
+        format="json",
+    )
+    named = client_for(alice).post(JOBS, body(name="resnet sweep 3"), format="json")
+    too_long = client_for(alice).post(JOBS, body(name="x" * 201), format="json")
+
+    # then
+    assert (unnamed.status_code, unnamed.data["name"]) == (201, "train.py")
+    assert (named.status_code, named.data["name"]) == (201, "resnet sweep 3")
+    assert too_long.status_code == 400
+    assert list(too_long.data["error"]["fields"]) == ["name"]
+    assert sorted(Job.objects.values_list("name", flat=True)) == ["resnet sweep 3", "train.py"]

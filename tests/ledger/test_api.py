@@ -198,7 +198,7 @@ def test_the_schema_describes_the_wallet_endpoints(api: APIClient) -> None:
         "available_micros",
     }
     lines = schema["paths"]["/api/v1/wallet/transactions/"]["get"]
-    assert {p["name"] for p in lines["parameters"]} == {"page", "page_size"}
+    assert {p["name"] for p in lines["parameters"]} == {"page", "page_size", "job", "transaction"}
     paginated = lines["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert paginated == "#/components/schemas/PaginatedWalletLineOutputList"
     report = schema["paths"]["/api/v1/admin/reports/reconciliation/"]["get"]

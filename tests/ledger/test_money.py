@@ -90,7 +90,7 @@ def test_amount_validate_refuses_anything_else(value: object, reason: str) -> No
         amount_validate(value, field="gross_micros")
     # then
     assert refused.value.code == "invalid_amount"
-    assert refused.value.fields == {"gross_micros": reason}
+    assert refused.value.fields == {"gross_micros": [reason]}
 
 
 @pytest.mark.parametrize(

@@ -646,7 +646,7 @@ def test_capture_refuses_a_bad_host_id(alice: User, hana: User, host_id: Any) ->
             key="usage:11:1:1",
             host_id=host_id,
         )
-    assert getattr(error.value, "fields", None) == {"host_id": "invalid"}
+    assert getattr(error.value, "fields", None) == {"host_id": ["invalid"]}
     assert ledger_state() == before
 
 

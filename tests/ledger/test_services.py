@@ -213,7 +213,7 @@ def test_credits_adjust_never_overdraws_the_wallet(alice: User, staff: User) -> 
     )
     assert (error.status_code, error.fields) == (
         402,
-        {"available_micros": 1_000_000, "required_micros": 1_000_001},
+        {"available_micros": ["1000000 micro-credits left"], "required_micros": ["1000001 needed"]},
     )
 
 

@@ -12,6 +12,7 @@ import type {
   HostPatch,
   Job,
   JobSpec,
+  HistoryLine,
   LedgerLine,
   LogChunk,
   Page,
@@ -21,6 +22,7 @@ import type {
   Quote,
   QuoteSpec,
   Receipt,
+  UsageHistory,
   Reconciliation,
   SessionResult,
   User,
@@ -48,8 +50,11 @@ export const api = {
 
   // --- wallet and payments ----------------------------------------------------------------
   wallet: (): Promise<Wallet> => unwrap(typed.GET("/api/v1/wallet/")),
-  transactions: (page = 1): Promise<Page<LedgerLine>> =>
-    unwrap(typed.GET("/api/v1/wallet/transactions/", { params: { query: { page } } })),
+  transactions: (page = 1, of: { job?: number; transaction?: number } = {}): Promise<Page<LedgerLine>> =>
+    unwrap(typed.GET("/api/v1/wallet/transactions/", { params: { query: { page, ...of } } })),
+  // JSON here (the schema also lists the CSV form, a string, which WALLET_HISTORY_CSV_URL links to).
+  walletHistory: (page = 1) =>
+    precise<Page<HistoryLine>>(unwrap(typed.GET("/api/v1/wallet/history/", { params: { query: { page, format: "json" } } }))),
   paymentCreate: (amount_micros: number, idempotencyKey: string): Promise<PaymentResult> =>
     unwrap(
       typed.POST("/api/v1/payments/", {
@@ -94,6 +99,8 @@ export const api = {
   jobLogs: (id: number, offset: number, attempt?: number) => logsFetch(id, offset, attempt),
   jobOutputs: (id: number): Promise<Page<OutputFile>> =>
     unwrap(typed.GET("/api/v1/jobs/{job_id}/outputs/", { params: { path: { job_id: id }, query: { page_size: 500 } } })),
+  jobUsage: (id: number): Promise<UsageHistory> =>
+    unwrap(typed.GET("/api/v1/jobs/{job_id}/usage/", { params: { path: { job_id: id } } })),
   jobReceipt: (id: number): Promise<Receipt> =>
     unwrap(typed.GET("/api/v1/jobs/{job_id}/receipt/", { params: { path: { job_id: id } } })),
 
@@ -122,6 +129,8 @@ export const api = {
     ),
   reconciliation: (): Promise<Reconciliation> => unwrap(typed.GET("/api/v1/admin/reports/reconciliation/")),
 };
+
+export const WALLET_HISTORY_CSV_URL = "/api/v1/wallet/history/?format=csv";
 
 export function billingCsvUrl(from: string, to: string, group_by: string): string {
   const params = new URLSearchParams({ from, to, group_by, format: "csv" });

@@ -45,6 +45,7 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   // 400: bad input
   invalid: withDetail("Some of what you entered needs fixing"),
   parse_error: "The request could not be read; reload the page and try again.",
+  bad_request: "The request was refused; reload the page and try again.",
   duplicate: "That already exists (an account with this email, or the same item twice).",
   invalid_credentials: "That email and password don't match an account.",
   invalid_idempotency_key: "The request's retry key was not valid; reload the page and try again.",

@@ -343,6 +343,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/jobs/{job_id}/usage/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The job's stored usage and status timeline
+         * @description Per attempt that was accepted: the usage samples at the report resolution, at most 500 per attempt (evenly spread over a long one, with the first and the last); the timeline from the stored job and attempt steps. The job's owner, or a host owner for the attempts on their hosts.
+         */
+        get: operations["jobs_usage_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/my/hosts/": {
         parameters: {
             query?: never;
@@ -610,6 +630,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/wallet/history/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The wallet history: one line per job, purchase, grant and payout
+         * @description The user's ledger entries grouped (ledger.history, docs/ledger.md): a job line per job (hold, charged, reversed, refunded, still held), a host owner's earnings line per job, and one line per other transaction on the wallet or earnings; newest first, paginated. `format=csv` downloads every line as CSV with a header row.
+         */
+        get: operations["wallet_history_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/wallet/transactions/": {
         parameters: {
             query?: never;
@@ -617,7 +657,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The user's ledger lines, newest first */
+        /**
+         * The user's ledger lines, newest first
+         * @description `?job=` or `?transaction=`: the entries behind one line of `wallet/history/`.
+         */
         get: operations["wallet_transactions_list"];
         put?: never;
         post?: never;
@@ -634,9 +677,11 @@ export interface components {
         /**
          * @description * `wallet` - Wallet
          *     * `escrow` - Escrow
+         *     * `earnings_pending` - Earnings (pending)
+         *     * `earnings_available` - Earnings (available)
          * @enum {string}
          */
-        AccountEnum: "wallet" | "escrow";
+        AccountEnum: "wallet" | "escrow" | "earnings_pending" | "earnings_available";
         AgentRegisterInputRequest: {
             enrollment_token: string;
             specs: unknown;
@@ -704,6 +749,15 @@ export interface components {
             reversed_fee_micros: number;
             /** @description gross - reversed: what you pay. */
             charged_micros: number;
+        };
+        AttemptUsageOutput: {
+            attempt: number;
+            host_id: number;
+            host_name: string;
+            status: string;
+            /** @description reports stored; samples may be fewer */
+            report_count: number;
+            samples: components["schemas"]["UsageSampleOutput"][];
         };
         /** @description Integers of micro-credits; docs/reports.md says what each one counts. */
         BillingFiguresOutput: {
@@ -936,6 +990,7 @@ export interface components {
             /** @description How the job's host (or chosen host) runs jobs: "docker" (isolated), "none" (without isolation: only its owner's jobs go there), or empty when not known yet. */
             readonly host_isolation: components["schemas"]["HostIsolationEnum"] | components["schemas"]["BlankEnum"];
             readonly entrypoint: string;
+            readonly name: string;
             readonly requirements: unknown;
             /** Format: double */
             cpus: number;
@@ -987,6 +1042,8 @@ export interface components {
              */
             archive?: string;
             entrypoint?: string;
+            /** @description what to call the job (default: the entrypoint's file name) */
+            name?: string;
             requirements?: string[] | string;
             /**
              * Format: int64
@@ -1272,6 +1329,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["OwnedHostOutput"][];
         };
+        PaginatedWalletHistoryLineOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["WalletHistoryLineOutput"][];
+        };
         PaginatedWalletLineOutputList: {
             /** @example 123 */
             count: number;
@@ -1387,6 +1459,7 @@ export interface components {
         };
         ReceiptOutput: {
             job_id: number;
+            job_name: string;
             status: string;
             /** @description The rest of the hold went back to the wallet. */
             is_settled: boolean;
@@ -1453,6 +1526,14 @@ export interface components {
             email: string;
             password: string;
         };
+        TimelineEventOutput: {
+            /** Format: date-time */
+            at: string;
+            /** @description a job status, or an attempt's end (lost …) */
+            status: string;
+            attempt: number | null;
+            reason: string;
+        };
         /**
          * @description * `core-second` - core-second
          *     * `GB-second` - GB-second
@@ -1460,6 +1541,11 @@ export interface components {
          * @enum {string}
          */
         UnitEnum: "core-second" | "GB-second" | "GPU-second";
+        UsageHistoryOutput: {
+            job_id: number;
+            attempts: components["schemas"]["AttemptUsageOutput"][];
+            timeline: components["schemas"]["TimelineEventOutput"][];
+        };
         UsageLineOutput: {
             resource: components["schemas"]["ResourceEnum"];
             /** @description Exact decimal: CPU time used; memory and GPUs reserved for the wall time. */
@@ -1467,6 +1553,27 @@ export interface components {
             unit: components["schemas"]["UnitEnum"];
             /** @description Per core-hour, GB-hour, GPU-hour. */
             rate_micros_per_hour: number;
+        };
+        UsageSampleOutput: {
+            /**
+             * Format: date-time
+             * @description when the server accepted the report
+             */
+            at: string;
+            /**
+             * Format: double
+             * @description cumulative
+             */
+            cpu_seconds: number;
+            /**
+             * Format: double
+             * @description cumulative
+             */
+            wall_seconds: number;
+            memory_current_mb: number;
+            memory_peak_mb: number;
+            /** @description What the attempt's usage so far costs at its rates (at most the job's cap). */
+            cost_micros: number;
         };
         UserOutput: {
             readonly id: number;
@@ -1488,6 +1595,45 @@ export interface components {
          * @enum {string}
          */
         VisibilityEnum: "public" | "private";
+        /**
+         * @description One line of the wallet history (ledger.history): a job, a host's earnings from a job,
+         *     or one transaction (a purchase, grant, adjustment, refund, payout).
+         */
+        WalletHistoryLineOutput: {
+            /** @description `job`, `earnings` (a host owner's, per job), or the transaction's kind: `purchase`, `grant`, `adjustment`, `refund`, `payout`, `payout_reversal` … */
+            line: string;
+            job_id: number | null;
+            job_name: string | null;
+            /** @description a line of one transaction; null for job and earnings lines */
+            transaction_id: number | null;
+            memo: string;
+            /**
+             * Format: date-time
+             * @description the line's first entry
+             */
+            started_at: string;
+            /**
+             * Format: date-time
+             * @description the line's latest entry
+             */
+            at: string;
+            /** @description What the line added to the wallet (negative: spent); for an earnings line or a payout, to the host's earnings. */
+            amount_micros: number;
+            /** @description a job line: taken into the job's hold */
+            hold_micros: number;
+            /** @description a job line: charged from the hold */
+            charged_micros: number;
+            /** @description a job line: charges given back */
+            reversed_micros: number;
+            /** @description a job line: the hold's rest returned */
+            refund_micros: number;
+            /** @description a job line: still held */
+            held_micros: number;
+            /** @description a job line: charged - reversed */
+            cost_micros: number;
+            /** @description ledger entries behind the line: `wallet/transactions/?job=` or `?transaction=` lists them */
+            entry_count: number;
+        };
         /** @description One ledger line of the user: a posting on their wallet or one of their job escrows. */
         WalletLineOutput: {
             readonly id: number;
@@ -1511,10 +1657,12 @@ export interface components {
              */
             kind: components["schemas"]["KindEnum"];
             /**
-             * @description Which of the user's accounts the line is on.
+             * @description Which of the user's accounts the line is on (earnings: only with ?job= or ?transaction=).
              *
              *     * `wallet` - Wallet
              *     * `escrow` - Escrow
+             *     * `earnings_pending` - Earnings (pending)
+             *     * `earnings_available` - Earnings (available)
              */
             account: components["schemas"]["AccountEnum"];
             /** @description Added to that account: negative when credits left it. */
@@ -1540,9 +1688,9 @@ export interface components {
                 /** @description Stable snake_case code. */
                 code: string;
                 message: string;
-                /** @description Per-field messages for bad input; empty otherwise. */
+                /** @description Each bad field's messages (every bad field at once) for bad input; empty otherwise. */
                 fields: {
-                    [key: string]: unknown;
+                    [key: string]: string[];
                 };
             };
         };
@@ -2241,6 +2389,36 @@ export interface operations {
             };
         };
     };
+    jobs_usage_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageHistoryOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     my_hosts_list: {
         parameters: {
             query?: {
@@ -2920,13 +3098,52 @@ export interface operations {
             };
         };
     };
-    wallet_transactions_list: {
+    wallet_history_list: {
         parameters: {
             query?: {
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedWalletHistoryLineOutputList"];
+                    "text/csv": string;
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    wallet_transactions_list: {
+        parameters: {
+            query?: {
+                /** @description only this job's entries */
+                job?: number;
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                /** @description only this transaction's */
+                transaction?: number;
             };
             header?: never;
             path?: never;

@@ -25,6 +25,10 @@ export type Wallet = Schemas["WalletOutput"];
 
 /** One of the user's ledger lines: a posting on their wallet or one of their job escrows. */
 export type LedgerLine = Schemas["WalletLineOutput"];
+/** GET /api/v1/wallet/history/: one line per job, host earnings per job, purchase, payout … */
+export type HistoryLine = Schemas["WalletHistoryLineOutput"];
+/** GET /api/v1/jobs/{id}/usage/: the stored samples per attempt and the timeline. */
+export type UsageHistory = Schemas["UsageHistoryOutput"];
 
 export type PaymentProvider = "demo" | "stripe";
 

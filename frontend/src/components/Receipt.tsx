@@ -87,6 +87,11 @@ export function ReceiptView({ receipt, showHost }: { receipt: Receipt; showHost?
   const t = receipt.totals;
   return (
     <div className="receipt-view" data-testid="receipt">
+      {receipt.job_name && (
+        <p className="muted">
+          Job <strong>{receipt.job_name}</strong> · #{receipt.job_id}
+        </p>
+      )}
       {receipt.attempts.map((a) => (
         <AttemptTable key={a.attempt} a={a} showHost={showHost} />
       ))}

@@ -3,6 +3,8 @@ import { creditsToMicros } from "./money";
 import { multipartBuild, textToBase64, type Multipart, type UploadedFile } from "./files";
 
 export interface RunForm {
+  /** What to call the job; empty: the server names it after the entrypoint's file. */
+  name: string;
   code: string;
   entrypoint: string;
   requirements: string;
@@ -24,6 +26,7 @@ for i in range(5):
 `;
 
 export const DEFAULT_FORM: RunForm = {
+  name: "",
   code: DEFAULT_CODE,
   entrypoint: "main.py",
   requirements: "",
@@ -90,6 +93,7 @@ export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart
   const spec = specFrom({ ...form, files: [] });
   const fields: [string, string][] = [
     ["entrypoint", form.entrypoint.trim()],
+    ...(form.name.trim() ? ([["name", form.name.trim()]] as [string, string][]) : []),
     ["requirements", spec.requirements.join("\n")],
     ["cpus", String(spec.cpus)],
     ["memory_mb", String(spec.memory_mb)],
@@ -129,6 +133,7 @@ export function specFrom(form: RunForm): JobSpec {
   } else {
     spec.code = form.code;
   }
+  if (form.name.trim()) spec.name = form.name.trim();
   if (form.placement === "host" && form.host) spec.host = Number(form.host);
   else spec.placement = "auto";
   return spec;

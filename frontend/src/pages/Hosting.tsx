@@ -331,7 +331,15 @@ function PayoutAccount() {
       <button type="button" onClick={() => void connect()} disabled={busy}>
         {busy ? "Opening…" : "Connect or update your payout account (Stripe)"}
       </button>
-      {status && <span role="status">Payout account: {status}</span>}
+      {status && (
+        <span role="status">
+          {status === "complete"
+            ? pageConfig().payment_provider === "demo"
+              ? "Payout account ready: the demo pays out without Stripe, so payouts complete at once."
+              : "Payout account ready: payouts go to your Stripe account."
+            : "Payout account not finished yet: complete the Stripe steps to receive payouts."}
+        </span>
+      )}
       <ErrorBanner error={error} />
     </div>
   );

@@ -2,7 +2,7 @@ import { IsolationWarning } from "../components/IsolationWarning";
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useParams } from "react-router";
 import { api, outputUrl } from "../api/endpoints";
-import type { Job, JobEvent, OutputFile, Receipt } from "../api/types";
+import type { Job, JobEvent, OutputFile, Receipt, UsageHistory } from "../api/types";
 import { Chart, type Point } from "../components/Chart";
 import { ErrorBanner } from "../components/ErrorBanner";
 import { HostName } from "../components/HostName";
@@ -41,8 +41,31 @@ function waitingSince(events: JobEvent[], job: Job): number | null {
   return Number.isNaN(time) ? null : time;
 }
 
-/** The history the job itself tells (the API has no event list): when it was queued,
- * started and finished; live socket events add the steps in between. */
+/** The stored timeline (GET jobs/{id}/usage/): every step with its time, as JobEvents. */
+export function storedEvents(history: UsageHistory): JobEvent[] {
+  return history.timeline.map((e) => ({ status: e.status, reason: e.reason || undefined, attempt: e.attempt ?? undefined, at: e.at }));
+}
+
+/** The stored samples of the latest attempt that has any, as usage messages; then the live
+ * ones that came after them (a page opened on a running job starts from its history). */
+export function usageSeries(history: UsageHistory | null, live: UsageMessage[]): UsageMessage[] {
+  const attempt = [...(history?.attempts ?? [])].reverse().find((a) => a.samples.length > 0);
+  const stored: UsageMessage[] = (attempt?.samples ?? []).map((s) => ({
+    kind: "usage",
+    at: Date.parse(s.at),
+    cpu_seconds: s.cpu_seconds,
+    wall_seconds: s.wall_seconds,
+    memory_current_mb: s.memory_current_mb,
+    memory_peak_mb: s.memory_peak_mb,
+    cost_micros: s.cost_micros,
+  }));
+  const last = stored[stored.length - 1];
+  const newer = last ? live.filter((u) => u.at > last.at && (u.wall_seconds ?? Infinity) > (last.wall_seconds ?? -1)) : live;
+  return [...stored, ...newer];
+}
+
+/** The history the job itself tells (before its stored timeline has loaded): when it was
+ * queued, started and finished; live socket events add the steps in between. */
 function initialEvents(job: Job): JobEvent[] {
   const events: JobEvent[] = [{ status: "queued", at: job.queued_at }];
   if (job.started_at) events.push({ status: "running", at: job.started_at });
@@ -55,7 +78,9 @@ export function JobPage() {
   const [job, setJob] = useState<Job | null>(null);
   const [loadError, setLoadError] = useState<unknown>(null);
   const [liveEvents, setLiveEvents] = useState<JobEvent[]>([]);
-  const [usage, setUsage] = useState<UsageMessage[]>([]);
+  const [liveUsage, setUsage] = useState<UsageMessage[]>([]);
+  const [history, setHistory] = useState<UsageHistory | null>(null);
+  const [historyFailed, setHistoryFailed] = useState(false);
   const [socketState, setSocketState] = useState<SocketState>("connecting");
   const [retryIn, setRetryIn] = useState<number | undefined>();
   const [outputs, setOutputs] = useState<OutputFile[]>([]);
@@ -128,6 +153,17 @@ export function JobPage() {
     void buffer.catchUp();
   }, !terminal && socketState !== "open" ? 5000 : null);
 
+  // The stored usage and timeline: on open (seeding the live charts), and once more at the end.
+  useEffect(() => {
+    api.jobUsage(id).then(
+      (stored) => {
+        setHistory(stored);
+        setHistoryFailed(false);
+      },
+      () => setHistoryFailed(true),
+    );
+  }, [id, terminal]);
+
   useEffect(() => {
     if (!terminal) return;
     void buffer.catchUp();
@@ -153,7 +189,8 @@ export function JobPage() {
 
   if (!job) return loadError ? <ErrorBanner error={loadError} /> : <Loading />;
 
-  const events = mergeEvents(initialEvents(job), liveEvents);
+  const events = mergeEvents(history ? storedEvents(history) : initialEvents(job), liveEvents);
+  const usage = usageSeries(history, liveUsage);
   // x is seconds since the job started running (the agent's wall time when a report has it).
   const origin = job.started_at ? Date.parse(job.started_at) : (usage[0]?.at ?? 0);
   const costPoints: Point[] = usage
@@ -180,7 +217,7 @@ export function JobPage() {
   return (
     <section>
       <h1>
-        {job.entrypoint || "Job"} <span className="muted">· job #{job.id}</span>
+        {job.name || job.entrypoint || "Job"} <span className="muted">· job #{job.id}</span>
       </h1>
       <div className="job-head">
         <p aria-live="polite" data-testid="job-status">
@@ -261,7 +298,13 @@ export function JobPage() {
             <Chart title="Cost so far" series={[{ name: "Cost", points: costPoints }]} yFormat={(y) => creditsText(y)} minStep={1} showTable />
           ) : (
             <p className="muted">
-              {terminal ? "The usage chart is drawn from live reports while the page is open; this job finished before any arrived." : "The cost chart fills in while the job runs."}
+              {terminal
+                ? history
+                  ? "The host reported too little usage to draw (the job ended within its first report or two)."
+                  : historyFailed
+                    ? "The stored usage could not be loaded; reload the page to try again."
+                    : "Loading the stored usage…"
+                : "The cost chart fills in while the job runs."}
             </p>
           )}
           {cpuPoints.length > 1 && <Chart title="CPU cores in use" series={[{ name: "Cores", points: cpuPoints }]} height={160} />}

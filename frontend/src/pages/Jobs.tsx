@@ -41,7 +41,7 @@ export function JobsPage() {
                 {jobs.data.results.map((job) => (
                   <tr key={job.id}>
                     <th scope="row">
-                      <Link to={`/jobs/${job.id}`}>#{job.id} {job.entrypoint ?? ""}</Link>
+                      <Link to={`/jobs/${job.id}`}>#{job.id} {job.name || job.entrypoint || ""}</Link>
                     </th>
                     <td>
                       <StatusBadge status={job.status} />

@@ -118,7 +118,7 @@ function ReconciliationCard({ data }: { data: Reconciliation }) {
       <h2 id="recon-h">Ledger reconciliation</h2>
       {run === null ? (
         <p role="status" data-testid="reconciliation">
-          No reconciliation has run yet (the Celery beat runs it every 15 minutes by default, <code>RECONCILE_INTERVAL_MINUTES</code>; the first run comes one period after the beat starts).
+          No reconciliation has run yet: the first runs about a minute after Celery beat starts (<code>RECONCILE_FIRST_RUN_SECONDS</code>), then every 15 minutes by default (<code>RECONCILE_INTERVAL_MINUTES</code>).
         </p>
       ) : (
         <>

@@ -126,6 +126,20 @@ describe("the Run form's live quote", () => {
   });
 });
 
+describe("naming the job", () => {
+  it("sends the name typed in, and none when it is left empty", async () => {
+    const user = userEvent.setup();
+    const { calls } = renderRun(okQuote);
+    await screen.findByTestId("quote-estimate");
+    expect(screen.getByLabelText(/Job name/)).toHaveAttribute("placeholder", "main.py");
+    await user.type(screen.getByLabelText(/Job name/), "resnet sweep");
+    await user.click(screen.getByRole("button", { name: "Run" }));
+    await screen.findByText("job page");
+    const post = calls.find((c) => c.url === "/api/v1/jobs/")!;
+    expect((post.body as { name?: string }).name).toBe("resnet sweep");
+  });
+});
+
 describe("the Run form's own checks", () => {
   it("names every problem at once, before asking the server, and sends nothing", async () => {
     // given

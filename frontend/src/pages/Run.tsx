@@ -19,6 +19,7 @@ import { quoteView, type QuoteView } from "../lib/quote";
 import { uuid4 } from "../lib/uuid";
 
 export const RUN_FIELDS = [
+  "name",
   "code",
   "files",
   "entrypoint",
@@ -225,6 +226,9 @@ export function RunPage() {
         <div className="run-side">
           <fieldset>
             <legend>Resources</legend>
+            <Field label="Job name (optional)" error={errorFor("name")} hint="Shown in your jobs, the receipt and the wallet; the file to run's name if left empty.">
+              <input maxLength={200} value={form.name} placeholder={form.entrypoint.split("/").pop() || "main.py"} onChange={(e) => set("name", e.target.value)} />
+            </Field>
             <Field label="Entrypoint (the file to run)" error={errorFor("entrypoint")}>
               <input className="mono" value={form.entrypoint} onChange={(e) => set("entrypoint", e.target.value)} />
             </Field>

@@ -32,7 +32,7 @@ describe("buying credits", () => {
     configEmbed({ payment_provider: "demo", stripe_publishable_key: null, stripe_js_url: null, public_url: "" });
     const { calls } = mockFetch({
       "GET /api/v1/wallet/": () => json(200, wallet),
-      "GET /api/v1/wallet/transactions/": () => json(200, emptyPage),
+      "GET /api/v1/wallet/history/": () => json(200, emptyPage),
       "POST /api/v1/payments/": () =>
         json(201, { id: 1, amount_micros: 12_500_000, status: "succeeded", provider: "demo", provider_payment_id: "", refunded_micros: 0, disputed_micros: 0, created_at: "", credited_at: "", client_secret: null, publishable_key: null }),
     });
@@ -52,7 +52,7 @@ describe("buying credits", () => {
     configEmbed({ payment_provider: "demo", stripe_publishable_key: null, stripe_js_url: null, public_url: "" });
     mockFetch({
       "GET /api/v1/wallet/": () => json(200, wallet),
-      "GET /api/v1/wallet/transactions/": () => json(200, emptyPage),
+      "GET /api/v1/wallet/history/": () => json(200, emptyPage),
       "POST /api/v1/payments/": () =>
         json(400, { error: { code: "invalid", message: "amount_micros: at least 1.00", fields: { amount_micros: ["At least 1.000000 credits."] } } }),
     });
@@ -69,7 +69,7 @@ describe("buying credits", () => {
     configEmbed({ payment_provider: "stripe", stripe_publishable_key: "pk_test_1", stripe_js_url: STRIPE_JS, public_url: "" });
     mockFetch({
       "GET /api/v1/wallet/": () => json(200, wallet),
-      "GET /api/v1/wallet/transactions/": () => json(200, emptyPage),
+      "GET /api/v1/wallet/history/": () => json(200, emptyPage),
       "POST /api/v1/payments/": () =>
         json(201, { id: 2, amount_micros: 10_000_000, status: "pending", provider: "stripe", provider_payment_id: "pi_1", refunded_micros: 0, disputed_micros: 0, created_at: "", credited_at: null, client_secret: "pi_1_secret", publishable_key: "pk_test_1" }),
     });

@@ -1,14 +1,15 @@
-import { useEffect, useRef, useState, type FormEvent } from "react";
+import { Fragment, useEffect, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { Link } from "react-router";
-import { api } from "../api/endpoints";
+import { api, WALLET_HISTORY_CSV_URL } from "../api/endpoints";
 import { ApiError } from "../api/errors";
-import type { LedgerLine, PaymentResult } from "../api/types";
+import type { HistoryLine, LedgerLine, PaymentResult } from "../api/types";
 import { pageConfig } from "../config";
 import { ErrorBanner, Notice } from "../components/ErrorBanner";
 import { Field } from "../components/Field";
 import { Busy, Loading } from "../components/Progress";
 import { useFormErrors } from "../lib/forms";
 import { useInterval, useLoad } from "../lib/hooks";
+import { Money } from "../components/Money";
 import { creditsToMicros, formatCredits, formatDateTime } from "../lib/money";
 import { stripeLoad, type StripeClient, type StripeElement, type StripeElements } from "../lib/stripe";
 import { uuid4 } from "../lib/uuid";
@@ -182,12 +183,88 @@ function lineKind(kind: LedgerLine["kind"] | string): string {
   return KINDS[kind as LedgerLine["kind"]] ?? kind.replace(/_/g, " ");
 }
 
-function Transactions({ reloadKey }: { reloadKey: number }) {
+/** The ledger entries behind one history line, loaded when the line is opened. */
+function LineEntries({ line }: { line: HistoryLine }) {
+  const of = line.job_id !== null ? { job: line.job_id } : { transaction: line.transaction_id ?? undefined };
+  const entries = useLoad(() => api.transactions(1, of), [line.job_id, line.transaction_id]);
+  if (entries.error) return <ErrorBanner error={entries.error} />;
+  if (!entries.data) return <Loading />;
+  return (
+    <div className="table-wrap">
+      <table className="entries" data-testid="line-entries">
+        <caption>
+          Ledger entries{entries.data.count > entries.data.results.length ? ` (the latest ${entries.data.results.length} of ${entries.data.count})` : ""}
+        </caption>
+        <thead>
+          <tr>
+            <th scope="col">When</th>
+            <th scope="col">Entry</th>
+            <th scope="col">Account</th>
+            <th scope="col" className="num">Amount</th>
+          </tr>
+        </thead>
+        <tbody>
+          {entries.data.results.map((entry) => (
+            <tr key={entry.id}>
+              <td>{formatDateTime(entry.created_at)}</td>
+              <td>
+                {lineKind(entry.kind)}
+                {entry.memo && <span className="muted"> — {entry.memo}</span>}
+              </td>
+              <td>{ACCOUNTS[entry.account] ?? entry.account}</td>
+              <td className={`num ${entry.amount_micros < 0 ? "neg" : "pos"}`}>
+                <Money micros={entry.amount_micros} />
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+const ACCOUNTS: Record<string, string> = {
+  wallet: "wallet",
+  escrow: "held for the job",
+  earnings_pending: "earnings (pending)",
+  earnings_available: "earnings (available)",
+};
+
+/** What one history line says, in words: the job's cost and what came back, or the kind. */
+function lineSummary(line: HistoryLine): { what: ReactNode; detail: string } {
+  if (line.line === "job" && line.job_id !== null) {
+    const parts = [`cost ${formatCredits(line.cost_micros)}`];
+    if (line.held_micros > 0) parts.push(`${formatCredits(line.held_micros)} still held`);
+    else parts.push(`${formatCredits(line.refund_micros)} of the ${formatCredits(line.hold_micros)} hold returned`);
+    if (line.reversed_micros > 0) parts.push(`${formatCredits(line.reversed_micros)} of charges reversed`);
+    return {
+      what: (
+        <>
+          Job <Link to={`/jobs/${line.job_id}`}>{line.job_name || `#${line.job_id}`}</Link> <span className="muted">#{line.job_id}</span>
+        </>
+      ),
+      detail: parts.join(" · "),
+    };
+  }
+  if (line.line === "earnings" && line.job_id !== null) {
+    return { what: <>Earnings from job #{line.job_id}{line.job_name ? ` (${line.job_name})` : ""}</>, detail: "after the platform fee" };
+  }
+  return { what: lineKind(line.line), detail: line.memo };
+}
+
+function History({ reloadKey }: { reloadKey: number }) {
   const [page, setPage] = useState(1);
-  const lines = useLoad(() => api.transactions(page), [page, reloadKey]);
+  const [open, setOpen] = useState<string | null>(null);
+  const lines = useLoad(() => api.walletHistory(page), [page, reloadKey]);
+  const keyOf = (line: HistoryLine) => `${line.line}-${line.job_id ?? ""}-${line.transaction_id ?? ""}`;
   return (
     <section aria-labelledby="tx-h">
-      <h2 id="tx-h">Transactions</h2>
+      <div className="section-head">
+        <h2 id="tx-h">History</h2>
+        <a className="button" href={WALLET_HISTORY_CSV_URL} download>
+          Download CSV
+        </a>
+      </div>
       {lines.error !== null && <ErrorBanner error={lines.error} />}
       {!lines.data && lines.loading && <Loading />}
       {lines.data && lines.data.results.length === 0 && <p>No transactions yet.</p>}
@@ -195,39 +272,59 @@ function Transactions({ reloadKey }: { reloadKey: number }) {
         <>
           <div className="table-wrap">
             <table data-testid="transactions">
-              <caption className="visually-hidden">Wallet transactions, newest first</caption>
+              <caption className="visually-hidden">Wallet history, newest first: one line per job, purchase and payout</caption>
               <thead>
                 <tr>
                   <th scope="col">When</th>
                   <th scope="col">What</th>
-                  <th scope="col">Account</th>
                   <th scope="col" className="num">Amount</th>
-
+                  <th scope="col">
+                    <span className="visually-hidden">Entries</span>
+                  </th>
                 </tr>
               </thead>
               <tbody>
-                {lines.data.results.map((line) => (
-                  <tr key={line.id}>
-                    <td>{formatDateTime(line.created_at)}</td>
-                    <td>
-                      {lineKind(line.kind)}
-                      {line.memo && <span className="muted"> — {line.memo}</span>}
-                      {line.job_id ? (
-                        <>
-                          {" "}
-                          <Link to={`/jobs/${line.job_id}`}>job #{line.job_id}</Link>
-                        </>
-                      ) : null}
-                    </td>
-                    <td>{line.account === "escrow" ? "held for a job" : "wallet"}</td>
-                    <td className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>{formatCredits(line.amount_micros)}</td>
-
-                  </tr>
-                ))}
+                {lines.data.results.map((line) => {
+                  const key = keyOf(line);
+                  const { what, detail } = lineSummary(line);
+                  const isOpen = open === key;
+                  return (
+                    <Fragment key={key}>
+                      <tr data-testid="history-line">
+                        <td>{formatDateTime(line.at)}</td>
+                        <td className="wrap">
+                          {what}
+                          {detail && <div className="muted small">{detail}</div>}
+                        </td>
+                        <td className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>
+                          <Money micros={line.amount_micros} />
+                        </td>
+                        <td>
+                          <button
+                            type="button"
+                            className="link-button"
+                            aria-expanded={isOpen}
+                            aria-controls={`entries-${key}`}
+                            onClick={() => setOpen(isOpen ? null : key)}
+                          >
+                            {isOpen ? "Hide entries" : `Entries (${line.entry_count})`}
+                          </button>
+                        </td>
+                      </tr>
+                      {isOpen && (
+                        <tr id={`entries-${key}`}>
+                          <td colSpan={4}>
+                            <LineEntries line={line} />
+                          </td>
+                        </tr>
+                      )}
+                    </Fragment>
+                  );
+                })}
               </tbody>
             </table>
           </div>
-          <nav className="pager" aria-label="Transaction pages">
+          <nav className="pager" aria-label="History pages">
             <button type="button" disabled={!lines.data.previous} onClick={() => setPage(page - 1)}>Previous</button>
             <span>Page {page}</span>
             <button type="button" disabled={!lines.data.next} onClick={() => setPage(page + 1)}>Next</button>
@@ -249,7 +346,7 @@ export function WalletPage() {
       <h1>Wallet</h1>
       <Balances reloadKey={reloadKey} />
       <BuyCredits onCredited={bump} onPaid={() => setPollUntil(Date.now() + 60_000)} />
-      <Transactions reloadKey={reloadKey} />
+      <History reloadKey={reloadKey} />
     </section>
   );
 }

@@ -1,3 +1,4 @@
+import userEvent from "@testing-library/user-event";
 // Each page renders the API's shapes (as the backend branches define them) without crashing,
 // and the job page's live view works from socket events.
 import { act, render, screen, waitFor, within } from "@testing-library/react";
@@ -111,16 +112,32 @@ describe("pages", () => {
     expect(screen.getByText(/under 25 % CPU/)).toBeInTheDocument();
   });
 
-  it("wallet shows balances and ledger lines", async () => {
-    mockFetch({
+  it("wallet shows one history line per job, and its ledger entries on request", async () => {
+    const jobLine = {
+      line: "job", job_id: 42, job_name: "train.py", transaction_id: null, memo: "", started_at: "2026-05-01T10:00:00Z", at: "2026-05-01T10:05:00Z",
+      amount_micros: -400_000, hold_micros: 2_000_000, charged_micros: 400_000, reversed_micros: 0, refund_micros: 1_600_000, held_micros: 0, cost_micros: 400_000, entry_count: 3,
+    };
+    const purchase = { ...jobLine, line: "purchase", job_id: null, job_name: null, transaction_id: 1, memo: "card payment", amount_micros: 5_000_000, hold_micros: 0, charged_micros: 0, refund_micros: 0, cost_micros: 0, entry_count: 1 };
+    const { calls } = mockFetch({
       "GET /api/v1/wallet/": () => json(200, { balance_micros: 20_000_000, held_micros: 5_000_000, available_micros: 15_000_000 }),
+      "GET /api/v1/wallet/history/": () => json(200, page([jobLine, purchase])),
       "GET /api/v1/wallet/transactions/": () =>
-        json(200, page([{ id: 1, created_at: "2026-05-01T10:00:00Z", kind: "hold", account: "escrow", amount_micros: 5_000_000, job_id: 42, memo: "", transaction_id: 3 }])),
+        json(200, page([{ id: 1, created_at: "2026-05-01T10:00:00Z", kind: "hold", account: "escrow", amount_micros: 2_000_000, job_id: 42, memo: "", transaction_id: 3 }])),
     });
     renderAt("/wallet", "/wallet", <WalletPage />);
     expect(await screen.findByTestId("available")).toHaveTextContent("15.00 cr");
-    expect(await screen.findByRole("link", { name: "job #42" })).toBeInTheDocument();
-    expect(screen.getByText("held for a job")).toBeInTheDocument();
+    expect(await screen.findByRole("link", { name: "train.py" })).toHaveAttribute("href", "/jobs/42");
+    const [job, bought] = screen.getAllByTestId("history-line");
+    expect(job).toHaveTextContent("cost 0.40 cr · 1.60 cr of the 2.00 cr hold returned");
+    expect(bought).toHaveTextContent("Credits bought");
+    expect(screen.getByRole("link", { name: "Download CSV" })).toHaveAttribute("href", "/api/v1/wallet/history/?format=csv");
+    expect(screen.queryByTestId("line-entries")).toBeNull();
+    // when the job's entries are opened
+    await userEvent.setup().click(screen.getByRole("button", { name: "Entries (3)" }));
+    expect(await screen.findByTestId("line-entries")).toHaveTextContent("Hold for a job");
+    expect(screen.getByText("held for the job")).toBeInTheDocument();
+    expect(calls.some((c) => c.method === "GET" && c.url.includes("/api/v1/wallet/transactions/") && c.url.includes("job=42"))).toBe(true);
+    expect(screen.getByRole("button", { name: "Hide entries" })).toHaveAttribute("aria-expanded", "true");
   });
 
   it("jobs list links each job", async () => {
@@ -248,6 +265,41 @@ describe("the receipt", () => {
     expect(screen.getByTestId("receipt-charged")).toHaveTextContent("0.035 cr");
     expect(view).toHaveTextContent("Returned to your wallet4.96 cr");
     expect(screen.getByRole("link", { name: "result.txt" })).toHaveAttribute("href", "/api/v1/jobs/42/outputs/result.txt");
+  });
+});
+
+describe("a finished job's stored history", () => {
+  it("draws the charts and the timeline from the stored usage and steps", async () => {
+    const finished = { ...job, name: "train.py", status: "succeeded", status_reason: "exit code 0", exit_code: 0, started_at: "2026-05-01T10:00:03Z", finished_at: "2026-05-01T10:00:30Z", cost_micros: 30_000 };
+    const sample = (n: number) => ({ at: `2026-05-01T10:00:${String(3 + n * 5).padStart(2, "0")}Z`, cpu_seconds: n * 4, wall_seconds: n * 5, memory_current_mb: 100 + n, memory_peak_mb: 110, cost_micros: n * 6_000 });
+    const history = {
+      job_id: 42,
+      attempts: [{ attempt: 1, host_id: 5, host_name: "lab-1", status: "succeeded", report_count: 5, samples: [1, 2, 3, 4, 5].map(sample) }],
+      timeline: [
+        { at: "2026-05-01T10:00:00Z", status: "queued", attempt: null, reason: "" },
+        { at: "2026-05-01T10:00:01Z", status: "offered", attempt: 1, reason: "" },
+        { at: "2026-05-01T10:00:02Z", status: "accepted", attempt: 1, reason: "" },
+        { at: "2026-05-01T10:00:03Z", status: "running", attempt: 1, reason: "" },
+        { at: "2026-05-01T10:00:30Z", status: "succeeded", attempt: 1, reason: "exit code 0" },
+      ],
+    };
+    const { calls } = mockFetch({
+      "GET /api/v1/jobs/42/": () => json(200, finished),
+      "GET /api/v1/jobs/42/usage/": () => json(200, history),
+      "GET /api/v1/jobs/42/logs/": () => json(200, { job_id: 42, attempt: 1, offset: 0, next_offset: 0, data: "", truncated: false, is_complete: true }),
+      "GET /api/v1/jobs/42/outputs/": () => json(200, page([])),
+      "GET /api/v1/jobs/42/receipt/": () => json(404, { error: { code: "not_found", message: "", fields: {} } }),
+    });
+    renderAt("/jobs/42", "/jobs/:id", <JobPage />);
+    expect(await screen.findByRole("heading", { level: 1 })).toHaveTextContent("train.py");
+    expect(await screen.findByRole("img", { name: /^Cost so far/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /^Memory in use/ })).toBeInTheDocument();
+    expect(screen.getByRole("img", { name: /^CPU cores in use/ })).toBeInTheDocument();
+    const timeline = screen.getByRole("list", { name: "Status timeline" });
+    expect(within(timeline).getAllByRole("listitem").map((li) => li.querySelector("strong")?.textContent)).toEqual([
+      "Queued", "Offered to a host", "Accepted", "Running", "Succeeded",
+    ]);
+    expect(calls.some((c) => c.url === "/api/v1/jobs/42/usage/")).toBe(true);
   });
 });
 
