@@ -40,9 +40,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench._django import django_setup, scratch_database
+
+if TYPE_CHECKING:
+    from agent.protocol import Hello, HostSpecs
 
 HOST_CPUS, HOST_MEMORY_MB = 8, 16384
 JOB_CPUS, JOB_MEMORY_MB = 2, 2048
@@ -173,7 +176,7 @@ def _envelope(message_type: str, data: dict[str, Any]) -> Any:
     return json.loads(encode(message_type, data, new_id()))
 
 
-def _hello(slots: int) -> dict[str, Any]:
+def _hello(slots: int) -> Hello:
     from agent.protocol import PROTOCOL_VERSION
 
     return {
@@ -188,7 +191,7 @@ def _hello(slots: int) -> dict[str, Any]:
     }
 
 
-def _specs() -> dict[str, Any]:
+def _specs() -> HostSpecs:
     return {
         "cpu_model": "bench",
         "arch": "x86_64",
@@ -316,7 +319,9 @@ def measure_one(tag: str, hosts: int, jobs: int, slots: int) -> Run:
                 t = time.perf_counter()
                 durable_call(hello_accept, host_id, f"{tag}-{host_id}", seq, hello)
                 run.calls.add("hello", time.perf_counter() - t)
+            beats = {host_id: time.monotonic() for host_id in host_ids}
             while started_jobs < jobs:
+                _heartbeats_due(run.calls, tag, agents, beats)
                 while agents.offers:
                     host_id, offer = agents.offers.popleft()
                     job, number = offer["job_id"], offer["attempt"]
@@ -354,6 +359,40 @@ def measure_one(tag: str, hosts: int, jobs: int, slots: int) -> Run:
     return run
 
 
+def _heartbeats_due(calls: Calls, tag: str, agents: Agents, beats: dict[int, float]) -> None:
+    """Each agent's heartbeat every HOST_HEARTBEAT_SECONDS, with what it runs, as the real agent
+    sends it (``heartbeat_accept``: presence, then the leases): without them the hosts would
+    go stale to placement after HOST_OFFLINE_AFTER_SECONDS and the leases would expire."""
+    from django.conf import settings
+
+    from config.transactions import durable_call
+    from jobs.agent_socket import heartbeat_accept
+
+    due = time.monotonic() - settings.HOST_HEARTBEAT_SECONDS
+    for host_id, last in beats.items():
+        if last > due:
+            continue
+        running = [
+            {"job_id": job, "attempt": number}
+            for host, job, number in agents.running
+            if host == host_id
+        ]
+        heartbeat = {
+            "load": 0.5,
+            "is_available": True,
+            "unavailable_reason": "",
+            "running_jobs": running,
+        }
+        started = time.perf_counter()
+        replies = durable_call(
+            heartbeat_accept, host_id, f"{tag}-{host_id}", _envelope("heartbeat", heartbeat)
+        )
+        if not isinstance(replies, list) or replies:
+            raise SystemExit(f"heartbeat from host {host_id} answered {replies!r}")
+        calls.add("heartbeat", time.perf_counter() - started)
+        beats[host_id] = time.monotonic()
+
+
 def _finish_all(run: Run, agents: Agents) -> None:
     """Finish what still runs and take the hosts offline (the next run has hosts of its own)."""
     from config.transactions import durable_call
@@ -381,6 +420,7 @@ def measure(hosts: int, jobs: int, slots: int, rounds: int = 1) -> tuple[list[Ru
 
 _BREAKDOWN = [
     "hello",
+    "heartbeat",
     "job.accept",
     "job.started",
     "job.finished",
@@ -404,7 +444,7 @@ def _report(baseline: list[Run], multi: list[Run], version: str) -> None:
         f"{'at once':>9}"
     )
     for b, m in zip(baseline, multi, strict=True):
-        for label, run in ((f"1 slot each (baseline)", b), (f"{m.slots} slots each", m)):
+        for label, run in (("1 slot each (baseline)", b), (f"{m.slots} slots each", m)):
             print(
                 f"{label:<28}{run.jobs:>6}{run.seconds:>9.2f}{run.rate:>18,.0f}"
                 f"{run.queries / run.jobs:>13.1f}{run.most_at_once:>9}"
@@ -413,9 +453,10 @@ def _report(baseline: list[Run], multi: list[Run], version: str) -> None:
     print("where the time went (last round; inclusive ms per call x calls):")
     b, m = baseline[-1], multi[-1]
     for name in _BREAKDOWN:
+        in_b, in_m = b.calls.calls.get(name, 0), m.calls.calls.get(name, 0)
         print(
-            f"  {name:<22} baseline {b.calls.ms_per_call(name):7.2f} x {b.calls.calls.get(name, 0):<5}"
-            f" {m.slots} slots {m.calls.ms_per_call(name):7.2f} x {m.calls.calls.get(name, 0)}"
+            f"  {name:<22} baseline {b.calls.ms_per_call(name):7.2f} x {in_b:<5}"
+            f" {m.slots} slots {m.calls.ms_per_call(name):7.2f} x {in_m}"
         )
     for run in (b, m):
         per_job = run.reap_seconds * 1000 / max(1, run.reap_jobs)
