@@ -94,6 +94,7 @@ class Run:
     hosts: int
     jobs: int
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # of which this process (Django, the services, the agents) ran
     queries: int = 0
     calls: Calls = field(default_factory=Calls)
     reap_seconds: float = 0.0
@@ -312,7 +313,7 @@ def measure_one(tag: str, hosts: int, jobs: int, slots: int) -> Run:
         with _patched(_timed(run.calls)), _counting() as queries:
             started_jobs = 0
             reaped = False
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             for host_id in host_ids:
                 seq = host_connect(host_id=host_id)
                 hello = _hello(slots)
@@ -337,6 +338,7 @@ def measure_one(tag: str, hosts: int, jobs: int, slots: int) -> Run:
                 if not reaped:
                     # Every slot taken, the rest of the queue waiting: one reaper tick.
                     run.seconds -= time.perf_counter()
+                    run.cpu_seconds -= time.process_time()
                     before, kept = queries[0], (dict(run.calls.calls), dict(run.calls.seconds))
                     t = time.perf_counter()
                     report = jobs_reap_pass()
@@ -347,12 +349,14 @@ def measure_one(tag: str, hosts: int, jobs: int, slots: int) -> Run:
                     run.reap_jobs = min(jobs - started_jobs, REAP_BATCH)
                     assert report.jobs_offered == 0, "the reaper found a free slot"
                     run.seconds += time.perf_counter()
+                    run.cpu_seconds += time.process_time()
                     reaped = True
                 if not agents.running:
                     raise SystemExit("nothing runs and nothing was offered: placement stalled")
                 host_id, job, number = agents.running.popleft()
                 _say(run.calls, host_id, "job.finished", _finished(job, number))
             run.seconds += time.perf_counter() - began
+            run.cpu_seconds += time.process_time() - began_cpu
             run.queries = queries[0]
     assert Job.objects.filter(owner__username=f"{tag}-renter", status=JobStatus.QUEUED).count() == 0
     _finish_all(run, agents)
@@ -441,15 +445,19 @@ def _report(baseline: list[Run], multi: list[Run], version: str) -> None:
     )
     print(
         f"{'hosts':<28}{'jobs':>6}{'seconds':>9}{'placed+started/s':>18}{'queries/job':>13}"
-        f"{'at once':>9}"
+        f"{'CPU ms/job':>12}{'at once':>9}"
     )
     for b, m in zip(baseline, multi, strict=True):
         for label, run in (("1 slot each (baseline)", b), (f"{m.slots} slots each", m)):
             print(
                 f"{label:<28}{run.jobs:>6}{run.seconds:>9.2f}{run.rate:>18,.0f}"
-                f"{run.queries / run.jobs:>13.1f}{run.most_at_once:>9}"
+                f"{run.queries / run.jobs:>13.1f}{run.cpu_seconds * 1000 / run.jobs:>12.1f}"
+                f"{run.most_at_once:>9}"
             )
-        print(f"{f'ratio {m.slots} slots / baseline':<43}{m.rate / b.rate:>18.2f}")
+        print(
+            f"{f'ratio {m.slots} slots / baseline':<43}{m.rate / b.rate:>18.2f}"
+            f"{m.queries / b.queries:>13.2f}{m.cpu_seconds / b.cpu_seconds:>12.2f}"
+        )
     print("where the time went (last round; inclusive ms per call x calls):")
     b, m = baseline[-1], multi[-1]
     for name in _BREAKDOWN:
