@@ -11,14 +11,19 @@ immediate offer left out, so that they wait queued; the hosts then drop their so
 again (``hello_accept``: the presence update and ``capacity_offer``), and simulated agents, in
 this process and one thread, answer every offer as the real agent does, through the handlers
 the socket calls, each message one durable transaction (``durable_call``): ``job.accept``,
-``job.started`` preparing, ``job.started`` running; with every slot taken, the host that has
+``job.started`` preparing, ``job.started`` running, and a heartbeat every
+``HOST_HEARTBEAT_SECONDS`` with what it runs; with every slot taken, the host that has
 run a job longest reports it ``job.finished`` (succeeded, no usage), which frees the slot and
 offers the next queued job (``capacity_offer``). It ends when the last job is running.
 
 - **placed and started per second**: jobs / seconds from the first hello to the last job's
   ``running``; every offer, accept, start and the finishes that freed the slots are in it.
+- queries/job and CPU ms/job: the statements, and this process's CPU, per job (the figures to
+  compare on a shared machine, where seconds are at the mercy of other work).
 - the same hosts advertising one slot (``slots=1``, one job per host) are the baseline; the
-  ratio is multi-slot / baseline (1.0: slots cost nothing per job).
+  ratio is multi-slot / baseline (starting 500 jobs on 200 slots takes 300 finishes, on 50
+  slots 450, so the multi-slot run has less to do per job: a ratio of 1 would mean slots cost
+  more).
 - where the time went: inclusive time and calls of the placement functions (``job_offer_next``,
   ``capacity_offer``, ``placement_candidates``, ``candidates_loaded``, ``hosts_rank``) and of
   each message, and one reaper pass over the queue (``jobs_reap_pass``: ``jobs_queued``'s
