@@ -19,7 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agent.protocol import JobFile as WireFile
@@ -453,21 +454,38 @@ def capacity_offer(host_id: int, *, now: datetime | None = None) -> int:
             quarantined_at__isnull=True,
             fault_quarantined_at__isnull=True,
         )
-        .values("slots", "cpus", "memory_mb", "gpu_count")
+        .values(
+            "slots",
+            "cpus",
+            "memory_mb",
+            "gpu_count",
+            "max_job_cpus",
+            "max_job_memory_mb",
+            "max_job_gpus",
+        )
         .first()
     )
     if host is None:
         return 0
-    used = JobAttempt.objects.filter(host_id=host_id, status__in=ATTEMPT_OPEN).count()
-    free = host["slots"] - used
+    used = JobAttempt.objects.filter(host_id=host_id, status__in=ATTEMPT_OPEN).aggregate(
+        jobs=Count("pk"),
+        cpus=Coalesce(Sum("job__cpus"), Value(Decimal(0))),
+        memory_mb=Coalesce(Sum("job__memory_mb"), 0),
+        gpus=Coalesce(Sum("job__gpus"), 0),
+    )
+    free = host["slots"] - used["jobs"]
     if free <= 0:
         return 0
+    # Only the jobs that fit the room left (placement's own limits, marketplace.placement): a
+    # bigger job at the head of the queue must not use up the lookahead of a smaller freed room.
+    room_cpus = (host["max_job_cpus"] or host["cpus"]) - used["cpus"]
+    room_memory = (host["max_job_memory_mb"] or host["memory_mb"]) - used["memory_mb"]
+    room_gpus = (host["max_job_gpus"] or host["gpu_count"]) - used["gpus"]
     queued = (
         Job.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(status=JobStatus.QUEUED)
         .filter(Q(placement=PlacementMode.AUTO) | Q(requested_host_id=host_id))
-        .filter(cpus__lte=host["cpus"], memory_mb__lte=host["memory_mb"])
-        .filter(gpus__lte=host["gpu_count"])
+        .filter(cpus__lte=room_cpus, memory_mb__lte=room_memory, gpus__lte=room_gpus)
         .order_by("queued_at", "pk")
         .values_list("pk", flat=True)
     )

@@ -53,3 +53,26 @@ def test_the_ingest_benchmark_drives_agents_and_finds_the_charges_exact() -> Non
     assert saturation.acked > 0
     assert (target.errors, saturation.errors) == ([], [])
     assert measured.checked == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_placement_benchmark_places_and_starts_every_queued_job_on_both_kinds_of_host() -> None:
+    from bench.placement import measure
+    from jobs.models import Job, JobStatus
+
+    # when: 14 queued jobs through 3 hosts, one slot each, then four
+    [baseline], [multi] = measure(hosts=3, jobs=14, slots=4)
+    # then: every slot was used, only the finishes that freed a slot for the rest were needed,
+    # and the reaper's tick (every slot taken) found nothing to offer
+    assert (baseline.jobs, multi.jobs) == (14, 14)
+    assert (baseline.most_at_once, multi.most_at_once) == (3, 12)
+    assert (baseline.calls.calls["job.finished"], multi.calls.calls["job.finished"]) == (11, 2)
+    assert (baseline.calls.calls["job.accept"], multi.calls.calls["job.accept"]) == (14, 14)
+    assert (baseline.reap_jobs, multi.reap_jobs) == (11, 2)
+    assert baseline.rate > 0
+    assert multi.rate > 0
+    # and every job ran to its end, paid for exactly
+    assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 28
+    assert not Job.objects.exclude(status=JobStatus.SUCCEEDED).exists()
+    assert ledger_reconcile().is_clean

@@ -5,6 +5,7 @@ jobs, a dropped socket loses its attempts after a short grace."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hosts.services import host_hello
 from jobs.agent_socket import disconnect_accept, heartbeat_accept
 from jobs.models import AttemptStatus, Job, JobStatus
 from jobs.selectors import job_queue_position
+from jobs.services.dispatch import _LOOKAHEAD
 from jobs.tasks import jobs_reap_pass
 from tests.hosts.factories import credential_create, specs
 from tests.jobs.conftest import Wire, envelope
@@ -104,6 +106,28 @@ def test_a_multi_slot_host_runs_jobs_side_by_side_up_to_its_slots(
         _run(jobs[0], host, 1)
         say(host, "job.finished", **finished(jobs[0], 1))
     assert [_state(j)[0] for j in jobs] == ["succeeded", "offered", "offered", "offered", "queued"]
+
+
+def test_a_freed_slot_goes_to_the_first_queued_job_that_fits_its_room_past_bigger_ones(
+    alice, make_host, hana, funded, committed
+):
+    # given: a two-slot host of 8 cores running two 4-core jobs, and queued behind them more
+    # 6-core jobs than a freed slot looks at, then a 2-core job
+    host = make_host(hana, "two", slots=2)
+    with committed():
+        running = [submit(alice, cpus=Decimal(4)) for _ in range(2)]
+        bigger = [submit(alice, cpus=Decimal(6)) for _ in range(_LOOKAHEAD + 1)]
+        small = submit(alice, cpus=Decimal(2))
+    assert [_state(j)[0] for j in running] == ["offered", "offered"]
+
+    # when: one of the running jobs ends (one slot and 4 cores free)
+    with committed():
+        _run(running[0], host, 1)
+        say(host, "job.finished", **finished(running[0], 1))
+
+    # then: the 2-core job is offered there at once; the 6-core ones still wait for room
+    assert _state(small) == ("offered", 1, host.pk)
+    assert [_state(j)[0] for j in bigger] == ["queued"] * len(bigger)
 
 
 def test_busy_is_never_held_against_the_job(alice, one_slot, funded, wire: Wire, committed):
