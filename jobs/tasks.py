@@ -68,7 +68,7 @@ def jobs_reap_pass(*, now: datetime | None = None) -> ReapReport:
         attempt_lose, leases_expired(now), reason="the host stopped renewing its lease", now=now
     )
     overrun = _each(attempt_overrun_end, attempts_overrun(now), now=now)
-    offered = _each(job_offer_next, jobs_queued(), now=now)
+    offered = _each(job_offer_next, jobs_queued(now), now=now)
     settled = _each(job_settle, jobs_unsettled())
     reversed_ = _each(attempt_charges_reverse, attempts_unreversed())
     return ReapReport(expired, lost, offered, settled, reversed_, overrun)

@@ -408,10 +408,40 @@ def leases_expired(now: datetime) -> list[int]:
     return list(due.values_list("pk", flat=True)[:_REAP_BATCH])
 
 
-def jobs_queued() -> list[int]:
-    """The queued jobs, longest waiting first (``job_offer_next``), a batch of them."""
-    queued = Job.objects.filter(status=JobStatus.QUEUED).order_by("queued_at")
+def jobs_queued(now: datetime | None = None) -> list[int]:
+    """The queued jobs, longest waiting first (``job_offer_next``), a batch of them.
+
+    While no host has a free slot, only those whose queue timeout has passed (to fail them):
+    placing the rest could only find every host full, at a full placement each (a backlog on
+    a full fleet cost the reaper seconds per tick: docs/benchmarks.md "Placement"); capacity
+    freeing offers them at once (``capacity_offer``).
+    """
+    now = now or timezone.now()
+    queued = Job.objects.filter(status=JobStatus.QUEUED).order_by("queued_at", "pk")
+    if not _any_host_has_a_free_slot(now):
+        timeout = timedelta(seconds=settings.JOB_QUEUE_TIMEOUT_SECONDS)
+        queued = queued.filter(queued_at__lte=now - timeout)
     return list(queued.values_list("pk", flat=True)[:_REAP_BATCH])
+
+
+def _any_host_has_a_free_slot(now: datetime) -> bool:
+    """Some host is fresh, online, takes work and runs fewer open attempts than its slots."""
+    fresh = now - timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
+    open_attempts = Count("job_attempts", filter=Q(job_attempts__status__in=ATTEMPT_OPEN))
+    return (
+        Host.objects.filter(
+            status__in=[HostStatus.ONLINE, HostStatus.BUSY],
+            last_seen_at__gte=fresh,
+            is_ready=True,
+            is_available=True,
+            is_draining=False,
+            quarantined_at__isnull=True,
+            fault_quarantined_at__isnull=True,
+        )
+        .annotate(open_attempts=open_attempts)
+        .filter(slots__gt=F("open_attempts"))
+        .exists()
+    )
 
 
 def jobs_unsettled() -> list[int]:

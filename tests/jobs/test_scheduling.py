@@ -17,7 +17,7 @@ from hosts.services import host_hello
 from jobs.agent_socket import disconnect_accept, heartbeat_accept
 from jobs.models import AttemptStatus, Job, JobStatus
 from jobs.selectors import job_queue_position
-from jobs.services.dispatch import _LOOKAHEAD
+from jobs.services.dispatch import _LOOKAHEAD, jobs_queued
 from jobs.tasks import jobs_reap_pass
 from tests.hosts.factories import credential_create, specs
 from tests.jobs.conftest import Wire, envelope
@@ -459,9 +459,6 @@ def test_a_host_that_reports_ready_again_gets_the_waiting_job_at_once(
         say(one_slot, "job.finished", **finished(first, 1))
         jobs_reap_pass()
     assert _state(job)[0] == "queued"
-    assert Job.objects.get(pk=job.pk).waiting_reason == (
-        "waiting for the chosen host: the host is not ready to run jobs now"
-    )
 
     # when: its next heartbeat says ready
     beat = {"load": 0.1, "is_available": True, "unavailable_reason": "", "running_jobs": []}
@@ -471,3 +468,38 @@ def test_a_host_that_reports_ready_again_gets_the_waiting_job_at_once(
 
     # then: the job is offered in that heartbeat's transaction, not on a reaper tick
     assert _state(job) == ("offered", 1, one_slot.pk)
+
+
+def test_while_every_host_is_full_the_reaper_only_fails_jobs_past_their_queue_timeout(
+    alice, one_slot, funded, committed, settings
+):
+    # given: the only slot taken, three jobs waiting
+    with committed():
+        running = submit(alice)
+        waiting = [submit(alice) for _ in range(3)]
+    assert _state(running)[0] == "offered"
+    _run(running, one_slot, 1)
+    running.attempts.update(lease_expires_at=timezone.now() + timedelta(hours=1))
+    Host.objects.filter(pk=one_slot.pk).update(last_seen_at=timezone.now())
+
+    # then: a tick places nothing and does not even try (capacity freeing offers them)
+    assert jobs_queued(timezone.now()) == []
+    # but a tick past their queue timeout takes them up to fail them
+    later = timezone.now() + timedelta(seconds=settings.JOB_QUEUE_TIMEOUT_SECONDS + 1)
+    Host.objects.filter(pk=one_slot.pk).update(last_seen_at=later)
+    assert jobs_queued(later) == [j.pk for j in waiting]
+    with committed():
+        jobs_reap_pass(now=later)
+    assert [_state(j)[0] for j in waiting] == ["failed"] * 3
+    assert funded.wallets[alice.pk] == FUNDS - running.max_cost_micros
+
+    # and with a slot free, a tick looks at the queue again
+    with committed():
+        again = submit(alice)
+    with committed():
+        say(one_slot, "job.finished", **finished(running, 1))
+    assert _state(again)[0] == "offered"  # capacity freeing offered it at once
+    with committed():
+        queued_again = submit(alice)
+    Host.objects.filter(pk=one_slot.pk).update(slots=2, last_seen_at=timezone.now())
+    assert jobs_queued(timezone.now()) == [queued_again.pk]
