@@ -181,3 +181,23 @@ def test_checkers_are_built_once_not_per_message(monkeypatch):
 
     monkeypatch.setattr(protocol, "get_type_hints", refuse)
     assert decode(encode("job.usage", _usage(seq=4)), AGENT_MESSAGES)["data"]["seq"] == 4
+
+
+def test_decode_introspects_each_message_type_once_not_per_message(monkeypatch):
+    # given: the heartbeat's checkers exist (built by the first decode)
+    from bench.protocol import MESSAGES
+
+    raw = json.dumps({"type": "heartbeat", "id": "h1", "data": MESSAGES["heartbeat"]})
+    protocol.decode(raw, AGENT_MESSAGES)
+    calls = []
+    real = protocol.get_type_hints
+    monkeypatch.setattr(
+        protocol, "get_type_hints", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+
+    # when: a hundred more heartbeats arrive
+    for _ in range(100):
+        protocol.decode(raw, AGENT_MESSAGES)
+
+    # then: no type introspection per message
+    assert calls == []

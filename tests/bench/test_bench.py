@@ -53,3 +53,15 @@ def test_the_ingest_benchmark_drives_agents_and_finds_the_charges_exact() -> Non
     assert saturation.acked > 0
     assert (target.errors, saturation.errors) == ([], [])
     assert measured.checked == 4
+
+
+def test_the_protocol_benchmark_times_decode_here_and_at_a_revision(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.protocol import main as protocol_main
+
+    assert protocol_main(["--number", "20", "--repeat", "1", "--against", "HEAD"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["heartbeat", "job.usage", "job.log"]
+    assert all("at HEAD:" in line for line in lines)
