@@ -1,4 +1,5 @@
 import json
+import typing
 
 import pytest
 
@@ -190,10 +191,13 @@ def test_decode_introspects_each_message_type_once_not_per_message(monkeypatch):
     raw = json.dumps({"type": "heartbeat", "id": "h1", "data": MESSAGES["heartbeat"]})
     protocol.decode(raw, AGENT_MESSAGES)
     calls = []
-    real = protocol.get_type_hints
-    monkeypatch.setattr(
-        protocol, "get_type_hints", lambda *a, **k: calls.append(a) or real(*a, **k)
-    )
+    real = typing.get_type_hints
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "get_type_hints", counted)
 
     # when: a hundred more heartbeats arrive
     for _ in range(100):
