@@ -3,10 +3,11 @@ on the test database and Redis, the real agent with Docker, a renter — all thr
 
 What it proves, in one job (every process separate, only PostgreSQL and Redis shared):
 
-- an offer made on one daphne (the submit) reaches the agent on the other (the Redis layer);
+- an offer made on one daphne (the submit) reaches the agent on the other (the Redis layer), and
+  so does a cancel;
 - a web process drained in HAProxy keeps its open sockets and gets no new ones;
 - the renter's browser socket on daphne B sees, at once, the live log lines the agent sends to
-  daphne A;
+  daphne A, and the cost so far that a Celery worker posts;
 - killing daphne A mid-job moves the agent to B within seconds (HAProxy routes around the dead
   process) and loses nothing: the same attempt finishes, its log whole, charged exactly once
   (one unbroken chain of charges, each keyed by where it starts), and the reconciliation is
@@ -224,20 +225,35 @@ def test_a_job_survives_the_death_of_the_daphne_holding_its_agent(
     # when: A is drained in HAProxy — its open sockets stay, new connections go to B
     cluster_script.server_set_state(cluster.admin_socket, a, "drain")
     renter, session_id = logged_in(cluster, alice)
-    submitted = renter.post(
-        f"{cluster.url}/api/v1/jobs/",
-        json={
-            "code": JOB,
-            "placement": "auto",
-            "cpus": 1,
-            "memory_mb": 256,
-            "timeout_seconds": 120,
-            "max_cost_micros": 10_000_000,
-        },
-        timeout=10,
-    )
-    assert submitted.status_code == 201, submitted.text
-    job_id = int(submitted.json()["id"])
+
+    def submit(code: str) -> int:
+        submitted = renter.post(
+            f"{cluster.url}/api/v1/jobs/",
+            json={
+                "code": code,
+                "placement": "auto",
+                "cpus": 1,
+                "memory_mb": 256,
+                "timeout_seconds": 120,
+                "max_cost_micros": 10_000_000,
+            },
+            timeout=10,
+        )
+        assert submitted.status_code == 201, submitted.text
+        return int(submitted.json()["id"])
+
+    def status_of(job_id: int) -> str:
+        return str(renter.get(f"{cluster.url}/api/v1/jobs/{job_id}/", timeout=10).json()["status"])
+
+    # a cancel made on B stops the job the agent runs on A
+    endless = submit("import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    wait_for(lambda: status_of(endless) == "running", "the endless job running", timeout=30)
+    cancelled = renter.post(f"{cluster.url}/api/v1/jobs/{endless}/cancel/", timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+    wait_for(lambda: status_of(endless) == "cancelled", "the cancel to reach A", timeout=20)
+    wait_for(lambda: not host.containers(), "its container removed", timeout=20)
+
+    job_id = submit(JOB)
     browser = connect(
         f"ws://127.0.0.1:{cluster.port}/ws/jobs/{job_id}/",
         additional_headers={"Cookie": f"sessionid={session_id}", "Origin": cluster.url},
@@ -293,6 +309,10 @@ def test_a_job_survives_the_death_of_the_daphne_holding_its_agent(
             "the job to succeed",
             60,
         )
+    # the charges posted by a Celery worker (a third process) reached the renter on B too
+    pushed = [m for m in received if m["type"] == "job.usage"]
+    assert pushed, received
+    assert pushed[-1]["cost_micros"] > 0
     expected_log = "".join(f"line {i}\n" for i in range(LINES))
     wait_for(
         lambda: (
@@ -313,8 +333,12 @@ def test_a_job_survives_the_death_of_the_daphne_holding_its_agent(
     assert charged > 0
     assert (attempt.usage["is_final"], attempt.charged_micros) == (True, charged)
     assert receipt["attempts"][0]["usage_cost_micros"] == charged
-    assert FUNDS - wallet_balances(alice)["balance_micros"] == charged
-    assert balance(AccountKind.EARNINGS_PENDING, user=hana) == charged - fee_for(charged)
+    # the wallet paid both jobs' charges (the cancelled one's too), the host earned them less fees
+    stopped = Job.objects.get(pk=endless).cost_micros
+    assert FUNDS - wallet_balances(alice)["balance_micros"] == charged + stopped
+    assert balance(AccountKind.EARNINGS_PENDING, user=hana) == (
+        charged - fee_for(charged) + stopped - fee_for(stopped)
+    )
     # one unbroken chain of charges: each starts where the one before ended, none repeated
     chain = []
     for key in LedgerTransaction.objects.filter(key__startswith=f"usage:{job_id}:").values_list(
