@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test lint typecheck format demo bench migrate runner-image clean
+.PHONY: venv test lint typecheck format demo cluster bench migrate runner-image clean
 
 $(STAMP): requirements.txt requirements-dev.txt agent/requirements.txt agent/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,11 @@ demo: venv
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) frontend-dist; \
 	else echo "npm not found: the web app is not built (the API and /api/docs/ still work)"; fi
 	$(PY) scripts/run_demo.py $(if $(DEMO_PORT),--port $(DEMO_PORT))
+
+# The production layout on this machine: HAProxy in front of 2 daphne, 2 Celery workers and beat,
+# on PostgreSQL and Redis (DATABASE_URL, REDIS_URL); CLUSTER_PORT=8080 by default.
+cluster: venv
+	$(PY) scripts/cluster.py
 
 bench: venv
 	$(PY) -m bench

@@ -17,7 +17,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 
 # Paths the catch-all never answers: they belong to the API, the admin, static files, sockets.
-RESERVED_PREFIXES = ("api", "admin", "static", "media", "ws")
+RESERVED_PREFIXES = ("api", "admin", "static", "media", "ws", "healthz")
 
 MISSING_BUILD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>CommuniPute: web app not built</title></head>

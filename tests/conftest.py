@@ -1,7 +1,7 @@
 """Shared fixtures and the service gates.
 
 Tests that need a real service carry a marker (``postgres``, ``redis``, ``docker``,
-``browser``). Where the service is missing they skip with the reason, except under
+``browser``, ``cluster``). Where the service is missing they skip with the reason, except under
 ``CI=true``, where a missing service is a failure: CI must never pass by skipping.
 """
 
@@ -67,6 +67,13 @@ def _browser_problem() -> str | None:
     return None
 
 
+@cache
+def _haproxy_problem() -> str | None:
+    if not shutil.which("haproxy"):
+        return "HAProxy is not installed (apt-get install haproxy)"
+    return None
+
+
 def _postgres_problem() -> str | None:
     if not settings.IS_POSTGRES:
         return "DATABASE_URL is not PostgreSQL"
@@ -78,6 +85,7 @@ GATES: dict[str, Callable[[], str | None]] = {
     "redis": _redis_problem,
     "docker": _docker_problem,
     "browser": _browser_problem,
+    "cluster": _haproxy_problem,
 }
 
 

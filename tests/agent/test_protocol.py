@@ -1,4 +1,5 @@
 import json
+import typing
 
 import pytest
 
@@ -181,3 +182,26 @@ def test_checkers_are_built_once_not_per_message(monkeypatch):
 
     monkeypatch.setattr(protocol, "get_type_hints", refuse)
     assert decode(encode("job.usage", _usage(seq=4)), AGENT_MESSAGES)["data"]["seq"] == 4
+
+
+def test_decode_introspects_each_message_type_once_not_per_message(monkeypatch):
+    # given: the heartbeat's checkers exist (built by the first decode)
+    from bench.protocol import MESSAGES
+
+    raw = json.dumps({"type": "heartbeat", "id": "h1", "data": MESSAGES["heartbeat"]})
+    protocol.decode(raw, AGENT_MESSAGES)
+    calls = []
+    real = typing.get_type_hints
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "get_type_hints", counted)
+
+    # when: a hundred more heartbeats arrive
+    for _ in range(100):
+        protocol.decode(raw, AGENT_MESSAGES)
+
+    # then: no type introspection per message
+    assert calls == []

@@ -76,3 +76,15 @@ def test_the_placement_benchmark_places_and_starts_every_queued_job_on_both_kind
     assert Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 28
     assert not Job.objects.exclude(status=JobStatus.SUCCEEDED).exists()
     assert ledger_reconcile().is_clean
+
+
+def test_the_protocol_benchmark_times_decode_here_and_at_a_revision(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.protocol import main as protocol_main
+
+    assert protocol_main(["--number", "20", "--repeat", "1", "--against", "HEAD"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["heartbeat", "job.usage", "job.log"]
+    assert all("at HEAD:" in line for line in lines)

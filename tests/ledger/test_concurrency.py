@@ -6,10 +6,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from accounts.models import User
 from config.errors import InsufficientCredits, ServiceError
@@ -165,4 +167,31 @@ def test_mixed_operations_on_shared_accounts_never_deadlock(alice: User, hana: U
         + balance(AccountKind.REVENUE)
         == 1_000_000
     )
+    assert_invariants()
+
+
+def test_two_beats_maturing_earnings_at_once_make_them_available_once(
+    alice: User, hana: User, mallory: User, settings: Any
+) -> None:
+    """Two schedulers (a second beat by mistake) run the maturity task at the same moment, each
+    with its own cutoff: each owner's earnings become available once, in full."""
+    # given: two owners with pending earnings past the dispute window
+    settings.EARNINGS_DISPUTE_WINDOW_SECONDS = 0
+    wallet_credit(user=alice, amount_micros=20_000, key="buy", reason="card payment")
+    for job, owner in ((7, hana), (8, mallory)):
+        hold_place(user=alice, job_id=job, amount_micros=10_000, key=f"hold:{job}")
+        hold_capture(
+            job_id=job, attempt=1, host_owner=owner, gross_micros=5_000, fee_micros=500,
+            key=f"u:{job}",
+        )  # fmt: skip
+    later = timezone.now() + timedelta(seconds=1)
+
+    # when: eight runs race, their cutoffs a microsecond apart
+    results = _race(8, lambda i: services.earnings_mature(now=later + timedelta(microseconds=i)))
+
+    # then: no run failed, and all of it moved exactly once
+    assert not [r for r in results if isinstance(r, Exception)], results
+    for owner in (hana, mallory):
+        assert balance(AccountKind.EARNINGS_PENDING, user=owner) == 0
+        assert balance(AccountKind.EARNINGS_AVAILABLE, user=owner) == 4_500
     assert_invariants()
