@@ -15,6 +15,7 @@ as long as someone keeps failing, never longer than the window after the last fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -103,6 +104,13 @@ def _is_known_device(username: str, cookie: str | None) -> bool:
     return isinstance(remembered, str) and remembered == username.casefold()
 
 
+def _release(key: str) -> None:
+    """Take back a reserved attempt. The counter may be gone (expired, or the cache flushed or
+    restarted meanwhile): then there is nothing to take back, and the log-in goes on."""
+    with contextlib.suppress(ValueError):
+        cache.decr(key)
+
+
 def user_login(
     *, request: HttpRequest, username: str, password: str, device_cookie: str | None
 ) -> User:
@@ -120,12 +128,12 @@ def user_login(
         key, _ = _reserve(username, now)
         failures, wait = _failures_and_wait(username, now)
         if failures > settings.LOGIN_FAILURE_LIMIT:
-            cache.decr(key)  # a refused attempt checked no password: not a failure
+            _release(key)  # a refused attempt checked no password: not a failure
             raise Throttled(wait=wait, detail="Too many failed log-ins for this account.")
     user = authenticate(request, username=username, password=password)
     if isinstance(user, User):
         if key is not None:
-            cache.decr(key)
+            _release(key)
         return user
     raise ValidationFailed(
         "Unable to log in with the given username and password.", code="invalid_credentials"

@@ -187,3 +187,23 @@ def test_a_valid_token_does_not_dodge_the_address_rate(victim: User) -> None:
     # then the third guess from that address is throttled like an anonymous one
     assert statuses == [400, 400, 429]
     assert _tokens(victim) == 0
+
+
+def test_a_log_in_goes_on_when_its_counter_vanished_from_the_cache(
+    clock: Clock, victim: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: the cache loses the attempt's counter between the reservation and the check (it
+    # expired, or the cache was flushed or restarted)
+    from django.core.cache import cache
+
+    reserve = login._reserve
+
+    def reserve_then_lose(username: str, now: float) -> tuple[str, int]:
+        key, count = reserve(username, now)
+        cache.delete(key)
+        return key, count
+
+    monkeypatch.setattr(login, "_reserve", reserve_then_lose)
+
+    # then: the right password still logs in (it was a 500)
+    assert _attempt(victim.username, PASSWORD) == 200
