@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from config.errors import NotFound
-from jobs.metering import cost_total
+from jobs.billing import attempt_billable_counters
+from jobs.metering import Counters, cost_total
 from jobs.models import Job, JobAttempt, JobOutput, JobStatus, PlacementMode
-from jobs.services.usage import attempt_counters, job_reservation
+from jobs.services.usage import job_reservation
 from jobs.states import ATTEMPT_OPEN, FINAL
 from ledger.selectors import AttemptCharges, job_money
 from ledger.services import JobFact
@@ -198,12 +199,12 @@ def _exact(numerator: int, denominator: int) -> str:
     return format(quotient.normalize(), "f") if quotient else "0"
 
 
-def _usage_lines(attempt: JobAttempt, job: Job) -> list[UsageLine]:
-    wall_ms = attempt.usage_wall_ms
+def _usage_lines(counters: Counters, job: Job, attempt: JobAttempt) -> list[UsageLine]:
+    wall_ms = counters.wall_ms
     return [
         UsageLine(
             resource="cpu",
-            quantity=_exact(attempt.usage_cpu_ms, 1000),
+            quantity=_exact(counters.cpu_ms, 1000),
             unit="core-second",
             rate_micros_per_hour=attempt.cpu_core_hour_micros,
         ),
@@ -223,18 +224,19 @@ def _usage_lines(attempt: JobAttempt, job: Job) -> list[UsageLine]:
 
 
 def _attempt_receipt(attempt: JobAttempt, job: Job, money: AttemptCharges) -> AttemptReceipt:
+    # What is billed: the reported counters clipped to the server's window and the job's cores
+    # (jobs.billing), so quantity x rate is what was charged.
+    billed = attempt_billable_counters(attempt, job, timezone.now())
     return AttemptReceipt(
         attempt=attempt.number,
         host_id=attempt.host_id,
         status=str(attempt.status),
         started_at=attempt.started_at,
         finished_at=attempt.finished_at,
-        wall_seconds=_exact(attempt.usage_wall_ms, 1000),
+        wall_seconds=_exact(billed.wall_ms, 1000),
         memory_peak_mb=int(attempt.usage.get("memory_peak_mb", 0)),
-        usage=_usage_lines(attempt, job),
-        usage_cost_micros=cost_total(
-            attempt_counters(attempt), attempt.rates, job_reservation(job)
-        ),
+        usage=_usage_lines(billed, job, attempt),
+        usage_cost_micros=cost_total(billed, attempt.rates, job_reservation(job)),
         gross_micros=money.gross_micros,
         fee_micros=money.fee_micros,
         host_net_micros=money.host_net_micros,
