@@ -27,14 +27,10 @@ takes a dead daphne out of the rotation and its agents reconnect to another. Dra
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import resource
-import secrets
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -46,15 +42,23 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/supervision.py, run or loaded
+
+import supervision  # noqa: E402
+from supervision import (  # noqa: E402
+    log_tail,
+    secret_key,
+    spawn,
+    stop_all,
+    stop_on_signal,
+)
+
 MANAGE = ROOT / "manage.py"
 TEMPLATE = ROOT / "deploy" / "haproxy.cfg"
 STARTUP_SECONDS = 120
-STOP_GRACE_SECONDS = 15
-PR_SET_PDEATHSIG = 1
 BACKEND = "daphne"
 # HAProxy's connections at once (agents and browsers hold one websocket each), at most.
 MAXCONN = 20_000
@@ -125,17 +129,6 @@ def requirements_check(environ: Mapping[str, str], haproxy: str) -> None:
         raise ClusterFailed("cannot start the cluster:\n  - " + "\n  - ".join(problems))
 
 
-def _secret_key(var_dir: Path) -> str:
-    """This machine's SECRET_KEY for the cluster, kept in the var folder (0600); the same for
-    every process, as sessions and CSRF tokens need."""
-    path = var_dir / "secret-key"
-    if not path.exists():
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
-    return path.read_text().strip()
-
-
 def server_env(cluster: Cluster, base: Mapping[str, str]) -> dict[str, str]:
     """The production settings, with a loopback deployment's defaults under the caller's."""
     defaults = {
@@ -154,7 +147,7 @@ def server_env(cluster: Cluster, base: Mapping[str, str]) -> dict[str, str]:
         "DEMO_PAYMENTS_ENABLED": "1",
     }
     env = {**defaults, **base}
-    env.setdefault("SECRET_KEY", _secret_key(cluster.var_dir))
+    env.setdefault("SECRET_KEY", secret_key(cluster.var_dir))
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         PYTHONUNBUFFERED="1",
@@ -226,18 +219,6 @@ def server_set_state(socket_path: Path | str, name: str, state: str) -> None:
 # --- Children ------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the supervisor dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _open_log(path: Path) -> IO[bytes]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("ab")
-
-
 def child_start(
     cluster: Cluster,
     name: str,
@@ -247,49 +228,15 @@ def child_start(
     port: int | None = None,
 ) -> Child:
     log = cluster.logs / f"{name}.log"
-    with _open_log(log) as output:
-        process = subprocess.Popen(
-            list(command),
-            cwd=ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+    process = spawn(command, env, log)
     child = Child(name=name, role=role, process=process, log=log, port=port)
     cluster.children.append(child)
     return child
 
 
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        return _tail(path.read_text(errors="replace"))
-    except OSError:
-        return "(no log)"
-
-
 def children_stop(cluster: Cluster) -> None:
-    """SIGTERM each child's process group in reverse start order (HAProxy, beat, workers, web);
-    SIGKILL what still runs after the grace period."""
-    for child in reversed(cluster.children):
-        if child.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(STOP_GRACE_SECONDS)
-        if child.process.poll() is None:
-            print(f"  {child.name} did not stop in {STOP_GRACE_SECONDS} s: killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGKILL)
-            child.process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.process.pid, signal.SIGKILL)
+    """Stop the children in reverse start order (HAProxy, beat, workers, web)."""
+    stop_all(cluster.children)
 
 
 def _healthy(url: str) -> bool:
@@ -306,7 +253,7 @@ def _wait(cluster: Cluster, what: str, ready: Any, watched: Sequence[Child]) -> 
         for child in watched:
             if child.process.poll() is not None:
                 raise ClusterFailed(
-                    f"{child.name} exited with {child.process.returncode}:\n{_log_tail(child.log)}"
+                    f"{child.name} exited with {child.process.returncode}:\n{log_tail(child.log)}"
                 )
         if ready():
             return
@@ -316,14 +263,7 @@ def _wait(cluster: Cluster, what: str, ready: Any, watched: Sequence[Child]) -> 
 
 
 def step_run(cluster: Cluster, title: str, command: Sequence[str], env: Mapping[str, str]) -> None:
-    print(f"  {title} ...", flush=True)
-    result = subprocess.run(
-        list(command), cwd=ROOT, env=dict(env), capture_output=True, text=True, check=False
-    )
-    with _open_log(cluster.logs / "setup.log") as log:
-        log.write(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}\n".encode())
-    if result.returncode != 0:
-        raise ClusterFailed(f"{title} failed:\n{_tail(result.stdout + result.stderr)}")
+    supervision.step_run(cluster.logs, title, command, env, ClusterFailed)
 
 
 def services_start(cluster: Cluster, env: Mapping[str, str]) -> None:
@@ -425,14 +365,6 @@ def banner(cluster: Cluster) -> str:
     )
 
 
-def _on_signal(cluster: Cluster) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        cluster.stopping.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def supervise(cluster: Cluster) -> int:
     """Until Ctrl-C/SIGTERM: report a child that exits and leave it (HAProxy routes around a dead
     daphne); only HAProxy's own exit stops the cluster, since nothing reaches the rest then."""
@@ -447,13 +379,13 @@ def supervise(cluster: Cluster) -> int:
                 flush=True,
             )
             if child.role == "haproxy":
-                print(f"HAProxy's log ends:\n{_log_tail(child.log)}", file=sys.stderr)
+                print(f"HAProxy's log ends:\n{log_tail(child.log)}", file=sys.stderr)
                 return 1
     return 0
 
 
 def cluster_run(cluster: Cluster, skip_migrate: bool) -> int:
-    _on_signal(cluster)
+    stop_on_signal(cluster.stopping)
     status = 1
     try:
         requirements_check(os.environ, cluster.haproxy)

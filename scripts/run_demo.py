@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
-import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -42,14 +39,22 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/supervision.py, run or loaded
+
+import supervision  # noqa: E402
+from supervision import (  # noqa: E402
+    log_tail,
+    secret_key,
+    spawn,
+    stop_all,
+    stop_on_signal,
+)
+
 MANAGE = ROOT / "manage.py"
 STARTUP_SECONDS = 120
-STOP_GRACE_SECONDS = 15
-PR_SET_PDEATHSIG = 1
 BANNER_WIDTH = 78
 # The demo host's prices: 0.05 credits per CPU core-hour used, 0.01 per GB-hour of memory.
 DEMO_RATES = {"cpu_core_hour_micros": 50_000, "memory_gb_hour_micros": 10_000}
@@ -91,23 +96,12 @@ class Demo:
 # --- The environment ----------------------------------------------------------------------------
 
 
-def _secret_key(var_dir: Path) -> str:
-    """A per-machine SECRET_KEY kept in var/ (the demo runs with DEBUG on, but signs sessions
-    with a key nobody else has)."""
-    path = var_dir / "secret-key"
-    if not path.exists():
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
-    return path.read_text().strip()
-
-
 def server_env(demo: Demo, base: Mapping[str, str]) -> dict[str, str]:
     """The embedded default, whatever the calling shell has set for production."""
     env = {k: v for k, v in base.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL")}
     env.update(
         DEBUG="1",
-        SECRET_KEY=_secret_key(demo.var_dir),
+        SECRET_KEY=secret_key(demo.var_dir),
         COMMUNIPUTE_VAR_DIR=str(demo.var_dir),
         DATABASE_URL=f"sqlite:///{demo.var_dir / 'demo.sqlite3'}",
         PAYMENT_PROVIDER="demo",
@@ -239,31 +233,9 @@ def job_runtime() -> JobRuntime:
 # --- Children -----------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the supervisor dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _open_log(path: Path) -> IO[bytes]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("ab")
-
-
 def child_start(demo: Demo, name: str, command: Sequence[str], env: Mapping[str, str]) -> Child:
     log = demo.logs / f"{name}.log"
-    with _open_log(log) as output:
-        process = subprocess.Popen(
-            list(command),
-            cwd=ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+    process = spawn(command, env, log)
     child = Child(name=name, process=process, log=log)
     demo.children.append(child)
     return child
@@ -271,45 +243,12 @@ def child_start(demo: Demo, name: str, command: Sequence[str], env: Mapping[str,
 
 def step_run(demo: Demo, title: str, command: Sequence[str], env: Mapping[str, str]) -> str:
     """Run a setup step to completion; its output goes to logs/setup.log and is returned."""
-    print(f"  {title} ...", flush=True)
-    result = subprocess.run(
-        list(command), cwd=ROOT, env=dict(env), capture_output=True, text=True, check=False
-    )
-    with _open_log(demo.logs / "setup.log") as log:
-        log.write(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}\n".encode())
-    if result.returncode != 0:
-        raise DemoFailed(f"{title} failed:\n{_tail(result.stdout + result.stderr)}")
-    return result.stdout
-
-
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        return _tail(path.read_text(errors="replace"))
-    except OSError:
-        return "(no log)"
+    return supervision.step_run(demo.logs, title, command, env, DemoFailed)
 
 
 def children_stop(demo: Demo) -> list[int | None]:
-    """SIGTERM each child's process group in reverse start order (agent, beat, web); SIGKILL
-    what still runs after the grace period. Returns the exit codes."""
-    for child in reversed(demo.children):
-        if child.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(STOP_GRACE_SECONDS)
-        if child.process.poll() is None:
-            print(f"  {child.name} did not stop in {STOP_GRACE_SECONDS} s: killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGKILL)
-            child.process.wait()
-        # Whatever the child left in its group (a job's process, a pool thread's helper).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.process.pid, signal.SIGKILL)
+    """Stop the children (agent, beat, web: reverse start order); their exit codes."""
+    stop_all(demo.children)
     return [child.process.returncode for child in demo.children]
 
 
@@ -335,13 +274,13 @@ def server_wait(demo: Demo, web: Child) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline and not demo.stopping.is_set():
         if web.process.poll() is not None:
-            raise DemoFailed(f"the web process exited:\n{_log_tail(web.log)}")
+            raise DemoFailed(f"the web process exited:\n{log_tail(web.log)}")
         try:
             _request(demo, "GET", "/api/v1/auth/csrf/")
             return
         except (urllib.error.URLError, OSError, ValueError):
             time.sleep(0.25)
-    raise DemoFailed(f"the server did not answer in {STARTUP_SECONDS} s:\n{_log_tail(web.log)}")
+    raise DemoFailed(f"the server did not answer in {STARTUP_SECONDS} s:\n{log_tail(web.log)}")
 
 
 def logins_read(var_dir: Path) -> dict[str, dict[str, str]]:
@@ -487,14 +426,6 @@ def banner(demo: Demo, host_id: int, runtime: JobRuntime) -> str:
     return "\n".join(lines)
 
 
-def _on_signal(demo: Demo) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        demo.stopping.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def supervise(demo: Demo) -> int:
     """Wait for Ctrl-C/SIGTERM, or for a child to exit (then stop the others): 0 or 1."""
     while not demo.stopping.wait(0.5):
@@ -502,7 +433,7 @@ def supervise(demo: Demo) -> int:
             if child.process.poll() is not None:
                 print(
                     f"\n{child.name} exited with {child.process.returncode}; stopping the demo. "
-                    f"Its log ({child.log}) ends:\n{_log_tail(child.log)}",
+                    f"Its log ({child.log}) ends:\n{log_tail(child.log)}",
                     file=sys.stderr,
                 )
                 return 1
@@ -510,7 +441,7 @@ def supervise(demo: Demo) -> int:
 
 
 def demo_run(demo: Demo) -> int:
-    _on_signal(demo)
+    stop_on_signal(demo.stopping)
     demo.var_dir.mkdir(parents=True, exist_ok=True)
     ignored = [name for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name)]
     if ignored:
