@@ -281,7 +281,8 @@ HOST_USAGE_REPORT_SECONDS = env_int("HOST_USAGE_REPORT_SECONDS", 5, minimum=1)
 # timeout ignored) is quarantined: no offers until staff lift it (docs/hosts.md).
 HOST_QUARANTINE_FLAGS = env_int("HOST_QUARANTINE_FLAGS", 5, minimum=1)
 # This many host faults in a row (no job finished between) quarantine a host until its agent
-# reports ready again; a job runs elsewhere after each, and fails after JOB_MAX_HOST_FAULTS.
+# says hello again reporting ready; a job runs elsewhere after each, and fails after
+# JOB_MAX_HOST_FAULTS.
 HOST_FAULT_QUARANTINE = env_int("HOST_FAULT_QUARANTINE", 3, minimum=1)
 JOB_MAX_HOST_FAULTS = env_int("JOB_MAX_HOST_FAULTS", 5, minimum=1)
 # After a host said busy (or let an offer expire), it is offered that job again only after

@@ -155,3 +155,38 @@ def test_concurrent_dispatchers_make_one_offer(alice, hosts, funded, wire):
         assert sum(isinstance(r, JobAttempt) for r in results) == 1
         assert results.count(None) == 1
         assert job.attempts.count() == 1
+
+
+def test_two_hosts_freeing_capacity_at_once_offer_each_queued_job_once(
+    alice, make_host, hana, funded, wire
+):
+    # given: two one-slot hosts, each running a job, and queued jobs waiting for a slot
+    one = make_host(hana, "one", slots=1)
+    two = make_host(hana, "two", slots=1)
+    for _ in range(ROUNDS):
+        running = [submit(alice), submit(alice)]
+        waiting = [submit(alice) for _ in range(3)]
+        by_host = {job.pk: Host.objects.get(pk=job.attempts.get().host_id) for job in running}
+        assert {h.pk for h in by_host.values()} == {one.pk, two.pk}
+        for job in running:
+            say(by_host[job.pk], "job.accept", job_id=job.pk, attempt=1)
+            say(by_host[job.pk], "job.started", job_id=job.pk, attempt=1, phase="running")
+        assert all(job.attempts.count() == 0 for job in waiting)
+
+        # when: both finish at the same moment (each frees its slot and offers the queue)
+        results = race(
+            *(partial(say, by_host[job.pk], "job.finished", **finished(job, 1)) for job in running)
+        )
+
+        # then: no error, no queued job offered twice, no host over its one slot
+        assert [[kind for kind, _ in replies] for replies in results] == [["ack"], ["ack"]]
+        for job in waiting:
+            assert job.attempts.count() <= 1
+        for host in (one, two):
+            assert JobAttempt.objects.filter(host=host, status="offered").count() <= 1
+        offered = sum(job.attempts.count() for job in waiting)
+        assert 1 <= offered <= 2
+        # clear the round: what was offered and what waits is cancelled
+        for job in waiting:
+            job.attempts.all().delete()
+        Job.objects.filter(pk__in=[j.pk for j in waiting]).update(status="cancelled")

@@ -262,7 +262,7 @@ function MyHosts({ reloadKey }: { reloadKey: number }) {
               )}
               {h.fault_quarantined_at && (
                 <p className="field-error">
-                  Gets no jobs: {h.host_faults} jobs failed here for reasons of the machine's own. Fix it and restart the agent; it takes jobs again once it reports ready.
+                  Gets no jobs: {h.host_faults} jobs failed here for reasons of the machine's own. Fix it and restart the agent; it takes jobs again once the restarted agent reports ready.
                 </p>
               )}
               {h.last_fault_detail && (
