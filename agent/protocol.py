@@ -83,6 +83,11 @@ MAX_REASON_CHARS = 2000
 Reason = Annotated[str, Length(0, MAX_REASON_CHARS)]
 # The id an agent generates at enrollment; its containers and volumes carry it as a label.
 InstallId = Annotated[str, Length(8, 64)]
+# A content digest: sha256 as 64 lowercase hex characters (the receiver checks the alphabet).
+Sha256 = Annotated[str, Length(64, 64)]
+# A path under /inputs (relative, POSIX, no "..": the receiver checks it again).
+InputPath = Annotated[str, Length(1, 255)]
+MAX_URL_CHARS = 4096
 
 # --- payloads: agent -> server ----------------------------------------------------------------
 
@@ -102,6 +107,13 @@ class HostSpecs(TypedDict):
     os_version: str
     gpus: list[GpuSpec]
     docker_available: bool
+    # The data plane (docs/protocol.md, "Data"). Older agents send neither: no quota, and no
+    # per-job disk allowance beyond disk_free_mb.
+    # True when /work, /outputs and /tmp of a job are size-limited file systems (ENOSPC at the
+    # limit); False when the host can't enforce it (the catalog warns renters).
+    disk_quota: NotRequired[bool]
+    # The most disk one job may ask for: work_mb + outputs_mb + tmp_mb + its inputs' size.
+    job_disk_mb: NotRequired[MemoryMb]
 
 
 class RunningJobRef(TypedDict):
@@ -249,6 +261,30 @@ class JobRates(TypedDict):
     gpu_hour_micros: int
 
 
+class InputRef(TypedDict):
+    """One blob the job reads: fetched (with resume), checked against ``sha256``, cached by
+    digest, and mounted read-only at ``/inputs/<path>``."""
+
+    path: InputPath
+    sha256: Sha256
+    # Bytes; absent only for a renter URL that stated none (the host's own cap applies).
+    size: NotRequired[Count]
+    # "store": the platform's blob store; ``url`` is a short-lived signed URL (absolute, or
+    # starting with "/" for one relative to the agent's server URL). "url": the renter's own
+    # https URL, fetched under the host's fetch policy (no private addresses unless allowed).
+    source: Literal["store", "url"]
+    url: Annotated[str, Length(1, MAX_URL_CHARS)]
+
+
+class DiskLimits(TypedDict):
+    """What the job may write: each a size-limited file system (ENOSPC past it)."""
+
+    work_mb: MemoryMb
+    outputs_mb: MemoryMb
+    tmp_mb: MemoryMb
+    work_exec: bool  # /work is mounted noexec unless the job asked otherwise
+
+
 class JobOffer(TypedDict):
     job_id: int
     attempt: int
@@ -260,6 +296,13 @@ class JobOffer(TypedDict):
     rates: JobRates
     max_cost_micros: int
     charged_micros: int  # already charged to earlier attempts' escrow; the local cap uses it
+    # The data plane (docs/protocol.md, "Data"); absent from older servers: no inputs, the
+    # agent's default disk limits.
+    inputs: NotRequired[list[InputRef]]
+    # A zip of the job's code too large to travel inline: unpacked into /work (path "code.zip",
+    # never mounted) before ``files``, which win on a clash.
+    code_archive: NotRequired[InputRef]
+    disk: NotRequired[DiskLimits]
 
 
 # A job.cancel whose reason starts with this names an attempt the server no longer runs on

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "hosts",
     "marketplace",
     "jobs",
+    "blobs",
     "demo",
 ]
 
@@ -360,6 +361,10 @@ STATICFILES_DIRS = [d for d in [FRONTEND_DIST_DIR] if d.is_dir()]
 # Vite names assets with a content hash: browsers may cache them forever.
 WHITENOISE_IMMUTABLE_FILE_TEST = r"^.+/assets/.+-[0-9A-Za-z_-]{8,}\.[0-9a-z]+$"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+
+# --- The data plane (docs/data.md) -----------------------------------------------------------
+# How long a signed blob URL (an agent's fetch, a download) stays valid.
+BLOB_URL_TTL_SECONDS = env_int("BLOB_URL_TTL_SECONDS", 6 * 3600, minimum=60)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
