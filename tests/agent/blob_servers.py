@@ -184,12 +184,13 @@ class TusUpload:
 class TusState:
     uploads: dict[str, TusUpload] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-    # Cut the connection after reading this many bytes of the next PATCH bodies, in turn.
-    cut_patches: list[int] = field(default_factory=list)
+    # PATCH number (1, 2, ... as they arrive) -> bytes of its body read before hanging up.
+    cut_patches: dict[int, int] = field(default_factory=dict)
+    patches: int = 0
     create_status: int = 201
     complete_at_once: bool = False  # the owner holds the blob already
     patch_status: list[int] = field(default_factory=list)  # forced answers to PATCHes, in turn
-    forget: bool = False  # HEAD answers 404 (an expired upload)
+    forget: bool = False  # the next HEAD finds the upload expired: removed, 404
 
 
 class _TusHandler(BaseHTTPRequestHandler):
@@ -251,8 +252,11 @@ class _TusHandler(BaseHTTPRequestHandler):
 
     def _upload(self) -> TusUpload | None:
         match = re.fullmatch(r"/api/v1/agent/uploads/([0-9a-f]+)/", self.path)
+        if match and self.command == "HEAD" and self.state.forget:
+            self.state.forget = False
+            self.state.uploads.pop(match.group(1), None)
         upload = self.state.uploads.get(match.group(1)) if match else None
-        if upload is None or self.state.forget:
+        if upload is None:
             self._answer(404)
             return None
         return upload
@@ -280,6 +284,7 @@ class _TusHandler(BaseHTTPRequestHandler):
         if upload is None:
             return
         length = int(self.headers["Content-Length"])
+        self.state.patches += 1
         if self.state.patch_status:
             self.rfile.read(length)
             self._answer(self.state.patch_status.pop(0))
@@ -288,8 +293,9 @@ class _TusHandler(BaseHTTPRequestHandler):
             self.rfile.read(length)
             self._answer(409, body=b'{"error": {"code": "offset_mismatch"}}')
             return
-        if self.state.cut_patches:
-            self.rfile.read(self.state.cut_patches.pop(0))  # then hang up: nothing stored
+        cut = self.state.cut_patches.pop(self.state.patches, None)
+        if cut is not None:
+            self.rfile.read(cut)  # then hang up: nothing of this PATCH is stored
             self.close_connection = True
             self.connection.shutdown(2)
             return
