@@ -101,9 +101,12 @@ def networks_parse(values: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def address_refusal(address: str, policy: FetchPolicy) -> str | None:
-    """Why a renter URL may not connect to ``address``, or None. An IPv4-mapped IPv6 address
-    is judged as the IPv4 address it is."""
+    """Why a renter URL may not connect to ``address``, or None. An IPv6 address that carries
+    an IPv4 one (IPv4-mapped, NAT64 64:ff9b::/96, 6to4) is judged by that one too."""
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
         address.split("%", 1)[0]
     )
@@ -111,8 +114,15 @@ def address_refusal(address: str, policy: FetchPolicy) -> str | None:
         ip = ip.ipv4_mapped
     if any(ip in network for network in policy.allow_networks if network.version == ip.version):
         return None
-    if ip.is_multicast or not ip.is_global:
-        return f"{ip} is a loopback, private, link-local, multicast or reserved address"
+    judged = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64:
+            judged.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None:
+            judged.append(ip.sixtofour)
+    for one in judged:
+        if one.is_multicast or not one.is_global:
+            return f"{one} is a loopback, private, link-local, multicast or reserved address"
     return None
 
 

@@ -298,6 +298,15 @@ def test_a_redirect_is_not_followed(tmp_path, tls, served, state):
     assert state.requests == [("/b/moved", None)]
 
 
+@pytest.mark.parametrize(
+    "address",
+    ["100.64.0.1", "0.0.0.0", "::",  # noqa: S104 (refused, not bound) "fe80::1", "fc00::1", "192.0.0.1", "255.255.255.255",
+     "64:ff9b::a00:1", "2002:7f00:1::1", "::ffff:169.254.169.254"],
+)  # fmt: skip
+def test_addresses_that_carry_or_are_non_public_ones_are_refused(address):
+    assert address_refusal(address, FetchPolicy()) is not None
+
+
 def test_allow_networks_lets_a_private_address_through():
     policy = FetchPolicy(allow_networks=networks_parse(["10.0.0.0/8"]))
 
