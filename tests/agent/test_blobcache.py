@@ -300,9 +300,19 @@ def test_a_redirect_is_not_followed(tmp_path, tls, served, state):
 
 @pytest.mark.parametrize(
     "address",
-    ["100.64.0.1", "0.0.0.0", "::",  # noqa: S104 (refused, not bound) "fe80::1", "fc00::1", "192.0.0.1", "255.255.255.255",
-     "64:ff9b::a00:1", "2002:7f00:1::1", "::ffff:169.254.169.254"],
-)  # fmt: skip
+    [
+        "100.64.0.1",
+        "0.0.0.0",  # noqa: S104 (refused, never bound)
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "192.0.0.1",
+        "255.255.255.255",
+        "64:ff9b::a00:1",
+        "2002:7f00:1::1",
+        "::ffff:169.254.169.254",
+    ],
+)
 def test_addresses_that_carry_or_are_non_public_ones_are_refused(address):
     assert address_refusal(address, FetchPolicy()) is not None
 
