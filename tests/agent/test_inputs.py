@@ -12,6 +12,8 @@ import zipfile
 
 import pytest
 
+from agent.config import config_load
+from agent.jobrunner import blob_cache_from_config
 from agent.jobrunner.offer import spec_from_offer
 from agent.jobrunner.runtime_manager import RuntimeJobManager
 from agent.runtime import ProcessRuntime, RuntimeSettings
@@ -357,3 +359,19 @@ async def test_a_failed_input_ends_the_job_before_it_runs(tmp_path, cache, serve
     assert "fault" not in finished
     assert [m["phase"] for m in link.of("job.started")] == ["preparing"]
     await manager.stop()
+
+
+def test_the_agents_cache_follows_its_settings(tmp_path):
+    path = tmp_path / "agent.json"
+    path.write_text(
+        '{"server": "https://cp.example.org/", "work_dir": "%s", "cache_max_mb": 3,'
+        ' "fetch_max_mb": 2, "fetch_allow_networks": ["10.0.0.0/8"]}' % (tmp_path / "w")
+    )
+
+    cache = blob_cache_from_config(config_load(path, env={}))
+
+    assert cache.root == tmp_path / "w" / "cache" / "blobs"
+    assert cache.max_bytes == 3 * 1024 * 1024
+    assert cache.server == "https://cp.example.org"
+    assert cache.policy.max_bytes == 2 * 1024 * 1024
+    assert [str(n) for n in cache.policy.allow_networks] == ["10.0.0.0/8"]
