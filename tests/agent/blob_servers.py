@@ -86,6 +86,9 @@ class BlobState:
     redirects: dict[str, str] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)  # path -> forced status
     ignore_range: bool = False
+    # Send this many bytes of the body, then hang (until the event is set or the client goes).
+    stall_after: int | None = None
+    stall_release: threading.Event = field(default_factory=threading.Event)
 
 
 class _BlobHandler(BaseHTTPRequestHandler):
@@ -129,6 +132,12 @@ class _BlobHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        if state.stall_after is not None:
+            self.wfile.write(body[: state.stall_after])
+            self.wfile.flush()
+            state.stall_release.wait(30)
+            self.close_connection = True
+            return
         cuts = state.cut_after.get(self.path)
         if cuts:
             self.wfile.write(body[: cuts.pop(0)])

@@ -194,6 +194,23 @@ def test_a_cancel_ends_a_fetch(tmp_path, tls, served, state):
     assert not cache.path_of(sha256_of(DATA)).exists()
 
 
+def test_a_cancel_ends_a_fetch_that_waits_for_a_stalled_server(tmp_path, tls, served, state):
+    state.stall_after = 1000  # then the server sends nothing more (the timeout is 60 s)
+    cache = cache_for(tmp_path, tls, served)
+    cancelled = threading.Event()
+    threading.Timer(0.3, cancelled.set).start()
+    started = time.monotonic()
+
+    try:
+        with pytest.raises(FetchCancelled):
+            cache.fetch(store_ref(), read, is_cancelled=cancelled.is_set)
+    finally:
+        state.stall_release.set()
+
+    assert time.monotonic() - started < 5
+    assert not cache.path_of(sha256_of(DATA)).exists()
+
+
 # --- eviction ---------------------------------------------------------------------------------
 
 
