@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -44,6 +45,10 @@ ENV_NAMES: dict[str, str] = {
     "log_level": "COMMUNIPUTE_LOG_LEVEL",
     "backoff_initial_seconds": "COMMUNIPUTE_BACKOFF_INITIAL_SECONDS",
     "backoff_max_seconds": "COMMUNIPUTE_BACKOFF_MAX_SECONDS",
+    "cache_max_mb": "COMMUNIPUTE_CACHE_MAX_MB",
+    "fetch_max_mb": "COMMUNIPUTE_FETCH_MAX_MB",
+    "fetch_allow_networks": "COMMUNIPUTE_FETCH_ALLOW_NETWORKS",
+    "fetch_allow_hosts": "COMMUNIPUTE_FETCH_ALLOW_HOSTS",
 }
 # Older names of settings, still read (file key or environment variable) -> the setting.
 SETTING_ALIASES = {"max_concurrent_jobs": "slots"}
@@ -55,6 +60,12 @@ MIN_SLOTS, MAX_SLOTS = 1, 64
 # The automatic slot count gives each slot at least this much memory.
 SLOT_MEMORY_MB = 2048
 _INSTALL_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# The blob cache (agent/runtime/blobcache.py) and the renter-URL fetch cap, in MB: 0..16 TiB
+# for the cache (0: keep only what attempts use now), 1 MB..1 TiB for one fetch.
+MAX_CACHE_MB = 16 * 1024 * 1024
+MAX_FETCH_MB = 1024 * 1024
+MAX_FETCH_LIST = 100
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 
 
 class ConfigError(ValueError):
@@ -104,6 +115,13 @@ class AgentConfig:
     # The process runtime runs renters' code without any isolation: a local demo only.
     allow_unisolated: bool = False
     log_level: str = "INFO"
+    # Job inputs (docs/agent.md "Inputs and the blob cache").
+    cache_max_mb: int = 10240  # the cache is evicted (LRU, never a file in use) to this size
+    fetch_max_mb: int = 5120  # a renter URL's file may be at most this big
+    # CIDRs a renter URL may resolve to although private/loopback/link-local (a lab network).
+    fetch_allow_networks: tuple[str, ...] = ()
+    # When set, renter URLs only from these host names ("*.example.org": its subdomains).
+    fetch_allow_hosts: tuple[str, ...] = ()
 
     @property
     def is_enrolled(self) -> bool:
@@ -247,7 +265,8 @@ def _file_read(path: Path) -> dict[str, Any]:
     return data
 
 
-_INTS = {"host_id", "slots"}
+_INTS = {"host_id", "slots", "cache_max_mb", "fetch_max_mb"}
+_LISTS = {"fetch_allow_networks", "fetch_allow_hosts"}
 _FLOATS = {"backoff_initial_seconds", "backoff_max_seconds"}
 _BOOLS = {"allow_network", "allow_unisolated"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -263,11 +282,24 @@ def _coerce(name: str, value: Any) -> Any:
             return _bool(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} has an invalid value {value!r}") from None
+    if name in _LISTS:
+        return _list(name, value)
     if name == "work_dir":
         return Path(str(value)).expanduser()
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, not {value!r}")
     return value
+
+
+def _list(name: str, value: Any) -> tuple[str, ...]:
+    """A JSON list in the file, or a comma-separated string (the environment, a flag)."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        items = [item.strip() for item in value]
+    else:
+        raise ConfigError(f"{name} must be a list of strings or a comma-separated string")
+    return tuple(item for item in items if item)
 
 
 def _bool(value: Any) -> bool:
@@ -288,6 +320,24 @@ def _validated(config: AgentConfig) -> AgentConfig:
         raise ConfigError("install_id must be 8 to 64 letters, digits, '-' or '_'")
     if not 0 < config.backoff_initial_seconds <= config.backoff_max_seconds:
         raise ConfigError("backoff seconds must satisfy 0 < initial <= max")
+    if not 0 <= config.cache_max_mb <= MAX_CACHE_MB:
+        raise ConfigError(f"cache_max_mb must be within 0..{MAX_CACHE_MB}")
+    if not 1 <= config.fetch_max_mb <= MAX_FETCH_MB:
+        raise ConfigError(f"fetch_max_mb must be within 1..{MAX_FETCH_MB}")
+    for name in ("fetch_allow_networks", "fetch_allow_hosts"):
+        if len(getattr(config, name)) > MAX_FETCH_LIST:
+            raise ConfigError(f"{name} has more than {MAX_FETCH_LIST} entries")
+    for cidr in config.fetch_allow_networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"fetch_allow_networks: {cidr!r} is not a CIDR network") from None
+    config = replace(
+        config, fetch_allow_hosts=tuple(host.lower() for host in config.fetch_allow_hosts)
+    )
+    for host in config.fetch_allow_hosts:
+        if not _HOST_NAME.fullmatch(host):
+            raise ConfigError(f"fetch_allow_hosts: {host!r} is not a host name (or *.domain)")
     for name in ("pip_cert", "ca_bundle"):
         value = getattr(config, name)
         if value and not Path(value).expanduser().is_file():

@@ -17,7 +17,8 @@ from agent.job_manager_protocol import JobManager, RejectingJobManager
 from agent.jobrunner.attempt import AttemptRun
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.runtime_manager import Capacity, RuntimeJobManager
-from agent.jobrunner.uploads import HttpOutputUploader
+from agent.jobrunner.uploads import TusOutputUploader
+from agent.runtime.blobcache import BlobCache, FetchPolicy, context_with_ca, networks_parse
 from agent.runtime.types import RuntimeSettings
 
 logger = logging.getLogger("agent.jobs")
@@ -28,6 +29,7 @@ __all__ = [
     "RunnerOptions",
     "RuntimeJobManager",
     "auto_job_manager",
+    "blob_cache_from_config",
     "capacity_from_config",
     "docker_job_manager",
     "process_job_manager",
@@ -66,8 +68,24 @@ def capacity_from_config(config: AgentConfig) -> Capacity:
     )
 
 
-def _uploader(config: AgentConfig) -> HttpOutputUploader:
-    return HttpOutputUploader(config.server, config.credential, config.ca_bundle)
+def _uploader(config: AgentConfig) -> TusOutputUploader:
+    return TusOutputUploader(config.server, config.credential, config.ca_bundle)
+
+
+def blob_cache_from_config(config: AgentConfig) -> BlobCache:
+    """The host's input cache under ``<work_dir>/cache/blobs``; store URLs verified with the
+    system CAs plus ``ca_bundle``, renter URLs with the system CAs only."""
+    return BlobCache.for_work_root(
+        config.work_dir,
+        max_bytes=config.cache_max_mb * 1024 * 1024,
+        server=config.server,
+        policy=FetchPolicy(
+            allow_networks=networks_parse(config.fetch_allow_networks),
+            allow_hosts=config.fetch_allow_hosts,
+            max_bytes=config.fetch_max_mb * 1024 * 1024,
+        ),
+        store_context=context_with_ca(config.ca_bundle),
+    )
 
 
 def docker_job_manager(config: AgentConfig) -> RuntimeJobManager:
@@ -84,7 +102,10 @@ def docker_job_manager(config: AgentConfig) -> RuntimeJobManager:
         raise ConfigError(f"the Docker engine does not answer: {exc}") from None
     logger.info("running jobs in Docker (image %s)", settings.image)
     return RuntimeJobManager(
-        runtime, uploader=_uploader(config), capacity=capacity_from_config(config)
+        runtime,
+        uploader=_uploader(config),
+        capacity=capacity_from_config(config),
+        blob_cache=blob_cache_from_config(config),
     )
 
 
@@ -100,7 +121,10 @@ def process_job_manager(config: AgentConfig) -> RuntimeJobManager:
         )
     runtime = ProcessRuntime(runtime_settings_from_config(config), allow_unisolated=True)
     return RuntimeJobManager(
-        runtime, uploader=_uploader(config), capacity=capacity_from_config(config)
+        runtime,
+        uploader=_uploader(config),
+        capacity=capacity_from_config(config),
+        blob_cache=blob_cache_from_config(config),
     )
 
 
@@ -121,4 +145,5 @@ def auto_job_manager(config: AgentConfig) -> JobManager:
             DockerRuntimeLater(runtime_settings_from_config(config)),
             uploader=_uploader(config),
             capacity=capacity_from_config(config),
+            blob_cache=blob_cache_from_config(config),
         )

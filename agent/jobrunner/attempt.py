@@ -1,6 +1,7 @@
 """One attempt on this host, from ``job.accept`` to the acknowledged ``job.finished``.
 
-A fresh attempt: ``job.started preparing`` -> install step -> start -> ``job.started running``
+A fresh attempt: ``job.started preparing`` -> install step -> inputs fetched (into the host's
+blob cache) and linked, the code archive unpacked -> start -> ``job.started running``
 -> logs, usage and the local cap while it runs -> outputs uploaded -> final usage and
 ``job.finished`` (resent until acknowledged) -> cleanup. An attempt found again after an agent
 restart (``attach``) joins the same path at "running". Blocking runtime calls run in threads;
@@ -28,6 +29,8 @@ from agent.jobrunner.uploads import OutputUploader, output_upload
 from agent.jobrunner.usage import UsageMeter
 from agent.protocol import JobFinished, JobLog, RunningJobRef
 from agent.protocol import OutputFile as WireOutput
+from agent.runtime.blobcache import BlobCache, FetchCancelled
+from agent.runtime.inputs import inputs_place
 from agent.runtime.reasons import (
     HOST_AGENT_REASON,
     HOST_DISK_REASON,
@@ -36,6 +39,8 @@ from agent.runtime.reasons import (
     HOST_START_REASON,
 )
 from agent.runtime.types import Handle, JobSpec, Outcome, Prepared, Runtime, StopStatus, host_fault
+
+CANCELLED_WHILE_FETCHING = "cancelled while its inputs were fetched"
 
 logger = logging.getLogger("agent.jobs")
 
@@ -79,8 +84,10 @@ class AttemptRun:
         spec: JobSpec | None = None,
         cap: CostCap | None = None,
         on_host_fault: Callable[[], None] | None = None,
+        blob_cache: BlobCache | None = None,
     ) -> None:
         self.ref = ref
+        self.blob_cache = blob_cache
         self.job_id, self.attempt = ref["job_id"], ref["attempt"]
         self.runtime = runtime
         self.link = link
@@ -241,10 +248,30 @@ class AttemptRun:
 
     def _prepare_unless_closed(self, spec: JobSpec) -> Prepared:
         prepared = self.runtime.prepare(spec)
+        if prepared.failure is None and not self.is_closed:
+            prepared = self._inputs_place(prepared)
         if self.is_closed:
             self.runtime.kill(self.job_id, self.attempt)
             raise AttemptClosed
         return prepared
+
+    def _inputs_place(self, prepared: Prepared) -> Prepared:
+        """Fetch and link the inputs, unpack the code archive (in "preparing": not billed). A
+        failure becomes the Prepared's failure; a cancel ends the fetch at its next read."""
+        try:
+            failure = inputs_place(
+                prepared.attempt_dir,
+                prepared.spec,
+                self.blob_cache,
+                is_cancelled=lambda: self.is_closed or self.stop_requested is not None,
+            )
+        except FetchCancelled:
+            failure = Outcome("cancelled", CANCELLED_WHILE_FETCHING)
+        if failure is None:
+            return prepared
+        return Prepared(
+            prepared.spec, prepared.attempt_dir, prepared.env_ref, prepared.install_log, failure
+        )
 
     def _start_unless_closed(self, prepared: Prepared) -> Handle:
         handle = self.runtime.start(prepared)

@@ -15,8 +15,8 @@ from agent.metering import (
     counters_from_report,
     seconds_until_cap,
 )
-from agent.protocol import JobOffer
-from agent.runtime.types import JobSpec, JobSpecError
+from agent.protocol import InputRef, JobOffer
+from agent.runtime.types import InputSpec, JobSpec, JobSpecError
 
 
 def spec_from_offer(offer: JobOffer) -> JobSpec:
@@ -31,6 +31,10 @@ def spec_from_offer(offer: JobOffer) -> JobSpec:
         except (binascii.Error, ValueError):
             raise JobSpecError(f"the content of {path!r} is not valid base64") from None
     limits = offer["limits"]
+    inputs = offer.get("inputs") or []
+    if not isinstance(inputs, list):
+        raise JobSpecError("inputs must be a list")
+    archive = offer.get("code_archive")
     return JobSpec(
         job_id=offer["job_id"],
         attempt=offer["attempt"],
@@ -42,7 +46,25 @@ def spec_from_offer(offer: JobOffer) -> JobSpec:
         gpus=limits["gpus"],
         timeout_seconds=limits["timeout_seconds"],
         network_allowed=limits["allow_network"],
+        inputs=tuple(input_from_offer(item) for item in inputs),
+        code_archive=input_from_offer(archive) if archive else None,
     )
+
+
+def input_from_offer(item: InputRef) -> InputSpec:
+    """One ``InputRef`` of the offer, checked again here: the agent trusts no path or digest
+    just because the server sent it (JobSpec refuses clashes and '..')."""
+    if not isinstance(item, dict):
+        raise JobSpecError("an input must be an object")
+    path, sha256, url = item.get("path"), item.get("sha256"), item.get("url")
+    source, size = item.get("source", "store"), item.get("size")
+    if not isinstance(path, str) or not isinstance(sha256, str) or not isinstance(url, str):
+        raise JobSpecError(f"the input {path!r} needs a path, a sha256 and a url (strings)")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+        raise JobSpecError(f"the input {path!r} has a size that is not a whole number")
+    if source not in ("store", "url"):
+        raise JobSpecError(f"the input {path!r} has an unknown source {source!r}")
+    return InputSpec(path=path, sha256=sha256, source=source, url=url, size=size)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from agent.protocol import (
     Readiness,
     RunningJobRef,
 )
+from agent.runtime.blobcache import BlobCache
 from agent.runtime.types import JobSpec, JobSpecError, Runtime
 
 logger = logging.getLogger("agent.jobs")
@@ -77,9 +78,11 @@ class RuntimeJobManager:
         uploader: OutputUploader,
         capacity: Capacity | None = None,
         options: RunnerOptions | None = None,
+        blob_cache: BlobCache | None = None,
     ) -> None:
         self.runtime = runtime
         self.uploader = uploader
+        self.blob_cache = blob_cache
         self.capacity = capacity or Capacity()
         self.options = options or RunnerOptions()
         # "" ready; otherwise why not (the runtime's words, for the owner).
@@ -299,6 +302,7 @@ class RuntimeJobManager:
             uploader=self.uploader,
             options=self.options,
             on_host_fault=self.host_fault_seen,
+            blob_cache=self.blob_cache,
             **extra,
         )
         self.attempts[key] = run

@@ -29,6 +29,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from agent.runtime import cgroup, hardening
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
+from agent.runtime.inputs import INPUTS_DIR, INPUTS_MOUNT
 from agent.runtime.meter import METER_DIR, meter_clip, meter_read
 from agent.runtime.reasons import (
     HOST_CERT_REASON,
@@ -228,6 +229,10 @@ class DockerRuntime:
             raise ValueError("this attempt failed to prepare; it cannot start")
         spec = prepared.spec
         kwargs = hardening.run_kwargs(spec, self.settings, prepared.attempt_dir, prepared.env_ref)
+        inputs = prepared.attempt_dir / INPUTS_DIR
+        if inputs.is_dir():  # the job's inputs, hard links to the host's cache (runtime/inputs.py)
+            kwargs["volumes"][str(inputs)] = {"bind": INPUTS_MOUNT, "mode": "ro"}
+            kwargs["environment"]["COMMUNIPUTE_INPUTS"] = INPUTS_MOUNT
         # One name per attempt: the engine refuses a second container for the same attempt.
         container = self.client.containers.create(name=self._name(spec, "run"), **kwargs)
         try:

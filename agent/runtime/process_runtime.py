@@ -24,6 +24,7 @@ from typing import cast
 import psutil
 
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
+from agent.runtime.inputs import INPUTS_DIR
 from agent.runtime.reasons import attempt_outcome, install_host_problem, log_tail
 from agent.runtime.types import (
     Handle,
@@ -119,6 +120,9 @@ class ProcessRuntime:
             COMMUNIPUTE_ATTEMPT=str(spec.attempt),
             COMMUNIPUTE_OUTPUTS=str(prepared.attempt_dir / "outputs"),
         )
+        inputs = prepared.attempt_dir / INPUTS_DIR
+        if inputs.is_dir():  # no mount here: the directory of links itself (runtime/inputs.py)
+            environment["COMMUNIPUTE_INPUTS"] = str(inputs)
         process = subprocess.Popen(
             [prepared.env_ref, spec.entrypoint],
             cwd=prepared.attempt_dir / "work",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal, NamedTuple, Protocol
 
-from agent.protocol import MAX_LOG_CHUNK_BYTES
+from agent.protocol import MAX_LOG_CHUNK_BYTES, MAX_URL_CHARS
 
 # Production default (DESIGN.md); `make runner-image` builds communipute/runner:latest where no
 # registry is reachable, and the agent's configuration picks which one a host uses.
@@ -26,6 +26,8 @@ StopStatus = Literal["cancelled", "budget_exhausted"]
 # the host's (its engine, image, disk or package index: the job runs elsewhere, uncharged).
 Fault = Literal["renter", "host"]
 Isolation = Literal["docker", "none"]
+# Where an input's bytes come from: the platform's blob store, or the renter's own https URL.
+InputSource = Literal["store", "url"]
 # A host fault's engine detail is cut to this many characters (agent/protocol.py Reason).
 MAX_DETAIL_CHARS = 2000
 
@@ -33,6 +35,8 @@ MAX_FILES = 1000
 MAX_PATH_CHARS = 255
 MAX_REQUIREMENTS = 100
 MAX_REQUIREMENT_CHARS = 200
+MAX_INPUTS = 1000  # the server's JOB_INPUTS_MAX_COUNT
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # A package specifier and nothing else: a name, optional extras and optional version clauses.
 # No URLs, paths, `name @ url`, environment markers or options (`-e`, `--index-url`): a
@@ -103,6 +107,30 @@ class RuntimeSettings:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """One blob the job reads at ``/inputs/<path>`` (or, as the code archive, unpacked into
+    ``/work``): fetched from ``url``, checked against ``sha256`` before it is used."""
+
+    path: str
+    sha256: str
+    source: InputSource
+    url: str
+    size: int | None = None  # None only for a renter URL that stated none (fetch_max_mb caps it)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sha256, str) or not _SHA256.fullmatch(self.sha256):
+            raise JobSpecError(f"the input {self.path!r} has a sha256 that is not 64 hex digits")
+        if self.source not in ("store", "url"):
+            raise JobSpecError(f"the input {self.path!r} has an unknown source {self.source!r}")
+        if not self.url or len(self.url) > MAX_URL_CHARS:
+            raise JobSpecError(
+                f"the input {self.path!r} needs a URL of 1 to {MAX_URL_CHARS} characters"
+            )
+        if self.size is not None and self.size < 0:
+            raise JobSpecError(f"the input {self.path!r} has a negative size")
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One attempt of a job, as the runtime needs it. Validates itself; raises JobSpecError."""
 
@@ -116,10 +144,15 @@ class JobSpec:
     gpus: int = 0
     timeout_seconds: int = 3600
     network_allowed: bool = False
+    # The data plane (docs/protocol.md "Data"): blobs linked read-only under /inputs, and a zip
+    # of the code unpacked into work/ before ``files`` (which win on a clash).
+    inputs: tuple[InputSpec, ...] = ()
+    code_archive: InputSpec | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence of requirements but keep an immutable tuple.
         object.__setattr__(self, "requirements", tuple(self.requirements))
+        object.__setattr__(self, "inputs", tuple(self.inputs))
         if self.job_id < 1 or self.attempt < 1:
             raise JobSpecError("job_id and attempt must be positive")
         if not 0 < self.cpus <= 1024:
@@ -130,10 +163,14 @@ class JobSpec:
             raise JobSpecError(f"gpus must be within 0..64, not {self.gpus}")
         if self.timeout_seconds < 1:
             raise JobSpecError(f"timeout_seconds must be positive, not {self.timeout_seconds}")
-        files_validate(self.files)
-        if self.entrypoint not in self.files:
+        # With a code archive the entrypoint may be one of its members: the archive is checked
+        # for it once unpacked (agent/runtime/inputs.py), before anything runs.
+        files_validate(self.files, allow_empty=self.code_archive is not None)
+        if self.code_archive is None and self.entrypoint not in self.files:
             raise JobSpecError(f"the entrypoint {self.entrypoint!r} is not one of the files")
+        path_validate(self.entrypoint)
         requirements_validate(self.requirements)
+        inputs_validate(self.inputs)
 
 
 def path_validate(path: str) -> None:
@@ -149,8 +186,8 @@ def path_validate(path: str) -> None:
         raise JobSpecError(f"file name {path!r} has an empty, '.' or '..' component")
 
 
-def files_validate(files: Mapping[str, bytes]) -> None:
-    if not files:
+def files_validate(files: Mapping[str, bytes], *, allow_empty: bool = False) -> None:
+    if not files and not allow_empty:
         raise JobSpecError("a job needs at least one file")
     if len(files) > MAX_FILES:
         raise JobSpecError(f"a job has at most {MAX_FILES} files, not {len(files)}")
@@ -164,6 +201,32 @@ def files_validate(files: Mapping[str, bytes]) -> None:
         for parent in PurePosixPath(path).parents:
             if str(parent) in names:
                 raise JobSpecError(f"{str(parent)!r} is both a file and a directory")
+
+
+def paths_clash(paths: list[str]) -> str | None:
+    """A path that is also the directory of another ("a" and "a/b"), or None."""
+    names = set(paths)
+    for path in paths:
+        for parent in PurePosixPath(path).parents:
+            if str(parent) in names:
+                return str(parent)
+    return None
+
+
+def inputs_validate(inputs: tuple[InputSpec, ...]) -> None:
+    """Input paths as strict as file names (relative, no '..'), unique, none the directory of
+    another: each becomes ``<attempt_dir>/inputs/<path>``."""
+    if len(inputs) > MAX_INPUTS:
+        raise JobSpecError(f"a job has at most {MAX_INPUTS} inputs, not {len(inputs)}")
+    seen: set[str] = set()
+    for item in inputs:
+        path_validate(item.path)
+        if item.path in seen:
+            raise JobSpecError(f"the input {item.path!r} appears twice")
+        seen.add(item.path)
+    clash = paths_clash([item.path for item in inputs])
+    if clash is not None:
+        raise JobSpecError(f"the input {clash!r} is both a file and a directory")
 
 
 def requirement_validate(line: str) -> None:

@@ -132,14 +132,43 @@ def test_saving_the_enrollment_keeps_other_settings_and_is_private(tmp_path):
         ({"install_id": "has spaces in it"}, {}, "install_id must be 8 to 64"),
         ({"pip_cert": "/no/such/bundle.pem"}, {}, "is not a file"),
         ({}, {"COMMUNIPUTE_ALLOW_NETWORK": "perhaps"}, "allow_network"),
+        ({"cache_max_mb": -1}, {}, "cache_max_mb must be within 0.."),
+        ({}, {"COMMUNIPUTE_FETCH_MAX_MB": "0"}, "fetch_max_mb must be within 1.."),
+        ({"fetch_allow_networks": ["10.0.0.0/33"]}, {}, "'10.0.0.0/33' is not a CIDR"),
+        ({}, {"COMMUNIPUTE_FETCH_ALLOW_NETWORKS": "lan"}, "'lan' is not a CIDR"),
+        ({"fetch_allow_networks": "10.0.0.0/8,"}, {}, None),
+        ({"fetch_allow_networks": [1]}, {}, "list of strings"),
+        ({"fetch_allow_hosts": ["bad host"]}, {}, "'bad host' is not a host name"),
+        ({"fetch_allow_hosts": ["x.org"] * 101}, {}, "more than 100 entries"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, content, env, message):
     path = tmp_path / "agent.json"
     _write(path, content)
 
+    if message is None:  # a control: the same shape is accepted
+        config_load(path, env=env)
+        return
     with pytest.raises(ConfigError, match=message):
         config_load(path, env=env)
+
+
+def test_fetch_settings_from_the_file_and_the_environment(tmp_path):
+    path = tmp_path / "agent.json"
+    _write(path, {"fetch_allow_networks": ["10.0.0.0/8"], "cache_max_mb": 0})
+    env = {
+        "COMMUNIPUTE_FETCH_ALLOW_HOSTS": "Data.Example.org, *.lab.example",
+        "COMMUNIPUTE_FETCH_MAX_MB": "64",
+    }
+
+    config = config_load(path, env=env)
+
+    assert config.fetch_allow_networks == ("10.0.0.0/8",)
+    assert config.fetch_allow_hosts == ("data.example.org", "*.lab.example")
+    assert (config.cache_max_mb, config.fetch_max_mb) == (0, 64)
+    defaults = config_load(tmp_path / "none.json", env={})
+    assert (defaults.cache_max_mb, defaults.fetch_max_mb) == (10240, 5120)
+    assert defaults.fetch_allow_networks == defaults.fetch_allow_hosts == ()
 
 
 def test_a_file_that_is_not_json_is_named(tmp_path):

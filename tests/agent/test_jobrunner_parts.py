@@ -1,5 +1,5 @@
 """The job runner's pure parts: log chunking and offsets, the local cap, the offer's spec,
-the factories, and the output uploader against a real HTTP server on loopback."""
+and the factories (the tus output uploader: tests/agent/test_uploads_tus.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import base64
 import json
 import threading
 from decimal import Decimal
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,12 +19,11 @@ from agent.jobrunner.logs import JSON_CHUNK_MAX_CHARS, LogOutbound, text_split
 from agent.jobrunner.offer import CostCap, cap_from_offer, spec_from_offer
 from agent.jobrunner.runtime_manager import RuntimeJobManager
 from agent.jobrunner.threads import in_daemon_thread
-from agent.jobrunner.uploads import HttpOutputUploader, UploadFailed
 from agent.jobrunner.usage import UsageMeter
 from agent.metering import Rates, Reservation, seconds_until_cap
 from agent.protocol import MAX_MESSAGE_BYTES, encode
 from agent.runtime.types import JobSpec, JobSpecError, UsageSample
-from tests.agent.jobrunner_fakes import FakeLink, offer, output_file
+from tests.agent.jobrunner_fakes import FakeLink, offer
 
 # --- logs ---------------------------------------------------------------------------------
 
@@ -378,88 +374,3 @@ async def test_a_cancelled_wait_leaves_the_thread_alone():
         await task
     release.set()
     await asyncio.sleep(0.01)  # the thread's late result lands nowhere, without an error
-
-
-# --- uploads ------------------------------------------------------------------------------
-
-
-class _Recorder(BaseHTTPRequestHandler):
-    received: list[dict[str, object]] = []
-    status = 201
-
-    def do_POST(self):
-        length = int(self.headers["Content-Length"])
-        body = self.rfile.read(length)
-        message = BytesParser(policy=HTTP).parsebytes(
-            f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body
-        )
-        form = {
-            part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-            for part in message.iter_parts()
-        }
-        type(self).received.append(
-            {
-                "path": self.path,
-                "authorization": self.headers["Authorization"],
-                "name": bytes(form["name"]).decode(),
-                "file": form["file"],
-            }
-        )
-        self.send_response(type(self).status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"error": {"code": "x", "message": "y"}}')
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_server():
-    _Recorder.received = []
-    _Recorder.status = 201
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-
-
-def test_an_output_is_posted_as_multipart_with_the_bearer_credential(http_server, tmp_path):
-    # given
-    content = bytes(range(256)) * 1000
-    output = output_file(tmp_path, "result.bin", content)
-    uploader = HttpOutputUploader(f"http://127.0.0.1:{http_server.server_port}", "cph_secret")
-
-    # when
-    uploader(7, 2, output)
-
-    # then
-    [received] = _Recorder.received
-    assert received == {
-        "path": "/api/v1/agent/jobs/7/attempts/2/outputs/",
-        "authorization": "Bearer cph_secret",
-        "name": "result.bin",
-        "file": content,
-    }
-
-
-@pytest.mark.parametrize(("status", "is_permanent"), [(503, False), (429, False), (413, True)])
-def test_refused_uploads_say_whether_a_retry_can_help(http_server, tmp_path, status, is_permanent):
-    _Recorder.status = status
-    uploader = HttpOutputUploader(f"http://127.0.0.1:{http_server.server_port}", "cph_x")
-
-    with pytest.raises(UploadFailed) as failed:
-        uploader(1, 1, output_file(tmp_path, "a.txt", b"a"))
-
-    assert failed.value.is_permanent is is_permanent
-    assert str(failed.value).startswith(f"HTTP {status}")
-
-
-def test_an_unreachable_server_is_worth_a_retry(tmp_path):
-    uploader = HttpOutputUploader("http://127.0.0.1:1", "cph_x")
-
-    with pytest.raises(UploadFailed) as failed:
-        uploader(1, 1, output_file(tmp_path, "a.txt", b"a"))
-
-    assert failed.value.is_permanent is False
