@@ -1,7 +1,7 @@
 // The Run page's input files: each one is hashed (sha256, in the browser), checked against
 // what the user already stores, and uploaded with tus (docs/data.md) unless it is held.
 // One state machine per file; a small scheduler runs one hash and a few uploads at a time.
-import { DetailedError, Upload, type HttpStack } from "tus-js-client";
+import type { DetailedError, HttpStack, Upload } from "tus-js-client";
 import { UPLOAD_CHUNK_BYTES, type JobInputSpec } from "../api/blobs";
 import { ensureCsrf } from "../api/client";
 import { api } from "../api/endpoints";
@@ -69,9 +69,23 @@ function resumeUrlSet(sha256: string, size: number, url: string | null): void {
   }
 }
 
+type TusOptions = ConstructorParameters<typeof Upload>[1];
+
+/** tus-js-client, loaded with the first upload (the Run page does not carry it until then). */
+let tusModule: Promise<typeof import("tus-js-client")> | null = null;
+function tusLoad(): Promise<typeof import("tus-js-client")> {
+  tusModule ??= import("tus-js-client");
+  return tusModule;
+}
+
+/** tus-js-client's DetailedError (told by its fields: the module is loaded lazily). */
+function isDetailed(err: unknown): err is DetailedError {
+  return err instanceof Error && "originalRequest" in err && "originalResponse" in err;
+}
+
 /** An error from tus-js-client as an ApiError: the JSON refusal when the server sent one. */
 export function uploadError(err: unknown): ApiError {
-  if (err instanceof DetailedError && err.originalResponse) {
+  if (isDetailed(err) && err.originalResponse) {
     const response = err.originalResponse;
     let body: unknown = null;
     try {
@@ -136,7 +150,10 @@ export class InputUploads {
       work.removed = true;
       void work.tus?.abort();
       if (work.url && item?.status !== "done") {
-        void Upload.terminate(work.url, this.tusOptions({})).catch(() => undefined);
+        const url = work.url;
+        void tusLoad()
+          .then((tus) => tus.Upload.terminate(url, this.tusOptions({})))
+          .catch(() => undefined);
         if (item?.sha256) resumeUrlSet(item.sha256, item.size, null);
       }
     }
@@ -309,11 +326,12 @@ export class InputUploads {
         }
       }
       const token = await ensureCsrf();
+      const tus = await tusLoad();
       if (work.removed || !this.attached || this.find(id)?.paused) {
         work.running = false;
         return;
       }
-      work.tus = new Upload(work.file, this.tusOptions({
+      work.tus = new tus.Upload(work.file, this.tusOptions({
         uploadUrl: work.url,
         metadata: { sha256, filename: item.path },
         headers: token ? { "X-CSRFToken": token } : {},
@@ -336,8 +354,8 @@ export class InputUploads {
     const work = this.work.get(id);
     const item = this.find(id);
     if (!work || !item) return;
-    const status = err instanceof DetailedError ? err.originalResponse?.getStatus() : undefined;
-    const method = err instanceof DetailedError ? err.originalRequest?.getMethod() : undefined;
+    const status = isDetailed(err) ? err.originalResponse?.getStatus() : undefined;
+    const method = isDetailed(err) ? err.originalRequest?.getMethod() : undefined;
     // A stored URL the server no longer has (expired, aborted): start a new upload.
     if (work.resumed && method === "HEAD" && (status === 404 || status === 410)) {
       resumeUrlSet(item.sha256!, item.size, null);
@@ -358,7 +376,7 @@ export class InputUploads {
     this.fail(id, error);
   }
 
-  private tusOptions(extra: ConstructorParameters<typeof Upload>[1]): ConstructorParameters<typeof Upload>[1] {
+  private tusOptions(extra: TusOptions): TusOptions {
     return {
       endpoint: null, // creation goes through api.uploadCreate; tus only HEADs and PATCHes
       chunkSize: UPLOAD_CHUNK_BYTES,

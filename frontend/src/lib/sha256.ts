@@ -1,4 +1,4 @@
-import { createSHA256, type IHasher } from "hash-wasm";
+import type { IHasher } from "hash-wasm";
 
 /** Bytes read (and hashed) per step: small enough to keep the page responsive between steps. */
 export const HASH_STEP_BYTES = 4 * 1024 * 1024;
@@ -20,7 +20,8 @@ export class FileHasher {
    * said so between two steps (call `run` again to go on).
    */
   async run(onProgress: (hashed: number) => void, shouldStop: () => boolean): Promise<string | null> {
-    this.hasher ??= (await createSHA256()).init();
+    // Loaded on the first file, so the Run page does not carry it until it is needed.
+    this.hasher ??= (await (await import("hash-wasm")).createSHA256()).init();
     while (this.offset < this.blob.size) {
       if (shouldStop()) return null;
       const end = Math.min(this.offset + HASH_STEP_BYTES, this.blob.size);
