@@ -25,7 +25,7 @@ export function humanizeAmounts(text: string): string {
   return text
     .replace(/(-?\d+) micro-?credits/g, (_, n: string) => creditsWords(Number(n)))
     .replace(/\b(\d{4,}) bytes\b/g, (_, n: string) => formatBytes(Number(n)))
-    .replace(/\b(at least|at most|minimum|maximum) \(?(\d+)\)?/g, (_, word: string, n: string) => `${word} ${creditsWords(Number(n))}`);
+    .replace(/\b(at least|at most|minimum|maximum) \(?(\d+)\)?(?!\.\d| ?[KMG]?B\b)/g, (_, word: string, n: string) => `${word} ${creditsWords(Number(n))}`);
 }
 
 /** The server's detail as the end of our sentence: "…: Model.pt is larger than 1 MB." */
