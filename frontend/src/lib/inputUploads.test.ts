@@ -112,6 +112,22 @@ describe("InputUploads", () => {
     expect(calls.filter((c) => c.url === "/api/v1/uploads/")).toHaveLength(1);
   });
 
+  it("stops the work when the page detaches and goes on from the server's offset when it attaches again", async () => {
+    server();
+    tus.hold();
+    const uploads = new InputUploads();
+    uploads.add([{ path: "d.txt", file: new File(["dddd"], "d.txt") }]);
+    await until(() => tus.calls.some((c) => c.method === "PATCH"));
+    uploads.detach();
+    tus.release();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(uploads.snapshot()[0]!.status).toBe("uploading");
+    uploads.attach();
+    await until(() => uploads.snapshot()[0]!.status === "done");
+    expect(tus.calls.map((c) => c.method)).toEqual(["HEAD", "PATCH", "HEAD", "PATCH"]);
+    expect(await tus.text(tus.calls[0]!.url)).toBe("dddd");
+  });
+
   it("deletes an upload under way on the server when the file is removed", async () => {
     server();
     tus.hold();

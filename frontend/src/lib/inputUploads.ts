@@ -212,8 +212,12 @@ export class InputUploads {
   detach(): void {
     this.attached = false;
     for (const work of this.work.values()) {
-      if (work.tus) void work.tus.abort();
-      work.running = false;
+      // A hash step or a creation in flight sees `attached` and stops by itself (clearing
+      // `running` then, so a quick re-attach never runs two loops over one hasher).
+      if (work.tus && work.running) {
+        void work.tus.abort();
+        work.running = false;
+      }
     }
   }
 
