@@ -216,7 +216,11 @@ export function RunPage() {
           <Field
             label="Files (several files or a zip)"
             error={errorFor("files")}
-            hint={hasZip ? "The entrypoint must be inside the zip." : "The editor's code is sent as the entrypoint unless you upload a file of that name."}
+            hint={
+              hasZip
+                ? "The entrypoint must be inside the zip."
+                : "The editor's code is sent as the entrypoint unless you upload a file of that name. Data goes in Inputs, below: no small size limit there."
+            }
           >
             <input type="file" multiple onChange={(e) => void onFiles(e.target.files)} />
           </Field>
