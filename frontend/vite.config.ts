@@ -28,5 +28,8 @@ export default defineConfig({
     setupFiles: ["./src/test/setup.ts"],
     include: ["src/**/*.test.{ts,tsx}"],
     css: false,
+    // Vitest resolves packages as Node would; the app is built with tus-js-client's browser
+    // build (package.json "browser"), whose file reader takes a File, so the tests use it too.
+    alias: [{ find: /^tus-js-client$/, replacement: "tus-js-client/lib.esm/browser/index.js" }],
   },
 });

@@ -4,6 +4,7 @@
 // it in the billing report. Amounts are read from the API inside the page (exact micros);
 // everything a person does goes through the UI.
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -376,6 +377,46 @@ export async function marketplaceFlow(h, options) {
     if (!csv.includes(today)) throw new Error(`CSV lacks today's row: ${csv.slice(0, 200)}`);
     h.assertClean("reports");
   }, { always: true });
+
+  // After the billing checks, which count this host's one job: this is a second job on it.
+  await flow.step("renter uploads an input file, runs a job that reads it, and the job page lists it", async () => {
+    const content = `input bytes ${stamp}\n`;
+    const digest = createHash("sha256").update(content).digest("hex");
+    await renter.goto(`/run?host=${state.host.id}`);
+    const editor = renter.locator(".cm-content");
+    await editor.click();
+    await renter.keyboard.press("Control+A");
+    await renter.keyboard.press("Delete");
+    await renter.keyboard.insertText(
+      ["import hashlib", "data = open('/inputs/hello.txt', 'rb').read()", "print('input sha256', hashlib.sha256(data).hexdigest(), flush=True)"].join("\n"),
+    );
+    await renter.getByLabel("Cost cap (credits)").fill("5");
+    // Not held yet: the page's HEAD /blobs/{sha256}/ answers 404, which Chromium logs.
+    h.allowConsoleError(new RegExp(`404.*/api/v1/blobs/${digest}/`));
+    await renter.getByTestId("inputs-files").setInputFiles({ name: "hello.txt", mimeType: "text/plain", buffer: Buffer.from(content) });
+    const row = renter.getByTestId("input-row").filter({ hasText: "hello.txt" });
+    await row.getByText("✓ Uploaded").waitFor({ timeout: 30000 });
+    const held = await apiGet(renter, `/api/v1/blobs/${digest}/`);
+    if (held.size !== Buffer.byteLength(content)) throw new Error(`the stored blob: ${JSON.stringify(held)}`);
+    await renter.getByTestId("quote-estimate").waitFor({ timeout: 15000 });
+    await h.audit("renter", renter, "run-with-input");
+    await renter.getByRole("button", { name: "Run" }).click();
+    await renter.waitForURL(/\/jobs\/\d+$/);
+    const jobId = Number(renter.url().split("/").pop());
+    const inputs = renter.getByRole("table", { name: "Inputs, read-only in /inputs" });
+    await inputs.getByText("hello.txt").waitFor();
+    await inputs.locator(`[data-sha256="${digest}"]`).waitFor();
+    await inputs.getByText(`${Buffer.byteLength(content)} B`).waitFor();
+    await renter.getByTestId("job-status").filter({ hasText: "Succeeded" }).waitFor({ timeout: 120000 });
+    await renter.getByTestId("log").filter({ hasText: `input sha256 ${digest}` }).waitFor();
+    const job = await apiGet(renter, `/api/v1/jobs/${jobId}/`);
+    if (!job.inputs?.some((i) => i.path === "hello.txt" && i.sha256 === digest && i.source === "store")) throw new Error(`the job's inputs: ${JSON.stringify(job.inputs)}`);
+    await h.audit("renter", renter, "job-with-input");
+    // The Wallet's storage panel lists it.
+    await renter.goto("/wallet");
+    await renter.getByRole("table", { name: "Your stored files" }).locator(`[data-sha256="${digest}"]`).waitFor();
+    h.assertClean("inputs");
+  });
 
   return flow;
 }

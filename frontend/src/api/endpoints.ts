@@ -1,6 +1,8 @@
 // Every call the pages make, in one place. Paths and field names follow API.md.
 import { rawRequest, request, typed, unwrap } from "./client";
-import type { Multipart } from "../lib/files";
+import { ApiError } from "./errors";
+import { textToBase64, type Multipart } from "../lib/files";
+import type { BlobHolding, BlobQuota, UploadCreated, UploadStart } from "./blobs";
 import type {
   BillingGroup,
   BillingReport,
@@ -104,6 +106,22 @@ export const api = {
   jobReceipt: (id: number): Promise<Receipt> =>
     unwrap(typed.GET("/api/v1/jobs/{job_id}/receipt/", { params: { path: { job_id: id } } })),
 
+  // --- blobs and uploads (hand-typed in blobs.ts until the schema has them) -----------------
+  /** Whether the user already holds these bytes (HEAD /blobs/{sha256}/: 200 yes, 404 no). */
+  blobHeld: async (sha256: string): Promise<boolean> => {
+    try {
+      await rawRequest("HEAD", `/api/v1/blobs/${sha256}/`);
+      return true;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) return false;
+      throw err;
+    }
+  },
+  blobs: (page = 1): Promise<Page<BlobHolding>> => request("GET", "/api/v1/blobs/", { query: { page } }),
+  blobQuota: (): Promise<BlobQuota> => request("GET", "/api/v1/blobs/quota/"),
+  blobDelete: (sha256: string): Promise<void> => request("DELETE", `/api/v1/blobs/${sha256}/`),
+  uploadCreate: (size: number, sha256: string, filename: string) => uploadCreate(size, sha256, filename),
+
   // --- host owners: earnings and payouts ---------------------------------------------------
   earnings: () =>
     precise<Earnings>(unwrap(typed.GET("/api/v1/earnings/", { params: { query: { page_size: 500 } } }))),
@@ -174,4 +192,34 @@ export async function logsFetch(id: number, offset: number, attempt?: number): P
   const header = response.headers.get("X-Log-Offset");
   const start = header !== null && header !== "" ? Number(header) : offset;
   return { offset: start, data, next_offset: start + utf8Length(data) };
+}
+
+export const TUS_VERSION = "1.0.0";
+
+/**
+ * tus creation (POST /api/v1/uploads/) through the app's own client, so a refusal (quota,
+ * size) comes back as an ApiError with its sentence, and "already held, nothing to send"
+ * (201 with Upload-Offset = length, status complete) needs no PATCH at all. tus-js-client then
+ * continues from the returned URL (HEAD, PATCH, retries).
+ */
+export async function uploadCreate(size: number, sha256: string, filename: string): Promise<UploadStart> {
+  const response = await rawRequest("POST", "/api/v1/uploads/", {
+    headers: {
+      "Tus-Resumable": TUS_VERSION,
+      "Upload-Length": String(size),
+      "Upload-Metadata": `sha256 ${textToBase64(sha256)},filename ${textToBase64(filename)}`,
+    },
+  });
+  let body: Partial<UploadCreated> = {};
+  try {
+    body = (await response.json()) as Partial<UploadCreated>;
+  } catch {
+    body = {};
+  }
+  const location = response.headers.get("Location") ?? (body.id ? `/api/v1/uploads/${body.id}/` : "");
+  if (!location) throw new ApiError(response.status, "bad_response", "The server did not say where to send the file; try again.");
+  const header = response.headers.get("Upload-Offset");
+  const offset = header !== null && header !== "" ? Number(header) : (body.offset ?? 0);
+  const base = typeof window !== "undefined" ? window.location.origin : "http://localhost";
+  return { url: new URL(location, base).toString(), offset, complete: body.status === "complete" || offset >= size };
 }

@@ -91,6 +91,19 @@ describe("error sentences", () => {
     expect(sentence(409, "some_new_code", "some_new_code")).not.toContain("some_new_code");
   });
 
+  it("says the data plane's refusals in words, sizes in GB, not bytes", () => {
+    expect(sentence(413, "quota_exceeded", "quota exceeded: 5368709120 bytes used, 10737418240 bytes limit")).toBe(
+      "Not enough storage left for this file (quota exceeded: 5.00 GB used, 10.00 GB limit): delete stored files you no longer need (Wallet, Storage), then press Retry.",
+    );
+    expect(sentence(413, "inputs_too_large", "the inputs total 6442450944 bytes; at most 5368709120 bytes")).toBe(
+      "The job's inputs are too large together: the inputs total 6.00 GB; at most 5.00 GB.",
+    );
+    for (const code of ["digest_mismatch", "offset_mismatch", "chunk_too_large", "unknown_blob", "invalid_url", "in_use"]) {
+      expect(code in ERROR_SENTENCES, code).toBe(true);
+    }
+    expect(fieldLabel("inputs[2].sha256")).toBe("Inputs (item 3, sha256)");
+  });
+
   it("names fields in words", () => {
     expect(fieldLabel("max_cost_micros")).toBe("Cost cap");
     expect(fieldLabel("files.0.path")).toBe("Files (item 1, path)");

@@ -2,6 +2,7 @@
 // can return (docs/api.md lists them; errorText.test.ts fails when one has no sentence), with
 // amounts in credits, never a raw code or a count of micro-credits.
 
+import { formatBytes } from "../lib/files";
 import { creditsWords } from "../lib/money";
 
 /** What the server said, for the sentences that carry its detail (a file name, a line). */
@@ -18,11 +19,13 @@ function leftAndNeeded(message: string): [number, number] | null {
   return match ? [Number(match[1]), Number(match[2])] : null;
 }
 
-/** Every "12345 micro-credits" (or "(12345)" after "at least") in a server text, in credits. */
+/** Every "12345 micro-credits" (or "(12345)" after "at least") in a server text, in credits;
+ * every "5368709120 bytes" in GB, MB or KB. */
 export function humanizeAmounts(text: string): string {
   return text
     .replace(/(-?\d+) micro-?credits/g, (_, n: string) => creditsWords(Number(n)))
-    .replace(/\b(at least|at most|minimum|maximum) \(?(\d+)\)?/g, (_, word: string, n: string) => `${word} ${creditsWords(Number(n))}`);
+    .replace(/\b(\d{4,}) bytes\b/g, (_, n: string) => formatBytes(Number(n)))
+    .replace(/\b(at least|at most|minimum|maximum) \(?(\d+)\)?(?!\.\d| ?[KMG]?B\b)/g, (_, word: string, n: string) => `${word} ${creditsWords(Number(n))}`);
 }
 
 /** The server's detail as the end of our sentence: "…: Model.pt is larger than 1 MB." */
@@ -62,6 +65,9 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   invalid_event_source: "The payment provider's message was signed for another account.",
   invalid_period: "Choose a start date on or before the end date.",
   invalid_source: withDetail("That source can't be used"),
+  digest_mismatch: "The file's bytes don't match its sha256 (it changed while it was read or sent); nothing was kept. Press Retry to read it again.",
+  unknown_blob: "An input names a file you haven't uploaded (or have deleted): upload it again, or check its sha256.",
+  invalid_url: withDetail("An input's URL can't be used (https only, to a public host name, with no user name or password)"),
   invalid_key: withDetail("That key can't be used"),
   reason_required: "Give a reason for this change.",
   unknown_user: "There is no account with that email.",
@@ -117,6 +123,8 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   job_finished: "The job has already finished.",
   transition_refused: withDetail("The job can't change that way now"),
   stale_attempt: "That report was for an earlier attempt of the job.",
+  offset_mismatch: "The upload got out of step with the server; press Retry to go on from where the server is.",
+  in_use: "That file is used by a job of yours that hasn't finished; delete it after the job ends.",
   retry: "That didn't go through; try again.",
   unbalanced_transaction: "That transaction doesn't balance; nothing was recorded.",
   output_mismatch: "An output file didn't match what the host reported.",
@@ -126,7 +134,14 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   files_too_large: withDetail("The job's files are too large together"),
   code_too_large: withDetail("The code is too large"),
   archive_too_large: withDetail("The zip file is too large"),
-  too_large: "That is too large to send.",
+  too_large: withDetail("That is too large to send"),
+  // blobs, uploads and job inputs (docs/data.md)
+  quota_exceeded: ({ message }) => {
+    const detail = humanizeAmounts(message.trim()).replace(/\.$/, "");
+    return `Not enough storage left for this file${detail ? ` (${detail})` : ""}: delete stored files you no longer need (Wallet, Storage), then press Retry.`;
+  },
+  inputs_too_large: withDetail("The job's inputs are too large together"),
+  chunk_too_large: "A part of the upload was larger than the server accepts; press Retry to send it again.",
   request_too_large: "That upload is larger than the server accepts; send less at a time.",
   undeclared_output: "The host sent an output file the job did not declare; it was not kept.",
   upload_window_closed: "The host sent this too long after the job finished; it was not kept.",
@@ -209,11 +224,21 @@ const FIELD_LABELS: Record<string, string> = {
   password: "Password",
   name: "Name",
   "Idempotency-Key": "Retry key",
+  inputs: "Inputs",
+  sha256: "sha256",
+  disk: "Disk limits",
+  work_mb: "Space in /work",
+  outputs_mb: "Space in /outputs",
+  tmp_mb: "Space in /tmp",
+  work_exec: "Executables in /work",
+  "Upload-Offset": "Upload offset",
+  "Upload-Length": "File size",
 };
 
 /** A field's name as a label: "max_cost_micros" -> "Cost cap", "files.0.path" -> "Files, 1st path". */
 export function fieldLabel(key: string): string {
-  const [head = key, ...rest] = key.split(".");
+  // "inputs[2].sha256" is "inputs.2.sha256"
+  const [head = key, ...rest] = key.replace(/\[(\d+)\]/g, ".$1").split(".");
   const label = FIELD_LABELS[head] ?? head.replace(/_micros$/, "").replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
   if (!rest.length) return label;
   return `${label} (${rest.map((part) => (/^\d+$/.test(part) ? `item ${Number(part) + 1}` : part.replace(/_/g, " "))).join(", ")})`;

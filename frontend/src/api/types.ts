@@ -4,6 +4,7 @@
 // components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
 
 import type { components, operations } from "./schema";
+import type { JobDataSpec, JobDataView } from "./blobs";
 
 type Schemas = components["schemas"];
 
@@ -78,11 +79,12 @@ export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availabi
   availability_policy?: AvailabilityPolicy;
 };
 
-/** POST /api/v1/jobs/ as JSON (a zip goes as multipart `archive`: lib/jobSpec.ts). */
-export type JobSpec = Omit<Schemas["JobCreateRequest"], "archive" | "requirements" | "files"> & {
+/** POST /api/v1/jobs/ as JSON (a zip goes as multipart `archive`: lib/jobSpec.ts); the data
+ * fields (inputs, disk, work_exec) are typed by hand in blobs.ts until the schema has them. */
+export type JobSpec = Omit<Schemas["JobCreateRequest"], "archive" | "requirements" | "files" | keyof JobDataSpec> & {
   requirements: string[];
   files?: { path: string; content_b64: string }[];
-};
+} & JobDataSpec;
 
 /** POST /api/v1/quotes/: only what prices a job. */
 export type QuoteSpec = Schemas["QuoteRequestRequest"];
@@ -101,7 +103,7 @@ export interface JobEvent {
 
 export type OutputFile = Schemas["JobOutput"];
 
-export type Job = Omit<Schemas["Job"], "requirements"> & { requirements: string[] };
+export type Job = Omit<Schemas["Job"], "requirements" | keyof JobDataView> & { requirements: string[] } & JobDataView;
 
 /** GET /api/v1/jobs/{id}/logs/?offset=N[&attempt=K] (LogPage), as the log view uses it. */
 export interface LogChunk {

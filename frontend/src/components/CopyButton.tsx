@@ -1,7 +1,7 @@
 import { useState } from "react";
 
 /** Copies `text`; falls back to selecting it when the clipboard API is unavailable. */
-export function CopyButton({ text, label = "Copy" }: { text: string; label?: string }) {
+export function CopyButton({ text, label = "Copy", ariaLabel }: { text: string; label?: string; ariaLabel?: string }) {
   const [state, setState] = useState<"idle" | "copied" | "failed">("idle");
   const copy = async () => {
     try {
@@ -14,7 +14,7 @@ export function CopyButton({ text, label = "Copy" }: { text: string; label?: str
   };
   return (
     <>
-      <button type="button" onClick={() => void copy()}>
+      <button type="button" onClick={() => void copy()} aria-label={ariaLabel}>
         {label}
       </button>
       <span role="status" className="muted small">

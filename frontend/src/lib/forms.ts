@@ -15,14 +15,15 @@ export interface FormErrors {
 
 /**
  * Routes an API error to the fields the form shows (`known`) and the banner. A field error
- * whose key is "files.0.path" is shown on "files" when only "files" is known.
+ * whose key is "files.0.path" (or "inputs[0].sha256") is shown on "files" ("inputs") when only
+ * that field is known.
  */
 export function useFormErrors(known: readonly string[]): FormErrors {
   const [error, setError] = useState<unknown>(null);
   const fields = error instanceof ApiError ? error.fields : {};
 
   const ownerOf = (key: string): string | undefined =>
-    known.find((name) => key === name || key.startsWith(`${name}.`));
+    known.find((name) => key === name || key.startsWith(`${name}.`) || key.startsWith(`${name}[`));
 
   const fieldError = (field: string): string | undefined => {
     const messages = Object.entries(fields)

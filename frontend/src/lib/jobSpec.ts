@@ -1,4 +1,6 @@
+import { DISK_DEFAULTS, isSha256, JOB_INPUTS_MAX_COUNT, type DiskLimits, type JobInputSpec } from "../api/blobs";
 import type { JobSpec, QuoteSpec } from "../api/types";
+import { inputPathProblem } from "./dropFiles";
 import { creditsToMicros } from "./money";
 import { multipartBuild, textToBase64, type Multipart, type UploadedFile } from "./files";
 
@@ -16,6 +18,20 @@ export interface RunForm {
   capCredits: string;
   placement: "auto" | "host";
   host: string;
+  /** Inputs the agent fetches from a URL (the uploaded ones live in lib/inputUploads.ts). */
+  inputUrls: UrlInput[];
+  workMb: string;
+  outputsMb: string;
+  tmpMb: string;
+  workExec: boolean;
+}
+
+/** An "Add by URL" row: where under /inputs, the https URL and the sha256 the bytes must have. */
+export interface UrlInput {
+  key: string;
+  path: string;
+  url: string;
+  sha256: string;
 }
 
 export const DEFAULT_CODE = `import platform
@@ -38,6 +54,11 @@ export const DEFAULT_FORM: RunForm = {
   capCredits: "1",
   placement: "auto",
   host: "",
+  inputUrls: [],
+  workMb: String(DISK_DEFAULTS.work_mb),
+  outputsMb: String(DISK_DEFAULTS.outputs_mb),
+  tmpMb: String(DISK_DEFAULTS.tmp_mb),
+  workExec: false,
 };
 
 export function requirementLines(text: string): string[] {
@@ -47,8 +68,52 @@ export function requirementLines(text: string): string[] {
     .filter((line) => line && !line.startsWith("#"));
 }
 
+/** Why an https URL can't be an input, or null (the server checks the host's address too). */
+export function inputUrlProblem(text: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return "A full URL, such as https://data.example.org/train.csv.";
+  }
+  if (url.protocol !== "https:") return "Only https:// URLs can be fetched.";
+  if (url.username || url.password) return "No user name or password in the URL.";
+  if (text.length > 4096) return "At most 4096 characters.";
+  return null;
+}
+
+/** The disk limits as typed, or null for a field that is not a whole number of MB ≥ 1. */
+function diskFrom(form: RunForm): Record<keyof DiskLimits, number | null> {
+  const mb = (text: string) => (/^\d+$/.test(text.trim()) && Number(text) >= 1 ? Number(text) : null);
+  return { work_mb: mb(form.workMb), outputs_mb: mb(form.outputsMb), tmp_mb: mb(form.tmpMb) };
+}
+
+/** The problems of the inputs (URL rows and uploaded files' paths) and the disk limits. */
+function dataProblems(form: RunForm, uploadPaths: string[]): Record<string, string> {
+  const problems: Record<string, string> = {};
+  const rows: string[] = [];
+  form.inputUrls.forEach((row, index) => {
+    const path = row.path.trim();
+    const why =
+      (inputPathProblem(path) && `path: ${inputPathProblem(path)}`) ??
+      (inputUrlProblem(row.url.trim()) && `URL: ${inputUrlProblem(row.url.trim())}`) ??
+      (!isSha256(row.sha256.trim().toLowerCase()) ? "sha256: 64 hexadecimal digits, as sha256sum prints them." : null);
+    if (why) rows.push(`URL input ${index + 1}, ${why}`);
+  });
+  const paths = [...uploadPaths, ...form.inputUrls.map((row) => row.path.trim())];
+  const twice = [...new Set(paths.filter((path, i) => path && paths.indexOf(path) !== i))];
+  if (twice.length) rows.push(`Two inputs have the same path: ${twice.map((p) => `“${p}”`).join(", ")}.`);
+  if (paths.length > JOB_INPUTS_MAX_COUNT) rows.push(`At most ${JOB_INPUTS_MAX_COUNT} inputs per job (there are ${paths.length}).`);
+  if (paths.length && form.files.some((f) => f.isZip))
+    rows.push("Inputs can't go with a zip as the code: add the code as files, or leave the inputs out.");
+  if (rows.length) problems.inputs = rows.join(" ");
+  const disk = diskFrom(form);
+  if (Object.values(disk).some((v) => v === null)) problems.disk = "Each disk limit is a whole number of MB, at least 1.";
+  return problems;
+}
+
 /** Local checks before asking the server; null when the spec can be sent. */
-export function localProblems(form: RunForm): Record<string, string> {
+export function localProblems(form: RunForm, uploadPaths: string[] = []): Record<string, string> {
   const problems: Record<string, string> = {};
   const entrypoint = form.entrypoint.trim();
   if (!entrypoint) problems.entrypoint = "Name the file to run.";
@@ -70,7 +135,7 @@ export function localProblems(form: RunForm): Record<string, string> {
   if (form.placement === "host" && !form.host) problems.host = "Choose a machine, or use automatic placement.";
   const zips = form.files.filter((f) => f.isZip).length;
   if (zips > 1 || (zips === 1 && form.files.length > 1)) problems.files = "Upload one zip, or plain files — not both.";
-  return problems;
+  return { ...problems, ...dataProblems(form, uploadPaths) };
 }
 
 /** The POST body for /quotes/: only what prices a job (the code does not). */
@@ -87,9 +152,9 @@ export function quoteSpecFrom(form: RunForm): QuoteSpec {
 }
 
 /** The POST body for /jobs/: JSON, or multipart when a zip is uploaded (`archive`). */
-export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart {
+export function submitBodyFrom(form: RunForm, seed: string, uploaded: JobInputSpec[] = []): JobSpec | Multipart {
   const zip = form.files.find((f) => f.isZip);
-  if (!zip) return specFrom(form);
+  if (!zip) return specFrom(form, uploaded);
   const spec = specFrom({ ...form, files: [] });
   const fields: [string, string][] = [
     ["entrypoint", form.entrypoint.trim()],
@@ -111,7 +176,7 @@ export function submitBodyFrom(form: RunForm, seed: string): JobSpec | Multipart
  * uploaded files, the editor's text becomes the entrypoint file unless a file of that name
  * was uploaded.
  */
-export function specFrom(form: RunForm): JobSpec {
+export function specFrom(form: RunForm, uploaded: JobInputSpec[] = []): JobSpec {
   const entrypoint = form.entrypoint.trim();
   const spec: JobSpec = {
     entrypoint,
@@ -136,5 +201,22 @@ export function specFrom(form: RunForm): JobSpec {
   if (form.name.trim()) spec.name = form.name.trim();
   if (form.placement === "host" && form.host) spec.host = Number(form.host);
   else spec.placement = "auto";
+  const inputs = inputsFrom(form, uploaded);
+  if (inputs.length) spec.inputs = inputs;
+  const disk = diskFrom(form);
+  // Only a change is sent: the server's defaults stand otherwise (and a server without disk
+  // limits still takes the job).
+  if ((Object.keys(DISK_DEFAULTS) as (keyof DiskLimits)[]).some((k) => disk[k] !== null && disk[k] !== DISK_DEFAULTS[k])) {
+    spec.disk = { work_mb: disk.work_mb ?? DISK_DEFAULTS.work_mb, outputs_mb: disk.outputs_mb ?? DISK_DEFAULTS.outputs_mb, tmp_mb: disk.tmp_mb ?? DISK_DEFAULTS.tmp_mb };
+  }
+  if (form.workExec) spec.work_exec = true;
   return spec;
+}
+
+/** The inputs a submit names: the uploaded files, then the URL rows (sha256 in lowercase). */
+export function inputsFrom(form: RunForm, uploaded: JobInputSpec[]): JobInputSpec[] {
+  return [
+    ...uploaded,
+    ...form.inputUrls.map((row) => ({ path: row.path.trim(), url: row.url.trim(), sha256: row.sha256.trim().toLowerCase() })),
+  ];
 }

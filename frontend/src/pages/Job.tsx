@@ -2,6 +2,7 @@ import { IsolationWarning } from "../components/IsolationWarning";
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useParams } from "react-router";
 import { api, outputUrl } from "../api/endpoints";
+import type { JobInputView } from "../api/blobs";
 import type { Job, JobEvent, OutputFile, Receipt, UsageHistory } from "../api/types";
 import { Chart, type Point } from "../components/Chart";
 import { ErrorBanner } from "../components/ErrorBanner";
@@ -10,6 +11,7 @@ import { Money } from "../components/Money";
 import { LogView } from "../components/LogView";
 import { Busy, Loading } from "../components/Progress";
 import { ReceiptView } from "../components/Receipt";
+import { Sha } from "../components/Sha";
 import { StatusBadge } from "../components/StatusBadge";
 import { StatusTimeline } from "../components/StatusTimeline";
 import { formatBytes } from "../lib/files";
@@ -62,6 +64,48 @@ export function usageSeries(history: UsageHistory | null, live: UsageMessage[]):
   const last = stored[stored.length - 1];
   const newer = last ? live.filter((u) => u.at > last.at && (u.wall_seconds ?? Infinity) > (last.wall_seconds ?? -1)) : live;
   return [...stored, ...newer];
+}
+
+/** Where an input came from, in words: uploaded, or fetched by the host from a URL's site. */
+export function inputSource(input: JobInputView): string {
+  if (input.source !== "url") return "uploaded";
+  try {
+    return `fetched from ${new URL(input.url).host}`;
+  } catch {
+    return "fetched from a URL";
+  }
+}
+
+function InputsTable({ inputs }: { inputs: JobInputView[] }) {
+  return (
+    <div className="table-wrap">
+      <table className="stack" data-testid="job-inputs">
+        <caption>Inputs, read-only in /inputs</caption>
+        <thead>
+          <tr>
+            <th scope="col">Path</th>
+            <th scope="col">Size</th>
+            <th scope="col">sha256</th>
+            <th scope="col">Source</th>
+          </tr>
+        </thead>
+        <tbody>
+          {inputs.map((input) => (
+            <tr key={input.path}>
+              <td data-label="Path">
+                <code>{input.path}</code>
+              </td>
+              <td data-label="Size">{input.size !== null && input.size !== undefined ? formatBytes(input.size) : "not known yet"}</td>
+              <td data-label="sha256">
+                <Sha sha256={input.sha256} of={input.path} />
+              </td>
+              <td data-label="Source">{input.source === "url" ? <span title={input.url}>{inputSource(input)}</span> : inputSource(input)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
 }
 
 /** The history the job itself tells (before its stored timeline has loaded): when it was
@@ -211,6 +255,8 @@ export function JobPage() {
     .filter((u) => u.memory_current_mb !== undefined && u.wall_seconds !== undefined)
     .map((u) => ({ x: u.wall_seconds!, y: u.memory_current_mb!, label: formatDuration(u.wall_seconds!) }));
   const lastUsage = usage[usage.length - 1];
+  // The job detail lists its outputs once the server has them; else the outputs endpoint's page.
+  const shownOutputs: Pick<OutputFile, "name" | "size" | "sha256">[] = job.outputs?.length ? job.outputs : outputs;
   const costSoFar = lastUsage?.cost_micros ?? job.cost_micros;
   const hostId = job.host;
 
@@ -262,6 +308,15 @@ export function JobPage() {
           <dd>
             {job.cpus} cores · {formatMemory(job.memory_mb)} · {job.gpus ?? 0} GPU · timeout {formatDuration(job.timeout_seconds)}
           </dd>
+          {job.disk && (
+            <>
+              <dt>Disk</dt>
+              <dd data-testid="job-disk">
+                /work {job.disk.work_mb} MB · /outputs {job.disk.outputs_mb} MB · /tmp {job.disk.tmp_mb} MB
+                {job.work_exec ? " · executables allowed in /work" : ""}
+              </dd>
+            </>
+          )}
           <dt>Submitted</dt>
           <dd>{formatDateTime(job.created_at)}</dd>
         </dl>
@@ -312,6 +367,13 @@ export function JobPage() {
         </section>
       </div>
 
+      {job.inputs && job.inputs.length > 0 && (
+        <section aria-labelledby="inputs-h">
+          <h2 id="inputs-h">Inputs</h2>
+          <InputsTable inputs={job.inputs} />
+        </section>
+      )}
+
       <section aria-labelledby="log-h">
         <h2 id="log-h">Log</h2>
         <p className="muted small" aria-live="polite">
@@ -326,16 +388,16 @@ export function JobPage() {
         <>
           <section aria-labelledby="outputs-h">
             <h2 id="outputs-h">Outputs</h2>
-            {outputs.length === 0 ? (
+            {shownOutputs.length === 0 ? (
               <p className="muted">No output files.</p>
             ) : (
-              <ul>
-                {outputs.map((o) => (
+              <ul className="outputs" data-testid="job-outputs">
+                {shownOutputs.map((o) => (
                   <li key={o.name}>
                     <a href={outputUrl(job.id, o.name)} download>
                       {o.name}
                     </a>
-                    {o.size !== undefined && <span className="muted"> {formatBytes(o.size)}</span>}
+                    {o.size !== undefined && <span className="muted"> {formatBytes(o.size)}</span>} <Sha sha256={o.sha256} of={o.name} />
                   </li>
                 ))}
               </ul>

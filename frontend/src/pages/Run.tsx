@@ -9,6 +9,8 @@ import { Field } from "../components/Field";
 import { Busy } from "../components/Progress";
 import { fieldLabel } from "../api/errorText";
 import { IsolationWarning } from "../components/IsolationWarning";
+import { InputsPanel, useInputUploads } from "../components/InputsPanel";
+import { inputsSummary } from "../lib/inputUploads";
 import { hostMisfits, whyNoneFits } from "../lib/fit";
 import { filesRead, formatBytes } from "../lib/files";
 import { useFormErrors } from "../lib/forms";
@@ -31,6 +33,9 @@ export const RUN_FIELDS = [
   "max_cost_micros",
   "host",
   "placement",
+  "inputs",
+  "disk",
+  "work_exec",
 ] as const;
 
 export const QUOTE_DEBOUNCE_MS = 500;
@@ -89,8 +94,11 @@ export function RunPage() {
   const hosts = useLoad(() => api.hosts({ online: true, ordering: "price" }), []);
   const preset = useLoad<Host | null>(() => (presetHost ? api.host(Number(presetHost)) : Promise.resolve(null)), [presetHost]);
 
-  const problems = localProblems(form);
-  const canQuote = Object.keys(problems).length === 0;
+  const { uploads, items } = useInputUploads();
+  const uploadSummary = inputsSummary(items);
+  const problems = localProblems(form, items.map((item) => item.path));
+  // The inputs and disk limits do not change the price: their problems block the submit only.
+  const canQuote = Object.keys(problems).every((field) => field === "inputs" || field === "disk");
   const live = useQuote(form, canQuote);
   const quoteErrors = live.error instanceof ApiError ? live.error.fields : {};
   const view = live.quote ? quoteView(live.quote) : null;
@@ -109,17 +117,19 @@ export function RunPage() {
     event.preventDefault();
     setTried(true);
     submitErrors.clear();
-    if (!canQuote) {
+    if (Object.keys(problems).length) {
       // Every problem at once, and focus on the summary so a keyboard or screen reader user hears it.
       requestAnimationFrame(() => document.getElementById("run-problems")?.focus());
       return;
     }
-    const spec = specFrom(form);
+    if (uploadSummary.pending || uploadSummary.failed) return;
+    const uploaded = uploads.inputs();
+    const spec = specFrom(form, uploaded);
     const specText = JSON.stringify(spec);
     if (!pendingKey.current || pendingKey.current.spec !== specText) pendingKey.current = { key: uuid4(), spec: specText };
     setSubmitting(true);
     try {
-      const job = await api.jobSubmit(submitBodyFrom(form, pendingKey.current.key), pendingKey.current.key);
+      const job = await api.jobSubmit(submitBodyFrom(form, pendingKey.current.key, uploaded), pendingKey.current.key);
       pendingKey.current = null;
       navigate(`/jobs/${job.id}`);
     } catch (err) {
@@ -155,6 +165,7 @@ export function RunPage() {
   const fitSpec = quoteSpecFrom(form);
   const noneFitWhy = view && view.hosts.length === 0 && hosts.data ? whyNoneFits(hosts.data.results, fitSpec) : [];
   const problemList = tried ? Object.entries(problems) : [];
+  const uploadsUnfinished = uploadSummary.pending > 0 || uploadSummary.failed > 0;
 
   return (
     <section>
@@ -205,7 +216,11 @@ export function RunPage() {
           <Field
             label="Files (several files or a zip)"
             error={errorFor("files")}
-            hint={hasZip ? "The entrypoint must be inside the zip." : "The editor's code is sent as the entrypoint unless you upload a file of that name."}
+            hint={
+              hasZip
+                ? "The entrypoint must be inside the zip."
+                : "The editor's code is sent as the entrypoint unless you upload a file of that name. Data goes in Inputs, below: no small size limit there."
+            }
           >
             <input type="file" multiple onChange={(e) => void onFiles(e.target.files)} />
           </Field>
@@ -221,6 +236,7 @@ export function RunPage() {
               ))}
             </ul>
           )}
+          <InputsPanel uploads={uploads} items={items} urlRows={form.inputUrls} onUrlRows={(rows) => set("inputUrls", rows)} error={errorFor("inputs")} />
         </div>
 
         <div className="run-side">
@@ -247,6 +263,24 @@ export function RunPage() {
             <Field label="Cost cap (credits)" error={errorFor("max_cost_micros")} hint="Held from your wallet while the job runs; what is not used comes back.">
               <input inputMode="decimal" value={form.capCredits} onChange={(e) => set("capCredits", e.target.value)} />
             </Field>
+            <details className="advanced" open={Boolean(errorFor("disk") ?? errorFor("work_exec"))}>
+              <summary>Advanced: disk limits</summary>
+              <Field label="Space in /work (MB)" error={errorFor("disk")} hint="The job's working folder; writing past it fails with “no space left”.">
+                <input type="number" min={1} step={1} inputMode="numeric" value={form.workMb} onChange={(e) => set("workMb", e.target.value)} />
+              </Field>
+              <Field label="Space in /outputs (MB)">
+                <input type="number" min={1} step={1} inputMode="numeric" value={form.outputsMb} onChange={(e) => set("outputsMb", e.target.value)} />
+              </Field>
+              <Field label="Space in /tmp (MB)">
+                <input type="number" min={1} step={1} inputMode="numeric" value={form.tmpMb} onChange={(e) => set("tmpMb", e.target.value)} />
+              </Field>
+              <div className="field checkbox">
+                <label>
+                  <input type="checkbox" checked={form.workExec} onChange={(e) => set("workExec", e.target.checked)} /> Allow executables in /work
+                </label>
+                {errorFor("work_exec") && <small className="field-error" role="alert">{errorFor("work_exec")}</small>}
+              </div>
+            </details>
           </fieldset>
 
           <fieldset>
@@ -319,9 +353,16 @@ export function RunPage() {
             </div>
           </section>
 
-          <button type="submit" className="primary" disabled={submitting}>
+          <button type="submit" className="primary" disabled={submitting || uploadsUnfinished} aria-describedby={uploadsUnfinished ? "uploads-wait" : undefined}>
             {submitting ? "Submitting…" : "Run"}
           </button>
+          {uploadsUnfinished && (
+            <p id="uploads-wait" className="small" data-testid="uploads-wait">
+              {uploadSummary.failed
+                ? `${uploadSummary.failed} input${uploadSummary.failed === 1 ? "" : "s"} failed to upload: retry or remove ${uploadSummary.failed === 1 ? "it" : "them"} to run.`
+                : `Waiting for ${uploadSummary.pending} input${uploadSummary.pending === 1 ? "" : "s"} to finish uploading.`}
+            </p>
+          )}
           {submitting && <Busy label="Placing the hold and queueing your job…" />}
         </div>
       </form>

@@ -10,6 +10,7 @@ import { Busy, Loading } from "../components/Progress";
 import { useFormErrors } from "../lib/forms";
 import { useInterval, useLoad } from "../lib/hooks";
 import { Money } from "../components/Money";
+import { StoragePanel } from "../components/StoragePanel";
 import { creditsToMicros, formatCredits, formatDateTime } from "../lib/money";
 import { stripeLoad, type StripeClient, type StripeElement, type StripeElements } from "../lib/stripe";
 import { uuid4 } from "../lib/uuid";
@@ -347,6 +348,7 @@ export function WalletPage() {
       <Balances reloadKey={reloadKey} />
       <BuyCredits onCredited={bump} onPaid={() => setPollUntil(Date.now() + 60_000)} />
       <History reloadKey={reloadKey} />
+      <StoragePanel />
     </section>
   );
 }
