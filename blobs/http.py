@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import re
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.utils.http import content_disposition_header
 
 from blobs.models import Blob
 from blobs.store import stream_read
+from config.api import error_body
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -48,7 +55,9 @@ def blob_response(
     try:
         wanted = range_parse(request.headers.get("Range"), blob.size)
     except RangeUnsatisfiable:
-        refused = HttpResponse(status=416)
+        refused = JsonResponse(
+            error_body("range_not_satisfiable", f"the blob has {blob.size} bytes"), status=416
+        )
         refused["Content-Range"] = f"bytes */{blob.size}"
         return refused
     start, end = wanted if wanted is not None else (0, blob.size - 1)
