@@ -50,6 +50,9 @@ def upload_answer(upload: Upload, *, code: int, location: str | None = None) -> 
 
 
 def patch_apply(request: Request, upload_id: uuid.UUID, *, user_id: int) -> Upload:
+    # Someone else's upload is 404 whatever the headers say.
+    if not Upload.objects.filter(pk=upload_id, user_id=user_id, scope="").exists():
+        raise NotFound("no such upload")
     given = tus.patch(request.headers)
 
     def receive() -> Upload:
