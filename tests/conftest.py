@@ -145,16 +145,22 @@ def _sync_thread_connections_closed(request: pytest.FixtureRequest) -> Iterator[
         sync_thread_connections_close()
 
 
-@pytest.fixture(autouse=True)
-def _blob_store_in_tmp(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Blobs land in a folder of this test, never in the checkout's var/blobs."""
+def blob_dir_use(settings: Any, folder: Any) -> None:
+    """This process's blob store: the local disk at ``folder`` (a daphne the test starts gets
+    the same folder as BLOB_DIR, so both see the same blobs)."""
     settings.STORAGES = {
         **settings.STORAGES,
         "blobs": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path_factory.mktemp("blobs")), "allow_overwrite": True},
+            "OPTIONS": {"location": str(folder), "allow_overwrite": True},
         },
     }
+
+
+@pytest.fixture(autouse=True)
+def _blob_store_in_tmp(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Blobs land in a folder of this test, never in the checkout's var/blobs."""
+    blob_dir_use(settings, tmp_path_factory.mktemp("blobs"))
 
 
 def _user(username: str, **extra: object) -> User:
@@ -230,6 +236,7 @@ def daphne_live_shared(
     with django_db_blocker.unblock():
         server = LiveServer(tmp_path_factory.mktemp("daphne") / "daphne.log")
     server.env["MEDIA_ROOT"] = str(media)
+    server.env["BLOB_DIR"] = str(media / "blobs")
     server.media_root = media
     server.start()
     yield server
