@@ -331,7 +331,7 @@ JOB_LOG_HEAD_BYTES = env_int("JOB_LOG_HEAD_BYTES", 1024 * 1024, minimum=0)
 JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 # Request bodies past these are 413 before they are read (config.body_limits): a job submit
 # (code, files and archive, base64 and JSON escaping included), and any other API request.
-# An output upload may carry JOB_OUTPUT_MAX_BYTES plus the multipart framing.
+# A tus PATCH (uploads, outputs) is capped at BLOB_UPLOAD_CHUNK_MAX_BYTES instead.
 JOB_SUBMIT_MAX_BODY_BYTES = env_int("JOB_SUBMIT_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 # Django's own cap on a body it reads into memory (not files), behind the ASGI check: the same
