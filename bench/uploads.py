@@ -122,7 +122,7 @@ class TusClient:
     def create(self, size: int, sha256: str) -> str:
         meta = f"sha256 {base64.b64encode(sha256.encode()).decode()}"
         status, headers = self._call(
-            "POST", "/api/v1/uploads/", **{"Upload-Length": str(size), "Upload-Metadata": meta}
+            "POST", "/api/v1/uploads/", b"", **{"Upload-Length": str(size), "Upload-Metadata": meta}
         )
         assert status == 201, status
         return headers["location"]

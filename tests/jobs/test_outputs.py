@@ -83,6 +83,7 @@ def test_the_agent_uploads_a_declared_output_and_the_owner_downloads_it(
     # then
     assert response.status_code == 204, response.content
     output = JobOutput.objects.get()
+    assert output.blob is not None
     assert (output.blob.sha256, output.uploaded_at is not None) == (SHA, True)
     holding = BlobHolding.objects.get()
     assert (holding.user, holding.origin, holding.name) == (alice, "output", "out/result.csv")
@@ -234,6 +235,7 @@ def test_a_live_upload_that_job_finished_does_not_declare_is_discarded(
     kept = upload(api, job, secret)
     extra = upload(api, job, secret, name="out/extra.csv", content=b"smuggled")
     smuggled = JobOutput.objects.get(name="out/extra.csv").blob
+    assert smuggled is not None
 
     # when job.finished declares only the first
     with committed():
