@@ -1,9 +1,10 @@
 """The garbage collector (``blobs.tasks.blobs_collect_task`` on beat; docs/data.md, "Retention").
 
-Three sweeps, each row in its own short transaction so a long sweep never holds many locks:
-uploads past BLOB_UPLOAD_EXPIRY_SECONDS are aborted with their parts; holdings unused for
+Four sweeps, in short transactions so a long sweep never holds many locks: uploads past
+BLOB_UPLOAD_EXPIRY_SECONDS are aborted with their parts; holdings unused for
 BLOB_RETENTION_SECONDS go unless an unfinished job uses their blob; blobs nobody holds, no
-unfinished job uses and no upload under way sends are deleted, bytes and row.
+unfinished job uses and no upload under way sends are deleted, bytes and row; the rows of uploads
+that ended an expiry period ago are forgotten.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class CollectResult:
     uploads_aborted: int
     holdings_dropped: int
     blobs_deleted: int
+    uploads_forgotten: int
 
 
 def blobs_collect(*, now: datetime | None = None) -> CollectResult:
@@ -38,7 +40,20 @@ def blobs_collect(*, now: datetime | None = None) -> CollectResult:
         uploads_aborted=_uploads_expire(at),
         holdings_dropped=_holdings_expire(at),
         blobs_deleted=_blobs_delete(),
+        uploads_forgotten=_uploads_forget(at),
     )
+
+
+def _uploads_forget(now: datetime) -> int:
+    """Rows of uploads that ended (complete, failed, aborted) an expiry period ago: a client
+    HEADs a finished upload only just after it finished."""
+    cutoff = now - timedelta(seconds=settings.BLOB_UPLOAD_EXPIRY_SECONDS)
+    ended = Upload.objects.exclude(status=UploadStatus.RECEIVING).filter(updated_at__lt=cutoff)
+    with transaction.atomic(durable=True):
+        count, _ = Upload.objects.filter(
+            pk__in=list(ended.values_list("pk", flat=True)[:BATCH])
+        ).delete()
+    return count
 
 
 def _uploads_expire(now: datetime) -> int:
