@@ -22,16 +22,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
-_OUTPUT_UPLOAD = re.compile(r"^/api/v1/agent/jobs/\d+/attempts/\d+/outputs/$")
+# A tus PATCH (docs/data.md): the renters' uploads and the agents' outputs.
+_UPLOAD_PATCH = re.compile(r"^/api/v1/(agent/)?uploads/[0-9a-f-]{36}/$")
 _JOB_SUBMIT = re.compile(r"^/api/v1/jobs/$")
-# Room for the multipart framing and the other form fields around an output file.
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 def body_limit(method: str, path: str) -> int:
     """The most bytes a request body to ``path`` may have."""
-    if method == "POST" and _OUTPUT_UPLOAD.match(path):
-        return int(settings.JOB_OUTPUT_MAX_BYTES) + MULTIPART_OVERHEAD_BYTES
+    if method == "PATCH" and _UPLOAD_PATCH.match(path):
+        return int(settings.BLOB_UPLOAD_CHUNK_MAX_BYTES)
     if method == "POST" and _JOB_SUBMIT.match(path):
         return int(settings.JOB_SUBMIT_MAX_BODY_BYTES)
     return int(settings.REQUEST_MAX_BODY_BYTES)
@@ -45,11 +44,18 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, limit: int) -> None:
+def _refusal_code(method: str, path: str) -> str:
+    """A tus PATCH over the chunk limit is the engine's own refusal, chunk_too_large."""
+    if method == "PATCH" and _UPLOAD_PATCH.match(path):
+        return "chunk_too_large"
+    return "request_too_large"
+
+
+async def _refuse(send: Send, limit: int, code: str = "request_too_large") -> None:
     body = json.dumps(
         {
             "error": {
-                "code": "request_too_large",
+                "code": code,
                 "message": f"the request body is larger than {limit} bytes",
                 "fields": {},
             }
@@ -79,10 +85,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = body_limit(str(scope.get("method", "")), str(scope.get("path", "")))
+        method, path = str(scope.get("method", "")), str(scope.get("path", ""))
+        limit = body_limit(method, path)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(send, limit)
+            await _refuse(send, limit, _refusal_code(method, path))
             return
         state = {"received": 0, "refused": False, "started": False}
 
@@ -104,4 +111,4 @@ class BodyLimitMiddleware:
 
         await self.app(scope, limited_receive, tracked_send)
         if state["refused"] and not state["started"]:
-            await _refuse(send, limit)
+            await _refuse(send, limit, _refusal_code(method, path))

@@ -57,3 +57,8 @@ class TooLarge(ServiceError):
 class Unprocessable(ServiceError):
     status_code = 422
     default_code = "unprocessable"
+
+
+class PreconditionFailed(ServiceError):
+    status_code = 412
+    default_code = "precondition_failed"

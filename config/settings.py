@@ -331,7 +331,7 @@ JOB_LOG_HEAD_BYTES = env_int("JOB_LOG_HEAD_BYTES", 1024 * 1024, minimum=0)
 JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 100 * 1024 * 1024, minimum=1)
 # Request bodies past these are 413 before they are read (config.body_limits): a job submit
 # (code, files and archive, base64 and JSON escaping included), and any other API request.
-# An output upload may carry JOB_OUTPUT_MAX_BYTES plus the multipart framing.
+# A tus PATCH (uploads, outputs) is capped at BLOB_UPLOAD_CHUNK_MAX_BYTES instead.
 JOB_SUBMIT_MAX_BODY_BYTES = env_int("JOB_SUBMIT_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 # Django's own cap on a body it reads into memory (not files), behind the ASGI check: the same
@@ -365,6 +365,60 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # --- The data plane (docs/data.md) -----------------------------------------------------------
 # How long a signed blob URL (an agent's fetch, a download) stays valid.
 BLOB_URL_TTL_SECONDS = env_int("BLOB_URL_TTL_SECONDS", 6 * 3600, minimum=60)
+# Where blob bytes live (blobs/store.py): "filesystem" (BLOB_DIR, the default) or "s3" (any
+# S3-compatible store; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY only, read by
+# boto3 from the environment, never from a file here).
+BLOB_STORE = env_str("BLOB_STORE", "filesystem")
+if BLOB_STORE not in {"filesystem", "s3"}:
+    raise ImproperlyConfigured(f"BLOB_STORE must be filesystem or s3, not {BLOB_STORE!r}")
+BLOB_DIR = Path(env_str("BLOB_DIR", str(VAR_DIR / "blobs")))
+BLOB_S3_BUCKET = env_str("BLOB_S3_BUCKET", "")
+BLOB_S3_ENDPOINT_URL = env_optional("BLOB_S3_ENDPOINT_URL")
+BLOB_S3_REGION = env_optional("BLOB_S3_REGION")
+if BLOB_STORE == "s3" and not BLOB_S3_BUCKET:
+    raise ImproperlyConfigured("BLOB_STORE=s3 needs BLOB_S3_BUCKET")
+# One upload (and so one blob) at most; a PATCH body at most (daphne hands a whole body to the
+# application at once, so this bounds the memory one PATCH can take: docs/data.md, "Memory").
+BLOB_UPLOAD_MAX_BYTES = env_int("BLOB_UPLOAD_MAX_BYTES", 5 * 1024**3, minimum=1)
+BLOB_UPLOAD_CHUNK_MAX_BYTES = env_int("BLOB_UPLOAD_CHUNK_MAX_BYTES", 8 * 1024**2, minimum=1024)
+# A user's held bytes plus the bytes of their uploads under way.
+BLOB_QUOTA_BYTES = env_int("BLOB_QUOTA_BYTES", 20 * 1024**3, minimum=0)
+# An upload not finished this long after it was created is aborted with its parts.
+BLOB_UPLOAD_EXPIRY_SECONDS = env_int("BLOB_UPLOAD_EXPIRY_SECONDS", 24 * 3600, minimum=60)
+# A holding no job used for this long goes (unless an unfinished job uses it); a blob nobody
+# holds, no unfinished job uses and no upload is sending is deleted from the store.
+BLOB_RETENTION_SECONDS = env_int("BLOB_RETENTION_SECONDS", 7 * 24 * 3600, minimum=60)
+BLOB_COLLECT_INTERVAL_SECONDS = env_int("BLOB_COLLECT_INTERVAL_SECONDS", 3600, minimum=10)
+CELERY_BEAT_SCHEDULE["blobs-collect"] = {
+    "task": "blobs.tasks.blobs_collect_task",
+    "schedule": timedelta(seconds=BLOB_COLLECT_INTERVAL_SECONDS),
+}
+_blob_storage: dict[str, Any]
+if BLOB_STORE == "s3":
+    _blob_storage = {
+        # S3Storage with an 8 MiB, single-threaded multipart transfer (blobs/s3.py).
+        "BACKEND": "blobs.s3.BlobS3Storage",
+        "OPTIONS": {
+            "bucket_name": BLOB_S3_BUCKET,
+            "endpoint_url": BLOB_S3_ENDPOINT_URL,
+            "region_name": BLOB_S3_REGION,
+            "file_overwrite": True,
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": BLOB_URL_TTL_SECONDS,
+        },
+    }
+else:
+    _blob_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        # A part resent after a crash replaces the one of the same index.
+        "OPTIONS": {"location": str(BLOB_DIR), "allow_overwrite": True},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "blobs": _blob_storage,
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

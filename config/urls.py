@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("hosts.urls")),
     path("", include("marketplace.urls")),
     path("", include("jobs.urls")),
+    path("", include("blobs.urls")),
 ]
 
 urlpatterns = [

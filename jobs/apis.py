@@ -1,4 +1,5 @@
-"""The jobs REST API (API.md): submit, list, read, cancel, logs, outputs; agent uploads.
+"""The jobs REST API (API.md): submit, list, read, cancel, logs, outputs; agent output uploads
+(tus, docs/data.md).
 
 The views that write are entry points: each request is one durable transaction
 (``config.transactions.durable``) that the services join; what reaches a socket or an agent
@@ -8,9 +9,9 @@ goes after the commit.
 from __future__ import annotations
 
 import posixpath
+import uuid
 from typing import Any
 
-from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -20,8 +21,12 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_user
 from accounts.idempotency import idempotent
-from config.errors import NotFound
-from config.transactions import durable
+from blobs import tus
+from blobs.apis import upload_answer
+from blobs.http import blob_response
+from blobs.serializers import UploadSerializer
+from config.errors import NotFound, ValidationFailed
+from config.transactions import durable, durable_call
 from jobs.authentication import HostAgent, HostCredentialAuthentication, IsHostAgent
 from jobs.models import Job, JobOutput
 from jobs.selectors import job_of, job_outputs, job_receipt, jobs_of
@@ -31,15 +36,21 @@ from jobs.serializers import (
     JobSerializer,
     LogPageSerializer,
     LogQuerySerializer,
-    OutputUploadSerializer,
     ReceiptOutput,
     UsageHistoryOutput,
 )
 from jobs.services.cancel import job_cancel
 from jobs.services.logs import log_read
-from jobs.services.outputs import output_store
+from jobs.services.outputs import (
+    output_upload_abort,
+    output_upload_create,
+    output_upload_of,
+    output_upload_receive,
+)
 from jobs.services.submit import job_submit
 from jobs.usage_history import USAGE_HISTORY_MAX_POINTS, job_usage_history
+
+AGENT_UPLOADS = "/api/v1/agent/uploads/"
 
 
 class JobListCreateApi(generics.ListAPIView[Job]):
@@ -135,38 +146,93 @@ class JobOutputsApi(generics.ListAPIView[JobOutput]):
 
 class JobOutputDownloadApi(APIView):
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
-    def get(self, request: Request, job_id: int, name: str) -> FileResponse:
+    def get(self, request: Request, job_id: int, name: str) -> Any:
         job = job_of(request_user(request), job_id)
-        output = job_outputs(job).filter(name=name).first()
-        if output is None:
+        output = job_outputs(job).filter(name=name).select_related("blob").first()
+        if output is None or output.blob is None:
             raise NotFound("no such output")
-        return FileResponse(
-            output.file.open("rb"),
-            as_attachment=True,
-            filename=posixpath.basename(output.name),
-            content_type="application/octet-stream",
-        )
+        return blob_response(request._request, output.blob, filename=posixpath.basename(name))
 
 
-class AgentOutputUploadApi(APIView):
-    """The agent uploads one output file of an attempt it ran (host credential, Bearer)."""
+class AgentUploadsApi(APIView):
+    """tus creation of an output upload by the agent (host credential, Bearer):
+    ``Upload-Metadata: job_id, attempt, name, sha256``."""
 
     authentication_classes = [HostCredentialAuthentication]
     permission_classes = [IsHostAgent]
-    parser_classes = [MultiPartParser]
 
-    @extend_schema(request=OutputUploadSerializer, responses={201: JobOutputSerializer})
-    @durable
-    def post(self, request: Request, job_id: int, attempt: int) -> Response:
-        given = OutputUploadSerializer(data=request.data)
-        given.is_valid(raise_exception=True)
-        agent = request.user
-        assert isinstance(agent, HostAgent)
-        output = output_store(
-            host_id=agent.host_id,
-            job_id=job_id,
-            attempt_number=attempt,
-            name=given.validated_data["name"],
-            upload=given.validated_data["file"],
+    @extend_schema(exclude=True)
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return tus.options_response()
+
+    @extend_schema(request=None, responses={201: UploadSerializer})
+    def post(self, request: Request) -> Response:
+        given = tus.creation(request.headers)
+        upload = durable_call(
+            output_upload_create,
+            host_id=_agent(request).host_id,
+            job_id=_metadata_integer(given, "job_id"),
+            attempt_number=_metadata_integer(given, "attempt"),
+            name=given.required("name"),
+            sha256=given.required("sha256"),
+            length=given.length,
         )
-        return Response(JobOutputSerializer(output).data, status=status.HTTP_201_CREATED)
+        return upload_answer(
+            upload, code=status.HTTP_201_CREATED, location=f"{AGENT_UPLOADS}{upload.pk}/"
+        )
+
+
+class AgentUploadDetailApi(APIView):
+    """tus HEAD, PATCH and DELETE of an output upload, for the host whose attempt it is."""
+
+    authentication_classes = [HostCredentialAuthentication]
+    permission_classes = [IsHostAgent]
+
+    @extend_schema(exclude=True)
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return tus.options_response()
+
+    @extend_schema(responses={200: None})
+    def head(self, request: Request, upload_id: uuid.UUID) -> Response:
+        upload = output_upload_of(host_id=_agent(request).host_id, upload_id=upload_id)
+        response = Response(status=status.HTTP_200_OK)
+        tus.upload_headers(response, upload)
+        return response
+
+    @extend_schema(request=None, responses={204: None})
+    def patch(self, request: Request, upload_id: uuid.UUID) -> Response:
+        host_id = _agent(request).host_id
+        output_upload_of(host_id=host_id, upload_id=upload_id)  # another host's: 404 first
+        given = tus.patch(request.headers)
+        upload = durable_call(
+            output_upload_receive,
+            host_id=host_id,
+            upload_id=upload_id,
+            offset=given.offset,
+            body=request._request,
+            length=given.length,
+        )
+        return upload_answer(upload, code=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, upload_id: uuid.UUID) -> Response:
+        durable_call(output_upload_abort, host_id=_agent(request).host_id, upload_id=upload_id)
+        response = Response(status=status.HTTP_204_NO_CONTENT)
+        response["Tus-Resumable"] = tus.VERSION
+        return response
+
+
+def _agent(request: Request) -> HostAgent:
+    agent = request.user
+    assert isinstance(agent, HostAgent)
+    return agent
+
+
+def _metadata_integer(given: tus.Creation, key: str) -> int:
+    text = given.required(key)
+    if not text.isdigit() or len(text) > 18:
+        raise ValidationFailed(
+            f"Upload-Metadata {key} must be a whole number",
+            fields={"Upload-Metadata": [f"{key}: a whole number."]},
+        )
+    return int(text)

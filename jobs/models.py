@@ -240,18 +240,24 @@ class JobLogChunk(models.Model):
 
 
 def _output_path(instance: JobOutput, filename: str) -> str:
+    """Where outputs lived before blobs: migrations 0001 (the field) and 0007 (moved) use it."""
     return f"job-outputs/{instance.job_id}/{instance.attempt_id}/{instance.sha256}"
 
 
 class JobOutput(models.Model):
-    """A file the job left in /outputs: metadata from job.finished, content uploaded by HTTP."""
+    """A file the job left in /outputs: metadata from job.finished, its bytes a blob the agent
+    uploaded with tus (docs/data.md); the job's owner holds that blob."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outputs")
     attempt = models.ForeignKey(JobAttempt, on_delete=models.CASCADE, related_name="outputs")
     name = models.CharField(max_length=255)
     size = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
-    file = models.FileField(upload_to=_output_path, max_length=300, blank=True)
+    # Set when the upload completed; None again if the collector deleted the blob after the
+    # owner dropped their holding (the output is then gone).
+    blob = models.ForeignKey(
+        "blobs.Blob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     uploaded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

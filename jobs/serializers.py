@@ -221,11 +221,6 @@ class JobOutputSerializer(serializers.ModelSerializer[JobOutput]):
         read_only_fields = fields
 
 
-class OutputUploadSerializer(serializers.Serializer[object]):
-    name = serializers.CharField(max_length=255, trim_whitespace=False)
-    file = serializers.FileField()
-
-
 class UsageLineOutput(serializers.Serializer[object]):
     resource = serializers.ChoiceField(choices=["cpu", "memory", "gpu"])
     quantity = serializers.CharField(

@@ -15,9 +15,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
         apis.JobOutputDownloadApi.as_view(),
         name="job-output",
     ),
+    path("agent/uploads/", apis.AgentUploadsApi.as_view(), name="agent-uploads"),
     path(
-        "agent/jobs/<int:job_id>/attempts/<int:attempt>/outputs/",
-        apis.AgentOutputUploadApi.as_view(),
-        name="agent-job-outputs",
+        "agent/uploads/<uuid:upload_id>/", apis.AgentUploadDetailApi.as_view(), name="agent-upload"
     ),
 ]

@@ -80,7 +80,15 @@ def _postgres_problem() -> str | None:
     return None
 
 
+def _s3_problem() -> str | None:
+    # .ci/run starts moto's server and exports this (tests/blobs/conftest.py).
+    if not os.environ.get("BLOB_TEST_S3_ENDPOINT"):
+        return "BLOB_TEST_S3_ENDPOINT is not set (an S3-compatible endpoint, e.g. moto_server)"
+    return None
+
+
 GATES: dict[str, Callable[[], str | None]] = {
+    "s3": _s3_problem,
     "postgres": _postgres_problem,
     "redis": _redis_problem,
     "docker": _docker_problem,
@@ -135,6 +143,24 @@ def _sync_thread_connections_closed(request: pytest.FixtureRequest) -> Iterator[
     yield
     if inspect.iscoroutinefunction(getattr(request, "function", None)):
         sync_thread_connections_close()
+
+
+def blob_dir_use(settings: Any, folder: Any) -> None:
+    """This process's blob store: the local disk at ``folder`` (a daphne the test starts gets
+    the same folder as BLOB_DIR, so both see the same blobs)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder), "allow_overwrite": True},
+        },
+    }
+
+
+@pytest.fixture(autouse=True)
+def _blob_store_in_tmp(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Blobs land in a folder of this test, never in the checkout's var/blobs."""
+    blob_dir_use(settings, tmp_path_factory.mktemp("blobs"))
 
 
 def _user(username: str, **extra: object) -> User:
@@ -210,6 +236,7 @@ def daphne_live_shared(
     with django_db_blocker.unblock():
         server = LiveServer(tmp_path_factory.mktemp("daphne") / "daphne.log")
     server.env["MEDIA_ROOT"] = str(media)
+    server.env["BLOB_DIR"] = str(media / "blobs")
     server.media_root = media
     server.start()
     yield server

@@ -17,6 +17,8 @@ Nothing of the server is mocked.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -36,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from hosts.models import Host, HostStatus
+from tests.conftest import blob_dir_use
 from tests.hosts.test_agent_end_to_end import ROOT, Daphne, agent_cli, free_port, wait_for
 
 RUNNER_IMAGE = os.environ.get("COMMUNIPUTE_RUNNER_IMAGE", "communipute/runner:latest")
@@ -114,6 +117,7 @@ def live_settings_apply(settings: Any, server: LiveServer) -> LiveServer:
     for name, value in LIVE_SETTINGS.items():
         setattr(settings, name, value)
     settings.MEDIA_ROOT = server.media_root
+    blob_dir_use(settings, Path(str(server.media_root)) / "blobs")
     return server
 
 
@@ -123,8 +127,14 @@ def live_server_start(tmp_path: Path, settings: Any, **overrides: int) -> LiveSe
     for name, value in {**LIVE_SETTINGS, **overrides}.items():
         setattr(settings, name, value)
     settings.MEDIA_ROOT = tmp_path / "media"
+    blob_dir_use(settings, tmp_path / "media" / "blobs")
     server = LiveServer(
-        tmp_path / "daphne.log", {**overrides, "MEDIA_ROOT": str(tmp_path / "media")}
+        tmp_path / "daphne.log",
+        {
+            **overrides,
+            "MEDIA_ROOT": str(tmp_path / "media"),
+            "BLOB_DIR": str(tmp_path / "media" / "blobs"),
+        },
     )
     server.media_root = tmp_path / "media"
     server.start()
@@ -544,12 +554,37 @@ class WireAgent:
                 self.inbox.append(message)
 
     def upload(self, job_id: int, attempt: int, name: str, content: bytes) -> requests.Response:
-        """An output upload over HTTP with the host credential, as the agent's uploader."""
-        return requests.post(
-            f"{self.server.url}/api/v1/agent/jobs/{job_id}/attempts/{attempt}/outputs/",
-            headers={"Authorization": f"Bearer {self.credential}"},
-            data={"name": name},
-            files={"file": (name, content)},
+        """An output upload with tus and the host credential, as the agent's uploader: the
+        creation's refusal, or its answer when complete at once, or the one PATCH's (204)."""
+        headers = {"Authorization": f"Bearer {self.credential}", "Tus-Resumable": "1.0.0"}
+        metadata = {
+            "job_id": str(job_id),
+            "attempt": str(attempt),
+            "name": name,
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+        created = requests.post(
+            f"{self.server.url}/api/v1/agent/uploads/",
+            headers={
+                **headers,
+                "Upload-Length": str(len(content)),
+                "Upload-Metadata": ",".join(
+                    f"{key} {base64.b64encode(value.encode()).decode()}"
+                    for key, value in metadata.items()
+                ),
+            },
+            timeout=10,
+        )
+        if created.status_code != 201 or created.headers["Upload-Offset"] == str(len(content)):
+            return created
+        return requests.patch(
+            f"{self.server.url}{created.headers['Location']}",
+            data=content,
+            headers={
+                **headers,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
             timeout=10,
         )
 

@@ -11,7 +11,8 @@ They run in the caller's transaction and never open a durable one: the entry poi
   ``attempt_final_usage_record``; usage_async: ``usage_ingest_fast_async``
 - leases (called by the hosts consumer): ``leases_renew``, ``welcome_decide``,
   ``cancels_pending``
-- logs: ``log_append``, ``log_read``            - outputs: ``output_store``
+- logs: ``log_append``, ``log_read``
+- outputs (tus, docs/data.md): ``output_upload_create``, ``output_upload_receive``
 - a job's money is ``jobs.billing`` (``job_hold_place``, ``usage_charges_post``,
   ``attempt_charges_reverse``, ``job_settle``)
 """

@@ -1,17 +1,20 @@
-"""Output files the agent uploads over HTTP for an attempt it ran."""
+"""Output files the agent uploads with tus for an attempt it ran (docs/data.md, "Outputs"):
+the one place for output rules. The bytes go through the blobs app's upload engine; an output's
+bytes are a blob its job's owner holds."""
 
 from __future__ import annotations
 
-import hashlib
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.files.storage import default_storage
-from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from blobs.models import HoldingOrigin, Upload, UploadStatus
+from blobs.services.holdings import holdings_of_outputs_drop
+from blobs.services.uploads import sha256_check, upload_abort, upload_create, upload_receive
+from blobs.store import Readable
 from config.errors import Conflict, NotFound, TooLarge, ValidationFailed
 from jobs.models import AttemptStatus, JobAttempt, JobOutput
 from jobs.validation import path_clean
@@ -27,14 +30,6 @@ _UPLOADABLE = {
     AttemptStatus.TIMED_OUT,
     AttemptStatus.BUDGET_EXHAUSTED,
 }
-
-
-def _sha256(upload: UploadedFile) -> str:
-    digest = hashlib.sha256()
-    for block in upload.chunks():
-        digest.update(block)
-    upload.seek(0)
-    return digest.hexdigest()
 
 
 def upload_window_is_open(attempt: JobAttempt, *, now: datetime | None = None) -> bool:
@@ -57,7 +52,7 @@ def upload_window_check(attempt: JobAttempt, *, now: datetime | None = None) -> 
 
 
 def upload_attempt(*, host_id: int, job_id: int, attempt_number: int) -> JobAttempt:
-    """The attempt an upload is for, if this host may still upload to it (see output_store)."""
+    """The attempt an upload is for, if this host may still upload to it (output_upload_create)."""
     attempt = JobAttempt.objects.filter(
         job_id=job_id, number=attempt_number, host_id=host_id
     ).first()
@@ -69,48 +64,137 @@ def upload_attempt(*, host_id: int, job_id: int, attempt_number: int) -> JobAtte
     return attempt
 
 
-def output_store(
-    *, host_id: int, job_id: int, attempt_number: int, name: str, upload: UploadedFile
-) -> JobOutput:
-    """Store one output of an attempt this host ran; a repeat of the same file is a no-op.
+def output_upload_create(
+    *, host_id: int, job_id: int, attempt_number: int, name: str, sha256: str, length: int
+) -> Upload:
+    """A tus upload of one output of an attempt this host ran (the agent's POST).
 
     Refuses other hosts' attempts (404, revealing nothing), attempts that never ran, uploads
     more than JOB_LATE_UPLOAD_SECONDS after the attempt finished, names that escape the output
-    folder, after job.finished any name it did not declare, files over JOB_OUTPUT_MAX_BYTES, totals
-    over JOB_OUTPUTS_MAX_BYTES, and content that differs from what job.finished declared.
-    Locks the attempt row while it stores.
+    folder, after job.finished any name it did not declare or with another size or sha256, files
+    over JOB_OUTPUT_MAX_BYTES and totals over JOB_OUTPUTS_MAX_BYTES. The upload is for the job's
+    owner to hold; when they hold these bytes already it is complete at once. Locks the
+    attempt row.
     """
     attempt = upload_attempt(host_id=host_id, job_id=job_id, attempt_number=attempt_number)
     clean = path_clean(name, field="name")
-    is_live = attempt.finished_at is None
-    if not is_live and not JobOutput.objects.filter(attempt=attempt, name=clean).exists():
-        raise ValidationFailed(
-            f"{clean} was not declared in job.finished for attempt {attempt_number}",
-            code="undeclared_output",
-            fields={"name": ["Not declared in job.finished."]},
-        )
-    size = upload.size or 0
-    if size > settings.JOB_OUTPUT_MAX_BYTES:
+    sha256_check(sha256)
+    if length > settings.JOB_OUTPUT_MAX_BYTES:
         raise TooLarge(f"{clean} is larger than {settings.JOB_OUTPUT_MAX_BYTES} bytes")
-    sha256 = _sha256(upload)
-    with transaction.atomic():
-        JobAttempt.objects.select_for_update().filter(pk=attempt.pk).first()
-        # A live attempt uploads before it declares (the agent sends job.finished last);
-        # job.finished then discards what it did not declare (outputs_undeclared_discard).
-        output, _ = JobOutput.objects.get_or_create(
-            attempt=attempt, name=clean, defaults={"job_id": job_id, "size": size, "sha256": sha256}
-        )
-        if output.size != size or output.sha256 != sha256:
+    JobAttempt.objects.select_for_update().filter(pk=attempt.pk).first()
+    output = _output_declared(attempt, clean, size=length, sha256=sha256)
+    if output.uploaded_at is None:
+        _totals_check(attempt, length)
+    upload = upload_create(
+        user_id=attempt.job.owner_id,
+        sha256=sha256,
+        length=length,
+        name=clean,
+        scope=_scope(attempt),
+        origin=HoldingOrigin.OUTPUT,
+    )
+    if upload.status == UploadStatus.COMPLETE:
+        _output_attach(attempt, upload)
+    return upload
+
+
+def _scope(attempt: JobAttempt) -> str:
+    return f"attempt:{attempt.pk}"
+
+
+def _output_declared(attempt: JobAttempt, name: str, *, size: int, sha256: str) -> JobOutput:
+    """The output row: after job.finished the declared one, which must match; before it (the
+    agent uploads, then declares) one made now, which job.finished keeps only if declared."""
+    if attempt.finished_at is not None:
+        output = JobOutput.objects.filter(attempt=attempt, name=name).first()
+        if output is None:
             raise ValidationFailed(
-                f"{clean} does not match its declared size and sha256", code="output_mismatch"
+                f"{name} was not declared in job.finished for attempt {attempt.number}",
+                code="undeclared_output",
+                fields={"name": ["Not declared in job.finished."]},
             )
-        if output.uploaded_at is not None:
-            return output
-        _totals_check(attempt, size)
-        output.file.save(clean.replace("/", "_"), upload, save=False)
-        output.uploaded_at = timezone.now()
-        output.save(update_fields=["file", "uploaded_at"])
+    else:
+        output, _ = JobOutput.objects.get_or_create(
+            attempt=attempt,
+            name=name,
+            defaults={"job_id": attempt.job_id, "size": size, "sha256": sha256},
+        )
+    if output.size != size or output.sha256 != sha256:
+        raise ValidationFailed(
+            f"{name} does not match its declared size and sha256", code="output_mismatch"
+        )
     return output
+
+
+def output_upload_locked(*, host_id: int, upload_id: uuid.UUID) -> tuple[Upload, JobAttempt]:
+    """An output upload of this host's attempt, the upload's then the attempt's row locked
+    (404 for any other host's), while the attempt may still upload."""
+    upload = (
+        Upload.objects.select_for_update()
+        .filter(pk=upload_id, scope__startswith="attempt:")
+        .first()
+    )
+    attempt = None
+    if upload is not None:
+        attempt_id = upload.scope.removeprefix("attempt:")
+        attempt = (
+            JobAttempt.objects.select_for_update()
+            .filter(pk=int(attempt_id) if attempt_id.isdigit() else 0, host_id=host_id)
+            .select_related("job")
+            .first()
+        )
+    if upload is None or attempt is None:
+        raise NotFound("no such upload")
+    if attempt.status not in _UPLOADABLE:
+        raise Conflict(f"attempt {attempt.number} is {attempt.status}", code="stale_attempt")
+    upload_window_check(attempt)
+    return upload, attempt
+
+
+def output_upload_receive(
+    *, host_id: int, upload_id: uuid.UUID, offset: int, body: Readable, length: int
+) -> Upload:
+    """One PATCH of an output upload (``blobs.services.uploads.upload_receive``); on the last
+    byte the output gets its blob. Refused as ``output_upload_create`` refuses, at every PATCH
+    (the attempt may have finished meanwhile without declaring it). Locks the upload, then the
+    attempt."""
+    upload, attempt = output_upload_locked(host_id=host_id, upload_id=upload_id)
+    _output_declared(attempt, upload.name, size=upload.length, sha256=upload.sha256)
+    upload = upload_receive(
+        upload, offset=offset, body=body, length=length, origin=HoldingOrigin.OUTPUT
+    )
+    if upload.status == UploadStatus.COMPLETE:
+        _output_attach(attempt, upload)
+    return upload
+
+
+def output_upload_abort(*, host_id: int, upload_id: uuid.UUID) -> None:
+    upload, _ = output_upload_locked(host_id=host_id, upload_id=upload_id)
+    upload_abort(upload)
+
+
+def output_upload_of(*, host_id: int, upload_id: uuid.UUID) -> Upload:
+    """For HEAD: the upload if it is an output of this host's attempt."""
+    upload = Upload.objects.filter(pk=upload_id, scope__startswith="attempt:").first()
+    if upload is not None:
+        attempt_id = upload.scope.removeprefix("attempt:")
+        if (
+            attempt_id.isdigit()
+            and JobAttempt.objects.filter(pk=int(attempt_id), host_id=host_id).exists()
+        ):
+            return upload
+    raise NotFound("no such upload")
+
+
+def _output_attach(attempt: JobAttempt, upload: Upload) -> None:
+    """The upload completed: its output has its blob (the owner holds it: the engine made the
+    holding)."""
+    updated = JobOutput.objects.filter(attempt=attempt, name=upload.name, blob=None).update(
+        blob=upload.blob, uploaded_at=timezone.now()
+    )
+    if not updated and not JobOutput.objects.filter(attempt=attempt, name=upload.name).exists():
+        assert upload.blob_id is not None
+        holdings_of_outputs_drop(user_id=upload.user_id, blob_ids={upload.blob_id})
 
 
 def _totals_check(attempt: JobAttempt, size: int) -> None:
@@ -129,20 +213,19 @@ def outputs_undeclared_discard(attempt: JobAttempt, declared: dict[str, tuple[in
     """At job.finished: drop what the attempt uploaded but did not declare as ``(size, sha256)``.
 
     The renter sees only declared outputs. Runs inside the caller's transaction (which holds
-    the attempt); the files go after commit. Returns how many were dropped.
+    the attempt); the owner's holdings that only those outputs gave go (the collector deletes
+    the bytes). Returns how many were dropped.
     """
     dropped = [
         output
         for output in JobOutput.objects.filter(attempt=attempt)
         if declared.get(output.name) != (output.size, output.sha256)
     ]
-    names = [output.file.name for output in dropped if output.file]
     JobOutput.objects.filter(pk__in=[output.pk for output in dropped]).delete()
-    if names:
-        transaction.on_commit(lambda: _files_delete(names))
+    blob_ids = {output.blob_id for output in dropped if output.blob_id is not None}
+    kept = JobOutput.objects.filter(job__owner_id=attempt.job.owner_id, blob_id__in=blob_ids)
+    holdings_of_outputs_drop(
+        user_id=attempt.job.owner_id,
+        blob_ids=blob_ids - set(kept.values_list("blob_id", flat=True)),
+    )
     return len(dropped)
-
-
-def _files_delete(names: list[str]) -> None:
-    for name in names:
-        default_storage.delete(name)

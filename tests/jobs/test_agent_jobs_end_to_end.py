@@ -26,6 +26,7 @@ from ledger.models import AccountKind
 from ledger.money import fee_for
 from ledger.selectors import wallet_balances
 from ledger.services import ledger_reconcile, wallet_credit
+from tests.conftest import blob_dir_use
 from tests.hosts.test_agent_end_to_end import Daphne, free_port, wait_for
 from tests.ledger.helpers import balance
 from tests.live import RealAgent
@@ -53,9 +54,11 @@ def server(tmp_path: Path, settings: Any) -> Iterator[Daphne]:
     for name, value in TIMINGS.items():
         setattr(settings, name, value)
     settings.MEDIA_ROOT = tmp_path / "media"
+    blob_dir_use(settings, tmp_path / "blobs")
     daphne = Daphne(free_port(), tmp_path / "daphne.log")
     daphne.env.update({name: str(value) for name, value in TIMINGS.items()})
     daphne.env["MEDIA_ROOT"] = str(tmp_path / "media")
+    daphne.env["BLOB_DIR"] = str(tmp_path / "blobs")
     daphne.start()
     yield daphne
     daphne.kill()

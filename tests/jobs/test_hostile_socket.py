@@ -856,8 +856,8 @@ def test_after_the_end_undeclared_uploads_and_late_log_lines_are_refused(
     job_id = submit(renter, hostile.host_id)
     hostile.run(job_id)
     time.sleep(1.0)
-    assert hostile.upload(job_id, 1, "sneaky.txt", b"not declared").status_code == 201
-    assert hostile.upload(job_id, 1, "answer.txt", b"42").status_code == 201
+    assert hostile.upload(job_id, 1, "sneaky.txt", b"not declared").status_code == 204
+    assert hostile.upload(job_id, 1, "answer.txt", b"42").status_code == 204
     declared = {"name": "answer.txt", "size": 2, "sha256": hashlib.sha256(b"42").hexdigest()}
     finished = hostile.ask(
         "job.finished", finished_data(job_id, 1, cpu=0.8, wall=1.0, outputs=[declared])

@@ -91,6 +91,7 @@ def second_server(tmp_path: Path) -> Iterator[LiveServer]:
             "DATABASE_URL": url,
             "REDIS_URL": redis,
             "MEDIA_ROOT": str(tmp_path / "second-media"),
+            "BLOB_DIR": str(tmp_path / "second-blobs"),
             "JOB_LEASE_SECONDS": LEASE_SECONDS,
         },
     )

@@ -19,7 +19,9 @@ from jobs.models import Job, JobOutput
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHUNK = 64 * 1024
-OUTPUTS = "/api/v1/agent/jobs/1/attempts/1/outputs/"
+# A tus PATCH, the renters' and the agents' (the chunk limit, BLOB_UPLOAD_CHUNK_MAX_BYTES).
+UPLOAD = "/api/v1/uploads/00000000-0000-4000-8000-000000000001/"
+AGENT_UPLOAD = "/api/v1/agent/uploads/00000000-0000-4000-8000-000000000001/"
 JOBS = "/api/v1/jobs/"
 
 
@@ -55,6 +57,7 @@ class StreamingClient:
 
 
 async def post(path: str, total: int, content_length: int | None) -> StreamingClient:
+    """POST to ``path``, or PATCH when it is an upload (tus)."""
     headers = [(b"host", b"testserver"), (b"content-type", b"application/octet-stream")]
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
@@ -62,7 +65,7 @@ async def post(path: str, total: int, content_length: int | None) -> StreamingCl
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": "PATCH" if "uploads/" in path else "POST",
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -79,13 +82,16 @@ async def post(path: str, total: int, content_length: int | None) -> StreamingCl
 
 @pytest.fixture
 def small_limits(settings: Settings) -> None:
-    settings.JOB_OUTPUT_MAX_BYTES = 1024 * 1024
+    settings.BLOB_UPLOAD_CHUNK_MAX_BYTES = 1024 * 1024
     settings.JOB_SUBMIT_MAX_BODY_BYTES = 256 * 1024
 
 
 @pytest.mark.usefixtures("small_limits")
-@pytest.mark.parametrize("path", [OUTPUTS, JOBS])
-async def test_a_declared_oversize_body_is_413_before_a_byte_is_read(path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [(UPLOAD, "chunk_too_large"), (AGENT_UPLOAD, "chunk_too_large"), (JOBS, "request_too_large")],
+)
+async def test_a_declared_oversize_body_is_413_before_a_byte_is_read(path: str, code: str) -> None:
     # given 200 MiB announced in Content-Length
     total = 200 * 1024 * 1024
 
@@ -94,13 +100,13 @@ async def test_a_declared_oversize_body_is_413_before_a_byte_is_read(path: str) 
 
     # then
     assert client.status == 413
-    assert client.error["code"] == "request_too_large"
+    assert client.error["code"] == code
     assert client.pulled == 0
 
 
 @pytest.mark.usefixtures("small_limits")
 @pytest.mark.parametrize(
-    ("path", "limit"), [(OUTPUTS, 1024 * 1024 + 64 * 1024), (JOBS, 256 * 1024)]
+    ("path", "limit"), [(UPLOAD, 1024 * 1024), (AGENT_UPLOAD, 1024 * 1024), (JOBS, 256 * 1024)]
 )
 @pytest.mark.parametrize("content_length", [None, 1000])
 async def test_a_body_without_or_beyond_its_length_is_cut_off_at_the_limit(

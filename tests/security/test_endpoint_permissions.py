@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 from django.apps import apps
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.services import api_token_create, organisation_create
 from hosts.models import HostStatus, HostVisibility
-from jobs.services.outputs import output_store
 from ledger.payments.payouts import connected_account_onboard
 from ledger.payments.purchases import payment_create
 from ledger.payments.tasks import payout_start
 from ledger.services import earnings_mature, hold_capture, hold_place, wallet_credit
+from tests.blobs.conftest import Tus
 from tests.hosts.factories import credential_create, host_create
 from tests.jobs.helpers import finished, say, submit
 from tests.jobs.real_ledger import RealLedger
@@ -45,9 +45,12 @@ PUBLIC = {
     ("stripe-webhook", "post"): "the Stripe-Signature header is the proof",
     ("schema", "get"): "the public API contract",
     ("api-docs", "get"): "the public API contract",
+    ("blob-fetch", "get"): "the signed fetch token is the grant (tests/blobs)",
 }
 # Called by agents with a host credential, never by people (they get 403).
-AGENT_ONLY = {"agent-job-outputs"}
+AGENT_ONLY = {"agent-uploads", "agent-upload"}
+# A signed token in the URL is the grant, not the caller (tests/blobs/test_blobs_api.py).
+TOKEN_GRANTED = {"blob-fetch"}
 STAFF_PREFIX = "api/v1/admin/"
 ALICES_AMOUNT_MICROS = 7_650_000
 OUTPUT = b"alice-private-output\n"
@@ -118,18 +121,13 @@ def database_rows() -> dict[str, list[dict[str, Any]]]:
     """Every row of every model of the project's apps, to show that a refusal changed nothing."""
     rows = {}
     for model in apps.get_models():
-        if model._meta.app_label in {"accounts", "ledger", "payments", "hosts", "jobs"}:
+        if model._meta.app_label in {"accounts", "ledger", "payments", "hosts", "jobs", "blobs"}:
             rows[model._meta.label] = list(model._default_manager.order_by("pk").values())
     return rows
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-
-
 @pytest.fixture
-def alices(alice, hana, settings, django_capture_on_commit_callbacks) -> dict[str, Any]:
+def alices(alice, hana, settings, django_capture_on_commit_callbacks, client_for) -> dict[str, Any]:
     """One of each of alice's things, by the URL parameter that names it."""
     alice_earns_and_pays_out(alice, renter=hana, settings=settings)
     token, _ = api_token_create(user=alice, name="alice-private-token")
@@ -143,7 +141,7 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks) -> dict[st
         last_seen_at=timezone.now(),
         docker_available=True,
     )
-    credential_create(host)
+    secret = credential_create(host)
     payment_create(user=alice, amount_micros=ALICES_AMOUNT_MICROS)
     sha = hashlib.sha256(OUTPUT).hexdigest()
     with django_capture_on_commit_callbacks(execute=True):
@@ -153,14 +151,16 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks) -> dict[st
         say(host, "job.log", job_id=job.pk, attempt=1, offset=0, data="alice-private-log\n")
         outputs = [{"name": "result.csv", "size": len(OUTPUT), "sha256": sha}]
         say(host, "job.finished", **finished(job, 1, outputs=outputs))
-    output_store(
-        host_id=host.pk,
-        job_id=job.pk,
-        attempt_number=1,
-        name="result.csv",
-        upload=SimpleUploadedFile("result.csv", OUTPUT),
-    )
+    agent = Tus(APIClient(), "/api/v1/agent/uploads/", Authorization=f"Bearer {secret}")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert (
+            agent.upload(OUTPUT, job_id=str(job.pk), attempt="1", name="result.csv").status_code
+            == 204
+        )
+    own = Tus(client_for(alice)).create(10, sha256=hashlib.sha256(b"0123456789").hexdigest())
     return {
+        "upload_id": own.json()["id"],
+        "sha256": sha,
         "job_id": job.pk,
         "attempt": 1,
         "name": "result.csv",
@@ -228,7 +228,9 @@ def test_staff_reports_refuse_other_users(call, client_for, alice, staff, alices
 
 
 @pytest.mark.parametrize(
-    "call", [c for c in CALLS if c[0].parameters and c[0].name not in AGENT_ONLY], ids=call_id
+    "call",
+    [c for c in CALLS if c[0].parameters and c[0].name not in AGENT_ONLY | TOKEN_GRANTED],
+    ids=call_id,
 )
 def test_mallory_gets_404_for_alices_objects_and_changes_nothing(
     call, client_for, alice, mallory, alices
@@ -276,23 +278,31 @@ def is_a_list(response: Any) -> bool:
     return response["Content-Type"] == "application/json" and "results" in response.json()
 
 
-def upload(client: Any, path: str, **extra: Any) -> Any:
-    file = SimpleUploadedFile("f", OUTPUT)
-    return client.post(path, {"name": "result.csv", "file": file}, format="multipart", **extra)
+def agent_call(client: Any, method: str, path: str, alices: dict[str, Any], **auth: str) -> Any:
+    """A tus call of an agent's: the creation names alice's job, a PATCH sends her bytes."""
+    tus = Tus(client, path, **auth)
+    if method == "post":
+        sha = hashlib.sha256(OUTPUT).hexdigest()
+        return tus.create(
+            len(OUTPUT), job_id=str(alices["job_id"]), attempt="1", name="result.csv", sha256=sha
+        )
+    if method == "patch":
+        return tus.patch(path, 0, OUTPUT)
+    return tus.delete(path)
 
 
 @pytest.mark.parametrize("call", [c for c in CALLS if c[0].name in AGENT_ONLY], ids=call_id)
 def test_agent_endpoints_refuse_people_and_other_hosts(call, client_for, api, mallory, alices):
     # given
     route, method = call
-    assert method == "post", "only uploads so far: send this method's body here"
+    assert method in ("post", "patch", "delete"), "tus only so far: send this method's call here"
     secret = credential_create(host_create(mallory, name="mallory-host"))
     path = route.path(alices)
     before = database_rows()
 
     # when
-    person = upload(client_for(mallory), path)
-    other_host = upload(api, path, headers={"Authorization": f"Bearer {secret}"})
+    person = agent_call(client_for(mallory), method, path, alices)
+    other_host = agent_call(api, method, path, alices, Authorization=f"Bearer {secret}")
 
     # then
     assert answer(person) == (403, "permission_denied")
