@@ -276,9 +276,28 @@ def _cap_check(cap: int, minimum: int) -> None:
         )
 
 
+def _holdings_touch(holdings: list[BlobHolding]) -> None:
+    """Mark the holdings the job uses as used now (retention counts from the last job).
+
+    The UPDATE locks them until the submit commits, so the blob store's collector can't drop
+    one (and then its blob) under a job being created; one it dropped between the check and
+    here is missing from the count, and the submit is refused as for a blob never held.
+    """
+    touched = BlobHolding.objects.filter(pk__in=[h.pk for h in holdings]).update(
+        last_used_at=timezone.now()
+    )
+    if touched != len(holdings):
+        raise ValidationFailed(
+            "a blob the job names was removed while it was submitted",
+            code="unknown_blob",
+            fields={"inputs": ["a blob you named is no longer yours: upload it again"]},
+        )
+
+
 def _job_create(owner: User, submission: JobSubmission, spec: JobSpec, checked: _Checked) -> Job:
-    """The job, its files and inputs; the holdings it uses are marked used now (retention)."""
+    """The job, its files and inputs, after locking the holdings it uses (``_holdings_touch``)."""
     entrypoint, archive = checked.entrypoint, checked.archive
+    _holdings_touch(checked.holdings)
     job = Job.objects.create(
         owner=owner,
         placement=PlacementMode.AUTO if submission.host_id is None else PlacementMode.CHOSEN,
@@ -308,7 +327,4 @@ def _job_create(owner: User, submission: JobSubmission, spec: JobSpec, checked: 
     for row in checked.inputs:
         row.job = job
     JobInput.objects.bulk_create(checked.inputs)
-    BlobHolding.objects.filter(pk__in=[h.pk for h in checked.holdings]).update(
-        last_used_at=timezone.now()
-    )
     return job

@@ -708,3 +708,29 @@ def test_a_blob_gone_from_the_table_leaves_the_finished_jobs_record(alice, box, 
     # then
     row = JobInput.objects.get()
     assert (row.blob_id, row.sha256, row.size) == (None, data.blob.sha256, 5)
+
+
+def test_a_holding_dropped_between_the_check_and_the_write_refuses_the_submit(
+    client_for, alice, box, funded, wire, monkeypatch
+):
+    # given: the collector drops alice's holding right after the submit looked it up
+    from jobs.services import submit as submit_module
+
+    data = hold(alice, b"about to go")
+    looked_up = submit_module.blobs_held
+
+    def then_collected(user, sha256s):
+        found = looked_up(user, sha256s)
+        BlobHolding.objects.filter(pk=data.pk).delete()
+        return found
+
+    monkeypatch.setattr(submit_module, "blobs_held", then_collected)
+
+    # when
+    inputs = [{"path": "d", "sha256": data.blob.sha256}]
+    response = client_for(alice).post(JOBS, body(inputs=inputs), format="json")
+
+    # then
+    assert response.status_code == 400, response.data
+    assert response.data["error"]["code"] == "unknown_blob"
+    assert_nothing_moved(funded, alice, wire)
