@@ -35,6 +35,8 @@ from agent.metering import MB_PER_GB, Rates
 
 SECONDS_PER_HOUR = 3600
 BUSY_REASON = "the host is busy with other jobs"
+# In every disk misfit's reason ("the job needs N MB of disk; the host allows M").
+DISK_REASON_MARK = "MB of disk; the host allows"
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def misfit_reason(
         (spec.gpus > gpu_limit, f"the job needs {spec.gpus} GPUs, the host offers {gpu_limit}"),
         (
             spec.disk_mb > disk_limit,
-            f"the job needs {spec.disk_mb} MB of disk; the host allows {disk_limit}",
+            f"the job needs {spec.disk_mb} {DISK_REASON_MARK} {disk_limit}",
         ),
         (
             c.max_job_timeout_seconds > 0 and spec.timeout_seconds > c.max_job_timeout_seconds,

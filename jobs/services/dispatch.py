@@ -51,7 +51,14 @@ from jobs.states import (
     attempt_transition,
     job_transition,
 )
-from marketplace.placement import BUSY_REASON, Candidate, JobSpec, hosts_rank, misfit_reason
+from marketplace.placement import (
+    BUSY_REASON,
+    DISK_REASON_MARK,
+    Candidate,
+    JobSpec,
+    hosts_rank,
+    misfit_reason,
+)
 from marketplace.placement_selectors import placement_candidate, placement_candidates
 
 _REAP_BATCH = 100
@@ -174,6 +181,9 @@ def _waiting_reason(
         return f"waiting for a host with {need} free: {hosts} busy"
     if any(r is not None and r.startswith("the host is not") for r in reasons):
         return f"waiting for a host with {need} to become available or ready"
+    if reasons and all(r is not None and DISK_REASON_MARK in r for r in reasons):
+        # Every host's allowance is too small: coming online wouldn't help them.
+        return f"waiting for a host that allows {spec.disk_mb} MB of disk a job"
     return f"waiting for a host with {need} to come online"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import stat
 import zipfile
 from datetime import timedelta
@@ -20,6 +21,7 @@ from django.utils import timezone
 from blobs.models import Blob, BlobHolding, blob_storage_name
 from blobs.providers import providers
 from blobs.tokens import blob_token_check
+from hosts.models import Host
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus
 from jobs.selectors import blobs_in_use
 from tests.jobs.conftest import Wire
@@ -734,3 +736,47 @@ def test_a_holding_dropped_between_the_check_and_the_write_refuses_the_submit(
     assert response.status_code == 400, response.data
     assert response.data["error"]["code"] == "unknown_blob"
     assert_nothing_moved(funded, alice, wire)
+
+
+def test_a_queued_job_no_host_has_the_disk_for_says_so(alice, make_host, hana, funded):
+    # given: a queued job; then the only host's agent lowers its allowance below the job's need
+    from jobs.services.dispatch import job_offer_next
+
+    host = make_host(hana, "box")
+    job = submit(alice)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, attempt=0)
+    job.attempts.all().delete()
+    Host.objects.filter(pk=host.pk).update(job_disk_mb=100)
+
+    # when
+    job_offer_next(job.pk)
+
+    # then
+    job.refresh_from_db()
+    assert (job.status, job.waiting_reason) == (
+        "queued",
+        "waiting for a host that allows 2304 MB of disk a job",
+    )
+
+
+def test_inputs_may_come_as_a_json_string_in_a_multipart_form(client_for, alice, box, funded):
+    # given
+    data = hold(alice, b"form data")
+    buffer = io.BytesIO(zipped({"main.py": b"print(1)"}))
+    buffer.name = "code.zip"
+
+    # when
+    response = client_for(alice).post(
+        JOBS,
+        {
+            "archive": buffer,
+            "inputs": json.dumps([{"path": "f", "sha256": data.blob.sha256}]),
+            "placement": "auto",
+            "max_cost_micros": 1_000_000,
+        },
+        format="multipart",
+    )
+
+    # then
+    assert response.status_code == 201, response.data
+    assert [(i["path"], i["source"]) for i in response.data["inputs"]] == [("f", "store")]
