@@ -716,17 +716,16 @@ def test_a_holding_dropped_between_the_check_and_the_write_refuses_the_submit(
     client_for, alice, box, funded, wire, monkeypatch
 ):
     # given: the collector drops alice's holding right after the submit looked it up
-    from jobs.services import submit as submit_module
+    from blobs.selectors import blobs_held
 
     data = hold(alice, b"about to go")
-    looked_up = submit_module.blobs_held
 
     def then_collected(user, sha256s):
-        found = looked_up(user, sha256s)
+        found = blobs_held(user, sha256s)
         BlobHolding.objects.filter(pk=data.pk).delete()
         return found
 
-    monkeypatch.setattr(submit_module, "blobs_held", then_collected)
+    monkeypatch.setattr("jobs.services.submit.blobs_held", then_collected)
 
     # when
     inputs = [{"path": "d", "sha256": data.blob.sha256}]
