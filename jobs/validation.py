@@ -402,9 +402,26 @@ def inputs_check(raw: Sequence[object]) -> list[InputSpec]:
             )
         seen.add(spec.path)
         inputs.append(spec)
+    refusals.extend(_nesting_refusals(inputs))
     if refusals:
         raise refusals_merge(refusals)
     return inputs
+
+
+def _nesting_refusals(inputs: list[InputSpec]) -> list[ValidationFailed]:
+    """An input under another input's path ("a" and "a/b") can't be laid out: "a" can't be a
+    file and a folder at once."""
+    files = {spec.path for spec in inputs}
+    refusals = []
+    for index, spec in enumerate(inputs):
+        inside = next((str(p) for p in PurePosixPath(spec.path).parents if str(p) in files), None)
+        if inside is not None:
+            where = f"inputs[{index}].path"
+            why = f"is inside {inside}, another input's file"
+            refusals.append(
+                ValidationFailed(f"{where} {why}", code="invalid_path", fields={where: [why]})
+            )
+    return refusals
 
 
 def _input_check(index: int, item: object) -> InputSpec:

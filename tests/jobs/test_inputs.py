@@ -779,3 +779,20 @@ def test_inputs_may_come_as_a_json_string_in_a_multipart_form(client_for, alice,
     # then
     assert response.status_code == 201, response.data
     assert [(i["path"], i["source"]) for i in response.data["inputs"]] == [("f", "store")]
+
+
+def test_an_input_under_another_inputs_file_is_refused(client_for, alice, box, funded, wire):
+    inputs = [
+        {"path": "data/x/y.csv", "url": "https://example.com/y", "sha256": "0" * 64},
+        {"path": "data/x", "url": "https://example.com/x", "sha256": "1" * 64},
+        {"path": "data/z", "url": "https://example.com/z", "sha256": "2" * 64},
+    ]
+
+    response = client_for(alice).post(JOBS, body(inputs=inputs), format="json")
+
+    assert response.status_code == 400
+    assert response.data["error"]["code"] == "invalid_path"
+    assert response.data["error"]["fields"] == {
+        "inputs[0].path": ["is inside data/x, another input's file"]
+    }
+    assert_nothing_moved(funded, alice, wire)
