@@ -283,10 +283,9 @@ def _holdings_touch(holdings: list[BlobHolding]) -> None:
     one (and then its blob) under a job being created; one it dropped between the check and
     here is missing from the count, and the submit is refused as for a blob never held.
     """
-    touched = BlobHolding.objects.filter(pk__in=[h.pk for h in holdings]).update(
-        last_used_at=timezone.now()
-    )
-    if touched != len(holdings):
+    pks = {holding.pk for holding in holdings}  # the archive may be an input too
+    touched = BlobHolding.objects.filter(pk__in=pks).update(last_used_at=timezone.now())
+    if touched != len(pks):
         raise ValidationFailed(
             "a blob the job names was removed while it was submitted",
             code="unknown_blob",

@@ -796,3 +796,16 @@ def test_an_input_under_another_inputs_file_is_refused(client_for, alice, box, f
         "inputs[0].path": ["is inside data/x, another input's file"]
     }
     assert_nothing_moved(funded, alice, wire)
+
+
+def test_the_code_archive_may_also_be_an_input(alice, box, funded):
+    archive = hold(alice, zipped({"main.py": b"print(1)"}))
+
+    job = submit(
+        alice,
+        code=None,
+        archive_sha256=archive.blob.sha256,
+        inputs=({"path": "source.zip", "sha256": archive.blob.sha256},),
+    )
+
+    assert (job.code_archive_id, job.inputs.get().blob_id) == (archive.blob_id, archive.blob_id)
