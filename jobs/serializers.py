@@ -14,9 +14,10 @@ from rest_framework import serializers
 from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
+from jobs.inputs import DiskRequest
 from jobs.models import JOB_NAME_MAX_LENGTH, Job, JobInput, JobOutput, JobStatus
 from jobs.selectors import job_queue_position
-from jobs.validation import DiskRequest, JobSubmission, SubmittedFile
+from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.quote_apis import JobLimitsSerializer
 
 
@@ -78,7 +79,7 @@ _INPUT_SCHEMA = {
 @extend_schema_field({"type": "array", "items": _INPUT_SCHEMA})
 class InputsField(serializers.Field[tuple[object, ...], Any, list[Any], Any]):
     """A list of input objects (or that list as a JSON string, for multipart forms); each is
-    checked by ``jobs.validation.inputs_check``, which names ``inputs[i].path`` and so on."""
+    checked by ``jobs.inputs.inputs_check``, which names ``inputs[i].path`` and so on."""
 
     def to_internal_value(self, data: Any) -> tuple[object, ...]:
         if isinstance(data, str):

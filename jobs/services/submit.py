@@ -23,15 +23,12 @@ from config.errors import Conflict, TooLarge, ValidationFailed
 from hosts.models import Host
 from jobs.billing import job_hold_place
 from jobs.code_archive import code_archive_paths
+from jobs.inputs import DiskLimits, DiskRequest, InputSpec, disk_check, inputs_check
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus, PlacementMode
 from jobs.services.dispatch import input_ref, job_offer_next
 from jobs.validation import (
-    DiskLimits,
-    InputSpec,
     JobSubmission,
     SubmittedFile,
-    disk_check,
-    inputs_check,
     refusals_merge,
     requirements_check,
     submission_files,
@@ -116,7 +113,7 @@ def _inputs_check(owner: User, submission: JobSubmission, spec: JobSpec) -> _Che
     entrypoint = ""
     inputs: list[JobInput] = []
     holdings: list[BlobHolding] = []
-    disk = _attempt(refusals, lambda: disk_check(submission.disk))
+    disk = _attempt(refusals, lambda: disk_check(submission.disk or DiskRequest()))
     archive = _attempt(refusals, lambda: _archive_held(owner, submission.archive_sha256))
     paths = None
     if archive is not None and disk is not None:
