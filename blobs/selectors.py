@@ -1,4 +1,4 @@
-"""Reads of the blobs app."""
+"""Reads of the blobs app: holdings (which blobs a user may use in a job, download)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from blobs.models import Blob, BlobHolding
+from accounts.models import User
+from blobs.models import BlobHolding
 from config.errors import NotFound
 
 
@@ -23,11 +24,12 @@ def holding_of(user_id: int, sha256: str) -> BlobHolding:
     return holding
 
 
-def blob_held(user_id: int, sha256: str) -> Blob | None:
-    holding = holdings_of(user_id).filter(blob__sha256=sha256).first()
-    return holding.blob if holding is not None else None
-
-
-def blobs_held(user_id: int, sha256s: Iterable[str]) -> dict[str, Blob]:
-    found = holdings_of(user_id).filter(blob__sha256__in=list(sha256s))
-    return {holding.blob.sha256: holding.blob for holding in found}
+def blobs_held(user: User, sha256s: Iterable[str]) -> dict[str, BlobHolding]:
+    """The user's holdings among these digests, by digest (one query, however many): the same
+    answer whether a blob exists for someone else or not at all, so a digest reveals nothing
+    about other users' data."""
+    wanted = set(sha256s)
+    if not wanted:
+        return {}
+    holdings = BlobHolding.objects.select_related("blob").filter(user=user, blob__sha256__in=wanted)
+    return {holding.blob.sha256: holding for holding in holdings}

@@ -312,6 +312,16 @@ JOB_CODE_MAX_BYTES = env_int("JOB_CODE_MAX_BYTES", 128 * 1024, minimum=1)
 JOB_FILES_MAX_COUNT = env_int("JOB_FILES_MAX_COUNT", 100, minimum=1)
 JOB_ARCHIVE_MAX_BYTES = env_int("JOB_ARCHIVE_MAX_BYTES", 256 * 1024, minimum=1)
 JOB_REQUIREMENTS_MAX_COUNT = env_int("JOB_REQUIREMENTS_MAX_COUNT", 50, minimum=0)
+# Inputs (docs/jobs.md, "Inputs"): blobs the owner holds or https URLs, fetched by the agent
+# into /inputs, at most this many and this many bytes in all (store sizes and stated URL sizes).
+JOB_INPUTS_MAX_COUNT = env_int("JOB_INPUTS_MAX_COUNT", 1000, minimum=0)
+JOB_INPUTS_MAX_BYTES = env_int("JOB_INPUTS_MAX_BYTES", 5 * 1024**3, minimum=0)
+# Each job's writable file systems (docs/jobs.md, "Disk"): defaults for /work, /outputs and
+# /tmp in MB, and the most any one of them may ask for.
+JOB_WORK_MB = env_int("JOB_WORK_MB", 1024, minimum=1)
+JOB_OUTPUTS_MB = env_int("JOB_OUTPUTS_MB", 1024, minimum=1)
+JOB_TMP_MB = env_int("JOB_TMP_MB", 256, minimum=1)
+JOB_DISK_MB_MAX = env_int("JOB_DISK_MB_MAX", 1024 * 1024, minimum=1)
 # The longest timeout a job may ask for. Earnings mature a dispute window after their job
 # settled (docs/ledger.md), so the two are independent.
 JOB_MAX_TIMEOUT_SECONDS = env_int("JOB_MAX_TIMEOUT_SECONDS", 3 * 24 * 3600, minimum=60)

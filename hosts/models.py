@@ -43,6 +43,8 @@ SPEC_FIELDS = (
     "gpus",
     "gpu_count",
     "docker_available",
+    "disk_quota",
+    "job_disk_mb",
 )
 
 
@@ -101,6 +103,11 @@ class Host(RatesColumns):
     gpus = models.JSONField(default=list, blank=True)  # [{"model": str, "memory_mb": int}]
     gpu_count = models.PositiveIntegerField(default=0)
     docker_available = models.BooleanField(default=False)
+    # The data plane (docs/hosts.md, "Disk"): whether a job's /work, /outputs and /tmp are
+    # size-limited file systems there, and the most disk one job may ask for (None: an agent
+    # that never said; placement then uses disk_free_mb).
+    disk_quota = models.BooleanField(default=False)
+    job_disk_mb = models.PositiveBigIntegerField(null=True, blank=True)
     agent_version = models.CharField(max_length=32, blank=True)
     # The catalog's "price": one hour of one fully used core with 1 GB of memory reserved.
     # A stored column so the catalog can filter and order by it through an index.
@@ -220,6 +227,9 @@ class Host(RatesColumns):
             **specs,
             "gpus": [dict(gpu) for gpu in specs["gpus"]],
             "gpu_count": len(specs["gpus"]),
+            # Older agents send neither: no quota, no allowance beyond disk_free_mb.
+            "disk_quota": specs.get("disk_quota", False),
+            "job_disk_mb": specs.get("job_disk_mb"),
         }
         for name in SPEC_FIELDS:
             setattr(self, name, columns[name])

@@ -53,6 +53,9 @@ def specs_clean(raw: Any) -> HostSpecs:
         problems["memory_mb"] = f"must be between 1 and {MAX_MEMORY_MB}"
     if not 0 <= raw["disk_free_mb"] <= MAX_DISK_MB:
         problems["disk_free_mb"] = f"must be between 0 and {MAX_DISK_MB}"
+    job_disk_mb = raw.get("job_disk_mb")
+    if job_disk_mb is not None and not 0 <= job_disk_mb <= MAX_DISK_MB:
+        problems["job_disk_mb"] = f"must be between 0 and {MAX_DISK_MB}"
     if raw["os"].lower() not in KNOWN_OS:
         problems["os"] = f"must be one of {sorted(KNOWN_OS)}"
     gpus_problem = _gpus_problem(raw["gpus"])
@@ -62,7 +65,7 @@ def specs_clean(raw: Any) -> HostSpecs:
         raise ValidationFailed(
             "the agent reported impossible specs", code="invalid_specs", fields=problems
         )
-    return HostSpecs(
+    cleaned = HostSpecs(
         cpu_model=raw["cpu_model"].strip(),
         arch=arch_normalise(raw["arch"]),
         cpus=raw["cpus"],
@@ -73,6 +76,11 @@ def specs_clean(raw: Any) -> HostSpecs:
         gpus=[GpuSpec(model=gpu["model"][:200], memory_mb=gpu["memory_mb"]) for gpu in raw["gpus"]],
         docker_available=raw["docker_available"],
     )
+    if "disk_quota" in raw:
+        cleaned["disk_quota"] = raw["disk_quota"]
+    if job_disk_mb is not None:
+        cleaned["job_disk_mb"] = job_disk_mb
+    return cleaned
 
 
 def _gpus_problem(gpus: list[GpuSpec]) -> str | None:

@@ -9,6 +9,7 @@ class JobsConfig(AppConfig):
         from jobs import schema  # noqa: F401  registers the OpenAPI auth extension
 
         ledger_providers_register()
+        blobs_providers_register()
 
 
 def ledger_providers_register() -> None:
@@ -19,3 +20,12 @@ def ledger_providers_register() -> None:
 
     providers.job_facts = job_facts
     providers.job_names = job_names
+
+
+def blobs_providers_register() -> None:
+    """Tell the blob store's collector which blobs unfinished jobs read (blobs must not
+    import jobs)."""
+    from blobs.providers import providers
+    from jobs.selectors import blobs_in_use
+
+    providers.blobs_in_use = blobs_in_use

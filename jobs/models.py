@@ -83,6 +83,19 @@ class Job(RatesColumns):
     timeout_seconds = models.PositiveIntegerField()
     max_cost_micros = models.PositiveBigIntegerField()
     allow_network = models.BooleanField(default=False)
+    # The data plane (docs/jobs.md, "Inputs" and "Disk"): the size of each writable file
+    # system in MB, whether /work may hold programs to run, the bytes of the inputs (store
+    # sizes and stated URL sizes: placement's disk fit) and the code archive, a zip blob the
+    # owner held at submit (its digest stays when the blob is gone, for the record).
+    work_mb = models.PositiveIntegerField(default=1024)
+    outputs_mb = models.PositiveIntegerField(default=1024)
+    tmp_mb = models.PositiveIntegerField(default=256)
+    work_exec = models.BooleanField(default=False)
+    inputs_bytes = models.PositiveBigIntegerField(default=0)
+    code_archive = models.ForeignKey(
+        "blobs.Blob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    code_archive_sha256 = models.CharField(max_length=64, blank=True, default="")
     cost_micros = models.PositiveBigIntegerField(default=0)
     exit_code = models.IntegerField(null=True, blank=True)
     # Settled: the rest of the cap (held in the submit's own transaction) went back to the
@@ -130,6 +143,34 @@ class JobFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.path} of job {self.job_id}"
+
+
+class InputSource(models.TextChoices):
+    STORE = "store", "the blob store"
+    URL = "url", "the renter's URL"
+
+
+class JobInput(models.Model):
+    """One file the job reads at ``/inputs/<path>``: a blob the owner held at submit, or the
+    renter's https URL with the digest the agent checks. ``blob`` is kept for the store's
+    garbage collector (a blob an unfinished job reads stays); ``size`` is None for a URL that
+    stated none."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="inputs")
+    path = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=InputSource.choices)
+    url = models.CharField(max_length=4096, blank=True, default="")
+    blob = models.ForeignKey(
+        "blobs.Blob", null=True, blank=True, on_delete=models.SET_NULL, related_name="job_inputs"
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "path"], name="uniq_job_input")]
+
+    def __str__(self) -> str:
+        return f"input {self.path} of job {self.job_id}"
 
 
 class JobAttempt(RatesColumns):

@@ -15,12 +15,12 @@ from accounts.models import User
 from config.errors import NotFound
 from jobs.billing import attempt_billable_counters
 from jobs.metering import Counters, cost_total
-from jobs.models import Job, JobAttempt, JobOutput, JobStatus, PlacementMode
+from jobs.models import Job, JobAttempt, JobInput, JobOutput, JobStatus, PlacementMode
 from jobs.services.usage import job_reservation
 from jobs.states import ATTEMPT_OPEN, FINAL
 from ledger.selectors import AttemptCharges, job_money
 from ledger.services import JobFact
-from marketplace.placement import Candidate, JobSpec
+from marketplace.placement import Candidate, JobSpec, disk_needed_mb
 
 
 def job_spec(job: Job) -> JobSpec:
@@ -29,7 +29,28 @@ def job_spec(job: Job) -> JobSpec:
         memory_mb=job.memory_mb,
         gpus=job.gpus,
         timeout_seconds=job.timeout_seconds,
+        disk_mb=disk_needed_mb(
+            work_mb=job.work_mb,
+            outputs_mb=job.outputs_mb,
+            tmp_mb=job.tmp_mb,
+            inputs_bytes=job.inputs_bytes,
+        ),
     )
+
+
+def blobs_in_use(blob_ids: Collection[int]) -> set[int]:
+    """Of these blobs, those an unfinished job reads (an input or its code archive): the blob
+    store's collector keeps them and their holdings (``blobs.providers``)."""
+    unfinished = ~Q(job__status__in=FINAL)
+    inputs = JobInput.objects.filter(unfinished, blob_id__in=blob_ids).values_list(
+        "blob_id", flat=True
+    )
+    archives = (
+        Job.objects.filter(code_archive_id__in=blob_ids)
+        .exclude(status__in=FINAL)
+        .values_list("code_archive_id", flat=True)
+    )
+    return {blob_id for blob_id in [*inputs, *archives] if blob_id is not None}
 
 
 def candidates_loaded(candidates: Iterable[Candidate]) -> list[Candidate]:
@@ -99,13 +120,19 @@ def jobs_of(user: User) -> QuerySet[Job]:
     return (
         Job.objects.filter(owner=user)
         .select_related("host", "requested_host")
+        .prefetch_related("inputs")
         .order_by("-created_at", "-pk")
     )
 
 
 def job_of(user: User, job_id: int) -> Job:
     """The user's job; NotFound for someone else's, so ids of others' jobs reveal nothing."""
-    job = Job.objects.select_related("host", "requested_host").filter(owner=user, pk=job_id).first()
+    job = (
+        Job.objects.select_related("host", "requested_host")
+        .prefetch_related("inputs")
+        .filter(owner=user, pk=job_id)
+        .first()
+    )
     if job is None:
         raise NotFound("no such job")
     return job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any, Literal
 
 from django.conf import settings
@@ -13,7 +14,8 @@ from rest_framework import serializers
 from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
-from jobs.models import JOB_NAME_MAX_LENGTH, Job, JobOutput, JobStatus
+from jobs.inputs import DiskRequest
+from jobs.models import JOB_NAME_MAX_LENGTH, Job, JobInput, JobOutput, JobStatus
 from jobs.selectors import job_queue_position
 from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.quote_apis import JobLimitsSerializer
@@ -61,10 +63,60 @@ class RequirementsField(serializers.Field[list[str], list[str] | str, list[str],
         return value
 
 
+_INPUT_SCHEMA = {
+    "type": "object",
+    "required": ["path", "sha256"],
+    "properties": {
+        "path": {"type": "string", "description": "where it appears, under /inputs"},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "url": {"type": "string", "description": "https only; absent: a blob you hold"},
+        "size": {"type": "integer", "minimum": 0, "description": "bytes, with url"},
+    },
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field({"type": "array", "items": _INPUT_SCHEMA})
+class InputsField(serializers.Field[tuple[object, ...], Any, list[Any], Any]):
+    """A list of input objects (or that list as a JSON string, for multipart forms); each is
+    checked by ``jobs.inputs.inputs_check``, which names ``inputs[i].path`` and so on."""
+
+    def to_internal_value(self, data: Any) -> tuple[object, ...]:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("not valid JSON") from None
+        if not isinstance(data, list):
+            raise serializers.ValidationError("a list of {path, sha256} or {path, url, sha256}")
+        return tuple(data)
+
+    def to_representation(self, value: Any) -> list[Any]:
+        return list(value)
+
+
+class DiskInputSerializer(serializers.Serializer[DiskRequest]):
+    work_mb = serializers.IntegerField(required=False, help_text="/work in MB (default 1024)")
+    outputs_mb = serializers.IntegerField(required=False, help_text="/outputs in MB (default 1024)")
+    tmp_mb = serializers.IntegerField(
+        required=False, help_text="the job's tmpfs in MB (default 256)"
+    )
+
+
 class JobCreateSerializer(JobLimitsSerializer):
     code = serializers.CharField(required=False, trim_whitespace=False, help_text="one file")
     files = FileInputSerializer(many=True, required=False)
     archive = serializers.FileField(required=False, help_text="a zip (multipart)")
+    archive_sha256 = serializers.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        help_text="a zip you hold (uploaded) as the job's code, with no size cap but /work's",
+    )
+    inputs = InputsField(required=False, default=tuple)
+    disk = DiskInputSerializer(required=False)
+    work_exec = serializers.BooleanField(
+        required=False, help_text="allow running programs from /work (default false)"
+    )
     entrypoint = serializers.CharField(required=False, max_length=255)
     name = serializers.CharField(
         required=False,
@@ -114,6 +166,10 @@ class JobCreateSerializer(JobLimitsSerializer):
             files=tuple(SubmittedFile(f["path"], f["raw"]) for f in data.get("files", [])),
             archive=archive.read() if archive is not None else None,
             name=data.get("name") or None,
+            inputs=data["inputs"],
+            archive_sha256=data.get("archive_sha256"),
+            disk=DiskRequest(**data.get("disk", {})),
+            work_exec=data.get("work_exec", False),
         )
 
 
@@ -125,10 +181,24 @@ def _across_fields(given: Any) -> dict[str, list[str]]:
         problems["placement"] = ['give a host, or placement: "auto"']
     elif host not in (None, "") and placement == "auto":
         problems["placement"] = ['a chosen host is not "auto"']
-    forms = [name for name in ("code", "files", "archive") if given.get(name) not in (None, [])]
-    if len(forms) != 1:
-        problems["code"] = ["give exactly one of code, files or an archive"]
+    forms = ("code", "files", "archive", "archive_sha256")
+    if len([name for name in forms if given.get(name) not in (None, [])]) != 1:
+        problems["code"] = ["give exactly one of code, files, archive or archive_sha256"]
     return problems
+
+
+class JobInputSerializer(serializers.ModelSerializer[JobInput]):
+    class Meta:
+        model = JobInput
+        fields = ["path", "sha256", "size", "source", "url"]
+        read_only_fields = fields
+        extra_kwargs = {"url": {"help_text": "the renter's URL; empty for a blob you hold"}}
+
+
+class DiskOutputSerializer(serializers.Serializer[Job]):
+    work_mb = serializers.IntegerField()
+    outputs_mb = serializers.IntegerField()
+    tmp_mb = serializers.IntegerField()
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
@@ -143,6 +213,13 @@ class JobSerializer(serializers.ModelSerializer[Job]):
     host_isolation = serializers.SerializerMethodField(
         help_text='How the job\'s host (or chosen host) runs jobs: "docker" (isolated), "none" '
         "(without isolation: only its owner's jobs go there), or empty when not known yet."
+    )
+    inputs = JobInputSerializer(many=True, read_only=True)
+    disk = DiskOutputSerializer(source="*", read_only=True)
+    archive_sha256 = serializers.CharField(
+        source="code_archive_sha256",
+        read_only=True,
+        help_text="the code archive's digest; empty for none",
     )
 
     class Meta:
@@ -170,6 +247,10 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "cost_micros",
             *RATE_FIELDS,
             "allow_network",
+            "inputs",
+            "archive_sha256",
+            "disk",
+            "work_exec",
             "exit_code",
             "cancel_requested",
             "created_at",

@@ -5,6 +5,9 @@ file, in total and for code (``.py`` files); archives are read member by member 
 read, so a zip bomb or a lying header stops at the cap. Paths must be relative and stay inside
 the job's directory. Requirement lines must be plain package specifiers: no pip options, URLs,
 paths or archives, because the install step has network access and runs pip with them.
+
+Inputs and disk sizes are checked in ``jobs.inputs``; a code archive in the store is listed
+from its central directory (``archive_paths_check``, called by ``jobs.code_archive``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import re
 import stat
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from packaging.requirements import InvalidRequirement, Requirement
 
 from config.errors import TooLarge, ValidationFailed
+
+if TYPE_CHECKING:
+    from jobs.inputs import DiskRequest
 
 DEFAULT_ENTRYPOINT = "main.py"
 _MAX_PATH_LENGTH = 255
@@ -53,6 +61,23 @@ class JobSubmission:
     files: tuple[SubmittedFile, ...] = ()
     archive: bytes | None = None
     name: str | None = None
+    # The data plane: inputs as sent (checked by inputs_check), a held zip as the code, disk.
+    inputs: tuple[object, ...] = ()
+    archive_sha256: str | None = None
+    disk: DiskRequest | None = None  # None: every size its default
+    work_exec: bool = False
+
+
+def refusals_merge(refusals: Sequence[ValidationFailed]) -> ValidationFailed:
+    """Several refusals as one: a single one keeps its own code, several are ``invalid`` with
+    each message and each field (docs/api.md, Errors)."""
+    if len(refusals) == 1:
+        return refusals[0]
+    fields: dict[str, list[str]] = {}
+    for refusal in refusals:
+        for name, messages in refusal.fields.items():
+            fields.setdefault(name, []).extend(messages)
+    return ValidationFailed("; ".join(r.message for r in refusals), fields=fields)
 
 
 def path_clean(path: str, *, field: str = "files") -> str:
@@ -167,15 +192,26 @@ def files_check(files: list[SubmittedFile]) -> list[SubmittedFile]:
     return cleaned
 
 
-def submission_files(submission: JobSubmission) -> tuple[list[SubmittedFile], str]:
-    """The job's files and its entrypoint, from whichever form the renter used."""
-    given = [s is not None for s in (submission.code, submission.archive)] + [
-        bool(submission.files)
-    ]
+def submission_files(
+    submission: JobSubmission, archive_paths: list[str] | None = None
+) -> tuple[list[SubmittedFile], str]:
+    """The job's files and its entrypoint, from whichever form the renter used.
+
+    For a code archive in the store (``archive_sha256``) the job has no inline files and the
+    entrypoint must be among ``archive_paths`` (the zip's members, read by the submit); with
+    None there (the archive itself was refused) the entrypoint is not checked again.
+    """
+    forms = (submission.code, submission.archive, submission.archive_sha256)
+    given = [s is not None for s in forms] + [bool(submission.files)]
     if sum(given) != 1:
         raise ValidationFailed(
-            "give exactly one of code, files or an archive", code="code_required"
+            "give exactly one of code, files, archive or archive_sha256", code="code_required"
         )
+    if submission.archive_sha256 is not None:
+        if archive_paths is None:
+            return [], submission.entrypoint or ""
+        members = [SubmittedFile(path, b"") for path in archive_paths]
+        return [], entrypoint_check(submission.entrypoint, members)
     if submission.code is not None:
         raw = [SubmittedFile(submission.entrypoint or DEFAULT_ENTRYPOINT, submission.code.encode())]
     elif submission.archive is not None:
@@ -253,3 +289,39 @@ def requirements_check(lines: list[str]) -> list[str]:
             code="too_many_requirements",
         )
     return cleaned
+
+
+def archive_paths_check(archive: zipfile.ZipFile, *, work_mb: int) -> list[str]:
+    """The file paths of a code archive from its central directory alone (never unpacked).
+
+    ``files_from_archive``'s rules on paths, links and encryption; the uncompressed total the
+    entries state must fit ``/work`` (the agent unpacks it there with that file system's cap,
+    so an entry that lies about its size stops at ENOSPC on the host, not here).
+    """
+    paths: list[str] = []
+    total = 0
+    for member in archive.infolist():
+        path = path_clean(member.filename, field="archive_sha256")
+        if member.is_dir():
+            continue
+        if member.flag_bits & 0x1:
+            raise ValidationFailed(
+                "encrypted archives are not supported",
+                code="bad_archive",
+                fields={"archive_sha256": ["the archive is encrypted"]},
+            )
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise ValidationFailed(
+                f"{path} is a symbolic link",
+                code="bad_archive",
+                fields={"archive_sha256": [f"{path} is a symbolic link"]},
+            )
+        total += member.file_size
+        paths.append(path)
+    if total > work_mb * 1024 * 1024:
+        raise TooLarge(
+            f"the archive unpacks to {total} bytes, more than /work's {work_mb} MB",
+            code="archive_too_large",
+            fields={"archive_sha256": [f"unpacks to more than {work_mb} MB (disk.work_mb)"]},
+        )
+    return paths

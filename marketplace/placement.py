@@ -35,6 +35,8 @@ from agent.metering import MB_PER_GB, Rates
 
 SECONDS_PER_HOUR = 3600
 BUSY_REASON = "the host is busy with other jobs"
+# In every disk misfit's reason ("the job needs N MB of disk; the host allows M").
+DISK_REASON_MARK = "MB of disk; the host allows"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class JobSpec:
     memory_mb: int
     gpus: int
     timeout_seconds: int
+    # The disk it needs on the host: /work + /outputs + /tmp + its inputs, in MB (0: none
+    # asked, as a quote without a data plane).
+    disk_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,11 @@ class Candidate:
     not_ready_reason: str = ""
     isolation: str = ""
     may_use_unisolated: bool = False
+    # Disk (docs/hosts.md, "Disk"): the most one job may ask for, as the agent said (None: an
+    # older agent that never said; its free disk is the limit then).
+    job_disk_mb: int | None = None
+    disk_free_mb: int = 0
+    disk_quota: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,11 @@ class Ranked:
     estimate_micros: int
     reliability: Fraction
     score: Fraction
+
+
+def disk_needed_mb(*, work_mb: int, outputs_mb: int, tmp_mb: int, inputs_bytes: int) -> int:
+    """A job's disk on its host: its three file systems and its inputs (rounded up to MB)."""
+    return work_mb + outputs_mb + tmp_mb + math.ceil(inputs_bytes / (1024 * 1024))
 
 
 def _per_hour_exact(spec: JobSpec, rates: Rates) -> Fraction:
@@ -137,6 +152,7 @@ def misfit_reason(
     cpu_limit = _limit(c.max_job_cpus, c.cpus)
     memory_limit = _limit(c.max_job_memory_mb, c.memory_mb)
     gpu_limit = _limit(c.max_job_gpus, c.gpu_count)
+    disk_limit = c.disk_free_mb if c.job_disk_mb is None else c.job_disk_mb
     checks: list[tuple[bool, str]] = [
         (not c.is_visible, "the host is not visible to you"),
         (not c.is_online, "the host is offline"),
@@ -156,6 +172,10 @@ def misfit_reason(
             f"the job needs {spec.memory_mb} MB of memory, the host offers {memory_limit}",
         ),
         (spec.gpus > gpu_limit, f"the job needs {spec.gpus} GPUs, the host offers {gpu_limit}"),
+        (
+            spec.disk_mb > disk_limit,
+            f"the job needs {spec.disk_mb} {DISK_REASON_MARK} {disk_limit}",
+        ),
         (
             c.max_job_timeout_seconds > 0 and spec.timeout_seconds > c.max_job_timeout_seconds,
             f"the timeout is over the host's limit of {c.max_job_timeout_seconds} seconds",

@@ -53,6 +53,9 @@ def candidate_from_host(
         isolation=host.isolation,
         may_use_unisolated=settings.PLACEMENT_ALLOW_UNISOLATED_HOSTS
         or (user_id is not None and host.owner_id == user_id),
+        job_disk_mb=host.job_disk_mb,
+        disk_free_mb=host.disk_free_mb,
+        disk_quota=host.disk_quota,
     )
 
 

@@ -23,8 +23,10 @@ from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from agent.protocol import DiskLimits, InputRef, JobLimits, JobOffer
 from agent.protocol import JobFile as WireFile
-from agent.protocol import JobLimits, JobOffer
+from blobs.models import Blob
+from blobs.urls_for_agents import blob_fetch_url
 from hosts.models import Host, HostStatus, rates_columns
 from hosts.services import host_fault_record, host_job_outcome_record
 from jobs import agent_link
@@ -34,6 +36,7 @@ from jobs.models import (
     Job,
     JobAttempt,
     JobHostRejection,
+    JobInput,
     JobStatus,
     PlacementMode,
     RejectionKind,
@@ -48,7 +51,14 @@ from jobs.states import (
     attempt_transition,
     job_transition,
 )
-from marketplace.placement import BUSY_REASON, Candidate, JobSpec, hosts_rank, misfit_reason
+from marketplace.placement import (
+    BUSY_REASON,
+    DISK_REASON_MARK,
+    Candidate,
+    JobSpec,
+    hosts_rank,
+    misfit_reason,
+)
 from marketplace.placement_selectors import placement_candidate, placement_candidates
 
 _REAP_BATCH = 100
@@ -171,6 +181,9 @@ def _waiting_reason(
         return f"waiting for a host with {need} free: {hosts} busy"
     if any(r is not None and r.startswith("the host is not") for r in reasons):
         return f"waiting for a host with {need} to become available or ready"
+    if reasons and all(r is not None and DISK_REASON_MARK in r for r in reasons):
+        # Every host's allowance is too small: coming online wouldn't help them.
+        return f"waiting for a host that allows {spec.disk_mb} MB of disk a job"
     return f"waiting for a host with {need} to come online"
 
 
@@ -212,12 +225,14 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
 
 
 def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
-    """The job.offer message for this attempt (files inline, base64)."""
+    """The job.offer message for this attempt (files inline, base64; inputs and the code
+    archive as references, each store blob with a fresh fetch URL bound to this attempt)."""
     files = [
         WireFile(path=f.path, content_b64=base64.b64encode(bytes(f.content)).decode())
         for f in job.files.order_by("path")
     ]
-    return JobOffer(
+    scope = f"attempt:{attempt.pk}"
+    offer = JobOffer(
         job_id=job.pk,
         attempt=attempt.number,
         offer_expires_at=attempt.offer_expires_at.isoformat(),
@@ -234,7 +249,40 @@ def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
         rates=rates_columns(job.rates),
         max_cost_micros=job.max_cost_micros,
         charged_micros=job.cost_micros,
+        inputs=[input_ref(i, scope) for i in job.inputs.select_related("blob").order_by("path")],
+        disk=DiskLimits(
+            work_mb=job.work_mb,
+            outputs_mb=job.outputs_mb,
+            tmp_mb=job.tmp_mb,
+            work_exec=job.work_exec,
+        ),
     )
+    if job.code_archive_sha256:
+        archive = job.code_archive or Blob(sha256=job.code_archive_sha256, size=0)
+        offer["code_archive"] = InputRef(
+            path="code.zip",
+            sha256=archive.sha256,
+            size=archive.size,
+            source="store",
+            url=blob_fetch_url(archive, scope=scope),
+        )
+    return offer
+
+
+def input_ref(row: JobInput, scope: str) -> InputRef:
+    """One input of the offer; a store blob's URL is made now (short-lived, bound to scope)."""
+    if row.source == "url":
+        ref = InputRef(path=row.path, sha256=row.sha256, source="url", url=row.url)
+    else:
+        # The collector keeps a blob an unfinished job reads (blobs.providers); should it be
+        # gone all the same, the fetch fails as a missing input, never as another blob.
+        blob = row.blob or Blob(sha256=row.sha256, size=row.size or 0)
+        ref = InputRef(
+            path=row.path, sha256=row.sha256, source="store", url=blob_fetch_url(blob, scope=scope)
+        )
+    if row.size is not None:
+        ref["size"] = row.size
+    return ref
 
 
 def offers_open(host_id: int, *, now: datetime | None = None) -> list[JobOffer]:

@@ -2,21 +2,65 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
-from config.errors import Conflict, ValidationFailed
+from agent.protocol import MAX_MESSAGE_BYTES
+from agent.protocol import JobFile as WireFile
+from blobs.models import Blob, BlobHolding
+from blobs.selectors import blobs_held
+from config.errors import Conflict, TooLarge, ValidationFailed
 from hosts.models import Host
 from jobs.billing import job_hold_place
-from jobs.models import Job, JobFile, JobStatus, PlacementMode
-from jobs.services.dispatch import job_offer_next
-from jobs.validation import JobSubmission, SubmittedFile, requirements_check, submission_files
-from marketplace.placement import JobSpec, hosts_rank, minimum_cap_micros, misfit_reason
+from jobs.code_archive import code_archive_paths
+from jobs.inputs import DiskLimits, DiskRequest, InputSpec, disk_check, inputs_check
+from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus, PlacementMode
+from jobs.services.dispatch import input_ref, job_offer_next
+from jobs.validation import (
+    JobSubmission,
+    SubmittedFile,
+    refusals_merge,
+    requirements_check,
+    submission_files,
+)
+from marketplace.placement import (
+    JobSpec,
+    disk_needed_mb,
+    hosts_rank,
+    minimum_cap_micros,
+    misfit_reason,
+)
 from marketplace.placement_selectors import placement_candidate, placement_candidates
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """Everything the submit checked, ready to be written."""
+
+    files: list[SubmittedFile]
+    entrypoint: str
+    requirements: list[str]
+    disk: DiskLimits
+    inputs: list[JobInput] = field(default_factory=list)  # unsaved, without their job
+    archive: BlobHolding | None = None
+    holdings: list[BlobHolding] = field(default_factory=list)  # touched: last used now
+
+    @property
+    def inputs_bytes(self) -> int:
+        archive = self.archive.blob.size if self.archive is not None else 0
+        return sum(i.size or 0 for i in self.inputs) + archive
 
 
 def job_submit(*, owner: User, submission: JobSubmission) -> Job:
@@ -34,48 +78,146 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
         gpus=submission.gpus,
         timeout_seconds=submission.timeout_seconds,
     )
-    files, entrypoint, requirements = _inputs_check(submission, spec)
+    checked = _inputs_check(owner, submission, spec)
+    _offer_size_check(checked)
+    spec = JobSpec(
+        cpus=spec.cpus,
+        memory_mb=spec.memory_mb,
+        gpus=spec.gpus,
+        timeout_seconds=spec.timeout_seconds,
+        disk_mb=disk_needed_mb(
+            work_mb=checked.disk.work_mb,
+            outputs_mb=checked.disk.outputs_mb,
+            tmp_mb=checked.disk.tmp_mb,
+            inputs_bytes=checked.inputs_bytes,
+        ),
+    )
     _placement_check(owner, spec, submission)
     with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
-        job = _job_create(owner, submission, spec, entrypoint, requirements, files)
+        job = _job_create(owner, submission, spec, checked)
         job_hold_place(job)
         job_offer_next(job.pk)
     job.refresh_from_db()
     return job
 
 
-def _inputs_check(
-    submission: JobSubmission, spec: JobSpec
-) -> tuple[list[SubmittedFile], str, list[str]]:
-    """The files, the requirements and the limits, every bad one named at once (docs/api.md).
+def _inputs_check(owner: User, submission: JobSubmission, spec: JobSpec) -> _Checked:
+    """The files, the inputs, the requirements and the limits, every bad one named at once
+    (docs/api.md).
 
-    One problem keeps its own code (``invalid_path``, ``invalid_requirement`` ...); several are
-    400 ``invalid`` with each message and each field. A 413 (``TooLarge``) is raised at once.
+    One problem keeps its own code (``invalid_path``, ``unknown_blob`` ...); several are 400
+    ``invalid`` with each message and each field. A 413 (``TooLarge``) is raised at once.
     """
     refusals: list[ValidationFailed] = []
     files: list[SubmittedFile] = []
-    entrypoint, requirements = "", []
-    try:
-        files, entrypoint = submission_files(submission)
-    except ValidationFailed as exc:
-        refusals.append(exc)
-    try:
-        requirements = requirements_check(submission.requirements)
-    except ValidationFailed as exc:
-        refusals.append(exc)
-    try:
-        _limits_check(spec, submission.max_cost_micros)
-    except ValidationFailed as exc:
-        refusals.append(exc)
-    if len(refusals) == 1:
-        raise refusals[0]
+    entrypoint = ""
+    inputs: list[JobInput] = []
+    holdings: list[BlobHolding] = []
+    disk = _attempt(refusals, lambda: disk_check(submission.disk or DiskRequest()))
+    archive = _attempt(refusals, lambda: _archive_held(owner, submission.archive_sha256))
+    paths = None
+    if archive is not None and disk is not None:
+        paths = _attempt(refusals, lambda: code_archive_paths(archive.blob, work_mb=disk.work_mb))
+    found = _attempt(refusals, lambda: submission_files(submission, paths))
+    files, entrypoint = found or (files, entrypoint)
+    requirements = _attempt(refusals, lambda: requirements_check(submission.requirements)) or []
+    resolved = _attempt(refusals, lambda: _inputs_resolve(owner, submission.inputs))
+    if resolved is not None:
+        inputs, holdings = resolved
+    _attempt(refusals, lambda: _limits_check(spec, submission.max_cost_micros))
     if refusals:
-        fields: dict[str, list[str]] = {}
-        for refusal in refusals:
-            for name, messages in refusal.fields.items():
-                fields.setdefault(name, []).extend(messages)
-        raise ValidationFailed("; ".join(r.message for r in refusals), fields=fields)
-    return files, entrypoint, requirements
+        raise refusals_merge(refusals)
+    assert disk is not None
+    if archive is not None:
+        holdings.append(archive)
+    return _Checked(files, entrypoint, requirements, disk, inputs, archive, holdings)
+
+
+# An offer's envelope, limits, rates and requirements take well under this.
+_OFFER_OVERHEAD_BYTES = 16 * 1024
+
+
+def _offer_size_check(checked: _Checked) -> None:
+    """The offer must fit one protocol message (MAX_MESSAGE_BYTES): inline files travel in
+    base64 and each input with its fetch URL (an S3 store's presigned ones are long), so
+    many inputs with many files may not. Measured on the URLs the store would give now."""
+    refs = [input_ref(row, "attempt:999999999999") for row in checked.inputs]
+    files = [
+        WireFile(path=f.path, content_b64=base64.b64encode(f.content).decode())
+        for f in checked.files
+    ]
+    size = len(json.dumps([refs, files], separators=(",", ":"))) + _OFFER_OVERHEAD_BYTES
+    if size > MAX_MESSAGE_BYTES:
+        raise TooLarge(
+            f"the inputs and files need {size} bytes of the offer's {MAX_MESSAGE_BYTES}",
+            code="offer_too_large",
+            fields={"inputs": ["too many inputs with these files: put them in an archive"]},
+        )
+
+
+def _attempt(refusals: list[ValidationFailed], check: Callable[[], _T]) -> _T | None:
+    """Run one check; a 400 joins the others (None), a 413 and anything else goes up."""
+    try:
+        return check()
+    except ValidationFailed as exc:
+        refusals.append(exc)
+        return None
+
+
+def _archive_held(owner: User, sha256: str | None) -> BlobHolding | None:
+    if sha256 is None:
+        return None
+    holding = blobs_held(owner, [sha256]).get(sha256)
+    if holding is None:
+        raise ValidationFailed(
+            "you hold no blob with that archive_sha256",
+            code="unknown_blob",
+            fields={"archive_sha256": ["you hold no blob with this sha256: upload it first"]},
+        )
+    return holding
+
+
+def _inputs_resolve(
+    owner: User, raw: tuple[object, ...]
+) -> tuple[list[JobInput], list[BlobHolding]]:
+    """The inputs as unsaved rows: store ones must be held by the owner (``unknown_blob``, the
+    same answer whether someone else holds the digest or nobody does), all within the count
+    and the byte cap (413 ``inputs_too_large``)."""
+    specs = inputs_check(raw)
+    held = blobs_held(owner, [s.sha256 for s in specs if s.url is None])
+    refusals = [
+        ValidationFailed(
+            f"inputs[{i}].sha256: you hold no blob with this sha256",
+            code="unknown_blob",
+            fields={f"inputs[{i}].sha256": ["you hold no blob with this sha256: upload it first"]},
+        )
+        for i, s in enumerate(specs)
+        if s.url is None and s.sha256 not in held
+    ]
+    if refusals:
+        raise refusals_merge(refusals)
+    rows = [_input_row(s, held.get(s.sha256)) for s in specs]
+    total = sum(row.size or 0 for row in rows)
+    if total > settings.JOB_INPUTS_MAX_BYTES:
+        raise TooLarge(
+            f"the inputs add up to {total} bytes, more than {settings.JOB_INPUTS_MAX_BYTES}",
+            code="inputs_too_large",
+            fields={"inputs": [f"more than {settings.JOB_INPUTS_MAX_BYTES} bytes in all"]},
+        )
+    holdings = list({s.sha256: held[s.sha256] for s in specs if s.url is None}.values())
+    return rows, holdings
+
+
+def _input_row(spec: InputSpec, holding: BlobHolding | None) -> JobInput:
+    if spec.url is not None:
+        return JobInput(
+            path=spec.path, sha256=spec.sha256, size=spec.size, source=InputSource.URL, url=spec.url
+        )
+    assert holding is not None
+    blob: Blob = holding.blob
+    return JobInput(
+        path=spec.path, sha256=spec.sha256, size=blob.size, source=InputSource.STORE, blob=blob
+    )
 
 
 def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
@@ -131,14 +273,27 @@ def _cap_check(cap: int, minimum: int) -> None:
         )
 
 
-def _job_create(
-    owner: User,
-    submission: JobSubmission,
-    spec: JobSpec,
-    entrypoint: str,
-    requirements: list[str],
-    files: list[SubmittedFile],
-) -> Job:
+def _holdings_touch(holdings: list[BlobHolding]) -> None:
+    """Mark the holdings the job uses as used now (retention counts from the last job).
+
+    The UPDATE locks them until the submit commits, so the blob store's collector can't drop
+    one (and then its blob) under a job being created; one it dropped between the check and
+    here is missing from the count, and the submit is refused as for a blob never held.
+    """
+    pks = {holding.pk for holding in holdings}  # the archive may be an input too
+    touched = BlobHolding.objects.filter(pk__in=pks).update(last_used_at=timezone.now())
+    if touched != len(pks):
+        raise ValidationFailed(
+            "a blob the job names was removed while it was submitted",
+            code="unknown_blob",
+            fields={"inputs": ["a blob you named is no longer yours: upload it again"]},
+        )
+
+
+def _job_create(owner: User, submission: JobSubmission, spec: JobSpec, checked: _Checked) -> Job:
+    """The job, its files and inputs, after locking the holdings it uses (``_holdings_touch``)."""
+    entrypoint, archive = checked.entrypoint, checked.archive
+    _holdings_touch(checked.holdings)
     job = Job.objects.create(
         owner=owner,
         placement=PlacementMode.AUTO if submission.host_id is None else PlacementMode.CHOSEN,
@@ -148,14 +303,24 @@ def _job_create(
         max_attempts=settings.JOB_MAX_ATTEMPTS,
         entrypoint=entrypoint,
         name=submission.name or posixpath.basename(entrypoint),
-        requirements=requirements,
+        requirements=checked.requirements,
         cpus=spec.cpus,
         memory_mb=spec.memory_mb,
         gpus=spec.gpus,
         timeout_seconds=spec.timeout_seconds,
         max_cost_micros=submission.max_cost_micros,
+        work_mb=checked.disk.work_mb,
+        outputs_mb=checked.disk.outputs_mb,
+        tmp_mb=checked.disk.tmp_mb,
+        work_exec=submission.work_exec,
+        inputs_bytes=checked.inputs_bytes,
+        code_archive=archive.blob if archive is not None else None,
+        code_archive_sha256=archive.blob.sha256 if archive is not None else "",
     )
     JobFile.objects.bulk_create(
-        JobFile(job=job, path=f.path, content=f.content, size=len(f.content)) for f in files
+        JobFile(job=job, path=f.path, content=f.content, size=len(f.content)) for f in checked.files
     )
+    for row in checked.inputs:
+        row.job = job
+    JobInput.objects.bulk_create(checked.inputs)
     return job

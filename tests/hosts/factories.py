@@ -38,6 +38,7 @@ def host_create(owner: User, **fields: Any) -> Host:
         "os": "linux",
         "cpu_core_hour_micros": 20_000,
         "memory_gb_hour_micros": 2_000,
+        "disk_free_mb": 500_000,
     }
     values.update(fields)
     return Host.objects.create(owner=owner, **values)

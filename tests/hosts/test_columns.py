@@ -93,6 +93,8 @@ def test_hello_overwrites_every_spec_column_and_nothing_else(hana):
         os_version="14.4",
         gpus=[{"model": "Apple M2 Max", "memory_mb": 0}],
         docker_available=True,
+        disk_quota=True,
+        job_disk_mb=200_000,
     )
     hello: Any = {
         "agent_version": "0.2.0",
@@ -119,6 +121,8 @@ def test_hello_overwrites_every_spec_column_and_nothing_else(hana):
         "gpus": [{"model": "Apple M2 Max", "memory_mb": 0}],
         "gpu_count": 1,
         "docker_available": True,
+        "disk_quota": True,
+        "job_disk_mb": 200_000,
     }
     assert (host.name, host.rates) == ("box", RATES)
 

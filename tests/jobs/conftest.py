@@ -27,6 +27,8 @@ def make_host(db: None) -> Callable[..., Host]:
             "status": HostStatus.ONLINE,
             "last_seen_at": timezone.now(),
             "docker_available": True,
+            # room for a job's default disk (/work, /outputs, /tmp: 2304 MB) and its inputs
+            "disk_free_mb": 100_000,
             **extra,
         }
         # what the agent advertises by default: a slot per core (with 2 GB each)

@@ -18,7 +18,7 @@ application = URLRouter(websocket_urlpatterns)
 TIMEOUT = 5
 
 
-async def connected_agent(credential, running_jobs=()):
+async def connected_agent(credential, running_jobs=(), specs_overrides=None):
     socket = WebsocketCommunicator(
         application, "/ws/agent/", headers=[(b"authorization", f"Bearer {credential}".encode())]
     )
@@ -27,7 +27,7 @@ async def connected_agent(credential, running_jobs=()):
     hello = {
         "agent_version": "0.1.0",
         "protocol_version": PROTOCOL_VERSION,
-        "specs": specs(cpus=8),
+        "specs": specs(cpus=8, **(specs_overrides or {})),
         "running_jobs": list(running_jobs),
         "is_available": True,
         "is_draining": False,

@@ -86,6 +86,8 @@ def test_submit_holds_the_cap_queues_and_offers_the_job(
         },
         "max_cost_micros": 1_000_000,
         "charged_micros": 0,
+        "inputs": [],
+        "disk": {"work_mb": 1024, "outputs_mb": 1024, "tmp_mb": 256, "work_exec": False},
     }
     assert (attempt.offer_expires_at - attempt.offered_at).total_seconds() == pytest.approx(
         settings.JOB_OFFER_TTL_SECONDS, abs=1
@@ -502,7 +504,7 @@ def test_an_empty_body_names_every_missing_field_at_once(client_for, alice, box,
     assert response.data["error"]["fields"] == {
         "max_cost_micros": ["This field is required."],
         "placement": ['give a host, or placement: "auto"'],
-        "code": ["give exactly one of code, files or an archive"],
+        "code": ["give exactly one of code, files, archive or archive_sha256"],
     }
     assert Job.objects.count() == 0
     assert funded.wallets[alice.pk] == FUNDS

@@ -10,6 +10,7 @@ from marketplace.placement import (
     Candidate,
     JobSpec,
     cost_estimate_micros,
+    disk_needed_mb,
     hosts_rank,
     minimum_cap_micros,
     misfit_reason,
@@ -136,3 +137,27 @@ def test_ranking_skips_misfits_and_excluded_hosts_and_breaks_ties_by_id():
 
     # then
     assert [r.candidate.host_id for r in ranked] == [1, 3]
+
+
+def test_a_job_needing_more_disk_than_the_host_allows_per_job_misfits():
+    spec = JobSpec(cpus=Decimal(1), memory_mb=512, gpus=0, timeout_seconds=60, disk_mb=3000)
+
+    assert misfit_reason(spec, host(job_disk_mb=2999, disk_free_mb=10**6)) == (
+        "the job needs 3000 MB of disk; the host allows 2999"
+    )
+    assert misfit_reason(spec, host(job_disk_mb=3000, disk_free_mb=0)) is None
+
+
+def test_without_job_disk_mb_the_free_disk_is_the_limit():
+    spec = JobSpec(cpus=Decimal(1), memory_mb=512, gpus=0, timeout_seconds=60, disk_mb=3000)
+
+    assert misfit_reason(spec, host(disk_free_mb=2000)) == (
+        "the job needs 3000 MB of disk; the host allows 2000"
+    )
+    assert misfit_reason(spec, host(disk_free_mb=3000)) is None
+
+
+def test_the_disk_a_job_needs_adds_its_file_systems_and_its_inputs_rounded_up():
+    assert disk_needed_mb(work_mb=10, outputs_mb=20, tmp_mb=5, inputs_bytes=0) == 35
+    assert disk_needed_mb(work_mb=10, outputs_mb=20, tmp_mb=5, inputs_bytes=1) == 36
+    assert disk_needed_mb(work_mb=10, outputs_mb=20, tmp_mb=5, inputs_bytes=2 * 1024**2) == 37

@@ -858,6 +858,19 @@ export interface components {
             /** @description Send back in the X-CSRFToken header. */
             csrf_token: string;
         };
+        DiskInputRequest: {
+            /** @description /work in MB (default 1024) */
+            work_mb?: number;
+            /** @description /outputs in MB (default 1024) */
+            outputs_mb?: number;
+            /** @description the job's tmpfs in MB (default 256) */
+            tmp_mb?: number;
+        };
+        DiskOutput: {
+            work_mb: number;
+            outputs_mb: number;
+            tmp_mb: number;
+        };
         /** @description A host owner's earnings from one job (the attempts that ran on their hosts). */
         EarningsJobLineOutput: {
             job_id: number;
@@ -920,6 +933,8 @@ export interface components {
             readonly gpus: unknown;
             readonly gpu_count: number;
             readonly docker_available: boolean;
+            readonly disk_quota: boolean;
+            readonly job_disk_mb: number | null;
             readonly agent_version: string;
             readonly cpu_core_hour_micros: number;
             readonly memory_gb_hour_micros: number;
@@ -1003,6 +1018,11 @@ export interface components {
             readonly memory_gb_hour_micros: number;
             readonly gpu_hour_micros: number;
             readonly allow_network: boolean;
+            readonly inputs: components["schemas"]["JobInput"][];
+            /** @description the code archive's digest; empty for none */
+            readonly archive_sha256: string;
+            readonly disk: components["schemas"]["DiskOutput"];
+            readonly work_exec: boolean;
             readonly exit_code: number | null;
             readonly cancel_requested: boolean;
             /** Format: date-time */
@@ -1041,6 +1061,20 @@ export interface components {
              * @description a zip (multipart)
              */
             archive?: string;
+            /** @description a zip you hold (uploaded) as the job's code, with no size cap but /work's */
+            archive_sha256?: string;
+            inputs?: {
+                /** @description where it appears, under /inputs */
+                path: string;
+                sha256: string;
+                /** @description https only; absent: a blob you hold */
+                url?: string;
+                /** @description bytes, with url */
+                size?: number;
+            }[];
+            disk?: components["schemas"]["DiskInputRequest"];
+            /** @description allow running programs from /work (default false) */
+            work_exec?: boolean;
             entrypoint?: string;
             /** @description what to call the job (default: the entrypoint's file name) */
             name?: string;
@@ -1052,6 +1086,14 @@ export interface components {
             max_cost_micros: number;
             host?: number | null;
             placement?: components["schemas"]["JobCreatePlacementEnum"];
+        };
+        JobInput: {
+            readonly path: string;
+            readonly sha256: string;
+            readonly size: number | null;
+            readonly source: components["schemas"]["SourceEnum"];
+            /** @description the renter's URL; empty for a blob you hold */
+            readonly url: string;
         };
         JobOutput: {
             readonly name: string;
@@ -1161,6 +1203,8 @@ export interface components {
             readonly gpus: unknown;
             readonly gpu_count: number;
             readonly docker_available: boolean;
+            readonly disk_quota: boolean;
+            readonly job_disk_mb: number | null;
             readonly agent_version: string;
             readonly cpu_core_hour_micros: number;
             readonly memory_gb_hour_micros: number;
@@ -1526,6 +1570,12 @@ export interface components {
             email: string;
             password: string;
         };
+        /**
+         * @description * `store` - the blob store
+         *     * `url` - the renter's URL
+         * @enum {string}
+         */
+        SourceEnum: "store" | "url";
         TimelineEventOutput: {
             /** Format: date-time */
             at: string;
