@@ -15,8 +15,8 @@ from agent.metering import (
     counters_from_report,
     seconds_until_cap,
 )
-from agent.protocol import JobOffer
-from agent.runtime.types import JobSpec, JobSpecError
+from agent.protocol import DiskLimits, JobOffer
+from agent.runtime.types import DiskSpec, JobSpec, JobSpecError
 
 
 def spec_from_offer(offer: JobOffer) -> JobSpec:
@@ -42,6 +42,19 @@ def spec_from_offer(offer: JobOffer) -> JobSpec:
         gpus=limits["gpus"],
         timeout_seconds=limits["timeout_seconds"],
         network_allowed=limits["allow_network"],
+        disk=disk_from_offer(offer.get("disk")),
+    )
+
+
+def disk_from_offer(disk: DiskLimits | None) -> DiskSpec:
+    """The offer's disk limits; an older server sends none: the defaults (DiskSpec)."""
+    if disk is None:
+        return DiskSpec()
+    return DiskSpec(
+        work_mb=disk["work_mb"],
+        outputs_mb=disk["outputs_mb"],
+        tmp_mb=disk["tmp_mb"],
+        work_exec=disk["work_exec"],
     )
 
 
