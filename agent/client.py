@@ -414,6 +414,9 @@ class AgentClient:
 
     async def _hello(self) -> Hello:
         specs = await asyncio.to_thread(self._specs_provider)
+        disk = await asyncio.to_thread(self.jobs.host_disk)
+        if disk is not None:
+            specs["disk_quota"], specs["job_disk_mb"] = disk
         hello = Hello(
             agent_version=__version__,
             protocol_version=PROTOCOL_VERSION,

@@ -49,6 +49,11 @@ ENV_NAMES: dict[str, str] = {
     "fetch_max_mb": "COMMUNIPUTE_FETCH_MAX_MB",
     "fetch_allow_networks": "COMMUNIPUTE_FETCH_ALLOW_NETWORKS",
     "fetch_allow_hosts": "COMMUNIPUTE_FETCH_ALLOW_HOSTS",
+    "disk_quotas": "COMMUNIPUTE_DISK_QUOTAS",
+    "job_disk_max_mb": "COMMUNIPUTE_JOB_DISK_MAX_MB",
+    "disk_reserve_mb": "COMMUNIPUTE_DISK_RESERVE_MB",
+    "wheelhouse": "COMMUNIPUTE_WHEELHOUSE",
+    "env_cache_max_mb": "COMMUNIPUTE_ENV_CACHE_MAX_MB",
 }
 # Older names of settings, still read (file key or environment variable) -> the setting.
 SETTING_ALIASES = {"max_concurrent_jobs": "slots"}
@@ -59,6 +64,8 @@ ENROLLMENT_KEYS = ("server", "host_id", "credential", "install_id")
 MIN_SLOTS, MAX_SLOTS = 1, 64
 # The automatic slot count gives each slot at least this much memory.
 SLOT_MEMORY_MB = 2048
+DISK_QUOTA_MODES = ("auto", "on", "off")
+MAX_DISK_SETTING_MB = 16 * 1024 * 1024  # 16 TiB, the protocol's bound on a job's disk
 _INSTALL_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 # The blob cache (agent/runtime/blobcache.py) and the renter-URL fetch cap, in MB: 0..16 TiB
 # for the cache (0: keep only what attempts use now), 1 MB..1 TiB for one fetch.
@@ -104,6 +111,17 @@ class AgentConfig:
     # Jobs side by side (1-64); 0: automatic, from the cores and the memory (slots_default).
     slots: int = 0
     allow_network: bool = False  # the owner's local veto on network for the run step
+    # /work and /outputs as size-limited file systems (agent/runtime/quota.py): "auto" where
+    # the agent is root and loop devices work, "on" (not ready where they don't), "off".
+    disk_quotas: str = "auto"
+    # The most disk (MB) one job may ask for; 0: a slot's share of the free disk less the
+    # reserve. Jobs together never get the last disk_reserve_mb of the work dir's disk.
+    job_disk_max_mb: int = 0
+    disk_reserve_mb: int = 1024
+    # Warm environments: true keeps a shared Docker volume of downloaded wheels that installs
+    # use read-only; cached environments are pruned LRU to env_cache_max_mb.
+    wheelhouse: bool = True
+    env_cache_max_mb: int = 10 * 1024
     # Connection to the server.
     ca_bundle: str = ""  # CA bundle to verify the server's TLS certificate
     backoff_initial_seconds: float = 1.0
@@ -265,10 +283,18 @@ def _file_read(path: Path) -> dict[str, Any]:
     return data
 
 
-_INTS = {"host_id", "slots", "cache_max_mb", "fetch_max_mb"}
+_INTS = {
+    "host_id",
+    "slots",
+    "cache_max_mb",
+    "fetch_max_mb",
+    "job_disk_max_mb",
+    "disk_reserve_mb",
+    "env_cache_max_mb",
+}
 _LISTS = {"fetch_allow_networks", "fetch_allow_hosts"}
 _FLOATS = {"backoff_initial_seconds", "backoff_max_seconds"}
-_BOOLS = {"allow_network", "allow_unisolated"}
+_BOOLS = {"allow_network", "allow_unisolated", "wheelhouse"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -318,6 +344,11 @@ def _validated(config: AgentConfig) -> AgentConfig:
         raise ConfigError(f"slots must be within {MIN_SLOTS}..{MAX_SLOTS} (0: automatic)")
     if config.install_id and not _INSTALL_ID.fullmatch(config.install_id):
         raise ConfigError("install_id must be 8 to 64 letters, digits, '-' or '_'")
+    if config.disk_quotas not in DISK_QUOTA_MODES:
+        raise ConfigError(f"disk_quotas must be auto, on or off, not {config.disk_quotas!r}")
+    for name in ("job_disk_max_mb", "disk_reserve_mb", "env_cache_max_mb"):
+        if not 0 <= getattr(config, name) <= MAX_DISK_SETTING_MB:
+            raise ConfigError(f"{name} must be within 0..{MAX_DISK_SETTING_MB}")
     if not 0 < config.backoff_initial_seconds <= config.backoff_max_seconds:
         raise ConfigError("backoff seconds must satisfy 0 < initial <= max")
     if not 0 <= config.cache_max_mb <= MAX_CACHE_MB:

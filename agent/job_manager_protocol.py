@@ -75,6 +75,11 @@ class JobManager(Protocol):
         """What the last self-check found (hello and every heartbeat)."""
         ...
 
+    def host_disk(self) -> tuple[bool, int] | None:
+        """(disk quotas enforced, the most disk in MB one job may ask for) for hello
+        ``specs.disk_quota`` and ``specs.job_disk_mb``; None: say neither. Blocking."""
+        ...
+
     async def on_offer(self, offer: JobOffer) -> None:
         """Accept (job.accept, then run it) or reject (job.reject) the offer via the link.
 
@@ -119,6 +124,9 @@ class RejectingJobManager:
 
     def readiness(self) -> Readiness:
         return Readiness(ready=False, reason=NO_RUNTIME_READINESS, isolation="none")
+
+    def host_disk(self) -> tuple[bool, int] | None:
+        return None
 
     async def on_offer(self, offer: JobOffer) -> None:
         assert self._link is not None

@@ -19,9 +19,12 @@ from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.runtime_manager import Capacity, RuntimeJobManager
 from agent.jobrunner.uploads import TusOutputUploader
 from agent.runtime.blobcache import BlobCache, FetchPolicy, context_with_ca, networks_parse
-from agent.runtime.types import RuntimeSettings
+from agent.runtime.types import DiskQuotaMode, RuntimeSettings
 
 logger = logging.getLogger("agent.jobs")
+
+# The shared wheelhouse volume of the warm environments (agent/runtime/docker_runtime.py).
+WHEELHOUSE_VOLUME = "communipute-wheelhouse"
 
 __all__ = [
     "AttemptRun",
@@ -51,7 +54,18 @@ def runtime_settings_from_config(config: AgentConfig) -> RuntimeSettings:
         pip_extra_index_url=config.pip_extra_index_url or None,
         pip_cert_path=Path(config.pip_cert).expanduser() if config.pip_cert else None,
         network_allowed=config.allow_network,
+        disk_quotas=_disk_quota_mode(config.disk_quotas),
+        wheelhouse_volume=WHEELHOUSE_VOLUME if config.wheelhouse else "",
+        env_cache_max_mb=config.env_cache_max_mb,
     )
+
+
+def _disk_quota_mode(value: str) -> DiskQuotaMode:
+    if value == "on":
+        return "on"
+    if value == "off":
+        return "off"
+    return "auto"  # config.py refused anything else
 
 
 def capacity_from_config(config: AgentConfig) -> Capacity:
@@ -65,6 +79,9 @@ def capacity_from_config(config: AgentConfig) -> Capacity:
         cpus=float(specs["cpus"]),
         memory_mb=int(specs["memory_mb"]),
         gpus=len(specs["gpus"]),
+        work_root=config.work_dir,
+        disk_reserve_mb=config.disk_reserve_mb,
+        job_disk_max_mb=config.job_disk_max_mb,
     )
 
 

@@ -15,8 +15,8 @@ from agent.metering import (
     counters_from_report,
     seconds_until_cap,
 )
-from agent.protocol import InputRef, JobOffer
-from agent.runtime.types import InputSpec, JobSpec, JobSpecError
+from agent.protocol import DiskLimits, InputRef, JobOffer
+from agent.runtime.types import DiskSpec, InputSpec, JobSpec, JobSpecError
 
 
 def spec_from_offer(offer: JobOffer) -> JobSpec:
@@ -48,6 +48,19 @@ def spec_from_offer(offer: JobOffer) -> JobSpec:
         network_allowed=limits["allow_network"],
         inputs=tuple(input_from_offer(item) for item in inputs),
         code_archive=input_from_offer(archive) if archive else None,
+        disk=disk_from_offer(offer.get("disk")),
+    )
+
+
+def disk_from_offer(disk: DiskLimits | None) -> DiskSpec:
+    """The offer's disk limits; an older server sends none: the defaults (DiskSpec)."""
+    if disk is None:
+        return DiskSpec()
+    return DiskSpec(
+        work_mb=disk["work_mb"],
+        outputs_mb=disk["outputs_mb"],
+        tmp_mb=disk["tmp_mb"],
+        work_exec=disk["work_exec"],
     )
 
 

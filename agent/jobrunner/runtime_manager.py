@@ -5,8 +5,10 @@ It owns the attempts this host holds, from ``job.accept`` until the server ackno
 leases), and routes the server's acknowledgements, cancels and resume decisions to them.
 
 It runs up to ``Capacity.slots`` attempts side by side, each within its own limits, and takes
-an offer only when its cores, memory and GPUs fit what the running attempts leave free: an
-offer that doesn't fit now is rejected ``busy``, one that can never fit here ``refused``. It
+an offer only when its cores, memory, GPUs and disk fit what the running attempts leave free:
+an offer that doesn't fit now is rejected ``busy``, one that can never fit here ``refused``.
+Disk is what the host's file system has free less a reserve and less what running attempts
+may still write (their /work and /outputs limits less what their images already hold). It
 checks the runtime (``readiness_check``) at start, every ``readiness_seconds`` and after each
 host fault; while that finds a problem every offer is rejected ``host_fault``.
 """
@@ -18,8 +20,10 @@ import contextlib
 import functools
 import logging
 import math
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.job_manager_protocol import AgentLink, RejectCode, reject
@@ -35,7 +39,9 @@ from agent.protocol import (
     Readiness,
     RunningJobRef,
 )
+from agent.runtime import quota
 from agent.runtime.blobcache import BlobCache
+from agent.runtime.files import attempt_dir_path
 from agent.runtime.types import JobSpec, JobSpecError, Runtime
 
 logger = logging.getLogger("agent.jobs")
@@ -57,6 +63,12 @@ class Capacity:
     cpus: float = math.inf
     memory_mb: float = math.inf
     gpus: float = math.inf
+    # Where attempts write (None: disk is not counted). Jobs never get the last
+    # ``disk_reserve_mb`` of it; one job gets at most ``job_disk_max_mb`` (0: a share of the
+    # free disk less the reserve, one slot's worth).
+    work_root: Path | None = None
+    disk_reserve_mb: int = 1024
+    job_disk_max_mb: int = 0
 
 
 Key = tuple[int, int]
@@ -139,6 +151,14 @@ class RuntimeJobManager:
             reason=self.not_ready_reason[:2000],
             isolation=self.runtime.isolation,
         )
+
+    def host_disk(self) -> tuple[bool, int] | None:
+        """(quotas enforced, most disk one job may ask for, MB) for hello; None when disk is
+        not counted here."""
+        job_disk_mb = self._job_disk_mb()
+        if job_disk_mb is None:
+            return None
+        return self.runtime.disk_quota_active(), job_disk_mb
 
     def in_use(self) -> Need:
         """The cores, memory and GPUs the attempts that hold a slot reserved."""
@@ -277,6 +297,9 @@ class RuntimeJobManager:
             return f"the job needs {spec.memory_mb} MB of memory; this host has {whole.memory_mb:g}"
         if spec.gpus > whole.gpus:
             return f"the job needs {spec.gpus} GPUs; this host has {whole.gpus:g}"
+        allowed = self._job_disk_mb()
+        if allowed is not None and spec.disk.host_disk_mb > allowed:
+            return f"the job needs {spec.disk.host_disk_mb} MB of disk; the host allows {allowed}"
         return ""
 
     def _busy(self, spec: JobSpec) -> str:
@@ -290,7 +313,36 @@ class RuntimeJobManager:
             return f"busy: {whole.memory_mb - used.memory_mb:g} MB of memory free"
         if used.gpus + spec.gpus > whole.gpus:
             return f"busy: {whole.gpus - used.gpus:g} GPUs free"
+        free = self._disk_free_for_jobs_mb()
+        need = spec.disk.host_disk_mb
+        if free is not None and need > free:
+            return f"busy: {max(free, 0)} MB of disk free for jobs; the job needs {need} MB"
         return ""
+
+    def _disk_free_for_jobs_mb(self) -> int | None:
+        """The host's free disk less the reserve and less what holding attempts may still
+        write; None when disk is not counted (no work root)."""
+        root = self.capacity.work_root
+        if root is None:
+            return None
+        free = _disk_free_mb(root) - self.capacity.disk_reserve_mb
+        holding = {_key(run.ref): run for run in self._holding()}
+        for key in sorted(set(holding) | self.orphans):
+            run = holding.get(key)
+            disk = run.spec.disk if run is not None and run.spec is not None else None
+            free -= quota.outstanding_mb(attempt_dir_path(root, *key), disk)
+        return free
+
+    def _job_disk_mb(self) -> int | None:
+        """The most disk one job may ask for: the owner's setting within what is free, or a
+        slot's share of the free disk less the reserve."""
+        root = self.capacity.work_root
+        if root is None:
+            return None
+        available = max(0, _disk_free_mb(root) - self.capacity.disk_reserve_mb)
+        if self.capacity.job_disk_max_mb > 0:
+            return min(self.capacity.job_disk_max_mb, available)
+        return available // max(self.capacity.slots, 1)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -350,3 +402,11 @@ class RuntimeJobManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _disk_free_mb(directory: Path) -> int:
+    """Free disk (MB) where ``directory`` is, or its nearest existing parent."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free // quota.MB
+    return 0

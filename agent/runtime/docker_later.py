@@ -65,6 +65,13 @@ class DockerRuntimeLater:
             return f"{ENGINE_DOWN}: {exc}"
         return runtime.readiness_check()
 
+    def disk_quota_active(self) -> bool:
+        """Not before the engine answers (no job runs before then either)."""
+        try:
+            return self.connect().disk_quota_active()
+        except DockerException:
+            return False
+
     def list_own(self) -> list[OwnedContainer]:
         try:
             return self.connect().list_own()

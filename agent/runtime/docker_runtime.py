@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import secrets
 import select
 import shutil
@@ -27,14 +28,16 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from agent.runtime import cgroup, hardening
+from agent.runtime import cgroup, envcache, hardening, quota
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
 from agent.runtime.inputs import INPUTS_DIR, INPUTS_MOUNT
 from agent.runtime.meter import METER_DIR, meter_clip, meter_read
 from agent.runtime.reasons import (
     HOST_CERT_REASON,
     HOST_LOST_REASON,
+    HOST_QUOTA_REASON,
     attempt_outcome,
+    disk_full_outcome,
     install_host_problem,
     log_tail,
 )
@@ -55,10 +58,12 @@ from agent.runtime.types import (
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "communipute-env-"
+LABEL_WHEELHOUSE = "communipute.wheelhouse"
 # Below this much free disk where attempts go, the host is not ready (readiness_check).
 MIN_FREE_DISK_MB = 256
 # After the engine reported the exit, how long wait() gives the exit watcher's last sample.
 EXIT_WATCH_JOIN_SECONDS = 2.0
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TIMEOUTS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
 
@@ -79,11 +84,18 @@ class DockerRuntime:
         self.client: Any = client if client is not None else docker.from_env(timeout=60)
         self._env_locks: dict[str, threading.Lock] = {}
         self._env_locks_guard = threading.Lock()
+        # The environment each prepared attempt uses, until its clean-up (never pruned).
+        self._env_held: dict[tuple[int, int], str] = {}
+        self._env_uses = envcache.UseRecord(settings.work_root)
         self._cgroups: dict[str, cgroup.CgroupDirs | None] = {}
         # usage() runs in the sampler's threads, the exit watcher's and wait()'s: one at a time.
         self._usage_lock = threading.Lock()
         owner = "\n".join((settings.agent_marker, settings.install_id, settings.server_id))
         self._marker_hash = hashlib.sha256(owner.encode()).hexdigest()[:8]
+        # The disk-quota probe's verdict ("" works, else why not); None until it ran. A success
+        # is kept; a failure is probed again at the next readiness check.
+        self._quota_problem: str | None = None
+        self._quota_lock = threading.Lock()
 
     # --- readiness -------------------------------------------------------------------------
 
@@ -101,7 +113,24 @@ class DockerRuntime:
         free_mb = _free_disk_mb(self.settings.work_root)
         if free_mb is not None and free_mb < MIN_FREE_DISK_MB:
             return f"only {free_mb} MB of disk free under {self.settings.work_root}"
+        if self.settings.disk_quotas == "on":
+            problem = self._quota_probe(again=True)
+            if problem:
+                return f"disk quotas are on (disk_quotas) but do not work here: {problem}"
         return ""
+
+    def disk_quota_active(self) -> bool:
+        """Whether jobs get size-limited /work and /outputs (agent/runtime/quota.py): never
+        with ``disk_quotas=off``; with ``auto`` and ``on`` where the probe found it works."""
+        return self.settings.disk_quotas != "off" and self._quota_probe() == ""
+
+    def _quota_probe(self, *, again: bool = False) -> str:
+        with self._quota_lock:
+            if self._quota_problem is None or (again and self._quota_problem):
+                self._quota_problem = quota.probe(self.settings.work_root)
+                if self._quota_problem and self.settings.disk_quotas == "auto":
+                    log.warning("jobs get no disk quota: %s", self._quota_problem)
+            return self._quota_problem
 
     # --- install step ----------------------------------------------------------------------
 
@@ -125,10 +154,23 @@ class DockerRuntime:
         if failure is not None:
             directory = attempt_dir_path(self.settings.work_root, spec.job_id, spec.attempt)
             return Prepared(spec, directory, None, install_log, failure)
+        if self.settings.disk_quotas == "on" and not self.disk_quota_active():
+            # Never run a job without the limits the owner said every job gets.
+            problem = self._quota_probe()
+            return self._not_prepared(spec, host_fault(HOST_QUOTA_REASON, problem), install_log)
         directory = attempt_dir_create(
-            self.settings.work_root, spec.job_id, spec.attempt, spec.files, self.settings.run_user
+            self.settings.work_root,
+            spec.job_id,
+            spec.attempt,
+            spec.files,
+            self.settings.run_user,
+            disk_quota=spec.disk if self.disk_quota_active() else None,
         )
         return Prepared(spec, directory, env_volume, install_log, None, env_cached=cached)
+
+    def _not_prepared(self, spec: JobSpec, failure: Outcome, install_log: bytes) -> Prepared:
+        directory = attempt_dir_path(self.settings.work_root, spec.job_id, spec.attempt)
+        return Prepared(spec, directory, None, install_log, failure)
 
     def _env_lock(self, key: str) -> threading.Lock:
         with self._env_locks_guard:
@@ -147,8 +189,79 @@ class DockerRuntime:
         with self._env_lock(key):
             found = self._env_lookup(key)
             if found is not None:
+                self._env_hold(spec, key, found)
                 return found, b"", None, True
-            return self._env_install(spec, key)
+            volume, output, failure, cached = self._env_install(spec, key)
+            if volume is not None:
+                self._env_hold(spec, key, volume)
+        if volume is not None:
+            self.env_cache_prune()
+        return volume, output, failure, cached
+
+    def _env_hold(self, spec: JobSpec, key: str, volume: str) -> None:
+        """The attempt uses ``volume`` until its clean-up: pruning leaves it alone."""
+        with self._env_locks_guard:
+            self._env_held[(spec.job_id, spec.attempt)] = volume
+        self._env_uses.touch(key, time.time())
+
+    def _env_release(self, job_id: int, attempt: int) -> None:
+        with self._env_locks_guard:
+            self._env_held.pop((job_id, attempt), None)
+
+    def env_cache_prune(self) -> list[str]:
+        """Remove cached environments this agent made, least recently used first, until they
+        fit ``env_cache_max_mb``; never one a container mounts or an attempt of this agent was
+        prepared with. Another agent's on the same engine are its own to prune (this one may
+        use them, and their use keeps them: they are mounted). Returns the keys removed."""
+        envs = self._env_cached()
+        plan = envcache.prune_plan(envs, self.settings.env_cache_max_mb * 1024 * 1024)
+        removed = []
+        for env in plan:
+            with self._env_lock(env.key):
+                with self._env_locks_guard:
+                    if env.data_volume in self._env_held.values():
+                        continue
+                # The pointer first: from now on a lookup installs afresh instead of using it.
+                self._volume_remove(ENV_PREFIX + env.key)
+                self._volume_remove(env.data_volume)
+            removed.append(env.key)
+            log.info("pruned the cached environment %s (%d MB)", env.key, env.size_bytes >> 20)
+        if removed:
+            self._env_uses.forget(removed)
+        return removed
+
+    def _env_cached(self) -> list[envcache.CachedEnv]:
+        """Every complete cached environment on the engine (a pointer volume naming its data
+        volume), with the size and use count the engine reports (``docker system df``)."""
+        usage = {
+            str(volume.get("Name")): volume for volume in self.client.df().get("Volumes") or []
+        }
+        records = self._env_uses.read()
+        owner = hardening.owner_labels(self.settings)
+        with self._env_locks_guard:
+            held = set(self._env_held.values())
+        envs = []
+        for name, pointer in usage.items():
+            labels = pointer.get("Labels") or {}
+            data = str(labels.get(hardening.LABEL_ENV_DATA, ""))
+            key = str(labels.get("communipute.env", ""))
+            if not name.startswith(ENV_PREFIX) or not data or not key or data not in usage:
+                continue
+            made_by = usage[data].get("Labels") or {}
+            if any(made_by.get(label) != value for label, value in owner.items()):
+                continue  # another agent's on this engine: its own cache to prune
+            stats = usage[data].get("UsageData") or {}
+            created = str(usage[data].get("CreatedAt") or "")
+            envs.append(
+                envcache.CachedEnv(
+                    key=key,
+                    data_volume=data,
+                    size_bytes=max(int(stats.get("Size") or 0), 0),
+                    last_used=records.get(key, _created_time(created)),
+                    is_in_use=int(stats.get("RefCount") or 0) > 0 or data in held,
+                )
+            )
+        return envs
 
     def _env_lookup(self, key: str) -> str | None:
         """The data volume of a complete environment. The pointer volume ``communipute-env-
@@ -191,9 +304,54 @@ class DockerRuntime:
         return self._env_publish(key, data), output, None, False
 
     def _install_run(self, spec: JobSpec, data: str) -> tuple[int, bool, bytes]:
-        """Run pip into the volume ``data``: (exit code, timed out, output)."""
+        """Run pip into the volume ``data``: (exit code, timed out, output). With the
+        wheelhouse: from its wheels alone first (no network); where some are missing, ``pip
+        download`` fetches them into it (network, no package code runs) and the offline
+        install runs again. All of it within ``install_timeout_seconds``."""
         labels = hardening.labels_for(spec, self.settings, "install")
-        kwargs = hardening.install_kwargs(spec, self.settings, data, labels)
+        deadline = time.monotonic() + self.settings.install_timeout_seconds
+        wheelhouse = self._wheelhouse_ensure()
+        if wheelhouse is None:
+            kwargs = hardening.install_kwargs(spec, self.settings, data, labels)
+            return self._pip_run(spec, kwargs, deadline)
+        offline = hardening.install_kwargs(spec, self.settings, data, labels, wheelhouse=wheelhouse)
+        if self._wheelhouse_may_have(wheelhouse, spec.requirements):
+            exit_code, timed_out, output = self._pip_run(spec, offline, deadline)
+            if exit_code == 0 or timed_out:
+                return exit_code, timed_out, output
+        download = hardening.download_kwargs(spec, self.settings, wheelhouse, labels)
+        exit_code, timed_out, fetched = self._pip_run(spec, download, deadline)
+        if exit_code != 0 or timed_out:
+            return exit_code, timed_out, fetched
+        exit_code, timed_out, output = self._pip_run(spec, offline, deadline)
+        return exit_code, timed_out, fetched + output
+
+    def _wheelhouse_ensure(self) -> str | None:
+        """The shared wheelhouse volume (made where missing), or None: off, or sdists are
+        allowed (building one runs its code, which must never see a shared volume)."""
+        if not self.settings.wheelhouse_volume or not self.settings.install_only_wheels:
+            return None
+        name = hardening.wheelhouse_name(self.settings)
+        # Creating an existing volume returns it unchanged.
+        self.client.volumes.create(name=name, labels={LABEL_WHEELHOUSE: "1"})
+        return name
+
+    def _wheelhouse_may_have(self, wheelhouse: str, requirements: tuple[str, ...]) -> bool:
+        """False when the wheelhouse surely lacks a requirement (no wheel of that name in it):
+        the try without network would fail, so the download goes first. True when each name
+        has a wheel there (their own dependencies are pip's to find) or the volume's files
+        can't be read from here (an unprivileged agent, a remote engine)."""
+        try:
+            mountpoint = Path(str(self.client.volumes.get(wheelhouse).attrs["Mountpoint"]))
+            held = {_project_name(entry.name.split("-", 1)[0]) for entry in os.scandir(mountpoint)}
+        except (DockerException, KeyError, OSError):
+            return True
+        return all(_project_name(_requirement_name(line)) in held for line in requirements)
+
+    def _pip_run(
+        self, spec: JobSpec, kwargs: dict[str, Any], deadline: float
+    ) -> tuple[int, bool, bytes]:
+        """One pip container of the install step, removed afterwards."""
         name = self._name(spec, "install")
         self._container_remove(name)  # left by an agent that died mid-install
         container = self.client.containers.create(name=name, **kwargs)
@@ -201,7 +359,7 @@ class DockerRuntime:
         try:
             container.start()
             try:
-                timeout = self.settings.install_timeout_seconds
+                timeout = max(deadline - time.monotonic(), 1.0)
                 result = self.client.api.wait(container.id, timeout=timeout)
                 exit_code = int(result.get("StatusCode", -1))
             except _TIMEOUTS:
@@ -320,7 +478,19 @@ class DockerRuntime:
         engine_error = str(state.get("Error") or (result.get("Error") or {}).get("Message") or "")
         if engine_error and handle.stop_status is None and not timed_out:
             return host_fault(HOST_LOST_REASON, engine_error)  # the engine's, not the script's
-        return attempt_outcome(handle, exit_code, timed_out=timed_out, oom=oom)
+        outcome = attempt_outcome(handle, exit_code, timed_out=timed_out, oom=oom)
+        if outcome.status == "failed" and not oom:
+            full = quota.full_directory(handle.attempt_dir)
+            if full is not None:
+                return disk_full_outcome(full, self._disk_limit_mb(handle, full), exit_code)
+        return outcome
+
+    def _disk_limit_mb(self, handle: Handle, name: str) -> int:
+        """The size of the attempt's quota'd directory ``name``, by its image."""
+        try:
+            return quota.image_path(handle.attempt_dir, name).stat().st_size // quota.MB
+        except OSError:
+            return 0
 
     def cancel(
         self,
@@ -456,6 +626,7 @@ class DockerRuntime:
         """Remove the container and the attempt directory (outputs included)."""
         self._container_remove(handle.ref)
         self._cgroups.pop(handle.ref, None)
+        self._env_release(handle.job_id, handle.attempt)
         self._attempt_dir_remove(handle.attempt_dir)
 
     # --- reconciliation --------------------------------------------------------------------
@@ -467,6 +638,7 @@ class DockerRuntime:
 
     def kill(self, job_id: int, attempt: int) -> None:
         """Stop and remove every container of the attempt at once, and its directory."""
+        self._env_release(job_id, attempt)
         for owned in self._own(job_id, attempt):
             self._container_remove(owned.container_id)
         self._attempt_dir_remove(attempt_dir_path(self.settings.work_root, job_id, attempt))
@@ -515,6 +687,7 @@ class DockerRuntime:
     def _attempt_dir_remove(self, directory: Path) -> None:
         """An unprivileged agent can't delete what the sandbox user wrote in its own
         directories; a throwaway container with only CAP_DAC_OVERRIDE does it instead."""
+        quota.mounts_release(directory)  # the disk quotas first: the helper only sees files
         if tree_remove(directory) or not directory.exists():
             return
         self.client.containers.run(**hardening.cleanup_kwargs(self.settings, directory))
@@ -539,6 +712,25 @@ def run_seconds_of(state: dict[str, Any]) -> float | None:
     if state.get("Running") or not _is_time(started) or not _is_time(finished):
         return None
     return max(0.0, _parse_time(finished) - _parse_time(started))
+
+
+def _requirement_name(line: str) -> str:
+    """The project name of a validated requirement line (types.requirement_validate)."""
+    match = _REQUIREMENT_NAME.match(line.strip())
+    return match.group(0) if match else line
+
+
+def _project_name(name: str) -> str:
+    """A project name as pip compares them (PEP 503): case, '-', '_' and '.' don't matter."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _created_time(value: str) -> float:
+    """A volume's CreatedAt (RFC 3339 with an offset) as Unix time; 0 where unreadable."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _is_time(value: str) -> bool:

@@ -17,8 +17,9 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from agent.runtime import quota
 from agent.runtime.meter import METER_DIR
-from agent.runtime.types import OutputFile
+from agent.runtime.types import DiskSpec, OutputFile
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,20 @@ def attempt_dir_path(work_root: Path, job_id: int, attempt: int) -> Path:
 
 
 def attempt_dir_create(
-    work_root: Path, job_id: int, attempt: int, files: Mapping[str, bytes], owner: str
+    work_root: Path,
+    job_id: int,
+    attempt: int,
+    files: Mapping[str, bytes],
+    owner: str,
+    *,
+    disk_quota: DiskSpec | None = None,
 ) -> Path:
     """Write the job's files into a fresh attempt directory and hand it to ``owner`` (uid:gid).
 
     Names were validated by JobSpec; O_NOFOLLOW and O_EXCL still guard every write. A directory
-    left by an earlier run of this attempt (an agent restarted mid-prepare) is replaced.
+    left by an earlier run of this attempt (an agent restarted mid-prepare) is replaced. With
+    ``disk_quota``, ``work/`` and ``outputs/`` are size-limited file systems (quota.py) before
+    anything is written into them.
     """
     work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Also when it already existed: tree_hand_over may open work/ and outputs/ to everyone, so
@@ -51,6 +60,8 @@ def attempt_dir_create(
     work.mkdir()
     outputs.mkdir()
     (root / METER_DIR).mkdir()  # the run container's CPU meter (agent/runtime/meter.py)
+    if disk_quota is not None:
+        quota.mounts_create(root, disk_quota)
     for name, content in files.items():
         target = work.joinpath(*name.split("/"))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +93,9 @@ def tree_hand_over(root: Path, owner: str) -> None:
 
 
 def tree_remove(root: Path) -> bool:
-    """Remove a tree the sandbox wrote to; True when it is gone. rmtree never follows links."""
+    """Remove a tree the sandbox wrote to; True when it is gone. rmtree never follows links.
+    Quota mounts in it are released first (also those an earlier agent process left)."""
+    quota.mounts_release(root)
     shutil.rmtree(root, ignore_errors=True)
     return not root.exists()
 

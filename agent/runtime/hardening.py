@@ -14,6 +14,7 @@ from agent.runtime.meter import METER_DIR, METER_MOUNT, wrapped
 from agent.runtime.types import JobSpec, RuntimeSettings
 
 ENV_MOUNT = "/opt/env"
+WHEELHOUSE_MOUNT = "/wheelhouse"
 WORK_MOUNT = "/work"
 OUTPUTS_MOUNT = "/outputs"
 # Paths inside the sandbox, never on the host: a private tmpfs per container.
@@ -143,7 +144,7 @@ def run_kwargs(
         "hostname": "sandbox",
         "network_mode": settings.run_network if has_network else "none",
         "read_only": True,
-        "tmpfs": {SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={settings.tmpfs_mb}m"},
+        "tmpfs": {SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={spec.disk.tmp_mb}m"},
         "volumes": volumes,
         "mem_limit": memory,
         "memswap_limit": memory,
@@ -166,33 +167,95 @@ def run_kwargs(
 
 
 def install_kwargs(
-    spec: JobSpec, settings: RuntimeSettings, env_volume: str, labels: dict[str, str]
+    spec: JobSpec,
+    settings: RuntimeSettings,
+    env_volume: str,
+    labels: dict[str, str],
+    *,
+    wheelhouse: str | None = None,
 ) -> dict[str, Any]:
-    """Arguments for ``client.containers.create`` of the install step: pip, with network."""
+    """Arguments for ``client.containers.create`` of the install step: pip into the volume.
+
+    From the index (with network), or, given a ``wheelhouse`` volume, from its wheels alone:
+    mounted read-only, ``--no-index`` and no network at all, so nothing an install does can
+    change what the next renter's install finds there."""
+    only_binary = ["--only-binary=:all:"] if settings.install_only_wheels else []
+    offline = ["--no-index", "--find-links", WHEELHOUSE_MOUNT] if wheelhouse else []
     pip_args = [
         "install",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--progress-bar",
-        "off",
+        *_PIP_QUIET,
         "--no-warn-script-location",
-        *(["--only-binary=:all:"] if settings.install_only_wheels else []),
+        *offline,
+        *only_binary,
         "--target",
         ENV_MOUNT,
         # Requirements are validated specifiers; '--' still keeps them from being options.
         "--",
         *spec.requirements,
     ]
-    environment = {"HOME": SANDBOX_TMP, "TMPDIR": SANDBOX_TMP, "PYTHONDONTWRITEBYTECODE": "1"}
     volumes: dict[str, dict[str, str]] = {env_volume: {"bind": ENV_MOUNT, "mode": "rw"}}
-    if settings.pip_index_url:
-        environment["PIP_INDEX_URL"] = settings.pip_index_url
-    if settings.pip_extra_index_url:
-        environment["PIP_EXTRA_INDEX_URL"] = settings.pip_extra_index_url
-    if settings.pip_cert_path is not None:
-        volumes[str(settings.pip_cert_path)] = {"bind": CA_MOUNT, "mode": "ro"}
-        environment["PIP_CERT"] = CA_MOUNT
+    if wheelhouse:
+        volumes[wheelhouse] = {"bind": WHEELHOUSE_MOUNT, "mode": "ro"}
+        return _pip_kwargs(settings, pip_args, volumes, labels, ENV_MOUNT, network="none")
+    return _pip_kwargs(settings, pip_args, volumes, labels, ENV_MOUNT, network=None)
+
+
+def download_kwargs(
+    spec: JobSpec, settings: RuntimeSettings, wheelhouse: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    """Arguments for the wheelhouse's download step: ``pip download --only-binary=:all:``
+    into the shared volume, with network. Binary wheels only, so no package's code runs here
+    (an sdist would be built, running its setup.py with the shared volume writable)."""
+    pip_args = [
+        "download",
+        *_PIP_QUIET,
+        "--only-binary=:all:",
+        "--dest",
+        WHEELHOUSE_MOUNT,
+        "--",
+        *spec.requirements,
+    ]
+    volumes = {wheelhouse: {"bind": WHEELHOUSE_MOUNT, "mode": "rw"}}
+    return _pip_kwargs(settings, pip_args, volumes, labels, WHEELHOUSE_MOUNT, network=None)
+
+
+def wheelhouse_name(settings: RuntimeSettings) -> str:
+    """The wheelhouse volume of this host's index: wheels of one index never mix with
+    another's (the same file name could hold other bytes there)."""
+    index = "\n".join((settings.pip_index_url or "", settings.pip_extra_index_url or ""))
+    return f"{settings.wheelhouse_volume}-{hashlib.sha256(index.encode()).hexdigest()[:12]}"
+
+
+_PIP_QUIET = (
+    "--no-cache-dir",
+    "--disable-pip-version-check",
+    "--no-input",
+    "--progress-bar",
+    "off",
+)
+
+
+def _pip_kwargs(
+    settings: RuntimeSettings,
+    pip_args: list[str],
+    volumes: dict[str, dict[str, str]],
+    labels: dict[str, str],
+    writable: str,
+    *,
+    network: str | None,
+) -> dict[str, Any]:
+    """A pip container: root only long enough to hand ``writable`` to the sandbox user, the
+    host's index and CA bundle where it has network (``network`` None: install_network)."""
+    environment = {"HOME": SANDBOX_TMP, "TMPDIR": SANDBOX_TMP, "PYTHONDONTWRITEBYTECODE": "1"}
+    volumes = dict(volumes)
+    if network is None:
+        if settings.pip_index_url:
+            environment["PIP_INDEX_URL"] = settings.pip_index_url
+        if settings.pip_extra_index_url:
+            environment["PIP_EXTRA_INDEX_URL"] = settings.pip_extra_index_url
+        if settings.pip_cert_path is not None:
+            volumes[str(settings.pip_cert_path)] = {"bind": CA_MOUNT, "mode": "ro"}
+            environment["PIP_CERT"] = CA_MOUNT
     memory = f"{settings.install_memory_mb}m"
     return {
         "image": settings.image,
@@ -201,13 +264,13 @@ def install_kwargs(
             "-c",
             _INSTALL_BOOTSTRAP,
             settings.run_user,
-            ENV_MOUNT,
+            writable,
             *pip_args,
         ],
         "user": "0:0",
         "environment": environment,
         "labels": labels,
-        "network_mode": settings.install_network,
+        "network_mode": settings.install_network if network is None else network,
         "read_only": True,
         # Builds of source packages may run what they compile under /tmp: exec is allowed here.
         "tmpfs": {SANDBOX_TMP: "rw,nosuid,nodev,size=2048m"},

@@ -70,6 +70,10 @@ class ProcessRuntime:
         """Always ready: it needs nothing but this interpreter (and isolates nothing)."""
         return ""
 
+    def disk_quota_active(self) -> bool:
+        """Never: the script is a plain process of the agent's user, on the host's disk."""
+        return False
+
     def prepare(self, spec: JobSpec) -> Prepared:
         python, install_log, failure = self._env_ensure(spec)
         if failure is not None:

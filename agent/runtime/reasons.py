@@ -15,6 +15,9 @@ HOST_INDEX_REASON = "the host could not reach its package index"
 HOST_DISK_REASON = "the host ran out of disk space"
 HOST_CERT_REASON = "the host's package index certificate is missing"
 HOST_AGENT_REASON = "the host agent failed"
+HOST_QUOTA_REASON = "the host could not limit the job's disk"
+# The sandbox paths of the quota'd directories (agent/runtime/quota.py QUOTA_DIRS).
+_SANDBOX_PATHS = {"work": "/work", "outputs": "/outputs"}
 
 # pip's words for trouble on the host's side. Each has a space, which no requirement can
 # (they are plain specifiers): a renter can't name a package that passes for a host fault.
@@ -77,3 +80,11 @@ def attempt_outcome(
     if exit_code == 0:
         return Outcome("succeeded", "exit code 0", 0)
     return Outcome("failed", exit_reason(exit_code), exit_code)
+
+
+def disk_full_outcome(directory: str, limit_mb: int, exit_code: int | None) -> Outcome:
+    """A failed run that left its /work or /outputs full: the renter's (its own limit)."""
+    path = _SANDBOX_PATHS.get(directory, directory)
+    return Outcome(
+        "failed", f"the job ran out of space in {path} (its {limit_mb} MB limit)", exit_code
+    )

@@ -28,6 +28,9 @@ Fault = Literal["renter", "host"]
 Isolation = Literal["docker", "none"]
 # Where an input's bytes come from: the platform's blob store, or the renter's own https URL.
 InputSource = Literal["store", "url"]
+# Whether /work and /outputs are size-limited file systems (agent/runtime/quota.py): "auto"
+# where the host can (root, loop devices, mkfs.ext4), "on" or not ready, "off" never.
+DiskQuotaMode = Literal["auto", "on", "off"]
 # A host fault's engine detail is cut to this many characters (agent/protocol.py Reason).
 MAX_DETAIL_CHARS = 2000
 
@@ -37,6 +40,12 @@ MAX_REQUIREMENTS = 100
 MAX_REQUIREMENT_CHARS = 200
 MAX_INPUTS = 1000  # the server's JOB_INPUTS_MAX_COUNT
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A job's disk limits (DiskSpec) when the offer states none (an older server): the server's
+# JOB_WORK_MB, JOB_OUTPUTS_MB and JOB_TMP_MB defaults.
+DEFAULT_WORK_MB = 1024
+DEFAULT_OUTPUTS_MB = 1024
+DEFAULT_TMP_MB = 256
+MAX_DISK_MB = 16 * 1024 * 1024  # the protocol's MemoryMb bound
 
 # A package specifier and nothing else: a name, optional extras and optional version clauses.
 # No URLs, paths, `name @ url`, environment markers or options (`-e`, `--index-url`): a
@@ -83,7 +92,6 @@ class RuntimeSettings:
     # Docker keeps at most this much log per container (json-file rotation); the server keeps
     # its own capped copy, so this only bounds the host's disk.
     log_max_bytes: int = 64 * 1024 * 1024
-    tmpfs_mb: int = 256
     pids_limit: int = 256
     nofile_limit: int = 4096
     # RLIMIT_NPROC counts every process of the uid on the whole host, so it is only a backstop;
@@ -96,12 +104,23 @@ class RuntimeSettings:
     install_timeout_seconds: int = 900
     install_memory_mb: int = 2048
     install_cpus: float = 2.0
+    # /work and /outputs as loop-mounted ext4 images of the job's sizes (agent/runtime/quota.py).
+    disk_quotas: DiskQuotaMode = "auto"
+    # Warm environments: a shared volume of wheels that pip downloads (``pip download``, which
+    # runs no package code) and installs from, read-only; "" turns it off.
+    wheelhouse_volume: str = "communipute-wheelhouse"
+    # Cached environment volumes are pruned, least recently used first, down to this size.
+    env_cache_max_mb: int = 10 * 1024
 
     def __post_init__(self) -> None:
         if self.log_chunk_bytes < 1 or self.log_chunk_bytes > MAX_LOG_CHUNK_BYTES:
             raise ValueError(f"log_chunk_bytes must be within 1..{MAX_LOG_CHUNK_BYTES}")
         if self.outputs_max_bytes < 0 or self.outputs_max_files < 0:
             raise ValueError("output limits must not be negative")
+        if self.disk_quotas not in ("auto", "on", "off"):
+            raise ValueError(f"disk_quotas must be auto, on or off, not {self.disk_quotas!r}")
+        if self.env_cache_max_mb < 0:
+            raise ValueError("env_cache_max_mb must not be negative")
         if not re.fullmatch(r"\d+:\d+", self.run_user) or self.run_user.startswith("0:"):
             raise ValueError("run_user must be a numeric non-root uid:gid")
 
@@ -131,6 +150,32 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class DiskSpec:
+    """What a job may write, in MB: /work and /outputs (size-limited file systems where the
+    host has disk quotas) and /tmp (a tmpfs: memory, counted in the job's memory limit)."""
+
+    work_mb: int = DEFAULT_WORK_MB
+    outputs_mb: int = DEFAULT_OUTPUTS_MB
+    tmp_mb: int = DEFAULT_TMP_MB
+    work_exec: bool = False  # /work is mounted noexec unless the job asked otherwise
+
+    def __post_init__(self) -> None:
+        for name in ("work_mb", "outputs_mb", "tmp_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise JobSpecError(f"disk.{name} must be a whole number of MB, not {value!r}")
+            if not 1 <= value <= MAX_DISK_MB:
+                raise JobSpecError(f"disk.{name} must be within 1..{MAX_DISK_MB}, not {value}")
+        if not isinstance(self.work_exec, bool):
+            raise JobSpecError(f"disk.work_exec must be true or false, not {self.work_exec!r}")
+
+    @property
+    def host_disk_mb(self) -> int:
+        """The host disk the job may fill: /work and /outputs (/tmp is memory)."""
+        return self.work_mb + self.outputs_mb
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One attempt of a job, as the runtime needs it. Validates itself; raises JobSpecError."""
 
@@ -148,6 +193,7 @@ class JobSpec:
     # of the code unpacked into work/ before ``files`` (which win on a clash).
     inputs: tuple[InputSpec, ...] = ()
     code_archive: InputSpec | None = None
+    disk: DiskSpec = field(default_factory=DiskSpec)
 
     def __post_init__(self) -> None:
         # Accept any sequence of requirements but keep an immutable tuple.
@@ -325,11 +371,15 @@ class Runtime(Protocol):
     """What the agent needs from a sandbox. Calls for one attempt go in this order:
     prepare -> start -> (logs, usage, cancel from other threads) -> wait -> collect_outputs ->
     cleanup. ``logs`` and ``wait`` block; run them in threads. ``readiness_check`` (blocking
-    too) says whether a job could start now: "" when ready, else why not, for the owner."""
+    too) says whether a job could start now: "" when ready, else why not, for the owner.
+    ``disk_quota_active`` (blocking the first time: it may probe) says whether /work and
+    /outputs are size-limited file systems (hello ``specs.disk_quota``)."""
 
     isolation: Isolation
 
     def readiness_check(self) -> str: ...
+
+    def disk_quota_active(self) -> bool: ...
 
     def prepare(self, spec: JobSpec) -> Prepared: ...
 

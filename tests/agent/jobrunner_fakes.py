@@ -50,6 +50,7 @@ class FakeRuntime:
         self.work_root = work_root
         self.calls: list[tuple[Any, ...]] = []
         self.not_ready = ""  # what readiness_check answers
+        self.disk_quota = False  # what disk_quota_active answers
         self.readiness_checks = 0
         self.readiness_gate: threading.Event | None = None  # a check that hangs until set
         self.prepare_error: Exception | None = None
@@ -89,6 +90,9 @@ class FakeRuntime:
         if self.readiness_gate is not None:
             self.readiness_gate.wait(TIMEOUT)
         return self.not_ready
+
+    def disk_quota_active(self) -> bool:
+        return self.disk_quota
 
     def prepare(self, spec: JobSpec) -> Prepared:
         self.calls.append(("prepare", spec.job_id, spec.attempt))

@@ -441,3 +441,21 @@ def _offer():
         "max_cost_micros": 1000,
         "charged_micros": 0,
     }
+
+
+class _DiskReportingJobManager(RejectingJobManager):
+    def host_disk(self) -> tuple[bool, int] | None:
+        return True, 4321
+
+
+async def test_hello_says_what_the_job_manager_knows_of_the_disk(server, make_client):
+    # given
+    client = make_client(server.port)
+    client.jobs = _DiskReportingJobManager()
+
+    # when
+    async with running(client):
+        hello = await server.next("hello")
+
+    # then
+    assert hello["data"]["specs"] == {**specs(), "disk_quota": True, "job_disk_mb": 4321}

@@ -7,6 +7,7 @@ container created some other way (the install step, the clean-up helper) can't s
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +17,21 @@ import pytest
 
 from agent.runtime import DockerRuntime, Outcome
 from agent.runtime import docker_runtime as docker_runtime_module
-from agent.runtime.hardening import ENV_MOUNT, LABEL_ROLE, OUTPUTS_MOUNT, WORK_MOUNT
+from agent.runtime.hardening import (
+    ENV_MOUNT,
+    LABEL_ROLE,
+    OUTPUTS_MOUNT,
+    WHEELHOUSE_MOUNT,
+    WORK_MOUNT,
+)
 from agent.runtime.meter import METER_MOUNT
-from tests.agent.test_runtime_docker import env_forget, run_to_end, runtime_for, spec_for
+from tests.agent.test_runtime_docker import (
+    env_forget,
+    run_to_end,
+    runtime_for,
+    spec_for,
+    wheelhouse_removed,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -66,7 +79,13 @@ def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, 
         return False if len(calls) == 1 else real_tree_remove(root)
 
     monkeypatch.setattr(docker_runtime_module, "tree_remove", tree_remove_unprivileged)
-    with runtime_for(tmp_path) as runtime:
+    # A wheelhouse of its own, empty: the install downloads into it, then installs from it.
+    with (
+        runtime_for(
+            tmp_path, wheelhouse_volume=f"test-wheelhouse-{uuid.uuid4().hex[:8]}"
+        ) as runtime,
+        wheelhouse_removed(runtime),
+    ):
         env_forget(runtime, REQUIREMENTS)
         spec = spec_for("import six\nprint(six.__version__)\n", requirements=REQUIREMENTS)
         with containers_recorded(runtime) as created:
@@ -78,8 +97,9 @@ def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, 
 
 
 def test_every_container_drops_all_capabilities_and_is_limited(recorded):
-    # then: one of each kind, each hardened
-    assert sorted(role_of(c) for c in recorded) == ["cleanup", "install", "run"]
+    # then: one of each kind (two install-step ones: the download into the empty wheelhouse,
+    # then the install from it), each hardened
+    assert sorted(role_of(c) for c in recorded) == ["cleanup", "install", "install", "run"]
     for container in recorded:
         host = container["HostConfig"]
         flags = {
@@ -128,22 +148,35 @@ def test_the_run_container_has_no_network_no_root_and_read_only_packages(recorde
 
 
 def test_the_install_container_sees_only_its_environment_volume(recorded):
-    # given
-    install = next(c for c in recorded if role_of(c) == "install")
+    # given: the download into the empty wheelhouse (it has no six: the agent, root, can see
+    # that in the volume and does not try without network first), then the install from it
+    installs = [c for c in recorded if role_of(c) == "install" and ENV_MOUNT in mounts_of(c)]
+    downloads = [c for c in recorded if role_of(c) == "install" and ENV_MOUNT not in mounts_of(c)]
     run = next(c for c in recorded if role_of(c) == "run")
-    host = install["HostConfig"]
-    mounts = mounts_of(install)
+    assert (len(installs), len(downloads)) == (1, 1)
 
-    # then: root only to hand the fresh volume over, with no capability beyond that; and no
-    # way into the job's work or outputs directories
-    assert install["Config"]["User"] == "0:0"
-    assert sorted(host["CapAdd"]) == ["CHOWN", "SETGID", "SETUID"]
-    assert host["NetworkMode"] == "bridge"
-    assert mounts[ENV_MOUNT][1] is True
-    assert set(mounts) - {ENV_MOUNT, "/etc/communipute/pip-ca.pem"} == set()
-    assert mounts[ENV_MOUNT][0] == mounts_of(run)[ENV_MOUNT][0]
-    assert mounts_of(run)[WORK_MOUNT][0] not in {source for source, _ in mounts.values()}
-    assert mounts_of(run)[METER_MOUNT][0] not in {source for source, _ in mounts.values()}
+    for install in [*installs, *downloads]:
+        # then: root only to hand the fresh volume over, with no capability beyond that; and
+        # no way into the job's work or outputs directories
+        host, mounts = install["HostConfig"], mounts_of(install)
+        assert install["Config"]["User"] == "0:0"
+        assert sorted(host["CapAdd"]) == ["CHOWN", "SETGID", "SETUID"]
+        assert mounts_of(run)[WORK_MOUNT][0] not in {source for source, _ in mounts.values()}
+        assert mounts_of(run)[METER_MOUNT][0] not in {source for source, _ in mounts.values()}
+    for install in installs:
+        # the install from the wheelhouse: no network, the wheelhouse read-only
+        mounts = mounts_of(install)
+        assert install["HostConfig"]["NetworkMode"] == "none"
+        assert set(mounts) == {ENV_MOUNT, WHEELHOUSE_MOUNT}
+        assert (mounts[ENV_MOUNT][1], mounts[WHEELHOUSE_MOUNT][1]) == (True, False)
+        assert mounts[ENV_MOUNT][0] == mounts_of(run)[ENV_MOUNT][0]
+    # the download: network, the wheelhouse writable, never the environment
+    mounts = mounts_of(downloads[0])
+    assert downloads[0]["HostConfig"]["NetworkMode"] == "bridge"
+    assert set(mounts) - {WHEELHOUSE_MOUNT, "/etc/communipute/pip-ca.pem"} == set()
+    assert mounts[WHEELHOUSE_MOUNT] == (mounts_of(installs[0])[WHEELHOUSE_MOUNT][0], True)
+    assert "download" in downloads[0]["Args"]
+    assert "--only-binary=:all:" in downloads[0]["Args"]
 
 
 def test_the_cleanup_container_has_only_dac_override_and_no_network(recorded):

@@ -21,7 +21,7 @@ import pytest
 
 from agent.runtime import DockerRuntime, Handle, JobSpec, Outcome, OwnedContainer, RuntimeSettings
 from agent.runtime.docker_runtime import run_seconds_of
-from agent.runtime.hardening import env_key
+from agent.runtime.hardening import env_key, wheelhouse_name
 
 pytestmark = pytest.mark.docker
 
@@ -92,6 +92,17 @@ def env_forget(runtime: DockerRuntime, requirements: tuple[str, ...]) -> None:
     for volume in runtime.client.volumes.list(filters={"label": f"communipute.env={key}"}):
         with suppress(Exception):
             volume.remove()
+
+
+@contextmanager
+def wheelhouse_removed(runtime: DockerRuntime) -> Iterator[str]:
+    """The runtime's wheelhouse volume, removed at the end (a test's own, named per test)."""
+    name = wheelhouse_name(runtime.settings)
+    try:
+        yield name
+    finally:
+        with suppress(Exception):
+            runtime.client.volumes.get(name).remove(force=True)
 
 
 @pytest.fixture
