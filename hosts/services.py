@@ -7,6 +7,7 @@ the same host changes nothing (it was replaced, or its credential was revoked).
 
 from __future__ import annotations
 
+import functools
 import shlex
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,8 +15,8 @@ from enum import Enum
 from typing import Any, TypedDict
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, Field
 from django.utils import timezone
 
 from accounts.models import Membership, User
@@ -294,33 +295,147 @@ def host_hello(
     )
 
 
+@dataclass(frozen=True)
+class HeartbeatSeen:
+    """One heartbeat as the socket received it: which connection sent it, and when."""
+
+    host_id: int
+    connection_id: str
+    heartbeat: Heartbeat
+    seen_at: datetime
+
+
+# What a heartbeat reads of the host row (locked) and, but for the first three, writes back.
+_HEARTBEAT_READ = [
+    "pk",
+    "connection_id",
+    "is_draining",
+    "status",
+    "last_seen_at",
+    "online_seconds",
+    "tracked_seconds",
+    "is_available",
+    "unavailable_reason",
+    "slots",
+    "is_ready",
+    "not_ready_reason",
+    "isolation",
+]
+_HEARTBEAT_WRITTEN = _HEARTBEAT_READ[3:]
+
+
 def host_heartbeat(
     *, host_id: int, connection_id: str, heartbeat: Heartbeat, now: datetime | None = None
 ) -> Presence:
-    """Record a heartbeat (presence, availability, busy/draining); locks the host row."""
-    now = now or timezone.now()
+    """Record one heartbeat (presence, availability, busy/draining); locks the host row."""
+    seen = HeartbeatSeen(host_id, connection_id, heartbeat, now or timezone.now())
+    return hosts_heartbeat_record([seen])[(host_id, connection_id)]
+
+
+def hosts_heartbeat_record(beats: list[HeartbeatSeen]) -> dict[tuple[int, str], Presence]:
+    """Record the heartbeats of many hosts in one read and one write, whatever their number:
+    a heartbeat is presence, and one statement per flush (jobs.heartbeat_batch) instead of a
+    transaction per heartbeat is what lets one process serve thousands of idle agents.
+
+    Locks the hosts' rows in pk order. Answers per (host, connection): a connection that is
+    not its host's live one changes nothing and is answered REPLACED or REVOKED; a host that
+    can take more work than before (available or ready again, more slots) is answered FREED.
+    Of several heartbeats of one connection the last one seen counts (each carries the whole
+    state).
+    """
+    latest = {
+        (beat.host_id, beat.connection_id): beat
+        for beat in sorted(beats, key=lambda beat: beat.seen_at)
+    }
+    answers: dict[tuple[int, str], Presence] = {}
     with transaction.atomic():
-        host = _connected_host_locked(host_id, connection_id)
-        if host is None:
-            return _presence_lost(host_id)
-        _presence_account(host, now)
-        before = (host.is_available, host.is_ready, host.slots)
-        host.is_available = heartbeat["is_available"]
-        host.unavailable_reason = (
-            "" if heartbeat["is_available"] else heartbeat["unavailable_reason"][:200]
+        rows = (
+            Host.objects.select_for_update()
+            .filter(pk__in={host_id for host_id, _ in latest})
+            .order_by("pk")
+            .values_list(*_HEARTBEAT_READ)
         )
-        is_agent_draining = heartbeat.get("is_draining", False)
-        host.status = _status_for(host, is_agent_draining, len(heartbeat["running_jobs"]))
-        host.slots = heartbeat.get("slots", host.slots)
-        _readiness_record(host, heartbeat.get("readiness"), is_hello=False)
-        host.save(update_fields=[*_PRESENCE_FIELDS, *_SCHEDULING_FIELDS])
-    was_available, was_ready, had_slots = before
-    freed = (
-        (host.is_available and not was_available)
-        or (host.is_ready and not was_ready)
-        or host.slots > had_slots
+        written: list[tuple[Any, ...]] = []
+        for row in rows:
+            beat = latest.get((row[0], row[1]))
+            if beat is not None:
+                values, answers[(row[0], row[1])] = _heartbeat_applied(row, beat)
+                written.append((row[0], *values))
+        _heartbeat_rows_write(written)
+    for host_id, connection_id in latest.keys() - answers.keys():
+        answers[(host_id, connection_id)] = _presence_lost(host_id)
+    return answers
+
+
+def _heartbeat_applied(
+    row: tuple[Any, ...], beat: HeartbeatSeen
+) -> tuple[tuple[Any, ...], Presence]:
+    """The host's new presence columns (``_HEARTBEAT_WRITTEN``, in order) after ``beat``, and
+    whether it freed capacity; ``row`` is the host as ``_HEARTBEAT_READ`` reads it."""
+    _, _, is_draining, status, last_seen_at, online, tracked, was_available, reason, slots = row[
+        :10
+    ]
+    was_ready, not_ready_reason, isolation = row[10:]
+    heartbeat = beat.heartbeat
+    tracked_added, online_added = _uptime_added(last_seen_at, beat.seen_at, status)
+    is_available = heartbeat["is_available"]
+    reason = "" if is_available else heartbeat["unavailable_reason"][:200]
+    new_status = _status_of(
+        is_draining, heartbeat.get("is_draining", False), len(heartbeat["running_jobs"])
     )
-    return Presence.FREED if freed else Presence.CURRENT
+    new_slots = heartbeat.get("slots", slots)
+    is_ready = was_ready
+    readiness = heartbeat.get("readiness")
+    if readiness is not None:
+        is_ready = readiness["ready"]
+        not_ready_reason = "" if is_ready else readiness["reason"]
+        isolation = readiness["isolation"]
+    freed = (
+        (is_available and not was_available) or (is_ready and not was_ready) or new_slots > slots
+    )
+    values = (
+        new_status,
+        beat.seen_at,
+        online + online_added,
+        tracked + tracked_added,
+        is_available,
+        reason,
+        new_slots,
+        is_ready,
+        not_ready_reason,
+        isolation,
+    )
+    return values, Presence.FREED if freed else Presence.CURRENT
+
+
+def _heartbeat_rows_write(rows: list[tuple[Any, ...]]) -> None:
+    """Write the rows (pk, then ``_HEARTBEAT_WRITTEN``): one ``UPDATE … FROM unnest(…)`` on
+    PostgreSQL; elsewhere (SQLite, the demo's few hosts) one UPDATE per row."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        for pk, *values in rows:
+            Host.objects.filter(pk=pk).update(**dict(zip(_HEARTBEAT_WRITTEN, values, strict=True)))
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_heartbeat_sql(), [list(column) for column in zip(*rows, strict=True)])
+
+
+@functools.cache
+def _heartbeat_sql() -> str:
+    """Built once: the columns and their types come from the model."""
+    fields: list[Field[Any, Any]] = []
+    for name in _HEARTBEAT_WRITTEN:
+        field = Host._meta.get_field(name)
+        assert isinstance(field, Field)
+        fields.append(field)
+    columns = [field.column for field in fields]
+    assigned = ", ".join(f"{column} = v.{column}" for column in columns)
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    return (
+        f"UPDATE {Host._meta.db_table} AS h SET {assigned} "  # noqa: S608  (our model's names; values are parameters)
+        f"FROM unnest(%s::bigint[], {arrays}) AS v(id, {', '.join(columns)}) WHERE h.id = v.id"
+    )
 
 
 def host_disconnect(*, host_id: int, connection_id: str, now: datetime | None = None) -> bool:
@@ -412,20 +527,28 @@ def _presence_lost(host_id: int) -> Presence:
 
 
 def _presence_account(host: Host, now: datetime) -> None:
-    """Add the time since the last report to the uptime counters and stamp ``last_seen_at``.
+    """Add the time since the last report to the uptime counters and stamp ``last_seen_at``."""
+    tracked_added, online_added = _uptime_added(host.last_seen_at, now, host.status)
+    host.tracked_seconds += tracked_added
+    host.online_seconds += online_added
+    host.last_seen_at = now
+
+
+def _uptime_added(last_seen_at: datetime | None, now: datetime, status: str) -> tuple[int, int]:
+    """The seconds a report at ``now`` adds to (tracked, online).
 
     Time while connected counts as online, up to HOST_OFFLINE_AFTER_SECONDS per report (a
     longer silence means the host was gone); every second since the host was first seen counts
     as tracked.
     """
-    if host.last_seen_at is not None:
-        # Whole seconds between the floors of the two stamps: summed over many reports this
-        # telescopes to the true span (truncating each gap would lose up to 1 s per report).
-        gap = max(0, int(now.timestamp()) - int(host.last_seen_at.timestamp()))
-        host.tracked_seconds += gap
-        if host.status != HostStatus.OFFLINE:
-            host.online_seconds += min(gap, settings.HOST_OFFLINE_AFTER_SECONDS)
-    host.last_seen_at = now
+    if last_seen_at is None:
+        return 0, 0
+    # Whole seconds between the floors of the two stamps: summed over many reports this
+    # telescopes to the true span (truncating each gap would lose up to 1 s per report).
+    gap = max(0, int(now.timestamp()) - int(last_seen_at.timestamp()))
+    if status == HostStatus.OFFLINE:
+        return gap, 0
+    return gap, min(gap, settings.HOST_OFFLINE_AFTER_SECONDS)
 
 
 def _presence_close(host: Host, now: datetime) -> None:
@@ -436,7 +559,11 @@ def _presence_close(host: Host, now: datetime) -> None:
 
 
 def _status_for(host: Host, is_agent_draining: bool, running_jobs: int) -> str:
-    if host.is_draining or is_agent_draining:
+    return _status_of(host.is_draining, is_agent_draining, running_jobs)
+
+
+def _status_of(is_owner_draining: bool, is_agent_draining: bool, running_jobs: int) -> str:
+    if is_owner_draining or is_agent_draining:
         return HostStatus.DRAINING
     return HostStatus.BUSY if running_jobs else HostStatus.ONLINE
 
