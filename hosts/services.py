@@ -413,12 +413,16 @@ def _heartbeat_rows_write(rows: list[tuple[Any, ...]]) -> None:
     PostgreSQL; elsewhere (SQLite, the demo's few hosts) one UPDATE per row."""
     if not rows:
         return
-    if connection.vendor != "postgresql":
+    if not _is_postgres():
         for pk, *values in rows:
             Host.objects.filter(pk=pk).update(**dict(zip(_HEARTBEAT_WRITTEN, values, strict=True)))
         return
     with connection.cursor() as cursor:
         cursor.execute(_heartbeat_sql(), [list(column) for column in zip(*rows, strict=True)])
+
+
+def _is_postgres() -> bool:
+    return bool(connection.vendor == "postgresql")
 
 
 @functools.cache
