@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -82,7 +83,7 @@ async def _welcomed(credential: str) -> WebsocketCommunicator:
     return communicator
 
 
-async def _heartbeat_sent(communicator: WebsocketCommunicator, heartbeat: dict) -> None:
+async def _heartbeat_sent(communicator: WebsocketCommunicator, heartbeat: dict[str, Any]) -> None:
     """Send a heartbeat and wait until it is in this process's heartbeat batch: messages of one
     socket are handled in order, so once a later message is answered the heartbeat is queued."""
     await communicator.send_to(text_data=encode("heartbeat", heartbeat))
@@ -91,7 +92,9 @@ async def _heartbeat_sent(communicator: WebsocketCommunicator, heartbeat: dict) 
     assert replies == ["error", "ack"]  # not this host's job
 
 
-async def _heartbeat_flushed(communicator: WebsocketCommunicator, heartbeat: dict) -> None:
+async def _heartbeat_flushed(
+    communicator: WebsocketCommunicator, heartbeat: dict[str, Any]
+) -> None:
     """Send a heartbeat and record it now (the batch's flush, jobs.heartbeat_batch), instead of
     at the next tick."""
     await _heartbeat_sent(communicator, heartbeat)

@@ -5,6 +5,7 @@ and the disconnect unchanged. PostgreSQL: the write is its ``UPDATE … FROM unn
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -31,8 +32,13 @@ application = URLRouter(websocket_urlpatterns)
 TIMEOUT = 5
 
 
-def _beat(host: Host, *, at=None, **overrides) -> HeartbeatSeen:
-    heartbeat = {"load": 0.1, "is_available": True, "unavailable_reason": "", "running_jobs": []}
+def _beat(host, *, at=None, **overrides):
+    heartbeat: Any = {
+        "load": 0.1,
+        "is_available": True,
+        "unavailable_reason": "",
+        "running_jobs": [],
+    }
     heartbeat.update(overrides)
     return HeartbeatSeen(host.pk, host.connection_id, heartbeat, at or timezone.now())
 
@@ -246,12 +252,12 @@ def _running_job(alice, ledger, host):
 
 
 @database_sync_to_async
-def _lease(job: Job):
+def _lease(job):
     return JobAttempt.objects.get(job=job, number=1).lease_expires_at
 
 
 @database_sync_to_async
-def _lease_set(job: Job, when) -> None:
+def _lease_set(job, when):
     JobAttempt.objects.filter(job=job, number=1).update(lease_expires_at=when)
 
 
