@@ -35,6 +35,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -362,7 +363,10 @@ def measure_server(
         simulator.tell("mark")
         sent_before = simulator.read()["sent"]
         cpu_before, started = _cpu(server), time.monotonic()
+        profiler = _profiler(args, label, daphne.pid)
         time.sleep(args.seconds)
+        if profiler is not None:
+            profiler.wait(args.seconds + 30)
         simulator.tell("mark")
         cpu_after, ended = _cpu(server), time.monotonic()
         last = simulator.read()
@@ -387,6 +391,20 @@ def measure_server(
             daphne.wait(30)
         except subprocess.TimeoutExpired:
             daphne.kill()
+
+
+def _profiler(args: argparse.Namespace, label: str, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling daphne through the window (``--profile PREFIX``; install py-spy
+    yourself, it is not a requirement): folded stacks in PREFIX-<server>.txt."""
+    if not args.profile:
+        return None
+    tool = shutil.which("py-spy")
+    if tool is None:
+        raise SystemExit("--profile needs py-spy on PATH")
+    output = f"{args.profile}-{label.replace(' ', '-')}.txt"
+    command = [tool, "record", "--nonblocking", "--format", "raw", "-r", "200"]
+    command += ["-d", str(int(args.seconds)), "-o", output, "--pid", str(pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _port_open(port: int, daphne: subprocess.Popen[bytes]) -> bool:
@@ -470,6 +488,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warm", type=int, default=20, help="agents connected before the first RSS"
     )
+    parser.add_argument("--profile", default=None, help="py-spy daphne in the window: PREFIX")
     parser.add_argument(
         "--against", default=None, help="a git revision to measure first (baseline)"
     )

@@ -8,6 +8,7 @@ the same host changes nothing (it was replaced, or its credential was revoked).
 from __future__ import annotations
 
 import functools
+import json
 import shlex
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from agent.protocol import (
     Readiness,
 )
 from config.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
+from config.sql import is_postgres, server_bound_cursor
 from hosts.messaging import host_close, host_send
 from hosts.models import (
     RATE_FIELDS,
@@ -349,12 +351,7 @@ def hosts_heartbeat_record(beats: list[HeartbeatSeen]) -> dict[tuple[int, str], 
     }
     answers: dict[tuple[int, str], Presence] = {}
     with transaction.atomic():
-        rows = (
-            Host.objects.select_for_update()
-            .filter(pk__in={host_id for host_id, _ in latest})
-            .order_by("pk")
-            .values_list(*_HEARTBEAT_READ)
-        )
+        rows = _heartbeat_rows_locked(sorted({host_id for host_id, _ in latest}))
         written: list[tuple[Any, ...]] = []
         for row in rows:
             beat = latest.get((row[0], row[1]))
@@ -371,13 +368,12 @@ def _heartbeat_applied(
     row: tuple[Any, ...], beat: HeartbeatSeen
 ) -> tuple[tuple[Any, ...], Presence]:
     """The host's new presence columns (``_HEARTBEAT_WRITTEN``, in order) after ``beat``, and
-    whether it freed capacity; ``row`` is the host as ``_HEARTBEAT_READ`` reads it."""
-    _, _, is_draining, status, last_seen_at, online, tracked, was_available, reason, slots = row[
-        :10
-    ]
+    whether it freed capacity; ``row`` is the host as ``_HEARTBEAT_READ`` reads it, but for
+    ``last_seen_at`` in whole seconds since the epoch (``_heartbeat_rows_locked``)."""
+    _, _, is_draining, status, last_seen, online, tracked, was_available, reason, slots = row[:10]
     was_ready, not_ready_reason, isolation = row[10:]
     heartbeat = beat.heartbeat
-    tracked_added, online_added = _uptime_added(last_seen_at, beat.seen_at, status)
+    tracked_added, online_added = _uptime_added(last_seen, beat.seen_at, status)
     is_available = heartbeat["is_available"]
     reason = "" if is_available else heartbeat["unavailable_reason"][:200]
     new_status = _status_of(
@@ -408,37 +404,72 @@ def _heartbeat_applied(
     return values, Presence.FREED if freed else Presence.CURRENT
 
 
+def _heartbeat_rows_locked(host_ids: list[int]) -> list[tuple[Any, ...]]:
+    """The hosts' rows as ``_HEARTBEAT_READ`` reads them (``last_seen_at`` as whole seconds
+    since the epoch), locked in pk order: on PostgreSQL one ``= ANY(array)``, the array passed
+    as one literal (not an IN list of a thousand placeholders compiled and quoted in Python)."""
+    if not _is_postgres():
+        locked = Host.objects.select_for_update().filter(pk__in=host_ids).order_by("pk")
+        return [
+            (*row[:4], None if row[4] is None else int(row[4].timestamp()), *row[5:])
+            for row in locked.values_list(*_HEARTBEAT_READ)
+        ]
+    with server_bound_cursor() as cursor:
+        cursor.execute(_heartbeat_lock_sql(), ["{" + ",".join(map(str, host_ids)) + "}"])
+        return list(cursor.fetchall())
+
+
 def _heartbeat_rows_write(rows: list[tuple[Any, ...]]) -> None:
-    """Write the rows (pk, then ``_HEARTBEAT_WRITTEN``): one ``UPDATE … FROM unnest(…)`` on
-    PostgreSQL; elsewhere (SQLite, the demo's few hosts) one UPDATE per row."""
+    """Write the rows (pk, then ``_HEARTBEAT_WRITTEN``): on PostgreSQL one UPDATE from one JSON
+    parameter (``json.dumps`` is C; psycopg dumps array parameters element by element in
+    Python, which was most of a flush's CPU); elsewhere (SQLite, the demo's few hosts) one
+    UPDATE per row."""
     if not rows:
         return
     if not _is_postgres():
         for pk, *values in rows:
             Host.objects.filter(pk=pk).update(**dict(zip(_HEARTBEAT_WRITTEN, values, strict=True)))
         return
-    with connection.cursor() as cursor:
-        cursor.execute(_heartbeat_sql(), [list(column) for column in zip(*rows, strict=True)])
+    with server_bound_cursor() as cursor:
+        cursor.execute(_heartbeat_sql(), [json.dumps(rows, default=datetime.isoformat)])
 
 
 def _is_postgres() -> bool:
-    return bool(connection.vendor == "postgresql")
+    return is_postgres()
+
+
+def _heartbeat_fields() -> list[Field[Any, Any]]:
+    fields: list[Field[Any, Any]] = []
+    for name in _HEARTBEAT_READ:
+        field = Host._meta.get_field("id" if name == "pk" else name)
+        assert isinstance(field, Field)
+        fields.append(field)
+    return fields
+
+
+@functools.cache
+def _heartbeat_lock_sql() -> str:
+    columns = [field.column for field in _heartbeat_fields()]
+    columns[4] = f"floor(extract(epoch FROM {columns[4]}))::bigint"
+    return (
+        f"SELECT {', '.join(columns)} FROM {Host._meta.db_table} "  # noqa: S608  (our model's names)
+        "WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE"
+    )
 
 
 @functools.cache
 def _heartbeat_sql() -> str:
     """Built once: the columns and their types come from the model."""
-    fields: list[Field[Any, Any]] = []
-    for name in _HEARTBEAT_WRITTEN:
-        field = Host._meta.get_field(name)
-        assert isinstance(field, Field)
-        fields.append(field)
-    columns = [field.column for field in fields]
-    assigned = ", ".join(f"{column} = v.{column}" for column in columns)
-    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    fields = _heartbeat_fields()[3:]
+    assigned = ", ".join(f"{field.column} = v.{field.column}" for field in fields)
+    values = ", ".join(
+        f"(e->>{n + 1})::{field.db_type(connection)} AS {field.column}"
+        for n, field in enumerate(fields)
+    )
     return (
         f"UPDATE {Host._meta.db_table} AS h SET {assigned} "  # noqa: S608  (our model's names; values are parameters)
-        f"FROM unnest(%s::bigint[], {arrays}) AS v(id, {', '.join(columns)}) WHERE h.id = v.id"
+        f"FROM (SELECT (e->>0)::bigint AS id, {values} "
+        "FROM json_array_elements(%s::json) AS e) AS v WHERE h.id = v.id"
     )
 
 
@@ -532,24 +563,26 @@ def _presence_lost(host_id: int) -> Presence:
 
 def _presence_account(host: Host, now: datetime) -> None:
     """Add the time since the last report to the uptime counters and stamp ``last_seen_at``."""
-    tracked_added, online_added = _uptime_added(host.last_seen_at, now, host.status)
+    last_seen = None if host.last_seen_at is None else int(host.last_seen_at.timestamp())
+    tracked_added, online_added = _uptime_added(last_seen, now, host.status)
     host.tracked_seconds += tracked_added
     host.online_seconds += online_added
     host.last_seen_at = now
 
 
-def _uptime_added(last_seen_at: datetime | None, now: datetime, status: str) -> tuple[int, int]:
-    """The seconds a report at ``now`` adds to (tracked, online).
+def _uptime_added(last_seen: int | None, now: datetime, status: str) -> tuple[int, int]:
+    """The seconds a report at ``now`` adds to (tracked, online); ``last_seen``: the previous
+    report's time in whole seconds since the epoch (its floor).
 
     Time while connected counts as online, up to HOST_OFFLINE_AFTER_SECONDS per report (a
     longer silence means the host was gone); every second since the host was first seen counts
     as tracked.
     """
-    if last_seen_at is None:
+    if last_seen is None:
         return 0, 0
     # Whole seconds between the floors of the two stamps: summed over many reports this
     # telescopes to the true span (truncating each gap would lose up to 1 s per report).
-    gap = max(0, int(now.timestamp()) - int(last_seen_at.timestamp()))
+    gap = max(0, int(now.timestamp()) - last_seen)
     if status == HostStatus.OFFLINE:
         return gap, 0
     return gap, min(gap, settings.HOST_OFFLINE_AFTER_SECONDS)

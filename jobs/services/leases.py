@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from agent.protocol import STALE_ATTEMPT_REASON_PREFIX, JobCancel, RunningJobRef
-from jobs.models import JobAttempt
+from config.sql import is_postgres, server_bound_cursor
+from jobs.models import Job, JobAttempt
 from jobs.services.cancel import CANCEL_REASON
 from jobs.services.dispatch import attempt_lose
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_OPEN
@@ -70,11 +72,7 @@ def heartbeat_leases(
     attempt of these hosts with its job's cancel request, and the rest is decided here.
     """
     now = now or timezone.now()
-    rows = (
-        JobAttempt.objects.filter(host_id__in=list(running), status__in=ATTEMPT_OPEN)
-        .order_by("pk")
-        .values_list("pk", "host_id", "job_id", "number", "status", "job__cancel_requested_at")
-    )
+    rows = _open_attempts(sorted(running))
     reported = {
         (host, ref["job_id"], ref["attempt"]) for host, refs in running.items() for ref in refs
     }
@@ -100,6 +98,26 @@ def heartbeat_leases(
             if (host_id, ref["job_id"], ref["attempt"]) not in known
         ]
     return cancels
+
+
+def _open_attempts(host_ids: list[int]) -> list[tuple[Any, ...]]:
+    """(pk, host, job, number, status, the job's cancel request) of the hosts' open attempts,
+    in pk order: on PostgreSQL one ``= ANY(array)`` bound on the server (config.sql)."""
+    if not is_postgres():
+        rows = JobAttempt.objects.filter(host_id__in=host_ids, status__in=ATTEMPT_OPEN)
+        fields = ("pk", "host_id", "job_id", "number", "status", "job__cancel_requested_at")
+        return list(rows.order_by("pk").values_list(*fields))
+    with server_bound_cursor() as cursor:
+        hosts = "{" + ",".join(map(str, host_ids)) + "}"  # one literal: see hosts.services
+        cursor.execute(_OPEN_ATTEMPTS_SQL, [hosts, sorted(ATTEMPT_OPEN)])
+        return list(cursor.fetchall())
+
+
+_OPEN_ATTEMPTS_SQL = (
+    f"SELECT a.id, a.host_id, a.job_id, a.number, a.status, j.cancel_requested_at "  # noqa: S608  (our models' names)
+    f"FROM {JobAttempt._meta.db_table} a JOIN {Job._meta.db_table} j ON j.id = a.job_id "
+    "WHERE a.host_id = ANY(%s::bigint[]) AND a.status = ANY(%s::text[]) ORDER BY a.id"
+)
 
 
 def leases_cut(host_id: int, *, seconds: int, now: datetime | None = None) -> int:
