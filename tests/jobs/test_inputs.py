@@ -15,11 +15,11 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from blobs.models import Blob, BlobHolding, blob_storage_name
 from blobs.providers import providers
+from blobs.store import blob_store
 from blobs.tokens import blob_token_check
 from hosts.models import Host
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus
@@ -54,7 +54,7 @@ def hold(user, data: bytes, name: str = "") -> BlobHolding:
     digest = sha(data)
     blob, created = Blob.objects.get_or_create(sha256=digest, defaults={"size": len(data)})
     if created:
-        default_storage.save(blob_storage_name(digest), ContentFile(data))
+        blob_store().save(blob_storage_name(digest), ContentFile(data))
     holding = BlobHolding.objects.create(user=user, blob=blob, origin="upload", name=name)
     BlobHolding.objects.filter(pk=holding.pk).update(last_used_at=LONG_AGO)
     return holding
