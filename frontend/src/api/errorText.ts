@@ -141,6 +141,9 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
     return `Not enough storage left for this file${detail ? ` (${detail})` : ""}: delete stored files you no longer need (Wallet, Storage), then press Retry.`;
   },
   inputs_too_large: withDetail("The job's inputs are too large together"),
+  too_many_inputs: withDetail("The job has too many inputs"),
+  offer_too_large: withDetail("The job's inputs and files don't fit one offer to a host: use fewer inputs or shorter paths"),
+  invalid_disk: withDetail("A disk limit is out of range"),
   chunk_too_large: "A part of the upload was larger than the server accepts; press Retry to send it again.",
   request_too_large: "That upload is larger than the server accepts; send less at a time.",
   undeclared_output: "The host sent an output file the job did not declare; it was not kept.",
