@@ -13,6 +13,20 @@ from jobs.validation import JobSubmission
 from tests.jobs.conftest import envelope
 
 
+def body(**overrides: Any) -> dict[str, Any]:
+    """A submit request body (POST /api/v1/jobs/); an override of None drops that field."""
+    values: dict[str, Any] = {
+        "code": "print('hello')",
+        "placement": "auto",
+        "cpus": 1,
+        "memory_mb": 1024,
+        "timeout_seconds": 600,
+        "max_cost_micros": 1_000_000,
+    }
+    values.update(overrides)
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def submit(owner: Any, *, host: Any = None, **overrides: Any) -> Job:
     values: dict[str, Any] = {
         "entrypoint": None,

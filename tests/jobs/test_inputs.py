@@ -25,24 +25,11 @@ from hosts.models import Host
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus
 from jobs.selectors import blobs_in_use
 from tests.jobs.conftest import Wire
-from tests.jobs.helpers import submit
+from tests.jobs.helpers import body, submit
 
 JOBS = "/api/v1/jobs/"
 FUNDS = 5_000_000
 LONG_AGO = timezone.now() - timedelta(days=3)
-
-
-def body(**overrides):
-    values = {
-        "code": "print('hello')",
-        "placement": "auto",
-        "cpus": 1,
-        "memory_mb": 1024,
-        "timeout_seconds": 600,
-        "max_cost_micros": 1_000_000,
-    }
-    values.update(overrides)
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def sha(data: bytes) -> str:

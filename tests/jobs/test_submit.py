@@ -15,23 +15,10 @@ from config.transactions import durable_call
 from jobs.models import Job, JobFile
 from ledger.services import hold_place
 from tests.jobs.conftest import Wire
-from tests.jobs.helpers import submit
+from tests.jobs.helpers import body, submit
 
 JOBS = "/api/v1/jobs/"
 FUNDS = 5_000_000
-
-
-def body(**overrides):
-    values = {
-        "code": "print('hello')",
-        "placement": "auto",
-        "cpus": 1,
-        "memory_mb": 1024,
-        "timeout_seconds": 600,
-        "max_cost_micros": 1_000_000,
-    }
-    values.update(overrides)
-    return {k: v for k, v in values.items() if v is not None}
 
 
 @pytest.fixture
