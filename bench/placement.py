@@ -375,7 +375,7 @@ def _heartbeats_due(calls: Calls, tag: str, agents: Agents, beats: dict[int, flo
     from django.conf import settings
 
     from config.transactions import durable_call
-    from jobs.agent_socket import heartbeat_accept
+    from jobs.heartbeat_batch import heartbeat_accept
 
     due = time.monotonic() - settings.HOST_HEARTBEAT_SECONDS
     for host_id, last in beats.items():

@@ -276,6 +276,9 @@ CELERY_BEAT_SCHEDULE["payouts-stalled-retry"] = {
 ENROLLMENT_TOKEN_TTL_SECONDS = env_int("ENROLLMENT_TOKEN_TTL_SECONDS", 3600, minimum=60)
 HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 10, minimum=1)
 HOST_OFFLINE_AFTER_SECONDS = env_int("HOST_OFFLINE_AFTER_SECONDS", 45, minimum=2)
+# Each daphne process records the heartbeats it received this often, all hosts in one flush
+# (jobs/heartbeat_batch.py): presence and lease renewals lag a heartbeat by at most this.
+HOST_HEARTBEAT_FLUSH_MS = env_int("HOST_HEARTBEAT_FLUSH_MS", 1000, minimum=10)
 # How often agents report cumulative usage of running jobs (sent to them in `welcome`).
 HOST_USAGE_REPORT_SECONDS = env_int("HOST_USAGE_REPORT_SECONDS", 5, minimum=1)
 # A host whose agent sent this many impossible or late reports (refused usage, a cancel or a

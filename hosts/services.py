@@ -7,6 +7,8 @@ the same host changes nothing (it was replaced, or its credential was revoked).
 
 from __future__ import annotations
 
+import functools
+import json
 import shlex
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,8 +16,8 @@ from enum import Enum
 from typing import Any, TypedDict
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, Field
 from django.utils import timezone
 
 from accounts.models import Membership, User
@@ -28,6 +30,7 @@ from agent.protocol import (
     Readiness,
 )
 from config.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
+from config.sql import is_postgres, server_bound_cursor
 from hosts.messaging import host_close, host_send
 from hosts.models import (
     RATE_FIELDS,
@@ -294,33 +297,180 @@ def host_hello(
     )
 
 
+@dataclass(frozen=True)
+class HeartbeatSeen:
+    """One heartbeat as the socket received it: which connection sent it, and when."""
+
+    host_id: int
+    connection_id: str
+    heartbeat: Heartbeat
+    seen_at: datetime
+
+
+# What a heartbeat reads of the host row (locked) and, but for the first three, writes back.
+_HEARTBEAT_READ = [
+    "pk",
+    "connection_id",
+    "is_draining",
+    "status",
+    "last_seen_at",
+    "online_seconds",
+    "tracked_seconds",
+    "is_available",
+    "unavailable_reason",
+    "slots",
+    "is_ready",
+    "not_ready_reason",
+    "isolation",
+]
+_HEARTBEAT_WRITTEN = _HEARTBEAT_READ[3:]
+
+
 def host_heartbeat(
     *, host_id: int, connection_id: str, heartbeat: Heartbeat, now: datetime | None = None
 ) -> Presence:
-    """Record a heartbeat (presence, availability, busy/draining); locks the host row."""
-    now = now or timezone.now()
+    """Record one heartbeat (presence, availability, busy/draining); locks the host row."""
+    seen = HeartbeatSeen(host_id, connection_id, heartbeat, now or timezone.now())
+    return hosts_heartbeat_record([seen])[(host_id, connection_id)]
+
+
+def hosts_heartbeat_record(beats: list[HeartbeatSeen]) -> dict[tuple[int, str], Presence]:
+    """Record the heartbeats of many hosts in one read and one write, whatever their number:
+    a heartbeat is presence, and one statement per flush (jobs.heartbeat_batch) instead of a
+    transaction per heartbeat is what lets one process serve thousands of idle agents.
+
+    Locks the hosts' rows in pk order. Answers per (host, connection): a connection that is
+    not its host's live one changes nothing and is answered REPLACED or REVOKED; a host that
+    can take more work than before (available or ready again, more slots) is answered FREED.
+    Of several heartbeats of one connection the last one seen counts (each carries the whole
+    state).
+    """
+    latest = {
+        (beat.host_id, beat.connection_id): beat
+        for beat in sorted(beats, key=lambda beat: beat.seen_at)
+    }
+    answers: dict[tuple[int, str], Presence] = {}
     with transaction.atomic():
-        host = _connected_host_locked(host_id, connection_id)
-        if host is None:
-            return _presence_lost(host_id)
-        _presence_account(host, now)
-        before = (host.is_available, host.is_ready, host.slots)
-        host.is_available = heartbeat["is_available"]
-        host.unavailable_reason = (
-            "" if heartbeat["is_available"] else heartbeat["unavailable_reason"][:200]
-        )
-        is_agent_draining = heartbeat.get("is_draining", False)
-        host.status = _status_for(host, is_agent_draining, len(heartbeat["running_jobs"]))
-        host.slots = heartbeat.get("slots", host.slots)
-        _readiness_record(host, heartbeat.get("readiness"), is_hello=False)
-        host.save(update_fields=[*_PRESENCE_FIELDS, *_SCHEDULING_FIELDS])
-    was_available, was_ready, had_slots = before
-    freed = (
-        (host.is_available and not was_available)
-        or (host.is_ready and not was_ready)
-        or host.slots > had_slots
+        rows = _heartbeat_rows_locked(sorted({host_id for host_id, _ in latest}))
+        written: list[tuple[Any, ...]] = []
+        for row in rows:
+            beat = latest.get((row[0], row[1]))
+            if beat is not None:
+                values, answers[(row[0], row[1])] = _heartbeat_applied(row, beat)
+                written.append((row[0], *values))
+        _heartbeat_rows_write(written)
+    for host_id, connection_id in latest.keys() - answers.keys():
+        answers[(host_id, connection_id)] = _presence_lost(host_id)
+    return answers
+
+
+def _heartbeat_applied(
+    row: tuple[Any, ...], beat: HeartbeatSeen
+) -> tuple[tuple[Any, ...], Presence]:
+    """The host's new presence columns (``_HEARTBEAT_WRITTEN``, in order) after ``beat``, and
+    whether it freed capacity; ``row`` is the host as ``_HEARTBEAT_READ`` reads it, but for
+    ``last_seen_at`` in whole seconds since the epoch (``_heartbeat_rows_locked``)."""
+    _, _, is_draining, status, last_seen, online, tracked, was_available, reason, slots = row[:10]
+    was_ready, not_ready_reason, isolation = row[10:]
+    heartbeat = beat.heartbeat
+    tracked_added, online_added = _uptime_added(last_seen, beat.seen_at, status)
+    is_available = heartbeat["is_available"]
+    reason = "" if is_available else heartbeat["unavailable_reason"][:200]
+    new_status = _status_of(
+        is_draining, heartbeat.get("is_draining", False), len(heartbeat["running_jobs"])
     )
-    return Presence.FREED if freed else Presence.CURRENT
+    new_slots = heartbeat.get("slots", slots)
+    is_ready = was_ready
+    readiness = heartbeat.get("readiness")
+    if readiness is not None:
+        is_ready = readiness["ready"]
+        not_ready_reason = "" if is_ready else readiness["reason"]
+        isolation = readiness["isolation"]
+    freed = (
+        (is_available and not was_available) or (is_ready and not was_ready) or new_slots > slots
+    )
+    values = (
+        new_status,
+        beat.seen_at,
+        online + online_added,
+        tracked + tracked_added,
+        is_available,
+        reason,
+        new_slots,
+        is_ready,
+        not_ready_reason,
+        isolation,
+    )
+    return values, Presence.FREED if freed else Presence.CURRENT
+
+
+def _heartbeat_rows_locked(host_ids: list[int]) -> list[tuple[Any, ...]]:
+    """The hosts' rows as ``_HEARTBEAT_READ`` reads them (``last_seen_at`` as whole seconds
+    since the epoch), locked in pk order: on PostgreSQL one ``= ANY(array)``, the array passed
+    as one literal (not an IN list of a thousand placeholders compiled and quoted in Python)."""
+    if not _is_postgres():
+        locked = Host.objects.select_for_update().filter(pk__in=host_ids).order_by("pk")
+        return [
+            (*row[:4], None if row[4] is None else int(row[4].timestamp()), *row[5:])
+            for row in locked.values_list(*_HEARTBEAT_READ)
+        ]
+    with server_bound_cursor() as cursor:
+        cursor.execute(_heartbeat_lock_sql(), ["{" + ",".join(map(str, host_ids)) + "}"])
+        return list(cursor.fetchall())
+
+
+def _heartbeat_rows_write(rows: list[tuple[Any, ...]]) -> None:
+    """Write the rows (pk, then ``_HEARTBEAT_WRITTEN``): on PostgreSQL one UPDATE from one JSON
+    parameter (``json.dumps`` is C; psycopg dumps array parameters element by element in
+    Python, which was most of a flush's CPU); elsewhere (SQLite, the demo's few hosts) one
+    UPDATE per row."""
+    if not rows:
+        return
+    if not _is_postgres():
+        for pk, *values in rows:
+            Host.objects.filter(pk=pk).update(**dict(zip(_HEARTBEAT_WRITTEN, values, strict=True)))
+        return
+    with server_bound_cursor() as cursor:
+        cursor.execute(_heartbeat_sql(), [json.dumps(rows, default=datetime.isoformat)])
+
+
+def _is_postgres() -> bool:
+    return is_postgres()
+
+
+def _heartbeat_fields() -> list[Field[Any, Any]]:
+    fields: list[Field[Any, Any]] = []
+    for name in _HEARTBEAT_READ:
+        field = Host._meta.get_field("id" if name == "pk" else name)
+        assert isinstance(field, Field)
+        fields.append(field)
+    return fields
+
+
+@functools.cache
+def _heartbeat_lock_sql() -> str:
+    columns = [field.column for field in _heartbeat_fields()]
+    columns[4] = f"floor(extract(epoch FROM {columns[4]}))::bigint"
+    return (
+        f"SELECT {', '.join(columns)} FROM {Host._meta.db_table} "  # noqa: S608  (our model's names)
+        "WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE"
+    )
+
+
+@functools.cache
+def _heartbeat_sql() -> str:
+    """Built once: the columns and their types come from the model."""
+    fields = _heartbeat_fields()[3:]
+    assigned = ", ".join(f"{field.column} = v.{field.column}" for field in fields)
+    values = ", ".join(
+        f"(e->>{n + 1})::{field.db_type(connection)} AS {field.column}"
+        for n, field in enumerate(fields)
+    )
+    return (
+        f"UPDATE {Host._meta.db_table} AS h SET {assigned} "  # noqa: S608  (our model's names; values are parameters)
+        f"FROM (SELECT (e->>0)::bigint AS id, {values} "
+        "FROM json_array_elements(%s::json) AS e) AS v WHERE h.id = v.id"
+    )
 
 
 def host_disconnect(*, host_id: int, connection_id: str, now: datetime | None = None) -> bool:
@@ -412,20 +562,30 @@ def _presence_lost(host_id: int) -> Presence:
 
 
 def _presence_account(host: Host, now: datetime) -> None:
-    """Add the time since the last report to the uptime counters and stamp ``last_seen_at``.
+    """Add the time since the last report to the uptime counters and stamp ``last_seen_at``."""
+    last_seen = None if host.last_seen_at is None else int(host.last_seen_at.timestamp())
+    tracked_added, online_added = _uptime_added(last_seen, now, host.status)
+    host.tracked_seconds += tracked_added
+    host.online_seconds += online_added
+    host.last_seen_at = now
+
+
+def _uptime_added(last_seen: int | None, now: datetime, status: str) -> tuple[int, int]:
+    """The seconds a report at ``now`` adds to (tracked, online); ``last_seen``: the previous
+    report's time in whole seconds since the epoch (its floor).
 
     Time while connected counts as online, up to HOST_OFFLINE_AFTER_SECONDS per report (a
     longer silence means the host was gone); every second since the host was first seen counts
     as tracked.
     """
-    if host.last_seen_at is not None:
-        # Whole seconds between the floors of the two stamps: summed over many reports this
-        # telescopes to the true span (truncating each gap would lose up to 1 s per report).
-        gap = max(0, int(now.timestamp()) - int(host.last_seen_at.timestamp()))
-        host.tracked_seconds += gap
-        if host.status != HostStatus.OFFLINE:
-            host.online_seconds += min(gap, settings.HOST_OFFLINE_AFTER_SECONDS)
-    host.last_seen_at = now
+    if last_seen is None:
+        return 0, 0
+    # Whole seconds between the floors of the two stamps: summed over many reports this
+    # telescopes to the true span (truncating each gap would lose up to 1 s per report).
+    gap = max(0, int(now.timestamp()) - last_seen)
+    if status == HostStatus.OFFLINE:
+        return gap, 0
+    return gap, min(gap, settings.HOST_OFFLINE_AFTER_SECONDS)
 
 
 def _presence_close(host: Host, now: datetime) -> None:
@@ -436,7 +596,11 @@ def _presence_close(host: Host, now: datetime) -> None:
 
 
 def _status_for(host: Host, is_agent_draining: bool, running_jobs: int) -> str:
-    if host.is_draining or is_agent_draining:
+    return _status_of(host.is_draining, is_agent_draining, running_jobs)
+
+
+def _status_of(is_owner_draining: bool, is_agent_draining: bool, running_jobs: int) -> str:
+    if is_owner_draining or is_agent_draining:
         return HostStatus.DRAINING
     return HostStatus.BUSY if running_jobs else HostStatus.ONLINE
 

@@ -50,7 +50,7 @@ from jobs.services.attempts import (
     attempt_start,
 )
 from jobs.services.dispatch import offers_open
-from jobs.services.leases import cancels_pending, leases_renew, welcome_decide
+from jobs.services.leases import heartbeat_leases, welcome_decide
 from jobs.services.logs import log_append
 from jobs.services.usage import UsageRefused, usage_ingest, usage_ingest_fast
 from jobs.services.usage_async import FastPath, usage_ingest_fast_async
@@ -270,8 +270,11 @@ def handle_job_finished(host_id: int, envelope: Envelope[JobFinished]) -> list[R
 
 def handle_heartbeat(host_id: int, envelope: Envelope[Heartbeat]) -> list[Reply]:
     """Renew the leases of what the agent runs; repeat pending and stale-attempt cancels."""
-    data = envelope["data"]
-    cancels = [*cancels_pending(host_id), *leases_renew(host_id, data["running_jobs"])]
+    return heartbeat_replies(heartbeat_leases({host_id: envelope["data"]["running_jobs"]})[host_id])
+
+
+def heartbeat_replies(cancels: list[JobCancel]) -> list[Reply]:
+    """The ``job.cancel`` replies to one heartbeat, each attempt once."""
     seen: set[tuple[int, int]] = set()
     replies: list[Reply] = []
     for cancel in cancels:

@@ -2,14 +2,15 @@
 
 A connection authenticates with ``Authorization: Bearer <host credential>`` in the handshake
 (no cookies, no Origin check: agents are not browsers). It then speaks agent.protocol: the
-agent's ``hello`` gets a ``welcome``; heartbeats update presence (``hosts.services``) and renew
-job leases; ``job.*`` messages go to ``jobs.agent_messages``. Every message is decoded and
+agent's ``hello`` gets a ``welcome``; heartbeats go into this process's next flush
+(``jobs.heartbeat_batch``: presence and leases of all its hosts in one transaction per tick);
+``job.*`` messages go to ``jobs.agent_messages``. Every message is decoded and
 checked (types and bounds) with ``protocol.decode`` before anything is touched, and every write
 names the authenticated host, never one taken from the message. A refused *report* about an
 attempt of this host (``bad_field`` in job.started/log/usage/finished) touches one thing: the
 host's flag count (``handle_report_malformed``; docs/protocol.md, "Bounds").
 
-Each message that touches the database is one entry point: one durable transaction
+Each other message that touches the database is one entry point: one durable transaction
 (``config.transactions.durable_call``), rerun whole when PostgreSQL aborts it as a deadlock or
 serialization victim; channel-layer sends (``hosts.messaging``) wait for its commit.
 """
@@ -49,16 +50,17 @@ from config.errors import ServiceError
 from config.transactions import durable_call
 from hosts import services
 from hosts.messaging import host_close_async, host_group
+from jobs import heartbeat_batch
 from jobs.agent_messages import (
     HANDLERS,
     REPORTS,
     Handler,
     Reply,
-    handle_heartbeat,
     handle_job_usage_fast,
     handle_report_malformed,
     resume_decide,
 )
+from jobs.heartbeat_batch import Answer
 from jobs.services.dispatch import capacity_offer
 from jobs.services.leases import leases_cut
 
@@ -115,26 +117,11 @@ def disconnect_accept(host_id: int, connection_id: str) -> None:
         leases_cut(host_id, seconds=settings.HOST_DISCONNECT_GRACE_SECONDS)
 
 
-def heartbeat_accept(
-    host_id: int, connection_id: str, envelope: Envelope[Heartbeat]
-) -> services.Presence | list[Reply]:
-    """One transaction: the presence update, then the leases of what the agent runs, and the
-    queued jobs it can take when it can take more than before (available or ready again)."""
-    presence = services.host_heartbeat(
-        host_id=host_id, connection_id=connection_id, heartbeat=envelope["data"]
-    )
-    if presence not in (services.Presence.CURRENT, services.Presence.FREED):
-        return presence
-    replies = handle_heartbeat(host_id, envelope)
-    if presence is services.Presence.FREED:
-        capacity_offer(host_id)
-    return replies
-
-
 class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     host_id: int | None = None
     connection_seq = 0
     is_welcomed = False
+    is_gone = False
     protocol_errors = 0
 
     async def connect(self) -> None:
@@ -157,8 +144,10 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
         logger.info("agent of host %s connected (#%s)", host.pk, self.connection_seq)
 
     async def disconnect(self, code: int) -> None:
+        self.is_gone = True
         if self.host_id is None:
             return
+        heartbeat_batch.heartbeat_discard(self.host_id, self.channel_name)
         # The database first: presence must be right even when the channel layer (Redis) is
         # down and the group_discard below fails.
         try:
@@ -254,19 +243,22 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
         await self._send_replies(accepted.replies)
 
     async def _heartbeat(self, envelope: Envelope[Heartbeat]) -> None:
+        """Into this process's next flush (jobs.heartbeat_batch): no database round trip of
+        its own; ``_heartbeat_answered`` sends what the flush decided."""
         assert self.host_id is not None
-        try:
-            answer = await database_sync_to_async(durable_call, thread_sensitive=False)(
-                heartbeat_accept, self.host_id, self.channel_name, envelope
-            )
-        except Exception:
-            logger.exception("heartbeat of host %s failed", self.host_id)
-            await self._error("internal_error", "the server failed; resend later", envelope["id"])
+        heartbeat_batch.heartbeat_add(
+            self.host_id, self.channel_name, envelope, self._heartbeat_answered
+        )
+
+    async def _heartbeat_answered(self, message_id: str, answer: Answer | None) -> None:
+        if self.is_gone:
             return
-        if isinstance(answer, services.Presence):
+        if answer is None:
+            await self._error("internal_error", "the server failed; resend later", message_id)
+        elif isinstance(answer, services.Presence):
             await self._presence_lost(answer)
-            return
-        await self._send_replies(answer)
+        else:
+            await self._send_replies(answer)
 
     async def _dispatch(self, envelope: Envelope[Any], handler: Handler | None) -> None:
         assert self.host_id is not None

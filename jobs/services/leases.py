@@ -1,20 +1,23 @@
 """Leases and the agent's view of what it runs: heartbeats, reconnects, pending cancels.
 
-The hosts consumer calls these: ``leases_renew`` on every heartbeat, ``welcome_decide`` when
-an agent says hello, ``cancels_pending`` to repeat cancels in heartbeat replies.
+The agent socket calls these: ``heartbeat_leases`` once per flush of the heartbeats its
+process received (jobs.heartbeat_batch), ``welcome_decide`` when an agent says hello (with
+``leases_renew`` and ``cancels_pending`` for that one host).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from agent.protocol import STALE_ATTEMPT_REASON_PREFIX, JobCancel, RunningJobRef
-from jobs.models import JobAttempt
+from config.sql import is_postgres, server_bound_cursor
+from jobs.models import Job, JobAttempt
 from jobs.services.cancel import CANCEL_REASON
 from jobs.services.dispatch import attempt_lose
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_OPEN
@@ -55,6 +58,66 @@ def leases_renew(
         for ref in running_jobs
         if (ref["job_id"], ref["attempt"]) not in known
     ]
+
+
+def heartbeat_leases(
+    running: dict[int, list[RunningJobRef]], *, now: datetime | None = None
+) -> dict[int, list[JobCancel]]:
+    """For hosts whose heartbeats were just recorded (host id -> the attempts its agent
+    reports): renew the leases of the reported attempts each host holds, and name, per host,
+    the cancels to send: its pending cancels (as ``cancels_pending``, in attempt order), then
+    the reported attempts the server does not run there (as ``leases_renew``).
+
+    One read and at most one UPDATE for all the hosts, however many: the read takes every open
+    attempt of these hosts with its job's cancel request, and the rest is decided here.
+    """
+    now = now or timezone.now()
+    rows = _open_attempts(sorted(running))
+    reported = {
+        (host, ref["job_id"], ref["attempt"]) for host, refs in running.items() for ref in refs
+    }
+    cancels: dict[int, list[JobCancel]] = {host_id: [] for host_id in running}
+    known: set[tuple[int, int, int]] = set()
+    renewed: list[int] = []
+    for pk, host_id, job_id, number, status, cancel_requested_at in rows:
+        known.add((host_id, job_id, number))
+        if status not in ATTEMPT_ACTIVE:
+            continue
+        if cancel_requested_at is not None:
+            cancels[host_id].append(JobCancel(job_id=job_id, attempt=number, reason=CANCEL_REASON))
+        if (host_id, job_id, number) in reported:
+            renewed.append(pk)
+    if renewed:
+        JobAttempt.objects.filter(pk__in=renewed, status__in=ATTEMPT_ACTIVE).update(
+            lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        )
+    for host_id, refs in running.items():
+        cancels[host_id] += [
+            JobCancel(job_id=ref["job_id"], attempt=ref["attempt"], reason=STALE_REASON)
+            for ref in refs
+            if (host_id, ref["job_id"], ref["attempt"]) not in known
+        ]
+    return cancels
+
+
+def _open_attempts(host_ids: list[int]) -> list[tuple[Any, ...]]:
+    """(pk, host, job, number, status, the job's cancel request) of the hosts' open attempts,
+    in pk order: on PostgreSQL one ``= ANY(array)`` bound on the server (config.sql)."""
+    if not is_postgres():
+        rows = JobAttempt.objects.filter(host_id__in=host_ids, status__in=ATTEMPT_OPEN)
+        fields = ("pk", "host_id", "job_id", "number", "status", "job__cancel_requested_at")
+        return list(rows.order_by("pk").values_list(*fields))
+    with server_bound_cursor() as cursor:
+        hosts = "{" + ",".join(map(str, host_ids)) + "}"  # one literal: see hosts.services
+        cursor.execute(_OPEN_ATTEMPTS_SQL, [hosts, sorted(ATTEMPT_OPEN)])
+        return list(cursor.fetchall())
+
+
+_OPEN_ATTEMPTS_SQL = (
+    f"SELECT a.id, a.host_id, a.job_id, a.number, a.status, j.cancel_requested_at "  # noqa: S608  (our models' names)
+    f"FROM {JobAttempt._meta.db_table} a JOIN {Job._meta.db_table} j ON j.id = a.job_id "
+    "WHERE a.host_id = ANY(%s::bigint[]) AND a.status = ANY(%s::text[]) ORDER BY a.id"
+)
 
 
 def leases_cut(host_id: int, *, seconds: int, now: datetime | None = None) -> int:

@@ -88,3 +88,21 @@ def test_the_protocol_benchmark_times_decode_here_and_at_a_revision(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["heartbeat", "job.usage", "job.log"]
     assert all("at HEAD:" in line for line in lines)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_the_idle_agents_benchmark_measures_heartbeats_and_sees_every_host() -> None:
+    from django.db import connection
+
+    from bench.agents_idle import arguments, measure
+
+    # given: a few agents heartbeating every second, a short window, on the test database
+    args = arguments(["--agents", "6", "--warm", "2", "--seconds", "2", "--heartbeat", "1"])
+    # when
+    (measured,) = measure(args, connection.settings_dict["NAME"])
+    # then: every agent connected and heartbeated, every host was seen, nothing was refused
+    assert (measured.agents, measured.problems, measured.stale_hosts) == (6, [], 0)
+    assert measured.heartbeats >= 6
+    assert measured.server_cpu > 0

@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -21,7 +22,7 @@ from config.errors import Conflict
 from hosts import services
 from hosts.messaging import host_send_async
 from hosts.models import Host, HostStatus
-from jobs import agent_socket
+from jobs import agent_socket, heartbeat_batch
 from jobs.agent_messages import HANDLERS
 from jobs.routing import websocket_urlpatterns
 from tests.hosts.factories import credential_create, host_create, specs
@@ -80,6 +81,24 @@ async def _welcomed(credential: str) -> WebsocketCommunicator:
     types = [(await communicator.receive_json_from(TIMEOUT))["type"] for _ in range(3)]
     assert types == ["welcome", "drain", "policy"]
     return communicator
+
+
+async def _heartbeat_sent(communicator: WebsocketCommunicator, heartbeat: dict[str, Any]) -> None:
+    """Send a heartbeat and wait until it is in this process's heartbeat batch: messages of one
+    socket are handled in order, so once a later message is answered the heartbeat is queued."""
+    await communicator.send_to(text_data=encode("heartbeat", heartbeat))
+    await communicator.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
+    replies = [(await communicator.receive_json_from(TIMEOUT))["type"] for _ in range(2)]
+    assert replies == ["error", "ack"]  # not this host's job
+
+
+async def _heartbeat_flushed(
+    communicator: WebsocketCommunicator, heartbeat: dict[str, Any]
+) -> None:
+    """Send a heartbeat and record it now (the batch's flush, jobs.heartbeat_batch), instead of
+    at the next tick."""
+    await _heartbeat_sent(communicator, heartbeat)
+    await heartbeat_batch.batch().flush()
 
 
 async def _closed_with(communicator: WebsocketCommunicator):
@@ -194,15 +213,14 @@ async def test_heartbeat_updates_presence_of_the_authenticated_host_only(hana, h
             ),
         )
     )
-    await communicator.send_to(text_data=encode("hello", _hello(agent_version="0.2.0")))
-    # the job it claims is unknown here: cancelled; then the second welcome: all three handled
+    # the job it claims is unknown here: cancelled, at the flush of this process's heartbeats
     cancel = await communicator.receive_json_from(TIMEOUT)
     assert (cancel["type"], cancel["data"]["job_id"]) == ("job.cancel", 1)
-    assert (await communicator.receive_json_from(TIMEOUT))["type"] == "welcome"
 
     # then
     row = await _row(host.pk)
-    assert row["agent_version"] == "0.2.0"
+    assert (row["is_available"], row["unavailable_reason"]) == (False, "user_active")
+    assert row["status"] == HostStatus.BUSY
     assert await _row(other.pk) == other_before
     await communicator.disconnect()
 
@@ -297,11 +315,7 @@ async def test_a_newer_connection_replaces_the_older_one(host, credential):
     await first.disconnect()
     row = await _row(host.pk)
     assert row["status"] == HostStatus.ONLINE  # the old socket's disconnect changed nothing
-    await second.send_to(
-        text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="r"))
-    )
-    await second.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
-    await second.receive_json_from(TIMEOUT)  # error: not this host's; the heartbeat went first
+    await _heartbeat_flushed(second, _heartbeat(is_available=False, unavailable_reason="r"))
     assert (await _row(host.pk))["unavailable_reason"] == "r"
     await second.disconnect()
 
@@ -319,11 +333,7 @@ async def test_a_handshake_that_never_says_hello_replaces_nothing(host, credenti
     assert await live.receive_nothing(0.3)
     row = await _row(host.pk)
     assert row["status"] == HostStatus.ONLINE
-    await live.send_to(
-        text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="r"))
-    )
-    await live.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
-    await live.receive_json_from(TIMEOUT)
+    await _heartbeat_flushed(live, _heartbeat(is_available=False, unavailable_reason="r"))
     assert (await _row(host.pk))["unavailable_reason"] == "r"
     await live.disconnect()
 
@@ -339,11 +349,7 @@ async def test_a_hello_from_an_older_connection_after_a_newer_ones_is_refused(ho
     # then: it is told it was replaced; the newer one stays
     assert await _closed_with(older) == CLOSE_REPLACED
     assert await newer.receive_nothing(0.3)
-    await newer.send_to(
-        text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="n"))
-    )
-    await newer.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
-    await newer.receive_json_from(TIMEOUT)
+    await _heartbeat_flushed(newer, _heartbeat(is_available=False, unavailable_reason="n"))
     assert (await _row(host.pk))["unavailable_reason"] == "n"
     await newer.disconnect()
 
@@ -355,17 +361,18 @@ async def test_a_database_error_in_a_heartbeat_keeps_the_socket(host, credential
         raise OperationalError("the server closed the connection unexpectedly")
 
     with monkeypatch.context() as patched:
-        patched.setattr(agent_socket, "heartbeat_accept", broken)
-        await communicator.send_to(text_data=encode("heartbeat", _heartbeat()))
+        patched.setattr(heartbeat_batch, "heartbeats_accept", broken)
+        message = encode("heartbeat", _heartbeat(), "beat-1")
+        await communicator.send_to(text_data=message)
         reply = await communicator.receive_json_from(TIMEOUT)
-    assert (reply["type"], reply["data"]["code"]) == ("error", "internal_error")
+    assert (reply["type"], reply["data"]["code"], reply["data"]["ref_id"]) == (
+        "error",
+        "internal_error",
+        "beat-1",
+    )
 
     # the next heartbeat is served on the same socket
-    await communicator.send_to(
-        text_data=encode("heartbeat", _heartbeat(is_available=False, unavailable_reason="x"))
-    )
-    await communicator.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
-    await communicator.receive_json_from(TIMEOUT)
+    await _heartbeat_flushed(communicator, _heartbeat(is_available=False, unavailable_reason="x"))
     assert (await _row(host.pk))["unavailable_reason"] == "x"
     await communicator.disconnect()
 
@@ -450,21 +457,32 @@ async def test_a_handler_refusal_becomes_an_error_and_no_ack(host, credential, m
     await communicator.disconnect()
 
 
-async def test_the_heartbeat_handler_runs_after_presence(host, credential, monkeypatch):
-    seen = []
+async def test_a_heartbeat_costs_no_database_round_trip_of_its_own(
+    host, credential, monkeypatch, settings
+):
+    # given: a welcomed agent, and every flush of the heartbeat batch recorded (no tick in the
+    # test's time: only the test flushes)
+    settings.HOST_HEARTBEAT_FLUSH_MS = 60_000
+    flushed = []
+    accept = heartbeat_batch.heartbeats_accept
 
-    def renew(host_id, envelope):
-        seen.append(host_id)
-        return []
+    def recorded(beats):
+        flushed.append(sorted(beat.host_id for beat in beats))
+        return accept(beats)
 
-    monkeypatch.setattr(agent_socket, "handle_heartbeat", renew)
+    monkeypatch.setattr(heartbeat_batch, "heartbeats_accept", recorded)
     communicator = await _welcomed(credential)
 
-    await communicator.send_to(text_data=encode("heartbeat", _heartbeat()))
-    await communicator.send_to(text_data=encode("job.accept", {"job_id": 1, "attempt": 1}))
-    await communicator.receive_json_from(TIMEOUT)
+    # when: three heartbeats, each queued before the next, then one flush
+    for reason in ("a", "b", "c"):
+        heartbeat = _heartbeat(is_available=False, unavailable_reason=reason)
+        await _heartbeat_sent(communicator, heartbeat)
+    assert flushed == []
+    await heartbeat_batch.batch().flush()
 
-    assert seen == [host.pk]
+    # then: one flush recorded the last of them
+    assert flushed == [[host.pk]]
+    assert (await _row(host.pk))["unavailable_reason"] == "c"
     await communicator.disconnect()
 
 

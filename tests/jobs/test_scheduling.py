@@ -14,7 +14,8 @@ from django.utils import timezone
 from config.errors import Conflict
 from hosts.models import Host
 from hosts.services import host_hello
-from jobs.agent_socket import disconnect_accept, heartbeat_accept
+from jobs.agent_socket import disconnect_accept
+from jobs.heartbeat_batch import heartbeat_accept
 from jobs.models import AttemptStatus, Job, JobStatus
 from jobs.selectors import job_queue_position
 from jobs.services.dispatch import _LOOKAHEAD, jobs_queued
