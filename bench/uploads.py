@@ -175,13 +175,15 @@ def upload_through_daphne(size: int, database_url: str, blob_dir: Path, log: Pat
     }
     daphne = daphne_start(port, env, log)
     try:
-        return _measure(TusClient(port, token), daphne.pid, size, blob_dir)
+        return upload_measured(TusClient(port, token), daphne.pid, size, blob_dir)
     finally:
         daphne.kill()
         daphne.wait(30)
 
 
-def _measure(client: TusClient, pid: int, size: int, blob_dir: Path) -> Result:
+def upload_measured(client: TusClient, pid: int, size: int, blob_dir: Path) -> Result:
+    """Upload ``size`` bytes through ``client`` with the cut, sampling the RSS of the server
+    process ``pid``; ``blob_dir``: its BLOB_DIR, where the stored blob is hashed again."""
     sha256 = digest_of(size)
     location = client.create(size, sha256)  # warms daphne's code paths before the baseline
     time.sleep(0.5)
