@@ -1,4 +1,4 @@
-"""Checks on a job's inputs and disk sizes, before anything is written (pure; no database).
+"""Checks on a job's inputs before anything is written (pure; no database). Disk: marketplace.disk.
 
 Inputs (docs/jobs.md, "Inputs") are references, not bytes: a digest the owner holds, or an
 https URL the agent fetches and checks against the digest. Their shape, paths and URLs are
@@ -38,22 +38,6 @@ class InputSpec:
     sha256: str
     url: str | None = None
     size: int | None = None
-
-
-@dataclass(frozen=True)
-class DiskRequest:
-    """The sizes the renter asked for (None: the default of each)."""
-
-    work_mb: int | None = None
-    outputs_mb: int | None = None
-    tmp_mb: int | None = None
-
-
-@dataclass(frozen=True)
-class DiskLimits:
-    work_mb: int
-    outputs_mb: int
-    tmp_mb: int
 
 
 def url_problem(url: str) -> str | None:
@@ -195,23 +179,3 @@ def _input_check(index: int, item: object) -> InputSpec:
 
 def _input_refusal(where: str, why: str, *, code: str = "invalid") -> ValidationFailed:
     return ValidationFailed(f"{where} {why}", code=code, fields={where: [why]})
-
-
-def disk_check(disk: DiskRequest) -> DiskLimits:
-    """Each size given, or its default, within 1..JOB_DISK_MB_MAX (a 400 names each bad one)."""
-    defaults = {
-        "work_mb": settings.JOB_WORK_MB,
-        "outputs_mb": settings.JOB_OUTPUTS_MB,
-        "tmp_mb": settings.JOB_TMP_MB,
-    }
-    given = {name: getattr(disk, name) for name in defaults}
-    sizes = {n: defaults[n] if mb is None else mb for n, mb in given.items()}
-    bad = [name for name, mb in sizes.items() if not 1 <= mb <= settings.JOB_DISK_MB_MAX]
-    if bad:
-        why = f"must be 1 to {settings.JOB_DISK_MB_MAX} MB"
-        raise ValidationFailed(
-            f"{', '.join(f'disk.{n}' for n in bad)} {why}",
-            code="invalid_disk",
-            fields={f"disk.{n}": [why] for n in bad},
-        )
-    return DiskLimits(**sizes)

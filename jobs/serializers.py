@@ -14,11 +14,11 @@ from rest_framework import serializers
 from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
-from jobs.inputs import DiskRequest
 from jobs.models import JOB_NAME_MAX_LENGTH, Job, JobInput, JobOutput, JobStatus
 from jobs.selectors import job_queue_position
 from jobs.validation import JobSubmission, SubmittedFile
-from marketplace.quote_apis import JobLimitsSerializer
+from marketplace.disk import DiskRequest
+from marketplace.quote_apis import DiskInputSerializer, JobLimitsSerializer
 
 
 class FileInputSerializer(serializers.Serializer[SubmittedFile]):
@@ -93,14 +93,6 @@ class InputsField(serializers.Field[tuple[object, ...], Any, list[Any], Any]):
 
     def to_representation(self, value: Any) -> list[Any]:
         return list(value)
-
-
-class DiskInputSerializer(serializers.Serializer[DiskRequest]):
-    work_mb = serializers.IntegerField(required=False, help_text="/work in MB (default 1024)")
-    outputs_mb = serializers.IntegerField(required=False, help_text="/outputs in MB (default 1024)")
-    tmp_mb = serializers.IntegerField(
-        required=False, help_text="the job's tmpfs in MB (default 256)"
-    )
 
 
 class JobCreateSerializer(JobLimitsSerializer):

@@ -29,7 +29,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from config.errors import TooLarge, ValidationFailed
 
 if TYPE_CHECKING:
-    from jobs.inputs import DiskRequest
+    from marketplace.disk import DiskRequest
 
 DEFAULT_ENTRYPOINT = "main.py"
 _MAX_PATH_LENGTH = 255

@@ -28,6 +28,11 @@ class CatalogQueryInput(serializers.Serializer[Any]):
     min_memory_mb = serializers.IntegerField(required=False, min_value=0)
     gpu = serializers.BooleanField(required=False, allow_null=True, default=None)
     min_gpus = serializers.IntegerField(required=False, min_value=0)
+    min_disk_mb = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="the disk one job may take there (job_disk_mb, else disk_free_mb) at least",
+    )
     max_price_micros = MicrosField(required=False, min_value=0)
     online = serializers.BooleanField(required=False, allow_null=True, default=None)
     accepting = serializers.BooleanField(required=False, allow_null=True, default=None)

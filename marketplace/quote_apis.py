@@ -14,7 +14,8 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_user
 from config.api import MicrosField
-from marketplace.placement import JobSpec
+from marketplace.disk import DiskRequest, disk_check
+from marketplace.placement import JobSpec, disk_needed_mb
 from marketplace.quotes import quote_build
 
 
@@ -35,8 +36,26 @@ class JobLimitsSerializer(serializers.Serializer[JobSpec]):
     )
 
 
+class DiskInputSerializer(serializers.Serializer[DiskRequest]):
+    work_mb = serializers.IntegerField(required=False, help_text="/work in MB (default 1024)")
+    outputs_mb = serializers.IntegerField(required=False, help_text="/outputs in MB (default 1024)")
+    tmp_mb = serializers.IntegerField(
+        required=False, help_text="the job's tmpfs in MB (default 256)"
+    )
+
+
 class QuoteRequestSerializer(JobLimitsSerializer):
     host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    disk = DiskInputSerializer(
+        required=False, help_text="as the submit's: hosts that can't give it are left out"
+    )
+    inputs_bytes = serializers.IntegerField(
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=settings.JOB_INPUTS_MAX_BYTES,
+        help_text="the total size of the job's inputs (they take the host's disk too)",
+    )
     max_cost_micros = MicrosField(required=False, allow_null=True, min_value=1)
 
 
@@ -72,9 +91,18 @@ class QuoteApi(APIView):
         given = QuoteRequestSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        disk = disk_check(DiskRequest(**data.get("disk", {})))
+        disk_mb = disk_needed_mb(
+            work_mb=disk.work_mb,
+            outputs_mb=disk.outputs_mb,
+            tmp_mb=disk.tmp_mb,
+            inputs_bytes=data["inputs_bytes"],
+        )
         quote = quote_build(
             request_user(request),
-            JobSpec(data["cpus"], data["memory_mb"], data["gpus"], data["timeout_seconds"]),
+            JobSpec(
+                data["cpus"], data["memory_mb"], data["gpus"], data["timeout_seconds"], disk_mb
+            ),
             host_id=data.get("host"),
             max_cost_micros=data.get("max_cost_micros"),
         )

@@ -49,6 +49,7 @@ class CatalogFilters:
     min_memory_mb: int | None = None
     gpu: bool | None = None
     min_gpus: int | None = None
+    min_disk_mb: int | None = None
     max_price_micros: int | None = None
     online: bool | None = None
     accepting: bool | None = None
@@ -122,6 +123,10 @@ def _filters_q(filters: CatalogFilters, now: datetime) -> Q:
         q &= Q(gpu_count__gte=1) if filters.gpu else Q(gpu_count=0)
     if filters.min_gpus is not None:
         q &= Q(gpu_count__gte=filters.min_gpus)
+    if filters.min_disk_mb is not None:  # placement's disk limit (marketplace/placement.py)
+        q &= Q(job_disk_mb__gte=filters.min_disk_mb) | Q(
+            job_disk_mb__isnull=True, disk_free_mb__gte=filters.min_disk_mb
+        )
     if filters.max_price_micros is not None:
         q &= Q(price_micros__lte=filters.max_price_micros)
     if filters.online is not None:

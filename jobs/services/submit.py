@@ -23,7 +23,7 @@ from config.errors import Conflict, TooLarge, ValidationFailed
 from hosts.models import Host
 from jobs.billing import job_hold_place
 from jobs.code_archive import code_archive_paths
-from jobs.inputs import DiskLimits, DiskRequest, InputSpec, disk_check, inputs_check
+from jobs.inputs import InputSpec, inputs_check
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus, PlacementMode
 from jobs.services.dispatch import input_ref, job_offer_next
 from jobs.validation import (
@@ -33,6 +33,7 @@ from jobs.validation import (
     requirements_check,
     submission_files,
 )
+from marketplace.disk import DiskLimits, DiskRequest, disk_check
 from marketplace.placement import (
     JobSpec,
     disk_needed_mb,

@@ -521,6 +521,60 @@ def test_auto_placement_skips_the_host_without_room_for_the_disk(
     assert (len(wire.to(roomy.pk, "job.offer")), wire.to(cheap.pk)) == (1, [])
 
 
+def test_a_quote_leaves_out_the_hosts_without_room_for_its_disk_and_inputs(
+    client_for, alice, make_host, hana, funded, wire
+):
+    # given: 100 + 10 + 1 MB of file systems + 2 MiB of inputs = 113 MB
+    small = make_host(hana, "small", job_disk_mb=112, cpu_core_hour_micros=1)
+    roomy = make_host(hana, "roomy", job_disk_mb=113)
+    disk = {"work_mb": 100, "outputs_mb": 10, "tmp_mb": 1}
+
+    # when
+    quoted = client_for(alice).post(
+        "/api/v1/quotes/", {"disk": disk, "inputs_bytes": 2 * 1024 * 1024 - 1}, format="json"
+    )
+    chosen = client_for(alice).post(
+        "/api/v1/quotes/",
+        {"disk": disk, "inputs_bytes": 2 * 1024 * 1024, "host": small.pk},
+        format="json",
+    )
+
+    # then: the same fit as the submit's
+    assert quoted.status_code == 200, quoted.data
+    assert [h["host"] for h in quoted.data["hosts"]] == [roomy.pk]
+    assert chosen.data["host_misfit"] == "the job needs 113 MB of disk; the host allows 112"
+    assert_nothing_moved(funded, alice, wire)
+
+
+def test_a_quote_without_disk_counts_the_submits_defaults(client_for, alice, make_host, hana):
+    # given: the defaults are 1024 + 1024 + 256 MB
+    make_host(hana, "tight", job_disk_mb=2303)
+    fits = make_host(hana, "fits", job_disk_mb=2304)
+
+    # when
+    response = client_for(alice).post("/api/v1/quotes/", {}, format="json")
+
+    # then
+    assert [h["host"] for h in response.data["hosts"]] == [fits.pk]
+
+
+@pytest.mark.parametrize(
+    ("request_body", "field"),
+    [
+        ({"disk": {"work_mb": 0}}, "disk.work_mb"),
+        ({"inputs_bytes": -1}, "inputs_bytes"),
+        ({"inputs_bytes": 5 * 1024**3 + 1}, "inputs_bytes"),
+    ],
+)
+def test_a_quote_with_bad_disk_or_inputs_bytes_is_refused(
+    client_for, alice, box, request_body, field
+):
+    response = client_for(alice).post("/api/v1/quotes/", request_body, format="json")
+
+    assert response.status_code == 400
+    assert list(response.data["error"]["fields"]) == [field]
+
+
 # --- the code archive -----------------------------------------------------------------------
 
 

@@ -14,8 +14,8 @@ from agent.protocol import JobOffer, payload_check
 from blobs.models import Blob, BlobHolding, blob_storage_name
 from blobs.tokens import blob_token_check
 from config.errors import Conflict
-from jobs.inputs import DiskRequest
 from jobs.models import Job
+from marketplace.disk import DiskRequest
 from tests.hosts.factories import credential_create, host_create
 from tests.jobs.helpers import submit
 from tests.jobs.test_agent_socket import connected_agent, receive_type

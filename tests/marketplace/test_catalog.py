@@ -162,9 +162,26 @@ def test_orderings(hana, alice, client_for):
     assert _ids(client.get("/api/v1/hosts/")) == ids("price")
 
 
+def test_min_disk_mb_is_the_disk_one_job_may_take_as_placement_counts_it(hana, alice, client_for):
+    # given: a quota-enforcing host's per-job allowance; an older agent's free disk
+    roomy = host_create(hana, disk_quota=True, job_disk_mb=50_000, disk_free_mb=60_000)
+    capped = host_create(hana, disk_quota=True, job_disk_mb=5_000, disk_free_mb=60_000)
+    old = host_create(hana, job_disk_mb=None, disk_free_mb=20_000)
+    client = client_for(alice)
+
+    def ids(query):
+        return sorted(_ids(client.get(f"/api/v1/hosts/?{query}")))
+
+    # then
+    assert ids("min_disk_mb=20000") == sorted([roomy.pk, old.pk])
+    assert ids("min_disk_mb=20001") == [roomy.pk]
+    assert ids("min_disk_mb=5000") == sorted([roomy.pk, capped.pk, old.pk])
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
+        ("min_disk_mb=-5", "min_disk_mb"),
         ("ordering=owner", "ordering"),
         ("ordering=price,cpus,memory,-reliability", "ordering"),
         ("min_cpus=-1", "min_cpus"),

@@ -1662,6 +1662,14 @@ export interface components {
             /** @default 3600 */
             timeout_seconds: number;
             host?: number | null;
+            /** @description as the submit's: hosts that can't give it are left out */
+            disk?: components["schemas"]["DiskInputRequest"];
+            /**
+             * Format: int64
+             * @description the total size of the job's inputs (they take the host's disk too)
+             * @default 0
+             */
+            inputs_bytes: number;
             /** Format: int64 */
             max_cost_micros?: number | null;
         };
@@ -2496,6 +2504,8 @@ export interface operations {
                 gpu?: boolean | null;
                 max_price_micros?: number;
                 min_cpus?: number;
+                /** @description the disk one job may take there (job_disk_mb, else disk_free_mb) at least */
+                min_disk_mb?: number;
                 min_gpus?: number;
                 min_memory_mb?: number;
                 online?: boolean | null;
