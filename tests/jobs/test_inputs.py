@@ -822,6 +822,67 @@ def test_inputs_may_come_as_a_json_string_in_a_multipart_form(client_for, alice,
     assert [(i["path"], i["source"]) for i in response.data["inputs"]] == [("f", "store")]
 
 
+def test_a_multipart_form_takes_disk_and_work_exec_as_fields(client_for, alice, box, funded):
+    # given: a script's form (curl -F), with the disk as dotted fields
+    buffer = io.BytesIO(zipped({"main.py": b"print(1)"}))
+    buffer.name = "code.zip"
+
+    # when
+    response = client_for(alice).post(
+        JOBS,
+        {
+            "archive": buffer,
+            "disk.work_mb": "2048",
+            "disk.tmp_mb": "64",
+            "work_exec": "true",
+            "placement": "auto",
+            "max_cost_micros": 1_000_000,
+        },
+        format="multipart",
+    )
+
+    # then
+    assert response.status_code == 201, response.data
+    assert response.data["disk"] == {"work_mb": 2048, "outputs_mb": 1024, "tmp_mb": 64}
+    assert Job.objects.get().work_exec is True
+
+
+def test_a_multipart_form_may_name_a_held_zip(client_for, alice, box, funded):
+    # given
+    archive = hold(alice, zipped({"main.py": b"print(1)"}))
+
+    # when
+    response = client_for(alice).post(
+        JOBS,
+        {
+            "archive_sha256": archive.blob.sha256,
+            "entrypoint": "main.py",
+            "placement": "auto",
+            "max_cost_micros": 1_000_000,
+        },
+        format="multipart",
+    )
+
+    # then
+    assert response.status_code == 201, response.data
+    assert response.data["archive_sha256"] == archive.blob.sha256
+
+
+def test_a_bad_disk_field_in_a_multipart_form_is_refused(client_for, alice, box, funded, wire):
+    buffer = io.BytesIO(zipped({"main.py": b"print(1)"}))
+    buffer.name = "code.zip"
+
+    response = client_for(alice).post(
+        JOBS,
+        {"archive": buffer, "disk.work_mb": "0", "placement": "auto", "max_cost_micros": 10},
+        format="multipart",
+    )
+
+    assert response.status_code == 400
+    assert list(response.data["error"]["fields"]) == ["disk.work_mb"]
+    assert_nothing_moved(funded, alice, wire)
+
+
 def test_an_input_under_another_inputs_file_is_refused(client_for, alice, box, funded, wire):
     inputs = [
         {"path": "data/x/y.csv", "url": "https://example.com/y", "sha256": "0" * 64},
