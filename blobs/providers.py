@@ -2,8 +2,9 @@
 
 The garbage collector and a holding's deletion must know whether an unfinished job uses a
 blob (an input, a code archive), but blobs never imports jobs (jobs -> blobs). The jobs app sets
-``blobs_in_use`` in its ``AppConfig.ready``, as ``ledger.providers`` is filled. Unset, no blob
-counts as in use (only holdings keep blobs). A test sets it with ``monkeypatch.setattr``.
+``blobs_in_use`` in its ``AppConfig.ready``, as ``ledger.providers`` is filled. Unset, every
+blob counts as in use: a deployment that lost the registration collects nothing rather than
+a running job's input. A test sets it with ``monkeypatch.setattr``.
 """
 
 from __future__ import annotations
@@ -25,4 +26,6 @@ providers = Providers()
 
 def blobs_in_use(blob_ids: Collection[int]) -> set[int]:
     provider = providers.blobs_in_use
-    return provider(blob_ids) if provider is not None and blob_ids else set()
+    if provider is None:
+        return set(blob_ids)
+    return provider(blob_ids) if blob_ids else set()

@@ -59,6 +59,22 @@ def test_a_blob_an_unfinished_job_uses_is_kept(store, alice, tus_for, settings, 
     assert stored_names() == [blob.storage_name]
 
 
+def test_without_the_jobs_apps_provider_every_blob_counts_as_in_use(
+    store, alice, tus_for, monkeypatch
+):
+    # given: an old holding, and no provider registered (a deployment that lost it)
+    blob = hold(tus_for(alice), b"maybe a running job's input")
+    BlobHolding.objects.all().delete()
+    monkeypatch.setattr(blob_providers.providers, "blobs_in_use", None)
+
+    # when
+    deleted = blobs_collect_task()["blobs_deleted"]
+
+    # then: nothing is deleted on a guess
+    assert deleted == 0
+    assert stored_names() == [blob.storage_name]
+
+
 def test_a_blob_an_upload_is_sending_is_kept(store, alice, bob, tus_for):
     data = b"shared bytes"
     blob = hold(tus_for(alice), data)
