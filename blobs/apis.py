@@ -122,7 +122,7 @@ class BlobListApi(generics.ListAPIView[BlobHolding]):
     serializer_class = HoldingSerializer
 
     def get_queryset(self) -> Any:
-        return holdings_of(request_user(self.request).pk)
+        return holdings_of(request_user(self.request))
 
 
 class BlobQuotaApi(APIView):
@@ -140,7 +140,7 @@ class BlobQuotaApi(APIView):
 class BlobDetailApi(APIView):
     @extend_schema(responses={200: HoldingSerializer})
     def get(self, request: Request, sha256: str) -> Response:
-        holding = holding_of(request_user(request).pk, sha256)
+        holding = holding_of(request_user(request), sha256)
         return Response(HoldingSerializer(holding).data)
 
     @extend_schema(responses={204: None})
@@ -154,7 +154,7 @@ class BlobContentApi(APIView):
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     def get(self, request: Request, sha256: str) -> Any:
-        holding = holding_of(request_user(request).pk, sha256)
+        holding = holding_of(request_user(request), sha256)
         return blob_response(request._request, holding.blob)
 
 

@@ -11,14 +11,14 @@ from blobs.models import BlobHolding
 from config.errors import NotFound
 
 
-def holdings_of(user_id: int) -> QuerySet[BlobHolding]:
+def holdings_of(user: User) -> QuerySet[BlobHolding]:
     """The user's holdings, newest first."""
-    return BlobHolding.objects.filter(user_id=user_id).select_related("blob").order_by("-pk")
+    return BlobHolding.objects.filter(user=user).select_related("blob").order_by("-pk")
 
 
-def holding_of(user_id: int, sha256: str) -> BlobHolding:
+def holding_of(user: User, sha256: str) -> BlobHolding:
     """404 unless the user holds it: the same answer whether someone else does or nobody."""
-    holding = holdings_of(user_id).filter(blob__sha256=sha256).first()
+    holding = holdings_of(user).filter(blob__sha256=sha256).first()
     if holding is None:
         raise NotFound("you hold no blob with this sha256")
     return holding
