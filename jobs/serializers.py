@@ -158,7 +158,7 @@ class JobCreateSerializer(JobLimitsSerializer):
             files=tuple(SubmittedFile(f["path"], f["raw"]) for f in data.get("files", [])),
             archive=archive.read() if archive is not None else None,
             name=data.get("name") or None,
-            inputs=data["inputs"],
+            inputs=data.get("inputs", ()),
             archive_sha256=data.get("archive_sha256"),
             disk=DiskRequest(**data.get("disk", {})),
             work_exec=data.get("work_exec", False),
