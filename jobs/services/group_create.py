@@ -202,9 +202,10 @@ def _tasks_check(owner: User, request: GroupRequest) -> _Tasks:
                         fields={where: ["you hold no blob with this sha256: upload it first"]},
                     )
                 )
-        rows.append([_group_input(index, spec, held.get(spec.sha256)) for spec in found])
     if refusals:
         raise refusals_merge(refusals)
+    for index, found in enumerate(specs):
+        rows.append([_group_input(index, spec, held.get(spec.sha256)) for spec in found])
     _task_sizes_check(request, rows)
     holdings = list({held[d].pk: held[d] for d in digests}.values())
     return _Tasks(rows=rows, holdings=holdings)

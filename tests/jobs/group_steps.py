@@ -41,9 +41,7 @@ def group_body(**overrides: Any) -> dict[str, Any]:
 
 def hosts_for_groups(make_host: Any, owner: Any, count: int = 2, slots: int = 4) -> list[Host]:
     """Hosts at RATES with room for several 2-CPU tasks each."""
-    return [
-        make_host(owner, f"box-{n}", cpus=8, slots=slots, **RATES) for n in range(count)
-    ]
+    return [make_host(owner, f"box-{n}", cpus=8, slots=slots, **RATES) for n in range(count)]
 
 
 def open_jobs(group: JobGroup | int) -> list[Job]:
