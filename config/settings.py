@@ -227,6 +227,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PaymentStatusEnum": "ledger.payments.models.PaymentStatus",
         "PayoutStatusEnum": "ledger.payments.models.PayoutStatus",
+        # The names they had before job groups reused these field names (the web app's
+        # generated types use them).
+        "JobPlacementEnum": "jobs.models.PlacementMode",
+        "JobCreatePlacementEnum": [("auto", "auto"), ("chosen", "chosen")],
+        "JobGroupStatusEnum": "jobs.models.JobGroupStatus",
     },
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -22,6 +22,7 @@ import requests
 from django.utils import timezone
 
 from accounts.models import User
+from agent.runtime.quota import mounts_release
 from accounts.services import api_token_create
 from config.transactions import durable_call
 from hosts.models import Host
@@ -111,6 +112,9 @@ def agents(
     for agent in started:
         agent.kill()
         agent.containers_remove()
+        # A killed agent leaves its attempts' disk-quota file systems mounted: release them.
+        for attempt_dir in (agent.root / "work").glob("job-*"):
+            mounts_release(attempt_dir)
         print(f"--- agent {agent.host_id} ---\n{agent.log_path.read_text()[-3000:]}")
 
 
