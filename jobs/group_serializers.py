@@ -144,8 +144,9 @@ class JobGroupCreateSerializer(JobCreateSerializer):
         if ("count" in given) == ("inputs" in given):
             problems.setdefault("count", ["give exactly one of count or inputs"])
         tasks: tuple[TaskRequest, ...] = ()
-        if "inputs" in attrs:
-            tasks, task_problems = tasks_parse(attrs["inputs"])
+        raw = self._tasks_given(attrs, given, problems)
+        if raw is not None:
+            tasks, task_problems = tasks_parse(raw)
             problems.update(task_problems)
         elif "count" in attrs:
             tasks = tuple(TaskRequest() for _ in range(attrs["count"]))
@@ -153,6 +154,20 @@ class JobGroupCreateSerializer(JobCreateSerializer):
             raise serializers.ValidationError(problems)
         attrs["tasks"] = tasks
         return attrs
+
+    def _tasks_given(
+        self, attrs: dict[str, Any], given: Any, problems: dict[str, Any]
+    ) -> tuple[object, ...] | None:
+        """The tasks as sent, also when other fields are bad (their problems are named
+        together), unless ``inputs`` itself is."""
+        if "inputs" in attrs:
+            return tuple(attrs["inputs"])
+        if "inputs" not in given or "inputs" in problems:
+            return None
+        try:
+            return self.fields["inputs"].to_internal_value(given["inputs"])  # type: ignore[no-any-return]
+        except serializers.ValidationError:
+            return None
 
     def group_request(self) -> GroupRequest:
         data = self.validated_data

@@ -249,8 +249,14 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "queued_at",
             "started_at",
             "finished_at",
+            "group",
+            "task_index",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "group": {"help_text": "the job group it is a task of (null: a job of its own)"},
+            "task_index": {"help_text": "its index in that group (from 0)"},
+        }
 
     def get_cancel_requested(self, job: Job) -> bool:
         return job.cancel_requested_at is not None

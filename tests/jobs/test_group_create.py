@@ -125,14 +125,15 @@ def test_each_tasks_problem_is_named_by_its_index(renter, hosts, alice):
         {"inputs": "data.csv"},
     ]
 
-    # when
-    response = renter.post(URL, group_body(count=None, inputs=inputs), format="json")
+    # when: with a bad job field too
+    body = group_body(count=None, inputs=inputs, memory_mb=1)
+    response = renter.post(URL, body, format="json")
 
-    # then
+    # then: all of them named at once
     assert refusal(response) == (
         400,
         "invalid",
-        {"inputs[0]", "inputs[1]", "inputs[2].argument", "inputs[3].inputs"},
+        {"inputs[0]", "inputs[1]", "inputs[2].argument", "inputs[3].inputs", "memory_mb"},
     )
     nothing_written(alice)
 
