@@ -88,6 +88,18 @@ function diskFrom(form: RunForm): Record<keyof DiskLimits, number | null> {
   return { work_mb: mb(form.workMb), outputs_mb: mb(form.outputsMb), tmp_mb: mb(form.tmpMb) };
 }
 
+/**
+ * The disk limits to send: only a change is sent, so the server's defaults stand otherwise
+ * (and a server without disk limits still takes the job). Null too while a field is not a
+ * number: that problem holds the submit back, and the quote goes on without the limits.
+ */
+export function diskChangeFrom(form: RunForm): DiskLimits | null {
+  const { work_mb, outputs_mb, tmp_mb } = diskFrom(form);
+  if (work_mb === null || outputs_mb === null || tmp_mb === null) return null;
+  const unchanged = work_mb === DISK_DEFAULTS.work_mb && outputs_mb === DISK_DEFAULTS.outputs_mb && tmp_mb === DISK_DEFAULTS.tmp_mb;
+  return unchanged ? null : { work_mb, outputs_mb, tmp_mb };
+}
+
 /** The problems of the inputs (URL rows and uploaded files' paths) and the disk limits. */
 function dataProblems(form: RunForm, uploadPaths: string[]): Record<string, string> {
   const problems: Record<string, string> = {};
@@ -138,16 +150,31 @@ export function localProblems(form: RunForm, uploadPaths: string[] = []): Record
   return { ...problems, ...dataProblems(form, uploadPaths) };
 }
 
-/** The POST body for /quotes/: only what prices a job (the code does not). */
-export function quoteSpecFrom(form: RunForm): QuoteSpec {
+/**
+ * The bytes the job's data takes on its host besides its file systems, as the submit counts
+ * them: the uploaded input files and the zip as the code. A URL input counts 0: the form does
+ * not know its size.
+ */
+export function inputsBytesFrom(form: RunForm, inputFileBytes: number): number {
+  return inputFileBytes + form.files.filter((f) => f.isZip).reduce((sum, f) => sum + f.size, 0);
+}
+
+/**
+ * The POST body for /quotes/: only what prices a job or decides where it fits (the code does
+ * not). `inputFileBytes` is the total size of the uploaded input files.
+ */
+export function quoteSpecFrom(form: RunForm, inputFileBytes = 0): QuoteSpec {
   const spec: QuoteSpec = {
     cpus: Number(form.cpus),
     memory_mb: Math.round(Number(form.memoryGb) * 1024),
     gpus: Number(form.gpus),
     timeout_seconds: Math.round(Number(form.timeoutMinutes) * 60),
     max_cost_micros: creditsToMicros(form.capCredits) ?? 0,
+    inputs_bytes: inputsBytesFrom(form, inputFileBytes),
   };
   if (form.placement === "host" && form.host) spec.host = Number(form.host);
+  const disk = diskChangeFrom(form);
+  if (disk) spec.disk = disk;
   return spec;
 }
 
@@ -203,12 +230,8 @@ export function specFrom(form: RunForm, uploaded: JobInputSpec[] = []): JobSpec 
   else spec.placement = "auto";
   const inputs = inputsFrom(form, uploaded);
   if (inputs.length) spec.inputs = inputs;
-  const disk = diskFrom(form);
-  // Only a change is sent: the server's defaults stand otherwise (and a server without disk
-  // limits still takes the job).
-  if ((Object.keys(DISK_DEFAULTS) as (keyof DiskLimits)[]).some((k) => disk[k] !== null && disk[k] !== DISK_DEFAULTS[k])) {
-    spec.disk = { work_mb: disk.work_mb ?? DISK_DEFAULTS.work_mb, outputs_mb: disk.outputs_mb ?? DISK_DEFAULTS.outputs_mb, tmp_mb: disk.tmp_mb ?? DISK_DEFAULTS.tmp_mb };
-  }
+  const disk = diskChangeFrom(form);
+  if (disk) spec.disk = disk;
   if (form.workExec) spec.work_exec = true;
   return spec;
 }

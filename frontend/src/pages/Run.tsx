@@ -46,9 +46,13 @@ function capStopsEarly(view: QuoteView, capMicros: number | null): number | null
   return (capMicros / view.hourlyMicros) * 3600;
 }
 
-/** The live quote: POST /quotes/ after the spec stops changing; stale answers are dropped. */
-function useQuote(form: RunForm, enabled: boolean) {
-  const spec = useMemo(() => (enabled ? JSON.stringify(quoteSpecFrom(form)) : null), [form, enabled]);
+/**
+ * The live quote: POST /quotes/ after the spec stops changing; stale answers are dropped. It
+ * asks again when the disk limits or the inputs' total size change (hosts without that much
+ * disk per job are left out).
+ */
+function useQuote(form: RunForm, inputFileBytes: number, enabled: boolean) {
+  const spec = useMemo(() => (enabled ? JSON.stringify(quoteSpecFrom(form, inputFileBytes)) : null), [form, inputFileBytes, enabled]);
   // Debounce the spec together with whether it is complete, so an edit that passes through an
   // incomplete state (a cleared field) never sends the old spec again.
   const debounced = useDebounced(spec, QUOTE_DEBOUNCE_MS);
@@ -97,9 +101,10 @@ export function RunPage() {
   const { uploads, items } = useInputUploads();
   const uploadSummary = inputsSummary(items);
   const problems = localProblems(form, items.map((item) => item.path));
-  // The inputs and disk limits do not change the price: their problems block the submit only.
+  // The inputs' and the disk limits' problems block the submit only: the quote goes on without
+  // them (quoteSpecFrom leaves out disk limits that are not numbers).
   const canQuote = Object.keys(problems).every((field) => field === "inputs" || field === "disk");
-  const live = useQuote(form, canQuote);
+  const live = useQuote(form, uploadSummary.bytes, canQuote);
   const quoteErrors = live.error instanceof ApiError ? live.error.fields : {};
   const view = live.quote ? quoteView(live.quote) : null;
 
@@ -162,7 +167,7 @@ export function RunPage() {
         ? `The editor's code runs as ${entry}, next to your ${form.files.length} uploaded file${form.files.length === 1 ? "" : "s"}.`
         : null;
   const editorUnused = hasZip || uploadedEntry;
-  const fitSpec = quoteSpecFrom(form);
+  const fitSpec = quoteSpecFrom(form, uploadSummary.bytes);
   const noneFitWhy = view && view.hosts.length === 0 && hosts.data ? whyNoneFits(hosts.data.results, fitSpec) : [];
   const problemList = tried ? Object.entries(problems) : [];
   const uploadsUnfinished = uploadSummary.pending > 0 || uploadSummary.failed > 0;

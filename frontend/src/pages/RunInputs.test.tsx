@@ -297,6 +297,47 @@ describe("the Run page's inputs", () => {
     });
   });
 
+  it("quotes with the disk limits and the inputs' total size once files are dropped", { timeout: 10000 }, async () => {
+    // given
+    const user = userEvent.setup();
+    const { calls } = renderRun();
+    const quotes = () => calls.filter((c) => c.url === "/api/v1/quotes/").map((c) => c.body as Record<string, unknown>);
+    await waitFor(() => expect(quotes()).toHaveLength(1));
+    expect(quotes()[0]).toMatchObject({ inputs_bytes: 0 });
+    expect(quotes()[0]).not.toHaveProperty("disk");
+    // when two files are dropped and /work is raised
+    drop([fileEntry(new File(["alpha,1\n"], "a.csv")), fileEntry(new File(["0123456789"], "b.bin"))]);
+    await user.click(screen.getByText("Advanced: disk limits"));
+    await user.clear(screen.getByLabelText("Space in /work (MB)"));
+    await user.type(screen.getByLabelText("Space in /work (MB)"), "4096");
+    // then the quote asks again with both
+    await waitFor(() => expect(quotes().at(-1)).toMatchObject({ inputs_bytes: 18, disk: { work_mb: 4096, outputs_mb: 1024, tmp_mb: 256 } }), { timeout: 3000 });
+  });
+
+  it("quotes without the disk limits while one is not a number, and holds only the submit", { timeout: 10000 }, async () => {
+    // given
+    const user = userEvent.setup();
+    const { calls } = renderRun();
+    const quotes = () => calls.filter((c) => c.url === "/api/v1/quotes/").map((c) => c.body as Record<string, unknown>);
+    await waitFor(() => expect(quotes()).toHaveLength(1));
+    await user.click(screen.getByText("Advanced: disk limits"));
+    await user.clear(screen.getByLabelText("Space in /work (MB)"));
+    await user.type(screen.getByLabelText("Space in /work (MB)"), "4096");
+    await waitFor(() => expect(quotes()).toHaveLength(2), { timeout: 3000 });
+    expect(quotes()[1]).toMatchObject({ disk: { work_mb: 4096, outputs_mb: 1024, tmp_mb: 256 } });
+    // when /tmp is not a number
+    await user.clear(screen.getByLabelText("Space in /tmp (MB)"));
+    await user.type(screen.getByLabelText("Space in /tmp (MB)"), "lots");
+    // then the quote asks again without any disk limits, and a price is shown
+    await waitFor(() => expect(quotes()).toHaveLength(3), { timeout: 3000 });
+    expect(quotes()[2]).not.toHaveProperty("disk");
+    expect(await screen.findByTestId("quote-estimate")).toBeInTheDocument();
+    // and the submit names the problem and sends nothing
+    await user.click(screen.getByRole("button", { name: "Run" }));
+    expect(await screen.findByText(/Disk limits: Each disk limit is a whole number of MB, at least 1\./)).toBeInTheDocument();
+    expect(calls.filter((c) => c.url === "/api/v1/jobs/")).toHaveLength(0);
+  });
+
   it("shows the server's refusal of an input next to the inputs", async () => {
     const user = userEvent.setup();
     renderRun({
