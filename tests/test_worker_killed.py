@@ -246,7 +246,7 @@ class Broker:
         return ids
 
     def clear(self) -> None:
-        self.redis.delete(QUEUE, f"_kombu.binding.{QUEUE}")
+        self.redis.delete(QUEUE, f"_kombu.binding.{QUEUE}", f"_kombu.binding_permanent.{QUEUE}")
         for tag, raw in self.redis.hgetall("unacked").items():
             if json.loads(raw)[2] == QUEUE:
                 self.redis.hdel("unacked", tag)
