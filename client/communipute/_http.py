@@ -4,8 +4,9 @@ What is retried (``RETRIES`` times, with a short growing pause):
 - a request that never got an answer (connection refused or cut, a timeout), and a 502, 503
   or 504 — only for requests that are safe to repeat: GET, HEAD, OPTIONS, and a POST carrying
   an ``Idempotency-Key`` (the server answers a repeat with the first answer, docs/api.md);
-- a 429 (``Retry-After`` honoured, at most ``RETRY_AFTER_MAX`` seconds): the server did
-  nothing with it, so any request may be sent again.
+- a 429 whose ``Retry-After`` is at most ``RETRY_AFTER_MAX`` seconds, after that long: the
+  server did nothing with it, so any request may be sent again (a longer wait, such as a
+  log-in throttled for its account, is raised at once with ``retry_after`` set).
 Everything else that is 4xx or 5xx is raised at once as the typed ``ApiError``.
 """
 
@@ -97,8 +98,9 @@ class Api:
                 self.sleep(pause)
                 pause = min(pause * 2, RETRY_PAUSE_MAX)
                 continue
-            if response.status_code == 429 and not last:
-                self.sleep(_retry_after(response) or pause)
+            wait = _retry_after(response) if response.status_code == 429 else None
+            if response.status_code == 429 and not last and (wait or 0) <= RETRY_AFTER_MAX:
+                self.sleep(wait or pause)
                 pause = min(pause * 2, RETRY_PAUSE_MAX)
                 continue
             if response.status_code in _RETRY_STATUSES and retry and not last:
@@ -155,7 +157,7 @@ class Api:
 
 def _retry_after(response: httpx.Response) -> float | None:
     try:
-        return min(float(response.headers.get("Retry-After", "")), RETRY_AFTER_MAX)
+        return max(0.0, float(response.headers.get("Retry-After", "")))
     except ValueError:
         return None
 

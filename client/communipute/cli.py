@@ -232,7 +232,11 @@ def cmd_outputs(args: argparse.Namespace) -> int:
     with Client(args.url) as client:
         job = client.job(args.id)
         outputs = job.outputs()
-        saved = [job.download(output, args.download) for output in outputs] if args.download else []
+        saved = []
+        if args.download:
+            folder = Path(args.download)
+            folder.mkdir(parents=True, exist_ok=True)
+            saved = [job.download(output, folder) for output in outputs]
     if args.json:
         rows = [dict(output.raw) for output in outputs]
         for row, path in zip(rows, saved, strict=False):  # saved: empty without --download

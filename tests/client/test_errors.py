@@ -164,3 +164,23 @@ def test_the_token_goes_in_the_authorization_header_and_no_cookie_is_kept() -> N
     # then
     assert [r.headers["Authorization"] for r in seen] == ["Token tok", "Token tok"]
     assert "cookie" not in seen[1].headers
+
+
+def test_a_long_throttle_is_raised_at_once_with_its_wait(server: FakeServer) -> None:
+    # given: the account's failed log-ins are over the limit for the next 10 minutes
+    throttled = httpx.Response(
+        429,
+        headers={"Retry-After": "600"},
+        json={"error": {"code": "throttled", "message": "Too many", "fields": {}}},
+    )
+    server.route("GET", "/api/v1/jobs/7/", throttled)
+
+    with pytest.raises(ApiError) as raised:
+        server.client().job(7)
+
+    assert (raised.value.status, raised.value.code, raised.value.retry_after) == (
+        429,
+        "throttled",
+        600.0,
+    )
+    assert len(server.calls("GET")) == 1

@@ -254,7 +254,8 @@ def test_the_command_line_logs_in_runs_and_exits_by_the_jobs_outcome(
     downloaded = cli(env, "outputs", str(ok["id"]), "--download", str(home / "out"), "--json")
     assert downloaded.returncode == 0, downloaded.stderr
     [output] = json.loads(downloaded.stdout)
-    assert (output["name"], Path(output["saved_to"]).read_text()) == ("hi.txt", "hi")
+    assert (output["name"], output["saved_to"]) == ("hi.txt", str(home / "out" / "hi.txt"))
+    assert (home / "out" / "hi.txt").read_text() == "hi"
     wallet = json.loads(cli(env, "wallet", "--json").stdout)
     assert wallet["available_micros"] == FUNDS - ok["cost_micros"] - bad["cost_micros"]
 
