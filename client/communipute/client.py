@@ -117,14 +117,12 @@ class Client:
         The submit carries an ``Idempotency-Key`` (``idempotency_key``, else a fresh UUID), so
         a retry after a lost answer can't make a second job.
         """
+        # Everything that can be refused here is checked before a byte is uploaded.
         body: dict[str, Any] = {"max_cost_micros": _cap(max_cost, max_cost_micros)}
-        body.update(self._code(script, files, archive))
+        planned = _inputs_planned(inputs)
         if isinstance(requirements, str):
             requirements = requirements.splitlines()
         body["requirements"] = [str(line) for line in requirements]
-        job_inputs = self._inputs(inputs)
-        if job_inputs:
-            body["inputs"] = job_inputs
         if cpus is not None:
             body["cpus"] = float(Decimal(str(cpus)))
         for field, value in (
@@ -144,6 +142,16 @@ class Client:
             body["placement"] = "auto"
         else:
             body["host"] = _whole("host", host)
+        body.update(self._code(script, files, archive))
+        local = [item for item in planned if isinstance(item, LocalFile)]
+        digests = self._upload_all(local) if local else {}
+        if planned:
+            body["inputs"] = [
+                item
+                if isinstance(item, dict)
+                else {"path": item.remote, "sha256": digests[item.local]}
+                for item in planned
+            ]
         return self.submit(body, idempotency_key=idempotency_key)
 
     def submit(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Job:
@@ -257,21 +265,18 @@ class Client:
             raise FileNotFoundError(f"no such archive: {packed}")
         return {"entrypoint": entrypoint, "archive_sha256": sha256}
 
-    def _inputs(self, inputs: Iterable[InputSpec]) -> list[dict[str, Any]]:
-        given: list[dict[str, Any] | LocalFile] = []
-        for spec in inputs:
-            if isinstance(spec, Mapping):
-                if "path" not in spec or "sha256" not in spec:
-                    raise ValueError(f"an input given as a mapping needs path and sha256: {spec}")
-                given.append(dict(spec))
-            else:
-                given.extend(local_files([spec]))
-        local = [item for item in given if isinstance(item, LocalFile)]
-        digests = self._upload_all(local) if local else {}
-        return [
-            item if isinstance(item, dict) else {"path": item.remote, "sha256": digests[item.local]}
-            for item in given
-        ]
+
+def _inputs_planned(inputs: Iterable[InputSpec]) -> list[dict[str, Any] | LocalFile]:
+    """Each input as the API takes it (a mapping, passed on) or a local file to upload first."""
+    planned: list[dict[str, Any] | LocalFile] = []
+    for spec in inputs:
+        if isinstance(spec, Mapping):
+            if "path" not in spec or "sha256" not in spec:
+                raise ValueError(f"an input given as a mapping needs path and sha256: {spec}")
+            planned.append(dict(spec))
+        else:
+            planned.extend(local_files([spec]))
+    return planned
 
 
 def _cap(credits: Credits | None, micros: int | None) -> int:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 POLL_FIRST = 0.2  # seconds between polls, growing by half to POLL_MAX while nothing changes
 POLL_MAX = 2.0
+FULL_PAGE = 512 * 1024  # a log page this long (the server's are up to 1 MiB) has more behind it
 DOWNLOAD_RETRIES = 3
 
 
@@ -92,11 +93,14 @@ class Job:
             if page.attempt is not None and attempt is None:
                 attempt = page.attempt
             if page.data or page.next_offset != offset:
-                offset = page.next_offset
-                pause = POLL_FIRST
+                read, offset, pause = page.next_offset - page.offset, page.next_offset, POLL_FIRST
                 yield page
                 if not page.is_complete:
-                    continue  # there may be more stored already: read on at once
+                    # A full page: more is stored already, read on at once; else the log is
+                    # coming as the job writes it: look again shortly.
+                    if follow and read < FULL_PAGE:
+                        sleep(POLL_FIRST)
+                    continue
             elif not follow:
                 return
             # Caught up with what is stored: done, a later attempt, or wait for more.

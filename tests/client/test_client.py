@@ -124,6 +124,13 @@ def test_a_missing_script_or_input_is_refused_before_anything_is_sent(server, pr
         server.client().run(
             project / "train.py", inputs=[(project / "data.csv", "../x")], max_cost=1
         )
+    # the code archive is not uploaded for a job whose input is missing
+    with pytest.raises(FileNotFoundError):
+        server.client().run(
+            "maths.py", archive=project / "helpers", inputs=[project / "nope"], max_cost=1
+        )
+    with pytest.raises(TypeError, match="memory_mb"):
+        server.client().run("maths.py", archive=project / "helpers", memory_mb=1.5, max_cost=1)
     assert server.log == []
 
 
