@@ -277,7 +277,22 @@ def function_outcome(client: Client, result: TaskResult, results: str) -> Any:
         found = result.output(name)
         if found is not None:
             data = output_bytes(client, result.job_id, name, found.sha256)
-            return _load_pickle(data) if results == "pickle" else json.loads(data)
+            try:
+                return _load_pickle(data) if results == "pickle" else json.loads(data)
+            except Exception as exc:  # a class not importable here, a value that won't load
+                failure = TaskError(
+                    index=result.index,
+                    job_id=result.job_id,
+                    status=result.status,
+                    exit_code=result.exit_code,
+                    reason=f"its result could not be loaded here: {type(exc).__name__}: {exc}",
+                    error_type=type(exc).__name__,
+                    message=str(exc),
+                    exception=exc,
+                    stage="result",
+                )
+                failure.__cause__ = exc
+                return failure
         return TaskError(
             index=result.index,
             job_id=result.job_id,

@@ -363,7 +363,7 @@ def test_a_decorated_function_travels_as_the_function_alone(server, groups) -> N
     remote = client.function(square_or_raise, max_cost=1)
 
     def twice(x: int) -> int:
-        return 2 * remote(x)["square"]
+        return int(2 * remote(x)["square"])
 
     # when / then: mapped, or called from another task, it runs on the host without its client
     assert client.map(remote, [2], max_cost=1) == [{"x": 2, "square": 4}]
@@ -462,6 +462,26 @@ def test_a_task_that_never_started_is_a_task_error_with_the_servers_reason(serve
 
     assert isinstance(error, TaskError)
     assert (error.status, error.job_id, error.exit_code) == ("skipped", None, None)
+
+
+class LoadsBadly:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (int, ("not a number",))  # pickles on the host, fails to load here
+
+
+def loads_badly(x: int) -> Any:
+    return LoadsBadly() if x else x
+
+
+def test_a_result_that_will_not_load_here_is_that_tasks_error_not_the_maps(server, groups) -> None:
+    results = server.client().map(loads_badly, [0, 1], max_cost=1, return_exceptions=True)
+
+    assert results[0] == 0
+    error = results[1]
+    assert isinstance(error, TaskError)
+    assert (error.status, error.stage, error.error_type) == ("succeeded", "result", "ValueError")
+    assert "could not be loaded here" in error.reason
+    assert isinstance(error.exception, ValueError)
 
 
 def test_a_task_error_pickles(server, groups) -> None:
