@@ -285,6 +285,18 @@ class DiskLimits(TypedDict):
     work_exec: bool  # /work is mounted noexec unless the job asked otherwise
 
 
+MAX_GROUP_TASKS = 1_000_000
+
+
+class TaskRef(TypedDict):
+    """The job is task ``index`` (from 0) of a group of ``count`` (docs/jobs.md, "Job
+    groups"): the agent gives both to the job as ``COMMUNIPUTE_TASK_INDEX`` and
+    ``COMMUNIPUTE_TASK_COUNT``. Its argument, if any, is an ordinary input (``task.json``)."""
+
+    index: Annotated[int, Range(0, MAX_GROUP_TASKS - 1)]
+    count: Annotated[int, Range(1, MAX_GROUP_TASKS)]
+
+
 class JobOffer(TypedDict):
     job_id: int
     attempt: int
@@ -303,6 +315,8 @@ class JobOffer(TypedDict):
     # never mounted) before ``files``, which win on a clash.
     code_archive: NotRequired[InputRef]
     disk: NotRequired[DiskLimits]
+    # A task of a job group; absent for a job of its own (and ignored by older agents).
+    task: NotRequired[TaskRef]
 
 
 # A job.cancel whose reason starts with this names an attempt the server no longer runs on

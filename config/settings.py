@@ -234,6 +234,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PaymentStatusEnum": "ledger.payments.models.PaymentStatus",
         "PayoutStatusEnum": "ledger.payments.models.PayoutStatus",
+        # The names they had before job groups reused these field names (the web app's
+        # generated types use them).
+        "JobPlacementEnum": "jobs.models.PlacementMode",
+        "JobCreatePlacementEnum": [("auto", "auto"), ("chosen", "chosen")],
+        "JobGroupStatusEnum": "jobs.models.JobGroupStatus",
     },
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -360,6 +365,13 @@ REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 10 * 1024 * 1024, min
 DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
 JOB_OUTPUTS_MAX_BYTES = env_int("JOB_OUTPUTS_MAX_BYTES", 500 * 1024 * 1024, minimum=1)
 JOB_OUTPUTS_MAX_COUNT = env_int("JOB_OUTPUTS_MAX_COUNT", 100, minimum=1)
+# Job groups (docs/jobs.md, "Job groups"): the most tasks in one group, the most of them that
+# may hold their cap at once, the largest argument one task reads as /inputs/task.json (bigger
+# data goes as an input), and the most retries (host faults, errors) a group may ask for.
+JOB_GROUP_MAX_TASKS = env_int("JOB_GROUP_MAX_TASKS", 10_000, minimum=1)
+JOB_GROUP_MAX_PARALLEL = env_int("JOB_GROUP_MAX_PARALLEL", 500, minimum=1)
+JOB_GROUP_ARGUMENT_MAX_BYTES = env_int("JOB_GROUP_ARGUMENT_MAX_BYTES", 64 * 1024, minimum=16)
+JOB_GROUP_MAX_RETRIES = env_int("JOB_GROUP_MAX_RETRIES", 10, minimum=0)
 # Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges
 # are posted for all running jobs together every METERING_POST_INTERVAL_SECONDS.
 METERING_POST_INTERVAL_SECONDS = env_int("METERING_POST_INTERVAL_SECONDS", 1, minimum=1)

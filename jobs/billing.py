@@ -385,7 +385,9 @@ def job_settle(job_id: int) -> bool:
     Moves money (ledger: charges_reverse, holds_capture_many, hold_release), all in the
     caller's transaction: the agent message, cancel or reaper step that ended the job settles
     it in the same commit (the reaper settles what is left, each job in its own). Locks the
-    job row first. Returns True when this call released the hold.
+    job row first. Returns True when this call released the hold. A job group's task then
+    tells its group (``jobs.services.groups.group_task_settled``: the group row's lock, and
+    the next tasks' jobs and holds), in the same transaction.
     """
     with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
         job = (
@@ -404,9 +406,16 @@ def job_settle(job_id: int) -> bool:
         if final.refused:
             logger.warning("job %s: %d final charge(s) not posted", job_id, final.refused)
         hold_release(job_id=job_id, key=release_key(job_id))
-        return (
+        released = (
             Job.objects.filter(pk=job_id, hold_released_at__isnull=True).update(
                 hold_released_at=timezone.now()
             )
             == 1
         )
+        if released and job.group_id is not None:
+            # A group's task: the group records the result and starts what may start now, in
+            # this transaction, under its row lock (after this job's row and its accounts).
+            from jobs.services.groups import group_task_settled  # it creates jobs: above us
+
+            group_task_settled(job_id)
+        return released

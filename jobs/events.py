@@ -23,6 +23,26 @@ def job_group(job_id: int) -> str:
     return f"job.{job_id}"
 
 
+def group_group(group_id: int) -> str:
+    """The channel-layer group of a job group's sockets."""
+    return f"job-group.{group_id}"
+
+
+def group_event_push(group_id: int, event: dict[str, Any]) -> None:
+    """Send ``event`` to every socket watching the job group; call it after commit."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(
+            group_group(group_id), {"type": "group.event", "event": event}
+        )
+    except Exception:
+        logger.warning(
+            "could not push %s for job group %s", event.get("type"), group_id, exc_info=True
+        )
+
+
 def job_event_push(job_id: int, event: dict[str, Any]) -> None:
     """Send ``event`` to every socket watching the job; call it after commit."""
     layer = get_channel_layer()

@@ -109,11 +109,18 @@ class Job(RatesColumns):
     waiting_reason = models.CharField(max_length=300, blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A task of a job group (docs/jobs.md, "Job groups"): the group and the index it runs
+    # (a retried index gets a job of its own); None for a job submitted alone.
+    group = models.ForeignKey(
+        "jobs.JobGroup", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    task_index = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["status", "queued_at"], name="job_status_queued"),
+            models.Index(fields=["group", "task_index"], name="job_group_task"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -123,6 +130,11 @@ class Job(RatesColumns):
             models.CheckConstraint(
                 condition=~models.Q(placement="chosen") | models.Q(requested_host__isnull=False),
                 name="job_chosen_needs_host",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(group__isnull=True, task_index__isnull=True)
+                | models.Q(group__isnull=False, task_index__isnull=False),
+                name="job_task_of_group",
             ),
         ]
 
@@ -340,3 +352,41 @@ class JobHostRejection(models.Model):
 
     def __str__(self) -> str:
         return f"host {self.host_id} refused job {self.job_id}"
+
+
+# The job groups' models live in their own module; importing them here makes them models of
+# this app (migrations, the registry).
+from jobs.group_models import (  # noqa: E402
+    TASK_ARGUMENT_PATH,
+    JobGroup,
+    JobGroupFile,
+    JobGroupHostExclusion,
+    JobGroupInput,
+    JobGroupStatus,
+    JobGroupTask,
+    TaskStatus,
+)
+
+__all__ = [
+    "TASK_ARGUMENT_PATH",
+    "AttemptStatus",
+    "InputSource",
+    "Job",
+    "JobAttempt",
+    "JobFile",
+    "JobGroup",
+    "JobGroupFile",
+    "JobGroupHostExclusion",
+    "JobGroupInput",
+    "JobGroupStatus",
+    "JobGroupTask",
+    "JobHostRejection",
+    "JobInput",
+    "JobLogChunk",
+    "JobOutput",
+    "JobStatus",
+    "PlacementMode",
+    "RejectionKind",
+    "TaskStatus",
+    "UsageReport",
+]

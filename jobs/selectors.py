@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 from config.errors import NotFound
 from jobs.billing import attempt_billable_counters
+from jobs.group_selectors import group_blobs_in_use
 from jobs.metering import Counters, cost_total
 from jobs.models import Job, JobAttempt, JobInput, JobOutput, JobStatus, PlacementMode
 from jobs.services.usage import job_reservation
@@ -39,8 +40,9 @@ def job_spec(job: Job) -> JobSpec:
 
 
 def blobs_in_use(blob_ids: Collection[int]) -> set[int]:
-    """Of these blobs, those an unfinished job reads (an input or its code archive): the blob
-    store's collector keeps them and their holdings (``blobs.providers``)."""
+    """Of these blobs, those an unfinished job reads (an input or its code archive), or a
+    running job group's tasks will read: the blob store's collector keeps them and their
+    holdings (``blobs.providers``)."""
     unfinished = ~Q(job__status__in=FINAL)
     inputs = JobInput.objects.filter(unfinished, blob_id__in=blob_ids).values_list(
         "blob_id", flat=True
@@ -50,7 +52,8 @@ def blobs_in_use(blob_ids: Collection[int]) -> set[int]:
         .exclude(status__in=FINAL)
         .values_list("code_archive_id", flat=True)
     )
-    return {blob_id for blob_id in [*inputs, *archives] if blob_id is not None}
+    used = {blob_id for blob_id in [*inputs, *archives] if blob_id is not None}
+    return used | group_blobs_in_use(blob_ids)
 
 
 def candidates_loaded(candidates: Iterable[Candidate]) -> list[Candidate]:

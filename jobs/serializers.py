@@ -158,7 +158,7 @@ class JobCreateSerializer(JobLimitsSerializer):
             files=tuple(SubmittedFile(f["path"], f["raw"]) for f in data.get("files", [])),
             archive=archive.read() if archive is not None else None,
             name=data.get("name") or None,
-            inputs=data["inputs"],
+            inputs=data.get("inputs", ()),
             archive_sha256=data.get("archive_sha256"),
             disk=DiskRequest(**data.get("disk", {})),
             work_exec=data.get("work_exec", False),
@@ -249,8 +249,14 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "queued_at",
             "started_at",
             "finished_at",
+            "group",
+            "task_index",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "group": {"help_text": "the job group it is a task of (null: a job of its own)"},
+            "task_index": {"help_text": "its index in that group (from 0)"},
+        }
 
     def get_cancel_requested(self, job: Job) -> bool:
         return job.cancel_requested_at is not None

@@ -1,6 +1,6 @@
 from django.urls import URLPattern, URLResolver, path
 
-from jobs import apis
+from jobs import apis, group_apis
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/", apis.JobListCreateApi.as_view(), name="job-list"),
@@ -14,6 +14,23 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "jobs/<int:job_id>/outputs/<path:name>",
         apis.JobOutputDownloadApi.as_view(),
         name="job-output",
+    ),
+    path("job-groups/", group_apis.JobGroupListCreateApi.as_view(), name="job-group-list"),
+    path("job-groups/<int:group_id>/", group_apis.JobGroupDetailApi.as_view(), name="job-group"),
+    path(
+        "job-groups/<int:group_id>/cancel/",
+        group_apis.JobGroupCancelApi.as_view(),
+        name="job-group-cancel",
+    ),
+    path(
+        "job-groups/<int:group_id>/results/",
+        group_apis.JobGroupResultsApi.as_view(),
+        name="job-group-results",
+    ),
+    path(
+        "job-groups/<int:group_id>/receipt/",
+        group_apis.JobGroupReceiptApi.as_view(),
+        name="job-group-receipt",
     ),
     path("agent/uploads/", apis.AgentUploadsApi.as_view(), name="agent-uploads"),
     path(

@@ -35,6 +35,7 @@ def spec_from_offer(offer: JobOffer) -> JobSpec:
     if not isinstance(inputs, list):
         raise JobSpecError("inputs must be a list")
     archive = offer.get("code_archive")
+    task = offer.get("task")
     return JobSpec(
         job_id=offer["job_id"],
         attempt=offer["attempt"],
@@ -49,6 +50,8 @@ def spec_from_offer(offer: JobOffer) -> JobSpec:
         inputs=tuple(input_from_offer(item) for item in inputs),
         code_archive=input_from_offer(archive) if archive else None,
         disk=disk_from_offer(offer.get("disk")),
+        task_index=task["index"] if task else None,
+        task_count=task["count"] if task else None,
     )
 
 

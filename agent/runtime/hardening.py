@@ -127,6 +127,7 @@ def run_kwargs(
         "COMMUNIPUTE_JOB_ID": str(spec.job_id),
         "COMMUNIPUTE_ATTEMPT": str(spec.attempt),
         "COMMUNIPUTE_OUTPUTS": OUTPUTS_MOUNT,
+        **spec.task_environment(),
     }
     if env_volume is not None:
         volumes[env_volume] = {"bind": ENV_MOUNT, "mode": "ro"}

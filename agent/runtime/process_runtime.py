@@ -123,6 +123,7 @@ class ProcessRuntime:
             COMMUNIPUTE_JOB_ID=str(spec.job_id),
             COMMUNIPUTE_ATTEMPT=str(spec.attempt),
             COMMUNIPUTE_OUTPUTS=str(prepared.attempt_dir / "outputs"),
+            **spec.task_environment(),
         )
         inputs = prepared.attempt_dir / INPUTS_DIR
         if inputs.is_dir():  # no mount here: the directory of links itself (runtime/inputs.py)

@@ -194,6 +194,10 @@ class JobSpec:
     inputs: tuple[InputSpec, ...] = ()
     code_archive: InputSpec | None = None
     disk: DiskSpec = field(default_factory=DiskSpec)
+    # A task of a job group: its index (from 0) and the group's count, given to the job as
+    # COMMUNIPUTE_TASK_INDEX and COMMUNIPUTE_TASK_COUNT (None: a job of its own).
+    task_index: int | None = None
+    task_count: int | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence of requirements but keep an immutable tuple.
@@ -209,6 +213,12 @@ class JobSpec:
             raise JobSpecError(f"gpus must be within 0..64, not {self.gpus}")
         if self.timeout_seconds < 1:
             raise JobSpecError(f"timeout_seconds must be positive, not {self.timeout_seconds}")
+        if (self.task_index is None) != (self.task_count is None) or (
+            self.task_count is not None
+            and self.task_index is not None
+            and not 0 <= self.task_index < self.task_count
+        ):
+            raise JobSpecError(f"task {self.task_index} of {self.task_count} is not a task")
         # With a code archive the entrypoint may be one of its members: the archive is checked
         # for it once unpacked (agent/runtime/inputs.py), before anything runs.
         files_validate(self.files, allow_empty=self.code_archive is not None)
@@ -217,6 +227,16 @@ class JobSpec:
         path_validate(self.entrypoint)
         requirements_validate(self.requirements)
         inputs_validate(self.inputs)
+
+    def task_environment(self) -> dict[str, str]:
+        """A group task's index and count (docs/jobs.md, "Job groups"); nothing for a job of
+        its own."""
+        if self.task_index is None or self.task_count is None:
+            return {}
+        return {
+            "COMMUNIPUTE_TASK_INDEX": str(self.task_index),
+            "COMMUNIPUTE_TASK_COUNT": str(self.task_count),
+        }
 
 
 def path_validate(path: str) -> None:

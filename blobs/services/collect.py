@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from blobs.models import Blob, BlobHolding, Upload, UploadStatus
 from blobs.providers import blobs_in_use
-from blobs.services.uploads import _digest_lock, upload_abort
+from blobs.services.uploads import digest_lock, upload_abort
 from blobs.store import names_delete
 
 BATCH = 500
@@ -107,7 +107,7 @@ def _blobs_delete() -> int:
                 continue
             # The digest lock: an upload completing now either finished first (it made a
             # holding: kept above) or waits and writes the object again after this deletion.
-            _digest_lock(blob.sha256)
+            digest_lock(blob.sha256)
             if Upload.objects.filter(sha256=blob.sha256, status=UploadStatus.RECEIVING).exists():
                 continue
             Upload.objects.filter(blob=blob).update(blob=None)

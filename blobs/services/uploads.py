@@ -186,7 +186,7 @@ def _receivable_check(upload: Upload) -> None:
         raise Conflict("the upload expired", code="upload_expired")
 
 
-def _digest_lock(sha256: str) -> None:
+def digest_lock(sha256: str) -> None:
     """One writer of a digest's object at a time, until this transaction ends.
 
     PostgreSQL: an advisory lock on the digest. SQLite (the demo) runs one write transaction
@@ -205,7 +205,7 @@ def _upload_complete(upload: Upload, origin: HoldingOrigin) -> None:
     written as the blob's object in the same pass. A mismatch deletes the object it wrote (no
     other writer could have written it: the lock) and the parts; the upload is ``failed``.
     """
-    _digest_lock(upload.sha256)
+    digest_lock(upload.sha256)
     blob = Blob.objects.select_for_update().filter(sha256=upload.sha256).first()
     name = blob_storage_name(upload.sha256)
     # A row without its object is what a collector killed between deleting the object and its

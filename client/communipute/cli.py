@@ -4,14 +4,15 @@ Exit codes, for scripts:
 
 ====  ========================================================================
 0     done; for a command that waited on a job (``run --follow``/``--wait``,
-      ``wait``, ``logs -f``): the job succeeded
-1     the job failed (its script exited non-zero, or it could not run)
+      ``wait``, ``logs -f``): the job succeeded; for ``map``: every task succeeded
+1     the job failed (its script exited non-zero, or it could not run); ``map``: a task did
 2     usage: bad arguments, a file that isn't there, no server or token configured
 3     the server refused (an API error: its code is printed) or could not be reached
 4     the job ended without succeeding otherwise: timed out, cancelled, or stopped
-      at its cost cap (budget_exhausted)
+      at its cost cap (budget_exhausted); ``map``: a task did (or never started:
+      skipped) and none failed
 5     gave up waiting (``--timeout``): the job goes on
-130   interrupted (Ctrl-C): a job already submitted goes on
+130   interrupted (Ctrl-C): a job already submitted goes on; ``map`` cancels its group
 ====  ========================================================================
 
 ``--json`` on every command that reads prints the server's JSON on stdout (and nothing else
@@ -38,12 +39,14 @@ from communipute.errors import (
     ConfigError,
     ConnectionFailed,
     JobWaitTimeout,
+    TaskError,
     UploadFailed,
 )
 from communipute.files import FileSpec
+from communipute.functions import TaskOutput
 from communipute.jobs import Job
 from communipute.login import login
-from communipute.models import JobInfo
+from communipute.models import JobInfo, TaskResult
 from communipute.money import micros_text
 
 EXIT_OK = 0
@@ -161,6 +164,115 @@ def _finish(job: Job, *, follow: bool, as_json: bool, timeout: float | None) -> 
         _print_json(info.raw)
     _say(_summary(info))
     return outcome_exit(info)
+
+
+def _inputs_read(path: str) -> list[Any]:
+    """The tasks' arguments: a JSON value per non-empty line of ``path`` (``-``: stdin)."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    items: list[Any] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except ValueError as exc:
+            raise ValueError(f"{path} line {number} is not JSON: {exc}") from None
+    if not items:
+        raise ValueError(f"{path} has no inputs: one JSON value per line, a task each")
+    return items
+
+
+def _task_row(result: TaskResult, value: Any) -> dict[str, Any]:
+    """A task's line of ``map --json``: the server's result, the parsed ``result.json``,
+    and where there is none the log (and a failure's error)."""
+    row: dict[str, Any] = dict(result.raw)
+    row["result"] = None
+    row["log"] = None
+    row["error"] = None
+    if isinstance(value, TaskError):
+        row["log"] = value.log
+        row["error"] = {
+            "type": value.error_type,
+            "message": value.message,
+            "traceback": value.traceback,
+        }
+    elif isinstance(value, TaskOutput):
+        row["log"] = value.log
+    else:
+        row["result"] = value
+    return row
+
+
+def _task_line(result: TaskResult, value: Any) -> str:
+    head = f"[{result.index}] {result.status}"
+    if result.exit_code is not None and not (result.succeeded and result.exit_code == 0):
+        head += f" (exit {result.exit_code})"
+    if isinstance(value, TaskError):
+        text = value.error_type + (f": {value.message}" if value.message else "")
+        return f"{head}: {text or value.reason or 'no result'}"
+    if isinstance(value, TaskOutput):
+        log = value.log.rstrip("\n")
+        return head + (": no result.json; its log:\n" + _indented(log) if log else ": no output")
+    return f"{head}: {json.dumps(value, sort_keys=True)}"
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())
+
+
+def map_exit(statuses: Sequence[str]) -> int:
+    """0 when every task succeeded, 1 when one failed (its script exited non-zero or could not
+    run), else 4 (one timed out, was cancelled, ran out of its cap or never started)."""
+    if all(status == "succeeded" for status in statuses):
+        return EXIT_OK
+    if "failed" in statuses:
+        return EXIT_JOB_FAILED
+    return EXIT_JOB_STOPPED
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    items = _inputs_read(args.inputs)
+    requirements: list[str] = []
+    for path in args.requirements or ():
+        requirements += Path(path).read_text(encoding="utf-8").splitlines()
+    options: dict[str, Any] = {
+        "requirements": requirements,
+        "files": [_input_spec(text) for text in args.file or ()],
+        "archive": args.archive,
+        "shared_inputs": [_input_spec(text) for text in args.shared_input or ()],
+        "max_parallel": args.max_parallel,
+        "max_cost": args.max_cost,
+        "max_cost_micros": args.max_cost_micros,
+        "per_task_max_cost": args.per_task_max_cost,
+        "per_task_max_cost_micros": args.per_task_max_cost_micros,
+        "cpus": args.cpus,
+        "memory_mb": args.memory_mb,
+        "gpus": args.gpus,
+        "timeout_seconds": args.timeout,
+        "host": args.host,
+        "name": args.name,
+        "error_retries": args.error_retries,
+        "host_fault_retries": args.host_fault_retries,
+    }
+    with Client(args.url) as client:
+        run = client.map_submit(args.script, items, **options)
+        _say(f"job group {run.group.id}: {len(items)} tasks")
+        statuses: list[str] = []
+        try:
+            for result, value in run.outcomes(timeout=args.wait_timeout):
+                statuses.append(result.status)
+                if args.json:
+                    print(json.dumps(_task_row(result, value), sort_keys=True), flush=True)
+                else:
+                    print(_task_line(result, value), flush=True)
+        except KeyboardInterrupt:
+            run.cancel_quietly()
+            _say(f"communipute: interrupted; job group {run.group.id} is cancelled")
+            return EXIT_INTERRUPTED
+        info = run.group.refresh(page_size=1)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(info.counts.items()) if n)
+    _say(f"job group {info.id} {info.status}: {counts}; cost {_cost(info.cost_micros)}")
+    return map_exit(statuses)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -358,6 +470,40 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="with --follow/--wait: give up after this long (exit 5)",
+    )
+
+    sub = add("map", cmd_map, "run a script over many inputs, a task each (a job group)", reads)
+    sub.add_argument("script", help="the .py file; it reads its input at /inputs/task.json")
+    sub.add_argument(
+        "--inputs",
+        required=True,
+        metavar="FILE.jsonl",
+        help="a JSON value per line, each a task's argument (-: stdin)",
+    )
+    sub.add_argument("-r", "--requirements", action="append", metavar="FILE")
+    sub.add_argument("--file", action="append", metavar="PATH[=IN_JOB]", help="code beside it")
+    sub.add_argument("--archive", metavar="ZIP_OR_FOLDER", help="the code as one zip (uploaded)")
+    sub.add_argument(
+        "--shared-input",
+        action="append",
+        metavar="PATH[=IN_JOB]",
+        help="a file or folder every task reads in /inputs (uploaded); repeat for more",
+    )
+    sub.add_argument("--max-parallel", type=int, metavar="N", help="tasks at once (default 10)")
+    sub.add_argument("--max-cost", metavar="CREDITS", help="the group's cost cap, in credits")
+    sub.add_argument("--max-cost-micros", type=int, metavar="MICROS")
+    sub.add_argument("--per-task-max-cost", metavar="CREDITS", help="each task's cap")
+    sub.add_argument("--per-task-max-cost-micros", type=int, metavar="MICROS")
+    sub.add_argument("--cpus")
+    sub.add_argument("--memory-mb", type=int)
+    sub.add_argument("--gpus", type=int)
+    sub.add_argument("--timeout", type=int, metavar="SECONDS", help="each task's time limit")
+    sub.add_argument("--host", type=int, metavar="ID", help="a host (default: placed for you)")
+    sub.add_argument("--name")
+    sub.add_argument("--error-retries", type=int, metavar="N", help="runs again of a failed task")
+    sub.add_argument("--host-fault-retries", type=int, metavar="N")
+    sub.add_argument(
+        "--wait-timeout", type=float, metavar="SECONDS", help="give up after this long (exit 5)"
     )
 
     sub = add("jobs", cmd_jobs, "list your jobs, newest first", reads)

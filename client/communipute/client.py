@@ -1,8 +1,10 @@
 """``Client``: the renter's way in (docs/sdk.md). It talks only the REST API.
 
 One job is ``Client.run`` (code, requirements, inputs, resources, a cost cap) and the ``Job``
-handle it returns. The modules below it are meant to be shared by what runs many jobs at once
-(job groups): ``files`` (what goes where), ``uploads`` (tus), ``_http`` (retries, errors).
+handle it returns. Many are one job group: ``Client.map`` (a script or a function over inputs,
+``maps``), ``Client.function`` (``functions``), the ``Group`` handle (``groups``); and
+``executor.Executor`` on top. They share ``files`` (what goes where), ``uploads`` (tus) and
+``_http`` (retries, errors).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import httpx
 from tqdm import tqdm
@@ -25,8 +27,20 @@ from tqdm import tqdm
 from communipute._http import Api
 from communipute.config import settings_resolve
 from communipute.files import FileSpec, LocalFile, folder_zip, local_files, remote_check
+from communipute.functions import (
+    CALL_INPUT,
+    FUNCTION_INPUT,
+    RUNNER_NAME,
+    Call,
+    RemoteFunction,
+    function_outcome,
+    function_plan,
+    script_outcome,
+)
+from communipute.groups import Group
 from communipute.jobs import Job
-from communipute.models import Disk, JobInfo, Wallet
+from communipute.maps import MapRun
+from communipute.models import Disk, GroupInfo, JobInfo, Wallet
 from communipute.money import Credits, credits_to_micros
 from communipute.uploads import TusUploader, file_sha256
 
@@ -120,28 +134,19 @@ class Client:
         # Everything that can be refused here is checked before a byte is uploaded.
         body: dict[str, Any] = {"max_cost_micros": _cap(max_cost, max_cost_micros)}
         planned = _inputs_planned(inputs)
-        if isinstance(requirements, str):
-            requirements = requirements.splitlines()
-        body["requirements"] = [str(line) for line in requirements]
-        if cpus is not None:
-            body["cpus"] = float(Decimal(str(cpus)))
-        for field, value in (
-            ("memory_mb", memory_mb),
-            ("gpus", gpus),
-            ("timeout_seconds", timeout_seconds),
-        ):
-            if value is not None:
-                body[field] = _whole(field, value)
-        if disk is not None:
-            body["disk"] = disk.to_api() if isinstance(disk, Disk) else dict(disk)
-        if work_exec is not None:
-            body["work_exec"] = bool(work_exec)
-        if name is not None:
-            body["name"] = name
-        if host is None:
-            body["placement"] = "auto"
-        else:
-            body["host"] = _whole("host", host)
+        body.update(
+            _resources(
+                requirements=requirements,
+                cpus=cpus,
+                memory_mb=memory_mb,
+                gpus=gpus,
+                timeout_seconds=timeout_seconds,
+                host=host,
+                disk=disk,
+                work_exec=work_exec,
+                name=name,
+            )
+        )
         body.update(self._code(script, files, archive))
         local = [item for item in planned if isinstance(item, LocalFile)]
         digests = self._upload_all(local) if local else {}
@@ -184,6 +189,272 @@ class Client:
                 break
             found.append(Job(self, JobInfo.from_api(item)))
         return found
+
+    # --- job groups: many tasks over many hosts ------------------------------------------------
+
+    def submit_group(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Group:
+        """``POST /api/v1/job-groups/`` with a body as the API takes it (docs/jobs.md "Job
+        groups"); ``map`` builds one. Fixed bytes and an ``Idempotency-Key``, as ``submit``."""
+        content = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        response = self._api.request(
+            "POST",
+            "/api/v1/job-groups/",
+            content=content,
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": idempotency_key or str(uuid.uuid4()),
+            },
+        )
+        return Group(self, GroupInfo.from_api(response.json()))
+
+    def group(self, group_id: int) -> Group:
+        """A handle on one of your job groups (``NotFound`` for anyone else's)."""
+        data = self._api.get(f"/api/v1/job-groups/{int(group_id)}/", {"page_size": 1})
+        return Group(self, GroupInfo.from_api(data))
+
+    def groups(self, *, limit: int = 50) -> list[Group]:
+        """Your job groups, newest first, at most ``limit``."""
+        found: list[Group] = []
+        params = {"page_size": max(1, min(limit, 500))}
+        for item in self._api.pages("/api/v1/job-groups/", params):
+            if len(found) >= limit:
+                break
+            found.append(Group(self, GroupInfo.from_api(item)))
+        return found
+
+    def map(
+        self,
+        fn_or_script: Callable[..., Any] | str | os.PathLike[str],
+        inputs: Iterable[Any],
+        *,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[Any]:
+        """Run ``fn_or_script`` over ``inputs`` as one job group, a task per input, on as many
+        hosts as the marketplace has; the results in input order (docs/sdk.md "map").
+
+        - A **function** ``f``: each task computes ``f(item)`` on a host (shipped with
+          cloudpickle; this Python must be the hosts', else ``PythonVersionMismatch``) and its
+          result is the return value.
+        - A **script** (a local ``.py`` path): each item is the task's JSON argument, read by
+          the script from ``/inputs/task.json`` (``COMMUNIPUTE_TASK_INDEX`` and
+          ``COMMUNIPUTE_TASK_COUNT`` in its environment); its result is the parsed
+          ``/outputs/result.json`` if it wrote one, else a ``TaskOutput`` (exit code, log).
+        - A task that did not succeed is a ``TaskError``: raised (the first in input order,
+          as soon as it is read, the rest of the group cancelled) unless
+          ``return_exceptions``, which puts it in the task's place instead.
+
+        Options: ``max_cost`` (credits) / ``max_cost_micros``, the group's cap, and
+        ``per_task_max_cost`` / ``per_task_max_cost_micros``, each task's (one of the two at
+        least: the group's defaults to the task's times the inputs, the task's to the group's
+        shared out); ``max_parallel`` (tasks at once, the server's default 10);
+        ``requirements``, ``cpus``, ``memory_mb``, ``gpus``, ``timeout_seconds`` (each
+        task's), ``host``, ``disk``, ``work_exec``, ``name``, ``shared_inputs`` (files every
+        task reads, as ``run``'s ``inputs``), ``host_fault_retries``, ``error_retries``,
+        ``idempotency_key``; for a script ``files`` or ``archive`` (as ``run``'s); for a
+        function ``results`` (``"pickle"``, or ``"json"`` for values that are JSON: see
+        docs/sdk.md on trusting hosts). ``timeout``: seconds to wait for the results
+        (``GroupWaitTimeout``; the group goes on).
+        """
+        run = self.map_submit(fn_or_script, inputs, **options)
+        return run.collect(return_exceptions=return_exceptions, timeout=timeout)
+
+    def map_submit(
+        self,
+        fn_or_script: Callable[..., Any] | str | os.PathLike[str],
+        inputs: Iterable[Any],
+        **options: Any,
+    ) -> MapRun:
+        """``map``'s group, submitted and not waited on: ``.group`` is its handle,
+        ``.outcomes()`` yields each task's result and value in input order."""
+        if isinstance(fn_or_script, str | os.PathLike):
+            return self._script_run(fn_or_script, list(inputs), **options)
+        return self._function_run(fn_or_script, [((item,), {}) for item in inputs], **options)
+
+    @overload
+    def function(self, function: Callable[..., Any], /, **options: Any) -> RemoteFunction: ...
+
+    @overload
+    def function(
+        self, function: None = None, /, **options: Any
+    ) -> Callable[[Callable[..., Any]], RemoteFunction]: ...
+
+    def function(
+        self,
+        function: Callable[..., Any] | None = None,
+        /,
+        **options: Any,
+    ) -> RemoteFunction | Callable[[Callable[..., Any]], RemoteFunction]:
+        """A decorator: ``@client.function(requirements=[...], cpus=..., max_cost=...)`` makes
+        a ``RemoteFunction`` with ``.remote(*args)`` (one call, one task) and ``.map(inputs)``;
+        ``max_cost`` there is what one call may cost. ``@client.function`` alone works too."""
+        if function is not None:
+            return RemoteFunction(self, function, options)
+
+        def decorate(target: Callable[..., Any]) -> RemoteFunction:
+            return RemoteFunction(self, target, options)
+
+        return decorate
+
+    def _script_run(
+        self,
+        script: str | os.PathLike[str],
+        items: list[Any],
+        *,
+        files: Iterable[FileSpec] = (),
+        archive: str | os.PathLike[str] | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> MapRun:
+        if not items:
+            raise ValueError("nothing to map: inputs is empty")
+        tasks = []
+        for index, item in enumerate(items):
+            try:
+                json.dumps(item, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"inputs[{index}] is not JSON, as a script's argument must be: {exc}"
+                ) from None
+            tasks.append({"argument": item})
+        body, shared = self._group_body(len(tasks), **options)
+        body.update(self._code(script, files, archive))
+        body["inputs"] = tasks
+        group = self._group_post(body, shared, {}, idempotency_key)
+        return MapRun(self, group, lambda result: script_outcome(self, result), "script")
+
+    def _function_run(
+        self,
+        function: Callable[..., Any],
+        calls: list[Call],
+        *,
+        requirements: Sequence[str] | str = (),
+        results: str = "pickle",
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> MapRun:
+        if not calls:
+            raise ValueError("nothing to map: inputs is empty")
+        plan = function_plan(function, calls, requirements=requirements, results=results)
+        if options.get("name") is None:
+            options["name"] = getattr(function, "__name__", None) or RUNNER_NAME
+        body, shared = self._group_body(len(calls), requirements=plan.requirements, **options)
+        body["entrypoint"] = RUNNER_NAME
+        body["files"] = plan.files
+        blobs: dict[str, bytes] = {}
+        if plan.function_blob is not None:
+            blobs[FUNCTION_INPUT] = plan.function_blob
+        tasks = []
+        for index, (argument, call) in enumerate(plan.tasks):
+            task: dict[str, Any] = {"argument": argument}
+            if call is not None:
+                key = f"call-{index}"
+                blobs[key] = call
+                task["inputs"] = [{"path": CALL_INPUT, "sha256": key}]  # filled in below
+            tasks.append(task)
+        body["inputs"] = tasks
+        group = self._group_post(body, shared, blobs, idempotency_key)
+        return MapRun(
+            self, group, lambda result: function_outcome(self, result, results), "function"
+        )
+
+    def _group_body(
+        self,
+        count: int,
+        *,
+        requirements: Sequence[str] | str = (),
+        shared_inputs: Iterable[InputSpec] = (),
+        max_parallel: int | None = None,
+        max_cost: Credits | None = None,
+        max_cost_micros: int | None = None,
+        per_task_max_cost: Credits | None = None,
+        per_task_max_cost_micros: int | None = None,
+        cpus: float | Decimal | str | None = None,
+        memory_mb: int | None = None,
+        gpus: int | None = None,
+        timeout_seconds: int | None = None,
+        host: int | None = None,
+        disk: Disk | Mapping[str, int] | None = None,
+        work_exec: bool | None = None,
+        name: str | None = None,
+        host_fault_retries: int | None = None,
+        error_retries: int | None = None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any] | LocalFile]]:
+        """A group's body but its code and tasks, every option checked; the shared inputs
+        still to upload."""
+        group_cap = _optional_cap("max_cost", max_cost, max_cost_micros)
+        task_cap = _optional_cap("per_task_max_cost", per_task_max_cost, per_task_max_cost_micros)
+        if group_cap is None and task_cap is None:
+            raise ValueError(
+                "give the group's cost cap (max_cost or max_cost_micros) or each task's "
+                "(per_task_max_cost or per_task_max_cost_micros)"
+            )
+        if group_cap is None:
+            assert task_cap is not None
+            group_cap = task_cap * count
+        if task_cap is None:
+            task_cap = max(1, group_cap // count)
+        body: dict[str, Any] = {
+            "max_cost_micros": group_cap,
+            "task_max_cost_micros": task_cap,
+        }
+        body.update(
+            _resources(
+                requirements=requirements,
+                cpus=cpus,
+                memory_mb=memory_mb,
+                gpus=gpus,
+                timeout_seconds=timeout_seconds,
+                host=host,
+                disk=disk,
+                work_exec=work_exec,
+                name=name,
+            )
+        )
+        for field, value in (
+            ("max_parallel", max_parallel),
+            ("host_fault_retries", host_fault_retries),
+            ("error_retries", error_retries),
+        ):
+            if value is not None:
+                body[field] = _whole(field, value)
+        return body, _inputs_planned(shared_inputs)
+
+    def _group_post(
+        self,
+        body: dict[str, Any],
+        shared: list[dict[str, Any] | LocalFile],
+        blobs: Mapping[str, bytes],
+        idempotency_key: str | None,
+    ) -> Group:
+        """Upload the shared inputs and the pickles too big to send inline (``blobs``: a key
+        -> its bytes), put their digests in the body, create the group."""
+        local = [item for item in shared if isinstance(item, LocalFile)]
+        with tempfile.TemporaryDirectory(prefix="communipute-") as folder:
+            written: dict[str, LocalFile] = {}
+            for key, data in blobs.items():
+                path = Path(folder) / key
+                path.write_bytes(data)
+                written[key] = LocalFile(path, key, len(data))
+            everything = [*local, *written.values()]
+            digests = self._upload_all(everything) if everything else {}
+        if shared:
+            body["shared_inputs"] = [
+                item
+                if isinstance(item, dict)
+                else {"path": item.remote, "sha256": digests[item.local]}
+                for item in shared
+            ]
+        if FUNCTION_INPUT in written:
+            body.setdefault("shared_inputs", []).append(
+                {"path": FUNCTION_INPUT, "sha256": digests[written[FUNCTION_INPUT].local]}
+            )
+        for task in body.get("inputs") or ():
+            for item in task.get("inputs") or ():
+                if item["sha256"] in written:
+                    item["sha256"] = digests[written[item["sha256"]].local]
+        return self.submit_group(body, idempotency_key=idempotency_key)
 
     # --- money ---------------------------------------------------------------------------------
 
@@ -277,6 +548,53 @@ def _inputs_planned(inputs: Iterable[InputSpec]) -> list[dict[str, Any] | LocalF
         else:
             planned.extend(local_files([spec]))
     return planned
+
+
+def _resources(
+    *,
+    requirements: Sequence[str] | str,
+    cpus: float | Decimal | str | None,
+    memory_mb: int | None,
+    gpus: int | None,
+    timeout_seconds: int | None,
+    host: int | None,
+    disk: Disk | Mapping[str, int] | None,
+    work_exec: bool | None,
+    name: str | None,
+) -> dict[str, Any]:
+    """A job's (or a group's template's) requirements, resources and placement as the API
+    takes them; ``None`` is the server's default."""
+    if isinstance(requirements, str):
+        requirements = requirements.splitlines()
+    body: dict[str, Any] = {"requirements": [str(line) for line in requirements]}
+    if cpus is not None:
+        body["cpus"] = float(Decimal(str(cpus)))
+    for field, value in (
+        ("memory_mb", memory_mb),
+        ("gpus", gpus),
+        ("timeout_seconds", timeout_seconds),
+    ):
+        if value is not None:
+            body[field] = _whole(field, value)
+    if disk is not None:
+        body["disk"] = disk.to_api() if isinstance(disk, Disk) else dict(disk)
+    if work_exec is not None:
+        body["work_exec"] = bool(work_exec)
+    if name is not None:
+        body["name"] = name
+    if host is None:
+        body["placement"] = "auto"
+    else:
+        body["host"] = _whole("host", host)
+    return body
+
+
+def _optional_cap(name: str, credits: Credits | None, micros: int | None) -> int | None:
+    if credits is not None and micros is not None:
+        raise ValueError(f"give {name} (credits) or {name}_micros, not both")
+    if credits is None and micros is None:
+        return None
+    return _cap(credits, micros)
 
 
 def _cap(credits: Credits | None, micros: int | None) -> int:

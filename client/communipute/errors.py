@@ -68,6 +68,117 @@ class JobWaitTimeout(CommuniputeError, TimeoutError):
         self.timeout = timeout
 
 
+class GroupWaitTimeout(JobWaitTimeout):
+    """Waiting on a job group's results gave up (``timeout``); the group goes on (``group``
+    is the last seen state, also as ``job``)."""
+
+    def __init__(self, group: Any, timeout: float) -> None:
+        CommuniputeError.__init__(
+            self, f"job group {group.id} is still {group.status} after {timeout:g} s"
+        )
+        self.job = self.group = group
+        self.timeout = timeout
+
+
+class TaskError(CommuniputeError):
+    """A task (of ``map``, ``.remote()`` or an ``Executor``) that did not succeed: its function
+    raised, its script exited non-zero, or its job ended otherwise (timed out, cancelled, out of
+    its cap, never started).
+
+    ``index`` (in the inputs), ``job_id``, ``status`` (the task's: failed, timed_out, cancelled,
+    budget_exhausted, skipped), ``exit_code``, ``reason`` (the server's words), ``error_type``
+    and ``message`` (a function's exception, ``"ValueError"``, ``"bad input"``; a script's last
+    exception line), ``traceback`` (the remote one, text), ``log`` (the task's log: a script's,
+    or one that left no error of its own), ``exception`` (a function's exception itself, when
+    it unpickled here; it is also this error's ``__cause__``) and ``stage`` (``load``, ``call``,
+    ``result`` for a function; ``""`` otherwise).
+    """
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        job_id: int | None,
+        status: str,
+        exit_code: int | None,
+        reason: str = "",
+        error_type: str = "",
+        message: str = "",
+        traceback: str = "",
+        log: str = "",
+        exception: BaseException | None = None,
+        stage: str = "",
+    ) -> None:
+        self.index = index
+        self.job_id = job_id
+        self.status = status
+        self.exit_code = exit_code
+        self.reason = reason
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        self.log = log
+        self.exception = exception
+        self.stage = stage
+        super().__init__(self.summary)
+
+    @property
+    def summary(self) -> str:
+        where = f"task {self.index}" + (f" (job {self.job_id})" if self.job_id else "")
+        text = f"{where} {self.status}"
+        if self.exit_code is not None:
+            text += f", exit {self.exit_code}"
+        if self.error_type:
+            text += f": {self.error_type}" + (f": {self.message}" if self.message else "")
+        elif self.reason:
+            text += f": {self.reason}"
+        return text
+
+    def __str__(self) -> str:
+        if self.traceback:
+            return f"{self.summary}\n\nthe remote traceback:\n{self.traceback.rstrip()}"
+        return self.summary
+
+    def __reduce__(self) -> Any:
+        return (_task_error, (self.__dict__.copy(),))
+
+
+def _task_error(state: dict[str, Any]) -> TaskError:
+    error = TaskError.__new__(TaskError)
+    error.__dict__.update(state)
+    Exception.__init__(error, error.summary)
+    return error
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised on a host, as text: set as that exception's
+    ``__cause__`` when it is raised here (as ``concurrent.futures.ProcessPoolExecutor`` does)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class PythonVersionMismatch(CommuniputeError, ValueError):
+    """A function can't be shipped: pickles don't cross Python versions, and this Python's
+    major.minor (``local``) is not the hosts' runner's (``runner``)."""
+
+    def __init__(self, local: tuple[int, int], runner: tuple[int, int]) -> None:
+        self.local = local
+        self.runner = runner
+        super().__init__(
+            f"this is Python {local[0]}.{local[1]} and the hosts run Python "
+            f"{runner[0]}.{runner[1]} (the runner image's python3): a function travels as a "
+            "pickle, and pickles don't cross Python versions. Run the client on Python "
+            f"{runner[0]}.{runner[1]}, or map a script instead (client.map('task.py', inputs)); "
+            "if your marketplace's runner image has another Python, say which in "
+            "COMMUNIPUTE_RUNNER_PYTHON (docs/sdk.md)"
+        )
+
+
 class UploadFailed(CommuniputeError):
     """An input or code upload could not be completed (the connection kept failing)."""
 

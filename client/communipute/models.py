@@ -315,3 +315,180 @@ class Wallet:
             available_micros=_int(data.get("available_micros")),
             raw=data,
         )
+
+
+# --- job groups (docs/jobs.md "Job groups") ---------------------------------------------------
+
+# A group in one of these never changes again; a task in one of TASK_FINAL has its result.
+GROUP_FINAL_STATUSES = frozenset({"finished", "cancelled"})
+TASK_FINAL_STATUSES = FINAL_STATUSES | {"skipped"}
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """One task (an index) of a group, as its detail lists them."""
+
+    index: int
+    job_id: int | None  # None: it has not started (pending) or never will (skipped)
+    status: str  # pending, running, or a final status (skipped: it never started)
+    job_status: str | None  # its job's now: queued, offered, running …
+    exit_code: int | None
+    reason: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> GroupTask:
+        return cls(
+            index=int(data["index"]),
+            job_id=_optional_int(data.get("job_id")),
+            status=str(data["status"]),
+            job_status=None if data.get("job_status") is None else str(data["job_status"]),
+            exit_code=_optional_int(data.get("exit_code")),
+            reason=str(data.get("reason") or ""),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One job group as the server last described it (``GET /api/v1/job-groups/{id}/``);
+    ``tasks`` is the page of its tasks that came with it (empty from the list)."""
+
+    id: int
+    name: str
+    status: str  # running, finished, cancelled
+    status_reason: str
+    count: int
+    counts: dict[str, int]
+    max_parallel: int
+    open_tasks: int
+    max_cost_micros: int
+    task_max_cost_micros: int
+    cost_micros: int
+    host_fault_retries: int
+    error_retries: int
+    cancel_requested: bool
+    created_at: datetime | None
+    finished_at: datetime | None
+    tasks: tuple[GroupTask, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in GROUP_FINAL_STATUSES
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> GroupInfo:
+        tasks = data.get("tasks") or {}
+        return cls(
+            id=int(data["id"]),
+            name=str(data.get("name") or ""),
+            status=str(data["status"]),
+            status_reason=str(data.get("status_reason") or ""),
+            count=_int(data.get("count")),
+            counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
+            max_parallel=_int(data.get("max_parallel")),
+            open_tasks=_int(data.get("open_tasks")),
+            max_cost_micros=_int(data.get("max_cost_micros")),
+            task_max_cost_micros=_int(data.get("task_max_cost_micros")),
+            cost_micros=_int(data.get("cost_micros")),
+            host_fault_retries=_int(data.get("host_fault_retries")),
+            error_retries=_int(data.get("error_retries")),
+            cancel_requested=bool(data.get("cancel_requested")),
+            created_at=timestamp(data.get("created_at")),
+            finished_at=timestamp(data.get("finished_at")),
+            tasks=tuple(GroupTask.from_api(item) for item in tasks.get("results") or ()),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A task's result as ``GET …/job-groups/{id}/results/`` gives it: how its (last) job
+    ended and the files it left in ``/outputs`` (``job_id`` None: it never started)."""
+
+    index: int
+    job_id: int | None
+    status: str  # succeeded, failed, cancelled, timed_out, budget_exhausted, skipped
+    exit_code: int | None
+    reason: str
+    cost_micros: int
+    outputs: tuple[Output, ...]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def output(self, name: str) -> Output | None:
+        return next((output for output in self.outputs if output.name == name), None)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> TaskResult:
+        return cls(
+            index=int(data["index"]),
+            job_id=_optional_int(data.get("job_id")),
+            status=str(data["status"]),
+            exit_code=_optional_int(data.get("exit_code")),
+            reason=str(data.get("reason") or ""),
+            cost_micros=_int(data.get("cost_micros")),
+            outputs=tuple(Output.from_api(item) for item in data.get("outputs") or ()),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class GroupReceiptLine:
+    """One task job's receipt totals (a retried index has a line per job)."""
+
+    index: int
+    job_id: int
+    status: str
+    charged_micros: int
+    hold_micros: int
+    refund_micros: int
+    held_micros: int
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> GroupReceiptLine:
+        return cls(
+            index=int(data["index"]),
+            job_id=int(data["job_id"]),
+            status=str(data["status"]),
+            charged_micros=_int(data.get("charged_micros")),
+            hold_micros=_int(data.get("hold_micros")),
+            refund_micros=_int(data.get("refund_micros")),
+            held_micros=_int(data.get("held_micros")),
+        )
+
+
+@dataclass(frozen=True)
+class GroupReceipt:
+    """What a group cost: a line per task job and their exact sums."""
+
+    group_id: int
+    status: str
+    is_settled: bool
+    max_cost_micros: int
+    tasks: tuple[GroupReceiptLine, ...]
+    totals: ReceiptTotals
+    held_micros: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def charged_micros(self) -> int:
+        return self.totals.charged_micros
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> GroupReceipt:
+        totals = data.get("totals") or {}
+        return cls(
+            group_id=int(data["group_id"]),
+            status=str(data["status"]),
+            is_settled=bool(data.get("is_settled")),
+            max_cost_micros=_int(data.get("max_cost_micros")),
+            tasks=tuple(GroupReceiptLine.from_api(line) for line in data.get("tasks") or ()),
+            totals=ReceiptTotals.from_api(totals),
+            held_micros=_int(totals.get("held_micros")),
+            raw=data,
+        )

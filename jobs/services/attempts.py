@@ -34,6 +34,7 @@ from jobs.models import (
 from jobs.services.dispatch import (
     attempt_lose,
     capacity_offer,
+    group_host_exclude,
     host_refusal_record,
     job_offer_next,
 )
@@ -106,6 +107,8 @@ def attempt_reject(
             # next readiness report), so it is not offered the next job at once.
             host_fault_record(host_id=attempt.host_id, detail=reason, now=now)
             host_not_ready_mark(host_id=attempt.host_id, reason=reason)
+            if job.group_id is not None:
+                group_host_exclude(job.group_id, attempt.host_id, reason)
         if target == JobStatus.QUEUED:
             job_offer_next(job.pk, now=now)
         else:

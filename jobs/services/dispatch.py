@@ -23,7 +23,7 @@ from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agent.protocol import DiskLimits, InputRef, JobLimits, JobOffer
+from agent.protocol import DiskLimits, InputRef, JobLimits, JobOffer, TaskRef
 from agent.protocol import JobFile as WireFile
 from blobs.models import Blob
 from blobs.urls_for_agents import blob_fetch_url
@@ -35,6 +35,8 @@ from jobs.models import (
     AttemptStatus,
     Job,
     JobAttempt,
+    JobGroup,
+    JobGroupHostExclusion,
     JobHostRejection,
     JobInput,
     JobStatus,
@@ -142,6 +144,8 @@ def _placement_target(job: Job, now: datetime) -> _Target:
             return _Target(chosen)
         return _Target(None, f"waiting for the chosen host: {why_not}")
     refused = {h for h, kind in rejections.items() if kind == RejectionKind.REFUSED}
+    # A host that lost or faulted a task of the job's group gets none of its tasks again.
+    refused |= _group_exclusions(job)
     brief = {h for h, kind in rejections.items() if kind in _BRIEF}
     soft = {h for h, kind in rejections.items() if kind in _SOFT}
     budget = job.max_cost_micros - job.cost_micros
@@ -159,8 +163,26 @@ def _placement_target(job: Job, now: datetime) -> _Target:
     ]
     could_ever = hosts_rank(spec, someday, max_cost_micros=budget, exclude=refused)
     if not could_ever and refused:
-        return _Target(None, "every host that fits refused the job", is_permanent=True)
+        why = "every host that fits refused the job"
+        if job.group_id is not None:
+            why += " or lost a task of its group"
+        return _Target(None, why, is_permanent=True)
     return _Target(None, _waiting_reason(spec, loaded, refused, brief))
+
+
+def _group_exclusions(job: Job) -> set[int]:
+    if job.group_id is None:
+        return set()
+    rows = JobGroupHostExclusion.objects.filter(group_id=job.group_id)
+    return set(rows.values_list("host_id", flat=True))
+
+
+def group_host_exclude(group_id: int, host_id: int, reason: str) -> None:
+    """The host lost or faulted a task of the group (``attempt_lose``, a ``host_fault``
+    rejection): it is offered none of the group's tasks again. Repeating it changes nothing."""
+    JobGroupHostExclusion.objects.get_or_create(
+        group_id=group_id, host_id=host_id, defaults={"reason": reason[:500]}
+    )
 
 
 def _waiting_reason(
@@ -257,6 +279,9 @@ def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
             work_exec=job.work_exec,
         ),
     )
+    if job.group_id is not None and job.task_index is not None:
+        count = JobGroup.objects.filter(pk=job.group_id).values_list("count", flat=True).get()
+        offer["task"] = TaskRef(index=job.task_index, count=count)
     if job.code_archive_sha256:
         archive = job.code_archive or Blob(sha256=job.code_archive_sha256, size=0)
         offer["code_archive"] = InputRef(
@@ -426,7 +451,14 @@ def attempt_lose(
 def _after_loss(job: Job, attempt: JobAttempt, reason: str, now: datetime) -> None:
     number = attempt.number
     ended = job.attempts.filter(status=AttemptStatus.LOST)
-    if attempt.fault == "host":
+    if job.group_id is not None:
+        # A group's task: its host_fault_retries cover lost and faulted attempts together
+        # (job.max_attempts = retries + 1), and the host gets no more of the group's tasks.
+        group_host_exclude(job.group_id, attempt.host_id, reason)
+        kind = RejectionKind.HOST_FAULT if attempt.fault == "host" else RejectionKind.LOST
+        limit, spent = job.max_attempts, ended.count()
+        last = "no host-fault retries left"
+    elif attempt.fault == "host":
         kind, limit = RejectionKind.HOST_FAULT, settings.JOB_MAX_HOST_FAULTS
         spent = ended.filter(fault="host").count()
         last = f"{spent} hosts could not run the job; nothing was charged"

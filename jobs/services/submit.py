@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
@@ -73,6 +73,37 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
     InsufficientCredits) or any other error leaves nothing: no job, no ledger rows. A job no
     host takes at once stays queued for the reaper. The offer reaches the agent after commit.
     """
+    accepted = job_submission_check(owner=owner, submission=submission)
+    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
+        job = _job_create(owner, submission, accepted.spec, accepted.checked)
+        job_hold_place(job)
+        job_offer_next(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+@dataclass(frozen=True)
+class SubmissionChecked:
+    """A submission that passed every check: its placement spec and what is to be written."""
+
+    spec: JobSpec
+    checked: _Checked
+
+
+def job_submission_check(
+    *,
+    owner: User,
+    submission: JobSubmission,
+    extra_inputs: Sequence[JobInput] = (),
+    extra_inputs_bytes: int = 0,
+) -> SubmissionChecked:
+    """Every check of a submit (docs/jobs.md, "Submitting"), every bad field named; writes
+    nothing (reads the holdings, the store's archive and the hosts).
+
+    A job group checks its template with it (``jobs.services.group_create``): ``extra_inputs``
+    are the most inputs one task adds (counted in the offer's size) and ``extra_inputs_bytes``
+    the most bytes one task adds (counted in the disk a host must allow).
+    """
     spec = JobSpec(
         cpus=Decimal(submission.cpus),
         memory_mb=submission.memory_mb,
@@ -80,7 +111,7 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
         timeout_seconds=submission.timeout_seconds,
     )
     checked = _inputs_check(owner, submission, spec)
-    _offer_size_check(checked)
+    _offer_size_check(checked, extra_inputs)
     spec = JobSpec(
         cpus=spec.cpus,
         memory_mb=spec.memory_mb,
@@ -90,16 +121,11 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
             work_mb=checked.disk.work_mb,
             outputs_mb=checked.disk.outputs_mb,
             tmp_mb=checked.disk.tmp_mb,
-            inputs_bytes=checked.inputs_bytes,
+            inputs_bytes=checked.inputs_bytes + extra_inputs_bytes,
         ),
     )
     _placement_check(owner, spec, submission)
-    with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
-        job = _job_create(owner, submission, spec, checked)
-        job_hold_place(job)
-        job_offer_next(job.pk)
-    job.refresh_from_db()
-    return job
+    return SubmissionChecked(spec, checked)
 
 
 def _inputs_check(owner: User, submission: JobSubmission, spec: JobSpec) -> _Checked:
@@ -138,11 +164,11 @@ def _inputs_check(owner: User, submission: JobSubmission, spec: JobSpec) -> _Che
 _OFFER_OVERHEAD_BYTES = 16 * 1024
 
 
-def _offer_size_check(checked: _Checked) -> None:
+def _offer_size_check(checked: _Checked, extra: Sequence[JobInput] = ()) -> None:
     """The offer must fit one protocol message (MAX_MESSAGE_BYTES): inline files travel in
     base64 and each input with its fetch URL (an S3 store's presigned ones are long), so
     many inputs with many files may not. Measured on the URLs the store would give now."""
-    refs = [input_ref(row, "attempt:999999999999") for row in checked.inputs]
+    refs = [input_ref(row, "attempt:999999999999") for row in [*checked.inputs, *extra]]
     files = [
         WireFile(path=f.path, content_b64=base64.b64encode(f.content).decode())
         for f in checked.files
@@ -274,7 +300,7 @@ def _cap_check(cap: int, minimum: int) -> None:
         )
 
 
-def _holdings_touch(holdings: list[BlobHolding]) -> None:
+def holdings_touch(holdings: list[BlobHolding]) -> None:
     """Mark the holdings the job uses as used now (retention counts from the last job).
 
     The UPDATE locks them until the submit commits, so the blob store's collector can't drop
@@ -292,9 +318,9 @@ def _holdings_touch(holdings: list[BlobHolding]) -> None:
 
 
 def _job_create(owner: User, submission: JobSubmission, spec: JobSpec, checked: _Checked) -> Job:
-    """The job, its files and inputs, after locking the holdings it uses (``_holdings_touch``)."""
+    """The job, its files and inputs, after locking the holdings it uses (``holdings_touch``)."""
     entrypoint, archive = checked.entrypoint, checked.archive
-    _holdings_touch(checked.holdings)
+    holdings_touch(checked.holdings)
     job = Job.objects.create(
         owner=owner,
         placement=PlacementMode.AUTO if submission.host_id is None else PlacementMode.CHOSEN,

@@ -135,6 +135,26 @@ def test_the_agent_refuses_bad_inputs_itself(inputs, words):
         spec_from_offer(offer(inputs=inputs))
 
 
+def test_the_offer_of_a_group_task_names_its_index_and_count():
+    # when
+    task = spec_from_offer(offer(task={"index": 3, "count": 8}))
+    alone = spec_from_offer(offer())
+
+    # then
+    assert (task.task_index, task.task_count) == (3, 8)
+    assert task.task_environment() == {
+        "COMMUNIPUTE_TASK_INDEX": "3",
+        "COMMUNIPUTE_TASK_COUNT": "8",
+    }
+    assert (alone.task_index, alone.task_count, alone.task_environment()) == (None, None, {})
+
+
+@pytest.mark.parametrize("task", [{"index": 8, "count": 8}, {"index": -1, "count": 8}])
+def test_a_task_index_outside_its_group_is_refused(task):
+    with pytest.raises(JobSpecError, match="is not a task"):
+        spec_from_offer(offer(task=task))
+
+
 def test_without_an_archive_the_entrypoint_must_be_a_file():
     with pytest.raises(JobSpecError, match="at least one file"):
         spec_from_offer(offer(files=[]))

@@ -105,6 +105,18 @@ def test_the_run_container_is_locked_down():
     }
 
 
+def test_a_group_task_gets_its_index_and_the_count_in_its_environment():
+    # when
+    task = run_kwargs(_spec(task_index=4, task_count=20), _settings(), WORK_ROOT / "j", None)
+    alone = run_kwargs(_spec(), _settings(), WORK_ROOT / "j", None)
+
+    # then
+    assert task["environment"]["COMMUNIPUTE_TASK_INDEX"] == "4"
+    assert task["environment"]["COMMUNIPUTE_TASK_COUNT"] == "20"
+    assert "COMMUNIPUTE_TASK_INDEX" not in alone["environment"]
+    assert "COMMUNIPUTE_TASK_COUNT" not in alone["environment"]
+
+
 def test_without_requirements_no_environment_is_mounted():
     kwargs = run_kwargs(_spec(), _settings(), WORK_ROOT / "job-42-2", None)
 

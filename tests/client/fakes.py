@@ -54,6 +54,8 @@ class FakeServer:
         self.chunk_max = 8 * 1024 * 1024
         self.forget_uploads = False
         self.routes: dict[tuple[str, str], Callable[[httpx.Request], httpx.Response]] = {}
+        # Asked after the routes: an answer, or None to pass (``FakeGroups`` is one).
+        self.handlers: list[Callable[[httpx.Request], httpx.Response | None]] = []
 
     # --- wiring -------------------------------------------------------------------------
 
@@ -112,6 +114,10 @@ class FakeServer:
         route = self.routes.get((method, path))
         if route is not None:
             return route(request)
+        for handler in self.handlers:
+            answer = handler(request)
+            if answer is not None:
+                return answer
         if method == "POST" and path == "/api/v1/uploads/":
             return self._create(request)
         if method == "HEAD" and path.startswith("/api/v1/uploads/"):

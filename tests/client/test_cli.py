@@ -11,6 +11,7 @@ import pytest
 
 from communipute import cli
 from communipute.client import Client
+from tests.client.fake_groups import FakeGroups
 from tests.client.fakes import TOKEN, URL, FakeServer, envelope, job_json
 
 
@@ -108,3 +109,106 @@ def test_run_follow_json_streams_the_log_to_stderr_and_the_job_to_stdout(
     assert code == cli.EXIT_OK
     assert json.loads(out)["status"] == "succeeded"
     assert err.startswith("job 7 queued\n1\njob 7 succeeded (exit 0)")
+
+
+# --- map ---------------------------------------------------------------------------------------
+
+TASK = """\
+import json, os, sys
+n = json.load(open(os.path.join(os.environ["COMMUNIPUTE_INPUTS"], "task.json")))
+print("got", n, flush=True)
+if n == "boom":
+    sys.exit(3)
+if n != "quiet":
+    out = os.path.join(os.environ["COMMUNIPUTE_OUTPUTS"], "result.json")
+    json.dump({"n": n}, open(out, "w"))
+"""
+
+
+@pytest.fixture
+def mapping(server, tmp_path) -> tuple[FakeGroups, Path, Path]:
+    groups = FakeGroups(server, tmp_path / "hosts")
+    (tmp_path / "task.py").write_text(TASK)
+    return groups, tmp_path / "task.py", tmp_path / "inputs.jsonl"
+
+
+def test_map_prints_each_tasks_result_in_order_and_exits_0_when_all_succeeded(
+    server, capsys, mapping
+) -> None:
+    groups, script, inputs = mapping
+    inputs.write_text('1\n\n{"a": 2}\n"quiet"\n')
+
+    code = cli.main(["map", str(script), "--inputs", str(inputs), "--max-cost", "1", "--json"])
+
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_OK
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [row["index"] for row in rows] == [0, 1, 2]
+    assert [row["result"] for row in rows] == [{"n": 1}, {"n": {"a": 2}}, None]
+    assert [row["log"] for row in rows] == [None, None, "got quiet\n"]
+    assert rows[0]["status"] == "succeeded"
+    assert rows[0]["outputs"][0]["name"] == "result.json"
+    assert [t["argument"] for t in groups.only.body["inputs"]] == [1, {"a": 2}, "quiet"]
+    assert groups.only.body["max_cost_micros"] == 1_000_000
+    assert err.startswith(f"job group {groups.only.id}: 3 tasks\n")
+    assert f"job group {groups.only.id} finished: 3 succeeded; cost" in err
+
+
+def test_map_exits_1_when_a_task_failed_and_says_so_in_its_line(server, capsys, mapping) -> None:
+    _, script, inputs = mapping
+    inputs.write_text('1\n"boom"\n')
+
+    code = cli.main(["map", str(script), "--inputs", str(inputs), "--per-task-max-cost", "0.5"])
+
+    out, _ = capsys.readouterr()
+    assert code == cli.EXIT_JOB_FAILED
+    assert out.splitlines() == [
+        '[0] succeeded: {"n": 1}',
+        "[1] failed (exit 3): the script exited with 3",
+    ]
+
+
+def test_maps_exit_code_follows_the_tasks_outcomes() -> None:
+    assert cli.map_exit(["succeeded", "succeeded"]) == cli.EXIT_OK
+    assert cli.map_exit(["succeeded", "failed", "cancelled"]) == cli.EXIT_JOB_FAILED
+    assert cli.map_exit(["succeeded", "timed_out"]) == cli.EXIT_JOB_STOPPED
+    assert cli.map_exit(["skipped", "budget_exhausted"]) == cli.EXIT_JOB_STOPPED
+
+
+def test_map_usage_errors_are_exit_2_and_send_nothing(server, capsys, mapping) -> None:
+    _, script, inputs = mapping
+    inputs.write_text('1\n{"no": \n')
+    assert cli.main(["map", str(script), "--inputs", str(inputs), "--max-cost", "1"]) == 2
+    assert "line 2 is not JSON" in capsys.readouterr().err
+    inputs.write_text("1\n")
+    assert cli.main(["map", str(script), "--inputs", str(inputs)]) == cli.EXIT_USAGE
+    assert "cost cap" in capsys.readouterr().err
+    inputs.write_text("\n")
+    assert cli.main(["map", str(script), "--inputs", str(inputs), "--max-cost", "1"]) == 2
+    assert "has no inputs" in capsys.readouterr().err
+    assert server.log == []
+
+
+def test_an_interrupted_map_cancels_its_group_and_exits_130(
+    server, capsys, mapping, monkeypatch
+) -> None:
+    groups, script, inputs = mapping
+    groups.auto = False
+    inputs.write_text("1\n2\n")
+
+    def client(url: str | None = None) -> Client:
+        made = Client(URL, TOKEN, transport=server.transport(), progress=False)
+
+        def interrupted(seconds: float) -> None:
+            raise KeyboardInterrupt
+
+        made._api.sleep = interrupted
+        return made
+
+    monkeypatch.setattr(cli, "Client", client)
+
+    code = cli.main(["map", str(script), "--inputs", str(inputs), "--max-cost", "1"])
+
+    assert code == cli.EXIT_INTERRUPTED
+    assert groups.only.status == "cancelled"
+    assert "is cancelled" in capsys.readouterr().err

@@ -59,6 +59,6 @@ def test_the_declared_dependencies_are_the_pinned_ones() -> None:
         for line in (ROOT / "client" / "requirements.txt").read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    assert sorted(declared) == sorted(pinned) == ["httpx", "tqdm"]
+    assert sorted(declared) == sorted(pinned) == ["cloudpickle", "httpx", "tqdm"]
     assert "-r client/requirements.txt" in (ROOT / "requirements-dev.txt").read_text()
     assert "pip install -q --no-deps -e ./client" in (ROOT / "Makefile").read_text()

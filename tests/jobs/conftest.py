@@ -50,6 +50,7 @@ class Wire:
     def __init__(self) -> None:
         self.sent: list[tuple[int, str, dict[str, Any]]] = []
         self.events: list[tuple[int, dict[str, Any]]] = []
+        self.group_events: list[tuple[int, dict[str, Any]]] = []
 
     def to(self, host_id: int, message_type: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -64,6 +65,7 @@ class Wire:
     def clear(self) -> None:
         self.sent.clear()
         self.events.clear()
+        self.group_events.clear()
 
 
 @pytest.fixture
@@ -80,6 +82,10 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
     monkeypatch.setattr(
         "jobs.events.job_events_push",
         lambda pushes: recorded.events.extend((job_id, dict(e)) for job_id, e in pushes),
+    )
+    monkeypatch.setattr(
+        "jobs.events.group_event_push",
+        lambda group_id, event: recorded.group_events.append((group_id, dict(event))),
     )
     return recorded
 

@@ -158,6 +158,20 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks, client_for
             == 204
         )
     own = Tus(client_for(alice)).create(10, sha256=hashlib.sha256(b"0123456789").hexdigest())
+    with django_capture_on_commit_callbacks(execute=True):
+        group = client_for(alice).post(
+            "/api/v1/job-groups/",
+            {
+                "code": "print('alice-private-group')",
+                "host": host.pk,
+                "count": 2,
+                "max_parallel": 1,
+                "task_max_cost_micros": 1_000_000,
+                "max_cost_micros": 2_000_000,
+            },
+            format="json",
+        )
+    assert group.status_code == 201, group.json()
     return {
         "upload_id": own.json()["id"],
         "sha256": sha,
@@ -168,6 +182,7 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks, client_for
         "organisation_id": organisation.pk,
         "username": alice.username,
         "host_id": host.pk,
+        "group_id": group.json()["id"],
     }
 
 
