@@ -253,8 +253,8 @@ class Client:
         task's), ``host``, ``disk``, ``work_exec``, ``name``, ``shared_inputs`` (files every
         task reads, as ``run``'s ``inputs``), ``host_fault_retries``, ``error_retries``,
         ``idempotency_key``; for a script ``files`` or ``archive`` (as ``run``'s); for a
-        function ``results`` (``"pickle"``, or ``"json"`` for values that are JSON: see
-        docs/sdk.md on trusting hosts). ``timeout``: seconds to wait for the results
+        function ``results`` (``"json"``, the default, or ``"pickle"`` for any value, only with
+        hosts you trust: docs/sdk.md, "Trust"). ``timeout``: seconds to wait for the results
         (``GroupWaitTimeout``; the group goes on).
         """
         run = self.map_submit(fn_or_script, inputs, **options)
@@ -330,7 +330,7 @@ class Client:
         calls: list[Call],
         *,
         requirements: Sequence[str] | str = (),
-        results: str = "pickle",
+        results: str = "json",
         idempotency_key: str | None = None,
         **options: Any,
     ) -> MapRun:

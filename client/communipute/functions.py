@@ -17,9 +17,9 @@ host, their return values (or exceptions) brought back (docs/sdk.md, "Functions"
   function is refused at once (``PythonVersionMismatch``), before anything is sent. A
   marketplace whose runner image has another Python says so in ``COMMUNIPUTE_RUNNER_PYTHON``
   (``3.12``); the runner checks again on the host and refuses a mismatch (stage ``load``).
-- **Results.** ``results="pickle"`` (the default): the return value as ``result.pkl``, loaded
-  here. Loading a pickle can run code, and a pickle comes from the host that ran the task: use
-  it with hosts you trust, or ``results="json"`` (the value as ``result.json``, which can't).
+- **Results.** ``results="json"`` (the default): the value as ``result.json``, which can't run
+  code here. ``results="pickle"``: the return value as ``result.pkl``, loaded here — loading a
+  pickle can run code, and it comes from the host that ran the task: only with hosts you trust.
 """
 
 from __future__ import annotations

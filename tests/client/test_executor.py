@@ -51,7 +51,7 @@ def halve(x: int) -> float:
 def test_submit_runs_each_call_as_a_task_and_its_future_gets_the_value_or_the_exception(
     server, groups
 ) -> None:
-    with Executor(server.client(), max_cost="0.5", cpus=0.5) as executor:
+    with Executor(server.client(), max_cost="0.5", cpus=0.5, results="pickle") as executor:
         # when
         ok = executor.submit(halve, 5)
         bad = executor.submit(halve, x=-1)
@@ -76,7 +76,7 @@ def test_submit_runs_each_call_as_a_task_and_its_future_gets_the_value_or_the_ex
 
 
 def test_map_is_one_group_in_order_raising_where_a_call_failed(server, groups) -> None:
-    with Executor(server.client(), max_cost_micros=300_000) as executor:
+    with Executor(server.client(), max_cost_micros=300_000, results="pickle") as executor:
         results = executor.map(halve, [2, 4, -6, 8])
 
         assert next(results) == 1.0

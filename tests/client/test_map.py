@@ -92,7 +92,7 @@ def test_a_function_map_sends_one_group_and_returns_the_results_in_input_order(
     assert body["name"] == "square_or_raise"
     arguments = [task["argument"] for task in body["inputs"]]
     assert [{k: a[k] for k in ("communipute", "python", "results")} for a in arguments] == [
-        {"communipute": 1, "python": PYTHON, "results": "pickle"}
+        {"communipute": 1, "python": PYTHON, "results": "json"}
     ] * 4
     calls = [pickle.loads(base64.b64decode(a["call_b64"])) for a in arguments]
     assert calls == [((x,), {}) for x in (0, 1, 2, 4)]
@@ -102,7 +102,9 @@ def test_a_function_map_sends_one_group_and_returns_the_results_in_input_order(
 
 def test_return_exceptions_puts_a_task_error_in_the_failed_inputs_place(server, groups) -> None:
     # when
-    results = server.client().map(square_or_raise, [2, 3, 4], max_cost=1, return_exceptions=True)
+    results = server.client().map(
+        square_or_raise, [2, 3, 4], max_cost=1, return_exceptions=True, results="pickle"
+    )
 
     # then: the others' values, and the failure in its place with the remote traceback
     assert results[0] == {"x": 2, "square": 4}
@@ -131,7 +133,7 @@ def test_without_return_exceptions_the_first_failure_in_order_is_raised_and_the_
 ) -> None:
     # given: the group's tasks wait for their hosts; index 2 fails first, then index 1
     groups.auto = False
-    run = server.client().map_submit(square_or_raise, [1, 3, 3, 5], max_cost=1)
+    run = server.client().map_submit(square_or_raise, [1, 3, 3, 5], max_cost=1, results="pickle")
     group_id = run.group.id
     groups.finish(group_id, 2)
     groups.finish(group_id, 0)
@@ -372,7 +374,7 @@ def test_a_decorated_function_travels_as_the_function_alone(server, groups) -> N
 
 
 def test_remote_raises_the_calls_failure(server, groups) -> None:
-    remote = server.client().function(square_or_raise, max_cost=1)
+    remote = server.client().function(square_or_raise, max_cost=1, results="pickle")
 
     with pytest.raises(TaskError) as raised:
         remote.remote(3)
@@ -474,7 +476,9 @@ def loads_badly(x: int) -> Any:
 
 
 def test_a_result_that_will_not_load_here_is_that_tasks_error_not_the_maps(server, groups) -> None:
-    results = server.client().map(loads_badly, [0, 1], max_cost=1, return_exceptions=True)
+    results = server.client().map(
+        loads_badly, [0, 1], max_cost=1, return_exceptions=True, results="pickle"
+    )
 
     assert results[0] == 0
     error = results[1]

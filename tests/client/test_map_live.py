@@ -145,7 +145,12 @@ def test_a_function_maps_over_two_hosts_and_dask_computes_a_graph_on_the_executo
 
     # when: a function over six inputs, four at once, one of them raising
     results = client.map(
-        square_unless_four, range(6), max_parallel=4, return_exceptions=True, **TASK
+        square_unless_four,
+        range(6),
+        max_parallel=4,
+        return_exceptions=True,
+        results="pickle",
+        **TASK,
     )
 
     # then: the values in input order, the failure in its place with its own exception
@@ -175,7 +180,10 @@ def test_a_function_maps_over_two_hosts_and_dask_computes_a_graph_on_the_executo
 
     # when: a small Dask graph (two leaves, their sum, the sum plus ten) on the executor
     total = delayed(add)(delayed(add)(delayed(inc)(1), delayed(inc)(2)), 10)
-    with Executor(client, requirements=pinned("dask"), max_workers=2, **TASK) as executor:
+    # Dask hands its own tuples back and forth: they travel as pickles (hosts one trusts)
+    with Executor(
+        client, requirements=pinned("dask"), max_workers=2, results="pickle", **TASK
+    ) as executor:
         (value,) = compute(total, scheduler=executor)
 
     # then: its value, each node a task of its own (a group of one each)
