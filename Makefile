@@ -5,11 +5,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: venv test lint typecheck format demo cluster bench migrate runner-image clean
 
-$(STAMP): requirements.txt requirements-dev.txt agent/requirements.txt agent/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt agent/requirements.txt agent/pyproject.toml \
+		client/requirements.txt client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e ./agent
+	$(PY) -m pip install -q --no-deps -e ./client
 	touch $(STAMP)
 
 venv: $(STAMP)

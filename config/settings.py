@@ -147,6 +147,13 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis broker: a message a dead worker had taken (unacknowledged) is delivered again this long
+# after it was delivered (docs/operations.md, "A worker killed mid-task"). Celery's default, 1 h;
+# keep it above the longest task and the longest countdown (a payout retry's backoff is at most
+# 600 s), or a message still waiting in a live worker is delivered to another one too.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)
+}
 # The first reconciliation runs this long after beat starts (config.celery), then every period.
 RECONCILE_FIRST_RUN_SECONDS = env_int("RECONCILE_FIRST_RUN_SECONDS", 60, minimum=0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {

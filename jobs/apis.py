@@ -32,6 +32,7 @@ from jobs.models import Job, JobOutput
 from jobs.selectors import job_of, job_outputs, job_receipt, jobs_of
 from jobs.serializers import (
     JobCreateSerializer,
+    JobListQuery,
     JobOutputSerializer,
     JobSerializer,
     LogPageSerializer,
@@ -57,8 +58,24 @@ class JobListCreateApi(generics.ListAPIView[Job]):
     serializer_class = JobSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "status",
+                str,
+                description="only jobs in these statuses, comma-separated (`running,queued`)",
+            )
+        ]
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self) -> Any:
-        return jobs_of(request_user(self.request))
+        found = jobs_of(request_user(self.request))
+        query = JobListQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        wanted = query.validated_data.get("status")
+        return found.filter(status__in=wanted) if wanted else found
 
     @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
     @durable

@@ -286,6 +286,22 @@ class LogPageSerializer(serializers.Serializer[object]):
     is_complete = serializers.BooleanField(help_text="the attempt ended and all is read")
 
 
+class JobListQuery(serializers.Serializer[object]):
+    status = serializers.CharField(
+        required=False, help_text="only jobs in these statuses, comma-separated"
+    )
+
+    def validate_status(self, value: str) -> list[str]:
+        wanted = [item.strip() for item in value.split(",") if item.strip()]
+        unknown = [item for item in wanted if item not in JobStatus.values]
+        if unknown or not wanted:
+            raise serializers.ValidationError(
+                f"not a job status: {', '.join(unknown) or repr(value)}; "
+                f"one of {', '.join(JobStatus.values)}"
+            )
+        return wanted
+
+
 class LogQuerySerializer(serializers.Serializer[object]):
     offset = serializers.IntegerField(min_value=0, default=0)
     attempt = serializers.IntegerField(min_value=1, required=False)

@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,6 +156,22 @@ def blob_dir_use(settings: Any, folder: Any) -> None:
             "OPTIONS": {"location": str(folder), "allow_overwrite": True},
         },
     }
+
+
+@pytest.fixture(autouse=True)
+def _sandbox_mounts_released(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that left an attempt's loop-mounted /work and /outputs behind (an agent it
+    killed, a runtime test that prepared without a clean-up) gets them released here, as a
+    restarted agent would (agent.runtime.quota), so a whole run leaks no mount or loop device."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    folder: Path = request.getfixturevalue("tmp_path")
+    yield
+    from agent.runtime import quota
+
+    for mount_point in quota.mounts_under(folder):
+        quota.mounts_release(Path(mount_point).parent)
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,14 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from blobs.models import Blob, BlobHolding, HoldingOrigin, Upload, UploadStatus, blob_storage_name
-from blobs.store import BodyIncomplete, Readable, names_delete, part_write, parts_digest
+from blobs.store import (
+    BodyIncomplete,
+    Readable,
+    names_delete,
+    part_write,
+    parts_digest,
+    stored_size,
+)
 from config.errors import Conflict, NotFound, TooLarge, ValidationFailed
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -193,14 +200,17 @@ def digest_lock(sha256: str) -> None:
 def _upload_complete(upload: Upload, origin: HoldingOrigin) -> None:
     """The last byte arrived: hash the parts (writing them as the blob when it is new) and hold.
 
-    Under the digest lock: the blob row, if it exists, is locked too (the collector can't delete
-    it meanwhile) and only hashed against; else the parts are written as the blob's object in the
-    same pass. A mismatch deletes the object it wrote (no other writer could have written it: the
-    lock) and the parts; the upload is ``failed``.
+    Under the digest lock: the blob row, if it exists and its object is stored, is locked too
+    (the collector can't delete it meanwhile) and only hashed against; else the parts are
+    written as the blob's object in the same pass. A mismatch deletes the object it wrote (no
+    other writer could have written it: the lock) and the parts; the upload is ``failed``.
     """
     digest_lock(upload.sha256)
     blob = Blob.objects.select_for_update().filter(sha256=upload.sha256).first()
-    target = None if blob is not None else blob_storage_name(upload.sha256)
+    name = blob_storage_name(upload.sha256)
+    # A row without its object is what a collector killed between deleting the object and its
+    # commit leaves (collect.py deletes both in one transaction): these bytes restore it.
+    target = name if blob is None or stored_size(name) is None else None
     parts = [upload.part_name(index) for index in range(upload.parts)]
     digest, size = parts_digest(parts, write_to=target)
     if digest != upload.sha256 or size != upload.length:

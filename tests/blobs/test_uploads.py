@@ -98,6 +98,27 @@ def test_two_users_hold_one_stored_object_and_the_second_sends_the_bytes(
     assert stored_names() == [blob_storage_name(DIGEST)]
 
 
+def test_a_blob_row_left_without_its_object_gets_the_bytes_back_from_the_next_upload(
+    store, alice, bob, tus_for, django_capture_on_commit_callbacks
+):
+    # given: a collector killed after deleting the object, before its commit: the row stays
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tus_for(alice).upload(DATA).status_code == 204
+    BlobHolding.objects.all().delete()
+    storages["blobs"].delete(blob_storage_name(DIGEST))
+
+    # when: bob uploads those bytes
+    with django_capture_on_commit_callbacks(execute=True):
+        done = tus_for(bob).upload(DATA)
+
+    # then: the object is written again, and what bob holds can be read
+    assert done.status_code == 204
+    assert Blob.objects.count() == 1
+    assert stored_names() == [blob_storage_name(DIGEST)]
+    with storages["blobs"].open(blob_storage_name(DIGEST)) as handle:
+        assert handle.read() == DATA
+
+
 def test_bytes_that_do_not_match_fail_and_keep_nothing(
     store, alice, bob, tus_for, django_capture_on_commit_callbacks
 ):

@@ -62,6 +62,8 @@ def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
             process.wait()
         output.close()
         print((tmp_path / "demo.out").read_text(errors="replace"))
+        for log in sorted((var_dir / "logs").glob("*.log")):  # a failure's evidence
+            print(f"--- {log.name} (tail) ---\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def _answer(url: str) -> int | None:

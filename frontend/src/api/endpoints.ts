@@ -1,7 +1,7 @@
 // Every call the pages make, in one place. Paths and field names follow API.md.
 import { rawRequest, request, typed, unwrap } from "./client";
 import { ApiError } from "./errors";
-import { textToBase64, type Multipart } from "../lib/files";
+import { textToBase64 } from "../lib/files";
 import type { BlobHolding, BlobQuota, UploadCreated, UploadStart } from "./blobs";
 import type {
   BillingGroup,
@@ -83,16 +83,8 @@ export const api = {
   // --- jobs -------------------------------------------------------------------------------
   quote: (spec: QuoteSpec, signal?: AbortSignal): Promise<Quote> =>
     unwrap(typed.POST("/api/v1/quotes/", { body: spec, signal })),
-  jobSubmit: (body: JobSpec | Multipart, idempotencyKey: string) =>
-    // JSON through the typed client; a zip goes as the hand-built multipart body.
-    "contentType" in body
-      ? request<Job>("POST", "/api/v1/jobs/", {
-          body: body.body,
-          headers: { "Idempotency-Key": idempotencyKey, "Content-Type": body.contentType },
-        })
-      : precise<Job>(
-          unwrap(typed.POST("/api/v1/jobs/", { body, params: { header: { "Idempotency-Key": idempotencyKey } } })),
-        ),
+  jobSubmit: (body: JobSpec, idempotencyKey: string) =>
+    precise<Job>(unwrap(typed.POST("/api/v1/jobs/", { body, params: { header: { "Idempotency-Key": idempotencyKey } } }))),
   jobs: (page = 1) => precise<Page<Job>>(unwrap(typed.GET("/api/v1/jobs/", { params: { query: { page } } }))),
   job: (id: number) =>
     precise<Job>(unwrap(typed.GET("/api/v1/jobs/{job_id}/", { params: { path: { job_id: id } } }))),

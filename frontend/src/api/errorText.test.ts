@@ -104,6 +104,23 @@ describe("error sentences", () => {
     expect(fieldLabel("inputs[2].sha256")).toBe("Inputs (item 3, sha256)");
   });
 
+  it("says why the zip as the code was refused, and what to do, from the archive_sha256 field", () => {
+    const zipError = (status: number, code: string, why: string) =>
+      apiErrorFrom(status, { error: { code, message: `the code archive ${why}`, fields: { archive_sha256: [why] } } }).fields.archive_sha256;
+    expect(zipError(400, "unknown_blob", "you hold no blob with this sha256: upload it first")).toBe(
+      "The zip is not among your stored files (it was deleted, or its upload did not finish): remove it and pick it again.",
+    );
+    expect(zipError(413, "archive_too_large", "unpacks to more than 1024 MB (disk.work_mb)")).toBe(
+      "The zip unpacks to more than /work holds (1024 MB): raise “Space in /work” under Advanced: disk limits, or make the zip smaller.",
+    );
+    expect(zipError(400, "bad_archive", "is not a zip file")).toBe("The zip can't be the job's code: it is not a zip file.");
+    expect(zipError(400, "bad_archive", "has a directory larger than 33554432 bytes")).toBe(
+      "The zip can't be the job's code: it has a directory larger than 32.0 MB.",
+    );
+    expect(zipError(400, "invalid", "the archive is encrypted")).toBe("The zip can't be the job's code: the archive is encrypted.");
+    expect(fieldLabel("archive_sha256")).toBe("Zip file");
+  });
+
   it("names fields in words", () => {
     expect(fieldLabel("max_cost_micros")).toBe("Cost cap");
     expect(fieldLabel("files.0.path")).toBe("Files (item 1, path)");

@@ -197,8 +197,24 @@ export function sentenceFor(code: string, status: number, message: string, field
   return STATUS_SENTENCES[status] ?? `The request failed (status ${status}).`;
 }
 
-/** A field's message in words: a bare code becomes a sentence; amounts of a `_micros` field become credits. */
-export function fieldSentence(field: string, message: string): string {
+/** A refusal of the zip as the job's code (field `archive_sha256`) as a sentence for the
+ * Files field: the server's reasons name neither the zip nor what to do. */
+function archiveSentence(message: string, code: string): string {
+  const detail = humanizeAmounts(message.trim()).replace(/\.$/, "");
+  if (code === "unknown_blob" || /\bno blob\b/.test(detail))
+    return "The zip is not among your stored files (it was deleted, or its upload did not finish): remove it and pick it again.";
+  const work = /more than (\d+) MB/.exec(detail);
+  if (code === "archive_too_large" || work)
+    return `The zip unpacks to more than /work holds${work ? ` (${work[1]} MB)` : ""}: raise “Space in /work” under Advanced: disk limits, or make the zip smaller.`;
+  if (!detail || BARE_CODE.test(detail)) return "The zip can't be the job's code: remove it and pick another.";
+  // bad_archive's reasons go on from "the archive": "is not a zip file", "has more than …".
+  return `The zip can't be the job's code: ${/^(is|has|can't)\b/.test(detail) ? "it " : ""}${detail}.`;
+}
+
+/** A field's message in words: a bare code becomes a sentence; amounts of a `_micros` field
+ * become credits; a refusal of the zip says what to do. `code` is the error's own code. */
+export function fieldSentence(field: string, message: string, code = ""): string {
+  if (field === "archive_sha256") return archiveSentence(message, code);
   const text = message.trim();
   if (BARE_CODE.test(text)) {
     const known = ERROR_SENTENCES[text];
@@ -221,6 +237,7 @@ const FIELD_LABELS: Record<string, string> = {
   code: "Code",
   files: "Files",
   archive: "Zip file",
+  archive_sha256: "Zip file",
   host: "Machine",
   placement: "Placement",
   email: "Email",

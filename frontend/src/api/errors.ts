@@ -57,7 +57,7 @@ export function apiErrorFrom(status: number, body: unknown): ApiError {
       const said = typeof e.message === "string" ? e.message : "";
       const raw = flattenFields(e.fields);
       const fields: FieldErrors = {};
-      for (const [key, message] of Object.entries(raw)) fields[key] = fieldSentence(key, message);
+      for (const [key, message] of Object.entries(raw)) fields[key] = fieldSentence(key, message, code);
       return new ApiError(status, code, sentenceFor(code, status, said, raw), fields, said);
     }
   }

@@ -2613,6 +2613,8 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
+                /** @description only jobs in these statuses, comma-separated (`running,queued`) */
+                status?: string;
             };
             header?: never;
             path?: never;

@@ -79,8 +79,9 @@ export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availabi
   availability_policy?: AvailabilityPolicy;
 };
 
-/** POST /api/v1/jobs/ as JSON (a zip goes as multipart `archive`: lib/jobSpec.ts); the data
- * fields (inputs, disk, work_exec) are typed by hand in blobs.ts until the schema has them. */
+/** POST /api/v1/jobs/ as JSON (a zip is uploaded first and named by `archive_sha256`: the app
+ * sends no multipart `archive`); the data fields (inputs, disk, work_exec) are typed by hand
+ * in blobs.ts until the schema has them. */
 export type JobSpec = Omit<Schemas["JobCreateRequest"], "archive" | "requirements" | "files" | keyof JobDataSpec> & {
   requirements: string[];
   files?: { path: string; content_b64: string }[];

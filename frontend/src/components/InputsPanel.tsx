@@ -6,8 +6,9 @@ import { InputUploads, inputStateText, inputsSummary, type InputItem } from "../
 import type { UrlInput } from "../lib/jobSpec";
 import { uuid4 } from "../lib/uuid";
 
-/** The Run page's uploads: one store for the page's life, its work stopped when the page goes. */
-export function useInputUploads(): { uploads: InputUploads; items: InputItem[] } {
+/** One of the Run page's upload stores (the inputs, the zip as the code): one store for the
+ * page's life, its work stopped when the page goes. */
+export function useUploads(): { uploads: InputUploads; items: InputItem[] } {
   const uploads = useMemo(() => new InputUploads(), []);
   useEffect(() => {
     uploads.attach();
@@ -17,12 +18,21 @@ export function useInputUploads(): { uploads: InputUploads; items: InputItem[] }
   return { uploads, items };
 }
 
-function InputRow({ item, uploads }: { item: InputItem; uploads: InputUploads }) {
+interface UploadRowProps {
+  item: InputItem;
+  uploads: InputUploads;
+  /** What Remove does; by default it drops the file from `uploads`. */
+  onRemove?: () => void;
+  testId?: string;
+}
+
+/** One file's upload: its state in words, progress, pause/resume, retry and remove. */
+export function UploadRow({ item, uploads, onRemove, testId = "input-row" }: UploadRowProps) {
   const working = item.status !== "done" && item.status !== "failed";
   const progress = item.status === "hashing" || (item.status === "waiting" && item.hashed > 0) ? item.hashed : item.status === "uploading" || item.status === "queued" ? item.sent : null;
   const what = item.status === "hashing" || item.status === "waiting" ? "Hashing" : "Uploading";
   return (
-    <li data-testid="input-row" className={`input-row input-${item.status}`}>
+    <li data-testid={testId} className={`input-row input-${item.status}`}>
       <span className="input-name">
         <code>{item.path}</code> <span className="muted">{formatBytes(item.size)}</span>
       </span>
@@ -60,7 +70,7 @@ function InputRow({ item, uploads }: { item: InputItem; uploads: InputUploads })
             Retry
           </button>
         )}
-        <button type="button" className="link-button" onClick={() => uploads.remove(item.id)} aria-label={`Remove ${item.path}`}>
+        <button type="button" className="link-button" onClick={onRemove ?? (() => uploads.remove(item.id))} aria-label={`Remove ${item.path}`}>
           Remove
         </button>
       </span>
@@ -175,7 +185,7 @@ export function InputsPanel({ uploads, items, urlRows, onUrlRows, error }: Props
           </div>
           <ul className="input-list" aria-label="Input files">
             {items.map((item) => (
-              <InputRow key={item.id} item={item} uploads={uploads} />
+              <UploadRow key={item.id} item={item} uploads={uploads} />
             ))}
           </ul>
         </>

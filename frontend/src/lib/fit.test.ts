@@ -34,6 +34,18 @@ describe("why no machine fits", () => {
     ]);
   });
 
+  it("names the disk when no machine gives a job that much, counting the inputs", () => {
+    // given hosts whose per-job disk is capped, or only their free disk is known
+    const hosts = [host({ job_disk_mb: 4096, disk_free_mb: 100_000 }), host({ id: 2, name: "lab-2", job_disk_mb: null, disk_free_mb: 3000 })];
+    // then the defaults (2.25 GB) fit, and 2 GB more of /work with 1.5 GB of inputs do not
+    expect(whyNoneFits(hosts, spec)).toEqual([]);
+    const big = { ...spec, disk: { work_mb: 3072, outputs_mb: 1024, tmp_mb: 256 }, inputs_bytes: 1536 * 1024 * 1024 };
+    expect(whyNoneFits(hosts, big)).toEqual([
+      "The job needs 5.8 GB of disk (/work, /outputs, /tmp and the inputs); the most any machine gives a job is 4 GB.",
+    ]);
+    expect(hostMisfits(hosts[1]!, big)).toEqual(["at most 2.9 GB of disk per job"]);
+  });
+
   it("says when nothing is online or taking work", () => {
     expect(whyNoneFits([], spec)).toEqual(["No machine you may use is online right now."]);
     expect(whyNoneFits([host({ is_accepting_jobs: false })], spec)[0]).toMatch(/not taking work now/);

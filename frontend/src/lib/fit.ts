@@ -1,7 +1,9 @@
 // Why no machine fits a job, from the catalog entries the Run page already has: which limit
-// (cores, memory, GPUs, timeout per job), or that no machine is taking work now.
+// (cores, memory, GPUs, timeout, disk per job), or that no machine is taking work now.
 
+import { DISK_DEFAULTS, type DiskLimits } from "../api/blobs";
 import type { HostListing } from "../api/types";
+import { jobDiskMb } from "./hosts";
 import { formatDuration, formatMemory } from "./money";
 
 export interface FitSpec {
@@ -9,6 +11,23 @@ export interface FitSpec {
   memory_mb: number;
   gpus: number;
   timeout_seconds: number;
+  disk?: Partial<DiskLimits>;
+  inputs_bytes?: number;
+}
+
+const MiB = 1024 * 1024;
+
+/** The disk a job takes on its host, as placement counts it (marketplace/placement.py): its
+ * three file systems and its inputs, rounded up to MB. */
+export function diskNeededMb(spec: FitSpec): number {
+  const size = (name: keyof DiskLimits) => spec.disk?.[name] ?? DISK_DEFAULTS[name];
+  return size("work_mb") + size("outputs_mb") + size("tmp_mb") + Math.ceil((spec.inputs_bytes ?? 0) / MiB);
+}
+
+/** Whether the host gives a job too little disk; a listing without its disk is not held against it. */
+function diskShort(host: HostListing, spec: FitSpec): boolean {
+  const available = jobDiskMb(host);
+  return available !== null && diskNeededMb(spec) > available;
 }
 
 /** What stops this host from taking the job, in words; empty when it fits. */
@@ -21,6 +40,7 @@ export function hostMisfits(host: HostListing, spec: FitSpec): string[] {
   if (spec.memory_mb > host.max_job_memory_mb) why.push(`at most ${formatMemory(host.max_job_memory_mb)} per job`);
   if (spec.gpus > host.max_job_gpus) why.push(host.max_job_gpus ? `at most ${host.max_job_gpus} GPUs per job` : "no GPU");
   if (spec.timeout_seconds > host.max_job_timeout_seconds) why.push(`a timeout of at most ${formatDuration(host.max_job_timeout_seconds)}`);
+  if (diskShort(host, spec)) why.push(`at most ${formatMemory(jobDiskMb(host))} of disk per job`);
   return why;
 }
 
@@ -42,6 +62,12 @@ export function whyNoneFits(hosts: HostListing[], spec: FitSpec): string[] {
     reasons.push(most("max_job_gpus") ? `You asked for ${spec.gpus} GPUs; the most any machine gives a job is ${most("max_job_gpus")}.` : "You asked for a GPU; no machine taking work now has one.");
   if (spec.timeout_seconds > most("max_job_timeout_seconds"))
     reasons.push(`Your timeout is ${formatDuration(spec.timeout_seconds)}; the longest any machine allows is ${formatDuration(most("max_job_timeout_seconds"))}.`);
+  if (taking.every((h) => diskShort(h, spec))) {
+    const mostDisk = Math.max(...taking.map((h) => jobDiskMb(h) ?? 0));
+    reasons.push(
+      `The job needs ${formatMemory(diskNeededMb(spec))} of disk (/work, /outputs, /tmp and the inputs); the most any machine gives a job is ${formatMemory(mostDisk)}.`,
+    );
+  }
   if (!reasons.length) {
     // Each limit is met by some machine, but not all by the same one: name the closest.
     const closest = [...taking].sort((a, b) => hostMisfits(a, spec).length - hostMisfits(b, spec).length)[0]!;

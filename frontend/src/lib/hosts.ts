@@ -21,6 +21,13 @@ export function reliabilityText(host: Host): string {
   return `${formatPercent(score)} reliable, ${formatPercent(uptime)} uptime, ${finished} finished / ${lost} lost`;
 }
 
+/** The disk one job may take on the host (MB): its per-job cap, else all its free disk; null
+ * when the listing does not say. */
+export function jobDiskMb(host: Pick<Host, "job_disk_mb" | "disk_free_mb">): number | null {
+  const mb = host.job_disk_mb ?? host.disk_free_mb;
+  return typeof mb === "number" ? mb : null;
+}
+
 export function gpuText(host: Host): string {
   const gpus = host.gpus ?? [];
   if (gpus.length) {

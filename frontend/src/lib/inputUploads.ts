@@ -1,5 +1,6 @@
-// The Run page's input files: each one is hashed (sha256, in the browser), checked against
-// what the user already stores, and uploaded with tus (docs/data.md) unless it is held.
+// The Run page's input files, and its zip as the job's code: each one is hashed (sha256, in
+// the browser), checked against what the user already stores, and uploaded with tus
+// (docs/data.md) unless it is held.
 // One state machine per file; a small scheduler runs one hash and a few uploads at a time.
 import type { DetailedError, HttpStack, Upload } from "tus-js-client";
 import { UPLOAD_CHUNK_BYTES, type JobInputSpec } from "../api/blobs";

@@ -2,7 +2,7 @@ import { DISK_DEFAULTS, isSha256, JOB_INPUTS_MAX_COUNT, type DiskLimits, type Jo
 import type { JobSpec, QuoteSpec } from "../api/types";
 import { inputPathProblem } from "./dropFiles";
 import { creditsToMicros } from "./money";
-import { multipartBuild, textToBase64, type Multipart, type UploadedFile } from "./files";
+import { textToBase64, type UploadedFile } from "./files";
 
 export interface RunForm {
   /** What to call the job; empty: the server names it after the entrypoint's file. */
@@ -88,6 +88,18 @@ function diskFrom(form: RunForm): Record<keyof DiskLimits, number | null> {
   return { work_mb: mb(form.workMb), outputs_mb: mb(form.outputsMb), tmp_mb: mb(form.tmpMb) };
 }
 
+/**
+ * The disk limits to send: only a change is sent, so the server's defaults stand otherwise
+ * (and a server without disk limits still takes the job). Null too while a field is not a
+ * number: that problem holds the submit back, and the quote goes on without the limits.
+ */
+export function diskChangeFrom(form: RunForm): DiskLimits | null {
+  const { work_mb, outputs_mb, tmp_mb } = diskFrom(form);
+  if (work_mb === null || outputs_mb === null || tmp_mb === null) return null;
+  const unchanged = work_mb === DISK_DEFAULTS.work_mb && outputs_mb === DISK_DEFAULTS.outputs_mb && tmp_mb === DISK_DEFAULTS.tmp_mb;
+  return unchanged ? null : { work_mb, outputs_mb, tmp_mb };
+}
+
 /** The problems of the inputs (URL rows and uploaded files' paths) and the disk limits. */
 function dataProblems(form: RunForm, uploadPaths: string[]): Record<string, string> {
   const problems: Record<string, string> = {};
@@ -104,8 +116,6 @@ function dataProblems(form: RunForm, uploadPaths: string[]): Record<string, stri
   const twice = [...new Set(paths.filter((path, i) => path && paths.indexOf(path) !== i))];
   if (twice.length) rows.push(`Two inputs have the same path: ${twice.map((p) => `“${p}”`).join(", ")}.`);
   if (paths.length > JOB_INPUTS_MAX_COUNT) rows.push(`At most ${JOB_INPUTS_MAX_COUNT} inputs per job (there are ${paths.length}).`);
-  if (paths.length && form.files.some((f) => f.isZip))
-    rows.push("Inputs can't go with a zip as the code: add the code as files, or leave the inputs out.");
   if (rows.length) problems.inputs = rows.join(" ");
   const disk = diskFrom(form);
   if (Object.values(disk).some((v) => v === null)) problems.disk = "Each disk limit is a whole number of MB, at least 1.";
@@ -138,45 +148,41 @@ export function localProblems(form: RunForm, uploadPaths: string[] = []): Record
   return { ...problems, ...dataProblems(form, uploadPaths) };
 }
 
-/** The POST body for /quotes/: only what prices a job (the code does not). */
-export function quoteSpecFrom(form: RunForm): QuoteSpec {
+/**
+ * The bytes the job's data takes on its host besides its file systems, as the submit counts
+ * them: the uploaded input files and the zip as the code. A URL input counts 0: the form does
+ * not know its size.
+ */
+export function inputsBytesFrom(form: RunForm, inputFileBytes: number): number {
+  return inputFileBytes + form.files.filter((f) => f.isZip).reduce((sum, f) => sum + f.size, 0);
+}
+
+/**
+ * The POST body for /quotes/: only what prices a job or decides where it fits (the code does
+ * not). `inputFileBytes` is the total size of the uploaded input files.
+ */
+export function quoteSpecFrom(form: RunForm, inputFileBytes = 0): QuoteSpec {
   const spec: QuoteSpec = {
     cpus: Number(form.cpus),
     memory_mb: Math.round(Number(form.memoryGb) * 1024),
     gpus: Number(form.gpus),
     timeout_seconds: Math.round(Number(form.timeoutMinutes) * 60),
     max_cost_micros: creditsToMicros(form.capCredits) ?? 0,
+    inputs_bytes: inputsBytesFrom(form, inputFileBytes),
   };
   if (form.placement === "host" && form.host) spec.host = Number(form.host);
+  const disk = diskChangeFrom(form);
+  if (disk) spec.disk = disk;
   return spec;
 }
 
-/** The POST body for /jobs/: JSON, or multipart when a zip is uploaded (`archive`). */
-export function submitBodyFrom(form: RunForm, seed: string, uploaded: JobInputSpec[] = []): JobSpec | Multipart {
-  const zip = form.files.find((f) => f.isZip);
-  if (!zip) return specFrom(form, uploaded);
-  const spec = specFrom({ ...form, files: [] });
-  const fields: [string, string][] = [
-    ["entrypoint", form.entrypoint.trim()],
-    ...(form.name.trim() ? ([["name", form.name.trim()]] as [string, string][]) : []),
-    ["requirements", spec.requirements.join("\n")],
-    ["cpus", String(spec.cpus)],
-    ["memory_mb", String(spec.memory_mb)],
-    ["gpus", String(spec.gpus)],
-    ["timeout_seconds", String(spec.timeout_seconds)],
-    ["max_cost_micros", String(spec.max_cost_micros)],
-  ];
-  if (spec.host !== undefined && spec.host !== null) fields.push(["host", String(spec.host)]);
-  else fields.push(["placement", "auto"]);
-  return multipartBuild(fields, { name: "archive", filename: zip.path, blob: zip.blob }, seed);
-}
-
 /**
- * The JSON body for /jobs/: the editor's code alone is sent as `code`; with
- * uploaded files, the editor's text becomes the entrypoint file unless a file of that name
- * was uploaded.
+ * The JSON body for /jobs/. The code goes one of three ways: a zip as `archive_sha256` (it is
+ * uploaded to the blob store first: `archiveSha256` is its digest); the editor's code alone as
+ * `code`; or with uploaded files, as `files`, where the editor's text becomes the entrypoint
+ * file unless a file of that name was uploaded.
  */
-export function specFrom(form: RunForm, uploaded: JobInputSpec[] = []): JobSpec {
+export function specFrom(form: RunForm, uploaded: JobInputSpec[] = [], archiveSha256: string | null = null): JobSpec {
   const entrypoint = form.entrypoint.trim();
   const spec: JobSpec = {
     entrypoint,
@@ -186,31 +192,33 @@ export function specFrom(form: RunForm, uploaded: JobInputSpec[] = []): JobSpec 
     gpus: Number(form.gpus),
     timeout_seconds: Math.round(Number(form.timeoutMinutes) * 60),
     max_cost_micros: creditsToMicros(form.capCredits) ?? 0,
+    ...codeFrom(form, archiveSha256),
   };
-  if (form.files.length) {
-    const files = form.files.map((f) => ({ path: f.path, content_b64: f.content_b64 }));
-    const hasEntrypoint = form.files.some((f) => f.path === entrypoint);
-    // Plain files travel with the editor's code as the entrypoint, unless one has its name.
-    if (!hasEntrypoint && form.code.trim()) {
-      files.unshift({ path: entrypoint, content_b64: textToBase64(form.code) });
-    }
-    spec.files = files;
-  } else {
-    spec.code = form.code;
-  }
   if (form.name.trim()) spec.name = form.name.trim();
   if (form.placement === "host" && form.host) spec.host = Number(form.host);
   else spec.placement = "auto";
   const inputs = inputsFrom(form, uploaded);
   if (inputs.length) spec.inputs = inputs;
-  const disk = diskFrom(form);
-  // Only a change is sent: the server's defaults stand otherwise (and a server without disk
-  // limits still takes the job).
-  if ((Object.keys(DISK_DEFAULTS) as (keyof DiskLimits)[]).some((k) => disk[k] !== null && disk[k] !== DISK_DEFAULTS[k])) {
-    spec.disk = { work_mb: disk.work_mb ?? DISK_DEFAULTS.work_mb, outputs_mb: disk.outputs_mb ?? DISK_DEFAULTS.outputs_mb, tmp_mb: disk.tmp_mb ?? DISK_DEFAULTS.tmp_mb };
-  }
+  const disk = diskChangeFrom(form);
+  if (disk) spec.disk = disk;
   if (form.workExec) spec.work_exec = true;
   return spec;
+}
+
+/** How the job's code is sent: the zip's digest, the files, or the editor's code. */
+function codeFrom(form: RunForm, archiveSha256: string | null): Pick<JobSpec, "code" | "files" | "archive_sha256"> {
+  if (form.files.some((f) => f.isZip)) {
+    if (!archiveSha256) throw new Error("The zip must be uploaded before the job is sent.");
+    return { archive_sha256: archiveSha256 };
+  }
+  if (!form.files.length) return { code: form.code };
+  const entrypoint = form.entrypoint.trim();
+  const files = form.files.map((f) => ({ path: f.path, content_b64: f.content_b64 }));
+  // Plain files travel with the editor's code as the entrypoint, unless one has its name.
+  if (!form.files.some((f) => f.path === entrypoint) && form.code.trim()) {
+    files.unshift({ path: entrypoint, content_b64: textToBase64(form.code) });
+  }
+  return { files };
 }
 
 /** The inputs a submit names: the uploaded files, then the URL rows (sha256 in lowercase). */

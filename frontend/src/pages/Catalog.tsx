@@ -8,7 +8,7 @@ import { Loading } from "../components/Progress";
 import { HostStatusBadge } from "../components/StatusBadge";
 import { useDebounced, useLoad } from "../lib/hooks";
 import { IsolationWarning } from "../components/IsolationWarning";
-import { gpuText, ratesText, reliabilityText } from "../lib/hosts";
+import { gpuText, jobDiskMb, ratesText, reliabilityText } from "../lib/hosts";
 import { creditsToMicros, formatMemory } from "../lib/money";
 
 const ORDERINGS: [string, string][] = [
@@ -31,6 +31,8 @@ function filtersFrom(params: URLSearchParams): HostFilters {
   if (Number.isInteger(minCpus) && minCpus > 0) filters.min_cpus = minCpus;
   const memoryGb = Number(text("min_memory_gb"));
   if (memoryGb > 0) filters.min_memory_mb = Math.round(memoryGb * 1024);
+  const diskGb = Number(text("min_disk_gb"));
+  if (diskGb > 0) filters.min_disk_mb = Math.round(diskGb * 1024);
   if (text("gpu") === "1") filters.gpu = true;
   const maxPrice = text("max_price") ? creditsToMicros(text("max_price")) : null;
   if (maxPrice !== null) filters.max_price_micros = maxPrice;
@@ -86,6 +88,9 @@ export function CatalogPage() {
         <Field label="Min. memory (GB)" error={fieldError("min_memory_mb")}>
           <input type="number" min={0} step="0.5" inputMode="decimal" value={params.get("min_memory_gb") ?? ""} onChange={(e) => set("min_memory_gb", e.target.value)} />
         </Field>
+        <Field label="Min. disk per job (GB)" error={fieldError("min_disk_mb")} hint="/work, /outputs, /tmp and the inputs together.">
+          <input type="number" min={0} step="1" inputMode="decimal" value={params.get("min_disk_gb") ?? ""} onChange={(e) => set("min_disk_gb", e.target.value)} />
+        </Field>
         <Field label="Max. price per core-hour (cr)" error={fieldError("max_price_micros")}>
           <input inputMode="decimal" value={params.get("max_price") ?? ""} onChange={(e) => set("max_price", e.target.value)} />
         </Field>
@@ -126,6 +131,7 @@ export function CatalogPage() {
                   <th scope="col">Platform</th>
                   <th scope="col">Cores</th>
                   <th scope="col">Memory</th>
+                  <th scope="col">Disk per job</th>
                   <th scope="col">GPU</th>
                   <th scope="col">Rates</th>
                   <th scope="col">Reliability</th>
@@ -142,6 +148,7 @@ export function CatalogPage() {
                     <td data-label="Platform">{host.os} / {host.arch}</td>
                     <td data-label="Cores">{host.cpus}</td>
                     <td data-label="Memory">{formatMemory(host.memory_mb)}</td>
+                    <td data-label="Disk per job">{formatMemory(jobDiskMb(host))}</td>
                     <td data-label="GPU">{gpuText(host)}</td>
                     <td className="small" data-label="Rates">{ratesText(host)}</td>
                     <td className="small" data-label="Reliability">{reliabilityText(host)}</td>

@@ -52,6 +52,7 @@ describe("the Run form's live quote", () => {
       gpus: 0,
       timeout_seconds: 600,
       max_cost_micros: 1_000_000,
+      inputs_bytes: 0,
     });
     expect(screen.getByTestId("quote")).toHaveTextContent("1 machine fits; cheapest: lab-1.");
   });

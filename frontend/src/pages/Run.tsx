@@ -9,13 +9,13 @@ import { Field } from "../components/Field";
 import { Busy } from "../components/Progress";
 import { fieldLabel } from "../api/errorText";
 import { IsolationWarning } from "../components/IsolationWarning";
-import { InputsPanel, useInputUploads } from "../components/InputsPanel";
-import { inputsSummary } from "../lib/inputUploads";
+import { InputsPanel, UploadRow, useUploads } from "../components/InputsPanel";
+import { inputsSummary, type InputsSummary } from "../lib/inputUploads";
 import { hostMisfits, whyNoneFits } from "../lib/fit";
-import { filesRead, formatBytes } from "../lib/files";
+import { filesRead, formatBytes, type UploadedFile } from "../lib/files";
 import { useFormErrors } from "../lib/forms";
 import { useDebounced, useLoad } from "../lib/hooks";
-import { DEFAULT_FORM, localProblems, quoteSpecFrom, specFrom, submitBodyFrom, type RunForm } from "../lib/jobSpec";
+import { DEFAULT_FORM, localProblems, quoteSpecFrom, specFrom, type RunForm } from "../lib/jobSpec";
 import { creditsToMicros, formatCredits, formatDuration } from "../lib/money";
 import { quoteView, type QuoteView } from "../lib/quote";
 import { uuid4 } from "../lib/uuid";
@@ -24,6 +24,7 @@ export const RUN_FIELDS = [
   "name",
   "code",
   "files",
+  "archive_sha256",
   "entrypoint",
   "requirements",
   "cpus",
@@ -46,9 +47,13 @@ function capStopsEarly(view: QuoteView, capMicros: number | null): number | null
   return (capMicros / view.hourlyMicros) * 3600;
 }
 
-/** The live quote: POST /quotes/ after the spec stops changing; stale answers are dropped. */
-function useQuote(form: RunForm, enabled: boolean) {
-  const spec = useMemo(() => (enabled ? JSON.stringify(quoteSpecFrom(form)) : null), [form, enabled]);
+/**
+ * The live quote: POST /quotes/ after the spec stops changing; stale answers are dropped. It
+ * asks again when the disk limits or the inputs' total size change (hosts without that much
+ * disk per job are left out).
+ */
+function useQuote(form: RunForm, inputFileBytes: number, enabled: boolean) {
+  const spec = useMemo(() => (enabled ? JSON.stringify(quoteSpecFrom(form, inputFileBytes)) : null), [form, inputFileBytes, enabled]);
   // Debounce the spec together with whether it is complete, so an edit that passes through an
   // incomplete state (a cleared field) never sends the old spec again.
   const debounced = useDebounced(spec, QUOTE_DEBOUNCE_MS);
@@ -79,6 +84,19 @@ function useQuote(form: RunForm, enabled: boolean) {
   return { quote, error, loading: loading || (spec !== null && spec !== debounced) };
 }
 
+/** Why the Run button waits, or null: the zip as the code and the input files go first. */
+function uploadsWaitText(zip: InputsSummary, inputs: InputsSummary): string | null {
+  const failed = [
+    zip.failed ? "The zip failed to upload: retry or remove it to run." : "",
+    inputs.failed
+      ? `${inputs.failed} input${inputs.failed === 1 ? "" : "s"} failed to upload: retry or remove ${inputs.failed === 1 ? "it" : "them"} to run.`
+      : "",
+  ].filter(Boolean);
+  if (failed.length) return failed.join(" ");
+  const waiting = [zip.pending ? "the zip" : "", inputs.pending ? `${inputs.pending} input${inputs.pending === 1 ? "" : "s"}` : ""].filter(Boolean);
+  return waiting.length ? `Waiting for ${waiting.join(" and ")} to finish uploading.` : null;
+}
+
 export function RunPage() {
   const [params] = useSearchParams();
   const navigate = useNavigate();
@@ -94,12 +112,16 @@ export function RunPage() {
   const hosts = useLoad(() => api.hosts({ online: true, ordering: "price" }), []);
   const preset = useLoad<Host | null>(() => (presetHost ? api.host(Number(presetHost)) : Promise.resolve(null)), [presetHost]);
 
-  const { uploads, items } = useInputUploads();
+  const { uploads, items } = useUploads();
   const uploadSummary = inputsSummary(items);
+  // The zip as the code goes through the blob store like an input, then is named by its sha256.
+  const { uploads: zipUploads, items: zipItems } = useUploads();
+  const uploadsWait = uploadsWaitText(inputsSummary(zipItems), uploadSummary);
   const problems = localProblems(form, items.map((item) => item.path));
-  // The inputs and disk limits do not change the price: their problems block the submit only.
+  // The inputs' and the disk limits' problems block the submit only: the quote goes on without
+  // them (quoteSpecFrom leaves out disk limits that are not numbers).
   const canQuote = Object.keys(problems).every((field) => field === "inputs" || field === "disk");
-  const live = useQuote(form, canQuote);
+  const live = useQuote(form, uploadSummary.bytes, canQuote);
   const quoteErrors = live.error instanceof ApiError ? live.error.fields : {};
   const view = live.quote ? quoteView(live.quote) : null;
 
@@ -122,14 +144,15 @@ export function RunPage() {
       requestAnimationFrame(() => document.getElementById("run-problems")?.focus());
       return;
     }
-    if (uploadSummary.pending || uploadSummary.failed) return;
-    const uploaded = uploads.inputs();
-    const spec = specFrom(form, uploaded);
+    if (uploadsWait) return;
+    const zip = form.files.find((f) => f.isZip);
+    const zipSha256 = zip ? (zipUploads.inputs().find((held) => held.path === zip.path)?.sha256 ?? null) : null;
+    const spec = specFrom(form, uploads.inputs(), zipSha256);
     const specText = JSON.stringify(spec);
     if (!pendingKey.current || pendingKey.current.spec !== specText) pendingKey.current = { key: uuid4(), spec: specText };
     setSubmitting(true);
     try {
-      const job = await api.jobSubmit(submitBodyFrom(form, pendingKey.current.key, uploaded), pendingKey.current.key);
+      const job = await api.jobSubmit(spec, pendingKey.current.key);
       pendingKey.current = null;
       navigate(`/jobs/${job.id}`);
     } catch (err) {
@@ -144,7 +167,14 @@ export function RunPage() {
   const onFiles = async (list: FileList | null) => {
     if (!list?.length) return;
     const read = await filesRead(list);
+    zipUploads.add(read.filter((f) => f.isZip).map((f) => ({ path: f.path, file: f.file })));
     setForm((f) => ({ ...f, files: [...f.files.filter((x) => !read.some((r) => r.path === x.path)), ...read] }));
+  };
+
+  const removeFile = (file: UploadedFile) => {
+    const upload = file.isZip ? zipItems.find((item) => item.path === file.path) : undefined;
+    if (upload) zipUploads.remove(upload.id);
+    setForm((f) => ({ ...f, files: f.files.filter((x) => x.path !== file.path) }));
   };
 
   const hostOptions = [...(hosts.data?.results ?? [])];
@@ -162,10 +192,9 @@ export function RunPage() {
         ? `The editor's code runs as ${entry}, next to your ${form.files.length} uploaded file${form.files.length === 1 ? "" : "s"}.`
         : null;
   const editorUnused = hasZip || uploadedEntry;
-  const fitSpec = quoteSpecFrom(form);
+  const fitSpec = quoteSpecFrom(form, uploadSummary.bytes);
   const noneFitWhy = view && view.hosts.length === 0 && hosts.data ? whyNoneFits(hosts.data.results, fitSpec) : [];
   const problemList = tried ? Object.entries(problems) : [];
-  const uploadsUnfinished = uploadSummary.pending > 0 || uploadSummary.failed > 0;
 
   return (
     <section>
@@ -215,10 +244,10 @@ export function RunPage() {
           </Field>
           <Field
             label="Files (several files or a zip)"
-            error={errorFor("files")}
+            error={errorFor("files") ?? errorFor("archive_sha256")}
             hint={
               hasZip
-                ? "The entrypoint must be inside the zip."
+                ? "The entrypoint must be inside the zip. The zip is uploaded to your stored files first; one you already store is not sent again."
                 : "The editor's code is sent as the entrypoint unless you upload a file of that name. Data goes in Inputs, below: no small size limit there."
             }
           >
@@ -226,14 +255,18 @@ export function RunPage() {
           </Field>
           {form.files.length > 0 && (
             <ul className="file-list" aria-label="Files to send">
-              {form.files.map((f) => (
-                <li key={f.path}>
-                  <code>{f.path}</code> <span className="muted">{formatBytes(f.size)}</span>{" "}
-                  <button type="button" className="link-button" onClick={() => set("files", form.files.filter((x) => x.path !== f.path))} aria-label={`Remove ${f.path}`}>
-                    Remove
-                  </button>
-                </li>
-              ))}
+              {form.files.map((f) => {
+                const upload = f.isZip ? zipItems.find((item) => item.path === f.path) : undefined;
+                if (upload) return <UploadRow key={f.path} item={upload} uploads={zipUploads} onRemove={() => removeFile(f)} testId="zip-row" />;
+                return (
+                  <li key={f.path}>
+                    <code>{f.path}</code> <span className="muted">{formatBytes(f.size)}</span>{" "}
+                    <button type="button" className="link-button" onClick={() => removeFile(f)} aria-label={`Remove ${f.path}`}>
+                      Remove
+                    </button>
+                  </li>
+                );
+              })}
             </ul>
           )}
           <InputsPanel uploads={uploads} items={items} urlRows={form.inputUrls} onUrlRows={(rows) => set("inputUrls", rows)} error={errorFor("inputs")} />
@@ -353,14 +386,12 @@ export function RunPage() {
             </div>
           </section>
 
-          <button type="submit" className="primary" disabled={submitting || uploadsUnfinished} aria-describedby={uploadsUnfinished ? "uploads-wait" : undefined}>
+          <button type="submit" className="primary" disabled={submitting || uploadsWait !== null} aria-describedby={uploadsWait ? "uploads-wait" : undefined}>
             {submitting ? "Submitting…" : "Run"}
           </button>
-          {uploadsUnfinished && (
+          {uploadsWait && (
             <p id="uploads-wait" className="small" data-testid="uploads-wait">
-              {uploadSummary.failed
-                ? `${uploadSummary.failed} input${uploadSummary.failed === 1 ? "" : "s"} failed to upload: retry or remove ${uploadSummary.failed === 1 ? "it" : "them"} to run.`
-                : `Waiting for ${uploadSummary.pending} input${uploadSummary.pending === 1 ? "" : "s"} to finish uploading.`}
+              {uploadsWait}
             </p>
           )}
           {submitting && <Busy label="Placing the hold and queueing your job…" />}

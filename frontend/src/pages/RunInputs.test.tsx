@@ -297,6 +297,47 @@ describe("the Run page's inputs", () => {
     });
   });
 
+  it("quotes with the disk limits and the inputs' total size once files are dropped", { timeout: 10000 }, async () => {
+    // given
+    const user = userEvent.setup();
+    const { calls } = renderRun();
+    const quotes = () => calls.filter((c) => c.url === "/api/v1/quotes/").map((c) => c.body as Record<string, unknown>);
+    await waitFor(() => expect(quotes()).toHaveLength(1));
+    expect(quotes()[0]).toMatchObject({ inputs_bytes: 0 });
+    expect(quotes()[0]).not.toHaveProperty("disk");
+    // when two files are dropped and /work is raised
+    drop([fileEntry(new File(["alpha,1\n"], "a.csv")), fileEntry(new File(["0123456789"], "b.bin"))]);
+    await user.click(screen.getByText("Advanced: disk limits"));
+    await user.clear(screen.getByLabelText("Space in /work (MB)"));
+    await user.type(screen.getByLabelText("Space in /work (MB)"), "4096");
+    // then the quote asks again with both
+    await waitFor(() => expect(quotes().at(-1)).toMatchObject({ inputs_bytes: 18, disk: { work_mb: 4096, outputs_mb: 1024, tmp_mb: 256 } }), { timeout: 3000 });
+  });
+
+  it("quotes without the disk limits while one is not a number, and holds only the submit", { timeout: 10000 }, async () => {
+    // given
+    const user = userEvent.setup();
+    const { calls } = renderRun();
+    const quotes = () => calls.filter((c) => c.url === "/api/v1/quotes/").map((c) => c.body as Record<string, unknown>);
+    await waitFor(() => expect(quotes()).toHaveLength(1));
+    await user.click(screen.getByText("Advanced: disk limits"));
+    await user.clear(screen.getByLabelText("Space in /work (MB)"));
+    await user.type(screen.getByLabelText("Space in /work (MB)"), "4096");
+    await waitFor(() => expect(quotes()).toHaveLength(2), { timeout: 3000 });
+    expect(quotes()[1]).toMatchObject({ disk: { work_mb: 4096, outputs_mb: 1024, tmp_mb: 256 } });
+    // when /tmp is not a number
+    await user.clear(screen.getByLabelText("Space in /tmp (MB)"));
+    await user.type(screen.getByLabelText("Space in /tmp (MB)"), "lots");
+    // then the quote asks again without any disk limits, and a price is shown
+    await waitFor(() => expect(quotes()).toHaveLength(3), { timeout: 3000 });
+    expect(quotes()[2]).not.toHaveProperty("disk");
+    expect(await screen.findByTestId("quote-estimate")).toBeInTheDocument();
+    // and the submit names the problem and sends nothing
+    await user.click(screen.getByRole("button", { name: "Run" }));
+    expect(await screen.findByText(/Disk limits: Each disk limit is a whole number of MB, at least 1\./)).toBeInTheDocument();
+    expect(calls.filter((c) => c.url === "/api/v1/jobs/")).toHaveLength(0);
+  });
+
   it("shows the server's refusal of an input next to the inputs", async () => {
     const user = userEvent.setup();
     renderRun({
@@ -307,5 +348,105 @@ describe("the Run page's inputs", () => {
     await waitFor(() => expect(rowOf("mine.txt")).toHaveTextContent("✓ Already stored"));
     await user.click(screen.getByRole("button", { name: "Run" }));
     expect(await screen.findByText("not one of your blobs", { selector: "#inputs-error" })).toBeInTheDocument();
+  });
+});
+
+describe("the Run page's zip as the code", () => {
+  const zipRow = () => screen.getByTestId("zip-row");
+  const zipBytes = new Uint8Array(3 * 1024).map((_, i) => (i * 7) % 256);
+
+  it("uploads the zip with tus (progress, pause, resume), holds the submit until it is stored, and sends archive_sha256 with the inputs", { timeout: 20000 }, async () => {
+    // given an input file, already uploaded
+    const user = userEvent.setup();
+    const { calls } = renderRun();
+    await user.upload(screen.getByTestId("inputs-files"), new File(["hello"], "hello.txt"));
+    await waitFor(() => expect(rowOf("hello.txt")).toHaveTextContent("✓ Uploaded"), { timeout: 5000 });
+    // when a zip is picked as the code, with the server holding its PATCH
+    tus.hold();
+    await user.upload(screen.getByLabelText(/^Files \(/), new File([zipBytes], "code.zip", { type: "application/zip" }));
+    // then the page says what runs, and shows the zip's upload
+    expect(screen.getByTestId("code-source")).toHaveTextContent(
+      "A zip is uploaded: main.py from inside the zip runs, with the zip's other files. The editor's code is not sent.",
+    );
+    expect(await screen.findByRole("progressbar", { name: "Uploading code.zip" }, { timeout: 5000 })).toBeInTheDocument();
+    await waitFor(() => expect(zipRow()).toHaveTextContent("Uploading 50%"));
+    const run = screen.getByRole("button", { name: "Run" });
+    expect(run).toBeDisabled();
+    expect(screen.getByTestId("uploads-wait")).toHaveTextContent("Waiting for the zip to finish uploading.");
+    // and no inline refusal of inputs beside a zip
+    expect(screen.queryByText(/Inputs can't go with a zip/)).toBeNull();
+    // when paused and resumed, it goes on from the server's offset
+    await user.click(screen.getByRole("button", { name: "Pause code.zip" }));
+    expect(zipRow()).toHaveTextContent("Paused (uploading 50%)");
+    act(() => tus.release());
+    await user.click(screen.getByRole("button", { name: "Resume code.zip" }));
+    await waitFor(() => expect(zipRow()).toHaveTextContent("✓ Uploaded"), { timeout: 5000 });
+    const create = calls.filter((c) => c.url === "/api/v1/uploads/").find((c) => c.headers.get("Upload-Metadata")!.includes(b64("code.zip")))!;
+    expect(create.headers.get("Upload-Metadata")).toBe(`sha256 ${b64(sha(zipBytes))},filename ${b64("code.zip")}`);
+    // and the quote counts the zip with the inputs
+    await waitFor(() => expect(calls.filter((c) => c.url === "/api/v1/quotes/").at(-1)!.body).toMatchObject({ inputs_bytes: 5 + zipBytes.length }));
+    // when submitted
+    expect(run).toBeEnabled();
+    await user.click(run);
+    await screen.findByText("job page");
+    // then as JSON: the zip by its digest, the entrypoint and the inputs; no code, files or multipart
+    const post = calls.find((c) => c.url === "/api/v1/jobs/")!;
+    expect(post.headers.get("Content-Type")).toMatch(/^application\/json/);
+    expect(post.body).toMatchObject({ archive_sha256: sha(zipBytes), entrypoint: "main.py", inputs: [{ path: "hello.txt", sha256: sha("hello") }] });
+    expect(post.body).not.toHaveProperty("code");
+    expect(post.body).not.toHaveProperty("files");
+  });
+
+  it("sends nothing of a zip when the server answers that the user already holds it", async () => {
+    // given a server whose creation says: complete, nothing to send
+    const user = userEvent.setup();
+    const { calls } = renderRun({
+      create: (call) => {
+        const length = Number(call.headers.get("Upload-Length"));
+        return json(201, { id: "u", offset: length, length, sha256: sha(zipBytes), status: "complete" }, { Location: "/api/v1/uploads/u/", "Upload-Offset": String(length) });
+      },
+    });
+    // when
+    await user.upload(screen.getByLabelText(/^Files \(/), new File([zipBytes], "code.zip", { type: "application/zip" }));
+    // then
+    await waitFor(() => expect(zipRow()).toHaveTextContent("✓ Already stored: nothing to send"), { timeout: 5000 });
+    expect(tus.calls).toHaveLength(0);
+    await user.click(screen.getByRole("button", { name: "Run" }));
+    await screen.findByText("job page");
+    expect(calls.find((c) => c.url === "/api/v1/jobs/")!.body).toMatchObject({ archive_sha256: sha(zipBytes) });
+  });
+
+  it("shows the server's refusal of the zip at the Files field, as a sentence", async () => {
+    const user = userEvent.setup();
+    renderRun({
+      held: new Set([sha(zipBytes)]),
+      submit: () =>
+        json(400, {
+          error: { code: "unknown_blob", message: "you hold no blob with that archive_sha256", fields: { archive_sha256: ["you hold no blob with this sha256: upload it first"] } },
+        }),
+    });
+    await user.upload(screen.getByLabelText(/^Files \(/), new File([zipBytes], "code.zip", { type: "application/zip" }));
+    await waitFor(() => expect(zipRow()).toHaveTextContent("✓ Already stored"), { timeout: 5000 });
+    await user.click(screen.getByRole("button", { name: "Run" }));
+    const sentence = "The zip is not among your stored files (it was deleted, or its upload did not finish): remove it and pick it again.";
+    await waitFor(() => expect(screen.getByLabelText(/^Files \(/)).toHaveAccessibleDescription(expect.stringContaining(sentence)));
+    expect(screen.getByLabelText(/^Files \(/)).toHaveAttribute("aria-invalid", "true");
+    expect(screen.queryByText(/An input names a file/)).toBeNull();
+  });
+
+  it("stops the zip's upload when it is removed from the files", async () => {
+    const user = userEvent.setup();
+    renderRun();
+    tus.hold();
+    await user.upload(screen.getByLabelText(/^Files \(/), new File([zipBytes], "code.zip", { type: "application/zip" }));
+    await screen.findByRole("progressbar", { name: "Uploading code.zip" }, { timeout: 5000 });
+    await user.click(screen.getByRole("button", { name: "Remove code.zip" }));
+    expect(screen.queryByTestId("zip-row")).toBeNull();
+    expect(screen.queryByTestId("code-source")).toBeNull();
+    expect(screen.getByRole("button", { name: "Run" })).toBeEnabled();
+    act(() => tus.release());
+    // and the server's upload is deleted
+    await waitFor(() => expect(tus.calls.map((c) => c.method)).toContain("DELETE"));
+    expect(tus.uploads.size).toBe(0);
   });
 });

@@ -103,6 +103,20 @@ describe("pages", () => {
     expect(calls[0]!.url).toBe("/api/v1/hosts/?min_cpus=4&gpu=true&online=true&ordering=price");
   });
 
+  it("catalog filters on the disk one job may take, in GB, and shows each host's", async () => {
+    // given one host with a per-job disk cap and one with only its free disk known
+    const capped = { ...host, id: 6, name: "lab-2", job_disk_mb: 51200, disk_free_mb: 200000 };
+    const { calls } = mockFetch({ "GET /api/v1/hosts/": () => json(200, page([{ ...host, job_disk_mb: null }, capped])) });
+    renderAt("/catalog", "/catalog", <CatalogPage />);
+    const rows = await screen.findAllByRole("row");
+    expect(within(rows.find((r) => within(r).queryByText("lab-1"))!).getByText("97.7 GB")).toHaveAttribute("data-label", "Disk per job");
+    expect(within(rows.find((r) => within(r).queryByText("lab-2"))!).getByText("50 GB")).toBeInTheDocument();
+    // when a minimum of 2.5 GB is typed
+    await userEvent.setup().type(screen.getByLabelText("Min. disk per job (GB)"), "2.5");
+    // then the API is asked in MB, as the memory filter is
+    await waitFor(() => expect(calls.at(-1)!.url).toBe("/api/v1/hosts/?min_disk_mb=2560&online=true&ordering=price"));
+  });
+
   it("host page shows specs, rates, reliability and availability", async () => {
     mockFetch({ "GET /api/v1/hosts/5/": () => json(200, host) });
     renderAt("/hosts/5", "/hosts/:id", <HostPage />);

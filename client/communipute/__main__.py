@@ -1,0 +1,3 @@
+from communipute.cli import main
+
+raise SystemExit(main())
