@@ -7,6 +7,8 @@ import { CatalogPage } from "./pages/Catalog";
 import { HostPage } from "./pages/HostDetail";
 import { JobsPage } from "./pages/Jobs";
 import { JobPage } from "./pages/Job";
+import { GroupPage } from "./pages/Group";
+import { GroupsPage } from "./pages/Groups";
 import { WalletPage } from "./pages/Wallet";
 import { HostingPage } from "./pages/Hosting";
 import { ReportsPage } from "./pages/Reports";
@@ -31,6 +33,7 @@ function Header() {
           <li><NavLink to="/catalog">Catalog</NavLink></li>
           {user && <li><NavLink to="/run">Run</NavLink></li>}
           {user && <li><NavLink to="/jobs">Jobs</NavLink></li>}
+          {user && <li><NavLink to="/groups">Groups</NavLink></li>}
           {user && <li><NavLink to="/wallet">Wallet</NavLink></li>}
           {user && <li><NavLink to="/hosting">Hosting</NavLink></li>}
           {user?.is_staff && <li><NavLink to="/reports">Reports</NavLink></li>}
@@ -102,6 +105,8 @@ export function App() {
           <Route path="/run" element={<RequireAuth><Suspense fallback={<Loading />}><RunPage /></Suspense></RequireAuth>} />
           <Route path="/jobs" element={<RequireAuth><JobsPage /></RequireAuth>} />
           <Route path="/jobs/:id" element={<RequireAuth><JobPage /></RequireAuth>} />
+          <Route path="/groups" element={<RequireAuth><GroupsPage /></RequireAuth>} />
+          <Route path="/groups/:id" element={<RequireAuth><GroupPage /></RequireAuth>} />
           <Route path="/wallet" element={<RequireAuth><WalletPage /></RequireAuth>} />
           <Route path="/hosting" element={<RequireAuth><HostingPage /></RequireAuth>} />
           <Route path="/reports" element={<RequireAuth staff><ReportsPage /></RequireAuth>} />

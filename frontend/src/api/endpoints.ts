@@ -13,6 +13,9 @@ import type {
   OwnedHost,
   HostPatch,
   Job,
+  JobGroup,
+  JobGroupDetail,
+  JobGroupSpec,
   JobSpec,
   HistoryLine,
   LedgerLine,
@@ -97,6 +100,16 @@ export const api = {
     unwrap(typed.GET("/api/v1/jobs/{job_id}/usage/", { params: { path: { job_id: id } } })),
   jobReceipt: (id: number): Promise<Receipt> =>
     unwrap(typed.GET("/api/v1/jobs/{job_id}/receipt/", { params: { path: { job_id: id } } })),
+
+  // --- job groups (docs/jobs.md "Job groups") ----------------------------------------------
+  groupCreate: (body: JobGroupSpec, idempotencyKey: string): Promise<JobGroupDetail> =>
+    unwrap(typed.POST("/api/v1/job-groups/", { body, params: { header: { "Idempotency-Key": idempotencyKey } } })),
+  groups: (page = 1): Promise<Page<JobGroup>> => unwrap(typed.GET("/api/v1/job-groups/", { params: { query: { page } } })),
+  /** The group with one page of its tasks, by index (only those in `status` when given). */
+  group: (id: number, tasks: { page?: number; page_size?: number; status?: string } = {}): Promise<JobGroupDetail> =>
+    unwrap(typed.GET("/api/v1/job-groups/{group_id}/", { params: { path: { group_id: id }, query: tasks } })),
+  groupCancel: (id: number): Promise<JobGroup> =>
+    unwrap(typed.POST("/api/v1/job-groups/{group_id}/cancel/", { params: { path: { group_id: id } } })),
 
   // --- blobs and uploads (hand-typed in blobs.ts until the schema has them) -----------------
   /** Whether the user already holds these bytes (HEAD /blobs/{sha256}/: 200 yes, 404 no). */

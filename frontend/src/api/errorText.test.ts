@@ -24,13 +24,13 @@ function apiDocCodes(): string[] {
   return [...codes];
 }
 
-/** The refusals in docs/jobs.md's validation table ("| check | refusal |"): "400 `code`". */
+/** The refusals docs/jobs.md names: a status and its codes, "400 `code`" or "413 `a` / `b` / `c`"
+ * (a "`x` / `y`" without a status before it names fields, not codes). */
 function jobsDocCodes(): string[] {
   const codes = new Set<string>();
-  for (const match of doc("jobs.md").matchAll(/\b\d{3} `([a-z][a-z0-9_]*)`(?: \/ `([a-z_]+)`)*(?: \/ `([a-z_]+)`)?/g)) {
-    for (const code of match.slice(1)) if (code) codes.add(code);
+  for (const chain of doc("jobs.md").matchAll(/\b\d{3} `[a-z][a-z0-9_]*`(?: \/ `[a-z][a-z0-9_]*`)*/g)) {
+    for (const match of chain[0].matchAll(/`([a-z][a-z0-9_]*)`/g)) codes.add(match[1]!);
   }
-  for (const match of doc("jobs.md").matchAll(/\/ `([a-z][a-z0-9_]*)`/g)) codes.add(match[1]!);
   return [...codes];
 }
 
@@ -43,7 +43,11 @@ describe("error sentences", () => {
     const api = apiDocCodes();
     expect(api).toEqual(expect.arrayContaining(["invalid", "insufficient_credits", "no_host_fits", "server_error", "throttled"]));
     expect(api.length).toBeGreaterThan(40);
-    expect(jobsDocCodes()).toEqual(expect.arrayContaining(["code_required", "files_too_large", "duplicate_path", "host_unfit"]));
+    expect(jobsDocCodes()).toEqual(
+      expect.arrayContaining(["code_required", "files_too_large", "code_too_large", "duplicate_path", "host_unfit", "offer_too_large", "group_finished"]),
+    );
+    // a pair of field names ("`host_fault_retries` / `error_retries`") is not a refusal
+    expect(jobsDocCodes()).not.toContain("error_retries");
   });
 
   it("has a sentence for every code docs/api.md and docs/jobs.md list", () => {
@@ -119,6 +123,37 @@ describe("error sentences", () => {
     );
     expect(zipError(400, "invalid", "the archive is encrypted")).toBe("The zip can't be the job's code: the archive is encrypted.");
     expect(fieldLabel("archive_sha256")).toBe("Zip file");
+  });
+
+  it("says a job group's refusals in words: its two caps, the first tasks' holds, an ended group", () => {
+    const groupCap = apiErrorFrom(400, {
+      error: {
+        code: "cap_too_low",
+        message: "the group's max_cost_micros (1000000) must cover at least one task's task_max_cost_micros (5000000)",
+        fields: { max_cost_micros: ["at least task_max_cost_micros (5000000)"] },
+      },
+    });
+    expect(groupCap.message).toBe("The group's cost cap must cover at least one task's cap: at least 5 credits.");
+    expect(groupCap.fields.max_cost_micros).toBe("at least the cost cap per task (5 credits)");
+    const taskCap = apiErrorFrom(400, {
+      error: { code: "cap_too_low", message: "task_max_cost_micros must cover at least one minute at the host's rates (60000)", fields: { task_max_cost_micros: ["at least 60000"] } },
+    });
+    expect(taskCap.message).toBe("Each task's cost cap must cover at least one minute on this machine: at least 0.06 credits.");
+    expect(taskCap.fields.task_max_cost_micros).toBe("at least 0.06 credits");
+    expect(sentence(402, "insufficient_credits", "the first 2 tasks' holds need 10000000 micro-credits; 500000 are available")).toBe(
+      "Not enough credits: you have 0.50 credits; the first 2 tasks' holds need 10 credits.",
+    );
+    expect(sentence(409, "group_finished", "the job group has already ended")).toBe("The group has already ended: there is nothing left to cancel.");
+    const argument = apiErrorFrom(400, {
+      error: { code: "invalid", message: "", fields: { "inputs[3].argument": ["at most 65536 bytes as JSON: put bigger data in an input"], inputs: ["1 to 10000 tasks (JOB_GROUP_MAX_TASKS)"] } },
+    });
+    expect(argument.fields["inputs[3].argument"]).toBe("at most 64.0 KB as JSON: put bigger data in an input");
+    expect(argument.fields.inputs).toBe("1 to 10000 tasks");
+    // a count in a field that is not money stays a count
+    const tooMany = apiErrorFrom(400, { error: { code: "too_many_inputs", message: "", fields: { "inputs[0].inputs": ["with the shared inputs and task.json, at most 1000"] } } });
+    expect(tooMany.fields["inputs[0].inputs"]).toBe("with the shared inputs and task.json, at most 1000");
+    expect(fieldLabel("task_max_cost_micros")).toBe("Cost cap per task");
+    expect(fieldLabel("max_parallel")).toBe("Tasks at once");
   });
 
   it("names fields in words", () => {

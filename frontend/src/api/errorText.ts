@@ -22,10 +22,14 @@ function leftAndNeeded(message: string): [number, number] | null {
 /** Every "12345 micro-credits" (or "(12345)" after "at least") in a server text, in credits;
  * every "5368709120 bytes" in GB, MB or KB. */
 export function humanizeAmounts(text: string): string {
+  return humanizeUnits(text).replace(/\b(at least|at most|minimum|maximum) \(?(\d+)\)?(?!\d|\.\d| ?[KMG]?B\b)/g, (_, word: string, n: string) => `${word} ${creditsWords(Number(n))}`);
+}
+
+/** Only the amounts that say their unit: "12345 micro-credits", "5368709120 bytes". */
+function humanizeUnits(text: string): string {
   return text
     .replace(/(-?\d+) micro-?credits/g, (_, n: string) => creditsWords(Number(n)))
-    .replace(/\b(\d{4,}) bytes\b/g, (_, n: string) => formatBytes(Number(n)))
-    .replace(/\b(at least|at most|minimum|maximum) \(?(\d+)\)?(?!\.\d| ?[KMG]?B\b)/g, (_, word: string, n: string) => `${word} ${creditsWords(Number(n))}`);
+    .replace(/\b(\d{4,}) bytes\b/g, (_, n: string) => formatBytes(Number(n)));
 }
 
 /** The server's detail as the end of our sentence: "…: Model.pt is larger than 1 MB." */
@@ -42,6 +46,15 @@ function moneyShort(lead: string, what: string): (said: Said) => string {
     if (!amounts) return `${lead}.`;
     return `${lead}: you have ${creditsWords(amounts[0])}; ${what} needs ${creditsWords(amounts[1])}.`;
   };
+}
+
+/** A group's create: "the first 2 tasks' holds need 10000000 micro-credits; 500000 are available". */
+function groupHoldsShort(message: string): string | null {
+  const match = /the first (\d+) tasks?'? holds? needs? (\d+) micro-credits; (-?\d+) (?:are|is) available/.exec(message);
+  if (!match) return null;
+  const [, count, needed, available] = match;
+  const what = count === "1" ? "the first task's hold needs" : `the first ${count} tasks' holds need`;
+  return `Not enough credits: you have ${creditsWords(Number(available))}; ${what} ${creditsWords(Number(needed))}.`;
 }
 
 export const ERROR_SENTENCES: Record<string, Sentence> = {
@@ -85,6 +98,11 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   host_unfit: withDetail("That machine can't run this job"),
   unknown_host: "That machine is not in the catalog (it may have been removed); choose another.",
   cap_too_low: ({ fields, message }) => {
+    // A group's cap must cover one task's cap; a group's task cap is the job's cap, renamed.
+    const group = /task_max_cost_micros \((\d+)\)/.exec(fields.max_cost_micros ?? "");
+    if (group) return `The group's cost cap must cover at least one task's cap: at least ${creditsWords(Number(group[1]))}.`;
+    const perTask = /(\d+)/.exec(fields.task_max_cost_micros ?? "");
+    if (perTask) return `Each task's cost cap must cover at least one minute on this machine: at least ${creditsWords(Number(perTask[1]))}.`;
     const minimum = /(\d+)/.exec(fields.max_cost_micros ?? "") ?? /\((\d+)\)/.exec(message);
     return minimum
       ? `The cost cap must cover at least one minute on this machine: at least ${creditsWords(Number(minimum[1]))}.`
@@ -94,7 +112,7 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   not_authenticated: "Please log in.",
   authentication_failed: "Your sign-in has expired or was revoked; please log in again.",
   // 402
-  insufficient_credits: moneyShort("Not enough credits", "this"),
+  insufficient_credits: (said) => groupHoldsShort(said.message) ?? moneyShort("Not enough credits", "this")(said),
   hold_exceeded: moneyShort("The job has used its whole cost cap", "this charge"),
   insufficient_earnings: moneyShort("Not enough earnings are available yet", "this payout"),
   // 403
@@ -121,6 +139,7 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   payout_account_not_ready: "Finish setting up your payout account (the Stripe step) before asking for a payout.",
   no_host_fits: "No machine you may use fits this job right now: lower the cores, memory, GPUs or timeout, or try again later.",
   job_finished: "The job has already finished.",
+  group_finished: "The group has already ended: there is nothing left to cancel.",
   transition_refused: withDetail("The job can't change that way now"),
   stale_attempt: "That report was for an earlier attempt of the job.",
   offset_mismatch: "The upload got out of step with the server; press Retry to go on from where the server is.",
@@ -211,6 +230,11 @@ function archiveSentence(message: string, code: string): string {
   return `The zip can't be the job's code: ${/^(is|has|can't)\b/.test(detail) ? "it " : ""}${detail}.`;
 }
 
+/** Field and setting names a server's field message may quote, in words. */
+function plainNames(text: string): string {
+  return text.replace(/\btask_max_cost_micros\b/g, "the cost cap per task").replace(/\s*\([A-Z][A-Z0-9_]{3,}\)/g, "");
+}
+
 /** A field's message in words: a bare code becomes a sentence; amounts of a `_micros` field
  * become credits; a refusal of the zip says what to do. `code` is the error's own code. */
 export function fieldSentence(field: string, message: string, code = ""): string {
@@ -220,9 +244,10 @@ export function fieldSentence(field: string, message: string, code = ""): string
     const known = ERROR_SENTENCES[text];
     return FIELD_CODE_SENTENCES[text] ?? (typeof known === "string" ? known : "This is not valid.");
   }
-  const humanized = humanizeAmounts(text);
-  if (/_micros$/.test(field)) return humanized.replace(/\b(\d{4,})\b(?! credits?)/g, (n) => creditsWords(Number(n)));
-  return humanized;
+  // Only a money field's bare numbers are credits ("at least 60000"); elsewhere they count things.
+  if (!/_micros$/.test(field)) return humanizeUnits(plainNames(text));
+  const humanized = humanizeAmounts(plainNames(text));
+  return humanized.replace(/\b(\d{4,})\b(?! credits?)/g, (n) => creditsWords(Number(n)));
 }
 
 const FIELD_LABELS: Record<string, string> = {
@@ -251,6 +276,12 @@ const FIELD_LABELS: Record<string, string> = {
   outputs_mb: "Space in /outputs",
   tmp_mb: "Space in /tmp",
   work_exec: "Executables in /work",
+  shared_inputs: "Inputs",
+  task_max_cost_micros: "Cost cap per task",
+  count: "Number of tasks",
+  max_parallel: "Tasks at once",
+  host_fault_retries: "Retries after a host fault",
+  error_retries: "Retries after a script error",
   "Upload-Offset": "Upload offset",
   "Upload-Length": "File size",
 };

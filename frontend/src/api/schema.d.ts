@@ -330,6 +330,94 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/job-groups/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["job_groups_list"];
+        put?: never;
+        post: operations["job_groups_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/job-groups/{group_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["job_groups_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/job-groups/{group_id}/cancel/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["job_groups_cancel_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/job-groups/{group_id}/receipt/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the group cost
+         * @description Per task job (a retried index has several) its receipt's totals (GET /api/v1/jobs/{id}/receipt/), and their sums.
+         */
+        get: operations["job_groups_receipt_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/job-groups/{group_id}/results/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tasks' results in index order
+         * @description From ?index= on, each task's result (status, exit code, its error, cost, outputs) up to the first task that has none yet (at most ?limit=): pass next_index back as ?index= to read on; is_complete when every task's result is read. The group's socket says when to read again.
+         */
+        get: operations["job_groups_results_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/jobs/": {
         parameters: {
             query?: never;
@@ -1049,6 +1137,48 @@ export interface components {
          * @enum {string}
          */
         GroupByEnum: "day" | "host" | "user";
+        GroupReceipt: {
+            group_id: number;
+            status: string;
+            max_cost_micros: number;
+            /** @description every task's job settled */
+            is_settled: boolean;
+            /** @description each job's receipt totals (a retried index has several) */
+            tasks: components["schemas"]["TaskReceipt"][];
+            /** @description the sums of the tasks' lines, exactly */
+            totals: components["schemas"]["GroupReceiptTotals"];
+        };
+        GroupReceiptTotals: {
+            gross_micros: number;
+            fee_micros: number;
+            host_net_micros: number;
+            reversed_micros: number;
+            charged_micros: number;
+            hold_micros: number;
+            refund_micros: number;
+            held_micros: number;
+        };
+        GroupTask: {
+            readonly index: number;
+            readonly job_id: number | null;
+            readonly status: components["schemas"]["GroupTaskStatusEnum"];
+            /** @description the status of the task's job now (queued, running …); null before it starts */
+            readonly job_status: string | null;
+            readonly exit_code: number | null;
+            readonly reason: string;
+        };
+        /**
+         * @description * `pending` - Waiting to start
+         *     * `running` - Running
+         *     * `succeeded` - Succeeded
+         *     * `failed` - Failed
+         *     * `cancelled` - Cancelled
+         *     * `timed_out` - Timed out
+         *     * `budget_exhausted` - Budget exhausted
+         *     * `skipped` - Not started
+         * @enum {string}
+         */
+        GroupTaskStatusEnum: "pending" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out" | "budget_exhausted" | "skipped";
         Holding: {
             sha256: string;
             size: number;
@@ -1181,6 +1311,10 @@ export interface components {
             readonly started_at: string | null;
             /** Format: date-time */
             readonly finished_at: string | null;
+            /** @description the job group it is a task of (null: a job of its own) */
+            readonly group: number | null;
+            /** @description its index in that group (from 0) */
+            readonly task_index: number | null;
         };
         /**
          * @description * `auto` - auto
@@ -1235,6 +1369,164 @@ export interface components {
             host?: number | null;
             placement?: components["schemas"]["JobCreatePlacementEnum"];
         };
+        JobGroup: {
+            readonly id: number;
+            readonly name: string;
+            readonly status: components["schemas"]["JobGroupStatusEnum"];
+            readonly status_reason: string;
+            readonly count: number;
+            /** @description its tasks by status */
+            readonly counts: components["schemas"]["TaskCounts"];
+            readonly max_parallel: number;
+            readonly open_tasks: number;
+            readonly max_cost_micros: number;
+            readonly task_max_cost_micros: number;
+            /** @description what its tasks were charged so far (settled and running) */
+            readonly cost_micros: number;
+            readonly host_fault_retries: number;
+            readonly error_retries: number;
+            readonly placement: components["schemas"]["JobPlacementEnum"];
+            readonly requested_host: number | null;
+            readonly entrypoint: string;
+            readonly requirements: unknown;
+            /** Format: double */
+            cpus: number;
+            readonly memory_mb: number;
+            readonly gpus: number;
+            readonly timeout_seconds: number;
+            readonly cancel_requested: boolean;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly finished_at: string | null;
+        };
+        /**
+         * @description The job fields (the template every task is, as ``POST /api/v1/jobs/`` takes them) and
+         *     the group's: ``inputs`` or ``count``, ``max_parallel``, the caps and the retries.
+         */
+        JobGroupCreateRequest: {
+            /**
+             * Format: double
+             * @default 1
+             */
+            cpus: number;
+            /** @default 512 */
+            memory_mb: number;
+            /** @default 0 */
+            gpus: number;
+            /** @default 3600 */
+            timeout_seconds: number;
+            /** @description one file */
+            code?: string;
+            files?: components["schemas"]["FileInputRequest"][];
+            /**
+             * Format: binary
+             * @description a zip (multipart)
+             */
+            archive?: string;
+            /** @description a zip you hold (uploaded) as the job's code, with no size cap but /work's */
+            archive_sha256?: string;
+            /** @description one object per task: its argument (/inputs/task.json) and its own input files; or give count */
+            inputs?: {
+                /** @description any JSON: the task reads it at /inputs/task.json */
+                argument?: unknown;
+                inputs?: {
+                    /** @description where it appears, under /inputs */
+                    path: string;
+                    sha256: string;
+                    /** @description https only; absent: a blob you hold */
+                    url?: string;
+                    /** @description bytes, with url */
+                    size?: number;
+                }[];
+            }[];
+            disk?: components["schemas"]["DiskInputRequest"];
+            /** @description allow running programs from /work (default false) */
+            work_exec?: boolean;
+            entrypoint?: string;
+            /** @description what to call the job (default: the entrypoint's file name) */
+            name?: string;
+            requirements?: string[] | string;
+            /**
+             * Format: int64
+             * @description the group cap: what all its tasks together may cost
+             */
+            max_cost_micros: number;
+            host?: number | null;
+            placement?: components["schemas"]["JobCreatePlacementEnum"];
+            /** @description input files every task reads (as a job's) */
+            shared_inputs?: {
+                /** @description where it appears, under /inputs */
+                path: string;
+                sha256: string;
+                /** @description https only; absent: a blob you hold */
+                url?: string;
+                /** @description bytes, with url */
+                size?: number;
+            }[];
+            /** @description this many tasks, indexed from 0, without arguments; or give inputs */
+            count?: number;
+            /**
+             * @description at most this many tasks hold their cap (queued or running) at once
+             * @default 10
+             */
+            max_parallel: number;
+            /**
+             * Format: int64
+             * @description each task's cap (its job's max_cost_micros)
+             */
+            task_max_cost_micros: number;
+            /**
+             * @description how often a task a host lost or faulted runs again (on another host)
+             * @default 3
+             */
+            host_fault_retries: number;
+            /**
+             * @description how often a task whose script failed or timed out runs again
+             * @default 0
+             */
+            error_retries: number;
+        };
+        JobGroupDetail: {
+            readonly id: number;
+            readonly name: string;
+            readonly status: components["schemas"]["JobGroupStatusEnum"];
+            readonly status_reason: string;
+            readonly count: number;
+            /** @description its tasks by status */
+            readonly counts: components["schemas"]["TaskCounts"];
+            readonly max_parallel: number;
+            readonly open_tasks: number;
+            readonly max_cost_micros: number;
+            readonly task_max_cost_micros: number;
+            /** @description what its tasks were charged so far (settled and running) */
+            readonly cost_micros: number;
+            readonly host_fault_retries: number;
+            readonly error_retries: number;
+            readonly placement: components["schemas"]["JobPlacementEnum"];
+            readonly requested_host: number | null;
+            readonly entrypoint: string;
+            readonly requirements: unknown;
+            /** Format: double */
+            cpus: number;
+            readonly memory_mb: number;
+            readonly gpus: number;
+            readonly timeout_seconds: number;
+            readonly cancel_requested: boolean;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly finished_at: string | null;
+            /** @description its tasks in index order, a page of them (?page=, ?page_size=, ?status=) */
+            readonly tasks: components["schemas"]["TaskPage"];
+        };
+        /**
+         * @description * `running` - Running
+         *     * `finished` - Finished
+         *     * `cancelled` - Cancelled
+         * @enum {string}
+         */
+        JobGroupStatusEnum: "running" | "finished" | "cancelled";
         JobInput: {
             readonly path: string;
             readonly sha256: string;
@@ -1461,6 +1753,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["HostListingOutput"][];
+        };
+        PaginatedJobGroupList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["JobGroup"][];
         };
         PaginatedJobList: {
             /** @example 123 */
@@ -1727,6 +2034,16 @@ export interface components {
          * @enum {string}
          */
         ResourceEnum: "cpu" | "memory" | "gpu";
+        ResultsPage: {
+            group_id: number;
+            /** @description the first index of this page */
+            index: number;
+            /** @description pass this as ?index= to read on */
+            next_index: number;
+            results: components["schemas"]["TaskResult"][];
+            /** @description every task has its result, all read */
+            is_complete: boolean;
+        };
         /**
          * @description * `member` - Member
          *     * `admin` - Admin
@@ -1753,6 +2070,54 @@ export interface components {
          * @enum {string}
          */
         SourceEnum: "store" | "url";
+        TaskCounts: {
+            pending: number;
+            running: number;
+            succeeded: number;
+            failed: number;
+            cancelled: number;
+            timed_out: number;
+            budget_exhausted: number;
+            skipped: number;
+        };
+        TaskOutput: {
+            name: string;
+            size: number;
+            sha256: string;
+        };
+        TaskPage: {
+            count: number;
+            /** Format: uri */
+            next: string | null;
+            /** Format: uri */
+            previous: string | null;
+            results: components["schemas"]["GroupTask"][];
+        };
+        TaskReceipt: {
+            index: number;
+            job_id: number;
+            status: string;
+            gross_micros: number;
+            fee_micros: number;
+            host_net_micros: number;
+            reversed_micros: number;
+            /** @description what you pay for this job */
+            charged_micros: number;
+            hold_micros: number;
+            refund_micros: number;
+            held_micros: number;
+        };
+        TaskResult: {
+            index: number;
+            /** @description null: it never started */
+            job_id: number | null;
+            status: string;
+            exit_code: number | null;
+            /** @description how it ended (its error) */
+            reason: string;
+            cost_micros: number;
+            outputs: components["schemas"]["TaskOutput"][];
+        };
         TimelineEventOutput: {
             /** Format: date-time */
             at: string;
@@ -2593,6 +2958,208 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EnrollmentOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    job_groups_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedJobGroupList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    job_groups_create: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes this POST safe to retry: a repeat with the same key and body returns the first response; the same key with another body gets 422; a repeat while the first is still running gets 409. 1 to 255 characters, scoped to you and this endpoint, kept at least 24 hours. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobGroupCreateRequest"];
+                "multipart/form-data": components["schemas"]["JobGroupCreateRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["JobGroupCreateRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobGroupDetail"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    job_groups_retrieve: {
+        parameters: {
+            query?: {
+                /** @description the page of tasks (by index) */
+                page?: number;
+                /** @description tasks per page (at most 500) */
+                page_size?: number;
+                /** @description only the tasks in this status */
+                status?: string;
+            };
+            header?: never;
+            path: {
+                group_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobGroupDetail"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    job_groups_cancel_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobGroup"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    job_groups_receipt_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupReceipt"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    job_groups_results_retrieve: {
+        parameters: {
+            query?: {
+                /** @description the first task index (default 0) */
+                index?: number;
+                /** @description at most this many (default 100) */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                group_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResultsPage"];
                 };
             };
             /** @description An error; see `code`. */

@@ -4,7 +4,7 @@
 // components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
 
 import type { components, operations } from "./schema";
-import type { JobDataSpec, JobDataView } from "./blobs";
+import type { JobDataSpec, JobDataView, JobInputSpec } from "./blobs";
 
 type Schemas = components["schemas"];
 
@@ -105,6 +105,35 @@ export interface JobEvent {
 export type OutputFile = Schemas["JobOutput"];
 
 export type Job = Omit<Schemas["Job"], "requirements" | keyof JobDataView> & { requirements: string[] } & JobDataView;
+
+/** A job group (docs/jobs.md "Job groups"): one job template run over many inputs, each task an
+ * ordinary job. The list's shape; the detail adds a page of its tasks. */
+export type JobGroup = Schemas["JobGroup"];
+export type JobGroupDetail = Schemas["JobGroupDetail"];
+export type GroupStatus = Schemas["JobGroupStatusEnum"];
+export type GroupTask = Schemas["GroupTask"];
+export type TaskStatus = Schemas["GroupTaskStatusEnum"];
+export type TaskCounts = Schemas["TaskCounts"];
+
+/** One task of a group's `inputs`: its argument (any JSON, read at /inputs/task.json) and its
+ * own input files. */
+export interface TaskSpec {
+  argument?: unknown;
+  inputs?: JobInputSpec[];
+}
+
+/** POST /api/v1/job-groups/: a submit's fields as the template every task is, with the job's
+ * inputs as `shared_inputs` and its cap as `task_max_cost_micros`; `max_cost_micros` is the
+ * group's cap; `inputs` (one per task) or `count`. */
+export type JobGroupSpec = Omit<JobSpec, "inputs"> & {
+  shared_inputs?: JobInputSpec[];
+  inputs?: TaskSpec[];
+  count?: number;
+  max_parallel: number;
+  task_max_cost_micros: number;
+  host_fault_retries: number;
+  error_retries: number;
+};
 
 /** GET /api/v1/jobs/{id}/logs/?offset=N[&attempt=K] (LogPage), as the log view uses it. */
 export interface LogChunk {

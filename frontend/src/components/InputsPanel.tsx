@@ -102,13 +102,15 @@ interface Props {
   urlRows: UrlInput[];
   onUrlRows: (rows: UrlInput[]) => void;
   error?: string;
+  /** What the panel is called (a group's inputs are every task's). */
+  legend?: string;
 }
 
 /**
  * The Run page's inputs, mounted read-only at /inputs: files and folders dropped or picked
  * (hashed, then uploaded unless already stored), and files the host fetches from a URL.
  */
-export function InputsPanel({ uploads, items, urlRows, onUrlRows, error }: Props) {
+export function InputsPanel({ uploads, items, urlRows, onUrlRows, error, legend = "Inputs (read-only in /inputs)" }: Props) {
   const filesRef = useRef<HTMLInputElement>(null);
   const folderRef = useRef<HTMLInputElement>(null);
   const [over, setOver] = useState(false);
@@ -129,7 +131,7 @@ export function InputsPanel({ uploads, items, urlRows, onUrlRows, error }: Props
 
   return (
     <fieldset className={`inputs${error ? " field-invalid" : ""}`} aria-describedby={error ? "inputs-error" : undefined}>
-      <legend>Inputs (read-only in /inputs)</legend>
+      <legend>{legend}</legend>
       <div
         className={`dropzone${over ? " dropzone-over" : ""}`}
         data-testid="dropzone"

@@ -88,13 +88,18 @@ export function parseJobMessage(raw: string): JobMessage[] {
   return out;
 }
 
-export function socketUrl(jobId: number): string {
+/** The socket's URL on this page's host: `path` is "/ws/jobs/42/". */
+export function wsUrl(path: string): string {
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${window.location.host}/ws/jobs/${jobId}/`;
+  return `${scheme}//${window.location.host}${path}`;
 }
 
-export interface JobSocketOptions {
-  onMessage: (message: JobMessage) => void;
+export function socketUrl(jobId: number): string {
+  return wsUrl(`/ws/jobs/${jobId}/`);
+}
+
+export interface LiveSocketOptions<M> {
+  onMessage: (message: M) => void;
   onOpen: () => void;
   onState: (state: SocketState, retryInMs?: number) => void;
   makeSocket?: (url: string) => WebSocket;
@@ -104,8 +109,13 @@ export interface JobSocketOptions {
   maxDelayMs?: number;
 }
 
-/** Opens the socket and keeps it open until `close()` is called. */
-export function jobSocketOpen(jobId: number, options: JobSocketOptions): { close: () => void } {
+export type JobSocketOptions = LiveSocketOptions<JobMessage>;
+
+/**
+ * Opens the socket at `path` and keeps it open until `close()` is called: after a drop it
+ * reconnects with jittered exponential backoff. `parse` turns a text frame into messages.
+ */
+export function liveSocketOpen<M>(path: string, parse: (raw: string) => M[], options: LiveSocketOptions<M>): { close: () => void } {
   const make = options.makeSocket ?? ((url: string) => new WebSocket(url));
   const base = options.baseDelayMs ?? 1000;
   const max = options.maxDelayMs ?? 30000;
@@ -116,7 +126,7 @@ export function jobSocketOpen(jobId: number, options: JobSocketOptions): { close
 
   const connect = () => {
     options.onState(failures ? "reconnecting" : "connecting");
-    socket = make(socketUrl(jobId));
+    socket = make(wsUrl(path));
     socket.onopen = () => {
       failures = 0;
       options.onState("open");
@@ -124,11 +134,11 @@ export function jobSocketOpen(jobId: number, options: JobSocketOptions): { close
     };
     socket.onmessage = (event: MessageEvent) => {
       if (typeof event.data !== "string") return;
-      parseJobMessage(event.data).forEach(options.onMessage);
+      parse(event.data).forEach(options.onMessage);
     };
     socket.onclose = (event: CloseEvent) => {
       socket = null;
-      // 4403/4404: not this user's job or no such job — retrying cannot help.
+      // 4401/4403/4404: not logged in, not this user's, or no such thing — retrying cannot help.
       const wanted = options.shouldReconnect?.() ?? true;
       if (stopped || !wanted || event.code === 4403 || event.code === 4404 || event.code === 4401) {
         options.onState("closed");
@@ -149,4 +159,9 @@ export function jobSocketOpen(jobId: number, options: JobSocketOptions): { close
       options.onState("closed");
     },
   };
+}
+
+/** The job's socket, /ws/jobs/{id}/. */
+export function jobSocketOpen(jobId: number, options: JobSocketOptions): { close: () => void } {
+  return liveSocketOpen(`/ws/jobs/${jobId}/`, parseJobMessage, options);
 }

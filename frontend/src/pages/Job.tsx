@@ -1,6 +1,6 @@
 import { IsolationWarning } from "../components/IsolationWarning";
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { useParams } from "react-router";
+import { Link, useParams } from "react-router";
 import { api, outputUrl } from "../api/endpoints";
 import type { JobInputView } from "../api/blobs";
 import type { Job, JobEvent, OutputFile, Receipt, UsageHistory } from "../api/types";
@@ -314,6 +314,16 @@ export function JobPage() {
               <dd data-testid="job-disk">
                 /work {job.disk.work_mb} MB · /outputs {job.disk.outputs_mb} MB · /tmp {job.disk.tmp_mb} MB
                 {job.work_exec ? " · executables allowed in /work" : ""}
+              </dd>
+            </>
+          )}
+          {job.group != null && (
+            <>
+              <dt>Group</dt>
+              <dd data-testid="job-group">
+                <Link to={`/groups/${job.group}`}>
+                  Task #{job.task_index} of group #{job.group}
+                </Link>
               </dd>
             </>
           )}

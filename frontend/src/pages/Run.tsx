@@ -19,6 +19,18 @@ import { DEFAULT_FORM, localProblems, quoteSpecFrom, specFrom, type RunForm } fr
 import { creditsToMicros, formatCredits, formatDuration } from "../lib/money";
 import { quoteView, type QuoteView } from "../lib/quote";
 import { uuid4 } from "../lib/uuid";
+import {
+  DEFAULT_GROUP_FORM,
+  GROUP_SERVER_NAME,
+  groupProblems,
+  groupSpecFrom,
+  taskArgumentsRead,
+  taskCount,
+  taskFieldLead,
+  type GroupForm,
+  type RunMode,
+} from "../lib/groupSpec";
+import { GroupFields } from "../components/GroupFields";
 
 export const RUN_FIELDS = [
   "name",
@@ -37,7 +49,22 @@ export const RUN_FIELDS = [
   "inputs",
   "disk",
   "work_exec",
+  // a group's (docs/jobs.md "Job groups"): the job's inputs and cap under their group names
+  "shared_inputs",
+  "task_max_cost_micros",
+  "count",
+  "max_parallel",
+  "host_fault_retries",
+  "error_retries",
 ] as const;
+
+/** A problem's field in words; in group mode the job's cap is each task's. */
+function runFieldLabel(field: string, mode: RunMode): string {
+  if (field === "group_cap") return "Group cost cap";
+  if (field === "task_arguments") return "Task arguments";
+  if (mode === "group" && field === "max_cost_micros") return "Cost cap per task";
+  return fieldLabel(field);
+}
 
 export const QUOTE_DEBOUNCE_MS = 500;
 
@@ -84,6 +111,13 @@ function useQuote(form: RunForm, inputFileBytes: number, enabled: boolean) {
   return { quote, error, loading: loading || (spec !== null && spec !== debounced) };
 }
 
+/** What the group's cap means, with the most it holds at once at these caps. */
+function groupCapHint(group: GroupForm, taskCapMicros: number | null): string {
+  const parallel = Number(group.maxParallel);
+  const most = taskCapMicros && Number.isInteger(parallel) && parallel > 0 ? ` At most ${parallel} × the task cap (${formatCredits(parallel * taskCapMicros)}) is held at once.` : "";
+  return `What all the tasks together may cost: no task starts once it could pass this.${most}`;
+}
+
 /** Why the Run button waits, or null: the zip as the code and the input files go first. */
 function uploadsWaitText(zip: InputsSummary, inputs: InputsSummary): string | null {
   const failed = [
@@ -106,6 +140,10 @@ export function RunPage() {
     placement: presetHost ? "host" : "auto",
     host: presetHost,
   });
+  const [mode, setMode] = useState<RunMode>(params.get("mode") === "group" ? "group" : "job");
+  const [group, setGroup] = useState<GroupForm>(DEFAULT_GROUP_FORM);
+  const argumentsRead = useMemo(() => taskArgumentsRead(group.argumentsText), [group.argumentsText]);
+  const tasks = taskCount(group, argumentsRead);
   const [tried, setTried] = useState(false);
   const [submitting, setSubmitting] = useState(false);
   const submitErrors = useFormErrors(RUN_FIELDS);
@@ -117,10 +155,11 @@ export function RunPage() {
   // The zip as the code goes through the blob store like an input, then is named by its sha256.
   const { uploads: zipUploads, items: zipItems } = useUploads();
   const uploadsWait = uploadsWaitText(inputsSummary(zipItems), uploadSummary);
-  const problems = localProblems(form, items.map((item) => item.path));
+  const jobProblems = localProblems(form, items.map((item) => item.path));
+  const problems = mode === "group" ? { ...jobProblems, ...groupProblems(group, argumentsRead, creditsToMicros(form.capCredits)) } : jobProblems;
   // The inputs' and the disk limits' problems block the submit only: the quote goes on without
-  // them (quoteSpecFrom leaves out disk limits that are not numbers).
-  const canQuote = Object.keys(problems).every((field) => field === "inputs" || field === "disk");
+  // them (quoteSpecFrom leaves out disk limits that are not numbers); so do the group's own.
+  const canQuote = Object.keys(jobProblems).every((field) => field === "inputs" || field === "disk");
   const live = useQuote(form, uploadSummary.bytes, canQuote);
   const quoteErrors = live.error instanceof ApiError ? live.error.fields : {};
   const view = live.quote ? quoteView(live.quote) : null;
@@ -130,8 +169,16 @@ export function RunPage() {
   const pendingKey = useRef<{ key: string; spec: string } | null>(null);
 
   const set = <K extends keyof RunForm>(key: K, value: RunForm[K]) => setForm((f) => ({ ...f, [key]: value }));
+  /** The error shown at a field of the form: the server's (under its group name in group mode),
+   * the quote's, or the form's own check. A task's refusal says which task. */
+  const submitErrorFor = (field: string): string | undefined => {
+    const name = mode === "group" ? (GROUP_SERVER_NAME[field] ?? field) : field;
+    if (field !== "task_arguments" || !(submitErrors.error instanceof ApiError)) return submitErrors.fieldError(name);
+    const mine = Object.entries(submitErrors.error.fields).filter(([key]) => key === "inputs" || key.startsWith("inputs["));
+    return mine.length ? mine.map(([key, message]) => `${taskFieldLead(key)}${message}`).join(" ") : undefined;
+  };
   const errorFor = (field: string): string | undefined =>
-    submitErrors.fieldError(field) ??
+    submitErrorFor(field) ??
     Object.entries(quoteErrors).find(([k]) => k === field || k.startsWith(`${field}.`))?.[1] ??
     (tried ? problems[field] : undefined);
 
@@ -148,13 +195,15 @@ export function RunPage() {
     const zip = form.files.find((f) => f.isZip);
     const zipSha256 = zip ? (zipUploads.inputs().find((held) => held.path === zip.path)?.sha256 ?? null) : null;
     const spec = specFrom(form, uploads.inputs(), zipSha256);
-    const specText = JSON.stringify(spec);
+    const groupSpec = mode === "group" ? groupSpecFrom(spec, group, argumentsRead) : null;
+    const specText = JSON.stringify(groupSpec ? { group: groupSpec } : spec);
     if (!pendingKey.current || pendingKey.current.spec !== specText) pendingKey.current = { key: uuid4(), spec: specText };
     setSubmitting(true);
     try {
-      const job = await api.jobSubmit(spec, pendingKey.current.key);
+      const key = pendingKey.current.key;
+      const path = groupSpec ? `/groups/${(await api.groupCreate(groupSpec, key)).id}` : `/jobs/${(await api.jobSubmit(spec, key)).id}`;
       pendingKey.current = null;
-      navigate(`/jobs/${job.id}`);
+      navigate(path);
     } catch (err) {
       const outcomeUnknown = !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
       if (!outcomeUnknown) pendingKey.current = null;
@@ -198,7 +247,7 @@ export function RunPage() {
 
   return (
     <section>
-      <h1>Run a job</h1>
+      <h1>{mode === "group" ? "Run over inputs" : "Run a job"}</h1>
       {submitErrors.banner && (
         <ErrorBanner message={submitErrors.banner} details={submitErrors.otherFields} />
       )}
@@ -215,14 +264,25 @@ export function RunPage() {
           <ul>
             {problemList.map(([field, message]) => (
               <li key={field}>
-                {fieldLabel(field)}: {message}
+                {runFieldLabel(field, mode)}: {message}
               </li>
             ))}
           </ul>
         </div>
       )}
       <form className="run-form" onSubmit={(e) => void submit(e)} noValidate aria-describedby="quote-box">
+        <fieldset className="run-mode">
+          <legend>What to run</legend>
+          <label>
+            <input type="radio" name="mode" checked={mode === "job"} onChange={() => setMode("job")} /> One job
+          </label>
+          <label>
+            <input type="radio" name="mode" checked={mode === "group"} onChange={() => setMode("group")} /> Run over inputs: the same code as many
+            tasks, one per argument (or a number of them), each an ordinary job on whichever machine fits
+          </label>
+        </fieldset>
         <div className="run-code">
+          {mode === "group" && <GroupFields group={group} onChange={setGroup} read={argumentsRead} errorFor={errorFor} />}
           <div className={`field${errorFor("code") ? " field-invalid" : ""}`}>
             <label id="code-label">
               Code ({entry}){editorUnused && " — not sent"}
@@ -269,7 +329,14 @@ export function RunPage() {
               })}
             </ul>
           )}
-          <InputsPanel uploads={uploads} items={items} urlRows={form.inputUrls} onUrlRows={(rows) => set("inputUrls", rows)} error={errorFor("inputs")} />
+          <InputsPanel
+            uploads={uploads}
+            items={items}
+            urlRows={form.inputUrls}
+            onUrlRows={(rows) => set("inputUrls", rows)}
+            error={errorFor("inputs")}
+            legend={mode === "group" ? "Inputs every task reads (read-only in /inputs)" : undefined}
+          />
         </div>
 
         <div className="run-side">
@@ -293,9 +360,26 @@ export function RunPage() {
             <Field label="Timeout (minutes)" error={errorFor("timeout_seconds")}>
               <input type="number" min={1} step={1} inputMode="numeric" value={form.timeoutMinutes} onChange={(e) => set("timeoutMinutes", e.target.value)} />
             </Field>
-            <Field label="Cost cap (credits)" error={errorFor("max_cost_micros")} hint="Held from your wallet while the job runs; what is not used comes back.">
+            <Field
+              label={mode === "group" ? "Cost cap per task (credits)" : "Cost cap (credits)"}
+              error={errorFor("max_cost_micros")}
+              hint={
+                mode === "group"
+                  ? "Each task's job holds this while it runs; what it does not use comes back when it ends."
+                  : "Held from your wallet while the job runs; what is not used comes back."
+              }
+            >
               <input inputMode="decimal" value={form.capCredits} onChange={(e) => set("capCredits", e.target.value)} />
             </Field>
+            {mode === "group" && (
+              <Field
+                label="Group cost cap (credits)"
+                error={errorFor("group_cap")}
+                hint={groupCapHint(group, creditsToMicros(form.capCredits))}
+              >
+                <input inputMode="decimal" value={group.capCredits} onChange={(e) => setGroup((g) => ({ ...g, capCredits: e.target.value }))} />
+              </Field>
+            )}
             <details className="advanced" open={Boolean(errorFor("disk") ?? errorFor("work_exec"))}>
               <summary>Advanced: disk limits</summary>
               <Field label="Space in /work (MB)" error={errorFor("disk")} hint="The job's working folder; writing past it fails with “no space left”.">
@@ -359,10 +443,16 @@ export function RunPage() {
                 <>
                   {view.misfit && <p className="field-error">{view.misfit}</p>}
                   <p>
-                    At most <strong data-testid="quote-estimate">{view.estimateMicros !== null ? formatCredits(view.estimateMicros) : "—"}</strong> if
+                    {mode === "group" && "Each task: "}At most <strong data-testid="quote-estimate">{view.estimateMicros !== null ? formatCredits(view.estimateMicros) : "—"}</strong> if
                     it runs the whole timeout
                     {view.hourlyMicros !== null && <> ({formatCredits(view.hourlyMicros)} per hour)</>}. You pay for what it uses.
                   </p>
+                  {mode === "group" && tasks !== null && view.estimateMicros !== null && (
+                    <p className="small" data-testid="quote-group">
+                      {tasks} task{tasks === 1 ? "" : "s"}: at most {formatCredits(tasks * view.estimateMicros)} in all if each runs the whole timeout,
+                      and never more than the group cost cap.
+                    </p>
+                  )}
                   {view.minimumCapMicros !== null && <p className="small">The cap must cover at least one minute: {formatCredits(view.minimumCapMicros)}.</p>}
                   {capStopsEarly(view, creditsToMicros(form.capCredits)) && (
                     <p className="small">
@@ -387,14 +477,14 @@ export function RunPage() {
           </section>
 
           <button type="submit" className="primary" disabled={submitting || uploadsWait !== null} aria-describedby={uploadsWait ? "uploads-wait" : undefined}>
-            {submitting ? "Submitting…" : "Run"}
+            {submitting ? "Submitting…" : mode === "group" ? (tasks ? `Run ${tasks} task${tasks === 1 ? "" : "s"}` : "Run the tasks") : "Run"}
           </button>
           {uploadsWait && (
             <p id="uploads-wait" className="small" data-testid="uploads-wait">
               {uploadsWait}
             </p>
           )}
-          {submitting && <Busy label="Placing the hold and queueing your job…" />}
+          {submitting && <Busy label={mode === "group" ? "Placing the first tasks' holds and queueing them…" : "Placing the hold and queueing your job…"} />}
         </div>
       </form>
     </section>

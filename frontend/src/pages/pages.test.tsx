@@ -357,6 +357,15 @@ describe("the job page live view", () => {
     expect(screen.getAllByText("exit code 3").length).toBeGreaterThan(0);
   });
 
+  it("links a task's job to its group", async () => {
+    mockFetch({
+      "GET /api/v1/jobs/42/": () => json(200, { ...job, group: 7, task_index: 3 }),
+      "GET /api/v1/jobs/42/logs/": (call) => logsRoute("")(call),
+    });
+    renderAt("/jobs/42", "/jobs/:id", <JobPage />);
+    expect(await screen.findByRole("link", { name: "Task #3 of group #7" })).toHaveAttribute("href", "/groups/7");
+  });
+
   it("reconnects after a drop and catches up by offset", async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     let full = "one\n";
