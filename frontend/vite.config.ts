@@ -28,6 +28,8 @@ export default defineConfig({
     setupFiles: ["./src/test/setup.ts"],
     include: ["src/**/*.test.{ts,tsx}"],
     css: false,
+    // The page tests drive whole forms (hashing, uploads): seconds on a loaded 2-core CI box.
+    testTimeout: 20_000,
     // Vitest resolves packages as Node would; the app is built with tus-js-client's browser
     // build (package.json "browser"), whose file reader takes a File, so the tests use it too.
     alias: [{ find: /^tus-js-client$/, replacement: "tus-js-client/lib.esm/browser/index.js" }],
