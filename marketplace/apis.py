@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
-from config.api import MicrosField
+from config.api import KeysetPagination, MicrosField
 from hosts.models import Host
 from hosts.serializers import HostListingOutput
 from hosts.specs import arch_normalise
@@ -66,7 +66,10 @@ class CatalogQueryInput(serializers.Serializer[Any]):
 
 @extend_schema(parameters=[CatalogQueryInput])
 class HostCatalogApi(ListAPIView[Host]):
+    """Paged by cursor (``next``/``previous``); docs/hosts.md, "Pages"."""
+
     serializer_class = HostListingOutput
+    pagination_class = KeysetPagination
 
     def get_queryset(self) -> Any:
         query = CatalogQueryInput(data=self.request.query_params)

@@ -155,10 +155,12 @@ def test_orderings(hana, alice, client_for):
         return _ids(client.get(f"/api/v1/hosts/?ordering={ordering}"))
 
     # then
+    # ties go by id in the direction of the last key: -price is price reversed
     assert ids("price") == [cheap.pk, middle.pk, twin.pk, dear.pk]
-    assert ids("-price") == [dear.pk, middle.pk, twin.pk, cheap.pk]
+    assert ids("-price") == [dear.pk, twin.pk, middle.pk, cheap.pk]
     assert ids("-reliability") == [dear.pk, twin.pk, middle.pk, cheap.pk]
     assert ids("price,-reliability") == [cheap.pk, twin.pk, middle.pk, dear.pk]
+    assert ids("-price,reliability") == [dear.pk, middle.pk, twin.pk, cheap.pk]
     assert _ids(client.get("/api/v1/hosts/")) == ids("price")
 
 
