@@ -159,9 +159,13 @@ def _run(renter: User, args: argparse.Namespace) -> None:
         f"{'query':38} {'api p50':>8} {'api p99':>8} {'sql p50':>8} {'sql p99':>8} "
         f"{'api/sql':>8} {'old p50':>8} {'old p99':>8} {'stmts':>5}"
     )
-    pages = [(label, f"/api/v1/hosts/?{query}", _numbered(query, 1)) for label, query in QUERIES.items()]
+    pages = [
+        (label, f"/api/v1/hosts/?{query}", _numbered(query, 1)) for label, query in QUERIES.items()
+    ]
     label, query, depth = DEEP
-    pages.append((label, _walk(client, f"/api/v1/hosts/?{query}", depth), _numbered(query, depth + 1)))
+    pages.append(
+        (label, _walk(client, f"/api/v1/hosts/?{query}", depth), _numbered(query, depth + 1))
+    )
     for label, url, old_url in pages:
         with CaptureQueriesContext(connection) as captured:
             body = _get(client, url)

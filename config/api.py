@@ -153,8 +153,8 @@ class KeysetPagination(BasePagination):
             "properties": {
                 "count": {
                     "type": "integer",
-                    "description": "How many match, exact up to the cap (KEYSET_COUNT_CAP); "
-                    "past it, the cap.",
+                    "description": "How many match: exact up to the cap (KEYSET_COUNT_CAP, "
+                    "1000 by default), else the cap.",
                 },
                 "count_is_capped": {
                     "type": "boolean",
@@ -188,8 +188,7 @@ class KeysetPagination(BasePagination):
                 "name": self.page_query_param,
                 "required": False,
                 "in": "query",
-                "description": "Deprecated: numbered pages (exact count, OFFSET); use "
-                "`cursor`.",
+                "description": "Deprecated: numbered pages (exact count, OFFSET); use `cursor`.",
                 "schema": {"type": "integer"},
                 "deprecated": True,
             },
@@ -254,7 +253,9 @@ class KeysetPagination(BasePagination):
         try:
             payload = signing.loads(token, salt=self.salt)
         except signing.BadSignature:
-            raise _bad_cursor("not a cursor this API made (take it from next or previous)")
+            raise _bad_cursor(
+                "not a cursor this API made (take it from next or previous)"
+            ) from None
         if not isinstance(payload, dict) or payload.get("o") != [key.spec for key in keys]:
             raise _bad_cursor("the cursor is for another ordering; start again without it")
         values = payload.get("v")
@@ -263,7 +264,9 @@ class KeysetPagination(BasePagination):
         try:
             parsed = [key.field.to_python(value) for key, value in zip(keys, values, strict=True)]
         except DjangoValidationError:
-            raise _bad_cursor("not a cursor this API made (take it from next or previous)")
+            raise _bad_cursor(
+                "not a cursor this API made (take it from next or previous)"
+            ) from None
         if any(value is None for value in parsed):
             raise _bad_cursor("not a cursor this API made (take it from next or previous)")
         return _Position(parsed, before=payload.get("b") is True)
@@ -284,20 +287,24 @@ def _count_capped(queryset: QuerySet[Any], cap: int) -> tuple[int, bool]:
 
 
 def _sort_keys(queryset: QuerySet[Any]) -> list[_SortKey]:
-    specs = list(queryset.query.order_by)
-    if not specs or not all(isinstance(spec, str) for spec in specs):
+    specs = [spec for spec in queryset.query.order_by if isinstance(spec, str)]
+    if not specs or len(specs) != len(queryset.query.order_by):
         raise ImproperlyConfigured("KeysetPagination needs order_by() with names")
     model: type[Model] = queryset.model
+    pk = model._meta.pk
+    assert pk is not None
     keys = []
     for spec in specs:
         name = spec.removeprefix("-")
-        name = model._meta.pk.attname if name == "pk" else name
+        name = pk.attname if name == "pk" else name
         annotation = queryset.query.annotations.get(name)
-        field = annotation.output_field if annotation is not None else model._meta.get_field(name)
-        if isinstance(field, GeneratedField):
-            field = field.output_field
-        keys.append(_SortKey(name, spec.startswith("-"), field))
-    if keys[-1].name != model._meta.pk.attname:
+        found: Any = model._meta.get_field(name) if annotation is None else annotation.output_field
+        if isinstance(found, GeneratedField):
+            found = found.output_field
+        if not isinstance(found, Field):
+            raise ImproperlyConfigured(f"KeysetPagination can't order by {name}")
+        keys.append(_SortKey(name, spec.startswith("-"), found))
+    if keys[-1].name != pk.attname:
         raise ImproperlyConfigured("KeysetPagination needs an ordering that ends with the pk")
     return keys
 
@@ -348,11 +355,12 @@ class _RowCompare(Expression):
     def get_source_expressions(self) -> list[Any]:
         return [*self.left, *self.right]
 
-    def set_source_expressions(self, exprs: list[Any]) -> None:
-        self.left, self.right = exprs[: len(self.left)], exprs[len(self.left) :]
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        self.left, self.right = list(exprs[: len(self.left)]), list(exprs[len(self.left) :])
 
     def as_sql(self, compiler: SQLCompiler, connection: Any) -> tuple[str, list[Any]]:
-        parts, params = [], []
+        parts: list[str] = []
+        params: list[Any] = []
         for expression in self.get_source_expressions():
             sql, found = compiler.compile(expression)
             parts.append(sql)

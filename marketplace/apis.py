@@ -66,7 +66,7 @@ class CatalogQueryInput(serializers.Serializer[Any]):
 
 @extend_schema(parameters=[CatalogQueryInput])
 class HostCatalogApi(ListAPIView[Host]):
-    """Paged by cursor (``next``/``previous``); docs/hosts.md, "Pages"."""
+    """The catalog, paged by cursor (`next` and `previous` carry it): docs/hosts.md, "Pages"."""
 
     serializer_class = HostListingOutput
     pagination_class = KeysetPagination

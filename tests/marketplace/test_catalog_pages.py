@@ -225,7 +225,11 @@ def test_next_and_previous_are_full_urls_that_keep_the_filters(hana, alice, clie
     assert first["previous"] is None
     assert first["next"].startswith("http://testserver/api/v1/hosts/?")
     query = parse_qs(urlsplit(first["next"]).query)
-    assert (query["online"], query["ordering"], query["page_size"]) == (["false"], ["-price"], ["2"])
+    assert (query["online"], query["ordering"], query["page_size"]) == (
+        ["false"],
+        ["-price"],
+        ["2"],
+    )
     assert second["previous"].startswith("http://testserver/api/v1/hosts/?")
     assert _get(client, second["previous"])["results"] == first["results"]
 
@@ -270,7 +274,9 @@ def test_a_cursor_for_another_ordering_or_beside_page_is_refused(hana, alice, cl
         "send either cursor or page, not both"
     ]
     # the same ordering with other filters is a position in the same order: fine
-    assert client.get(f"/api/v1/hosts/?ordering=price&min_cpus=1&cursor={cursor}").status_code == 200
+    assert (
+        client.get(f"/api/v1/hosts/?ordering=price&min_cpus=1&cursor={cursor}").status_code == 200
+    )
 
 
 @override_settings(KEYSET_COUNT_CAP=5)
