@@ -87,8 +87,8 @@ class KeysetPagination(BasePagination):
     is one statement whatever its depth, and rows inserted or deleted between pages neither
     repeat nor skip the others.
 
-    ``count`` is exact while it is at most ``KEYSET_COUNT_CAP`` (a ``COUNT`` over a ``LIMIT``,
-    so it reads at most that many rows past the filters), else it is the cap and
+    ``count`` is exact while it is at most ``KEYSET_COUNT_CAP`` (a ``COUNT`` over a ``LIMIT``
+    of cap + 1, so it stops after that many matching rows), else it is the cap and
     ``count_is_capped`` is true; a first page that holds the whole set counts itself. So a page
     is at most two statements. ``?page=N`` is still answered through ``Pagination`` (an exact
     ``COUNT(*)`` and ``OFFSET``, slower the deeper it goes) for the clients that send it.
@@ -120,7 +120,6 @@ class KeysetPagination(BasePagination):
         before = position is not None and position.before
         if before:
             rows.reverse()
-        self.keys = keys
         self.next_cursor = self._next(keys, rows, position, more)
         self.previous_cursor = self._previous(keys, rows, position, more)
         self.to_first = before and not rows  # the rows before the cursor are gone
