@@ -20,6 +20,7 @@ from django.db.models import (
     F,
     Field,
     GeneratedField,
+    IntegerField,
     Model,
     Q,
     QuerySet,
@@ -324,21 +325,34 @@ def _json_value(value: Any) -> Any:
 
 
 def _after(keys: list[_SortKey], values: list[Any]) -> Q | Expression:
-    """The rows strictly after ``values`` in the order of ``keys``."""
-    if len({key.descending for key in keys}) == 1:
-        return _RowCompare(
-            [F(key.name) for key in keys],
-            "<" if keys[0].descending else ">",
-            [Value(value, output_field=key.field) for key, value in zip(keys, values, strict=True)],
-        )
+    """The rows strictly after ``values`` in the order of ``keys``.
+
+    One row comparison whenever it can be: as it is when every key goes the first key's way;
+    else with each integer key that goes the other way negated (``price, -reliability, -id``
+    after ``(x, y, z)`` is ``(price, -reliability, -id) > (x, -y, -z)``), which PostgreSQL
+    still seeks by on an index led by the first key and estimates by it. Only a key that
+    can't be negated (a date) against the first key's direction needs the expanded ``OR``,
+    whose estimate is poor (the planner multiplies the bound by the ``OR``).
+    """
+    first = keys[0]
+    if all(key.descending == first.descending or _negatable(key) for key in keys):
+        left, right = [], []
+        for key, value in zip(keys, values, strict=True):
+            flip = key.descending != first.descending
+            left.append(-F(key.name) if flip else F(key.name))
+            right.append(Value(-value if flip else value, output_field=key.field))
+        return _RowCompare(left, "<" if first.descending else ">", right)
     disjuncts = []
     for index, key in enumerate(keys):
         equal = {keys[j].name: values[j] for j in range(index)}
         beyond = {f"{key.name}__{'lt' if key.descending else 'gt'}": values[index]}
         disjuncts.append(Q(**equal, **beyond))
-    first = keys[0]
     seek = Q(**{f"{first.name}__{'lte' if first.descending else 'gte'}": values[0]})
     return seek & reduce(or_, disjuncts)
+
+
+def _negatable(key: _SortKey) -> bool:
+    return isinstance(key.field, IntegerField)
 
 
 class _RowCompare(Expression):

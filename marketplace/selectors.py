@@ -14,7 +14,7 @@ Definitions the API documents:
 Every query here is one SQL statement (plus the count of the paginator). Ties are broken by
 id in the direction of the last key, so each ordering and its reverse are served by one index
 on ``(key, id)`` (``hosts.models.Host.Meta.indexes``) and the keyset paginator
-(``config.api.KeysetPagination``) can seek with a row comparison.
+(``config.api.KeysetPagination``) can seek with a row comparison (docs/hosts.md, "Pages").
 """
 
 from __future__ import annotations
@@ -64,12 +64,16 @@ def hosts_visible(*, user: User) -> QuerySet[Host]:
     """Public hosts, hosts private to an organisation the user belongs to, and the user's own;
     never those of a deactivated owner."""
     organisations = Membership.objects.filter(user=user).values("organisation_id")
+    # "not owned by a deactivated user" rather than a join on the owner: PostgreSQL keeps a
+    # NOT IN as one hashed set of the (few) deactivated users checked per row, where a join,
+    # planned from a poor estimate for a deep keyset page, was a nested loop over every user
+    # for every host (80 ms instead of 1).
+    deactivated = User.objects.filter(is_active=False).values("id")
     return Host.objects.filter(
         Q(visibility=HostVisibility.PUBLIC)
         | Q(visibility=HostVisibility.PRIVATE, organisation_id__in=organisations)
         | Q(owner=user),
-        owner__is_active=True,
-    )
+    ).exclude(owner_id__in=deactivated)
 
 
 def hosts_catalog(

@@ -42,8 +42,10 @@ ORDERINGS = [
     "memory",
     "last_seen",
     "-last_seen",
-    "price,-reliability",  # mixed directions
-    "-cpus,memory,-last_seen",  # three keys, mixed, with many ties
+    "price,-reliability",  # mixed directions: -reliability and -id negated
+    "-cpus,memory,-last_seen",  # three keys, mixed, many ties: memory negated
+    "-last_seen,price",  # a date first, an integer against it
+    "price,-last_seen",  # a date against the first key: the expanded OR
     "cpus,memory",  # uniform, many ties
 ]
 FILTER = "min_cpus=8"  # leaves out the 4-core hosts
