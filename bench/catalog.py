@@ -57,8 +57,16 @@ QUERIES = {
     "online, -memory": "online=true&ordering=-memory",
     "online, -last_seen": "online=true&ordering=-last_seen",
 }
-# The deep page: the 21st of online hosts by price, after 20 pages of `next`.
-DEEP = ("page 21 of online by price", "online=true&ordering=price", 20)
+# Deep pages: the 21st, reached by following `next` 20 times, and by following `next` 21
+# times and then `previous` (a mixed ordering read backwards).
+DEEP = [
+    ("page 21 of online by price", "online=true&ordering=price", False),
+    (
+        "page 21 by previous: accepting, linux",
+        "accepting=true&os=linux&ordering=price,-reliability",
+        True,
+    ),
+]
 
 
 class Rollback(Exception):
@@ -156,16 +164,15 @@ def _run(renter: User, args: argparse.Namespace) -> None:
         f"{args.iterations} rounds per query (times in ms; api/sql is the ratio of the p99s)"
     )
     print(
-        f"{'query':38} {'api p50':>8} {'api p99':>8} {'sql p50':>8} {'sql p99':>8} "
+        f"{'query':40} {'api p50':>8} {'api p99':>8} {'sql p50':>8} {'sql p99':>8} "
         f"{'api/sql':>8} {'old p50':>8} {'old p99':>8} {'stmts':>5}"
     )
     pages = [
         (label, f"/api/v1/hosts/?{query}", _numbered(query, 1)) for label, query in QUERIES.items()
     ]
-    label, query, depth = DEEP
-    pages.append(
-        (label, _walk(client, f"/api/v1/hosts/?{query}", depth), _numbered(query, depth + 1))
-    )
+    for label, query, back in DEEP:
+        url = _walk(client, f"/api/v1/hosts/?{query}", 21 if back else 20)
+        pages.append((label, _get(client, url)["previous"] if back else url, _numbered(query, 21)))
     for label, url, old_url in pages:
         with CaptureQueriesContext(connection) as captured:
             body = _get(client, url)
@@ -181,7 +188,7 @@ def _run(renter: User, args: argparse.Namespace) -> None:
             args.iterations,
         )
         print(
-            f"{label:38} {_p(api, 50):8.2f} {_p(api, 99):8.2f} {_p(raw, 50):8.2f} "
+            f"{label:40} {_p(api, 50):8.2f} {_p(api, 99):8.2f} {_p(raw, 50):8.2f} "
             f"{_p(raw, 99):8.2f} {_p(api, 99) / _p(raw, 99):8.1f} {_p(numbered, 50):8.2f} "
             f"{_p(numbered, 99):8.2f} {len(statements):5d}"
         )
