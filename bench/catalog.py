@@ -1,12 +1,17 @@
-"""Catalog latency with 10,000 hosts: the API beside the same SQL run raw.
+"""Catalog latency (10,000 hosts; `--hosts 100000` for ten times that): the API beside the
+same SQL run raw, and beside the old numbered pages.
 
     python -m bench.catalog [--hosts 10000] [--iterations 100] [--explain]
 
 Uses DATABASE_URL (migrating it if needed), inserts the hosts inside a transaction and rolls
 everything back at the end, so it leaves the database as it found it. For each typical query
-it prints p50/p99 of the whole API request (authentication aside: DRF, selector, serializer,
-paginator) and, as the baseline, of the SQL statements that request ran, replayed raw through
-the same connection — the difference is what Django and DRF add.
+(the web app's orderings among them) and a deep page (the 21st, reached by following `next`
+20 times) it prints p50/p99 of the whole API request paged by cursor (authentication aside:
+DRF, selector, serializer, paginator) and two baselines measured in the same rounds: the SQL
+statements that request ran, replayed raw through the same connection (the difference is
+what Django and DRF add), and the same page through the old path, `?page=N` (an exact
+`COUNT(*)` and `OFFSET`). The first statement of a page is the page; the second, if any, the
+capped count (`--explain` prints both plans).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
 # Throttling stays on (its cache lookup is part of a request) but must never trip here.
 os.environ.setdefault("THROTTLE_USER", "1000000/min")
+# Inserting 100,000 hosts and timing them takes minutes: a connected host (seen 0-20 s before
+# it was inserted) must stay online all along, and a stale one (seen an hour or more ago) off.
+os.environ.setdefault("HOST_OFFLINE_AFTER_SECONDS", "1200")
 
 import django
 
@@ -43,8 +51,22 @@ QUERIES = {
     "x86_64, >=8 cpus, >=16 GB, price": "arch=x86_64&min_cpus=8&min_memory_mb=16384&ordering=price",
     "gpu, max price, gpu_price": "gpu=true&max_price_micros=60000&ordering=gpu_price",
     "accepting, linux, price,-reliability": "accepting=true&os=linux&ordering=price,-reliability",
-    "page 20 of online by price": "online=true&ordering=price&page=20",
+    # the web app's other orderings (frontend/src/pages/Catalog.tsx), online only as it asks
+    "online, -price": "online=true&ordering=-price",
+    "online, -cpus": "online=true&ordering=-cpus",
+    "online, -memory": "online=true&ordering=-memory",
+    "online, -last_seen": "online=true&ordering=-last_seen",
 }
+# Deep pages: the 21st, reached by following `next` 20 times, and by following `next` 21
+# times and then `previous` (a mixed ordering read backwards).
+DEEP = [
+    ("page 21 of online by price", "online=true&ordering=price", False),
+    (
+        "page 21 by previous: accepting, linux",
+        "accepting=true&os=linux&ordering=price,-reliability",
+        True,
+    ),
+]
 
 
 class Rollback(Exception):
@@ -60,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--explain", action="store_true", help="print each page query's plan")
     args = parser.parse_args(argv)
     call_command("migrate", verbosity=0)
+    if connection.vendor == "postgresql":  # earlier runs' rolled-back rows, out of the way
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE hosts_host")
     try:
         with transaction.atomic():
             renter = _populate(args.hosts)
@@ -71,7 +96,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _populate(count: int) -> User:
     rng = random.Random(7)
-    now = timezone.now()
     owners = [
         User.objects.create(username=f"bench-owner-{i}", email=f"bench-owner-{i}@example.com")
         for i in range(100)
@@ -81,9 +105,10 @@ def _populate(count: int) -> User:
     Membership.objects.bulk_create(
         [Membership(organisation=org, user=renter) for org in organisations[:3]]
     )
-    Host.objects.bulk_create(
-        [_host(rng, now, owners, organisations) for _ in range(count)], batch_size=1000
-    )
+    for start in range(0, count, 1000):
+        now = timezone.now()  # each batch seen relative to when it is inserted
+        batch = [_host(rng, now, owners, organisations) for _ in range(min(1000, count - start))]
+        Host.objects.bulk_create(batch)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE hosts_host")
@@ -99,7 +124,7 @@ def _host(
         weights=[60, 10, 5, 25],
     )[0]
     fresh = status != HostStatus.OFFLINE and rng.random() > 0.05  # a few stale "online" rows
-    seen = now - timedelta(seconds=rng.randint(0, 20) if fresh else rng.randint(60, 86_400))
+    seen = now - timedelta(seconds=rng.randint(0, 20) if fresh else rng.randint(3600, 86_400))
     gpu_count = rng.choice([1, 1, 2, 4, 8]) if rng.random() < 0.1 else 0
     is_private = rng.random() < 0.1
     tracked = rng.randint(3600, 90 * 86_400)
@@ -136,28 +161,75 @@ def _run(renter: User, args: argparse.Namespace) -> None:
     client.force_authenticate(renter)
     print(
         f"catalog: {Host.objects.count()} hosts on {connection.vendor}, "
-        f"{args.iterations} iterations per query (times in ms)"
+        f"{args.iterations} rounds per query (times in ms; api/sql is the ratio of the p99s)"
     )
     print(
-        f"{'query':40} {'api p50':>8} {'api p99':>8} {'sql p50':>8} {'sql p99':>8} {'queries':>8}"
+        f"{'query':40} {'api p50':>8} {'api p99':>8} {'sql p50':>8} {'sql p99':>8} "
+        f"{'api/sql':>8} {'old p50':>8} {'old p99':>8} {'stmts':>5}"
     )
-    for label, query in QUERIES.items():
-        url = f"/api/v1/hosts/?{query}"
+    pages = [
+        (label, f"/api/v1/hosts/?{query}", _numbered(query, 1)) for label, query in QUERIES.items()
+    ]
+    for label, query, back in DEEP:
+        url = _walk(client, f"/api/v1/hosts/?{query}", 21 if back else 20)
+        pages.append((label, _get(client, url)["previous"] if back else url, _numbered(query, 21)))
+    for label, url, old_url in pages:
         with CaptureQueriesContext(connection) as captured:
-            response = client.get(url)
-        assert response.status_code == 200, response.content
+            body = _get(client, url)
         statements = [q["sql"] for q in captured.captured_queries]
-        api = _timed(lambda url=url: _get(client, url), args.iterations)
-        raw = _timed(lambda statements=statements: _replay(statements), args.iterations)
+        old = _get(client, old_url)
+        assert old["results"] == body["results"], f"{label}: the old page differs"
+        api, raw, numbered = _rounds(
+            [
+                lambda url=url: _fetch(client, url),
+                lambda statements=statements: _replay(statements),
+                lambda old_url=old_url: _fetch(client, old_url),
+            ],
+            args.iterations,
+        )
         print(
-            f"{label:40} {_p(api, 50):8.2f} {_p(api, 99):8.2f} "
-            f"{_p(raw, 50):8.2f} {_p(raw, 99):8.2f} {len(statements):8d}"
+            f"{label:40} {_p(api, 50):8.2f} {_p(api, 99):8.2f} {_p(raw, 50):8.2f} "
+            f"{_p(raw, 99):8.2f} {_p(api, 99) / _p(raw, 99):8.1f} {_p(numbered, 50):8.2f} "
+            f"{_p(numbered, 99):8.2f} {len(statements):5d}"
         )
         if args.explain and connection.vendor == "postgresql":
-            _explain(statements[-1])
+            for sql in statements:
+                _explain(sql)
 
 
-def _get(client: APIClient, url: str) -> None:
+def _numbered(query: str, page: int) -> str:
+    return f"/api/v1/hosts/?{query}{'&' if query else ''}page={page}"
+
+
+def _walk(client: APIClient, url: str, pages: int) -> str:
+    """The URL of the page after following ``next`` ``pages`` times from ``url``."""
+    for _ in range(pages):
+        url = _get(client, url)["next"]
+        assert url, "fewer pages than the deep page needs"
+    return url
+
+
+def _rounds(calls: list[Any], rounds: int) -> list[list[float]]:
+    """Each call ``rounds`` times, taking turns, so a noisy moment hits them all alike."""
+    for call in calls:
+        call()  # warm up
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for call, taken in zip(calls, samples, strict=True):
+            started = time.perf_counter()
+            call()
+            taken.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _get(client: APIClient, url: str) -> Any:
+    response = client.get(url)
+    assert response.status_code == 200, response.status_code
+    return response.json()
+
+
+def _fetch(client: APIClient, url: str) -> None:
+    """One request, as timed: the response is not parsed."""
     response = client.get(url)
     assert response.status_code == 200, response.status_code
 
@@ -169,16 +241,6 @@ def _replay(statements: list[str]) -> None:
             cursor.fetchall()
 
 
-def _timed(call: Any, iterations: int) -> list[float]:
-    call()  # warm up
-    samples = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
 def _p(samples: list[float], percentile: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[percentile - 1]
 
@@ -186,6 +248,7 @@ def _p(samples: list[float], percentile: int) -> float:
 def _explain(sql: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
+        print(f"    -- {sql[:100]}…")
         for (line,) in cursor.fetchall():
             print(f"    {line}")
 

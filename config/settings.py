@@ -200,6 +200,9 @@ REST_FRAMEWORK = {
     # client-supplied X-Forwarded-For and let it dodge the throttles.)
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
+# Keyset-paged lists (the catalog: config.api.KeysetPagination) count exactly up to this many
+# rows; past it, `count` is the cap and `count_is_capped` is true (docs/api.md, Pagination).
+KEYSET_COUNT_CAP = env_int("KEYSET_COUNT_CAP", 1000, minimum=1)
 
 # --- Accounts and API tokens -----------------------------------------------------------------
 # Log-in is throttled per target account too (accounts.login): this many failures per sliding

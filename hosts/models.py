@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, NullIf
 
 from agent.metering import Rates
@@ -46,6 +47,17 @@ SPEC_FIELDS = (
     "disk_quota",
     "job_disk_mb",
 )
+
+
+# The catalog orders by when a host was last seen with a host never seen as seen at the epoch,
+# so the sort key is never null (a keyset cursor compares it with ``<``/``>``) and an index on
+# the same expression serves it: newest first puts never-seen hosts last.
+LAST_SEEN_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def last_seen_key() -> Coalesce:
+    """``last_seen_at``, the epoch when null: the catalog's ``last_seen`` key (and its index)."""
+    return Coalesce(F("last_seen_at"), Value(LAST_SEEN_NEVER), output_field=models.DateTimeField())
 
 
 def rates_columns(rates: Rates) -> JobRates:
@@ -206,10 +218,21 @@ class Host(RatesColumns):
     class Meta:
         indexes = [
             models.Index(fields=["visibility", "status"], name="host_visibility_status"),
-            # The catalog's orderings, with the pk tie-breaker so a page needs no sort.
+            # The catalog's orderings (marketplace.selectors.ORDERINGS), each with the pk that
+            # breaks ties in the same direction, so a page in either direction is an index scan
+            # (backwards for descending) that stops after the page: docs/hosts.md, "Pages".
             models.Index(fields=["price_micros", "id"], name="host_price"),
-            models.Index(F("reliability_bps").desc(), F("id").asc(), name="host_reliability"),
-            models.Index(fields=["gpu_count", "gpu_hour_micros"], name="host_gpu"),
+            models.Index(fields=["reliability_bps", "id"], name="host_reliability"),
+            models.Index(fields=["gpu_hour_micros", "id"], name="host_gpu_price"),
+            # gpu=true / min_gpus ordered by gpu_price: without GPU-less hosts to skip.
+            models.Index(
+                fields=["gpu_hour_micros", "id"],
+                condition=Q(gpu_count__gte=1),
+                name="host_gpu_price_with_gpu",
+            ),
+            models.Index(fields=["cpus", "id"], name="host_cpus"),
+            models.Index(fields=["memory_mb", "id"], name="host_memory"),
+            models.Index(last_seen_key(), F("id"), name="host_last_seen"),
         ]
         constraints = [
             models.CheckConstraint(

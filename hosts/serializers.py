@@ -41,6 +41,14 @@ LISTING_FIELDS = [
 
 
 _DATETIME = serializers.DateTimeField()
+# The columns a listing reads (``HostListingOutput``): the catalog selects only these.
+LISTING_COLUMNS = (
+    *(name for name in LISTING_FIELDS if name not in ("is_accepting_jobs", "uptime_bps")),
+    "online_seconds",
+    "tracked_seconds",
+    "quarantined_at",
+    "fault_quarantined_at",
+)
 
 
 class HostListingOutput(serializers.ModelSerializer[Host]):
@@ -77,11 +85,6 @@ class HostListingOutput(serializers.ModelSerializer[Host]):
             "organisation": host.organisation_id,
             "last_seen_at": last_seen_at and _DATETIME.to_representation(last_seen_at),
             "created_at": _DATETIME.to_representation(host.created_at),
-            "last_fault_at": host.last_fault_at and _DATETIME.to_representation(host.last_fault_at),
-            "fault_quarantined_at": host.fault_quarantined_at
-            and _DATETIME.to_representation(host.fault_quarantined_at),
-            "quarantined_at": host.quarantined_at
-            and _DATETIME.to_representation(host.quarantined_at),
         }
 
     def get_is_accepting_jobs(self, host: Host) -> bool:
@@ -136,6 +139,11 @@ class OwnedHostOutput(HostListingOutput):
         return {
             **super()._computed(host),
             "availability_policy": self.get_availability_policy(host),
+            "last_fault_at": host.last_fault_at and _DATETIME.to_representation(host.last_fault_at),
+            "fault_quarantined_at": host.fault_quarantined_at
+            and _DATETIME.to_representation(host.fault_quarantined_at),
+            "quarantined_at": host.quarantined_at
+            and _DATETIME.to_representation(host.quarantined_at),
         }
 
     def get_availability_policy(self, host: Host) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
-from config.api import MicrosField
+from config.api import KeysetPagination, MicrosField
 from hosts.models import Host
-from hosts.serializers import HostListingOutput
+from hosts.serializers import LISTING_COLUMNS, HostListingOutput
 from hosts.specs import arch_normalise
 from marketplace import selectors
 
@@ -66,12 +66,16 @@ class CatalogQueryInput(serializers.Serializer[Any]):
 
 @extend_schema(parameters=[CatalogQueryInput])
 class HostCatalogApi(ListAPIView[Host]):
+    """The catalog, paged by cursor (`next` and `previous` carry it): docs/hosts.md, "Pages"."""
+
     serializer_class = HostListingOutput
+    pagination_class = KeysetPagination
 
     def get_queryset(self) -> Any:
         query = CatalogQueryInput(data=self.request.query_params)
         query.is_valid(raise_exception=True)
-        return selectors.hosts_catalog(user=request_user(self.request), filters=query.filters())
+        hosts = selectors.hosts_catalog(user=request_user(self.request), filters=query.filters())
+        return hosts.only(*LISTING_COLUMNS)
 
 
 class HostListingApi(APIView):

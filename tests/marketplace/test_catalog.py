@@ -155,10 +155,12 @@ def test_orderings(hana, alice, client_for):
         return _ids(client.get(f"/api/v1/hosts/?ordering={ordering}"))
 
     # then
+    # ties go by id in the direction of the last key: -price is price reversed
     assert ids("price") == [cheap.pk, middle.pk, twin.pk, dear.pk]
-    assert ids("-price") == [dear.pk, middle.pk, twin.pk, cheap.pk]
+    assert ids("-price") == [dear.pk, twin.pk, middle.pk, cheap.pk]
     assert ids("-reliability") == [dear.pk, twin.pk, middle.pk, cheap.pk]
     assert ids("price,-reliability") == [cheap.pk, twin.pk, middle.pk, dear.pk]
+    assert ids("-price,reliability") == [dear.pk, middle.pk, twin.pk, cheap.pk]
     assert _ids(client.get("/api/v1/hosts/")) == ids("price")
 
 
@@ -268,3 +270,25 @@ def test_hosts_accepting_jobs_are_fresh_connected_available_and_not_drained(hana
 
     # then
     assert ids == sorted([accepting.pk, busy_private.pk])
+
+
+def test_a_catalog_page_lists_what_the_host_page_shows(hana, alice, client_for):
+    # given: the page selects only the listing's columns (hosts.serializers.LISTING_COLUMNS)
+    host = host_create(
+        hana,
+        gpus=[{"model": "A", "memory_mb": 1}],
+        gpu_count=1,
+        online_seconds=5,
+        tracked_seconds=7,
+        job_disk_mb=1_000,
+        quarantined_at=timezone.now(),
+        **online(),
+    )
+    client = client_for(alice)
+
+    # when
+    listed = client.get("/api/v1/hosts/?ordering=-last_seen").json()["results"]
+
+    # then
+    assert listed == [client.get(f"/api/v1/hosts/{host.pk}/").json()]
+    assert listed[0]["is_accepting_jobs"] is False

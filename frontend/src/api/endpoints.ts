@@ -7,6 +7,7 @@ import type {
   BillingGroup,
   BillingReport,
   Earnings,
+  CatalogPage,
   Enrollment,
   HostListing,
   HostFilters,
@@ -70,7 +71,7 @@ export const api = {
 
   // --- catalog and hosts -----------------------------------------------------------------
   hosts: (filters: HostFilters) =>
-    precise<Page<HostListing>>(unwrap(typed.GET("/api/v1/hosts/", { params: { query: filters } }))),
+    precise<CatalogPage>(unwrap(typed.GET("/api/v1/hosts/", { params: { query: filters } }))),
   host: (id: number) =>
     precise<HostListing>(unwrap(typed.GET("/api/v1/hosts/{host_id}/", { params: { path: { host_id: id } } }))),
   enrollmentCreate: (name: string): Promise<Enrollment> =>

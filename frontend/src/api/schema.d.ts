@@ -289,6 +289,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** @description The catalog, paged by cursor (`next` and `previous` carry it): docs/hosts.md, "Pages". */
         get: operations["hosts_list"];
         put?: never;
         post?: never;
@@ -1740,18 +1741,20 @@ export interface components {
             results: components["schemas"]["Holding"][];
         };
         PaginatedHostListingOutputList: {
-            /** @example 123 */
+            /** @description How many match: exact up to the cap (KEYSET_COUNT_CAP, 1000 by default), else the cap. */
             count: number;
+            /** @description true: more than `count` match (the count stopped at the cap); false: `count` is exact. */
+            count_is_capped: boolean;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?page=4
+             * @description the next page (carries `cursor`)
              */
-            next?: string | null;
+            next: string | null;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?page=2
+             * @description the previous page (carries `cursor`)
              */
-            previous?: string | null;
+            previous: string | null;
             results: components["schemas"]["HostListingOutput"][];
         };
         PaginatedJobGroupList: {
@@ -2866,6 +2869,8 @@ export interface operations {
             query?: {
                 accepting?: boolean | null;
                 arch?: string;
+                /** @description Opaque: take it from `next` or `previous`; without it, the first page. */
+                cursor?: string;
                 gpu?: boolean | null;
                 max_price_micros?: number;
                 min_cpus?: number;
@@ -2877,9 +2882,12 @@ export interface operations {
                 /** @description comma-separated keys, '-' for descending: price, reliability, gpu_price, cpus, memory, last_seen */
                 ordering?: string;
                 os?: string;
-                /** @description A page number within the paginated result set. */
+                /**
+                 * @deprecated
+                 * @description Deprecated: numbered pages (exact count, OFFSET); use `cursor`.
+                 */
                 page?: number;
-                /** @description Number of results to return per page. */
+                /** @description Rows per page, at most 500. */
                 page_size?: number;
             };
             header?: never;

@@ -73,6 +73,12 @@ export type Host = HostListing &
 
 export type HostFilters = NonNullable<operations["hosts_list"]["parameters"]["query"]>;
 
+/**
+ * A catalog page (paged by cursor: `next`/`previous` carry it). `count` is exact unless
+ * `count_is_capped`: then more than `count` hosts match (docs/api.md, Pagination).
+ */
+export type CatalogPage = Omit<Schemas["PaginatedHostListingOutputList"], "results"> & { results: HostListing[] };
+
 export type Enrollment = Schemas["EnrollmentOutput"];
 
 export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availability_policy"> & {

@@ -65,3 +65,15 @@ export function availabilityText(host: Host): string {
   if (policy.max_load !== null && policy.max_load !== undefined) parts.push(`while other processes use under ${policy.max_load} % CPU`);
   return parts.join(", ");
 }
+
+/** The `cursor` a catalog `next`/`previous` link carries ("" for a link to the first page). */
+export function cursorOf(link: string): string {
+  return new URL(link, "http://localhost").searchParams.get("cursor") ?? "";
+}
+
+/** "12 machines match." — or, past the count's cap (`count_is_capped`), "More than 1,000 machines match." */
+export function matchText(count: number, capped: boolean): string {
+  const n = count.toLocaleString("en-US");
+  if (capped) return `More than ${n} machines match.`;
+  return `${n} machine${count === 1 ? "" : "s"} match${count === 1 ? "es" : ""}.`;
+}

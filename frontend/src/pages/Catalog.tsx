@@ -8,7 +8,7 @@ import { Loading } from "../components/Progress";
 import { HostStatusBadge } from "../components/StatusBadge";
 import { useDebounced, useLoad } from "../lib/hooks";
 import { IsolationWarning } from "../components/IsolationWarning";
-import { gpuText, jobDiskMb, ratesText, reliabilityText } from "../lib/hosts";
+import { cursorOf, gpuText, jobDiskMb, matchText, ratesText, reliabilityText } from "../lib/hosts";
 import { creditsToMicros, formatMemory } from "../lib/money";
 
 const ORDERINGS: [string, string][] = [
@@ -39,8 +39,7 @@ function filtersFrom(params: URLSearchParams): HostFilters {
   if (text("online") !== "0") filters.online = true;
   if (text("accepting") === "1") filters.accepting = true;
   filters.ordering = text("ordering") || "price";
-  const page = Number(text("page"));
-  if (page > 1) filters.page = page;
+  if (text("cursor")) filters.cursor = text("cursor");
   return filters;
 }
 
@@ -50,14 +49,15 @@ export function CatalogPage() {
   const filters = useMemo(() => filtersFrom(new URLSearchParams(debouncedParams)), [debouncedParams]);
   const hosts = useLoad(() => api.hosts(filters), [JSON.stringify(filters)]);
 
+  // The URL holds the page's cursor too (reload and back work); a new filter starts again.
   const set = (key: string, value: string) => {
     const next = new URLSearchParams(params);
     if (value) next.set(key, value);
     else next.delete(key);
-    if (key !== "page") next.delete("page");
-    setParams(next, { replace: true });
+    if (key !== "cursor") next.delete("cursor");
+    next.delete("page"); // numbered pages are gone; an old bookmark starts at the first page
+    setParams(next, { replace: key !== "cursor" });
   };
-  const page = Number(params.get("page") ?? "1") || 1;
   const fieldError = (name: string) => {
     const err = hosts.error as { fields?: Record<string, string> } | null;
     return err?.fields?.[name];
@@ -119,7 +119,7 @@ export function CatalogPage() {
       {hosts.data && (
         <>
           <p role="status" aria-live="polite">
-            {hosts.data.count} machine{hosts.data.count === 1 ? "" : "s"} match{hosts.data.count === 1 ? "es" : ""}.
+            {matchText(hosts.data.count, hosts.data.count_is_capped)}
           </p>
           <div className="table-wrap">
             <table className="hosts-table stack">
@@ -159,9 +159,8 @@ export function CatalogPage() {
             </table>
           </div>
           <nav className="pager" aria-label="Pages">
-            <button type="button" disabled={!hosts.data.previous} onClick={() => set("page", String(page - 1))}>Previous</button>
-            <span>Page {page}</span>
-            <button type="button" disabled={!hosts.data.next} onClick={() => set("page", String(page + 1))}>Next</button>
+            <button type="button" disabled={!hosts.data.previous} onClick={() => hosts.data?.previous && set("cursor", cursorOf(hosts.data.previous))}>Previous</button>
+            <button type="button" disabled={!hosts.data.next} onClick={() => hosts.data?.next && set("cursor", cursorOf(hosts.data.next))}>Next</button>
           </nav>
         </>
       )}

@@ -2,7 +2,7 @@ import userEvent from "@testing-library/user-event";
 // Each page renders the API's shapes (as the backend branches define them) without crashing,
 // and the job page's live view works from socket events.
 import { act, render, screen, waitFor, within } from "@testing-library/react";
-import { MemoryRouter, Route, Routes } from "react-router";
+import { MemoryRouter, Route, Routes, useLocation } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { json, mockFetch, type Call } from "../test/fetchMock";
 import { FakeSocket } from "../test/fakeSocket";
@@ -115,6 +115,64 @@ describe("pages", () => {
     await userEvent.setup().type(screen.getByLabelText("Min. disk per job (GB)"), "2.5");
     // then the API is asked in MB, as the memory filter is
     await waitFor(() => expect(calls.at(-1)!.url).toBe("/api/v1/hosts/?min_disk_mb=2560&online=true&ordering=price"));
+  });
+
+  it("catalog pages by the API's cursors, Next and Previous, and keeps the cursor in the URL", async () => {
+    // given a first page with a next link, and a second with a previous one
+    const link = (cursor: string) => `http://testserver/api/v1/hosts/?online=true&ordering=price&cursor=${cursor}`;
+    const { calls } = mockFetch({
+      "GET /api/v1/hosts/": (call) =>
+        call.url.includes("cursor=next-2")
+          ? json(200, { count: 3, count_is_capped: false, next: null, previous: link("before-2"), results: [{ ...host, id: 7, name: "lab-3" }] })
+          : json(200, { count: 3, count_is_capped: false, next: link("next-2"), previous: null, results: [host] }),
+    });
+    function Where() {
+      return <output data-testid="where">{useLocation().search}</output>;
+    }
+    renderAt("/catalog", "/catalog", <><CatalogPage /><Where /></>);
+    await screen.findByRole("link", { name: "lab-1" });
+    expect(screen.getByRole("button", { name: "Previous" })).toBeDisabled();
+
+    // when Next is pressed
+    await userEvent.setup().click(screen.getByRole("button", { name: "Next" }));
+
+    // then the API is asked for the page its next link named, and the URL holds the cursor
+    expect(await screen.findByRole("link", { name: "lab-3" })).toBeInTheDocument();
+    expect(calls.at(-1)!.url).toBe("/api/v1/hosts/?online=true&ordering=price&cursor=next-2");
+    expect(screen.getByTestId("where")).toHaveTextContent("?cursor=next-2");
+    expect(screen.getByRole("button", { name: "Next" })).toBeDisabled();
+
+    // and Previous follows the previous link
+    await userEvent.setup().click(screen.getByRole("button", { name: "Previous" }));
+    await waitFor(() => expect(calls.at(-1)!.url).toBe("/api/v1/hosts/?online=true&ordering=price&cursor=before-2"));
+  });
+
+  it("catalog opened at a cursor asks for that page, and a new filter starts again", async () => {
+    // given a reload on a later page
+    const { calls } = mockFetch({ "GET /api/v1/hosts/": () => json(200, page([host])) });
+    renderAt("/catalog?ordering=-cpus&cursor=abc", "/catalog", <CatalogPage />);
+    await screen.findByRole("link", { name: "lab-1" });
+    expect(calls[0]!.url).toBe("/api/v1/hosts/?online=true&ordering=-cpus&cursor=abc");
+
+    // when a filter changes
+    await userEvent.setup().click(screen.getByLabelText("Has a GPU"));
+
+    // then the first page of the new set is asked for
+    await waitFor(() => expect(calls.at(-1)!.url).toBe("/api/v1/hosts/?gpu=true&online=true&ordering=-cpus"));
+  });
+
+  it("catalog says more than N machines when the count stopped at its cap", async () => {
+    mockFetch({
+      "GET /api/v1/hosts/": () => json(200, { count: 1000, count_is_capped: true, next: "http://testserver/api/v1/hosts/?cursor=x", previous: null, results: [host] }),
+    });
+    renderAt("/catalog", "/catalog", <CatalogPage />);
+    expect(await screen.findByText("More than 1,000 machines match.")).toHaveAttribute("role", "status");
+  });
+
+  it("catalog says how many machines match when the count is exact", async () => {
+    mockFetch({ "GET /api/v1/hosts/": () => json(200, { ...page([host]), count: 1, count_is_capped: false }) });
+    renderAt("/catalog", "/catalog", <CatalogPage />);
+    expect(await screen.findByText("1 machine matches.")).toHaveAttribute("role", "status");
   });
 
   it("host page shows specs, rates, reliability and availability", async () => {
