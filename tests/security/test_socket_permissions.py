@@ -16,6 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.forms.models import model_to_dict
 from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from agent.protocol import CLOSE_UNAUTHORIZED
 from config.asgi import application
@@ -23,6 +24,7 @@ from config.sockets import SameOriginValidator
 from hosts import services
 from hosts.models import Host, HostStatus
 from tests.hosts.factories import credential_create, host_create
+from tests.jobs.group_steps import group_body
 from tests.jobs.helpers import submit
 from tests.jobs.real_ledger import RealLedger
 
@@ -76,7 +78,11 @@ def alices(alice, hana) -> dict[str, Any]:
     """alice's objects, by the route parameter that names them."""
     RealLedger().fund(alice, 5_000_000)
     host_create(hana, status=HostStatus.ONLINE, last_seen_at=timezone.now(), docker_available=True)
-    return {"job_id": submit(alice).pk}
+    client = APIClient()
+    client.force_authenticate(alice)
+    group = client.post("/api/v1/job-groups/", group_body(count=1, max_parallel=1), format="json")
+    assert group.status_code == 201, group.json()
+    return {"job_id": submit(alice).pk, "group_id": group.json()["id"]}
 
 
 def test_every_socket_is_behind_the_origin_check_or_is_an_agent_socket():
