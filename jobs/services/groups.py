@@ -25,12 +25,12 @@ import threading
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from accounts.models import User
 from blobs.models import BlobHolding
-from blobs.services.content import blob_content_hold
+from blobs.services.content import blob_content_store
 from config.errors import Conflict, InsufficientCredits, PermissionDenied
 from jobs import events
 from jobs.billing import job_hold_place
@@ -92,11 +92,11 @@ def group_advance(group: JobGroup, *, strict: bool = False, now: datetime | None
     if group.status != JobGroupStatus.RUNNING or group.cancel_requested_at is not None:
         _finish_if_done(group)
         return 0
-    _advancing.groups.add(group.pk)
+    _advancing.groups[group.pk] = 0
     try:
         started, stopped = _tasks_start(group, strict, now)
     finally:
-        _advancing.groups.discard(group.pk)
+        del _advancing.groups[group.pk]
     if stopped and group.open_tasks == 0:
         tasks_skip(group, stopped)
     _finish_if_done(group)
@@ -104,12 +104,13 @@ def group_advance(group: JobGroup, *, strict: bool = False, now: datetime | None
 
 
 class _Advancing(threading.local):
-    """The groups this thread is starting tasks of: a task that ends at once (its job failed
-    in its first placement) settles inside ``_task_start``, and its settlement must not start
-    tasks itself (the loop does, after reading the counters again)."""
+    """The groups this thread is starting tasks of, and how many of their tasks settled
+    meanwhile: a task that ends at once (its job failed in its first placement) settles
+    inside ``_task_start``, and its settlement must not start tasks itself (the loop does,
+    after reading the counters again)."""
 
     def __init__(self) -> None:
-        self.groups: set[int] = set()
+        self.groups: dict[int, int] = {}
 
 
 _advancing = _Advancing()
@@ -138,8 +139,9 @@ def _tasks_start(group: JobGroup, strict: bool, now: datetime) -> tuple[int, str
             stopped = WALLET_REASON
             break
         started += 1
-        # A task that ended at once (settled inside) moved the counters under us.
-        group.refresh_from_db(fields=["open_tasks", "settled_cost_micros"])
+        if _advancing.groups[group.pk]:  # a task ended at once: it moved the counters
+            group.refresh_from_db(fields=["open_tasks", "settled_cost_micros"])
+            _advancing.groups[group.pk] = 0
     return started, stopped
 
 
@@ -167,11 +169,14 @@ def _task_start(group: JobGroup, task: JobGroupTask, now: datetime) -> Job:
 
 def _task_job_create(group: JobGroup, task: JobGroupTask) -> Job:
     """An ordinary job made of the group's template, for one index; its inputs are the
-    template's, the task's own and its argument as ``task.json`` (a blob the owner holds)."""
+    template's, the task's own and its argument as ``task.json`` (a blob the server writes:
+    ``blob_content_store``)."""
     rows = list(
-        JobGroupInput.objects.filter(group=group, task_index__isnull=True).select_related("blob")
+        JobGroupInput.objects.filter(group=group)
+        .filter(Q(task_index__isnull=True) | Q(task_index=task.index))
+        .select_related("blob")
+        .order_by("pk")
     )
-    rows += JobGroupInput.objects.filter(group=group, task_index=task.index).select_related("blob")
     inputs = [
         JobInput(
             path=row.path,
@@ -184,11 +189,7 @@ def _task_job_create(group: JobGroup, task: JobGroupTask) -> Job:
         for row in rows
     ]
     if task.argument:
-        blob = blob_content_hold(
-            user_id=group.owner_id,
-            content=task.argument.encode(),
-            name=f"{TASK_ARGUMENT_PATH} of group {group.pk} task {task.index}",
-        )
+        blob = blob_content_store(task.argument.encode())
         inputs.append(
             JobInput(
                 path=TASK_ARGUMENT_PATH,
@@ -275,7 +276,9 @@ def group_task_settled(job_id: int) -> None:
             task.index,
             task.job_id,
         )
-    if group.pk not in _advancing.groups:
+    if group.pk in _advancing.groups:
+        _advancing.groups[group.pk] += 1
+    else:
         group_advance(group)
     transaction.on_commit(lambda: _push(group.pk))
 
