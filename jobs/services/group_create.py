@@ -36,7 +36,7 @@ from jobs.models import (
     JobInput,
     PlacementMode,
 )
-from jobs.services.groups import group_advance
+from jobs.services.groups import group_advance, group_may_start_more
 from jobs.services.submit import SubmissionChecked, holdings_touch, job_submission_check
 from jobs.validation import JobSubmission, refusals_merge
 from ledger.selectors import wallet_balances
@@ -94,9 +94,11 @@ def group_create(*, owner: User, request: GroupRequest) -> JobGroup:
     """Check everything, then create the group, its tasks, and start the first of them (each
     an ordinary job with its own hold and offer, ``jobs.services.groups.group_advance``).
 
-    Moves money: the first ``min(max_parallel, count, what the cap allows)`` tasks' holds, in
-    the caller's transaction (the view's, ``durable``); a wallet that can't cover them is 402
-    and nothing is written. Locks the holdings it uses (as a submit does), then writes.
+    Moves money: the first ``JOB_GROUP_START_BATCH`` tasks' holds, in the caller's transaction
+    (the view's, ``durable``); the wallet must cover the holds of all the tasks that may start
+    at once (``min(max_parallel, count, what the cap allows)``), else 402 and nothing is
+    written. The rest of those start after the commit (``jobs.tasks.group_start``). Locks the
+    holdings it uses (as a submit does), then writes.
     """
     refusals: list[ValidationFailed] = []
     arguments = [task.argument for task in request.tasks]
@@ -113,7 +115,13 @@ def group_create(*, owner: User, request: GroupRequest) -> JobGroup:
     with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
         holdings_touch([*accepted.checked.holdings, *tasks.holdings])
         group = _group_write(owner, request, accepted, tasks)
-        group_advance(group, strict=True)
+        group_advance(group, strict=True, limit=settings.JOB_GROUP_START_BATCH)
+        if group_may_start_more(group):
+            # The rest of the first tasks start after the commit, a batch per transaction
+            # (``jobs.tasks.group_start``; the reaper's pass if that task is lost).
+            from jobs.tasks import group_start  # the entry points import the services
+
+            group_start.delay_on_commit(group.pk)
     group.refresh_from_db()
     return group
 

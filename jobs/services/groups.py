@@ -24,8 +24,9 @@ import posixpath
 import threading
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -79,9 +80,16 @@ def group_locked(group_id: int) -> JobGroup:
     return JobGroup.objects.select_for_update(of=("self",)).select_related("owner").get(pk=group_id)
 
 
-def group_advance(group: JobGroup, *, strict: bool = False, now: datetime | None = None) -> int:
+def group_advance(
+    group: JobGroup,
+    *,
+    strict: bool = False,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> int:
     """Start the group's pending tasks, lowest index first, while the cap and ``max_parallel``
-    allow; finish the group when nothing is left to run. How many started.
+    allow (at most ``limit`` of them); finish the group when nothing is left to run. How many
+    started.
 
     ``group`` is locked by the caller (``group_locked``). A task's hold the wallet can't cover
     stops the starting (``strict``, the group's creation: the refusal is raised, so nothing of
@@ -94,7 +102,7 @@ def group_advance(group: JobGroup, *, strict: bool = False, now: datetime | None
         return 0
     _advancing.groups[group.pk] = 0
     try:
-        started, stopped = _tasks_start(group, strict, now)
+        started, stopped = _tasks_start(group, strict, limit, now)
     finally:
         del _advancing.groups[group.pk]
     if stopped and group.open_tasks == 0:
@@ -116,11 +124,13 @@ class _Advancing(threading.local):
 _advancing = _Advancing()
 
 
-def _tasks_start(group: JobGroup, strict: bool, now: datetime) -> tuple[int, str]:
+def _tasks_start(
+    group: JobGroup, strict: bool, limit: int | None, now: datetime
+) -> tuple[int, str]:
     """Start tasks while there is room; how many, and why it stopped early ("" when not)."""
     started = 0
     stopped = ""
-    while group.open_tasks < group.max_parallel:
+    while group.open_tasks < group.max_parallel and (limit is None or started < limit):
         if not _room_for_one_more(group):
             stopped = CAP_REASON
             break
@@ -143,6 +153,36 @@ def _tasks_start(group: JobGroup, strict: bool, now: datetime) -> tuple[int, str
             group.refresh_from_db(fields=["open_tasks", "settled_cost_micros"])
             _advancing.groups[group.pk] = 0
     return started, stopped
+
+
+def group_may_start_more(group: JobGroup) -> bool:
+    """Whether the group has room for another task now and a task waiting for it."""
+    return (
+        group.status == JobGroupStatus.RUNNING
+        and group.cancel_requested_at is None
+        and group.open_tasks < group.max_parallel
+        and _room_for_one_more(group)
+        and JobGroupTask.objects.filter(group=group, status=TaskStatus.PENDING).exists()
+    )
+
+
+def group_start_batch(group_id: int) -> int:
+    """Start up to ``JOB_GROUP_START_BATCH`` tasks the group has room for, under its row lock,
+    in the caller's transaction (the background task's, the reaper's: one per batch). How
+    many started; a group that ended or has no room changes nothing."""
+    return group_advance(group_locked(group_id), limit=settings.JOB_GROUP_START_BATCH)
+
+
+def groups_startable() -> list[int]:
+    """Running groups with room for a task and one waiting (the reaper's net under the
+    background start, which a lost worker may not have finished), a batch of them."""
+    pending = JobGroupTask.objects.filter(group=OuterRef("pk"), status=TaskStatus.PENDING)
+    rows = JobGroup.objects.filter(
+        status=JobGroupStatus.RUNNING,
+        cancel_requested_at__isnull=True,
+        open_tasks__lt=F("max_parallel"),
+    ).filter(Exists(pending))
+    return list(rows.order_by("pk").values_list("pk", flat=True)[:100])
 
 
 def _room_for_one_more(group: JobGroup) -> bool:

@@ -370,3 +370,55 @@ def test_a_task_whose_inputs_pass_the_byte_cap_with_the_shared_ones_is_refused(
     # then
     assert refusal(response) == (413, "inputs_too_large", {"inputs"})
     nothing_written(alice)
+
+
+def test_a_wide_first_wave_starts_a_batch_in_the_create_and_the_rest_after_it(
+    renter, hosts, alice, wire, committed, settings, monkeypatch
+):
+    # given: batches of two, five tasks at once; the background start left undone for now
+    settings.JOB_GROUP_START_BATCH = 2
+    queued: list[int] = []
+    monkeypatch.setattr("jobs.tasks.group_start.delay_on_commit", queued.append)
+
+    # when
+    with committed():
+        response = renter.post(URL, group_body(count=7, max_parallel=5), format="json")
+
+    # then: the create's own transaction started two, and queued the start of the rest
+    assert response.status_code == 201, response.json()
+    group_id = response.json()["id"]
+    assert Job.objects.filter(group_id=group_id).count() == 2
+    assert queued == [group_id]
+
+    # when: the background task runs, a batch per transaction
+    from jobs.tasks import group_start
+
+    with committed():
+        group_start(group_id)
+
+    # then: five hold at once, no more
+    assert Job.objects.filter(group_id=group_id).count() == 5
+    assert wallet_balances(alice)["held_micros"] == 5 * TASK_CAP
+
+
+def test_the_reaper_starts_what_a_lost_background_start_left(
+    renter, hosts, alice, wire, committed, settings, monkeypatch
+):
+    # given: the background start never ran (its worker died)
+    settings.JOB_GROUP_START_BATCH = 2
+    monkeypatch.setattr("jobs.tasks.group_start.delay_on_commit", lambda group_id: None)
+    with committed():
+        response = renter.post(URL, group_body(count=7, max_parallel=5), format="json")
+    group_id = response.json()["id"]
+
+    # when: the reaper's passes
+    from jobs.tasks import jobs_reap_pass
+
+    with committed():
+        first = jobs_reap_pass()
+        second = jobs_reap_pass()
+        third = jobs_reap_pass()
+
+    # then: a batch a pass until the group holds max_parallel tasks; then nothing
+    assert (first.groups_advanced, second.groups_advanced, third.groups_advanced) == (1, 1, 0)
+    assert Job.objects.filter(group_id=group_id).count() == 5
