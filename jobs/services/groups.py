@@ -9,12 +9,14 @@ cap. Nothing is held for the group as such, so when it ends there is no remainde
 each task's job returns its own unspent hold when it settles, as any job does.
 
 **When.** A task's job settles in ``jobs.billing.job_settle`` (the one place a hold is
-released), which calls ``group_task_settled`` in the same transaction. That locks the group
-row and, under it, records the result, moves the counters and starts what may start now; two
-tasks settling at once queue on the row, so they never start the same index nor pass the cap
-together. Lock order: the task's job row and the ledger's accounts (the settlement), then the
-group row, then the new tasks' job rows and their holds. The group's cancel takes its open
-tasks' job rows first, then the group row (``group_cancel``).
+released), which locks the group row and then calls ``group_task_settled`` in the same
+transaction: under the lock it records the result, moves the counters and starts what may
+start now; two tasks settling at once queue on the row, so they never start the same index
+nor pass the cap together. Lock order: a task's job row, then its group's row, then the
+ledger's accounts (the settlement), then the new tasks' job rows and their holds; starting
+tasks anywhere else (``group_start_batch``) takes the group row, then the new jobs and their
+holds; the group's cancel takes its open tasks' job rows first, then the group row
+(``group_cancel``).
 """
 
 from __future__ import annotations
@@ -292,8 +294,8 @@ def group_task_settled(job_id: int) -> None:
     per job): record the task's result, or queue its error retry; move the group's counters;
     start what may start now; finish the group when nothing is left.
 
-    Locks the group row (after the job's row and the ledger's accounts the settlement locked).
-    Tells the group's socket after commit.
+    Locks the group row (``job_settle`` locked it already, after the job's row and before the
+    ledger's accounts). Tells the group's socket after commit.
     """
     job = Job.objects.get(pk=job_id)
     assert job.group_id is not None
