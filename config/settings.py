@@ -375,6 +375,9 @@ JOB_GROUP_MAX_TASKS = env_int("JOB_GROUP_MAX_TASKS", 10_000, minimum=1)
 JOB_GROUP_MAX_PARALLEL = env_int("JOB_GROUP_MAX_PARALLEL", 500, minimum=1)
 JOB_GROUP_ARGUMENT_MAX_BYTES = env_int("JOB_GROUP_ARGUMENT_MAX_BYTES", 64 * 1024, minimum=16)
 JOB_GROUP_MAX_RETRIES = env_int("JOB_GROUP_MAX_RETRIES", 10, minimum=0)
+# Tasks a group starts per transaction: its create starts the first batch (and is refused as a
+# whole if their holds are), a background task (jobs.tasks.group_start) the rest of its first.
+JOB_GROUP_START_BATCH = env_int("JOB_GROUP_START_BATCH", 20, minimum=1)
 # Metering (docs/metering.md): usage reports are stored and acknowledged at once; their charges
 # are posted for all running jobs together every METERING_POST_INTERVAL_SECONDS.
 METERING_POST_INTERVAL_SECONDS = env_int("METERING_POST_INTERVAL_SECONDS", 1, minimum=1)

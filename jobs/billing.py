@@ -39,7 +39,7 @@ from django.utils import timezone
 from hosts.models import RATE_FIELDS
 from jobs import events
 from jobs.metering import BILLING_WALL_TOLERANCE_MS, Counters, billable_counters, charge_decide
-from jobs.models import AttemptStatus, Job, JobAttempt
+from jobs.models import AttemptStatus, Job, JobAttempt, JobGroup
 from jobs.services.usage import attempt_counters, billing_facts, job_reservation
 from jobs.states import FINAL
 from ledger.money import fee_increment
@@ -385,9 +385,10 @@ def job_settle(job_id: int) -> bool:
     Moves money (ledger: charges_reverse, holds_capture_many, hold_release), all in the
     caller's transaction: the agent message, cancel or reaper step that ended the job settles
     it in the same commit (the reaper settles what is left, each job in its own). Locks the
-    job row first. Returns True when this call released the hold. A job group's task then
-    tells its group (``jobs.services.groups.group_task_settled``: the group row's lock, and
-    the next tasks' jobs and holds), in the same transaction.
+    job row first (and a group's task its group's row next, then the ledger's accounts).
+    Returns True when this call released the hold. A job group's task then tells its group
+    (``jobs.services.groups.group_task_settled``: the next tasks' jobs and holds), in the same
+    transaction.
     """
     with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
         job = (
@@ -397,6 +398,10 @@ def job_settle(job_id: int) -> bool:
         )
         if job is None:
             return False
+        if job.group_id is not None:
+            # A group's task: its group's row next, before the ledger's accounts, the order of
+            # everything that starts a group's tasks (the group row, then the new jobs' holds).
+            JobGroup.objects.select_for_update().filter(pk=job.group_id).values_list("pk").get()
         lost = JobAttempt.objects.filter(
             job_id=job_id, status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
         )
@@ -413,8 +418,8 @@ def job_settle(job_id: int) -> bool:
             == 1
         )
         if released and job.group_id is not None:
-            # A group's task: the group records the result and starts what may start now, in
-            # this transaction, under its row lock (after this job's row and its accounts).
+            # The group records the result and starts what may start now, in this transaction,
+            # under its row lock (locked above).
             from jobs.services.groups import group_task_settled  # it creates jobs: above us
 
             group_task_settled(job_id)

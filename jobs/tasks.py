@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import shared_task
+from celery.contrib.django.task import DjangoTask
 from django.conf import settings
 from django.utils import timezone
 
@@ -30,6 +31,7 @@ from jobs.services.dispatch import (
     offer_expire,
     offers_expired,
 )
+from jobs.services.groups import group_start_batch, groups_startable
 from jobs.services.overrun import attempt_overrun_end, attempts_overrun
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class ReapReport:
     jobs_settled: int
     attempts_reversed: int = 0
     attempts_overrun: int = 0
+    groups_advanced: int = 0
 
 
 def _each(step: Callable[..., Any], ids: list[int], **kwargs: Any) -> int:
@@ -60,8 +63,8 @@ def _each(step: Callable[..., Any], ids: list[int], **kwargs: Any) -> int:
 def jobs_reap_pass(*, now: datetime | None = None) -> ReapReport:
     """One pass of the reaper: expire unanswered offers, lose expired leases, end attempts
     held past their cancel or timeout (``jobs.services.overrun``), offer queued jobs, settle
-    finished jobs and reverse lost attempts a crash left behind. Safe to run concurrently and
-    to repeat."""
+    finished jobs and reverse lost attempts a crash left behind, start the tasks of job groups
+    that have room (``groups_startable``). Safe to run concurrently and to repeat."""
     now = now or timezone.now()
     expired = _each(offer_expire, offers_expired(now), now=now)
     lost = _each(
@@ -71,7 +74,9 @@ def jobs_reap_pass(*, now: datetime | None = None) -> ReapReport:
     offered = _each(job_offer_next, jobs_queued(now), now=now)
     settled = _each(job_settle, jobs_unsettled())
     reversed_ = _each(attempt_charges_reverse, attempts_unreversed())
-    return ReapReport(expired, lost, offered, settled, reversed_, overrun)
+    # Job groups with room whose background start (group_start) a lost worker left undone.
+    groups = _each(group_start_batch, groups_startable())
+    return ReapReport(expired, lost, offered, settled, reversed_, overrun, groups)
 
 
 @shared_task(name="jobs.tasks.jobs_reap", ignore_result=True)
@@ -83,6 +88,15 @@ def jobs_reap() -> None:
 @shared_task(name="jobs.tasks.job_dispatch", ignore_result=True)
 def job_dispatch(job_id: int) -> None:
     durable_call(job_offer_next, job_id)
+
+
+@shared_task(base=DjangoTask, name="jobs.tasks.group_start", ignore_result=True)
+def group_start(group_id: int) -> None:
+    """Start a new job group's first tasks beyond those its create started, a batch of
+    ``JOB_GROUP_START_BATCH`` per transaction, while it has room. Safe to repeat (the group's
+    row lock and its rule decide); the reaper's pass does it too should this task be lost."""
+    while durable_call(group_start_batch, group_id) == settings.JOB_GROUP_START_BATCH:
+        pass  # a full batch: there may be room for more
 
 
 @shared_task(name="jobs.tasks.usage_charges_post", ignore_result=True)

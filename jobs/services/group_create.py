@@ -36,12 +36,13 @@ from jobs.models import (
     JobInput,
     PlacementMode,
 )
-from jobs.services.groups import group_advance
+from jobs.services.groups import group_advance, group_may_start_more
 from jobs.services.submit import SubmissionChecked, holdings_touch, job_submission_check
 from jobs.validation import JobSubmission, refusals_merge
 from ledger.selectors import wallet_balances
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=ServiceError)
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,11 @@ def group_create(*, owner: User, request: GroupRequest) -> JobGroup:
     """Check everything, then create the group, its tasks, and start the first of them (each
     an ordinary job with its own hold and offer, ``jobs.services.groups.group_advance``).
 
-    Moves money: the first ``min(max_parallel, count, what the cap allows)`` tasks' holds, in
-    the caller's transaction (the view's, ``durable``); a wallet that can't cover them is 402
-    and nothing is written. Locks the holdings it uses (as a submit does), then writes.
+    Moves money: the first ``JOB_GROUP_START_BATCH`` tasks' holds, in the caller's transaction
+    (the view's, ``durable``); the wallet must cover the holds of all the tasks that may start
+    at once (``min(max_parallel, count, what the cap allows)``), else 402 and nothing is
+    written. The rest of those start after the commit (``jobs.tasks.group_start``). Locks the
+    holdings it uses (as a submit does), then writes.
     """
     refusals: list[ValidationFailed] = []
     arguments = [task.argument for task in request.tasks]
@@ -107,11 +110,18 @@ def group_create(*, owner: User, request: GroupRequest) -> JobGroup:
         raise refusals_merge(refusals)
     assert tasks is not None
     assert accepted is not None
+    _inputs_bytes_check(accepted, extra_bytes)
     _wallet_check(owner, request)
     with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
         holdings_touch([*accepted.checked.holdings, *tasks.holdings])
         group = _group_write(owner, request, accepted, tasks)
-        group_advance(group, strict=True)
+        group_advance(group, strict=True, limit=settings.JOB_GROUP_START_BATCH)
+        if group_may_start_more(group):
+            # The rest of the first tasks start after the commit, a batch per transaction
+            # (``jobs.tasks.group_start``; the reaper's pass if that task is lost).
+            from jobs.tasks import group_start  # the entry points import the services
+
+            group_start.delay_on_commit(group.pk)
     group.refresh_from_db()
     return group
 
@@ -152,9 +162,7 @@ def _template_text(text: str) -> str:
     return re.sub(r"\bmax_cost_micros\b", "task_max_cost_micros", text)
 
 
-def _renamed(
-    exc: ServiceError, name_of: Callable[[str], str], text_of: Callable[[str], str]
-) -> ServiceError:
+def _renamed(exc: _E, name_of: Callable[[str], str], text_of: Callable[[str], str]) -> _E:
     """``exc`` (of the same class and code) with its fields and its message renamed."""
     fields: dict[str, list[str]] = {}
     for name, messages in exc.fields.items():
@@ -162,7 +170,7 @@ def _renamed(
     return type(exc)(text_of(exc.message), code=exc.code, fields=fields)
 
 
-def _task_renamed(exc: ServiceError, index: int) -> ServiceError:
+def _task_renamed(exc: ValidationFailed, index: int) -> ValidationFailed:
     """An ``inputs_check`` refusal of task ``index``'s own inputs: ``inputs[j]`` is
     ``inputs[index].inputs[j]``."""
     prefix = f"inputs[{index}].inputs"
@@ -184,7 +192,7 @@ def _tasks_check(owner: User, request: GroupRequest) -> _Tasks:
         try:
             found = inputs_check(task.inputs)
         except ValidationFailed as exc:
-            refusals.append(_as_validation(_task_renamed(exc, index)))
+            refusals.append(_task_renamed(exc, index))
             found = []
         refusals.extend(_clashes(index, found, shared, has_argument=task.argument is not None))
         specs.append(found)
@@ -206,15 +214,8 @@ def _tasks_check(owner: User, request: GroupRequest) -> _Tasks:
         raise refusals_merge(refusals)
     for index, found in enumerate(specs):
         rows.append([_group_input(index, spec, held.get(spec.sha256)) for spec in found])
-    _task_sizes_check(request, rows)
     holdings = list({held[d].pk: held[d] for d in digests}.values())
     return _Tasks(rows=rows, holdings=holdings)
-
-
-def _as_validation(exc: ServiceError) -> ValidationFailed:
-    if isinstance(exc, ValidationFailed):
-        return exc
-    raise exc  # a 413 (too many bytes) goes up at once, as in a submit
 
 
 @dataclass(frozen=True)
@@ -261,19 +262,6 @@ def _clashes(
     return refusals
 
 
-def _task_sizes_check(request: GroupRequest, rows: list[list[JobGroupInput]]) -> None:
-    for index, task_rows in enumerate(rows):
-        total = sum(row.size or 0 for row in task_rows)
-        if total > settings.JOB_INPUTS_MAX_BYTES:
-            where = f"inputs[{index}].inputs"
-            raise TooLarge(
-                f"task {index}'s inputs add up to {total} bytes, "
-                f"more than {settings.JOB_INPUTS_MAX_BYTES}",
-                code="inputs_too_large",
-                fields={where: [f"more than {settings.JOB_INPUTS_MAX_BYTES} bytes in all"]},
-            )
-
-
 def _group_input(index: int | None, spec: InputSpec, holding: BlobHolding | None) -> JobGroupInput:
     if spec.url is not None:
         return JobGroupInput(
@@ -304,6 +292,19 @@ def _job_input(row: JobGroupInput) -> JobInput:
         url=row.url,
         blob=row.blob,
     )
+
+
+def _inputs_bytes_check(accepted: SubmissionChecked, extra_bytes: int) -> None:
+    """The shared inputs, the code archive and the task that adds most within
+    JOB_INPUTS_MAX_BYTES, as a submit's inputs (413)."""
+    total = accepted.checked.inputs_bytes + extra_bytes
+    if total > settings.JOB_INPUTS_MAX_BYTES:
+        raise TooLarge(
+            f"a task's inputs add up to {total} bytes with the shared ones, more than "
+            f"{settings.JOB_INPUTS_MAX_BYTES}",
+            code="inputs_too_large",
+            fields={"inputs": [f"more than {settings.JOB_INPUTS_MAX_BYTES} bytes in one task"]},
+        )
 
 
 def _caps_check(request: GroupRequest) -> None:

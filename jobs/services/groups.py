@@ -9,12 +9,14 @@ cap. Nothing is held for the group as such, so when it ends there is no remainde
 each task's job returns its own unspent hold when it settles, as any job does.
 
 **When.** A task's job settles in ``jobs.billing.job_settle`` (the one place a hold is
-released), which calls ``group_task_settled`` in the same transaction. That locks the group
-row and, under it, records the result, moves the counters and starts what may start now; two
-tasks settling at once queue on the row, so they never start the same index nor pass the cap
-together. Lock order: the task's job row and the ledger's accounts (the settlement), then the
-group row, then the new tasks' job rows and their holds. The group's cancel takes its open
-tasks' job rows first, then the group row (``group_cancel``).
+released), which locks the group row and then calls ``group_task_settled`` in the same
+transaction: under the lock it records the result, moves the counters and starts what may
+start now; two tasks settling at once queue on the row, so they never start the same index
+nor pass the cap together. Lock order: a task's job row, then its group's row, then the
+ledger's accounts (the settlement), then the new tasks' job rows and their holds; starting
+tasks anywhere else (``group_start_batch``) takes the group row, then the new jobs and their
+holds; the group's cancel takes its open tasks' job rows first, then the group row
+(``group_cancel``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import posixpath
 import threading
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import User
 from blobs.models import BlobHolding
-from blobs.services.content import blob_content_hold
+from blobs.services.content import blob_content_store
 from config.errors import Conflict, InsufficientCredits, PermissionDenied
 from jobs import events
 from jobs.billing import job_hold_place
@@ -79,9 +82,16 @@ def group_locked(group_id: int) -> JobGroup:
     return JobGroup.objects.select_for_update(of=("self",)).select_related("owner").get(pk=group_id)
 
 
-def group_advance(group: JobGroup, *, strict: bool = False, now: datetime | None = None) -> int:
+def group_advance(
+    group: JobGroup,
+    *,
+    strict: bool = False,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> int:
     """Start the group's pending tasks, lowest index first, while the cap and ``max_parallel``
-    allow; finish the group when nothing is left to run. How many started.
+    allow (at most ``limit`` of them); finish the group when nothing is left to run. How many
+    started.
 
     ``group`` is locked by the caller (``group_locked``). A task's hold the wallet can't cover
     stops the starting (``strict``, the group's creation: the refusal is raised, so nothing of
@@ -92,11 +102,11 @@ def group_advance(group: JobGroup, *, strict: bool = False, now: datetime | None
     if group.status != JobGroupStatus.RUNNING or group.cancel_requested_at is not None:
         _finish_if_done(group)
         return 0
-    _advancing.groups.add(group.pk)
+    _advancing.groups[group.pk] = 0
     try:
-        started, stopped = _tasks_start(group, strict, now)
+        started, stopped = _tasks_start(group, strict, limit, now)
     finally:
-        _advancing.groups.discard(group.pk)
+        del _advancing.groups[group.pk]
     if stopped and group.open_tasks == 0:
         tasks_skip(group, stopped)
     _finish_if_done(group)
@@ -104,22 +114,25 @@ def group_advance(group: JobGroup, *, strict: bool = False, now: datetime | None
 
 
 class _Advancing(threading.local):
-    """The groups this thread is starting tasks of: a task that ends at once (its job failed
-    in its first placement) settles inside ``_task_start``, and its settlement must not start
-    tasks itself (the loop does, after reading the counters again)."""
+    """The groups this thread is starting tasks of, and how many of their tasks settled
+    meanwhile: a task that ends at once (its job failed in its first placement) settles
+    inside ``_task_start``, and its settlement must not start tasks itself (the loop does,
+    after reading the counters again)."""
 
     def __init__(self) -> None:
-        self.groups: set[int] = set()
+        self.groups: dict[int, int] = {}
 
 
 _advancing = _Advancing()
 
 
-def _tasks_start(group: JobGroup, strict: bool, now: datetime) -> tuple[int, str]:
+def _tasks_start(
+    group: JobGroup, strict: bool, limit: int | None, now: datetime
+) -> tuple[int, str]:
     """Start tasks while there is room; how many, and why it stopped early ("" when not)."""
     started = 0
     stopped = ""
-    while group.open_tasks < group.max_parallel:
+    while group.open_tasks < group.max_parallel and (limit is None or started < limit):
         if not _room_for_one_more(group):
             stopped = CAP_REASON
             break
@@ -138,9 +151,40 @@ def _tasks_start(group: JobGroup, strict: bool, now: datetime) -> tuple[int, str
             stopped = WALLET_REASON
             break
         started += 1
-        # A task that ended at once (settled inside) moved the counters under us.
-        group.refresh_from_db(fields=["open_tasks", "settled_cost_micros"])
+        if _advancing.groups[group.pk]:  # a task ended at once: it moved the counters
+            group.refresh_from_db(fields=["open_tasks", "settled_cost_micros"])
+            _advancing.groups[group.pk] = 0
     return started, stopped
+
+
+def group_may_start_more(group: JobGroup) -> bool:
+    """Whether the group has room for another task now and a task waiting for it."""
+    return (
+        group.status == JobGroupStatus.RUNNING
+        and group.cancel_requested_at is None
+        and group.open_tasks < group.max_parallel
+        and _room_for_one_more(group)
+        and JobGroupTask.objects.filter(group=group, status=TaskStatus.PENDING).exists()
+    )
+
+
+def group_start_batch(group_id: int) -> int:
+    """Start up to ``JOB_GROUP_START_BATCH`` tasks the group has room for, under its row lock,
+    in the caller's transaction (the background task's, the reaper's: one per batch). How
+    many started; a group that ended or has no room changes nothing."""
+    return group_advance(group_locked(group_id), limit=settings.JOB_GROUP_START_BATCH)
+
+
+def groups_startable() -> list[int]:
+    """Running groups with room for a task and one waiting (the reaper's net under the
+    background start, which a lost worker may not have finished), a batch of them."""
+    pending = JobGroupTask.objects.filter(group=OuterRef("pk"), status=TaskStatus.PENDING)
+    rows = JobGroup.objects.filter(
+        status=JobGroupStatus.RUNNING,
+        cancel_requested_at__isnull=True,
+        open_tasks__lt=F("max_parallel"),
+    ).filter(Exists(pending))
+    return list(rows.order_by("pk").values_list("pk", flat=True)[:100])
 
 
 def _room_for_one_more(group: JobGroup) -> bool:
@@ -167,11 +211,14 @@ def _task_start(group: JobGroup, task: JobGroupTask, now: datetime) -> Job:
 
 def _task_job_create(group: JobGroup, task: JobGroupTask) -> Job:
     """An ordinary job made of the group's template, for one index; its inputs are the
-    template's, the task's own and its argument as ``task.json`` (a blob the owner holds)."""
+    template's, the task's own and its argument as ``task.json`` (a blob the server writes:
+    ``blob_content_store``)."""
     rows = list(
-        JobGroupInput.objects.filter(group=group, task_index__isnull=True).select_related("blob")
+        JobGroupInput.objects.filter(group=group)
+        .filter(Q(task_index__isnull=True) | Q(task_index=task.index))
+        .select_related("blob")
+        .order_by("pk")
     )
-    rows += JobGroupInput.objects.filter(group=group, task_index=task.index).select_related("blob")
     inputs = [
         JobInput(
             path=row.path,
@@ -184,11 +231,7 @@ def _task_job_create(group: JobGroup, task: JobGroupTask) -> Job:
         for row in rows
     ]
     if task.argument:
-        blob = blob_content_hold(
-            user_id=group.owner_id,
-            content=task.argument.encode(),
-            name=f"{TASK_ARGUMENT_PATH} of group {group.pk} task {task.index}",
-        )
+        blob = blob_content_store(task.argument.encode())
         inputs.append(
             JobInput(
                 path=TASK_ARGUMENT_PATH,
@@ -251,8 +294,8 @@ def group_task_settled(job_id: int) -> None:
     per job): record the task's result, or queue its error retry; move the group's counters;
     start what may start now; finish the group when nothing is left.
 
-    Locks the group row (after the job's row and the ledger's accounts the settlement locked).
-    Tells the group's socket after commit.
+    Locks the group row (``job_settle`` locked it already, after the job's row and before the
+    ledger's accounts). Tells the group's socket after commit.
     """
     job = Job.objects.get(pk=job_id)
     assert job.group_id is not None
@@ -275,7 +318,9 @@ def group_task_settled(job_id: int) -> None:
             task.index,
             task.job_id,
         )
-    if group.pk not in _advancing.groups:
+    if group.pk in _advancing.groups:
+        _advancing.groups[group.pk] += 1
+    else:
         group_advance(group)
     transaction.on_commit(lambda: _push(group.pk))
 

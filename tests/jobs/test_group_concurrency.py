@@ -7,7 +7,10 @@ records the result and starts the next task. The two transactions queue on the g
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from jobs.agent_messages import HANDLERS
 from jobs.group_selectors import group_counts
 from jobs.models import Job, JobAttempt, JobGroup, JobGroupTask, TaskStatus
 from jobs.selectors import job_facts
+from jobs.services.groups import group_start_batch
 from ledger.services import ledger_reconcile
 from tests.jobs.conftest import envelope
 from tests.jobs.group_steps import TASK_CAP, group_body, hosts_for_groups, open_jobs
@@ -57,6 +61,11 @@ def finishing(job: Job, cpu_s: str, wall_s: str) -> Any:
     """The agent's job.finished of the job, as the socket runs it: one durable transaction."""
     message = envelope("job.finished", **final(job, 9, cpu_s, wall_s))
     return lambda: durable_call(HANDLERS["job.finished"], job.host_id, message)
+
+
+def later(seconds: float, action: Any) -> Any:
+    time.sleep(seconds)
+    return action()
 
 
 def test_two_tasks_settling_at_once_start_the_next_two_indices_once_each(renter, hosts, wire):
@@ -115,3 +124,35 @@ def test_two_tasks_settling_at_once_never_pass_the_group_cap_together(renter, ho
         }
         assert renter.post(f"{URL}{group.pk}/cancel/").status_code == 200  # room for the next
     assert ledger_reconcile(job_facts=job_facts).problems == []
+
+
+def test_a_settlement_and_a_background_start_of_one_group_queue_instead_of_deadlocking(
+    renter, hosts, wire, settings, monkeypatch, caplog
+):
+    # given: tasks started one per batch, the background start held back: one task runs
+    settings.JOB_GROUP_START_BATCH = 1
+    monkeypatch.setattr("jobs.tasks.group_start.delay_on_commit", lambda group_id: None)
+    caplog.set_level(logging.INFO, logger="config.transactions")
+    # The start begins a little later each round, so that the two meet at different points
+    # of the settlement (both lock the renter's wallet: the release, the new holds; both take
+    # the group row first, so they queue there).
+    for delay in (0.0, 0.01, 0.02, 0.04, 0.08):
+        response = renter.post(URL, group_body(count=8, max_parallel=4), format="json")
+        assert response.status_code == 201, response.json()
+        group = JobGroup.objects.get(pk=response.json()["id"])
+        [first] = (running(job) for job in open_jobs(group))
+
+        # when: its settlement (the wallet, by its release) and a start (the wallet, by new
+        # holds) of the same group at once
+        start = partial(durable_call, group_start_batch, group.pk)
+        results = race(finishing(first, "1", "2"), partial(later, delay, start))
+
+        # then: neither was a deadlock's victim; the group holds max_parallel, each index once
+        assert not [r for r in caplog.records if "retrying after" in r.getMessage()]
+        assert results[0][0][0] == "ack", results
+        assert results[1] in (0, 1), results
+        group.refresh_from_db()
+        assert group.open_tasks == 4
+        indices = list(Job.objects.filter(group=group).values_list("task_index", flat=True))
+        assert sorted(indices) == list(range(5))
+        assert renter.post(f"{URL}{group.pk}/cancel/").status_code == 200  # room for the next

@@ -21,6 +21,7 @@ from jobs.models import (
     JobStatus,
     TaskStatus,
 )
+from jobs.selectors import blobs_in_use
 from ledger.models import LedgerTransaction
 from ledger.selectors import wallet_balances
 from tests.jobs.group_steps import GROUP_CAP, TASK_CAP, group_body, hosts_for_groups
@@ -301,7 +302,7 @@ def test_a_tasks_offer_names_its_index_and_count_and_carries_its_argument_as_tas
         ["common.txt", "mine/data.txt", "task.json"],
         ["common.txt"],  # no argument: no task.json
     ]
-    # and: task.json is a blob the renter holds, with the argument's JSON as its bytes
+    # and: task.json is a blob in use by its job, with the argument's JSON as its bytes
     arguments = [b'{"n":0,"name":"z\xc3\xa9ro"}', b"[1,2.5,null]"]
     for job, argument in zip(jobs[:2], arguments, strict=True):
         row = JobInput.objects.get(job=job, path="task.json")
@@ -309,7 +310,8 @@ def test_a_tasks_offer_names_its_index_and_count_and_carries_its_argument_as_tas
         assert row.size == len(argument)
         assert blob_store().open(row.blob.storage_name).read() == argument
         assert json.loads(argument) == inputs[jobs.index(job)]["argument"]
-        assert BlobHolding.objects.filter(user=alice, blob=row.blob).exists()
+        assert not BlobHolding.objects.filter(blob=row.blob).exists()  # nobody's: the job's
+        assert blobs_in_use({row.blob.pk}) == {row.blob.pk}
     assert JobGroupInput.objects.filter(group_id=response.json()["id"]).count() == 2
 
 
@@ -347,3 +349,76 @@ def test_the_group_cap_limits_the_first_wave(renter, hosts, alice, wire, committ
     assert Job.objects.count() == 2
     assert wallet_balances(alice)["held_micros"] == 2 * TASK_CAP
     assert TaskStatus.PENDING in set(JobGroupTask.objects.values_list("status", flat=True))
+
+
+def test_a_task_whose_inputs_pass_the_byte_cap_with_the_shared_ones_is_refused(
+    renter, hosts, alice, settings
+):
+    # given: 600 bytes shared, and one task adding 500 (another only 100), a cap of 1000
+    settings.JOB_INPUTS_MAX_BYTES = 1_000
+    url = "https://data.example.org/"
+    inputs = [
+        {"inputs": [{"path": "a", "url": url + "a", "sha256": "a" * 64, "size": 100}]},
+        {"inputs": [{"path": "b", "url": url + "b", "sha256": "b" * 64, "size": 500}]},
+    ]
+    shared = [{"path": "s", "url": url + "s", "sha256": "c" * 64, "size": 600}]
+    body = group_body(count=None, inputs=inputs, shared_inputs=shared)
+
+    # when
+    response = renter.post(URL, body, format="json")
+
+    # then
+    assert refusal(response) == (413, "inputs_too_large", {"inputs"})
+    nothing_written(alice)
+
+
+def test_a_wide_first_wave_starts_a_batch_in_the_create_and_the_rest_after_it(
+    renter, hosts, alice, wire, committed, settings, monkeypatch
+):
+    # given: batches of two, five tasks at once; the background start left undone for now
+    settings.JOB_GROUP_START_BATCH = 2
+    queued: list[int] = []
+    monkeypatch.setattr("jobs.tasks.group_start.delay_on_commit", queued.append)
+
+    # when
+    with committed():
+        response = renter.post(URL, group_body(count=7, max_parallel=5), format="json")
+
+    # then: the create's own transaction started two, and queued the start of the rest
+    assert response.status_code == 201, response.json()
+    group_id = response.json()["id"]
+    assert Job.objects.filter(group_id=group_id).count() == 2
+    assert queued == [group_id]
+
+    # when: the background task runs, a batch per transaction
+    from jobs.tasks import group_start
+
+    with committed():
+        group_start(group_id)
+
+    # then: five hold at once, no more
+    assert Job.objects.filter(group_id=group_id).count() == 5
+    assert wallet_balances(alice)["held_micros"] == 5 * TASK_CAP
+
+
+def test_the_reaper_starts_what_a_lost_background_start_left(
+    renter, hosts, alice, wire, committed, settings, monkeypatch
+):
+    # given: the background start never ran (its worker died)
+    settings.JOB_GROUP_START_BATCH = 2
+    monkeypatch.setattr("jobs.tasks.group_start.delay_on_commit", lambda group_id: None)
+    with committed():
+        response = renter.post(URL, group_body(count=7, max_parallel=5), format="json")
+    group_id = response.json()["id"]
+
+    # when: the reaper's passes
+    from jobs.tasks import jobs_reap_pass
+
+    with committed():
+        first = jobs_reap_pass()
+        second = jobs_reap_pass()
+        third = jobs_reap_pass()
+
+    # then: a batch a pass until the group holds max_parallel tasks; then nothing
+    assert (first.groups_advanced, second.groups_advanced, third.groups_advanced) == (1, 1, 0)
+    assert Job.objects.filter(group_id=group_id).count() == 5

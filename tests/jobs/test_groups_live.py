@@ -22,8 +22,8 @@ import requests
 from django.utils import timezone
 
 from accounts.models import User
-from agent.runtime.quota import mounts_release
 from accounts.services import api_token_create
+from agent.runtime.quota import mounts_release
 from config.transactions import durable_call
 from hosts.models import Host
 from jobs.models import (
