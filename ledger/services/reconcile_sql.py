@@ -1,8 +1,9 @@
-"""The statements of reconciliation's incremental runs (ledger.services.reconcile).
+"""The statements of reconciliation's kept sums (ledger.services.reconcile).
 
-Written as SQL: they sum postings by an id range and join the kept sums, which the ORM can't
-say in one statement. They run on PostgreSQL and SQLite alike. Only names from our own models
-are formatted into them; every value is a parameter.
+Written as SQL: they sum postings by an id range, per account and by transaction kind, and
+join the kept sums, which the ORM can't say in one statement. They run on PostgreSQL and SQLite
+alike. Only names from our own models are formatted into them; every value is a parameter, and
+each function returns its statement with its parameters.
 """
 
 # This module formats SQL from our own table names only; values are always parameters.
@@ -10,83 +11,143 @@ are formatted into them; every value is a parameter.
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.db import connection
+
 from ledger.models import Account, LedgerTransaction, Posting, ReconciledAccount, TransactionKind
 
-# The kinds whose postings the kept sums split out, in the order of ``sums``' parameters.
-SUM_KINDS = [
-    TransactionKind.MATURITY,
-    TransactionKind.PAYOUT,
-    TransactionKind.PAYOUT_REVERSAL,
-    TransactionKind.CAPTURE,
-    TransactionKind.REVERSAL,
-]
+# The sums kept per account besides their total, and the transaction kinds each one adds up.
+SPLITS: dict[str, tuple[str, ...]] = {
+    "matured": (TransactionKind.MATURITY,),
+    "payouts": (TransactionKind.PAYOUT, TransactionKind.PAYOUT_REVERSAL),
+    "charged": (TransactionKind.CAPTURE, TransactionKind.REVERSAL),
+}
+SUMS = ("postings", *SPLITS)
+
+_POSTINGS, _TRANSACTIONS = Posting._meta.db_table, LedgerTransaction._meta.db_table
+_ACCOUNTS, _KEPT = Account._meta.db_table, ReconciledAccount._meta.db_table
 
 
-def sums(*, bounded: bool) -> str:
-    """Per account: the postings with an id above a bound (and up to another): their sum, by
-    the kinds the invariants need, and how many. Parameters: ``SUM_KINDS``, then the bounds.
-    An index range on the postings' id, however many there are before it."""
-    postings, transactions = Posting._meta.db_table, LedgerTransaction._meta.db_table
-    upper = " AND p.id <= %s" if bounded else ""
-    return (
-        "SELECT p.account_id AS account_id, SUM(p.amount_micros) AS postings, "
-        "SUM(CASE WHEN t.kind = %s THEN p.amount_micros ELSE 0 END) AS matured, "
-        "SUM(CASE WHEN t.kind IN (%s, %s) THEN p.amount_micros ELSE 0 END) AS payouts, "
-        "SUM(CASE WHEN t.kind IN (%s, %s) THEN p.amount_micros ELSE 0 END) AS charged, "
-        "COUNT(*) AS lines "
-        f"FROM {postings} p JOIN {transactions} t ON t.id = p.transaction_id "
-        f"WHERE p.id > %s{upper} GROUP BY p.account_id"
-    )
+def _sum_columns(prefix: str, condition: str = "") -> tuple[list[str], list[Any]]:
+    """``SUM`` of w.amount_micros, in all and per split, of the rows meeting ``condition``."""
+    where = f"{condition} AND " if condition else ""
+    columns = [
+        f"SUM(CASE WHEN {condition} THEN w.amount_micros ELSE 0 END) AS {prefix}postings"
+        if condition
+        else f"SUM(w.amount_micros) AS {prefix}postings"
+    ]
+    params: list[Any] = []
+    for name, kinds in SPLITS.items():
+        marks = ", ".join(["%s"] * len(kinds))
+        columns.append(
+            f"SUM(CASE WHEN {where}w.kind IN ({marks}) THEN w.amount_micros ELSE 0 END) "
+            f"AS {prefix}{name}"
+        )
+        params += kinds
+    return columns, params
 
 
-def touched() -> str:
-    """Each account with a posting after the checkpoint: its balance and owner, what its kept
-    sums plus those postings come to, and how many there were. Parameters: ``SUM_KINDS``, the
-    checkpoint."""
-    accounts, kept = Account._meta.db_table, ReconciledAccount._meta.db_table
-    return (
+def _fence() -> str:
+    """Keeps PostgreSQL from inlining the subquery that looks each kind up: inlined, the lookup
+    would run once per ``CASE`` that reads the kind instead of once per posting."""
+    return " OFFSET 0" if connection.vendor == "postgresql" else ""
+
+
+def touched(since: int, through: int) -> tuple[str, list[Any]]:
+    """Each account with a posting after ``since``: its balance and owner; its kept sums plus
+    all those postings (the rebuilt balance and splits) and how many there were; its kept sums
+    plus those up to ``through`` only (their new values, once taken in), and how many.
+
+    An index range on the postings' id, however many there are before it. Each posting's
+    transaction kind is looked up by primary key (a correlated subquery, not a join: from its
+    statistics the planner can't know how few postings lie after the checkpoint and may hash
+    the whole transactions table to join them)."""
+    all_columns, all_params = _sum_columns("")
+    early_columns, early_params = _sum_columns("early_", "w.early = 1")
+    rebuilt = ", ".join(f"COALESCE(r.{name}_micros, 0) + w.{name}" for name in SUMS)
+    early = ", ".join(f"COALESCE(r.{name}_micros, 0) + w.early_{name}" for name in SUMS)
+    statement = (
         "SELECT a.id, a.kind, a.user_id, a.job_id, a.shard, a.balance_micros, "
-        "a.must_not_be_negative, COALESCE(r.postings_micros, 0) + w.postings, "
-        "COALESCE(r.matured_micros, 0) + w.matured, COALESCE(r.payouts_micros, 0) + w.payouts, "
-        "COALESCE(r.charged_micros, 0) + w.charged, w.lines "
-        f"FROM ({sums(bounded=False)}) w JOIN {accounts} a ON a.id = w.account_id "
-        f"LEFT JOIN {kept} r ON r.account_id = w.account_id ORDER BY a.id"
+        f"a.must_not_be_negative, {rebuilt}, w.lines, {early}, w.early_lines "
+        f"FROM (SELECT w.account_id, {', '.join(all_columns + early_columns)}, "
+        "COUNT(*) AS lines, SUM(w.early) AS early_lines "
+        "FROM (SELECT p.account_id, p.amount_micros, "
+        "CASE WHEN p.id <= %s THEN 1 ELSE 0 END AS early, "
+        f"(SELECT t.kind FROM {_TRANSACTIONS} t WHERE t.id = p.transaction_id) AS kind "
+        f"FROM {_POSTINGS} p WHERE p.id > %s{_fence()}) w GROUP BY w.account_id) w "
+        f"JOIN {_ACCOUNTS} a ON a.id = w.account_id "
+        f"LEFT JOIN {_KEPT} r ON r.account_id = w.account_id ORDER BY a.id"
     )
+    return statement, [*all_params, *early_params, through, since]
 
 
-def window_transactions(*, count: bool) -> str:
-    """The transactions with a posting after the checkpoint or an id after its transaction id:
-    how many, or those that are not balanced. Parameters: the posting and transaction ids of
-    the checkpoint (and how many to list)."""
-    postings, transactions = Posting._meta.db_table, LedgerTransaction._meta.db_table
+def window_transactions(
+    since: int, since_transaction: int, *, limit: int | None = None
+) -> tuple[str, list[Any]]:
+    """The transactions with a posting after ``since`` or an id after ``since_transaction``:
+    how many (``limit`` None), or at most ``limit`` of those that are not balanced. Each one's
+    postings are summed through the index on their transaction (correlated subqueries, for the
+    reason ``touched`` gives)."""
     ids = (
-        f"WITH ids AS (SELECT transaction_id AS id FROM {postings} WHERE id > %s "
-        f"UNION SELECT id FROM {transactions} WHERE id > %s) "
+        f"WITH ids AS (SELECT transaction_id AS id FROM {_POSTINGS} WHERE id > %s "
+        f"UNION SELECT id FROM {_TRANSACTIONS} WHERE id > %s) "
     )
-    if count:
-        return f"{ids}SELECT COUNT(*) FROM ids"
-    return (
-        f"{ids}SELECT t.id, t.key, COALESCE(SUM(p.amount_micros), 0), COUNT(p.id) "
-        f"FROM ids JOIN {transactions} t ON t.id = ids.id "
-        f"LEFT JOIN {postings} p ON p.transaction_id = t.id GROUP BY t.id, t.key "
-        "HAVING COALESCE(SUM(p.amount_micros), 0) <> 0 OR COUNT(p.id) < 2 "
-        "ORDER BY t.id LIMIT %s"
+    if limit is None:
+        return f"{ids}SELECT COUNT(*) FROM ids", [since, since_transaction]
+    statement = (
+        f"{ids}, sums AS (SELECT ids.id AS id, "
+        f"(SELECT COALESCE(SUM(p.amount_micros), 0) FROM {_POSTINGS} p "
+        "WHERE p.transaction_id = ids.id) AS total, "
+        f"(SELECT COUNT(*) FROM {_POSTINGS} p WHERE p.transaction_id = ids.id) AS lines "
+        "FROM ids) "
+        f"SELECT s.id, (SELECT t.key FROM {_TRANSACTIONS} t WHERE t.id = s.id), s.total, s.lines "
+        "FROM sums s WHERE s.total <> 0 OR s.lines < 2 ORDER BY s.id LIMIT %s"
     )
+    return statement, [since, since_transaction, limit]
 
 
-def sums_add(*, conflict: bool) -> str:
-    """Add the postings in (lower, upper] to the kept sums. Parameters: job_settled for new
-    rows, ``SUM_KINDS``, lower, upper."""
-    accounts, kept = Account._meta.db_table, ReconciledAccount._meta.db_table
-    names = ("postings", "matured", "payouts", "charged")
-    insert = (
-        f"INSERT INTO {kept} (account_id, job_id, {', '.join(f'{n}_micros' for n in names)}, "
-        f"job_settled) SELECT w.account_id, a.job_id, {', '.join(f'w.{n}' for n in names)}, %s "
-        f"FROM ({sums(bounded=True)}) w JOIN {accounts} a ON a.id = w.account_id "
-        # SQLite needs a WHERE before ON CONFLICT to tell it from a join's ON.
-        "WHERE 1 = 1"
+def kept_rebuild(through: int, *, settled: bool) -> tuple[str, list[Any]]:
+    """Fill the (emptied) kept sums with every posting up to ``through``, new rows' job marked
+    ``settled``. A join, not lookups: this reads the whole ledger, and hashing it is right."""
+    columns, params = _sum_columns("")
+    names = ", ".join(f"{name}_micros" for name in SUMS)
+    statement = (
+        f"INSERT INTO {_KEPT} (account_id, job_id, {names}, job_settled) "
+        f"SELECT w.account_id, a.job_id, {', '.join(f'w.{name}' for name in SUMS)}, %s "
+        f"FROM (SELECT w.account_id, {', '.join(columns)} "
+        "FROM (SELECT p.account_id, p.amount_micros, t.kind "
+        f"FROM {_POSTINGS} p JOIN {_TRANSACTIONS} t ON t.id = p.transaction_id "
+        "WHERE p.id <= %s) w GROUP BY w.account_id) w "
+        f"JOIN {_ACCOUNTS} a ON a.id = w.account_id"
     )
-    if not conflict:
-        return insert
-    added = ", ".join(f"{n}_micros = {kept}.{n}_micros + excluded.{n}_micros" for n in names)
-    return f"{insert} ON CONFLICT (account_id) DO UPDATE SET {added}"
+    return statement, [settled, *params, through]
+
+
+def kept_write(cursor: Any, rows: list[tuple[int, int | None, list[int]]]) -> None:
+    """Write kept sums (account, job, sums in ``SUMS`` order), replacing an account's row: one
+    statement of arrays on PostgreSQL (a few hundred rows, no per-row SQL to build), many on
+    SQLite."""
+    names = [f"{name}_micros" for name in SUMS]
+    columns = ", ".join(["account_id", "job_id", *names, "job_settled"])
+    replace = ", ".join(f"{name} = excluded.{name}" for name in names)
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(["%s::bigint[]"] * (2 + len(SUMS)))
+        cursor.execute(
+            f"INSERT INTO {_KEPT} ({columns}) SELECT *, false FROM unnest({arrays}) "
+            f"ON CONFLICT (account_id) DO UPDATE SET {replace}",
+            [
+                [row[0] for row in rows],
+                [row[1] for row in rows],
+                *([row[2][n] for row in rows] for n in range(len(SUMS))),
+            ],
+        )
+        return
+    marks = ", ".join(["%s"] * (3 + len(SUMS)))
+    cursor.executemany(
+        f"INSERT INTO {_KEPT} ({columns}) VALUES ({marks}) "
+        f"ON CONFLICT (account_id) DO UPDATE SET {replace}",
+        [(account, job, *sums, False) for account, job, sums in rows],
+    )
