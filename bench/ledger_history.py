@@ -30,7 +30,8 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -63,6 +64,50 @@ def _copy(table: str, columns: Sequence[str], text: io.StringIO) -> None:
 
 def _fields(*values: object) -> str:
     return "\t".join("\\N" if value is None else str(value) for value in values) + "\n"
+
+
+# A load of this many postings or more drops the secondary indexes of postings and
+# transactions first and builds them again after: faster than keeping them up row by row.
+BUILD_WITHOUT_INDEXES_FROM = 500_000
+
+
+@contextmanager
+def _indexes_set_aside(*, large: bool) -> Iterator[None]:
+    """Drop the postings' and transactions' secondary indexes (and the key's unique
+    constraint) for a large load, and build them again afterwards, as they were."""
+    from django.db import connection
+
+    if not large:
+        yield
+        return
+    tables = ("ledger_posting", "ledger_ledgertransaction")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname, conrelid::regclass::text, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'u' AND conrelid::regclass::text = ANY(%s)",
+            [list(tables)],
+        )
+        constraints = cursor.fetchall()
+        cursor.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = ANY(%s) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+            [list(tables)],
+        )
+        indexes = cursor.fetchall()
+        for name, table, _definition in constraints:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+        for name, _definition in indexes:
+            cursor.execute(f"DROP INDEX {name}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET maintenance_work_mem = '512MB'")
+            for _name, definition in indexes:
+                cursor.execute(definition)
+            for name, table, definition in constraints:
+                cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
+            cursor.execute("RESET maintenance_work_mem")
 
 
 @dataclass
@@ -130,10 +175,11 @@ class History:
         with connection.cursor() as cursor:
             cursor.execute("SET session_replication_role = replica")
         try:
-            while self.postings < target:
-                jobs = min(20_000, max(1, (target - self.postings) // (3 * captures + 4)))
-                with transaction.atomic():
-                    self._batch(jobs, captures)
+            with _indexes_set_aside(large=postings >= BUILD_WITHOUT_INDEXES_FROM):
+                while self.postings < target:
+                    jobs = min(20_000, max(1, (target - self.postings) // (3 * captures + 4)))
+                    with transaction.atomic():
+                        self._batch(jobs, captures)
         finally:
             with connection.cursor() as cursor:
                 cursor.execute("SET session_replication_role = DEFAULT")

@@ -308,7 +308,9 @@ class MaturityState(models.Model):
     """Where maturity stands for one earnings_pending account (ledger.services.earnings).
 
     Every posting on the account up to ``posting_id`` is either due at ``cutoff`` (counted
-    through the balance) or in a ``MaturityWaiting`` row; ``waiting_micros`` is their sum.
+    through the balance) or in a ``MaturityWaiting`` row; ``waiting_micros`` is their sum,
+    ``unsettled_jobs`` how many of them are jobs not settled yet, ``next_due_at`` when the
+    earliest of the others is due.
     Written only under the account's lock, in the owner's maturity transaction.
     """
 
@@ -318,6 +320,10 @@ class MaturityState(models.Model):
     posting_id = models.BigIntegerField(default=0)
     cutoff = models.DateTimeField()
     waiting_micros = models.BigIntegerField(default=0)
+    # How many of the rows are jobs not settled yet, and when the earliest of the others is due
+    # (so that a run reads the rows only when there is something to find).
+    unsettled_jobs = models.PositiveIntegerField(default=0)
+    next_due_at = models.DateTimeField(null=True, blank=True)
     # Decided by the jobs' settlement (a job facts provider was registered), or by age only.
     by_jobs = models.BooleanField(default=True)
 

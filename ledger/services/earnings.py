@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Max, Q, QuerySet, Sum
+from django.db.models import Max, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -108,11 +108,14 @@ def _maturity_due_scan(pending: Account, cutoff: datetime) -> int:
 
 
 class _Waiting:
-    """The changes to one account's waiting rows in this run, and their sum's change."""
+    """The changes to one account's waiting rows in this run: their sum's change, how many
+    jobs wait to settle, the earliest time a new row is due."""
 
     def __init__(self, account: Account) -> None:
         self.account = account
         self.delta = 0
+        self.unsettled = 0
+        self.next_due: datetime | None = None
         self.created: list[MaturityWaiting] = []
         self.updated: list[MaturityWaiting] = []
         self.deleted: list[int] = []
@@ -137,10 +140,16 @@ class _Waiting:
                 )
             )
             self.delta += amount
+            if due_at is None:
+                self.unsettled += 1
+            else:
+                self.next_due = due_at if self.next_due is None else min(self.next_due, due_at)
 
-    def drop(self, row: MaturityWaiting) -> None:
+    def settle(self, row: MaturityWaiting) -> None:
+        """A job's row, now that the job has settled (its parts are added again as due)."""
         self.deleted.append(row.pk)
         self.delta -= row.amount_micros
+        self.unsettled -= 1
 
     def grow(self, row: MaturityWaiting, amount: int, last_capture_at: datetime | None) -> None:
         row.amount_micros += amount
@@ -182,11 +191,19 @@ def _due_times(
     return due
 
 
+_CAPTURE = Q(transaction__kind=TransactionKind.CAPTURE)
+_MATURITY = Q(transaction__kind=TransactionKind.MATURITY)
+
+
 def _maturity_due(pending: Account, cutoff: datetime) -> int:
     """What of ``pending`` may become available now (the same as ``_maturity_due_scan``), from
     its state: the postings after it, the waiting rows. Updates the state. Runs under the
     account's lock, so no other posting to it can commit meanwhile: its own ids are a safe
-    high-water mark."""
+    high-water mark.
+
+    Few statements when little is new (this runs once per owner with something new): the
+    postings after the state in one aggregate per job; the rows of jobs not settled yet only
+    when there are some, the rows due by now only when the state's earliest is."""
     provider = providers.job_facts
     by_jobs = provider is not None
     state = MaturityState.objects.filter(account=pending).first()
@@ -196,80 +213,93 @@ def _maturity_due(pending: Account, cutoff: datetime) -> int:
         MaturityWaiting.objects.filter(account=pending).delete()
         state = MaturityState(account=pending, posting_id=0, cutoff=cutoff, waiting_micros=0)
     since = state.posting_id
-    through = (
-        Posting.objects.filter(account=pending, pk__gt=since).aggregate(top=Max("pk"))["top"]
-        or since
-    )
-    earnings = Posting.objects.filter(account=pending, pk__gt=since, pk__lte=through).exclude(
-        transaction__kind=TransactionKind.MATURITY
-    )
+    new = Posting.objects.filter(account=pending, pk__gt=since)
+    # Per job (those of no job, and the maturities, together under None): their sum less the
+    # maturities, their latest capture, their last id.
+    groups = {
+        job_id: (int(amount or 0), last_capture, top)
+        for job_id, amount, last_capture, top in new.values("transaction__job_id")
+        .annotate(
+            amount=Sum("amount_micros", filter=~_MATURITY),
+            last_capture=Max("transaction__created_at", filter=_CAPTURE),
+            top=Max("pk"),
+        )
+        .values_list("transaction__job_id", "amount", "last_capture", "top")
+        .order_by()
+    }
+    through = max((top for _amount, _last, top in groups.values()), default=since)
     waiting = _Waiting(pending)
 
-    # Captures that wait for their age: all of them without job facts, else those of no job.
-    by_age = earnings.filter(
-        transaction__kind=TransactionKind.CAPTURE, transaction__created_at__gt=cutoff
-    )
-    if by_jobs:
-        by_age = by_age.filter(transaction__job_id__isnull=True)
-    for job_id, created_at, amount in (
-        by_age.values("transaction__job_id", "transaction__created_at")
-        .annotate(amount=Sum("amount_micros"))
-        .values_list("transaction__job_id", "transaction__created_at", "amount")
-        .order_by()
-    ):
-        waiting.add(job_id=job_id, due_at=created_at, amount=int(amount))
+    # Captures that wait for their age: all of them without job facts, else those of no job
+    # (only read when there is a young one).
+    jobless_last = groups.get(None, (0, None, 0))[1]
+    if not by_jobs or (jobless_last is not None and jobless_last > cutoff):
+        young = new.filter(_CAPTURE, pk__lte=through, transaction__created_at__gt=cutoff)
+        if by_jobs:
+            young = young.filter(transaction__job_id__isnull=True)
+        for job_id, created_at, amount in (
+            young.values("transaction__job_id", "transaction__created_at")
+            .annotate(amount=Sum("amount_micros"))
+            .values_list("transaction__job_id", "transaction__created_at", "amount")
+            .order_by()
+        ):
+            waiting.add(job_id=job_id, due_at=created_at, amount=int(amount))
 
     if by_jobs:
         assert provider is not None
-        _jobs_wait(
-            pending, waiting, earnings, provider, since=since, through=through, cutoff=cutoff
-        )
+        jobs = {job: (amount, last) for job, (amount, last, _top) in groups.items() if job}
+        _jobs_wait(pending, state, waiting, jobs, provider, through=through, cutoff=cutoff)
 
     # What was waiting and is due now.
-    due_rows = MaturityWaiting.objects.filter(account=pending, due_at__lte=cutoff)
-    matured = due_rows.aggregate(total=Coalesce(Sum("amount_micros"), 0))["total"]
-    due_rows.delete()
-    waiting.delta -= int(matured)
+    if state.next_due_at is not None and state.next_due_at <= cutoff:
+        due_rows = MaturityWaiting.objects.filter(account=pending, due_at__lte=cutoff)
+        matured = due_rows.aggregate(total=Coalesce(Sum("amount_micros"), 0))["total"]
+        due_rows.delete()
+        waiting.delta -= int(matured)
+        state.next_due_at = (
+            MaturityWaiting.objects.filter(account=pending, due_at__isnull=False)
+            .order_by("due_at")
+            .values_list("due_at", flat=True)
+            .first()
+        )
     waiting.write()
+    state.next_due_at = _earliest(state.next_due_at, waiting.next_due)
     state.posting_id, state.cutoff, state.by_jobs = through, cutoff, by_jobs
     state.waiting_micros += waiting.delta
+    state.unsettled_jobs += waiting.unsettled
     state.save()
     due = pending.balance_micros - state.waiting_micros
     return max(0, min(pending.balance_micros, due))
 
 
+def _earliest(*times: datetime | None) -> datetime | None:
+    present = [moment for moment in times if moment is not None]
+    return min(present) if present else None
+
+
 def _jobs_wait(
     pending: Account,
+    state: MaturityState,
     waiting: _Waiting,
-    earnings: QuerySet[Posting],
+    new: Mapping[int, tuple[int, datetime | None]],
     provider: JobFactsProvider,
     *,
-    since: int,
     through: int,
     cutoff: datetime,
 ) -> None:
     """Earnings of a job wait (one row per job) until it settles, then for the dispute window
-    after its settlement. A job's row holds every posting of it on the account up to
-    ``since``; its facts are asked for again on every run until it settles."""
-    old = {
-        row.job_id: row
-        for row in MaturityWaiting.objects.filter(account=pending, due_at__isnull=True)
-        if row.job_id is not None
-    }
-    new: dict[int, tuple[int, datetime | None]] = {
-        job_id: (int(amount), last_capture)
-        for job_id, amount, last_capture in earnings.filter(transaction__job_id__isnull=False)
-        .values("transaction__job_id")
-        .annotate(
-            amount=Sum("amount_micros"),
-            last_capture=Max(
-                "transaction__created_at", filter=Q(transaction__kind=TransactionKind.CAPTURE)
-            ),
-        )
-        .values_list("transaction__job_id", "amount", "last_capture")
-        .order_by()
-        if job_id is not None
-    }
+    after its settlement. A job's row holds every posting of it on the account up to the
+    state's; its facts are asked for again on every run until it settles. ``new``: the sum
+    and latest capture of each job's postings after the state."""
+    old = (
+        {
+            row.job_id: row
+            for row in MaturityWaiting.objects.filter(account=pending, due_at__isnull=True)
+            if row.job_id is not None
+        }
+        if state.unsettled_jobs
+        else {}
+    )
     jobs = frozenset(old) | frozenset(new)
     if not jobs:
         return
@@ -287,13 +317,13 @@ def _jobs_wait(
             continue
         total = amount
         if row is not None:
-            waiting.drop(row)
+            waiting.settle(row)
             total += row.amount_micros
             last_capture = _latest(row.last_capture_at, last_capture)
         if last_capture is None or last_capture <= settled_at:
             due = {settled_at: total}
         else:
-            after = 0 if row is not None else since
+            after = 0 if row is not None else state.posting_id
             due = _due_times(pending, job_id, settled_at, after, through)
         for due_at, part in due.items():
             if due_at > cutoff:

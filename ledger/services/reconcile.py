@@ -28,7 +28,7 @@ run says so in ``checks``.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -324,6 +324,9 @@ def _job_checks(
 # --- Incremental runs -------------------------------------------------------------------------
 
 CHECKPOINT = "reconcile"
+# The memory a full run's rebuild of the kept sums may hash in (PostgreSQL's work_mem, for
+# that one statement).
+_REBUILD_WORK_MEM = "256MB"
 # job_settled is updated for at most this many jobs per statement.
 _JOBS_PER_UPDATE = 5000
 
@@ -520,11 +523,13 @@ def _rebuild(
     ReconciledAccount.objects.all().delete()
     # Jobs the full run asked about and did not find settled stay open; every other escrow's
     # job was either compared just now or had nothing to compare (no charges, nothing held).
-    with connection.cursor() as cursor:
+    # One hash of every transaction's kind: in memory, not in batches on disk.
+    with _planner({"work_mem": _REBUILD_WORK_MEM}), connection.cursor() as cursor:
         cursor.execute(*reconcile_sql.kept_rebuild(through, settled=with_jobs))
-        if connection.vendor == "postgresql":
-            # Fresh statistics, so that the incremental runs' planner finds the open jobs by
-            # their partial index.
+    if connection.vendor == "postgresql":
+        # Fresh statistics, so that the incremental runs' planner finds the open jobs by their
+        # partial index.
+        with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {ReconciledAccount._meta.db_table}")
     _jobs_mark(jobs=checked.asked_jobs - checked.settled_jobs, settled=False)
     checked.postings = Posting.objects.count()
@@ -533,34 +538,45 @@ def _rebuild(
         checkpoint.transaction_id = max(checkpoint.transaction_id, horizon.transaction_id)
 
 
-# The planner settings of an incremental run's statements (PostgreSQL), and back.
-_LOOKUPS = ("enable_hashjoin", "enable_mergejoin", "enable_seqscan", "jit")
-
-
 @contextmanager
-def _index_lookups() -> Iterator[None]:
+def _planner(values: Mapping[str, str]) -> Iterator[None]:
+    """``SET LOCAL`` these PostgreSQL settings for the statements inside, then put them back
+    (the run's transaction goes on). Nothing elsewhere."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    names = list(values)
+
+    def assign(pairs: list[str]) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {', '.join(['set_config(%s, %s, true)'] * len(names))}", pairs)
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(['current_setting(%s)'] * len(names))}", names)
+        before = cursor.fetchone()
+    assign([v for name in names for v in (name, values[name])])
+    try:
+        yield
+    finally:
+        assign([v for name, old in zip(names, before, strict=True) for v in (name, old)])
+
+
+# How an incremental run's statements are planned (see _index_lookups).
+_INDEX_LOOKUPS = {
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+    "enable_seqscan": "off",
+    "jit": "off",
+}
+
+
+def _index_lookups() -> AbstractContextManager[None]:
     """Plan this run's statements as what they are: an id range of new postings, each joined
     to its transaction and account by primary key (nested loops). From its statistics the
     planner can't know how few postings lie after the checkpoint (they came after the last
     ANALYZE), and may hash whole tables to join them — the cost that grows with history, which
-    the incremental run exists to avoid. Compiling them (JIT) costs more than they take.
-    ``SET LOCAL``: the run's transaction only."""
-    if connection.vendor != "postgresql":
-        yield
-        return
-    settings_sql = ", ".join(["set_config(%s, %s, true)"] * len(_LOOKUPS))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(['current_setting(%s)'] * len(_LOOKUPS))}", _LOOKUPS)
-        before = cursor.fetchone()
-        cursor.execute(f"SELECT {settings_sql}", [v for name in _LOOKUPS for v in (name, "off")])
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {settings_sql}",
-                [v for name, value in zip(_LOOKUPS, before, strict=True) for v in (name, value)],
-            )
+    the incremental run exists to avoid. Compiling them (JIT) costs more than they take."""
+    return _planner(_INDEX_LOOKUPS)
 
 
 def _checkpoint_locked() -> LedgerCheckpoint:
@@ -603,7 +619,8 @@ def _reconcile(
             if not checked.problems:
                 _advance(checkpoint, horizon, checked)
         if checked.problems:
-            reason = f"the incremental run found {len(checked.problems)} problems"
+            found = len(checked.problems)
+            reason = f"the incremental run found {found} problem{'' if found == 1 else 's'}"
     if reason:
         checked = _full_check(provider)
         _rebuild(checkpoint, horizon, checked, with_jobs=provider is not None)

@@ -117,9 +117,15 @@ def assert_kept_sums() -> int:
 
 
 def assert_maturity_states() -> None:
-    """Each maturity state's waiting sum is the sum of its waiting rows."""
+    """Each maturity state agrees with its waiting rows: their sum, how many are jobs not
+    settled yet, when the earliest of the others is due."""
     from ledger.models import MaturityState, MaturityWaiting
 
     for state in MaturityState.objects.all():
-        rows = MaturityWaiting.objects.filter(account_id=state.account_id)
-        assert state.waiting_micros == sum(row.amount_micros for row in rows), state
+        rows = list(MaturityWaiting.objects.filter(account_id=state.account_id))
+        due = [row.due_at for row in rows if row.due_at is not None]
+        assert (state.waiting_micros, state.unsettled_jobs, state.next_due_at) == (
+            sum(row.amount_micros for row in rows),
+            len(rows) - len(due),
+            min(due, default=None),
+        ), state

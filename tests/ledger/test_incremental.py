@@ -216,7 +216,7 @@ def test_a_problem_found_incrementally_is_reported_by_a_full_run(ledger: None, a
     # when
     report = services.ledger_reconcile()
     # then: the run that reports it is a full one (it rebuilt the sums), and so is the next
-    assert (report.mode, report.reason) == ("full", "the incremental run found 1 problems")
+    assert (report.mode, report.reason) == ("full", "the incremental run found 1 problem")
     assert [problem.invariant for problem in report.problems] == ["platform_loss_paths"]
     assert report.problems[0].transaction_id == LedgerTransaction.objects.get(key="loss").pk
     again = services.ledger_reconcile()
@@ -281,7 +281,7 @@ def test_a_posting_that_commits_after_a_later_one_is_still_checked(
     assert [(p.invariant, p.transaction_id) for p in after.problems] == [
         ("platform_loss_paths", LedgerTransaction.objects.get(key="late").pk)
     ]
-    assert after.reason == "the incremental run found 1 problems"
+    assert after.reason == "the incremental run found 1 problem"
 
 
 def test_a_posting_tampered_before_the_checkpoint_is_found_by_the_full_run(

@@ -38,5 +38,5 @@ class Command(BaseCommand):
         for problem in report.problems:
             self.stdout.write(f"{problem.invariant}: {problem.message}")
         if not report.is_clean:
-            raise CommandError(f"{len(report.problems)} problems found")
+            raise CommandError(f"not clean: {len(report.problems)} problem(s)")
         self.stdout.write("clean")
