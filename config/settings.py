@@ -156,6 +156,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 # The first reconciliation runs this long after beat starts (config.celery), then every period.
 RECONCILE_FIRST_RUN_SECONDS = env_int("RECONCILE_FIRST_RUN_SECONDS", 60, minimum=0)
+# Runs are incremental (the postings since the last one); one is full at least this often, and
+# whenever an incremental run finds a problem (docs/ledger.md, "Incremental runs").
+RECONCILE_FULL_EVERY_HOURS = env_int("RECONCILE_FULL_EVERY_HOURS", 24, minimum=1)
+# How long reconciliation and maturity wait for the transactions still open when they take
+# the safe horizon; past it they keep the old one this time (ledger.services.horizon).
+RECONCILE_HORIZON_WAIT_SECONDS = env_int("RECONCILE_HORIZON_WAIT_SECONDS", 5, minimum=0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "ledger-reconcile": {
         "task": "ledger.tasks.ledger_reconcile_task",

@@ -186,5 +186,14 @@ class PostingAdmin(ReadOnlyAdmin):
 
 @admin.register(ReconciliationRun)
 class ReconciliationRunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "started_at", "is_clean", "problem_count", "accounts_checked"]
-    list_filter = ["is_clean"]
+    list_display = [
+        "id",
+        "started_at",
+        "mode",
+        "reason",
+        "is_clean",
+        "problem_count",
+        "postings_checked",
+        "through_posting_id",
+    ]
+    list_filter = ["is_clean", "mode"]

@@ -206,6 +206,13 @@ class Posting(models.Model):
         return f"{self.amount_micros:+d} on account {self.account_id}"
 
 
+class ReconciliationMode(models.TextChoices):
+    # Every posting, transaction and account, from scratch.
+    FULL = "full", "Full"
+    # The postings after the checkpoint, against the sums kept up to it (docs/ledger.md).
+    INCREMENTAL = "incremental", "Incremental"
+
+
 class ReconciliationRun(models.Model):
     """The outcome of one ``ledger_reconcile``: which checks ran and every problem found."""
 
@@ -213,8 +220,19 @@ class ReconciliationRun(models.Model):
     finished_at = models.DateTimeField()
     is_clean = models.BooleanField()
     checks = models.JSONField(default=list)
+    mode = models.CharField(
+        max_length=12, choices=ReconciliationMode.choices, default=ReconciliationMode.FULL
+    )
+    # Why a run was full (the first one, the daily one, asked for, a problem found); "" when
+    # incremental.
+    reason = models.CharField(max_length=200, blank=True)
+    # What this run read: for a full run every account and transaction, for an incremental run
+    # those the postings after the checkpoint touched (and the open escrows).
     accounts_checked = models.PositiveIntegerField(default=0)
     transactions_checked = models.PositiveIntegerField(default=0)
+    postings_checked = models.PositiveBigIntegerField(default=0)
+    # The checkpoint after the run: the postings up to this id are in the kept sums.
+    through_posting_id = models.BigIntegerField(default=0)
     problem_count = models.PositiveIntegerField(default=0)
     # [{"invariant", "message", "account_id", "transaction_id", "job_id", "expected_micros",
     #   "actual_micros"}], at most RECONCILE_PROBLEMS_KEPT of them.
@@ -225,6 +243,124 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation {self.started_at:%Y-%m-%d %H:%M} ({self.problem_count} problems)"
+
+
+class LedgerCheckpoint(models.Model):
+    """How far a periodic ledger job has taken the postings: one row per job, by name.
+
+    ``posting_id`` and ``transaction_id`` are a *safe horizon* (ledger.services.horizon): no
+    posting or transaction with an id up to them can still commit. Written only by that job,
+    under this row's lock (reconciliation) or by a monotone update (maturity). Derived data,
+    not money: deleting the rows costs one slow run, nothing else.
+    """
+
+    name = models.CharField(max_length=32, primary_key=True)
+    posting_id = models.BigIntegerField(default=0)
+    transaction_id = models.BigIntegerField(default=0)
+    # Reconciliation: when the last full run was, and whether the last run was clean.
+    full_at = models.DateTimeField(null=True, blank=True)
+    is_clean = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} through posting {self.posting_id}"
+
+
+# An escrow whose job reconciliation still asks about on every run: money left in it, or its
+# job not yet seen settled (its recorded cost not compared yet).
+RECONCILED_OPEN_JOB = Q(job_id__isnull=False) & (~Q(postings_micros=0) | Q(job_settled=False))
+
+
+class ReconciledAccount(models.Model):
+    """One account's postings summed up to the reconciliation checkpoint
+    (``LedgerCheckpoint`` "reconcile"): what an incremental run adds the newer postings to.
+
+    Written only by ``ledger_reconcile``, under the checkpoint's lock; a full run rebuilds them
+    all from the postings.
+    """
+
+    account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, primary_key=True, related_name="+"
+    )
+    # The escrow's job (null for other accounts).
+    job_id = models.BigIntegerField(null=True, blank=True)
+    postings_micros = models.BigIntegerField(default=0)
+    # By the kind of their transaction: maturity; payout and payout_reversal; capture and
+    # reversal (an escrow's charges, negative).
+    matured_micros = models.BigIntegerField(default=0)
+    payouts_micros = models.BigIntegerField(default=0)
+    charged_micros = models.BigIntegerField(default=0)
+    # The job's facts said it settled (its recorded cost final) when its cost was compared.
+    job_settled = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["job_id"], condition=RECONCILED_OPEN_JOB, name="ledger_reconciled_open_job"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"account {self.account_id}: {self.postings_micros} through the checkpoint"
+
+
+class MaturityState(models.Model):
+    """Where maturity stands for one earnings_pending account (ledger.services.earnings).
+
+    Every posting on the account up to ``posting_id`` is either due at ``cutoff`` (counted
+    through the balance) or in a ``MaturityWaiting`` row; ``waiting_micros`` is their sum,
+    ``unsettled_jobs`` how many of them are jobs not settled yet, ``next_due_at`` when the
+    earliest of the others is due.
+    Written only under the account's lock, in the owner's maturity transaction.
+    """
+
+    account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, primary_key=True, related_name="+"
+    )
+    posting_id = models.BigIntegerField(default=0)
+    cutoff = models.DateTimeField()
+    waiting_micros = models.BigIntegerField(default=0)
+    # How many of the rows are jobs not settled yet, and when the earliest of the others is due
+    # (so that a run reads the rows only when there is something to find).
+    unsettled_jobs = models.PositiveIntegerField(default=0)
+    next_due_at = models.DateTimeField(null=True, blank=True)
+    # Decided by the jobs' settlement (a job facts provider was registered), or by age only.
+    by_jobs = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"maturity of account {self.account_id} at {self.cutoff:%Y-%m-%d %H:%M}"
+
+
+class MaturityWaiting(models.Model):
+    """Pending earnings not yet due: a job's that has not settled (``due_at`` null, one row per
+    job), or what becomes due at ``due_at`` (a settled job's, a young capture)."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    job_id = models.BigIntegerField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    # The job's latest capture (rows of jobs not settled yet): due no earlier than that.
+    last_capture_at = models.DateTimeField(null=True, blank=True)
+    amount_micros = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "job_id"],
+                condition=Q(due_at__isnull=True),
+                name="ledger_waiting_uniq_unsettled_job",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["due_at"], condition=Q(due_at__isnull=False), name="ledger_waiting_due"
+            ),
+            models.Index(
+                fields=["job_id"], condition=Q(due_at__isnull=True), name="ledger_waiting_unsettled"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount_micros} waiting on account {self.account_id}"
 
 
 class RestrictionReason(models.TextChoices):

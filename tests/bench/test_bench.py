@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.__main__ import bench_names, main
@@ -133,3 +135,22 @@ def test_the_idle_agents_benchmark_measures_heartbeats_and_sees_every_host() -> 
     assert (measured.agents, measured.problems, measured.stale_hosts) == (6, [], 0)
     assert measured.heartbeats >= 6
     assert measured.server_cpu > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_history_benchmark_times_both_paths_at_two_sizes(settings: Any) -> None:
+    from bench.ledger_history import measure
+
+    # given: no dispute window (the benchmark's history matured as it was written)
+    settings.EARNINGS_DISPUTE_WINDOW_SECONDS = 0
+    # when: two small sizes of history
+    first, second = measure([3_000, 6_000], new=300, earnings=200, owners=4, renters=3, out=str)
+    # then: each size was loaded; the incremental run read exactly the new postings, and both
+    # maturity paths matured every owner's new earnings
+    assert 3_000 <= first.postings < second.postings
+    for row in (first, second):
+        assert row.incremental_read == row.new_postings > 0
+        assert row.matured == (4, 4)
+        assert min(row.full_old, row.full_new, row.incremental, row.maturity) > 0
+    assert ledger_reconcile(full=True).is_clean

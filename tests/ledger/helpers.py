@@ -76,3 +76,56 @@ def postings_of(txn: LedgerTransaction) -> list[tuple[str, int | None, int]]:
         (p.account.kind, p.account.job_id or p.account.user_id, p.amount_micros)
         for p in txn.postings.select_related("account").order_by("pk")
     ]
+
+
+def assert_kept_sums() -> int:
+    """Reconciliation's kept sums are exactly the postings up to its checkpoint, per account
+    (computed here another way); returns the checkpoint's posting id."""
+    from ledger.models import LedgerCheckpoint, ReconciledAccount, TransactionKind
+
+    checkpoint = LedgerCheckpoint.objects.get(name="reconcile")
+    expected: dict[int, tuple[int | None, int, int, int, int]] = {}
+    postings = Posting.objects.filter(pk__lte=checkpoint.posting_id).select_related(
+        "transaction", "account"
+    )
+    for posting in postings:
+        job, total, matured, payouts, charged = expected.get(
+            posting.account_id, (posting.account.job_id, 0, 0, 0, 0)
+        )
+        kind, amount = posting.transaction.kind, posting.amount_micros
+        expected[posting.account_id] = (
+            job,
+            total + amount,
+            matured + (amount if kind == TransactionKind.MATURITY else 0),
+            payouts
+            + (amount if kind in (TransactionKind.PAYOUT, TransactionKind.PAYOUT_REVERSAL) else 0),
+            charged
+            + (amount if kind in (TransactionKind.CAPTURE, TransactionKind.REVERSAL) else 0),
+        )
+    kept = {
+        row.account_id: (
+            row.job_id,
+            row.postings_micros,
+            row.matured_micros,
+            row.payouts_micros,
+            row.charged_micros,
+        )
+        for row in ReconciledAccount.objects.all()
+    }
+    assert kept == expected
+    return checkpoint.posting_id
+
+
+def assert_maturity_states() -> None:
+    """Each maturity state agrees with its waiting rows: their sum, how many are jobs not
+    settled yet, when the earliest of the others is due."""
+    from ledger.models import MaturityState, MaturityWaiting
+
+    for state in MaturityState.objects.all():
+        rows = list(MaturityWaiting.objects.filter(account_id=state.account_id))
+        due = [row.due_at for row in rows if row.due_at is not None]
+        assert (state.waiting_micros, state.unsettled_jobs, state.next_due_at) == (
+            sum(row.amount_micros for row in rows),
+            len(rows) - len(due),
+            min(due, default=None),
+        ), state

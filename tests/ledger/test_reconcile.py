@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from accounts.models import User
@@ -144,3 +146,30 @@ def test_the_beat_task_runs_the_reconciliation(busy: None) -> None:
     # then
     run = ReconciliationRun.objects.get()
     assert result == {"run_id": run.pk, "is_clean": True, "problem_count": 0}
+
+
+def test_the_command_runs_a_reconciliation_and_fails_when_it_is_not_clean(
+    busy: None, alice: User
+) -> None:
+    # when: the first run, the next one, and one asked to be full
+    outputs = []
+    for arguments in ([], [], ["--full"]):
+        out = io.StringIO()
+        call_command("ledger_reconcile", *arguments, stdout=out)
+        outputs.append(out.getvalue())
+    # then
+    assert [ReconciliationRun.objects.get(pk=int(o.split()[2][:-1])).mode for o in outputs] == [
+        "full",
+        "incremental",
+        "full",
+    ]
+    assert "full (the first run)" in outputs[0]
+    assert "full (asked for)" in outputs[2]
+    assert all(output.endswith("clean\n") for output in outputs)
+    # when: a balance drifted
+    Account.objects.filter(kind=AccountKind.WALLET, user=alice).update(balance_micros=1)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"not clean: 1 problem\(s\)"):
+        call_command("ledger_reconcile", "--full", stdout=out)
+    # then: the problem is printed
+    assert "balance_matches_postings: wallet of user" in out.getvalue()
