@@ -63,6 +63,7 @@ def task_run(
     counters are possible) and reports it finished with these final counters."""
     job.refresh_from_db()
     assert job.status == JobStatus.OFFERED, (job.pk, job.status, job.status_reason)
+    assert job.host_id is not None
     host = Host.objects.get(pk=job.host_id)
     number = job.attempt
     say(host, "job.accept", job_id=job.pk, attempt=number)

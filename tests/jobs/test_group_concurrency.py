@@ -48,6 +48,7 @@ def hosts(make_host, hana):
 
 def running(job: Job) -> Job:
     """The job's host accepts and runs it; the server saw it start an hour ago."""
+    assert job.host_id is not None
     host = Host.objects.get(pk=job.host_id)
     say(host, "job.accept", job_id=job.pk, attempt=1)
     say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
@@ -60,7 +61,9 @@ def running(job: Job) -> Job:
 def finishing(job: Job, cpu_s: str, wall_s: str) -> Any:
     """The agent's job.finished of the job, as the socket runs it: one durable transaction."""
     message = envelope("job.finished", **final(job, 9, cpu_s, wall_s))
-    return lambda: durable_call(HANDLERS["job.finished"], job.host_id, message)
+    host_id = job.host_id
+    assert host_id is not None
+    return lambda: durable_call(HANDLERS["job.finished"], host_id, message)
 
 
 def later(seconds: float, action: Any) -> Any:
@@ -82,7 +85,7 @@ def test_two_tasks_settling_at_once_start_the_next_two_indices_once_each(renter,
         # then: each started one more task; indices 2 and 3 once each, never three at once
         assert [reply[0][0] for reply in results] == ["ack", "ack"], results
         jobs = list(Job.objects.filter(group=group).order_by("pk"))
-        assert sorted(j.task_index for j in jobs) == [0, 1, 2, 3]
+        assert sorted(j.task_index for j in jobs) == [0, 1, 2, 3]  # type: ignore[type-var]
         group.refresh_from_db()
         assert group.open_tasks == 2
         counts = group_counts(group)
@@ -154,5 +157,5 @@ def test_a_settlement_and_a_background_start_of_one_group_queue_instead_of_deadl
         group.refresh_from_db()
         assert group.open_tasks == 4
         indices = list(Job.objects.filter(group=group).values_list("task_index", flat=True))
-        assert sorted(indices) == list(range(5))
+        assert sorted(indices) == list(range(5))  # type: ignore[type-var]
         assert renter.post(f"{URL}{group.pk}/cancel/").status_code == 200  # room for the next

@@ -306,10 +306,11 @@ def test_a_tasks_offer_names_its_index_and_count_and_carries_its_argument_as_tas
     arguments = [b'{"n":0,"name":"z\xc3\xa9ro"}', b"[1,2.5,null]"]
     for job, argument in zip(jobs[:2], arguments, strict=True):
         row = JobInput.objects.get(job=job, path="task.json")
+        assert row.blob is not None
         assert row.sha256 == hashlib.sha256(argument).hexdigest()
         assert row.size == len(argument)
         assert blob_store().open(row.blob.storage_name).read() == argument
-        assert json.loads(argument) == inputs[jobs.index(job)]["argument"]
+        assert json.loads(argument) == inputs[jobs.index(job)]["argument"]  # type: ignore[index]
         assert not BlobHolding.objects.filter(blob=row.blob).exists()  # nobody's: the job's
         assert blobs_in_use({row.blob.pk}) == {row.blob.pk}
     assert JobGroupInput.objects.filter(group_id=response.json()["id"]).count() == 2

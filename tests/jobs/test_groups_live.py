@@ -12,6 +12,7 @@ wallet went down by exactly that; the ledger reconciles. Needs PostgreSQL, Redis
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,7 +108,7 @@ def agents(
         Host.objects.filter(pk=agent.host_id).update(**RATES)
         started.append(agent)
         agent.start()
-        wait_for(lambda a=agent: Host.objects.get(pk=a.host_id).slots == 2, "its slots")
+        wait_for(functools.partial(_has_slots, agent.host_id, 2), "its slots")
     yield started
     for agent in started:
         agent.kill()
@@ -248,3 +249,7 @@ def _all_results(api: requests.Session, server: LiveServer, group_id: int) -> li
         if page["is_complete"]:
             return results
         assert page["results"], page  # the group finished: every result is there
+
+
+def _has_slots(host_id: int, slots: int) -> bool:
+    return Host.objects.get(pk=host_id).slots == slots
