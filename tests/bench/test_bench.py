@@ -118,7 +118,9 @@ def test_the_ledger_history_benchmark_times_both_paths_at_two_sizes(settings: An
     # given: no dispute window (the benchmark's history matured as it was written)
     settings.EARNINGS_DISPUTE_WINDOW_SECONDS = 0
     # when: two small sizes of history
-    first, second = measure([3_000, 6_000], new=300, earnings=200, owners=4, renters=3, out=str)
+    first, second = measure(
+        [3_000, 6_000], new=300, earnings=200, owners=4, renters=3, out=lambda line: None
+    )
     # then: each size was loaded; the incremental run read exactly the new postings, and both
     # maturity paths matured every owner's new earnings
     assert 3_000 <= first.postings < second.postings
