@@ -7,20 +7,20 @@ the same run:
 - **full reconciliation**: the old path (every invariant over every posting, what
   ``ledger_reconcile`` was before: the baseline) and the new full run (the same checks, then the
   kept sums rebuilt);
-- **incremental reconciliation after ~10,000 new postings** (jobs written through the services,
-  as metering does), beside the old path on the same data;
-- **maturity after 10,000 new earnings postings** (captures of settled jobs on every owner's
-  hosts): the incremental run, and the old path (``earnings_mature(full=True)``: every owner
-  with pending earnings, every posting of theirs) after another 10,000 of the same.
+- **incremental reconciliation after ``--new`` new postings** (jobs written through the
+  services, as metering does), beside the old path on the same data;
+- **maturity after ``--earnings`` new earnings postings** (captures of settled jobs on every
+  owner's hosts): the incremental run, and the old path (``earnings_mature(full=True)``: every
+  owner with pending earnings, every posting of theirs) after as many more of the same.
 
 The sizes grow in one database: the second size adds to the first's history. Job facts come
 from the history itself (a provider registered for the run). The dispute window is zero, so
 the history's earnings matured when it was written and the new ones are due at once.
 
-Run: ``python -m bench.ledger_history [--sizes 1000000 10000000] [--new 10000]
-[--earnings 10000] [--owners 200] [--renters 200]`` on PostgreSQL (``DATABASE_URL``, a user that
-may set ``session_replication_role``: the load skips the per-row triggers). It uses a scratch
-database and drops it afterwards.
+Run: ``python -m bench.ledger_history --sizes 1000000 10000000 --new 10000 --earnings 10000
+--owners 200 --renters 200`` (the figures of docs/benchmarks.md; the defaults are small) on
+PostgreSQL (``DATABASE_URL``, a user that may set ``session_replication_role``: the load skips
+the per-row triggers). It uses a scratch database and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -559,10 +559,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[100_000, 300_000], help="postings of history"
     )
-    parser.add_argument("--new", type=int, default=10_000, help="new postings to reconcile")
-    parser.add_argument("--earnings", type=int, default=10_000, help="new earnings postings")
-    parser.add_argument("--owners", type=int, default=200)
-    parser.add_argument("--renters", type=int, default=200)
+    # Small defaults, so that ``make bench`` stays short; docs/benchmarks.md's figures: 1 M and
+    # 10 M, 10,000 new postings and earnings, 200 owners and renters.
+    parser.add_argument("--new", type=int, default=5_000, help="new postings to reconcile")
+    parser.add_argument("--earnings", type=int, default=5_000, help="new earnings postings")
+    parser.add_argument("--owners", type=int, default=100)
+    parser.add_argument("--renters", type=int, default=100)
     args = parser.parse_args(argv)
     if sorted(args.sizes) != args.sizes:
         parser.error("--sizes must grow")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import User
 from ledger.models import Account, AccountKind, LedgerTransaction, Posting, ReconciliationRun
@@ -151,12 +151,14 @@ def test_the_beat_task_runs_the_reconciliation(busy: None) -> None:
 def test_the_command_runs_a_reconciliation_and_fails_when_it_is_not_clean(
     busy: None, alice: User
 ) -> None:
-    # when: the first run, the next one, and one asked to be full
+    # when: the first run, the next one (after a purchase), and one asked to be full
     outputs = []
     for arguments in ([], [], ["--full"]):
         out = io.StringIO()
         call_command("ledger_reconcile", *arguments, stdout=out)
         outputs.append(out.getvalue())
+        if not arguments and len(outputs) == 1:
+            wallet_credit(user=alice, amount_micros=5, key="buy-more", reason="card payment")
     # then
     assert [ReconciliationRun.objects.get(pk=int(o.split()[2][:-1])).mode for o in outputs] == [
         "full",
@@ -164,6 +166,10 @@ def test_the_command_runs_a_reconciliation_and_fails_when_it_is_not_clean(
         "full",
     ]
     assert "full (the first run)" in outputs[0]
+    # the purchase's 2 postings, and on PostgreSQL, inside the test's transaction (which had
+    # written), every posting: there the checkpoint can't pass an open transaction's ids
+    read = int(outputs[1].split(" postings checked")[0].split()[-1])
+    assert read == (2 if connection.vendor == "sqlite" else Posting.objects.count())
     assert "full (asked for)" in outputs[2]
     assert all(output.endswith("clean\n") for output in outputs)
     # when: a balance drifted
