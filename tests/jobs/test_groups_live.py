@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def agents(
         Host.objects.filter(pk=agent.host_id).update(**RATES)
         started.append(agent)
         agent.start()
-        wait_for(lambda a=agent: Host.objects.get(pk=a.host_id).slots == 2, "its slots")
+        wait_for(partial(_has_slots, agent.host_id, 2), "its slots")
     yield started
     for agent in started:
         agent.kill()
@@ -230,6 +231,10 @@ def test_a_group_over_three_agents_survives_one_killed_and_is_charged_once(
         "balance_micros": FUNDS - paid,
     }
     assert ledger_reconcile(job_facts=job_facts).problems == []
+
+
+def _has_slots(host_id: int, slots: int) -> bool:
+    return Host.objects.get(pk=host_id).slots == slots
 
 
 def _running_on(host_id: int) -> int:
