@@ -96,21 +96,35 @@ def _sampled(run: Run) -> Iterator[None]:
     it made)."""
     import importlib
 
-    inner: list[float] = []  # per open timed call: the time of the timed calls inside it
+    from django.db import connection
+
+    # per open timed call: the time and the statements of the timed calls inside it
+    inner: list[list[float]] = []
+    statements = [0]
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements[0] += 1
+        return execute(sql, params, many, context)
 
     def wrap(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            inner.append(0.0)
+            started, before = time.perf_counter(), statements[0]
+            inner.append([0.0, 0.0])
             try:
                 return function(*args, **kwargs)
             finally:
-                took = (time.perf_counter() - started) * 1000
-                nested = inner.pop()
+                took, ran = (time.perf_counter() - started) * 1000, statements[0] - before
+                nested, nested_ran = inner.pop()
                 if inner:
-                    inner[-1] += took
-                run.samples.setdefault(name, []).append(took)
-                run.samples.setdefault(f"{name} own", []).append(took - nested)
+                    inner[-1][0] += took
+                    inner[-1][1] += ran
+                for key, value in (
+                    (name, took),
+                    (f"{name} own", took - nested),
+                    (f"{name} statements", ran),
+                    (f"{name} own statements", ran - nested_ran),
+                ):
+                    run.samples.setdefault(key, []).append(value)
 
         return timed
 
@@ -119,7 +133,7 @@ def _sampled(run: Run) -> Iterator[None]:
         module, attribute = places[0]
         wrapped = wrap(name, getattr(importlib.import_module(module), attribute))
         patches.update({place: wrapped for place in places})
-    with _patched(patches):
+    with _patched(patches), connection.execute_wrapper(count):
         yield
 
 
@@ -362,28 +376,29 @@ def _report(latency: Run, singles: Run, group: Run, hosts: int, slots: int, vers
         f"{first_wave}); medians (p95):"
     )
     print(f"  {'':<38}{'whole':>17}{'its offer':>17}{'the rest':>17}")
-    for label, whole, offer, rest in (
-        (
-            "single job: POST /jobs/ -> offered",
-            singles.samples.get("job_submit", [])[wave],
-            singles.samples.get("job_offer_next", [])[wave],
-            singles.samples.get("job_submit own", [])[wave],
-        ),
-        (
-            "group task start -> offered",
-            starts[wave],
-            group.samples.get("job_offer_next", [])[wave],
-            group.samples.get("_task_start own", [])[wave],
-        ),
+    for label, run, name in (
+        ("single job: POST /jobs/ -> offered", singles, "job_submit"),
+        ("group task start -> offered", group, "_task_start"),
     ):
-        print(f"  {label:<38}{_short(whole):>17}{_short(offer):>17}{_short(rest):>17}")
+        for unit, suffix in (("ms", ""), ("statements", " statements")):
+            whole = run.samples.get(f"{name}{suffix}", [])[wave]
+            offer = run.samples.get(f"job_offer_next{suffix}", [])[wave]
+            rest = run.samples.get(f"{name} own{suffix}", [])[wave]
+            print(
+                f"  {label if not suffix else '':<38}{_short(whole, unit):>17}"
+                f"{_short(offer, unit):>17}{_short(rest, unit):>17}"
+            )
     print(
         "  (the rest: a submit's checks, its job and its hold; a task's job from the template, "
         "its argument's blob and its hold)"
     )
     print(f"  a later task's start (by a settlement)  {_ms(starts[first_wave:])}")
     own = group.samples.get("group_task_settled own", [])
-    print(f"  group bookkeeping per settled task (less the start in it) {_ms(own)}")
+    own_statements = group.samples.get("group_task_settled own statements", [])
+    print(
+        f"  group bookkeeping per settled task (less the start in it) {_ms(own)}, "
+        f"{statistics.median(own_statements or [0]):.0f} statements (median)"
+    )
     finished_single = singles.calls.ms_per_call("job.finished")
     finished_group = group.calls.ms_per_call("job.finished")
     print(
@@ -396,11 +411,13 @@ def _report(latency: Run, singles: Run, group: Run, hosts: int, slots: int, vers
     )
 
 
-def _short(samples: Sequence[float]) -> str:
+def _short(samples: Sequence[float], unit: str = "ms") -> str:
     if not samples:
         return "-"
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    if unit != "ms":
+        return f"{statistics.median(ordered):.0f} ({p95:.0f})"
     return f"{statistics.median(ordered):.1f} ({p95:.0f}) ms"
 
 

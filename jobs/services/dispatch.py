@@ -35,7 +35,6 @@ from jobs.models import (
     AttemptStatus,
     Job,
     JobAttempt,
-    JobGroup,
     JobGroupHostExclusion,
     JobHostRejection,
     JobInput,
@@ -100,7 +99,7 @@ def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | 
         job = (
             # of=self: lock the job row only, not the owner's user row joined in.
             Job.objects.select_for_update(of=("self",))
-            .select_related("owner")
+            .select_related("owner", "group")
             .filter(pk=job_id, status=JobStatus.QUEUED)
             .first()
         )
@@ -279,9 +278,8 @@ def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
             work_exec=job.work_exec,
         ),
     )
-    if job.group_id is not None and job.task_index is not None:
-        count = JobGroup.objects.filter(pk=job.group_id).values_list("count", flat=True).get()
-        offer["task"] = TaskRef(index=job.task_index, count=count)
+    if job.group is not None and job.task_index is not None:
+        offer["task"] = TaskRef(index=job.task_index, count=job.group.count)
     if job.code_archive_sha256:
         archive = job.code_archive or Blob(sha256=job.code_archive_sha256, size=0)
         offer["code_archive"] = InputRef(
@@ -315,7 +313,7 @@ def offers_open(host_id: int, *, now: datetime | None = None) -> list[JobOffer]:
     now = now or timezone.now()
     attempts = JobAttempt.objects.filter(
         host_id=host_id, status=AttemptStatus.OFFERED, offer_expires_at__gt=now
-    ).select_related("job")
+    ).select_related("job", "job__group")
     return [
         offer_build(a.job, a)
         for a in attempts.order_by("pk")

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, prefetch_related_objects
 from django.utils import timezone
 
 from accounts.models import User
@@ -79,7 +79,8 @@ class HoldRefused(Exception):
 
 def group_locked(group_id: int) -> JobGroup:
     """The group's row, locked until the caller's transaction ends (``SELECT … FOR UPDATE``)."""
-    return JobGroup.objects.select_for_update(of=("self",)).select_related("owner").get(pk=group_id)
+    locked = JobGroup.objects.select_for_update(of=("self",))
+    return locked.select_related("owner", "code_archive").get(pk=group_id)
 
 
 def group_advance(
@@ -247,6 +248,7 @@ def _task_job_create(group: JobGroup, task: JobGroupTask) -> Job:
             last_used_at=timezone.now()
         )
     archive = group.code_archive.size if group.code_archive is not None else 0
+    prefetch_related_objects([group], "files")  # once per advance: every task copies them
     job = Job.objects.create(
         owner_id=group.owner_id,
         group=group,

@@ -63,8 +63,7 @@ def task_run(
     counters are possible) and reports it finished with these final counters."""
     job.refresh_from_db()
     assert job.status == JobStatus.OFFERED, (job.pk, job.status, job.status_reason)
-    assert job.host_id is not None
-    host = Host.objects.get(pk=job.host_id)
+    host = host_of(job)
     number = job.attempt
     say(host, "job.accept", job_id=job.pk, attempt=number)
     say(host, "job.started", job_id=job.pk, attempt=number, phase="running")
@@ -88,6 +87,12 @@ def task_run(
     )
     job.refresh_from_db()
     return job
+
+
+def host_of(job: Job) -> Host:
+    """The host of the job's current attempt."""
+    assert job.host_id is not None, (job.pk, job.status)
+    return Host.objects.get(pk=job.host_id)
 
 
 def task_cost(cpu_ms: int, wall_ms: int) -> int:

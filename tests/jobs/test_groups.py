@@ -43,6 +43,7 @@ from ledger.services import ledger_reconcile
 from tests.jobs.group_steps import (
     TASK_CAP,
     group_body,
+    host_of,
     hosts_for_groups,
     open_jobs,
     task_cost,
@@ -361,7 +362,7 @@ def test_a_task_a_host_lost_runs_elsewhere_charged_once_and_the_host_gets_no_mor
     # given: a task running and charged on its host, which then falls silent
     group = create(renter, committed, count=4, max_parallel=2)
     lost = open_jobs(group)[0]
-    loser = Host.objects.get(pk=lost.host_id)  # type: ignore[misc]
+    loser = host_of(lost)
     [other] = [host for host in hosts if host.pk != loser.pk]
     say(loser, "job.accept", job_id=lost.pk, attempt=1)
     say(loser, "job.started", job_id=lost.pk, attempt=1, phase="running")
@@ -407,7 +408,7 @@ def test_host_faults_are_retried_elsewhere_up_to_host_fault_retries(
     faulted = []
     for number in (1, 2):
         job.refresh_from_db()
-        host = Host.objects.get(pk=job.host_id)  # type: ignore[misc]
+        host = host_of(job)
         faulted.append(host.pk)
         with committed():
             say(host, "job.accept", job_id=job.pk, attempt=number)
@@ -481,7 +482,7 @@ def test_cancel_ends_the_queued_tasks_at_once_stops_the_running_ones_and_starts_
     # given: four tasks, two started: one running on its host, one still offered
     group = create(renter, committed, count=4, max_parallel=2)
     running, offered = open_jobs(group)
-    host = Host.objects.get(pk=running.host_id)  # type: ignore[misc]
+    host = host_of(running)
     say(host, "job.accept", job_id=running.pk, attempt=1)
     say(host, "job.started", job_id=running.pk, attempt=1, phase="running")
     wire.clear()
@@ -518,7 +519,7 @@ def test_cancel_ends_the_queued_tasks_at_once_stops_the_running_ones_and_starts_
 
 
 def task_run_cancelled(job: Job) -> None:
-    host = Host.objects.get(pk=job.host_id)  # type: ignore[misc]
+    host = host_of(job)
     say(
         host,
         "job.finished",
