@@ -173,28 +173,32 @@ def _run(renter: User, args: argparse.Namespace) -> None:
     for label, query, back in DEEP:
         url = _walk(client, f"/api/v1/hosts/?{query}", 21 if back else 20)
         pages.append((label, _get(client, url)["previous"] if back else url, _numbered(query, 21)))
+    calls: list[Any] = []
+    statement_counts = []
     for label, url, old_url in pages:
         with CaptureQueriesContext(connection) as captured:
             body = _get(client, url)
         statements = [q["sql"] for q in captured.captured_queries]
+        statement_counts.append(len(statements))
         old = _get(client, old_url)
         assert old["results"] == body["results"], f"{label}: the old page differs"
-        api, raw, numbered = _rounds(
-            [
-                lambda url=url: _fetch(client, url),
-                lambda statements=statements: _replay(statements),
-                lambda old_url=old_url: _fetch(client, old_url),
-            ],
-            args.iterations,
-        )
+        calls += [
+            lambda url=url: _fetch(client, url),
+            lambda statements=statements: _replay(statements),
+            lambda old_url=old_url: _fetch(client, old_url),
+        ]
+        if args.explain and connection.vendor == "postgresql":
+            print(f"  {label}:")
+            for sql in statements:
+                _explain(sql)
+    samples = _rounds(calls, args.iterations)
+    for index, (label, _, _) in enumerate(pages):
+        api, raw, numbered = samples[3 * index : 3 * index + 3]
         print(
             f"{label:40} {_p(api, 50):8.2f} {_p(api, 99):8.2f} {_p(raw, 50):8.2f} "
             f"{_p(raw, 99):8.2f} {_p(api, 99) / _p(raw, 99):8.1f} {_p(numbered, 50):8.2f} "
-            f"{_p(numbered, 99):8.2f} {len(statements):5d}"
+            f"{_p(numbered, 99):8.2f} {statement_counts[index]:5d}"
         )
-        if args.explain and connection.vendor == "postgresql":
-            for sql in statements:
-                _explain(sql)
 
 
 def _numbered(query: str, page: int) -> str:
@@ -210,7 +214,8 @@ def _walk(client: APIClient, url: str, pages: int) -> str:
 
 
 def _rounds(calls: list[Any], rounds: int) -> list[list[float]]:
-    """Each call ``rounds`` times, taking turns, so a noisy moment hits them all alike."""
+    """Each call ``rounds`` times, taking turns (every query's three in each round), so a
+    noisy moment hits them all alike."""
     for call in calls:
         call()  # warm up
     samples: list[list[float]] = [[] for _ in calls]
