@@ -151,9 +151,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # after it was delivered (docs/operations.md, "A worker killed mid-task"). Celery's default, 1 h;
 # keep it above the longest task and the longest countdown (a payout retry's backoff is at most
 # 600 s), or a message still waiting in a live worker is delivered to another one too.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)
-}
+# Redis's option only: the demo's SQLAlchemy broker hands its options to create_engine, which
+# refuses an unknown one (the demo's worker would not start).
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": env_int("CELERY_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+    else {}
+)
 # The first reconciliation runs this long after beat starts (config.celery), then every period.
 RECONCILE_FIRST_RUN_SECONDS = env_int("RECONCILE_FIRST_RUN_SECONDS", 60, minimum=0)
 # Runs are incremental (the postings since the last one); one is full at least this often, and
