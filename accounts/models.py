@@ -11,11 +11,41 @@ class User(AbstractUser):
     email = models.EmailField(unique=True)
 
 
+class PoolLogs(models.TextChoices):
+    """Where a pool job's log goes (docs/pools.md)."""
+
+    CENTRAL = "central", "Sent to the server, as for any job"
+    STORE = "store", "Kept on the pool's store; the server gets sizes only"
+    REDACTED = "redacted", "Not kept: the server gets sizes only"
+
+
 class Organisation(models.Model):
-    """A group whose members may use hosts that are private to it (an institution's pool)."""
+    """A group whose members may use hosts that are private to it: an institution's pool
+    (docs/pools.md). Its ``pool_*`` settings are set by its admins."""
 
     name = models.CharField(max_length=120, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Members' jobs must name the pool (a job without ``pool`` from a member is refused).
+    pool_required = models.BooleanField(default=False)
+    # The pool's hosts stay out of the public catalog and take only the pool's jobs.
+    pool_hidden = models.BooleanField(default=True)
+    # Where a pool job's URL inputs may be fetched from besides public https: CIDR networks
+    # (["10.0.0.0/8"]) and host names ("data.example.org", "*.example.org"). The pool's hosts
+    # fetch them inside the institution; the server never fetches them.
+    pool_fetch_networks = models.JSONField(default=list, blank=True)
+    pool_fetch_hosts = models.JSONField(default=list, blank=True)
+    # Internal addresses (CIDR networks) a pool job's run step may reach; never the internet.
+    pool_job_networks = models.JSONField(default=list, blank=True)
+    # Members run on the pool's hosts at zero rates (the machines are the institution's);
+    # usage is still metered for the reports.
+    pool_members_free = models.BooleanField(default=False)
+    # An S3-compatible store on the institution's side for the pool jobs' outputs:
+    # {"endpoint_url", "bucket", "prefix", "region"}; {} = outputs go to the central store.
+    # Its credentials are on the hosts, never here.
+    pool_output_store = models.JSONField(default=dict, blank=True)
+    pool_logs = models.CharField(max_length=16, choices=PoolLogs.choices, default=PoolLogs.CENTRAL)
+    # Outputs reach the renter only after a steward of the organisation approved them.
+    pool_airlock = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return self.name
@@ -36,6 +66,11 @@ class Membership(models.Model):
     role = models.CharField(
         max_length=16, choices=MembershipRole.choices, default=MembershipRole.MEMBER
     )
+    # A data steward approves or refuses the release of the pool's outputs (the airlock).
+    is_steward = models.BooleanField(default=False)
+    # What the member may spend of the organisation's wallet per calendar month (UTC);
+    # None: no cap of its own (the wallet's balance is the limit).
+    monthly_cap_micros = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

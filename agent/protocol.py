@@ -297,6 +297,41 @@ class TaskRef(TypedDict):
     count: Annotated[int, Range(1, MAX_GROUP_TASKS)]
 
 
+MAX_POOL_RULES = 64
+PoolRule = Annotated[str, Length(1, 255)]  # a CIDR network or a host name ("*.example.org")
+
+
+class PoolStore(TypedDict):
+    """An S3-compatible store on the institution's side (docs/pools.md, "Outputs"): the agent
+    writes the job's outputs (and, where the pool says so, its log) there with credentials
+    the host holds; the server is told names, sizes and digests only."""
+
+    endpoint_url: Annotated[str, Length(1, MAX_URL_CHARS)]
+    bucket: Annotated[str, Length(3, 63)]
+    prefix: Annotated[str, Length(0, 255)]  # keys are <prefix>jobs/<job>/<attempt>/<name>
+    region: Annotated[str, Length(0, 64)]
+
+
+class PoolRef(TypedDict):
+    """The private pool a job runs in (docs/pools.md); only the pool's hosts are offered it.
+
+    ``fetch_networks`` / ``fetch_hosts``: where the job's URL inputs may be fetched besides
+    public https (http too inside them); added to the host's own fetch policy for this job
+    only. ``job_networks``: internal networks the run step may reach (nothing else; empty:
+    no network). ``output_store``: absent, outputs go to the central store as for any job.
+    ``logs``: "central" as any job, "store" kept on the pool's store, "redacted" not kept;
+    for both the server gets sizes only. ``airlock``: outputs reach the renter only after a
+    steward approved them (the agent keeps them on the pool's store until released)."""
+
+    id: int
+    fetch_networks: Annotated[list[PoolRule], Length(0, MAX_POOL_RULES)]
+    fetch_hosts: Annotated[list[PoolRule], Length(0, MAX_POOL_RULES)]
+    job_networks: Annotated[list[PoolRule], Length(0, MAX_POOL_RULES)]
+    output_store: NotRequired[PoolStore]
+    logs: Literal["central", "store", "redacted"]
+    airlock: bool
+
+
 class JobOffer(TypedDict):
     job_id: int
     attempt: int
@@ -317,6 +352,8 @@ class JobOffer(TypedDict):
     disk: NotRequired[DiskLimits]
     # A task of a job group; absent for a job of its own (and ignored by older agents).
     task: NotRequired[TaskRef]
+    # The private pool the job runs in; absent for a public job (and ignored by older agents).
+    pool: NotRequired[PoolRef]
 
 
 # A job.cancel whose reason starts with this names an attempt the server no longer runs on

@@ -79,6 +79,14 @@ class JobGroup(models.Model):
         "blobs.Blob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     code_archive_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # The private pool every task runs in (docs/pools.md); None: the public marketplace.
+    pool = models.ForeignKey(
+        "accounts.Organisation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="pool_job_groups",
+    )
     # Progress, under the row lock: tasks whose job holds its cap now, and what the jobs that
     # settled were charged. settled + open x task cap never passes the cap (constraint).
     open_tasks = models.PositiveIntegerField(default=0)

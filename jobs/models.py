@@ -115,6 +115,15 @@ class Job(RatesColumns):
         "jobs.JobGroup", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
     )
     task_index = models.PositiveIntegerField(null=True, blank=True)
+    # The private pool (an organisation) the job runs in (docs/pools.md): only the pool's
+    # hosts are offered it, it waits for one, and the organisation's wallet pays.
+    pool = models.ForeignKey(
+        "accounts.Organisation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="pool_jobs",
+    )
 
     class Meta:
         indexes = [
@@ -356,6 +365,7 @@ class JobHostRejection(models.Model):
 
 # The job groups' models live in their own module; importing them here makes them models of
 # this app (migrations, the registry).
+from jobs.audit_models import AuditKind, PoolAuditEvent  # noqa: E402
 from jobs.group_models import (  # noqa: E402
     TASK_ARGUMENT_PATH,
     JobGroup,
@@ -370,6 +380,7 @@ from jobs.group_models import (  # noqa: E402
 __all__ = [
     "TASK_ARGUMENT_PATH",
     "AttemptStatus",
+    "AuditKind",
     "InputSource",
     "Job",
     "JobAttempt",
@@ -386,6 +397,7 @@ __all__ = [
     "JobOutput",
     "JobStatus",
     "PlacementMode",
+    "PoolAuditEvent",
     "RejectionKind",
     "TaskStatus",
     "UsageReport",
