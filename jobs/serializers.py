@@ -120,6 +120,12 @@ class JobCreateSerializer(JobLimitsSerializer):
     max_cost_micros = MicrosField(min_value=1, help_text="the hard cost cap")
     host = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     placement = serializers.ChoiceField(choices=["auto", "chosen"], required=False)
+    pool = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="run in this organisation's private pool (docs/pools.md)",
+    )
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         # Every bad field at once (docs/api.md, Errors): DRF skips validate() when a field is
@@ -162,6 +168,7 @@ class JobCreateSerializer(JobLimitsSerializer):
             archive_sha256=data.get("archive_sha256"),
             disk=DiskRequest(**data.get("disk", {})),
             work_exec=data.get("work_exec", False),
+            pool_id=data.get("pool"),
         )
 
 

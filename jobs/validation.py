@@ -66,6 +66,8 @@ class JobSubmission:
     archive_sha256: str | None = None
     disk: DiskRequest | None = None  # None: every size its default
     work_exec: bool = False
+    # The private pool (an organisation id) the job runs in (docs/pools.md); None: public.
+    pool_id: int | None = None
 
 
 def refusals_merge(refusals: Sequence[ValidationFailed]) -> ValidationFailed:

@@ -23,7 +23,8 @@ from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agent.protocol import DiskLimits, InputRef, JobLimits, JobOffer, TaskRef
+from accounts.models import Organisation
+from agent.protocol import DiskLimits, InputRef, JobLimits, JobOffer, PoolRef, PoolStore, TaskRef
 from agent.protocol import JobFile as WireFile
 from blobs.models import Blob
 from blobs.urls_for_agents import blob_fetch_url
@@ -245,6 +246,27 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
     return attempt
 
 
+def pool_ref(pool: Organisation) -> PoolRef:
+    """The pool's settings as the agent needs them for one of its jobs (docs/pools.md)."""
+    ref = PoolRef(
+        id=pool.pk,
+        fetch_networks=list(pool.pool_fetch_networks),
+        fetch_hosts=list(pool.pool_fetch_hosts),
+        job_networks=list(pool.pool_job_networks),
+        logs=pool.pool_logs,  # type: ignore[typeddict-item]
+        airlock=pool.pool_airlock,
+    )
+    store = pool.pool_output_store
+    if store:
+        ref["output_store"] = PoolStore(
+            endpoint_url=store["endpoint_url"],
+            bucket=store["bucket"],
+            prefix=store.get("prefix", ""),
+            region=store.get("region", ""),
+        )
+    return ref
+
+
 def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
     """The job.offer message for this attempt (files inline, base64; inputs and the code
     archive as references, each store blob with a fresh fetch URL bound to this attempt)."""
@@ -280,6 +302,8 @@ def offer_build(job: Job, attempt: JobAttempt) -> JobOffer:
     )
     if job.group is not None and job.task_index is not None:
         offer["task"] = TaskRef(index=job.task_index, count=job.group.count)
+    if job.pool is not None:
+        offer["pool"] = pool_ref(job.pool)
     if job.code_archive_sha256:
         archive = job.code_archive or Blob(sha256=job.code_archive_sha256, size=0)
         offer["code_archive"] = InputRef(

@@ -365,6 +365,7 @@ def _group_write(
         work_exec=template.work_exec,
         code_archive=archive,
         code_archive_sha256=archive.sha256 if archive is not None else "",
+        pool_id=template.pool_id,
     )
     JobGroupFile.objects.bulk_create(
         JobGroupFile(group=group, path=f.path, content=f.content, size=len(f.content))

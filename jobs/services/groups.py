@@ -275,6 +275,7 @@ def _task_job_create(group: JobGroup, task: JobGroupTask) -> Job:
         inputs_bytes=sum(i.size or 0 for i in inputs) + archive,
         code_archive=group.code_archive,
         code_archive_sha256=group.code_archive_sha256,
+        pool_id=group.pool_id,
     )
     JobFile.objects.bulk_create(
         JobFile(job=job, path=f.path, content=f.content, size=f.size) for f in group.files.all()

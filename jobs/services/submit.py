@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Membership, User
 from agent.protocol import MAX_MESSAGE_BYTES
 from agent.protocol import JobFile as WireFile
 from blobs.models import Blob, BlobHolding
@@ -124,6 +124,7 @@ def job_submission_check(
             inputs_bytes=checked.inputs_bytes + extra_inputs_bytes,
         ),
     )
+    _pool_check(owner, submission.pool_id)
     _placement_check(owner, spec, submission)
     return SubmissionChecked(spec, checked)
 
@@ -247,6 +248,18 @@ def _input_row(spec: InputSpec, holding: BlobHolding | None) -> JobInput:
     )
 
 
+def _pool_check(owner: User, pool_id: int | None) -> None:
+    """A pool is an organisation the owner belongs to (the same answer whether it exists)."""
+    if pool_id is None:
+        return
+    if not Membership.objects.filter(user=owner, organisation_id=pool_id).exists():
+        raise ValidationFailed(
+            "no such pool",
+            code="unknown_pool",
+            fields={"pool": [f"no pool #{pool_id} that you belong to"]},
+        )
+
+
 def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
     problems = {
         "cpus": spec.cpus <= 0,
@@ -343,6 +356,7 @@ def _job_create(owner: User, submission: JobSubmission, spec: JobSpec, checked: 
         inputs_bytes=checked.inputs_bytes,
         code_archive=archive.blob if archive is not None else None,
         code_archive_sha256=archive.blob.sha256 if archive is not None else "",
+        pool_id=submission.pool_id,
     )
     JobFile.objects.bulk_create(
         JobFile(job=job, path=f.path, content=f.content, size=len(f.content)) for f in checked.files
