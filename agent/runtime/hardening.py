@@ -106,11 +106,27 @@ def _device_requests(gpus: int) -> list[dict[str, Any]]:
     return [{"Driver": "nvidia", "Count": gpus, "Capabilities": [["gpu"]]}]
 
 
+JOB_NETWORKS_REFUSAL = "this host does not open networks to pool jobs"
+
+
+def job_networks_refusal(spec: JobSpec) -> str:
+    """Why this host refuses a pool job whose pool lists job networks, or "". The agent does
+    not build a pool network whose egress only the listed CIDRs may pass (docs/pools.md "The
+    run step's network"): a job that needs one goes to no host rather than to an open one."""
+    if spec.pool is not None and spec.pool.job_networks:
+        listed = ", ".join(spec.pool.job_networks[:4])
+        return f"{JOB_NETWORKS_REFUSAL} (the pool lists {listed})"
+    return ""
+
+
 def run_kwargs(
     spec: JobSpec, settings: RuntimeSettings, attempt_dir: Path, env_volume: str | None
 ) -> dict[str, Any]:
-    """Arguments for ``client.containers.create`` of the run step (the renter's script)."""
-    has_network = spec.network_allowed and settings.network_allowed
+    """Arguments for ``client.containers.create`` of the run step (the renter's script). A pool
+    job's run step has no network at all, whatever it asked and the host allows: a pool may
+    let its jobs reach only listed internal networks, never the internet, and this host opens
+    none of them (``job_networks_refusal``; docs/pools.md "The run step's network")."""
+    has_network = spec.network_allowed and settings.network_allowed and spec.pool is None
     memory = f"{spec.memory_mb}m"
     volumes: dict[str, dict[str, str]] = {
         str(attempt_dir / "work"): {"bind": WORK_MOUNT, "mode": "rw"},
