@@ -417,9 +417,7 @@ def fetch_credentials_read(path: str) -> list[tuple[str, list[tuple[str, str]]]]
         data = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         kind = type(exc).__name__
-        raise ConfigError(
-            f"fetch_credentials_file {path!r} is not readable JSON ({kind})"
-        ) from None
+        raise ConfigError(f"fetch_credentials_file {path!r} is not JSON ({kind})") from None
     if not isinstance(data, dict) or len(data) > MAX_CREDENTIAL_PREFIXES:
         raise ConfigError(
             f"fetch_credentials_file must hold an object of at most {MAX_CREDENTIAL_PREFIXES} "
