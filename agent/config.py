@@ -51,6 +51,7 @@ ENV_NAMES: dict[str, str] = {
     "fetch_allow_networks": "COMMUNIPUTE_FETCH_ALLOW_NETWORKS",
     "fetch_allow_hosts": "COMMUNIPUTE_FETCH_ALLOW_HOSTS",
     "pool_fetch": "COMMUNIPUTE_POOL_FETCH",
+    "pool_job_networks": "COMMUNIPUTE_POOL_JOB_NETWORKS",
     "fetch_credentials_file": "COMMUNIPUTE_FETCH_CREDENTIALS_FILE",
     "disk_quotas": "COMMUNIPUTE_DISK_QUOTAS",
     "job_disk_max_mb": "COMMUNIPUTE_JOB_DISK_MAX_MB",
@@ -154,6 +155,10 @@ class AgentConfig:
     # inside"): true, a pool job's URL inputs may also reach the networks and names its pool
     # lists (an institution's own machine); false (a volunteer's), only what this host allows.
     pool_fetch: bool = False
+    # The same for the run step (docs/pools.md "The run step's network"): true, a pool job may
+    # join a Docker network that reaches only the private IPv4 CIDRs its pool lists (iptables
+    # in DOCKER-USER and INPUT: the agent must be root); false, such a job is refused.
+    pool_job_networks: bool = False
     # A JSON file (0600) of URL prefix -> headers ({"https://data.internal/": {"Authorization":
     # "Bearer …"}}) sent with a pool job's URL inputs under that prefix only; never to the server.
     fetch_credentials_file: str = ""
@@ -311,7 +316,7 @@ _INTS = {
 }
 _LISTS = {"fetch_allow_networks", "fetch_allow_hosts"}
 _FLOATS = {"backoff_initial_seconds", "backoff_max_seconds"}
-_BOOLS = {"allow_network", "allow_unisolated", "wheelhouse", "pool_fetch"}
+_BOOLS = {"allow_network", "allow_unisolated", "wheelhouse", "pool_fetch", "pool_job_networks"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 

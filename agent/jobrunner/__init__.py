@@ -60,6 +60,7 @@ def runtime_settings_from_config(config: AgentConfig) -> RuntimeSettings:
         pip_extra_index_url=config.pip_extra_index_url or None,
         pip_cert_path=Path(config.pip_cert).expanduser() if config.pip_cert else None,
         network_allowed=config.allow_network,
+        pool_job_networks=config.pool_job_networks,
         disk_quotas=_disk_quota_mode(config.disk_quotas),
         wheelhouse_volume=WHEELHOUSE_VOLUME if config.wheelhouse else "",
         env_cache_max_mb=config.env_cache_max_mb,

@@ -73,14 +73,17 @@ def pool_from_offer(pool: PoolRef | None) -> PoolSpec | None:
     )
 
 
-def pool_refusal(spec: JobSpec, cache: BlobCache | None) -> str:
+def pool_refusal(spec: JobSpec, cache: BlobCache | None, runtime: Any = None) -> str:
     """Why this host refuses a pool job before it starts, or "" (docs/pools.md): its pool
-    lists job networks (this host opens none), or its URL inputs need the pool's fetch rules
-    and the host owner does not take them (``pool_fetch`` off). A ``refused`` rejection: the
-    server remembers it against the job and offers it to another of the pool's hosts."""
+    lists job networks this host does not open (``pool_job_networks`` off, a runtime other
+    than Docker, a network that is not private IPv4), or its URL inputs need the pool's fetch
+    rules and the host owner does not take them (``pool_fetch`` off). A ``refused`` rejection:
+    the server remembers it against the job and offers it to another of the pool's hosts."""
     if spec.pool is None:
         return ""
-    refusal = job_networks_refusal(spec)
+    settings = getattr(runtime, "settings", None)
+    isolation = str(getattr(runtime, "isolation", "none"))
+    refusal = job_networks_refusal(spec, settings, isolation)
     if not refusal and cache is not None:
         refusal = cache.pool_refusal(spec.pool, spec.inputs)
     return refusal

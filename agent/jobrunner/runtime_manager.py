@@ -300,7 +300,7 @@ class RuntimeJobManager:
         allowed = self._job_disk_mb()
         if allowed is not None and spec.disk.host_disk_mb > allowed:
             return f"the job needs {spec.disk.host_disk_mb} MB of disk; the host allows {allowed}"
-        return pool_refusal(spec, self.blob_cache)
+        return pool_refusal(spec, self.blob_cache, self.runtime)
 
     def _busy(self, spec: JobSpec) -> str:
         """Why the job doesn't fit next to the running attempts now, or ""."""

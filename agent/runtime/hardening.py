@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.runtime.meter import METER_DIR, METER_MOUNT, wrapped
+from agent.runtime.pool_network import job_network_problem
 from agent.runtime.types import JobSpec, RuntimeSettings
 
 ENV_MOUNT = "/opt/env"
@@ -109,23 +110,34 @@ def _device_requests(gpus: int) -> list[dict[str, Any]]:
 JOB_NETWORKS_REFUSAL = "this host does not open networks to pool jobs"
 
 
-def job_networks_refusal(spec: JobSpec) -> str:
-    """Why this host refuses a pool job whose pool lists job networks, or "". The agent does
-    not build a pool network whose egress only the listed CIDRs may pass (docs/pools.md "The
-    run step's network"): a job that needs one goes to no host rather than to an open one."""
-    if spec.pool is not None and spec.pool.job_networks:
-        listed = ", ".join(spec.pool.job_networks[:4])
+def job_networks_refusal(spec: JobSpec, settings: RuntimeSettings | None, isolation: str) -> str:
+    """Why this host refuses a pool job whose pool lists job networks, or "": its owner did not
+    allow them (``pool_job_networks``), its runtime can't enforce them (only Docker, with the
+    iptables rules of agent/runtime/pool_network.py), or a listed network is not a private
+    IPv4 one (docs/pools.md "The run step's network")."""
+    if spec.pool is None or not spec.pool.job_networks:
+        return ""
+    listed = ", ".join(spec.pool.job_networks[:4])
+    if settings is None or not settings.pool_job_networks or isolation != "docker":
         return f"{JOB_NETWORKS_REFUSAL} (the pool lists {listed})"
+    problems = [p for p in (job_network_problem(n) for n in spec.pool.job_networks) if p]
+    if problems:
+        return f"{JOB_NETWORKS_REFUSAL}: {problems[0]}"
     return ""
 
 
 def run_kwargs(
-    spec: JobSpec, settings: RuntimeSettings, attempt_dir: Path, env_volume: str | None
+    spec: JobSpec,
+    settings: RuntimeSettings,
+    attempt_dir: Path,
+    env_volume: str | None,
+    pool_network: str | None = None,
 ) -> dict[str, Any]:
     """Arguments for ``client.containers.create`` of the run step (the renter's script). A pool
-    job's run step has no network at all, whatever it asked and the host allows: a pool may
-    let its jobs reach only listed internal networks, never the internet, and this host opens
-    none of them (``job_networks_refusal``; docs/pools.md "The run step's network")."""
+    job's run step has no network, whatever it asked and the host allows: a pool may let its
+    jobs reach only listed internal networks, never the internet; ``pool_network`` is then the
+    Docker network whose egress only those reach (agent/runtime/pool_network.py), with IPv6
+    off in the container (docs/pools.md "The run step's network")."""
     has_network = spec.network_allowed and settings.network_allowed and spec.pool is None
     memory = f"{spec.memory_mb}m"
     volumes: dict[str, dict[str, str]] = {
@@ -159,7 +171,13 @@ def run_kwargs(
         "environment": environment,
         "labels": labels_for(spec, settings, "run"),
         "hostname": "sandbox",
-        "network_mode": settings.run_network if has_network else "none",
+        "network_mode": (
+            pool_network
+            if pool_network is not None and spec.pool is not None
+            else settings.run_network
+            if has_network
+            else "none"
+        ),
         "read_only": True,
         "tmpfs": {SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={spec.disk.tmp_mb}m"},
         "volumes": volumes,
@@ -180,6 +198,8 @@ def run_kwargs(
     }
     if spec.gpus > 0:
         kwargs["device_requests"] = _device_requests(spec.gpus)
+    if kwargs["network_mode"] == pool_network and pool_network is not None:
+        kwargs["sysctls"] = {"net.ipv6.conf.all.disable_ipv6": "1"}
     return kwargs
 
 

@@ -85,6 +85,10 @@ class RuntimeSettings:
     # The host owner's policy: a job gets network in its run step only if this is true AND the
     # job asked for it. The install step always has network; nothing else does.
     network_allowed: bool = False
+    # The host owner's word on private pools' job networks (docs/pools.md "The run step's
+    # network"): true, a pool job's run step may join a network that reaches only the CIDRs
+    # its pool lists (agent/runtime/pool_network.py); false, such a job is refused.
+    pool_job_networks: bool = False
     run_network: str = "bridge"
     install_network: str = "bridge"
     outputs_max_bytes: int = 100 * 1024 * 1024

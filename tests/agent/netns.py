@@ -63,6 +63,7 @@ class InsideServer:
     port: int
     root: Path
     log: Path
+    host_address: str = ""  # this host's end of the veth pair, inside ``network``
 
     def url(self, path: str) -> str:
         return f"http://{self.address}:{self.port}/{path.lstrip('/')}"
@@ -140,7 +141,7 @@ def inside_server(folder: Path) -> Iterator[InsideServer]:
         if not line.isdigit():
             problem = process.stderr.read() if process.stderr is not None else ""
             raise RuntimeError(f"the inside server did not start: {problem}")
-        server = InsideServer(namespace, address, int(line), root, log)
+        server = InsideServer(namespace, address, int(line), root, log, host_side)
         _wait_reachable(server)
         yield server
     finally:
