@@ -15,15 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from django.db import connection
 
 from accounts.models import Membership, Organisation, User
+from agent.config import server_identity
+from agent.runtime.pool_network import PoolNetworks
 from blobs.models import Blob, BlobHolding
 from config.transactions import durable_call
 from hosts.models import Host, HostVisibility
@@ -216,3 +221,115 @@ def test_a_pool_jobs_input_is_fetched_inside_and_no_byte_reaches_the_server(
     assert [needle for needle in needles if needle in server.log.read_bytes()] == []
     # nor does the agent write the credential into its own log
     assert SECRET.encode() not in agent.log_path.read_bytes()
+
+
+REACH = """\
+import socket, sys, urllib.request
+body = urllib.request.urlopen({listed!r}, timeout=10).read()
+probe = socket.socket()
+probe.settimeout(3)
+try:
+    probe.connect(({host!r}, {port}))
+    host_reached = True
+except OSError:
+    host_reached = False
+print('listed', len(body), 'host', host_reached, flush=True)
+sys.exit(0 if body == {expected!r} and not host_reached else 3)
+"""
+
+
+@pytest.fixture
+def host_listener() -> Iterator[int]:
+    """A TCP listener of the host itself on every address (its veth end included)."""
+    listener = socket.create_server(("0.0.0.0", 0))  # noqa: S104  (the point: every address)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                listener.accept()[0].close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join(2)
+    listener.close()
+
+
+def test_a_pool_jobs_run_step_reaches_its_pools_network_and_not_the_host(
+    server: LiveServer,
+    tmp_path: Path,
+    alice: User,
+    hana: User,
+    inside: InsideServer,
+    host_listener: int,
+    client_for: Callable[[User], Any],
+) -> None:
+    # given: a pool listing the inside server's network for its jobs, and its host allowing it
+    pool = Organisation.objects.create(name="Lab", pool_job_networks=[inside.network])
+    Membership.objects.create(organisation=pool, user=alice)
+    token = client_for(hana).post("/api/v1/hosts/enrollments/", {}, format="json")
+    env = {"COMMUNIPUTE_SLOTS": "1", "COMMUNIPUTE_POOL_JOB_NETWORKS": "1"}
+    agent = RealAgent(tmp_path / "host", server.url, token.json()["token"], "docker", env)
+    Host.objects.filter(pk=agent.host_id).update(
+        **RATES, organisation=pool, visibility=HostVisibility.PRIVATE
+    )
+    durable_call(
+        wallet_credit,
+        user=alice,
+        amount_micros=500_000_000,
+        key="pool-networks-live-fund",
+        reason="test",
+        source="purchase",
+    )
+    inside.put("hello.txt", b"inside\n")
+    code = REACH.format(
+        listed=inside.url("hello.txt"),
+        host=inside.host_address,
+        port=host_listener,
+        expected=b"inside\n",
+    )
+    body = {
+        "code": code,
+        "pool": pool.pk,
+        "placement": "auto",
+        "cpus": 1,
+        "memory_mb": 512,
+        "timeout_seconds": 120,
+        "max_cost_micros": 50_000_000,
+    }
+    networks = PoolNetworks(
+        docker.from_env(),
+        install_id=agent.install_id,
+        server_id=server_identity(server.url),
+        labels={"communipute.agent": str(agent.host_id)},
+    )
+    try:
+        agent.start()
+        with Beat() as beat:
+            # when
+            response = client_for(alice).post("/api/v1/jobs/", body, format="json")
+            assert response.status_code == 201, response.json()
+            job_id = int(response.json()["id"])
+            wait_for(
+                lambda: Job.objects.filter(pk=job_id, hold_released_at__isnull=False).exists(),
+                f"job {job_id} settled",
+                300,
+            )
+
+            # then: the job read the listed server and could not reach the host itself
+            job = Job.objects.get(pk=job_id)
+            assert job.status == JobStatus.SUCCEEDED, (job.status, job.status_reason)
+            assert complete_log(client_for(alice), job_id) == "listed 7 host False\n"
+        assert beat.errors == []
+        [request] = inside.requests()
+        assert request["path"] == "/hello.txt"
+    finally:
+        agent.kill()
+        agent.containers_remove()
+        print(f"--- agent ---\n{agent.log_path.read_text()[-4000:]}")
+        networks.remove(pool.pk)
