@@ -138,7 +138,6 @@ def run_kwargs(
     jobs reach only listed internal networks, never the internet; ``pool_network`` is then the
     Docker network whose egress only those reach (agent/runtime/pool_network.py), with IPv6
     off in the container (docs/pools.md "The run step's network")."""
-    has_network = spec.network_allowed and settings.network_allowed and spec.pool is None
     memory = f"{spec.memory_mb}m"
     volumes: dict[str, dict[str, str]] = {
         str(attempt_dir / "work"): {"bind": WORK_MOUNT, "mode": "rw"},
@@ -171,13 +170,7 @@ def run_kwargs(
         "environment": environment,
         "labels": labels_for(spec, settings, "run"),
         "hostname": "sandbox",
-        "network_mode": (
-            pool_network
-            if pool_network is not None and spec.pool is not None
-            else settings.run_network
-            if has_network
-            else "none"
-        ),
+        "network_mode": _run_network(spec, settings, pool_network),
         "read_only": True,
         "tmpfs": {SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={spec.disk.tmp_mb}m"},
         "volumes": volumes,
@@ -198,9 +191,17 @@ def run_kwargs(
     }
     if spec.gpus > 0:
         kwargs["device_requests"] = _device_requests(spec.gpus)
-    if kwargs["network_mode"] == pool_network and pool_network is not None:
+    if spec.pool is not None and pool_network is not None:
         kwargs["sysctls"] = {"net.ipv6.conf.all.disable_ipv6": "1"}
     return kwargs
+
+
+def _run_network(spec: JobSpec, settings: RuntimeSettings, pool_network: str | None) -> str:
+    """A pool job: its pool's network where it has one, else none. Any other job: the host's
+    ``run_network`` only if the owner allows network and the job asked for it."""
+    if spec.pool is not None:
+        return pool_network if pool_network is not None else "none"
+    return settings.run_network if spec.network_allowed and settings.network_allowed else "none"
 
 
 def install_kwargs(
