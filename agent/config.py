@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -49,6 +50,9 @@ ENV_NAMES: dict[str, str] = {
     "fetch_max_mb": "COMMUNIPUTE_FETCH_MAX_MB",
     "fetch_allow_networks": "COMMUNIPUTE_FETCH_ALLOW_NETWORKS",
     "fetch_allow_hosts": "COMMUNIPUTE_FETCH_ALLOW_HOSTS",
+    "pool_fetch": "COMMUNIPUTE_POOL_FETCH",
+    "pool_job_networks": "COMMUNIPUTE_POOL_JOB_NETWORKS",
+    "fetch_credentials_file": "COMMUNIPUTE_FETCH_CREDENTIALS_FILE",
     "disk_quotas": "COMMUNIPUTE_DISK_QUOTAS",
     "job_disk_max_mb": "COMMUNIPUTE_JOB_DISK_MAX_MB",
     "disk_reserve_mb": "COMMUNIPUTE_DISK_RESERVE_MB",
@@ -73,6 +77,13 @@ MAX_CACHE_MB = 16 * 1024 * 1024
 MAX_FETCH_MB = 1024 * 1024
 MAX_FETCH_LIST = 100
 _HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+# fetch_credentials_file: at most this many prefixes, headers per prefix, and characters.
+MAX_CREDENTIAL_PREFIXES = 100
+MAX_CREDENTIAL_HEADERS = 20
+MAX_CREDENTIAL_CHARS = 8192
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+# Headers the fetcher sets itself; a credentials file may not replace them.
+_FETCHER_HEADERS = {"host", "range", "user-agent", "accept-encoding", "content-length"}
 
 
 class ConfigError(ValueError):
@@ -140,6 +151,17 @@ class AgentConfig:
     fetch_allow_networks: tuple[str, ...] = ()
     # When set, renter URLs only from these host names ("*.example.org": its subdomains).
     fetch_allow_hosts: tuple[str, ...] = ()
+    # The host owner's word on private pools' fetch rules (docs/pools.md "Inputs stay
+    # inside"): true, a pool job's URL inputs may also reach the networks and names its pool
+    # lists (an institution's own machine); false (a volunteer's), only what this host allows.
+    pool_fetch: bool = False
+    # The same for the run step (docs/pools.md "The run step's network"): true, a pool job may
+    # join a Docker network that reaches only the private IPv4 CIDRs its pool lists (iptables
+    # in DOCKER-USER and INPUT: the agent must be root); false, such a job is refused.
+    pool_job_networks: bool = False
+    # A JSON file (0600) of URL prefix -> headers ({"https://data.internal/": {"Authorization":
+    # "Bearer …"}}) sent with a pool job's URL inputs under that prefix only; never to the server.
+    fetch_credentials_file: str = ""
 
     @property
     def is_enrolled(self) -> bool:
@@ -294,7 +316,7 @@ _INTS = {
 }
 _LISTS = {"fetch_allow_networks", "fetch_allow_hosts"}
 _FLOATS = {"backoff_initial_seconds", "backoff_max_seconds"}
-_BOOLS = {"allow_network", "allow_unisolated", "wheelhouse"}
+_BOOLS = {"allow_network", "allow_unisolated", "wheelhouse", "pool_fetch", "pool_job_networks"}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -373,4 +395,70 @@ def _validated(config: AgentConfig) -> AgentConfig:
         value = getattr(config, name)
         if value and not Path(value).expanduser().is_file():
             raise ConfigError(f"{name} {value!r} is not a file")
+    if config.fetch_credentials_file:
+        fetch_credentials_read(config.fetch_credentials_file)
     return replace(config, server=config.server.rstrip("/"))
+
+
+def fetch_credentials_read(path: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The ``fetch_credentials_file``: a JSON object of URL prefix -> {header: value}, the
+    file this user's alone (no group or other permission bits) and a regular file. ConfigError
+    names the problem, never a value."""
+    where = Path(path).expanduser()
+    try:
+        info = where.lstat()
+    except OSError as exc:
+        raise ConfigError(f"fetch_credentials_file {path!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"fetch_credentials_file {path!r} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"fetch_credentials_file {path!r} is readable by others "
+            f"({stat.S_IMODE(info.st_mode):o}): chmod 600 it"
+        )
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"fetch_credentials_file {path!r} belongs to another user")
+    try:
+        data = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        kind = type(exc).__name__
+        raise ConfigError(f"fetch_credentials_file {path!r} is not JSON ({kind})") from None
+    if not isinstance(data, dict) or len(data) > MAX_CREDENTIAL_PREFIXES:
+        raise ConfigError(
+            f"fetch_credentials_file must hold an object of at most {MAX_CREDENTIAL_PREFIXES} "
+            "URL prefixes"
+        )
+    rules: list[tuple[str, list[tuple[str, str]]]] = []
+    for prefix, headers in data.items():
+        parts = urlsplit(prefix)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.query
+            or parts.fragment
+        ):
+            raise ConfigError(
+                f"fetch_credentials_file: {prefix!r} is not an http(s)://host/path prefix"
+            )
+        if not isinstance(headers, dict) or not 1 <= len(headers) <= MAX_CREDENTIAL_HEADERS:
+            raise ConfigError(
+                f"fetch_credentials_file: {prefix!r} needs 1 to {MAX_CREDENTIAL_HEADERS} headers"
+            )
+        checked: list[tuple[str, str]] = []
+        for name, value in headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                raise ConfigError(f"fetch_credentials_file: {prefix!r} has a bad header name")
+            if name.lower() in _FETCHER_HEADERS:
+                raise ConfigError(f"fetch_credentials_file: {prefix!r} may not set {name}")
+            if (
+                not isinstance(value, str)
+                or len(value) > MAX_CREDENTIAL_CHARS
+                or any(c in value for c in "\r\n\x00")
+            ):
+                raise ConfigError(
+                    f"fetch_credentials_file: the {name} of {prefix!r} must be one line of text"
+                )
+            checked.append((name, value))
+        rules.append((prefix, checked))
+    return rules

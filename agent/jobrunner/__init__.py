@@ -12,13 +12,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from agent.config import AgentConfig, ConfigError
+from agent.config import AgentConfig, ConfigError, fetch_credentials_read
 from agent.job_manager_protocol import JobManager, RejectingJobManager
 from agent.jobrunner.attempt import AttemptRun
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.runtime_manager import Capacity, RuntimeJobManager
 from agent.jobrunner.uploads import TusOutputUploader
-from agent.runtime.blobcache import BlobCache, FetchPolicy, context_with_ca, networks_parse
+from agent.runtime.blobcache import (
+    BlobCache,
+    FetchCredentials,
+    FetchPolicy,
+    context_with_ca,
+    networks_parse,
+)
 from agent.runtime.types import DiskQuotaMode, RuntimeSettings
 
 logger = logging.getLogger("agent.jobs")
@@ -54,6 +60,7 @@ def runtime_settings_from_config(config: AgentConfig) -> RuntimeSettings:
         pip_extra_index_url=config.pip_extra_index_url or None,
         pip_cert_path=Path(config.pip_cert).expanduser() if config.pip_cert else None,
         network_allowed=config.allow_network,
+        pool_job_networks=config.pool_job_networks,
         disk_quotas=_disk_quota_mode(config.disk_quotas),
         wheelhouse_volume=WHEELHOUSE_VOLUME if config.wheelhouse else "",
         env_cache_max_mb=config.env_cache_max_mb,
@@ -102,6 +109,12 @@ def blob_cache_from_config(config: AgentConfig) -> BlobCache:
             max_bytes=config.fetch_max_mb * 1024 * 1024,
         ),
         store_context=context_with_ca(config.ca_bundle),
+        pool_fetch=config.pool_fetch,
+        credentials=FetchCredentials(
+            fetch_credentials_read(config.fetch_credentials_file)
+            if config.fetch_credentials_file
+            else ()
+        ),
     )
 
 

@@ -15,8 +15,10 @@ from agent.metering import (
     counters_from_report,
     seconds_until_cap,
 )
-from agent.protocol import DiskLimits, InputRef, JobOffer
-from agent.runtime.types import DiskSpec, InputSpec, JobSpec, JobSpecError
+from agent.protocol import DiskLimits, InputRef, JobOffer, PoolRef
+from agent.runtime.blobcache import BlobCache
+from agent.runtime.hardening import job_networks_refusal
+from agent.runtime.types import DiskSpec, InputSpec, JobSpec, JobSpecError, PoolSpec
 
 
 def spec_from_offer(offer: JobOffer) -> JobSpec:
@@ -52,7 +54,39 @@ def spec_from_offer(offer: JobOffer) -> JobSpec:
         disk=disk_from_offer(offer.get("disk")),
         task_index=task["index"] if task else None,
         task_count=task["count"] if task else None,
+        pool=pool_from_offer(offer.get("pool")),
     )
+
+
+def pool_from_offer(pool: PoolRef | None) -> PoolSpec | None:
+    """The offer's ``pool`` (docs/pools.md), checked again: the rules must be CIDRs and host
+    names; the output store and airlock are the uploads' (agent/jobrunner/uploads.py)."""
+    if pool is None:
+        return None
+    if not isinstance(pool, dict):
+        raise JobSpecError("pool must be an object")
+    return PoolSpec(
+        id=pool.get("id"),  # PoolSpec refuses a non-integer
+        fetch_networks=pool.get("fetch_networks", ()),  # type: ignore[arg-type]
+        fetch_hosts=pool.get("fetch_hosts", ()),  # type: ignore[arg-type]
+        job_networks=pool.get("job_networks", ()),  # type: ignore[arg-type]
+    )
+
+
+def pool_refusal(spec: JobSpec, cache: BlobCache | None, runtime: Any = None) -> str:
+    """Why this host refuses a pool job before it starts, or "" (docs/pools.md): its pool
+    lists job networks this host does not open (``pool_job_networks`` off, a runtime other
+    than Docker, a network that is not private IPv4), or its URL inputs need the pool's fetch
+    rules and the host owner does not take them (``pool_fetch`` off). A ``refused`` rejection:
+    the server remembers it against the job and offers it to another of the pool's hosts."""
+    if spec.pool is None:
+        return ""
+    settings = getattr(runtime, "settings", None)
+    isolation = str(getattr(runtime, "isolation", "none"))
+    refusal = job_networks_refusal(spec, settings, isolation)
+    if not refusal and cache is not None:
+        refusal = cache.pool_refusal(spec.pool, spec.inputs)
+    return refusal
 
 
 def disk_from_offer(disk: DiskLimits | None) -> DiskSpec:

@@ -28,7 +28,7 @@ from typing import Any
 
 from agent.job_manager_protocol import AgentLink, RejectCode, reject
 from agent.jobrunner.attempt import SERVER_BUDGET_REASON, AttemptRun, Need
-from agent.jobrunner.offer import cap_from_offer, spec_from_offer
+from agent.jobrunner.offer import cap_from_offer, pool_refusal, spec_from_offer
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.threads import in_daemon_thread
 from agent.jobrunner.uploads import OutputUploader
@@ -300,7 +300,7 @@ class RuntimeJobManager:
         allowed = self._job_disk_mb()
         if allowed is not None and spec.disk.host_disk_mb > allowed:
             return f"the job needs {spec.disk.host_disk_mb} MB of disk; the host allows {allowed}"
-        return ""
+        return pool_refusal(spec, self.blob_cache, self.runtime)
 
     def _busy(self, spec: JobSpec) -> str:
         """Why the job doesn't fit next to the running attempts now, or ""."""

@@ -17,6 +17,15 @@ Two kinds of URL (docs/protocol.md "Data"):
   unless in ``allow_networks``), the connection pinned to the checked address (so a second
   DNS answer can't swap it), TLS verified against the name, no redirects, size capped.
 
+A pool job (the offer's ``pool``, docs/pools.md "Inputs stay inside") adds its pool's rules
+to the host's policy for that job only, where the host owner takes them (``pool_fetch``):
+addresses inside the pool's networks and names matching its names are fetched although
+private, over http too; every address is still checked and the connection pinned, and no
+pool rule ever opens the host itself (loopback, link-local, multicast, unspecified). Its URL
+inputs are cached apart (``pool-<id>/``), so a job outside the pool that states the same
+digest never gets the institution's bytes from this cache; and only its URLs under a prefix
+of the host's ``fetch_credentials_file`` get that prefix's headers.
+
 Whose fault a failure is (agent/runtime/types.py Fault): on a renter URL a digest mismatch,
 an HTTP 4xx or 5xx answer, a redirect, a size over the stated one and a refused address are
 the renter's; connection errors, a full disk, and anything the platform's store does wrong
@@ -39,13 +48,13 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from agent import __version__
-from agent.runtime.types import Fault, InputSpec
+from agent.runtime.types import Fault, InputSpec, PoolSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,7 @@ CANCEL_POLL_SECONDS = 0.2
 CACHE_DIR = ("cache", "blobs")
 _DIGEST_NAME = re.compile(r"[0-9a-f]{64}(\.part)?")
 _HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+_POOL_DIR = re.compile(r"pool-[0-9]{1,18}")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 
@@ -88,13 +98,75 @@ class FetchPolicy:
     allow_hosts: tuple[str, ...] = ()
     max_bytes: int = 5 * 1024 * 1024 * 1024
     timeout_seconds: float = 60.0
+    # A pool job's rules, for that job only (``BlobCache.scope_for``): addresses inside
+    # ``pool_networks`` and any address of a name matching ``pool_hosts`` are fetched although
+    # private; never the host itself. ``http_inside``: http:// too, to those names and to
+    # addresses inside ``allow_networks`` or ``pool_networks`` (every resolved one).
+    pool_networks: tuple[Network, ...] = ()
+    pool_hosts: tuple[str, ...] = ()
+    http_inside: bool = False
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1:
             raise ValueError("max_bytes must be positive")
-        for name in self.allow_hosts:
+        for name in (*self.allow_hosts, *self.pool_hosts):
             if not _HOST_PATTERN.fullmatch(name):
                 raise ValueError(f"{name!r} is not a host name (or *.domain)")
+
+
+@dataclass(frozen=True)
+class FetchScope:
+    """How one job's inputs are fetched: the policy, the cache's namespace for its URL inputs
+    ("" shared; "pool-<id>" a pool's) and whether the host's credentials may be sent."""
+
+    policy: FetchPolicy
+    namespace: str = ""
+    credentials: bool = False
+
+
+class FetchCredentials:
+    """Headers the host holds for URL prefixes (``fetch_credentials_file``): sent only to a
+    URL of the same scheme, host and port whose path is under the prefix's. The values never
+    appear in a repr, a log line or an error."""
+
+    def __init__(self, rules: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()) -> None:
+        self._rules: list[tuple[tuple[str, str, int, str], dict[str, str]]] = []
+        for prefix, headers in rules:
+            self._rules.append((_url_key(prefix, folder=True), dict(headers)))
+
+    def __repr__(self) -> str:
+        return f"FetchCredentials({len(self._rules)} prefixes)"
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers of every prefix ``url`` is under (the longest prefix wins a clash)."""
+        try:
+            scheme, host, port, path = _url_key(url, folder=False)
+        except ValueError:
+            return {}
+        found: dict[str, str] = {}
+        matching = [
+            (key, headers)
+            for key, headers in self._rules
+            if key[:3] == (scheme, host, port) and path.startswith(key[3])
+        ]
+        for _key, headers in sorted(matching, key=lambda rule: len(rule[0][3])):
+            found.update(headers)
+        return found
+
+
+def _url_key(url: str, *, folder: bool) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of an http(s) URL; a prefix's path ends with "/"."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = parts.path or "/"
+    if folder and not path.endswith("/"):
+        path += "/"
+    return parts.scheme, parts.hostname.lower().rstrip("."), port, path
 
 
 def networks_parse(values: Sequence[str]) -> tuple[Network, ...]:
@@ -105,16 +177,33 @@ def networks_parse(values: Sequence[str]) -> tuple[Network, ...]:
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-def address_refusal(address: str, policy: FetchPolicy) -> str | None:
-    """Why a renter URL may not connect to ``address``, or None. An IPv6 address that carries
-    an IPv4 one (IPv4-mapped, NAT64 64:ff9b::/96, 6to4) is judged by that one too."""
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
-        address.split("%", 1)[0]
-    )
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(address: str) -> Address:
+    ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if any(ip in network for network in policy.allow_networks if network.version == ip.version):
+    return ip
+
+
+def _within(ip: Address, networks: Sequence[Network]) -> bool:
+    return any(ip in network for network in networks if network.version == ip.version)
+
+
+def _is_the_host_itself(ip: Address) -> bool:
+    return ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified
+
+
+def address_refusal(address: str, policy: FetchPolicy, *, named_inside: bool = False) -> str | None:
+    """Why a renter URL may not connect to ``address``, or None. An IPv6 address that carries
+    an IPv4 one (IPv4-mapped, NAT64 64:ff9b::/96, 6to4) is judged by that one too.
+    ``named_inside``: the URL's name matches the pool's names, so a private address is fine;
+    the pool's rules never open the host itself."""
+    ip = _address(address)
+    if _within(ip, policy.allow_networks):
         return None
+    inside = named_inside or _within(ip, policy.pool_networks)
     judged = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
         if ip in _NAT64:
@@ -122,21 +211,63 @@ def address_refusal(address: str, policy: FetchPolicy) -> str | None:
         if ip.sixtofour is not None:
             judged.append(ip.sixtofour)
     for one in judged:
-        if one.is_multicast or not one.is_global:
+        if inside and _is_the_host_itself(one):
+            return f"{one} is a loopback, link-local or multicast address, which no pool opens"
+        if not inside and (one.is_multicast or not one.is_global):
             return f"{one} is a loopback, private, link-local, multicast or reserved address"
     return None
 
 
-def host_allowed(host: str, policy: FetchPolicy) -> bool:
-    if not policy.allow_hosts:
-        return True
+def address_inside(address: str, policy: FetchPolicy) -> bool:
+    """The address is inside a network the host or the job's pool lists (http may go there)."""
+    ip = _address(address)
+    return _within(ip, policy.allow_networks) or _within(ip, policy.pool_networks)
+
+
+def _name_matches(host: str, patterns: Sequence[str]) -> bool:
     host = host.lower().rstrip(".")
-    for pattern in policy.allow_hosts:
+    for pattern in patterns:
         if pattern.startswith("*.") and host.endswith(pattern[1:]):
             return True
         if host == pattern:
             return True
     return False
+
+
+def host_allowed(host: str, policy: FetchPolicy) -> bool:
+    if not policy.allow_hosts or _name_matches(host, policy.pool_hosts):
+        return True
+    return _name_matches(host, policy.allow_hosts)
+
+
+def name_inside(host: str, policy: FetchPolicy) -> bool:
+    """The name matches one of the job's pool's names (not an IP literal)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return _name_matches(host, policy.pool_hosts)
+    return False
+
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP (a pool job's URL inside the institution) to addresses checked beforehand:
+    the TCP connection goes to one of ``addresses``; the Host header is the name."""
+
+    def __init__(self, host: str, port: int, *, addresses: Sequence[str], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._addresses = list(addresses)
+
+    def connect(self) -> None:
+        last: OSError = OSError(f"no address to connect to for {self.host}")
+        for address in self._addresses:
+            try:
+                self.sock = socket.create_connection((address, self.port), self.timeout)
+            except OSError as exc:
+                last = exc
+                continue
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return
+        raise last
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -197,6 +328,8 @@ class BlobCache:
         resolver: Resolver = socket.getaddrinfo,
         tries: int = 4,
         retry_seconds: float = 1.0,
+        pool_fetch: bool = False,
+        credentials: FetchCredentials | None = None,
     ) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
@@ -209,6 +342,10 @@ class BlobCache:
         self.resolver = resolver
         self.tries = max(1, tries)
         self.retry_seconds = retry_seconds
+        # The host owner's word on pools' fetch rules (agent setting ``pool_fetch``) and the
+        # headers it holds for URL prefixes (``fetch_credentials_file``).
+        self.pool_fetch = pool_fetch
+        self.credentials = credentials or FetchCredentials()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._evict_lock = threading.Lock()
@@ -217,8 +354,51 @@ class BlobCache:
     def for_work_root(cls, work_root: Path, **kwargs: Any) -> BlobCache:
         return cls(work_root.joinpath(*CACHE_DIR), **kwargs)
 
-    def path_of(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
+    def path_of(self, sha256: str, namespace: str = "") -> Path:
+        base = self.root / namespace if namespace else self.root
+        return base / sha256[:2] / sha256
+
+    def scope_for(self, pool: PoolSpec | None) -> FetchScope:
+        """How a job's inputs are fetched: the host's policy; for a pool job the pool's rules
+        added where the host takes them (``pool_fetch``), its URL inputs cached apart, and the
+        host's credentials allowed (docs/pools.md "Inputs stay inside")."""
+        if pool is None:
+            return FetchScope(self.policy)
+        policy = replace(self.policy, http_inside=True)
+        if self.pool_fetch:
+            policy = replace(
+                policy,
+                pool_networks=networks_parse(pool.fetch_networks),
+                pool_hosts=tuple(pool.fetch_hosts),
+            )
+        return FetchScope(policy, namespace=f"pool-{pool.id}", credentials=True)
+
+    def pool_refusal(self, pool: PoolSpec | None, inputs: Sequence[InputSpec]) -> str:
+        """Why this host won't take a pool job's URL inputs, or "": where the host owner does
+        not take pools' rules (``pool_fetch`` off), an input only those rules allow (an IP
+        literal in the pool's networks, a name of its names) is refused up front, so the job
+        goes to a pool host that does."""
+        if pool is None or self.pool_fetch:
+            return ""
+        rules = FetchPolicy(
+            pool_networks=networks_parse(pool.fetch_networks), pool_hosts=tuple(pool.fetch_hosts)
+        )
+        for ref in inputs:
+            if ref.source != "url":
+                continue
+            host = (urlsplit(ref.url).hostname or "").rstrip(".")
+            try:
+                only_pool = address_inside(host, rules) and not address_inside(host, self.policy)
+            except ValueError:  # a name
+                only_pool = name_inside(host, rules) and not (
+                    self.policy.allow_hosts and _name_matches(host, self.policy.allow_hosts)
+                )
+            if only_pool:
+                return (
+                    f"this host does not fetch from its pools' networks (pool_fetch is off): "
+                    f"the input {ref.path!r}"
+                )
+        return ""
 
     # --- using a blob ----------------------------------------------------------------------
 
@@ -228,20 +408,24 @@ class BlobCache:
         use: Callable[[Path], T],
         *,
         is_cancelled: Callable[[], bool] = lambda: False,
+        scope: FetchScope | None = None,
     ) -> T:
         """Make sure the verified blob is in the cache, then call ``use`` with its path while
-        no eviction can take it (link it, open it). Raises FetchError or FetchCancelled."""
-        lock = self._lock(ref.sha256)
+        no eviction can take it (link it, open it). Raises FetchError or FetchCancelled.
+        ``scope``: the job's (``scope_for``); None: the host's policy, the shared cache."""
+        scope = scope or FetchScope(self.policy)
+        namespace = scope.namespace if ref.source == "url" else ""
+        lock = self._lock(f"{namespace}/{ref.sha256}")
         while not lock.acquire(timeout=0.5):  # another attempt downloads it: wait, then hit
             if is_cancelled():
                 raise FetchCancelled
         try:
-            path = self.path_of(ref.sha256)
+            path = self.path_of(ref.sha256, namespace)
             if path.exists():
                 with contextlib.suppress(OSError):
                     os.utime(path)  # the LRU clock
             else:
-                self._download(ref, path, is_cancelled)
+                self._download(ref, path, is_cancelled, scope)
             result = use(path)
         finally:
             lock.release()
@@ -273,7 +457,8 @@ class BlobCache:
                 if total - freed <= self.max_bytes:
                     break
                 sha256 = path.name.removesuffix(".part")
-                lock = self._lock(sha256)
+                namespace = path.parent.parent.name if path.parent.parent != self.root else ""
+                lock = self._lock(f"{namespace}/{sha256}")
                 if not lock.acquire(blocking=False):  # being fetched or used right now
                     continue
                 try:
@@ -293,9 +478,17 @@ class BlobCache:
         if not self.root.is_dir():
             return []
         found = []
+        directories: list[Path] = []
         for directory in self.root.iterdir():
             if not directory.is_dir() or directory.is_symlink():
                 continue
+            if _POOL_DIR.fullmatch(directory.name):
+                directories.extend(
+                    d for d in directory.iterdir() if d.is_dir() and not d.is_symlink()
+                )
+            else:
+                directories.append(directory)
+        for directory in directories:
             for path in directory.iterdir():
                 if _DIGEST_NAME.fullmatch(path.name) and path.is_file():
                     found.append(path)
@@ -306,13 +499,16 @@ class BlobCache:
 
     # --- downloading -----------------------------------------------------------------------
 
-    def _download(self, ref: InputSpec, final: Path, is_cancelled: Callable[[], bool]) -> None:
+    def _download(
+        self, ref: InputSpec, final: Path, is_cancelled: Callable[[], bool], scope: FetchScope
+    ) -> None:
         renter = ref.source == "url"
         fault: Fault = "renter" if renter else "host"
-        limit = ref.size if ref.size is not None else self.policy.max_bytes
-        if renter and limit > self.policy.max_bytes:
+        policy = scope.policy
+        limit = ref.size if ref.size is not None else policy.max_bytes
+        if renter and limit > policy.max_bytes:
             raise FetchError(
-                f"it is {limit} bytes; this host fetches at most {self.policy.max_bytes}",
+                f"it is {limit} bytes; this host fetches at most {policy.max_bytes}",
                 fault="renter",
             )
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -324,7 +520,7 @@ class BlobCache:
             if is_cancelled():
                 raise FetchCancelled
             try:
-                self._download_once(ref, part, limit, is_cancelled)
+                self._download_once(ref, part, limit, is_cancelled, scope)
                 break
             except _Retry as exc:
                 if is_cancelled():  # the watch cut the connection
@@ -355,7 +551,12 @@ class BlobCache:
             raise FetchError("the host ran out of disk space", fault="host")
 
     def _download_once(
-        self, ref: InputSpec, part: Path, limit: int, is_cancelled: Callable[[], bool]
+        self,
+        ref: InputSpec,
+        part: Path,
+        limit: int,
+        is_cancelled: Callable[[], bool],
+        scope: FetchScope,
     ) -> None:
         have = part.stat().st_size if part.exists() else 0
         if have > limit:
@@ -363,8 +564,12 @@ class BlobCache:
             have = 0
         if ref.size is not None and have == ref.size:
             return  # complete already: verified next
-        connection, target = self._connection(ref)
+        connection, target = self._connection(ref, scope.policy)
         headers = {"User-Agent": f"communipute-agent/{__version__}", "Accept-Encoding": "identity"}
+        if ref.source == "url" and scope.credentials:
+            # After every address check (in _connection); redirects are never followed, so
+            # the headers reach only this URL's checked address.
+            headers.update(self.credentials.headers_for(ref.url))
         if have:
             headers["Range"] = f"bytes={have}-"
         with _cancel_watch(connection, is_cancelled):
@@ -452,8 +657,10 @@ class BlobCache:
                         raise FetchError("the host ran out of disk space", fault="host") from None
                     raise
 
-    def _connection(self, ref: InputSpec) -> tuple[http.client.HTTPConnection, str]:
-        timeout = self.policy.timeout_seconds
+    def _connection(
+        self, ref: InputSpec, policy: FetchPolicy
+    ) -> tuple[http.client.HTTPConnection, str]:
+        timeout = policy.timeout_seconds
         if ref.source == "store":
             url = self.server + ref.url if ref.url.startswith("/") else ref.url
             parts = urlsplit(url)
@@ -468,18 +675,31 @@ class BlobCache:
                 connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
             return connection, _target(parts.path, parts.query)
         parts = urlsplit(ref.url)
-        if parts.scheme != "https":
+        if parts.scheme not in ("https", "http") or (
+            parts.scheme == "http" and not policy.http_inside
+        ):
             raise FetchError("only https:// URLs are fetched", fault="renter")
         if parts.username is not None or parts.password is not None or not parts.hostname:
             raise FetchError("the URL must name a host and no user or password", fault="renter")
         host = parts.hostname
         try:
-            port = parts.port or 443
+            port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise FetchError("the URL's port is not valid", fault="renter") from None
-        if not host_allowed(host, self.policy):
+        named_inside = name_inside(host, policy)
+        if not host_allowed(host, policy):
             raise FetchError(f"this host does not fetch from {host}", fault="renter")
-        addresses = self._resolve(host, port)
+        addresses = self._resolve(host, port, policy, named_inside)
+        if parts.scheme == "http":
+            if not named_inside and not all(address_inside(a, policy) for a in addresses):
+                raise FetchError(
+                    f"http:// only inside the pool's networks and names; {host} is not",
+                    fault="renter",
+                )
+            return (
+                PinnedHTTPConnection(host, port, addresses=addresses, timeout=timeout),
+                _target(parts.path, parts.query),
+            )
         return (
             PinnedHTTPSConnection(
                 host, port, addresses=addresses, context=self.renter_context, timeout=timeout
@@ -487,7 +707,9 @@ class BlobCache:
             _target(parts.path, parts.query),
         )
 
-    def _resolve(self, host: str, port: int) -> list[str]:
+    def _resolve(
+        self, host: str, port: int, policy: FetchPolicy, named_inside: bool = False
+    ) -> list[str]:
         """Every address of ``host``, each checked; FetchError when any is refused (a name
         that resolves to both a public and a private address is refused too)."""
         try:
@@ -502,7 +724,7 @@ class BlobCache:
         addresses: list[str] = []
         for info in infos:
             address = str(info[4][0])
-            refusal = address_refusal(address, self.policy)
+            refusal = address_refusal(address, policy, named_inside=named_inside)
             if refusal is not None:
                 raise FetchError(
                     f"{host} resolves to {address}, which this host does not fetch from "

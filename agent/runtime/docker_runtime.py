@@ -32,6 +32,7 @@ from agent.runtime import cgroup, envcache, hardening, quota
 from agent.runtime.files import attempt_dir_create, attempt_dir_path, outputs_collect, tree_remove
 from agent.runtime.inputs import INPUTS_DIR, INPUTS_MOUNT
 from agent.runtime.meter import METER_DIR, meter_clip, meter_read
+from agent.runtime.pool_network import PoolNetworkError, PoolNetworks
 from agent.runtime.reasons import (
     HOST_CERT_REASON,
     HOST_LOST_REASON,
@@ -96,6 +97,13 @@ class DockerRuntime:
         # is kept; a failure is probed again at the next readiness check.
         self._quota_problem: str | None = None
         self._quota_lock = threading.Lock()
+        # The private pools' run networks (docs/pools.md "The run step's network").
+        self.pool_networks = PoolNetworks(
+            self.client,
+            install_id=settings.install_id,
+            server_id=settings.server_id,
+            labels=hardening.owner_labels(settings),
+        )
 
     # --- readiness -------------------------------------------------------------------------
 
@@ -386,7 +394,16 @@ class DockerRuntime:
         if prepared.failure is not None:
             raise ValueError("this attempt failed to prepare; it cannot start")
         spec = prepared.spec
-        kwargs = hardening.run_kwargs(spec, self.settings, prepared.attempt_dir, prepared.env_ref)
+        pool_network = None
+        if spec.pool is not None and spec.pool.job_networks:
+            refusal = hardening.job_networks_refusal(spec, self.settings, self.isolation)
+            if refusal:
+                raise PoolNetworkError(refusal)
+            # Its rules are written before the container exists (fail closed: raises).
+            pool_network = self.pool_networks.ensure(spec.pool.id, spec.pool.job_networks)
+        kwargs = hardening.run_kwargs(
+            spec, self.settings, prepared.attempt_dir, prepared.env_ref, pool_network
+        )
         inputs = prepared.attempt_dir / INPUTS_DIR
         if inputs.is_dir():  # the job's inputs, hard links to the host's cache (runtime/inputs.py)
             kwargs["volumes"][str(inputs)] = {"bind": INPUTS_MOUNT, "mode": "ro"}

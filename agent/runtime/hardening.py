@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.runtime.meter import METER_DIR, METER_MOUNT, wrapped
+from agent.runtime.pool_network import job_network_problem
 from agent.runtime.types import JobSpec, RuntimeSettings
 
 ENV_MOUNT = "/opt/env"
@@ -106,11 +107,37 @@ def _device_requests(gpus: int) -> list[dict[str, Any]]:
     return [{"Driver": "nvidia", "Count": gpus, "Capabilities": [["gpu"]]}]
 
 
+JOB_NETWORKS_REFUSAL = "this host does not open networks to pool jobs"
+
+
+def job_networks_refusal(spec: JobSpec, settings: RuntimeSettings | None, isolation: str) -> str:
+    """Why this host refuses a pool job whose pool lists job networks, or "": its owner did not
+    allow them (``pool_job_networks``), its runtime can't enforce them (only Docker, with the
+    iptables rules of agent/runtime/pool_network.py), or a listed network is not a private
+    IPv4 one (docs/pools.md "The run step's network")."""
+    if spec.pool is None or not spec.pool.job_networks:
+        return ""
+    listed = ", ".join(spec.pool.job_networks[:4])
+    if settings is None or not settings.pool_job_networks or isolation != "docker":
+        return f"{JOB_NETWORKS_REFUSAL} (the pool lists {listed})"
+    problems = [p for p in (job_network_problem(n) for n in spec.pool.job_networks) if p]
+    if problems:
+        return f"{JOB_NETWORKS_REFUSAL}: {problems[0]}"
+    return ""
+
+
 def run_kwargs(
-    spec: JobSpec, settings: RuntimeSettings, attempt_dir: Path, env_volume: str | None
+    spec: JobSpec,
+    settings: RuntimeSettings,
+    attempt_dir: Path,
+    env_volume: str | None,
+    pool_network: str | None = None,
 ) -> dict[str, Any]:
-    """Arguments for ``client.containers.create`` of the run step (the renter's script)."""
-    has_network = spec.network_allowed and settings.network_allowed
+    """Arguments for ``client.containers.create`` of the run step (the renter's script). A pool
+    job's run step has no network, whatever it asked and the host allows: a pool may let its
+    jobs reach only listed internal networks, never the internet; ``pool_network`` is then the
+    Docker network whose egress only those reach (agent/runtime/pool_network.py), with IPv6
+    off in the container (docs/pools.md "The run step's network")."""
     memory = f"{spec.memory_mb}m"
     volumes: dict[str, dict[str, str]] = {
         str(attempt_dir / "work"): {"bind": WORK_MOUNT, "mode": "rw"},
@@ -143,7 +170,7 @@ def run_kwargs(
         "environment": environment,
         "labels": labels_for(spec, settings, "run"),
         "hostname": "sandbox",
-        "network_mode": settings.run_network if has_network else "none",
+        "network_mode": _run_network(spec, settings, pool_network),
         "read_only": True,
         "tmpfs": {SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={spec.disk.tmp_mb}m"},
         "volumes": volumes,
@@ -164,7 +191,17 @@ def run_kwargs(
     }
     if spec.gpus > 0:
         kwargs["device_requests"] = _device_requests(spec.gpus)
+    if spec.pool is not None and pool_network is not None:
+        kwargs["sysctls"] = {"net.ipv6.conf.all.disable_ipv6": "1"}
     return kwargs
+
+
+def _run_network(spec: JobSpec, settings: RuntimeSettings, pool_network: str | None) -> str:
+    """A pool job: its pool's network where it has one, else none. Any other job: the host's
+    ``run_network`` only if the owner allows network and the job asked for it."""
+    if spec.pool is not None:
+        return pool_network if pool_network is not None else "none"
+    return settings.run_network if spec.network_allowed and settings.network_allowed else "none"
 
 
 def install_kwargs(

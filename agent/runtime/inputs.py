@@ -57,6 +57,9 @@ def inputs_place(
         return None
     if cache is None:
         return host_fault(HOST_FETCH_REASON, "this agent has no blob cache configured")
+    # A pool job's URL inputs: the pool's rules where the host takes them, cached apart, the
+    # host's credentials (agent/runtime/blobcache.py, docs/pools.md "Inputs stay inside").
+    scope = cache.scope_for(spec.pool)
     try:
         if spec.code_archive is not None:
             handle = cache.fetch(spec.code_archive, _open, is_cancelled=is_cancelled)
@@ -75,7 +78,7 @@ def inputs_place(
                 target = inputs.joinpath(*ref.path.split("/"))
                 target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 try:
-                    cache.fetch(ref, _linker(target), is_cancelled=is_cancelled)
+                    cache.fetch(ref, _linker(target), is_cancelled=is_cancelled, scope=scope)
                 except FetchError as exc:
                     return _fetch_failure(f"the input {ref.path!r}", exc)
     except FetchError as exc:

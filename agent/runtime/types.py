@@ -7,6 +7,7 @@ construction so that a bad offer is refused before anything touches the disk.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from collections.abc import Iterator, Mapping
@@ -84,6 +85,10 @@ class RuntimeSettings:
     # The host owner's policy: a job gets network in its run step only if this is true AND the
     # job asked for it. The install step always has network; nothing else does.
     network_allowed: bool = False
+    # The host owner's word on private pools' job networks (docs/pools.md "The run step's
+    # network"): true, a pool job's run step may join a network that reaches only the CIDRs
+    # its pool lists (agent/runtime/pool_network.py); false, such a job is refused.
+    pool_job_networks: bool = False
     run_network: str = "bridge"
     install_network: str = "bridge"
     outputs_max_bytes: int = 100 * 1024 * 1024
@@ -175,6 +180,44 @@ class DiskSpec:
         return self.work_mb + self.outputs_mb
 
 
+_POOL_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+MAX_POOL_RULES = 64  # agent/protocol.py MAX_POOL_RULES
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The private pool a job runs in (the offer's ``pool``, docs/pools.md): where its URL
+    inputs may be fetched besides public https, and the networks its run step may reach.
+    Whether this host takes those rules is the host owner's (agent settings ``pool_fetch``;
+    job networks are refused: docs/pools.md "The run step's network")."""
+
+    id: int
+    fetch_networks: tuple[str, ...] = ()
+    fetch_hosts: tuple[str, ...] = ()
+    job_networks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id < 1:
+            raise JobSpecError(f"pool.id must be a positive whole number, not {self.id!r}")
+        for name in ("fetch_networks", "fetch_hosts", "job_networks"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or len(values) > MAX_POOL_RULES:
+                raise JobSpecError(f"pool.{name} must be a list of at most {MAX_POOL_RULES}")
+            if not all(isinstance(value, str) for value in values):
+                raise JobSpecError(f"pool.{name} must hold strings")
+            object.__setattr__(self, name, tuple(values))
+        for value in (*self.fetch_networks, *self.job_networks):
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise JobSpecError(f"the pool's {value!r} is not a CIDR network") from None
+        hosts = tuple(value.strip().lower().rstrip(".") for value in self.fetch_hosts)
+        for host in hosts:
+            if not _POOL_HOST.fullmatch(host):
+                raise JobSpecError(f"the pool's {host!r} is not a host name (or *.domain)")
+        object.__setattr__(self, "fetch_hosts", hosts)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One attempt of a job, as the runtime needs it. Validates itself; raises JobSpecError."""
@@ -198,6 +241,8 @@ class JobSpec:
     # COMMUNIPUTE_TASK_INDEX and COMMUNIPUTE_TASK_COUNT (None: a job of its own).
     task_index: int | None = None
     task_count: int | None = None
+    # The private pool the job runs in (None: a public job).
+    pool: PoolSpec | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence of requirements but keep an immutable tuple.

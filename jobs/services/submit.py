@@ -23,7 +23,7 @@ from config.errors import Conflict, TooLarge, ValidationFailed
 from hosts.models import Host
 from jobs.billing import job_hold_place
 from jobs.code_archive import code_archive_paths
-from jobs.inputs import InputSpec, inputs_check
+from jobs.inputs import InputSpec, PoolFetchRules, inputs_check, pool_fetch_rules
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus, PlacementMode
 from jobs.services.dispatch import input_ref, job_offer_next
 from jobs.validation import (
@@ -149,7 +149,8 @@ def _inputs_check(owner: User, submission: JobSubmission, spec: JobSpec) -> _Che
     found = _attempt(refusals, lambda: submission_files(submission, paths))
     files, entrypoint = found or (files, entrypoint)
     requirements = _attempt(refusals, lambda: requirements_check(submission.requirements)) or []
-    resolved = _attempt(refusals, lambda: _inputs_resolve(owner, submission.inputs))
+    pool = pool_fetch_rules(owner.pk, submission.pool_id)
+    resolved = _attempt(refusals, lambda: _inputs_resolve(owner, submission.inputs, pool))
     if resolved is not None:
         inputs, holdings = resolved
     _attempt(refusals, lambda: _limits_check(spec, submission.max_cost_micros))
@@ -206,12 +207,13 @@ def _archive_held(owner: User, sha256: str | None) -> BlobHolding | None:
 
 
 def _inputs_resolve(
-    owner: User, raw: tuple[object, ...]
+    owner: User, raw: tuple[object, ...], pool: PoolFetchRules | None = None
 ) -> tuple[list[JobInput], list[BlobHolding]]:
     """The inputs as unsaved rows: store ones must be held by the owner (``unknown_blob``, the
-    same answer whether someone else holds the digest or nobody does), all within the count
-    and the byte cap (413 ``inputs_too_large``)."""
-    specs = inputs_check(raw)
+    same answer whether someone else holds the digest or nobody does), URL ones public https
+    or inside the job's pool's rules (``address_not_allowed``), all within the count and the
+    byte cap (413 ``inputs_too_large``)."""
+    specs = inputs_check(raw, pool)
     held = blobs_held(owner, [s.sha256 for s in specs if s.url is None])
     refusals = [
         ValidationFailed(

@@ -82,6 +82,7 @@ def tls_make(directory: Path) -> Tls:
 class BlobState:
     blobs: dict[str, bytes] = field(default_factory=dict)  # path -> bytes
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
+    headers: list[dict[str, str]] = field(default_factory=list)  # each request's headers
     cut_after: dict[str, list[int]] = field(default_factory=dict)  # path -> cut points, in turn
     redirects: dict[str, str] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)  # path -> forced status
@@ -98,6 +99,7 @@ class _BlobHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         state = self.state
         state.requests.append((self.path, self.headers.get("Range")))
+        state.headers.append(dict(self.headers))
         if self.path in state.redirects:
             self.send_response(302)
             self.send_header("Location", state.redirects[self.path])
