@@ -91,10 +91,11 @@ def hosts_placeable(*, user: User, pool_id: int | None) -> QuerySet[Host]:
     """
     if pool_id is not None:
         deactivated = User.objects.filter(is_active=False).values("id")
-        is_member = Membership.objects.filter(user=user, organisation_id=pool_id).exists()
-        if not is_member:
-            return Host.objects.none()
-        return Host.objects.filter(organisation_id=pool_id).exclude(owner_id__in=deactivated)
+        # one statement: the membership is a subquery (none: no host)
+        mine = Membership.objects.filter(user=user, organisation_id=pool_id)
+        return Host.objects.filter(organisation_id__in=mine.values("organisation_id")).exclude(
+            owner_id__in=deactivated
+        )
     return hosts_visible(user=user).exclude(organisation_id__in=_hidden_pools())
 
 

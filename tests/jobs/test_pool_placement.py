@@ -8,6 +8,7 @@ import pytest
 
 from accounts.models import Membership, MembershipRole, Organisation
 from config.errors import Conflict, ValidationFailed
+from jobs.audit_models import PoolAuditEvent
 from jobs.models import Job, JobAttempt, JobGroup, JobStatus
 from jobs.services.dispatch import capacity_offer, job_offer_next
 from jobs.tasks import jobs_reap_pass
@@ -230,6 +231,11 @@ def test_a_pool_groups_tasks_run_only_on_the_pools_hosts(
     assert sorted(j.status for j in jobs) == ["offered", "queued", "queued"]
     assert JobAttempt.objects.filter(host=public_box).count() == 0
     assert wire.to(public_box.pk) == []
+    # every task's job is in the pool's trail, with its group and index
+    submitted = PoolAuditEvent.objects.filter(organisation=lab, kind="job.submitted")
+    assert sorted((e.job_id, e.detail["task_index"], e.actor_id) for e in submitted) == sorted(
+        (j.pk, j.task_index, alice.pk) for j in jobs
+    )
 
 
 def test_a_quote_with_pool_lists_only_the_pools_hosts(
