@@ -253,8 +253,8 @@ def _pool_check(owner: User, pool_id: int | None) -> None:
     """A pool is an organisation the owner belongs to (the same answer whether it exists).
 
     Without a pool, no organisation of the owner may require its members to use their pool
-    (``pool_required``): a member of two such organisations names one of them each time, a
-    member of one that doesn't require it is free to submit publicly (docs/pools.md).
+    (``pool_required``, 400 naming every such one). Any pool of the owner's satisfies the
+    rule, which keeps their jobs off the public marketplace (docs/pools.md, "The model").
     """
     if pool_id is None:
         requiring = list(
