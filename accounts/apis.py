@@ -29,6 +29,7 @@ from accounts.serializers import (
     LoginInput,
     MemberInput,
     MemberOutput,
+    MemberUpdateInput,
     OrganisationInput,
     OrganisationOutput,
     SessionOutput,
@@ -206,6 +207,17 @@ class OrganisationMemberListApi(generics.ListAPIView[Membership]):
 
 
 class OrganisationMemberDetailApi(APIView):
+    @extend_schema(request=MemberUpdateInput, responses={200: MemberOutput})
+    def patch(self, request: Request, organisation_id: int, username: str) -> Response:
+        """Change a member's role, steward flag or monthly cap (organisation admins only)."""
+        actor = request_user(request)
+        organisation = selectors.membership_of(actor, organisation_id).organisation
+        data: dict[str, Any] = validated(MemberUpdateInput, request)
+        membership, _ = services.organisation_member_update(
+            actor=actor, organisation=organisation, username=username, changes=data
+        )
+        return Response(MemberOutput(membership).data)
+
     @extend_schema(responses={204: None})
     def delete(self, request: Request, organisation_id: int, username: str) -> Response:
         """Remove a member (organisation admins), or leave (your own username)."""

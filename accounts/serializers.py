@@ -8,6 +8,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from rest_framework import serializers
 
 from accounts.models import ApiToken, Membership, MembershipRole, User
+from config.api import MicrosField
 
 
 class UserOutput(serializers.ModelSerializer[User]):
@@ -86,10 +87,26 @@ class MemberInput(serializers.Serializer[Any]):
     role = serializers.ChoiceField(choices=MembershipRole.choices, default=MembershipRole.MEMBER)
 
 
+class MemberUpdateInput(serializers.Serializer[Any]):
+    """An admin's change of a member: any of these (docs/pools.md, "The model")."""
+
+    role = serializers.ChoiceField(choices=MembershipRole.choices, required=False)
+    is_steward = serializers.BooleanField(
+        required=False, help_text="approves or refuses the release of the pool's outputs"
+    )
+    monthly_cap_micros = MicrosField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="what the member may spend of the organisation's wallet per month; null: "
+        "no cap of their own",
+    )
+
+
 class MemberOutput(serializers.ModelSerializer[Membership]):
     username = serializers.CharField(source="user.username")
 
     class Meta:
         model = Membership
-        fields = ["username", "role", "created_at"]
+        fields = ["username", "role", "is_steward", "monthly_cap_micros", "created_at"]
         read_only_fields = fields

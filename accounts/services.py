@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, MembershipRole, Organisation, User
+from accounts.pool_settings import pool_settings_clean, pool_settings_of
 from accounts.tokens import secret_issue
 from config.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 
@@ -161,6 +162,61 @@ def organisation_member_remove(*, actor: User, organisation: Organisation, usern
         if membership.role == MembershipRole.ADMIN and admins.count() == 1:
             raise Conflict("An organisation needs at least one admin.", code="last_admin")
         membership.delete()
+
+
+Change = tuple[object, object]  # (old, new)
+
+
+def pool_settings_update(
+    *, actor: User, organisation: Organisation, changes: dict[str, object]
+) -> dict[str, Change]:
+    """An admin changes the pool's settings (API names, accounts.pool_settings); returns
+    what changed, old -> new (nothing for a value sent unchanged). Every bad field refuses
+    the whole change. Joins the caller's transaction; takes the organisation's row lock, like
+    every membership change."""
+    with transaction.atomic(savepoint=False):
+        _organisation_lock_as_admin(actor=actor, organisation=organisation)
+        organisation.refresh_from_db()
+        before = pool_settings_of(organisation)
+        after = pool_settings_clean(before, changes)
+        changed = {k: (before[k], after[k]) for k in after if after[k] != before[k]}
+        for name, (_, new) in changed.items():
+            setattr(organisation, f"pool_{name}", new)
+        if changed:
+            organisation.save(update_fields=[f"pool_{name}" for name in changed])
+        return changed
+
+
+MEMBER_SETTINGS = ("role", "is_steward", "monthly_cap_micros")
+
+
+def organisation_member_update(
+    *, actor: User, organisation: Organisation, username: str, changes: dict[str, object]
+) -> tuple[Membership, dict[str, Change]]:
+    """An admin changes a member's ``role``, ``is_steward`` or ``monthly_cap_micros``
+    (None: no cap of their own); returns the membership and what changed. The last admin
+    can't become a member. Takes the organisation's row lock (see organisation_member_add)."""
+    with transaction.atomic():
+        _organisation_lock_as_admin(actor=actor, organisation=organisation)
+        membership = (
+            Membership.objects.filter(organisation=organisation, user__username=username)
+            .select_related("user")
+            .first()
+        )
+        if membership is None:
+            raise NotFound(f"{username} is not a member.")
+        admins = Membership.objects.filter(organisation=organisation, role=MembershipRole.ADMIN)
+        is_demoted = changes.get("role", membership.role) != MembershipRole.ADMIN
+        if membership.role == MembershipRole.ADMIN and is_demoted and admins.count() == 1:
+            raise Conflict("An organisation needs at least one admin.", code="last_admin")
+        changed: dict[str, Change] = {}
+        for name in MEMBER_SETTINGS:
+            if name in changes and changes[name] != getattr(membership, name):
+                changed[name] = (getattr(membership, name), changes[name])
+                setattr(membership, name, changes[name])
+        if changed:
+            membership.save(update_fields=list(changed))
+        return membership, changed
 
 
 def _organisation_lock(organisation: Organisation) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from hosts.models import SPEC_FIELDS, EnrollmentToken, Host, HostCredential
+from hosts.models import SPEC_FIELDS, EnrollmentToken, Host, HostCredential, PoolEnrollmentToken
 
 
 @admin.register(Host)
@@ -76,6 +76,27 @@ class EnrollmentTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["prefix", "owner__username", "name"]
     list_select_related = ["owner", "host"]
     readonly_fields = ("owner", "name", *_SECRET_FIELDS, "expires_at", "used_at", "host")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(PoolEnrollmentToken)
+class PoolEnrollmentTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["prefix", "organisation", "created_by", "created_at", "expires_at", "used_at"]
+    search_fields = ["prefix", "organisation__name", "created_by__username"]
+    list_select_related = ["organisation", "created_by", "host"]
+    readonly_fields = (
+        "organisation",
+        "created_by",
+        *_SECRET_FIELDS,
+        "expires_at",
+        "used_at",
+        "host",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

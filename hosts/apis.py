@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_user
 from config.api import validated
-from hosts import selectors, services
+from hosts import pool_services, selectors, services
 from hosts.models import Host
 from hosts.serializers import (
     AgentRegisterInput,
@@ -25,6 +25,7 @@ from hosts.serializers import (
     EnrollmentOutput,
     HostUpdateInput,
     OwnedHostOutput,
+    PoolTokenOutput,
 )
 
 
@@ -82,3 +83,14 @@ class MyHostCredentialsRevokeApi(APIView):
     def post(self, request: Request, host_id: int) -> Response:
         revoked = services.credential_revoke(owner=request_user(request), host_id=host_id)
         return Response(CredentialsRevokedOutput({"revoked": revoked}).data)
+
+
+class PoolTokenCreateApi(APIView):
+    @extend_schema(request=None, responses={201: PoolTokenOutput})
+    def post(self, request: Request, organisation_id: int) -> Response:
+        """Issue a one-time pool token that joins one host to the pool (organisation admins;
+        a member 403, anyone else 404). The plaintext ``token`` is in this response only."""
+        issued = pool_services.pool_token_issue(
+            actor=request_user(request), organisation_id=organisation_id
+        )
+        return Response(PoolTokenOutput(issued).data, status=status.HTTP_201_CREATED)

@@ -289,3 +289,27 @@ class HostCredential(models.Model):
 
     def __str__(self) -> str:
         return f"credential {self.prefix}… for host {self.host_id}"
+
+
+class PoolEnrollmentToken(models.Model):
+    """A one-time, short-lived token an organisation's admin issues so that a host owner can
+    join a host to the organisation's pool (docs/pools.md, "Enrollment"). Only its digest is
+    stored (accounts.tokens); the plaintext is shown once."""
+
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.CASCADE, related_name="pool_tokens"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    host = models.ForeignKey(
+        Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="pool_tokens"
+    )
+
+    def __str__(self) -> str:
+        return f"pool token {self.prefix}… for organisation {self.organisation_id}"

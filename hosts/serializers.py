@@ -201,3 +201,11 @@ class AgentRegisterOutput(serializers.Serializer[Any]):
 
 class CredentialsRevokedOutput(serializers.Serializer[Any]):
     revoked = serializers.IntegerField()
+
+
+class PoolTokenOutput(serializers.Serializer[Any]):
+    """A pool token: ``token`` is shown here only (docs/pools.md, "Enrollment")."""
+
+    token = serializers.CharField(help_text="POST it to /api/v1/my/hosts/{id}/pool/")
+    expires_at = serializers.DateTimeField()
+    organisation = serializers.IntegerField(source="organisation_id")

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F, Field
 from django.utils import timezone
 
-from accounts.models import Membership, User
+from accounts.models import Organisation, User
 from accounts.tokens import PREFIX_LENGTH, secret_issue, secret_matches
 from agent.protocol import (
     CLOSE_UNAUTHORIZED,
@@ -706,22 +706,29 @@ def _limits_apply(host: Host, changes: dict[str, Any]) -> dict[str, str]:
 
 
 def _visibility_apply(host: Host, owner: User, changes: dict[str, Any]) -> dict[str, str]:
+    """Public or private to the host's pool, within what the pool allows. The pool itself
+    changes only with a pool token (``hosts.pool_services``): the owner may name it here, not
+    another one, so no member can put a host into a pool on their own (docs/pools.md)."""
     if "visibility" not in changes and "organisation_id" not in changes:
         return {}
     visibility = changes.get("visibility", host.visibility)
-    organisation_id = changes.get("organisation_id", host.organisation_id)
-    if visibility == HostVisibility.PUBLIC:
-        host.visibility, host.organisation = HostVisibility.PUBLIC, None
-        return {}
-    if visibility != HostVisibility.PRIVATE:
+    if changes.get("organisation_id", host.organisation_id) != host.organisation_id:
+        return {
+            "organisation": "a host joins an organisation's pool with a pool token from its "
+            "admins: POST /api/v1/my/hosts/{id}/pool/"
+        }
+    if visibility not in (HostVisibility.PUBLIC, HostVisibility.PRIVATE):
         return {"visibility": "public or private"}
-    if organisation_id is None:
-        return {"organisation": "a private host needs an organisation"}
-    is_member = Membership.objects.filter(user=owner, organisation_id=organisation_id).exists()
-    if not is_member:
-        return {"organisation": "you are not a member of this organisation"}
-    host.visibility = HostVisibility.PRIVATE
-    host.organisation_id = organisation_id
+    if visibility == HostVisibility.PRIVATE and host.organisation_id is None:
+        return {
+            "organisation": "a private host is private to its pool: join one first "
+            "(POST /api/v1/my/hosts/{id}/pool/ with a pool token)"
+        }
+    if visibility == HostVisibility.PUBLIC and host.organisation_id is not None:
+        is_hidden = Organisation.objects.filter(pk=host.organisation_id, pool_hidden=True)
+        if is_hidden.exists():
+            return {"visibility": "the pool keeps its hosts hidden: leave it to go public"}
+    host.visibility = visibility
     return {}
 
 

@@ -423,4 +423,8 @@ def job_settle(job_id: int) -> bool:
             from jobs.services.groups import group_task_settled  # it creates jobs: above us
 
             group_task_settled(job_id)
+        if released and job.pool_id is not None:
+            from jobs.services.audit import job_finished_audit  # a service: above us
+
+            job_finished_audit(job_id)
         return released

@@ -1,8 +1,9 @@
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from jobs import apis, group_apis
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("", include("jobs.pool_urls")),
     path("jobs/", apis.JobListCreateApi.as_view(), name="job-list"),
     path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="job-detail"),
     path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="job-cancel"),

@@ -36,6 +36,11 @@ class CatalogQueryInput(serializers.Serializer[Any]):
     max_price_micros = MicrosField(required=False, min_value=0)
     online = serializers.BooleanField(required=False, allow_null=True, default=None)
     accepting = serializers.BooleanField(required=False, allow_null=True, default=None)
+    pool = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="an organisation you belong to: its pool's hosts only (docs/pools.md)",
+    )
     ordering = serializers.CharField(
         required=False,
         default="price",

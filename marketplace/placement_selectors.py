@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import User
 from hosts.models import Host, HostStatus
 from marketplace.placement import Candidate
-from marketplace.selectors import hosts_visible
+from marketplace.selectors import hosts_placeable
 
 
 def _is_online(host: Host, now: datetime) -> bool:
@@ -59,11 +59,13 @@ def candidate_from_host(
     )
 
 
-def placement_candidates(user: User, *, now: datetime | None = None) -> list[Candidate]:
-    """Every host the user may use that is connected, not draining and not quarantined (fit
-    is decided later)."""
+def placement_candidates(
+    user: User, *, pool_id: int | None = None, now: datetime | None = None
+) -> list[Candidate]:
+    """Every host a job of the user (in ``pool_id``, or none) may go to that is connected,
+    not draining and not quarantined (fit is decided later): ``hosts_placeable``'s rule."""
     now = now or timezone.now()
-    hosts = hosts_visible(user=user).filter(
+    hosts = hosts_placeable(user=user, pool_id=pool_id).filter(
         status__in=[HostStatus.ONLINE, HostStatus.BUSY],
         is_draining=False,
         quarantined_at__isnull=True,
@@ -74,11 +76,14 @@ def placement_candidates(user: User, *, now: datetime | None = None) -> list[Can
     ]
 
 
-def placement_candidate(user: User, host_id: int, *, now: datetime | None = None) -> Candidate:
+def placement_candidate(
+    user: User, host_id: int, *, pool_id: int | None = None, now: datetime | None = None
+) -> Candidate:
     """One chosen host, whatever its state (the caller reports why it doesn't fit).
 
-    Raises Host.DoesNotExist when there is no such host or the user may not see it: a private
-    host stays invisible rather than "not visible to you".
+    Raises Host.DoesNotExist when there is no such host or a job of the user (in ``pool_id``,
+    or none) may not go there (``hosts_placeable``): a private host stays invisible rather
+    than "not visible to you".
     """
-    host = hosts_visible(user=user).get(pk=host_id)
+    host = hosts_placeable(user=user, pool_id=pool_id).get(pk=host_id)
     return candidate_from_host(host, is_visible=True, now=now or timezone.now(), user_id=user.pk)

@@ -57,6 +57,12 @@ class QuoteRequestSerializer(JobLimitsSerializer):
         help_text="the total size of the job's inputs (they take the host's disk too)",
     )
     max_cost_micros = MicrosField(required=False, allow_null=True, min_value=1)
+    pool = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="quote this organisation's pool only (docs/pools.md)",
+    )
 
 
 class RatesSerializer(serializers.Serializer[object]):
@@ -105,6 +111,7 @@ class QuoteApi(APIView):
             ),
             host_id=data.get("host"),
             max_cost_micros=data.get("max_cost_micros"),
+            pool_id=data.get("pool"),
         )
         body = asdict(quote)
         for host in body["hosts"]:

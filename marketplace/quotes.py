@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from accounts.models import User
+from accounts.models import Membership, User
 from agent.metering import Rates
 from config.errors import ValidationFailed
 from hosts.models import Host
@@ -56,23 +56,40 @@ def _host_quote(spec: JobSpec, ranked: Ranked) -> HostQuote:
 
 
 def quote_build(
-    user: User, spec: JobSpec, *, host_id: int | None = None, max_cost_micros: int | None = None
+    user: User,
+    spec: JobSpec,
+    *,
+    host_id: int | None = None,
+    max_cost_micros: int | None = None,
+    pool_id: int | None = None,
 ) -> Quote:
-    """Quote a chosen host, or every host auto placement could use (cheapest first)."""
+    """Quote a chosen host, or every host auto placement could use (cheapest first); in a
+    pool (an organisation the user belongs to), only the pool's hosts."""
+    if (
+        pool_id is not None
+        and not Membership.objects.filter(user=user, organisation_id=pool_id).exists()
+    ):
+        raise ValidationFailed(
+            "no such pool",
+            code="unknown_pool",
+            fields={"pool": [f"no pool #{pool_id} that you belong to"]},
+        )
     if host_id is not None:
         try:
-            chosen = placement_candidate(user, host_id)
+            chosen = placement_candidate(user, host_id, pool_id=pool_id)
         except Host.DoesNotExist:
+            where = "that you may use" if pool_id is None else f"in pool #{pool_id}"
             raise ValidationFailed(
                 "no such host",
                 code="unknown_host",
-                fields={"host": [f"no host #{host_id} that you may use"]},
+                fields={"host": [f"no host #{host_id} {where}"]},
             ) from None
         why_not = misfit_reason(spec, chosen, max_cost_micros=max_cost_micros)
         ranked = [] if why_not else [ranked_entry(spec, chosen)]
     else:
         why_not = None
-        ranked = hosts_rank(spec, placement_candidates(user), max_cost_micros=max_cost_micros)
+        candidates = placement_candidates(user, pool_id=pool_id)
+        ranked = hosts_rank(spec, candidates, max_cost_micros=max_cost_micros)
     hosts = [_host_quote(spec, r) for r in ranked]
     best = hosts[0] if hosts else None
     return Quote(

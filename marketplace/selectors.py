@@ -26,8 +26,8 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from accounts.models import Membership, User
-from config.errors import NotFound
+from accounts.models import Membership, Organisation, User
+from config.errors import NotFound, ValidationFailed
 from hosts.models import Host, HostStatus, HostVisibility, last_seen_key
 from hosts.selectors import status_fresh
 
@@ -57,23 +57,46 @@ class CatalogFilters:
     max_price_micros: int | None = None
     online: bool | None = None
     accepting: bool | None = None
+    pool: int | None = None  # an organisation the user belongs to: its pool's hosts only
     ordering: tuple[str, ...] = field(default=("price",))
 
 
 def hosts_visible(*, user: User) -> QuerySet[Host]:
-    """Public hosts, hosts private to an organisation the user belongs to, and the user's own;
-    never those of a deactivated owner."""
+    """Public hosts outside hidden pools, the hosts of every pool the user belongs to, and
+    the user's own; never those of a deactivated owner (docs/pools.md, "The model")."""
     organisations = Membership.objects.filter(user=user).values("organisation_id")
     # "not owned by a deactivated user" rather than a join on the owner: PostgreSQL keeps a
     # NOT IN as one hashed set of the (few) deactivated users checked per row, where a join,
     # planned from a poor estimate for a deep keyset page, was a nested loop over every user
-    # for every host (80 ms instead of 1).
+    # for every host (80 ms instead of 1). The hidden pools are a small set the same way.
     deactivated = User.objects.filter(is_active=False).values("id")
     return Host.objects.filter(
-        Q(visibility=HostVisibility.PUBLIC)
-        | Q(visibility=HostVisibility.PRIVATE, organisation_id__in=organisations)
+        (Q(visibility=HostVisibility.PUBLIC) & ~Q(organisation_id__in=_hidden_pools()))
+        | Q(organisation_id__in=organisations)
         | Q(owner=user),
     ).exclude(owner_id__in=deactivated)
+
+
+def _hidden_pools() -> QuerySet[Organisation, int]:
+    return Organisation.objects.filter(pool_hidden=True).values_list("id", flat=True)
+
+
+def hosts_placeable(*, user: User, pool_id: int | None) -> QuerySet[Host]:
+    """The one placement rule (docs/pools.md, "Placement"): the hosts a job of ``user`` may
+    be offered, whatever their state (placement decides fit and room).
+
+    A pool job (``pool_id``): only the pool's hosts, and only while the user is a member;
+    nothing else, ever. Any other job: the hosts the user may see, less every host of a hidden
+    pool (those take only their pool's jobs, even a member's or their owner's own public job).
+    """
+    if pool_id is not None:
+        deactivated = User.objects.filter(is_active=False).values("id")
+        # one statement: the membership is a subquery (none: no host)
+        mine = Membership.objects.filter(user=user, organisation_id=pool_id)
+        return Host.objects.filter(organisation_id__in=mine.values("organisation_id")).exclude(
+            owner_id__in=deactivated
+        )
+    return hosts_visible(user=user).exclude(organisation_id__in=_hidden_pools())
 
 
 def hosts_catalog(
@@ -82,6 +105,14 @@ def hosts_catalog(
     """The catalog page query: visible hosts matching ``filters``, ``current_status`` annotated."""
     now = now or timezone.now()
     hosts = hosts_visible(user=user).annotate(current_status=status_fresh(now))
+    if filters.pool is not None:
+        if not Membership.objects.filter(user=user, organisation_id=filters.pool).exists():
+            raise ValidationFailed(
+                "no such pool",
+                code="unknown_pool",
+                fields={"pool": [f"no pool #{filters.pool} that you belong to"]},
+            )
+        hosts = hosts.filter(organisation_id=filters.pool)
     if any(key.lstrip("-") == "last_seen" for key in filters.ordering):
         hosts = hosts.annotate(**{LAST_SEEN_KEY: last_seen_key()})
     hosts = hosts.filter(_filters_q(filters, now))

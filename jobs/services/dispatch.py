@@ -100,7 +100,7 @@ def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | 
         job = (
             # of=self: lock the job row only, not the owner's user row joined in.
             Job.objects.select_for_update(of=("self",))
-            .select_related("owner", "group")
+            .select_related("owner", "group", "pool")
             .filter(pk=job_id, status=JobStatus.QUEUED)
             .first()
         )
@@ -132,7 +132,9 @@ def _placement_target(job: Job, now: datetime) -> _Target:
     if job.placement == PlacementMode.CHOSEN:
         assert job.requested_host_id is not None
         try:
-            chosen = placement_candidate(job.owner, job.requested_host_id, now=now)
+            chosen = placement_candidate(
+                job.owner, job.requested_host_id, pool_id=job.pool_id, now=now
+            )
         except Host.DoesNotExist:
             return _Target(None, "the chosen host is gone", is_permanent=True)
         # (An offer it let expire is made again at once: the offer's TTL spaced them already.)
@@ -149,7 +151,7 @@ def _placement_target(job: Job, now: datetime) -> _Target:
     brief = {h for h, kind in rejections.items() if kind in _BRIEF}
     soft = {h for h, kind in rejections.items() if kind in _SOFT}
     budget = job.max_cost_micros - job.cost_micros
-    candidates = placement_candidates(job.owner, now=now)
+    candidates = placement_candidates(job.owner, pool_id=job.pool_id, now=now)
     loaded = candidates_loaded(candidates)
     ranked = hosts_rank(spec, loaded, max_cost_micros=budget, exclude=refused | brief | soft)
     ranked = ranked or hosts_rank(spec, loaded, max_cost_micros=budget, exclude=refused | brief)
@@ -167,7 +169,11 @@ def _placement_target(job: Job, now: datetime) -> _Target:
         if job.group_id is not None:
             why += " or lost a task of its group"
         return _Target(None, why, is_permanent=True)
-    return _Target(None, _waiting_reason(spec, loaded, refused, brief))
+    why = _waiting_reason(spec, loaded, refused, brief)
+    if job.pool_id is not None:
+        # It never falls back to hosts outside the pool: say which hosts it waits for.
+        why = why.replace("waiting for a host", f"waiting for a host of pool #{job.pool_id}", 1)
+    return _Target(None, why)
 
 
 def _group_exclusions(job: Job) -> set[int]:
@@ -337,7 +343,7 @@ def offers_open(host_id: int, *, now: datetime | None = None) -> list[JobOffer]:
     now = now or timezone.now()
     attempts = JobAttempt.objects.filter(
         host_id=host_id, status=AttemptStatus.OFFERED, offer_expires_at__gt=now
-    ).select_related("job", "job__group")
+    ).select_related("job", "job__group", "job__pool")
     return [
         offer_build(a.job, a)
         for a in attempts.order_by("pk")
@@ -587,6 +593,8 @@ def capacity_offer(host_id: int, *, now: datetime | None = None) -> int:
             fault_quarantined_at__isnull=True,
         )
         .values(
+            "organisation_id",
+            "organisation__pool_hidden",
             "slots",
             "cpus",
             "memory_mb",
@@ -617,6 +625,7 @@ def capacity_offer(host_id: int, *, now: datetime | None = None) -> int:
         Job.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(status=JobStatus.QUEUED)
         .filter(Q(placement=PlacementMode.AUTO) | Q(requested_host_id=host_id))
+        .filter(_jobs_for_pool_q(host["organisation_id"], host["organisation__pool_hidden"]))
         .filter(cpus__lte=room_cpus, memory_mb__lte=room_memory, gpus__lte=room_gpus)
         .order_by("queued_at", "pk")
         .values_list("pk", flat=True)
@@ -632,3 +641,14 @@ def capacity_offer(host_id: int, *, now: datetime | None = None) -> int:
             if free == 0:
                 break
     return offered
+
+
+def _jobs_for_pool_q(pool_id: int | None, is_hidden: bool | None) -> Q:
+    """The queued jobs a host of this pool (or of none) may take, by ``hosts_placeable``'s
+    rule: its pool's jobs, and public jobs unless the pool is hidden. Placement decides the
+    rest (membership, visibility); this only keeps others' jobs out of the lookahead."""
+    if pool_id is None:
+        return Q(pool__isnull=True)
+    if is_hidden:
+        return Q(pool_id=pool_id)
+    return Q(pool_id=pool_id) | Q(pool__isnull=True)

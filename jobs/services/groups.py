@@ -58,6 +58,7 @@ from jobs.models import (
     JobStatus,
     TaskStatus,
 )
+from jobs.services.audit import job_submitted_audit
 from jobs.services.cancel import job_cancel
 from jobs.services.dispatch import job_offer_next
 from jobs.states import FINAL
@@ -277,12 +278,14 @@ def _task_job_create(group: JobGroup, task: JobGroupTask) -> Job:
         code_archive_sha256=group.code_archive_sha256,
         pool_id=group.pool_id,
     )
+    files = list(group.files.all())
     JobFile.objects.bulk_create(
-        JobFile(job=job, path=f.path, content=f.content, size=f.size) for f in group.files.all()
+        JobFile(job=job, path=f.path, content=f.content, size=f.size) for f in files
     )
     for row in inputs:
         row.job = job
     JobInput.objects.bulk_create(inputs)
+    job_submitted_audit(job, ((f.path, bytes(f.content)) for f in files))
     return job
 
 

@@ -25,6 +25,7 @@ from jobs.billing import job_hold_place
 from jobs.code_archive import code_archive_paths
 from jobs.inputs import InputSpec, PoolFetchRules, inputs_check, pool_fetch_rules
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus, PlacementMode
+from jobs.services.audit import job_submitted_audit
 from jobs.services.dispatch import input_ref, job_offer_next
 from jobs.validation import (
     JobSubmission,
@@ -251,8 +252,25 @@ def _input_row(spec: InputSpec, holding: BlobHolding | None) -> JobInput:
 
 
 def _pool_check(owner: User, pool_id: int | None) -> None:
-    """A pool is an organisation the owner belongs to (the same answer whether it exists)."""
+    """A pool is an organisation the owner belongs to (the same answer whether it exists).
+
+    Without a pool, no organisation of the owner may require its members to use their pool
+    (``pool_required``, 400 naming every such one). Any pool of the owner's satisfies the
+    rule, which keeps their jobs off the public marketplace (docs/pools.md, "The model").
+    """
     if pool_id is None:
+        requiring = list(
+            Membership.objects.filter(user=owner, organisation__pool_required=True)
+            .order_by("organisation_id")
+            .values_list("organisation_id", "organisation__name")
+        )
+        if requiring:
+            names = ", ".join(f"#{pk} {name}" for pk, name in requiring)
+            raise ValidationFailed(
+                f"your organisation requires its members' jobs to run in its pool: {names}",
+                code="pool_required",
+                fields={"pool": [f"required: one of {names}"]},
+            )
         return
     if not Membership.objects.filter(user=owner, organisation_id=pool_id).exists():
         raise ValidationFailed(
@@ -280,16 +298,18 @@ def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
 
 
 def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> None:
-    """The chosen host, or at least one host for auto placement, takes this job and cap now."""
-    cap = submission.max_cost_micros
+    """The chosen host, or at least one host for auto placement, takes this job and cap now;
+    in a pool, only the pool's hosts count (``marketplace.selectors.hosts_placeable``)."""
+    cap, pool_id = submission.max_cost_micros, submission.pool_id
     if submission.host_id is not None:
         try:
-            chosen = placement_candidate(owner, submission.host_id)
+            chosen = placement_candidate(owner, submission.host_id, pool_id=pool_id)
         except Host.DoesNotExist:
+            where = "that you may use" if pool_id is None else f"in pool #{pool_id}"
             raise ValidationFailed(
                 "no such host",
                 code="unknown_host",
-                fields={"host": [f"no host #{submission.host_id} that you may use"]},
+                fields={"host": [f"no host #{submission.host_id} {where}"]},
             ) from None
         why_not = misfit_reason(spec, chosen)
         if why_not is not None:
@@ -300,9 +320,10 @@ def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> N
             )
         _cap_check(cap, minimum_cap_micros(spec, chosen.rates))
         return
-    fitting = hosts_rank(spec, placement_candidates(owner))
+    fitting = hosts_rank(spec, placement_candidates(owner, pool_id=pool_id))
     if not fitting:
-        raise Conflict("no online host that you may use fits this job now", code="no_host_fits")
+        where = "that you may use" if pool_id is None else f"of pool #{pool_id}"
+        raise Conflict(f"no online host {where} fits this job now", code="no_host_fits")
     _cap_check(cap, min(minimum_cap_micros(spec, r.candidate.rates) for r in fitting))
 
 
@@ -366,4 +387,5 @@ def _job_create(owner: User, submission: JobSubmission, spec: JobSpec, checked: 
     for row in checked.inputs:
         row.job = job
     JobInput.objects.bulk_create(checked.inputs)
+    job_submitted_audit(job, ((f.path, f.content) for f in checked.files))
     return job

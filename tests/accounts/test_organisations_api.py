@@ -80,6 +80,8 @@ def test_an_admin_adds_and_removes_members(client_for, alice, hana, lab):
     assert added.json() == {
         "username": "hana",
         "role": "member",
+        "is_steward": False,
+        "monthly_cap_micros": None,
         "created_at": added.json()["created_at"],
     }
     assert _members(lab) == [("alice", "admin"), ("hana", "member")]

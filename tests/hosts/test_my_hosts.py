@@ -166,11 +166,12 @@ def test_invalid_owner_changes_are_refused_and_nothing_changes(
     sent.assert_not_called()
 
 
-def test_a_private_host_needs_an_organisation_the_owner_belongs_to(hana, mallory, client_for):
-    # given
+def test_the_owners_settings_never_move_a_host_into_a_pool(hana, mallory, client_for):
+    # given: a pool takes hosts only with its admins' pool token (docs/pools.md)
     host = host_create(hana)
     theirs = Organisation.objects.create(name="mallory inc")
     Membership.objects.create(organisation=theirs, user=mallory)
+    Membership.objects.create(organisation=theirs, user=hana)
     before = _row(host)
 
     # when
@@ -183,16 +184,18 @@ def test_a_private_host_needs_an_organisation_the_owner_belongs_to(hana, mallory
     # then
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {
-        "organisation": ["you are not a member of this organisation"]
+        "organisation": [
+            "a host joins an organisation's pool with a pool token from its admins: "
+            "POST /api/v1/my/hosts/{id}/pool/"
+        ]
     }
     assert _row(host) == before
 
 
-def test_owner_makes_a_host_private_to_their_organisation_and_public_again(hana, client_for):
-    # given
-    host = host_create(hana)
-    lab = Organisation.objects.create(name="lab")
-    Membership.objects.create(organisation=lab, user=hana)
+def test_owner_makes_a_host_of_a_visible_pool_private_to_it_and_public_again(hana, client_for):
+    # given: the host is in a pool that doesn't hide its hosts
+    lab = Organisation.objects.create(name="lab", pool_hidden=False)
+    host = host_create(hana, organisation=lab)
     client = client_for(hana)
 
     # when
@@ -203,11 +206,11 @@ def test_owner_makes_a_host_private_to_their_organisation_and_public_again(hana,
     )
     public = client.patch(f"/api/v1/my/hosts/{host.pk}/", {"visibility": "public"}, format="json")
 
-    # then
+    # then: it stays in the pool either way
     assert (private.json()["visibility"], private.json()["organisation"]) == ("private", lab.pk)
-    assert (public.json()["visibility"], public.json()["organisation"]) == ("public", None)
+    assert (public.json()["visibility"], public.json()["organisation"]) == ("public", lab.pk)
     host.refresh_from_db()
-    assert (host.visibility, host.organisation_id) == (HostVisibility.PUBLIC, None)
+    assert (host.visibility, host.organisation_id) == (HostVisibility.PUBLIC, lab.pk)
 
 
 def test_draining_tells_the_agent_and_stops_new_work(hana, client_for, sent):

@@ -145,7 +145,8 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks, client_for
     payment_create(user=alice, amount_micros=ALICES_AMOUNT_MICROS)
     sha = hashlib.sha256(OUTPUT).hexdigest()
     with django_capture_on_commit_callbacks(execute=True):
-        job = submit(alice, host=host)
+        # her organisation's pool is hidden: its host takes only the pool's jobs
+        job = submit(alice, host=host, pool_id=organisation.pk)
         say(host, "job.accept", job_id=job.pk, attempt=1)
         say(host, "job.started", job_id=job.pk, attempt=1, phase="running")
         say(host, "job.log", job_id=job.pk, attempt=1, offset=0, data="alice-private-log\n")
@@ -164,6 +165,7 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks, client_for
             {
                 "code": "print('alice-private-group')",
                 "host": host.pk,
+                "pool": organisation.pk,
                 "count": 2,
                 "max_parallel": 1,
                 "task_max_cost_micros": 1_000_000,

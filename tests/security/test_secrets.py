@@ -13,7 +13,8 @@ from rest_framework.test import APIClient
 
 from tests.hosts.factories import specs
 
-# Every bearer secret the server mints: API tokens, enrollment tokens, host credentials.
+# Every bearer secret the server mints: API tokens, enrollment tokens, host credentials, pool
+# tokens.
 SECRET_SHAPE = re.compile(r"\bcp[a-z]_[A-Za-z0-9_-]{40,}")
 
 
@@ -34,8 +35,16 @@ def secrets_minted(api: APIClient) -> tuple[list[str], APIClient]:
     personal = alice.post("/api/v1/tokens/", {"name": "ci"}, format="json").json()["token"]
     enrollment = alice.post("/api/v1/hosts/enrollments/", {}, format="json").json()["token"]
     register = {"enrollment_token": enrollment, "specs": specs(), "name": "box"}
-    credential = api.post("/api/v1/agent/register/", register, format="json").json()["credential"]
-    return [signed_up, logged_in, personal, enrollment, credential], alice
+    registered = api.post("/api/v1/agent/register/", register, format="json").json()
+    credential = registered["credential"]
+    # a pool token, used to join that host to alice's organisation's pool
+    lab = alice.post("/api/v1/organisations/", {"name": "lab"}, format="json").json()["id"]
+    pool = alice.post(f"/api/v1/organisations/{lab}/host-tokens/").json()["token"]
+    joined = alice.post(
+        f"/api/v1/my/hosts/{registered['host_id']}/pool/", {"token": pool}, format="json"
+    )
+    assert joined.status_code == 200, joined.json()
+    return [signed_up, logged_in, personal, enrollment, credential, pool], alice
 
 
 def test_minted_secrets_rest_nowhere(db, api, caplog):
@@ -50,7 +59,7 @@ def test_minted_secrets_rest_nowhere(db, api, caplog):
     ]
 
     # then
-    assert [bool(SECRET_SHAPE.fullmatch(secret)) for secret in minted] == [True] * 5
+    assert [bool(SECRET_SHAPE.fullmatch(secret)) for secret in minted] == [True] * 6
     rows = every_row_as_text()
     logs = caplog.text
     assert [secret for secret in minted if secret in rows] == []
