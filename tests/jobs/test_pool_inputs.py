@@ -45,6 +45,12 @@ def box(make_host, hana):
 
 
 @pytest.fixture
+def pool_box(make_host, hana, pool):
+    """A host of the pool: a pool job is placed only there."""
+    return make_host(hana, "pool-box", organisation=pool, visibility="private")
+
+
+@pytest.fixture
 def no_fetching(monkeypatch):
     """The server never fetches a URL input: a connection or a name lookup to anything but
     this machine's own services (PostgreSQL, Redis on loopback) fails the test."""
@@ -94,7 +100,7 @@ def assert_nothing_created(funded, alice, wire: Wire) -> None:
     ],
 )
 def test_a_pool_job_may_name_what_its_pool_allows(
-    client_for, alice, pool, box, funded, wire, no_fetching, url
+    client_for, alice, pool, pool_box, funded, wire, no_fetching, url
 ):
     # when
     response = client_for(alice).post(
