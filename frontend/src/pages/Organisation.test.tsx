@@ -123,10 +123,17 @@ describe("an organisation's sections by role", () => {
     expect(screen.getByRole("button", { name: "Leave the organisation" })).toBeInTheDocument();
   });
 
-  it("shows an admin every section", async () => {
-    renderOrg("ada", "admin");
+  it("shows an admin every section, one at a time, the current one marked", async () => {
+    renderOrg("ada", "admin", { "GET /api/v1/organisations/7/audit/": () => json(200, page([])) });
     await screen.findByTestId("members");
     expect(sections()).toEqual(["Members", "Pool settings", "Hosts", "Wallet", "Reports", "Audit", "Releases"]);
+    const nav = within(screen.getByRole("navigation", { name: "Organisation sections" }));
+    expect(nav.getByRole("link", { name: "Members" })).toHaveAttribute("aria-current", "page");
+    await userEvent.setup().click(nav.getByRole("link", { name: "Audit" }));
+    expect(await screen.findByRole("heading", { level: 2, name: "Audit" })).toBeInTheDocument();
+    expect(nav.getByRole("link", { name: "Audit" })).toHaveAttribute("aria-current", "page");
+    expect(screen.queryByTestId("members")).toBeNull();
+    expect(await screen.findByText("Nothing recorded yet.")).toBeInTheDocument();
   });
 
   it("says so when the organisation is not the user's (404), without its sections", async () => {
