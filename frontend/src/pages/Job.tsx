@@ -333,6 +333,14 @@ export function JobPage() {
               </dd>
             </>
           )}
+          {job.pool != null && (
+            <>
+              <dt>Runs in</dt>
+              <dd data-testid="job-pool">
+                <Link to={`/organisations/${job.pool}`}>the private pool of organisation #{job.pool}</Link>
+              </dd>
+            </>
+          )}
           <dt>Submitted</dt>
           <dd>{formatDateTime(job.created_at)}</dd>
         </dl>

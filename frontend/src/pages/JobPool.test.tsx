@@ -66,6 +66,7 @@ describe("the job page of a pool job", () => {
       },
     );
     const summary = await screen.findByTestId("output-summary.csv");
+    expect(within(screen.getByTestId("job-pool")).getByRole("link")).toHaveAttribute("href", "/organisations/7");
     expect(within(summary).queryByRole("link")).toBeNull();
     expect(summary).toHaveTextContent("Kept on the organisation's store: it leaves only when released.");
     const refused = screen.getByTestId("output-refused.bin");
@@ -109,6 +110,7 @@ describe("the job page of a pool job", () => {
     const { calls } = renderJob(plain);
     expect(await screen.findByRole("log")).toHaveTextContent("hello");
     expect(calls.some((c) => c.url.startsWith("/api/v1/organisations/"))).toBe(false);
+    expect(screen.queryByTestId("job-pool")).toBeNull();
   });
 });
 

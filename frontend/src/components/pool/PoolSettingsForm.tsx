@@ -23,9 +23,9 @@ export const POOL_FIELDS = [
 ];
 
 const LOGS: { value: PoolLogs; label: string }[] = [
-  { value: "central", label: "Sent to the server, as for any job" },
-  { value: "store", label: "Kept on the pool's store: the server gets only their size" },
-  { value: "redacted", label: "Not kept anywhere: the server gets only their size" },
+  { value: "central", label: "Sent to the server" },
+  { value: "store", label: "Kept on the pool's store" },
+  { value: "redacted", label: "Not kept anywhere" },
 ];
 
 const FORM_KEY: Record<(typeof LIST_FIELDS)[number], keyof PoolForm> = {
@@ -154,7 +154,11 @@ export function PoolSettingsSection({ orgId, isAdmin }: { orgId: number; isAdmin
           <Field label="Region" error={errorFor("pool_output_store.region")} hint="Optional.">
             <input className="mono" value={form.storeRegion} onChange={(e) => set("storeRegion", e.target.value)} />
           </Field>
-          <Field label="Job logs" error={errorFor("pool_logs")}>
+          <Field
+            label="Job logs"
+            error={errorFor("pool_logs")}
+            hint="Sent to the server: the person who ran the job reads it live. Kept on the pool's store or not kept: the server gets only its size."
+          >
             <select value={form.logs} onChange={(e) => set("logs", e.target.value as PoolLogs)}>
               {LOGS.map((l) => (
                 <option key={l.value} value={l.value}>
