@@ -15,8 +15,9 @@ type Schemas = components["schemas"];
 
 export type OrgRole = Schemas["RoleEnum"];
 
-/** An organisation as one of its members sees it (GET /organisations/, /organisations/{id}/). */
-export type Organisation = Schemas["OrganisationOutput"];
+/** An organisation as one of its members sees it (GET /organisations/, /organisations/{id}/),
+ * with the member's own steward flag if the server adds it (else read from the members list). */
+export type Organisation = Schemas["OrganisationOutput"] & { is_steward?: boolean };
 
 /** Where a pool job's log goes: to the server, the pool's store, or nowhere (sizes only). */
 export type PoolLogs = "central" | "store" | "redacted";

@@ -373,7 +373,8 @@ export function OrganisationPage() {
   const org = useLoad(() => api.organisation(id), [id, reloadKey]);
   const members = useMembers(id, reloadKey);
   const me = members.data?.results.find((m) => m.username === user?.username);
-  const isSteward = Boolean(me?.is_steward);
+  const orgData: Organisation | undefined = org.data;
+  const isSteward = Boolean(orgData?.is_steward ?? me?.is_steward);
 
   if (org.error !== null)
     return (

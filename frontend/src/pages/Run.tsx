@@ -176,6 +176,8 @@ export function RunPage() {
   // The zip as the code goes through the blob store like an input, then is named by its sha256.
   const { uploads: zipUploads, items: zipItems } = useUploads();
   const uploadsWait = uploadsWaitText(inputsSummary(zipItems), uploadSummary);
+  // The member's month in the chosen pool, beside the choice (a server without it: nothing shown).
+  const month = useLoad(() => (form.pool ? pools.walletMe(Number(form.pool)).catch(() => null) : Promise.resolve(null)), [form.pool]);
   const poolProblem = poolRequiredProblem(poolChoices, form.pool);
   const jobProblems: Record<string, string> = { ...localProblems(form, items.map((item) => item.path)), ...(poolProblem ? { pool: poolProblem } : {}) };
   const problems = mode === "group" ? { ...jobProblems, ...groupProblems(group, argumentsRead, creditsToMicros(form.capCredits)) } : jobProblems;
@@ -462,6 +464,14 @@ export function RunPage() {
               </div>
               <small id="pool-hint" className="hint">
                 In a pool the job runs only on the organisation&apos;s machines (it waits for one, never goes elsewhere) and is paid from its wallet.
+                {month.data && (
+                  <span data-testid="pool-month">
+                    {" "}
+                    {month.data.cap_micros === null
+                      ? `You have spent ${formatCredits(month.data.spent_micros)} of it this month; no cap of your own.`
+                      : `This month you have spent ${formatCredits(month.data.spent_micros)} of your ${formatCredits(month.data.cap_micros)} cap.`}
+                  </span>
+                )}
               </small>
               {errorFor("pool") && (
                 <small id="pool-error" className="field-error" role="alert">

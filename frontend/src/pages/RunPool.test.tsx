@@ -49,6 +49,7 @@ function renderRun({
       const host = pooled ? POOL_HOST : PUBLIC_HOST;
       return json(200, { estimate_micros: 100_000, hosts: [{ host: host.id, name: host.name, estimate_micros: 100_000 }] });
     },
+    "GET /api/v1/organisations/7/wallet/me/": () => json(200, { spent_micros: 200_000_000, cap_micros: 250_000_000 }),
     "POST /api/v1/jobs/": submit ?? (() => json(201, { id: 99, status: "queued" })),
     "POST /api/v1/job-groups/": () => json(201, { id: 3, status: "running" }),
   });
@@ -81,6 +82,7 @@ describe("the Run page's “Run in”", () => {
     await user.click(runIn().getByRole("radio", { name: /City Hospital's pool/ }));
     await waitFor(() => expect(quotes(calls)).toHaveLength(2), { timeout: 2000 });
     expect(quotes(calls)[1]!.body).toMatchObject({ pool: 7 });
+    expect(await screen.findByTestId("pool-month")).toHaveTextContent("This month you have spent 200.00 cr of your 250.00 cr cap.");
     expect(await screen.findByTestId("quote")).toHaveTextContent("cheapest: ward-3");
     // the machines to choose from are the pool's
     expect(calls.some((c) => c.url === "/api/v1/hosts/?online=true&ordering=price&pool=7")).toBe(true);
