@@ -12,6 +12,8 @@ import { GroupsPage } from "./pages/Groups";
 import { WalletPage } from "./pages/Wallet";
 import { HostingPage } from "./pages/Hosting";
 import { ReportsPage } from "./pages/Reports";
+import { OrganisationsPage } from "./pages/Organisations";
+import { OrganisationPage } from "./pages/Organisation";
 import { Loading } from "./components/Progress";
 
 // The code editor (CodeMirror) is most of the bundle: load it with the Run page only.
@@ -36,6 +38,7 @@ function Header() {
           {user && <li><NavLink to="/groups">Groups</NavLink></li>}
           {user && <li><NavLink to="/wallet">Wallet</NavLink></li>}
           {user && <li><NavLink to="/hosting">Hosting</NavLink></li>}
+          {user && <li><NavLink to="/organisations">Organisations</NavLink></li>}
           {user?.is_staff && <li><NavLink to="/reports">Reports</NavLink></li>}
         </ul>
       </nav>
@@ -109,6 +112,8 @@ export function App() {
           <Route path="/groups/:id" element={<RequireAuth><GroupPage /></RequireAuth>} />
           <Route path="/wallet" element={<RequireAuth><WalletPage /></RequireAuth>} />
           <Route path="/hosting" element={<RequireAuth><HostingPage /></RequireAuth>} />
+          <Route path="/organisations" element={<RequireAuth><OrganisationsPage /></RequireAuth>} />
+          <Route path="/organisations/:id" element={<RequireAuth><OrganisationPage /></RequireAuth>} />
           <Route path="/reports" element={<RequireAuth staff><ReportsPage /></RequireAuth>} />
           <Route path="*" element={<NotFound />} />
         </Routes>

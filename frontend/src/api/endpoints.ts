@@ -3,6 +3,7 @@ import { rawRequest, request, typed, unwrap } from "./client";
 import { ApiError } from "./errors";
 import { textToBase64 } from "../lib/files";
 import type { BlobHolding, BlobQuota, UploadCreated, UploadStart } from "./blobs";
+import type { OrgRole, PoolMember } from "./pools";
 import type {
   BillingGroup,
   BillingReport,
@@ -53,6 +54,23 @@ export const api = {
   login: (body: { username: string; password: string }): Promise<SessionResult> =>
     unwrap(typed.POST("/api/v1/auth/login/", { body })),
   logout: () => unwrap(typed.POST("/api/v1/auth/logout/")),
+
+  // --- organisations (typed; their pools' calls are in pools.ts until the schema has them) ---
+  organisations: () => unwrap(typed.GET("/api/v1/organisations/", { params: { query: { page_size: 500 } } })),
+  organisationCreate: (name: string) => unwrap(typed.POST("/api/v1/organisations/", { body: { name } })),
+  organisation: (id: number) =>
+    unwrap(typed.GET("/api/v1/organisations/{organisation_id}/", { params: { path: { organisation_id: id } } })),
+  /** The members with their pool fields (is_steward, monthly_cap_micros) once the server sends them. */
+  members: (id: number) =>
+    precise<Page<PoolMember>>(
+      unwrap(typed.GET("/api/v1/organisations/{organisation_id}/members/", { params: { path: { organisation_id: id }, query: { page_size: 500 } } })),
+    ),
+  memberAdd: (id: number, username: string, role: OrgRole) =>
+    unwrap(typed.POST("/api/v1/organisations/{organisation_id}/members/", { params: { path: { organisation_id: id } }, body: { username, role } })),
+  memberRemove: (id: number, username: string) =>
+    unwrap(
+      typed.DELETE("/api/v1/organisations/{organisation_id}/members/{username}/", { params: { path: { organisation_id: id, username } } }),
+    ),
 
   // --- wallet and payments ----------------------------------------------------------------
   wallet: (): Promise<Wallet> => unwrap(typed.GET("/api/v1/wallet/")),

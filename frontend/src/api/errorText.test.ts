@@ -162,3 +162,35 @@ describe("error sentences", () => {
     expect(fieldLabel("availability_policy")).toBe("Availability policy");
   });
 });
+
+describe("the private pools' refusals (issue 15)", () => {
+  it("has a sentence for each new code, never the code itself", () => {
+    for (const code of ["unknown_pool", "pool_required", "member_cap_exceeded", "output_not_released", "invalid_token"]) {
+      expect(code in ERROR_SENTENCES, code).toBe(true);
+      const text = sentence(400, code, "");
+      expect(text, code).not.toContain(code);
+      expect(text, code).toMatch(/^[A-Z].*[.!?]$/);
+    }
+  });
+
+  it("says a member's cap, spending and need in credits, from the message or the fields", () => {
+    expect(sentence(402, "member_cap_exceeded", "monthly cap 5000000 micro-credits: spent 4500000, requested 1000000")).toBe(
+      "This would take you past your monthly cap on the organisation's wallet (your cap is 5 credits a month; you have spent 4.50 credits this month; this needs 1 credit): lower the cost cap, ask an admin of the organisation to raise your cap, or wait for next month.",
+    );
+    expect(sentence(402, "member_cap_exceeded", "over the cap", { monthly_cap_micros: "250000000", spent_micros: "249000000" })).toBe(
+      "This would take you past your monthly cap on the organisation's wallet (your cap is 250 credits a month; you have spent 249 credits this month): lower the cost cap, ask an admin of the organisation to raise your cap, or wait for next month.",
+    );
+    expect(sentence(402, "member_cap_exceeded", "")).toBe(
+      "This would take you past your monthly cap on the organisation's wallet: lower the cost cap, ask an admin of the organisation to raise your cap, or wait for next month.",
+    );
+  });
+
+  it("names the organisations that require their pool, and why an output can't be downloaded", () => {
+    expect(sentence(400, "pool_required", "name a pool: you are a member of organisations: City Hospital, Lab")).toBe(
+      "Your organisation requires its members' jobs to run in its pool (City Hospital, Lab): choose it under “Run in”.",
+    );
+    expect(sentence(409, "output_not_released", "release refused")).toBe("That output is kept on the organisation's store and has not been released: a data steward refused its release.");
+    expect(fieldLabel("monthly_cap_micros")).toBe("Monthly cap");
+    expect(fieldLabel("pool_output_store.bucket")).toBe("Output store (bucket)");
+  });
+});

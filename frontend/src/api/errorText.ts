@@ -57,6 +57,26 @@ function groupHoldsShort(message: string): string | null {
   return `Not enough credits: you have ${creditsWords(Number(available))}; ${what} ${creditsWords(Number(needed))}.`;
 }
 
+/** A member's monthly cap refusal: "monthly cap 5000000, spent 4500000, requested 1000000"
+ * (in the message or as fields), in credits. */
+function memberCapShort({ message, fields }: Said): string {
+  const text = `${message} ${Object.entries(fields).map(([key, value]) => `${key} ${value}`).join(" ")}`;
+  const amount = (pattern: RegExp) => {
+    const match = pattern.exec(text);
+    return match ? Number(match[1]) : null;
+  };
+  const cap = amount(/(?<![a-z])cap(?:_micros)?\b\D{0,20}?(\d+)/i);
+  const spent = amount(/(?<![a-z])spent(?:_micros)?\b\D{0,20}?(\d+)/i);
+  const requested = amount(/(?<![a-z])(?:requested|request|needs?|hold)(?:_micros)?\b\D{0,20}?(\d+)/i);
+  const lead = "This would take you past your monthly cap on the organisation's wallet";
+  const advice = "lower the cost cap, ask an admin of the organisation to raise your cap, or wait for next month.";
+  if (cap === null) return `${lead}: ${advice}`;
+  const figures = [`your cap is ${creditsWords(cap)} a month`];
+  if (spent !== null) figures.push(`you have spent ${creditsWords(spent)} this month`);
+  if (requested !== null) figures.push(`this needs ${creditsWords(requested)}`);
+  return `${lead} (${figures.join("; ")}): ${advice}`;
+}
+
 export const ERROR_SENTENCES: Record<string, Sentence> = {
   // 400: bad input
   invalid: withDetail("Some of what you entered needs fixing"),
@@ -97,6 +117,23 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   bad_archive: withDetail("The zip file could not be used"),
   host_unfit: withDetail("That machine can't run this job"),
   unknown_host: "That machine is not in the catalog (it may have been removed); choose another.",
+  // private pools (docs/pools.md)
+  unknown_pool: "That pool is not one of your organisations' (or it no longer exists): choose another under “Run in”.",
+  pool_required: ({ message }) => {
+    const named = /organisations?: (.+?)\.?$/.exec(message.trim());
+    return `Your organisation requires its members' jobs to run in its pool${named ? ` (${named[1]})` : ""}: choose it under “Run in”.`;
+  },
+  invalid_token: "That pool token is not valid (it was mistyped, already used or has expired): ask an admin of the organisation for a new one.",
+  output_not_released: ({ message }) => {
+    const state = /\b(requested|approved|refused|none)\b/.exec(message)?.[1];
+    const why: Record<string, string> = {
+      none: "ask for its release on the job page",
+      requested: "its release is waiting for a data steward's decision",
+      approved: "its release was approved and is being copied from the pool's store; try again in a moment",
+      refused: "a data steward refused its release",
+    };
+    return `That output is kept on the organisation's store and has not been released${state ? `: ${why[state]}` : ""}.`;
+  },
   cap_too_low: ({ fields, message }) => {
     // A group's cap must cover one task's cap; a group's task cap is the job's cap, renamed.
     const group = /task_max_cost_micros \((\d+)\)/.exec(fields.max_cost_micros ?? "");
@@ -113,6 +150,7 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
   authentication_failed: "Your sign-in has expired or was revoked; please log in again.",
   // 402
   insufficient_credits: (said) => groupHoldsShort(said.message) ?? moneyShort("Not enough credits", "this")(said),
+  member_cap_exceeded: memberCapShort,
   hold_exceeded: moneyShort("The job has used its whole cost cap", "this charge"),
   insufficient_earnings: moneyShort("Not enough earnings are available yet", "this payout"),
   // 403
@@ -282,6 +320,26 @@ const FIELD_LABELS: Record<string, string> = {
   max_parallel: "Tasks at once",
   host_fault_retries: "Retries after a host fault",
   error_retries: "Retries after a script error",
+  pool: "Run in",
+  pool_required: "Members must use the pool",
+  pool_hidden: "Keep the pool's machines out of the public catalog",
+  pool_fetch_networks: "Networks inputs may be fetched from",
+  pool_fetch_hosts: "Host names inputs may be fetched from",
+  pool_job_networks: "Networks jobs may reach",
+  pool_members_free: "Members run free",
+  pool_output_store: "Output store",
+  endpoint_url: "Endpoint URL",
+  bucket: "Bucket",
+  prefix: "Prefix",
+  region: "Region",
+  pool_logs: "Logs",
+  pool_airlock: "Airlock",
+  role: "Role",
+  is_steward: "Data steward",
+  monthly_cap_micros: "Monthly cap",
+  username: "Username",
+  token: "Pool token",
+  note: "Note",
   "Upload-Offset": "Upload offset",
   "Upload-Length": "File size",
 };

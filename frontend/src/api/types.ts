@@ -4,7 +4,8 @@
 // components["schemas"][…] so a mismatch is a compile error (see endpoints.ts).
 
 import type { components, operations } from "./schema";
-import type { JobDataSpec, JobDataView, JobInputSpec } from "./blobs";
+import type { JobDataSpec, JobDataView, JobInputSpec, JobOutputView } from "./blobs";
+import type { JobPoolView, OutputPoolView, PoolSpec } from "./pools";
 
 type Schemas = components["schemas"];
 
@@ -91,10 +92,11 @@ export type HostPatch = Omit<Schemas["PatchedHostUpdateInputRequest"], "availabi
 export type JobSpec = Omit<Schemas["JobCreateRequest"], "archive" | "requirements" | "files" | keyof JobDataSpec> & {
   requirements: string[];
   files?: { path: string; content_b64: string }[];
-} & JobDataSpec;
+} & JobDataSpec &
+  PoolSpec;
 
 /** POST /api/v1/quotes/: only what prices a job. */
-export type QuoteSpec = Schemas["QuoteRequestRequest"];
+export type QuoteSpec = Schemas["QuoteRequestRequest"] & PoolSpec;
 export type Quote = Schemas["Quote"];
 export type QuoteHost = Schemas["HostQuote"];
 
@@ -108,9 +110,12 @@ export interface JobEvent {
   at?: string;
 }
 
-export type OutputFile = Schemas["JobOutput"];
+/** A job's output; pools.ts adds where it is kept and its release state (docs/pools.md). */
+export type OutputFile = Schemas["JobOutput"] & OutputPoolView;
 
-export type Job = Omit<Schemas["Job"], "requirements" | keyof JobDataView> & { requirements: string[] } & JobDataView;
+export type Job = Omit<Schemas["Job"], "requirements" | keyof JobDataView | keyof JobPoolView> & { requirements: string[] } & Omit<JobDataView, "outputs"> & {
+  outputs?: (JobOutputView & OutputPoolView)[];
+} & JobPoolView;
 
 /** A job group (docs/jobs.md "Job groups"): one job template run over many inputs, each task an
  * ordinary job. The list's shape; the detail adds a page of its tasks. */

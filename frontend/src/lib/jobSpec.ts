@@ -18,6 +18,8 @@ export interface RunForm {
   capCredits: string;
   placement: "auto" | "host";
   host: string;
+  /** Where it runs: "" the public marketplace, else an organisation's id (its private pool). */
+  pool: string;
   /** Inputs the agent fetches from a URL (the uploaded ones live in lib/inputUploads.ts). */
   inputUrls: UrlInput[];
   workMb: string;
@@ -54,6 +56,7 @@ export const DEFAULT_FORM: RunForm = {
   capCredits: "1",
   placement: "auto",
   host: "",
+  pool: "",
   inputUrls: [],
   workMb: String(DISK_DEFAULTS.work_mb),
   outputsMb: String(DISK_DEFAULTS.outputs_mb),
@@ -171,6 +174,7 @@ export function quoteSpecFrom(form: RunForm, inputFileBytes = 0): QuoteSpec {
     inputs_bytes: inputsBytesFrom(form, inputFileBytes),
   };
   if (form.placement === "host" && form.host) spec.host = Number(form.host);
+  if (form.pool) spec.pool = Number(form.pool);
   const disk = diskChangeFrom(form);
   if (disk) spec.disk = disk;
   return spec;
@@ -197,6 +201,7 @@ export function specFrom(form: RunForm, uploaded: JobInputSpec[] = [], archiveSh
   if (form.name.trim()) spec.name = form.name.trim();
   if (form.placement === "host" && form.host) spec.host = Number(form.host);
   else spec.placement = "auto";
+  if (form.pool) spec.pool = Number(form.pool);
   const inputs = inputsFrom(form, uploaded);
   if (inputs.length) spec.inputs = inputs;
   const disk = diskChangeFrom(form);

@@ -16,6 +16,7 @@ import { IsolationWarning } from "../components/IsolationWarning";
 import { DAYS, reliabilityText } from "../lib/hosts";
 import { creditsText, creditsToMicros, formatCredits, formatDateTime, formatMemory, microsToInput } from "../lib/money";
 import { uuid4 } from "../lib/uuid";
+import { HostPool } from "../components/pool/HostPool";
 
 function Enroll({ onEnrolled }: { onEnrolled: () => void }) {
   const errors = useFormErrors(["name"]);
@@ -230,6 +231,8 @@ function HostEditor({ host, onSaved }: { host: OwnedHost; onSaved: (h: OwnedHost
 
 function MyHosts({ reloadKey }: { reloadKey: number }) {
   const hosts = useLoad(() => api.myHosts(), [reloadKey]);
+  const orgs = useLoad(() => api.organisations().catch(() => ({ count: 0, results: [] })), []);
+  const orgNames = new Map((orgs.data?.results ?? []).map((o) => [o.id, o.name] as [number, string]));
   const [open, setOpen] = useState<number | null>(null);
   useInterval(hosts.reload, 10000);
   return (
@@ -276,6 +279,7 @@ function MyHosts({ reloadKey }: { reloadKey: number }) {
                   <IsolationWarning isolation={h.isolation} /> Install Docker and build the runner image (<code>make runner-image</code>) so it can take other people's jobs.
                 </p>
               )}
+              <HostPool host={h} orgNames={orgNames} onChanged={() => hosts.reload()} />
               {open === h.id && <HostEditor host={h} onSaved={() => hosts.reload()} />}
             </li>
           ))}

@@ -1,7 +1,7 @@
 import { IsolationWarning } from "../components/IsolationWarning";
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useParams } from "react-router";
-import { api, outputUrl } from "../api/endpoints";
+import { api } from "../api/endpoints";
 import type { JobInputView } from "../api/blobs";
 import type { Job, JobEvent, OutputFile, Receipt, UsageHistory } from "../api/types";
 import { Chart, type Point } from "../components/Chart";
@@ -14,6 +14,7 @@ import { ReceiptView } from "../components/Receipt";
 import { Sha } from "../components/Sha";
 import { StatusBadge } from "../components/StatusBadge";
 import { StatusTimeline } from "../components/StatusTimeline";
+import { OutputsList, PoolLogNotice, usePoolLogs, type ShownOutput } from "../components/pool/JobPoolParts";
 import { formatBytes } from "../lib/files";
 import { useInterval } from "../lib/hooks";
 import { isTerminal, reasonWorthShowing, statusLabel, WAITING_TEXT } from "../lib/jobStatus";
@@ -136,6 +137,7 @@ export function JobPage() {
   const [now, setNow] = useState(() => Date.now());
   const buffer = useMemo(() => new LogBuffer((offset, attempt) => api.jobLogs(id, offset, attempt)), [id]);
   const terminal = isTerminal(job?.status);
+  const logMode = usePoolLogs(job);
   const terminalRef = useRef(false);
   terminalRef.current = terminal;
 
@@ -208,10 +210,14 @@ export function JobPage() {
     );
   }, [id, terminal]);
 
+  const outputsLoad = useCallback(() => {
+    api.jobOutputs(id).then((page) => setOutputs(page.results), () => setOutputs([]));
+  }, [id]);
+
   useEffect(() => {
     if (!terminal) return;
     void buffer.catchUp();
-    api.jobOutputs(id).then((page) => setOutputs(page.results), () => setOutputs([]));
+    outputsLoad();
     api.jobReceipt(id).then(setReceipt, setReceiptError);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [terminal, id, buffer]);
@@ -256,7 +262,7 @@ export function JobPage() {
     .map((u) => ({ x: u.wall_seconds!, y: u.memory_current_mb!, label: formatDuration(u.wall_seconds!) }));
   const lastUsage = usage[usage.length - 1];
   // The job detail lists its outputs once the server has them; else the outputs endpoint's page.
-  const shownOutputs: Pick<OutputFile, "name" | "size" | "sha256">[] = job.outputs?.length ? job.outputs : outputs;
+  const shownOutputs: ShownOutput[] = job.outputs?.length ? job.outputs : outputs;
   const costSoFar = lastUsage?.cost_micros ?? job.cost_micros;
   const hostId = job.host;
 
@@ -327,6 +333,14 @@ export function JobPage() {
               </dd>
             </>
           )}
+          {job.pool != null && (
+            <>
+              <dt>Runs in</dt>
+              <dd data-testid="job-pool">
+                <Link to={`/organisations/${job.pool}`}>the private pool of organisation #{job.pool}</Link>
+              </dd>
+            </>
+          )}
           <dt>Submitted</dt>
           <dd>{formatDateTime(job.created_at)}</dd>
         </dl>
@@ -391,27 +405,21 @@ export function JobPage() {
           {socketState === "reconnecting" && `Connection lost; reconnecting${retryIn ? ` in ${Math.ceil(retryIn / 1000)} s` : ""}. The log is filled in from where it stopped.`}
           {socketState === "connecting" && "Connecting…"}
         </p>
-        <LogView buffer={buffer} />
+        {logMode === "store" || logMode === "redacted" ? <PoolLogNotice mode={logMode} pool={job.pool} /> : <LogView buffer={buffer} />}
       </section>
 
       {terminal && (
         <>
           <section aria-labelledby="outputs-h">
             <h2 id="outputs-h">Outputs</h2>
-            {shownOutputs.length === 0 ? (
-              <p className="muted">No output files.</p>
-            ) : (
-              <ul className="outputs" data-testid="job-outputs">
-                {shownOutputs.map((o) => (
-                  <li key={o.name}>
-                    <a href={outputUrl(job.id, o.name)} download>
-                      {o.name}
-                    </a>
-                    {o.size !== undefined && <span className="muted"> {formatBytes(o.size)}</span>} <Sha sha256={o.sha256} of={o.name} />
-                  </li>
-                ))}
-              </ul>
-            )}
+            <OutputsList
+              jobId={job.id}
+              outputs={shownOutputs}
+              onChanged={() => {
+                void reload();
+                outputsLoad();
+              }}
+            />
           </section>
           <section aria-labelledby="receipt-h">
             <h2 id="receipt-h">Receipt</h2>

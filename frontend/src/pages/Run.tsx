@@ -31,6 +31,8 @@ import {
   type RunMode,
 } from "../lib/groupSpec";
 import { GroupFields } from "../components/GroupFields";
+import { pools } from "../api/pools";
+import { initialPool, usePoolChoices, type PoolChoices } from "../lib/poolChoice";
 
 export const RUN_FIELDS = [
   "name",
@@ -46,6 +48,7 @@ export const RUN_FIELDS = [
   "max_cost_micros",
   "host",
   "placement",
+  "pool",
   "inputs",
   "disk",
   "work_exec",
@@ -62,6 +65,7 @@ export const RUN_FIELDS = [
 function runFieldLabel(field: string, mode: RunMode): string {
   if (field === "group_cap") return "Group cost cap";
   if (field === "task_arguments") return "Task arguments";
+  if (field === "pool") return "Run in";
   if (mode === "group" && field === "max_cost_micros") return "Cost cap per task";
   return fieldLabel(field);
 }
@@ -118,6 +122,13 @@ function groupCapHint(group: GroupForm, taskCapMicros: number | null): string {
   return `What all the tasks together may cost: no task starts once it could pass this.${most}`;
 }
 
+/** Why the job can't run outside a pool: the organisations that require theirs. */
+function poolRequiredProblem(choices: PoolChoices, pool: string): string | null {
+  if (pool || !choices.requiring.length) return null;
+  const names = choices.requiring.map((c) => c.name).join(" and ");
+  return `${names} ${choices.requiring.length === 1 ? "requires" : "require"} its members' jobs to run in ${choices.requiring.length === 1 ? "its pool" : "their pools"}: choose one under “Run in”.`;
+}
+
 /** Why the Run button waits, or null: the zip as the code and the input files go first. */
 function uploadsWaitText(zip: InputsSummary, inputs: InputsSummary): string | null {
   const failed = [
@@ -147,7 +158,17 @@ export function RunPage() {
   const [tried, setTried] = useState(false);
   const [submitting, setSubmitting] = useState(false);
   const submitErrors = useFormErrors(RUN_FIELDS);
-  const hosts = useLoad(() => api.hosts({ online: true, ordering: "price" }), []);
+  const poolChoices = usePoolChoices();
+  const poolPreset = params.get("pool");
+  useEffect(() => {
+    if (poolChoices.loading) return;
+    setForm((f) => ({ ...f, pool: initialPool(poolChoices, poolPreset, f.pool) }));
+  }, [poolChoices, poolPreset]);
+  // The machines to choose from: the pool's when the job runs in one, else the public catalog.
+  const hosts = useLoad(
+    () => (form.pool ? pools.hosts(Number(form.pool), undefined, { online: true, ordering: "price" }) : api.hosts({ online: true, ordering: "price" })),
+    [form.pool],
+  );
   const preset = useLoad<Host | null>(() => (presetHost ? api.host(Number(presetHost)) : Promise.resolve(null)), [presetHost]);
 
   const { uploads, items } = useUploads();
@@ -155,11 +176,14 @@ export function RunPage() {
   // The zip as the code goes through the blob store like an input, then is named by its sha256.
   const { uploads: zipUploads, items: zipItems } = useUploads();
   const uploadsWait = uploadsWaitText(inputsSummary(zipItems), uploadSummary);
-  const jobProblems = localProblems(form, items.map((item) => item.path));
+  // The member's month in the chosen pool, beside the choice (a server without it: nothing shown).
+  const month = useLoad(() => (form.pool ? pools.walletMe(Number(form.pool)).catch(() => null) : Promise.resolve(null)), [form.pool]);
+  const poolProblem = poolRequiredProblem(poolChoices, form.pool);
+  const jobProblems: Record<string, string> = { ...localProblems(form, items.map((item) => item.path)), ...(poolProblem ? { pool: poolProblem } : {}) };
   const problems = mode === "group" ? { ...jobProblems, ...groupProblems(group, argumentsRead, creditsToMicros(form.capCredits)) } : jobProblems;
   // The inputs' and the disk limits' problems block the submit only: the quote goes on without
   // them (quoteSpecFrom leaves out disk limits that are not numbers); so do the group's own.
-  const canQuote = Object.keys(jobProblems).every((field) => field === "inputs" || field === "disk");
+  const canQuote = Object.keys(jobProblems).every((field) => field === "inputs" || field === "disk" || field === "pool");
   const live = useQuote(form, uploadSummary.bytes, canQuote);
   const quoteErrors = live.error instanceof ApiError ? live.error.fields : {};
   const view = live.quote ? quoteView(live.quote) : null;
@@ -253,7 +277,16 @@ export function RunPage() {
       )}
       {submitErrors.error instanceof ApiError && submitErrors.error.status === 402 && (
         <p>
-          <Link to="/wallet">Buy credits</Link> or lower the cost cap.
+          {form.pool ? (
+            <>
+              The job is paid from the organisation&apos;s wallet: see <Link to={`/organisations/${form.pool}?tab=wallet`}>its wallet and your month</Link>, or
+              lower the cost cap.
+            </>
+          ) : (
+            <>
+              <Link to="/wallet">Buy credits</Link> or lower the cost cap.
+            </>
+          )}
         </p>
       )}
       {problemList.length > 0 && (
@@ -366,7 +399,9 @@ export function RunPage() {
               hint={
                 mode === "group"
                   ? "Each task's job holds this while it runs; what it does not use comes back when it ends."
-                  : "Held from your wallet while the job runs; what is not used comes back."
+                  : form.pool
+                    ? "Held from the organisation's wallet while the job runs (within your monthly cap); what is not used comes back."
+                    : "Held from your wallet while the job runs; what is not used comes back."
               }
             >
               <input inputMode="decimal" value={form.capCredits} onChange={(e) => set("capCredits", e.target.value)} />
@@ -400,12 +435,63 @@ export function RunPage() {
             </details>
           </fieldset>
 
+          {poolChoices.choices.length > 0 && (
+            <fieldset data-testid="run-in" aria-describedby={errorFor("pool") ? "pool-error" : "pool-hint"}>
+              <legend>Run in</legend>
+              <div className="field checkbox">
+                <label>
+                  <input
+                    type="radio"
+                    name="pool"
+                    checked={form.pool === ""}
+                    disabled={poolChoices.requiring.length > 0}
+                    onChange={() => setForm((f) => ({ ...f, pool: "", host: f.placement === "host" ? "" : f.host }))}
+                  />{" "}
+                  The public marketplace{poolChoices.requiring.length > 0 ? " (not open to you: your organisation requires its pool)" : ""}
+                </label>
+                {poolChoices.choices.map((c) => (
+                  <label key={c.id}>
+                    <input
+                      type="radio"
+                      name="pool"
+                      checked={form.pool === String(c.id)}
+                      onChange={() => setForm((f) => ({ ...f, pool: String(c.id), host: f.placement === "host" ? "" : f.host }))}
+                    />{" "}
+                    {c.name}&apos;s pool{c.required ? " (required by the organisation)" : ""}
+                    {c.membersFree ? " — free for members" : ""}
+                  </label>
+                ))}
+              </div>
+              <small id="pool-hint" className="hint">
+                In a pool the job runs only on the organisation&apos;s machines (it waits for one, never goes elsewhere) and is paid from its wallet.
+                {month.data && (
+                  <span data-testid="pool-month">
+                    {" "}
+                    {month.data.cap_micros === null
+                      ? `You have spent ${formatCredits(month.data.spent_micros)} of it this month; no cap of your own.`
+                      : `This month you have spent ${formatCredits(month.data.spent_micros)} of your ${formatCredits(month.data.cap_micros)} cap.`}
+                  </span>
+                )}
+              </small>
+              {errorFor("pool") && (
+                <small id="pool-error" className="field-error" role="alert">
+                  {errorFor("pool")}
+                </small>
+              )}
+            </fieldset>
+          )}
+          {poolChoices.choices.length === 0 && errorFor("pool") && (
+            <p className="field-error" role="alert">
+              {errorFor("pool")}
+            </p>
+          )}
+
           <fieldset>
             <legend>Placement</legend>
             <div className="field checkbox">
               <label>
                 <input type="radio" name="placement" checked={form.placement === "auto"} onChange={() => set("placement", "auto")} /> Automatic: the
-                cheapest reliable machine that fits
+                cheapest reliable machine that fits{form.pool ? " in the pool" : ""}
               </label>
               <label>
                 <input type="radio" name="placement" checked={form.placement === "host"} onChange={() => set("placement", "host")} /> Choose a machine

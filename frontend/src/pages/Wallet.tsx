@@ -93,7 +93,19 @@ function StripePayment({ payment, onDone }: { payment: PaymentResult; onDone: ()
   );
 }
 
-function BuyCredits({ onCredited, onPaid }: { onCredited: () => void; onPaid: () => void }) {
+/** Buying credits: the demo provider credits at once, Stripe takes the card in its Payment
+ * Element. `create` is the payment's POST (the user's wallet, or an organisation's). */
+export function BuyCredits({
+  onCredited,
+  onPaid,
+  create = api.paymentCreate,
+  heading = "Buy credits",
+}: {
+  onCredited: () => void;
+  onPaid: () => void;
+  create?: (amountMicros: number, idempotencyKey: string) => Promise<PaymentResult>;
+  heading?: string;
+}) {
   const config = pageConfig();
   const errors = useFormErrors(["amount_micros"]);
   const [amount, setAmount] = useState("10");
@@ -116,7 +128,7 @@ function BuyCredits({ onCredited, onPaid }: { onCredited: () => void; onPaid: ()
     if (!pendingKey.current || pendingKey.current.amount !== micros) pendingKey.current = { key: uuid4(), amount: micros };
     setBusy(true);
     try {
-      const result = await api.paymentCreate(micros, pendingKey.current.key);
+      const result = await create(micros, pendingKey.current.key);
       pendingKey.current = null;
       if (result.provider === "stripe" && result.client_secret) {
         setPayment(result);
@@ -139,7 +151,7 @@ function BuyCredits({ onCredited, onPaid }: { onCredited: () => void; onPaid: ()
 
   return (
     <section aria-labelledby="buy-h">
-      <h2 id="buy-h">Buy credits</h2>
+      <h2 id="buy-h">{heading}</h2>
       <ErrorBanner message={errors.banner} details={errors.otherFields} />
       {notice && <Notice>{notice}</Notice>}
       {payment ? (
