@@ -8,6 +8,7 @@
 // schema: endpoints.ts has them, typed.
 
 import { request } from "./client";
+import { ApiError } from "./errors";
 import type { components } from "./schema";
 import type { CatalogPage, Page, PaymentResult } from "./types";
 
@@ -180,9 +181,31 @@ export function outputRelease(output: OutputPoolView): { location: OutputLocatio
 
 const org = (id: number) => `/api/v1/organisations/${id}`;
 
+/** The settings endpoint names them without the model's `pool_` prefix (`required`,
+ * `output_store`); the app keeps the prefixed names. Converted here, field errors included
+ * (`output_store.bucket` -> `pool_output_store.bucket`). */
+function settingsFromApi(raw: Record<string, unknown>): PoolSettings {
+  return Object.fromEntries(Object.entries(raw).map(([key, value]) => [`pool_${key}`, value])) as unknown as PoolSettings;
+}
+
+function settingsToApi(patch: Partial<PoolSettings>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(patch).map(([key, value]) => [key.replace(/^pool_/, ""), value]));
+}
+
+function settingsErrorFromApi(error: unknown): unknown {
+  if (!(error instanceof ApiError)) return error;
+  const fields = Object.fromEntries(Object.entries(error.fields).map(([key, value]) => [key === "body" ? key : `pool_${key}`, value]));
+  return new ApiError(error.status, error.code, error.message, fields, error.serverMessage);
+}
+
 export const pools = {
-  settings: (id: number): Promise<PoolSettings> => request("GET", `${org(id)}/pool/`),
-  settingsUpdate: (id: number, patch: Partial<PoolSettings>): Promise<PoolSettings> => request("PATCH", `${org(id)}/pool/`, { body: patch }),
+  settings: (id: number): Promise<PoolSettings> =>
+    request<Record<string, unknown>>("GET", `${org(id)}/pool/`).then(settingsFromApi),
+  settingsUpdate: (id: number, patch: Partial<PoolSettings>): Promise<PoolSettings> =>
+    request<Record<string, unknown>>("PATCH", `${org(id)}/pool/`, { body: settingsToApi(patch) }).then(
+      settingsFromApi,
+      (error: unknown) => Promise.reject(settingsErrorFromApi(error)),
+    ),
   memberUpdate: (id: number, username: string, patch: MemberPatch): Promise<PoolMember> =>
     request("PATCH", `${org(id)}/members/${encodeURIComponent(username)}/`, { body: patch }),
   hostTokenCreate: (id: number): Promise<HostToken> => request("POST", `${org(id)}/host-tokens/`),

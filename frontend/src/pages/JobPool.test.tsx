@@ -1,4 +1,5 @@
 import { render, screen, waitFor, within } from "@testing-library/react";
+import { asApiSettings } from "../test/poolApi";
 import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes } from "react-router";
 import { beforeEach, describe, expect, it, vi } from "vitest";
@@ -34,7 +35,7 @@ function renderJob(body: Record<string, unknown>, routes: Record<string, (call: 
     "GET /api/v1/jobs/42/logs/": () => json(200, { job_id: 42, attempt: 1, offset: 0, next_offset: 5, data: "hello", truncated: false, is_complete: true }),
     "GET /api/v1/jobs/42/outputs/": () => json(200, { count: 0, next: null, previous: null, results: [] }),
     "GET /api/v1/jobs/42/receipt/": () => json(404, { error: { code: "not_found", message: "", fields: {} } }),
-    "GET /api/v1/organisations/7/pool/": () => json(200, POOL_SETTINGS),
+    "GET /api/v1/organisations/7/pool/": () => json(200, asApiSettings(POOL_SETTINGS)),
     ...routes,
   });
   render(

@@ -1,4 +1,5 @@
 import { render, screen, waitFor, within } from "@testing-library/react";
+import { asApiSettings } from "../test/poolApi";
 import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes } from "react-router";
 import { afterEach, describe, expect, it } from "vitest";
@@ -54,7 +55,7 @@ function renderOrg(username: string, role: "admin" | "member", routes: Record<st
   const mock = mockFetch({
     "GET /api/v1/organisations/7/": () => json(200, { id: 7, name: "City Hospital", created_at: "2026-11-01T10:00:00Z", role }),
     "GET /api/v1/organisations/7/members/": () => json(200, page(MEMBERS)),
-    "GET /api/v1/organisations/7/pool/": () => json(200, SETTINGS),
+    "GET /api/v1/organisations/7/pool/": () => json(200, asApiSettings(SETTINGS)),
     ...routes,
   });
   render(
@@ -217,7 +218,7 @@ describe("pool settings", () => {
         error: {
           code: "invalid",
           message: "invalid",
-          fields: { pool_fetch_networks: { "1": ["10.30.0.0/16 overlaps a network the server keeps for itself."] }, "pool_output_store.bucket": ["no such bucket"] },
+          fields: { fetch_networks: { "1": ["10.30.0.0/16 overlaps a network the server keeps for itself."] }, "output_store.bucket": ["no such bucket"] },
         },
       });
     const { calls } = renderOrg("ada", "admin", { "PATCH /api/v1/organisations/7/pool/": (call) => answer(call) }, "pool");
@@ -238,15 +239,15 @@ describe("pool settings", () => {
     await user.click(screen.getByRole("button", { name: "Save pool settings" }));
     await waitFor(() => expect(calls.filter((c) => c.method === "PATCH")).toHaveLength(1));
     expect(calls.find((c) => c.method === "PATCH")!.body).toEqual({
-      pool_fetch_networks: ["10.20.0.0/16", "10.30.0.0/16"],
-      pool_output_store: { endpoint_url: "https://s3.example.org", bucket: "outputs", prefix: "", region: "" },
-      pool_airlock: true,
+      fetch_networks: ["10.20.0.0/16", "10.30.0.0/16"],
+      output_store: { endpoint_url: "https://s3.example.org", bucket: "outputs", prefix: "", region: "" },
+      airlock: true,
     });
     expect(await screen.findByText("“10.30.0.0/16”: 10.30.0.0/16 overlaps a network the server keeps for itself.")).toBeInTheDocument();
     expect(screen.getByLabelText("Bucket")).toHaveAttribute("aria-invalid", "true");
     expect(screen.getByText("no such bucket")).toBeInTheDocument();
 
-    answer = (call) => json(200, { ...SETTINGS, ...(call.body as object) });
+    answer = (call) => json(200, { ...asApiSettings(SETTINGS), ...(call.body as object) });
     await user.clear(screen.getByLabelText("Bucket"));
     await user.type(screen.getByLabelText("Bucket"), "pool-outputs");
     await user.click(screen.getByRole("button", { name: "Save pool settings" }));

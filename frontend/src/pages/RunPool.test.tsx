@@ -1,4 +1,5 @@
 import { render, screen, waitFor, within } from "@testing-library/react";
+import { asApiSettings } from "../test/poolApi";
 import userEvent from "@testing-library/user-event";
 import { MemoryRouter, Route, Routes } from "react-router";
 import { describe, expect, it, vi } from "vitest";
@@ -41,8 +42,8 @@ function renderRun({
       organisations
         ? json(200, page([{ id: 7, name: "City Hospital", created_at: "", role: "member" }, { id: 8, name: "Lab", created_at: "", role: "member" }]))
         : json(200, page([])),
-    "GET /api/v1/organisations/7/pool/": () => json(200, settings(required, true)),
-    "GET /api/v1/organisations/8/pool/": () => json(200, settings(false)),
+    "GET /api/v1/organisations/7/pool/": () => json(200, asApiSettings(settings(required, true))),
+    "GET /api/v1/organisations/8/pool/": () => json(200, asApiSettings(settings(false))),
     "GET /api/v1/hosts/": (call) => json(200, page([call.url.includes("pool=7") ? POOL_HOST : PUBLIC_HOST])),
     "POST /api/v1/quotes/": (call) => {
       const pooled = (call.body as { pool?: number }).pool === 7;
