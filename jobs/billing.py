@@ -59,6 +59,7 @@ from ledger.services import (
     hold_place,
     hold_release,
     holds_capture_many,
+    member_lock,
     organisation_hold_place,
 )
 
@@ -463,7 +464,8 @@ def job_settle(job_id: int) -> bool:
     Moves money (ledger: charges_reverse, holds_capture_many, hold_release), all in the
     caller's transaction: the agent message, cancel or reaper step that ended the job settles
     it in the same commit (the reaper settles what is left, each job in its own). Locks the
-    job row first (and a group's task its group's row next, then the ledger's accounts).
+    job row first (and a group's task its group's row next, a pool job its owner's Membership
+    row next, then the ledger's accounts).
     Returns True when this call released the hold. A job group's task then tells its group
     (``jobs.services.groups.group_task_settled``: the next tasks' jobs and holds), in the same
     transaction.
@@ -480,6 +482,10 @@ def job_settle(job_id: int) -> bool:
             # A group's task: its group's row next, before the ledger's accounts, the order of
             # everything that starts a group's tasks (the group row, then the new jobs' holds).
             JobGroup.objects.select_for_update().filter(pk=job.group_id).values_list("pk").get()
+        if job.pool_id is not None:
+            # The member's row before the organisation wallet's lock (the release): a group's
+            # next task's hold, placed below in this transaction, takes it too.
+            member_lock(organisation_id=job.pool_id, user_id=job.owner_id)
         lost = JobAttempt.objects.filter(
             job_id=job_id, status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
         )

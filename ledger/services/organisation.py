@@ -40,12 +40,25 @@ from ledger.services.posting import (
 from ledger.services.wallet import _reason_validate, _staff_validate
 
 
-def _membership_lock(organisation_id: int, user_id: int) -> Membership:
-    membership = (
+def member_lock(*, organisation_id: int, user_id: int) -> Membership | None:
+    """Lock the member's Membership row (``SELECT … FOR NO KEY UPDATE``) until the caller's
+    transaction ends; None when they are not (or no longer) a member.
+
+    Step 3 of the global lock order (docs/ledger.md): after the jobs app's rows, before the
+    ledger's accounts. ``organisation_hold_place`` takes it; so does a pool job's settlement
+    (``jobs.billing.job_settle``) before it releases into the organisation's wallet, because a
+    group's settlement goes on to place the next task's hold, which needs it: taken after the
+    wallet's lock it could deadlock with a submit of the same member.
+    """
+    return (
         Membership.objects.select_for_update(no_key=True)
         .filter(organisation_id=organisation_id, user_id=user_id)
         .first()
     )
+
+
+def _membership_lock(organisation_id: int, user_id: int) -> Membership:
+    membership = member_lock(organisation_id=organisation_id, user_id=user_id)
     if membership is None:
         raise PermissionDenied(
             f"you are not a member of organisation {organisation_id}: its wallet can't pay",
