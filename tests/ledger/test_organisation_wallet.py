@@ -339,6 +339,39 @@ def test_reconciliation_covers_the_organisations_wallet(
     ]
 
 
+def test_an_incremental_run_checks_the_organisations_wallet_among_the_new_postings(
+    lab: Organisation, alice: User, staff: User, db: None
+) -> None:
+    # given: a clean full run, then the wallet's cached balance edited behind the ledger's back
+    durable_call(
+        organisation_credit,
+        organisation=lab,
+        amount_micros=5_000,
+        key="g1",
+        reason="x",
+        staff_user=staff,
+    )
+    assert ledger_reconcile(full=True).is_clean
+    wallet = Account.objects.get(kind=AccountKind.ORGANISATION_WALLET)
+    Account.objects.filter(pk=wallet.pk).update(balance_micros=5_007)
+
+    # when: new postings touch it (a hold), and the next run goes
+    durable_call(
+        organisation_hold_place,
+        organisation_id=lab.pk,
+        user=alice,
+        job_id=12,
+        amount_micros=2_000,
+        key="job-hold:12",
+    )
+    run = ledger_reconcile()
+
+    # then
+    assert ("balance_matches_postings", wallet.pk) in [
+        (p.invariant, p.account_id) for p in run.problems
+    ]
+
+
 def test_an_organisation_wallet_must_name_only_its_organisation(
     lab: Organisation, alice: User, db: None
 ) -> None:
