@@ -329,12 +329,18 @@ def _wallet_check(owner: User, request: GroupRequest) -> None:
     """The wallet covers the first tasks' holds (402 naming both amounts, nothing written):
     the owner's, or a pool group's organisation's (``jobs.billing.hold_payer_available``)."""
     required = first_wave(request) * request.template.max_cost_micros
-    available = hold_payer_available(owner, request.template.pool_id)
+    pool_id = request.template.pool_id
+    available = hold_payer_available(owner, pool_id)
     if available < required:
+        wallet = "" if pool_id is None else f" in the wallet of organisation {pool_id}"
         raise InsufficientCredits(
             f"the first {first_wave(request)} tasks' holds need {required} micro-credits; "
-            f"{available} are available",
-            fields={"available_micros": available, "required_micros": required},
+            f"{available} are available{wallet}",
+            fields={
+                "available_micros": available,
+                "required_micros": required,
+                **({} if pool_id is None else {"wallet": [f"organisation {pool_id}"]}),
+            },
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -475,6 +474,42 @@ def test_a_pool_groups_tasks_hold_from_the_organisation_within_the_members_cap(
     assert receipt["totals"]["charged_micros"] == 2 * cost
 
 
+def test_a_pool_group_the_organisation_cannot_cover_is_refused_naming_its_wallet(
+    client_for, alice, hana, make_host, committed, wire: Wire, staff
+):
+    # given: alice's own wallet is rich, the lab's can cover one task
+    from tests.jobs.real_ledger import RealLedger
+
+    RealLedger().fund(alice, 10 * ORG_FUNDS)
+    poor = Organisation.objects.create(name="poor lab")
+    _member(poor, alice)
+    durable_call(
+        organisation_credit,
+        organisation=poor,
+        amount_micros=TASK_CAP,
+        key="poor-funds",
+        reason="a little",
+        staff_user=staff,
+    )
+    make_host(hana, "poor-box", visibility="private", organisation=poor, **RATES)
+    before = ledger_state()
+
+    # when
+    with committed():
+        response = client_for(alice).post(
+            "/api/v1/job-groups/", group_body(pool=poor.pk, max_parallel=2), format="json"
+        )
+
+    # then
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert error["code"] == "insufficient_credits"
+    assert f"in the wallet of organisation {poor.pk}" in error["message"]
+    assert error["fields"]["wallet"] == [f"organisation {poor.pk}"]
+    assert (JobGroup.objects.count(), Job.objects.count()) == (0, 0)
+    assert ledger_state() == before
+
+
 def test_a_pool_groups_first_wave_past_the_cap_writes_nothing(
     client_for, alice, lab, lab_box, committed, wire: Wire
 ):
@@ -507,8 +542,8 @@ def test_a_pool_groups_first_wave_past_the_cap_writes_nothing(
 def test_the_organisations_report_per_member_and_per_host_with_csv(
     client_for, alice, bob, olga, hana, lab, lab_box, committed, wire: Wire
 ):
-    # given: alice's job charged at the host's rates, bob's run free (on a second, free pool
-    # setting toggled between them), both on the lab's host
+    # given: alice's job charged at the host's rates; then the lab runs its members free and
+    # bob's job is charged nothing; both on the lab's host
     _member(lab, bob)
     with committed():
         pool_submit(client_for(alice), lab, lab_box)
@@ -657,11 +692,3 @@ def test_the_wallets_lines_show_who_spent(
         ("grant", ORG_FUNDS, None, None, staff.username),
     ]
     assert lines["results"][1]["member"] == alice.pk
-
-
-def test_a_hold_still_placed_by_decimal_cpus(client_for, alice, lab, lab_box, committed, wire):
-    # a pool job with fractional CPUs holds exactly its cap as any job does
-    with committed():
-        response = pool_submit(client_for(alice), lab, lab_box, cpus=Decimal("0.5"))
-    assert response.status_code == 201, response.data
-    assert org_wallet(lab) == ORG_FUNDS - CAP
