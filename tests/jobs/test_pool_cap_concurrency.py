@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,13 +13,17 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, MembershipRole, Organisation, User
+from config import transactions
 from config.transactions import durable_call
-from jobs.models import Job
+from jobs.models import Job, JobGroup
 from ledger.models import Account, AccountKind
 from ledger.selectors import member_month_spent, organisation_balances
 from ledger.services import organisation_credit
+from tests.jobs.group_steps import group_body, open_jobs
 from tests.jobs.helpers import body
 from tests.jobs.metering_steps import RATES
+from tests.jobs.test_concurrency import race
+from tests.jobs.test_group_concurrency import finishing, running
 from tests.ledger.helpers import assert_invariants
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -26,6 +31,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 HOLD = 200_000
 CAP = 5 * HOLD
 ORG_FUNDS = 100 * HOLD
+ROUNDS = 4
 
 
 def _user(name: str, **extra: Any) -> User:
@@ -132,4 +138,48 @@ def test_a_second_members_submits_are_not_blocked_by_the_first_ones_cap(pool):
     assert member_month_spent(organisation_id=lab.pk, user_id=alice.pk) == CAP
     assert member_month_spent(organisation_id=lab.pk, user_id=bob.pk) == CAP
     assert organisation_balances(lab.pk)["available_micros"] == ORG_FUNDS - 2 * CAP
+    assert_invariants()
+
+
+def test_a_pool_groups_settlements_racing_its_owners_submits_never_deadlock(pool, monkeypatch):
+    """A pool task's settlement releases into the organisation's wallet and then holds the
+    next task, which takes the member's row; a submit of the same member takes that row, then
+    the wallet. The settlement takes the member's row before the wallet (docs/ledger.md, "Lock
+    order"), so the two queue instead of deadlocking: no transaction is a deadlock victim."""
+    # given: no cap of her own, a group of many tasks, four at a time
+    lab, alice, _bob, host_id = pool
+    Membership.objects.filter(organisation=lab, user=alice).update(monthly_cap_micros=None)
+    victims: list[BaseException] = []
+    retryable = transactions.is_retryable
+
+    def recording(error: BaseException) -> bool:
+        if retryable(error):
+            victims.append(error)
+            return True
+        return False
+
+    monkeypatch.setattr(transactions, "is_retryable", recording)
+    client = APIClient()
+    client.force_authenticate(alice)
+    created = client.post(
+        "/api/v1/job-groups/",
+        group_body(pool=lab.pk, count=40, max_parallel=4, cpus=1, memory_mb=512),
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    group = JobGroup.objects.get(pk=created.json()["id"])
+
+    for _ in range(ROUNDS):
+        # when: the four running tasks finish while alice submits four jobs
+        tasks = [running(job) for job in open_jobs(group)]
+        assert len(tasks) == 4
+        results = race(
+            *(finishing(job, "1", "2") for job in tasks),
+            *(partial(_submit, alice, lab, host_id) for _ in range(4)),
+        )
+
+        # then: every one went through, none was a deadlock victim
+        assert [reply[0][0] for reply in results[:4]] == ["ack"] * 4, results
+        assert [_outcome(r) for r in results[4:]] == ["created"] * 4
+        assert victims == []
     assert_invariants()
