@@ -33,7 +33,7 @@ from accounts.selectors import membership_of
 from config.api import validated
 from config.errors import PermissionDenied
 from ledger.apis import _csv_cell, _FormatParameterNegotiation, _today
-from ledger.models import Posting, TransactionKind
+from ledger.models import Posting
 from ledger.organisation_reports import (
     MONEY_FIGURES,
     PoolGroup,
@@ -124,7 +124,10 @@ class OrganisationWalletLineOutput(serializers.ModelSerializer[Posting]):
     """One line of the organisation's wallet, with who it was for."""
 
     created_at = serializers.DateTimeField(source="transaction.created_at")
-    kind = serializers.ChoiceField(source="transaction.kind", choices=TransactionKind.choices)
+    kind = serializers.CharField(
+        source="transaction.kind",
+        help_text="the transaction's kind: `purchase`, `grant`, `hold`, `release`, `refund` …",
+    )
     amount_micros = serializers.IntegerField(help_text="added to the wallet: negative when spent")
     job_id = serializers.IntegerField(source="transaction.job_id", allow_null=True)
     memo = serializers.CharField(source="transaction.memo")
