@@ -30,7 +30,7 @@ from accounts.idempotency import HEADER as IDEMPOTENCY_HEADER
 from accounts.idempotency import idempotent
 from accounts.models import Membership, MembershipRole
 from accounts.selectors import membership_of
-from config.api import validated
+from config.api import Pagination, validated
 from config.errors import PermissionDenied
 from ledger.apis import _csv_cell, _FormatParameterNegotiation, _today
 from ledger.models import Posting
@@ -43,7 +43,7 @@ from ledger.organisation_reports import (
     organisation_report,
 )
 from ledger.payments.purchases import payment_create
-from ledger.payments.selectors import organisation_wallet_lines
+from ledger.payments.selectors import organisation_payments_of, organisation_wallet_lines
 from ledger.payments.serializers import AmountInput, PaymentOutput
 from ledger.reports import (
     REPORT_DEFAULT_DAYS,
@@ -173,6 +173,15 @@ class OrganisationWalletTransactionsApi(ListAPIView[Posting]):
         return organisation_wallet_lines(organisation_id)
 
 
+class OrganisationPaymentListOutput(PaymentOutput):
+    organisation = serializers.IntegerField(source="organisation_id")
+    bought_by = serializers.CharField(source="user.username")
+
+    class Meta(PaymentOutput.Meta):
+        fields = [*PaymentOutput.Meta.fields, "organisation", "bought_by"]
+        read_only_fields = fields
+
+
 class OrganisationPaymentOutput(PaymentOutput):
     organisation = serializers.IntegerField(source="organisation_id")
     client_secret = serializers.CharField(allow_null=True)
@@ -184,6 +193,16 @@ class OrganisationPaymentOutput(PaymentOutput):
 
 
 class OrganisationPaymentsApi(APIView):
+    @extend_schema(
+        summary="The organisation's purchases, newest first (its admins)",
+        responses=OrganisationPaymentOutput(many=True),
+    )
+    def get(self, request: Request, organisation_id: int) -> Response:
+        _member(request, organisation_id, admin=True)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(organisation_payments_of(organisation_id), request, self)
+        return paginator.get_paginated_response(OrganisationPaymentListOutput(page, many=True).data)
+
     @extend_schema(
         summary="Buy credits for the organisation's wallet (its admins)",
         description="As `POST /api/v1/payments/`, credited to the organisation's wallet: Stripe "

@@ -19,7 +19,12 @@ def payments_of(user: User) -> QuerySet[Payment]:
 
 
 def organisation_payments_of(organisation_id: int) -> QuerySet[Payment]:
-    return Payment.objects.filter(organisation_id=organisation_id).order_by("-created_at", "-pk")
+    """The purchases for the organisation's wallet, newest first, with their buyers."""
+    return (
+        Payment.objects.filter(organisation_id=organisation_id)
+        .select_related("user")
+        .order_by("-created_at", "-pk")
+    )
 
 
 def payouts_of(user: User) -> QuerySet[Payout]:

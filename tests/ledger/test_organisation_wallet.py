@@ -111,6 +111,10 @@ def test_an_admins_demo_purchase_funds_the_organisations_wallet_not_their_own(
     assert [
         (line["kind"], line["amount_micros"], line["by_username"]) for line in lines["results"]
     ] == [("purchase", 3_000_000, "olga")]
+    listed = client_for(olga).get(f"/api/v1/organisations/{lab.pk}/wallet/payments/").json()
+    assert [(p["id"], p["organisation"], p["bought_by"]) for p in listed["results"]] == [
+        (body["id"], lab.pk, "olga")
+    ]
 
 
 def test_a_stripe_purchase_for_the_organisation_is_credited_once_by_the_webhook(
@@ -406,12 +410,14 @@ ENDPOINTS = {
     "me": ("get", "wallet/me/"),
     "transactions": ("get", "wallet/transactions/"),
     "payments": ("post", "wallet/payments/"),
+    "payments_list": ("get", "wallet/payments/"),
     "reports": ("get", "reports/"),
     "reports_csv": ("get", "reports/?format=csv"),
 }
 # who -> endpoint -> status; a member who is a data steward is a member here
 EXPECTED = {
     "admin": {
+        "payments_list": 200,
         "wallet": 200,
         "me": 200,
         "transactions": 200,
@@ -420,6 +426,7 @@ EXPECTED = {
         "reports_csv": 200,
     },
     "member": {
+        "payments_list": 403,
         "wallet": 403,
         "me": 200,
         "transactions": 403,
@@ -428,6 +435,7 @@ EXPECTED = {
         "reports_csv": 403,
     },
     "steward": {
+        "payments_list": 403,
         "wallet": 403,
         "me": 200,
         "transactions": 403,
