@@ -13,13 +13,15 @@ class JobsConfig(AppConfig):
 
 
 def ledger_providers_register() -> None:
-    """Give the ledger's reconciliation the facts of jobs, and its wallet history their names
-    (the ledger must not import jobs)."""
+    """Give the ledger's reconciliation the facts of jobs, its wallet history their names and
+    organisations' reports their pool jobs' usage (the ledger must not import jobs)."""
+    from jobs.pool_usage import pool_usage
     from jobs.selectors import job_facts, job_names
     from ledger.providers import providers
 
     providers.job_facts = job_facts
     providers.job_names = job_names
+    providers.pool_usage = pool_usage
 
 
 def blobs_providers_register() -> None:

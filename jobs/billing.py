@@ -5,9 +5,10 @@ that names its cause, so a rerun after a crash or a deadlock finds the first tra
 instead of moving money twice. These run in the caller's transaction, which the entry point
 owns (``config.transactions.durable``: the submit view, an agent message, a Celery task); the
 job and attempt rows move in it right after the ledger rows, and the owner's socket hears of it
-after the commit. Lock order: the job rows first (pk order), then the ledger's accounts.
+after the commit.
 
-- **Hold**: on submit, the cap moves from the wallet into the job's escrow (``job_hold_place``).
+- **Hold**: on submit, the cap moves from the wallet into the job's escrow (``job_hold_place``);
+  a pool job's from its organisation's wallet, within the member's monthly cap.
 - **Charges**: ``usage_charges_post`` (Celery beat, every ``METERING_POST_INTERVAL_SECONDS``)
   takes the attempts whose reported usage is ahead of their charges and posts, for all of them
   in one ledger transaction (``holds_capture_many``), the difference between the capped cost of
@@ -19,7 +20,11 @@ after the commit. Lock order: the job rows first (pk order), then the ledger's a
   The Celery task runs one batch per transaction.
 - **Reversal**: a lost attempt's charges go back to the escrow (``attempt_charges_reverse``).
 - **Settlement**: when a job ends, ``job_settle`` reverses what lost attempts were charged,
-  posts the final charges from the final counters, and returns the rest of the hold.
+  posts the final charges from the final counters, and returns the rest of the hold (to the
+  organisation's wallet for a pool job).
+
+Lock order: the job rows (pk order), a group's row, the member's Membership row (a pool job's
+hold), then the ledger's accounts (docs/ledger.md, "Lock order").
 """
 
 from __future__ import annotations
@@ -29,20 +34,23 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from hosts.models import RATE_FIELDS
+from accounts.models import Membership, Organisation, User
+from agent.metering import Rates
+from hosts.models import RATE_FIELDS, Host
 from jobs import events
 from jobs.metering import BILLING_WALL_TOLERANCE_MS, Counters, billable_counters, charge_decide
 from jobs.models import AttemptStatus, Job, JobAttempt, JobGroup
 from jobs.services.usage import attempt_counters, billing_facts, job_reservation
 from jobs.states import FINAL
 from ledger.money import fee_increment
+from ledger.selectors import organisation_balances, wallet_balances
 from ledger.services import (
     Capture,
     CaptureOutcome,
@@ -51,6 +59,8 @@ from ledger.services import (
     hold_place,
     hold_release,
     holds_capture_many,
+    member_lock,
+    organisation_hold_place,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,13 +84,82 @@ def reverse_key(job_id: int, attempt: int, charged_micros: int) -> str:
 
 
 def job_hold_place(job: Job) -> None:
-    """Move the job's cap from the owner's wallet to its escrow; raises InsufficientCredits."""
+    """Move the job's cap into its escrow: from the owner's wallet, or for a pool job from the
+    pool's organisation's wallet within the owner's monthly cap as a member
+    (``ledger.services.organisation_hold_place``: it locks the membership row before the
+    ledger's accounts). Raises InsufficientCredits (``insufficient_credits``,
+    ``member_cap_exceeded``) or PermissionDenied, having written nothing.
+
+    A pool job holds its whole cap even where it will run at zero rates (``attempt_rates``):
+    the hold is placed before a host is chosen, and the unspent hold returns to the
+    organisation's wallet when the job settles (docs/pools.md, "The institution pays").
+    """
+    if job.pool_id is not None:
+        organisation_hold_place(
+            organisation_id=job.pool_id,
+            user=job.owner,
+            job_id=job.pk,
+            amount_micros=job.max_cost_micros,
+            key=hold_key(job.pk),
+        )
+        return
     hold_place(
         user=job.owner,
         job_id=job.pk,
         amount_micros=job.max_cost_micros,
         key=hold_key(job.pk),
     )
+
+
+FREE_RATES = Rates(cpu_core_hour_micros=0, memory_gb_hour_micros=0, gpu_hour_micros=0)
+
+
+def pool_runs_free(pool_id: int | None, owner_id: int) -> bool:
+    """Whether ``owner``'s jobs in this pool run at zero rates on the pool's own hosts: the
+    organisation prices its machines at zero for its members (``pool_members_free``)."""
+    if pool_id is None:
+        return False
+    return Membership.objects.filter(
+        organisation_id=pool_id, user_id=owner_id, organisation__pool_members_free=True
+    ).exists()
+
+
+def attempt_rates(job: Job, host_id: int, rates: Rates) -> Rates:
+    """The rates an attempt of ``job`` on ``host_id`` is charged at: the host's listed
+    ``rates``, or zero for a member's pool job on one of the pool's own hosts when the pool
+    runs its members free. Usage is metered and reported all the same (the receipt's lines at
+    rate 0), nothing is charged, the host earns nothing and the platform takes no fee."""
+    pool_id = job.pool_id
+    if pool_id is None or not pool_runs_free(pool_id, job.owner_id):
+        return rates
+    if not Host.objects.filter(pk=host_id, organisation_id=pool_id).exists():
+        return rates
+    return FREE_RATES
+
+
+class PaidBy(TypedDict):
+    """The wallet the job's hold came from and its rest went back to."""
+
+    wallet: str  # "user": the owner's own; "organisation": the pool's organisation's
+    organisation: int | None
+    organisation_name: str | None
+
+
+def paid_by(pool_id: int | None) -> PaidBy:
+    """Who paid a job (or group) of this pool: the owner's wallet, or the organisation's."""
+    if pool_id is None:
+        return PaidBy(wallet="user", organisation=None, organisation_name=None)
+    name = Organisation.objects.filter(pk=pool_id).values_list("name", flat=True).first()
+    return PaidBy(wallet="organisation", organisation=pool_id, organisation_name=name)
+
+
+def hold_payer_available(owner: User, pool_id: int | None) -> int:
+    """What the wallet a new hold of ``owner``'s would come from can spend now: the owner's
+    own, or for a pool job the organisation's (its balance; the member's cap is checked by the
+    hold itself, under its lock)."""
+    if pool_id is None:
+        return wallet_balances(owner)["available_micros"]
+    return organisation_balances(pool_id)["available_micros"]
 
 
 # --- charges ----------------------------------------------------------------------------------
@@ -385,7 +464,8 @@ def job_settle(job_id: int) -> bool:
     Moves money (ledger: charges_reverse, holds_capture_many, hold_release), all in the
     caller's transaction: the agent message, cancel or reaper step that ended the job settles
     it in the same commit (the reaper settles what is left, each job in its own). Locks the
-    job row first (and a group's task its group's row next, then the ledger's accounts).
+    job row first (and a group's task its group's row next, a pool job its owner's Membership
+    row next, then the ledger's accounts).
     Returns True when this call released the hold. A job group's task then tells its group
     (``jobs.services.groups.group_task_settled``: the next tasks' jobs and holds), in the same
     transaction.
@@ -402,6 +482,10 @@ def job_settle(job_id: int) -> bool:
             # A group's task: its group's row next, before the ledger's accounts, the order of
             # everything that starts a group's tasks (the group row, then the new jobs' holds).
             JobGroup.objects.select_for_update().filter(pk=job.group_id).values_list("pk").get()
+        if job.pool_id is not None:
+            # The member's row before the organisation wallet's lock (the release): a group's
+            # next task's hold, placed below in this transaction, takes it too.
+            member_lock(organisation_id=job.pool_id, user_id=job.owner_id)
         lost = JobAttempt.objects.filter(
             job_id=job_id, status=AttemptStatus.LOST, charged_micros__gt=F("reversed_micros")
         )

@@ -11,6 +11,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from accounts.models import User
 from config.errors import NotFound
+from jobs.billing import paid_by
 from jobs.group_states import TASK_FINAL
 from jobs.models import (
     Job,
@@ -213,6 +214,8 @@ def group_receipt(user: User, group_id: int) -> dict[str, Any]:
         "is_settled": group.status != JobGroupStatus.RUNNING,
         "tasks": tasks,
         "totals": totals,
+        "spent_by": user.username,
+        "paid_by": paid_by(group.pool_id),
     }
 
 

@@ -14,7 +14,7 @@ from rest_framework import serializers
 from config.api import MicrosField
 from jobs.group_selectors import group_cost, group_counts
 from jobs.models import JobGroup, JobGroupTask, TaskStatus
-from jobs.serializers import _INPUT_SCHEMA, InputsField, JobCreateSerializer
+from jobs.serializers import _INPUT_SCHEMA, InputsField, JobCreateSerializer, PaidByOutput
 from jobs.services.group_create import GroupRequest, TaskRequest
 
 _TASK_KEYS = {"argument", "inputs"}
@@ -350,3 +350,7 @@ class GroupReceiptSerializer(serializers.Serializer[object]):
         many=True, help_text="each job's receipt totals (a retried index has several)"
     )
     totals = GroupReceiptTotalsSerializer(help_text="the sums of the tasks' lines, exactly")
+    spent_by = serializers.CharField(help_text="the owner's username: who spent")
+    paid_by = PaidByOutput(
+        help_text="the owner's wallet, or for a pool group the organisation's (docs/pools.md)"
+    )

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from config.errors import NotFound
-from jobs.billing import attempt_billable_counters
+from jobs.billing import PaidBy, attempt_billable_counters, paid_by
 from jobs.group_selectors import group_blobs_in_use
 from jobs.metering import Counters, cost_total
 from jobs.models import Job, JobAttempt, JobInput, JobOutput, JobStatus, PlacementMode
@@ -218,6 +218,8 @@ class Receipt(TypedDict):
     hold_micros: int  # taken from the wallet into the job's escrow at submit
     refund_micros: int  # returned to the wallet at settlement
     held_micros: int  # still in the escrow (a job not settled yet)
+    spent_by: str  # the owner's username: who spent
+    paid_by: PaidBy
 
 
 def _exact(numerator: int, denominator: int) -> str:
@@ -304,4 +306,6 @@ def job_receipt(user: User, job_id: int) -> Receipt:
         hold_micros=money.hold_placed_micros,
         refund_micros=money.hold_released_micros,
         held_micros=money.hold_left_micros,
+        spent_by=user.username,
+        paid_by=paid_by(job.pool_id),
     )

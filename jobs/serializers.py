@@ -360,6 +360,12 @@ class ReceiptTotalsOutput(serializers.Serializer[object]):
     charged_micros = serializers.IntegerField()
 
 
+class PaidByOutput(serializers.Serializer[object]):
+    wallet = serializers.ChoiceField(choices=["user", "organisation"])
+    organisation = serializers.IntegerField(allow_null=True)
+    organisation_name = serializers.CharField(allow_null=True)
+
+
 class ReceiptOutput(serializers.Serializer[object]):
     job_id = serializers.IntegerField()
     job_name = serializers.CharField(allow_blank=True)
@@ -371,6 +377,11 @@ class ReceiptOutput(serializers.Serializer[object]):
     hold_micros = serializers.IntegerField(help_text="Taken from the wallet at submit.")
     refund_micros = serializers.IntegerField(help_text="Returned to the wallet at the end.")
     held_micros = serializers.IntegerField(help_text="Still held (a job not settled yet).")
+    spent_by = serializers.CharField(help_text="The username of the job's owner: who spent.")
+    paid_by = PaidByOutput(
+        help_text="The wallet the hold came from and the rest went back to: the owner's, or "
+        "for a pool job the organisation's (docs/pools.md)."
+    )
 
 
 class UsageSampleOutput(serializers.Serializer[object]):

@@ -75,10 +75,19 @@ class CreditsAdjustForm(forms.Form):
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
-    list_display = ["id", "kind", "user", "job_id", "shard", "balance", "must_not_be_negative"]
+    list_display = [
+        "id",
+        "kind",
+        "user",
+        "organisation",
+        "job_id",
+        "shard",
+        "balance",
+        "must_not_be_negative",
+    ]
     list_filter = ["kind", "must_not_be_negative"]
-    search_fields = ["user__username", "=job_id"]
-    list_select_related = ["user"]
+    search_fields = ["user__username", "organisation__name", "=job_id"]
+    list_select_related = ["user", "organisation"]
     actions = ["adjust_selected_wallet"]
     change_list_template = "admin/ledger/account/change_list.html"
 

@@ -91,7 +91,10 @@ def wallet_history(user: User) -> QuerySet[Posting, dict[str, Any]]:
     ``charged_micros``, ``reversed_micros``, ``refund_micros``, ``held_micros`` (a job line's
     escrow, from its entries), ``entry_count``.
     """
-    entries = Posting.objects.filter(account__user=user, account__kind__in=HISTORY_ACCOUNT_KINDS)
+    # Pool jobs' escrows are left out: the organisation paid them (its wallet's transactions).
+    entries = Posting.objects.filter(
+        account__user=user, account__kind__in=HISTORY_ACCOUNT_KINDS, account__organisation=None
+    )
     entries = entries.exclude(transaction__kind=TransactionKind.MATURITY)
     grouped = entries.annotate(
         line=Case(

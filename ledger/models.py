@@ -20,8 +20,11 @@ class AccountKind(models.TextChoices):
     WALLET = "wallet", "Wallet"
     EARNINGS_PENDING = "earnings_pending", "Earnings (pending)"
     EARNINGS_AVAILABLE = "earnings_available", "Earnings (available)"
-    # Per job: the hold on the renter's credits. Its user is the renter who placed it.
+    # Per job: the hold on the renter's credits. Its user is the renter who placed it; its
+    # organisation, for a pool job, the organisation whose wallet paid the hold (docs/pools.md).
     ESCROW = "escrow", "Escrow"
+    # Per organisation: the wallet its admins fund and its members' pool jobs spend from.
+    ORGANISATION_WALLET = "organisation_wallet", "Organisation wallet"
     # The platform's own accounts, one row per shard (only revenue uses more than shard 0).
     REVENUE = "revenue", "Platform revenue"
     STRIPE_CLEARING = "stripe_clearing", "Stripe clearing"
@@ -33,6 +36,7 @@ class AccountKind(models.TextChoices):
 USER_KINDS = frozenset(
     {AccountKind.WALLET, AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE}
 )
+ORGANISATION_KINDS = frozenset({AccountKind.ORGANISATION_WALLET})
 PLATFORM_KINDS = frozenset(
     {
         AccountKind.REVENUE,
@@ -48,6 +52,7 @@ PLATFORM_KINDS = frozenset(
 NON_NEGATIVE_KINDS = frozenset(
     {
         AccountKind.WALLET,
+        AccountKind.ORGANISATION_WALLET,
         AccountKind.ESCROW,
         AccountKind.EARNINGS_PENDING,
         AccountKind.EARNINGS_AVAILABLE,
@@ -70,6 +75,16 @@ class Account(models.Model):
         blank=True,
         related_name="ledger_accounts",
     )
+    # The organisation an organisation wallet belongs to, and the one that paid a pool job's
+    # escrow (its ``user`` stays the renter: who spent). Null for everything else.
+    organisation = models.ForeignKey(
+        "accounts.Organisation",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_accounts",
+        db_index=False,
+    )
     # The job an escrow belongs to. A plain integer, not a foreign key: the ledger knows nothing
     # about the jobs app (dependencies point towards the ledger, never out of it).
     job_id = models.BigIntegerField(null=True, blank=True)
@@ -88,9 +103,27 @@ class Account(models.Model):
             ),
             models.CheckConstraint(
                 condition=(
-                    Q(kind__in=sorted(USER_KINDS), user__isnull=False, job_id__isnull=True, shard=0)
+                    Q(
+                        kind__in=sorted(USER_KINDS),
+                        user__isnull=False,
+                        job_id__isnull=True,
+                        organisation__isnull=True,
+                        shard=0,
+                    )
                     | Q(kind=AccountKind.ESCROW, user__isnull=False, job_id__isnull=False, shard=0)
-                    | Q(kind__in=sorted(PLATFORM_KINDS), user__isnull=True, job_id__isnull=True)
+                    | Q(
+                        kind__in=sorted(ORGANISATION_KINDS),
+                        organisation__isnull=False,
+                        user__isnull=True,
+                        job_id__isnull=True,
+                        shard=0,
+                    )
+                    | Q(
+                        kind__in=sorted(PLATFORM_KINDS),
+                        user__isnull=True,
+                        job_id__isnull=True,
+                        organisation__isnull=True,
+                    )
                 ),
                 name="ledger_account_owner_fits_kind",
             ),
@@ -105,15 +138,30 @@ class Account(models.Model):
                 name="ledger_account_uniq_escrow_job",
             ),
             models.UniqueConstraint(
+                fields=["kind", "organisation"],
+                condition=Q(kind__in=sorted(ORGANISATION_KINDS)),
+                name="ledger_account_uniq_organisation_kind",
+            ),
+            models.UniqueConstraint(
                 fields=["kind", "shard"],
                 condition=Q(kind__in=sorted(PLATFORM_KINDS)),
                 name="ledger_account_uniq_platform_shard",
             ),
         ]
+        indexes = [
+            # A member's pool jobs of one month (the monthly cap, ledger.services.organisation).
+            models.Index(
+                fields=["organisation", "user", "created_at"],
+                condition=Q(kind=AccountKind.ESCROW, organisation__isnull=False),
+                name="ledger_account_pool_escrow",
+            )
+        ]
 
     def __str__(self) -> str:
         if self.kind == AccountKind.ESCROW:
             return f"escrow of job {self.job_id}"
+        if self.organisation_id is not None:
+            return f"{self.kind} of organisation {self.organisation_id}"
         if self.user_id is not None:
             return f"{self.kind} of user {self.user_id}"
         return f"{self.kind}#{self.shard}" if self.shard else str(self.kind)

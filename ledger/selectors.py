@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from django.db.models import (
@@ -20,8 +21,9 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Membership, User
 from ledger.models import (
     Account,
     AccountKind,
@@ -47,7 +49,9 @@ class WalletBalances(TypedDict):
 
 def wallet_balances(user: User) -> WalletBalances:
     """The user's credits: available (the wallet) and held (the sum of their job escrows)."""
-    sums = Account.objects.filter(user=user, kind__in=WALLET_LINE_KINDS).aggregate(
+    # A pool job's escrow is the organisation's money (its user is only who spent it).
+    own = Account.objects.filter(user=user, kind__in=WALLET_LINE_KINDS, organisation__isnull=True)
+    sums = own.aggregate(
         available=Coalesce(Sum("balance_micros", filter=Q(kind=AccountKind.WALLET)), 0),
         held=Coalesce(Sum("balance_micros", filter=Q(kind=AccountKind.ESCROW)), 0),
     )
@@ -68,7 +72,8 @@ def wallet_transactions(
     (``ledger.history``), on the user's earnings accounts too (a host owner's earnings line).
     """
     kinds: tuple[str, ...] = WALLET_LINE_KINDS
-    entries = Posting.objects.filter(account__user=user)
+    # Not the escrows of pool jobs: the organisation paid them (its wallet's transactions).
+    entries = Posting.objects.filter(account__user=user, account__organisation__isnull=True)
     if job_id is not None:
         entries = entries.filter(transaction__job_id=job_id)
         kinds = (*WALLET_LINE_KINDS, AccountKind.EARNINGS_PENDING, AccountKind.EARNINGS_AVAILABLE)
@@ -230,9 +235,100 @@ def earnings_by_job(user: User) -> QuerySet[Posting, dict[str, Any]]:
 
 
 def restrictions_open(user_id: int) -> QuerySet[AccountRestriction]:
-    return AccountRestriction.objects.filter(user_id=user_id, lifted_at__isnull=True).order_by("pk")
+    """The user's own open restrictions (a refund of an organisation's purchase restricts the
+    organisation: ``organisation_restrictions_open``)."""
+    return AccountRestriction.objects.filter(
+        user_id=user_id, lifted_at__isnull=True, payment__organisation__isnull=True
+    ).order_by("pk")
+
+
+def organisation_restrictions_open(organisation_id: int) -> QuerySet[AccountRestriction]:
+    return AccountRestriction.objects.filter(
+        payment__organisation_id=organisation_id, lifted_at__isnull=True
+    ).order_by("pk")
 
 
 def user_is_restricted(user_id: int) -> bool:
     """Whether a refund or lost dispute left this user owing credits (see AccountRestriction)."""
     return restrictions_open(user_id).exists()
+
+
+# --- organisations' wallets (docs/pools.md, "The institution pays") ---------------------------
+
+
+def month_start(now: datetime) -> datetime:
+    """The first instant of ``now``'s calendar month, UTC."""
+    moment = now.astimezone(UTC)
+    return datetime(moment.year, moment.month, 1, tzinfo=UTC)
+
+
+def next_month_start(now: datetime) -> datetime:
+    start = month_start(now)
+    return (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+
+
+@dataclass(frozen=True)
+class MemberSpend:
+    """A member's spending from the organisation's wallet in one calendar month (UTC)."""
+
+    month: str  # "2026-12"
+    cap_micros: int | None  # None: no cap of their own
+    spent_micros: int
+
+    @property
+    def cap_left_micros(self) -> int | None:
+        return None if self.cap_micros is None else max(0, self.cap_micros - self.spent_micros)
+
+
+def member_month_spent(*, organisation_id: int, user_id: int, now: datetime | None = None) -> int:
+    """Holds in minus releases out of the member's pool-job escrows of this organisation whose
+    hold was placed in ``now``'s month (one aggregate, on the pool-escrow index)."""
+    now = now or timezone.now()
+    escrows = Account.objects.filter(
+        kind=AccountKind.ESCROW,
+        organisation_id=organisation_id,
+        user_id=user_id,
+        created_at__gte=month_start(now),
+        created_at__lt=next_month_start(now),
+    )
+    total = Posting.objects.filter(
+        account__in=escrows,
+        transaction__kind__in=[TransactionKind.HOLD, TransactionKind.RELEASE],
+    ).aggregate(total=Coalesce(Sum("amount_micros"), 0))["total"]
+    return int(total)
+
+
+def member_spend(membership: Membership, now: datetime | None = None) -> MemberSpend:
+    now = now or timezone.now()
+    return MemberSpend(
+        month=month_start(now).strftime("%Y-%m"),
+        cap_micros=membership.monthly_cap_micros,
+        spent_micros=member_month_spent(
+            organisation_id=membership.organisation_id, user_id=membership.user_id, now=now
+        ),
+    )
+
+
+def organisation_is_restricted(organisation_id: int) -> bool:
+    """Whether a refund or lost dispute of one of the organisation's purchases left a shortfall
+    not repaid yet (``AccountRestriction`` of a payment that names the organisation)."""
+    return organisation_restrictions_open(organisation_id).exists()
+
+
+def organisation_balances(organisation_id: int) -> WalletBalances:
+    """The organisation's credits: available (its wallet) and held (its pool jobs' escrows)."""
+    sums = Account.objects.filter(
+        Q(kind=AccountKind.ORGANISATION_WALLET) | Q(kind=AccountKind.ESCROW),
+        organisation_id=organisation_id,
+    ).aggregate(
+        available=Coalesce(
+            Sum("balance_micros", filter=Q(kind=AccountKind.ORGANISATION_WALLET)), 0
+        ),
+        held=Coalesce(Sum("balance_micros", filter=Q(kind=AccountKind.ESCROW)), 0),
+    )
+    available, held = int(sums["available"]), int(sums["held"])
+    return {"balance_micros": available + held, "held_micros": held, "available_micros": available}

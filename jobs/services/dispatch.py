@@ -31,7 +31,7 @@ from blobs.urls_for_agents import blob_fetch_url
 from hosts.models import Host, HostStatus, rates_columns
 from hosts.services import host_fault_record, host_job_outcome_record
 from jobs import agent_link
-from jobs.billing import attempt_charges_reverse, job_settle
+from jobs.billing import attempt_charges_reverse, attempt_rates, job_settle
 from jobs.models import (
     AttemptStatus,
     Job,
@@ -229,12 +229,14 @@ def _unplaceable_fail(job: Job, target: _Target, now: datetime) -> bool:
 
 def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
     number = job.attempt + 1
+    # Zero for a member's job on its pool's own host where the pool runs its members free.
+    rates = attempt_rates(job, target.host_id, target.rates)
     attempt = JobAttempt.objects.create(
         job=job,
         number=number,
         host_id=target.host_id,
         offer_expires_at=now + timedelta(seconds=settings.JOB_OFFER_TTL_SECONDS),
-        **rates_columns(target.rates),
+        **rates_columns(rates),
     )
     job_transition(
         job,
@@ -244,7 +246,7 @@ def _offer_create(job: Job, target: Candidate, now: datetime) -> JobAttempt:
         at_attempt=job.attempt,
         attempt=number,
         host_id=target.host_id,
-        **rates_columns(target.rates),
+        **rates_columns(rates),
         allow_network=target.allow_network,
     )
     offer = offer_build(job, attempt)

@@ -25,6 +25,7 @@ from accounts.models import User
 from blobs.models import BlobHolding
 from blobs.selectors import blobs_held
 from config.errors import InsufficientCredits, ServiceError, TooLarge, ValidationFailed
+from jobs.billing import hold_payer_available
 from jobs.inputs import InputSpec, inputs_check
 from jobs.models import (
     TASK_ARGUMENT_PATH,
@@ -39,7 +40,6 @@ from jobs.models import (
 from jobs.services.groups import group_advance, group_may_start_more
 from jobs.services.submit import SubmissionChecked, holdings_touch, job_submission_check
 from jobs.validation import JobSubmission, refusals_merge
-from ledger.selectors import wallet_balances
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=ServiceError)
@@ -326,14 +326,21 @@ def first_wave(request: GroupRequest) -> int:
 
 
 def _wallet_check(owner: User, request: GroupRequest) -> None:
-    """The wallet covers the first tasks' holds (402 naming both amounts, nothing written)."""
+    """The wallet covers the first tasks' holds (402 naming both amounts, nothing written):
+    the owner's, or a pool group's organisation's (``jobs.billing.hold_payer_available``)."""
     required = first_wave(request) * request.template.max_cost_micros
-    available = wallet_balances(owner)["available_micros"]
+    pool_id = request.template.pool_id
+    available = hold_payer_available(owner, pool_id)
     if available < required:
+        wallet = "" if pool_id is None else f" in the wallet of organisation {pool_id}"
         raise InsufficientCredits(
             f"the first {first_wave(request)} tasks' holds need {required} micro-credits; "
-            f"{available} are available",
-            fields={"available_micros": available, "required_micros": required},
+            f"{available} are available{wallet}",
+            fields={
+                "available_micros": available,
+                "required_micros": required,
+                **({} if pool_id is None else {"wallet": [f"organisation {pool_id}"]}),
+            },
         )
 
 

@@ -67,11 +67,14 @@ logger = logging.getLogger(__name__)
 
 CAP_REASON = "not started: one more task's cap would pass the group's cap"
 WALLET_REASON = "not started: the wallet could not cover the next task's hold"
+# A pool group's task: the organisation's wallet pays, within the owner's monthly cap.
+MEMBER_CAP_REASON = "not started: the next task's hold would pass the owner's monthly cap"
 CANCEL_REASON = "not started: the group was cancelled"
 
 
 class HoldRefused(Exception):
-    """A task's hold was refused (the wallet, a restriction): nothing of the task was written."""
+    """A task's hold was refused (the wallet, a pool member's monthly cap, a restriction):
+    nothing of the task was written."""
 
     def __init__(self, refusal: InsufficientCredits | PermissionDenied) -> None:
         super().__init__(refusal.message)
@@ -150,7 +153,8 @@ def _tasks_start(
         except HoldRefused as refused:
             if strict:
                 raise refused.refusal from None
-            stopped = WALLET_REASON
+            is_cap = refused.refusal.code == "member_cap_exceeded"
+            stopped = MEMBER_CAP_REASON if is_cap else WALLET_REASON
             break
         started += 1
         if _advancing.groups[group.pk]:  # a task ended at once: it moved the counters

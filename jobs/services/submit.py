@@ -21,7 +21,7 @@ from blobs.models import Blob, BlobHolding
 from blobs.selectors import blobs_held
 from config.errors import Conflict, TooLarge, ValidationFailed
 from hosts.models import Host
-from jobs.billing import job_hold_place
+from jobs.billing import job_hold_place, pool_runs_free
 from jobs.code_archive import code_archive_paths
 from jobs.inputs import InputSpec, PoolFetchRules, inputs_check, pool_fetch_rules
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus, PlacementMode
@@ -299,8 +299,12 @@ def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
 
 def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> None:
     """The chosen host, or at least one host for auto placement, takes this job and cap now;
-    in a pool, only the pool's hosts count (``marketplace.selectors.hosts_placeable``)."""
+    in a pool, only the pool's hosts count (``marketplace.selectors.hosts_placeable``).
+
+    A member's job in a pool that runs its members free needs no minimum cap: it runs at zero
+    rates (``jobs.billing.attempt_rates``), any cap of at least 1 will do."""
     cap, pool_id = submission.max_cost_micros, submission.pool_id
+    is_free = pool_runs_free(pool_id, owner.pk)
     if submission.host_id is not None:
         try:
             chosen = placement_candidate(owner, submission.host_id, pool_id=pool_id)
@@ -318,13 +322,14 @@ def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> N
                 code="host_unfit",
                 fields={"host": [why_not]},
             )
-        _cap_check(cap, minimum_cap_micros(spec, chosen.rates))
+        _cap_check(cap, 0 if is_free else minimum_cap_micros(spec, chosen.rates))
         return
     fitting = hosts_rank(spec, placement_candidates(owner, pool_id=pool_id))
     if not fitting:
         where = "that you may use" if pool_id is None else f"of pool #{pool_id}"
         raise Conflict(f"no online host {where} fits this job now", code="no_host_fits")
-    _cap_check(cap, min(minimum_cap_micros(spec, r.candidate.rates) for r in fitting))
+    if not is_free:
+        _cap_check(cap, min(minimum_cap_micros(spec, r.candidate.rates) for r in fitting))
 
 
 def _cap_check(cap: int, minimum: int) -> None:

@@ -20,10 +20,20 @@ class PaymentStatus(models.TextChoices):
 
 
 class Payment(models.Model):
-    """A purchase of credits. Credited to the wallet once, when the provider confirms it."""
+    """A purchase of credits. Credited to the wallet once, when the provider confirms it: the
+    buyer's, or the organisation's it names."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments"
+    )
+    # The organisation whose wallet the purchase funds (an admin of it bought: ``user``); None:
+    # the buyer's own wallet (docs/pools.md, "The institution pays").
+    organisation = models.ForeignKey(
+        "accounts.Organisation",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payments",
     )
     amount_micros = models.PositiveBigIntegerField()
     provider = models.CharField(max_length=16)

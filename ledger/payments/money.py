@@ -8,8 +8,9 @@ changes that row in the same transaction, so the row and the ledger never disagr
 repeated or concurrent call finds the work done. Lock order: payment or payout row, then the
 user's open restrictions, then ledger accounts.
 
-- Purchase: stripe_clearing -> wallet; a user who owes credits repays them first (wallet ->
-  platform_loss, in the same transaction).
+- Purchase: stripe_clearing -> wallet (an organisation's purchase: -> its wallet); a user (an
+  organisation) who owes credits repays them first (wallet -> platform_loss, in the same
+  transaction).
 - Refund or lost dispute: wallet -> stripe_clearing for what the wallet holds; the rest (credits
   spent, or held by running jobs) platform_loss -> stripe_clearing, and the user is restricted
   (``AccountRestriction``) until later purchases repay it or staff write it off.
@@ -44,13 +45,18 @@ from ledger.payments.models import (
     PayoutStatus,
 )
 from ledger.payments.providers import amount_integer_validate, amount_whole_cents_validate
-from ledger.selectors import restrictions_open, user_is_restricted
+from ledger.selectors import (
+    organisation_restrictions_open,
+    restrictions_open,
+    user_is_restricted,
+)
 from ledger.services.posting import (
     AccountRef,
     Leg,
     Replay,
     _post,
     earnings_available_ref,
+    organisation_wallet_ref,
     platform_ref,
     wallet_ref,
 )
@@ -83,12 +89,29 @@ def _restrictions_repay(restrictions: list[AccountRestriction], repaid_micros: i
         restriction.save(update_fields=["recovered_micros", "lifted_at"])
 
 
+def _paid_wallet(payment: Payment) -> AccountRef:
+    """The wallet a payment funds: the buyer's, or the organisation's it names."""
+    if payment.organisation_id is not None:
+        return organisation_wallet_ref(payment.organisation_id)
+    return wallet_ref(payment.user_id)
+
+
+def _restrictions_owed(payment: Payment) -> list[AccountRestriction]:
+    """The open restrictions a purchase repays first, locked (only their own rows): the
+    buyer's own, or for an organisation's purchase the organisation's."""
+    if payment.organisation_id is not None:
+        owed = organisation_restrictions_open(payment.organisation_id)
+    else:
+        owed = restrictions_open(payment.user_id)
+    return list(owed.select_for_update(of=("self",)))
+
+
 def _credit(payment: Payment) -> Payment:
     if payment.credited_at is not None:
         return payment
-    restrictions = list(restrictions_open(payment.user_id).select_for_update())
+    restrictions = _restrictions_owed(payment)
     owed = sum(restriction.outstanding_micros for restriction in restrictions)
-    wallet, clearing = wallet_ref(payment.user_id), platform_ref(AccountKind.STRIPE_CLEARING)
+    wallet, clearing = _paid_wallet(payment), platform_ref(AccountKind.STRIPE_CLEARING)
     loss = platform_ref(AccountKind.PLATFORM_LOSS)
     amount = payment.amount_micros
     repaid = _Taken()
@@ -136,8 +159,10 @@ def payment_credit(*, payment_id: int) -> Payment:
 
 def _take_back(payment: Payment, amount_micros: int, reason: RestrictionReason, key: str) -> None:
     """Move ``amount_micros`` of ``payment`` back to stripe_clearing: from the wallet as far as
-    it goes, the rest from platform_loss, and restrict the user for that rest."""
-    wallet, clearing = wallet_ref(payment.user_id), platform_ref(AccountKind.STRIPE_CLEARING)
+    it goes, the rest from platform_loss, and restrict the user for that rest (an
+    organisation's purchase: its wallet, and the restriction, naming the payment, restricts
+    the organisation)."""
+    wallet, clearing = _paid_wallet(payment), platform_ref(AccountKind.STRIPE_CLEARING)
     loss = platform_ref(AccountKind.PLATFORM_LOSS)
     taken = _Taken()
 

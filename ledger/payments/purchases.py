@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError
 
-from accounts.models import User
+from accounts.models import Organisation, User
 from config.errors import ServiceError, Unprocessable, ValidationFailed
 from config.transactions import durable_call
 from ledger.payments.gateways import payment_provider
@@ -62,16 +62,24 @@ def purchase_amount_validate(amount_micros: object) -> int:
     return amount_whole_cents_validate(amount)
 
 
-def _payment_for_key(*, user: User, amount_micros: int, idempotency_key: str) -> Payment:
+def _payment_for_key(
+    *, user: User, amount_micros: int, idempotency_key: str, organisation: Organisation | None
+) -> Payment:
     """The payment named by the client's key: created once, the same one on every repeat."""
     provider = settings.PAYMENT_PROVIDER
     if not idempotency_key:
-        return Payment.objects.create(user=user, amount_micros=amount_micros, provider=provider)
+        return Payment.objects.create(
+            user=user, organisation=organisation, amount_micros=amount_micros, provider=provider
+        )
     try:
         payment, _ = Payment.objects.get_or_create(
             user=user,
             idempotency_key=idempotency_key,
-            defaults={"amount_micros": amount_micros, "provider": provider},
+            defaults={
+                "amount_micros": amount_micros,
+                "provider": provider,
+                "organisation": organisation,
+            },
         )
     except IntegrityError:
         payment = Payment.objects.get(user=user, idempotency_key=idempotency_key)
@@ -81,21 +89,39 @@ def _payment_for_key(*, user: User, amount_micros: int, idempotency_key: str) ->
             code="idempotency_key_reused",
             fields={"amount_micros": ["differs from the first request with this key"]},
         )
+    if payment.organisation_id != (organisation.pk if organisation is not None else None):
+        raise Unprocessable(
+            "this Idempotency-Key was used for a purchase for another wallet",
+            code="idempotency_key_reused",
+            fields={"amount_micros": ["the first request with this key funded another wallet"]},
+        )
     return payment
 
 
-def payment_create(*, user: User, amount_micros: int, idempotency_key: str = "") -> PaymentCheckout:
+def payment_create(
+    *,
+    user: User,
+    amount_micros: int,
+    idempotency_key: str = "",
+    organisation: Organisation | None = None,
+) -> PaymentCheckout:
     """Start a purchase of credits and return what the web page needs to pay.
 
     Stripe: creates a PaymentIntent (Stripe idempotency key ``payment:<pk>``); the credits
     arrive with the verified ``payment_intent.succeeded`` webhook, never here. Demo: paid and
-    credited at once. A repeat with the same ``idempotency_key`` returns the same payment; the
-    same key with another amount raises ``Unprocessable`` (422). No transaction is held open
-    across the provider call.
+    credited at once. With ``organisation`` the credits fund that organisation's wallet (the
+    caller checked that ``user`` is one of its admins). A repeat with the same
+    ``idempotency_key`` returns the same payment; the same key with another amount or wallet
+    raises ``Unprocessable`` (422). No transaction is held open across the provider call.
     """
     amount = purchase_amount_validate(amount_micros)
     provider = payment_provider()
-    payment = _payment_for_key(user=user, amount_micros=amount, idempotency_key=idempotency_key)
+    payment = _payment_for_key(
+        user=user,
+        amount_micros=amount,
+        idempotency_key=idempotency_key,
+        organisation=organisation,
+    )
     try:
         if payment.provider_payment_id:
             checkout = provider.checkout_fetch(payment.provider_payment_id)

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import BigIntegerField, CharField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce
 
 from accounts.models import User
-from ledger.models import Account, AccountKind
+from ledger.models import Account, AccountKind, Posting
 from ledger.payments.models import ConnectedAccount, Payment, Payout, PayoutStatus
 
 
 def payments_of(user: User) -> QuerySet[Payment]:
-    return Payment.objects.filter(user=user).order_by("-created_at", "-pk")
+    """The user's own purchases (not those they made for an organisation's wallet)."""
+    return Payment.objects.filter(user=user, organisation=None).order_by("-created_at", "-pk")
+
+
+def organisation_payments_of(organisation_id: int) -> QuerySet[Payment]:
+    """The purchases for the organisation's wallet, newest first, with their buyers."""
+    return (
+        Payment.objects.filter(organisation_id=organisation_id)
+        .select_related("user")
+        .order_by("-created_at", "-pk")
+    )
 
 
 def payouts_of(user: User) -> QuerySet[Payout]:
@@ -52,3 +63,31 @@ def earnings_summary(user: User) -> EarningsSummary:
         "in_payout_micros": int(payouts["in_payout"]),
         "paid_micros": int(payouts["paid"]),
     }
+
+
+def organisation_wallet_lines(organisation_id: int) -> QuerySet[Posting]:
+    """The postings on the organisation's wallet, newest first, each with the member whose pool
+    job it paid or was returned from (the escrow's user) and who bought or granted it."""
+    escrow = Posting.objects.filter(
+        transaction_id=OuterRef("transaction_id"), account__kind=AccountKind.ESCROW
+    ).order_by("pk")
+    payment_id = Cast(
+        KeyTextTransform("payment_id", OuterRef("transaction__metadata")), BigIntegerField()
+    )
+    buyer = Payment.objects.filter(pk=payment_id).values("user__username")[:1]
+    return (
+        Posting.objects.filter(
+            account__kind=AccountKind.ORGANISATION_WALLET, account__organisation_id=organisation_id
+        )
+        .select_related("transaction")
+        .annotate(
+            member_id=Subquery(escrow.values("account__user_id")[:1]),
+            member_username=Subquery(escrow.values("account__user__username")[:1]),
+            by_username=Coalesce(
+                Subquery(buyer, output_field=CharField()),
+                "transaction__created_by__username",
+                output_field=CharField(),
+            ),
+        )
+        .order_by("-id")
+    )

@@ -10,6 +10,11 @@ All amounts are integers of micro-credits. Other apps import from here, never fr
 from ledger.services.captures import Capture, CaptureOutcome, CaptureResult, holds_capture_many
 from ledger.services.earnings import earnings_mature
 from ledger.services.holds import charges_reverse, hold_capture, hold_place, hold_release
+from ledger.services.organisation import (
+    member_lock,
+    organisation_credit,
+    organisation_hold_place,
+)
 from ledger.services.reconcile import (
     INVARIANTS,
     JobFact,
@@ -38,6 +43,9 @@ __all__ = [
     "hold_release",
     "holds_capture_many",
     "ledger_reconcile",
+    "member_lock",
+    "organisation_credit",
+    "organisation_hold_place",
     "restriction_lift",
     "wallet_credit",
 ]

@@ -20,6 +20,7 @@ from ledger.services.posting import (
     _post,
     earnings_pending_ref,
     escrow_ref,
+    organisation_wallet_ref,
     revenue_ref,
     wallet_ref,
 )
@@ -50,7 +51,7 @@ def hold_place(*, user: User, job_id: int, amount_micros: int, key: str) -> Ledg
     wallet, escrow = wallet_ref(user.pk), escrow_ref(job, renter_id=user.pk)
 
     def legs(locked: Mapping[AccountRef, Account]) -> list[Leg]:
-        if locked[escrow].user_id != user.pk:
+        if locked[escrow].user_id != user.pk or locked[escrow].organisation_id is not None:
             raise Conflict(f"job {job} is held by another user", code="hold_owner_mismatch")
         # Checked under the wallet lock, which a refund's take-back also holds: no race.
         if user_is_restricted(user.pk):
@@ -125,19 +126,27 @@ def hold_capture(
     return posted
 
 
-def _escrow_renter_id(job_id: int) -> int:
-    renter_id = (
+def _escrow_payer(job_id: int) -> AccountRef:
+    """The wallet that paid the job's hold: the organisation's for a pool job, else the
+    renter's."""
+    payer = (
         Account.objects.filter(kind=AccountKind.ESCROW, job_id=job_id)
-        .values_list("user_id", flat=True)
+        .values_list("user_id", "organisation_id")
         .first()
     )
-    if renter_id is None:
+    if payer is None:
         raise NotFound(f"job {job_id} has no hold", code="hold_not_found")
-    return renter_id
+    renter_id, organisation_id = payer
+    return (
+        wallet_ref(renter_id)
+        if organisation_id is None
+        else organisation_wallet_ref(organisation_id)
+    )
 
 
 def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
-    """Return what is left in the job's escrow to the renter's wallet.
+    """Return what is left in the job's escrow to the wallet that paid it: the renter's, or
+    for a pool job the organisation's (``organisation_hold_place``).
 
     Returns None when the escrow is already empty (and ``key`` unused). Raises ``NotFound``
     (``hold_not_found``) when the job never had a hold. Moves money under row locks taken in pk
@@ -145,7 +154,7 @@ def hold_release(*, job_id: int, key: str) -> LedgerTransaction | None:
     """
     job = _id_validate(job_id, "job_id")
     escrow = escrow_ref(job)
-    wallet = wallet_ref(_escrow_renter_id(job))
+    wallet = _escrow_payer(job)
 
     def legs(locked: Mapping[AccountRef, Account]) -> list[Leg]:
         remainder = locked[escrow].balance_micros

@@ -33,6 +33,7 @@ from accounts.models import User
 from config.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from ledger.models import (
     NON_NEGATIVE_KINDS,
+    ORGANISATION_KINDS,
     PLATFORM_KINDS,
     USER_KINDS,
     Account,
@@ -50,20 +51,26 @@ KEY_MAX_LENGTH = 200
 class AccountRef:
     """Names an account without loading it: its kind and its owner number.
 
-    The owner number is the user id for per-user kinds, the job id for an escrow and the shard
-    for platform accounts. ``escrow_user_id`` (the renter) is only needed to create an escrow;
-    an escrow ref without it refers to an existing hold and never creates one.
+    The owner number is the user id for per-user kinds, the organisation id for an
+    organisation's wallet, the job id for an escrow and the shard for platform accounts.
+    ``escrow_user_id`` (the renter) is only needed to create an escrow; an escrow ref without it
+    refers to an existing hold and never creates one. ``escrow_organisation_id`` is the
+    organisation that pays a pool job's hold (only when creating it).
     """
 
     kind: str
     owner: int
     escrow_user_id: int | None = field(default=None, compare=False)
+    escrow_organisation_id: int | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, account: Account) -> AccountRef:
         if account.kind in USER_KINDS:
             assert account.user_id is not None
             return cls(account.kind, account.user_id)
+        if account.kind in ORGANISATION_KINDS:
+            assert account.organisation_id is not None
+            return cls(account.kind, account.organisation_id)
         if account.kind == AccountKind.ESCROW:
             assert account.job_id is not None
             return cls(account.kind, account.job_id)
@@ -74,11 +81,14 @@ class AccountRef:
         account = Account(kind=kind, must_not_be_negative=kind in NON_NEGATIVE_KINDS)
         if kind in USER_KINDS:
             account.user_id = self.owner
+        elif kind in ORGANISATION_KINDS:
+            account.organisation_id = self.owner
         elif kind == AccountKind.ESCROW:
             if self.escrow_user_id is None:
                 raise NotFound(f"job {self.owner} has no hold", code="hold_not_found")
             account.job_id = self.owner
             account.user_id = self.escrow_user_id
+            account.organisation_id = self.escrow_organisation_id
         else:
             account.shard = self.owner
         return account
@@ -88,9 +98,18 @@ def wallet_ref(user_id: int) -> AccountRef:
     return AccountRef(AccountKind.WALLET, user_id)
 
 
-def escrow_ref(job_id: int, *, renter_id: int | None = None) -> AccountRef:
-    """The hold of a job; with ``renter_id`` it may be created (hold_place), else it must exist."""
-    return AccountRef(AccountKind.ESCROW, job_id, escrow_user_id=renter_id)
+def organisation_wallet_ref(organisation_id: int) -> AccountRef:
+    return AccountRef(AccountKind.ORGANISATION_WALLET, organisation_id)
+
+
+def escrow_ref(
+    job_id: int, *, renter_id: int | None = None, organisation_id: int | None = None
+) -> AccountRef:
+    """The hold of a job; with ``renter_id`` it may be created (hold_place), else it must exist.
+    ``organisation_id``: the organisation whose wallet pays it (a pool job's hold)."""
+    return AccountRef(
+        AccountKind.ESCROW, job_id, escrow_user_id=renter_id, escrow_organisation_id=organisation_id
+    )
 
 
 def earnings_pending_ref(user_id: int) -> AccountRef:
@@ -264,6 +283,7 @@ LegsPlan = Callable[[Mapping[AccountRef, Account]], Sequence[Leg]]
 
 _SHORTFALL_CODES: dict[str, str] = {
     AccountKind.WALLET: "insufficient_credits",
+    AccountKind.ORGANISATION_WALLET: "insufficient_credits",
     AccountKind.ESCROW: "hold_exceeded",
     AccountKind.EARNINGS_PENDING: "insufficient_earnings",
     AccountKind.EARNINGS_AVAILABLE: "insufficient_earnings",
@@ -274,6 +294,8 @@ def _shortfall(account: Account, needed: int, balance: int) -> InsufficientCredi
     code = _SHORTFALL_CODES.get(account.kind, "insufficient_funds")
     if account.kind == AccountKind.WALLET:
         what = "not enough credits"
+    elif account.kind == AccountKind.ORGANISATION_WALLET:
+        what = f"not enough credits in the wallet of organisation {account.organisation_id}"
     elif account.kind == AccountKind.ESCROW:
         what = f"the amount exceeds what is left of the hold for job {account.job_id}"
     else:

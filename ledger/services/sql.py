@@ -24,12 +24,20 @@ from typing import Any
 from django.db import connection
 from django.db.models import Field
 
-from ledger.models import USER_KINDS, Account, AccountKind, LedgerTransaction, Posting
+from ledger.models import (
+    ORGANISATION_KINDS,
+    USER_KINDS,
+    Account,
+    AccountKind,
+    LedgerTransaction,
+    Posting,
+)
 
 ACCOUNT_COLUMNS = (
     "id",
     "kind",
     "user_id",
+    "organisation_id",
     "job_id",
     "shard",
     "balance_micros",
@@ -40,6 +48,8 @@ ACCOUNT_COLUMNS = (
 def _owner_column(kind: str) -> str:
     if kind in USER_KINDS:
         return "user_id"
+    if kind in ORGANISATION_KINDS:
+        return "organisation_id"
     if kind == AccountKind.ESCROW:
         return "job_id"
     return "shard"

@@ -7,7 +7,7 @@ from typing import Any
 
 from config.transactions import durable_call
 from ledger.models import AccountKind, LedgerTransaction
-from ledger.services import wallet_credit
+from ledger.services import organisation_credit, wallet_credit
 from tests.ledger.helpers import assert_invariants, balance
 
 _funding = count(1)
@@ -40,6 +40,24 @@ class RealLedger:
             amount_micros=micros,
             key=f"test-funds:{next(_funding)}",
             reason="test",
+        )
+
+    def fund_organisation(self, organisation: Any, micros: int) -> None:
+        """A staff grant into the organisation's wallet: what its members' pool jobs spend
+        (docs/pools.md, "The institution pays")."""
+        from accounts.models import User
+
+        staff, _ = User.objects.get_or_create(
+            username="ledger-staff",
+            defaults={"email": "ledger-staff@example.com", "is_staff": True},
+        )
+        durable_call(
+            organisation_credit,
+            organisation=organisation,
+            amount_micros=micros,
+            key=f"test-funds:{next(_funding)}",
+            reason="test",
+            staff_user=staff,
         )
 
     @property

@@ -391,6 +391,8 @@ def test_the_receipt_equals_the_wallet_decrease(alice, hana, host, funded, commi
         "hold_micros": CAP,
         "refund_micros": CAP - total,
         "held_micros": 0,
+        "spent_by": "alice",
+        "paid_by": {"wallet": "user", "organisation": None, "organisation_name": None},
     }
     assert attempt.started_at is not None
     assert FUNDS - funded.wallets[alice.pk] == body["totals"]["charged_micros"]

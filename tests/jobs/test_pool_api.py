@@ -23,6 +23,7 @@ from jobs.audit_models import PoolAuditEvent
 from jobs.services.audit import files_sha256, requirements_sha256
 from jobs.states import ATTEMPT_OPEN
 from tests.jobs.helpers import finished, say, submit
+from tests.jobs.real_ledger import RealLedger
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -44,6 +45,7 @@ def lab(people: dict[str, User]) -> Organisation:
     Membership.objects.create(organisation=lab, user=people["bob"])
     Membership.objects.create(organisation=lab, user=people["stu"], is_steward=True)
     Membership.objects.create(organisation=lab, user=people["hana"])
+    RealLedger().fund_organisation(lab, 10_000_000)  # the lab pays for its pool jobs
     return lab
 
 

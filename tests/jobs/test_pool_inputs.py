@@ -16,6 +16,7 @@ from jobs.inputs import POOL_REFUSAL, PoolFetchRules, url_problem
 from jobs.models import InputSource, Job, JobFile, JobInput
 from tests.jobs.conftest import Wire
 from tests.jobs.helpers import body
+from tests.jobs.real_ledger import RealLedger
 
 JOBS = "/api/v1/jobs/"
 FUNDS = 5_000_000
@@ -30,6 +31,7 @@ def pool(alice) -> Organisation:
         pool_fetch_hosts=["data.elsewhere.internal", "*.lab.elsewhere.internal"],
     )
     Membership.objects.create(organisation=organisation, user=alice)
+    RealLedger().fund_organisation(organisation, FUNDS)  # it pays for its pool jobs
     return organisation
 
 
@@ -171,6 +173,7 @@ def test_a_pool_listing_the_host_itself_still_cannot_open_it(
         name="Careless", pool_fetch_networks=["0.0.0.0/0", "::/0"]
     )
     Membership.objects.create(organisation=everything, user=alice)
+    RealLedger().fund_organisation(everything, FUNDS)
 
     # when
     response = client_for(alice).post(

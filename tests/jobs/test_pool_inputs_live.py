@@ -35,6 +35,7 @@ from hosts.models import Host, HostVisibility
 from jobs.models import Job, JobStatus
 from ledger.services import wallet_credit
 from tests.agent.netns import InsideServer, inside_server
+from tests.jobs.real_ledger import RealLedger
 from tests.jobs.test_agent_jobs_end_to_end import complete_log
 from tests.live import RATES, Beat, LiveServer, RealAgent, live_server_start, wait_for
 
@@ -165,6 +166,7 @@ def test_a_pool_jobs_input_is_fetched_inside_and_no_byte_reaches_the_server(
         reason="test",
         source="purchase",
     )
+    RealLedger().fund_organisation(pool, 500_000_000)  # the pool pays for its jobs
     renter = client_for(alice)
     agent.start()
     sha256 = hashlib.sha256(SCAN).hexdigest()
@@ -286,6 +288,7 @@ def test_a_pool_jobs_run_step_reaches_its_pools_network_and_not_the_host(
         reason="test",
         source="purchase",
     )
+    RealLedger().fund_organisation(pool, 500_000_000)  # the pool pays for its jobs
     inside.put("hello.txt", b"inside\n")
     code = REACH.format(
         listed=inside.url("hello.txt"),

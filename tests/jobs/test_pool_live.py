@@ -23,6 +23,7 @@ from jobs.models import AttemptStatus, Job, JobAttempt, JobStatus
 from jobs.selectors import job_facts
 from ledger.providers import providers
 from ledger.services import wallet_credit
+from tests.jobs.real_ledger import RealLedger
 from tests.live import RATES, RUNNER_IMAGE, Beat, LiveServer, RealAgent, live_server_start, wait_for
 
 pytestmark = [
@@ -111,6 +112,7 @@ def test_a_pool_job_waits_for_its_pools_busy_host_beside_a_free_public_one_then_
         reason="t",
         source="purchase",
     )
+    RealLedger().fund_organisation(lab, FUNDS)  # the lab pays for its pool jobs
     renter = client_for(alice)
     dear = RATES["cpu_core_hour_micros"] * 4
     pool_agent = make_agent("pool", slots=1, cpu_core_hour_micros=dear)

@@ -15,6 +15,7 @@ from jobs.tasks import jobs_reap_pass
 from tests.jobs.conftest import Wire
 from tests.jobs.group_steps import group_body
 from tests.jobs.helpers import body, finished, say, submit
+from tests.jobs.real_ledger import RealLedger
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -26,6 +27,7 @@ def lab(alice, hana):
     lab = Organisation.objects.create(name="lab")  # pool_hidden by default
     Membership.objects.create(organisation=lab, user=alice)
     Membership.objects.create(organisation=lab, user=hana, role=MembershipRole.ADMIN)
+    RealLedger().fund_organisation(lab, FUNDS)  # the lab pays for its pool jobs
     return lab
 
 

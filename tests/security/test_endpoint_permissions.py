@@ -132,6 +132,7 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks, client_for
     alice_earns_and_pays_out(alice, renter=hana, settings=settings)
     token, _ = api_token_create(user=alice, name="alice-private-token")
     organisation = organisation_create(user=alice, name="alice-private-org").organisation
+    RealLedger().fund_organisation(organisation, 5_000_000)  # it pays for its pool's jobs
     host = host_create(
         alice,
         name="alice-private-host",
