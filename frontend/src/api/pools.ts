@@ -90,8 +90,12 @@ export interface OrgLedgerLine {
   amount_micros: number;
   memo?: string;
   job_id?: number | null;
-  /** Who spent: the member whose pool job this line is for. */
-  username?: string | null;
+  transaction_id?: number;
+  /** Who spent (hold, release): the member whose pool job this line is for. */
+  member?: number | null;
+  member_username?: string | null;
+  /** Who bought (purchase) or granted (grant). */
+  by_username?: string | null;
 }
 
 export type ReportGroup = "member" | "host";
@@ -100,7 +104,7 @@ export type ReportGroup = "member" | "host";
  * `_micros` figure is money, every `_seconds` one time; the page shows those it gets. */
 export interface PoolReportRow {
   username?: string | null;
-  user?: number | null;
+  member?: number | null;
   host?: number | null;
   host_name?: string | null;
   jobs?: number;
@@ -184,6 +188,13 @@ const org = (id: number) => `/api/v1/organisations/${id}`;
 /** The settings endpoint names them without the model's `pool_` prefix (`required`,
  * `output_store`); the app keeps the prefixed names. Converted here, field errors included
  * (`output_store.bucket` -> `pool_output_store.bucket`). */
+/** The report sends seconds as exact decimal strings ("12.5"); the table shows numbers. */
+function secondsAsNumbers<T extends Record<string, unknown>>(row: T): T {
+  return Object.fromEntries(
+    Object.entries(row).map(([key, value]) => [key, key.endsWith("_seconds") && typeof value === "string" ? Number(value) : value]),
+  ) as T;
+}
+
 function settingsFromApi(raw: Record<string, unknown>): PoolSettings {
   return Object.fromEntries(Object.entries(raw).map(([key, value]) => [`pool_${key}`, value])) as unknown as PoolSettings;
 }
@@ -223,7 +234,11 @@ export const pools = {
     request("POST", `${org(id)}/wallet/payments/`, { body: { amount_micros }, headers: { "Idempotency-Key": idempotencyKey } }),
 
   report: (id: number, from: string, to: string, group_by: ReportGroup): Promise<PoolReport> =>
-    request("GET", `${org(id)}/reports/`, { query: { from, to, group_by, format: "json" } }),
+    request<PoolReport>("GET", `${org(id)}/reports/`, { query: { from, to, group_by, format: "json" } }).then((report) => ({
+      ...report,
+      rows: report.rows.map(secondsAsNumbers),
+      totals: secondsAsNumbers(report.totals),
+    })),
   audit: (id: number, filters: AuditFilters): Promise<Page<AuditEvent>> => request("GET", `${org(id)}/audit/`, { query: { ...filters } }),
 
   releases: (id: number, status: ReleaseState | "" = "requested"): Promise<Page<ReleaseRequest>> =>

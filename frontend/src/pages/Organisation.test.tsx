@@ -305,7 +305,7 @@ describe("the organisation's wallet", () => {
         "GET /api/v1/organisations/7/wallet/": () => json(200, { balance_micros: 1_500_000_000, held_micros: 2_000_000, available_micros: 1_498_000_000 }),
         "GET /api/v1/organisations/7/wallet/me/": () => json(200, { spent_micros: 0, cap_micros: null }),
         "GET /api/v1/organisations/7/wallet/transactions/": () =>
-          json(200, page([{ id: 3, created_at: "2026-12-01T10:00:00Z", kind: "capture", amount_micros: -1_250_000, memo: "", job_id: 42, username: "bob" }])),
+          json(200, page([{ id: 3, created_at: "2026-12-01T10:00:00Z", kind: "capture", amount_micros: -1_250_000, memo: "", job_id: 42, member: 2, member_username: "bob", by_username: null, transaction_id: 9 }])),
         "POST /api/v1/organisations/7/wallet/payments/": () => json(201, { id: 9, amount_micros: 100_000_000, status: "succeeded", provider: "demo", client_secret: null }),
       },
       "wallet",
@@ -354,7 +354,7 @@ describe("reports and audit", () => {
             from: "2026-12-01",
             to: "2026-12-08",
             group_by: "member",
-            rows: [{ user: 2, username: "bob", jobs: 3, cpu_seconds: 5400, gross_charges_micros: 0, platform_fees_micros: 0, refunds_micros: 0 }],
+            rows: [{ member: 2, username: "bob", jobs: 3, cpu_seconds: "5400", gross_charges_micros: 0, platform_fees_micros: 0, refunds_micros: 0 }],
             totals: { jobs: 3, cpu_seconds: 5400, gross_charges_micros: 0, platform_fees_micros: 0, refunds_micros: 0 },
           }),
       },

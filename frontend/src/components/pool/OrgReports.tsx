@@ -62,7 +62,7 @@ function Figure({ name, value }: { name: string; value: unknown }) {
 }
 
 function rowName(row: PoolReportRow, group: ReportGroup): string {
-  if (group === "member") return row.username ?? (row.user != null ? `User #${row.user}` : "—");
+  if (group === "member") return row.username ?? (row.member != null ? `User #${row.member}` : "—");
   return row.host_name || (row.host != null ? `Host #${row.host}` : "No machine");
 }
 

@@ -83,7 +83,7 @@ function Transactions({ orgId, reloadKey }: { orgId: number; reloadKey: number }
                       ) : null}
                       {line.memo && <div className="muted small">{line.memo}</div>}
                     </td>
-                    <td data-label="Member">{line.username ?? "—"}</td>
+                    <td data-label="Member">{line.member_username ?? line.by_username ?? "—"}</td>
                     <td data-label="Amount" className={`num ${line.amount_micros < 0 ? "neg" : "pos"}`}>
                       <Money micros={line.amount_micros} />
                     </td>
