@@ -20,19 +20,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from accounts.models import Membership, MembershipRole, Organisation, User
+from accounts.models import Membership, MembershipRole, User
 from accounts.selectors import membership_of
-from agent.protocol import OutputRelease, PoolStore
+from agent.protocol import OutputRelease
 from config.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from hosts.messaging import host_send
 from hosts.models import Host, HostStatus, HostVisibility
+from jobs import agent_link
 from jobs.audit_models import AuditKind
 from jobs.models import Job, JobOutput, OutputLocation, ReleaseStatus
 from jobs.selectors import job_outputs
 from jobs.services.audit import audit_append
+from jobs.services.dispatch import pool_ref
 
 MAX_NOTE_CHARS = 2000
 
@@ -274,18 +276,6 @@ def release_refuse(
 # --- the pool's hosts ---------------------------------------------------------------------
 
 
-def _pool_store(pool: Organisation) -> PoolStore | None:
-    store = pool.pool_output_store
-    if not store:
-        return None
-    return PoolStore(
-        endpoint_url=store["endpoint_url"],
-        bucket=store["bucket"],
-        prefix=store.get("prefix", ""),
-        region=store.get("region", ""),
-    )
-
-
 def release_host_pick(output: JobOutput) -> int | None:
     """The pool host to carry an approved output: the one that ran the attempt when it is
     online and was not the last one asked, else the next online host of the pool after the
@@ -314,7 +304,7 @@ def release_send(output: JobOutput, *, now: datetime) -> int | None:
     record whom and when. None (nothing sent) while no host of the pool is online."""
     pool = output.job.pool
     assert pool is not None
-    store = _pool_store(pool)
+    store = pool_ref(pool).get("output_store")
     host_id = release_host_pick(output)
     if host_id is None or store is None:
         return None
@@ -332,7 +322,7 @@ def release_send(output: JobOutput, *, now: datetime) -> int | None:
         store=store,
         key=output.store_key,
     )
-    host_send(host_id, "output.release", dict(message))
+    transaction.on_commit(lambda: agent_link.agent_send(host_id, "output.release", message))
     return host_id
 
 
