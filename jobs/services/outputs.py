@@ -27,7 +27,7 @@ from jobs.models import (
     ReleaseStatus,
 )
 from jobs.services.audit import audit_append
-from jobs.services.releases import release_complete
+from jobs.services.releases import output_is_gated, release_complete
 from jobs.validation import path_clean
 
 ATTEMPT_SCOPE = "attempt:"
@@ -311,17 +311,22 @@ def _release_attach(output: JobOutput, upload: Upload, *, host_id: int) -> None:
 
 
 def output_download_check(output: JobOutput) -> None:
-    """An output on the pool's store is downloadable only once released (409
-    ``output_not_released``, naming where its release stands)."""
-    if output.location == OutputLocation.POOL and output.release_status != ReleaseStatus.RELEASED:
+    """An output on the pool's store, or of a pool with the airlock, is downloadable only once
+    released (409 ``output_not_released``, naming where its release stands)."""
+    if output_is_gated(output) and output.release_status != ReleaseStatus.RELEASED:
         why = {
             ReleaseStatus.NONE: "ask for its release first (POST …/release/)",
             ReleaseStatus.REQUESTED: "its release waits for a data steward of the pool",
             ReleaseStatus.APPROVED: "its release was approved; a pool host is carrying it over",
-            ReleaseStatus.REFUSED: "its release was refused; it stays on the pool's store",
+            ReleaseStatus.REFUSED: "its release was refused; it stays on the pool's side",
         }[ReleaseStatus(output.release_status)]
+        where = (
+            "kept on the pool's store"
+            if output.location == OutputLocation.POOL
+            else ("behind the pool's airlock")
+        )
         raise Conflict(
-            f"{output.name} is kept on the pool's store and not released "
+            f"{output.name} is {where} and not released "
             f"(release status {output.release_status}): {why}",
             code="output_not_released",
             fields={"release_status": [str(output.release_status)]},

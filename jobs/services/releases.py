@@ -136,7 +136,7 @@ def output_release_request(*, user: User, job_id: int, name: str) -> JobOutput:
     output = _locked(JobOutput.objects.filter(pk__in=found.values("pk")))
     if output is None:
         raise NotFound("no such output")
-    if output.location != OutputLocation.POOL:
+    if not output_is_gated(output):
         raise Conflict(
             f"{name} is on the central store: download it, there is nothing to release",
             code="output_not_kept",
@@ -177,6 +177,16 @@ def output_release_request(*, user: User, job_id: int, name: str) -> JobOutput:
     return output
 
 
+def output_is_gated(output: JobOutput) -> bool:
+    """The output reaches the renter only through a release: it is on the pool's store, or
+    its pool has the airlock (with no store of its own the bytes are central but wait for a
+    steward all the same)."""
+    if output.location == OutputLocation.POOL:
+        return True
+    pool = output.job.pool
+    return pool is not None and pool.pool_airlock
+
+
 # --- the stewards -------------------------------------------------------------------------
 
 
@@ -194,7 +204,7 @@ def releases_of(
     """The outputs of the pool's jobs that were asked for (every status but ``none``), oldest
     request first; ``status`` narrows it."""
     _reader(user, organisation_id)
-    found = JobOutput.objects.filter(job__pool_id=organisation_id, location=OutputLocation.POOL)
+    found = JobOutput.objects.filter(job__pool_id=organisation_id)
     found = found.exclude(release_status=ReleaseStatus.NONE)
     if status is not None:
         found = found.filter(release_status=status)
@@ -211,9 +221,9 @@ def _decidable(user: User, organisation_id: int, release_id: int) -> JobOutput:
     if not membership.is_steward:
         raise PermissionDenied("only the organisation's data stewards decide releases")
     output = _locked(
-        JobOutput.objects.filter(
-            pk=release_id, job__pool_id=organisation_id, location=OutputLocation.POOL
-        ).exclude(release_status=ReleaseStatus.NONE)
+        JobOutput.objects.filter(pk=release_id, job__pool_id=organisation_id).exclude(
+            release_status=ReleaseStatus.NONE
+        )
     )
     if output is None:
         raise NotFound("no such release")
@@ -301,7 +311,13 @@ def release_host_pick(output: JobOutput) -> int | None:
 
 def release_send(output: JobOutput, *, now: datetime) -> int | None:
     """Ask a pool host (after the commit) to carry an approved output to the central store;
-    record whom and when. None (nothing sent) while no host of the pool is online."""
+    record whom and when. None (nothing sent) while no host of the pool is online. An output
+    already on the central store (an airlock pool without a store of its own) is released at
+    once: there is nothing to carry."""
+    if output.location == OutputLocation.CENTRAL:
+        if output.blob_id is not None:
+            release_complete(output, host_id=None, blob_id=output.blob_id, now=now)
+        return None
     pool = output.job.pool
     assert pool is not None
     store = pool_ref(pool).get("output_store")
@@ -348,7 +364,9 @@ def release_resend(output_id: int, *, now: datetime | None = None) -> int | None
     return release_send(output, now=now)
 
 
-def release_complete(output: JobOutput, *, host_id: int, blob_id: int, now: datetime) -> None:
+def release_complete(
+    output: JobOutput, *, host_id: int | None, blob_id: int, now: datetime
+) -> None:
     """The approved output's bytes reached the central store with the digest the job reported
     (the tus upload checked it): the output is released and downloadable. The caller holds the
     output's row."""

@@ -541,3 +541,36 @@ def test_the_release_state_machine_allows_only_its_steps(pool):
         2,
     )
     assert AuditKind.OUTPUT_RELEASED not in audit_kinds(pool.org)
+
+
+def test_an_airlock_pool_without_a_store_holds_central_outputs_until_a_steward_approves(
+    pool, client_for, committed, api, wire
+):
+    # given: the pool has the airlock but keeps no store; the agent uploads as for any job
+    Organisation.objects.filter(pk=pool.org.pk).update(pool_output_store={})
+    central = [{"name": "result.csv", "size": len(RESULT), "sha256": sha(RESULT)}]
+    job = pool.run(outputs=central)
+    sent = upload(api, job, credential_for(pool.host), name="result.csv", content=RESULT)
+    assert sent.status_code == 204, sent.content
+    owner = client_for(pool.alice)
+    held = owner.get(f"/api/v1/jobs/{job.pk}/outputs/result.csv")
+    assert (held.status_code, held.json()["error"]["fields"]) == (
+        409,
+        {"release_status": ["none"]},
+    )
+
+    # when
+    owner.post(release_path(job))
+    with committed():
+        approval = client_for(pool.sam).post(decide_path(pool, pool.output(job), "approve"), {})
+
+    # then: released at once, nothing to carry
+    assert (approval.status_code, approval.json()["status"]) == (200, "released")
+    assert wire.to(pool.host.pk, "output.release") == []
+    download = owner.get(f"/api/v1/jobs/{job.pk}/outputs/result.csv")
+    assert (download.status_code, b"".join(download.streaming_content)) == (200, RESULT)
+    assert audit_kinds(pool.org) == [
+        "output.release_requested",
+        "output.release_approved",
+        "output.released",
+    ]
