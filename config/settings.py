@@ -252,6 +252,7 @@ SPECTACULAR_SETTINGS = {
         "JobPlacementEnum": "jobs.models.PlacementMode",
         "JobCreatePlacementEnum": [("auto", "auto"), ("chosen", "chosen")],
         "JobGroupStatusEnum": "jobs.models.JobGroupStatus",
+        "ReleaseStatusEnum": "jobs.models.ReleaseStatus",
     },
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -351,8 +351,12 @@ class JobOutputSerializer(serializers.ModelSerializer[JobOutput]):
 
 
 class ReleaseDecisionInput(serializers.Serializer[object]):
+    # Checked by the service after the caller's permission (a refusal reveals nothing first).
     note = serializers.CharField(
-        required=False, allow_blank=True, max_length=2000, help_text="required when refusing"
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="at most 2,000 characters; required when refusing",
     )
 
 

@@ -245,8 +245,8 @@ def release_approve(
 ) -> JobOutput:
     """A steward approves a requested release: it is sent to an online pool host now (or by
     the reaper once one is online). Locks the output row."""
-    text = _note_clean(note, is_required=False)
     output = _decidable(user, organisation_id, release_id)
+    text = _note_clean(note, is_required=False)
     now = timezone.now()
     _release_step(
         output,
@@ -267,8 +267,8 @@ def release_refuse(
 ) -> JobOutput:
     """A steward refuses a requested release, saying why; the output stays on the pool's store
     and is never downloadable. Locks the output row."""
-    text = _note_clean(note, is_required=True)
     output = _decidable(user, organisation_id, release_id)
+    text = _note_clean(note, is_required=True)
     now = timezone.now()
     _release_step(
         output,

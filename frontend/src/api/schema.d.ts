@@ -69,7 +69,8 @@ export interface paths {
         put?: never;
         /**
          * @description tus creation of an output upload by the agent (host credential, Bearer):
-         *     ``Upload-Metadata: job_id, attempt, name, sha256``.
+         *     ``Upload-Metadata: job_id, attempt, name, sha256``; or, for an approved output a pool host
+         *     carries to the central store (``output.release``), ``release, name, sha256``.
          */
         post: operations["agent_uploads_create"];
         delete?: never;
@@ -515,6 +516,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/jobs/{job_id}/outputs/{name}/release/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ask for an output kept on the pool's store
+         * @description The job's owner. With the pool's airlock the release waits for a data steward (status requested); without it, it is approved at once by the pool's policy. Asking again changes nothing; a refused output: 409 release_refused.
+         */
+        post: operations["jobs_outputs_release_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/jobs/{job_id}/receipt/": {
         parameters: {
             query?: never;
@@ -665,6 +686,66 @@ export interface paths {
         post?: never;
         /** @description Remove a member (organisation admins), or leave (your own username). */
         delete: operations["organisations_members_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/releases/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The pool's releases
+         * @description Outputs of the pool's jobs asked for, oldest request first. The organisation's data stewards and admins.
+         */
+        get: operations["organisations_releases_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/releases/{release_id}/approve/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve a requested release
+         * @description A data steward of the organisation, not on their own job's output. A pool host then carries the bytes to the central store; the output is downloadable once they arrived with the digest the job reported.
+         */
+        post: operations["organisations_releases_approve_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/releases/{release_id}/refuse/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Refuse a requested release
+         * @description A data steward of the organisation, not on their own job's output, with a note saying why. The output stays on the pool's store and is never downloadable.
+         */
+        post: operations["organisations_releases_refuse_create"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1369,6 +1450,8 @@ export interface components {
             max_cost_micros: number;
             host?: number | null;
             placement?: components["schemas"]["JobCreatePlacementEnum"];
+            /** @description run in this organisation's private pool (docs/pools.md) */
+            pool?: number | null;
         };
         JobGroup: {
             readonly id: number;
@@ -1455,6 +1538,8 @@ export interface components {
             max_cost_micros: number;
             host?: number | null;
             placement?: components["schemas"]["JobCreatePlacementEnum"];
+            /** @description run in this organisation's private pool (docs/pools.md) */
+            pool?: number | null;
             /** @description input files every task reads (as a job's) */
             shared_inputs?: {
                 /** @description where it appears, under /inputs */
@@ -1543,6 +1628,25 @@ export interface components {
             attempt: number;
             /** Format: date-time */
             readonly uploaded_at: string | null;
+            /**
+             * @description central: downloadable; pool: kept on the pool's store until released
+             *
+             *     * `central` - On the central store
+             *     * `pool` - On the pool's own store
+             */
+            location: components["schemas"]["LocationEnum"];
+            /**
+             * @description For location pool: none, requested, approved, refused or released (downloadable only when released)
+             *
+             *     * `none` - Not requested
+             *     * `requested` - Release requested
+             *     * `approved` - Approved, on its way
+             *     * `refused` - Refused
+             *     * `released` - Released
+             */
+            release_status: components["schemas"]["ReleaseStatusEnum"];
+            /** @description The steward's note (or the policy's) */
+            release_note: string;
         };
         /**
          * @description * `auto` - Placed by the marketplace
@@ -1580,6 +1684,12 @@ export interface components {
          * @enum {string}
          */
         KindEnum: "purchase" | "grant" | "adjustment" | "hold" | "capture" | "release" | "reversal" | "maturity" | "refund" | "payout" | "payout_paid" | "payout_reversal";
+        /**
+         * @description * `central` - On the central store
+         *     * `pool` - On the pool's own store
+         * @enum {string}
+         */
+        LocationEnum: "central" | "pool";
         LogPage: {
             job_id: number;
             attempt: number | null;
@@ -1847,6 +1957,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["OwnedHostOutput"][];
         };
+        PaginatedReleaseOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["ReleaseOutput"][];
+        };
         PaginatedWalletHistoryLineOutputList: {
             /** @example 123 */
             count: number;
@@ -2030,6 +2155,39 @@ export interface components {
             problem_count: number;
             problems: components["schemas"]["ProblemOutput"][];
         };
+        ReleaseDecisionInputRequest: {
+            /** @description at most 2,000 characters; required when refusing */
+            note?: string;
+        };
+        /** @description An output of a pool job on its way out, as the pool's stewards see it. */
+        ReleaseOutput: {
+            readonly id: number;
+            job_id: number;
+            attempt: number;
+            readonly name: string;
+            readonly size: number;
+            readonly sha256: string;
+            status: components["schemas"]["ReleaseStatusEnum"];
+            owner: string;
+            requested_by?: string | null;
+            /** Format: date-time */
+            requested_at: string | null;
+            decided_by?: string | null;
+            /** Format: date-time */
+            decided_at: string | null;
+            note: string;
+            /** Format: date-time */
+            readonly released_at: string | null;
+        };
+        /**
+         * @description * `none` - Not requested
+         *     * `requested` - Release requested
+         *     * `approved` - Approved, on its way
+         *     * `refused` - Refused
+         *     * `released` - Released
+         * @enum {string}
+         */
+        ReleaseStatusEnum: "none" | "requested" | "approved" | "refused" | "released";
         /**
          * @description * `cpu` - cpu
          *     * `memory` - memory
@@ -3414,6 +3572,37 @@ export interface operations {
             };
         };
     };
+    jobs_outputs_release_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     jobs_receipt_retrieve: {
         parameters: {
             query?: never;
@@ -3789,6 +3978,116 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_releases_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                status?: "approved" | "refused" | "released" | "requested";
+            };
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedReleaseOutputList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_releases_approve_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+                release_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseDecisionInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["ReleaseDecisionInputRequest"];
+                "multipart/form-data": components["schemas"]["ReleaseDecisionInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReleaseOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_releases_refuse_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+                release_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseDecisionInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["ReleaseDecisionInputRequest"];
+                "multipart/form-data": components["schemas"]["ReleaseDecisionInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReleaseOutput"];
+                };
             };
             /** @description An error; see `code`. */
             "4XX": {
