@@ -75,7 +75,7 @@ def objects(store: dict[str, str]) -> dict[str, bytes]:
     }
 
 
-def pool(store: dict[str, str] | None, logs: str = "central", pool_id: int = 3) -> dict[str, Any]:
+def pool(store: dict[str, str] | None, logs: str = "central", pool_id: int = 3) -> Any:
     ref: dict[str, Any] = {
         "id": pool_id,
         "fetch_networks": [],
@@ -290,3 +290,98 @@ def test_the_credentials_file_reader_keeps_session_tokens(tmp_path):
         json.dumps({"*": {"access_key_id": "a", "secret_access_key": "b", "session_token": "t"}})
     )
     assert credentials_file_read(path) == {"*": StoreCredentials("a", "b", "t")}
+
+
+async def test_a_restarted_agent_keeps_a_pool_jobs_outputs_and_log_on_the_pool_store(
+    runtime, store, tmp_path
+):
+    # given a container of an earlier run, whose state file names the pool
+    from agent.jobrunner.offer import cap_from_offer
+    from agent.jobrunner.state import AttemptState, state_read, state_write
+    from agent.runtime.types import OwnedContainer
+
+    directory = runtime.work_root / "job-7-1"
+    directory.mkdir(parents=True)
+    ref = pool(store, logs="store")
+    state_write(directory, AttemptState(1, 10, 0, cap_from_offer(offer()), pool=ref))
+    stored_state = state_read(directory)
+    assert stored_state is not None
+    assert stored_state.pool == ref
+    runtime.owned = [OwnedContainer(7, 1, "c-7-1", "running", "run")]
+    runtime.attachable[(7, 1)] = 5.0
+    runtime.outputs = [output_file(tmp_path, "result.csv", b"42\n")]
+    link, uploader = FakeLink(), FakeUploader()
+    manager = RuntimeJobManager(
+        runtime, uploader=uploader, options=FAST, pool_stores=PoolStores({"*": KEYS})
+    )
+    await manager.start(link)
+
+    # when the server keeps it and it ends
+    await manager.on_resume([{"job_id": 7, "attempt": 1}], [])
+    await link.until(lambda: ("attach", 7, 1) in runtime.calls, "the attach")
+    runtime.output(7, 1, b"the whole log again\n")
+    runtime.exit(7, 1, SUCCESS)
+    [finished] = await link.next_of("job.finished")
+    await manager.stop()
+
+    # then
+    assert (link.of("job.log"), uploader.uploaded) == ([], [])
+    assert [o["location"] for o in finished["outputs"]] == ["pool"]
+    assert objects(store) == {
+        "lab/jobs/7/1/outputs/result.csv": b"42\n",
+        "lab/jobs/7/1/log": b"the whole log again\n",
+    }
+
+
+def test_a_state_file_whose_pool_was_tampered_with_is_not_trusted(tmp_path):
+    from agent.jobrunner.state import AttemptState, state_path, state_read, state_write
+
+    state_write(tmp_path, AttemptState(3, 10, 0, None, pool=pool(None)))
+    data = json.loads(state_path(tmp_path).read_text())
+    data["pool"]["logs"] = "everywhere"
+    state_path(tmp_path).write_text(json.dumps(data))
+
+    assert state_read(tmp_path) is None
+
+
+async def test_the_agent_carries_one_release_at_a_time_with_its_own_credentials(
+    tmp_path, monkeypatch, store
+):
+    # given an agent whose credentials are its own settings, and a slow release under way
+    import asyncio
+    import threading
+
+    from agent.client import AgentClient
+
+    config = config_load(
+        tmp_path / "agent.json",
+        env={
+            "COMMUNIPUTE_POOL_STORE_ACCESS_KEY_ID": "k",
+            "COMMUNIPUTE_POOL_STORE_SECRET_ACCESS_KEY": "s",
+        },
+        overrides={"server": "http://127.0.0.1:9", "host_id": 1, "credential": "cph_x"},
+    )
+    client = AgentClient(config, handle_signals=False)
+    gate, calls = threading.Event(), []
+
+    def carry(stores: PoolStores, message: Any, upload: Any, work_dir: Path) -> bool:
+        calls.append((stores.credentials_for(message["pool_id"]), message["release_id"], work_dir))
+        gate.wait(5)
+        return True
+
+    monkeypatch.setattr(poolstore, "release_carry", carry)
+    raw = encode("output.release", release(store, b"x"))
+
+    # when the same release arrives twice while the first is carried, and again after it
+    await client._receive(raw)
+    await client._receive(raw)
+    await asyncio.sleep(0.1)
+    gate.set()
+    while client._releases:
+        await asyncio.sleep(0.01)
+    await client._receive(raw)
+    while client._releases:
+        await asyncio.sleep(0.01)
+
+    # then
+    assert calls == [(StoreCredentials("k", "s"), 41, config.work_dir)] * 2
