@@ -377,11 +377,9 @@ async def test_the_agent_carries_one_release_at_a_time_with_its_own_credentials(
     await client._receive(raw)
     await asyncio.sleep(0.1)
     gate.set()
-    while client._releases:
-        await asyncio.sleep(0.01)
+    await asyncio.gather(*client._releases.values())
     await client._receive(raw)
-    while client._releases:
-        await asyncio.sleep(0.01)
+    await asyncio.gather(*client._releases.values())
 
     # then
     assert calls == [(StoreCredentials("k", "s"), 41, config.work_dir)] * 2
