@@ -3,6 +3,8 @@ renter asking twice at once, each make one step (one audit entry), never two."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from accounts.models import Membership, Organisation
@@ -35,17 +37,10 @@ def test_two_stewards_deciding_at_once_make_one_decision(pool):
         output = pool.output(job)
 
         # when sam approves while tess refuses
+        decide = partial(durable_call, organisation_id=pool.org.pk, release_id=output.pk)
         results = race(
-            lambda: durable_call(
-                release_approve, user=pool.sam, organisation_id=pool.org.pk, release_id=output.pk
-            ),
-            lambda: durable_call(
-                release_refuse,
-                user=tess,
-                organisation_id=pool.org.pk,
-                release_id=output.pk,
-                note="no",
-            ),
+            partial(decide, release_approve, user=pool.sam),
+            partial(decide, release_refuse, user=tess, note="no"),
         )
 
         # then exactly one decided; the other was told it is no longer requested
@@ -65,14 +60,10 @@ def test_a_renter_asking_twice_at_once_makes_one_request(pool):
     for _ in range(ROUNDS):
         job = pool.run()
 
-        results = race(
-            *[
-                lambda: durable_call(
-                    output_release_request, user=pool.alice, job_id=job.pk, name="result.csv"
-                )
-            ]
-            * 3
+        ask = partial(
+            durable_call, output_release_request, user=pool.alice, job_id=job.pk, name="result.csv"
         )
+        results = race(ask, ask, ask)
 
         assert not [r for r in results if isinstance(r, Exception)], results
         approvals = pool.org.audit_events.filter(job_id=job.pk, kind="output.release_approved")
