@@ -9,8 +9,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('blobs', '0001_initial'),
-        ('hosts', '0006_catalog_keyset_indexes'),
-        ('jobs', '0010_pools'),
+        ('hosts', '0007_pool_enrollment_token'),
+        ('jobs', '0011_audit_append_only'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
