@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from agent.protocol import OutputFile, pool_object_key
@@ -236,12 +236,15 @@ def _is_release_upload(upload_id: uuid.UUID) -> bool:
 
 def _release_output(host_id: int, output_id: int, *, lock: bool) -> JobOutput:
     """The approved output this host was asked to carry (404 for any other host, any other
-    state: a release is carried only while approved, only by the host it was last sent to)."""
+    state: a release is carried only while approved, only by the host it was last sent to,
+    while that host is still in the pool)."""
     found = JobOutput.objects.filter(
         pk=output_id,
         location=OutputLocation.POOL,
         release_status=ReleaseStatus.APPROVED,
         release_host_id=host_id,
+        # a host that left the pool since carries none of its outputs any more
+        release_host__organisation_id=F("job__pool_id"),
     )
     if lock:
         found = found.select_for_update(of=("self",))

@@ -28,7 +28,7 @@ from accounts.models import Membership, MembershipRole, User
 from accounts.selectors import membership_of
 from agent.protocol import OutputRelease
 from config.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from hosts.models import Host, HostStatus, HostVisibility
+from hosts.models import Host, HostStatus
 from jobs import agent_link
 from jobs.audit_models import AuditKind
 from jobs.models import Job, JobOutput, OutputLocation, ReleaseStatus
@@ -293,7 +293,7 @@ def release_host_pick(output: JobOutput) -> int | None:
     pool_id = output.job.pool_id
     assert pool_id is not None
     online = list(
-        Host.objects.filter(organisation_id=pool_id, visibility=HostVisibility.PRIVATE)
+        Host.objects.filter(organisation_id=pool_id)
         .exclude(status=HostStatus.OFFLINE)
         .order_by("pk")
         .values_list("pk", flat=True)

@@ -576,3 +576,15 @@ def test_an_airlock_pool_without_a_store_holds_central_outputs_until_a_steward_a
         "output.release_approved",
         "output.released",
     ]
+
+
+def test_a_host_that_left_the_pool_no_longer_carries_its_release(pool, client_for, committed, api):
+    job = approved(pool, client_for, committed)
+    output = pool.output(job)
+    Host.objects.filter(pk=pool.host.pk).update(organisation=None, visibility=HostVisibility.PUBLIC)
+
+    answer = release_upload(api, credential_for(pool.host), output, RESULT)
+
+    assert answer.status_code == 404
+    output.refresh_from_db()
+    assert (output.release_status, output.blob_id, Upload.objects.count()) == ("approved", None, 0)
