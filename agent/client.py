@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -54,6 +55,7 @@ from agent.protocol import (
     HostSpecs,
     JobCancel,
     JobOffer,
+    OutputRelease,
     ProtocolError,
     Readiness,
     Welcome,
@@ -138,6 +140,7 @@ class AgentClient:
         self._close_code: int | None = None
         self._welcomed_at: float | None = None
         self._last_readiness: Readiness | None = None
+        self._releases: dict[int, asyncio.Task[bool]] = {}  # output.release under way, by id
 
     # --- AgentLink ----------------------------------------------------------------------------
 
@@ -387,6 +390,35 @@ class AgentClient:
             self.outbox.usage_ack(data["job_id"], data["attempt"], data["seq"])
         await self.jobs.on_ack(envelope["type"], data)
 
+    async def _on_output_release(self, envelope: Envelope[OutputRelease]) -> None:
+        """A released output of a pool job: read it from the pool's store, check it and upload
+        it (agent/poolstore.py), off the event loop; the same release once at a time."""
+        from agent.jobrunner.uploads import TusOutputUploader
+        from agent.poolstore import pool_stores_from_config, release_carry
+
+        release = envelope["data"]
+        running = self._releases.get(release["release_id"])
+        if running is not None and not running.done():
+            return
+        uploader = TusOutputUploader(
+            self.config.server, self.config.credential, self.config.ca_bundle
+        )
+        task = asyncio.create_task(
+            asyncio.to_thread(
+                release_carry,
+                pool_stores_from_config(self.config),
+                release,
+                uploader.release,
+                self.config.work_dir,
+            )
+        )
+        self._releases[release["release_id"]] = task
+        task.add_done_callback(functools.partial(self._release_done, release["release_id"]))
+
+    def _release_done(self, release_id: int, task: asyncio.Task[bool]) -> None:
+        if self._releases.get(release_id) is task:
+            del self._releases[release_id]
+
     async def _on_error(self, envelope: Envelope[Error]) -> None:
         data = envelope["data"]
         logger.warning(
@@ -404,6 +436,7 @@ class AgentClient:
         "policy": _on_policy,
         "job.offer": _on_offer,
         "job.cancel": _on_cancel,
+        "output.release": _on_output_release,
         "ack": _on_ack,
         "log.ack": _on_ack,
         "usage.ack": _on_ack,

@@ -58,6 +58,11 @@ ENV_NAMES: dict[str, str] = {
     "disk_reserve_mb": "COMMUNIPUTE_DISK_RESERVE_MB",
     "wheelhouse": "COMMUNIPUTE_WHEELHOUSE",
     "env_cache_max_mb": "COMMUNIPUTE_ENV_CACHE_MAX_MB",
+    # Pools' output stores (agent/poolstore.py): this host's credentials, never sent.
+    "pool_store_access_key_id": "COMMUNIPUTE_POOL_STORE_ACCESS_KEY_ID",
+    "pool_store_secret_access_key": "COMMUNIPUTE_POOL_STORE_SECRET_ACCESS_KEY",
+    "pool_store_session_token": "COMMUNIPUTE_POOL_STORE_SESSION_TOKEN",
+    "pool_store_credentials_file": "COMMUNIPUTE_POOL_STORE_CREDENTIALS_FILE",
 }
 # Older names of settings, still read (file key or environment variable) -> the setting.
 SETTING_ALIASES = {"max_concurrent_jobs": "slots"}
@@ -162,6 +167,16 @@ class AgentConfig:
     # A JSON file (0600) of URL prefix -> headers ({"https://data.internal/": {"Authorization":
     # "Bearer …"}}) sent with a pool job's URL inputs under that prefix only; never to the server.
     fetch_credentials_file: str = ""
+    # Pools' output stores (docs/pools.md, "Outputs leave only when released"): the S3
+    # credentials this host writes a pool's outputs and logs with. One set for every pool
+    # (access key id + secret, optional session token), and/or a JSON file (0600) of
+    # {"<pool id>" | "*": {access_key_id, secret_access_key, session_token?}}, which wins for
+    # the pools it names. Never sent to the server; without them a job of a pool that keeps
+    # its outputs fails here as a host fault before it runs.
+    pool_store_access_key_id: str = ""
+    pool_store_secret_access_key: str = ""
+    pool_store_session_token: str = ""
+    pool_store_credentials_file: str = ""
 
     @property
     def is_enrolled(self) -> bool:
@@ -391,12 +406,21 @@ def _validated(config: AgentConfig) -> AgentConfig:
     for host in config.fetch_allow_hosts:
         if not _HOST_NAME.fullmatch(host):
             raise ConfigError(f"fetch_allow_hosts: {host!r} is not a host name (or *.domain)")
-    for name in ("pip_cert", "ca_bundle"):
+    if bool(config.pool_store_access_key_id) != bool(config.pool_store_secret_access_key):
+        raise ConfigError("pool_store_access_key_id and pool_store_secret_access_key go together")
+    for name in ("pip_cert", "ca_bundle", "pool_store_credentials_file"):
         value = getattr(config, name)
         if value and not Path(value).expanduser().is_file():
             raise ConfigError(f"{name} {value!r} is not a file")
     if config.fetch_credentials_file:
         fetch_credentials_read(config.fetch_credentials_file)
+    if config.pool_store_credentials_file:
+        from agent.poolstore import credentials_file_read
+
+        try:
+            credentials_file_read(Path(config.pool_store_credentials_file).expanduser())
+        except ValueError as exc:
+            raise ConfigError(f"pool_store_credentials_file: {exc}") from None
     return replace(config, server=config.server.rstrip("/"))
 
 

@@ -202,6 +202,10 @@ class OutputFile(TypedDict):
     name: str
     size: Count
     sha256: str
+    # Where the agent put the bytes (docs/pools.md, "Outputs leave only when released"):
+    # "central" (absent: the same) uploaded to the server with tus; "pool" written to the
+    # job's pool store (``PoolRef.output_store``), the server told only name, size and digest.
+    location: NotRequired[Literal["central", "pool"]]
 
 
 class JobFinished(TypedDict):
@@ -312,6 +316,13 @@ class PoolStore(TypedDict):
     region: Annotated[str, Length(0, 64)]
 
 
+def pool_object_key(prefix: str, job_id: int, attempt: int, name: str) -> str:
+    """The key of an attempt's output ``name`` on a pool's store; ``name`` "" is the attempt's
+    log (``<prefix>jobs/<job>/<attempt>/log``). The agent writes there, the server records it."""
+    base = f"{prefix}jobs/{job_id}/{attempt}/"
+    return f"{base}outputs/{name}" if name else f"{base}log"
+
+
 class PoolRef(TypedDict):
     """The private pool a job runs in (docs/pools.md); only the pool's hosts are offered it.
 
@@ -354,6 +365,25 @@ class JobOffer(TypedDict):
     task: NotRequired[TaskRef]
     # The private pool the job runs in; absent for a public job (and ignored by older agents).
     pool: NotRequired[PoolRef]
+
+
+class OutputRelease(TypedDict):
+    """A steward (or the pool's policy) released an output kept on the pool's store
+    (docs/pools.md): read ``key`` from ``store`` with the host's own credentials for pool
+    ``pool_id``, check that the bytes are ``size`` long with digest ``sha256``, and upload them
+    to the server with tus (``/api/v1/agent/uploads/``, ``Upload-Metadata: release <id>, sha256``).
+    The server checks the digest again at the upload's completion; nothing is acknowledged
+    (a release that did not go through is sent again, maybe to another host of the pool)."""
+
+    release_id: Count  # the output's id on the server
+    job_id: Count
+    attempt: Count
+    name: Annotated[str, Length(1, 255)]
+    size: Count
+    sha256: Sha256
+    pool_id: Count
+    store: PoolStore
+    key: Annotated[str, Length(1, 1024)]
 
 
 # A job.cancel whose reason starts with this names an attempt the server no longer runs on
@@ -428,6 +458,7 @@ SERVER_MESSAGES: dict[str, type] = {
     "usage.ack": UsageAck,
     "drain": Drain,
     "policy": AvailabilityPolicy,
+    "output.release": OutputRelease,
     "error": Error,
     "ack": Ack,
 }

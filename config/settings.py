@@ -252,6 +252,7 @@ SPECTACULAR_SETTINGS = {
         "JobPlacementEnum": "jobs.models.PlacementMode",
         "JobCreatePlacementEnum": [("auto", "auto"), ("chosen", "chosen")],
         "JobGroupStatusEnum": "jobs.models.JobGroupStatus",
+        "ReleaseStatusEnum": "jobs.models.ReleaseStatus",
     },
     # Served from our own static files: no CDN at runtime.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -362,6 +363,9 @@ JOB_STOP_GRACE_SECONDS = env_int("JOB_STOP_GRACE_SECONDS", 15, minimum=1)
 JOB_PREPARE_MAX_SECONDS = env_int("JOB_PREPARE_MAX_SECONDS", 900, minimum=1)
 # A finished attempt takes log chunks and its declared outputs this much longer, then no more.
 JOB_LATE_UPLOAD_SECONDS = env_int("JOB_LATE_UPLOAD_SECONDS", 120, minimum=1)
+# An approved release of a pool output (docs/pools.md) not carried to the central store this
+# long after it was sent to a pool host is sent again, to the next online host of the pool.
+JOB_RELEASE_RESEND_SECONDS = env_int("JOB_RELEASE_RESEND_SECONDS", 60, minimum=1)
 # The stored log of one attempt keeps at most JOB_LOG_MAX_BYTES bytes: its head and its tail.
 JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
 # Of those, the first JOB_LOG_HEAD_BYTES (at most half) are always kept; the rest is the tail.

@@ -51,7 +51,7 @@ from jobs.services.attempts import (
 )
 from jobs.services.dispatch import offers_open
 from jobs.services.leases import heartbeat_leases, welcome_decide
-from jobs.services.logs import log_append
+from jobs.services.logs import log_append, log_kept_elsewhere
 from jobs.services.usage import UsageRefused, usage_ingest, usage_ingest_fast
 from jobs.services.usage_async import FastPath, usage_ingest_fast_async
 from jobs.states import ATTEMPT_ACTIVE, ATTEMPT_FINISHED, IllegalTransition
@@ -179,6 +179,11 @@ def handle_job_log(host_id: int, envelope: Envelope[JobLog]) -> list[Reply]:
     attempt, refusal = _fenced(host_id, envelope, _LOGGABLE)
     if attempt is None:
         return refusal
+    kept = log_kept_elsewhere(attempt.job)
+    if kept:
+        # The pool keeps the log off the server: an agent that sends it anyway is refused and
+        # nothing is stored (an honest one declares only its size in job.finished).
+        return [_error(envelope, "log_not_kept", f"this job's pool keeps its log: {kept}")]
     end = log_append(attempt.pk, data["offset"], data["data"])
     ack = LogAck(job_id=attempt.job_id, attempt=attempt.number, offset=end)
     return [("log.ack", dict(ack))]

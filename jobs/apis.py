@@ -41,8 +41,10 @@ from jobs.serializers import (
     UsageHistoryOutput,
 )
 from jobs.services.cancel import job_cancel
-from jobs.services.logs import log_read
+from jobs.services.logs import log_absence_check, log_read
 from jobs.services.outputs import (
+    output_download_check,
+    output_release_upload_create,
     output_upload_abort,
     output_upload_create,
     output_upload_of,
@@ -145,6 +147,7 @@ class JobLogsApi(APIView):
         query = LogQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         job = job_of(request_user(request), job_id)
+        log_absence_check(job, query.validated_data.get("attempt"))
         page = log_read(
             job,
             offset=query.validated_data["offset"],
@@ -166,14 +169,18 @@ class JobOutputDownloadApi(APIView):
     def get(self, request: Request, job_id: int, name: str) -> Any:
         job = job_of(request_user(request), job_id)
         output = job_outputs(job).filter(name=name).select_related("blob").first()
-        if output is None or output.blob is None:
+        if output is None:
+            raise NotFound("no such output")
+        output_download_check(output)
+        if output.blob is None:
             raise NotFound("no such output")
         return blob_response(request._request, output.blob, filename=posixpath.basename(name))
 
 
 class AgentUploadsApi(APIView):
     """tus creation of an output upload by the agent (host credential, Bearer):
-    ``Upload-Metadata: job_id, attempt, name, sha256``."""
+    ``Upload-Metadata: job_id, attempt, name, sha256``; or, for an approved output a pool host
+    carries to the central store (``output.release``), ``release, name, sha256``."""
 
     authentication_classes = [HostCredentialAuthentication]
     permission_classes = [IsHostAgent]
@@ -185,6 +192,18 @@ class AgentUploadsApi(APIView):
     @extend_schema(request=None, responses={201: UploadSerializer})
     def post(self, request: Request) -> Response:
         given = tus.creation(request.headers)
+        if "release" in given.metadata:  # an approved output's bytes (output.release)
+            upload = durable_call(
+                output_release_upload_create,
+                host_id=_agent(request).host_id,
+                release_id=_metadata_integer(given, "release"),
+                name=given.required("name"),
+                sha256=given.required("sha256"),
+                length=given.length,
+            )
+            return upload_answer(
+                upload, code=status.HTTP_201_CREATED, location=f"{AGENT_UPLOADS}{upload.pk}/"
+            )
         upload = durable_call(
             output_upload_create,
             host_id=_agent(request).host_id,

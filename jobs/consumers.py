@@ -13,18 +13,37 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from accounts.models import PoolLogs
 from jobs.events import group_group, job_group
 from jobs.group_selectors import group_event
 from jobs.models import Job, JobGroup
+from jobs.services.logs import log_kept_elsewhere
 from jobs.states import job_status_event
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 
 
-def _snapshot(user: Any, job_id: int) -> dict[str, Any] | None:
-    job = Job.objects.filter(pk=job_id, owner=user).first()
-    return None if job is None else job_status_event(job)
+def _snapshot(user: Any, job_id: int) -> list[dict[str, Any]] | None:
+    """The job's status now, and for a job whose pool keeps its log off the server a
+    ``log.unavailable`` saying so (no ``job.log`` will ever come)."""
+    job = Job.objects.filter(pk=job_id, owner=user).select_related("pool").first()
+    if job is None:
+        return None
+    events = [job_status_event(job)]
+    kept = log_kept_elsewhere(job)
+    if kept:
+        events.append(
+            {
+                "type": "log.unavailable",
+                "job_id": job.pk,
+                "logs": kept,
+                "message": "this job's pool keeps its jobs' logs on its own store"
+                if kept == PoolLogs.STORE
+                else "this job's pool keeps no log of its jobs (redacted)",
+            }
+        )
+    return events
 
 
 class JobConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
@@ -43,7 +62,8 @@ class JobConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels
         self.group = job_group(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_json(snapshot)
+        for event in snapshot:
+            await self.send_json(event)
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:

@@ -306,9 +306,29 @@ def _output_path(instance: JobOutput, filename: str) -> str:
     return f"job-outputs/{instance.job_id}/{instance.attempt_id}/{instance.sha256}"
 
 
+class OutputLocation(models.TextChoices):
+    """Where an output's bytes are (docs/pools.md, "Outputs leave only when released")."""
+
+    CENTRAL = "central", "On the central store"
+    POOL = "pool", "On the pool's own store"
+
+
+class ReleaseStatus(models.TextChoices):
+    """An output on the pool's store on its way to the renter (jobs.services.releases holds
+    the one state machine): none -> requested -> approved | refused; none -> approved (no
+    airlock: the pool's policy); approved -> released (the bytes reached the central store)."""
+
+    NONE = "none", "Not requested"
+    REQUESTED = "requested", "Release requested"
+    APPROVED = "approved", "Approved, on its way"
+    REFUSED = "refused", "Refused"
+    RELEASED = "released", "Released"
+
+
 class JobOutput(models.Model):
     """A file the job left in /outputs: metadata from job.finished, its bytes a blob the agent
-    uploaded with tus (docs/data.md); the job's owner holds that blob."""
+    uploaded with tus (docs/data.md); the job's owner holds that blob. An output of a pool job
+    whose pool keeps outputs (``location`` pool) has no blob until it is released."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outputs")
     attempt = models.ForeignKey(JobAttempt, on_delete=models.CASCADE, related_name="outputs")
@@ -320,12 +340,45 @@ class JobOutput(models.Model):
     blob = models.ForeignKey(
         "blobs.Blob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # When the bytes were stored: on the central store (the upload completed) or, for
+    # ``location`` pool, on the pool's store (the agent's job.finished said so).
     uploaded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    location = models.CharField(
+        max_length=16, choices=OutputLocation.choices, default=OutputLocation.CENTRAL
+    )
+    # The object's key on the pool's store (<prefix>jobs/<job>/<attempt>/outputs/<name>).
+    store_key = models.CharField(max_length=1024, blank=True, default="")
+    release_status = models.CharField(
+        max_length=16, choices=ReleaseStatus.choices, default=ReleaseStatus.NONE
+    )
+    release_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    release_requested_at = models.DateTimeField(null=True, blank=True)
+    # The steward who approved or refused; None with a decision: the pool's policy (no airlock).
+    release_decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    release_decided_at = models.DateTimeField(null=True, blank=True)
+    release_note = models.CharField(max_length=2000, blank=True, default="")
+    # The pool host last asked to carry the approved bytes to the central store, and when.
+    release_host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    release_sent_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["attempt", "name"], name="uniq_attempt_output")
+        ]
+        indexes = [
+            models.Index(
+                fields=["release_status", "release_sent_at"],
+                name="output_release_pending",
+                condition=models.Q(release_status="approved"),
+            )
         ]
 
     def __str__(self) -> str:
@@ -396,9 +449,11 @@ __all__ = [
     "JobLogChunk",
     "JobOutput",
     "JobStatus",
+    "OutputLocation",
     "PlacementMode",
     "PoolAuditEvent",
     "RejectionKind",
+    "ReleaseStatus",
     "TaskStatus",
     "UsageReport",
 ]

@@ -14,7 +14,15 @@ from rest_framework import serializers
 from config.api import MicrosField
 from config.errors import TooLarge
 from hosts.models import RATE_FIELDS
-from jobs.models import JOB_NAME_MAX_LENGTH, Job, JobInput, JobOutput, JobStatus
+from jobs.models import (
+    JOB_NAME_MAX_LENGTH,
+    Job,
+    JobInput,
+    JobOutput,
+    JobStatus,
+    OutputLocation,
+    ReleaseStatus,
+)
 from jobs.selectors import job_queue_position
 from jobs.validation import JobSubmission, SubmittedFile
 from marketplace.disk import DiskRequest
@@ -316,10 +324,84 @@ class LogQuerySerializer(serializers.Serializer[object]):
 
 class JobOutputSerializer(serializers.ModelSerializer[JobOutput]):
     attempt = serializers.IntegerField(source="attempt.number")
+    location = serializers.ChoiceField(
+        choices=OutputLocation.choices,
+        help_text="central: downloadable; pool: kept on the pool's store until released",
+    )
+    release_status = serializers.ChoiceField(
+        choices=ReleaseStatus.choices,
+        help_text="For location pool: none, requested, approved, refused or released "
+        "(downloadable only when released)",
+    )
+    release_note = serializers.CharField(help_text="The steward's note (or the policy's)")
 
     class Meta:
         model = JobOutput
-        fields = ["name", "size", "sha256", "attempt", "uploaded_at"]
+        fields = [
+            "name",
+            "size",
+            "sha256",
+            "attempt",
+            "uploaded_at",
+            "location",
+            "release_status",
+            "release_note",
+        ]
+        read_only_fields = fields
+
+
+class ReleaseDecisionInput(serializers.Serializer[object]):
+    # Checked by the service after the caller's permission (a refusal reveals nothing first).
+    note = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="at most 2,000 characters; required when refusing",
+    )
+
+
+class ReleaseQuery(serializers.Serializer[object]):
+    status = serializers.ChoiceField(
+        choices=[status for status in ReleaseStatus.values if status != ReleaseStatus.NONE],
+        required=False,
+    )
+
+
+class ReleaseOutput(serializers.ModelSerializer[JobOutput]):
+    """An output of a pool job on its way out, as the pool's stewards see it."""
+
+    job_id = serializers.IntegerField()
+    attempt = serializers.IntegerField(source="attempt.number")
+    status = serializers.ChoiceField(source="release_status", choices=ReleaseStatus.choices)
+    owner = serializers.CharField(source="job.owner.username")
+    requested_by = serializers.CharField(
+        source="release_requested_by.username", allow_null=True, default=None
+    )
+    requested_at = serializers.DateTimeField(source="release_requested_at", allow_null=True)
+    decided_by = serializers.CharField(
+        source="release_decided_by.username", allow_null=True, default=None
+    )
+    decided_at = serializers.DateTimeField(source="release_decided_at", allow_null=True)
+    note = serializers.CharField(source="release_note")
+
+    class Meta:
+        model = JobOutput
+        fields = [
+            "id",
+            "job_id",
+            "attempt",
+            "name",
+            "size",
+            "sha256",
+            "status",
+            "owner",
+            "requested_by",
+            "requested_at",
+            "decided_by",
+            "decided_at",
+            "note",
+            "released_at",
+        ]
         read_only_fields = fields
 
 

@@ -33,6 +33,7 @@ from jobs.services.dispatch import (
 )
 from jobs.services.groups import group_start_batch, groups_startable
 from jobs.services.overrun import attempt_overrun_end, attempts_overrun
+from jobs.services.releases import release_resend, releases_due
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ReapReport:
     attempts_reversed: int = 0
     attempts_overrun: int = 0
     groups_advanced: int = 0
+    releases_sent: int = 0
 
 
 def _each(step: Callable[..., Any], ids: list[int], **kwargs: Any) -> int:
@@ -64,7 +66,8 @@ def jobs_reap_pass(*, now: datetime | None = None) -> ReapReport:
     """One pass of the reaper: expire unanswered offers, lose expired leases, end attempts
     held past their cancel or timeout (``jobs.services.overrun``), offer queued jobs, settle
     finished jobs and reverse lost attempts a crash left behind, start the tasks of job groups
-    that have room (``groups_startable``). Safe to run concurrently and to repeat."""
+    that have room (``groups_startable``), send approved output releases again
+    (``releases_due``). Safe to run concurrently and to repeat."""
     now = now or timezone.now()
     expired = _each(offer_expire, offers_expired(now), now=now)
     lost = _each(
@@ -76,7 +79,9 @@ def jobs_reap_pass(*, now: datetime | None = None) -> ReapReport:
     reversed_ = _each(attempt_charges_reverse, attempts_unreversed())
     # Job groups with room whose background start (group_start) a lost worker left undone.
     groups = _each(group_start_batch, groups_startable())
-    return ReapReport(expired, lost, offered, settled, reversed_, overrun, groups)
+    # Approved releases of pool outputs not carried yet: to the next online host of the pool.
+    releases = _each(release_resend, releases_due(now=now), now=now)
+    return ReapReport(expired, lost, offered, settled, reversed_, overrun, groups, releases)
 
 
 @shared_task(name="jobs.tasks.jobs_reap", ignore_result=True)

@@ -1,6 +1,6 @@
 from django.urls import URLPattern, URLResolver, include, path
 
-from jobs import apis, group_apis
+from jobs import apis, group_apis, release_apis
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("jobs.pool_urls")),
@@ -11,6 +11,26 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/<int:job_id>/receipt/", apis.JobReceiptApi.as_view(), name="job-receipt"),
     path("jobs/<int:job_id>/usage/", apis.JobUsageApi.as_view(), name="job-usage"),
     path("jobs/<int:job_id>/outputs/", apis.JobOutputsApi.as_view(), name="job-outputs"),
+    path(
+        "jobs/<int:job_id>/outputs/<path:name>/release/",
+        release_apis.JobOutputReleaseApi.as_view(),
+        name="job-output-release",
+    ),
+    path(
+        "organisations/<int:organisation_id>/releases/",
+        release_apis.OrganisationReleaseListApi.as_view(),
+        name="organisation-release-list",
+    ),
+    path(
+        "organisations/<int:organisation_id>/releases/<int:release_id>/approve/",
+        release_apis.ReleaseApproveApi.as_view(),
+        name="organisation-release-approve",
+    ),
+    path(
+        "organisations/<int:organisation_id>/releases/<int:release_id>/refuse/",
+        release_apis.ReleaseRefuseApi.as_view(),
+        name="organisation-release-refuse",
+    ),
     path(
         "jobs/<int:job_id>/outputs/<path:name>",
         apis.JobOutputDownloadApi.as_view(),

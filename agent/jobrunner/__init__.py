@@ -18,6 +18,7 @@ from agent.jobrunner.attempt import AttemptRun
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.runtime_manager import Capacity, RuntimeJobManager
 from agent.jobrunner.uploads import TusOutputUploader
+from agent.poolstore import pool_stores_from_config
 from agent.runtime.blobcache import (
     BlobCache,
     FetchCredentials,
@@ -136,6 +137,7 @@ def docker_job_manager(config: AgentConfig) -> RuntimeJobManager:
         uploader=_uploader(config),
         capacity=capacity_from_config(config),
         blob_cache=blob_cache_from_config(config),
+        pool_stores=pool_stores_from_config(config),
     )
 
 
@@ -155,6 +157,7 @@ def process_job_manager(config: AgentConfig) -> RuntimeJobManager:
         uploader=_uploader(config),
         capacity=capacity_from_config(config),
         blob_cache=blob_cache_from_config(config),
+        pool_stores=pool_stores_from_config(config),
     )
 
 
@@ -176,4 +179,5 @@ def auto_job_manager(config: AgentConfig) -> JobManager:
             uploader=_uploader(config),
             capacity=capacity_from_config(config),
             blob_cache=blob_cache_from_config(config),
+            pool_stores=pool_stores_from_config(config),
         )

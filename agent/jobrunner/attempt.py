@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,14 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.job_manager_protocol import AgentLink
-from agent.jobrunner.logs import LogOutbound
+from agent.jobrunner.logs import LogKept, LogOutbound
 from agent.jobrunner.offer import CostCap
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.state import AttemptState, state_read, state_write
 from agent.jobrunner.threads import in_daemon_thread
-from agent.jobrunner.uploads import OutputUploader, output_upload
+from agent.jobrunner.uploads import OutputUploader, output_keep, output_upload
 from agent.jobrunner.usage import UsageMeter
-from agent.protocol import JobFinished, JobLog, RunningJobRef
+from agent.poolstore import PoolStores
+from agent.protocol import JobFinished, JobLog, PoolRef, RunningJobRef, pool_object_key
 from agent.protocol import OutputFile as WireOutput
 from agent.runtime.blobcache import BlobCache, FetchCancelled
 from agent.runtime.inputs import inputs_place
@@ -38,7 +40,16 @@ from agent.runtime.reasons import (
     HOST_PREPARE_REASON,
     HOST_START_REASON,
 )
-from agent.runtime.types import Handle, JobSpec, Outcome, Prepared, Runtime, StopStatus, host_fault
+from agent.runtime.types import (
+    Handle,
+    JobSpec,
+    Outcome,
+    OutputFile,
+    Prepared,
+    Runtime,
+    StopStatus,
+    host_fault,
+)
 
 CANCELLED_WHILE_FETCHING = "cancelled while its inputs were fetched"
 
@@ -56,6 +67,14 @@ class Need:
     cpus: float
     memory_mb: int
     gpus: int
+
+
+def _sha256_of(path: Any) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class AttemptClosed(Exception):
@@ -85,6 +104,8 @@ class AttemptRun:
         cap: CostCap | None = None,
         on_host_fault: Callable[[], None] | None = None,
         blob_cache: BlobCache | None = None,
+        pool: PoolRef | None = None,
+        pool_stores: PoolStores | None = None,
     ) -> None:
         self.ref = ref
         self.blob_cache = blob_cache
@@ -103,6 +124,10 @@ class AttemptRun:
         self.log = LogOutbound(
             chunk_bytes=options.log_chunk_bytes, window_bytes=options.log_window_bytes
         )
+        # The private pool the job runs in (docs/pools.md): where its outputs and log go.
+        self.pool = pool
+        self.pool_stores = pool_stores or PoolStores()
+        self.log_kept: LogKept | None = None
         self.stop_requested: tuple[StopStatus, str] | None = None
         self.is_closed = False  # killed or the agent is exiting: send nothing more
         self.task: asyncio.Task[None] | None = None
@@ -151,7 +176,7 @@ class AttemptRun:
             return False
         state = await asyncio.to_thread(state_read, handle.attempt_dir)
         if state is not None:
-            self.gpus, self.cap = state.gpus, state.cap
+            self.gpus, self.cap, self.pool = state.gpus, state.cap, state.pool
         self.meter = UsageMeter(
             self.job_id,
             self.attempt,
@@ -169,6 +194,7 @@ class AttemptRun:
             window_bytes=self.options.log_window_bytes,
             probing=True,
         )
+        self._log_kept_open()  # the container's log is read again from its start
         self.handle = handle
         self.phase = "running"
         self._send("job.started", {**self.ref, "phase": "running"})
@@ -180,6 +206,11 @@ class AttemptRun:
         if self.stop_requested is not None:  # cancelled before anything began
             await self._finish(Outcome(*self.stop_requested))
             return
+        problem = self.pool_stores.problem(self.pool)
+        if problem:  # before anything runs: the outputs would have nowhere to go
+            await self._finish(host_fault(problem, problem))
+            return
+        self._log_kept_open()
         self.phase = "preparing"
         self._send("job.started", {**self.ref, "phase": "preparing"})
         try:
@@ -358,9 +389,19 @@ class AttemptRun:
             logger.warning("job %s: reading the log failed: %s", self.job_id, exc)
         await self._log_feed(b"", end=True)
 
+    def _log_kept_open(self) -> None:
+        """A pool that keeps logs off the server: spool ("store") or count ("redacted")."""
+        if self.pool is not None and self.pool["logs"] != "central" and self.log_kept is None:
+            self.log_kept = LogKept(self.pool["logs"])
+
     async def _log_feed(self, raw: bytes, *, end: bool = False) -> None:
         """Take output from the runtime; returns once it is sent or fits the window."""
         self._log_last_raw = time.monotonic()
+        if self.log_kept is not None:  # no job.log: the server gets the size only
+            self.log_kept.feed(raw)
+            if end:
+                self.log_kept.feed_end()
+            return
         if end:
             self.log.feed(raw)
             self.log.feed_end()
@@ -459,6 +500,7 @@ class AttemptRun:
             self.cap,
             cpu_seconds=self.meter.cpu_seconds,
             wall_seconds=self.meter.reported_wall_seconds,
+            pool=self.pool,
         )
 
     # --- the end --------------------------------------------------------------------------
@@ -466,6 +508,7 @@ class AttemptRun:
     async def _finish(self, outcome: Outcome, handle: Handle | None = None) -> None:
         self.phase = "finishing"
         outputs = await self._outputs_upload(handle) if handle is not None else []
+        log_bytes = await self._log_kept_close()
         final = await self._usage_send(is_final=True)
         finished = JobFinished(
             job_id=self.job_id,
@@ -475,7 +518,7 @@ class AttemptRun:
             exit_code=outcome.exit_code,
             outputs=outputs,
             usage=final,
-            log_bytes=self.log.produced,
+            log_bytes=self.log.produced if log_bytes is None else log_bytes,
         )
         if outcome.fault == "host" and outcome.status == "failed":
             finished["fault"] = "host"
@@ -523,13 +566,51 @@ class AttemptRun:
         except OSError as exc:
             logger.warning("job %s: cannot collect outputs: %s", self.job_id, exc)
             return []
+        store = self.pool.get("output_store") if self.pool is not None else None
         uploaded = []
         for output in files:
-            if await output_upload(self.uploader, self.ref, output, self.options):
+            if store is not None and self.pool is not None:
+                # The pool keeps its outputs: to its store, the server told only the digest.
+                key = pool_object_key(store["prefix"], self.job_id, self.attempt, output.name)
+                if await output_keep(
+                    self.pool_stores, self.pool["id"], store, key, output, self.options
+                ):
+                    uploaded.append(
+                        WireOutput(
+                            name=output.name,
+                            size=output.size,
+                            sha256=output.sha256,
+                            location="pool",
+                        )
+                    )
+            elif await output_upload(self.uploader, self.ref, output, self.options):
                 uploaded.append(
                     WireOutput(name=output.name, size=output.size, sha256=output.sha256)
                 )
         return uploaded
+
+    async def _log_kept_close(self) -> int | None:
+        """The size of a log kept off the server (None: the log went to the server), after
+        writing it to the pool's store where the pool says "store"."""
+        kept = self.log_kept
+        if kept is None:
+            return None
+        self.log_kept = None
+        try:
+            store = self.pool.get("output_store") if self.pool is not None else None
+            if kept.mode == "store" and kept.path is not None and self.pool is not None:
+                if store is None:
+                    logger.warning("job %s: the pool keeps logs but names no store", self.job_id)
+                else:
+                    kept.feed_end()
+                    key = pool_object_key(store["prefix"], self.job_id, self.attempt, "")
+                    log = OutputFile("log", kept.produced, _sha256_of(kept.path), kept.path)
+                    await output_keep(
+                        self.pool_stores, self.pool["id"], store, key, log, self.options
+                    )
+            return kept.produced
+        finally:
+            kept.close()
 
     async def _discard(self) -> None:
         """Remove what prepare left (the attempt directory; no container ran)."""

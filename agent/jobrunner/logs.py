@@ -11,7 +11,12 @@ and sent again from the acknowledged offset when acknowledgements stop coming.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
 
 from agent.protocol import MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES
 
@@ -161,3 +166,43 @@ class LogOutbound:
             chunks.append((offset, text))
             offset += len(text.encode("utf-8"))
         return chunks
+
+
+class LogKept:
+    """The log of a job whose pool keeps it off the server (docs/pools.md): "store" spools
+    the text to a private temporary file for the pool's store, "redacted" only counts it.
+    ``produced`` counts bytes of the same UTF-8 text as ``LogOutbound`` would have sent, so
+    job.finished's ``log_bytes`` means the same for every job."""
+
+    def __init__(self, mode: str, folder: Path | None = None) -> None:
+        self.mode = mode
+        self.produced = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.path: Path | None = None
+        self._file: BinaryIO | None = None
+        if mode == "store":
+            descriptor, name = tempfile.mkstemp(prefix="communipute-log-", dir=folder)
+            self.path = Path(name)
+            self._file = os.fdopen(descriptor, "wb")
+
+    def feed(self, raw: bytes) -> None:
+        self._take(self._decoder.decode(raw))
+
+    def feed_end(self) -> None:
+        self._take(self._decoder.decode(b"", final=True))
+        if self._file is not None:
+            self._file.flush()
+
+    def _take(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.produced += len(data)
+        if self._file is not None:
+            self._file.write(data)
+
+    def close(self) -> None:
+        """Remove the spool (after it went to the pool's store, or when it could not)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

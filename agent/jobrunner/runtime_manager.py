@@ -32,6 +32,7 @@ from agent.jobrunner.offer import cap_from_offer, pool_refusal, spec_from_offer
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.threads import in_daemon_thread
 from agent.jobrunner.uploads import OutputUploader
+from agent.poolstore import PoolStores
 from agent.protocol import (
     STALE_ATTEMPT_REASON_PREFIX,
     JobCancel,
@@ -91,10 +92,12 @@ class RuntimeJobManager:
         capacity: Capacity | None = None,
         options: RunnerOptions | None = None,
         blob_cache: BlobCache | None = None,
+        pool_stores: PoolStores | None = None,
     ) -> None:
         self.runtime = runtime
         self.uploader = uploader
         self.blob_cache = blob_cache
+        self.pool_stores = pool_stores or PoolStores()
         self.capacity = capacity or Capacity()
         self.options = options or RunnerOptions()
         # "" ready; otherwise why not (the runtime's words, for the owner).
@@ -189,7 +192,7 @@ class RuntimeJobManager:
         if busy:
             self._reject(offer, busy, "busy")
             return
-        run = self._run_new(key, spec=spec, cap=cap_from_offer(offer))
+        run = self._run_new(key, spec=spec, cap=cap_from_offer(offer), pool=offer.get("pool"))
         self.link.send("job.accept", _ref(key))
         logger.info("accepted job %s attempt %s", *key)
         run.task = self._spawn(self._lifetime(run, run.run_fresh))
@@ -355,6 +358,7 @@ class RuntimeJobManager:
             options=self.options,
             on_host_fault=self.host_fault_seen,
             blob_cache=self.blob_cache,
+            pool_stores=self.pool_stores,
             **extra,
         )
         self.attempts[key] = run

@@ -17,8 +17,10 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.jobrunner.offer import CostCap
+from agent.protocol import PoolRef, ProtocolError, payload_check
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ class AttemptState:
     cap: CostCap | None
     cpu_seconds: float = 0.0  # the CPU time of the last report (files before it: 0)
     wall_seconds: float = 0.0  # the wall time of the last report (files before it: 0)
+    # The offer's pool (docs/pools.md): where a pool job's outputs and log go after a restart.
+    pool: PoolRef | None = None
 
 
 def state_path(attempt_dir: Path) -> Path:
@@ -51,6 +55,7 @@ def state_write(attempt_dir: Path, state: AttemptState) -> None:
             "cap": state.cap.to_json() if state.cap is not None else None,
             "cpu_seconds": state.cpu_seconds,
             "wall_seconds": state.wall_seconds,
+            "pool": state.pool,
         }
     )
     descriptor, temporary = tempfile.mkstemp(dir=attempt_dir, prefix=f".{STATE_FILE}.")
@@ -75,9 +80,22 @@ def state_read(attempt_dir: Path) -> AttemptState | None:
             cap=cap,
             cpu_seconds=max(0.0, float(data.get("cpu_seconds", 0.0))),
             wall_seconds=max(0.0, float(data.get("wall_seconds", 0.0))),
+            pool=_pool_read(data.get("pool")),
         )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("ignoring the unreadable state of %s: %s", attempt_dir, exc)
         return None
+
+
+def _pool_read(data: Any) -> PoolRef | None:
+    """The stored pool, checked as the offer's was (a file edited by hand is not trusted)."""
+    if data is None:
+        return None
+    try:
+        payload_check(PoolRef, data, "pool")
+    except ProtocolError as exc:
+        raise ValueError(f"the stored pool is not valid: {exc.message}") from None
+    pool: PoolRef = data
+    return pool

@@ -26,7 +26,8 @@ from urllib.parse import urljoin, urlsplit
 from agent import __version__
 from agent.jobrunner.options import RunnerOptions
 from agent.jobrunner.threads import in_daemon_thread
-from agent.protocol import RunningJobRef
+from agent.poolstore import PoolStoreError, PoolStores
+from agent.protocol import PoolStore, RunningJobRef
 from agent.runtime.types import OutputFile
 
 logger = logging.getLogger("agent.jobs")
@@ -112,21 +113,36 @@ class TusOutputUploader:
         self.context = context
         if self.context is None and self.server.startswith("https://"):
             self.context = ssl.create_default_context(cafile=ca_bundle or None)
-        self._locations: dict[tuple[int, int, str, str], str] = {}
+        self._locations: dict[tuple[str, str, str], str] = {}
         self._guard = threading.Lock()
 
     def url(self) -> str:
         return self.server + UPLOADS_PATH
 
     def __call__(self, job_id: int, attempt: int, output: OutputFile) -> None:
-        key = (job_id, attempt, output.name, output.sha256)
+        metadata = {
+            "job_id": str(job_id),
+            "attempt": str(attempt),
+            "name": output.name,
+            "sha256": output.sha256,
+        }
+        self._send(f"{job_id}/{attempt}", metadata, output)
+
+    def release(self, release_id: int, output: OutputFile) -> None:
+        """Upload an approved output a pool host read from the pool's store (``output.release``):
+        ``Upload-Metadata: release, name, sha256``. Blocking; raises UploadFailed."""
+        metadata = {"release": str(release_id), "name": output.name, "sha256": output.sha256}
+        self._send(f"release/{release_id}", metadata, output)
+
+    def _send(self, ref: str, metadata: dict[str, str], output: OutputFile) -> None:
+        key = (ref, output.name, output.sha256)
         with self._guard:
             location = self._locations.get(key)
         offset = None
         if location is not None:
             offset = self._head(location)  # None: the server forgot it; create a new one
         if location is None or offset is None:
-            location, offset = self._create(job_id, attempt, output)
+            location, offset = self._create(metadata, output)
             with self._guard:
                 self._locations[key] = location
         while offset < output.size:
@@ -142,19 +158,15 @@ class TusOutputUploader:
 
     # --- the three requests ----------------------------------------------------------------
 
-    def _create(self, job_id: int, attempt: int, output: OutputFile) -> tuple[str, int]:
-        metadata = tus_metadata(
-            {
-                "job_id": str(job_id),
-                "attempt": str(attempt),
-                "name": output.name,
-                "sha256": output.sha256,
-            }
-        )
+    def _create(self, metadata: dict[str, str], output: OutputFile) -> tuple[str, int]:
         status, headers, _body = self._request(
             "POST",
             self.url(),
-            {"Upload-Length": str(output.size), "Upload-Metadata": metadata, "Content-Length": "0"},
+            {
+                "Upload-Length": str(output.size),
+                "Upload-Metadata": tus_metadata(metadata),
+                "Content-Length": "0",
+            },
         )
         if status != 201 or "location" not in headers:
             raise self._refusal("creating the upload", status, _body)
@@ -286,5 +298,30 @@ async def output_upload(
                 logger.warning("job %s: output %s not uploaded: %s", job_id, output.name, exc)
                 return False
             logger.info("job %s: uploading %s failed (%s); retrying", job_id, output.name, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+async def output_keep(
+    stores: PoolStores,
+    pool_id: int,
+    store: PoolStore,
+    key: str,
+    output: OutputFile,
+    options: RunnerOptions,
+) -> bool:
+    """Write one file to a pool's own store (agent/poolstore.py) instead of the server, retrying
+    with backoff as ``output_upload`` does; False when it did not go through."""
+    delay = options.upload_backoff_seconds
+    give_up_at = time.monotonic() + options.upload_give_up_seconds
+    while True:
+        try:
+            await in_daemon_thread(stores.put, pool_id, store, key, output.path, output.sha256)
+            return True
+        except PoolStoreError as exc:
+            if time.monotonic() + delay > give_up_at:
+                logger.warning("%s not written to the pool's store: %s", key, exc)
+                return False
+            logger.info("writing %s to the pool's store failed (%s); retrying", key, exc)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)

@@ -18,15 +18,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agent.protocol import JobCancel, JobFinished, OutputFile
-from config.errors import ValidationFailed
+from agent.protocol import JobCancel, JobFinished
 from hosts.services import host_fault_record, host_job_outcome_record, host_not_ready_mark
 from jobs.billing import job_settle
 from jobs.models import (
     AttemptStatus,
     Job,
     JobAttempt,
-    JobOutput,
     JobStatus,
     PlacementMode,
     RejectionKind,
@@ -38,10 +36,9 @@ from jobs.services.dispatch import (
     host_refusal_record,
     job_offer_next,
 )
-from jobs.services.outputs import outputs_undeclared_discard
+from jobs.services.outputs import outputs_declare
 from jobs.services.usage import attempt_final_usage_record
 from jobs.states import ACTIVE, ALLOWED_FROM, IllegalTransition, attempt_transition, job_transition
-from jobs.validation import path_clean
 
 
 def _lease(now: datetime) -> datetime:
@@ -220,25 +217,3 @@ def attempt_finish(
         job_settle(job.pk)
         capacity_offer(attempt.host_id, now=now)
     return refused
-
-
-def outputs_declare(attempt: JobAttempt, outputs: list[OutputFile]) -> int:
-    """Record the outputs the agent says it will upload; unusable entries are skipped, and
-    uploads it did not declare (or declared otherwise) are discarded."""
-    declared: dict[str, tuple[int, str]] = {}
-    for item in outputs[: settings.JOB_OUTPUTS_MAX_COUNT]:
-        try:
-            name = path_clean(item["name"], field="name")
-        except ValidationFailed:
-            continue
-        if not 0 <= item["size"] <= settings.JOB_OUTPUT_MAX_BYTES or len(item["sha256"]) != 64:
-            continue
-        declared[name] = (item["size"], item["sha256"])
-    outputs_undeclared_discard(attempt, declared)
-    for name, (size, sha256) in declared.items():
-        JobOutput.objects.get_or_create(
-            attempt=attempt,
-            name=name,
-            defaults={"job_id": attempt.job_id, "size": size, "sha256": sha256},
-        )
-    return len(declared)

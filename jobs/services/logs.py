@@ -16,11 +16,46 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Max
 
+from accounts.models import PoolLogs
+from config.errors import Conflict
 from jobs import events
 from jobs.models import Job, JobAttempt, JobLogChunk
 from jobs.services.outputs import upload_window_check, upload_window_is_open
 
 MAX_READ_BYTES = 1024 * 1024
+
+
+def log_kept_elsewhere(job: Job) -> str:
+    """The job's pool setting for its log when it is not sent to the server ("store": kept on
+    the pool's store; "redacted": kept nowhere), else "" (docs/pools.md)."""
+    if job.pool_id is None or job.pool is None or job.pool.pool_logs == PoolLogs.CENTRAL:
+        return ""
+    return str(job.pool.pool_logs)
+
+
+def log_absence_check(job: Job, attempt_number: int | None = None) -> None:
+    """A job whose pool keeps its log off the server has none here: 409 ``log_not_kept``
+    saying where it is and how many bytes the run wrote, rather than an empty log that looks
+    like a job that printed nothing."""
+    kept = log_kept_elsewhere(job)
+    if not kept:
+        return
+    attempts = job.attempts.order_by("-number")
+    if attempt_number is not None:
+        attempts = attempts.filter(number=attempt_number)
+    attempt = attempts.first()
+    size = attempt.log_bytes if attempt is not None else None
+    written = f"the run wrote {size} bytes of log" if size is not None else "no size reported yet"
+    where = (
+        "keeps its jobs' logs on its own store"
+        if kept == PoolLogs.STORE
+        else "does not keep its jobs' logs anywhere (redacted)"
+    )
+    raise Conflict(
+        f"this job's pool {where}: the server holds none of it ({written})",
+        code="log_not_kept",
+        fields={"logs": [kept]},
+    )
 
 
 def log_append(attempt_id: int, offset: int, text: str) -> int:

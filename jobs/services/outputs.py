@@ -8,16 +8,30 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
+from agent.protocol import OutputFile, pool_object_key
 from blobs.models import HoldingOrigin, Upload, UploadStatus
 from blobs.services.holdings import holdings_of_outputs_drop
 from blobs.services.uploads import sha256_check, upload_abort, upload_create, upload_receive
 from blobs.store import Readable
 from config.errors import Conflict, NotFound, TooLarge, ValidationFailed
-from jobs.models import AttemptStatus, JobAttempt, JobOutput
+from jobs.audit_models import AuditKind
+from jobs.models import (
+    AttemptStatus,
+    Job,
+    JobAttempt,
+    JobOutput,
+    OutputLocation,
+    ReleaseStatus,
+)
+from jobs.services.audit import audit_append
+from jobs.services.releases import output_is_gated, release_complete
 from jobs.validation import path_clean
+
+ATTEMPT_SCOPE = "attempt:"
+RELEASE_SCOPE = "release:"
 
 # An attempt that ended without running (refused, expired, lost) has nothing to upload.
 _UPLOADABLE = {
@@ -60,8 +74,20 @@ def upload_attempt(*, host_id: int, job_id: int, attempt_number: int) -> JobAtte
         raise NotFound("no such attempt for this host")
     if attempt.status not in _UPLOADABLE:
         raise Conflict(f"attempt {attempt_number} is {attempt.status}", code="stale_attempt")
+    if outputs_kept_on_pool(attempt.job):
+        # The pool keeps its outputs: none of their bytes may reach the central store except
+        # through a release (output_release_upload_create).
+        raise Conflict(
+            f"job {job_id}'s pool keeps its outputs on its own store; nothing is uploaded here",
+            code="output_kept_on_pool_store",
+        )
     upload_window_check(attempt)
     return attempt
+
+
+def outputs_kept_on_pool(job: Job) -> bool:
+    """The job runs in a pool that keeps outputs on its own store (docs/pools.md)."""
+    return job.pool_id is not None and bool(job.pool and job.pool.pool_output_store)
 
 
 def output_upload_create(
@@ -99,7 +125,7 @@ def output_upload_create(
 
 
 def _scope(attempt: JobAttempt) -> str:
-    return f"attempt:{attempt.pk}"
+    return f"{ATTEMPT_SCOPE}{attempt.pk}"
 
 
 def _output_declared(attempt: JobAttempt, name: str, *, size: int, sha256: str) -> JobOutput:
@@ -131,12 +157,12 @@ def output_upload_locked(*, host_id: int, upload_id: uuid.UUID) -> tuple[Upload,
     (404 for any other host's), while the attempt may still upload."""
     upload = (
         Upload.objects.select_for_update()
-        .filter(pk=upload_id, scope__startswith="attempt:")
+        .filter(pk=upload_id, scope__startswith=ATTEMPT_SCOPE)
         .first()
     )
     attempt = None
     if upload is not None:
-        attempt_id = upload.scope.removeprefix("attempt:")
+        attempt_id = upload.scope.removeprefix(ATTEMPT_SCOPE)
         attempt = (
             JobAttempt.objects.select_for_update()
             .filter(pk=int(attempt_id) if attempt_id.isdigit() else 0, host_id=host_id)
@@ -157,7 +183,11 @@ def output_upload_receive(
     """One PATCH of an output upload (``blobs.services.uploads.upload_receive``); on the last
     byte the output gets its blob. Refused as ``output_upload_create`` refuses, at every PATCH
     (the attempt may have finished meanwhile without declaring it). Locks the upload, then the
-    attempt."""
+    attempt (a release's upload: the upload, then the output)."""
+    if _is_release_upload(upload_id):
+        return _release_upload_receive(
+            host_id=host_id, upload_id=upload_id, offset=offset, body=body, length=length
+        )
     upload, attempt = output_upload_locked(host_id=host_id, upload_id=upload_id)
     _output_declared(attempt, upload.name, size=upload.length, sha256=upload.sha256)
     upload = upload_receive(
@@ -169,21 +199,141 @@ def output_upload_receive(
 
 
 def output_upload_abort(*, host_id: int, upload_id: uuid.UUID) -> None:
-    upload, _ = output_upload_locked(host_id=host_id, upload_id=upload_id)
+    if _is_release_upload(upload_id):
+        upload, _ = _release_upload_locked(host_id=host_id, upload_id=upload_id)
+    else:
+        upload, _ = output_upload_locked(host_id=host_id, upload_id=upload_id)
     upload_abort(upload)
 
 
 def output_upload_of(*, host_id: int, upload_id: uuid.UUID) -> Upload:
-    """For HEAD: the upload if it is an output of this host's attempt."""
-    upload = Upload.objects.filter(pk=upload_id, scope__startswith="attempt:").first()
-    if upload is not None:
-        attempt_id = upload.scope.removeprefix("attempt:")
+    """For HEAD: the upload if it is an output of this host's attempt, or a release this host
+    was asked to carry."""
+    upload = Upload.objects.filter(pk=upload_id).first()
+    if upload is not None and upload.scope.startswith(ATTEMPT_SCOPE):
+        attempt_id = upload.scope.removeprefix(ATTEMPT_SCOPE)
         if (
             attempt_id.isdigit()
             and JobAttempt.objects.filter(pk=int(attempt_id), host_id=host_id).exists()
         ):
             return upload
+    if upload is not None and upload.scope.startswith(RELEASE_SCOPE):
+        output_id = upload.scope.removeprefix(RELEASE_SCOPE)
+        if (
+            output_id.isdigit()
+            and JobOutput.objects.filter(pk=int(output_id), release_host_id=host_id).exists()
+        ):
+            return upload
     raise NotFound("no such upload")
+
+
+# --- releases: an approved output's bytes from a pool host ------------------------------------
+
+
+def _is_release_upload(upload_id: uuid.UUID) -> bool:
+    return Upload.objects.filter(pk=upload_id, scope__startswith=RELEASE_SCOPE).exists()
+
+
+def _release_output(host_id: int, output_id: int, *, lock: bool) -> JobOutput:
+    """The approved output this host was asked to carry (404 for any other host, any other
+    state: a release is carried only while approved, only by the host it was last sent to,
+    while that host is still in the pool)."""
+    found = JobOutput.objects.filter(
+        pk=output_id,
+        location=OutputLocation.POOL,
+        release_status=ReleaseStatus.APPROVED,
+        release_host_id=host_id,
+        # a host that left the pool since carries none of its outputs any more
+        release_host__organisation_id=F("job__pool_id"),
+    )
+    if lock:
+        found = found.select_for_update(of=("self",))
+    output = found.select_related("job", "attempt").first()
+    if output is None:
+        raise NotFound("no such release for this host")
+    return output
+
+
+def output_release_upload_create(
+    *, host_id: int, release_id: int, name: str, sha256: str, length: int
+) -> Upload:
+    """A tus upload of an approved output's bytes by the pool host it was sent to
+    (``output.release``): the job's owner will hold them. The length and digest are the ones
+    the job reported at job.finished, never the agent's: other bytes fail the upload's
+    completion (``digest_mismatch``) and the output stays approved, undownloadable. When the
+    owner holds these bytes already it is released at once. Locks the output row."""
+    output = _release_output(host_id, release_id, lock=True)
+    if (name, sha256, length) != (output.name, output.sha256, output.size):
+        raise ValidationFailed(
+            f"the release of {output.name} is {output.size} bytes with sha256 {output.sha256}",
+            code="output_mismatch",
+        )
+    upload = upload_create(
+        user_id=output.job.owner_id,
+        sha256=output.sha256,
+        length=output.size,
+        name=output.name,
+        scope=f"{RELEASE_SCOPE}{output.pk}",
+        origin=HoldingOrigin.OUTPUT,
+    )
+    if upload.status == UploadStatus.COMPLETE:
+        _release_attach(output, upload, host_id=host_id)
+    return upload
+
+
+def _release_upload_locked(*, host_id: int, upload_id: uuid.UUID) -> tuple[Upload, JobOutput]:
+    upload = (
+        Upload.objects.select_for_update()
+        .filter(pk=upload_id, scope__startswith=RELEASE_SCOPE)
+        .first()
+    )
+    output_id = upload.scope.removeprefix(RELEASE_SCOPE) if upload is not None else ""
+    if upload is None or not output_id.isdigit():
+        raise NotFound("no such upload")
+    return upload, _release_output(host_id, int(output_id), lock=True)
+
+
+def _release_upload_receive(
+    *, host_id: int, upload_id: uuid.UUID, offset: int, body: Readable, length: int
+) -> Upload:
+    upload, output = _release_upload_locked(host_id=host_id, upload_id=upload_id)
+    upload = upload_receive(
+        upload, offset=offset, body=body, length=length, origin=HoldingOrigin.OUTPUT
+    )
+    if upload.status == UploadStatus.COMPLETE:
+        _release_attach(output, upload, host_id=host_id)
+    return upload
+
+
+def _release_attach(output: JobOutput, upload: Upload, *, host_id: int) -> None:
+    assert upload.blob_id is not None
+    release_complete(output, host_id=host_id, blob_id=upload.blob_id, now=timezone.now())
+
+
+# --- the renter's download ------------------------------------------------------------------
+
+
+def output_download_check(output: JobOutput) -> None:
+    """An output on the pool's store, or of a pool with the airlock, is downloadable only once
+    released (409 ``output_not_released``, naming where its release stands)."""
+    if output_is_gated(output) and output.release_status != ReleaseStatus.RELEASED:
+        why = {
+            ReleaseStatus.NONE: "ask for its release first (POST …/release/)",
+            ReleaseStatus.REQUESTED: "its release waits for a data steward of the pool",
+            ReleaseStatus.APPROVED: "its release was approved; a pool host is carrying it over",
+            ReleaseStatus.REFUSED: "its release was refused; it stays on the pool's side",
+        }[ReleaseStatus(output.release_status)]
+        where = (
+            "kept on the pool's store"
+            if output.location == OutputLocation.POOL
+            else ("behind the pool's airlock")
+        )
+        raise Conflict(
+            f"{output.name} is {where} and not released "
+            f"(release status {output.release_status}): {why}",
+            code="output_not_released",
+            fields={"release_status": [str(output.release_status)]},
+        )
 
 
 def _output_attach(attempt: JobAttempt, upload: Upload) -> None:
@@ -229,3 +379,60 @@ def outputs_undeclared_discard(attempt: JobAttempt, declared: dict[str, tuple[in
         blob_ids=blob_ids - set(kept.values_list("blob_id", flat=True)),
     )
     return len(dropped)
+
+
+def outputs_declare(attempt: JobAttempt, outputs: list[OutputFile]) -> int:
+    """At job.finished: record the outputs the agent says it uploaded (or, for a job whose pool
+    keeps outputs, wrote to the pool's store); unusable entries are skipped, and uploads it did
+    not declare (or declared otherwise) are discarded. An entry whose ``location`` is not the
+    one the pool's settings say is skipped too (the bytes are not where the server looks). Each
+    output kept on the pool's store is appended to the pool's audit trail (``output.kept``)."""
+    job = attempt.job
+    kept = outputs_kept_on_pool(job)
+    wanted = OutputLocation.POOL if kept else OutputLocation.CENTRAL
+    declared: dict[str, tuple[int, str]] = {}
+    for item in outputs[: settings.JOB_OUTPUTS_MAX_COUNT]:
+        try:
+            name = path_clean(item["name"], field="name")
+        except ValidationFailed:
+            continue
+        if not 0 <= item["size"] <= settings.JOB_OUTPUT_MAX_BYTES or len(item["sha256"]) != 64:
+            continue
+        if item.get("location", OutputLocation.CENTRAL) != wanted:
+            continue
+        declared[name] = (item["size"], item["sha256"])
+    outputs_undeclared_discard(attempt, declared)
+    for name, (size, sha256) in declared.items():
+        defaults: dict[str, object] = {"job_id": attempt.job_id, "size": size, "sha256": sha256}
+        if kept:
+            assert job.pool is not None
+            prefix = str(job.pool.pool_output_store.get("prefix", ""))
+            defaults |= {
+                "location": OutputLocation.POOL,
+                "store_key": pool_object_key(prefix, job.pk, attempt.number, name),
+                "uploaded_at": timezone.now(),
+            }
+        output, created = JobOutput.objects.get_or_create(
+            attempt=attempt, name=name, defaults=defaults
+        )
+        if kept and created:
+            _output_kept_audit(attempt, output)
+    return len(declared)
+
+
+def _output_kept_audit(attempt: JobAttempt, output: JobOutput) -> None:
+    assert attempt.job.pool_id is not None
+    audit_append(
+        organisation_id=attempt.job.pool_id,
+        kind=AuditKind.OUTPUT_KEPT,
+        job_id=attempt.job_id,
+        host_id=attempt.host_id,
+        detail={
+            "output_id": output.pk,
+            "name": output.name,
+            "attempt": attempt.number,
+            "size": output.size,
+            "sha256": output.sha256,
+            "key": output.store_key,
+        },
+    )

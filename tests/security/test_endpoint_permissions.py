@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 
 from accounts.services import api_token_create, organisation_create
 from hosts.models import HostStatus, HostVisibility
+from jobs.models import JobOutput
 from ledger.payments.payouts import connected_account_onboard
 from ledger.payments.purchases import payment_create
 from ledger.payments.tasks import payout_start
@@ -186,6 +187,8 @@ def alices(alice, hana, settings, django_capture_on_commit_callbacks, client_for
         "username": alice.username,
         "host_id": host.pk,
         "group_id": group.json()["id"],
+        # an output of hers (a release names one; she is no steward of her organisation)
+        "release_id": JobOutput.objects.get(job=job).pk,
     }
 
 

@@ -69,7 +69,8 @@ export interface paths {
         put?: never;
         /**
          * @description tus creation of an output upload by the agent (host credential, Bearer):
-         *     ``Upload-Metadata: job_id, attempt, name, sha256``.
+         *     ``Upload-Metadata: job_id, attempt, name, sha256``; or, for an approved output a pool host
+         *     carries to the central store (``output.release``), ``release, name, sha256``.
          */
         post: operations["agent_uploads_create"];
         delete?: never;
@@ -515,6 +516,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/jobs/{job_id}/outputs/{name}/release/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ask for an output kept on the pool's store
+         * @description The job's owner. With the pool's airlock the release waits for a data steward (status requested); without it, it is approved at once by the pool's policy. Asking again changes nothing; a refused output: 409 release_refused.
+         */
+        post: operations["jobs_outputs_release_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/jobs/{job_id}/receipt/": {
         parameters: {
             query?: never;
@@ -603,6 +624,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/my/hosts/{host_id}/pool/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Join your host to the pool a pool token was issued for (one-time, expiring). */
+        post: operations["my_hosts_pool_create"];
+        /** @description Take your host out of its pool (409 while it holds the pool's jobs); it is public. */
+        delete: operations["my_hosts_pool_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/organisations/": {
         parameters: {
             query?: never;
@@ -630,6 +669,46 @@ export interface paths {
         get: operations["organisations_retrieve"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/audit/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The pool's audit trail, newest first
+         * @description Organisation admins only (a member 403, anyone else 404). Filters: `job`, `kind`, `from` (inclusive), `to` (exclusive). `format=csv` streams every matching entry with the columns id, at, kind, actor, job_id, host_id, detail (detail as JSON).
+         */
+        get: operations["organisations_audit_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/host-tokens/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * @description Issue a one-time pool token that joins one host to the pool (organisation admins;
+         *     a member 403, anyone else 404). The plaintext ``token`` is in this response only.
+         */
+        post: operations["organisations_host_tokens_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -665,6 +744,85 @@ export interface paths {
         post?: never;
         /** @description Remove a member (organisation admins), or leave (your own username). */
         delete: operations["organisations_members_destroy"];
+        options?: never;
+        head?: never;
+        /** @description Change a member's role, steward flag or monthly cap (organisation admins only). */
+        patch: operations["organisations_members_partial_update"];
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/pool/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The pool's settings (any member; 404 for anyone else). */
+        get: operations["organisations_pool_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** @description Change any of the settings (organisation admins only); audited. */
+        patch: operations["organisations_pool_partial_update"];
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/releases/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The pool's releases
+         * @description Outputs of the pool's jobs asked for, oldest request first. The organisation's data stewards and admins.
+         */
+        get: operations["organisations_releases_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/releases/{release_id}/approve/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve a requested release
+         * @description A data steward of the organisation, not on their own job's output. A pool host then carries the bytes to the central store; the output is downloadable once they arrived with the digest the job reported.
+         */
+        post: operations["organisations_releases_approve_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/releases/{release_id}/refuse/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Refuse a requested release
+         * @description A data steward of the organisation, not on their own job's output, with a note saying why. The output stays on the pool's store and is never downloadable.
+         */
+        post: operations["organisations_releases_refuse_create"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -986,6 +1144,31 @@ export interface components {
             report_count: number;
             samples: components["schemas"]["UsageSampleOutput"][];
         };
+        AuditEventOutput: {
+            readonly id: number;
+            /** Format: date-time */
+            readonly at: string;
+            readonly kind: components["schemas"]["AuditEventOutputKindEnum"];
+            actor?: string | null;
+            readonly job_id: number | null;
+            readonly host_id: number | null;
+            readonly detail: unknown;
+        };
+        /**
+         * @description * `job.submitted` - Job submitted
+         *     * `job.inputs_read` - Inputs read
+         *     * `job.finished` - Job finished
+         *     * `output.kept` - Output kept on the pool's store
+         *     * `output.release_requested` - Output release requested
+         *     * `output.release_approved` - Output release approved
+         *     * `output.release_refused` - Output release refused
+         *     * `output.released` - Output released to the renter
+         *     * `host.joined` - Host joined the pool
+         *     * `host.left` - Host left the pool
+         *     * `pool.settings_changed` - Pool settings changed
+         * @enum {string}
+         */
+        AuditEventOutputKindEnum: "job.submitted" | "job.inputs_read" | "job.finished" | "output.kept" | "output.release_requested" | "output.release_approved" | "output.release_refused" | "output.released" | "host.joined" | "host.left" | "pool.settings_changed";
         /** @description Integers of micro-credits; docs/reports.md says what each one counts. */
         BillingFiguresOutput: {
             /** @description Credits bought: stripe_clearing -> wallet. */
@@ -1369,6 +1552,8 @@ export interface components {
             max_cost_micros: number;
             host?: number | null;
             placement?: components["schemas"]["JobCreatePlacementEnum"];
+            /** @description run in this organisation's private pool (docs/pools.md) */
+            pool?: number | null;
         };
         JobGroup: {
             readonly id: number;
@@ -1455,6 +1640,8 @@ export interface components {
             max_cost_micros: number;
             host?: number | null;
             placement?: components["schemas"]["JobCreatePlacementEnum"];
+            /** @description run in this organisation's private pool (docs/pools.md) */
+            pool?: number | null;
             /** @description input files every task reads (as a job's) */
             shared_inputs?: {
                 /** @description where it appears, under /inputs */
@@ -1543,6 +1730,25 @@ export interface components {
             attempt: number;
             /** Format: date-time */
             readonly uploaded_at: string | null;
+            /**
+             * @description central: downloadable; pool: kept on the pool's store until released
+             *
+             *     * `central` - On the central store
+             *     * `pool` - On the pool's own store
+             */
+            location: components["schemas"]["LocationEnum"];
+            /**
+             * @description For location pool: none, requested, approved, refused or released (downloadable only when released)
+             *
+             *     * `none` - Not requested
+             *     * `requested` - Release requested
+             *     * `approved` - Approved, on its way
+             *     * `refused` - Refused
+             *     * `released` - Released
+             */
+            release_status: components["schemas"]["ReleaseStatusEnum"];
+            /** @description The steward's note (or the policy's) */
+            release_note: string;
         };
         /**
          * @description * `auto` - Placed by the marketplace
@@ -1565,21 +1771,11 @@ export interface components {
          */
         JobStatusEnum: "queued" | "offered" | "accepted" | "preparing" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out" | "budget_exhausted";
         /**
-         * @description * `purchase` - Credit purchase
-         *     * `grant` - Staff grant
-         *     * `adjustment` - Staff adjustment
-         *     * `hold` - Hold for a job
-         *     * `capture` - Usage charge
-         *     * `release` - Hold released
-         *     * `reversal` - Charges reversed
-         *     * `maturity` - Earnings matured
-         *     * `refund` - Purchase refunded or disputed
-         *     * `payout` - Payout requested
-         *     * `payout_paid` - Payout transferred
-         *     * `payout_reversal` - Payout failed
+         * @description * `central` - On the central store
+         *     * `pool` - On the pool's own store
          * @enum {string}
          */
-        KindEnum: "purchase" | "grant" | "adjustment" | "hold" | "capture" | "release" | "reversal" | "maturity" | "refund" | "payout" | "payout_paid" | "payout_reversal";
+        LocationEnum: "central" | "pool";
         LogPage: {
             job_id: number;
             attempt: number | null;
@@ -1598,6 +1794,13 @@ export interface components {
             username: string;
             password: string;
         };
+        /**
+         * @description * `central` - Sent to the server, as for any job
+         *     * `store` - Kept on the pool's store; the server gets sizes only
+         *     * `redacted` - Not kept: the server gets sizes only
+         * @enum {string}
+         */
+        LogsEnum: "central" | "store" | "redacted";
         MemberInputRequest: {
             username: string;
             /** @default member */
@@ -1606,6 +1809,8 @@ export interface components {
         MemberOutput: {
             username: string;
             readonly role: components["schemas"]["RoleEnum"];
+            readonly is_steward: boolean;
+            readonly monthly_cap_micros: number | null;
             /** Format: date-time */
             readonly created_at: string;
         };
@@ -1709,6 +1914,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["ApiTokenOutput"][];
+        };
+        PaginatedAuditEventOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["AuditEventOutput"][];
         };
         PaginatedEarningsJobLineOutputList: {
             /** @example 123 */
@@ -1847,6 +2067,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["OwnedHostOutput"][];
         };
+        PaginatedReleaseOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["ReleaseOutput"][];
+        };
         PaginatedWalletHistoryLineOutputList: {
             /** @example 123 */
             count: number;
@@ -1896,6 +2131,36 @@ export interface components {
             availability_policy?: unknown;
             is_draining?: boolean;
         };
+        /** @description An admin's change of a member: any of these (docs/pools.md, "The model"). */
+        PatchedMemberUpdateInputRequest: {
+            role?: components["schemas"]["RoleEnum"];
+            /** @description approves or refuses the release of the pool's outputs */
+            is_steward?: boolean;
+            /**
+             * Format: int64
+             * @description what the member may spend of the organisation's wallet per month; null: no cap of their own
+             */
+            monthly_cap_micros?: number | null;
+        };
+        PatchedPoolSettingsRequest: {
+            /** @description members' jobs and groups must name the pool */
+            required?: boolean;
+            /** @description the pool's hosts are private to it, out of the public catalog, and take only its jobs */
+            hidden?: boolean;
+            /** @description CIDR networks (no host bits) URL inputs may be fetched from */
+            fetch_networks?: string[];
+            /** @description host names (data.example.org or *.example.org) URL inputs may be fetched from */
+            fetch_hosts?: string[];
+            /** @description internal CIDR networks the run step may reach; never the internet (wider than /8, or /16 for IPv6, is refused) */
+            job_networks?: string[];
+            /** @description members run on the pool's hosts at zero rates */
+            members_free?: boolean;
+            /** @description the institution's S3-compatible store; {} for none */
+            output_store?: components["schemas"]["PoolStoreRequest"];
+            logs?: components["schemas"]["LogsEnum"];
+            /** @description outputs reach the renter only after a steward's approval */
+            airlock?: boolean;
+        };
         PaymentOutput: {
             readonly id: number;
             readonly amount_micros: number;
@@ -1936,6 +2201,53 @@ export interface components {
          * @enum {string}
          */
         PayoutStatusEnum: "pending" | "paid" | "failed";
+        PoolJoinInputRequest: {
+            /** @description a pool token from its admins */
+            token: string;
+        };
+        PoolSettings: {
+            /** @description members' jobs and groups must name the pool */
+            required?: boolean;
+            /** @description the pool's hosts are private to it, out of the public catalog, and take only its jobs */
+            hidden?: boolean;
+            /** @description CIDR networks (no host bits) URL inputs may be fetched from */
+            fetch_networks?: string[];
+            /** @description host names (data.example.org or *.example.org) URL inputs may be fetched from */
+            fetch_hosts?: string[];
+            /** @description internal CIDR networks the run step may reach; never the internet (wider than /8, or /16 for IPv6, is refused) */
+            job_networks?: string[];
+            /** @description members run on the pool's hosts at zero rates */
+            members_free?: boolean;
+            /** @description the institution's S3-compatible store; {} for none */
+            output_store?: components["schemas"]["PoolStore"];
+            logs?: components["schemas"]["LogsEnum"];
+            /** @description outputs reach the renter only after a steward's approval */
+            airlock?: boolean;
+        };
+        PoolStore: {
+            /** @description http or https, no credentials */
+            endpoint_url: string;
+            /** @description an S3 bucket name */
+            bucket: string;
+            prefix?: string;
+            region?: string;
+        };
+        PoolStoreRequest: {
+            /** @description http or https, no credentials */
+            endpoint_url: string;
+            /** @description an S3 bucket name */
+            bucket: string;
+            prefix?: string;
+            region?: string;
+        };
+        /** @description A pool token: ``token`` is shown here only (docs/pools.md, "Enrollment"). */
+        PoolTokenOutput: {
+            /** @description POST it to /api/v1/my/hosts/{id}/pool/ */
+            token: string;
+            /** Format: date-time */
+            expires_at: string;
+            organisation: number;
+        };
         ProblemOutput: {
             invariant: string;
             message: string;
@@ -1982,6 +2294,8 @@ export interface components {
             inputs_bytes: number;
             /** Format: int64 */
             max_cost_micros?: number | null;
+            /** @description quote this organisation's pool only (docs/pools.md) */
+            pool?: number | null;
         };
         Rates: {
             cpu_core_hour_micros: number;
@@ -2030,6 +2344,39 @@ export interface components {
             problem_count: number;
             problems: components["schemas"]["ProblemOutput"][];
         };
+        ReleaseDecisionInputRequest: {
+            /** @description at most 2,000 characters; required when refusing */
+            note?: string;
+        };
+        /** @description An output of a pool job on its way out, as the pool's stewards see it. */
+        ReleaseOutput: {
+            readonly id: number;
+            job_id: number;
+            attempt: number;
+            readonly name: string;
+            readonly size: number;
+            readonly sha256: string;
+            status: components["schemas"]["ReleaseStatusEnum"];
+            owner: string;
+            requested_by?: string | null;
+            /** Format: date-time */
+            requested_at: string | null;
+            decided_by?: string | null;
+            /** Format: date-time */
+            decided_at: string | null;
+            note: string;
+            /** Format: date-time */
+            readonly released_at: string | null;
+        };
+        /**
+         * @description * `none` - Not requested
+         *     * `requested` - Release requested
+         *     * `approved` - Approved, on its way
+         *     * `refused` - Refused
+         *     * `released` - Released
+         * @enum {string}
+         */
+        ReleaseStatusEnum: "none" | "requested" | "approved" | "refused" | "released";
         /**
          * @description * `cpu` - cpu
          *     * `memory` - memory
@@ -2268,7 +2615,7 @@ export interface components {
              *     * `payout_paid` - Payout transferred
              *     * `payout_reversal` - Payout failed
              */
-            kind: components["schemas"]["KindEnum"];
+            kind: components["schemas"]["WalletLineOutputKindEnum"];
             /**
              * @description Which of the user's accounts the line is on (earnings: only with ?job= or ?transaction=).
              *
@@ -2284,6 +2631,22 @@ export interface components {
             memo: string;
             transaction_id: number;
         };
+        /**
+         * @description * `purchase` - Credit purchase
+         *     * `grant` - Staff grant
+         *     * `adjustment` - Staff adjustment
+         *     * `hold` - Hold for a job
+         *     * `capture` - Usage charge
+         *     * `release` - Hold released
+         *     * `reversal` - Charges reversed
+         *     * `maturity` - Earnings matured
+         *     * `refund` - Purchase refunded or disputed
+         *     * `payout` - Payout requested
+         *     * `payout_paid` - Payout transferred
+         *     * `payout_reversal` - Payout failed
+         * @enum {string}
+         */
+        WalletLineOutputKindEnum: "purchase" | "grant" | "adjustment" | "hold" | "capture" | "release" | "reversal" | "maturity" | "refund" | "payout" | "payout_paid" | "payout_reversal";
         WalletOutput: {
             /** @description Everything the user owns: available + held. */
             balance_micros: number;
@@ -2889,6 +3252,8 @@ export interface operations {
                 page?: number;
                 /** @description Rows per page, at most 500. */
                 page_size?: number;
+                /** @description an organisation you belong to: its pool's hosts only (docs/pools.md) */
+                pool?: number;
             };
             header?: never;
             path?: never;
@@ -3414,6 +3779,37 @@ export interface operations {
             };
         };
     };
+    jobs_outputs_release_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     jobs_receipt_retrieve: {
         parameters: {
             query?: never;
@@ -3603,6 +3999,71 @@ export interface operations {
             };
         };
     };
+    my_hosts_pool_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                host_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PoolJoinInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["PoolJoinInputRequest"];
+                "multipart/form-data": components["schemas"]["PoolJoinInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OwnedHostOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    my_hosts_pool_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                host_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     organisations_list: {
         parameters: {
             query?: {
@@ -3687,6 +4148,96 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["OrganisationOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_audit_list: {
+        parameters: {
+            query?: {
+                /**
+                 * @description * `json` - json
+                 *     * `csv` - csv
+                 */
+                format?: "json" | "csv";
+                /** @description inclusive */
+                from?: string;
+                job?: number;
+                /**
+                 * @description * `job.submitted` - Job submitted
+                 *     * `job.inputs_read` - Inputs read
+                 *     * `job.finished` - Job finished
+                 *     * `output.kept` - Output kept on the pool's store
+                 *     * `output.release_requested` - Output release requested
+                 *     * `output.release_approved` - Output release approved
+                 *     * `output.release_refused` - Output release refused
+                 *     * `output.released` - Output released to the renter
+                 *     * `host.joined` - Host joined the pool
+                 *     * `host.left` - Host left the pool
+                 *     * `pool.settings_changed` - Pool settings changed
+                 */
+                kind?: "job.submitted" | "job.inputs_read" | "job.finished" | "output.kept" | "output.release_requested" | "output.release_approved" | "output.release_refused" | "output.released" | "host.joined" | "host.left" | "pool.settings_changed";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                /** @description exclusive */
+                to?: string;
+            };
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedAuditEventOutputList"];
+                    "text/csv": string;
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_host_tokens_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PoolTokenOutput"];
                 };
             };
             /** @description An error; see `code`. */
@@ -3789,6 +4340,219 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_members_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+                username: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PatchedMemberUpdateInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["PatchedMemberUpdateInputRequest"];
+                "multipart/form-data": components["schemas"]["PatchedMemberUpdateInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_pool_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PoolSettings"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_pool_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PatchedPoolSettingsRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["PatchedPoolSettingsRequest"];
+                "multipart/form-data": components["schemas"]["PatchedPoolSettingsRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PoolSettings"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_releases_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                status?: "approved" | "refused" | "released" | "requested";
+            };
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedReleaseOutputList"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_releases_approve_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+                release_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseDecisionInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["ReleaseDecisionInputRequest"];
+                "multipart/form-data": components["schemas"]["ReleaseDecisionInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReleaseOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_releases_refuse_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+                release_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseDecisionInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["ReleaseDecisionInputRequest"];
+                "multipart/form-data": components["schemas"]["ReleaseDecisionInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReleaseOutput"];
+                };
             };
             /** @description An error; see `code`. */
             "4XX": {
