@@ -828,6 +828,98 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/organisations/{organisation_id}/reports/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The organisation's pool jobs per member or host (its admins)
+         * @description Jobs, usage (CPU, GPU and wall seconds, zero-rate runs included) and what was charged, the platform fee, the hosts' earnings and the reversals of lost work, for whole UTC days from `from` to `to` (default the last 30 days, at most 366); `format=csv` downloads the rows. docs/reports.md, "An organisation's report".
+         */
+        get: operations["organisations_reports_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/wallet/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The organisation's wallet (its admins) */
+        get: operations["organisations_wallet_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/wallet/me/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your spending from the organisation's wallet this month, and your cap */
+        get: operations["organisations_wallet_me_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/wallet/payments/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The organisation's purchases, newest first (its admins) */
+        get: operations["organisations_wallet_payments_list"];
+        put?: never;
+        /**
+         * Buy credits for the organisation's wallet (its admins)
+         * @description As `POST /api/v1/payments/`, credited to the organisation's wallet: Stripe returns the PaymentIntent's `client_secret` and the credits arrive with the verified webhook; the demo provider credits at once. `Idempotency-Key` honoured.
+         */
+        post: operations["organisations_wallet_payments_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{organisation_id}/wallet/transactions/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The organisation wallet's lines, newest first (its admins) */
+        get: operations["organisations_wallet_transactions_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/payments/": {
         parameters: {
             query?: never;
@@ -1331,6 +1423,10 @@ export interface components {
             tasks: components["schemas"]["TaskReceipt"][];
             /** @description the sums of the tasks' lines, exactly */
             totals: components["schemas"]["GroupReceiptTotals"];
+            /** @description the owner's username: who spent */
+            spent_by: string;
+            /** @description the owner's wallet, or for a pool group the organisation's (docs/pools.md) */
+            paid_by: components["schemas"]["PaidByOutput"];
         };
         GroupReceiptTotals: {
             gross_micros: number;
@@ -1814,6 +1910,16 @@ export interface components {
             /** Format: date-time */
             readonly created_at: string;
         };
+        MemberSpendOutput: {
+            organisation: number;
+            /** @description the calendar month (UTC), YYYY-MM */
+            month: string;
+            /** @description the member's monthly cap; null: none of their own */
+            cap_micros: number | null;
+            /** @description this month: charges of settled pool jobs + holds of open ones */
+            spent_micros: number;
+            cap_left_micros: number | null;
+        };
         OnboardingOutput: {
             account_id: string;
             onboarding_status: string;
@@ -1829,6 +1935,51 @@ export interface components {
             /** Format: date-time */
             created_at: string;
             readonly role: components["schemas"]["RoleEnum"];
+        };
+        OrganisationPaymentOutput: {
+            readonly id: number;
+            readonly amount_micros: number;
+            readonly status: components["schemas"]["PaymentStatusEnum"];
+            readonly provider: string;
+            /** @default  */
+            readonly provider_payment_id: string;
+            readonly refunded_micros: number;
+            readonly disputed_micros: number;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly credited_at: string | null;
+            organisation: number;
+            client_secret: string | null;
+            publishable_key: string | null;
+        };
+        /** @description One line of the organisation's wallet, with who it was for. */
+        OrganisationWalletLineOutput: {
+            readonly id: number;
+            /** Format: date-time */
+            created_at: string;
+            /** @description the transaction's kind: `purchase`, `grant`, `hold`, `release`, `refund` … */
+            kind: string;
+            /** @description added to the wallet: negative when spent */
+            amount_micros: number;
+            job_id: number | null;
+            memo: string;
+            transaction_id: number;
+            /** @description hold, release: the member who spent */
+            member: number | null;
+            member_username: string | null;
+            /** @description purchase: the admin who bought; grant: the staff member who granted */
+            by_username: string | null;
+        };
+        OrganisationWalletOutput: {
+            organisation: number;
+            organisation_name: string;
+            /** @description available + held */
+            balance_micros: number;
+            /** @description in the escrows of the pool's open jobs */
+            held_micros: number;
+            /** @description what new pool jobs can hold */
+            available_micros: number;
         };
         /**
          * @description * `upload` - uploaded
@@ -2052,6 +2203,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["OrganisationOutput"][];
         };
+        PaginatedOrganisationWalletLineOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["OrganisationWalletLineOutput"][];
+        };
         PaginatedOwnedHostOutputList: {
             /** @example 123 */
             count: number;
@@ -2111,6 +2277,11 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["WalletLineOutput"][];
+        };
+        PaidByOutput: {
+            wallet: components["schemas"]["WalletEnum"];
+            organisation: number | null;
+            organisation_name: string | null;
         };
         /** @description PATCH /my/hosts/{id}/: every field optional; the service checks the values. */
         PatchedHostUpdateInputRequest: {
@@ -2317,6 +2488,10 @@ export interface components {
             refund_micros: number;
             /** @description Still held (a job not settled yet). */
             held_micros: number;
+            /** @description The username of the job's owner: who spent. */
+            spent_by: string;
+            /** @description The wallet the hold came from and the rest went back to: the owner's, or for a pool job the organisation's (docs/pools.md). */
+            paid_by: components["schemas"]["PaidByOutput"];
         };
         ReceiptTotalsOutput: {
             gross_micros: number;
@@ -2555,6 +2730,12 @@ export interface components {
          * @enum {string}
          */
         VisibilityEnum: "public" | "private";
+        /**
+         * @description * `user` - user
+         *     * `organisation` - organisation
+         * @enum {string}
+         */
+        WalletEnum: "user" | "organisation";
         /**
          * @description One line of the wallet history (ledger.history): a job, a host's earnings from a job,
          *     or one transaction (a purchase, grant, adjustment, refund, payout).
@@ -4552,6 +4733,208 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReleaseOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_reports_retrieve: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                from?: string;
+                group_by?: "host" | "member";
+                to?: string;
+            };
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                    "text/csv": string;
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_wallet_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrganisationWalletOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_wallet_me_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberSpendOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_wallet_payments_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrganisationPaymentOutput"][];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_wallet_payments_create: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes this POST safe to retry: a repeat with the same key and body returns the first response; the same key with another body gets 422; a repeat while the first is still running gets 409. 1 to 255 characters, scoped to you and this endpoint, kept at least 24 hours. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AmountInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["AmountInputRequest"];
+                "multipart/form-data": components["schemas"]["AmountInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrganisationPaymentOutput"];
+                };
+            };
+            /** @description An error; see `code`. */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    organisations_wallet_transactions_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path: {
+                organisation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedOrganisationWalletLineOutputList"];
                 };
             };
             /** @description An error; see `code`. */
