@@ -123,6 +123,9 @@ export const ERROR_SENTENCES: Record<string, Sentence> = {
     const named = /organisations?: (.+?)\.?$/.exec(message.trim());
     return `Your organisation requires its members' jobs to run in its pool${named ? ` (${named[1]})` : ""}: choose it under “Run in”.`;
   },
+  address_not_allowed: withDetail("That input's address is not one the pool allows: a pool job reads public https addresses and those its pool lists"),
+  organisation_admin_required: "Only an admin of the organisation can do that.",
+  not_a_member: "You are not a member of that organisation (any more).",
   invalid_token: "That pool token is not valid (it was mistyped, already used or has expired): ask an admin of the organisation for a new one.",
   output_not_released: ({ message }) => {
     const state = /\b(requested|approved|refused|none)\b/.exec(message)?.[1];
