@@ -435,7 +435,7 @@ async def test_an_idle_agent_heartbeats_only_when_its_state_changes(server, make
         quiet = await _heartbeats_within(server, 2.5)
 
         # when: the job manager's slots change (its state)
-        client.jobs.slots = lambda: 4  # type: ignore[method-assign]
+        client.jobs.slots = lambda: 4
         changed = await _heartbeats_within(server, 1.5)
 
     # then: silence, then one heartbeat with the new state, within the second's check

@@ -262,6 +262,8 @@ def test_a_silent_agent_stays_online_and_a_stopped_one_is_dropped_by_the_ping(
         seen = Host.objects.get()
         assert seen.status == HostStatus.ONLINE
         assert seen.connection_id == first.connection_id
+        assert seen.last_seen_at is not None
+        assert first.last_seen_at is not None
         assert seen.last_seen_at > first.last_seen_at
 
         # when: the agent process is stopped (its socket half-open)
