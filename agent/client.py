@@ -2,7 +2,10 @@
 
 One ``AgentClient`` runs for the agent's lifetime. It connects to ``/ws/agent/`` with the host
 credential, says ``hello`` (specs, running jobs, availability), waits for ``welcome``, then
-sends a heartbeat every ``heartbeat_seconds`` and whenever its state changes. When the
+sends a heartbeat whenever its state changes (availability, drain, slots, readiness, running
+jobs: checked every second) and otherwise every ``heartbeat_idle_seconds`` (an older server,
+which sends none: every ``heartbeat_seconds``): the server takes the open socket as presence,
+and both sides' websocket pings find a dead connection. When the
 connection drops it reconnects with jittered exponential backoff and resends every message the
 server has not acknowledged. SIGTERM (or ``communipute-agent drain --exit``) drains: no new
 work, exit once no job runs. Jobs themselves belong to a ``JobManager``
@@ -99,6 +102,12 @@ def backoff_delay(
     return ceiling / 2 + rng() * ceiling / 2
 
 
+def _state_changed(sent: Heartbeat, now: Heartbeat) -> bool:
+    """Whether a heartbeat says something the last one sent did not: everything but ``load``,
+    which moves all the time and which the server does not keep."""
+    return {**sent, "load": 0} != {**now, "load": 0}
+
+
 def policy_default() -> AvailabilityPolicy:
     return AvailabilityPolicy(timezone="UTC", windows=[], idle_minutes=None, max_load=None)
 
@@ -123,6 +132,7 @@ class AgentClient:
         self.is_server_draining = False
         self.drain_mode: DrainMode | None = None
         self.heartbeat_seconds = 10.0
+        self.heartbeat_idle_seconds = 10.0
         self.usage_report_seconds = 5.0
         self.exit_code = EXIT_OK
         self.connected_since: str | None = None
@@ -319,11 +329,22 @@ class AgentClient:
             self._error("no welcome from the server")
             await ws.close(1002, "no welcome")
             return
+        sent: Heartbeat | None = None
+        sent_at = 0.0
         while True:
-            self._enqueue(encode("heartbeat", self._heartbeat()))
+            heartbeat = self._heartbeat()
+            now = time.monotonic()
+            if (
+                self._heartbeat_now.is_set()
+                or sent is None
+                or _state_changed(sent, heartbeat)
+                or now - sent_at >= self.heartbeat_idle_seconds
+            ):
+                self._enqueue(encode("heartbeat", heartbeat))
+                sent, sent_at = heartbeat, now
             self._heartbeat_now.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_now.wait(), self.heartbeat_seconds)
+                await asyncio.wait_for(self._heartbeat_now.wait(), TICK_SECONDS)
 
     # --- what the server says -----------------------------------------------------------------
 
@@ -340,6 +361,8 @@ class AgentClient:
     async def _on_welcome(self, envelope: Envelope[Welcome]) -> None:
         data = envelope["data"]
         self.heartbeat_seconds = float(max(1, data["heartbeat_seconds"]))
+        idle = data.get("heartbeat_idle_seconds", data["heartbeat_seconds"])
+        self.heartbeat_idle_seconds = float(max(1, idle))
         self.usage_report_seconds = float(max(1, data["usage_report_seconds"]))
         self.connected_since = datetime.now(UTC).isoformat()
         self._welcomed_at = time.monotonic()

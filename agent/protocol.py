@@ -240,7 +240,13 @@ class Ack(TypedDict):
 
 class Welcome(TypedDict):
     host_id: int
+    # An agent heartbeats at least this often (an older agent: always this often).
     heartbeat_seconds: int
+    # A newer agent heartbeats when its state (availability, drain, slots, readiness, running
+    # jobs) changes, and otherwise at least this often: its presence is the open socket
+    # (docs/protocol.md, "Presence and availability"). Absent from an older server: the agent
+    # keeps to heartbeat_seconds.
+    heartbeat_idle_seconds: NotRequired[int]
     usage_report_seconds: int
     keep_jobs: list[RunningJobRef]
     kill_jobs: list[RunningJobRef]

@@ -1,28 +1,42 @@
-"""Idle agents on one daphne: the server CPU each heartbeat costs, and the memory each socket.
+"""Idle agents on one daphne: the server CPU each idle agent costs per second and each
+heartbeat, and the memory each socket.
 
 N simulated agents (default 1,000), enrolled in bulk through the ORM (hosts and credentials,
-no jobs), connect over real websockets (``websockets``, the agent's library) to one daphne
-subprocess serving the project's ASGI application on PostgreSQL and the Redis channel layer.
-The agents run in a separate process (asyncio, every socket in one loop; the file-descriptor
-limit raised with ``resource``): each says ``hello``, then sends a heartbeat every
-``--heartbeat`` seconds (default: the server's HOST_HEARTBEAT_SECONDS, 10 s) at its own phase,
-as an idle agent does, and nothing else.
+no jobs), connect over real websockets (``websockets``, the agent's library, pinging every
+20 s with a 20 s timeout as the agent does) to one daphne subprocess (``--ping-interval 20
+--ping-timeout 20``, as deploy/ runs it) serving the project's ASGI application on PostgreSQL
+and the Redis channel layer. The agents run in a separate process (asyncio, every socket in
+one loop; the file-descriptor limit raised with ``resource``): each says ``hello``, then
+heartbeats as an idle agent of its ``--styles`` does and sends nothing else:
 
-It prints, per server:
+- ``old``: every ``--heartbeat`` seconds (default: the server's HOST_HEARTBEAT_SECONDS, 10 s),
+  at its own phase: an agent from before the welcome's ``heartbeat_idle_seconds``;
+- ``new``: every ``heartbeat_idle_seconds`` of its welcome (HOST_HEARTBEAT_IDLE_SECONDS,
+  300 s; a server that sends none: ``heartbeat_seconds``), at its own phase: the agent now,
+  whose state does not change.
 
-- **CPU per heartbeat**: daphne's CPU time (psutil, user + system) over the measured window
-  divided by the heartbeats the agents sent in it, and the share of a core that is;
+It prints, per server and style:
+
+- **CPU per idle agent per second** and **per heartbeat**: daphne's CPU time (psutil, user +
+  system) over the measured window, divided by the agents and the window's seconds, and by the
+  heartbeats the agents sent in it (everything an idle connection costs daphne charged to its
+  heartbeats: its pings, daphne's per-connection timers, the presence refreshes), and the
+  share of a core that is;
 - **RSS per connection**: daphne's resident memory once every agent is welcomed minus the same
   after the first ``--warm`` agents (so imports and the first database connections are not
   counted), divided by the agents connected in between;
-- that every host's ``last_seen_at`` is within a heartbeat period and a flush of the end of
-  the window (no heartbeat was dropped), and the errors or closes the agents saw.
+- that every host's ``last_seen_at`` is within a presence period (1.5 heartbeat periods) and a
+  flush of the end of the window, and the errors or closes the agents saw.
 
 ``--against REV`` first runs the same measurement against daphne from ``git archive REV`` (the
 baseline, e.g. ``main``) on the same database and hosts, then against this checkout.
+``--tracemalloc N`` instead runs daphne under ``tracemalloc`` (N frames) and prints where the
+memory the connections hold was allocated (the snapshot after all minus the one after the
+warm agents, by file and line).
 
-Run: ``python -m bench.agents_idle [--agents N] [--seconds S] [--against REV]``; needs
-PostgreSQL (``DATABASE_URL``) and Redis (``REDIS_URL``). It uses a scratch database and drops it.
+Run: ``python -m bench.agents_idle [--agents N] [--seconds S] [--styles old,new] [--against
+REV]``; needs PostgreSQL (``DATABASE_URL``) and Redis (``REDIS_URL``). It uses a scratch
+database and drops it.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -55,9 +70,16 @@ from bench._processes import free_port, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# As deploy/systemd and scripts/cluster.py run daphne: a socket silent for 20 s is pinged, and
+# dropped 20 s after a ping it does not answer (docs/operations.md).
+DAPHNE_PINGS = ["--ping-interval", "20", "--ping-timeout", "20"]
+AGENT_PING_SECONDS = 20.0  # agent/client.py PING_INTERVAL_SECONDS
+
+
 @dataclass(frozen=True)
 class Measured:
     server: str
+    style: str
     agents: int
     seconds: float
     heartbeats: int
@@ -71,15 +93,23 @@ class Measured:
         return self.server_cpu / max(1, self.heartbeats) * 1e6
 
     @property
+    def cpu_per_agent_second_us(self) -> float:
+        return self.server_cpu / max(1, self.agents) / self.seconds * 1e6
+
+    @property
     def cores(self) -> float:
         return self.server_cpu / self.seconds
 
     def line(self) -> str:
+        per_heartbeat = (
+            f"{self.cpu_per_heartbeat_us:,.0f} µs per heartbeat" if self.heartbeats else "—"
+        )
         return (
-            f"{self.server}: {self.agents:,} idle agents, {self.heartbeats:,} heartbeats in "
-            f"{self.seconds:.0f} s; daphne CPU {self.cpu_per_heartbeat_us:,.0f} µs per heartbeat "
-            f"({self.cores:.3f} of a core); RSS {self.rss_per_connection / 1024:.1f} KiB per "
-            f"connection; hosts not seen lately {self.stale_hosts}; problems {len(self.problems)}"
+            f"{self.server}, {self.style} agents: {self.agents:,} idle, {self.heartbeats:,} "
+            f"heartbeats in {self.seconds:.0f} s; daphne CPU {self.cpu_per_agent_second_us:.1f} µs "
+            f"per agent per second, {per_heartbeat} ({self.cores:.3f} of a core); RSS "
+            f"{self.rss_per_connection / 1024:.1f} KiB per connection; hosts not seen lately "
+            f"{self.stale_hosts}; problems {len(self.problems)}"
         )
 
 
@@ -149,9 +179,10 @@ class _Agents:
     ``warm``/``connected`` when so many are welcomed, ``mark`` answered with the heartbeats
     sent so far, ``stop`` to close."""
 
-    def __init__(self, port: int, heartbeat: float) -> None:
+    def __init__(self, port: int, heartbeat: float, style: str) -> None:
         self.port = port
         self.heartbeat = heartbeat
+        self.style = style
         self.sent = 0
         self.problems: list[str] = []
         self.sockets: list[Any] = []
@@ -168,7 +199,8 @@ class _Agents:
                     f"ws://127.0.0.1:{self.port}/ws/agent/",
                     additional_headers={"Authorization": f"Bearer {credential}"},
                     open_timeout=120,
-                    ping_interval=None,
+                    ping_interval=AGENT_PING_SECONDS,
+                    ping_timeout=AGENT_PING_SECONDS,
                 )
                 break
             except Exception:  # refused or dropped while the server is busy: again
@@ -185,11 +217,15 @@ class _Agents:
             "is_draining": False,
         }
         await ws.send(encode("hello", hello))
-        while json.loads(await ws.recv())["type"] != "welcome":
+        while (welcome := json.loads(await ws.recv()))["type"] != "welcome":
             pass
+        period = self.heartbeat
+        if self.style == "new":
+            data = welcome["data"]
+            period = float(data.get("heartbeat_idle_seconds", data["heartbeat_seconds"]))
         self.sockets.append(ws)
         asyncio.get_running_loop().create_task(self._read(ws))
-        asyncio.get_running_loop().create_task(self._beat(ws))
+        asyncio.get_running_loop().create_task(self._beat(ws, period))
 
     async def _read(self, ws: Any) -> None:
         with contextlib.suppress(Exception):
@@ -200,7 +236,7 @@ class _Agents:
         if ws.close_code not in (None, 1000):
             self.problems.append(f"closed by the server: {ws.close_code}")
 
-    async def _beat(self, ws: Any) -> None:
+    async def _beat(self, ws: Any, period: float) -> None:
         from agent.protocol import encode
 
         heartbeat = {
@@ -209,7 +245,9 @@ class _Agents:
             "unavailable_reason": "",
             "running_jobs": [],
         }
-        await asyncio.sleep(random.uniform(0, self.heartbeat))
+        if self.style == "new":  # the one heartbeat after the welcome, then its idle period
+            await ws.send(encode("heartbeat", heartbeat))
+        await asyncio.sleep(random.uniform(0, period))
         next_at = time.monotonic()
         while True:
             try:
@@ -217,12 +255,14 @@ class _Agents:
             except Exception:
                 return
             self.sent += 1
-            next_at += self.heartbeat
+            next_at += period
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-async def _simulate(port: int, heartbeat: float, warm: int, credentials: list[str]) -> None:
-    agents = _Agents(port, heartbeat)
+async def _simulate(
+    port: int, heartbeat: float, style: str, warm: int, credentials: list[str]
+) -> None:
+    agents = _Agents(port, heartbeat, style)
     lines = asyncio.Queue[str]()
     loop = asyncio.get_running_loop()
     loop.add_reader(sys.stdin.fileno(), lambda: lines.put_nowait(sys.stdin.readline().strip()))
@@ -256,12 +296,13 @@ def simulate_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--heartbeat", type=float, required=True)
+    parser.add_argument("--style", choices=["old", "new"], required=True)
     parser.add_argument("--warm", type=int, required=True)
     parser.add_argument("--credentials", required=True)
     args = parser.parse_args(argv)
     _nofile_raise()
     credentials = json.loads(Path(args.credentials).read_text())
-    asyncio.run(_simulate(args.port, args.heartbeat, args.warm, credentials))
+    asyncio.run(_simulate(args.port, args.heartbeat, args.style, args.warm, credentials))
 
 
 # --- one server, measured -----------------------------------------------------------------------
@@ -305,26 +346,46 @@ class _Simulator:
             self.process.kill()
 
 
+# daphne under tracemalloc (``--tracemalloc``): SIGUSR1 writes a snapshot to the next path.
+_TRACED_DAPHNE = """
+import signal, sys, tracemalloc
+tracemalloc.start(int(sys.argv.pop(1)))
+paths = iter(sys.argv.pop(1).split(","))
+signal.signal(signal.SIGUSR1, lambda *_: tracemalloc.take_snapshot().dump(next(paths)))
+from daphne.cli import CommandLineInterface
+CommandLineInterface.entrypoint()
+"""
+
+
 def measure_server(
-    label: str, root: Path, env: dict[str, str], credentials: Path, args: argparse.Namespace
+    label: str,
+    root: Path,
+    env: dict[str, str],
+    credentials: Path,
+    args: argparse.Namespace,
+    style: str,
 ) -> Measured:
     """Start daphne from ``root``, connect the agents, measure one window; stop both."""
     from django.utils import timezone
 
     port = free_port()
-    log = Path(tempfile.gettempdir()) / f"bench-agents-idle-{label}.log"
+    log = Path(tempfile.gettempdir()) / f"bench-agents-idle-{label.replace(' ', '-')}.log"
+    snapshots = [Path(tempfile.gettempdir()) / f"bench-agents-idle-{n}.trace" for n in (1, 2)]
+    launcher = [sys.executable, "-m", "daphne"]
+    if args.tracemalloc:
+        launcher = [sys.executable, "-c", _TRACED_DAPHNE, str(args.tracemalloc)]
+        launcher.append(",".join(map(str, snapshots)))
     with log.open("wb") as output:
         daphne = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "daphne",
+                *launcher,
                 "-b",
                 "127.0.0.1",
                 "-p",
                 str(port),
                 "--websocket_connect_timeout",
                 "120",
+                *DAPHNE_PINGS,
                 "config.asgi:application",
             ],
             cwd=root,
@@ -346,6 +407,8 @@ def measure_server(
                 str(port),
                 "--heartbeat",
                 str(args.heartbeat),
+                "--style",
+                style,
                 "--warm",
                 str(args.warm),
                 "--credentials",
@@ -356,10 +419,12 @@ def measure_server(
         warm = simulator.read()["warm"]
         time.sleep(2)
         rss_warm = _rss(server)
+        _snapshot(daphne, snapshots[0], args)
         simulator.tell("go")
         connected = simulator.read()["connected"]
         time.sleep(args.heartbeat + 2)  # every agent past its first heartbeat, flushed
         rss_all = _rss(server)
+        _snapshot(daphne, snapshots[1], args)
         simulator.tell("mark")
         sent_before = simulator.read()["sent"]
         cpu_before, started = _cpu(server), time.monotonic()
@@ -371,9 +436,12 @@ def measure_server(
         cpu_after, ended = _cpu(server), time.monotonic()
         last = simulator.read()
         time.sleep(1.5)  # the last flush
-        stale = _stale_hosts(timezone.now() - timedelta(seconds=args.heartbeat + 3))
+        stale = _stale_hosts(timezone.now() - timedelta(seconds=1.5 * args.heartbeat + 3))
+        if args.tracemalloc:
+            _allocations_print(snapshots, connected - warm)
         return Measured(
             server=label,
+            style=style,
             agents=connected,
             seconds=ended - started,
             heartbeats=last["sent"] - sent_before,
@@ -391,6 +459,30 @@ def measure_server(
             daphne.wait(30)
         except subprocess.TimeoutExpired:
             daphne.kill()
+
+
+def _snapshot(daphne: subprocess.Popen[bytes], path: Path, args: argparse.Namespace) -> None:
+    if not args.tracemalloc:
+        return
+    path.unlink(missing_ok=True)
+    daphne.send_signal(signal.SIGUSR1)
+    wait_until(lambda: path.exists() and path.stat().st_size > 0, "the snapshot", timeout=300)
+    time.sleep(2)  # written in full
+
+
+def _allocations_print(snapshots: list[Path], connections: int) -> None:
+    """What the connections added, by where it was allocated: the top 25 lines."""
+    import tracemalloc
+
+    before, after = (tracemalloc.Snapshot.load(str(path)) for path in snapshots)
+    differences = after.compare_to(before, "lineno")
+    total = sum(difference.size_diff for difference in differences)
+    print(f"tracemalloc: {total / max(1, connections):,.0f} B per connection in all", flush=True)
+    for difference in differences[:25]:
+        frame = difference.traceback[0]
+        where = f"{Path(frame.filename).name}:{frame.lineno}"
+        per = difference.size_diff / max(1, connections)
+        print(f"  {per:8,.0f} B {difference.count_diff / max(1, connections):5.1f} blocks  {where}")
 
 
 def _profiler(args: argparse.Namespace, label: str, pid: int) -> subprocess.Popen[bytes] | None:
@@ -469,9 +561,12 @@ def measure(args: argparse.Namespace, database: str) -> list[Measured]:
             servers.append((args.against, _checkout(args.against, Path(scratch))))
         servers.append(("this checkout", ROOT))
         for label, root in servers:
-            Host.objects.update(status="offline", connection_id="", last_seen_at=None)
-            results.append(measure_server(label, root, env, credentials, args))
-            print(results[-1].line(), flush=True)
+            # The baseline sends no heartbeat_idle_seconds: its agents are all old ones.
+            styles = ["old"] if root != ROOT else args.styles.split(",")
+            for style in styles:
+                Host.objects.update(status="offline", connection_id="", last_seen_at=None)
+                results.append(measure_server(label, root, env, credentials, args, style))
+                print(results[-1].line(), flush=True)
     return results
 
 
@@ -488,7 +583,13 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warm", type=int, default=20, help="agents connected before the first RSS"
     )
+    parser.add_argument(
+        "--styles", default="old,new", help="the agents' heartbeats, in turn: old, new"
+    )
     parser.add_argument("--profile", default=None, help="py-spy daphne in the window: PREFIX")
+    parser.add_argument(
+        "--tracemalloc", type=int, default=0, help="where the memory goes: N frames"
+    )
     parser.add_argument(
         "--against", default=None, help="a git revision to measure first (baseline)"
     )

@@ -300,7 +300,14 @@ CELERY_BEAT_SCHEDULE["payouts-stalled-retry"] = {
 
 # --- Hosts and jobs --------------------------------------------------------------------------
 ENROLLMENT_TOKEN_TTL_SECONDS = env_int("ENROLLMENT_TOKEN_TTL_SECONDS", 3600, minimum=60)
+# A host's presence (last_seen_at, uptime, the leases of what it runs) is recorded this often:
+# by the daphne process that holds its open socket, whether or not the agent talks
+# (jobs/heartbeat_batch.py). An older agent heartbeats this often; a newer one (it reads
+# heartbeat_idle_seconds in the welcome) when its state changes and every
+# HOST_HEARTBEAT_IDLE_SECONDS. A half-open socket is dropped by daphne's websocket pings
+# (--ping-interval, --ping-timeout; docs/operations.md).
 HOST_HEARTBEAT_SECONDS = env_int("HOST_HEARTBEAT_SECONDS", 10, minimum=1)
+HOST_HEARTBEAT_IDLE_SECONDS = env_int("HOST_HEARTBEAT_IDLE_SECONDS", 300, minimum=1)
 HOST_OFFLINE_AFTER_SECONDS = env_int("HOST_OFFLINE_AFTER_SECONDS", 45, minimum=2)
 # Each daphne process records the heartbeats it received this often, all hosts in one flush
 # (jobs/heartbeat_batch.py): presence and lease renewals lag a heartbeat by at most this.

@@ -2,8 +2,10 @@
 
 A connection authenticates with ``Authorization: Bearer <host credential>`` in the handshake
 (no cookies, no Origin check: agents are not browsers). It then speaks agent.protocol: the
-agent's ``hello`` gets a ``welcome``; heartbeats go into this process's next flush
-(``jobs.heartbeat_batch``: presence and leases of all its hosts in one transaction per tick);
+agent's ``hello`` gets a ``welcome``, and from then on this process records the host's
+presence while the socket is open; heartbeats (the agent's state, when it changes) go into
+this process's next flush (``jobs.heartbeat_batch``: presence and leases of all its hosts in
+one transaction per tick);
 ``job.*`` messages go to ``jobs.agent_messages``. Every message is decoded and
 checked (types and bounds) with ``protocol.decode`` before anything is touched, and every write
 names the authenticated host, never one taken from the message. A refused *report* about an
@@ -108,6 +110,23 @@ def hello_accept(
     keep, kill, replies = resume_decide(host_id, hello["running_jobs"])
     capacity_offer(host_id)
     return _Welcomed(accepted.is_draining, accepted.policy, keep, kill, replies)
+
+
+def _reported(hello: Hello, keep_jobs: list[RunningJobRef]) -> Heartbeat:
+    """The state a hello reports, as the heartbeat a presence refresh repeats until the
+    agent's first heartbeat: what it runs is what the welcome kept."""
+    report = Heartbeat(
+        load=0.0,
+        is_available=hello["is_available"],
+        unavailable_reason="",
+        running_jobs=keep_jobs,
+        is_draining=hello["is_draining"],
+    )
+    if "slots" in hello:
+        report["slots"] = hello["slots"]
+    if "readiness" in hello:
+        report["readiness"] = hello["readiness"]
+    return report
 
 
 def disconnect_accept(host_id: int, connection_id: str) -> None:
@@ -232,11 +251,20 @@ class AgentConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
         welcome = Welcome(
             host_id=self.host_id,
             heartbeat_seconds=settings.HOST_HEARTBEAT_SECONDS,
+            heartbeat_idle_seconds=settings.HOST_HEARTBEAT_IDLE_SECONDS,
             usage_report_seconds=settings.HOST_USAGE_REPORT_SECONDS,
             keep_jobs=accepted.keep_jobs,
             kill_jobs=accepted.kill_jobs,
         )
         self.is_welcomed = True
+        # From now on this process records the host's presence while the socket is open,
+        # whether or not the agent heartbeats (jobs.heartbeat_batch).
+        heartbeat_batch.presence_hold(
+            self.host_id,
+            self.channel_name,
+            _reported(hello, accepted.keep_jobs),
+            self._heartbeat_answered,
+        )
         await self._send("welcome", welcome)
         await self._send("drain", {"is_draining": accepted.is_draining})
         await self._send("policy", accepted.policy)

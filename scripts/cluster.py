@@ -277,7 +277,7 @@ def services_start(cluster: Cluster, env: Mapping[str, str]) -> None:
                 f"web{number}",
                 "web",
                 [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                 "config.asgi:application"],
+                 "--ping-interval", "20", "--ping-timeout", "20", "config.asgi:application"],
                 env,
                 port=port,
             )

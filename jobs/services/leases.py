@@ -1,13 +1,14 @@
 """Leases and the agent's view of what it runs: heartbeats, reconnects, pending cancels.
 
 The agent socket calls these: ``heartbeat_leases`` once per flush of the heartbeats its
-process received (jobs.heartbeat_batch), ``welcome_decide`` when an agent says hello (with
-``leases_renew`` and ``cancels_pending`` for that one host).
+process received and the presence of the sockets it holds (jobs.heartbeat_batch),
+``welcome_decide`` when an agent says hello (with ``leases_renew`` and ``cancels_pending`` for
+that one host).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,12 +62,18 @@ def leases_renew(
 
 
 def heartbeat_leases(
-    running: dict[int, list[RunningJobRef]], *, now: datetime | None = None
+    running: dict[int, list[RunningJobRef]],
+    *,
+    refreshed: Collection[int] = (),
+    now: datetime | None = None,
 ) -> dict[int, list[JobCancel]]:
     """For hosts whose heartbeats were just recorded (host id -> the attempts its agent
     reports): renew the leases of the reported attempts each host holds, and name, per host,
     the cancels to send: its pending cancels (as ``cancels_pending``, in attempt order), then
-    the reported attempts the server does not run there (as ``leases_renew``).
+    the reported attempts the server does not run there (as ``leases_renew``), but for the
+    ``refreshed`` hosts, whose report is the agent's last one again (a presence refresh,
+    jobs.heartbeat_batch): what it named may have ended since, and the agent's next report
+    says so.
 
     One read and at most one UPDATE for all the hosts, however many: the read takes every open
     attempt of these hosts with its job's cancel request, and the rest is decided here.
@@ -92,6 +99,8 @@ def heartbeat_leases(
             lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
         )
     for host_id, refs in running.items():
+        if host_id in refreshed:
+            continue
         cancels[host_id] += [
             JobCancel(job_id=ref["job_id"], attempt=ref["attempt"], reason=STALE_REASON)
             for ref in refs

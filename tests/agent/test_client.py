@@ -42,6 +42,7 @@ class FakeServer:
         self.headers = []
         self.on_hello = None
         self.heartbeat_seconds = 1
+        self.heartbeat_idle_seconds: int | None = None  # None: an older server's welcome
         self.server: Any = None
 
     async def handler(self, ws):
@@ -54,18 +55,16 @@ class FakeServer:
                 if self.on_hello:
                     await self.on_hello(ws)
                     continue
-                await ws.send(
-                    encode(
-                        "welcome",
-                        {
-                            "host_id": 1,
-                            "heartbeat_seconds": self.heartbeat_seconds,
-                            "usage_report_seconds": 5,
-                            "keep_jobs": [],
-                            "kill_jobs": [],
-                        },
-                    )
-                )
+                welcome = {
+                    "host_id": 1,
+                    "heartbeat_seconds": self.heartbeat_seconds,
+                    "usage_report_seconds": 5,
+                    "keep_jobs": [],
+                    "kill_jobs": [],
+                }
+                if self.heartbeat_idle_seconds is not None:
+                    welcome["heartbeat_idle_seconds"] = self.heartbeat_idle_seconds
+                await ws.send(encode("welcome", welcome))
 
     async def next(self, message_type):
         while True:
@@ -408,6 +407,63 @@ async def test_a_change_of_readiness_is_reported_at_once(server, make_client):
 
     assert first["data"]["readiness"]["ready"] is False
     assert second["data"]["readiness"] == ready
+
+
+async def _heartbeats_within(server: FakeServer, seconds: float) -> list[Any]:
+    heartbeats = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        with contextlib.suppress(TimeoutError):
+            envelope = await asyncio.wait_for(server.messages.get(), left)
+            if envelope["type"] == "heartbeat":
+                heartbeats.append(envelope)
+    return heartbeats
+
+
+async def test_an_idle_agent_heartbeats_only_when_its_state_changes(server, make_client):
+    # given: a server that takes the open socket as presence (heartbeat_idle_seconds)
+    server.heartbeat_idle_seconds = 60
+    client = make_client(server.port)
+    monitor = client.monitor
+    assert isinstance(monitor, FakeMonitor)
+
+    async with running(client):
+        await server.next("heartbeat")  # the first, after the welcome
+
+        # when: nothing changes but the load for 2.5 s (heartbeat_seconds is 1 s)
+        monitor.total_load_percent = 80.0
+        quiet = await _heartbeats_within(server, 2.5)
+
+        # when: the job manager's slots change (its state)
+        client.jobs.slots = lambda: 4
+        changed = await _heartbeats_within(server, 1.5)
+
+    # then: silence, then one heartbeat with the new state, within the second's check
+    assert quiet == []
+    assert [(h["data"]["slots"], h["data"]["load"]) for h in changed] == [(4, 0.8)]
+    assert client.heartbeat_idle_seconds == 60
+
+
+async def test_an_idle_agent_still_heartbeats_every_idle_period(server, make_client):
+    # given
+    server.heartbeat_idle_seconds = 1
+    client = make_client(server.port)
+
+    # when / then: nothing changes, and heartbeats come every idle period
+    async with running(client):
+        await server.next("heartbeat")
+        assert len(await _heartbeats_within(server, 2.6)) == 2
+
+
+async def test_an_older_servers_welcome_keeps_the_agent_at_heartbeat_seconds(server, make_client):
+    # given: a welcome without heartbeat_idle_seconds (an older server), 1 s heartbeats
+    client = make_client(server.port)
+
+    # when / then: a heartbeat every second although nothing changes
+    async with running(client):
+        await server.next("heartbeat")
+        assert len(await _heartbeats_within(server, 2.6)) == 2
+    assert client.heartbeat_idle_seconds == 1
 
 
 async def test_malformed_server_messages_are_ignored(server, make_client):

@@ -100,14 +100,18 @@ def test_the_idle_agents_benchmark_measures_heartbeats_and_sees_every_host() -> 
 
     from bench.agents_idle import arguments, measure
 
-    # given: a few agents heartbeating every second, a short window, on the test database
+    # given: a few agents, a 1 s heartbeat period, a short window, on the test database
     args = arguments(["--agents", "6", "--warm", "2", "--seconds", "2", "--heartbeat", "1"])
-    # when
-    (measured,) = measure(args, connection.settings_dict["NAME"])
-    # then: every agent connected and heartbeated, every host was seen, nothing was refused
-    assert (measured.agents, measured.problems, measured.stale_hosts) == (6, [], 0)
-    assert measured.heartbeats >= 6
-    assert measured.server_cpu > 0
+    # when: older agents (a heartbeat every second), then newer ones (only on a change)
+    old, new = measure(args, connection.settings_dict["NAME"])
+    # then: every agent connected, every host was seen (the newer ones from their open
+    # sockets: each heartbeats once in 300 s, at a random phase), nothing was refused
+    for measured in (old, new):
+        assert (measured.agents, measured.problems, measured.stale_hosts) == (6, [], 0)
+    assert (old.style, new.style) == ("old", "new")
+    assert old.heartbeats >= 6
+    assert old.server_cpu > 0
+    assert new.heartbeats < old.heartbeats
 
 
 @pytest.mark.postgres

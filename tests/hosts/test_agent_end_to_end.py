@@ -58,9 +58,10 @@ def database_url() -> str:
 
 
 class Daphne:
-    def __init__(self, port: int, log: Path) -> None:
+    def __init__(self, port: int, log: Path, args: tuple[str, ...] = ()) -> None:
         self.port = port
         self.log = log
+        self.args = args  # more of daphne's options (e.g. its websocket pings)
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {
             **os.environ,
@@ -82,6 +83,7 @@ class Daphne:
                     "127.0.0.1",
                     "-p",
                     str(self.port),
+                    *self.args,
                     "config.asgi:application",
                 ],
                 cwd=ROOT,
@@ -222,3 +224,61 @@ def test_enroll_run_restart_drain_stop(
             agent.wait(10)
         log.close()
         print((tmp_path / "agent.log").read_text())
+
+
+def test_a_silent_agent_stays_online_and_a_stopped_one_is_dropped_by_the_ping(
+    tmp_path, agent_env, hana, client_for, settings
+):
+    """A half-open connection: the agent process SIGSTOPped keeps its TCP connection (the
+    kernel answers, no FIN), sends nothing and answers no ping."""
+    # given: daphne pinging an idle socket after 1 s and dropping it 1 s after an unanswered
+    # ping; the reaper's cutoff far away (30 s), so only the ping can take the host offline
+    settings.HOST_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
+    settings.HOST_OFFLINE_AFTER_SECONDS = 30
+    daphne = Daphne(
+        free_port(), tmp_path / "daphne.log", ("--ping-interval", "1", "--ping-timeout", "1")
+    )
+    daphne.env["HOST_OFFLINE_AFTER_SECONDS"] = "30"
+    daphne.start()
+    token = client_for(hana).post("/api/v1/hosts/enrollments/", {}, format="json").json()["token"]
+    server = f"http://127.0.0.1:{daphne.port}"
+    assert agent_cli(agent_env, "enroll", "--server", server, "--token", token).returncode == 0
+    log = (tmp_path / "agent.log").open("w")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run"],
+        env=agent_env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: Host.objects.get().status == HostStatus.ONLINE, "the host online")
+        first = Host.objects.get()
+
+        # when: 3 s pass (the agent's state does not change: it sends no heartbeat)
+        time.sleep(3)
+
+        # then: the server still saw it, from the open socket
+        seen = Host.objects.get()
+        assert seen.status == HostStatus.ONLINE
+        assert seen.connection_id == first.connection_id
+        assert seen.last_seen_at is not None
+        assert first.last_seen_at is not None
+        assert seen.last_seen_at > first.last_seen_at
+
+        # when: the agent process is stopped (its socket half-open)
+        agent.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+
+        # then: daphne's ping drops it well before the reaper's 30 s, and the host is offline
+        wait_for(
+            lambda: Host.objects.get().status == HostStatus.OFFLINE, "the host offline", timeout=10
+        )
+        assert time.monotonic() - stopped_at < 10
+        assert Host.objects.get().connection_id == ""
+    finally:
+        agent.send_signal(signal.SIGCONT)
+        agent.kill()
+        agent.wait(10)
+        log.close()
+        daphne.kill()

@@ -130,6 +130,7 @@ async def test_a_revoked_credential_is_closed_unauthorized(host, credential, han
 async def test_hello_gets_a_welcome_and_brings_the_host_online(host, credential, settings):
     # given
     settings.HOST_HEARTBEAT_SECONDS = 7
+    settings.HOST_HEARTBEAT_IDLE_SECONDS = 120
     communicator = await _open(credential)
 
     # when
@@ -143,6 +144,7 @@ async def test_hello_gets_a_welcome_and_brings_the_host_online(host, credential,
     assert welcome["data"] == {
         "host_id": host.pk,
         "heartbeat_seconds": 7,
+        "heartbeat_idle_seconds": 120,
         "usage_report_seconds": settings.HOST_USAGE_REPORT_SECONDS,
         "keep_jobs": [],
         # no jobs app registered: the server knows no job, so the agent kills what it runs
@@ -466,9 +468,9 @@ async def test_a_heartbeat_costs_no_database_round_trip_of_its_own(
     flushed = []
     accept = heartbeat_batch.heartbeats_accept
 
-    def recorded(beats):
+    def recorded(beats, refreshes=()):
         flushed.append(sorted(beat.host_id for beat in beats))
-        return accept(beats)
+        return accept(beats, refreshes)
 
     monkeypatch.setattr(heartbeat_batch, "heartbeats_accept", recorded)
     communicator = await _welcomed(credential)

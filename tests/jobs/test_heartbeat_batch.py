@@ -4,6 +4,8 @@ and the disconnect unchanged. PostgreSQL: the write is its ``UPDATE … FROM unn
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -333,3 +335,151 @@ async def test_a_pending_cancel_is_delivered_within_a_heartbeat(alice, ledger, r
         {"job_id": job.pk, "attempt": 1, "reason": "cancelled by the owner"},
     )
     await socket.disconnect()
+
+
+# --- presence from the open socket (a silent agent: no heartbeats at all) -----------------------
+
+
+@database_sync_to_async
+def _host(host):
+    return Host.objects.get(pk=host.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_silent_connected_agent_stays_seen_and_keeps_its_lease(
+    alice, ledger, running, settings
+):
+    # given: a welcomed agent running a job, whose lease is about to run out and which never
+    # sends a heartbeat (a newer agent whose state does not change); one heartbeat period is
+    # 1 s and the process ticks every 100 ms
+    settings.HOST_HEARTBEAT_SECONDS = 1
+    settings.HOST_HEARTBEAT_FLUSH_MS = 100
+    host, credential = running
+    job = await _running_job(alice, ledger, host)
+    ref = {"job_id": job.pk, "attempt": 1}
+    socket = await _agent(credential, [ref])
+    welcomed = await _host(host)
+    await _lease_set(job, timezone.now() + timedelta(seconds=2))
+    await database_sync_to_async(lambda: Job.objects.filter(pk=job.pk).update(status="running"))()
+
+    # when: two and a half periods pass in silence
+    await asyncio.sleep(2.5)
+
+    # then: the process recorded the host's presence and renewed the lease of what its agent
+    # last reported; nothing was said to the agent (no stale cancel, no error)
+    seen = await _host(host)
+    assert seen.last_seen_at > welcomed.last_seen_at + timedelta(seconds=1)
+    assert (seen.status, seen.connection_id) == (HostStatus.BUSY, welcomed.connection_id)
+    assert seen.online_seconds >= 1
+    assert await _lease(job) > timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS - 2)
+    assert await socket.receive_nothing(0.2)
+    assert heartbeat_batch.batch().held() == 1
+    await socket.disconnect()
+    assert heartbeat_batch.batch().held() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refresh_repeats_a_pending_cancel_but_names_no_stale_attempt(
+    alice, ledger, running, settings
+):
+    # given: a silent agent whose last report named two attempts: one the owner cancels (the
+    # doorbell lost), one that ended since (the agent's next report will drop it)
+    settings.HOST_HEARTBEAT_FLUSH_MS = 60_000  # only the test ticks
+    host, credential = running
+    job = await _running_job(alice, ledger, host)
+    ref = {"job_id": job.pk, "attempt": 1}
+    ended = {"job_id": 999_999_999, "attempt": 1}
+    socket = await _agent(credential, [ref])
+    await _queued(socket, [ref, ended])
+    await heartbeat_batch.batch().flush()
+    assert (await socket.receive_json_from(TIMEOUT))["data"] == {
+        **ended,
+        "reason": "stale attempt: the server no longer runs it on this host",
+    }  # the heartbeat itself is answered as ever
+    await database_sync_to_async(
+        lambda: Job.objects.filter(pk=job.pk).update(cancel_requested_at=timezone.now())
+    )()
+
+    # when: a tick a period and a half later refreshes it
+    later = time.monotonic() + 1.5 * settings.HOST_HEARTBEAT_SECONDS + 0.1
+    assert heartbeat_batch.batch().refreshes_add(now=later) == 1
+    await heartbeat_batch.batch().flush()
+
+    # then: the cancel, and only it
+    cancel = await socket.receive_json_from(TIMEOUT)
+    assert (cancel["type"], cancel["data"]) == (
+        "job.cancel",
+        {**ref, "reason": "cancelled by the owner"},
+    )
+    assert await socket.receive_nothing(0.2)
+    await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_agent_that_heartbeats_every_period_is_due_for_no_refresh(
+    running, settings, monkeypatch
+):
+    # given: an older agent, heartbeating every period (the batch's clock the test's)
+    settings.HOST_HEARTBEAT_FLUSH_MS = 60_000
+    clock = [1000.0]
+    monkeypatch.setattr(heartbeat_batch, "monotonic", lambda: clock[0])
+    _, credential = running
+    socket = await _agent(credential)
+
+    # when / then: each tick just before its next heartbeat finds nothing due; a tick after a
+    # missed one finds it
+    for _ in range(3):
+        clock[0] += settings.HOST_HEARTBEAT_SECONDS
+        await _queued(socket, [])
+        clock[0] += settings.HOST_HEARTBEAT_SECONDS - 0.1
+        assert heartbeat_batch.batch().refreshes_add() == 0
+        await heartbeat_batch.batch().flush()
+        clock[0] -= settings.HOST_HEARTBEAT_SECONDS - 0.1
+    clock[0] += 1.5 * settings.HOST_HEARTBEAT_SECONDS
+    assert heartbeat_batch.batch().refreshes_add() == 1
+    await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refresh_of_a_replaced_socket_closes_it_and_changes_nothing(running, settings):
+    # given: a silent agent whose host another connection took over (its close lost)
+    settings.HOST_HEARTBEAT_FLUSH_MS = 60_000
+    host, credential = running
+    socket = await _agent(credential)
+    await database_sync_to_async(
+        lambda: Host.objects.filter(pk=host.pk).update(connection_id="the-newer-one")
+    )()
+    before = model_to_dict(await _host(host))
+
+    # when
+    later = time.monotonic() + 1.5 * settings.HOST_HEARTBEAT_SECONDS + 0.1
+    heartbeat_batch.batch().refreshes_add(now=later)
+    await heartbeat_batch.batch().flush()
+
+    # then
+    assert await socket.receive_output(TIMEOUT) == {"type": "websocket.close", "code": 4409}
+    assert model_to_dict(await _host(host)) == before
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_closed_socket_is_refreshed_no_more(alice, ledger, running, settings):
+    # given: a silent agent running a job, and its socket gone
+    settings.HOST_HEARTBEAT_FLUSH_MS = 60_000
+    host, credential = running
+    job = await _running_job(alice, ledger, host)
+    ref = {"job_id": job.pk, "attempt": 1}
+    socket = await _agent(credential, [ref])
+    await socket.disconnect()
+    cut = await _lease(job)
+    gone = await _host(host)
+
+    # when: a tick long after
+    later = time.monotonic() + 10 * settings.HOST_HEARTBEAT_SECONDS
+    assert heartbeat_batch.batch().refreshes_add(now=later) == 0
+    await heartbeat_batch.batch().flush()
+
+    # then: offline, its lease still the disconnect's (the grace), nothing renewed
+    assert (await _host(host)).last_seen_at == gone.last_seen_at
+    assert gone.status == HostStatus.OFFLINE
+    assert await _lease(job) == cut
+    assert cut <= timezone.now() + timedelta(seconds=settings.HOST_DISCONNECT_GRACE_SECONDS)
