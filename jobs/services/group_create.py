@@ -26,7 +26,7 @@ from blobs.models import BlobHolding
 from blobs.selectors import blobs_held
 from config.errors import InsufficientCredits, ServiceError, TooLarge, ValidationFailed
 from jobs.billing import hold_payer_available
-from jobs.inputs import InputSpec, inputs_check
+from jobs.inputs import InputSpec, PoolFetchRules, inputs_check, pool_fetch_rules
 from jobs.models import (
     TASK_ARGUMENT_PATH,
     InputSource,
@@ -185,12 +185,13 @@ def _tasks_check(owner: User, request: GroupRequest) -> _Tasks:
     """Each task's own inputs: a submit's rules (``inputs_check``), no clash with the shared
     inputs or ``task.json``, the owner holds every store blob, the count and byte caps with
     the shared ones. Every bad one named."""
-    shared = _shared_paths(request.template.inputs)
+    pool = pool_fetch_rules(owner.pk, request.template.pool_id)
+    shared = _shared_paths(request.template.inputs, pool)
     refusals: list[ValidationFailed] = []
     specs: list[list[InputSpec]] = []
     for index, task in enumerate(request.tasks):
         try:
-            found = inputs_check(task.inputs)
+            found = inputs_check(task.inputs, pool)
         except ValidationFailed as exc:
             refusals.append(_task_renamed(exc, index))
             found = []
@@ -225,11 +226,11 @@ class _SharedPaths:
     count: int
 
 
-def _shared_paths(raw: tuple[object, ...]) -> _SharedPaths:
+def _shared_paths(raw: tuple[object, ...], pool: PoolFetchRules | None) -> _SharedPaths:
     """The shared inputs' files and the folders they make (their errors are the template
     check's to name)."""
     try:
-        found = inputs_check(raw)
+        found = inputs_check(raw, pool)
     except ServiceError:
         return _SharedPaths(frozenset(), frozenset(), len(raw))
     files = frozenset(spec.path for spec in found)

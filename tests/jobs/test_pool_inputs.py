@@ -251,3 +251,49 @@ def test_the_rules_skip_malformed_entries_and_match_names_case_insensitively():
     assert url_problem("ftp://10.1.2.3/x", rules) == "must be an https:// URL"
     assert url_problem("http://user:pw@10.1.2.3/x", rules) is not None
     assert url_problem("http://localhost/x", PoolFetchRules(hosts=("localhost",))) is not None
+
+
+# --- job groups: each task's own inputs are the pool's too ------------------------------------
+
+GROUPS = "/api/v1/job-groups/"
+
+
+def group_body(pool_id: int, urls: list[str]) -> dict[str, object]:
+    return body(
+        pool=pool_id,
+        max_cost_micros=2_000_000,
+        task_max_cost_micros=1_000_000,
+        max_parallel=1,
+        inputs=[{"inputs": [url_input(url)]} for url in urls],
+    )
+
+
+def test_a_pool_groups_tasks_may_name_what_the_pool_allows(
+    client_for, alice, pool, pool_box, funded, no_fetching
+):
+    # when: each task reads its own file inside the institution
+    response = client_for(alice).post(
+        GROUPS,
+        group_body(pool.pk, ["http://10.20.3.4/a.csv", "http://data.elsewhere.internal/b.csv"]),
+        format="json",
+    )
+
+    # then
+    assert response.status_code == 201, response.data
+    assert response.data["count"] == 2
+
+
+def test_a_pool_groups_task_naming_what_the_pool_does_not_allow_is_refused_by_its_place(
+    client_for, alice, pool, pool_box, funded, wire, no_fetching
+):
+    # when: the second task's file is on a private address the pool does not list
+    response = client_for(alice).post(
+        GROUPS,
+        group_body(pool.pk, ["http://10.20.3.4/a.csv", "http://192.168.7.7/b.csv"]),
+        format="json",
+    )
+
+    # then
+    assert response.status_code == 400, response.data
+    assert list(response.data["error"]["fields"]) == ["inputs[1].inputs[0].url"]
+    assert_nothing_created(funded, alice, wire)
