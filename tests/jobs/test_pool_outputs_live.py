@@ -29,6 +29,7 @@ from hosts.models import Host, HostVisibility
 from jobs.models import Job, JobLogChunk, JobOutput, JobStatus, ReleaseStatus
 from ledger.services import wallet_credit
 from tests.conftest import _user
+from tests.jobs.real_ledger import RealLedger
 from tests.live import RATES, Beat, LiveServer, RealAgent, live_server_start, wait_for
 
 pytestmark = [
@@ -96,6 +97,7 @@ def pool(bucket: str, alice: User, hana: User) -> Organisation:
     )
     Membership.objects.create(user=alice, organisation=org)
     Membership.objects.create(user=hana, organisation=org, role=MembershipRole.ADMIN)
+    RealLedger().fund_organisation(org, 50_000_000)  # it pays for its pool jobs
     return org
 
 

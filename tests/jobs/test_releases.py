@@ -20,6 +20,7 @@ from jobs.services.releases import POLICY_NOTE
 from jobs.tasks import jobs_reap_pass
 from tests.conftest import _user
 from tests.jobs.helpers import finished, say, submit
+from tests.jobs.real_ledger import RealLedger
 from tests.jobs.test_outputs import agent_tus, credential_for, upload
 
 RESULT = b"patients,42\n"
@@ -48,6 +49,7 @@ class Pool:
         self.org = Organisation.objects.create(
             name="St Mary's", pool_output_store=STORE, pool_airlock=True
         )
+        RealLedger().fund_organisation(self.org, 50_000_000)  # it pays for its pool jobs
         self.alice, self.mallory = alice, mallory
         self.sam, self.ada, self.bob = _user("sam"), _user("ada"), _user("bob")
         Membership.objects.create(user=alice, organisation=self.org)

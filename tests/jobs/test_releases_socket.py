@@ -19,6 +19,7 @@ def pool_job(alice, make_host, hana, ledger):
         ledger.fund(alice, 5_000_000)
         org = Organisation.objects.create(name=f"lab {logs}", pool_logs=logs)
         Membership.objects.create(user=alice, organisation=org)
+        ledger.fund_organisation(org, 5_000_000)  # it pays for its pool jobs
         host = make_host(hana, visibility=HostVisibility.PRIVATE, organisation=org)
         return submit(alice, host=host, pool_id=org.pk)
 
