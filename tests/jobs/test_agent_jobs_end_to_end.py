@@ -55,7 +55,10 @@ def server(tmp_path: Path, settings: Any) -> Iterator[Daphne]:
         setattr(settings, name, value)
     settings.MEDIA_ROOT = tmp_path / "media"
     blob_dir_use(settings, tmp_path / "blobs")
-    daphne = Daphne(free_port(), tmp_path / "daphne.log")
+    # Liveness is the socket (jobs/heartbeat_batch.py): daphne's websocket pings, scaled to
+    # these timings as production's (20 s, 20 s) are to its, drop an agent that stops answering.
+    pings = ("--ping-interval", "1", "--ping-timeout", "2")
+    daphne = Daphne(free_port(), tmp_path / "daphne.log", pings)
     daphne.env.update({name: str(value) for name, value in TIMINGS.items()})
     daphne.env["MEDIA_ROOT"] = str(tmp_path / "media")
     daphne.env["BLOB_DIR"] = str(tmp_path / "blobs")
