@@ -266,9 +266,11 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "finished_at",
             "group",
             "task_index",
+            "pool",
         ]
         read_only_fields = fields
         extra_kwargs = {
+            "pool": {"help_text": "the private pool (organisation) it runs in; null: public"},
             "group": {"help_text": "the job group it is a task of (null: a job of its own)"},
             "task_index": {"help_text": "its index in that group (from 0)"},
         }

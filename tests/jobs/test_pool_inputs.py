@@ -111,6 +111,7 @@ def test_a_pool_job_may_name_what_its_pool_allows(
 
     # then
     assert response.status_code == 201, response.data
+    assert response.data["pool"] == pool.pk
     job = Job.objects.get()
     assert job.pool_id == pool.pk
     [row] = job.inputs.all()

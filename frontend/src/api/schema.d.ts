@@ -1595,6 +1595,8 @@ export interface components {
             readonly group: number | null;
             /** @description its index in that group (from 0) */
             readonly task_index: number | null;
+            /** @description the private pool (organisation) it runs in; null: public */
+            readonly pool: number | null;
         };
         /**
          * @description * `auto` - auto
