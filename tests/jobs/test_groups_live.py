@@ -27,7 +27,7 @@ from accounts.models import User
 from accounts.services import api_token_create
 from agent.runtime.quota import mounts_release
 from config.transactions import durable_call
-from hosts.models import Host
+from hosts.models import Host, HostStatus
 from jobs.models import (
     AttemptStatus,
     Job,
@@ -167,7 +167,14 @@ def test_a_group_over_three_agents_survives_one_killed_and_is_charged_once(
     # killed while a task has just started there (each sleeps 2 s): it is lost, not finished
     wait_for(lambda: _just_started_on(victim.host_id), "a task starting on the victim", 30)
     victim.kill()
-    killed_at = timezone.now()
+    # An offer made before daphne has handled the dead socket's close may still go there (and
+    # expires, the task offered again); from the moment the server knows, none may.
+    wait_for(
+        lambda: Host.objects.get(pk=victim.host_id).status == HostStatus.OFFLINE,
+        "the server to see the victim gone",
+        30,
+    )
+    gone_at = timezone.now()
 
     # then: the group ends with every task's result
     wait_for(
@@ -210,7 +217,7 @@ def test_a_group_over_three_agents_survives_one_killed_and_is_charged_once(
         assert attempt.reversed_micros == attempt.charged_micros
     assert JobGroupHostExclusion.objects.filter(group_id=group_id, host_id=victim.host_id).exists()
     assert not JobAttempt.objects.filter(
-        job__group_id=group_id, host_id=victim.host_id, offered_at__gt=killed_at
+        job__group_id=group_id, host_id=victim.host_id, offered_at__gt=gone_at
     ).exists()
 
     # and: the receipt is the sum of the tasks' receipts, and the wallet paid exactly that
