@@ -246,18 +246,7 @@ def release_approve(
     """A steward approves a requested release: it is sent to an online pool host now (or by
     the reaper once one is online). Locks the output row."""
     output = _decidable(user, organisation_id, release_id)
-    text = _note_clean(note, is_required=False)
-    now = timezone.now()
-    _release_step(
-        output,
-        ReleaseStatus.APPROVED,
-        actor=user,
-        note=text,
-        now=now,
-        release_decided_by=user,
-        release_decided_at=now,
-        release_note=text,
-    )
+    now = _decide(output, ReleaseStatus.APPROVED, user, _note_clean(note, is_required=False))
     release_send(output, now=now)
     return output
 
@@ -268,19 +257,24 @@ def release_refuse(
     """A steward refuses a requested release, saying why; the output stays on the pool's store
     and is never downloadable. Locks the output row."""
     output = _decidable(user, organisation_id, release_id)
-    text = _note_clean(note, is_required=True)
+    _decide(output, ReleaseStatus.REFUSED, user, _note_clean(note, is_required=True))
+    return output
+
+
+def _decide(output: JobOutput, status: ReleaseStatus, user: User, note: str) -> datetime:
+    """A steward's decision on ``output``: the step, who decided, when and why; its time."""
     now = timezone.now()
     _release_step(
         output,
-        ReleaseStatus.REFUSED,
+        status,
         actor=user,
-        note=text,
+        note=note,
         now=now,
         release_decided_by=user,
         release_decided_at=now,
-        release_note=text,
+        release_note=note,
     )
-    return output
+    return now
 
 
 # --- the pool's hosts ---------------------------------------------------------------------
