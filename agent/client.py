@@ -5,7 +5,8 @@ credential, says ``hello`` (specs, running jobs, availability), waits for ``welc
 sends a heartbeat whenever its state changes (availability, drain, slots, readiness, running
 jobs: checked every second) and otherwise every ``heartbeat_idle_seconds`` (an older server,
 which sends none: every ``heartbeat_seconds``): the server takes the open socket as presence,
-and both sides' websocket pings find a dead connection. When the
+and websocket pings find a dead connection: the server's, which the agent answers, and the
+agent's own only when the server has gone quiet (agent/keepalive.py). When the
 connection drops it reconnects with jittered exponential backoff and resends every message the
 server has not acknowledged. SIGTERM (or ``communipute-agent drain --exit``) drains: no new
 work, exit once no job runs. Jobs themselves belong to a ``JobManager``
@@ -41,6 +42,7 @@ from agent.config import AgentConfig
 from agent.control import DrainMode, drain_request, drain_requested, state_write
 from agent.idle import AVAILABLE, Availability, AvailabilityMonitor, Monitor
 from agent.job_manager_protocol import JobManager, RejectCode, RejectingJobManager, reject
+from agent.keepalive import QuietClientConnection
 from agent.outbox import RELIABLE_TYPES, Outbox
 from agent.protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -75,7 +77,13 @@ TICK_SECONDS = 1.0
 AVAILABILITY_CHECK_SECONDS = 5.0
 # Once the last job ended, how long an exiting agent waits for unacknowledged reports.
 EXIT_OUTBOX_GRACE_SECONDS = 30.0
-PING_INTERVAL_SECONDS = 20.0
+# The agent pings the server only once nothing came from it for this long (agent/keepalive.py):
+# more than daphne's ping interval (20 s as deploy/ runs it and by default, checked every 2 s),
+# so a live server's own pings keep it quiet; it drops the connection when the pong takes
+# longer than PING_TIMEOUT_SECONDS: a dead or stalled server is left within about 40 s, before
+# the 60 s leases of the jobs it runs are out.
+SERVER_SILENCE_SECONDS = 25.0
+PING_TIMEOUT_SECONDS = 15.0
 # Closed with 4409 this many times in a row: another agent really uses this credential.
 REPLACED_LIMIT = 3
 # A connection that stayed this long forgets earlier replacements.
@@ -267,8 +275,9 @@ class AgentClient:
                 open_timeout=15,
                 close_timeout=5,
                 max_size=MAX_MESSAGE_BYTES,
-                ping_interval=PING_INTERVAL_SECONDS,
-                ping_timeout=PING_INTERVAL_SECONDS,
+                create_connection=QuietClientConnection,
+                ping_interval=SERVER_SILENCE_SECONDS,
+                ping_timeout=PING_TIMEOUT_SECONDS,
             ) as ws:
                 await self._session(ws)
         except InvalidStatus as exc:

@@ -2,18 +2,21 @@
 heartbeat, and the memory each socket.
 
 N simulated agents (default 1,000), enrolled in bulk through the ORM (hosts and credentials,
-no jobs), connect over real websockets (``websockets``, the agent's library, pinging every
-20 s with a 20 s timeout as the agent does) to one daphne subprocess (``--ping-interval 20
+no jobs), connect over real websockets (``websockets``, the agent's library, pinging as the
+agent of their style does) to one daphne subprocess (``--ping-interval 20
 --ping-timeout 20``, as deploy/ runs it) serving the project's ASGI application on PostgreSQL
 and the Redis channel layer. The agents run in a separate process (asyncio, every socket in
 one loop; the file-descriptor limit raised with ``resource``): each says ``hello``, then
 heartbeats as an idle agent of its ``--styles`` does and sends nothing else:
 
 - ``old``: every ``--heartbeat`` seconds (default: the server's HOST_HEARTBEAT_SECONDS, 10 s),
-  at its own phase: an agent from before the welcome's ``heartbeat_idle_seconds``;
+  at its own phase, and pings every 20 s whatever the server sends: an agent from before the
+  welcome's ``heartbeat_idle_seconds``;
 - ``new``: every ``heartbeat_idle_seconds`` of its welcome (HOST_HEARTBEAT_IDLE_SECONDS,
-  300 s; a server that sends none: ``heartbeat_seconds``), at its own phase: the agent now,
-  whose state does not change.
+  300 s; a server that sends none: ``heartbeat_seconds``), at its own phase, and pings only a
+  server silent for ``SERVER_SILENCE_SECONDS`` (agent/keepalive.py): the agent now, whose state
+  does not change;
+- ``pings``: heartbeats as ``new``, pings as ``old``: the agent before agent/keepalive.py.
 
 It prints, per server and style:
 
@@ -29,14 +32,16 @@ It prints, per server and style:
   flush of the end of the window, and the errors or closes the agents saw.
 
 ``--against REV`` first runs the same measurement against daphne from ``git archive REV`` (the
-baseline, e.g. ``main``) on the same database and hosts, then against this checkout.
+baseline, e.g. ``main``) on the same database and hosts, with the agents of
+``--against-styles`` (default ``pings``, the agent before agent/keepalive.py), then against
+this checkout.
 ``--tracemalloc N`` instead runs daphne under ``tracemalloc`` (N frames) and prints where the
 memory the connections hold was allocated (the snapshot after all minus the one after the
 warm agents, by file and line).
 
-Run: ``python -m bench.agents_idle [--agents N] [--seconds S] [--styles old,new] [--against
-REV]``; needs PostgreSQL (``DATABASE_URL``) and Redis (``REDIS_URL``). It uses a scratch
-database and drops it.
+Run: ``python -m bench.agents_idle [--agents N] [--seconds S] [--styles old,pings,new]
+[--against REV [--against-styles pings]]``; needs PostgreSQL (``DATABASE_URL``) and Redis
+(``REDIS_URL``). It uses a scratch database and drops it.
 """
 
 from __future__ import annotations
@@ -73,7 +78,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # As deploy/systemd and scripts/cluster.py run daphne: a socket silent for 20 s is pinged, and
 # dropped 20 s after a ping it does not answer (docs/operations.md).
 DAPHNE_PINGS = ["--ping-interval", "20", "--ping-timeout", "20"]
-AGENT_PING_SECONDS = 20.0  # agent/client.py PING_INTERVAL_SECONDS
+# An older agent pinged every 20 s whatever the server sent; the agent now pings only a server
+# silent for SERVER_SILENCE_SECONDS (agent/keepalive.py), so daphne's pings are the only ones.
+OLD_AGENT_PING_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -189,9 +196,17 @@ class _Agents:
         self.connect_retries = 0
 
     async def open(self, credential: str) -> None:
-        from websockets.asyncio.client import connect
+        from websockets.asyncio.client import ClientConnection, connect
 
+        from agent.client import PING_TIMEOUT_SECONDS, SERVER_SILENCE_SECONDS
+        from agent.keepalive import QuietClientConnection
         from agent.protocol import PROTOCOL_VERSION, encode
+
+        if self.style == "new":  # "pings": the agent before agent/keepalive.py
+            keepalive: type[ClientConnection] = QuietClientConnection
+            interval, timeout = SERVER_SILENCE_SECONDS, PING_TIMEOUT_SECONDS
+        else:
+            keepalive, interval, timeout = ClientConnection, OLD_AGENT_PING_SECONDS, 20.0
 
         for attempt in range(10):
             try:
@@ -199,8 +214,9 @@ class _Agents:
                     f"ws://127.0.0.1:{self.port}/ws/agent/",
                     additional_headers={"Authorization": f"Bearer {credential}"},
                     open_timeout=120,
-                    ping_interval=AGENT_PING_SECONDS,
-                    ping_timeout=AGENT_PING_SECONDS,
+                    create_connection=keepalive,
+                    ping_interval=interval,
+                    ping_timeout=timeout,
                 )
                 break
             except Exception:  # refused or dropped while the server is busy: again
@@ -220,7 +236,7 @@ class _Agents:
         while (welcome := json.loads(await ws.recv()))["type"] != "welcome":
             pass
         period = self.heartbeat
-        if self.style == "new":
+        if self.style != "old":
             data = welcome["data"]
             period = float(data.get("heartbeat_idle_seconds", data["heartbeat_seconds"]))
         self.sockets.append(ws)
@@ -245,7 +261,7 @@ class _Agents:
             "unavailable_reason": "",
             "running_jobs": [],
         }
-        if self.style == "new":  # the one heartbeat after the welcome, then its idle period
+        if self.style != "old":  # the one heartbeat after the welcome, then its idle period
             await ws.send(encode("heartbeat", heartbeat))
         await asyncio.sleep(random.uniform(0, period))
         next_at = time.monotonic()
@@ -296,7 +312,7 @@ def simulate_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--heartbeat", type=float, required=True)
-    parser.add_argument("--style", choices=["old", "new"], required=True)
+    parser.add_argument("--style", choices=["old", "pings", "new"], required=True)
     parser.add_argument("--warm", type=int, required=True)
     parser.add_argument("--credentials", required=True)
     args = parser.parse_args(argv)
@@ -561,8 +577,7 @@ def measure(args: argparse.Namespace, database: str) -> list[Measured]:
             servers.append((args.against, _checkout(args.against, Path(scratch))))
         servers.append(("this checkout", ROOT))
         for label, root in servers:
-            # The baseline sends no heartbeat_idle_seconds: its agents are all old ones.
-            styles = ["old"] if root != ROOT else args.styles.split(",")
+            styles = (args.against_styles if root != ROOT else args.styles).split(",")
             for style in styles:
                 Host.objects.update(status="offline", connection_id="", last_seen_at=None)
                 results.append(measure_server(label, root, env, credentials, args, style))
@@ -584,7 +599,9 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warm", type=int, default=20, help="agents connected before the first RSS"
     )
     parser.add_argument(
-        "--styles", default="old,new", help="the agents' heartbeats, in turn: old, new"
+        "--styles",
+        default="old,pings,new",
+        help="the agents' heartbeats and pings, in turn: old, pings, new",
     )
     parser.add_argument("--profile", default=None, help="py-spy daphne in the window: PREFIX")
     parser.add_argument(
@@ -592,6 +609,11 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--against", default=None, help="a git revision to measure first (baseline)"
+    )
+    parser.add_argument(
+        "--against-styles",
+        default="pings",
+        help="the baseline's agents: old, pings, new",
     )
     return parser.parse_args(argv)
 
