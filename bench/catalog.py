@@ -6,12 +6,15 @@ same SQL run raw, and beside the old numbered pages.
 Uses DATABASE_URL (migrating it if needed), inserts the hosts inside a transaction and rolls
 everything back at the end, so it leaves the database as it found it. For each typical query
 (the web app's orderings among them) and a deep page (the 21st, reached by following `next`
-20 times) it prints p50/p99 of the whole API request paged by cursor (authentication aside:
-DRF, selector, serializer, paginator) and two baselines measured in the same rounds: the SQL
+20 times) it prints p50/p99 of the whole API request paged by cursor (authentication forced,
+so no token lookup; the middleware, DRF with its throttle, the query's validation, the page's
+statements, the listings and the JSON) and two baselines measured in the same rounds: the SQL
 statements that request ran, replayed raw through the same connection (the difference is
 what Django and DRF add), and the same page through the old path, `?page=N` (an exact
 `COUNT(*)` and `OFFSET`). The first statement of a page is the page; the second, if any, the
-capped count (`--explain` prints both plans).
+capped count (`--explain` prints both plans). The API compiles each shape's statements once
+(config.statements), on the warm-up call; what it sends the server then is the text the
+replay sends, values and all, so the replay is the same work on the server.
 """
 
 from __future__ import annotations

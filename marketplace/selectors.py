@@ -138,7 +138,7 @@ def catalog_query(
     _pool_check(user, filters)
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
     values: dict[str, Any] = {"user": user.pk, "seen_after": cutoff}
-    shape: list[Any] = []
+    shape: list[Any] = ["hosts_catalog"]
     for name in CatalogFilters.__dataclass_fields__:
         value = getattr(filters, name)
         if name in _VALUE_FILTERS and value is not None:
