@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, tzinfo
+from operator import itemgetter
 from typing import Any
 
 from django.db import models
@@ -65,16 +66,36 @@ def _attname(name: str) -> str:
 LISTING_ATTNAMES = tuple(_attname(name) for name in LISTING_COLUMNS)
 
 
-def listing_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def listing_dict(row: Mapping[str, Any], zone: tzinfo | None = None) -> dict[str, Any]:
     """A catalog entry from a host's columns by attribute name (``LISTING_ATTNAMES`` and
     ``current_status``, as hosts.selectors.status_fresh annotates it): a catalog row as the
     statement gives it, or a host's ``__dict__``. The one listing both endpoints answer with
-    (``HostListingOutput`` describes it field by field, and a test checks the two agree)."""
+    (``HostListingOutput`` describes it field by field, and a test checks the two agree).
+    ``zone``: the current time zone, looked up once for a page (the lookup costs more than
+    the rest of a listing)."""
+    zone = zone or timezone.get_current_timezone()
+    # Every field copied in the listing's order (its JSON's), then the computed ones set in
+    # their places: a dict keeps a key where it was first put.
+    listing = dict(zip(LISTING_FIELDS, _listing_sources(row), strict=True))
+    listing["is_accepting_jobs"] = _accepting(row)
+    listing["uptime_bps"] = _uptime_bps(row)
+    listing["last_seen_at"] = _iso(row["last_seen_at"], zone)
+    listing["created_at"] = _iso(row["created_at"], zone)
+    return listing
+
+
+def listing_dicts(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``listing_dict`` of each row of a page."""
     zone = timezone.get_current_timezone()
-    return {
-        name: row[name] if getter is None else getter(row, zone)
-        for name, getter in _LISTING_GETTERS
-    }
+    return [listing_dict(row, zone) for row in rows]
+
+
+# Where each listing field is read from; the two computed ones take a placeholder column.
+_SOURCES = {"status": "current_status", "organisation": "organisation_id"}
+_PLACEHOLDER = {"is_accepting_jobs": "is_available", "uptime_bps": "online_seconds"}
+_listing_sources = itemgetter(
+    *(_SOURCES.get(name) or _PLACEHOLDER.get(name) or name for name in LISTING_FIELDS)
+)
 
 
 def _iso(value: datetime | None, zone: tzinfo | None = None) -> str | None:
@@ -85,7 +106,7 @@ def _iso(value: datetime | None, zone: tzinfo | None = None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def _accepting(row: Mapping[str, Any], zone: tzinfo | None = None) -> bool:
+def _accepting(row: Mapping[str, Any]) -> bool:
     return bool(
         row["current_status"] in (HostStatus.ONLINE, HostStatus.BUSY)
         and row["is_available"]
@@ -96,24 +117,10 @@ def _accepting(row: Mapping[str, Any], zone: tzinfo | None = None) -> bool:
     )
 
 
-def _uptime_bps(row: Mapping[str, Any], zone: tzinfo | None = None) -> int:
+def _uptime_bps(row: Mapping[str, Any]) -> int:
     """10000 * online_seconds / tracked_seconds (0 before the host was first tracked)."""
     tracked = row["tracked_seconds"]
     return 10_000 * row["online_seconds"] // tracked if tracked else 0
-
-
-_Getter = Callable[[Mapping[str, Any], tzinfo], Any]
-_COMPUTED: dict[str, _Getter] = {
-    "status": lambda row, zone: row["current_status"],
-    "is_accepting_jobs": _accepting,
-    "uptime_bps": _uptime_bps,
-    "organisation": lambda row, zone: row["organisation_id"],
-    "last_seen_at": lambda row, zone: _iso(row["last_seen_at"], zone),
-    "created_at": lambda row, zone: _iso(row["created_at"], zone),
-}
-_LISTING_GETTERS: tuple[tuple[str, _Getter | None], ...] = tuple(
-    (name, _COMPUTED.get(name)) for name in LISTING_FIELDS
-)
 
 
 class HostListingOutput(serializers.ModelSerializer[Host]):

@@ -17,7 +17,13 @@ from rest_framework.views import APIView
 from accounts.authentication import request_user
 from config.api import KeysetPagination, KeysetQuery, MicrosField
 from hosts.models import Host
-from hosts.serializers import LISTING_ATTNAMES, LISTING_COLUMNS, HostListingOutput, listing_dict
+from hosts.serializers import (
+    LISTING_ATTNAMES,
+    LISTING_COLUMNS,
+    HostListingOutput,
+    listing_dict,
+    listing_dicts,
+)
 from hosts.specs import arch_normalise
 from marketplace import selectors
 
@@ -98,7 +104,7 @@ class HostCatalogApi(ListAPIView[Host]):
         rows = paginator.paginate_keyset(
             KeysetQuery(catalog.shape, catalog.values, partial(_listing_rows, catalog)), request
         )
-        return paginator.get_paginated_response([listing_dict(row) for row in rows])
+        return paginator.get_paginated_response(listing_dicts(rows))
 
 
 def _listing_rows(catalog: selectors.CatalogQuery, values: Mapping[str, Any]) -> QuerySet[Host]:
