@@ -1,17 +1,25 @@
 """Catalog latency (10,000 hosts; `--hosts 100000` for ten times that): the API beside the
 same SQL run raw, and beside the old numbered pages.
 
-    python -m bench.catalog [--hosts 10000] [--iterations 100] [--explain]
+    python -m bench.catalog [--hosts 10000] [--iterations 100] [--explain] [--layers]
 
 Uses DATABASE_URL (migrating it if needed), inserts the hosts inside a transaction and rolls
 everything back at the end, so it leaves the database as it found it. For each typical query
 (the web app's orderings among them) and a deep page (the 21st, reached by following `next`
-20 times) it prints p50/p99 of the whole API request paged by cursor (authentication aside:
-DRF, selector, serializer, paginator) and two baselines measured in the same rounds: the SQL
+20 times) it prints p50/p99 of the whole API request paged by cursor (authentication forced,
+so no token lookup; the middleware, DRF with its throttle, the query's validation, the page's
+statements, the listings and the JSON) and two baselines measured in the same rounds: the SQL
 statements that request ran, replayed raw through the same connection (the difference is
 what Django and DRF add), and the same page through the old path, `?page=N` (an exact
 `COUNT(*)` and `OFFSET`). The first statement of a page is the page; the second, if any, the
-capped count (`--explain` prints both plans).
+capped count (`--explain` prints both plans). The API compiles each shape's statements once
+(config.statements), on the warm-up call; what it sends the server then is the text the
+replay sends, values and all, so the replay is the same work on the server.
+
+`--layers` prints, instead of the table, what each layer around one query's page costs (the
+same rounds taking turns): the request as the table times it, the same with a real API token
+(the authentication the table leaves out), the view called without the test client and the
+middleware, the same without its throttles, and the replayed SQL.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
-from rest_framework.test import APIClient  # noqa: E402
+from rest_framework.test import APIClient, APIRequestFactory, force_authenticate  # noqa: E402
 
 from accounts.models import Membership, Organisation, User  # noqa: E402
 from hosts.models import Host, HostStatus, HostVisibility  # noqa: E402
@@ -80,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         "--iterations", type=int, default=int(os.environ.get("BENCH_ITERATIONS", 100))
     )
     parser.add_argument("--explain", action="store_true", help="print each page query's plan")
+    parser.add_argument("--layers", action="store_true", help="one page's cost by layer")
     args = parser.parse_args(argv)
     call_command("migrate", verbosity=0)
     if connection.vendor == "postgresql":  # earlier runs' rolled-back rows, out of the way
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with transaction.atomic():
             renter = _populate(args.hosts)
-            _run(renter, args)
+            (_layers if args.layers else _run)(renter, args)
             raise Rollback
     except Rollback:
         pass
@@ -199,6 +208,47 @@ def _run(renter: User, args: argparse.Namespace) -> None:
             f"{_p(raw, 99):8.2f} {_p(api, 99) / _p(raw, 99):8.1f} {_p(numbered, 50):8.2f} "
             f"{_p(numbered, 99):8.2f} {statement_counts[index]:5d}"
         )
+
+
+LAYERS_QUERY = "online=true&ordering=-reliability"
+
+
+def _layers(renter: User, args: argparse.Namespace) -> None:
+    """One page's time through each layer in turn, beside its SQL replayed (the same rounds)."""
+    from accounts.services import api_token_create
+    from marketplace.apis import HostCatalogApi
+
+    url = f"/api/v1/hosts/?{LAYERS_QUERY}"
+    forced = APIClient()
+    forced.force_authenticate(renter)
+    _, key = api_token_create(user=renter, name="bench")
+    token = APIClient()
+    token.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    with CaptureQueriesContext(connection) as captured:
+        _fetch(forced, url)
+    statements = [q["sql"] for q in captured.captured_queries]
+    factory = APIRequestFactory()
+    view = HostCatalogApi.as_view()
+    unthrottled = HostCatalogApi.as_view(throttle_classes=[])
+
+    def direct(view: Any = view) -> None:
+        request = factory.get(url)
+        force_authenticate(request, renter)
+        response = view(request)
+        assert response.status_code == 200, response.status_code
+        response.render()
+
+    calls = {
+        "request as the table times it (forced auth)": lambda: _fetch(forced, url),
+        "request with an API token": lambda: _fetch(token, url),
+        "view alone (no test client, no middleware)": direct,
+        "view alone, no throttles": lambda: direct(unthrottled),
+        "the page's SQL replayed": lambda: _replay(statements),
+    }
+    print(f"catalog layers: {Host.objects.count()} hosts, {LAYERS_QUERY}, {args.iterations} rounds")
+    print(f"{'layer':48} {'p50':>8} {'p99':>8}")
+    for label, taken in zip(calls, _rounds(list(calls.values()), args.iterations), strict=True):
+        print(f"{label:48} {_p(taken, 50):8.2f} {_p(taken, 99):8.2f}")
 
 
 def _numbered(query: str, page: int) -> str:

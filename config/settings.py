@@ -132,7 +132,7 @@ if REDIS_URL:
         }
     }
     CACHES: dict[str, Any] = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {"BACKEND": "config.cache.RedisCache", "LOCATION": REDIS_URL}
     }
 else:
     # One process's memory: only code in daphne's process reaches the sockets (the demo runs its

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
@@ -12,9 +15,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
-from config.api import KeysetPagination, MicrosField
+from config.api import KeysetPagination, KeysetQuery, MicrosField
 from hosts.models import Host
-from hosts.serializers import LISTING_COLUMNS, HostListingOutput
+from hosts.serializers import (
+    LISTING_ATTNAMES,
+    LISTING_COLUMNS,
+    HostListingOutput,
+    listing_dict,
+    listing_dicts,
+)
 from hosts.specs import arch_normalise
 from marketplace import selectors
 
@@ -71,20 +80,42 @@ class CatalogQueryInput(serializers.Serializer[Any]):
 
 @extend_schema(parameters=[CatalogQueryInput])
 class HostCatalogApi(ListAPIView[Host]):
-    """The catalog, paged by cursor (`next` and `previous` carry it): docs/hosts.md, "Pages"."""
+    """The catalog, paged by cursor (`next` and `previous` carry it): docs/hosts.md, "Pages".
+
+    A cursor page runs the page and the count as statements compiled once per shape of the
+    query (config.statements) and turns their rows into listings directly (hosts.serializers
+    ``listing_dict``); ``?page=N`` takes the old path through the queryset.
+    """
 
     serializer_class = HostListingOutput
     pagination_class = KeysetPagination
 
-    def get_queryset(self) -> Any:
-        query = CatalogQueryInput(data=self.request.query_params)
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        query = CatalogQueryInput(data=request.query_params)
         query.is_valid(raise_exception=True)
-        hosts = selectors.hosts_catalog(user=request_user(self.request), filters=query.filters())
-        return hosts.only(*LISTING_COLUMNS)
+        user, filters = request_user(request), query.filters()
+        paginator = self.paginator
+        assert isinstance(paginator, KeysetPagination)
+        if paginator.is_numbered(request):
+            hosts = selectors.hosts_catalog(user=user, filters=filters).only(*LISTING_COLUMNS)
+            page = paginator.paginate_queryset(hosts, request, self)
+            return paginator.get_paginated_response(HostListingOutput(page, many=True).data)
+        catalog = selectors.catalog_query(user=user, filters=filters)
+        rows = paginator.paginate_keyset(
+            KeysetQuery(catalog.shape, catalog.values, partial(_listing_rows, catalog)), request
+        )
+        return paginator.get_paginated_response(listing_dicts(rows))
+
+
+def _listing_rows(catalog: selectors.CatalogQuery, values: Mapping[str, Any]) -> QuerySet[Host]:
+    """The catalog's queryset as rows of the listing's columns and the sort keys."""
+    hosts = catalog.build(values)
+    rows: QuerySet[Host] = hosts.values(*LISTING_ATTNAMES, *hosts.query.annotations)
+    return rows
 
 
 class HostListingApi(APIView):
     @extend_schema(responses=HostListingOutput)
     def get(self, request: Request, host_id: int) -> Response:
         host = selectors.host_listing_get(user=request_user(request), host_id=host_id)
-        return Response(HostListingOutput(host).data)
+        return Response(listing_dict(host.__dict__))

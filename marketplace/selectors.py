@@ -19,8 +19,10 @@ on ``(key, id)`` (``hosts.models.Host.Meta.indexes``) and the keyset paginator
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -64,7 +66,11 @@ class CatalogFilters:
 def hosts_visible(*, user: User) -> QuerySet[Host]:
     """Public hosts outside hidden pools, the hosts of every pool the user belongs to, and
     the user's own; never those of a deactivated owner (docs/pools.md, "The model")."""
-    organisations = Membership.objects.filter(user=user).values("organisation_id")
+    return _visible(user.pk)
+
+
+def _visible(user_id: int) -> QuerySet[Host]:
+    organisations = Membership.objects.filter(user_id=user_id).values("organisation_id")
     # "not owned by a deactivated user" rather than a join on the owner: PostgreSQL keeps a
     # NOT IN as one hashed set of the (few) deactivated users checked per row, where a join,
     # planned from a poor estimate for a deep keyset page, was a nested loop over every user
@@ -73,7 +79,7 @@ def hosts_visible(*, user: User) -> QuerySet[Host]:
     return Host.objects.filter(
         (Q(visibility=HostVisibility.PUBLIC) & ~Q(organisation_id__in=_hidden_pools()))
         | Q(organisation_id__in=organisations)
-        | Q(owner=user),
+        | Q(owner_id=user_id),
     ).exclude(owner_id__in=deactivated)
 
 
@@ -103,15 +109,76 @@ def hosts_catalog(
     *, user: User, filters: CatalogFilters, now: datetime | None = None
 ) -> QuerySet[Host]:
     """The catalog page query: visible hosts matching ``filters``, ``current_status`` annotated."""
-    now = now or timezone.now()
-    hosts = hosts_visible(user=user).annotate(current_status=status_fresh(now))
+    _pool_check(user, filters)
+    return _catalog(user.pk, filters, now or timezone.now())
+
+
+@dataclass(frozen=True)
+class CatalogQuery:
+    """``hosts_catalog`` as a shape and its values, for a statement compiled once per shape
+    (config.statements): the filters given and the booleans and ordering chosen make the shape;
+    the user, the freshness cutoff and every other filter's value are the values."""
+
+    shape: tuple[Any, ...]
+    values: dict[str, Any]
+    filters: CatalogFilters
+
+    def build(self, values: Mapping[str, Any]) -> QuerySet[Host]:
+        """``hosts_catalog``'s queryset for these values (the real ones or sentinels)."""
+        given = {name: values[name] for name in _VALUE_FILTERS if name in values}
+        # now - HOST_OFFLINE_AFTER_SECONDS is the cutoff itself, so the cutoff is the value
+        now = values["seen_after"] + timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
+        return _catalog(values["user"], replace(self.filters, **given), now)
+
+
+def catalog_query(
+    *, user: User, filters: CatalogFilters, now: datetime | None = None
+) -> CatalogQuery:
+    """What ``hosts_catalog`` reads, split into its shape and its values (no query is built)."""
+    _pool_check(user, filters)
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.HOST_OFFLINE_AFTER_SECONDS)
+    values: dict[str, Any] = {"user": user.pk, "seen_after": cutoff}
+    shape: list[Any] = ["hosts_catalog"]
+    for name in CatalogFilters.__dataclass_fields__:
+        value = getattr(filters, name)
+        if name in _VALUE_FILTERS and value is not None:
+            # beyond every column (64-bit at most): matches nothing, as the value itself would
+            values[name] = min(value, _INT64_MAX) if isinstance(value, int) else value
+            shape.append((name, "given"))
+        else:
+            shape.append((name, value))
+    return CatalogQuery(tuple(shape), values, filters)
+
+
+# The filters whose value goes into the statement as a parameter; the booleans pick a condition
+# (part of the shape) and the ordering is the shape itself.
+_VALUE_FILTERS = (
+    "arch",
+    "os",
+    "min_cpus",
+    "min_memory_mb",
+    "min_gpus",
+    "min_disk_mb",
+    "max_price_micros",
+    "pool",
+)
+_INT64_MAX = 2**63 - 1
+
+
+def _pool_check(user: User, filters: CatalogFilters) -> None:
+    if filters.pool is None:
+        return
+    if not Membership.objects.filter(user=user, organisation_id=filters.pool).exists():
+        raise ValidationFailed(
+            "no such pool",
+            code="unknown_pool",
+            fields={"pool": [f"no pool #{filters.pool} that you belong to"]},
+        )
+
+
+def _catalog(user_id: int, filters: CatalogFilters, now: datetime) -> QuerySet[Host]:
+    hosts = _visible(user_id).annotate(current_status=status_fresh(now))
     if filters.pool is not None:
-        if not Membership.objects.filter(user=user, organisation_id=filters.pool).exists():
-            raise ValidationFailed(
-                "no such pool",
-                code="unknown_pool",
-                fields={"pool": [f"no pool #{filters.pool} that you belong to"]},
-            )
         hosts = hosts.filter(organisation_id=filters.pool)
     if any(key.lstrip("-") == "last_seen" for key in filters.ordering):
         hosts = hosts.annotate(**{LAST_SEEN_KEY: last_seen_key()})
