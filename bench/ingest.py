@@ -15,10 +15,16 @@ Two phases, each ``--seconds`` long after a short warm-up:
 
 It prints, per phase, the reports acknowledged per second and p50/p99/max of the time from
 sending a report to receiving its ``usage.ack``; the poster's batches (charges per batch, time
-per batch); the load average; and beside them the ledger's own charge rate (``bench.ledger``,
-one ``hold_capture`` per charge, measured in the same run). At the end it charges what is left
-and checks, for every attempt, that the charges equal the cost of the last acknowledged
-counters exactly, the job's cost and the ledger agree, and the reconciliation is clean.
+per batch); the load average; and beside them two baselines from the same run: the ledger's
+own charge rate (``bench.ledger``, one ``hold_capture`` per charge), and **the bare statement
+on plain psycopg** — once the servers have stopped, this process runs the fast path's own
+statement (``jobs.services.usage.fast_sql``, the same parameters) for ``--plain-seconds`` on
+one autocommit psycopg connection, one report per statement, closed loop, over attempts of
+its own: its rate, and this process's CPU per statement, which the daphne CPU per report is
+set against (issue 17: at most twice it; saturation at least half its rate). At the end it
+charges what is left and checks, for every attempt (the baseline's too), that the charges
+equal the cost of the last acknowledged counters exactly, the job's cost and the ledger agree,
+and the reconciliation is clean.
 
 Run: ``python -m bench.ingest [--agents N] [--rate R] [--seconds S]``; needs PostgreSQL
 (``DATABASE_URL``) and Redis (``REDIS_URL``). It uses a scratch database and drops it.
@@ -53,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # expected cost is cpu_ms + wall_ms // 2, computed here without jobs.metering.
 RATES = {"cpu_core_hour_micros": 3_600_000, "memory_gb_hour_micros": 3_600_000}
 CAP = 50_000_000
+PLAIN_ATTEMPTS = 20  # the baseline's own attempts (the agents' counters stay theirs)
 
 
 def expected_cost(cpu_ms: int, wall_ms: int) -> int:
@@ -495,16 +502,69 @@ def _ledger_rate(charges: int) -> float:
 
 
 @dataclass(frozen=True)
+class Plain:
+    """The bare statement on plain psycopg (the baseline)."""
+
+    statements: int
+    seconds: float
+    cpu: float  # this process's CPU seconds over them
+    refused: int  # statements that did not take their report (there should be none)
+
+    @property
+    def rate(self) -> float:
+        return self.statements / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_statement(self) -> float:
+        return self.cpu / self.statements if self.statements else 0.0
+
+
+def _plain_psycopg(agents: Sequence[Agent], seconds: float) -> tuple[Plain, dict[int, Counters]]:
+    """The fast path's statement, as the agent socket runs it, straight on psycopg: one
+    connection, autocommit, one report per statement, each agent's counters in turn."""
+    import psycopg
+    from django.db import connections
+
+    from jobs.services.usage import fast_params, fast_sql
+
+    settings = connections["default"].get_connection_params()
+    conninfo = {
+        k: settings[k] for k in ("dbname", "user", "password", "host", "port") if k in settings
+    }
+    counters = {agent.job_id: Counters() for agent in agents}
+    statements = refused = 0
+    with psycopg.connect(**conninfo, autocommit=True) as link, link.cursor() as cursor:
+        cpu_before, started = time.process_time(), time.monotonic()
+        until = started + seconds
+        while time.monotonic() < until:
+            for agent in agents:
+                sent = counters[agent.job_id]
+                report = sent.next_report(agent.job_id)
+                params = fast_params(agent.host_id, report)  # type: ignore[arg-type]
+                assert params is not None
+                cursor.execute(fast_sql(params), params)
+                if cursor.fetchone() is None:
+                    refused += 1
+                else:
+                    sent.acked = (report["seq"], *sent.sent[report["seq"]])
+                statements += 1
+        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_before
+    return Plain(statements, elapsed, cpu, refused), counters
+
+
+@dataclass(frozen=True)
 class Measured:
     phases: list[Phase]
     batches: list[tuple[int, float]]  # per poster run: charges posted, seconds
     checked: int  # attempts whose charges were checked exact
     load: tuple[float, float, float]
+    plain: Plain
 
 
 def measure(args: argparse.Namespace, database: str) -> Measured:
     """One run on ``database`` (already migrated, committed data visible to subprocesses)."""
-    agents = _fixture(args.agents)
+    everyone = _fixture(args.agents + PLAIN_ATTEMPTS)
+    agents, own = everyone[: args.agents], everyone[args.agents :]
     env, ports = _env(database), [_free_port() for _ in range(args.servers)]
     interval = str(args.post_interval)
     posting = [sys.executable, "-m", "bench.ingest", "--poster", "--post-interval", interval]
@@ -537,7 +597,9 @@ def measure(args: argparse.Namespace, database: str) -> Measured:
     # The poster's last line (py-spy, when profiling, writes lines of its own).
     lines = [line for line in (batches_out or "").splitlines() if line.startswith("[")]
     batches = [(int(n), float(t)) for n, t in json.loads(lines[-1] if lines else "[]")]
-    return Measured(phases, batches, _check_exact(agents, acked), load)
+    plain, plain_sent = _plain_psycopg(own, args.plain_seconds)
+    checked = _check_exact(everyone, {**acked, **plain_sent})
+    return Measured(phases, batches, checked, load, plain)
 
 
 def _report(args: argparse.Namespace, measured: Measured, ledger_rate: float) -> None:
@@ -559,6 +621,25 @@ def _report(args: argparse.Namespace, measured: Measured, ledger_rate: float) ->
             f"= {per_batch / seconds:,.0f} charges/s while posting"
         )
     print(f"ledger (bench.ledger: hold_capture, a commit per charge): {ledger_rate:,.0f} charges/s")
+    plain, saturation = measured.plain, measured.phases[1]
+    per_statement = plain.cpu_per_statement * 1e6
+    print(
+        f"plain psycopg (the fast path's statement, one connection, closed loop): "
+        f"{plain.rate:,.0f} statements/s, {per_statement:,.0f} µs of CPU per statement; "
+        f"refused {plain.refused}"
+    )
+    for phase in measured.phases:
+        if phase.acked and per_statement:
+            per_report = phase.server_cpu / phase.acked * 1e6
+            print(
+                f"    {phase.name}: daphne CPU per report / plain CPU per statement = "
+                f"{per_report / per_statement:.1f} times (target: at most 2)"
+            )
+    if plain.rate:
+        print(
+            "    saturation rate / plain rate = "
+            f"{saturation.acked / saturation.seconds / plain.rate:.2f} (target: at least 0.5)"
+        )
     print(
         f"exact: {measured.checked} attempts charged exactly the cost of their last "
         "acknowledged report"
@@ -574,6 +655,9 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--servers", type=int, default=1, help="daphne processes")
     parser.add_argument("--post-interval", type=float, default=1.0)
     parser.add_argument("--ledger-charges", type=int, default=2000)
+    parser.add_argument(
+        "--plain-seconds", type=float, default=5.0, help="the plain psycopg baseline, seconds"
+    )
     parser.add_argument(
         "--profile", help="record daphne and the poster with py-spy: PROFILE-{daphne,poster}.txt"
     )

@@ -42,19 +42,25 @@ def test_the_ledger_benchmark_charges_both_paths_and_leaves_the_ledger_consisten
 def test_the_ingest_benchmark_drives_agents_and_finds_the_charges_exact() -> None:
     from django.db import connection
 
-    from bench.ingest import arguments, measure
+    from bench.ingest import PLAIN_ATTEMPTS, arguments, measure
 
     # given: a few agents, short phases, on the test database
-    args = arguments(["--agents", "4", "--rate", "40", "--seconds", "1", "--warmup", "0.5"])
+    given = "--agents 4 --rate 40 --seconds 1 --warmup 0.5 --plain-seconds 0.5"
+    args = arguments(given.split())
     # when
     measured = measure(args, connection.settings_dict["NAME"])
-    # then: both phases were answered without errors, and every attempt's charges are exact
+    # then: both phases were answered without errors, the plain psycopg baseline ran the same
+    # statement and every report of it was taken, and every attempt's charges are exact (the
+    # agents' and the baseline's own)
     target, saturation = measured.phases
     assert (target.name, saturation.name) == ("target", "saturation")
     assert target.acked > 0
     assert saturation.acked > 0
     assert (target.errors, saturation.errors) == ([], [])
-    assert measured.checked == 4
+    assert measured.plain.statements > 0
+    assert measured.plain.refused == 0
+    assert measured.plain.cpu_per_statement > 0
+    assert measured.checked == 4 + PLAIN_ATTEMPTS
 
 
 @pytest.mark.postgres
