@@ -25,7 +25,6 @@ from jobs.billing import job_hold_place, pool_runs_free
 from jobs.code_archive import code_archive_paths
 from jobs.inputs import InputSpec, PoolFetchRules, inputs_check, pool_fetch_rules
 from jobs.models import InputSource, Job, JobFile, JobInput, JobStatus, PlacementMode
-from jobs.selectors import job_of
 from jobs.services.audit import job_submitted_audit
 from jobs.services.dispatch import input_ref, job_offer_next
 from jobs.validation import (
@@ -83,7 +82,8 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
         job = _job_create(owner, submission, accepted.spec, accepted.checked)
         job_hold_place(job)
         job_offer_next(job.pk, candidates=accepted.candidates)
-    return job_of(owner, job.pk)  # as offered, read as the job's page reads it
+    job.refresh_from_db()
+    return job
 
 
 @dataclass(frozen=True)
