@@ -1,16 +1,35 @@
-"""Helpers shared by the benchmarks that start servers: a free port, daphne, waiting."""
+"""Helpers shared by the benchmarks that start servers: a free port, daphne, waiting, and
+scripts/cluster.py (daphne as the cluster runs it, HAProxy in front)."""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 DAPHNE = [sys.executable, "-m", "daphne"]
+
+
+def cluster_script() -> ModuleType:
+    """scripts/cluster.py as a module (loaded once): its Cluster, server_env, web_start,
+    web_wait, front_start and children_stop start daphne and HAProxy exactly as ``make
+    cluster`` does."""
+    loaded = sys.modules.get("cluster")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.spec_from_file_location("cluster", ROOT / "scripts" / "cluster.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cluster"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -253,7 +253,8 @@ def _fixture(tag: str, hosts: int, jobs: int, slots: int) -> list[int]:
         code="print('bench')",
     )
     # Submitted as the API would, but left queued: as if no host had had room for them.
-    with _patched({("jobs.services.submit", "job_offer_next"): lambda job_id: None}):
+    not_offered = {("jobs.services.submit", "job_offer_next"): lambda job_id, candidates: None}
+    with _patched(not_offered):
         for _ in range(jobs):
             durable_call(job_submit, owner=renter, submission=submission)
     for host_id in host_ids:

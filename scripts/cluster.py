@@ -267,21 +267,8 @@ def step_run(cluster: Cluster, title: str, command: Sequence[str], env: Mapping[
 
 
 def services_start(cluster: Cluster, env: Mapping[str, str]) -> None:
+    web = web_start(cluster, env)
     python = sys.executable
-    web = []
-    for number in range(1, cluster.web + 1):
-        port = free_port()
-        web.append(
-            child_start(
-                cluster,
-                f"web{number}",
-                "web",
-                [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                 "--ping-interval", "20", "--ping-timeout", "20", "config.asgi:application"],
-                env,
-                port=port,
-            )
-        )  # fmt: skip
     for number in range(1, cluster.workers + 1):
         child_start(
             cluster,
@@ -299,6 +286,31 @@ def services_start(cluster: Cluster, env: Mapping[str, str]) -> None:
          "--schedule", str(cluster.var_dir / "celerybeat-schedule")],
         env,
     )  # fmt: skip
+    web_wait(cluster, web)
+    front_start(cluster, env, web)
+
+
+def web_start(cluster: Cluster, env: Mapping[str, str]) -> list[Child]:
+    """The ``cluster.web`` daphne processes on free loopback ports (not waited for: web_wait)."""
+    web = []
+    for number in range(1, cluster.web + 1):
+        port = free_port()
+        web.append(
+            child_start(
+                cluster,
+                f"web{number}",
+                "web",
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                 "--ping-interval", "20", "--ping-timeout", "20", "config.asgi:application"],
+                env,
+                port=port,
+            )
+        )  # fmt: skip
+    return web
+
+
+def web_wait(cluster: Cluster, web: Sequence[Child]) -> None:
+    """Until each daphne answers ``/healthz`` (any child's exit fails it)."""
     for child in web:
         _wait(
             cluster,
@@ -307,6 +319,9 @@ def services_start(cluster: Cluster, env: Mapping[str, str]) -> None:
             cluster.children,
         )
 
+
+def front_start(cluster: Cluster, env: Mapping[str, str], web: Sequence[Child]) -> Child:
+    """HAProxy on ``cluster.url`` in front of ``web``, once it sees every one of them up."""
     health_host = env["ALLOWED_HOSTS"].split(",")[0].strip() or "127.0.0.1"
     config = cluster.var_dir / "haproxy.cfg"
     config.write_text(haproxy_config(cluster, {c.name: c.port for c in web if c.port}, health_host))
@@ -329,6 +344,7 @@ def services_start(cluster: Cluster, env: Mapping[str, str]) -> None:
 
     _wait(cluster, "HAProxy", all_up, cluster.children)
     _wait(cluster, "HAProxy", lambda: _healthy(f"{cluster.url}/healthz"), [haproxy])
+    return haproxy
 
 
 def state_write(cluster: Cluster) -> None:

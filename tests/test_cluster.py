@@ -16,7 +16,6 @@ What it proves, in one job (every process separate, only PostgreSQL and Redis sh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -26,7 +25,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psutil
@@ -37,6 +35,7 @@ from django.db.models import Sum
 from websockets.sync.client import connect
 
 from accounts.models import User
+from bench._processes import cluster_script as load_cluster_script
 from config.transactions import durable_call
 from hosts.models import Host, HostStatus
 from jobs.models import Job, JobAttempt
@@ -79,17 +78,7 @@ JOB = (
 )
 
 
-def _cluster_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cluster", ROOT / "scripts" / "cluster.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cluster"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-cluster_script = _cluster_module()
+cluster_script = load_cluster_script()
 
 
 class RunningCluster:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -86,7 +87,9 @@ _SOFT = {RejectionKind.HOST_FAULT, RejectionKind.LOST}  # other hosts first, thi
 _BRIEF = {RejectionKind.EXPIRED, RejectionKind.BUSY}  # not for JOB_REOFFER_AFTER_SECONDS
 
 
-def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | None:
+def job_offer_next(
+    job_id: int, *, now: datetime | None = None, candidates: Sequence[Candidate] | None = None
+) -> JobAttempt | None:
     """Offer a queued job to the best host that has room for it and has not refused it.
 
     Locks the job row, so concurrent dispatchers make one offer. The offer is sent to the
@@ -94,6 +97,10 @@ def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | 
     until capacity frees (``jobs.services.capacity``, the reaper's tick),
     JOB_QUEUE_TIMEOUT_SECONDS passes, or at once when every host that could ever take it has
     refused it.
+
+    ``candidates``: an auto-placed job's ``placement_candidates``, as the caller read them a
+    moment ago in this transaction's entry point (the submit's check); None reads them here.
+    Either way the room on each is read here (``candidates_loaded``), under the job's lock.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -106,7 +113,7 @@ def job_offer_next(job_id: int, *, now: datetime | None = None) -> JobAttempt | 
         )
         if job is None:
             return None
-        target = _placement_target(job, now)
+        target = _placement_target(job, now, candidates)
         if target.candidate is not None:
             return _offer_create(job, target.candidate, now)
         if _unplaceable_fail(job, target, now):
@@ -126,7 +133,9 @@ def _rejections(job: Job, now: datetime) -> dict[int, RejectionKind]:
     }
 
 
-def _placement_target(job: Job, now: datetime) -> _Target:
+def _placement_target(
+    job: Job, now: datetime, candidates: Sequence[Candidate] | None = None
+) -> _Target:
     spec = job_spec(job)
     rejections = _rejections(job, now)
     if job.placement == PlacementMode.CHOSEN:
@@ -151,7 +160,8 @@ def _placement_target(job: Job, now: datetime) -> _Target:
     brief = {h for h, kind in rejections.items() if kind in _BRIEF}
     soft = {h for h, kind in rejections.items() if kind in _SOFT}
     budget = job.max_cost_micros - job.cost_micros
-    candidates = placement_candidates(job.owner, pool_id=job.pool_id, now=now)
+    if candidates is None:
+        candidates = placement_candidates(job.owner, pool_id=job.pool_id, now=now)
     loaded = candidates_loaded(candidates)
     ranked = hosts_rank(spec, loaded, max_cost_micros=budget, exclude=refused | brief | soft)
     ranked = ranked or hosts_rank(spec, loaded, max_cost_micros=budget, exclude=refused | brief)

@@ -36,6 +36,7 @@ from jobs.validation import (
 )
 from marketplace.disk import DiskLimits, DiskRequest, disk_check
 from marketplace.placement import (
+    Candidate,
     JobSpec,
     disk_needed_mb,
     hosts_rank,
@@ -73,12 +74,14 @@ def job_submit(*, owner: User, submission: JobSubmission) -> Job:
     first offer's attempt commit together or not at all. A refused hold (402
     InsufficientCredits) or any other error leaves nothing: no job, no ledger rows. A job no
     host takes at once stays queued for the reaper. The offer reaches the agent after commit.
+    An auto-placed job is offered among the hosts its check just read (one read of them a
+    submit).
     """
     accepted = job_submission_check(owner=owner, submission=submission)
     with transaction.atomic(savepoint=False):  # the caller's transaction, else its own
         job = _job_create(owner, submission, accepted.spec, accepted.checked)
         job_hold_place(job)
-        job_offer_next(job.pk)
+        job_offer_next(job.pk, candidates=accepted.candidates)
     job.refresh_from_db()
     return job
 
@@ -89,6 +92,8 @@ class SubmissionChecked:
 
     spec: JobSpec
     checked: _Checked
+    # Auto placement: the hosts the job may go to, as the check read them (None: a chosen host).
+    candidates: list[Candidate] | None = None
 
 
 def job_submission_check(
@@ -126,8 +131,8 @@ def job_submission_check(
         ),
     )
     _pool_check(owner, submission.pool_id)
-    _placement_check(owner, spec, submission)
-    return SubmissionChecked(spec, checked)
+    candidates = _placement_check(owner, spec, submission)
+    return SubmissionChecked(spec, checked, candidates)
 
 
 def _inputs_check(owner: User, submission: JobSubmission, spec: JobSpec) -> _Checked:
@@ -297,9 +302,12 @@ def _limits_check(spec: JobSpec, max_cost_micros: int) -> None:
         )
 
 
-def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> None:
+def _placement_check(
+    owner: User, spec: JobSpec, submission: JobSubmission
+) -> list[Candidate] | None:
     """The chosen host, or at least one host for auto placement, takes this job and cap now;
-    in a pool, only the pool's hosts count (``marketplace.selectors.hosts_placeable``).
+    in a pool, only the pool's hosts count (``marketplace.selectors.hosts_placeable``). Returns
+    auto placement's candidates (the offer chooses among them), None for a chosen host.
 
     A member's job in a pool that runs its members free needs no minimum cap: it runs at zero
     rates (``jobs.billing.attempt_rates``), any cap of at least 1 will do."""
@@ -323,13 +331,15 @@ def _placement_check(owner: User, spec: JobSpec, submission: JobSubmission) -> N
                 fields={"host": [why_not]},
             )
         _cap_check(cap, 0 if is_free else minimum_cap_micros(spec, chosen.rates))
-        return
-    fitting = hosts_rank(spec, placement_candidates(owner, pool_id=pool_id))
+        return None
+    candidates = placement_candidates(owner, pool_id=pool_id)
+    fitting = hosts_rank(spec, candidates)
     if not fitting:
         where = "that you may use" if pool_id is None else f"of pool #{pool_id}"
         raise Conflict(f"no online host {where} fits this job now", code="no_host_fits")
     if not is_free:
         _cap_check(cap, min(minimum_cap_micros(spec, r.candidate.rates) for r in fitting))
+    return candidates
 
 
 def _cap_check(cap: int, minimum: int) -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.__main__ import bench_names, main
 from ledger.services import ledger_reconcile
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_runner_finds_every_benchmark_module() -> None:
@@ -139,3 +146,50 @@ def test_the_ledger_history_benchmark_times_both_paths_at_two_sizes(settings: An
         assert row.matured == (4, 4)
         assert min(row.full_old, row.full_new, row.incremental, row.maturity) > 0
     assert ledger_reconcile(full=True).is_clean
+
+
+def test_the_dispatch_benchmark_refuses_a_front_without_daphne(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.dispatch import main as dispatch_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        dispatch_main(["--front", "haproxy", "--web", "0"])
+    assert exit_info.value.code == 2
+    assert "--jobs and --web must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.docker
+@pytest.mark.cluster
+def test_the_dispatch_benchmark_measures_direct_and_through_haproxy_in_one_run() -> None:
+    # when: one measured job per front (after the warm-up), HAProxy in front of two daphne, in
+    # a scratch database beside the configured one
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.dispatch", "--jobs", "1", "--front", "haproxy", "--web", "2"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+
+    # then: every job ran to its end on its own front's host (the benchmark stops otherwise),
+    # and both fronts have each stage's figures
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "HAProxy in front of 2 daphne" in run.stdout
+    stages = [
+        "POST -> offer written (its attempt's row)",
+        "POST answered",
+        "submit -> offer at the agent",
+        "offer -> running",
+    ]
+    for front in ("direct", "haproxy"):
+        heading = rf"^  {front} \(http://127\.0\.0\.1:\d+\):\n"
+        block = re.search(heading + r"((?:    .*\n){4})", run.stdout, re.M)
+        assert block is not None, run.stdout
+        names = [line.strip().split(": p50 ")[0] for line in block.group(1).splitlines()]
+        assert names == stages
+    assert re.search(r"^  load average \(1 / 5 / 15 min\): [\d.]+ / ", run.stdout, re.M)

@@ -459,9 +459,10 @@ def test_a_submit_costs_the_same_queries_however_many_hosts_there_are(
         make_host(hana, f"more-{index}")
     many = queries_per_submit()
 
-    # then: about two dozen, most of them the ledger's hold, whatever the number of hosts
+    # then: two dozen, whatever the number of hosts, six of them the ledger's hold; the hosts
+    # placement chooses from are read once (the check's read is the offer's: 25 before)
     assert few == many
-    assert many <= 30
+    assert many <= 24, many
 
 
 def test_a_restricted_account_gets_403_and_nothing_is_created(
