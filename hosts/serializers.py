@@ -148,6 +148,7 @@ class HostListingOutput(serializers.ModelSerializer[Host]):
         return _accepting(host.__dict__)
 
     def get_uptime_bps(self, host: Host) -> int:
+        """10000 * online_seconds / tracked_seconds (0 before the host was first tracked)."""
         return _uptime_bps(host.__dict__)
 
 

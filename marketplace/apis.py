@@ -80,13 +80,11 @@ class CatalogQueryInput(serializers.Serializer[Any]):
 
 @extend_schema(parameters=[CatalogQueryInput])
 class HostCatalogApi(ListAPIView[Host]):
-    """The catalog, paged by cursor (`next` and `previous` carry it): docs/hosts.md, "Pages".
+    """The catalog, paged by cursor (`next` and `previous` carry it): docs/hosts.md, "Pages"."""
 
-    A cursor page runs the page and the count as statements compiled once per shape of the
-    query (config.statements) and turns their rows into listings directly (hosts.serializers
-    ``listing_dict``); ``?page=N`` takes the old path through the queryset.
-    """
-
+    # A cursor page runs the page and the count as statements compiled once per shape of the
+    # query (config.statements) and turns their rows into listings directly (hosts.serializers
+    # ``listing_dict``); ``?page=N`` takes the old path through the queryset.
     serializer_class = HostListingOutput
     pagination_class = KeysetPagination
 

@@ -1474,9 +1474,9 @@ export interface components {
         /**
          * @description A catalog entry. Expects ``current_status`` annotated (hosts.selectors.status_fresh).
          *
-         *     The declared fields describe the schema; ``to_representation`` builds the same dict
-         *     directly, because DRF's per-field machinery was most of a catalog page's time (a test
-         *     checks both give the same output).
+         *     The declared fields describe the schema; ``to_representation`` is ``listing_dict``,
+         *     because DRF's per-field machinery was most of a catalog page's time (a test checks both
+         *     give the same output).
          */
         HostListingOutput: {
             readonly id: number;
