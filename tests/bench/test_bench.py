@@ -115,15 +115,17 @@ def test_the_idle_agents_benchmark_measures_heartbeats_and_sees_every_host() -> 
 
     # given: a few agents, a 1 s heartbeat period, a short window, on the test database
     args = arguments(["--agents", "6", "--warm", "2", "--seconds", "2", "--heartbeat", "1"])
-    # when: older agents (a heartbeat every second), then newer ones (only on a change)
-    old, new = measure(args, connection.settings_dict["NAME"])
+    # when: older agents (a heartbeat every second), the agents before agent/keepalive.py
+    # (pinging on their own clock), then the agents now (pinging only a quiet server)
+    old, pings, new = measure(args, connection.settings_dict["NAME"])
     # then: every agent connected, every host was seen (the newer ones from their open
     # sockets: each heartbeats once in 300 s, at a random phase), nothing was refused
-    for measured in (old, new):
+    for measured in (old, pings, new):
         assert (measured.agents, measured.problems, measured.stale_hosts) == (6, [], 0)
-    assert (old.style, new.style) == ("old", "new")
+    assert (old.style, pings.style, new.style) == ("old", "pings", "new")
     assert old.heartbeats >= 6
     assert old.server_cpu > 0
+    assert pings.heartbeats < old.heartbeats
     assert new.heartbeats < old.heartbeats
 
 
