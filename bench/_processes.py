@@ -16,20 +16,24 @@ ROOT = Path(__file__).resolve().parent.parent
 DAPHNE = [sys.executable, "-m", "daphne"]
 
 
-def cluster_script() -> ModuleType:
-    """scripts/cluster.py as a module (loaded once): its Cluster, server_env, web_start,
-    web_wait, front_start and children_stop start daphne and HAProxy exactly as ``make
-    cluster`` does."""
-    loaded = sys.modules.get("cluster")
+def script_module(name: str) -> ModuleType:
+    """scripts/NAME.py as a module named NAME (loaded once per process)."""
+    loaded = sys.modules.get(name)
     if loaded is not None:
         return loaded
-    spec = importlib.util.spec_from_file_location("cluster", ROOT / "scripts" / "cluster.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["cluster"] = module  # dataclasses look their module up by name
+    sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def cluster_script() -> ModuleType:
+    """scripts/cluster.py as a module: its Cluster, server_env, web_start, web_wait,
+    front_start and children_stop start daphne and HAProxy exactly as ``make cluster`` does."""
+    return script_module("cluster")
 
 
 def free_port() -> int:

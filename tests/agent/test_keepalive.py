@@ -3,6 +3,8 @@ real websockets servers on loopback: one that pings like daphne, one that never 
 that stops answering."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -39,27 +41,33 @@ def observed() -> type[ObservedConnection]:
     return type("Observed", (ObservedConnection,), {"pings": 0, "deaf": False})
 
 
-async def _hold(ws: ServerConnection) -> None:
-    await ws.wait_closed()
-
-
-async def _client(port: int) -> Any:
-    return await connect(
-        f"ws://127.0.0.1:{port}/",
-        create_connection=QuietClientConnection,
-        ping_interval=SILENCE,
-        ping_timeout=PONG_TIMEOUT,
-        close_timeout=CLOSE_TIMEOUT,
-    )
-
-
-@pytest.mark.asyncio
-async def test_a_client_pinged_by_its_server_sends_no_pings_of_its_own():
+@contextlib.asynccontextmanager
+async def _linked(
+    server_pings: float | None,
+) -> AsyncIterator[tuple[type[ObservedConnection], QuietClientConnection]]:
+    """A server on loopback (pinging every ``server_pings`` seconds, or never) holding one
+    connection from a quiet-keepalive client: the server's connection class and the client."""
     connection = observed()
+
+    async def hold(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
     async with serve(
-        _hold, "127.0.0.1", 0, ping_interval=SILENCE / 3, create_connection=connection
+        hold, "127.0.0.1", 0, ping_interval=server_pings, create_connection=connection
     ) as server:
-        ws = await _client(server.sockets[0].getsockname()[1])
+        client = await connect(
+            f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/",
+            create_connection=QuietClientConnection,
+            ping_interval=SILENCE,
+            ping_timeout=PONG_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+        assert isinstance(client, QuietClientConnection)
+        yield connection, client
+
+
+async def test_a_client_pinged_by_its_server_sends_no_pings_of_its_own():
+    async with _linked(server_pings=SILENCE / 3) as (connection, ws):
         await asyncio.sleep(SILENCE * 4)
         assert ws.state.name == "OPEN"
         assert ws.silent_for() < SILENCE
@@ -67,13 +75,8 @@ async def test_a_client_pinged_by_its_server_sends_no_pings_of_its_own():
     assert connection.pings == 0
 
 
-@pytest.mark.asyncio
 async def test_a_client_whose_server_is_quiet_pings_it_and_stays_connected():
-    connection = observed()
-    async with serve(
-        _hold, "127.0.0.1", 0, ping_interval=None, create_connection=connection
-    ) as server:
-        ws = await _client(server.sockets[0].getsockname()[1])
+    async with _linked(server_pings=None) as (connection, ws):
         await asyncio.sleep(SILENCE * 4)
         assert ws.state.name == "OPEN"  # each ping was answered
         await ws.close()
@@ -81,13 +84,8 @@ async def test_a_client_whose_server_is_quiet_pings_it_and_stays_connected():
     assert 2 <= connection.pings <= 5
 
 
-@pytest.mark.asyncio
 async def test_a_client_whose_server_stopped_answering_drops_the_connection():
-    connection = observed()
-    async with serve(
-        _hold, "127.0.0.1", 0, ping_interval=None, create_connection=connection
-    ) as server:
-        ws = await _client(server.sockets[0].getsockname()[1])
+    async with _linked(server_pings=None) as (connection, ws):
         connection.deaf = True
         started = asyncio.get_running_loop().time()
         with pytest.raises(ConnectionClosed) as closed:

@@ -3,29 +3,15 @@ children and the job runtime it picks for the local agent."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import stat
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench._processes import script_module
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_demo", ROOT / "scripts" / "run_demo.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_demo"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-run_demo = _load()
+run_demo = script_module("run_demo")
 
 
 @pytest.fixture
