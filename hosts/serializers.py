@@ -45,7 +45,6 @@ LISTING_FIELDS = [
 ]
 
 
-_DATETIME = serializers.DateTimeField()
 # The columns a listing reads (``HostListingOutput``): the catalog selects only these.
 LISTING_COLUMNS = (
     *(name for name in LISTING_FIELDS if name not in ("is_accepting_jobs", "uptime_bps")),
